@@ -1,0 +1,235 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// LoadFile reads, decodes, defaults and validates a YAML or JSON file.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes, defaults and validates a YAML or JSON document. Decoding
+// is strict: an unknown field is an error. Every error is a *FieldError
+// inside an Errors, naming the field path and, where the source gives it,
+// the file and line. name labels errors and may be empty.
+func Parse(data []byte, name string) (*Config, error) {
+	cfg, lines, err := decode(data, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		var list Errors
+		if errors.As(err, &list) {
+			for _, fe := range list {
+				fe.File = name
+				fe.Line = lines.lookup(fe.Path)
+			}
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// lineMap maps field paths to the line they start on.
+type lineMap map[string]int
+
+// lookup returns the line of path or of its nearest ancestor that has one.
+func (m lineMap) lookup(path string) int {
+	for path != "" {
+		if l, ok := m[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+func decode(data []byte, name string) (*Config, lineMap, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, Errors{{File: name, Msg: "the document is empty"}}
+		}
+		return nil, nil, Errors{yamlError(name, err)}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, nil, Errors{{File: name, Line: root.Line, Msg: "the document must be a mapping of top-level fields (listeners, virtual_hosts, clusters, ...)"}}
+	}
+	lines := lineMap{}
+	var list Errors
+	walk(root, reflect.TypeOf(Config{}), "", name, lines, &list)
+	if len(list) > 0 {
+		return nil, nil, list
+	}
+	cfg := &Config{}
+	if err := root.Decode(cfg); err != nil {
+		return nil, nil, Errors{yamlError(name, err)}
+	}
+	return cfg, lines, nil
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// yamlError turns a yaml.v3 error into a FieldError with its line.
+func yamlError(name string, err error) *FieldError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	fe := &FieldError{File: name}
+	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
+		fe.Line, _ = strconv.Atoi(msg[m[2]:m[3]])
+		msg = msg[:m[0]] + msg[m[1]:]
+	}
+	fe.Msg = strings.ReplaceAll(msg, "\n  ", "; ")
+	return fe
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+// walk checks n against type t: every mapping key must be a field, and
+// records the line of every field path. It stops at types that decode
+// themselves.
+func walk(n *yaml.Node, t reflect.Type, path, file string, lines lineMap, list *Errors) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			if n.Tag == "!!null" {
+				return
+			}
+			*list = append(*list, &FieldError{File: file, Line: n.Line, Path: path, Msg: fmt.Sprintf("must be a mapping, not %s", kindName(n))})
+			return
+		}
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" {
+				continue // merge keys are resolved by the decoder
+			}
+			p := dot(path, k.Value)
+			lines[p] = k.Line
+			f, ok := fields[k.Value]
+			if !ok {
+				*list = append(*list, &FieldError{File: file, Line: k.Line, Path: p, Msg: "unknown field" + suggest(k.Value, fields)})
+				continue
+			}
+			walk(v, f.Type, p, file, lines, list)
+		}
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			if n.Tag == "!!null" {
+				return
+			}
+			*list = append(*list, &FieldError{File: file, Line: n.Line, Path: path, Msg: fmt.Sprintf("must be a list, not %s", kindName(n))})
+			return
+		}
+		for i, c := range n.Content {
+			p := idx(path, i)
+			lines[p] = c.Line
+			walk(c, t.Elem(), p, file, lines, list)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return // the decoder reports the type error with its line
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			lines[dot(path, n.Content[i].Value)] = n.Content[i].Line
+		}
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return fmt.Sprintf("the value %q", n.Value)
+	}
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	m := make(map[string]reflect.StructField, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(f.Name)
+		}
+		m[tag] = f
+	}
+	return m
+}
+
+// suggest names the known field closest to a misspelt one.
+func suggest(got string, fields map[string]reflect.StructField) string {
+	best, bestD := "", 3
+	for name := range fields {
+		if d := editDistance(got, name); d < bestD || (d == bestD && best != "" && name < best) {
+			best, bestD = name, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

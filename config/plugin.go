@@ -1,0 +1,48 @@
+package config
+
+// Plugin is a Wasm filter module and how to run it.
+type Plugin struct {
+	Name string `yaml:"name" json:"name"`
+	// File is the path of the .wasm module. With SHA256 set too, the file's
+	// digest must match.
+	File string `yaml:"file,omitempty" json:"file,omitempty"`
+	// SHA256 is the module's content address (lowercase hex). Alone, it names
+	// a blob held by the control plane.
+	SHA256 string `yaml:"sha256,omitempty" json:"sha256,omitempty"`
+	// RootID selects the root context inside the module; empty is valid.
+	RootID string `yaml:"root_id,omitempty" json:"root_id,omitempty"`
+	// VMConfig is passed to proxy_on_vm_start; Config to proxy_on_configure.
+	// Each is a string (raw bytes) or a mapping (passed as JSON).
+	VMConfig RawConfig `yaml:"vm_config,omitempty" json:"vm_config,omitempty"`
+	Config   RawConfig `yaml:"config,omitempty" json:"config,omitempty"`
+	// FailurePolicy is fail_closed (the default: a broken plugin fails its
+	// request with 500), fail_open (the request goes on without the plugin)
+	// or reload (fail closed, and rebuild the instance at once).
+	FailurePolicy string `yaml:"failure_policy,omitempty" json:"failure_policy,omitempty"`
+	// MemoryLimitMB caps each instance's linear memory. Zero means 256.
+	MemoryLimitMB int `yaml:"memory_limit_mb,omitempty" json:"memory_limit_mb,omitempty"`
+	// CallTimeout is the deadline of one call into the guest. Zero means 100ms.
+	CallTimeout Duration `yaml:"call_timeout,omitempty" json:"call_timeout,omitempty"`
+	// PoolSize is the number of module instances. Zero means GOMAXPROCS*2.
+	PoolSize int `yaml:"pool_size,omitempty" json:"pool_size,omitempty"`
+	// MaxBodyBytes bounds a body the plugin buffers. Zero means 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes,omitempty" json:"max_body_bytes,omitempty"`
+	// AllowedClusters are the clusters the plugin may call with
+	// proxy_http_call. Empty means none.
+	AllowedClusters []string `yaml:"allowed_clusters,omitempty" json:"allowed_clusters,omitempty"`
+}
+
+// Failure policies.
+const (
+	FailClosed = "fail_closed"
+	FailOpen   = "fail_open"
+	FailReload = "reload"
+)
+
+// FilterRef attaches a plugin to a virtual host or a route.
+type FilterRef struct {
+	Plugin string `yaml:"plugin" json:"plugin"`
+	// Config, when set, replaces the plugin's configuration for this
+	// attachment.
+	Config RawConfig `yaml:"config,omitempty" json:"config,omitempty"`
+}

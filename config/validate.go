@@ -1,0 +1,524 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Validate checks every field and every reference between resources. It
+// returns nil or an Errors listing every problem, each naming its field
+// path. It does not change c; call Normalize first for defaults.
+func (c *Config) Validate() error {
+	v := &errs{}
+	if c.Admin.Address != "off" {
+		checkHostPort(v, "admin.address", c.Admin.Address)
+	}
+	c.validateAccessLog(v)
+	if c.DrainTimeout < 0 {
+		v.add("drain_timeout", "must not be negative")
+	}
+
+	listeners := c.validateListeners(v)
+	clusters := c.validateClusters(v)
+	plugins := c.validatePlugins(v, clusters)
+	c.validateVirtualHosts(v, listeners, clusters, plugins)
+	return v.err()
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
+
+func checkName(v *errs, path, name string, seen map[string]int, kind string) {
+	switch {
+	case name == "":
+		v.add(path, "is required")
+	case !namePattern.MatchString(name):
+		v.add(path, "%q is not a valid name (letters, digits, '_', '.', '-'; at most 128; starting with a letter or digit)", name)
+	default:
+		if first, dup := seen[name]; dup {
+			v.add(path, "duplicate %s name %q (first at index %d)", kind, name, first)
+		}
+	}
+}
+
+func checkHostPort(v *errs, path, addr string) {
+	if addr == "" {
+		v.add(path, "is required")
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, "%q is not host:port", addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add(path, "%q has an invalid port", addr)
+	}
+	if strings.ContainsAny(host, " /\\") {
+		v.add(path, "%q has an invalid host", addr)
+	}
+}
+
+func (c *Config) validateAccessLog(v *errs) {
+	for i, f := range c.AccessLog.Fields {
+		if !AccessLogFields[f] {
+			v.add(idx("access_log.fields", i), "unknown access log field %q", f)
+		}
+	}
+	if c.AccessLog.BufferEntries < 0 {
+		v.add("access_log.buffer_entries", "must not be negative")
+	}
+}
+
+func (c *Config) validateListeners(v *errs) map[string]int {
+	seen := map[string]int{}
+	addrs := map[string]int{}
+	if len(c.Listeners) == 0 {
+		v.add("listeners", "at least one listener is required")
+	}
+	for i, l := range c.Listeners {
+		p := idx("listeners", i)
+		checkName(v, dot(p, "name"), l.Name, seen, "listener")
+		seen[l.Name] = i
+		checkHostPort(v, dot(p, "address"), l.Address)
+		if first, dup := addrs[l.Address]; dup && l.Address != "" && !strings.HasSuffix(l.Address, ":0") {
+			v.add(dot(p, "address"), "address %q is already used by listeners[%d]", l.Address, first)
+		}
+		addrs[l.Address] = i
+		for j, cidr := range l.TrustedProxies {
+			if _, err := parsePrefix(cidr); err != nil {
+				v.add(idx(dot(p, "trusted_proxies"), j), "%q is not an IP address or CIDR", cidr)
+			}
+		}
+		if l.MaxRequestHeaderBytes < 0 || l.MaxRequestHeaderBytes > 1<<20 {
+			v.add(dot(p, "max_request_header_bytes"), "must be between 1 and 1048576")
+		}
+		if l.MaxRequestBodyBytes < 0 {
+			v.add(dot(p, "max_request_body_bytes"), "must not be negative")
+		}
+		if l.IdleTimeout < 0 {
+			v.add(dot(p, "idle_timeout"), "must not be negative")
+		}
+		if l.RequestIDHeader != "" && !validHeaderName(l.RequestIDHeader) {
+			v.add(dot(p, "request_id_header"), "%q is not a valid header name", l.RequestIDHeader)
+		}
+	}
+	return seen
+}
+
+// ParsePrefix parses an IP address or a CIDR.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParsePrefix parses an IP address or a CIDR, as trusted_proxies takes them.
+func ParsePrefix(s string) (netip.Prefix, error) { return parsePrefix(s) }
+
+var lbPolicies = map[string]bool{LBRoundRobin: true, LBLeastRequest: true, LBRandom: true, LBRingHash: true, LBMaglev: true}
+
+func (c *Config) validateClusters(v *errs) map[string]int {
+	seen := map[string]int{}
+	for i, cl := range c.Clusters {
+		p := idx("clusters", i)
+		checkName(v, dot(p, "name"), cl.Name, seen, "cluster")
+		seen[cl.Name] = i
+		if len(cl.Endpoints) == 0 {
+			v.add(dot(p, "endpoints"), "at least one endpoint is required")
+		}
+		eps := map[string]int{}
+		for j, ep := range cl.Endpoints {
+			ep := ep
+			ePath := idx(dot(p, "endpoints"), j)
+			checkHostPort(v, dot(ePath, "address"), ep.Address)
+			if first, dup := eps[ep.Address]; dup {
+				v.add(dot(ePath, "address"), "duplicate endpoint %q (first at index %d)", ep.Address, first)
+			}
+			eps[ep.Address] = j
+			if ep.Weight < 1 || ep.Weight > 10000 {
+				v.add(dot(ePath, "weight"), "must be between 1 and 10000, not %d", ep.Weight)
+			}
+		}
+		if !lbPolicies[cl.LBPolicy] {
+			v.add(dot(p, "lb_policy"), "unknown policy %q (want round_robin, least_request, random, ring_hash or maglev)", cl.LBPolicy)
+		}
+		if hp := cl.HashPolicy; hp != nil {
+			n := 0
+			if hp.Header != "" {
+				n++
+				if !validHeaderName(hp.Header) {
+					v.add(dot(p, "hash_policy.header"), "%q is not a valid header name", hp.Header)
+				}
+			}
+			if hp.Cookie != "" {
+				n++
+			}
+			if hp.SourceIP {
+				n++
+			}
+			if n != 1 {
+				v.add(dot(p, "hash_policy"), "exactly one of header, cookie and source_ip is required")
+			}
+			if cl.LBPolicy != LBRingHash && cl.LBPolicy != LBMaglev {
+				v.add(dot(p, "hash_policy"), "is only used by ring_hash and maglev, not %s", cl.LBPolicy)
+			}
+		}
+		if cl.RingSize < 0 || cl.RingSize > 1<<23 {
+			v.add(dot(p, "ring_size"), "must be between 1 and 8388608")
+		}
+		if cl.ConnectTimeout < 0 {
+			v.add(dot(p, "connect_timeout"), "must not be negative")
+		}
+		if cl.IdleTimeout < 0 {
+			v.add(dot(p, "idle_timeout"), "must not be negative")
+		}
+		if cl.MaxConnectionsPerEndpoint < 0 {
+			v.add(dot(p, "max_connections_per_endpoint"), "must not be negative")
+		}
+	}
+	return seen
+}
+
+var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]int {
+	seen := map[string]int{}
+	for i, pl := range c.Plugins {
+		p := idx("plugins", i)
+		checkName(v, dot(p, "name"), pl.Name, seen, "plugin")
+		seen[pl.Name] = i
+		if pl.File == "" && pl.SHA256 == "" {
+			v.add(p, "one of file and sha256 is required")
+		}
+		if pl.SHA256 != "" && !sha256Pattern.MatchString(pl.SHA256) {
+			v.add(dot(p, "sha256"), "must be 64 lowercase hex digits")
+		}
+		switch pl.FailurePolicy {
+		case FailClosed, FailOpen, FailReload:
+		default:
+			v.add(dot(p, "failure_policy"), "unknown policy %q (want fail_closed, fail_open or reload)", pl.FailurePolicy)
+		}
+		if pl.MemoryLimitMB < 0 || pl.MemoryLimitMB > 4096 {
+			v.add(dot(p, "memory_limit_mb"), "must be between 1 and 4096")
+		}
+		if pl.CallTimeout < 0 {
+			v.add(dot(p, "call_timeout"), "must not be negative")
+		}
+		if pl.PoolSize < 0 || pl.PoolSize > 1024 {
+			v.add(dot(p, "pool_size"), "must be between 1 and 1024")
+		}
+		if pl.MaxBodyBytes < 0 {
+			v.add(dot(p, "max_body_bytes"), "must not be negative")
+		}
+		for j, name := range pl.AllowedClusters {
+			if _, ok := clusters[name]; !ok {
+				v.add(idx(dot(p, "allowed_clusters"), j), "unknown cluster %q", name)
+			}
+		}
+	}
+	return seen
+}
+
+func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[string]int) {
+	seen := map[string]int{}
+	// domainOwner maps listener name + domain to the virtual host index.
+	domainOwner := map[string]int{}
+	for i, vh := range c.VirtualHosts {
+		p := idx("virtual_hosts", i)
+		checkName(v, dot(p, "name"), vh.Name, seen, "virtual host")
+		seen[vh.Name] = i
+		for j, l := range vh.Listeners {
+			if _, ok := listeners[l]; !ok {
+				v.add(idx(dot(p, "listeners"), j), "unknown listener %q", l)
+			}
+		}
+		on := vh.Listeners
+		if len(on) == 0 {
+			on = c.listenerNames()
+		}
+		if len(vh.Domains) == 0 {
+			v.add(dot(p, "domains"), "at least one domain is required (\"*\" for any)")
+		}
+		for j, d := range vh.Domains {
+			dPath := idx(dot(p, "domains"), j)
+			if err := checkDomain(d); err != "" {
+				v.add(dPath, "%s", err)
+				continue
+			}
+			for _, l := range on {
+				key := l + "\x00" + d
+				if first, dup := domainOwner[key]; dup && first != i {
+					v.add(dPath, "domain %q is already served by virtual_hosts[%d] on listener %q", d, first, l)
+					break
+				}
+				domainOwner[key] = i
+			}
+		}
+		validateMutation(v, dot(p, "request_headers"), vh.RequestHeaders)
+		validateMutation(v, dot(p, "response_headers"), vh.ResponseHeaders)
+		validateFilterRefs(v, dot(p, "filters"), vh.Filters, plugins)
+		if len(vh.Routes) == 0 {
+			v.add(dot(p, "routes"), "at least one route is required")
+		}
+		routes := map[string]int{}
+		for j := range vh.Routes {
+			rPath := idx(dot(p, "routes"), j)
+			r := &vh.Routes[j]
+			checkName(v, dot(rPath, "name"), r.Name, routes, "route")
+			routes[r.Name] = j
+			validateRoute(v, rPath, r, clusters, plugins)
+		}
+	}
+}
+
+func (c *Config) listenerNames() []string {
+	names := make([]string, len(c.Listeners))
+	for i, l := range c.Listeners {
+		names[i] = l.Name
+	}
+	return names
+}
+
+func checkDomain(d string) string {
+	switch {
+	case d == "":
+		return "must not be empty"
+	case d == "*":
+		return ""
+	case strings.Count(d, "*") > 1:
+		return fmt.Sprintf("%q has more than one wildcard", d)
+	case strings.Contains(d, "*") && !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*"):
+		return fmt.Sprintf("%q: a wildcard must be the first or the last character", d)
+	case strings.ContainsAny(d, " /\\@?#"):
+		return fmt.Sprintf("%q is not a domain name", d)
+	}
+	return ""
+}
+
+var validMethods = regexp.MustCompile(`^[A-Z][A-Z0-9_\-]{0,31}$`)
+
+func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int) {
+	m := r.Match
+	mp := dot(p, "match")
+	paths := 0
+	if m.Path != "" {
+		paths++
+		if !strings.HasPrefix(m.Path, "/") {
+			v.add(dot(mp, "path"), "must start with '/'")
+		}
+	}
+	if m.Prefix != "" {
+		paths++
+		if !strings.HasPrefix(m.Prefix, "/") {
+			v.add(dot(mp, "prefix"), "must start with '/'")
+		}
+	}
+	if m.PathRegex != "" {
+		paths++
+		checkRegex(v, dot(mp, "path_regex"), m.PathRegex)
+	}
+	if paths > 1 {
+		v.add(mp, "at most one of path, prefix and path_regex")
+	}
+	for i, h := range m.Headers {
+		hp := idx(dot(mp, "headers"), i)
+		if !validHeaderName(h.Name) {
+			v.add(dot(hp, "name"), "%q is not a valid header name", h.Name)
+		}
+		n := count(h.Exact != "", h.Prefix != "", h.Regex != "", h.Present, h.Absent)
+		if n != 1 {
+			v.add(hp, "exactly one of exact, prefix, regex, present and absent is required")
+		}
+		if h.Regex != "" {
+			checkRegex(v, dot(hp, "regex"), h.Regex)
+		}
+	}
+	for i, q := range m.Query {
+		qp := idx(dot(mp, "query"), i)
+		if q.Name == "" {
+			v.add(dot(qp, "name"), "is required")
+		}
+		if count(q.Exact != "", q.Prefix != "", q.Regex != "", q.Present) != 1 {
+			v.add(qp, "exactly one of exact, prefix, regex and present is required")
+		}
+		if q.Regex != "" {
+			checkRegex(v, dot(qp, "regex"), q.Regex)
+		}
+	}
+	for i, meth := range m.Methods {
+		if !validMethods.MatchString(meth) {
+			v.add(idx(dot(mp, "methods"), i), "%q is not a method", meth)
+		}
+	}
+
+	actions := count(r.Cluster != "", len(r.WeightedClusters) > 0, r.Redirect != nil, r.DirectResponse != nil)
+	if actions != 1 {
+		v.add(p, "exactly one of cluster, weighted_clusters, redirect and direct_response is required")
+	}
+	if r.Cluster != "" {
+		if _, ok := clusters[r.Cluster]; !ok {
+			v.add(dot(p, "cluster"), "unknown cluster %q", r.Cluster)
+		}
+	}
+	total := 0
+	for i, wc := range r.WeightedClusters {
+		wp := idx(dot(p, "weighted_clusters"), i)
+		if _, ok := clusters[wc.Name]; !ok {
+			v.add(dot(wp, "name"), "unknown cluster %q", wc.Name)
+		}
+		if wc.Weight < 0 || wc.Weight > 1000000 {
+			v.add(dot(wp, "weight"), "must be between 0 and 1000000")
+		}
+		total += wc.Weight
+	}
+	if len(r.WeightedClusters) > 0 && total == 0 {
+		v.add(dot(p, "weighted_clusters"), "the weights add up to 0")
+	}
+	if rd := r.Redirect; rd != nil {
+		rp := dot(p, "redirect")
+		switch rd.Status {
+		case 301, 302, 303, 307, 308:
+		default:
+			v.add(dot(rp, "status"), "must be 301, 302, 303, 307 or 308, not %d", rd.Status)
+		}
+		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
+			v.add(dot(rp, "scheme"), "must be http or https")
+		}
+		if rd.Path != "" && rd.PrefixRewrite != "" {
+			v.add(rp, "at most one of path and prefix_rewrite")
+		}
+		if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
+			v.add(dot(rp, "path"), "must start with '/'")
+		}
+		if rd.PrefixRewrite != "" && m.Prefix == "" {
+			v.add(dot(rp, "prefix_rewrite"), "needs match.prefix")
+		}
+		if rd.Port < 0 || rd.Port > 65535 {
+			v.add(dot(rp, "port"), "must be between 1 and 65535")
+		}
+		if strings.ContainsAny(rd.Host, "/ ") {
+			v.add(dot(rp, "host"), "%q is not a host name", rd.Host)
+		}
+	}
+	if dr := r.DirectResponse; dr != nil {
+		dp := dot(p, "direct_response")
+		if dr.Status < 100 || dr.Status > 599 {
+			v.add(dot(dp, "status"), "must be between 100 and 599")
+		}
+		for i, h := range dr.Headers {
+			if !validHeaderName(h.Name) {
+				v.add(dot(idx(dot(dp, "headers"), i), "name"), "%q is not a valid header name", h.Name)
+			}
+		}
+	}
+	forwards := r.Cluster != "" || len(r.WeightedClusters) > 0
+	if r.PrefixRewrite != "" {
+		if m.Prefix == "" {
+			v.add(dot(p, "prefix_rewrite"), "needs match.prefix")
+		}
+		if r.RegexRewrite != nil {
+			v.add(p, "at most one of prefix_rewrite and regex_rewrite")
+		}
+	}
+	if rr := r.RegexRewrite; rr != nil {
+		if rr.Pattern == "" {
+			v.add(dot(p, "regex_rewrite.pattern"), "is required")
+		} else {
+			checkRegex(v, dot(p, "regex_rewrite.pattern"), rr.Pattern)
+		}
+	}
+	if !forwards && (r.PrefixRewrite != "" || r.RegexRewrite != nil || r.HostRewrite != "") {
+		v.add(p, "prefix_rewrite, regex_rewrite and host_rewrite need a cluster or weighted_clusters action")
+	}
+	if r.Timeout < 0 {
+		v.add(dot(p, "timeout"), "must not be negative")
+	}
+	validateMutation(v, dot(p, "request_headers"), r.RequestHeaders)
+	validateMutation(v, dot(p, "response_headers"), r.ResponseHeaders)
+	validateFilterRefs(v, dot(p, "filters"), r.Filters, plugins)
+}
+
+func validateFilterRefs(v *errs, p string, refs []FilterRef, plugins map[string]int) {
+	for i, f := range refs {
+		if f.Plugin == "" {
+			v.add(dot(idx(p, i), "plugin"), "is required")
+		} else if _, ok := plugins[f.Plugin]; !ok {
+			v.add(dot(idx(p, i), "plugin"), "unknown plugin %q", f.Plugin)
+		}
+	}
+}
+
+// hopByHop are the headers a mutation may not touch: they describe one
+// connection, not the message.
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
+	"trailer": true, "transfer-encoding": true, "upgrade": true, "content-length": true,
+}
+
+func validateMutation(v *errs, p string, m HeaderMutation) {
+	check := func(path, name string) {
+		switch {
+		case !validHeaderName(name):
+			v.add(path, "%q is not a valid header name", name)
+		case hopByHop[name]:
+			v.add(path, "%q describes the connection and cannot be changed", name)
+		}
+	}
+	for i, h := range m.Add {
+		check(dot(idx(dot(p, "add"), i), "name"), h.Name)
+		checkHeaderValue(v, dot(idx(dot(p, "add"), i), "value"), h.Value)
+	}
+	for i, h := range m.Set {
+		check(dot(idx(dot(p, "set"), i), "name"), h.Name)
+		checkHeaderValue(v, dot(idx(dot(p, "set"), i), "value"), h.Value)
+	}
+	for i, name := range m.Remove {
+		check(idx(dot(p, "remove"), i), name)
+	}
+}
+
+func checkHeaderValue(v *errs, p, val string) {
+	if strings.ContainsAny(val, "\r\n\x00") {
+		v.add(p, "a header value must not contain CR, LF or NUL")
+	}
+}
+
+func checkRegex(v *errs, p, re string) {
+	if _, err := regexp.Compile(re); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "error parsing regexp: ")
+		v.add(p, "%s", msg)
+	}
+}
+
+// validHeaderName reports whether s is an HTTP token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func count(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
