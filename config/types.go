@@ -209,7 +209,11 @@ func (m HeaderMutation) IsZero() bool {
 
 // Cluster is a set of upstream endpoints and how to reach them.
 type Cluster struct {
-	Name      string     `yaml:"name" json:"name"`
+	Name string `yaml:"name" json:"name"`
+	// Discovery is "static" (the default: Endpoints as written) or
+	// "registry" (endpoints registered with the control plane under leases;
+	// the proxy receives them filled into Endpoints).
+	Discovery string     `yaml:"discovery,omitempty" json:"discovery,omitempty"`
 	Endpoints []Endpoint `yaml:"endpoints" json:"endpoints"`
 	// LBPolicy is round_robin (weights honoured by smooth weighted round
 	// robin), least_request (power of two choices), random, ring_hash or
@@ -243,6 +247,12 @@ type HashPolicy struct {
 	Cookie   string `yaml:"cookie,omitempty" json:"cookie,omitempty"`
 	SourceIP bool   `yaml:"source_ip,omitempty" json:"source_ip,omitempty"`
 }
+
+// Discovery modes.
+const (
+	DiscoveryStatic   = "static"
+	DiscoveryRegistry = "registry"
+)
 
 // Load-balancing policies.
 const (

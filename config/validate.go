@@ -132,8 +132,14 @@ func (c *Config) validateClusters(v *errs) map[string]int {
 		p := idx("clusters", i)
 		checkName(v, dot(p, "name"), cl.Name, seen, "cluster")
 		seen[cl.Name] = i
-		if len(cl.Endpoints) == 0 {
-			v.add(dot(p, "endpoints"), "at least one endpoint is required")
+		switch cl.Discovery {
+		case "", DiscoveryStatic:
+			if len(cl.Endpoints) == 0 {
+				v.add(dot(p, "endpoints"), "at least one endpoint is required")
+			}
+		case DiscoveryRegistry:
+		default:
+			v.add(dot(p, "discovery"), "unknown discovery %q (want static or registry)", cl.Discovery)
 		}
 		eps := map[string]int{}
 		for j, ep := range cl.Endpoints {
