@@ -80,17 +80,16 @@ func decode(data []byte, name string) (*Config, lineMap, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, nil, Errors{{File: name, Line: root.Line, Msg: "the document must be a mapping of top-level fields (listeners, virtual_hosts, clusters, ...)"}}
 	}
-	lines := lineMap{}
-	var list Errors
-	walk(root, reflect.TypeOf(Config{}), "", name, lines, &list)
-	if len(list) > 0 {
-		return nil, nil, list
+	w := &walker{file: name, lines: lineMap{}, budget: 8*len(data) + 100000}
+	w.walk(root, reflect.TypeOf(Config{}), "")
+	if len(w.list) > 0 {
+		return nil, nil, w.list
 	}
 	cfg := &Config{}
 	if err := root.Decode(cfg); err != nil {
 		return nil, nil, Errors{yamlError(name, err)}
 	}
-	return cfg, lines, nil
+	return cfg, w.lines, nil
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+): `)
@@ -110,10 +109,32 @@ func yamlError(name string, err error) *FieldError {
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
+// walker checks a document against the schema before it is decoded.
+type walker struct {
+	file  string
+	lines lineMap
+	list  Errors
+	// budget bounds the nodes visited, so that aliases nested in aliases
+	// cannot make the walk exponential in the size of the document.
+	budget int
+}
+
+func (w *walker) add(n *yaml.Node, path, msg string) {
+	w.list = append(w.list, &FieldError{File: w.file, Line: n.Line, Path: path, Msg: msg})
+}
+
 // walk checks n against type t: every mapping key must be a field, and
 // records the line of every field path. It stops at types that decode
 // themselves.
-func walk(n *yaml.Node, t reflect.Type, path, file string, lines lineMap, list *Errors) {
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	if w.budget <= 0 {
+		return
+	}
+	w.budget--
+	if w.budget == 0 {
+		w.add(n, path, "the document expands too many aliases")
+		return
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -129,7 +150,7 @@ func walk(n *yaml.Node, t reflect.Type, path, file string, lines lineMap, list *
 			if n.Tag == "!!null" {
 				return
 			}
-			*list = append(*list, &FieldError{File: file, Line: n.Line, Path: path, Msg: fmt.Sprintf("must be a mapping, not %s", kindName(n))})
+			w.add(n, path, fmt.Sprintf("must be a mapping, not %s", kindName(n)))
 			return
 		}
 		fields := yamlFields(t)
@@ -139,13 +160,13 @@ func walk(n *yaml.Node, t reflect.Type, path, file string, lines lineMap, list *
 				continue // merge keys are resolved by the decoder
 			}
 			p := dot(path, k.Value)
-			lines[p] = k.Line
+			w.lines[p] = k.Line
 			f, ok := fields[k.Value]
 			if !ok {
-				*list = append(*list, &FieldError{File: file, Line: k.Line, Path: p, Msg: "unknown field" + suggest(k.Value, fields)})
+				w.add(k, p, "unknown field"+suggest(k.Value, fields))
 				continue
 			}
-			walk(v, f.Type, p, file, lines, list)
+			w.walk(v, f.Type, p)
 		}
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Uint8 {
@@ -155,20 +176,20 @@ func walk(n *yaml.Node, t reflect.Type, path, file string, lines lineMap, list *
 			if n.Tag == "!!null" {
 				return
 			}
-			*list = append(*list, &FieldError{File: file, Line: n.Line, Path: path, Msg: fmt.Sprintf("must be a list, not %s", kindName(n))})
+			w.add(n, path, fmt.Sprintf("must be a list, not %s", kindName(n)))
 			return
 		}
 		for i, c := range n.Content {
 			p := idx(path, i)
-			lines[p] = c.Line
-			walk(c, t.Elem(), p, file, lines, list)
+			w.lines[p] = c.Line
+			w.walk(c, t.Elem(), p)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			return // the decoder reports the type error with its line
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			lines[dot(path, n.Content[i].Value)] = n.Content[i].Line
+			w.lines[dot(path, n.Content[i].Value)] = n.Content[i].Line
 		}
 	}
 }
