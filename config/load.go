@@ -142,6 +142,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		t = t.Elem()
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		w.leaf(n, t, path)
 		return
 	}
 	switch t.Kind() {
@@ -185,12 +186,27 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.walk(c, t.Elem(), p)
 		}
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			return // the decoder reports the type error with its line
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				w.lines[dot(path, n.Content[i].Value)] = n.Content[i].Line
+			}
 		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			w.lines[dot(path, n.Content[i].Value)] = n.Content[i].Line
+		w.leaf(n, t, path)
+	default:
+		w.leaf(n, t, path)
+	}
+}
+
+// leaf decodes n into a throwaway value of type t, so that a type error
+// names its field path as well as its line.
+func (w *walker) leaf(n *yaml.Node, t reflect.Type, path string) {
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		fe := yamlError(w.file, err)
+		fe.Path = path
+		if fe.Line == 0 {
+			fe.Line = n.Line
 		}
+		w.list = append(w.list, fe)
 	}
 }
 
