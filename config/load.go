@@ -73,6 +73,20 @@ func decode(data []byte, name string) (*Config, lineMap, error) {
 		}
 		return nil, nil, Errors{yamlError(name, err)}
 	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, Errors{yamlError(name, err)}
+		}
+		if len(next.Content) == 1 && next.Content[0].Tag == "!!null" {
+			continue // an empty document after "---"
+		}
+		return nil, nil, Errors{{File: name, Line: next.Line, Msg: "a config is one YAML document; found a second"}}
+	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
