@@ -405,13 +405,15 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 		if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
 			v.add(dot(rp, "path"), "must start with '/'")
 		}
+		checkNoCRLF(v, dot(rp, "path"), rd.Path)
+		checkNoCRLF(v, dot(rp, "prefix_rewrite"), rd.PrefixRewrite)
 		if rd.PrefixRewrite != "" && m.Prefix == "" {
 			v.add(dot(rp, "prefix_rewrite"), "needs match.prefix")
 		}
 		if rd.Port < 0 || rd.Port > 65535 {
 			v.add(dot(rp, "port"), "must be between 1 and 65535")
 		}
-		if strings.ContainsAny(rd.Host, "/ ") {
+		if strings.ContainsAny(rd.Host, "/ \t\r\n\x00") {
 			v.add(dot(rp, "host"), "%q is not a host name", rd.Host)
 		}
 	}
@@ -424,9 +426,15 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 			if !validHeaderName(h.Name) {
 				v.add(dot(idx(dot(dp, "headers"), i), "name"), "%q is not a valid header name", h.Name)
 			}
+			checkHeaderValue(v, dot(idx(dot(dp, "headers"), i), "value"), h.Value)
 		}
 	}
 	forwards := r.Cluster != "" || len(r.WeightedClusters) > 0
+	checkNoCRLF(v, dot(p, "prefix_rewrite"), r.PrefixRewrite)
+	checkNoCRLF(v, dot(p, "host_rewrite"), r.HostRewrite)
+	if r.RegexRewrite != nil {
+		checkNoCRLF(v, dot(p, "regex_rewrite.substitution"), r.RegexRewrite.Substitution)
+	}
 	if r.PrefixRewrite != "" {
 		if m.Prefix == "" {
 			v.add(dot(p, "prefix_rewrite"), "needs match.prefix")
@@ -495,6 +503,14 @@ func validateMutation(v *errs, p string, m HeaderMutation) {
 func checkHeaderValue(v *errs, p, val string) {
 	if strings.ContainsAny(val, "\r\n\x00") {
 		v.add(p, "a header value must not contain CR, LF or NUL")
+	}
+}
+
+// checkNoCRLF rejects a value that is written into a request line or a
+// header as it is.
+func checkNoCRLF(v *errs, p, val string) {
+	if strings.ContainsAny(val, "\r\n\x00") {
+		v.add(p, "must not contain CR, LF or NUL")
 	}
 }
 
