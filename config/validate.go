@@ -31,16 +31,22 @@ func (c *Config) Validate() error {
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
 
-func checkName(v *errs, path, name string, seen map[string]int, kind string) {
+// checkName checks the name of the i-th resource of a kind and records it
+// in seen, keeping the index of the first resource with each name.
+func checkName(v *errs, path, name string, i int, seen map[string]int, kind string) {
 	switch {
 	case name == "":
 		v.add(path, "is required")
+		return
 	case !namePattern.MatchString(name):
 		v.add(path, "%q is not a valid name (letters, digits, '_', '.', '-'; at most 128; starting with a letter or digit)", name)
 	default:
 		if first, dup := seen[name]; dup {
 			v.add(path, "duplicate %s name %q (first at index %d)", kind, name, first)
 		}
+	}
+	if _, dup := seen[name]; !dup {
+		seen[name] = i
 	}
 }
 
@@ -81,8 +87,7 @@ func (c *Config) validateListeners(v *errs) map[string]int {
 	}
 	for i, l := range c.Listeners {
 		p := idx("listeners", i)
-		checkName(v, dot(p, "name"), l.Name, seen, "listener")
-		seen[l.Name] = i
+		checkName(v, dot(p, "name"), l.Name, i, seen, "listener")
 		checkHostPort(v, dot(p, "address"), l.Address)
 		if first, dup := addrs[l.Address]; dup && l.Address != "" && !strings.HasSuffix(l.Address, ":0") {
 			v.add(dot(p, "address"), "address %q is already used by listeners[%d]", l.Address, first)
@@ -130,8 +135,7 @@ func (c *Config) validateClusters(v *errs) map[string]int {
 	seen := map[string]int{}
 	for i, cl := range c.Clusters {
 		p := idx("clusters", i)
-		checkName(v, dot(p, "name"), cl.Name, seen, "cluster")
-		seen[cl.Name] = i
+		checkName(v, dot(p, "name"), cl.Name, i, seen, "cluster")
 		switch cl.Discovery {
 		case "", DiscoveryStatic:
 			if len(cl.Endpoints) == 0 {
@@ -148,8 +152,9 @@ func (c *Config) validateClusters(v *errs) map[string]int {
 			checkHostPort(v, dot(ePath, "address"), ep.Address)
 			if first, dup := eps[ep.Address]; dup {
 				v.add(dot(ePath, "address"), "duplicate endpoint %q (first at index %d)", ep.Address, first)
+			} else {
+				eps[ep.Address] = j
 			}
-			eps[ep.Address] = j
 			if ep.Weight < 1 || ep.Weight > 10000 {
 				v.add(dot(ePath, "weight"), "must be between 1 and 10000, not %d", ep.Weight)
 			}
@@ -200,8 +205,7 @@ func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]in
 	seen := map[string]int{}
 	for i, pl := range c.Plugins {
 		p := idx("plugins", i)
-		checkName(v, dot(p, "name"), pl.Name, seen, "plugin")
-		seen[pl.Name] = i
+		checkName(v, dot(p, "name"), pl.Name, i, seen, "plugin")
 		if pl.File == "" && pl.SHA256 == "" {
 			v.add(p, "one of file and sha256 is required")
 		}
@@ -240,8 +244,7 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 	domainOwner := map[string]int{}
 	for i, vh := range c.VirtualHosts {
 		p := idx("virtual_hosts", i)
-		checkName(v, dot(p, "name"), vh.Name, seen, "virtual host")
-		seen[vh.Name] = i
+		checkName(v, dot(p, "name"), vh.Name, i, seen, "virtual host")
 		for j, l := range vh.Listeners {
 			if _, ok := listeners[l]; !ok {
 				v.add(idx(dot(p, "listeners"), j), "unknown listener %q", l)
@@ -279,8 +282,7 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 		for j := range vh.Routes {
 			rPath := idx(dot(p, "routes"), j)
 			r := &vh.Routes[j]
-			checkName(v, dot(rPath, "name"), r.Name, routes, "route")
-			routes[r.Name] = j
+			checkName(v, dot(rPath, "name"), r.Name, j, routes, "route")
 			validateRoute(v, rPath, r, clusters, plugins)
 		}
 	}
