@@ -1,0 +1,620 @@
+// Command compare runs the side-by-side benchmarks: one upstream, and the
+// same load sent to it directly and through each proxy in turn (a bare
+// fasthttp forwarder, wasmgate, nginx, HAProxy, Caddy), pinned to the same
+// CPUs, over several interleaved rounds. It writes the raw samples to
+// results.json and the medians, with their method, to RESULTS.md and
+// results.svg.
+//
+// benchmarks/run.sh builds the binaries and runs it; see benchmarks/README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command line flags.
+type options struct {
+	binDir      string
+	root        string // the benchmarks/ directory
+	scratch     string
+	duration    time.Duration
+	warmup      time.Duration
+	rounds      int
+	connections int
+	threads     int
+	proxyCPU    int
+	loadCPU     int
+	scenarios   []string
+	payloads    []string
+	reportOnly  bool
+	quick       bool
+	maxOther    float64 // % of a pinned core used by others that triggers a retry
+	retries     int     // budget of such retries; negative: half of the samples
+	quietWait   time.Duration
+}
+
+// payload is one response body the upstream serves.
+type payload struct {
+	Name  string `json:"name"`  // as given to -payloads
+	Label string `json:"label"` // for tables
+	Path  string `json:"path"`
+	Size  int    `json:"size"`
+}
+
+var knownPayloads = map[string]payload{
+	"64":  {Name: "64", Label: "64 B", Path: "/64", Size: 64},
+	"16k": {Name: "16k", Label: "16 KiB", Path: "/16k", Size: 16 << 10},
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("compare: ")
+	opt, err := parseFlags(os.Args[1:])
+	if err != nil {
+		log.Fatal(err)
+	}
+	if opt.reportOnly {
+		res, err := readResults(filepath.Join(opt.root, "results.json"))
+		if err == nil {
+			err = writeReport(opt.root, res)
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	r := &runner{opt: opt, reg: &registry{}}
+	err = r.run(ctx)
+	r.reg.stopAll()
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	var opt options
+	var scen, pay string
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.StringVar(&opt.binDir, "bin", "", "directory holding the built upstream, forwarder and wasmgate binaries")
+	fs.StringVar(&opt.root, "root", "benchmarks", "the benchmarks/ directory: peers/ and wrk/ are read from it, RESULTS.md, results.svg and results.json written to it")
+	fs.StringVar(&opt.scratch, "scratch", "", "scratch directory for configs and logs (default: a new temporary directory)")
+	fs.DurationVar(&opt.duration, "duration", 10*time.Second, "measured wrk run per scenario, payload and round (whole seconds)")
+	fs.DurationVar(&opt.warmup, "warmup", 2*time.Second, "unmeasured wrk run before each measured one (0: none)")
+	fs.IntVar(&opt.rounds, "rounds", 3, "rounds; scenarios are interleaved within each round and medians taken across rounds")
+	fs.IntVar(&opt.connections, "connections", 64, "wrk connections")
+	fs.IntVar(&opt.threads, "threads", 1, "wrk threads")
+	fs.IntVar(&opt.proxyCPU, "proxy-cpu", 1, "CPU the proxy is pinned to")
+	fs.IntVar(&opt.loadCPU, "load-cpu", 0, "CPU wrk and the upstream are pinned to")
+	fs.StringVar(&scen, "scenarios", "direct,forwarder,wasmgate,nginx,haproxy,caddy", "comma-separated scenarios")
+	fs.StringVar(&pay, "payloads", "64,16k", "comma-separated response bodies: 64, 16k")
+	fs.Float64Var(&opt.maxOther, "max-other", 10, "measure a sample again when other processes used more than this % of a pinned core during it")
+	fs.IntVar(&opt.retries, "retries", -1, "most samples measured again for -max-other (-1: half of all samples)")
+	fs.DurationVar(&opt.quietWait, "quiet-wait", 90*time.Second, "longest total time, over the run, spent waiting for the pinned cores to be idle before a measurement")
+	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
+	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
+	if err := fs.Parse(args); err != nil {
+		return opt, err
+	}
+	if fs.NArg() != 0 {
+		return opt, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if opt.quick {
+		opt.rounds, opt.duration, opt.warmup = 1, 3*time.Second, time.Second
+	}
+	opt.scenarios = splitList(scen)
+	opt.payloads = splitList(pay)
+	if opt.reportOnly {
+		return opt, nil
+	}
+	if opt.binDir == "" {
+		return opt, errors.New("-bin is required")
+	}
+	if opt.rounds < 1 || opt.duration < time.Second || opt.connections < 1 || opt.threads < 1 || opt.warmup < 0 {
+		return opt, errors.New("-rounds, -connections and -threads must be positive, -duration at least 1s")
+	}
+	known := map[string]bool{}
+	for _, s := range scenarios() {
+		known[s.name] = true
+	}
+	for _, s := range opt.scenarios {
+		if !known[s] {
+			return opt, fmt.Errorf("-scenarios: unknown scenario %q", s)
+		}
+	}
+	for _, p := range opt.payloads {
+		if _, ok := knownPayloads[p]; !ok {
+			return opt, fmt.Errorf("-payloads: unknown payload %q", p)
+		}
+	}
+	return opt, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// runner holds the state of one benchmark run.
+type runner struct {
+	opt      options
+	reg      *registry
+	hz       uint64 // clock ticks per second
+	upstream string // host:port
+	upProc   *process
+	// retriesLeft is how many samples may still be measured again because
+	// other processes took a pinned core.
+	retriesLeft int
+	// quietLeft is how much longer, over the whole run, the suite may wait
+	// for the pinned cores to be idle before a measurement.
+	quietLeft time.Duration
+}
+
+func (r *runner) binPath(name string) string { return filepath.Join(r.opt.binDir, name) }
+
+func (r *runner) run(ctx context.Context) error {
+	if r.opt.scratch == "" {
+		dir, err := os.MkdirTemp("", "wasmgate-bench-")
+		if err != nil {
+			return err
+		}
+		r.opt.scratch = dir
+	}
+	// nginx's worker may run as another user: let it reach its files.
+	if err := os.MkdirAll(r.opt.scratch, 0o755); err != nil {
+		return err
+	}
+	_ = os.Chmod(r.opt.scratch, 0o755)
+	r.reg.pgidFile = filepath.Join(r.opt.scratch, "pgids")
+	r.hz = clockTicks()
+	r.retriesLeft = r.opt.retries
+	if r.retriesLeft < 0 {
+		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
+		r.retriesLeft = (n + 1) / 2
+	}
+	r.quietLeft = r.opt.quietWait
+
+	res := &results{
+		Started:     time.Now().UTC(),
+		Rounds:      r.opt.rounds,
+		Duration:    r.opt.duration.String(),
+		Warmup:      r.opt.warmup.String(),
+		Connections: r.opt.connections,
+		Threads:     r.opt.threads,
+		ProxyCPU:    r.opt.proxyCPU,
+		LoadCPU:     r.opt.loadCPU,
+		Quick:       r.opt.quick,
+		MaxOtherPct: r.opt.maxOther,
+	}
+	for _, name := range r.opt.payloads {
+		res.Payloads = append(res.Payloads, knownPayloads[name])
+	}
+	res.Env = collectEnv(r.opt.binDir)
+	log.Printf("scratch directory %s", r.opt.scratch)
+
+	// Scenarios that cannot run are reported, not silently dropped.
+	var active []scenario
+	for _, s := range scenarios() {
+		if !contains(r.opt.scenarios, s.name) {
+			continue
+		}
+		info := scenarioInfo{Name: s.name, Label: s.label}
+		if why := s.missing(r); why != "" {
+			info.Skipped = why
+			log.Printf("skipping %s: %s", s.name, why)
+		} else {
+			active = append(active, s)
+		}
+		res.Scenarios = append(res.Scenarios, info)
+	}
+
+	if err := r.startUpstream(ctx); err != nil {
+		return err
+	}
+
+	failed := map[string]string{}
+	for round := 1; round <= r.opt.rounds; round++ {
+		// Rotate the order each round so that no scenario always runs
+		// first, or always right after the same neighbour.
+		for i := range active {
+			s := active[(i+round-1)%len(active)]
+			if failed[s.name] != "" {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			samples, err := r.runScenario(ctx, s, round)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				log.Printf("%s failed, leaving it out of later rounds: %v", s.name, err)
+				failed[s.name] = err.Error()
+				continue
+			}
+			res.Samples = append(res.Samples, samples...)
+		}
+	}
+	for i := range res.Scenarios {
+		if why := failed[res.Scenarios[i].Name]; why != "" {
+			res.Scenarios[i].Skipped = why
+		}
+	}
+	res.Finished = time.Now().UTC()
+	res.Retries = r.retriesUsed()
+	res.Env.LoadAvgEnd = readLoadAvg()
+
+	if err := writeResults(filepath.Join(r.opt.root, "results.json"), res); err != nil {
+		return err
+	}
+	return writeReport(r.opt.root, res)
+}
+
+func (r *runner) retriesUsed() int {
+	budget := r.opt.retries
+	if budget < 0 {
+		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
+		budget = (n + 1) / 2
+	}
+	return budget - r.retriesLeft
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) startUpstream(ctx context.Context) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(r.opt.scratch, "upstream")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p, err := r.reg.start("upstream", filepath.Join(dir, "upstream.log"), nil,
+		"taskset", "-c", strconv.Itoa(r.opt.loadCPU), r.binPath("upstream"), "-addr", addr)
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, p, addr, r.payloads()); err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	r.upstream, r.upProc = addr, p
+	log.Printf("upstream on %s (CPU %d)", addr, r.opt.loadCPU)
+	return nil
+}
+
+func (r *runner) payloads() []payload {
+	var ps []payload
+	for _, name := range r.opt.payloads {
+		ps = append(ps, knownPayloads[name])
+	}
+	return ps
+}
+
+// runScenario starts the scenario's proxy, measures every payload and
+// stops the proxy.
+func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]sample, error) {
+	target := r.upstream
+	var proxy *process
+	if s.argv != nil {
+		dir := filepath.Join(r.opt.scratch, fmt.Sprintf("%s-round%d", s.name, round))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		listen, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		admin, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		f := peerFields{Listen: listen, ListenHost: "127.0.0.1", Upstream: r.upstream, Admin: admin, Dir: dir}
+		cfg := ""
+		if s.config != "" {
+			if cfg, err = renderConfig(filepath.Join(r.opt.root, "peers"), s.config, dir, f); err != nil {
+				return nil, err
+			}
+		}
+		var env []string
+		if s.env != nil {
+			env = s.env(f)
+		}
+		argv := append([]string{"taskset", "-c", strconv.Itoa(r.opt.proxyCPU)}, s.argv(r, cfg, f)...)
+		proxy, err = r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, argv...)
+		if err != nil {
+			return nil, err
+		}
+		defer r.reg.stop(proxy)
+		if err := waitReady(ctx, proxy, listen, r.payloads()); err != nil {
+			return nil, err
+		}
+		target = listen
+	}
+
+	var out []sample
+	for _, p := range r.payloads() {
+		url := "http://" + target + p.Path
+		w := wrkRun{
+			cpu:         r.opt.loadCPU,
+			threads:     r.opt.threads,
+			connections: r.opt.connections,
+			script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
+			url:         url,
+		}
+		r.waitQuiet(ctx)
+		if r.opt.warmup > 0 {
+			w.duration = r.opt.warmup
+			if _, _, err := w.run(ctx); err != nil {
+				return nil, fmt.Errorf("warm-up: %w", err)
+			}
+		}
+		w.duration = r.opt.duration
+		smp, err := r.measure(ctx, w, proxy)
+		if err != nil {
+			return nil, err
+		}
+		if other := smp.interference(); other > r.opt.maxOther && r.retriesLeft > 0 {
+			// Another tenant of the machine took a pinned core: measure
+			// again and keep the quieter of the two.
+			r.retriesLeft--
+			log.Printf("round %d %s %s: %.0f%% of a pinned core went to other processes, measuring again", round, s.name, p.Name, other)
+			again, err := r.measure(ctx, w, proxy)
+			if err != nil {
+				return nil, err
+			}
+			if again.interference() < other {
+				smp = again
+			}
+			smp.Attempts = 2
+		}
+		smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, round
+		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
+			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)
+		out = append(out, smp)
+	}
+	return out, nil
+}
+
+// measure runs w once and reads, around it, the CPU time of the proxy (nil
+// for direct), the upstream and wrk, and of both pinned cores.
+func (r *runner) measure(ctx context.Context, w wrkRun, proxy *process) (sample, error) {
+	var proxyBefore, proxyAfter uint64
+	var err error
+	if proxy != nil {
+		if proxyBefore, err = groupTicks(proxy.cmd.Process.Pid); err != nil {
+			return sample{}, fmt.Errorf("proxy CPU time: %w", err)
+		}
+	}
+	upBefore, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
+	coresBefore, err := readCPUTimes()
+	if err != nil {
+		return sample{}, err
+	}
+	start := time.Now()
+
+	wr, wrkCPU, err := w.run(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+
+	wall := time.Since(start).Seconds()
+	coresAfter, err := readCPUTimes()
+	if err != nil {
+		return sample{}, err
+	}
+	upAfter, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
+	if proxy != nil {
+		if proxyAfter, err = groupTicks(proxy.cmd.Process.Pid); err != nil {
+			return sample{}, fmt.Errorf("proxy CPU time: %w", err)
+		}
+	}
+
+	hz := float64(r.hz)
+	proxyTicks := float64(proxyAfter - proxyBefore)
+	upTicks := float64(upAfter - upBefore)
+	wrkTicks := wrkCPU.Seconds() * hz
+	load := delta(coresBefore[r.opt.loadCPU], coresAfter[r.opt.loadCPU])
+	prox := delta(coresBefore[r.opt.proxyCPU], coresAfter[r.opt.proxyCPU])
+
+	s := sample{
+		RPS:      wr.rps(),
+		Requests: wr.Requests,
+		Errors:   wr.errors(),
+		P50US:    wr.P50US,
+		P90US:    wr.P90US,
+		P99US:    wr.P99US,
+		P999US:   wr.P999US,
+		MaxUS:    wr.MaxUS,
+		WallS:    wall,
+		Attempts: 1,
+
+		ProxyCPUPct:       100 * proxyTicks / hz / wall,
+		UpstreamCPUPct:    100 * upTicks / hz / wall,
+		WrkCPUPct:         100 * wrkTicks / hz / wall,
+		LoadCoreBusyPct:   pct(float64(load.busy()), float64(load.total)),
+		ProxyCoreBusyPct:  pct(float64(prox.busy()), float64(prox.total)),
+		LoadCoreOtherPct:  max(0, pct(float64(load.task+load.steal)-upTicks-wrkTicks, float64(load.total))),
+		ProxyCoreOtherPct: max(0, pct(float64(prox.task+prox.steal)-proxyTicks, float64(prox.total))),
+	}
+	if wr.Requests > 0 {
+		perReq := 1e6 / hz / float64(wr.Requests) // µs per tick per request
+		s.UpstreamCPUUSPerReq = upTicks * perReq
+		if proxy != nil {
+			s.ProxyCPUUSPerReq = proxyTicks * perReq
+			s.ProxyCoreUSPerReq = float64(prox.busy()) * perReq
+		}
+	}
+	if proxy == nil {
+		s.ProxyCPUPct = 0
+	}
+	return s, nil
+}
+
+// waitQuiet waits, within what is left of the run's budget, until other
+// processes use at most -max-other of each pinned core over half a second.
+// The suite's own processes are idle meanwhile.
+func (r *runner) waitQuiet(ctx context.Context) {
+	const step = 500 * time.Millisecond
+	waited := time.Duration(0)
+	for r.quietLeft > 0 {
+		before, err := readCPUTimes()
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(step):
+		}
+		after, err := readCPUTimes()
+		if err != nil {
+			return
+		}
+		busy := 0.0
+		for _, c := range []int{r.opt.loadCPU, r.opt.proxyCPU} {
+			d := delta(before[c], after[c])
+			busy = max(busy, pct(float64(d.task+d.steal), float64(d.total)))
+		}
+		if busy <= r.opt.maxOther {
+			break
+		}
+		r.quietLeft -= step
+		waited += step
+	}
+	if waited > 0 {
+		log.Printf("waited %s for the pinned cores to be idle (%s of the budget left)", waited, r.quietLeft)
+	}
+}
+
+func delta(before, after cpuTimes) cpuTimes {
+	return cpuTimes{
+		task:  after.task - before.task,
+		irq:   after.irq - before.irq,
+		steal: after.steal - before.steal,
+		total: after.total - before.total,
+	}
+}
+
+func pct(part, whole float64) float64 {
+	if whole <= 0 {
+		return 0
+	}
+	return 100 * part / whole
+}
+
+// waitReady polls addr until every payload comes back whole, p exits, or
+// 20 seconds pass.
+func waitReady(ctx context.Context, p *process, addr string, payloads []payload) error {
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("%s exited (%v): %s", p.name, p.waitErr, p.logTail(2000))
+		}
+		last = checkPayloads(ctx, client, addr, payloads)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer on %s within 20s: %v; log: %s", p.name, addr, last, p.logTail(2000))
+}
+
+func checkPayloads(ctx context.Context, client *http.Client, addr string, payloads []payload) error {
+	for _, pl := range payloads {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+pl.Path, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || n != int64(pl.Size) {
+			return fmt.Errorf("GET %s: status %d, %d body bytes, want 200 and %d", pl.Path, resp.StatusCode, n, pl.Size)
+		}
+	}
+	return nil
+}
+
+// readLoadAvg returns the first three fields of /proc/loadavg.
+func readLoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func writeResults(path string, res *results) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func readResults(path string) (*results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var res results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &res, nil
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is one program started by the suite, in a process group of its
+// own so that stopping it also stops the workers it forks (nginx).
+type process struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid after done is closed
+}
+
+// registry tracks every process group started, so that every exit path,
+// signals included, can stop them all. Its zero value is ready to use.
+type registry struct {
+	mu    sync.Mutex
+	procs map[int]*process // by pid, which is also the pgid
+	// pgidFile, if set, lists the live process groups, one a line, for the
+	// driving script to clean up should this program be killed outright.
+	pgidFile string
+}
+
+// start runs argv with its output appended to logPath. env, if not nil,
+// is added to the environment.
+func (r *registry) start(name, logPath string, env []string, argv ...string) (*process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	r.mu.Lock()
+	if r.procs == nil {
+		r.procs = make(map[int]*process)
+	}
+	r.procs[cmd.Process.Pid] = p
+	r.writePgidsLocked()
+	r.mu.Unlock()
+	return p, nil
+}
+
+// stop ends p's process group: SIGTERM, then SIGKILL after a grace period.
+func (r *registry) stop(p *process) {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+	// The leader may be gone while a worker lingers: kill the group anyway.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-p.done
+	r.mu.Lock()
+	delete(r.procs, pgid)
+	r.writePgidsLocked()
+	r.mu.Unlock()
+}
+
+// stopAll stops every process still running.
+func (r *registry) stopAll() {
+	r.mu.Lock()
+	ps := make([]*process, 0, len(r.procs))
+	for _, p := range r.procs {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		r.stop(p)
+	}
+}
+
+func (r *registry) writePgidsLocked() {
+	if r.pgidFile == "" {
+		return
+	}
+	var b strings.Builder
+	for pgid := range r.procs {
+		fmt.Fprintf(&b, "%d\n", pgid)
+	}
+	_ = os.WriteFile(r.pgidFile, []byte(b.String()), 0o644)
+}
+
+// exited reports whether p has exited.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logTail returns the last n bytes of p's log, for error messages.
+func (p *process) logTail(n int64) string {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return strings.TrimSpace(string(b))
+}
+
+// procStat is what the suite reads from /proc/PID/stat.
+type procStat struct {
+	pgrp  int
+	ticks uint64 // utime + stime, in clock ticks
+}
+
+// parseProcStat parses the content of /proc/PID/stat. The command name, in
+// parentheses, may itself hold spaces and parentheses, so fields are counted
+// from the last ')'.
+func parseProcStat(b []byte) (procStat, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, errors.New("no ')' in stat line")
+	}
+	// After the name: field 3 (state) is fields[0], so field n is fields[n-3].
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return procStat{}, fmt.Errorf("stat line has %d fields after the name", len(f))
+	}
+	pgrp, err := strconv.Atoi(f[5-3])
+	if err != nil {
+		return procStat{}, fmt.Errorf("pgrp: %w", err)
+	}
+	utime, err := strconv.ParseUint(f[14-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("utime: %w", err)
+	}
+	stime, err := strconv.ParseUint(f[15-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("stime: %w", err)
+	}
+	return procStat{pgrp: pgrp, ticks: utime + stime}, nil
+}
+
+// groupTicks returns the CPU time, in clock ticks, used so far by the live
+// processes of process group pgid (a proxy and any workers it forked).
+func groupTicks(pgid int) (uint64, error) {
+	dirs, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	found := false
+	for _, path := range dirs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // the process exited meanwhile
+		}
+		st, err := parseProcStat(b)
+		if err != nil || st.pgrp != pgid {
+			continue
+		}
+		sum += st.ticks
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("no process in group %d", pgid)
+	}
+	return sum, nil
+}
+
+// cpuTimes is one CPU's line of /proc/stat, in clock ticks.
+type cpuTimes struct {
+	task  uint64 // user + nice + system: time charged to processes
+	irq   uint64 // irq + softirq: on loopback, mostly the network stack
+	steal uint64 // taken by the hypervisor for other guests
+	total uint64
+}
+
+// busy returns the ticks the CPU was not idle.
+func (c cpuTimes) busy() uint64 { return c.task + c.irq + c.steal }
+
+// parseCPUTimes returns the per-CPU lines ("cpu0", "cpu1", ...) of the
+// content of /proc/stat, indexed by CPU number.
+func parseCPUTimes(b []byte) (map[int]cpuTimes, error) {
+	out := make(map[int]cpuTimes)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		n, err := strconv.Atoi(f[0][3:])
+		if err != nil {
+			continue
+		}
+		// user nice system idle iowait irq softirq steal [guest guest_nice]:
+		// guest time is already counted in user, so stop at steal.
+		var v [8]uint64
+		for i := range v {
+			if v[i], err = strconv.ParseUint(f[1+i], 10, 64); err != nil {
+				return nil, fmt.Errorf("%s: %w", f[0], err)
+			}
+		}
+		t := cpuTimes{task: v[0] + v[1] + v[2], irq: v[5] + v[6], steal: v[7]}
+		for _, x := range v {
+			t.total += x
+		}
+		out[n] = t
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no per-CPU line")
+	}
+	return out, nil
+}
+
+func readCPUTimes() (map[int]cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil, err
+	}
+	return parseCPUTimes(b)
+}
+
+// clockTicks returns the kernel's clock ticks per second (USER_HZ).
+func clockTicks() uint64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64); err == nil && v > 0 {
+			return v
+		}
+	}
+	return 100 // USER_HZ on every Linux architecture the suite runs on
+}

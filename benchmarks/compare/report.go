@@ -1,0 +1,444 @@
+package main
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// results is everything one run measured; it is written to results.json
+// and is the only input of the report.
+type results struct {
+	Started     time.Time      `json:"started"`
+	Finished    time.Time      `json:"finished"`
+	Rounds      int            `json:"rounds"`
+	Duration    string         `json:"duration"`
+	Warmup      string         `json:"warmup"`
+	Connections int            `json:"connections"`
+	Threads     int            `json:"threads"`
+	ProxyCPU    int            `json:"proxy_cpu"`
+	LoadCPU     int            `json:"load_cpu"`
+	Quick       bool           `json:"quick"`
+	MaxOtherPct float64        `json:"max_other_pct"`
+	Retries     int            `json:"retries"` // samples measured again for interference
+	Payloads    []payload      `json:"payloads"`
+	Env         envInfo        `json:"env"`
+	Scenarios   []scenarioInfo `json:"scenarios"`
+	Samples     []sample       `json:"samples"`
+}
+
+type scenarioInfo struct {
+	Name    string `json:"name"`
+	Label   string `json:"label"`
+	Skipped string `json:"skipped,omitempty"` // why it has no samples
+}
+
+// sample is one measured wrk run of one scenario and payload.
+type sample struct {
+	Scenario string  `json:"scenario"`
+	Payload  string  `json:"payload"`
+	Round    int     `json:"round"`
+	RPS      float64 `json:"rps"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	P50US    int64   `json:"p50_us"`
+	P90US    int64   `json:"p90_us"`
+	P99US    int64   `json:"p99_us"`
+	P999US   int64   `json:"p999_us"`
+	MaxUS    int64   `json:"max_us"`
+	WallS    float64 `json:"wall_s"`
+	Attempts int     `json:"attempts"` // 2 when measured again for interference
+	// CPU time of the proxy's processes over the run, per completed request
+	// and as a share of one core. Zero for the direct scenario.
+	ProxyCPUUSPerReq float64 `json:"proxy_cpu_us_per_req"`
+	ProxyCPUPct      float64 `json:"proxy_cpu_pct"`
+	// The same for the upstream, and wrk's share of its core.
+	UpstreamCPUUSPerReq float64 `json:"upstream_cpu_us_per_req"`
+	UpstreamCPUPct      float64 `json:"upstream_cpu_pct"`
+	WrkCPUPct           float64 `json:"wrk_cpu_pct"`
+	// Whole-core figures from /proc/stat: the share of time each pinned core
+	// was busy (irq and softirq included: that is where the kernel runs
+	// loopback networking), and the proxy core's busy time per request.
+	LoadCoreBusyPct   float64 `json:"load_core_busy_pct"`
+	ProxyCoreBusyPct  float64 `json:"proxy_core_busy_pct"`
+	ProxyCoreUSPerReq float64 `json:"proxy_core_us_per_req"`
+	// Process time (user, system) and steal on each pinned core not
+	// accounted to the processes pinned there: other tenants of the machine.
+	LoadCoreOtherPct  float64 `json:"load_core_other_pct"`
+	ProxyCoreOtherPct float64 `json:"proxy_core_other_pct"`
+}
+
+// interference returns the larger share of a pinned core that other
+// processes used during the sample.
+func (s sample) interference() float64 { return max(s.LoadCoreOtherPct, s.ProxyCoreOtherPct) }
+
+// summary is the medians across rounds of one scenario and payload.
+type summary struct {
+	scenario   scenarioInfo
+	proxied    bool
+	n          int
+	rps        float64
+	p50, p99   float64 // µs
+	cpuPerReq  float64 // µs of proxy CPU per request
+	cpuPct     float64
+	upPerReq   float64
+	loadBusy   float64
+	proxyBusy  float64
+	errors     int64
+	vsNginx    float64 // rps ratio; 0 when there is no nginx figure
+	vsDirect   float64
+	cpuVsNginx float64 // CPU per request ratio
+	hasFigures bool
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+// summarize returns one summary per scenario for the payload, in the order
+// of res.Scenarios.
+func summarize(res *results, pl string) []summary {
+	var out []summary
+	for _, sc := range res.Scenarios {
+		sm := summary{scenario: sc, proxied: sc.Name != "direct"}
+		var rps, p50, p99, cpu, pct, up, lb, pb []float64
+		for _, s := range res.Samples {
+			if s.Scenario != sc.Name || s.Payload != pl {
+				continue
+			}
+			rps = append(rps, s.RPS)
+			p50 = append(p50, float64(s.P50US))
+			p99 = append(p99, float64(s.P99US))
+			cpu = append(cpu, s.ProxyCPUUSPerReq)
+			pct = append(pct, s.ProxyCPUPct)
+			up = append(up, s.UpstreamCPUUSPerReq)
+			lb = append(lb, s.LoadCoreBusyPct)
+			pb = append(pb, s.ProxyCoreBusyPct)
+			sm.errors += s.Errors
+		}
+		sm.n = len(rps)
+		if sm.n > 0 {
+			sm.hasFigures = true
+			sm.rps, sm.p50, sm.p99 = median(rps), median(p50), median(p99)
+			sm.cpuPerReq, sm.cpuPct, sm.upPerReq = median(cpu), median(pct), median(up)
+			sm.loadBusy, sm.proxyBusy = median(lb), median(pb)
+		}
+		out = append(out, sm)
+	}
+	var nginx, direct *summary
+	for i := range out {
+		switch {
+		case out[i].scenario.Name == "nginx" && out[i].hasFigures:
+			nginx = &out[i]
+		case out[i].scenario.Name == "direct" && out[i].hasFigures:
+			direct = &out[i]
+		}
+	}
+	for i := range out {
+		s := &out[i]
+		if !s.hasFigures {
+			continue
+		}
+		if nginx != nil && nginx.rps > 0 {
+			s.vsNginx = s.rps / nginx.rps
+			if s.proxied && nginx.cpuPerReq > 0 {
+				s.cpuVsNginx = s.cpuPerReq / nginx.cpuPerReq
+			}
+		}
+		if direct != nil && direct.rps > 0 {
+			s.vsDirect = s.rps / direct.rps
+		}
+	}
+	return out
+}
+
+// writeReport writes RESULTS.md and results.svg into dir.
+func writeReport(dir string, res *results) error {
+	if err := os.WriteFile(filepath.Join(dir, "results.svg"), []byte(renderSVG(res)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(renderMarkdown(res)), 0o644)
+}
+
+func renderMarkdown(res *results) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	w("# Side-by-side benchmark results\n\n")
+	w("Generated by `benchmarks/run.sh` (the `benchmarks/compare` program) on %s, in %s.\n",
+		res.Started.Format("2006-01-02 15:04 MST"), res.Finished.Sub(res.Started).Round(time.Second))
+	w("Do not edit by hand: rerun the suite, or `go run ./benchmarks/compare -report-only` to redraw from `results.json`.\n")
+	if res.Quick {
+		w("\n**This is a `--quick` smoke run (one short round): its figures are not fit for comparison.**\n")
+	}
+	w("\nEvery figure is the median over %s of a %s wrk run (after a %s warm-up), %d connections, HTTP/1.1 keep-alive; "+
+		"the proxy alone on CPU %d, wrk and the upstream together on CPU %d. Method and versions are below.\n\n",
+		plural(res.Rounds, "round"), res.Duration, res.Warmup, res.Connections, res.ProxyCPU, res.LoadCPU)
+	w("![Median requests per second, p99 latency and proxy CPU time per request, by scenario and response size](results.svg)\n\n")
+
+	for _, pl := range res.Payloads {
+		w("## %s response body\n\n", pl.Label)
+		w("| scenario | req/s | p50 | p99 | proxy CPU µs/req | proxy CPU | req/s vs nginx | req/s vs direct | CPU/req vs nginx | errors |\n")
+		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, s := range summarize(res, pl.Name) {
+			if !s.hasFigures {
+				w("| %s | — | — | — | — | — | — | — | — | not run |\n", s.scenario.Label)
+				continue
+			}
+			cpu, pct, cpuVs := "—", "—", "—"
+			if s.proxied {
+				cpu = fmt.Sprintf("%.2f", s.cpuPerReq)
+				pct = fmt.Sprintf("%.0f%%", s.cpuPct)
+				if s.cpuVsNginx > 0 {
+					cpuVs = fmt.Sprintf("%.2f×", s.cpuVsNginx)
+				}
+			}
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+				s.scenario.Label, thousands(s.rps), latency(s.p50), latency(s.p99), cpu, pct,
+				ratio(s.vsNginx), ratio(s.vsDirect), cpuVs, s.errors)
+		}
+		w("\n")
+	}
+
+	var skipped []scenarioInfo
+	for _, sc := range res.Scenarios {
+		if sc.Skipped != "" {
+			skipped = append(skipped, sc)
+		}
+	}
+	if len(skipped) > 0 {
+		w("### Scenarios without figures\n\n")
+		for _, sc := range skipped {
+			w("- **%s**: %s\n", sc.Label, oneLine(sc.Skipped, 400))
+		}
+		w("\n")
+	}
+
+	w("## How to read these figures\n\n")
+	w("- **req/s** is throughput at saturation of a closed loop: each of the %d connections sends its next request as soon as the previous answer arrives. "+
+		"**p50** and **p99** are latencies *at that saturation*, from wrk's histogram; they are not latencies at a fixed offered rate, and a closed loop under-reports tail latency "+
+		"(coordinated omission), the same way for every scenario.\n", res.Connections)
+	w("- With two cores, wrk and the upstream share CPU %d while the proxy has CPU %d to itself. **direct** is therefore the ceiling of the client side: "+
+		"a proxy whose **proxy CPU** column is well below 100%% was not the bottleneck, and its req/s is bounded by CPU %d, not by itself. "+
+		"For such a proxy the fair comparison is **proxy CPU µs/req**: the CPU time (user + system, every process and thread of the proxy) spent per request served.\n",
+		res.LoadCPU, res.ProxyCPU, res.LoadCPU)
+	w("- **bare fasthttp forwarder** (`benchmarks/forwarder`) is about 60 lines: one fasthttp server handing every request to one `fasthttp.HostClient`. " +
+		"It is the floor for a Go proxy; the distance from it to wasmgate is the price of routing, filters, metrics and the rest.\n")
+	w("- **proxy CPU µs/req** counts the proxy's own processes. The kernel's loopback network stack runs largely in softirq context, which Linux accounts to the core, " +
+		"not to a process; the raw samples also give the proxy core's whole busy time per request, which includes it (and is the same kind of cost for every proxy).\n")
+	w("- Ratios are of medians. The machine is shared with other work: for each sample the suite records how much of each pinned core went to processes other than the ones pinned there, "+
+		"and measured a sample again (keeping the quieter of the two) when that exceeded %.0f%% of a core (%s measured again). See the raw samples.\n\n",
+		res.MaxOtherPct, plural(res.Retries, "sample"))
+
+	w("## Method\n\n")
+	e := res.Env
+	w("- **Machine**: %s, %d CPUs, %.0f GiB RAM; %s, Linux %s. Load average at start %s, at end %s.\n",
+		orDash(e.CPUModel), e.CPUs, e.MemGiB, orDash(e.OS), orDash(e.Kernel), orDash(e.LoadAvgStart), orDash(e.LoadAvgEnd))
+	w("- **Pinning** (`taskset -c`): the proxy under test on CPU %d; wrk and `benchmarks/upstream` on CPU %d. "+
+		"Go programs (upstream, forwarder, wasmgate, Caddy) therefore run with GOMAXPROCS 1; nginx has one worker process and HAProxy one thread.\n",
+		res.ProxyCPU, res.LoadCPU)
+	w("- **Load**: wrk, %d thread(s), %d connections, HTTP/1.1 keep-alive, `--latency`, GET of one URL; summary read by `benchmarks/wrk/report.lua`. "+
+		"Everything on 127.0.0.1.\n", res.Threads, res.Connections)
+	w("- **Runs**: %s. In each round every scenario in turn is started on fresh ports, checked to return both bodies whole, "+
+		"then for each payload given a %s warm-up and a %s measured run, then stopped. The order of scenarios rotates from round to round. "+
+		"Medians are taken per column across rounds.\n", plural(res.Rounds, "round"), res.Warmup, res.Duration)
+	var pls []string
+	for _, p := range res.Payloads {
+		pls = append(pls, fmt.Sprintf("`%s` (%s)", p.Path, p.Label))
+	}
+	w("- **Payloads**: %s, served from memory by `benchmarks/upstream` (fasthttp, keep-alive).\n", strings.Join(pls, ", "))
+	w("- **Proxy CPU**: utime + stime from `/proc/PID/stat` of every process in the proxy's process group, read just before and just after the measured run, " +
+		"divided by the requests wrk completed (µs/req) or by the wall time (share of one core).\n")
+	w("- **Peers**: configured for HTTP/1.1 keep-alive on both sides with a pool of idle upstream connections, access logs off; configs in [`peers/`](peers/): " +
+		"nginx (`proxy_http_version 1.1`, upstream `keepalive`), HAProxy (`http-reuse always`), Caddy (`reverse_proxy` with a 1024-connection idle pool), " +
+		"wasmgate (one listener, cluster and route, no filters).\n\n")
+	w("| software | version |\n| --- | --- |\n")
+	for _, v := range e.Versions {
+		w("| %s | %s |\n", v.Name, strings.ReplaceAll(oneLine(v.Version, 200), "|", `\|`))
+	}
+	w("\n")
+
+	w("## Raw samples\n\n<details><summary>%d samples</summary>\n\n", len(res.Samples))
+	w("Columns as above, plus: **core µs/req**, all busy time of CPU %d (the proxy's core, softirq included) per request; "+
+		"**upstream µs/req**, the upstream's CPU time per request; **others on CPU n**, time on that core used by processes other than the ones pinned there; "+
+		"**tries**, 2 when the sample was measured again because others used more than %.0f%% of a core.\n\n", res.ProxyCPU, res.MaxOtherPct)
+	w("| round | scenario | payload | req/s | p50 | p99 | p99.9 | proxy CPU µs/req | proxy CPU | core µs/req | upstream µs/req | others on CPU %d | others on CPU %d | tries | errors |\n",
+		res.LoadCPU, res.ProxyCPU)
+	w("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, s := range res.Samples {
+		cpu, pct, core := "—", "—", "—"
+		if s.Scenario != "direct" {
+			cpu, pct = fmt.Sprintf("%.2f", s.ProxyCPUUSPerReq), fmt.Sprintf("%.0f%%", s.ProxyCPUPct)
+			core = fmt.Sprintf("%.2f", s.ProxyCoreUSPerReq)
+		}
+		w("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.0f%% | %.0f%% | %d | %d |\n",
+			s.Round, s.Scenario, s.Payload, thousands(s.RPS), latency(float64(s.P50US)), latency(float64(s.P99US)),
+			latency(float64(s.P999US)), cpu, pct, core, s.UpstreamCPUUSPerReq, s.LoadCoreOtherPct, s.ProxyCoreOtherPct, s.Attempts, s.Errors)
+	}
+	w("\n</details>\n")
+	return b.String()
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// latency formats microseconds.
+func latency(us float64) string {
+	if us < 1000 {
+		return fmt.Sprintf("%.0f µs", us)
+	}
+	return fmt.Sprintf("%.2f ms", us/1000)
+}
+
+func ratio(r float64) string {
+	if r == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}
+
+// renderSVG draws three panels of horizontal bars, one row per scenario and
+// one bar per payload: median req/s, median p99 latency and median proxy CPU
+// time per request.
+func renderSVG(res *results) string {
+	const (
+		width    = 960
+		labelW   = 190
+		valueW   = 110
+		barH     = 14
+		rowGap   = 12
+		panelTop = 34
+		margin   = 16
+	)
+	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#e45756"}
+	sums := make([][]summary, len(res.Payloads))
+	for i, p := range res.Payloads {
+		sums[i] = summarize(res, p.Name)
+	}
+	type panel struct {
+		title string
+		value func(summary) (float64, bool)
+		label func(float64) string
+	}
+	panels := []panel{
+		{"Requests per second (median; higher is better)",
+			func(s summary) (float64, bool) { return s.rps, s.hasFigures },
+			thousands},
+		{"p99 latency at saturation (median; lower is better)",
+			func(s summary) (float64, bool) { return s.p99, s.hasFigures },
+			latency},
+		{"Proxy CPU time per request, µs (median; lower is better)",
+			func(s summary) (float64, bool) { return s.cpuPerReq, s.hasFigures && s.proxied },
+			func(v float64) string { return fmt.Sprintf("%.2f µs", v) }},
+	}
+	nScen := len(res.Scenarios)
+	rowH := len(res.Payloads)*barH + rowGap
+	panelH := panelTop + nScen*rowH + 8
+	legendH := 30
+	height := margin + legendH + len(panels)*panelH + margin
+	barW := float64(width - 2*margin - labelW - valueW)
+
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n",
+		width, height, width, height)
+	w(`<rect width="100%%" height="100%%" fill="#ffffff"/>` + "\n")
+	// Legend.
+	x := margin + labelW
+	for i, p := range res.Payloads {
+		w(`<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", x, margin, colors[i%len(colors)])
+		w(`<text x="%d" y="%d">%s response body</text>`+"\n", x+16, margin+10, html.EscapeString(p.Label))
+		x += 170
+	}
+	w(`<text x="%d" y="%d" fill="#555">median of %d × %s wrk runs, %d connections, proxy alone on CPU %d</text>`+"\n",
+		x+20, margin+10, res.Rounds, html.EscapeString(res.Duration), res.Connections, res.ProxyCPU)
+
+	y0 := margin + legendH
+	for _, pn := range panels {
+		maxV := 0.0
+		for _, ss := range sums {
+			for _, s := range ss {
+				if v, ok := pn.value(s); ok && v > maxV {
+					maxV = v
+				}
+			}
+		}
+		w(`<text x="%d" y="%d" font-weight="bold" font-size="13">%s</text>`+"\n", margin, y0+18, html.EscapeString(pn.title))
+		for si, sc := range res.Scenarios {
+			ry := y0 + panelTop + si*rowH
+			w(`<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n",
+				margin+labelW-8, ry+len(res.Payloads)*barH/2+4, html.EscapeString(sc.Label))
+			for pi := range res.Payloads {
+				s := sums[pi][si]
+				by := ry + pi*barH
+				v, ok := pn.value(s)
+				if !ok {
+					why := "not run"
+					if s.hasFigures {
+						why = "no proxy"
+					}
+					w(`<text x="%d" y="%d" fill="#888">%s</text>`+"\n", margin+labelW+4, by+barH-3, why)
+					continue
+				}
+				bw := 0.0
+				if maxV > 0 {
+					bw = barW * v / maxV
+				}
+				w(`<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n",
+					margin+labelW, by+1, bw, barH-2, colors[pi%len(colors)])
+				w(`<text x="%.1f" y="%d">%s</text>`+"\n", float64(margin+labelW)+bw+4, by+barH-3, html.EscapeString(pn.label(v)))
+			}
+		}
+		w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`+"\n",
+			margin+labelW, y0+panelTop-4, margin+labelW, y0+panelTop+nScen*rowH-rowGap+4)
+		y0 += panelH
+	}
+	w("</svg>\n")
+	return b.String()
+}
