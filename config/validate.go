@@ -282,7 +282,13 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 		for j := range vh.Routes {
 			rPath := idx(dot(p, "routes"), j)
 			r := &vh.Routes[j]
-			checkName(v, dot(rPath, "name"), r.Name, j, routes, "route")
+			if r.Name == fmt.Sprintf("%s-%d", vh.Name, j) && !namePattern.MatchString(r.Name) {
+				// The default name is invalid only because the virtual
+				// host's is, which is reported already.
+				routes[r.Name] = j
+			} else {
+				checkName(v, dot(rPath, "name"), r.Name, j, routes, "route")
+			}
 			validateRoute(v, rPath, r, clusters, plugins)
 		}
 	}
