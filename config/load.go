@@ -172,7 +172,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Value == "<<" {
-				continue // merge keys are resolved by the decoder
+				w.merge(v, t, path)
+				continue
 			}
 			p := dot(path, k.Value)
 			w.lines[p] = k.Line
@@ -208,6 +209,24 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		w.leaf(n, t, path)
 	default:
 		w.leaf(n, t, path)
+	}
+}
+
+// merge checks the mappings merged by a "<<" key against the type they are
+// merged into. Their fields keep the line of the mapping that merges them.
+func (w *walker) merge(n *yaml.Node, t reflect.Type, path string) {
+	saved := w.lines
+	w.lines = lineMap{}
+	defer func() { w.lines = saved }()
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind != yaml.SequenceNode {
+		w.walk(n, t, path)
+		return
+	}
+	for _, c := range n.Content {
+		w.walk(c, t, path)
 	}
 }
 
