@@ -3,6 +3,7 @@ package balancer
 import (
 	"cmp"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 
@@ -25,6 +26,13 @@ type ringHash struct {
 	// hashes are the points in ascending order; owners[i] owns hashes[i].
 	hashes []uint64
 	owners []int32
+	// index[b] is the first point whose top 64-shift bits are at least b,
+	// so the point of a hash whose top bits are b lies between index[b]
+	// and index[b+1] inclusive. There are about as many buckets as
+	// points, which spares Pick the cache miss at every step of a binary
+	// search over the whole ring.
+	index []uint32
+	shift uint
 }
 
 var _ Balancer = (*ringHash)(nil)
@@ -35,24 +43,14 @@ var _ Balancer = (*ringHash)(nil)
 // the others with the default ring size leaves every other host's points
 // in place and moves only the keys the new host takes.
 func newRingHash(hosts []Host, weights []int, size int) Balancer {
-	if size == 0 {
-		size = DefaultRingPointsPerHost * len(hosts)
+	counts := ringCounts(weights, size)
+	n := 0
+	for _, c := range counts {
+		n += c
 	}
-	size = min(size, MaxRingSize)
-	var total int
-	for _, w := range weights {
-		total += w
-	}
-
 	type point struct {
 		hash uint64
 		host int32
-	}
-	counts := make([]int, len(hosts))
-	n := 0
-	for i, w := range weights {
-		counts[i] = max(1, int(math.Round(float64(size)*float64(w)/float64(total))))
-		n += counts[i]
 	}
 	points := make([]point, 0, n)
 	var buf []byte
@@ -78,17 +76,51 @@ func newRingHash(hosts []Host, weights []int, size int) Balancer {
 		return cmp.Compare(a.host, b.host)
 	})
 
-	b := &ringHash{hashes: make([]uint64, n), owners: make([]int32, n)}
+	k := max(1, bits.Len64(uint64(n-1)))
+	b := &ringHash{
+		hashes: make([]uint64, n),
+		owners: make([]int32, n),
+		index:  make([]uint32, 1<<k+1),
+		shift:  uint(64 - k),
+	}
 	for i, p := range points {
 		b.hashes[i] = p.hash
 		b.owners[i] = p.host
 	}
+	next := 0
+	for bucket := range b.index {
+		for next < n && b.hashes[next]>>b.shift < uint64(bucket) {
+			next++
+		}
+		b.index[bucket] = uint32(next)
+	}
 	return b
 }
 
+// ringCounts returns the number of points of each host on a ring of about
+// size points (zero meaning DefaultRingPointsPerHost per host), at most
+// MaxRingSize but for the one point every host keeps.
+func ringCounts(weights []int, size int) []int {
+	if size == 0 {
+		size = DefaultRingPointsPerHost * len(weights)
+	}
+	size = min(size, MaxRingSize)
+	var total int
+	for _, w := range weights {
+		total += w
+	}
+	counts := make([]int, len(weights))
+	for i, w := range weights {
+		counts[i] = max(1, int(math.Round(float64(size)*float64(w)/float64(total))))
+	}
+	return counts
+}
+
 func (b *ringHash) Pick(hash uint64) int {
-	// The first point at or after hash.
-	lo, hi := 0, len(b.hashes)
+	// The first point at or after hash: at or after the first point of
+	// hash's bucket, and at or before the first point of the next.
+	bucket := hash >> b.shift
+	lo, hi := int(b.index[bucket]), int(b.index[bucket+1])
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if b.hashes[m] < hash {
