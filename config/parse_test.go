@@ -25,6 +25,26 @@ const web = base + `virtual_hosts:
   - cluster: api
 `
 
+// aliasBomb is a document of about 18n bytes whose aliases, nested three
+// deep, expand to n*n*n header matchers.
+func aliasBomb(n int) string {
+	var b strings.Builder
+	b.WriteString("listeners: [{name: main, address: \":80\"}]\n")
+	b.WriteString("clusters: [{name: c, endpoints: [{address: \"a:1\"}]}]\n")
+	b.WriteString("virtual_hosts:\n- &v\n  name: v\n  domains: [\"*\"]\n  routes:\n  - &rt\n    cluster: c\n    match:\n      headers: [&hm {name: a, present: true}")
+	for i := 1; i < n; i++ {
+		b.WriteString(", *hm")
+	}
+	b.WriteString("]\n")
+	for i := 1; i < n; i++ {
+		b.WriteString("  - *rt\n")
+	}
+	for i := 1; i < n; i++ {
+		b.WriteString("- *v\n")
+	}
+	return b.String()
+}
+
 type wantErr struct {
 	path string
 	line int
@@ -45,6 +65,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error", "listeners: [\n", []wantErr{{"", 1, "did not find expected node content"}}},
 		{"tab indentation", "listeners:\n\t- name: a\n", []wantErr{{"", 2, "found character that cannot start any token"}}},
 		{"second document", base + "---\nclusters: []\n", []wantErr{{"", 8, "a config is one YAML document; found a second"}}},
+		{"alias bomb", aliasBomb(200), []wantErr{{"virtual_hosts[1].routes[16].match.headers[7]", 11, "the document expands too many aliases"}}},
 		{"no listeners", "clusters: []\n", []wantErr{{"listeners", 0, "at least one listener is required"}}},
 
 		// Unknown fields at every level, with the nearest known name.
@@ -74,6 +95,9 @@ func TestParseErrors(t *testing.T) {
 			{"clusters[0].nme", 3, `unknown field (did you mean "name"?)`},
 			{"clusters[0].endpoints[0].adress", 5, `unknown field (did you mean "address"?)`},
 		}},
+
+		{"unknown in merged mapping", "listeners:\n- name: main\n  <<: {address: \":80\", port: 80}\n", []wantErr{{"listeners[0].port", 3, "unknown field"}}},
+		{"listener merged into cluster", "listeners:\n- &l {name: main, address: \":80\"}\nclusters:\n- <<: *l\n  endpoints: [{address: \"a:1\"}]\n", []wantErr{{"clusters[0].address", 2, "unknown field"}}},
 
 		// Wrong types.
 		{"string for int", "listeners:\n- name: main\n  address: :80\n  max_request_header_bytes: lots\n", []wantErr{{"listeners[0].max_request_header_bytes", 4, "cannot unmarshal !!str `lots` into int"}}},
