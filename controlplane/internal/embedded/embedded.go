@@ -1,0 +1,136 @@
+// Package embedded runs a single-member etcd inside the process, on
+// loopback, with its data in one directory.
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Config says where the embedded etcd keeps its data and listens.
+type Config struct {
+	// Dir holds the member's data. It is created if missing.
+	Dir string
+	// ClientAddr is the loopback host:port clients dial. Empty or port 0
+	// picks a free port.
+	ClientAddr string
+	// PeerAddr is the peer host:port. Empty or port 0 picks a free port.
+	PeerAddr string
+	// Logger receives etcd's own log; nil discards it.
+	Logger *zap.Logger
+	// NoFsync trades durability for speed; only tests set it.
+	NoFsync bool
+	// StartTimeout bounds waiting for the member to become ready. Zero means 60s.
+	StartTimeout time.Duration
+}
+
+// Etcd is a running embedded member.
+type Etcd struct {
+	e         *embed.Etcd
+	endpoints []string
+}
+
+// Start starts the member and waits until it serves.
+func Start(c Config) (*Etcd, error) {
+	if c.Dir == "" {
+		return nil, fmt.Errorf("embedded etcd: a data directory is required")
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	clientAddr, err := resolve(c.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd client address: %w", err)
+	}
+	peerAddr, err := resolve(c.PeerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd peer address: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "wasmgate"
+	cfg.Dir = filepath.Join(c.Dir, "member-data")
+	cu := url.URL{Scheme: "http", Host: clientAddr}
+	pu := url.URL{Scheme: "http", Host: peerAddr}
+	cfg.ListenClientUrls = []url.URL{cu}
+	cfg.AdvertiseClientUrls = []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{pu}
+	cfg.AdvertisePeerUrls = []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.InitialClusterToken = "wasmgate"
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	// A one-member cluster elects itself; short ticks make start-up quick.
+	cfg.TickMs = 10
+	cfg.ElectionMs = 100
+	cfg.MaxTxnOps = 4096
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "1h"
+	cfg.EnableGRPCGateway = false
+	cfg.UnsafeNoFsync = c.NoFsync
+	lg := c.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded etcd: %w", err)
+	}
+	timeout := c.StartTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	case <-time.After(timeout):
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd was not ready after %s", timeout)
+	}
+	eps := make([]string, 0, len(e.Clients))
+	for _, l := range e.Clients {
+		eps = append(eps, "http://"+l.Addr().String())
+	}
+	return &Etcd{e: e, endpoints: eps}, nil
+}
+
+// Endpoints are the client URLs of the member.
+func (e *Etcd) Endpoints() []string { return e.endpoints }
+
+// Err reports a fatal error of the running member.
+func (e *Etcd) Err() <-chan error { return e.e.Err() }
+
+// Close stops the member. It is safe to call more than once.
+func (e *Etcd) Close() { e.e.Close() }
+
+// resolve turns an empty address or a port 0 into a free loopback port. A
+// peer URL must be known before the member starts (it is part of the member
+// identity), so the port is chosen here rather than by the listener.
+func resolve(addr string) (string, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if port != "0" {
+		return addr, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,529 @@
+// Package store keeps wasmgate's configuration in etcd: one key per
+// resource, every change validated as the whole configuration it produces
+// and written in one transaction that compares revisions, with a history
+// to roll back to, and plugin blobs stored in chunks.
+//
+// A Store holds no state of its own; any number of them (one per control
+// plane process) may share one etcd.
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+)
+
+// Store reads and changes the configuration under one prefix. It is safe
+// for concurrent use.
+type Store struct {
+	cli          *clientv3.Client
+	keys         resource.Keys
+	historyLimit int64
+	retries      int
+	now          func() time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithHistoryLimit keeps at most n history entries (default 1000). Older
+// ones are deleted by the change that pushes them out.
+func WithHistoryLimit(n int) Option { return func(s *Store) { s.historyLimit = int64(n) } }
+
+// New returns a Store over cli under prefix ("" means /wasmgate).
+func New(cli *clientv3.Client, prefix string, opts ...Option) *Store {
+	s := &Store{cli: cli, keys: resource.NewKeys(prefix), historyLimit: 1000, retries: 32, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Keys returns the key layout of the store.
+func (s *Store) Keys() resource.Keys { return s.keys }
+
+// Client returns the etcd client of the store.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Snapshot is the stored configuration at one etcd revision.
+type Snapshot struct {
+	// Revision is the etcd revision the snapshot was read at.
+	Revision int64
+	// ChangeRevision is the revision of the latest change (0: none yet).
+	ChangeRevision int64
+	// Seq is the number of the latest change in the history.
+	Seq int64
+	// Resources are the decoded resources; Raw their stored bytes and
+	// ModRevisions the revision each was last written at.
+	Resources    resource.Set
+	Raw          map[resource.Ref][]byte
+	ModRevisions map[resource.Ref]int64
+	// Invalid are stored values that fail to decode (written around the
+	// control plane). They are not in Resources.
+	Invalid map[resource.Ref]error
+
+	headMod int64
+}
+
+// head is the value of the head key.
+type head struct {
+	Seq    int64     `json:"seq"`
+	Author string    `json:"author,omitempty"`
+	Time   time.Time `json:"time"`
+}
+
+// Snapshot reads every resource at one revision.
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	ops := []clientv3.Op{clientv3.OpGet(s.keys.Head())}
+	for _, k := range resource.Kinds {
+		ops = append(ops, clientv3.OpGet(s.keys.Kind(k), clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	snap := &Snapshot{
+		Revision:     resp.Header.Revision,
+		Resources:    resource.Set{},
+		Raw:          map[resource.Ref][]byte{},
+		ModRevisions: map[resource.Ref]int64{},
+		Invalid:      map[resource.Ref]error{},
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		var h head
+		if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", s.keys.Head(), err)
+		}
+		snap.Seq = h.Seq
+		snap.headMod = kvs[0].ModRevision
+		snap.ChangeRevision = kvs[0].ModRevision
+	}
+	for _, r := range resp.Responses[1:] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			ref, ok := s.keys.ParseResource(string(kv.Key))
+			if !ok {
+				continue
+			}
+			snap.Raw[ref] = kv.Value
+			snap.ModRevisions[ref] = kv.ModRevision
+			v, err := resource.Decode(ref, kv.Value)
+			if err != nil {
+				snap.Invalid[ref] = err
+				continue
+			}
+			snap.Resources[ref] = v
+		}
+	}
+	return snap, nil
+}
+
+// Config assembles the snapshot's resources into a configuration, as
+// stored (not normalized).
+func (snap *Snapshot) Config() (*config.Config, error) {
+	return resource.Assemble(nil, snap.Resources)
+}
+
+// Get returns one resource, its stored bytes and its mod revision.
+func (s *Store) Get(ctx context.Context, ref resource.Ref) (any, int64, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Resource(ref))
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", ref, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, &NotFoundError{What: ref.String()}
+	}
+	v, err := resource.Decode(ref, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, resp.Kvs[0].ModRevision, err
+	}
+	return v, resp.Kvs[0].ModRevision, nil
+}
+
+// Change is one set of puts and deletes, applied whole or not at all.
+type Change struct {
+	// Put creates or replaces resources; each value is a pointer to a
+	// config struct.
+	Put resource.Set
+	// Delete removes resources.
+	Delete []resource.Ref
+	// Prune removes every resource not in Put.
+	Prune bool
+	// MissingOK makes a Delete of a resource that does not exist a no-op
+	// instead of ErrNotFound.
+	MissingOK bool
+	// ExpectedRevision, when not zero, is the revision the writer read:
+	// if a resource the change touches was written or deleted after it,
+	// the change fails with a ConflictError.
+	ExpectedRevision int64
+	// IfMatch holds, per resource, the mod revision the writer read
+	// (0: the writer expects it not to exist).
+	IfMatch map[resource.Ref]int64
+	// DryRun validates without writing.
+	DryRun bool
+
+	// Author, Action and Message are recorded in the history.
+	Author  string
+	Action  string
+	Message string
+
+	rollbackTo int64
+}
+
+// Op is what a change does to one resource.
+type Op struct {
+	Resource string          `json:"resource"`
+	Action   string          `json:"action"` // create, update or delete
+	Before   json.RawMessage `json:"before,omitempty"`
+	After    json.RawMessage `json:"after,omitempty"`
+
+	ref resource.Ref
+}
+
+// Result is what a change did.
+type Result struct {
+	// Revision is the etcd revision of the change; for a dry run or a
+	// change that changed nothing, the revision it was checked against.
+	Revision int64 `json:"revision"`
+	// Seq is the change's number in the history (0 when nothing was written).
+	Seq    int64 `json:"seq,omitempty"`
+	Ops    []Op  `json:"ops"`
+	DryRun bool  `json:"dry_run,omitempty"`
+	// Config is the resulting configuration, normalized.
+	Config *config.Config `json:"-"`
+}
+
+// Apply validates the configuration that the change would produce and
+// writes it in one transaction. It returns a *ConflictError when the
+// writer's preconditions no longer hold, a *ReferencedError when the change
+// removes a resource that another still names, a *ValidationError when the
+// result is invalid, and ErrNotFound when it deletes a resource that does
+// not exist. A transaction that loses a race with another change is
+// retried from a fresh read; the writer's own preconditions decide whether
+// that is a conflict.
+func (s *Store) Apply(ctx context.Context, ch Change) (*Result, error) {
+	for range s.retries {
+		snap, err := s.Snapshot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, txn, err := s.plan(ctx, snap, ch)
+		if err != nil || txn == nil {
+			return res, err
+		}
+		resp, err := txn.Commit()
+		if err != nil {
+			return nil, fmt.Errorf("writing change: %w", err)
+		}
+		if resp.Succeeded {
+			res.Revision = resp.Header.Revision
+			return res, nil
+		}
+	}
+	return nil, fmt.Errorf("writing change: gave up after %d attempts lost to concurrent changes", s.retries)
+}
+
+// plan checks a change against a snapshot and returns the transaction
+// that writes it (nil for a dry run or a change that changes nothing).
+func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, clientv3.Txn, error) {
+	if err := s.checkPreconditions(ctx, snap, ch); err != nil {
+		return nil, nil, err
+	}
+	next := resource.Set{}
+	for r, v := range snap.Resources {
+		next[r] = v
+	}
+	removed := map[resource.Ref]bool{}
+	for _, r := range ch.Delete {
+		_, ok := snap.Raw[r]
+		if !ok && !ch.MissingOK {
+			return nil, nil, &NotFoundError{What: r.String()}
+		}
+		if ok {
+			delete(next, r)
+			removed[r] = true
+		}
+	}
+	if ch.Prune {
+		for r := range snap.Raw {
+			if _, keep := ch.Put[r]; !keep {
+				delete(next, r)
+				removed[r] = true
+			}
+		}
+	}
+	var ops []Op
+	for _, r := range ch.Put.Refs() {
+		v := ch.Put[r]
+		if n := resource.NameOf(v); n != r.Name {
+			return nil, nil, &ValidationError{Errors: []FieldError{{Resource: r.String(), Path: "name", Message: fmt.Sprintf("%q does not match the resource's name %q", n, r.Name)}}}
+		}
+		b, err := resource.Encode(v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encoding %s: %w", r, err)
+		}
+		next[r] = v
+		delete(removed, r)
+		old, exists := snap.Raw[r]
+		switch {
+		case !exists:
+			ops = append(ops, Op{Resource: r.String(), Action: "create", After: b, ref: r})
+		case !bytes.Equal(old, b):
+			ops = append(ops, Op{Resource: r.String(), Action: "update", Before: jsonOrNil(old), After: b, ref: r})
+		}
+	}
+	dels := make([]resource.Ref, 0, len(removed))
+	for r := range removed {
+		dels = append(dels, r)
+	}
+	resource.SortRefs(dels)
+	for _, r := range dels {
+		ops = append(ops, Op{Resource: r.String(), Action: "delete", Before: jsonOrNil(snap.Raw[r]), ref: r})
+	}
+
+	// A value that does not decode must be replaced or deleted before
+	// anything else can be validated.
+	var bad []FieldError
+	for r, err := range snap.Invalid {
+		if _, replaced := ch.Put[r]; replaced || removed[r] {
+			continue
+		}
+		bad = append(bad, FieldError{Resource: r.String(), Message: "the stored value is invalid (replace or delete it): " + err.Error()})
+	}
+	if len(bad) > 0 {
+		slices.SortFunc(bad, func(a, b FieldError) int { return cmpString(a.Resource, b.Resource) })
+		return nil, nil, &ValidationError{Errors: bad}
+	}
+
+	if err := checkReferences(next, removed); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := resource.Assemble(nil, next)
+	if err != nil {
+		return nil, nil, fmt.Errorf("assembling configuration: %w", err)
+	}
+	order := map[resource.Kind][]string{}
+	for _, r := range next.Refs() {
+		order[r.Kind] = append(order[r.Kind], r.Name)
+	}
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fieldErrors(err, order)
+	}
+	blobs, err := s.checkBlobs(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	res := &Result{Revision: snap.Revision, Ops: ops, DryRun: ch.DryRun, Config: cfg}
+	if ch.DryRun || len(ops) == 0 {
+		if len(ops) == 0 {
+			res.Revision = snap.ChangeRevision
+		}
+		return res, nil, nil
+	}
+
+	seq := snap.Seq + 1
+	res.Seq = seq
+	now := s.now().UTC()
+	entry := Entry{Seq: seq, Author: ch.Author, Time: now, Action: ch.Action, Message: ch.Message, RollbackTo: ch.rollbackTo, Ops: ops}
+	eb, err := json.Marshal(entry)
+	if err != nil {
+		return nil, nil, err
+	}
+	hb, _ := json.Marshal(head{Seq: seq, Author: ch.Author, Time: now})
+
+	var cmps []clientv3.Cmp
+	if snap.headMod == 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.Head()), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Head()), "=", snap.headMod))
+	}
+	for _, k := range resource.Kinds {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Kind(k)), "<", snap.Revision+1).WithPrefix())
+	}
+	for _, sha := range blobs {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.BlobMeta(sha)), ">", 0))
+	}
+	var then []clientv3.Op
+	for _, op := range ops {
+		if op.Action == "delete" {
+			then = append(then, clientv3.OpDelete(s.keys.Resource(op.ref)))
+		} else {
+			then = append(then, clientv3.OpPut(s.keys.Resource(op.ref), string(op.After)))
+		}
+	}
+	then = append(then,
+		clientv3.OpPut(s.keys.Head(), string(hb)),
+		clientv3.OpPut(s.keys.History(seq), string(eb)))
+	if s.historyLimit > 0 && seq > s.historyLimit {
+		then = append(then, clientv3.OpDelete(s.keys.HistoryPrefix(), clientv3.WithRange(s.keys.History(seq-s.historyLimit+1))))
+	}
+	return res, s.cli.Txn(ctx).If(cmps...).Then(then...), nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func jsonOrNil(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// checkPreconditions compares the writer's view with the snapshot.
+func (s *Store) checkPreconditions(ctx context.Context, snap *Snapshot, ch Change) error {
+	var conflicts []Conflict
+	refs := make([]resource.Ref, 0, len(ch.IfMatch))
+	for r := range ch.IfMatch {
+		refs = append(refs, r)
+	}
+	resource.SortRefs(refs)
+	for _, r := range refs {
+		want, cur := ch.IfMatch[r], snap.ModRevisions[r]
+		if want == cur {
+			continue
+		}
+		reason := fmt.Sprintf("expected revision %d, but it is at revision %d", want, cur)
+		switch {
+		case want == 0:
+			reason = fmt.Sprintf("expected it not to exist, but it was created at revision %d", cur)
+		case cur == 0:
+			reason = fmt.Sprintf("expected revision %d, but it has been deleted", want)
+		}
+		conflicts = append(conflicts, Conflict{Resource: r.String(), Expected: want, Current: cur, Reason: reason})
+	}
+	if rev := ch.ExpectedRevision; rev > 0 {
+		touched := map[resource.Ref]bool{}
+		for r := range ch.Put {
+			touched[r] = true
+		}
+		for _, r := range ch.Delete {
+			touched[r] = true
+		}
+		if ch.Prune {
+			for r := range snap.Raw {
+				touched[r] = true
+			}
+		}
+		// Deletions leave no key behind: the history tells them.
+		deletedAt := map[resource.Ref]int64{}
+		if rev < snap.Revision {
+			entries, err := s.historySince(ctx, rev)
+			if err != nil {
+				return err
+			}
+			for _, e := range entries {
+				for _, op := range e.Ops {
+					if op.Action == "delete" {
+						if r, err := resource.ParseRef(op.Resource); err == nil {
+							deletedAt[r] = max(deletedAt[r], e.Revision)
+						}
+					}
+				}
+			}
+		}
+		list := make([]resource.Ref, 0, len(touched))
+		for r := range touched {
+			list = append(list, r)
+		}
+		resource.SortRefs(list)
+		for _, r := range list {
+			if _, dup := ch.IfMatch[r]; dup {
+				continue
+			}
+			if cur := snap.ModRevisions[r]; cur > rev {
+				conflicts = append(conflicts, Conflict{Resource: r.String(), Expected: rev, Current: cur,
+					Reason: fmt.Sprintf("changed at revision %d, after revision %d", cur, rev)})
+			} else if d := deletedAt[r]; d > rev && cur == 0 {
+				conflicts = append(conflicts, Conflict{Resource: r.String(), Expected: rev,
+					Reason: fmt.Sprintf("deleted at revision %d, after revision %d", d, rev)})
+			}
+		}
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{Conflicts: conflicts}
+	}
+	return nil
+}
+
+// checkReferences refuses to remove a resource that a remaining one names.
+func checkReferences(next resource.Set, removed map[resource.Ref]bool) error {
+	if len(removed) == 0 {
+		return nil
+	}
+	refs := resource.References(next)
+	var out []Referenced
+	list := make([]resource.Ref, 0, len(removed))
+	for r := range removed {
+		list = append(list, r)
+	}
+	resource.SortRefs(list)
+	for _, r := range list {
+		by := refs[r]
+		if len(by) == 0 {
+			continue
+		}
+		rr := Referenced{Resource: r.String()}
+		for _, b := range by {
+			rr.By = append(rr.By, b.String())
+		}
+		out = append(out, rr)
+	}
+	if len(out) > 0 {
+		return &ReferencedError{Refs: out}
+	}
+	return nil
+}
+
+// checkBlobs reports plugins that name a blob the store does not hold and
+// returns the digests of those it does.
+func (s *Store) checkBlobs(ctx context.Context, cfg *config.Config) ([]string, error) {
+	var shas []string
+	var ops []clientv3.Op
+	for _, p := range cfg.Plugins {
+		if p.SHA256 == "" || p.File != "" || slices.Contains(shas, p.SHA256) {
+			continue
+		}
+		shas = append(shas, p.SHA256)
+		ops = append(ops, clientv3.OpGet(s.keys.BlobMeta(p.SHA256), clientv3.WithCountOnly()))
+	}
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("reading blobs: %w", err)
+	}
+	have := map[string]bool{}
+	for i, r := range resp.Responses {
+		have[shas[i]] = r.GetResponseRange().Count > 0
+	}
+	var missing []FieldError
+	for _, p := range cfg.Plugins {
+		if p.SHA256 != "" && p.File == "" && !have[p.SHA256] {
+			missing = append(missing, FieldError{Resource: "plugins/" + p.Name, Path: "sha256",
+				Message: fmt.Sprintf("no blob %s is stored; push the module first (wasmgate ctl plugin push FILE)", p.SHA256)})
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &ValidationError{Errors: missing}
+	}
+	return shas, nil
+}
