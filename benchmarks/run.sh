@@ -11,8 +11,9 @@
 # --duration 20s, --warmup 3s, --connections 128, --scenarios nginx,wasmgate,
 # --payloads 16k, --proxy-cpu 1, --load-cpu 0.
 #
-# Default run: 3 rounds x 6 scenarios x 2 payloads x (2 s warm-up + 10 s),
-# about 8 minutes plus the builds.
+# Default run: 3 rounds x 6 scenarios x 2 payloads x (2 s warm-up + 10 s of
+# wrk + 6 s of fixed-rate wasmgate bench), about 12 minutes plus the builds;
+# at most about 14 when other work on the machine forces waits and retries.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

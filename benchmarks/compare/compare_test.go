@@ -301,3 +301,41 @@ func TestParseFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestOpenLoop(t *testing.T) {
+	o := openRun{bin: "/b/wasmgate", cpu: 0, connections: 64, rate: 5000, duration: 5 * time.Second, warmup: time.Second, url: "http://x/64"}
+	got := strings.Join(o.argv(), " ")
+	want := "taskset -c 0 /b/wasmgate bench -o json -q -c 64 --rate 5000 -d 5s --warmup 1s http://x/64"
+	if got != want {
+		t.Errorf("argv = %q, want %q", got, want)
+	}
+	r, err := parseOpen([]byte(`{"throughput_rps": 4999.5, "responses": 25000, "errors": 1,
+		"latency": {"p50_ns": 150000, "p99_ns": 2500000, "p99_9_ns": 9000000}, "status": {"200": 25000}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Throughput != 4999.5 || r.Errors != 1 || r.Latency.P99 != 2500*time.Microsecond {
+		t.Errorf("parsed %+v", r)
+	}
+	if _, err := parseOpen([]byte("not json")); err == nil {
+		t.Error("want an error for output that is not JSON")
+	}
+}
+
+func TestReportOpenLoop(t *testing.T) {
+	res := testResults()
+	res.OpenRate, res.OpenDuration = 5000, "5s"
+	for i := range res.Samples {
+		res.Samples[i].Open = &openSample{RPS: 5000, P50US: 100, P99US: 900 + float64(i), P999US: 2000}
+	}
+	md := renderMarkdown(res)
+	for _, want := range []string{
+		"Latency at a fixed 5,000 req/s",
+		"| direct (no proxy) | 5,000 | 100 µs | 901 µs | 2.00 ms | 0 |",
+		"| wasmgate | — | — | — | — | not run |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("RESULTS.md lacks %q", want)
+		}
+	}
+}

@@ -43,8 +43,10 @@ type options struct {
 	reportOnly  bool
 	quick       bool
 	maxOther    float64 // % of a pinned core used by others that triggers a retry
-	retries     int     // budget of such retries; negative: half of the samples
+	retries     int     // budget of such retries; negative: a quarter of the samples
 	quietWait   time.Duration
+	openRate    float64       // requests per second of the open-loop run; 0: none
+	openTime    time.Duration // its measured length
 }
 
 // payload is one response body the upstream serves.
@@ -105,8 +107,10 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&scen, "scenarios", "direct,forwarder,wasmgate,nginx,haproxy,caddy", "comma-separated scenarios")
 	fs.StringVar(&pay, "payloads", "64,16k", "comma-separated response bodies: 64, 16k")
 	fs.Float64Var(&opt.maxOther, "max-other", 10, "measure a sample again when other processes used more than this % of a pinned core during it")
-	fs.IntVar(&opt.retries, "retries", -1, "most samples measured again for -max-other (-1: half of all samples)")
-	fs.DurationVar(&opt.quietWait, "quiet-wait", 90*time.Second, "longest total time, over the run, spent waiting for the pinned cores to be idle before a measurement")
+	fs.IntVar(&opt.retries, "retries", -1, "most samples measured again for -max-other (-1: a quarter of all samples)")
+	fs.DurationVar(&opt.quietWait, "quiet-wait", 60*time.Second, "longest total time, over the run, spent waiting for the pinned cores to be idle before a measurement")
+	fs.Float64Var(&opt.openRate, "open-rate", 5000, "after each wrk run, measure latency at this fixed rate with `wasmgate bench --rate` (0: skip)")
+	fs.DurationVar(&opt.openTime, "open-duration", 5*time.Second, "measured length of each open-loop run (after a 1 s warm-up)")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
 	if err := fs.Parse(args); err != nil {
@@ -116,7 +120,7 @@ func parseFlags(args []string) (options, error) {
 		return opt, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if opt.quick {
-		opt.rounds, opt.duration, opt.warmup = 1, 3*time.Second, time.Second
+		opt.rounds, opt.duration, opt.warmup, opt.openTime = 1, 3*time.Second, time.Second, 2*time.Second
 	}
 	opt.scenarios = splitList(scen)
 	opt.payloads = splitList(pay)
@@ -166,6 +170,8 @@ type runner struct {
 	// retriesLeft is how many samples may still be measured again because
 	// other processes took a pinned core.
 	retriesLeft int
+	// openSkipped says why there is no open-loop run, or is empty.
+	openSkipped string
 	// quietLeft is how much longer, over the whole run, the suite may wait
 	// for the pinned cores to be idle before a measurement.
 	quietLeft time.Duration
@@ -191,7 +197,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.retriesLeft = r.opt.retries
 	if r.retriesLeft < 0 {
 		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
-		r.retriesLeft = (n + 1) / 2
+		r.retriesLeft = (n + 3) / 4
 	}
 	r.quietLeft = r.opt.quietWait
 
@@ -228,6 +234,22 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		res.Scenarios = append(res.Scenarios, info)
 	}
+
+	switch {
+	case r.opt.openRate <= 0:
+		r.openSkipped = "disabled (-open-rate 0)"
+	case needBuilt("wasmgate")(r) != "":
+		r.openSkipped = needBuilt("wasmgate")(r)
+	default:
+		r.openSkipped = benchAvailable(r.binPath("wasmgate"))
+	}
+	if r.openSkipped != "" {
+		log.Printf("no open-loop runs: %s", r.openSkipped)
+	} else {
+		res.OpenRate = r.opt.openRate
+		res.OpenDuration = r.opt.openTime.String()
+	}
+	res.OpenSkipped = r.openSkipped
 
 	if err := r.startUpstream(ctx); err != nil {
 		return err
@@ -276,7 +298,7 @@ func (r *runner) retriesUsed() int {
 	budget := r.opt.retries
 	if budget < 0 {
 		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
-		budget = (n + 1) / 2
+		budget = (n + 3) / 4
 	}
 	return budget - r.retriesLeft
 }
@@ -398,6 +420,30 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			smp.Attempts = 2
 		}
 		smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, round
+		if r.openSkipped == "" {
+			o := openRun{
+				bin:         r.binPath("wasmgate"),
+				cpu:         r.opt.loadCPU,
+				connections: r.opt.connections,
+				rate:        r.opt.openRate,
+				duration:    r.opt.openTime,
+				warmup:      time.Second,
+				url:         url,
+			}
+			ores, err := o.run(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("open loop: %w", err)
+			}
+			smp.Open = &openSample{
+				RPS:    ores.Throughput,
+				Errors: ores.Errors,
+				P50US:  float64(ores.Latency.P50) / 1e3,
+				P99US:  float64(ores.Latency.P99) / 1e3,
+				P999US: float64(ores.Latency.P999) / 1e3,
+			}
+			log.Printf("round %d %-9s %-4s at %.0f req/s: p50 %s, p99 %s, p99.9 %s, errors %d",
+				round, s.name, p.Name, r.opt.openRate, latency(smp.Open.P50US), latency(smp.Open.P99US), latency(smp.Open.P999US), smp.Open.Errors)
+		}
 		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
 			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)
 		out = append(out, smp)

@@ -15,22 +15,26 @@ import (
 // results is everything one run measured; it is written to results.json
 // and is the only input of the report.
 type results struct {
-	Started     time.Time      `json:"started"`
-	Finished    time.Time      `json:"finished"`
-	Rounds      int            `json:"rounds"`
-	Duration    string         `json:"duration"`
-	Warmup      string         `json:"warmup"`
-	Connections int            `json:"connections"`
-	Threads     int            `json:"threads"`
-	ProxyCPU    int            `json:"proxy_cpu"`
-	LoadCPU     int            `json:"load_cpu"`
-	Quick       bool           `json:"quick"`
-	MaxOtherPct float64        `json:"max_other_pct"`
-	Retries     int            `json:"retries"` // samples measured again for interference
-	Payloads    []payload      `json:"payloads"`
-	Env         envInfo        `json:"env"`
-	Scenarios   []scenarioInfo `json:"scenarios"`
-	Samples     []sample       `json:"samples"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"`
+	Rounds      int       `json:"rounds"`
+	Duration    string    `json:"duration"`
+	Warmup      string    `json:"warmup"`
+	Connections int       `json:"connections"`
+	Threads     int       `json:"threads"`
+	ProxyCPU    int       `json:"proxy_cpu"`
+	LoadCPU     int       `json:"load_cpu"`
+	Quick       bool      `json:"quick"`
+	MaxOtherPct float64   `json:"max_other_pct"`
+	Retries     int       `json:"retries"` // samples measured again for interference
+	// The open-loop runs of `wasmgate bench`, if any.
+	OpenRate     float64        `json:"open_rate,omitempty"`
+	OpenDuration string         `json:"open_duration,omitempty"`
+	OpenSkipped  string         `json:"open_skipped,omitempty"`
+	Payloads     []payload      `json:"payloads"`
+	Env          envInfo        `json:"env"`
+	Scenarios    []scenarioInfo `json:"scenarios"`
+	Samples      []sample       `json:"samples"`
 }
 
 type scenarioInfo struct {
@@ -72,6 +76,17 @@ type sample struct {
 	// accounted to the processes pinned there: other tenants of the machine.
 	LoadCoreOtherPct  float64 `json:"load_core_other_pct"`
 	ProxyCoreOtherPct float64 `json:"proxy_core_other_pct"`
+	// The open-loop run that followed, if any.
+	Open *openSample `json:"open,omitempty"`
+}
+
+// openSample is one open-loop run at results.OpenRate.
+type openSample struct {
+	RPS    float64 `json:"rps"`
+	Errors int64   `json:"errors"`
+	P50US  float64 `json:"p50_us"`
+	P99US  float64 `json:"p99_us"`
+	P999US float64 `json:"p999_us"`
 }
 
 // interference returns the larger share of a pinned core that other
@@ -94,7 +109,12 @@ type summary struct {
 	vsNginx    float64 // rps ratio; 0 when there is no nginx figure
 	vsDirect   float64
 	cpuVsNginx float64 // CPU per request ratio
-	hasFigures bool
+
+	// Medians of the open-loop runs, when hasOpen.
+	hasOpen                             bool
+	openRPS, openP50, openP99, openP999 float64
+	openErrors                          int64
+	hasFigures                          bool
 }
 
 func median(xs []float64) float64 {
@@ -117,6 +137,7 @@ func summarize(res *results, pl string) []summary {
 	for _, sc := range res.Scenarios {
 		sm := summary{scenario: sc, proxied: sc.Name != "direct"}
 		var rps, p50, p99, cpu, pct, up, lb, pb []float64
+		var orps, op50, op99, op999 []float64
 		for _, s := range res.Samples {
 			if s.Scenario != sc.Name || s.Payload != pl {
 				continue
@@ -130,6 +151,14 @@ func summarize(res *results, pl string) []summary {
 			lb = append(lb, s.LoadCoreBusyPct)
 			pb = append(pb, s.ProxyCoreBusyPct)
 			sm.errors += s.Errors
+			if o := s.Open; o != nil {
+				orps, op50, op99, op999 = append(orps, o.RPS), append(op50, o.P50US), append(op99, o.P99US), append(op999, o.P999US)
+				sm.openErrors += o.Errors
+			}
+		}
+		if len(orps) > 0 {
+			sm.hasOpen = true
+			sm.openRPS, sm.openP50, sm.openP99, sm.openP999 = median(orps), median(op50), median(op99), median(op999)
 		}
 		sm.n = len(rps)
 		if sm.n > 0 {
@@ -213,6 +242,20 @@ func renderMarkdown(res *results) string {
 				ratio(s.vsNginx), ratio(s.vsDirect), cpuVs, s.errors)
 		}
 		w("\n")
+		if res.OpenRate > 0 {
+			w("Latency at a fixed %s req/s (open loop, `wasmgate bench --rate`, %s per run, latency measured from when each request was due):\n\n",
+				thousands(res.OpenRate), res.OpenDuration)
+			w("| scenario | achieved req/s | p50 | p99 | p99.9 | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, s := range summarize(res, pl.Name) {
+				if !s.hasOpen {
+					w("| %s | — | — | — | — | not run |\n", s.scenario.Label)
+					continue
+				}
+				w("| %s | %s | %s | %s | %s | %d |\n", s.scenario.Label, thousands(s.openRPS),
+					latency(s.openP50), latency(s.openP99), latency(s.openP999), s.openErrors)
+			}
+			w("\n")
+		}
 	}
 
 	var skipped []scenarioInfo
@@ -239,6 +282,13 @@ func renderMarkdown(res *results) string {
 		res.LoadCPU, res.ProxyCPU, res.LoadCPU)
 	w("- **bare fasthttp forwarder** (`benchmarks/forwarder`) is about 60 lines: one fasthttp server handing every request to one `fasthttp.HostClient`. " +
 		"It is the floor for a Go proxy; the distance from it to wasmgate is the price of routing, filters, metrics and the rest.\n")
+	if res.OpenRate > 0 {
+		w("- The **fixed-rate** tables correct for that: `wasmgate bench` sends %s req/s whatever the answers' pace (%d connections, pinned with wrk to CPU %d) "+
+			"and measures each latency from the moment its request was due. A proxy that cannot sustain the rate shows it as achieved req/s below the rate and as exploding percentiles.\n",
+			thousands(res.OpenRate), res.Connections, res.LoadCPU)
+	} else if res.OpenSkipped != "" {
+		w("- There are no fixed-rate (open-loop) latency figures in this run: %s.\n", oneLine(res.OpenSkipped, 300))
+	}
 	w("- **proxy CPU µs/req** counts the proxy's own processes. The kernel's loopback network stack runs largely in softirq context, which Linux accounts to the core, " +
 		"not to a process; the raw samples also give the proxy core's whole busy time per request, which includes it (and is the same kind of cost for every proxy).\n")
 	w("- Ratios are of medians. The machine is shared with other work: for each sample the suite records how much of each pinned core went to processes other than the ones pinned there, "+
