@@ -15,7 +15,9 @@ const MaxWeight = 10000
 
 // ErrNoHosts is returned by New for an empty set of hosts. A cluster with
 // no usable host has nothing to balance; the caller answers such requests
-// itself (typically 503) rather than calling Pick.
+// itself (typically 503) rather than calling Pick. A Balancer from New
+// therefore has at least one host and Pick never returns -1; the -1 of
+// the interface is for Balancers built elsewhere.
 var ErrNoHosts = errors.New("no hosts")
 
 // ErrUnknownPolicy is returned by New for a policy it does not know.
