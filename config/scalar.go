@@ -91,30 +91,43 @@ func (r *RawConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML implements yaml.Marshaler: JSON objects and arrays come out as
-// YAML values, anything else as a string.
+// MarshalYAML implements yaml.Marshaler: a JSON object or array as
+// UnmarshalYAML encodes one comes out as a YAML value, anything else as a
+// string, so that the bytes survive a round trip.
 func (r RawConfig) MarshalYAML() (any, error) {
 	if v, ok := r.jsonValue(); ok {
-		return v, nil
+		if b, err := json.Marshal(v); err == nil && bytes.Equal(b, r) {
+			return v, nil
+		}
 	}
 	return string(r), nil
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler. A value other than a string
+// is kept as compact JSON.
 func (r *RawConfig) UnmarshalJSON(b []byte) error {
 	var s string
 	if json.Unmarshal(b, &s) == nil {
 		*r = RawConfig(s)
 		return nil
 	}
-	*r = append(RawConfig(nil), b...)
+	var c bytes.Buffer
+	if err := json.Compact(&c, b); err != nil {
+		return err
+	}
+	*r = RawConfig(c.Bytes())
 	return nil
 }
 
-// MarshalJSON implements json.Marshaler.
+// MarshalJSON implements json.Marshaler: a compact JSON object or array
+// comes out as itself, anything else as a string, so that the bytes
+// survive a round trip.
 func (r RawConfig) MarshalJSON() ([]byte, error) {
 	if _, ok := r.jsonValue(); ok {
-		return []byte(r), nil
+		var c bytes.Buffer
+		if json.Compact(&c, r) == nil && bytes.Equal(c.Bytes(), r) {
+			return []byte(r), nil
+		}
 	}
 	return json.Marshal(string(r))
 }
