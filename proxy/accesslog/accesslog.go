@@ -1,0 +1,220 @@
+// Package accesslog writes one JSON line per request, off the request
+// path. A request fills a pooled Entry and hands it to a bounded queue; one
+// goroutine formats and writes. When the queue is full the entry is
+// dropped and counted, so a slow disk never slows requests.
+package accesslog
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// Entry is one request's record. Byte fields are copies the entry owns.
+// An Entry comes from Logger.Acquire and goes back through Logger.Log; it
+// must not be used after Log.
+type Entry struct {
+	Start         time.Time
+	Duration      time.Duration
+	RequestID     []byte
+	RemoteAddr    []byte
+	Method        []byte
+	Authority     []byte
+	Path          []byte
+	Protocol      string
+	Status        int
+	Flags         filter.Flags
+	BytesReceived int64
+	BytesSent     int64
+	UpstreamHost  string
+	UpstreamClust string
+	Route         string
+	VirtualHost   string
+	Listener      string
+	UserAgent     []byte
+	XForwardedFor []byte
+	Details       string
+}
+
+func (e *Entry) reset() {
+	*e = Entry{
+		RequestID: e.RequestID[:0], RemoteAddr: e.RemoteAddr[:0], Method: e.Method[:0],
+		Authority: e.Authority[:0], Path: e.Path[:0], UserAgent: e.UserAgent[:0],
+		XForwardedFor: e.XForwardedFor[:0],
+	}
+}
+
+// field writes one field's JSON value.
+type field struct {
+	name  string
+	write func(b []byte, e *Entry) []byte
+}
+
+var fieldWriters = map[string]func(b []byte, e *Entry) []byte{
+	"start_time": func(b []byte, e *Entry) []byte {
+		return appendString(b, e.Start.UTC().AppendFormat(nil, time.RFC3339Nano))
+	},
+	"request_id":                func(b []byte, e *Entry) []byte { return appendString(b, e.RequestID) },
+	"downstream_remote_address": func(b []byte, e *Entry) []byte { return appendString(b, e.RemoteAddr) },
+	"method":                    func(b []byte, e *Entry) []byte { return appendString(b, e.Method) },
+	"authority":                 func(b []byte, e *Entry) []byte { return appendString(b, e.Authority) },
+	"path":                      func(b []byte, e *Entry) []byte { return appendString(b, e.Path) },
+	"protocol":                  func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.Protocol)) },
+	"status":                    func(b []byte, e *Entry) []byte { return strconv.AppendInt(b, int64(e.Status), 10) },
+	"response_flags": func(b []byte, e *Entry) []byte {
+		b = append(b, '"')
+		b = e.Flags.AppendTo(b)
+		return append(b, '"')
+	},
+	"bytes_received": func(b []byte, e *Entry) []byte { return strconv.AppendInt(b, e.BytesReceived, 10) },
+	"bytes_sent":     func(b []byte, e *Entry) []byte { return strconv.AppendInt(b, e.BytesSent, 10) },
+	"duration_ms": func(b []byte, e *Entry) []byte {
+		return strconv.AppendFloat(b, float64(e.Duration.Microseconds())/1000, 'f', 3, 64)
+	},
+	"upstream_cluster": func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.UpstreamClust)) },
+	"upstream_host":    func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.UpstreamHost)) },
+	"route_name":       func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.Route)) },
+	"virtual_host":     func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.VirtualHost)) },
+	"listener":         func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.Listener)) },
+	"user_agent":       func(b []byte, e *Entry) []byte { return appendString(b, e.UserAgent) },
+	"x_forwarded_for":  func(b []byte, e *Entry) []byte { return appendString(b, e.XForwardedFor) },
+	"details":          func(b []byte, e *Entry) []byte { return appendString(b, []byte(e.Details)) },
+}
+
+// Logger is an asynchronous access log.
+type Logger struct {
+	fields  []field
+	queue   chan *Entry
+	pool    sync.Pool
+	w       *bufio.Writer
+	closer  io.Closer
+	dropped func()
+	done    chan struct{}
+}
+
+// Open starts a logger writing to path ("stdout", "stderr" or a file,
+// appended to) with the given fields. dropped is called for every entry
+// dropped because the queue was full; it may be nil.
+func Open(path string, fields []string, queueLen int, dropped func()) (*Logger, error) {
+	var out io.Writer
+	var closer io.Closer
+	switch path {
+	case "stdout":
+		out = os.Stdout
+	case "stderr":
+		out = os.Stderr
+	default:
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("opening access log: %w", err)
+		}
+		out, closer = f, f
+	}
+	return New(out, closer, fields, queueLen, dropped)
+}
+
+// New starts a logger writing to w. closer, if not nil, is closed by Close.
+func New(w io.Writer, closer io.Closer, fields []string, queueLen int, dropped func()) (*Logger, error) {
+	if queueLen <= 0 {
+		queueLen = 4096
+	}
+	l := &Logger{
+		queue:   make(chan *Entry, queueLen),
+		w:       bufio.NewWriterSize(w, 64<<10),
+		closer:  closer,
+		dropped: dropped,
+		done:    make(chan struct{}),
+	}
+	l.pool.New = func() any { return new(Entry) }
+	for _, name := range fields {
+		fw, ok := fieldWriters[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown access log field %q", name)
+		}
+		l.fields = append(l.fields, field{name: name, write: fw})
+	}
+	go l.run()
+	return l, nil
+}
+
+// Acquire returns an empty entry.
+func (l *Logger) Acquire() *Entry {
+	e := l.pool.Get().(*Entry)
+	e.reset()
+	return e
+}
+
+// Log queues e for writing and takes ownership of it. It never blocks.
+func (l *Logger) Log(e *Entry) {
+	select {
+	case l.queue <- e:
+	default:
+		l.pool.Put(e)
+		if l.dropped != nil {
+			l.dropped()
+		}
+	}
+}
+
+func (l *Logger) run() {
+	defer close(l.done)
+	var b []byte
+	for e := range l.queue {
+		b = l.format(b[:0], e)
+		l.pool.Put(e)
+		_, _ = l.w.Write(b)
+		if len(l.queue) == 0 {
+			_ = l.w.Flush()
+		}
+	}
+	_ = l.w.Flush()
+}
+
+func (l *Logger) format(b []byte, e *Entry) []byte {
+	b = append(b, '{')
+	for i, f := range l.fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, f.name...)
+		b = append(b, '"', ':')
+		b = f.write(b, e)
+	}
+	return append(b, '}', '\n')
+}
+
+// Close writes what is queued and stops the logger. Log must not be
+// called after Close.
+func (l *Logger) Close() error {
+	close(l.queue)
+	<-l.done
+	if l.closer != nil {
+		return l.closer.Close()
+	}
+	return nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping what JSON requires.
+func appendString(b, s []byte) []byte {
+	b = append(b, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}

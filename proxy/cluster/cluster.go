@@ -1,0 +1,257 @@
+// Package cluster holds upstream clusters: their endpoints, the pooled
+// keep-alive connections to each, and the balancer that picks one.
+//
+// A Cluster is built from its config.Cluster when a snapshot is built and
+// is immutable afterwards but for per-endpoint counters. Connection pools
+// live in a Pools registry keyed by endpoint address and connection
+// settings, so a reload that keeps an endpoint keeps its connections.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/balancer"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// Defaults for unset cluster fields.
+const (
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxConns       = 1024
+)
+
+// Cluster is a set of endpoints and a balancer over them.
+type Cluster struct {
+	Name string
+	cfg  config.Cluster
+
+	endpoints []*Endpoint
+	lb        balancer.Balancer
+	hash      hashPolicy
+}
+
+// Endpoint is one upstream address within a cluster.
+type Endpoint struct {
+	Addr   string
+	weight int
+	pool   *pool
+}
+
+var _ balancer.Host = (*Endpoint)(nil)
+
+// Weight implements balancer.Host.
+func (e *Endpoint) Weight() int { return e.weight }
+
+// ActiveRequests implements balancer.Host.
+func (e *Endpoint) ActiveRequests() int64 { return e.pool.active.Load() }
+
+// Key implements balancer.Host.
+func (e *Endpoint) Key() string { return e.Addr }
+
+// Conns is the number of open connections to the endpoint.
+func (e *Endpoint) Conns() int { return e.pool.client.ConnsCount() }
+
+// Requests is the number of requests sent to the endpoint since its pool
+// was created.
+func (e *Endpoint) Requests() uint64 { return e.pool.requests.Load() }
+
+// Do sends req to the endpoint and reads the response headers into resp;
+// with a streaming pool the body is left in resp.BodyStream() and the
+// connection is released when that stream is closed. timeout bounds the
+// exchange up to the response headers.
+func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	p := e.pool
+	p.active.Add(1)
+	p.requests.Add(1)
+	err := p.client.DoTimeout(req, resp, timeout)
+	p.active.Add(-1)
+	return err
+}
+
+// pool is the connection pool of one endpoint address.
+type pool struct {
+	key    poolKey
+	client *fasthttp.HostClient
+	active atomic.Int64
+	// requests counts requests sent, for /clusters.
+	requests atomic.Uint64
+}
+
+type poolKey struct {
+	addr           string
+	connectTimeout time.Duration
+	idleTimeout    time.Duration
+	maxConns       int
+	stream         bool
+}
+
+// Pools holds connection pools across snapshots. Build takes pools from it;
+// Retain drops the pools no live cluster uses.
+type Pools struct {
+	mu    sync.Mutex
+	pools map[poolKey]*pool
+}
+
+// NewPools returns an empty registry.
+func NewPools() *Pools { return &Pools{pools: map[poolKey]*pool{}} }
+
+func (ps *Pools) get(k poolKey) *pool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p, ok := ps.pools[k]; ok {
+		return p
+	}
+	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
+	timeout := k.connectTimeout
+	p := &pool{key: k, client: &fasthttp.HostClient{
+		Addr:                          k.addr,
+		Dial:                          func(addr string) (net.Conn, error) { return dialer.DialTimeout(addr, timeout) },
+		MaxConns:                      k.maxConns,
+		MaxIdleConnDuration:           k.idleTimeout,
+		MaxIdemponentCallAttempts:     1, // retries are the route's business
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		StreamResponseBody:            k.stream,
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+	}}
+	ps.pools[k] = p
+	return p
+}
+
+// Retain keeps the pools used by the given clusters and closes the idle
+// connections of the others. Requests still in flight on a dropped pool
+// finish; their connections close when released.
+func (ps *Pools) Retain(live []*Cluster) {
+	used := map[poolKey]bool{}
+	for _, c := range live {
+		for _, e := range c.endpoints {
+			used[e.pool.key] = true
+		}
+	}
+	ps.mu.Lock()
+	var drop []*pool
+	for k, p := range ps.pools {
+		if !used[k] {
+			drop = append(drop, p)
+			delete(ps.pools, k)
+		}
+	}
+	ps.mu.Unlock()
+	for _, p := range drop {
+		p.client.CloseIdleConnections()
+	}
+}
+
+// Build makes a cluster from its configuration. When prev was built from an
+// identical configuration it is returned as it is, keeping its balancer
+// state; otherwise endpoints reuse the pools of ps. endpoints may be empty
+// (a registry-discovered cluster with nothing registered): Pick then
+// returns nil.
+func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
+	if prev != nil && reflect.DeepEqual(prev.cfg, cfg) {
+		return prev, nil
+	}
+	c := &Cluster{Name: cfg.Name, cfg: cfg}
+	var err error
+	if c.hash, err = newHashPolicy(cfg.HashPolicy); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
+	}
+	hosts := make([]balancer.Host, 0, len(cfg.Endpoints))
+	for _, ep := range cfg.Endpoints {
+		k := poolKey{
+			addr:           ep.Address,
+			connectTimeout: cfg.ConnectTimeout.Or(DefaultConnectTimeout),
+			idleTimeout:    cfg.IdleTimeout.Or(DefaultIdleTimeout),
+			maxConns:       cfg.MaxConnectionsPerEndpoint,
+			stream:         true,
+		}
+		if k.maxConns == 0 {
+			k.maxConns = DefaultMaxConns
+		}
+		e := &Endpoint{Addr: ep.Address, weight: ep.Weight, pool: ps.get(k)}
+		if e.weight == 0 {
+			e.weight = 1
+		}
+		c.endpoints = append(c.endpoints, e)
+		hosts = append(hosts, e)
+	}
+	if len(hosts) > 0 {
+		c.lb, err = balancer.New(cfg.LBPolicy, hosts, balancer.Options{RingSize: cfg.RingSize})
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
+		}
+	}
+	return c, nil
+}
+
+// Config returns the configuration the cluster was built from.
+func (c *Cluster) Config() config.Cluster { return c.cfg }
+
+// Endpoints returns the cluster's endpoints; the slice must not be changed.
+func (c *Cluster) Endpoints() []*Endpoint { return c.endpoints }
+
+// Pick chooses an endpoint for a request, or returns nil when the cluster
+// has none. It is lock-free and allocates nothing.
+func (c *Cluster) Pick(ctx *fasthttp.RequestCtx) *Endpoint {
+	if c.lb == nil {
+		return nil
+	}
+	var h uint64
+	if c.hash.kind != hashNone {
+		h = c.hash.of(ctx)
+	}
+	i := c.lb.Pick(h)
+	if i < 0 {
+		return nil
+	}
+	return c.endpoints[i]
+}
+
+// Call sends a request made by a filter to an endpoint of the cluster and
+// reads the whole response.
+func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	if c.lb == nil {
+		return ErrNoEndpoint
+	}
+	i := c.lb.Pick(0)
+	if i < 0 {
+		return ErrNoEndpoint
+	}
+	if err := c.endpoints[i].Do(req, resp, timeout); err != nil {
+		return err
+	}
+	// A filter's call wants the whole body: Body reads the stream to its
+	// end and closes it, which releases the connection.
+	resp.Body()
+	return nil
+}
+
+// ErrNoEndpoint is returned when a cluster has no endpoint to send to.
+var ErrNoEndpoint = errors.New("no endpoint available")
+
+// Set is the clusters of one snapshot by name; it implements
+// filter.Upstreams for calls that filters make.
+type Set map[string]*Cluster
+
+var _ filter.Upstreams = Set(nil)
+
+// Call implements filter.Upstreams.
+func (s Set) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	c, ok := s[cluster]
+	if !ok {
+		return fmt.Errorf("%w %q", filter.ErrUnknownCluster, cluster)
+	}
+	return c.Call(req, resp, timeout)
+}

@@ -1,0 +1,117 @@
+// Package metrics holds the proxy's Prometheus metrics. Label values are
+// resolved when a snapshot is built, so the request path only touches
+// pre-resolved counters and histograms: atomic adds, no lock, no
+// allocation.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wasmgate/wasmgate/internal/buildinfo"
+)
+
+// Metrics is the proxy's set of metrics, registered on one registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+
+	// Reloads counts configuration reloads by result ("success", "failure").
+	Reloads *prometheus.CounterVec
+	// LastReloadSuccess is 1 when the last reload succeeded, else 0.
+	LastReloadSuccess prometheus.Gauge
+	// LastReloadTime is the Unix time of the last successful reload.
+	LastReloadTime prometheus.Gauge
+	// ConfigVersion carries the live config version as a label.
+	ConfigVersion *prometheus.GaugeVec
+	// AccessLogDropped counts access log entries dropped because the
+	// writer could not keep up.
+	AccessLogDropped prometheus.Counter
+	// UpstreamErrors counts failed upstream exchanges by cluster and kind.
+	UpstreamErrors *prometheus.CounterVec
+}
+
+// New creates the metrics on a new registry, with Go and process
+// collectors and build info.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_http_requests_total",
+			Help: "Downstream requests by listener, route, cluster and status class.",
+		}, []string{"listener", "route", "cluster", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wasmgate_http_request_duration_seconds",
+			Help:    "Time from the first request byte to the response headers, by listener, route and cluster.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"listener", "route", "cluster"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_config_reloads_total",
+			Help: "Configuration reloads by result.",
+		}, []string{"result"}),
+		LastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wasmgate_config_last_reload_success",
+			Help: "1 when the last configuration reload succeeded, 0 when it failed.",
+		}),
+		LastReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wasmgate_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration reload.",
+		}),
+		ConfigVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_config_info",
+			Help: "The live configuration version, as a label; the value is always 1.",
+		}, []string{"version"}),
+		AccessLogDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasmgate_access_log_dropped_total",
+			Help: "Access log entries dropped because the writer could not keep up.",
+		}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_upstream_errors_total",
+			Help: "Failed upstream exchanges by cluster and kind (connect, timeout, reset, overflow).",
+		}, []string{"cluster", "kind"}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wasmgate_build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(buildinfo.Version(), buildinfo.GoVersion()).Set(1)
+	reg.MustRegister(m.requests, m.duration, m.Reloads, m.LastReloadSuccess, m.LastReloadTime,
+		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Route returns the pre-resolved metrics of one (listener, route, cluster).
+// cluster is empty for routes answered without an upstream.
+func (m *Metrics) Route(listener, route, cluster string) *RouteStats {
+	s := &RouteStats{}
+	for i, class := range codeClasses {
+		s.codes[i] = m.requests.WithLabelValues(listener, route, cluster, class)
+	}
+	s.duration = m.duration.WithLabelValues(listener, route, cluster)
+	return s
+}
+
+var codeClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// RouteStats are the counters of one (listener, route, cluster).
+type RouteStats struct {
+	codes    [len(codeClasses)]prometheus.Counter
+	duration prometheus.Observer
+}
+
+// Observe records one response. It is safe for concurrent use and does not
+// allocate.
+func (s *RouteStats) Observe(status int, d time.Duration) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	s.codes[class].Inc()
+	s.duration.Observe(d.Seconds())
+}

@@ -1,0 +1,190 @@
+package route
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/cluster"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
+)
+
+// Deps are what Compile resolves names against.
+type Deps struct {
+	Clusters map[string]*cluster.Cluster
+	Metrics  *metrics.Metrics
+	// Filter returns the factory for one filter attachment; nil when the
+	// configuration has no filters.
+	Filter func(ref config.FilterRef, vhost, route string) (filter.Factory, error)
+}
+
+// Compile builds the route table of one listener from a validated
+// configuration.
+func Compile(cfg *config.Config, listener string, d Deps) (*Table, error) {
+	t := newTable()
+	for i := range cfg.VirtualHosts {
+		vc := &cfg.VirtualHosts[i]
+		if !servesListener(vc, listener) {
+			continue
+		}
+		vh, err := compileVirtualHost(vc, listener, d)
+		if err != nil {
+			return nil, err
+		}
+		t.VirtualHosts = append(t.VirtualHosts, vh)
+		for _, dom := range vc.Domains {
+			t.add(dom, vh)
+		}
+	}
+	return t, nil
+}
+
+func servesListener(vc *config.VirtualHost, listener string) bool {
+	if len(vc.Listeners) == 0 {
+		return true
+	}
+	for _, l := range vc.Listeners {
+		if l == listener {
+			return true
+		}
+	}
+	return false
+}
+
+func compileVirtualHost(vc *config.VirtualHost, listener string, d Deps) (*VirtualHost, error) {
+	vh := &VirtualHost{Name: vc.Name}
+	for j := range vc.Routes {
+		r, err := compileRoute(vc, &vc.Routes[j], listener, d)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %q, route %q: %w", vc.Name, vc.Routes[j].Name, err)
+		}
+		vh.Routes = append(vh.Routes, r)
+	}
+	return vh, nil
+}
+
+func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, d Deps) (*Route, error) {
+	r := &Route{Name: rc.Name, VirtualHost: vc.Name, Timeout: rc.Timeout.Or(DefaultTimeout)}
+	m := rc.Match
+	r.foldCase = m.CaseInsensitive
+	switch {
+	case m.Path != "":
+		r.pathKind, r.path = pathExact, []byte(m.Path)
+	case m.PathRegex != "":
+		re, err := regexp.Compile(`^(?:` + m.PathRegex + `)$`)
+		if err != nil {
+			return nil, err
+		}
+		r.pathKind, r.pathRe = pathRegex, re
+	default:
+		r.pathKind, r.path = pathPrefix, []byte(m.Prefix)
+		r.prefixLen = len(m.Prefix)
+	}
+	for _, h := range m.Headers {
+		hm := headerMatcher{name: h.Name, invert: h.Invert}
+		switch {
+		case h.Exact != "":
+			hm.kind, hm.value = matchExact, []byte(h.Exact)
+		case h.Prefix != "":
+			hm.kind, hm.value = matchPrefix, []byte(h.Prefix)
+		case h.Regex != "":
+			re, err := regexp.Compile(`^(?:` + h.Regex + `)$`)
+			if err != nil {
+				return nil, err
+			}
+			hm.kind, hm.re = matchRegex, re
+		case h.Absent:
+			hm.kind = matchAbsent
+		default:
+			hm.kind = matchPresent
+		}
+		r.headerMs = append(r.headerMs, hm)
+	}
+	for _, q := range m.Query {
+		qm := queryMatcher{name: q.Name}
+		switch {
+		case q.Exact != "":
+			qm.kind, qm.value = matchExact, []byte(q.Exact)
+		case q.Prefix != "":
+			qm.kind, qm.value = matchPrefix, []byte(q.Prefix)
+		case q.Regex != "":
+			re, err := regexp.Compile(`^(?:` + q.Regex + `)$`)
+			if err != nil {
+				return nil, err
+			}
+			qm.kind, qm.re = matchRegex, re
+		default:
+			qm.kind = matchPresent
+		}
+		r.queryMs = append(r.queryMs, qm)
+	}
+	for _, meth := range m.Methods {
+		r.methods = append(r.methods, []byte(meth))
+	}
+
+	switch {
+	case rc.Cluster != "":
+		r.Action = Forward
+		c, ok := d.Clusters[rc.Cluster]
+		if !ok {
+			return nil, fmt.Errorf("unknown cluster %q", rc.Cluster)
+		}
+		r.Targets = []Target{{Cluster: c, Stats: d.Metrics.Route(listener, rc.Name, c.Name), cum: 1}}
+		r.totalWeight = 1
+	case len(rc.WeightedClusters) > 0:
+		r.Action = Forward
+		for _, wc := range rc.WeightedClusters {
+			if wc.Weight == 0 {
+				continue
+			}
+			c, ok := d.Clusters[wc.Name]
+			if !ok {
+				return nil, fmt.Errorf("unknown cluster %q", wc.Name)
+			}
+			r.totalWeight += wc.Weight
+			r.Targets = append(r.Targets, Target{Cluster: c, Stats: d.Metrics.Route(listener, rc.Name, c.Name), cum: r.totalWeight})
+		}
+	case rc.Redirect != nil:
+		r.Action = Redirect
+		rd := *rc.Redirect
+		r.redirect = &rd
+	case rc.DirectResponse != nil:
+		r.Action = Respond
+		r.status = rc.DirectResponse.Status
+		r.body = []byte(rc.DirectResponse.Body)
+		for _, h := range rc.DirectResponse.Headers {
+			r.headers = append(r.headers, [2][]byte{[]byte(h.Name), []byte(h.Value)})
+		}
+	}
+	r.NoTarget = d.Metrics.Route(listener, rc.Name, "")
+
+	if rc.PrefixRewrite != "" {
+		r.prefixRewrite = []byte(rc.PrefixRewrite)
+	}
+	if rr := rc.RegexRewrite; rr != nil {
+		re, err := regexp.Compile(rr.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		r.regexRewrite, r.regexSubst = re, []byte(rr.Substitution)
+	}
+	if rc.HostRewrite != "" {
+		r.hostRewrite = []byte(rc.HostRewrite)
+	}
+	r.RequestHeaders = compileMutation(vc.RequestHeaders, rc.RequestHeaders)
+	r.ResponseHeaders = compileMutation(vc.ResponseHeaders, rc.ResponseHeaders)
+
+	if d.Filter != nil {
+		for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
+			for _, ref := range refs {
+				f, err := d.Filter(ref, vc.Name, rc.Name)
+				if err != nil {
+					return nil, fmt.Errorf("filter %q: %w", ref.Plugin, err)
+				}
+				r.Filters = append(r.Filters, f)
+			}
+		}
+	}
+	return r, nil
+}
