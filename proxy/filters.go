@@ -1,0 +1,209 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/route"
+)
+
+const (
+	// smallBody is the largest body with a known length that is read whole
+	// before body filters see it, keeping its Content-Length.
+	smallBody = 64 << 10
+	// maxBuffered bounds what body filters may buffer.
+	maxBuffered = 8 << 20
+	// chunkSize is the size of the chunks body filters see when a body
+	// streams.
+	chunkSize = 32 << 10
+)
+
+// requestFilters creates the route's filter streams and runs the request
+// callbacks. It reports false when the exchange was answered instead.
+func (x *exchange) requestFilters(rt *route.Route) bool {
+	for _, f := range rt.Filters {
+		s, err := f.NewStream(&x.Exchange)
+		if err != nil {
+			if errors.Is(err, filter.ErrFailOpen) {
+				continue
+			}
+			x.localError(fasthttp.StatusInternalServerError, filter.FlagFilterFailed, "filter_failed")
+			return false
+		}
+		x.streams = append(x.streams, s)
+	}
+	req := &x.Ctx.Request
+	hasBody := req.IsBodyStream() || len(req.Body()) > 0
+	if n := req.Header.ContentLength(); n == 0 {
+		hasBody = false
+	}
+	for _, s := range x.streams {
+		if !x.proceed(s.OnRequestHeaders(&x.Exchange, !hasBody)) {
+			return false
+		}
+	}
+	if !hasBody {
+		return true
+	}
+	n := req.Header.ContentLength()
+	if n >= 0 && n <= smallBody {
+		body := &filter.Body{B: req.Body()}
+		for _, s := range x.streams {
+			if !x.proceedBody(s.OnRequestBody(&x.Exchange, body, true), true) {
+				return false
+			}
+		}
+		req.SetBody(body.B)
+		return true
+	}
+	fr := &filterReader{x: x, src: req.BodyStream(), request: true}
+	req.SetBodyStream(fr, -1)
+	return true
+}
+
+// responseHeaderFilters runs the response headers callbacks, last filter
+// first.
+func (x *exchange) responseHeaderFilters() bool {
+	resp := &x.Ctx.Response
+	end := !resp.IsBodyStream() && len(resp.Body()) == 0 && !x.up.IsBodyStream()
+	for i := len(x.streams) - 1; i >= 0; i-- {
+		if !x.proceed(x.streams[i].OnResponseHeaders(&x.Exchange, end)) {
+			return false
+		}
+	}
+	return true
+}
+
+// filterFixedBody runs the response body callbacks over a body that is
+// already whole.
+func (x *exchange) filterFixedBody(resp *fasthttp.Response) bool {
+	if len(x.streams) == 0 || len(resp.Body()) == 0 {
+		return true
+	}
+	body := &filter.Body{B: resp.Body()}
+	for i := len(x.streams) - 1; i >= 0; i-- {
+		if !x.proceedBody(x.streams[i].OnResponseBody(&x.Exchange, body, true), true) {
+			return false
+		}
+	}
+	resp.SetBody(body.B)
+	return true
+}
+
+func (x *exchange) responseFilterReader(src io.Reader) *filterReader {
+	return &filterReader{x: x, src: src}
+}
+
+// proceed acts on a headers callback's status.
+func (x *exchange) proceed(st filter.Status) bool {
+	switch st {
+	case filter.Continue:
+		return !x.Local()
+	case filter.Pause, filter.Buffer:
+		if !x.Wait(x.route.Timeout) {
+			x.localError(fasthttp.StatusGatewayTimeout, filter.FlagFilterFailed, "filter_pause_timeout")
+			return false
+		}
+		return !x.Local()
+	}
+	if !x.Local() {
+		x.localError(fasthttp.StatusInternalServerError, filter.FlagFilterFailed, "filter_stopped")
+	}
+	return false
+}
+
+// proceedBody acts on a body callback's status for a whole body.
+func (x *exchange) proceedBody(st filter.Status, end bool) bool {
+	switch st {
+	case filter.Continue, filter.Buffer, filter.Pause:
+		// At the end of the body there is nothing more to buffer.
+		return !x.Local()
+	}
+	if !x.Local() {
+		x.localError(fasthttp.StatusInternalServerError, filter.FlagFilterFailed, "filter_stopped")
+	}
+	return false
+}
+
+// filterReader passes a streamed body through the body callbacks chunk by
+// chunk. A filter that answers Buffer holds the data until it continues
+// or the body ends; past maxBuffered the stream fails.
+type filterReader struct {
+	x       *exchange
+	src     io.Reader
+	request bool
+	// held is what filters have buffered; out is what is ready to send.
+	held []byte
+	out  []byte
+	buf  []byte
+	eof  bool
+}
+
+var errBodyTooLarge = errors.New("body filter buffer limit exceeded")
+
+func (f *filterReader) Read(p []byte) (int, error) {
+	for len(f.out) == 0 {
+		if f.eof {
+			return 0, io.EOF
+		}
+		if f.buf == nil {
+			f.buf = make([]byte, chunkSize)
+		}
+		n, err := f.src.Read(f.buf)
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		f.eof = err == io.EOF
+		f.held = append(f.held, f.buf[:n]...)
+		if n == 0 && !f.eof {
+			continue
+		}
+		if err := f.run(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	return n, nil
+}
+
+// run hands the held data to the filters in order (request) or reverse
+// order (response).
+func (f *filterReader) run() error {
+	x := f.x
+	body := &filter.Body{B: f.held}
+	n := len(x.streams)
+	for k := 0; k < n; k++ {
+		i := k
+		if !f.request {
+			i = n - 1 - k
+		}
+		var st filter.Status
+		if f.request {
+			st = x.streams[i].OnRequestBody(&x.Exchange, body, f.eof)
+		} else {
+			st = x.streams[i].OnResponseBody(&x.Exchange, body, f.eof)
+		}
+		switch st {
+		case filter.Continue:
+		case filter.Buffer, filter.Pause:
+			if f.eof {
+				continue
+			}
+			if len(f.held) > maxBuffered {
+				x.Flags |= filter.FlagFilterFailed
+				return errBodyTooLarge
+			}
+			return nil // hold everything and read more
+		default:
+			x.Flags |= filter.FlagFilterFailed
+			return errors.New("a filter stopped the body")
+		}
+	}
+	f.out = body.B
+	f.held = nil
+	return nil
+}

@@ -1,0 +1,452 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/proxy/accesslog"
+	"github.com/wasmgate/wasmgate/proxy/cluster"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/route"
+)
+
+// handler serves the requests of one listener.
+type handler struct {
+	srv      *Server
+	listener string
+}
+
+// exchange is the proxy's state for one request. It is pooled; nothing in
+// it may be retained after release.
+type exchange struct {
+	filter.Exchange
+	conn filter.ConnInfo
+
+	h      *handler
+	snap   *Snapshot
+	route  *route.Route
+	stats  *metrics.RouteStats
+	status int
+
+	up      fasthttp.Response // the upstream's response
+	body    responseBody
+	streams []filter.Stream
+	entry   *accesslog.Entry
+	scratch []byte
+	idBuf   [36]byte
+}
+
+var exchangePool = sync.Pool{New: func() any {
+	x := &exchange{Exchange: *filter.NewExchange()}
+	x.body.x = x
+	return x
+}}
+
+func (h *handler) acquire(ctx *fasthttp.RequestCtx, snap *Snapshot) *exchange {
+	x := exchangePool.Get().(*exchange)
+	x.Exchange.Reset()
+	x.Ctx = ctx
+	x.Conn = &x.conn
+	x.Start = ctx.Time()
+	x.Listener = h.listener
+	x.Protocol = "HTTP/1.1"
+	x.Upstreams = snap.Clusters
+	x.Node = snap.node
+	x.h, x.snap = h, snap
+	x.conn = filter.ConnInfo{ID: ctx.ConnID(), Remote: addrPort(ctx.RemoteAddr()), Local: addrPort(ctx.LocalAddr())}
+	return x
+}
+
+func (x *exchange) release() {
+	for i := range x.streams {
+		x.streams[i] = nil
+	}
+	x.streams = x.streams[:0]
+	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
+	x.body.r, x.body.f, x.body.active = nil, nil, false
+	x.Ctx = nil
+	x.up.Reset()
+	exchangePool.Put(x)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// serve is the request path.
+func (h *handler) serve(ctx *fasthttp.RequestCtx) {
+	snap := h.srv.snap.Load()
+	ls := snap.listeners[h.listener]
+	x := h.acquire(ctx, snap)
+	if ls == nil {
+		// The listener is being removed; its last requests get 503.
+		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoRoute, "listener_removed")
+		x.finish()
+		return
+	}
+	req := &ctx.Request
+	x.prepareRequest(ls)
+	if snap.log != nil {
+		x.entry = snap.log.Acquire()
+		x.fillEntry()
+	}
+
+	vh := ls.table.Find(req.Header.Host())
+	var rt *route.Route
+	if vh != nil {
+		rt = vh.Match(req)
+	}
+	if rt == nil {
+		x.localError(fasthttp.StatusNotFound, filter.FlagNoRoute, "route_not_found")
+		x.finish()
+		return
+	}
+	x.route = rt
+	x.VirtualHost, x.Route = vh.Name, rt.Name
+	x.stats = rt.NoTarget
+
+	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
+		x.finish()
+		return
+	}
+
+	switch rt.Action {
+	case route.Respond:
+		rt.Respond(&ctx.Response)
+	case route.Redirect:
+		x.scratch = rt.WriteRedirect(req, &ctx.Response, ctx.IsTLS(), x.scratch)
+	case route.Forward:
+		if !x.forward(rt) {
+			x.finish()
+			return
+		}
+	}
+	rt.ResponseHeaders.ApplyResponse(&ctx.Response.Header)
+	if len(x.streams) > 0 && !x.responseHeaderFilters() {
+		x.finish()
+		return
+	}
+	if rt.Action == route.Forward {
+		if !x.sendBody() {
+			x.finish()
+			return
+		}
+	} else if len(x.streams) > 0 && !x.filterFixedBody(&ctx.Response) {
+		x.finish()
+		return
+	}
+	if x.body.active {
+		// The body streams after serve returns; finish runs when the
+		// server closes the stream.
+		x.status = ctx.Response.StatusCode()
+		x.stats.Observe(x.status, time.Since(x.Start))
+		return
+	}
+	x.finish()
+}
+
+// prepareRequest sets the forwarding headers and the request id, as the
+// first filter will see them.
+func (x *exchange) prepareRequest(ls *listenerSnap) {
+	req := &x.Ctx.Request
+	h := &req.Header
+	trusted := false
+	remote := x.conn.Remote.Addr().Unmap()
+	for _, p := range ls.trusted {
+		if p.Contains(remote) {
+			trusted = true
+			break
+		}
+	}
+	b := x.scratch[:0]
+	if trusted {
+		if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
+			b = append(b, prior...)
+			b = append(b, ", "...)
+		}
+	} else {
+		h.Del("X-Forwarded-Proto")
+		h.Del("X-Forwarded-Host")
+		h.Del("X-Forwarded-Port")
+		h.Del("Forwarded")
+	}
+	b = remote.AppendTo(b)
+	h.SetBytesV("X-Forwarded-For", b)
+	x.scratch = b
+	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+		if x.Ctx.IsTLS() {
+			h.Set("X-Forwarded-Proto", "https")
+		} else {
+			h.Set("X-Forwarded-Proto", "http")
+		}
+	}
+	if !trusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+		h.SetBytesV("X-Forwarded-Host", h.Host())
+	}
+
+	id := h.Peek(ls.requestID)
+	if len(id) == 0 {
+		id = newRequestID(&x.idBuf)
+		h.SetBytesV(ls.requestID, id)
+		id = h.Peek(ls.requestID)
+	}
+	x.RequestID = append(x.RequestID[:0], id...)
+
+	// Hop-by-hop headers describe the downstream connection only.
+	h.Del("Keep-Alive")
+	h.Del("Proxy-Connection")
+	h.Del("TE")
+	h.Del("Trailer")
+	h.Del("Upgrade")
+}
+
+// newRequestID writes a random UUID (version 4) into buf.
+func newRequestID(buf *[36]byte) []byte {
+	const hex = "0123456789abcdef"
+	a, b := rand.Uint64(), rand.Uint64()
+	var raw [16]byte
+	for i := 0; i < 8; i++ {
+		raw[i] = byte(a >> (8 * i))
+		raw[8+i] = byte(b >> (8 * i))
+	}
+	raw[6] = raw[6]&0x0f | 0x40
+	raw[8] = raw[8]&0x3f | 0x80
+	j := 0
+	for i, c := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			buf[j] = '-'
+			j++
+		}
+		buf[j], buf[j+1] = hex[c>>4], hex[c&0xf]
+		j += 2
+	}
+	return buf[:]
+}
+
+// forward sends the request to the route's cluster and puts the upstream's
+// response headers into the downstream response. It reports false when it
+// answered with an error instead.
+func (x *exchange) forward(rt *route.Route) bool {
+	ctx := x.Ctx
+	req := &ctx.Request
+	t := rt.PickTarget()
+	x.stats = t.Stats
+	x.Cluster = t.Cluster.Name
+	ep := t.Cluster.Pick(ctx)
+	if ep == nil {
+		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoHealthyUpstream, "no_healthy_upstream")
+		return false
+	}
+	x.UpstreamAddr = ep.Addr
+
+	rt.RequestHeaders.ApplyRequest(&req.Header)
+	x.scratch = rt.RewriteRequest(req, x.scratch)
+	// The downstream connection's fate is not the upstream's: keep the
+	// pooled connection open, and close the downstream one afterwards.
+	closeDown := req.Header.ConnectionClose()
+	if closeDown {
+		req.Header.ResetConnectionClose()
+	}
+	if !req.Header.IsHTTP11() {
+		req.Header.SetProtocol("HTTP/1.1")
+	}
+	if ctx.IsTLS() {
+		req.URI().SetScheme("http") // the pool speaks cleartext HTTP/1.1
+	}
+
+	err := ep.Do(req, &x.up, rt.Timeout)
+	if err != nil {
+		x.upstreamError(err)
+		if closeDown {
+			ctx.SetConnectionClose()
+		}
+		return false
+	}
+	resp := &ctx.Response
+	x.up.Header.CopyTo(&resp.Header)
+	resp.Header.ResetConnectionClose()
+	resp.Header.Del("Keep-Alive")
+	resp.Header.Del("Proxy-Connection")
+	if closeDown {
+		ctx.SetConnectionClose()
+	}
+	return true
+}
+
+// sendBody hands the upstream's body to the server: streamed as it comes,
+// or through the response body filters.
+func (x *exchange) sendBody() bool {
+	resp := &x.Ctx.Response
+	if !x.up.IsBodyStream() {
+		if body := x.up.Body(); len(body) > 0 {
+			resp.SetBody(body)
+		}
+		return x.filterFixedBody(resp)
+	}
+	n := x.up.Header.ContentLength()
+	if len(x.streams) > 0 {
+		if n >= 0 && n <= smallBody {
+			// A small body is read whole, so filters see it in one call
+			// and the response keeps its Content-Length.
+			resp.SetBody(x.up.Body())
+			return x.filterFixedBody(resp)
+		}
+		x.body.f = x.responseFilterReader(x.up.BodyStream())
+		n = -1 // filters may change the length
+	}
+	if n < 0 {
+		n = -1 // chunked, or read to close: chunk it downstream
+	}
+	x.body.start(x.up.BodyStream())
+	resp.SetBodyStream(&x.body, n)
+	return true
+}
+
+func (x *exchange) upstreamError(err error) {
+	kind := cluster.Classify(err)
+	x.h.srv.metrics.UpstreamErrors.WithLabelValues(x.Cluster, kind.String()).Inc()
+	switch kind {
+	case cluster.FailureTimeout:
+		x.localError(fasthttp.StatusGatewayTimeout, filter.FlagUpstreamTimeout, "upstream_timeout")
+	case cluster.FailureConnect:
+		x.localError(fasthttp.StatusBadGateway, filter.FlagUpstreamConnectFailure, "upstream_connect_failure")
+	case cluster.FailureOverflow:
+		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagUpstreamOverflow, "upstream_overflow")
+	default:
+		x.localError(fasthttp.StatusBadGateway, filter.FlagUpstreamReset, "upstream_reset")
+	}
+	if ce := x.h.srv.log.Check(zap.DebugLevel, "upstream request failed"); ce != nil {
+		ce.Write(zap.String("cluster", x.Cluster), zap.String("endpoint", x.UpstreamAddr), zap.Error(err))
+	}
+}
+
+// localError answers with a short plain-text reason.
+func (x *exchange) localError(status int, flag filter.Flags, details string) {
+	resp := &x.Ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.SetBodyString(details + "\n")
+	x.Flags |= flag
+	x.Details = details
+}
+
+// finish records the request: metrics, access log, filter log and done
+// callbacks. It runs once, when the response has been handed to the
+// server (or, for a streamed body, when the body is done).
+func (x *exchange) finish() {
+	ctx := x.Ctx
+	if x.status == 0 {
+		x.status = ctx.Response.StatusCode()
+		if x.stats != nil {
+			x.stats.Observe(x.status, time.Since(x.Start))
+		}
+	}
+	for i := len(x.streams) - 1; i >= 0; i-- {
+		x.streams[i].OnLog(&x.Exchange)
+	}
+	for _, s := range x.streams {
+		s.Done(&x.Exchange)
+	}
+	if e := x.entry; e != nil {
+		e.Duration = time.Since(x.Start)
+		e.Status = x.status
+		e.Flags = x.Flags
+		e.Details = x.Details
+		e.Route, e.VirtualHost = x.Route, x.VirtualHost
+		e.UpstreamClust, e.UpstreamHost = x.Cluster, x.UpstreamAddr
+		if x.body.active {
+			e.BytesSent = x.body.n
+		} else {
+			e.BytesSent = int64(len(ctx.Response.Body()))
+		}
+		x.snap.log.Log(e)
+	}
+	x.release()
+}
+
+// fillEntry copies the request's fields into the access log entry before
+// filters and rewrites change them.
+func (x *exchange) fillEntry() {
+	e, req := x.entry, &x.Ctx.Request
+	e.Start = x.Start
+	e.Listener = x.Listener
+	e.Protocol = x.Protocol
+	e.RequestID = append(e.RequestID, x.RequestID...)
+	e.RemoteAddr = x.conn.Remote.AppendTo(e.RemoteAddr)
+	e.Method = append(e.Method, req.Header.Method()...)
+	e.Authority = append(e.Authority, req.Header.Host()...)
+	e.Path = append(e.Path, req.RequestURI()...)
+	e.UserAgent = append(e.UserAgent, req.Header.UserAgent()...)
+	e.XForwardedFor = append(e.XForwardedFor, req.Header.Peek("X-Forwarded-For")...)
+	if n := req.Header.ContentLength(); n > 0 {
+		e.BytesReceived = int64(n)
+	}
+}
+
+// serveError answers requests the server could not parse.
+func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("malformed request\n", fasthttp.StatusBadRequest)
+	}
+}
+
+// responseBody streams the upstream's body downstream and finishes the
+// exchange when the server closes it.
+type responseBody struct {
+	x      *exchange
+	r      io.Reader
+	f      *filterReader // non-nil when filters see the body
+	n      int64
+	active bool
+}
+
+func (b *responseBody) start(r io.Reader) {
+	b.r, b.n, b.active = r, 0, true
+}
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if b.f != nil {
+		n, err = b.f.Read(p)
+	} else {
+		n, err = b.r.Read(p)
+	}
+	b.n += int64(n)
+	return n, err
+}
+
+// Close releases the upstream connection and finishes the exchange.
+func (b *responseBody) Close() error {
+	x := b.x
+	if err := x.up.CloseBodyStream(); err != nil && !errors.Is(err, io.EOF) {
+		x.Flags |= filter.FlagUpstreamReset
+	}
+	x.finish()
+	return nil
+}
