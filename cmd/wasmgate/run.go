@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy"
+)
+
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (f *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.level, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&f.format, "log-format", "console", "log format: console or json")
+}
+
+func (f *logFlags) build() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(f.level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var zc zap.Config
+	switch f.format {
+	case "json":
+		zc = zap.NewProductionConfig()
+	case "console":
+		zc = zap.NewDevelopmentConfig()
+		zc.DisableStacktrace = true
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+	default:
+		return nil, fmt.Errorf("--log-format: want console or json, not %q", f.format)
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.OutputPaths = []string{"stderr"}
+	return zc.Build()
+}
+
+func newRunCmd() *cobra.Command {
+	var (
+		file string
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the proxy on a configuration file, reloading it when it changes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.build()
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck
+			cfg, err := config.LoadFile(file)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			r, err := startProxy(ctx, cfg, log, nil)
+			if err != nil {
+				return err
+			}
+			go r.watchFile(ctx, file)
+			return r.wait(ctx)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "config", "c", "", "configuration file (YAML or JSON)")
+	_ = cmd.MarkFlagRequired("config")
+	logs.register(cmd)
+	return cmd
+}
+
+// runner is a running proxy with its admin endpoints.
+type runner struct {
+	log    *zap.Logger
+	srv    *proxy.Server
+	admin  *proxy.Admin
+	http   *http.Server
+	drain  time.Duration
+	adminA net.Addr
+}
+
+// startProxy applies cfg to a new proxy and serves its admin endpoints.
+func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, opts *proxy.Options, checks ...proxy.ReadyCheck) (*runner, error) {
+	o := proxy.Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Logger = log
+	srv := proxy.NewServer(o)
+	if err := srv.Apply(ctx, cfg, ""); err != nil {
+		_ = srv.Shutdown(context.Background())
+		return nil, fmt.Errorf("starting the proxy: %w", err)
+	}
+	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, checks...), drain: cfg.DrainTimeout.Or(15 * time.Second)}
+	if cfg.Admin.Address != "off" {
+		ln, err := net.Listen("tcp", cfg.Admin.Address)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		r.adminA = ln.Addr()
+		r.http = &http.Server{Handler: r.admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := r.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener stopped", zap.Error(err))
+			}
+		}()
+	}
+	for _, l := range cfg.Listeners {
+		log.Info("listening", zap.String("listener", l.Name), zap.Stringer("address", srv.Addr(l.Name)))
+	}
+	if r.adminA != nil {
+		log.Info("admin endpoints", zap.String("address", "http://"+r.adminA.String()))
+	}
+	return r, nil
+}
+
+// reload loads the file and applies it; a bad file is logged and the live
+// configuration keeps serving.
+func (r *runner) reload(ctx context.Context, file string) {
+	cfg, err := config.LoadFile(file)
+	if err == nil {
+		err = r.srv.Apply(ctx, cfg, "")
+	}
+	if err != nil {
+		r.srv.Metrics().Reloads.WithLabelValues("failure").Inc()
+		r.srv.Metrics().LastReloadSuccess.Set(0)
+		r.log.Error("configuration rejected; the previous one keeps serving", zap.String("file", file), zap.Error(err))
+		return
+	}
+	r.log.Info("configuration reloaded", zap.String("file", file), zap.String("version", r.srv.Snapshot().Version))
+}
+
+// watchFile reloads on file changes and on SIGHUP until ctx is done.
+func (r *runner) watchFile(ctx context.Context, file string) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	changed := make(chan struct{}, 1)
+	go func() {
+		if err := config.WatchFile(ctx, file, 50*time.Millisecond, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}); err != nil {
+			r.log.Warn("not watching the configuration file; SIGHUP still reloads it", zap.Error(err))
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reload(ctx, file)
+		case <-changed:
+			r.reload(ctx, file)
+		}
+	}
+}
+
+// wait blocks until ctx is done, then drains: /ready fails, listeners stop
+// accepting, and requests in flight get up to the drain timeout.
+func (r *runner) wait(ctx context.Context) error {
+	<-ctx.Done()
+	r.log.Info("draining", zap.Duration("timeout", r.drain))
+	r.admin.SetDraining()
+	dctx, cancel := context.WithTimeout(context.Background(), r.drain)
+	defer cancel()
+	err := r.srv.Shutdown(dctx)
+	if r.http != nil {
+		_ = r.http.Shutdown(context.Background())
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	r.log.Info("stopped")
+	return nil
+}
