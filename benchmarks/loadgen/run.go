@@ -97,7 +97,9 @@ type worker struct {
 	next     time.Time // open loop: when the next request is due
 	timer    *time.Timer
 	backoff  time.Duration
-	wrr      []int // smooth weighted round robin state, by target
+	wrr      []int         // smooth weighted round robin state, by target
+	timeout  time.Duration // Config.timeout()
+	hard     time.Time     // no request may outlive this; zero when unbounded
 }
 
 // Run sends the load cfg describes and returns its report. It returns
@@ -455,69 +457,81 @@ func (r *runner) lastError(workers []*worker) error {
 	return errors.New("unknown")
 }
 
-// loop sends requests until the run ends. This is the hot path: in steady
-// state it allocates nothing for HTTP/1.1.
+// loop sends requests until the run ends.
 func (w *worker) loop() {
-	r := w.r
-	timeout := r.cfg.timeout()
-	hard := time.Time{}
-	if !r.stopAt.IsZero() {
-		hard = r.stopAt.Add(r.cfg.grace())
+	w.timeout = w.r.cfg.timeout()
+	if !w.r.stopAt.IsZero() {
+		w.hard = w.r.stopAt.Add(w.r.cfg.grace())
 	}
-	for w.quota != 0 && !r.stopped.Load() {
-		now := time.Now()
-		due := now
-		if w.interval > 0 {
-			due = w.next
-			w.next = due.Add(w.interval)
-			if wait := due.Sub(now); wait > 0 {
-				if !w.sleep(wait) {
-					return
-				}
-				now = time.Now()
+	for w.step() {
+	}
+}
+
+// step sends one request and records its outcome; it reports whether the
+// worker goes on. This is the hot path: in steady state it allocates
+// nothing for HTTP/1.1.
+func (w *worker) step() bool {
+	r := w.r
+	if w.quota == 0 || r.stopped.Load() {
+		return false
+	}
+	now := time.Now()
+	due := now
+	if w.interval > 0 {
+		due = w.next
+		w.next = due.Add(w.interval)
+		if wait := due.Sub(now); wait > 0 {
+			if !w.sleep(wait) {
+				return false
 			}
+			// The worker was idle when the request fell due: any
+			// lateness now is the timer's, not the target's, so the
+			// latency counts from the send. When the worker is behind
+			// (no sleep), it counts from when the request was due.
+			now = time.Now()
+			due = now
 		}
-		if !r.stopAt.IsZero() && !now.Before(r.stopAt) {
-			return
+	}
+	if !r.stopAt.IsZero() && !now.Before(r.stopAt) {
+		return false
+	}
+	measured := !due.Before(r.measureStart)
+	t := w.pick()
+	deadline := now.Add(w.timeout)
+	if !w.hard.IsZero() && deadline.After(w.hard) {
+		deadline = w.hard
+	}
+	status, err := w.req.do(r.ctx, t, deadline)
+	end := time.Now()
+	if err != nil {
+		if r.stopped.Load() {
+			return false
 		}
-		measured := !due.Before(r.measureStart)
-		t := w.pick()
-		deadline := now.Add(timeout)
-		if !hard.IsZero() && deadline.After(hard) {
-			deadline = hard
-		}
-		status, err := w.req.do(r.ctx, t, deadline)
-		end := time.Now()
-		if err != nil {
-			if r.stopped.Load() {
-				return
-			}
-			w.st.anyErr.Add(1)
-			w.st.lastErr.Store(&err)
-			if measured {
-				w.st.recordError(err, end.Sub(r.measureStart))
-				if w.quota > 0 {
-					w.quota--
-				}
-			}
-			var de *dialError
-			if errors.As(err, &de) {
-				w.backoff = min(max(2*w.backoff, 5*time.Millisecond), 250*time.Millisecond)
-				if !w.sleep(w.backoff) {
-					return
-				}
-			}
-			continue
-		}
-		w.backoff = 0
-		w.st.anyOK.Add(1)
+		w.st.anyErr.Add(1)
+		last := err // a copy, so that err itself stays on the stack
+		w.st.lastErr.Store(&last)
 		if measured {
-			w.st.recordResponse(end.Sub(due), end.Sub(r.measureStart), status)
+			w.st.recordError(err, end.Sub(r.measureStart))
 			if w.quota > 0 {
 				w.quota--
 			}
 		}
+		var de *dialError
+		if errors.As(err, &de) {
+			w.backoff = min(max(2*w.backoff, 5*time.Millisecond), 250*time.Millisecond)
+			return w.sleep(w.backoff)
+		}
+		return true
 	}
+	w.backoff = 0
+	w.st.anyOK.Add(1)
+	if measured {
+		w.st.recordResponse(end.Sub(due), end.Sub(r.measureStart), status)
+		if w.quota > 0 {
+			w.quota--
+		}
+	}
+	return true
 }
 
 // sleep waits for d, or until the run ends softly; it reports whether the
