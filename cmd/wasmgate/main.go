@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(),
 		newRunCmd(),
 		newValidateCmd(),
+		newBenchCmd(),
 		newVersionCmd(),
 	)
 	return root
