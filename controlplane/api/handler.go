@@ -1,0 +1,724 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/store"
+)
+
+// MaxDocumentBytes bounds a request body other than a blob.
+const MaxDocumentBytes = 8 << 20
+
+// Handler serves the admin API over a Store. Create it with NewHandler.
+type Handler struct {
+	st      *store.Store
+	tokens  []Token
+	logger  *zap.Logger
+	mux     *http.ServeMux
+	timeout time.Duration
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler returns the API over st. Only requests with one of tokens
+// are served; logger may be nil.
+func NewHandler(st *store.Store, tokens []Token, logger *zap.Logger) *Handler {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	h := &Handler{st: st, tokens: tokens, logger: logger, mux: http.NewServeMux(), timeout: 30 * time.Second}
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	h.handle("GET /v1/config", RoleRead, h.getConfig)
+	h.handle("POST /v1/apply", RoleAdmin, h.apply)
+	h.handle("POST /v1/validate", RoleRead, h.validate)
+	for _, k := range resource.Kinds {
+		h.handle("GET /v1/"+string(k), RoleRead, h.list(k))
+		h.handle("GET /v1/"+string(k)+"/{name}", RoleRead, h.get(k))
+		h.handle("PUT /v1/"+string(k)+"/{name}", RoleAdmin, h.put(k))
+		h.handle("DELETE /v1/"+string(k)+"/{name}", RoleAdmin, h.delete(k))
+	}
+	h.handle("GET /v1/history", RoleRead, h.history)
+	h.handle("GET /v1/history/{revision}", RoleRead, h.historyEntry)
+	h.handle("POST /v1/rollback", RoleAdmin, h.rollback)
+	h.handle("GET /v1/status", RoleRead, h.status)
+	h.handle("PUT /v1/blobs", RoleAdmin, h.putBlob)
+	h.handle("GET /v1/blobs", RoleRead, h.listBlobs)
+	h.handle("GET /v1/blobs/{sha256}", RoleRead, h.getBlob)
+	h.handle("GET /v1/endpoints", RoleRead, h.listEndpoints)
+	h.handle("PUT /v1/endpoints/{cluster}/{id}", RoleRegister, h.registerEndpoint)
+	h.handle("DELETE /v1/endpoints/{cluster}/{id}", RoleRegister, h.deregisterEndpoint)
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, tok Token) error
+
+func (h *Handler) handle(pattern string, role Role, fn handlerFunc) {
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := authenticate(h.tokens, r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wasmgate"`)
+			h.writeError(w, r, http.StatusUnauthorized, ErrorBody{Code: "unauthorized", Message: "a valid bearer token is required (Authorization: Bearer TOKEN)"})
+			return
+		}
+		if tok.Role < role {
+			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden",
+				Message: fmt.Sprintf("token %q has the %s role; this request needs %s", tok.Name, tok.Role, role)})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		if err := fn(w, r.WithContext(ctx), tok); err != nil {
+			h.fail(w, r, err)
+		}
+	})
+}
+
+// httpError is an error with its status and code.
+type httpError struct {
+	status int
+	body   ErrorBody
+}
+
+func (e *httpError) Error() string { return e.body.Message }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{http.StatusBadRequest, ErrorBody{Code: "bad_request", Message: fmt.Sprintf(format, args...)}}
+}
+
+// docErrors carries the index of each resource in a submitted document,
+// to name fields as the writer wrote them.
+type docErrors struct {
+	err   error
+	index map[resource.Ref]int
+}
+
+func (e *docErrors) Error() string { return e.err.Error() }
+func (e *docErrors) Unwrap() error { return e.err }
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		he    *httpError
+		ve    *store.ValidationError
+		ce    *store.ConflictError
+		re    *store.ReferencedError
+		de    *docErrors
+		index map[resource.Ref]int
+	)
+	if errors.As(err, &de) {
+		index = de.index
+	}
+	switch {
+	case errors.As(err, &he):
+		h.writeError(w, r, he.status, he.body)
+	case errors.As(err, &ve):
+		body := ErrorBody{Code: "invalid", Message: "the resulting configuration is invalid; nothing was changed"}
+		for _, fe := range ve.Errors {
+			out := FieldError{Resource: fe.Resource, Path: fe.Path, Message: fe.Message}
+			if ref, err := resource.ParseRef(fe.Resource); err == nil {
+				if i, ok := index[ref]; ok {
+					out.DocumentPath = fmt.Sprintf("%s[%d]", ref.Kind, i)
+					if fe.Path != "" {
+						out.DocumentPath += "." + fe.Path
+					}
+				}
+			}
+			body.Errors = append(body.Errors, out)
+		}
+		h.writeError(w, r, http.StatusUnprocessableEntity, body)
+	case errors.As(err, &ce):
+		h.writeError(w, r, http.StatusConflict, ErrorBody{Code: "conflict",
+			Message: "the change was made from a stale revision; read again and retry; nothing was changed", Conflicts: ce.Conflicts})
+	case errors.As(err, &re):
+		h.writeError(w, r, http.StatusConflict, ErrorBody{Code: "referenced",
+			Message: "a resource to delete is still referenced; remove the references first; nothing was changed", Referenced: re.Refs})
+	case errors.Is(err, store.ErrNotFound):
+		h.writeError(w, r, http.StatusNotFound, ErrorBody{Code: "not_found", Message: err.Error()})
+	case unavailable(err):
+		h.logger.Warn("etcd unavailable", zap.String("path", r.URL.Path), zap.Error(err))
+		h.writeError(w, r, http.StatusServiceUnavailable, ErrorBody{Code: "unavailable", Message: "etcd is unavailable: " + err.Error()})
+	default:
+		h.logger.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		h.writeError(w, r, http.StatusInternalServerError, ErrorBody{Code: "internal", Message: err.Error()})
+	}
+}
+
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		switch se.GRPCStatus().Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, body ErrorBody) {
+	write(w, r, status, body)
+}
+
+// wantsYAML reports whether the client asked for YAML.
+func wantsYAML(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+		if strings.Contains(mt, "yaml") {
+			return true
+		}
+		if strings.Contains(mt, "json") {
+			return false
+		}
+	}
+	return false
+}
+
+// write answers with v as JSON, or as YAML when asked. YAML is made from
+// the JSON form, so both name fields alike and keep their order.
+func write(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if wantsYAML(r) {
+		y, err := JSONToYAML(b)
+		if err == nil {
+			w.Header().Set("Content-Type", "application/yaml")
+			w.WriteHeader(status)
+			w.Write(y)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// JSONToYAML re-encodes a JSON document as YAML, keeping key order.
+func JSONToYAML(b []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return nil, err
+	}
+	clearStyle(&n)
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// clearStyle turns JSON's flow style into YAML's block style.
+func clearStyle(n *yaml.Node) {
+	n.Style &^= yaml.FlowStyle
+	if n.Kind == yaml.ScalarNode && n.Style == yaml.DoubleQuotedStyle {
+		n.Style = 0
+	}
+	for _, c := range n.Content {
+		clearStyle(c)
+	}
+}
+
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, badRequest("reading the request body: %v", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, &httpError{http.StatusRequestEntityTooLarge, ErrorBody{Code: "too_large", Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, badRequest("the request body is empty")
+	}
+	return b, nil
+}
+
+// Decode decodes a JSON or YAML document strictly into v: an unknown
+// field is an error. It is what the API does with request bodies.
+func Decode(data []byte, v any) error {
+	t := bytes.TrimSpace(data)
+	if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		dec := json.NewDecoder(bytes.NewReader(t))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			return invalidDoc(0, strings.TrimPrefix(err.Error(), "json: "))
+		}
+		if dec.More() {
+			return invalidDoc(0, "trailing data after the JSON document")
+		}
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			body := ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed"}
+			for _, e := range te.Errors {
+				body.Errors = append(body.Errors, yamlFieldError(e))
+			}
+			return &httpError{http.StatusUnprocessableEntity, body}
+		}
+		fe := yamlFieldError(strings.TrimPrefix(err.Error(), "yaml: "))
+		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed", Errors: []FieldError{fe}}}
+	}
+	return nil
+}
+
+func yamlFieldError(msg string) FieldError {
+	fe := FieldError{Message: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ": "); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				fe.Line, fe.Message = n, rest[i+2:]
+			}
+		}
+	}
+	return fe
+}
+
+func invalidDoc(line int, msg string) error {
+	return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed",
+		Errors: []FieldError{{Line: line, Message: msg}}}}
+}
+
+// DecodeBundle decodes a whole or partial configuration document and
+// refuses the fields that belong to each proxy's own bootstrap file.
+func DecodeBundle(data []byte) (*config.Config, error) {
+	cfg := &config.Config{}
+	if err := Decode(data, cfg); err != nil {
+		return nil, err
+	}
+	var local []FieldError
+	for name, v := range map[string]any{"admin": cfg.Admin, "access_log": cfg.AccessLog, "node": cfg.Node, "drain_timeout": cfg.DrainTimeout} {
+		if !reflect.ValueOf(v).IsZero() {
+			local = append(local, FieldError{Path: name, Message: "is local to each proxy: set it in the proxy's bootstrap file, not in the control plane"})
+		}
+	}
+	if len(local) > 0 {
+		return nil, &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document has proxy-local fields; nothing was changed", Errors: local}}
+	}
+	return cfg, nil
+}
+
+func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request, _ Token) error {
+	snap, err := h.st.Snapshot(r.Context())
+	if err != nil {
+		return err
+	}
+	cfg, err := snap.Config()
+	if err != nil {
+		return err
+	}
+	doc := ConfigDoc{Revision: snap.Revision, ChangeRevision: snap.ChangeRevision, Config: cfg, Revisions: map[string]int64{}}
+	for ref, rev := range snap.ModRevisions {
+		doc.Revisions[ref.String()] = rev
+	}
+	w.Header().Set("X-Wasmgate-Revision", strconv.FormatInt(snap.Revision, 10))
+	write(w, r, http.StatusOK, doc)
+	return nil
+}
+
+func (h *Handler) list(kind resource.Kind) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ Token) error {
+		snap, err := h.st.Snapshot(r.Context())
+		if err != nil {
+			return err
+		}
+		out := ItemList{Revision: snap.Revision, Items: []Item{}}
+		refs := make([]resource.Ref, 0, len(snap.Raw))
+		for ref := range snap.Raw {
+			if ref.Kind == kind {
+				refs = append(refs, ref)
+			}
+		}
+		resource.SortRefs(refs)
+		for _, ref := range refs {
+			out.Items = append(out.Items, Item{Resource: ref.String(), Name: ref.Name, Revision: snap.ModRevisions[ref], Value: rawJSON(snap.Raw[ref])})
+		}
+		write(w, r, http.StatusOK, out)
+		return nil
+	}
+}
+
+func rawJSON(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+func (h *Handler) get(kind resource.Kind) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ Token) error {
+		ref := resource.Ref{Kind: kind, Name: r.PathValue("name")}
+		v, rev, err := h.st.Get(r.Context(), ref)
+		if err != nil && rev == 0 {
+			return err
+		}
+		var raw json.RawMessage
+		if err != nil {
+			raw, _ = json.Marshal(err.Error())
+		} else if raw, err = resource.Encode(v); err != nil {
+			return err
+		}
+		w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(rev, 10)))
+		write(w, r, http.StatusOK, Item{Resource: ref.String(), Name: ref.Name, Revision: rev, Value: raw})
+		return nil
+	}
+}
+
+// preconditions reads If-Match, If-None-Match and expected_revision.
+func preconditions(r *http.Request, ref *resource.Ref, ch *store.Change) error {
+	if v := r.URL.Query().Get("expected_revision"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return badRequest("expected_revision: %q is not a revision", v)
+		}
+		ch.ExpectedRevision = n
+	}
+	if ref == nil {
+		return nil
+	}
+	if v := r.Header.Get("If-Match"); v != "" {
+		n, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(v, "W/"), `"`), 10, 64)
+		if err != nil || n < 0 {
+			return badRequest("If-Match: %q is not a revision", v)
+		}
+		ch.IfMatch = map[resource.Ref]int64{*ref: n}
+	}
+	if r.Header.Get("If-None-Match") == "*" {
+		ch.IfMatch = map[resource.Ref]int64{*ref: 0}
+	}
+	return nil
+}
+
+func flag(r *http.Request, name string) bool {
+	v, _ := strconv.ParseBool(r.URL.Query().Get(name))
+	return v
+}
+
+func (h *Handler) put(kind resource.Kind) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, tok Token) error {
+		ref := resource.Ref{Kind: kind, Name: r.PathValue("name")}
+		body, err := readBody(r, MaxDocumentBytes)
+		if err != nil {
+			return err
+		}
+		v := resource.New(kind)
+		if err := Decode(body, v); err != nil {
+			return err
+		}
+		switch n := resource.NameOf(v); n {
+		case "":
+			setName(v, ref.Name)
+		case ref.Name:
+		default:
+			return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the name in the body is not the name in the path",
+				Errors: []FieldError{{Resource: ref.String(), Path: "name", Message: fmt.Sprintf("%q is not %q", n, ref.Name)}}}}
+		}
+		ch := h.change(r, tok, "put")
+		ch.Put = resource.Set{ref: v}
+		if err := preconditions(r, &ref, &ch); err != nil {
+			return err
+		}
+		return h.commit(w, r, ch, nil)
+	}
+}
+
+func setName(v any, name string) {
+	switch x := v.(type) {
+	case *config.Listener:
+		x.Name = name
+	case *config.VirtualHost:
+		x.Name = name
+	case *config.Cluster:
+		x.Name = name
+	case *config.Plugin:
+		x.Name = name
+	}
+}
+
+func (h *Handler) delete(kind resource.Kind) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, tok Token) error {
+		ref := resource.Ref{Kind: kind, Name: r.PathValue("name")}
+		ch := h.change(r, tok, "delete")
+		ch.Delete = []resource.Ref{ref}
+		if err := preconditions(r, &ref, &ch); err != nil {
+			return err
+		}
+		return h.commit(w, r, ch, nil)
+	}
+}
+
+func (h *Handler) change(r *http.Request, tok Token, action string) store.Change {
+	return store.Change{Author: tok.Name, Action: action, Message: r.Header.Get("X-Wasmgate-Message"), DryRun: flag(r, "dry_run")}
+}
+
+func (h *Handler) apply(w http.ResponseWriter, r *http.Request, tok Token) error {
+	return h.applyBundle(w, r, tok, false)
+}
+
+func (h *Handler) validate(w http.ResponseWriter, r *http.Request, tok Token) error {
+	return h.applyBundle(w, r, tok, true)
+}
+
+func (h *Handler) applyBundle(w http.ResponseWriter, r *http.Request, tok Token, dryRun bool) error {
+	body, err := readBody(r, MaxDocumentBytes)
+	if err != nil {
+		return err
+	}
+	cfg, err := DecodeBundle(body)
+	if err != nil {
+		return err
+	}
+	ch := h.change(r, tok, "apply")
+	ch.DryRun = ch.DryRun || dryRun
+	ch.Prune = flag(r, "prune")
+	ch.Put = resource.Split(cfg)
+	if err := preconditions(r, nil, &ch); err != nil {
+		return err
+	}
+	index := map[resource.Ref]int{}
+	var dups []FieldError
+	add := func(kind resource.Kind, i int, name string) {
+		ref := resource.Ref{Kind: kind, Name: name}
+		if first, dup := index[ref]; dup {
+			dups = append(dups, FieldError{Resource: ref.String(), DocumentPath: fmt.Sprintf("%s[%d].name", kind, i), Message: fmt.Sprintf("duplicate name (first at %s[%d])", kind, first)})
+		}
+		index[ref] = i
+	}
+	for i, v := range cfg.Listeners {
+		add(resource.Listeners, i, v.Name)
+	}
+	for i, v := range cfg.VirtualHosts {
+		add(resource.VirtualHosts, i, v.Name)
+	}
+	for i, v := range cfg.Clusters {
+		add(resource.Clusters, i, v.Name)
+	}
+	for i, v := range cfg.Plugins {
+		add(resource.Plugins, i, v.Name)
+	}
+	if len(dups) > 0 {
+		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document names a resource twice; nothing was changed", Errors: dups}}
+	}
+	return h.commit(w, r, ch, index)
+}
+
+func (h *Handler) commit(w http.ResponseWriter, r *http.Request, ch store.Change, index map[resource.Ref]int) error {
+	res, err := h.st.Apply(r.Context(), ch)
+	if err != nil {
+		return &docErrors{err: err, index: index}
+	}
+	h.answer(w, r, ch, res)
+	return nil
+}
+
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, ch store.Change, res *store.Result) {
+	out := ChangeResult{Revision: res.Revision, Seq: res.Seq, DryRun: res.DryRun, Unchanged: len(res.Ops) == 0, Ops: res.Ops}
+	if out.Ops == nil {
+		out.Ops = []store.Op{}
+	}
+	if !res.DryRun && len(res.Ops) > 0 {
+		h.logger.Info("configuration changed", zap.String("author", ch.Author), zap.String("action", ch.Action),
+			zap.Int64("revision", res.Revision), zap.Int64("seq", res.Seq), zap.Int("ops", len(res.Ops)))
+	}
+	w.Header().Set("X-Wasmgate-Revision", strconv.FormatInt(res.Revision, 10))
+	write(w, r, http.StatusOK, out)
+}
+
+func (h *Handler) history(w http.ResponseWriter, r *http.Request, _ Token) error {
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return badRequest("limit: %q is not a number", v)
+		}
+		limit = n
+	}
+	entries, err := h.st.History(r.Context(), limit)
+	if err != nil {
+		return err
+	}
+	if !flag(r, "values") {
+		for i := range entries {
+			for j := range entries[i].Ops {
+				entries[i].Ops[j].Before, entries[i].Ops[j].After = nil, nil
+			}
+		}
+	}
+	if entries == nil {
+		entries = []store.Entry{}
+	}
+	write(w, r, http.StatusOK, HistoryList{Items: entries})
+	return nil
+}
+
+func (h *Handler) historyEntry(w http.ResponseWriter, r *http.Request, _ Token) error {
+	rev, err := strconv.ParseInt(r.PathValue("revision"), 10, 64)
+	if err != nil {
+		return badRequest("%q is not a revision", r.PathValue("revision"))
+	}
+	e, err := h.st.Entry(r.Context(), rev)
+	if err != nil {
+		return err
+	}
+	write(w, r, http.StatusOK, e)
+	return nil
+}
+
+func (h *Handler) rollback(w http.ResponseWriter, r *http.Request, tok Token) error {
+	body, err := readBody(r, MaxDocumentBytes)
+	if err != nil {
+		return err
+	}
+	var req RollbackRequest
+	if err := Decode(body, &req); err != nil {
+		return err
+	}
+	ch := h.change(r, tok, "rollback")
+	ch.DryRun = ch.DryRun || req.DryRun
+	if req.Message != "" {
+		ch.Message = req.Message
+	}
+	res, err := h.st.Rollback(r.Context(), req.Revision, ch)
+	if err != nil {
+		return err
+	}
+	h.answer(w, r, ch, res)
+	return nil
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request, _ Token) error {
+	cli := h.st.Client()
+	resp, err := cli.Get(r.Context(), h.st.Keys().Head())
+	if err != nil {
+		return err
+	}
+	st := Status{Revision: resp.Header.Revision, Converged: true}
+	if len(resp.Kvs) == 1 {
+		st.ChangeRevision = resp.Kvs[0].ModRevision
+	}
+	st.Proxies, err = registry.Proxies(r.Context(), cli, h.st.Keys().Prefix())
+	if err != nil {
+		return err
+	}
+	for _, p := range st.Proxies {
+		if p.Revision < st.ChangeRevision || p.LastError != "" || p.FromCache {
+			st.Converged = false
+		}
+	}
+	write(w, r, http.StatusOK, st)
+	return nil
+}
+
+func (h *Handler) putBlob(w http.ResponseWriter, r *http.Request, _ Token) error {
+	body, err := readBody(r, store.MaxBlobSize)
+	if err != nil {
+		return err
+	}
+	meta, err := h.st.PutBlob(r.Context(), body)
+	if err != nil {
+		return err
+	}
+	h.logger.Info("blob stored", zap.String("sha256", meta.SHA256), zap.Int64("size", meta.Size))
+	write(w, r, http.StatusOK, meta)
+	return nil
+}
+
+func (h *Handler) listBlobs(w http.ResponseWriter, r *http.Request, _ Token) error {
+	list, err := h.st.Blobs(r.Context())
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []store.BlobMeta{}
+	}
+	write(w, r, http.StatusOK, BlobList{Items: list})
+	return nil
+}
+
+func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, _ Token) error {
+	b, err := h.st.Blob(r.Context(), r.PathValue("sha256"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/wasm")
+	w.Header().Set("ETag", strconv.Quote(r.PathValue("sha256")))
+	w.Write(b)
+	return nil
+}
+
+func (h *Handler) listEndpoints(w http.ResponseWriter, r *http.Request, _ Token) error {
+	list, err := registry.Endpoints(r.Context(), h.st.Client(), h.st.Keys().Prefix(), r.URL.Query().Get("cluster"))
+	if err != nil {
+		return err
+	}
+	write(w, r, http.StatusOK, EndpointList{Items: list})
+	return nil
+}
+
+func (h *Handler) registerEndpoint(w http.ResponseWriter, r *http.Request, _ Token) error {
+	body, err := readBody(r, MaxDocumentBytes)
+	if err != nil {
+		return err
+	}
+	var req EndpointRequest
+	if err := Decode(body, &req); err != nil {
+		return err
+	}
+	ttl := req.TTL.Or(10 * time.Second)
+	if ttl < 2*time.Second || ttl > 24*time.Hour {
+		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint",
+			Errors: []FieldError{{Path: "ttl", Message: "must be between 2s and 24h"}}}}
+	}
+	ep := registry.Endpoint{Cluster: r.PathValue("cluster"), ID: r.PathValue("id"), Address: req.Address, Weight: req.Weight}
+	if err := ep.Check(); err != nil {
+		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint: " + err.Error()}}
+	}
+	lease, err := registry.RegisterEndpoint(r.Context(), h.st.Client(), h.st.Keys().Prefix(), ep, ttl)
+	if err != nil {
+		return err
+	}
+	ep.Lease, ep.TTL = int64(lease), int64(ttl/time.Second)
+	write(w, r, http.StatusOK, ep)
+	return nil
+}
+
+func (h *Handler) deregisterEndpoint(w http.ResponseWriter, r *http.Request, _ Token) error {
+	ok, err := registry.DeregisterEndpoint(r.Context(), h.st.Client(), h.st.Keys().Prefix(), r.PathValue("cluster"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &store.NotFoundError{What: "endpoint " + r.PathValue("cluster") + "/" + r.PathValue("id")}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

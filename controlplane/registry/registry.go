@@ -1,0 +1,369 @@
+// Package registry tracks the live parts of a fleet in etcd, each under a
+// lease so that it disappears when its owner stops renewing it: proxies
+// (which configuration revision each one runs) and service endpoints
+// (which fill clusters with discovery: registry).
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+)
+
+// ProxyInfo is what a proxy reports about itself.
+type ProxyInfo struct {
+	NodeID  string `json:"node_id"`
+	Address string `json:"address,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Revision is the etcd revision of the configuration it runs.
+	Revision int64 `json:"revision"`
+	// FromCache says it serves a configuration loaded from its local cache
+	// because etcd was unreachable when it started.
+	FromCache bool `json:"from_cache,omitempty"`
+	// LastError is the last configuration it rejected or failed to apply,
+	// empty once a later one applied.
+	LastError string    `json:"last_error,omitempty"`
+	Started   time.Time `json:"started"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Proxy keeps one proxy's registration alive. Create it with NewProxy, run
+// it with Run, and report progress with Update.
+type Proxy struct {
+	cli    *clientv3.Client
+	key    string
+	ttl    int64
+	logger *zap.Logger
+
+	mu      sync.Mutex
+	info    ProxyInfo
+	changed chan struct{}
+}
+
+// NewProxy returns a registration of info.NodeID under prefix with a lease
+// of ttl (at least 2s; zero means 10s). logger may be nil.
+func NewProxy(cli *clientv3.Client, prefix string, info ProxyInfo, ttl time.Duration, logger *zap.Logger) *Proxy {
+	if ttl == 0 {
+		ttl = 10 * time.Second
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if info.Started.IsZero() {
+		info.Started = time.Now().UTC()
+	}
+	return &Proxy{
+		cli: cli, key: resource.NewKeys(prefix).Proxy(info.NodeID), ttl: max(2, int64(ttl/time.Second)),
+		logger: logger, info: info, changed: make(chan struct{}, 1),
+	}
+}
+
+// Update records the revision the proxy now runs, whether it came from
+// the cache, and the last error (nil clears it). It never blocks.
+func (p *Proxy) Update(revision int64, fromCache bool, lastErr error) {
+	p.mu.Lock()
+	p.info.Revision = revision
+	p.info.FromCache = fromCache
+	p.info.LastError = ""
+	if lastErr != nil {
+		p.info.LastError = lastErr.Error()
+	}
+	p.mu.Unlock()
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// SetError records an error without changing the revision.
+func (p *Proxy) SetError(err error) {
+	p.mu.Lock()
+	rev, fc := p.info.Revision, p.info.FromCache
+	p.mu.Unlock()
+	p.Update(rev, fc, err)
+}
+
+func (p *Proxy) value() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.info.Updated = time.Now().UTC()
+	b, _ := json.Marshal(p.info)
+	return string(b)
+}
+
+// Run keeps the registration alive until ctx ends, registering again
+// whenever the lease is lost, and then revokes it.
+func (p *Proxy) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := p.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		p.logger.Warn("proxy registration lost; registering again", zap.String("key", p.key), zap.Error(err), zap.Duration("in", backoff))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func (p *Proxy) session(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	lease, err := p.cli.Grant(gctx, p.ttl)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("granting lease: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		p.cli.Revoke(rctx, lease.ID)
+		cancel()
+	}()
+	put := func() error {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := p.cli.Put(pctx, p.key, p.value(), clientv3.WithLease(lease.ID))
+		return err
+	}
+	if err := put(); err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	ka, err := p.cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		return fmt.Errorf("keeping the lease alive: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-ka:
+			if !ok {
+				return errors.New("the lease expired")
+			}
+		case <-p.changed:
+			if err := put(); err != nil {
+				p.logger.Warn("updating proxy registration", zap.String("key", p.key), zap.Error(err))
+				// Try again on the next change or keep-alive.
+				select {
+				case p.changed <- struct{}{}:
+				default:
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}
+}
+
+// Proxies lists the registered proxies, sorted by node id.
+func Proxies(ctx context.Context, kv clientv3.KV, prefix string) ([]ProxyInfo, error) {
+	keys := resource.NewKeys(prefix)
+	resp, err := kv.Get(ctx, keys.ProxiesPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("listing proxies: %w", err)
+	}
+	out := make([]ProxyInfo, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var p ProxyInfo
+		if err := json.Unmarshal(kv.Value, &p); err != nil {
+			p = ProxyInfo{NodeID: strings.TrimPrefix(string(kv.Key), keys.ProxiesPrefix()), LastError: "invalid registration: " + err.Error()}
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b ProxyInfo) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return out, nil
+}
+
+// Endpoint is one registered upstream of a cluster.
+type Endpoint struct {
+	Cluster string `json:"cluster"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// Weight is 1 to 10000; zero means 1.
+	Weight int `json:"weight,omitempty"`
+	// Lease is the etcd lease the registration lives under and TTL its
+	// remaining time to live in seconds (filled when listed).
+	Lease int64 `json:"lease,omitempty"`
+	TTL   int64 `json:"ttl,omitempty"`
+}
+
+// endpointValue is the stored value of an endpoint.
+type endpointValue struct {
+	Address string `json:"address"`
+	Weight  int    `json:"weight,omitempty"`
+}
+
+var idPattern = func(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// Check validates an endpoint's fields.
+func (e *Endpoint) Check() error {
+	var problems []string
+	if !idPattern(e.Cluster) || strings.Contains(e.Cluster, ":") {
+		problems = append(problems, fmt.Sprintf("cluster: %q is not a valid cluster name", e.Cluster))
+	}
+	if e.ID == "" {
+		e.ID = e.Address
+	}
+	if !idPattern(e.ID) {
+		problems = append(problems, fmt.Sprintf("id: %q is not a valid id (letters, digits, '-', '_', '.', ':'; at most 128)", e.ID))
+	}
+	if err := CheckAddress(e.Address); err != nil {
+		problems = append(problems, "address: "+err.Error())
+	}
+	if e.Weight < 0 || e.Weight > 10000 {
+		problems = append(problems, fmt.Sprintf("weight: must be between 1 and 10000, not %d", e.Weight))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// CheckAddress reports whether addr is a host:port an endpoint may have.
+func CheckAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("%q has an invalid port", addr)
+	}
+	if host == "" || strings.ContainsAny(host, " /\\") {
+		return fmt.Errorf("%q has an invalid host", addr)
+	}
+	return nil
+}
+
+// RegisterEndpoint writes an endpoint under a lease of ttl. Registering an
+// endpoint that is already registered under a live lease renews that lease
+// instead of granting another, so a service calls it again every ttl/3 to
+// stay registered. It returns the lease.
+func RegisterEndpoint(ctx context.Context, cli *clientv3.Client, prefix string, ep Endpoint, ttl time.Duration) (clientv3.LeaseID, error) {
+	if err := ep.Check(); err != nil {
+		return 0, err
+	}
+	if ttl < 2*time.Second {
+		ttl = 2 * time.Second
+	}
+	key := resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID)
+	val, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight})
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("registering endpoint: %w", err)
+	}
+	var lease clientv3.LeaseID
+	if len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+		lease = clientv3.LeaseID(resp.Kvs[0].Lease)
+		ttlResp, err := cli.TimeToLive(ctx, lease)
+		if err != nil || ttlResp.TTL <= 0 || ttlResp.GrantedTTL != int64(ttl/time.Second) {
+			lease = 0
+		} else if _, err := cli.KeepAliveOnce(ctx, lease); err != nil {
+			lease = 0
+		}
+	}
+	if lease == 0 {
+		g, err := cli.Grant(ctx, int64(ttl/time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("registering endpoint: %w", err)
+		}
+		lease = g.ID
+	}
+	if _, err := cli.Put(ctx, key, string(val), clientv3.WithLease(lease)); err != nil {
+		return 0, fmt.Errorf("registering endpoint: %w", err)
+	}
+	return lease, nil
+}
+
+// DeregisterEndpoint removes an endpoint and revokes its lease.
+func DeregisterEndpoint(ctx context.Context, cli *clientv3.Client, prefix, cluster, id string) (bool, error) {
+	key := resource.NewKeys(prefix).Endpoint(cluster, id)
+	resp, err := cli.Delete(ctx, key, clientv3.WithPrevKV())
+	if err != nil {
+		return false, fmt.Errorf("deregistering endpoint: %w", err)
+	}
+	if len(resp.PrevKvs) == 0 {
+		return false, nil
+	}
+	if l := resp.PrevKvs[0].Lease; l != 0 {
+		cli.Revoke(ctx, clientv3.LeaseID(l))
+	}
+	return true, nil
+}
+
+// DecodeEndpoint decodes a stored endpoint.
+func DecodeEndpoint(keys resource.Keys, key string, value []byte) (Endpoint, error) {
+	cluster, id, ok := keys.ParseEndpoint(key)
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%s is not an endpoint key", key)
+	}
+	var v endpointValue
+	dec := json.NewDecoder(strings.NewReader(string(value)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
+	}
+	ep := Endpoint{Cluster: cluster, ID: id, Address: v.Address, Weight: v.Weight}
+	if err := ep.Check(); err != nil {
+		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
+	}
+	return ep, nil
+}
+
+// Endpoints lists the registered endpoints of one cluster ("" for all),
+// sorted by cluster then id. Invalid values are skipped.
+func Endpoints(ctx context.Context, cli *clientv3.Client, prefix, cluster string) ([]Endpoint, error) {
+	keys := resource.NewKeys(prefix)
+	p := keys.EndpointsPrefix()
+	if cluster != "" {
+		p = keys.ClusterEndpoints(cluster)
+	}
+	resp, err := cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("listing endpoints: %w", err)
+	}
+	out := make([]Endpoint, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		ep, err := DecodeEndpoint(keys, string(kv.Key), kv.Value)
+		if err != nil {
+			continue
+		}
+		ep.Lease = kv.Lease
+		if kv.Lease != 0 {
+			if t, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+				ep.TTL = t.TTL
+			}
+		}
+		out = append(out, ep)
+	}
+	return out, nil
+}
