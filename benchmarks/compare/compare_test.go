@@ -326,13 +326,15 @@ func TestReportOpenLoop(t *testing.T) {
 	res := testResults()
 	res.OpenRate, res.OpenDuration = 5000, "5s"
 	for i := range res.Samples {
-		res.Samples[i].Open = &openSample{RPS: 5000, P50US: 100, P99US: 900 + float64(i), P999US: 2000}
+		res.Samples[i].Open = &openSample{RPS: 5000, Responses: 25000, P50US: 100, P99US: 900 + float64(i), P999US: 2000}
 	}
+	res.Samples[4].Open = &openSample{Aborted: "every request failed for 2s"}
 	md := renderMarkdown(res)
 	for _, want := range []string{
 		"Latency at a fixed 5,000 req/s",
 		"| direct (no proxy) | 5,000 | 100 µs | 901 µs | 2.00 ms | 0 |",
-		"| wasmgate | — | — | — | — | not run |",
+		"| wasmgate | — | — | — | — | — (not run) |",
+		"| nginx | 5,000 | 100 µs | 903 µs | 2.00 ms | 0 (and 1 run without a response) |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q", want)

@@ -429,20 +429,27 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 				duration:    r.opt.openTime,
 				warmup:      time.Second,
 				url:         url,
+				saveTo:      filepath.Join(r.opt.scratch, fmt.Sprintf("bench-%s-%s-round%d.json", s.name, p.Name, round)),
 			}
 			ores, err := o.run(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("open loop: %w", err)
 			}
 			smp.Open = &openSample{
-				RPS:    ores.Throughput,
-				Errors: ores.Errors,
-				P50US:  float64(ores.Latency.P50) / 1e3,
-				P99US:  float64(ores.Latency.P99) / 1e3,
-				P999US: float64(ores.Latency.P999) / 1e3,
+				RPS:       ores.Throughput,
+				Responses: ores.Responses,
+				Errors:    ores.Errors,
+				Aborted:   ores.Aborted,
+				P50US:     float64(ores.Latency.P50) / 1e3,
+				P99US:     float64(ores.Latency.P99) / 1e3,
+				P999US:    float64(ores.Latency.P999) / 1e3,
 			}
-			log.Printf("round %d %-9s %-4s at %.0f req/s: p50 %s, p99 %s, p99.9 %s, errors %d",
-				round, s.name, p.Name, r.opt.openRate, latency(smp.Open.P50US), latency(smp.Open.P99US), latency(smp.Open.P999US), smp.Open.Errors)
+			if ores.Responses == 0 {
+				log.Printf("round %d %-9s %-4s at %.0f req/s: no responses (%s)", round, s.name, p.Name, r.opt.openRate, orDash(ores.Aborted))
+			} else {
+				log.Printf("round %d %-9s %-4s at %.0f req/s: %.0f req/s achieved, p50 %s, p99 %s, p99.9 %s, errors %d",
+					round, s.name, p.Name, r.opt.openRate, ores.Throughput, latency(smp.Open.P50US), latency(smp.Open.P99US), latency(smp.Open.P999US), smp.Open.Errors)
+			}
 		}
 		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
 			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)

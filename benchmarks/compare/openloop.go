@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"time"
@@ -21,6 +22,8 @@ type openRun struct {
 	duration    time.Duration
 	warmup      time.Duration
 	url         string
+	// saveTo, if set, receives the report as printed, for inspection.
+	saveTo string
 }
 
 func (o openRun) argv() []string {
@@ -65,6 +68,10 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if o.saveTo != "" {
+		_ = os.WriteFile(o.saveTo, stdout.Bytes(), 0o644)
+		_ = os.WriteFile(o.saveTo+".stderr", stderr.Bytes(), 0o644)
+	}
 	// bench exits non-zero when requests failed, yet still reports.
 	r, perr := parseOpen(stdout.Bytes())
 	if perr != nil {

@@ -82,8 +82,11 @@ type sample struct {
 
 // openSample is one open-loop run at results.OpenRate.
 type openSample struct {
-	RPS    float64 `json:"rps"`
-	Errors int64   `json:"errors"`
+	RPS       float64 `json:"rps"`
+	Responses int64   `json:"responses"`
+	Errors    int64   `json:"errors"`
+	Aborted   string  `json:"aborted,omitempty"` // why the run ended early
+	// Latency percentiles, from when each request was due.
 	P50US  float64 `json:"p50_us"`
 	P99US  float64 `json:"p99_us"`
 	P999US float64 `json:"p999_us"`
@@ -114,6 +117,7 @@ type summary struct {
 	hasOpen                             bool
 	openRPS, openP50, openP99, openP999 float64
 	openErrors                          int64
+	openFailed                          int // runs without a single response
 	hasFigures                          bool
 }
 
@@ -151,7 +155,9 @@ func summarize(res *results, pl string) []summary {
 			lb = append(lb, s.LoadCoreBusyPct)
 			pb = append(pb, s.ProxyCoreBusyPct)
 			sm.errors += s.Errors
-			if o := s.Open; o != nil {
+			if o := s.Open; o != nil && o.Responses == 0 {
+				sm.openFailed++
+			} else if o != nil {
 				orps, op50, op99, op999 = append(orps, o.RPS), append(op50, o.P50US), append(op99, o.P99US), append(op999, o.P999US)
 				sm.openErrors += o.Errors
 			}
@@ -247,12 +253,19 @@ func renderMarkdown(res *results) string {
 				thousands(res.OpenRate), res.OpenDuration)
 			w("| scenario | achieved req/s | p50 | p99 | p99.9 | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, s := range summarize(res, pl.Name) {
+				failed := ""
+				if s.openFailed > 0 {
+					failed = fmt.Sprintf(" (and %s without a response)", plural(s.openFailed, "run"))
+				}
 				if !s.hasOpen {
-					w("| %s | — | — | — | — | not run |\n", s.scenario.Label)
+					if failed == "" {
+						failed = " (not run)"
+					}
+					w("| %s | — | — | — | — | —%s |\n", s.scenario.Label, failed)
 					continue
 				}
-				w("| %s | %s | %s | %s | %s | %d |\n", s.scenario.Label, thousands(s.openRPS),
-					latency(s.openP50), latency(s.openP99), latency(s.openP999), s.openErrors)
+				w("| %s | %s | %s | %s | %s | %d%s |\n", s.scenario.Label, thousands(s.openRPS),
+					latency(s.openP50), latency(s.openP99), latency(s.openP999), s.openErrors, failed)
 			}
 			w("\n")
 		}
@@ -344,6 +357,13 @@ func renderMarkdown(res *results) string {
 	return b.String()
 }
 
+func notRun(has bool) string {
+	if has {
+		return ""
+	}
+	return "not run"
+}
+
 func plural(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
@@ -413,19 +433,36 @@ func renderSVG(res *results) string {
 	}
 	type panel struct {
 		title string
-		value func(summary) (float64, bool)
+		value func(summary) (float64, string) // the value, or why there is none
 		label func(float64) string
 	}
 	panels := []panel{
 		{"Requests per second (median; higher is better)",
-			func(s summary) (float64, bool) { return s.rps, s.hasFigures },
+			func(s summary) (float64, string) { return s.rps, notRun(s.hasFigures) },
 			thousands},
-		{"p99 latency at saturation (median; lower is better)",
-			func(s summary) (float64, bool) { return s.p99, s.hasFigures },
+		{"p99 latency at saturation, wrk (median; lower is better)",
+			func(s summary) (float64, string) { return s.p99, notRun(s.hasFigures) },
 			latency},
 		{"Proxy CPU time per request, µs (median; lower is better)",
-			func(s summary) (float64, bool) { return s.cpuPerReq, s.hasFigures && s.proxied },
+			func(s summary) (float64, string) {
+				if s.hasFigures && !s.proxied {
+					return 0, "no proxy"
+				}
+				return s.cpuPerReq, notRun(s.hasFigures)
+			},
 			func(v float64) string { return fmt.Sprintf("%.2f µs", v) }},
+	}
+	if res.OpenRate > 0 {
+		// Latency at a fixed rate is the figure to quote; wrk's, at
+		// saturation, stays in the tables.
+		panels[1] = panel{fmt.Sprintf("p99 latency at a fixed %s req/s, open loop (median; lower is better)", thousands(res.OpenRate)),
+			func(s summary) (float64, string) {
+				if !s.hasOpen && s.openFailed > 0 {
+					return 0, "no response"
+				}
+				return s.openP99, notRun(s.hasOpen)
+			},
+			latency}
 	}
 	nScen := len(res.Scenarios)
 	rowH := len(res.Payloads)*barH + rowGap
@@ -446,15 +483,15 @@ func renderSVG(res *results) string {
 		w(`<text x="%d" y="%d">%s response body</text>`+"\n", x+16, margin+10, html.EscapeString(p.Label))
 		x += 170
 	}
-	w(`<text x="%d" y="%d" fill="#555">median of %d × %s wrk runs, %d connections, proxy alone on CPU %d</text>`+"\n",
-		x+20, margin+10, res.Rounds, html.EscapeString(res.Duration), res.Connections, res.ProxyCPU)
+	w(`<text x="%d" y="%d" fill="#555" text-anchor="end">%s × %s, %d connections, proxy alone on CPU %d</text>`+"\n",
+		width-margin, margin+10, plural(res.Rounds, "round"), html.EscapeString(res.Duration), res.Connections, res.ProxyCPU)
 
 	y0 := margin + legendH
 	for _, pn := range panels {
 		maxV := 0.0
 		for _, ss := range sums {
 			for _, s := range ss {
-				if v, ok := pn.value(s); ok && v > maxV {
+				if v, why := pn.value(s); why == "" && v > maxV {
 					maxV = v
 				}
 			}
@@ -467,12 +504,8 @@ func renderSVG(res *results) string {
 			for pi := range res.Payloads {
 				s := sums[pi][si]
 				by := ry + pi*barH
-				v, ok := pn.value(s)
-				if !ok {
-					why := "not run"
-					if s.hasFigures {
-						why = "no proxy"
-					}
+				v, why := pn.value(s)
+				if why != "" {
 					w(`<text x="%d" y="%d" fill="#888">%s</text>`+"\n", margin+labelW+4, by+barH-3, why)
 					continue
 				}
