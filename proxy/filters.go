@@ -6,14 +6,15 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
 
 const (
-	// smallBody is the largest body with a known length that is read whole
-	// before body filters see it, keeping its Content-Length.
-	smallBody = 64 << 10
+	// smallBody is the largest request body with a known length that is
+	// read whole before body filters see it, keeping its Content-Length.
+	smallBody = cluster.SmallBody
 	// maxBuffered bounds what body filters may buffer.
 	maxBuffered = 8 << 20
 	// chunkSize is the size of the chunks body filters see when a body
@@ -68,7 +69,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 // first.
 func (x *exchange) responseHeaderFilters() bool {
 	resp := &x.Ctx.Response
-	end := !resp.IsBodyStream() && len(resp.Body()) == 0 && !x.up.IsBodyStream()
+	end := !x.upBody.Active() && len(x.up.Body()) == 0 && len(resp.Body()) == 0
 	for i := len(x.streams) - 1; i >= 0; i-- {
 		if !x.proceed(x.streams[i].OnResponseHeaders(&x.Exchange, end)) {
 			return false

@@ -38,6 +38,7 @@ type exchange struct {
 	status int
 
 	up      fasthttp.Response // the upstream's response
+	upBody  cluster.Stream    // its body, when it streams
 	body    responseBody
 	streams []filter.Stream
 	entry   *accesslog.Entry
@@ -269,7 +270,7 @@ func (x *exchange) forward(rt *route.Route) bool {
 		req.URI().SetScheme("http") // the pool speaks cleartext HTTP/1.1
 	}
 
-	err := ep.Do(req, &x.up, rt.Timeout)
+	err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
 	if err != nil {
 		x.upstreamError(err)
 		if closeDown {
@@ -292,7 +293,7 @@ func (x *exchange) forward(rt *route.Route) bool {
 // or through the response body filters.
 func (x *exchange) sendBody() bool {
 	resp := &x.Ctx.Response
-	if !x.up.IsBodyStream() {
+	if !x.upBody.Active() {
 		if body := x.up.Body(); len(body) > 0 {
 			resp.SetBody(body)
 		}
@@ -300,19 +301,13 @@ func (x *exchange) sendBody() bool {
 	}
 	n := x.up.Header.ContentLength()
 	if len(x.streams) > 0 {
-		if n >= 0 && n <= smallBody {
-			// A small body is read whole, so filters see it in one call
-			// and the response keeps its Content-Length.
-			resp.SetBody(x.up.Body())
-			return x.filterFixedBody(resp)
-		}
-		x.body.f = x.responseFilterReader(x.up.BodyStream())
+		x.body.f = x.responseFilterReader(&x.upBody)
 		n = -1 // filters may change the length
 	}
 	if n < 0 {
 		n = -1 // chunked, or read to close: chunk it downstream
 	}
-	x.body.start(x.up.BodyStream())
+	x.body.start(&x.upBody)
 	resp.SetBodyStream(&x.body, n)
 	return true
 }
@@ -444,7 +439,7 @@ func (b *responseBody) Read(p []byte) (int, error) {
 // Close releases the upstream connection and finishes the exchange.
 func (b *responseBody) Close() error {
 	x := b.x
-	if err := x.up.CloseBodyStream(); err != nil && !errors.Is(err, io.EOF) {
+	if err := x.upBody.Close(); err != nil {
 		x.Flags |= filter.FlagUpstreamReset
 	}
 	x.finish()

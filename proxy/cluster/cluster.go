@@ -65,19 +65,6 @@ func (e *Endpoint) Conns() int { return e.pool.client.ConnsCount() }
 // was created.
 func (e *Endpoint) Requests() uint64 { return e.pool.requests.Load() }
 
-// Do sends req to the endpoint and reads the response headers into resp;
-// with a streaming pool the body is left in resp.BodyStream() and the
-// connection is released when that stream is closed. timeout bounds the
-// exchange up to the response headers.
-func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	p := e.pool
-	p.active.Add(1)
-	p.requests.Add(1)
-	err := p.client.DoTimeout(req, resp, timeout)
-	p.active.Add(-1)
-	return err
-}
-
 // pool is the connection pool of one endpoint address.
 type pool struct {
 	key    poolKey
@@ -92,7 +79,6 @@ type poolKey struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	maxConns       int
-	stream         bool
 }
 
 // Pools holds connection pools across snapshots. Build takes pools from it;
@@ -121,8 +107,6 @@ func (ps *Pools) get(k poolKey) *pool {
 		MaxIdemponentCallAttempts:     1, // retries are the route's business
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		StreamResponseBody:            k.stream,
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               16 << 10,
 	}}
@@ -175,7 +159,6 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 			connectTimeout: cfg.ConnectTimeout.Or(DefaultConnectTimeout),
 			idleTimeout:    cfg.IdleTimeout.Or(DefaultIdleTimeout),
 			maxConns:       cfg.MaxConnectionsPerEndpoint,
-			stream:         true,
 		}
 		if k.maxConns == 0 {
 			k.maxConns = DefaultMaxConns
@@ -229,13 +212,12 @@ func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	if i < 0 {
 		return ErrNoEndpoint
 	}
-	if err := c.endpoints[i].Do(req, resp, timeout); err != nil {
-		return err
-	}
-	// A filter's call wants the whole body: Body reads the stream to its
-	// end and closes it, which releases the connection.
-	resp.Body()
-	return nil
+	// A filter's call wants the whole body: the pool's client reads it.
+	e := c.endpoints[i]
+	e.pool.active.Add(1)
+	defer e.pool.active.Add(-1)
+	e.pool.requests.Add(1)
+	return e.pool.client.DoTimeout(req, resp, timeout)
 }
 
 // ErrNoEndpoint is returned when a cluster has no endpoint to send to.

@@ -50,3 +50,7 @@ func Classify(err error) Failure {
 	}
 	return FailureReset
 }
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
