@@ -1,0 +1,427 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/sdk/abi"
+)
+
+// instance is one instantiation of a plugin's module. It runs one call at
+// a time: every call into it, from a request, a timer, a queue or an HTTP
+// call answer, holds mu. Requests are pinned to an instance for their
+// whole life, as streams of one Envoy worker are pinned to its VM.
+type instance struct {
+	p    *plugin
+	slot int
+	mod  api.Module
+	mem  api.Memory
+	fn   callbacks
+
+	mu     sync.Mutex
+	broken bool        // guarded by mu: the instance failed or was closed
+	dead   atomic.Bool // mirrors broken for lock-free readers
+	closed chan struct{}
+	cc     callCtx
+	depth  int // nesting of calls into the guest
+
+	stack      [8]uint64 // arguments and results of the outermost call
+	allocStack [2]uint64 // of the allocator, called from host functions
+
+	// active counts the requests pinned to the instance.
+	active atomic.Int32
+
+	nextID  uint32
+	roots   []uint32 // root context id by attachment index
+	rootSet map[uint32]int
+	streams map[uint32]*stream
+
+	// The effective context: a stream, or a root context when cur is nil.
+	cur     *stream
+	curRoot uint32
+	curID   uint32
+
+	// Buffers visible during the callback that owns them.
+	vmConfig     []byte
+	pluginConfig []byte
+	callResp     *httpCall
+
+	scratch []byte // serialized maps and properties
+	kv      []kv
+	pairs   []kv
+	keys    []byte
+	status  [8]byte
+
+	allocErr bool // the allocator failed inside the current call
+
+	ticks    map[uint32]*ticker
+	calls    map[uint32]*httpCall
+	nextCall uint32
+}
+
+type kv struct{ k, v []byte }
+
+// callbacks are the module's exports, looked up once.
+type callbacks struct {
+	alloc, contextCreate, vmStart, configure, done, log, delete_ api.Function
+	requestHeaders, requestBody, requestTrailers                 api.Function
+	responseHeaders, responseBody, responseTrailers              api.Function
+	httpCallResponse, tick, queueReady, start, main              api.Function
+}
+
+// callCtx is the context of every call into one instance. It carries the
+// instance to host functions and implements the call deadline without
+// allocating: its Done channel closes only when a deadline passes, which
+// makes wazero close the module, after which the instance is thrown away.
+type callCtx struct {
+	in    *instance
+	done  chan struct{}
+	fired atomic.Bool
+	timer *time.Timer
+}
+
+func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *callCtx) Done() <-chan struct{}       { return c.done }
+func (c *callCtx) Value(any) any               { return nil }
+func (c *callCtx) Err() error {
+	if c.fired.Load() {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *callCtx) fire() {
+	if c.fired.CompareAndSwap(false, true) {
+		close(c.done)
+	}
+}
+
+var (
+	// errDeadline is reported for a call that overran its deadline.
+	errDeadline = errors.New("call overran its deadline")
+	// errAllocator is reported for a call during which the guest's
+	// allocator failed.
+	errAllocator = errors.New("guest allocator failed")
+)
+
+// newInstance instantiates the module, runs its start function and starts
+// a root context per attachment. Callers hold p.mu (or own p exclusively).
+func (p *plugin) newInstance(slot int) (*instance, error) {
+	in := &instance{
+		p:       p,
+		slot:    slot,
+		closed:  make(chan struct{}),
+		nextID:  1,
+		rootSet: make(map[uint32]int),
+		streams: make(map[uint32]*stream),
+		ticks:   make(map[uint32]*ticker),
+		calls:   make(map[uint32]*httpCall),
+		scratch: make([]byte, 0, 4096),
+		kv:      make([]kv, 0, 32),
+	}
+	in.cc = callCtx{in: in, done: make(chan struct{})}
+	in.cc.timer = time.AfterFunc(time.Hour, in.cc.fire)
+	in.cc.timer.Stop()
+
+	logw := &guestWriter{log: p.log}
+	name := p.cfg.Name + "#" + strconv.FormatUint(p.seq.Add(1), 10)
+	mc := wazero.NewModuleConfig().
+		WithName(name).
+		WithStartFunctions().
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithStdout(logw).
+		WithStderr(logw)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.depth++
+	in.cc.timer.Reset(startTimeout(p.callTimeout))
+	mod, err := p.rt.InstantiateModule(&in.cc, p.compiled, mc)
+	in.cc.timer.Stop()
+	in.depth--
+	if err != nil {
+		return nil, fmt.Errorf("instantiating module: %w", err)
+	}
+	in.mod = mod
+	in.mem = mod.Memory()
+	in.lookup()
+	fail := func(err error) (*instance, error) {
+		in.discard(err)
+		return nil, err
+	}
+	if in.fn.start != nil {
+		if _, err := in.invokeLong(in.fn.start); err != nil {
+			return fail(fmt.Errorf("%s: %w", p.startFn, err))
+		}
+		if in.fn.main != nil {
+			if _, err := in.invokeLong(in.fn.main, 0, 0); err != nil {
+				return fail(fmt.Errorf("main: %w", err))
+			}
+		}
+	}
+	for _, a := range *p.attachments.Load() {
+		if err := in.startRoot(a); err != nil {
+			return fail(err)
+		}
+	}
+	if slot == 0 {
+		p.pages.CompareAndSwap(0, in.mem.Size()/65536)
+	}
+	return in, nil
+}
+
+func (in *instance) lookup() {
+	m := in.mod
+	f := &in.fn
+	f.alloc = m.ExportedFunction(in.p.allocFn)
+	f.contextCreate = m.ExportedFunction("proxy_on_context_create")
+	f.vmStart = m.ExportedFunction("proxy_on_vm_start")
+	f.configure = m.ExportedFunction("proxy_on_configure")
+	f.done = m.ExportedFunction("proxy_on_done")
+	f.log = m.ExportedFunction("proxy_on_log")
+	f.delete_ = m.ExportedFunction("proxy_on_delete")
+	f.requestHeaders = m.ExportedFunction("proxy_on_request_headers")
+	f.requestBody = m.ExportedFunction("proxy_on_request_body")
+	f.requestTrailers = m.ExportedFunction("proxy_on_request_trailers")
+	f.responseHeaders = m.ExportedFunction("proxy_on_response_headers")
+	f.responseBody = m.ExportedFunction("proxy_on_response_body")
+	f.responseTrailers = m.ExportedFunction("proxy_on_response_trailers")
+	f.httpCallResponse = m.ExportedFunction("proxy_on_http_call_response")
+	f.tick = m.ExportedFunction("proxy_on_tick")
+	f.queueReady = m.ExportedFunction("proxy_on_queue_ready")
+	if in.p.startFn != "" {
+		f.start = m.ExportedFunction(in.p.startFn)
+	}
+	if in.p.mainFn {
+		f.main = m.ExportedFunction("main")
+	}
+}
+
+// startRoot creates, starts and configures the root context of an
+// attachment. Callers hold in.mu.
+func (in *instance) startRoot(a *attachment) error {
+	id := in.newID()
+	for len(in.roots) <= a.index {
+		in.roots = append(in.roots, 0)
+	}
+	in.roots[a.index] = id
+	in.rootSet[id] = a.index
+	in.enterRoot(id)
+	defer in.leave()
+	if _, err := in.invokeLong(in.fn.contextCreate, uint64(id), 0); err != nil {
+		return fmt.Errorf("proxy_on_context_create: %w", err)
+	}
+	in.vmConfig = in.p.cfg.VMConfig
+	ok, err := in.invokeLong(in.fn.vmStart, uint64(id), uint64(len(in.vmConfig)))
+	in.vmConfig = nil
+	if err != nil {
+		return fmt.Errorf("proxy_on_vm_start: %w", err)
+	}
+	if in.fn.vmStart != nil && uint32(ok) == 0 {
+		return errors.New("proxy_on_vm_start rejected the VM configuration")
+	}
+	in.pluginConfig = a.config
+	ok, err = in.invokeLong(in.fn.configure, uint64(id), uint64(len(a.config)))
+	in.pluginConfig = nil
+	if err != nil {
+		return fmt.Errorf("proxy_on_configure: %w", err)
+	}
+	if in.fn.configure != nil && uint32(ok) == 0 {
+		return errors.New("proxy_on_configure rejected the plugin configuration")
+	}
+	return nil
+}
+
+func (in *instance) newID() uint32 {
+	id := in.nextID
+	in.nextID++
+	if in.nextID == 0 {
+		in.nextID = 1
+	}
+	return id
+}
+
+// enterRoot makes a root context the effective one.
+func (in *instance) enterRoot(id uint32) {
+	in.cur, in.curRoot, in.curID = nil, id, id
+}
+
+// enterStream makes a stream the effective context.
+func (in *instance) enterStream(s *stream) {
+	in.cur, in.curRoot, in.curID = s, s.root, s.id
+}
+
+func (in *instance) leave() {
+	in.cur, in.curRoot, in.curID = nil, 0, 0
+}
+
+// invoke calls fn with args under the instance's call deadline and returns
+// its first result. A nil fn (a callback the module does not export)
+// returns 0. Callers hold in.mu.
+func (in *instance) invoke(fn api.Function, args ...uint64) (uint64, error) {
+	return in.invokeWithin(in.p.callTimeout, fn, args...)
+}
+
+// invokeLong is invoke with the start-up deadline.
+func (in *instance) invokeLong(fn api.Function, args ...uint64) (uint64, error) {
+	return in.invokeWithin(startTimeout(in.p.callTimeout), fn, args...)
+}
+
+func (in *instance) invokeWithin(d time.Duration, fn api.Function, args ...uint64) (r uint64, err error) {
+	if in.broken {
+		return 0, errBroken
+	}
+	if fn == nil {
+		return 0, nil
+	}
+	n := copy(in.stack[:], args)
+	if n < len(args) {
+		return 0, errors.New("too many arguments")
+	}
+	in.depth++
+	in.cc.timer.Reset(d)
+	defer func() {
+		stopped := in.cc.timer.Stop()
+		in.depth--
+		if p := recover(); p != nil {
+			err = fmt.Errorf("host panic: %v", p)
+		}
+		if !stopped && in.cc.fired.Load() {
+			err = errDeadline
+		}
+	}()
+	if err = fn.CallWithStack(&in.cc, in.stack[:]); err != nil {
+		if in.cc.fired.Load() {
+			err = fmt.Errorf("%w: %v", errDeadline, err)
+		}
+		return 0, err
+	}
+	if in.allocErr {
+		in.allocErr = false
+		return 0, errAllocator
+	}
+	return in.stack[0], nil
+}
+
+// alloc reserves size bytes in guest memory through the module's
+// allocator. Called from host functions, inside a call.
+func (in *instance) alloc(size uint32) (uint32, bool) {
+	if in.fn.alloc == nil {
+		return 0, false
+	}
+	in.allocStack[0] = uint64(size)
+	if err := in.fn.alloc.CallWithStack(&in.cc, in.allocStack[:]); err != nil {
+		in.p.failedAlloc(in, err)
+		return 0, false
+	}
+	ptr := uint32(in.allocStack[0])
+	return ptr, ptr != 0 || size == 0
+}
+
+// failedAlloc notes a failure inside the allocator; the outer call sees the
+// instance broken once it returns.
+func (p *plugin) failedAlloc(in *instance, err error) {
+	p.log.Warn("wasm allocator failed", zap.Error(err))
+	in.allocErr = true
+}
+
+// copyOut copies data into newly allocated guest memory and writes its
+// address and length at ptrPtr and sizePtr. data must not alias guest
+// memory: allocating may move it.
+func (in *instance) copyOut(data []byte, ptrPtr, sizePtr uint32) abi.Status {
+	if len(data) == 0 {
+		if !in.mem.WriteUint32Le(ptrPtr, 0) || !in.mem.WriteUint32Le(sizePtr, 0) {
+			return abi.StatusInvalidMemoryAccess
+		}
+		return abi.StatusOK
+	}
+	ptr, ok := in.alloc(uint32(len(data)))
+	if !ok {
+		return abi.StatusInternalFailure
+	}
+	if !in.mem.Write(ptr, data) || !in.mem.WriteUint32Le(ptrPtr, ptr) ||
+		!in.mem.WriteUint32Le(sizePtr, uint32(len(data))) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return abi.StatusOK
+}
+
+// discard marks the instance broken, closes its module and fails the
+// requests paused on it. Callers hold in.mu.
+func (in *instance) discard(cause error) {
+	if in.broken {
+		return
+	}
+	in.broken = true
+	in.dead.Store(true)
+	close(in.closed)
+	in.p.m.shared.dropInstance(in)
+	for _, s := range in.streams {
+		s.instanceLost(cause)
+	}
+	for _, c := range in.calls {
+		c.canceled = true
+	}
+	if in.mod != nil {
+		in.mod.Close(context.Background())
+	}
+}
+
+// guestWriter sends what a guest writes to stdout and stderr to the log.
+type guestWriter struct{ log *zap.Logger }
+
+func (w *guestWriter) Write(b []byte) (int, error) {
+	w.log.Info("wasm guest output", zap.ByteString("text", b))
+	return len(b), nil
+}
+
+// failureKind classifies a failed call for metrics.
+func failureKind(err error) string {
+	var exit interface{ ExitCode() uint32 }
+	switch {
+	case errors.Is(err, errDeadline):
+		return "timeout"
+	case errors.As(err, &exit):
+		if exit.ExitCode() == 0 {
+			return "exit"
+		}
+		return "abort"
+	case err != nil && containsAny(err.Error(), "host panic"):
+		return "host_panic"
+	}
+	return "trap"
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		for i := 0; i+len(sub) <= len(s); i++ {
+			if s[i:i+len(sub)] == sub {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var _ context.Context = (*callCtx)(nil)
+
+// exchangeOf returns the exchange of the effective stream, or nil.
+func (in *instance) exchange() *filter.Exchange {
+	if in.cur == nil {
+		return nil
+	}
+	return in.cur.x
+}

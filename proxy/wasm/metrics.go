@@ -1,0 +1,289 @@
+package wasm
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmgate/wasmgate/sdk/abi"
+)
+
+// hostMetrics are the host's own metrics about plugins.
+type hostMetrics struct {
+	reg            prometheus.Registerer
+	collectors     []prometheus.Collector
+	failures       *prometheus.CounterVec
+	replacements   *prometheus.CounterVec
+	failedRequests *prometheus.CounterVec
+	httpCalls      *prometheus.CounterVec
+	instances      *prometheus.GaugeVec
+	compileSeconds *prometheus.GaugeVec
+}
+
+func newHostMetrics(reg prometheus.Registerer, guest *metricStore) (*hostMetrics, error) {
+	h := &hostMetrics{
+		reg: reg,
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instance_failures_total",
+			Help: "Calls into a plugin instance that failed and broke it, by kind (trap, timeout, abort, exit, host_panic).",
+		}, []string{"plugin", "kind"}),
+		replacements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instance_replacements_total",
+			Help: "Broken plugin instances replaced by new ones.",
+		}, []string{"plugin"}),
+		failedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_failed_requests_total",
+			Help: "Requests whose plugin failed, by the failure policy applied.",
+		}, []string{"plugin", "policy"}),
+		httpCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_http_calls_total",
+			Help: "HTTP calls made by plugins, by result (ok, error, denied).",
+		}, []string{"plugin", "result"}),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_wasm_instances",
+			Help: "Live plugin instances.",
+		}, []string{"plugin"}),
+		compileSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_wasm_compile_seconds",
+			Help: "Time the last start of a plugin spent compiling its module (or loading it from the cache).",
+		}, []string{"plugin"}),
+	}
+	h.collectors = []prometheus.Collector{h.failures, h.replacements, h.failedRequests,
+		h.httpCalls, h.instances, h.compileSeconds, guest}
+	if reg == nil {
+		return h, nil
+	}
+	for i, c := range h.collectors {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				h.collectors[i] = nil
+				continue
+			}
+			h.unregister()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func (h *hostMetrics) unregister() {
+	if h.reg == nil {
+		return
+	}
+	for _, c := range h.collectors {
+		if c != nil {
+			h.reg.Unregister(c)
+		}
+	}
+}
+
+// metricStore holds the metrics plugins define. A metric is named by its
+// plugin, kind and name, so the instances of a plugin, and the plugin
+// after a reload, share it. Ids index a copy-on-write list, so updates
+// take no lock.
+type metricStore struct {
+	mu    sync.Mutex
+	byKey map[metricKey]uint32
+	list  atomic.Pointer[[]*guestMetric]
+}
+
+type metricKey struct {
+	plugin, name string
+	kind         abi.MetricType
+}
+
+type guestMetric struct {
+	plugin, name string
+	fqName       string
+	kind         abi.MetricType
+	value        atomic.Int64 // counter (as uint64 bits) or gauge
+	hist         *histogram
+}
+
+// histogramBounds are the buckets of guest histograms, in the unit the
+// guest records (Envoy's defaults, usually milliseconds).
+var histogramBounds = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
+	10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+type histogram struct {
+	counts [20]atomic.Uint64 // one per bound, then +Inf
+	count  atomic.Uint64
+	sum    atomic.Uint64
+}
+
+func newMetricStore() *metricStore {
+	s := &metricStore{byKey: make(map[metricKey]uint32)}
+	empty := []*guestMetric{}
+	s.list.Store(&empty)
+	return s
+}
+
+// define returns the id of a metric, creating it on first use. Ids start
+// at 1; the kind is kept in the id's low two bits, as Envoy does.
+func (s *metricStore) define(plugin string, kind abi.MetricType, name string) uint32 {
+	k := metricKey{plugin, name, kind}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := s.byKey[k]; ok {
+		return id
+	}
+	old := *s.list.Load()
+	m := &guestMetric{plugin: plugin, name: name, kind: kind, fqName: promName(name)}
+	if kind == abi.MetricHistogram {
+		m.hist = &histogram{}
+	}
+	next := append(append([]*guestMetric(nil), old...), m)
+	s.list.Store(&next)
+	id := uint32(len(next))<<2 | uint32(kind)
+	s.byKey[k] = id
+	return id
+}
+
+func (s *metricStore) get(id uint32) *guestMetric {
+	list := *s.list.Load()
+	i := int(id >> 2)
+	if i < 1 || i > len(list) {
+		return nil
+	}
+	m := list[i-1]
+	if uint32(m.kind) != id&3 {
+		return nil
+	}
+	return m
+}
+
+// promName turns a guest's metric name into a Prometheus one.
+func promName(name string) string {
+	var b strings.Builder
+	b.WriteString("wasm_")
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == ':':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// Describe implements prometheus.Collector. Guest metrics appear at run
+// time, so the collector is unchecked.
+func (s *metricStore) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (s *metricStore) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range *s.list.Load() {
+		desc := prometheus.NewDesc(m.fqName, "Defined by wasm plugin metric \""+m.name+"\".", []string{"plugin"}, nil)
+		var pm prometheus.Metric
+		var err error
+		switch m.kind {
+		case abi.MetricCounter:
+			pm, err = prometheus.NewConstMetric(desc, prometheus.CounterValue, float64(uint64(m.value.Load())), m.plugin)
+		case abi.MetricGauge:
+			pm, err = prometheus.NewConstMetric(desc, prometheus.GaugeValue, float64(m.value.Load()), m.plugin)
+		case abi.MetricHistogram:
+			buckets := make(map[float64]uint64, len(histogramBounds))
+			var cum uint64
+			for i, b := range histogramBounds {
+				cum += m.hist.counts[i].Load()
+				buckets[b] = cum
+			}
+			pm, err = prometheus.NewConstHistogram(desc, m.hist.count.Load(),
+				float64(m.hist.sum.Load()), buckets, m.plugin)
+		}
+		if err == nil {
+			ch <- pm
+		}
+	}
+}
+
+func hostDefineMetric(in *instance, a []uint64) abi.Status {
+	kind := abi.MetricType(u32(a[0]))
+	if kind > abi.MetricHistogram {
+		return abi.StatusBadArgument
+	}
+	name, ok := in.mem.Read(u32(a[1]), u32(a[2]))
+	if !ok {
+		return abi.StatusInvalidMemoryAccess
+	}
+	if len(name) == 0 {
+		return abi.StatusBadArgument
+	}
+	id := in.p.m.guest.define(in.p.cfg.Name, kind, string(name))
+	if !in.mem.WriteUint32Le(u32(a[3]), id) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return abi.StatusOK
+}
+
+func hostIncrementMetric(in *instance, a []uint64) abi.Status {
+	m := in.p.m.guest.get(u32(a[0]))
+	if m == nil {
+		return abi.StatusNotFound
+	}
+	delta := int64(a[1])
+	switch m.kind {
+	case abi.MetricCounter:
+		if delta < 0 {
+			return abi.StatusBadArgument
+		}
+		m.value.Add(delta)
+	case abi.MetricGauge:
+		m.value.Add(delta)
+	default:
+		return abi.StatusBadArgument
+	}
+	return abi.StatusOK
+}
+
+func hostRecordMetric(in *instance, a []uint64) abi.Status {
+	m := in.p.m.guest.get(u32(a[0]))
+	if m == nil {
+		return abi.StatusNotFound
+	}
+	v := a[1]
+	switch m.kind {
+	case abi.MetricCounter, abi.MetricGauge:
+		m.value.Store(int64(v))
+	case abi.MetricHistogram:
+		h := m.hist
+		i := len(histogramBounds)
+		f := float64(v)
+		for j, b := range histogramBounds {
+			if f <= b {
+				i = j
+				break
+			}
+		}
+		h.counts[i].Add(1)
+		h.count.Add(1)
+		if v <= math.MaxUint64-h.sum.Load() {
+			h.sum.Add(v)
+		}
+	}
+	return abi.StatusOK
+}
+
+func hostGetMetric(in *instance, a []uint64) abi.Status {
+	m := in.p.m.guest.get(u32(a[0]))
+	if m == nil {
+		return abi.StatusNotFound
+	}
+	var v uint64
+	switch m.kind {
+	case abi.MetricCounter, abi.MetricGauge:
+		v = uint64(m.value.Load())
+	default:
+		v = m.hist.count.Load()
+	}
+	if !in.mem.WriteUint64Le(u32(a[1]), v) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return abi.StatusOK
+}

@@ -1,0 +1,472 @@
+package wasm
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/sdk/abi"
+)
+
+// factory is one attachment of a plugin: a filter.Factory.
+type factory struct {
+	m     *Manager
+	p     *plugin
+	att   *attachment
+	route string
+}
+
+var _ filter.Factory = (*factory)(nil)
+
+func (f *factory) Name() string { return f.p.cfg.Name }
+
+var streamPool = sync.Pool{New: func() any { return new(stream) }}
+
+// NewStream pins the request to an instance of the plugin and creates its
+// stream context there. A request that reaches a plugin closed by a reload
+// is served by the plugin that replaced it.
+func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
+	p := f.p
+	if !p.acquire() {
+		if next := f.m.successor(f); next != nil {
+			return next.NewStream(x)
+		}
+		return f.unavailable(x, errPluginClosed)
+	}
+	in := p.pick()
+	if in == nil {
+		p.release()
+		return f.unavailable(x, errBroken)
+	}
+	in.active.Add(1)
+	s := streamPool.Get().(*stream)
+	s.f, s.p, s.in, s.x = f, p, in, x
+
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.broken || f.att.index >= len(in.roots) || in.roots[f.att.index] == 0 {
+		s.failed, s.pendingFail = true, true
+		return s, nil
+	}
+	s.root = in.roots[f.att.index]
+	s.id = in.newID()
+	in.streams[s.id] = s
+	in.enterStream(s)
+	_, err := in.invoke(in.fn.contextCreate, uint64(s.id), uint64(s.root))
+	in.leave()
+	if err != nil {
+		p.failed(in, err)
+		s.failed, s.pendingFail = true, true
+		if p.cfg.FailurePolicy == config.FailOpen {
+			return s, nil
+		}
+	}
+	return s, nil
+}
+
+// unavailable answers for a plugin that has no usable instance.
+func (f *factory) unavailable(x *filter.Exchange, cause error) (filter.Stream, error) {
+	f.m.metrics.failedRequests.WithLabelValues(f.p.cfg.Name, f.p.cfg.FailurePolicy).Inc()
+	if f.p.cfg.FailurePolicy == config.FailOpen {
+		return nil, fmt.Errorf("wasm plugin %q: %v: %w", f.p.cfg.Name, cause, filter.ErrFailOpen)
+	}
+	return nil, fmt.Errorf("wasm plugin %q: %w", f.p.cfg.Name, cause)
+}
+
+// stream is a request's context in a plugin instance: a filter.Stream.
+// Its fields are guarded by the instance's lock, since HTTP call answers
+// and broken instances reach it from other goroutines.
+type stream struct {
+	f    *factory
+	p    *plugin
+	in   *instance
+	x    *filter.Exchange
+	id   uint32
+	root uint32
+
+	// body is the chunk of the current body callback.
+	body     *filter.Body
+	bodyType abi.BufferType
+	bodyEdit bool
+
+	inCallback   bool // a callback of this stream is running
+	paused       bool // the last callback paused; the proxy waits
+	resumeNow    bool // continue was asked for during the callback
+	closed       bool
+	failed       bool // the plugin failed; later callbacks are skipped
+	pendingFail  bool // the failure is still to be answered
+	doneDeferred bool
+	finished     bool // on_done, on_log and on_delete have run
+}
+
+var _ filter.Stream = (*stream)(nil)
+
+// callback runs one stream callback and turns its action into a Status.
+func (s *stream) callback(fn func(in *instance) (uint64, error), pauseStatus filter.Status) filter.Status {
+	if s.failed {
+		return s.skip()
+	}
+	in := s.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.broken {
+		return s.fail(errBroken)
+	}
+	s.paused, s.resumeNow, s.inCallback = false, false, true
+	in.enterStream(s)
+	action, err := fn(in)
+	in.leave()
+	s.inCallback = false
+	if err != nil {
+		in.p.failed(in, err)
+		return s.fail(err)
+	}
+	if s.x.Local() || s.closed {
+		return filter.Stop
+	}
+	if abi.Action(uint32(action)) == abi.ActionPause && !s.resumeNow {
+		if pauseStatus == filter.Pause {
+			s.paused = true
+		}
+		return pauseStatus
+	}
+	return filter.Continue
+}
+
+// skip answers a callback after the plugin failed.
+func (s *stream) skip() filter.Status {
+	if s.pendingFail {
+		s.in.mu.Lock()
+		defer s.in.mu.Unlock()
+		return s.fail(errBroken)
+	}
+	return filter.Continue
+}
+
+// fail applies the failure policy to the request. Callers hold in.mu.
+func (s *stream) fail(err error) filter.Status {
+	first := !s.failed || s.pendingFail
+	s.failed, s.pendingFail = true, false
+	if first {
+		s.p.m.metrics.failedRequests.WithLabelValues(s.p.cfg.Name, s.p.cfg.FailurePolicy).Inc()
+	}
+	if s.p.cfg.FailurePolicy == config.FailOpen {
+		return filter.Continue
+	}
+	if first {
+		s.x.Flags |= filter.FlagFilterFailed
+		s.x.SendLocalResponse(500, nil, nil, "wasm_plugin_failed")
+	}
+	return filter.Stop
+}
+
+// instanceLost is called when the stream's instance breaks while the
+// request still uses it. A request paused on the plugin is answered and
+// resumed; others fail at their next callback. Callers hold in.mu.
+func (s *stream) instanceLost(error) {
+	if s.failed || s.finished {
+		return
+	}
+	if s.paused && !s.inCallback {
+		s.paused = false
+		s.fail(errBroken)
+		s.x.Resume()
+		return
+	}
+	s.pendingFail = true
+	s.failed = true
+}
+
+// resume is proxy_continue_stream. Callers hold in.mu.
+func (s *stream) resume() {
+	if s.inCallback {
+		s.resumeNow = true
+		return
+	}
+	if s.paused {
+		s.paused = false
+		s.x.Resume()
+	}
+}
+
+// close is proxy_close_stream: the request ends with 503 and the
+// connection closes.
+func (s *stream) close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.x.Ctx.SetConnectionClose()
+	if !s.x.Local() {
+		s.x.SendLocalResponse(503, nil, nil, "wasm_close_stream")
+	}
+	if !s.inCallback && s.paused {
+		s.paused = false
+		s.x.Resume()
+	}
+}
+
+// sendLocal is proxy_send_local_response.
+func (s *stream) sendLocal(code int, body []byte, headers [][2]string, details string) {
+	if details == "" {
+		details = "wasm_local_response"
+	}
+	s.x.SendLocalResponse(code, body, headers, details)
+	if !s.inCallback && s.paused {
+		s.paused = false
+		s.x.Resume()
+	}
+}
+
+func eos(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// OnRequestHeaders implements filter.Stream.
+func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
+	return s.callback(func(in *instance) (uint64, error) {
+		n := 0
+		if in.collect(abi.MapHTTPRequestHeaders) == abi.StatusOK {
+			n = len(in.kv)
+		}
+		return in.invoke(in.fn.requestHeaders, uint64(s.id), uint64(n), eos(endOfStream))
+	}, filter.Pause)
+}
+
+// OnRequestBody implements filter.Stream. A pause before the end of the
+// body buffers it; a pause at its end holds the request like a pause from
+// headers.
+func (s *stream) OnRequestBody(x *filter.Exchange, body *filter.Body, endOfStream bool) filter.Status {
+	return s.onBody(abi.BufferHTTPRequestBody, body, endOfStream)
+}
+
+// OnResponseBody implements filter.Stream.
+func (s *stream) OnResponseBody(x *filter.Exchange, body *filter.Body, endOfStream bool) filter.Status {
+	return s.onBody(abi.BufferHTTPResponseBody, body, endOfStream)
+}
+
+func (s *stream) onBody(t abi.BufferType, body *filter.Body, endOfStream bool) filter.Status {
+	pause := filter.Buffer
+	if endOfStream {
+		pause = filter.Pause
+	}
+	fn := s.in.fn.requestBody
+	if t == abi.BufferHTTPResponseBody {
+		fn = s.in.fn.responseBody
+	}
+	st := s.callback(func(in *instance) (uint64, error) {
+		s.body, s.bodyType, s.bodyEdit = body, t, false
+		r, err := in.invoke(fn, uint64(s.id), uint64(len(body.B)), eos(endOfStream))
+		s.body = nil
+		if s.bodyEdit && endOfStream {
+			if t == abi.BufferHTTPRequestBody {
+				s.x.Ctx.Request.Header.SetContentLength(len(body.B))
+			} else {
+				s.x.Ctx.Response.Header.SetContentLength(len(body.B))
+			}
+		}
+		return r, err
+	}, pause)
+	if st == filter.Buffer && len(body.B) > s.p.maxBody {
+		s.failed = true
+		code := 413
+		if t == abi.BufferHTTPResponseBody {
+			code = 500
+		}
+		s.x.SendLocalResponse(code, nil, nil, "wasm_body_too_large")
+		return filter.Stop
+	}
+	return st
+}
+
+// OnRequestTrailers implements filter.Stream.
+func (s *stream) OnRequestTrailers(x *filter.Exchange) filter.Status {
+	return s.callback(func(in *instance) (uint64, error) {
+		n := 0
+		if in.collect(abi.MapHTTPRequestTrailers) == abi.StatusOK {
+			n = len(in.kv)
+		}
+		return in.invoke(in.fn.requestTrailers, uint64(s.id), uint64(n))
+	}, filter.Pause)
+}
+
+// OnResponseHeaders implements filter.Stream.
+func (s *stream) OnResponseHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
+	return s.callback(func(in *instance) (uint64, error) {
+		n := 0
+		if in.collect(abi.MapHTTPResponseHeaders) == abi.StatusOK {
+			n = len(in.kv)
+		}
+		return in.invoke(in.fn.responseHeaders, uint64(s.id), uint64(n), eos(endOfStream))
+	}, filter.Pause)
+}
+
+// OnResponseTrailers implements filter.Stream.
+func (s *stream) OnResponseTrailers(x *filter.Exchange) filter.Status {
+	return s.callback(func(in *instance) (uint64, error) {
+		n := 0
+		if in.collect(abi.MapHTTPResponseTrailers) == abi.StatusOK {
+			n = len(in.kv)
+		}
+		return in.invoke(in.fn.responseTrailers, uint64(s.id), uint64(n))
+	}, filter.Pause)
+}
+
+// OnLog implements filter.Stream: proxy_on_done, then proxy_on_log.
+func (s *stream) OnLog(x *filter.Exchange) {
+	in := s.in
+	in.mu.Lock()
+	s.finish(false)
+	in.mu.Unlock()
+}
+
+// finish runs on_done and on_log once, and on_delete when del is set.
+// Callers hold in.mu.
+func (s *stream) finish(del bool) {
+	in := s.in
+	if !s.finished && s.id != 0 && !in.broken && !s.failed {
+		s.finished = true
+		in.enterStream(s)
+		r, err := in.invoke(in.fn.done, uint64(s.id))
+		if err == nil {
+			s.doneDeferred = in.fn.done != nil && uint32(r) == 0
+			_, err = in.invoke(in.fn.log, uint64(s.id))
+		}
+		in.leave()
+		if err != nil {
+			in.p.failed(in, err)
+		}
+	}
+	s.finished = true
+	if del && s.id != 0 {
+		if !in.broken {
+			in.enterStream(s)
+			_, err := in.invoke(in.fn.delete_, uint64(s.id))
+			in.leave()
+			if err != nil {
+				in.p.failed(in, err)
+			}
+		}
+		delete(in.streams, s.id)
+		in.cancelCalls(s.id)
+	}
+}
+
+// Done implements filter.Stream: it deletes the stream context, unpins the
+// instance and drops the request's reference to the plugin.
+func (s *stream) Done(x *filter.Exchange) {
+	in, p := s.in, s.p
+	in.mu.Lock()
+	s.finish(true)
+	in.mu.Unlock()
+	in.active.Add(-1)
+	*s = stream{}
+	streamPool.Put(s)
+	p.release()
+}
+
+// buffer returns the buffer of type t as the effective context sees it.
+func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) {
+	switch t {
+	case abi.BufferHTTPRequestBody, abi.BufferHTTPResponseBody:
+		s := in.cur
+		if s == nil || s.body == nil || s.bodyType != t {
+			return nil, nil, abi.StatusNotFound
+		}
+		return s.body.B, s.body, abi.StatusOK
+	case abi.BufferHTTPCallResponseBody:
+		c := in.callResp
+		if c == nil {
+			return nil, nil, abi.StatusNotFound
+		}
+		if c.err != nil {
+			return nil, nil, abi.StatusOK
+		}
+		return c.resp.Body(), nil, abi.StatusOK
+	case abi.BufferVMConfiguration:
+		if in.vmConfig == nil {
+			return nil, nil, abi.StatusNotFound
+		}
+		return in.vmConfig, nil, abi.StatusOK
+	case abi.BufferPluginConfiguration:
+		if in.pluginConfig == nil {
+			return nil, nil, abi.StatusNotFound
+		}
+		return in.pluginConfig, nil, abi.StatusOK
+	case abi.BufferDownstreamData, abi.BufferUpstreamData,
+		abi.BufferGRPCCallMessage, abi.BufferForeignFunctionArgs:
+		return nil, nil, abi.StatusNotFound
+	}
+	return nil, nil, abi.StatusBadArgument
+}
+
+func hostGetBufferBytes(in *instance, a []uint64) abi.Status {
+	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
+	if st != abi.StatusOK {
+		return st
+	}
+	start, size := uint64(u32(a[1])), uint64(u32(a[2]))
+	if start > uint64(len(b)) {
+		return abi.StatusBadArgument
+	}
+	end := min(start+size, uint64(len(b)))
+	return in.copyOut(b[start:end], u32(a[3]), u32(a[4]))
+}
+
+func hostGetBufferStatus(in *instance, a []uint64) abi.Status {
+	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
+	if st != abi.StatusOK {
+		return st
+	}
+	if !in.mem.WriteUint32Le(u32(a[1]), uint32(len(b))) || !in.mem.WriteUint32Le(u32(a[2]), 0) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return abi.StatusOK
+}
+
+func hostSetBufferBytes(in *instance, a []uint64) abi.Status {
+	t := abi.BufferType(u32(a[0]))
+	b, body, st := in.buffer(t)
+	if st != abi.StatusOK {
+		return st
+	}
+	if body == nil {
+		return abi.StatusBadArgument
+	}
+	v, ok := in.mem.Read(u32(a[3]), u32(a[4]))
+	if !ok {
+		return abi.StatusInvalidMemoryAccess
+	}
+	body.B = splice(b, uint64(u32(a[1])), uint64(u32(a[2])), v)
+	in.cur.bodyEdit = true
+	return abi.StatusOK
+}
+
+// splice replaces size bytes of b from start with v. start and size are
+// clamped to b, so (0, max) replaces b, (max, 0) appends and (0, 0)
+// prepends. v must not alias b.
+func splice(b []byte, start, size uint64, v []byte) []byte {
+	n := uint64(len(b))
+	start = min(start, n)
+	end := n
+	if size < n-start {
+		end = start + size
+	}
+	newLen := start + uint64(len(v)) + (n - end)
+	if newLen > uint64(cap(b)) {
+		nb := make([]byte, newLen, newLen+newLen/4)
+		copy(nb, b[:start])
+		copy(nb[start:], v)
+		copy(nb[start+uint64(len(v)):], b[end:])
+		return nb
+	}
+	tail := n - end
+	b = b[:newLen]
+	copy(b[start+uint64(len(v)):], b[end:end+tail])
+	copy(b[start:], v)
+	return b
+}
