@@ -38,7 +38,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 			kv{pMethod, req.Header.Method()},
 			kv{pScheme, scheme(x)},
 			kv{pAuthority, req.Header.Host()},
-			kv{pPath, req.Header.RequestURI()})
+			kv{pPath, req.URI().RequestURI()})
 		for k, v := range req.Header.All() {
 			if bytes.EqualFold(k, hHost) || isTrailer(&req.Header, k) {
 				continue
@@ -264,7 +264,7 @@ func requestPseudo(x *filter.Exchange, key []byte) ([]byte, bool) {
 	case ":method":
 		return req.Header.Method(), true
 	case ":path":
-		return req.Header.RequestURI(), true
+		return req.URI().RequestURI(), true
 	case ":authority":
 		return req.Header.Host(), true
 	case ":scheme":

@@ -93,15 +93,15 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 		req := &x.Ctx.Request
 		switch string(rest) {
 		case "path":
-			return byt(req.Header.RequestURI())
+			return byt(req.URI().RequestURI())
 		case "url_path":
-			u := req.Header.RequestURI()
+			u := req.URI().RequestURI()
 			if i := bytes.IndexByte(u, '?'); i >= 0 {
 				u = u[:i]
 			}
 			return byt(u)
 		case "query":
-			u := req.Header.RequestURI()
+			u := req.URI().RequestURI()
 			if i := bytes.IndexByte(u, '?'); i >= 0 {
 				return byt(u[i+1:])
 			}
