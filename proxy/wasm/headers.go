@@ -37,7 +37,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 		in.kv = append(in.kv,
 			kv{pMethod, req.Header.Method()},
 			kv{pScheme, scheme(x)},
-			kv{pAuthority, req.Header.Host()},
+			kv{pAuthority, req.Host()},
 			kv{pPath, req.URI().RequestURI()})
 		for k, v := range req.Header.All() {
 			if bytes.EqualFold(k, hHost) || isTrailer(&req.Header, k) {
@@ -266,7 +266,7 @@ func requestPseudo(x *filter.Exchange, key []byte) ([]byte, bool) {
 	case ":path":
 		return req.URI().RequestURI(), true
 	case ":authority":
-		return req.Header.Host(), true
+		return req.Host(), true
 	case ":scheme":
 		return scheme(x), true
 	}
@@ -392,6 +392,7 @@ func setPseudo(x *filter.Exchange, mt abi.MapType, key, val []byte) abi.Status {
 			req.SetRequestURIBytes(val)
 		case ":authority":
 			req.Header.SetHostBytes(val)
+			req.URI().SetHostBytes(val)
 		case ":scheme":
 			req.URI().SetSchemeBytes(val)
 		default:

@@ -107,7 +107,7 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 			}
 			return out, abi.StatusOK
 		case "host":
-			return byt(req.Header.Host())
+			return byt(req.Host())
 		case "scheme":
 			return byt(scheme(x))
 		case "method":
@@ -241,6 +241,7 @@ func addrProperty(out []byte, ap netip.AddrPort, rest []byte) ([]byte, abi.Statu
 	if !ap.IsValid() {
 		return nil, abi.StatusNotFound
 	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	switch string(rest) {
 	case "address":
 		return ap.AppendTo(out), abi.StatusOK
