@@ -233,13 +233,17 @@ func (s *Server) build(ctx context.Context, cfg *config.Config, version string, 
 			return nil, nil, err
 		}
 	}
-	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics}
+	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set}
 	if set != nil {
 		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {
 			return set.Factory(ref, routeName)
 		}
 	}
 	for _, lc := range cfg.Listeners {
+		deps.Prev = nil
+		if old != nil && old.listeners[lc.Name] != nil {
+			deps.Prev = old.listeners[lc.Name].table
+		}
 		table, err := route.Compile(cfg, lc.Name, deps)
 		if err != nil {
 			return nil, nil, err

@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 
 	"github.com/wasmgate/wasmgate/config"
@@ -17,6 +18,13 @@ type Deps struct {
 	// Filter returns the factory for one filter attachment; nil when the
 	// configuration has no filters.
 	Filter func(ref config.FilterRef, vhost, route string) (filter.Factory, error)
+	// FilterSet identifies what Filter resolves against (the plugin set);
+	// virtual hosts with filters are reused only under the same set.
+	FilterSet any
+	// Prev is the listener's previous table. A virtual host whose
+	// configuration is unchanged, whose clusters are the same objects and
+	// whose filters resolve against the same set is reused from it as it is.
+	Prev *Table
 }
 
 // Compile builds the route table of one listener from a validated
@@ -28,9 +36,12 @@ func Compile(cfg *config.Config, listener string, d Deps) (*Table, error) {
 		if !servesListener(vc, listener) {
 			continue
 		}
-		vh, err := compileVirtualHost(vc, listener, d)
-		if err != nil {
-			return nil, err
+		vh := reusable(vc, listener, d)
+		if vh == nil {
+			var err error
+			if vh, err = compileVirtualHost(vc, listener, d); err != nil {
+				return nil, err
+			}
 		}
 		t.VirtualHosts = append(t.VirtualHosts, vh)
 		for _, dom := range vc.Domains {
@@ -52,8 +63,38 @@ func servesListener(vc *config.VirtualHost, listener string) bool {
 	return false
 }
 
+// reusable returns the previous table's compiled virtual host for vc when
+// nothing it depends on changed, or nil.
+func reusable(vc *config.VirtualHost, listener string, d Deps) *VirtualHost {
+	if d.Prev == nil {
+		return nil
+	}
+	var prev *VirtualHost
+	for _, vh := range d.Prev.VirtualHosts {
+		if vh.Name == vc.Name {
+			prev = vh
+			break
+		}
+	}
+	if prev == nil || prev.listener != listener || !reflect.DeepEqual(prev.cfg, vc) {
+		return nil
+	}
+	for _, r := range prev.Routes {
+		if len(r.Filters) > 0 && prev.filters != d.FilterSet {
+			return nil
+		}
+		for _, t := range r.Targets {
+			if d.Clusters[t.Cluster.Name] != t.Cluster {
+				return nil
+			}
+		}
+	}
+	return prev
+}
+
 func compileVirtualHost(vc *config.VirtualHost, listener string, d Deps) (*VirtualHost, error) {
-	vh := &VirtualHost{Name: vc.Name}
+	cfg := *vc
+	vh := &VirtualHost{Name: vc.Name, cfg: &cfg, listener: listener, filters: d.FilterSet}
 	for j := range vc.Routes {
 		r, err := compileRoute(vc, &vc.Routes[j], listener, d)
 		if err != nil {

@@ -27,6 +27,11 @@ const DefaultTimeout = 15 * time.Second
 type VirtualHost struct {
 	Name   string
 	Routes []*Route
+
+	// What it was compiled from, so that a later Compile can reuse it.
+	cfg      *config.VirtualHost
+	listener string
+	filters  any
 }
 
 // Match returns the first route that matches req, or nil.
