@@ -31,7 +31,7 @@ func TestReferenceDoc(t *testing.T) {
 
 	for _, name := range schemaFields(reflect.TypeOf(Config{}), map[reflect.Type]bool{}) {
 		if !strings.Contains(text, "`"+name+"`") {
-			t.Errorf("docs/config.md does not mention the field `%s`", name)
+			t.Errorf("docs/config.md does not document the field `%s`: add it to the reference", name)
 		}
 	}
 }
