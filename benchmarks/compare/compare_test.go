@@ -201,9 +201,9 @@ func TestWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"| direct (no proxy) | 90,000 | 550 µs | 1.55 ms | — | — | 1.71× | 1.00× | — | 0 |",
-		"| nginx | 52,500 | 850 µs | 2.50 ms | 13.50 | 70% | 1.00× | 0.58× | 1.00× | 0 |",
-		"| wasmgate | — | — | — | — | — | — | — | — | not run |",
+		"| direct (no proxy) | 90,000 | 550 µs | 1.55 ms | — | — | 1.71× | 1.00× | — | 0 | 0% |",
+		"| nginx | 52,500 | 850 µs | 2.50 ms | 13.50 | 70% | 1.00× | 0.58× | 1.00× | 0 | 0% |",
+		"| wasmgate | — | — | — | — | — | — | — | — | not run | — |",
 		"- **wasmgate**: wasmgate did not answer",
 		"](results.svg)",
 		"median over 3 rounds",
@@ -234,6 +234,7 @@ func TestFormatting(t *testing.T) {
 		{thousands(1234567), "1,234,567"},
 		{latency(812), "812 µs"},
 		{latency(1234), "1.23 ms"},
+		{latency(1234567), "1.23 s"},
 		{ratio(0), "—"},
 		{ratio(1.234), "1.23×"},
 		{plural(1, "round"), "1 round"},

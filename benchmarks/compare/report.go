@@ -109,6 +109,7 @@ type summary struct {
 	loadBusy   float64
 	proxyBusy  float64
 	errors     int64
+	others     float64 // share of a pinned core used by other processes
 	vsNginx    float64 // rps ratio; 0 when there is no nginx figure
 	vsDirect   float64
 	cpuVsNginx float64 // CPU per request ratio
@@ -140,7 +141,7 @@ func summarize(res *results, pl string) []summary {
 	var out []summary
 	for _, sc := range res.Scenarios {
 		sm := summary{scenario: sc, proxied: sc.Name != "direct"}
-		var rps, p50, p99, cpu, pct, up, lb, pb []float64
+		var rps, p50, p99, cpu, pct, up, lb, pb, oth []float64
 		var orps, op50, op99, op999 []float64
 		for _, s := range res.Samples {
 			if s.Scenario != sc.Name || s.Payload != pl {
@@ -154,6 +155,7 @@ func summarize(res *results, pl string) []summary {
 			up = append(up, s.UpstreamCPUUSPerReq)
 			lb = append(lb, s.LoadCoreBusyPct)
 			pb = append(pb, s.ProxyCoreBusyPct)
+			oth = append(oth, s.interference())
 			sm.errors += s.Errors
 			if o := s.Open; o != nil && o.Responses == 0 {
 				sm.openFailed++
@@ -171,7 +173,7 @@ func summarize(res *results, pl string) []summary {
 			sm.hasFigures = true
 			sm.rps, sm.p50, sm.p99 = median(rps), median(p50), median(p99)
 			sm.cpuPerReq, sm.cpuPct, sm.upPerReq = median(cpu), median(pct), median(up)
-			sm.loadBusy, sm.proxyBusy = median(lb), median(pb)
+			sm.loadBusy, sm.proxyBusy, sm.others = median(lb), median(pb), median(oth)
 		}
 		out = append(out, sm)
 	}
@@ -228,11 +230,11 @@ func renderMarkdown(res *results) string {
 
 	for _, pl := range res.Payloads {
 		w("## %s response body\n\n", pl.Label)
-		w("| scenario | req/s | p50 | p99 | proxy CPU µs/req | proxy CPU | req/s vs nginx | req/s vs direct | CPU/req vs nginx | errors |\n")
-		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		w("| scenario | req/s | p50 | p99 | proxy CPU µs/req | proxy CPU | req/s vs nginx | req/s vs direct | CPU/req vs nginx | errors | others' CPU |\n")
+		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, s := range summarize(res, pl.Name) {
 			if !s.hasFigures {
-				w("| %s | — | — | — | — | — | — | — | — | not run |\n", s.scenario.Label)
+				w("| %s | — | — | — | — | — | — | — | — | not run | — |\n", s.scenario.Label)
 				continue
 			}
 			cpu, pct, cpuVs := "—", "—", "—"
@@ -243,9 +245,9 @@ func renderMarkdown(res *results) string {
 					cpuVs = fmt.Sprintf("%.2f×", s.cpuVsNginx)
 				}
 			}
-			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.0f%% |\n",
 				s.scenario.Label, thousands(s.rps), latency(s.p50), latency(s.p99), cpu, pct,
-				ratio(s.vsNginx), ratio(s.vsDirect), cpuVs, s.errors)
+				ratio(s.vsNginx), ratio(s.vsDirect), cpuVs, s.errors, s.others)
 		}
 		w("\n")
 		if res.OpenRate > 0 {
@@ -304,7 +306,8 @@ func renderMarkdown(res *results) string {
 	}
 	w("- **proxy CPU µs/req** counts the proxy's own processes. The kernel's loopback network stack runs largely in softirq context, which Linux accounts to the core, " +
 		"not to a process; the raw samples also give the proxy core's whole busy time per request, which includes it (and is the same kind of cost for every proxy).\n")
-	w("- Ratios are of medians. The machine is shared with other work: for each sample the suite records how much of each pinned core went to processes other than the ones pinned there, "+
+	w("- Ratios are of medians. The machine is shared with other work: for each sample the suite records how much of each pinned core went to processes other than the ones pinned there "+
+		"(**others' CPU**: the median over rounds of the larger of the two cores' shares; a row where it is high is not to be trusted), "+
 		"and measured a sample again (keeping the quieter of the two) when that exceeded %.0f%% of a core (%s measured again). See the raw samples.\n\n",
 		res.MaxOtherPct, plural(res.Retries, "sample"))
 
@@ -385,10 +388,13 @@ func thousands(v float64) string {
 
 // latency formats microseconds.
 func latency(us float64) string {
-	if us < 1000 {
+	switch {
+	case us < 1000:
 		return fmt.Sprintf("%.0f µs", us)
+	case us < 1e6:
+		return fmt.Sprintf("%.2f ms", us/1e3)
 	}
-	return fmt.Sprintf("%.2f ms", us/1000)
+	return fmt.Sprintf("%.2f s", us/1e6)
 }
 
 func ratio(r float64) string {
