@@ -81,7 +81,7 @@ type Options struct {
 	// delete was prepared from.
 	IfMatch int64
 	// Create makes a put fail if the resource exists.
-	Create bool
+	Create  bool
 	Message string
 }
 

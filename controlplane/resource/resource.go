@@ -146,8 +146,10 @@ func (k Keys) BlobChunk(sha256 string, i int) string {
 // BlobsPrefix is the prefix of every blob.
 func (k Keys) BlobsPrefix() string { return k.prefix + "/blobs/" }
 
-// ProxiesPrefix is the prefix of the proxies' registrations.
-func (k Keys) ProxiesPrefix() string { return k.prefix + "/proxies/" }
+// ProxiesPrefix is the prefix of the proxies' registrations. The segment
+// is "agents" so that it sorts before "clusters", outside ConfigRange:
+// proxies then never receive each other's registrations.
+func (k Keys) ProxiesPrefix() string { return k.prefix + "/agents/" }
 
 // Proxy is the registration key of one proxy.
 func (k Keys) Proxy(nodeID string) string { return k.ProxiesPrefix() + nodeID }
@@ -169,6 +171,15 @@ func (k Keys) ParseEndpoint(key string) (cluster, id string, ok bool) {
 	}
 	cluster, id, ok = strings.Cut(rest, "/")
 	return cluster, id, ok && cluster != "" && id != ""
+}
+
+// ConfigRange is the key range [begin, end) that a proxy watches: every
+// resource kind, the registered endpoints, the head key and the history,
+// and nothing else (blobs and proxy registrations sort outside it). One
+// watch over one range delivers each change's events together and in
+// revision order.
+func (k Keys) ConfigRange() (begin, end string) {
+	return k.Kind(Clusters), k.prefix + "/" + string(VirtualHosts) + "0" // '0' follows '/'
 }
 
 // Encode returns the stored form of a resource: compact JSON of its config

@@ -35,6 +35,7 @@ type Config struct {
 type Etcd struct {
 	e         *embed.Etcd
 	endpoints []string
+	peer      string
 }
 
 // Start starts the member and waits until it serves.
@@ -101,11 +102,14 @@ func Start(c Config) (*Etcd, error) {
 	for _, l := range e.Clients {
 		eps = append(eps, "http://"+l.Addr().String())
 	}
-	return &Etcd{e: e, endpoints: eps}, nil
+	return &Etcd{e: e, endpoints: eps, peer: peerAddr}, nil
 }
 
 // Endpoints are the client URLs of the member.
 func (e *Etcd) Endpoints() []string { return e.endpoints }
+
+// PeerAddr is the peer host:port, to start the member again on it.
+func (e *Etcd) PeerAddr() string { return e.peer }
 
 // Err reports a fatal error of the running member.
 func (e *Etcd) Err() <-chan error { return e.e.Err() }
