@@ -269,6 +269,9 @@ func (r *Route) RewriteRequest(req *fasthttp.Request, scratch []byte) []byte {
 		uri.SetPathBytes(r.regexRewrite.ReplaceAll(uri.Path(), r.regexSubst))
 	}
 	if r.hostRewrite != nil {
+		// Once the URI is parsed, the request is written with the URI's
+		// host, so both must change.
+		req.URI().SetHostBytes(r.hostRewrite)
 		req.Header.SetHostBytes(r.hostRewrite)
 	}
 	return scratch
