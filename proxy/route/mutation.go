@@ -6,54 +6,72 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 )
 
-// Mutation is a compiled header mutation: remove, then set, then add.
+// Mutation is a compiled header mutation: each configured mutation in turn
+// (the virtual host's, then the route's), and within one, remove, then
+// set, then add.
 type Mutation struct {
-	remove [][]byte
-	set    [][2][]byte
-	add    [][2][]byte
+	ops []headerOp
+}
+
+type opKind uint8
+
+const (
+	opRemove opKind = iota
+	opSet
+	opAdd
+)
+
+type headerOp struct {
+	kind  opKind
+	name  []byte
+	value []byte
 }
 
 func compileMutation(ms ...config.HeaderMutation) Mutation {
 	var m Mutation
 	for _, c := range ms {
 		for _, name := range c.Remove {
-			m.remove = append(m.remove, []byte(name))
+			m.ops = append(m.ops, headerOp{kind: opRemove, name: []byte(name)})
 		}
 		for _, h := range c.Set {
-			m.set = append(m.set, [2][]byte{[]byte(h.Name), []byte(h.Value)})
+			m.ops = append(m.ops, headerOp{kind: opSet, name: []byte(h.Name), value: []byte(h.Value)})
 		}
 		for _, h := range c.Add {
-			m.add = append(m.add, [2][]byte{[]byte(h.Name), []byte(h.Value)})
+			m.ops = append(m.ops, headerOp{kind: opAdd, name: []byte(h.Name), value: []byte(h.Value)})
 		}
 	}
 	return m
 }
 
 // Empty reports whether the mutation changes nothing.
-func (m *Mutation) Empty() bool { return len(m.remove)+len(m.set)+len(m.add) == 0 }
+func (m *Mutation) Empty() bool { return len(m.ops) == 0 }
 
 // ApplyRequest applies the mutation to request headers.
 func (m *Mutation) ApplyRequest(h *fasthttp.RequestHeader) {
-	for _, name := range m.remove {
-		h.DelBytes(name)
-	}
-	for _, kv := range m.set {
-		h.SetBytesKV(kv[0], kv[1])
-	}
-	for _, kv := range m.add {
-		h.AddBytesKV(kv[0], kv[1])
+	for i := range m.ops {
+		op := &m.ops[i]
+		switch op.kind {
+		case opRemove:
+			h.DelBytes(op.name)
+		case opSet:
+			h.SetBytesKV(op.name, op.value)
+		case opAdd:
+			h.AddBytesKV(op.name, op.value)
+		}
 	}
 }
 
 // ApplyResponse applies the mutation to response headers.
 func (m *Mutation) ApplyResponse(h *fasthttp.ResponseHeader) {
-	for _, name := range m.remove {
-		h.DelBytes(name)
-	}
-	for _, kv := range m.set {
-		h.SetBytesKV(kv[0], kv[1])
-	}
-	for _, kv := range m.add {
-		h.AddBytesKV(kv[0], kv[1])
+	for i := range m.ops {
+		op := &m.ops[i]
+		switch op.kind {
+		case opRemove:
+			h.DelBytes(op.name)
+		case opSet:
+			h.SetBytesKV(op.name, op.value)
+		case opAdd:
+			h.AddBytesKV(op.name, op.value)
+		}
 	}
 }
