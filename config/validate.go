@@ -314,6 +314,8 @@ func checkDomain(d string) string {
 		return fmt.Sprintf("%q: a wildcard must be the first or the last character", d)
 	case strings.ContainsAny(d, " /\\@?#"):
 		return fmt.Sprintf("%q is not a domain name", d)
+	case strings.Contains(d, ":") && !strings.HasPrefix(d, "["):
+		return fmt.Sprintf("%q has a port: domains match the Host header without its port", d)
 	}
 	return ""
 }
