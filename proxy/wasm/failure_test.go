@@ -1,0 +1,139 @@
+package wasm
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// TestFailures breaks a plugin in every way a guest can and checks that
+// the request fails as the policy says, the broken instance is replaced,
+// and other requests are served meanwhile.
+func TestFailures(t *testing.T) {
+	tests := []struct {
+		fault, kind string
+	}{
+		{"panic", "abort"},
+		{"trap", "abort"},
+		{"loop", "timeout"},
+		{"oom", "abort"},
+	}
+	for _, policy := range []string{config.FailClosed, config.FailOpen, config.FailReload} {
+		for _, tt := range tests {
+			t.Run(policy+"/"+tt.fault, func(t *testing.T) {
+				t.Parallel()
+				reg := prometheus.NewRegistry()
+				m := newTestManager(t, withRegistry(reg))
+				set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+					p.FailurePolicy = policy
+					p.CallTimeout = config.Duration(200 * time.Millisecond)
+					p.MemoryLimitMB = 48
+					p.PoolSize = 2
+				}))
+				f := factoryOf(t, set, "faulty")
+
+				// A healthy request runs beside the failing one.
+				var healthy atomic.Int32
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						x := newExchange("http://example.com/ok")
+						s, err := f.NewStream(x)
+						if err != nil {
+							continue
+						}
+						if s.OnRequestHeaders(x, true) == filter.Continue && string(x.Ctx.Request.Header.Peek("x-faulty")) == "ok" {
+							healthy.Add(1)
+						}
+						s.OnLog(x)
+						s.Done(x)
+						time.Sleep(time.Millisecond)
+					}
+				}()
+
+				x := newExchange("http://example.com/", "x-fault", tt.fault)
+				s, err := f.NewStream(x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				st := s.OnRequestHeaders(x, true)
+				took := time.Since(start)
+				resp := s.OnResponseHeaders(x, false)
+				s.OnLog(x)
+				s.Done(x)
+				if took > 5*time.Second {
+					t.Errorf("failing callback took %v", took)
+				}
+				switch policy {
+				case config.FailOpen:
+					if st != filter.Continue || resp != filter.Continue || x.Local() {
+						t.Errorf("fail_open: %v/%v local=%v", st, resp, x.Local())
+					}
+				default:
+					if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
+						t.Errorf("%s: status %v code %d flags %v", policy, st, x.Ctx.Response.StatusCode(), x.Flags)
+					}
+				}
+				if c := gather(t, reg, "wasmgate_wasm_instance_failures_total", "faulty"); c == nil || c.GetCounter().GetValue() != 1 {
+					t.Errorf("failures counter = %v", c)
+				}
+				waitFor(t, func() bool {
+					c := gather(t, reg, "wasmgate_wasm_instance_replacements_total", "faulty")
+					return c != nil && c.GetCounter().GetValue() == 1
+				})
+				before := healthy.Load()
+				waitFor(t, func() bool { return healthy.Load() > before+5 })
+				close(stop)
+				wg.Wait()
+			})
+		}
+	}
+}
+
+// TestPausedRequestOnBrokenInstance checks that a request paused on an
+// instance that breaks meanwhile is answered rather than left waiting.
+func TestPausedRequestOnBrokenInstance(t *testing.T) {
+	m := newTestManager(t)
+	set := prepare(t, m, testPlugin("auth", "httpcall", func(p *config.Plugin) {
+		p.Config = config.RawConfig("auth")
+		p.AllowedClusters = []string{"auth"}
+		p.PoolSize = 1
+	}))
+	f := factoryOf(t, set, "auth")
+	x := newExchange("http://example.com/", "x-user", "alice")
+	s, err := f.NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.(*stream).in
+	if st := s.OnRequestHeaders(x, true); st != filter.Pause {
+		t.Fatalf("status %v", st)
+	}
+	// Break the instance before the answer can arrive.
+	in.mu.Lock()
+	in.p.failed(in, errBroken)
+	in.mu.Unlock()
+	if !x.Wait(5 * time.Second) {
+		t.Fatal("request left paused")
+	}
+	if x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
+		t.Fatalf("code %d flags %v", x.Ctx.Response.StatusCode(), x.Flags)
+	}
+	s.OnLog(x)
+	s.Done(x)
+}
