@@ -9,7 +9,9 @@
 # --keep-scratch  keep the temporary directory (configs, logs) after the run
 # Every other argument goes to the compare program, e.g. --rounds 5,
 # --duration 20s, --warmup 3s, --connections 128, --scenarios nginx,wasmgate,
-# --payloads 16k, --proxy-cpu 1, --load-cpu 0.
+# --payloads 16k, --proxy-cpu 1, --load-cpu 0, --nice -5 (favour the pinned
+# processes over other work on a shared machine), --open-rate 0 (no
+# fixed-rate latency runs).
 #
 # Default run: 3 rounds x 6 scenarios x 2 payloads x (2 s warm-up + 10 s of
 # wrk + 6 s of fixed-rate wasmgate bench), about 12 minutes plus the builds;

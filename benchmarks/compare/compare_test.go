@@ -114,6 +114,15 @@ func TestWrkArgv(t *testing.T) {
 	}
 }
 
+func TestPinned(t *testing.T) {
+	if got, want := strings.Join(pinned(1, 0, "x", "-y"), " "), "taskset -c 1 x -y"; got != want {
+		t.Errorf("pinned = %q, want %q", got, want)
+	}
+	if got, want := strings.Join(pinned(0, -5, "x"), " "), "nice -n -5 taskset -c 0 x"; got != want {
+		t.Errorf("pinned = %q, want %q", got, want)
+	}
+}
+
 func TestMedian(t *testing.T) {
 	tests := []struct {
 		in   []float64

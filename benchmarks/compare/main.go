@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +46,7 @@ type options struct {
 	quietWait   time.Duration
 	openRate    float64       // requests per second of the open-loop run; 0: none
 	openTime    time.Duration // its measured length
+	nice        int           // niceness of every process the suite pins
 }
 
 // payload is one response body the upstream serves.
@@ -111,6 +111,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&opt.quietWait, "quiet-wait", 60*time.Second, "longest total time, over the run, spent waiting for the pinned cores to be idle before a measurement")
 	fs.Float64Var(&opt.openRate, "open-rate", 5000, "after each wrk run, measure latency at this fixed rate with `wasmgate bench --rate` (0: skip)")
 	fs.DurationVar(&opt.openTime, "open-duration", 5*time.Second, "measured length of each open-loop run (after a 1 s warm-up)")
+	fs.IntVar(&opt.nice, "nice", 0, "run every pinned process (wrk, upstream, proxy, bench) at this niceness, e.g. -5 to favour them over other work on a shared machine (needs root below 0)")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
 	if err := fs.Parse(args); err != nil {
@@ -211,6 +212,7 @@ func (r *runner) run(ctx context.Context) error {
 		ProxyCPU:    r.opt.proxyCPU,
 		LoadCPU:     r.opt.loadCPU,
 		Quick:       r.opt.quick,
+		Nice:        r.opt.nice,
 		MaxOtherPct: r.opt.maxOther,
 	}
 	for _, name := range r.opt.payloads {
@@ -322,7 +324,7 @@ func (r *runner) startUpstream(ctx context.Context) error {
 		return err
 	}
 	p, err := r.reg.start("upstream", filepath.Join(dir, "upstream.log"), nil,
-		"taskset", "-c", strconv.Itoa(r.opt.loadCPU), r.binPath("upstream"), "-addr", addr)
+		pinned(r.opt.loadCPU, r.opt.nice, r.binPath("upstream"), "-addr", addr)...)
 	if err != nil {
 		return err
 	}
@@ -371,7 +373,7 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		if s.env != nil {
 			env = s.env(f)
 		}
-		argv := append([]string{"taskset", "-c", strconv.Itoa(r.opt.proxyCPU)}, s.argv(r, cfg, f)...)
+		argv := pinned(r.opt.proxyCPU, r.opt.nice, s.argv(r, cfg, f)...)
 		proxy, err = r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, argv...)
 		if err != nil {
 			return nil, err
@@ -388,6 +390,7 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		url := "http://" + target + p.Path
 		w := wrkRun{
 			cpu:         r.opt.loadCPU,
+			nice:        r.opt.nice,
 			threads:     r.opt.threads,
 			connections: r.opt.connections,
 			script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
@@ -424,6 +427,7 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			o := openRun{
 				bin:         r.binPath("wasmgate"),
 				cpu:         r.opt.loadCPU,
+				nice:        r.opt.nice,
 				connections: r.opt.connections,
 				rate:        r.opt.openRate,
 				duration:    r.opt.openTime,

@@ -17,6 +17,7 @@ import (
 type openRun struct {
 	bin         string // the wasmgate binary
 	cpu         int
+	nice        int
 	connections int
 	rate        float64
 	duration    time.Duration
@@ -27,8 +28,7 @@ type openRun struct {
 }
 
 func (o openRun) argv() []string {
-	return []string{
-		"taskset", "-c", strconv.Itoa(o.cpu),
+	return pinned(o.cpu, o.nice,
 		o.bin, "bench",
 		"-o", "json", "-q",
 		"-c", strconv.Itoa(o.connections),
@@ -36,7 +36,7 @@ func (o openRun) argv() []string {
 		"-d", o.duration.String(),
 		"--warmup", o.warmup.String(),
 		o.url,
-	}
+	)
 }
 
 // openResult is the part of `wasmgate bench -o json` the suite reads.

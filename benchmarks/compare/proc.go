@@ -133,6 +133,17 @@ func (p *process) logTail(n int64) string {
 	return strings.TrimSpace(string(b))
 }
 
+// pinned returns argv run on one CPU only, at the given niceness when it
+// is not zero. Both taskset and nice exec the program in place, so its pid
+// is theirs.
+func pinned(cpu, nice int, argv ...string) []string {
+	out := []string{"taskset", "-c", strconv.Itoa(cpu)}
+	if nice != 0 {
+		out = append([]string{"nice", "-n", strconv.Itoa(nice)}, out...)
+	}
+	return append(out, argv...)
+}
+
 // procStat is what the suite reads from /proc/PID/stat.
 type procStat struct {
 	pgrp  int

@@ -25,6 +25,7 @@ type results struct {
 	ProxyCPU    int       `json:"proxy_cpu"`
 	LoadCPU     int       `json:"load_cpu"`
 	Quick       bool      `json:"quick"`
+	Nice        int       `json:"nice,omitempty"`
 	MaxOtherPct float64   `json:"max_other_pct"`
 	Retries     int       `json:"retries"` // samples measured again for interference
 	// The open-loop runs of `wasmgate bench`, if any.
@@ -316,8 +317,8 @@ func renderMarkdown(res *results) string {
 	w("- **Machine**: %s, %d CPUs, %.0f GiB RAM; %s, Linux %s. Load average at start %s, at end %s.\n",
 		orDash(e.CPUModel), e.CPUs, e.MemGiB, orDash(e.OS), orDash(e.Kernel), orDash(e.LoadAvgStart), orDash(e.LoadAvgEnd))
 	w("- **Pinning** (`taskset -c`): the proxy under test on CPU %d; wrk and `benchmarks/upstream` on CPU %d. "+
-		"Go programs (upstream, forwarder, wasmgate, Caddy) therefore run with GOMAXPROCS 1; nginx has one worker process and HAProxy one thread.\n",
-		res.ProxyCPU, res.LoadCPU)
+		"Go programs (upstream, forwarder, wasmgate, Caddy) therefore run with GOMAXPROCS 1; nginx has one worker process and HAProxy one thread.%s\n",
+		res.ProxyCPU, res.LoadCPU, niceNote(res.Nice))
 	w("- **Load**: wrk, %d thread(s), %d connections, HTTP/1.1 keep-alive, `--latency`, GET of one URL; summary read by `benchmarks/wrk/report.lua`. "+
 		"Everything on 127.0.0.1.\n", res.Threads, res.Connections)
 	w("- **Runs**: %s. In each round every scenario in turn is started on fresh ports, checked to return both bodies whole, "+
@@ -358,6 +359,13 @@ func renderMarkdown(res *results) string {
 	}
 	w("\n</details>\n")
 	return b.String()
+}
+
+func niceNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" Every pinned process ran at niceness %d (`nice -n %d`), to be favoured over other work on the machine.", n, n)
 }
 
 func notRun(has bool) string {

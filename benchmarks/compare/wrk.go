@@ -64,6 +64,7 @@ func parseWrk(out []byte) (wrkResult, error) {
 // wrkRun describes one run of wrk.
 type wrkRun struct {
 	cpu         int // CPU wrk is pinned to
+	nice        int
 	threads     int
 	connections int
 	duration    time.Duration
@@ -73,17 +74,16 @@ type wrkRun struct {
 
 func (w wrkRun) argv() []string {
 	secs := int((w.duration + time.Second - 1) / time.Second)
-	return []string{
-		"taskset", "-c", strconv.Itoa(w.cpu),
+	return pinned(w.cpu, w.nice,
 		"wrk",
 		"-t", strconv.Itoa(w.threads),
 		"-c", strconv.Itoa(w.connections),
-		"-d", strconv.Itoa(secs) + "s",
+		"-d", strconv.Itoa(secs)+"s",
 		"--timeout", "5s",
 		"--latency",
 		"-s", w.script,
 		w.url,
-	}
+	)
 }
 
 // run executes wrk and returns its summary and the CPU time it used.
