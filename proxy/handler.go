@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -174,6 +175,7 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 			break
 		}
 	}
+	dropConnectionTokens(h, &x.scratch)
 	b := x.scratch[:0]
 	if trusted {
 		if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
@@ -214,6 +216,35 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	h.Del("TE")
 	h.Del("Trailer")
 	h.Del("Upgrade")
+}
+
+// dropConnectionTokens removes the headers that the Connection header
+// names, and the Connection header itself: they describe the downstream
+// connection only. Whether the client asked to close is kept. scratch is a
+// buffer the caller owns.
+func dropConnectionTokens(h *fasthttp.RequestHeader, scratch *[]byte) {
+	conn := h.Peek("Connection")
+	if len(conn) == 0 {
+		return
+	}
+	closeConn := h.ConnectionClose()
+	toks := append((*scratch)[:0], conn...)
+	*scratch = toks
+	for len(toks) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(toks, ','); i >= 0 {
+			tok, toks = toks[:i], toks[i+1:]
+		} else {
+			tok, toks = toks, nil
+		}
+		if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+			h.DelBytes(tok)
+		}
+	}
+	h.Del("Connection")
+	if closeConn {
+		h.SetConnectionClose()
+	}
 }
 
 // newRequestID writes a random UUID (version 4) into buf.
