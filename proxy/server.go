@@ -32,10 +32,12 @@ import (
 )
 
 // Plugins prepares the Wasm filters of a configuration. The proxy calls
-// Prepare while building a snapshot and Activate once it is live.
+// Prepare while building a snapshot, then Activate once the snapshot is
+// live, or Discard when the configuration was rejected after all.
 type Plugins interface {
 	Prepare(ctx context.Context, plugins []config.Plugin) (PluginSet, error)
 	Activate(set PluginSet)
+	Discard(set PluginSet)
 }
 
 // PluginSet gives the filter factory of one attachment.
@@ -112,6 +114,26 @@ func NewServer(opts Options) *Server {
 	}
 }
 
+// SetPlugins gives the server its Wasm host. It must be called before the
+// first Apply.
+func (s *Server) SetPlugins(p Plugins) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.plugins = p
+}
+
+// Call implements filter.Upstreams against the live snapshot, for requests
+// that filters make outside any one request (ticks, root contexts).
+func (s *Server) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	snap := s.snap.Load()
+	if snap == nil {
+		return fmt.Errorf("%w %q: no configuration yet", filter.ErrUnknownCluster, cluster)
+	}
+	return snap.Clusters.Call(cluster, req, resp, timeout)
+}
+
+var _ filter.Upstreams = (*Server)(nil)
+
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
@@ -146,8 +168,14 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	if err != nil {
 		return err
 	}
+	discard := func() {
+		if set != nil {
+			s.plugins.Discard(set)
+		}
+	}
 	started, err := s.startListeners(cfg)
 	if err != nil {
+		discard()
 		return err
 	}
 	logger, err := s.reopenAccessLog(cfg.AccessLog)
@@ -155,6 +183,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		for _, l := range started {
 			l.stop(0)
 		}
+		discard()
 		return err
 	}
 	snap.log = logger
@@ -202,8 +231,19 @@ func hasListener(cfg *config.Config, name string) bool {
 }
 
 // build compiles cfg into a snapshot, reusing the clusters of old that did
-// not change.
+// not change. On error, plugins it prepared are discarded.
 func (s *Server) build(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
+	snap, set, err := s.compile(ctx, cfg, version, old)
+	if err != nil {
+		if set != nil {
+			s.plugins.Discard(set)
+		}
+		return nil, nil, err
+	}
+	return snap, set, nil
+}
+
+func (s *Server) compile(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
 	snap := &Snapshot{
 		Version:   version,
 		Config:    cfg,
@@ -246,13 +286,13 @@ func (s *Server) build(ctx context.Context, cfg *config.Config, version string, 
 		}
 		table, err := route.Compile(cfg, lc.Name, deps)
 		if err != nil {
-			return nil, nil, err
+			return nil, set, err
 		}
 		ls := &listenerSnap{table: table, requestID: lc.RequestIDHeader, maxBodySize: lc.MaxRequestBodyBytes}
 		for _, p := range lc.TrustedProxies {
 			pfx, err := config.ParsePrefix(p)
 			if err != nil {
-				return nil, nil, err
+				return nil, set, err
 			}
 			ls.trusted = append(ls.trusted, pfx)
 		}

@@ -52,8 +52,9 @@ func (f *logFlags) build() (*zap.Logger, error) {
 
 func newRunCmd() *cobra.Command {
 	var (
-		file string
-		logs logFlags
+		file     string
+		cacheDir string
+		logs     logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
@@ -71,7 +72,7 @@ func newRunCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			r, err := startProxy(ctx, cfg, log, nil)
+			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir})
 			if err != nil {
 				return err
 			}
@@ -80,6 +81,7 @@ func newRunCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "configuration file (YAML or JSON)")
+	cmd.Flags().StringVar(&cacheDir, "wasm-cache-dir", defaultCacheDir(), "directory of compiled Wasm code, kept across restarts")
 	_ = cmd.MarkFlagRequired("config")
 	logs.register(cmd)
 	return cmd
@@ -87,27 +89,41 @@ func newRunCmd() *cobra.Command {
 
 // runner is a running proxy with its admin endpoints.
 type runner struct {
-	log    *zap.Logger
-	srv    *proxy.Server
-	admin  *proxy.Admin
-	http   *http.Server
-	drain  time.Duration
-	adminA net.Addr
+	log     *zap.Logger
+	srv     *proxy.Server
+	admin   *proxy.Admin
+	http    *http.Server
+	drain   time.Duration
+	adminA  net.Addr
+	closers []func()
 }
 
-// startProxy applies cfg to a new proxy and serves its admin endpoints.
-func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, opts *proxy.Options, checks ...proxy.ReadyCheck) (*runner, error) {
-	o := proxy.Options{}
-	if opts != nil {
-		o = *opts
+// runOptions are what startProxy needs beyond the configuration.
+type runOptions struct {
+	// cacheDir keeps compiled Wasm code; empty keeps it in memory.
+	cacheDir string
+	// blobs fetches plugin modules named only by sha256; may be nil.
+	blobs func(sha256 string) ([]byte, error)
+	// version names the first configuration; empty means a counter.
+	version string
+	// checks must pass for /ready.
+	checks []proxy.ReadyCheck
+}
+
+// startProxy applies cfg to a new proxy with a Wasm host and serves its
+// admin endpoints.
+func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
+	srv := proxy.NewServer(proxy.Options{Logger: log})
+	closeWasm, err := attachWasm(srv, log, o.cacheDir, &cfg.Node, o.blobs)
+	if err != nil {
+		return nil, err
 	}
-	o.Logger = log
-	srv := proxy.NewServer(o)
-	if err := srv.Apply(ctx, cfg, ""); err != nil {
+	if err := srv.Apply(ctx, cfg, o.version); err != nil {
 		_ = srv.Shutdown(context.Background())
+		closeWasm()
 		return nil, fmt.Errorf("starting the proxy: %w", err)
 	}
-	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, checks...), drain: cfg.DrainTimeout.Or(15 * time.Second)}
+	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second), closers: []func(){closeWasm}}
 	if cfg.Admin.Address != "off" {
 		ln, err := net.Listen("tcp", cfg.Admin.Address)
 		if err != nil {
@@ -186,6 +202,9 @@ func (r *runner) wait(ctx context.Context) error {
 	err := r.srv.Shutdown(dctx)
 	if r.http != nil {
 		_ = r.http.Shutdown(context.Background())
+	}
+	for _, c := range r.closers {
+		c()
 	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err

@@ -55,7 +55,7 @@ proxy reloads it; a bad edit is rejected and the running config keeps serving.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			r, err := startProxy(ctx, cfg, log, nil)
+			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache")})
 			if err != nil {
 				return err
 			}

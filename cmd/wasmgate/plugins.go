@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/wasm"
+)
+
+// wasmHost adapts the Wasm manager to the proxy's Plugins interface.
+type wasmHost struct{ m *wasm.Manager }
+
+var _ proxy.Plugins = wasmHost{}
+
+func (h wasmHost) Prepare(ctx context.Context, plugins []config.Plugin) (proxy.PluginSet, error) {
+	set, err := h.m.Prepare(ctx, plugins)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return set, nil
+}
+
+func (h wasmHost) Activate(set proxy.PluginSet) { h.m.Activate(set.(*wasm.Set)) }
+func (h wasmHost) Discard(set proxy.PluginSet)  { set.(*wasm.Set).Close() }
+
+// attachWasm gives srv a Wasm host whose plugins call clusters of the live
+// snapshot and export their metrics with the proxy's. blobs fetches modules
+// named only by sha256; it may be nil. The returned function closes it.
+func attachWasm(srv *proxy.Server, log *zap.Logger, cacheDir string, node *config.Node, blobs func(string) ([]byte, error)) (func(), error) {
+	m, err := wasm.NewManager(wasm.Options{
+		CacheDir:   cacheDir,
+		Logger:     log.Named("wasm"),
+		Registerer: srv.Metrics().Registry,
+		Upstreams:  srv,
+		Node:       nodeOf(node),
+		Blobs:      blobs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv.SetPlugins(wasmHost{m})
+	return func() { _ = m.Close() }, nil
+}
+
+// defaultCacheDir is where compiled Wasm code is kept across restarts.
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "wasmgate", "wasm")
+	}
+	return filepath.Join(os.TempDir(), "wasmgate-wasm-cache")
+}
+
+func nodeOf(n *config.Node) *filter.Node {
+	return &filter.Node{ID: n.ID, Metadata: n.Metadata}
+}
