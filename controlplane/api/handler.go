@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
 	"github.com/wasmgate/wasmgate/config"
@@ -164,17 +162,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return true
-	}
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		switch se.GRPCStatus().Code() {
-		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-			return true
-		}
-	}
-	return false
+	return store.Transient(err) || errors.Is(err, context.Canceled)
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, status int, body ErrorBody) {

@@ -1,11 +1,15 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
@@ -140,4 +144,31 @@ func fieldErrors(err error, order map[resource.Kind][]string) *ValidationError {
 		out.Errors = append(out.Errors, e)
 	}
 	return out
+}
+
+// Transient reports whether err is etcd being briefly unavailable (no
+// leader, a leader change, a lost connection, a timeout): the request may
+// succeed if tried again.
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var coded interface{ Code() codes.Code }
+	if errors.As(err, &coded) {
+		switch coded.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		switch se.GRPCStatus().Code() {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	return false
 }

@@ -209,25 +209,50 @@ type Result struct {
 // retried from a fresh read; the writer's own preconditions decide whether
 // that is a conflict.
 func (s *Store) Apply(ctx context.Context, ch Change) (*Result, error) {
+	backoff := 20 * time.Millisecond
 	for range s.retries {
-		snap, err := s.Snapshot(ctx)
-		if err != nil {
-			return nil, err
-		}
-		res, txn, err := s.plan(ctx, snap, ch)
-		if err != nil || txn == nil {
+		res, done, err := s.attempt(ctx, ch)
+		if done {
 			return res, err
 		}
-		resp, err := txn.Commit()
 		if err != nil {
-			return nil, fmt.Errorf("writing change: %w", err)
-		}
-		if resp.Succeeded {
-			res.Revision = resp.Header.Revision
-			return res, nil
+			// etcd is briefly unavailable. Trying again is safe: a change
+			// that did commit is seen by the next read and becomes a no-op.
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
 	return nil, fmt.Errorf("writing change: gave up after %d attempts lost to concurrent changes", s.retries)
+}
+
+// attempt makes one try at a change. done is false when the try lost a
+// race with another change, or etcd was briefly unavailable (err set).
+func (s *Store) attempt(ctx context.Context, ch Change) (res *Result, done bool, err error) {
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		return nil, !Transient(err), err
+	}
+	res, txn, err := s.plan(ctx, snap, ch)
+	if err != nil {
+		return nil, !Transient(err), err
+	}
+	if txn == nil {
+		return res, true, nil
+	}
+	resp, err := txn.Commit()
+	if err != nil {
+		err = fmt.Errorf("writing change: %w", err)
+		return nil, !Transient(err), err
+	}
+	if !resp.Succeeded {
+		return nil, false, nil
+	}
+	res.Revision = resp.Header.Revision
+	return res, true, nil
 }
 
 // plan checks a change against a snapshot and returns the transaction

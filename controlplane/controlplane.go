@@ -1,0 +1,258 @@
+// Package controlplane runs wasmgate's control plane: an etcd (embedded,
+// or an existing cluster) and the admin API over it. It keeps no state of
+// its own; everything is in etcd, so any number of control planes may
+// serve one cluster.
+//
+// Proxies do not talk to the control plane: they watch etcd directly with
+// package controlplane/watch.
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/internal/embedded"
+	"github.com/wasmgate/wasmgate/controlplane/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultDataDir        = "wasmgate-data"
+	DefaultEtcdClientAddr = "127.0.0.1:2379"
+	DefaultEtcdPeerAddr   = "127.0.0.1:2380"
+	DefaultAPIAddr        = "127.0.0.1:9900"
+)
+
+// Options configure a control plane. The zero value starts an embedded
+// etcd in ./wasmgate-data on the default loopback ports and the API on
+// 127.0.0.1:9900 with a generated admin token.
+type Options struct {
+	// DataDir holds the embedded etcd's data and a generated token. Empty
+	// means DefaultDataDir.
+	DataDir string
+	// EtcdClientAddr and EtcdPeerAddr are the embedded etcd's loopback
+	// addresses; empty means the defaults, a port 0 a free port.
+	EtcdClientAddr string
+	EtcdPeerAddr   string
+
+	// EtcdEndpoints, when set, use an existing etcd cluster instead of an
+	// embedded one, with EtcdTLS and EtcdUsername/EtcdPassword if set.
+	EtcdEndpoints []string
+	EtcdTLS       *tls.Config
+	EtcdUsername  string
+	EtcdPassword  string
+
+	// Prefix is the key prefix; empty means /wasmgate.
+	Prefix string
+
+	// APIAddr is the admin API's host:port; empty means DefaultAPIAddr,
+	// "off" no API (Start then only provides etcd).
+	APIAddr string
+	// APITLS, when set, serves the API over TLS.
+	APITLS *tls.Config
+	// Tokens are the API's bearer tokens. With none, an admin token is
+	// generated and written to DataDir/admin.token (mode 0600).
+	Tokens []api.Token
+	// HistoryLimit is how many changes the history keeps; zero means 1000.
+	HistoryLimit int
+
+	// Logger receives the control plane's log; nil discards it. The
+	// embedded etcd logs at warning level and above through it.
+	Logger *zap.Logger
+}
+
+// Server is a running control plane.
+type Server struct {
+	// Client reaches the control plane's etcd. It is closed by Close.
+	Client *clientv3.Client
+	// Store is the configuration store over Client.
+	Store *store.Store
+
+	opts      Options
+	etcd      *embedded.Etcd
+	endpoints []string
+	http      *http.Server
+	listener  net.Listener
+	token     string
+	errc      chan error
+	closeOnce sync.Once
+}
+
+// Start starts etcd (unless Options.EtcdEndpoints names one) and the API,
+// and returns once both serve. ctx bounds the start only.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.DataDir == "" {
+		o.DataDir = DefaultDataDir
+	}
+	if o.APIAddr == "" {
+		o.APIAddr = DefaultAPIAddr
+	}
+	s := &Server{opts: o, errc: make(chan error, 2)}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	if len(o.EtcdEndpoints) == 0 {
+		if o.EtcdClientAddr == "" {
+			o.EtcdClientAddr = DefaultEtcdClientAddr
+		}
+		if o.EtcdPeerAddr == "" {
+			o.EtcdPeerAddr = DefaultEtcdPeerAddr
+		}
+		e, err := embedded.Start(embedded.Config{
+			Dir: filepath.Join(o.DataDir, "etcd"), ClientAddr: o.EtcdClientAddr, PeerAddr: o.EtcdPeerAddr,
+			Logger: o.Logger.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.etcd = e
+		s.endpoints = e.Endpoints()
+		go func() {
+			if err, ok := <-e.Err(); ok && err != nil {
+				s.errc <- fmt.Errorf("embedded etcd: %w", err)
+			}
+		}()
+		o.Logger.Info("embedded etcd started", zap.Strings("endpoints", s.endpoints), zap.String("data_dir", o.DataDir))
+	} else {
+		s.endpoints = o.EtcdEndpoints
+	}
+
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: s.endpoints, DialTimeout: 5 * time.Second, TLS: o.EtcdTLS,
+		Username: o.EtcdUsername, Password: o.EtcdPassword, Logger: o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		Context: context.WithoutCancel(ctx),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to etcd %v: %w", s.endpoints, err)
+	}
+	s.Client = cli
+	// Fail now, not at the first request, when etcd is unreachable.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = cli.Get(sctx, "health", clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("reaching etcd %v: %w", s.endpoints, err)
+	}
+	var sopts []store.Option
+	if o.HistoryLimit > 0 {
+		sopts = append(sopts, store.WithHistoryLimit(o.HistoryLimit))
+	}
+	s.Store = store.New(cli, o.Prefix, sopts...)
+
+	if o.APIAddr != "off" {
+		tokens := o.Tokens
+		if len(tokens) == 0 {
+			tok, path, err := generateToken(o.DataDir)
+			if err != nil {
+				return nil, err
+			}
+			s.token = tok
+			tokens = []api.Token{{Name: "admin", Role: api.RoleAdmin, Secret: tok}}
+			o.Logger.Warn("no API token configured; generated an admin token", zap.String("file", path))
+		}
+		l, err := net.Listen("tcp", o.APIAddr)
+		if err != nil {
+			return nil, fmt.Errorf("admin API: %w", err)
+		}
+		if o.APITLS != nil {
+			l = tls.NewListener(l, o.APITLS)
+		}
+		s.listener = l
+		s.http = &http.Server{
+			Handler:           api.NewHandler(s.Store, tokens, o.Logger.Named("api")),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          zap.NewStdLog(o.Logger.Named("api")),
+		}
+		go func() {
+			if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.errc <- fmt.Errorf("admin API: %w", err)
+			}
+		}()
+		o.Logger.Info("admin API serving", zap.String("url", s.APIURL()), zap.String("prefix", s.Store.Keys().Prefix()))
+	}
+	ok = true
+	return s, nil
+}
+
+// generateToken reuses or creates DataDir/admin.token.
+func generateToken(dir string) (string, string, error) {
+	path := filepath.Join(dir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), path, nil
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", err
+	}
+	tok := hex.EncodeToString(raw[:])
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("writing the generated token: %w", err)
+	}
+	return tok, path, nil
+}
+
+// EtcdEndpoints are the client URLs of the control plane's etcd, for
+// proxies to watch.
+func (s *Server) EtcdEndpoints() []string { return s.endpoints }
+
+// APIURL is the admin API's base URL, or "" when it is off.
+func (s *Server) APIURL() string {
+	if s.listener == nil {
+		return ""
+	}
+	scheme := "http"
+	if s.opts.APITLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + s.listener.Addr().String()
+}
+
+// GeneratedToken is the admin token generated because none was
+// configured, or "".
+func (s *Server) GeneratedToken() string { return s.token }
+
+// Err reports a fatal error of the embedded etcd or the API server.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Close stops the API, closes the client and stops the embedded etcd.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.http.Shutdown(ctx)
+			cancel()
+		}
+		if s.Client != nil {
+			s.Client.Close()
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+	})
+	return nil
+}
