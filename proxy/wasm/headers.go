@@ -24,7 +24,10 @@ var (
 )
 
 // collect gathers the fields of a map into in.kv, pseudo-headers first.
-// Keys are as fasthttp holds them; serialize lower-cases them.
+// Keys are as fasthttp holds them; serialize lower-cases them. Trailer
+// values, once received, are listed among the headers too: fasthttp keeps
+// them in one table, and telling them apart would cost an allocation per
+// call.
 func (in *instance) collect(mt abi.MapType) abi.Status {
 	in.kv = in.kv[:0]
 	switch mt {
@@ -40,7 +43,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 			kv{pAuthority, req.Host()},
 			kv{pPath, req.URI().RequestURI()})
 		for k, v := range req.Header.All() {
-			if bytes.EqualFold(k, hHost) || isTrailer(&req.Header, k) {
+			if bytes.EqualFold(k, hHost) {
 				continue
 			}
 			in.kv = append(in.kv, kv{k, v})
@@ -94,9 +97,6 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 func (in *instance) collectResponse(resp *fasthttp.Response) {
 	in.kv = append(in.kv, kv{pStatus, strconv.AppendInt(in.status[:0], int64(resp.StatusCode()), 10)})
 	for k, v := range resp.Header.All() {
-		if isTrailer(&resp.Header, k) {
-			continue
-		}
 		in.kv = append(in.kv, kv{k, v})
 	}
 }

@@ -141,6 +141,7 @@ func factoryOf(t testing.TB, set *Set, plugin string) filter.Factory {
 func newExchange(target string, headers ...string) *filter.Exchange {
 	var req fasthttp.Request
 	req.SetRequestURI(target)
+	req.Header.SetMethod("GET")
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
