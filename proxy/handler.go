@@ -270,6 +270,8 @@ func newRequestID(buf *[36]byte) []byte {
 	return buf[:]
 }
 
+var http11 = []byte("HTTP/1.1")
+
 // forward sends the request to the route's cluster and puts the upstream's
 // response headers into the downstream response. It reports false when it
 // answered with an error instead.
@@ -311,6 +313,9 @@ func (x *exchange) forward(rt *route.Route) bool {
 	}
 	resp := &ctx.Response
 	x.up.Header.CopyTo(&resp.Header)
+	// The downstream connection speaks its own protocol and keeps its own
+	// fate, whatever the upstream's.
+	resp.Header.SetProtocol(http11)
 	resp.Header.ResetConnectionClose()
 	resp.Header.Del("Keep-Alive")
 	resp.Header.Del("Proxy-Connection")

@@ -110,6 +110,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	}
 
 	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true) // pass on only what the upstream sent
 	if req.Header.IsHead() {
 		resp.SkipBody = true
 	}
