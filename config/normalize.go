@@ -45,6 +45,7 @@ func (c *Config) Normalize() {
 				cl.Endpoints[j].Weight = 1
 			}
 		}
+		cl.normalizeResilience()
 	}
 	for i := range c.VirtualHosts {
 		vh := &c.VirtualHosts[i]
@@ -53,6 +54,7 @@ func (c *Config) Normalize() {
 		}
 		vh.RequestHeaders.normalize()
 		vh.ResponseHeaders.normalize()
+		normalizeRouteResilience(vh.Retry, vh.RateLimit)
 		for j := range vh.Routes {
 			r := &vh.Routes[j]
 			if r.Name == "" {
@@ -72,6 +74,7 @@ func (c *Config) Normalize() {
 			}
 			r.RequestHeaders.normalize()
 			r.ResponseHeaders.normalize()
+			normalizeRouteResilience(r.Retry, r.RateLimit)
 		}
 	}
 	for i := range c.Plugins {

@@ -66,6 +66,16 @@ type Listener struct {
 	IdleTimeout Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
 	// RequestIDHeader names the request id header; empty means x-request-id.
 	RequestIDHeader string `yaml:"request_id_header,omitempty" json:"request_id_header,omitempty"`
+	// HeaderReadTimeout bounds reading a request's line and headers, from
+	// its first byte (from the connection's start for the first request):
+	// a client trickling headers (slowloris) is cut off. Zero means none.
+	HeaderReadTimeout Duration `yaml:"header_read_timeout,omitempty" json:"header_read_timeout,omitempty"`
+	// BodyReadTimeout bounds reading a request's body once its headers are
+	// in. Zero means none.
+	BodyReadTimeout Duration `yaml:"body_read_timeout,omitempty" json:"body_read_timeout,omitempty"`
+	// MaxConnectionAge closes a keep-alive connection after the first
+	// response once it is this old. Zero means no limit.
+	MaxConnectionAge Duration `yaml:"max_connection_age,omitempty" json:"max_connection_age,omitempty"`
 }
 
 // VirtualHost groups routes under a set of domains.
@@ -85,6 +95,11 @@ type VirtualHost struct {
 	ResponseHeaders HeaderMutation `yaml:"response_headers,omitempty" json:"response_headers,omitempty"`
 	// Filters run for every route of the virtual host, before the route's.
 	Filters []FilterRef `yaml:"filters,omitempty" json:"filters,omitempty"`
+	// Retry is the retry policy of routes that set none.
+	Retry *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
+	// RateLimit is a token bucket shared by all the virtual host's routes,
+	// checked before a route's own.
+	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 }
 
 // Route is one match and one action.
@@ -114,6 +129,11 @@ type Route struct {
 
 	// Filters run in order after the virtual host's.
 	Filters []FilterRef `yaml:"filters,omitempty" json:"filters,omitempty"`
+	// Retry sends failed requests again; nil means the virtual host's
+	// policy, if any.
+	Retry *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
+	// RateLimit is the route's own token bucket.
+	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 }
 
 // RouteMatch says which requests a route takes. All given conditions must
@@ -231,6 +251,17 @@ type Cluster struct {
 	MaxConnectionsPerEndpoint int `yaml:"max_connections_per_endpoint,omitempty" json:"max_connections_per_endpoint,omitempty"`
 	// IdleTimeout closes a pooled connection unused for this long. Zero means 60s.
 	IdleTimeout Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
+	// HealthCheck probes the endpoints; nil means no active health checks.
+	HealthCheck *HealthCheck `yaml:"health_check,omitempty" json:"health_check,omitempty"`
+	// OutlierDetection ejects failing endpoints; nil means none.
+	OutlierDetection *OutlierDetection `yaml:"outlier_detection,omitempty" json:"outlier_detection,omitempty"`
+	// CircuitBreakers bound connections, pending requests, requests and
+	// retries; nil means no bound but 3 retries in flight.
+	CircuitBreakers *CircuitBreakers `yaml:"circuit_breakers,omitempty" json:"circuit_breakers,omitempty"`
+	// PanicThreshold is a percentage: when fewer of the endpoints are
+	// healthy, requests are balanced over all of them. Nil means 50; 0
+	// never panics (no healthy endpoint means 503).
+	PanicThreshold *int `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
 }
 
 // Endpoint is one upstream host:port.

@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 
 	listeners := c.validateListeners(v)
 	clusters := c.validateClusters(v)
+	c.validateResilience(v)
 	plugins := c.validatePlugins(v, clusters)
 	c.validateVirtualHosts(v, listeners, clusters, plugins)
 	return v.err()
