@@ -257,15 +257,12 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 
-	failed := map[string]string{}
+	failures := map[string][]string{}
 	for round := 1; round <= r.opt.rounds; round++ {
 		// Rotate the order each round so that no scenario always runs
 		// first, or always right after the same neighbour.
 		for i := range active {
 			s := active[(i+round-1)%len(active)]
-			if failed[s.name] != "" {
-				continue
-			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -274,16 +271,20 @@ func (r *runner) run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				log.Printf("%s failed, leaving it out of later rounds: %v", s.name, err)
-				failed[s.name] = err.Error()
+				// A failed round leaves the scenario out of that round
+				// only; the report lists every failure.
+				log.Printf("round %d %s failed: %v", round, s.name, err)
+				failures[s.name] = append(failures[s.name], fmt.Sprintf("round %d: %v", round, err))
 				continue
 			}
 			res.Samples = append(res.Samples, samples...)
 		}
 	}
 	for i := range res.Scenarios {
-		if why := failed[res.Scenarios[i].Name]; why != "" {
-			res.Scenarios[i].Skipped = why
+		sc := &res.Scenarios[i]
+		sc.Failures = failures[sc.Name]
+		if len(sc.Failures) == r.opt.rounds {
+			sc.Skipped = "failed in every round; first failure: " + sc.Failures[0]
 		}
 	}
 	res.Finished = time.Now().UTC()
@@ -423,43 +424,51 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			smp.Attempts = 2
 		}
 		smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, round
-		if r.openSkipped == "" {
-			o := openRun{
-				bin:         r.binPath("wasmgate"),
-				cpu:         r.opt.loadCPU,
-				nice:        r.opt.nice,
-				connections: r.opt.connections,
-				rate:        r.opt.openRate,
-				duration:    r.opt.openTime,
-				warmup:      time.Second,
-				url:         url,
-				saveTo:      filepath.Join(r.opt.scratch, fmt.Sprintf("bench-%s-%s-round%d.json", s.name, p.Name, round)),
-			}
-			ores, err := o.run(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("open loop: %w", err)
-			}
-			smp.Open = &openSample{
-				RPS:       ores.Throughput,
-				Responses: ores.Responses,
-				Errors:    ores.Errors,
-				Aborted:   ores.Aborted,
-				P50US:     float64(ores.Latency.P50) / 1e3,
-				P99US:     float64(ores.Latency.P99) / 1e3,
-				P999US:    float64(ores.Latency.P999) / 1e3,
-			}
-			if ores.Responses == 0 {
-				log.Printf("round %d %-9s %-4s at %.0f req/s: no responses (%s)", round, s.name, p.Name, r.opt.openRate, orDash(ores.Aborted))
-			} else {
-				log.Printf("round %d %-9s %-4s at %.0f req/s: %.0f req/s achieved, p50 %s, p99 %s, p99.9 %s, errors %d",
-					round, s.name, p.Name, r.opt.openRate, ores.Throughput, latency(smp.Open.P50US), latency(smp.Open.P99US), latency(smp.Open.P999US), smp.Open.Errors)
-			}
-		}
 		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
 			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)
+		if r.openSkipped == "" {
+			if smp.Open, err = r.openLoop(ctx, s.name, p.Name, round, url); err != nil {
+				return nil, err
+			}
+		}
 		out = append(out, smp)
 	}
 	return out, nil
+}
+
+// openLoop measures latency at the fixed -open-rate with wasmgate bench.
+func (r *runner) openLoop(ctx context.Context, scenario, payload string, round int, url string) (*openSample, error) {
+	o := openRun{
+		bin:         r.binPath("wasmgate"),
+		cpu:         r.opt.loadCPU,
+		nice:        r.opt.nice,
+		connections: r.opt.connections,
+		rate:        r.opt.openRate,
+		duration:    r.opt.openTime,
+		warmup:      time.Second,
+		url:         url,
+		saveTo:      filepath.Join(r.opt.scratch, fmt.Sprintf("bench-%s-%s-round%d.json", scenario, payload, round)),
+	}
+	res, err := o.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open loop: %w", err)
+	}
+	smp := &openSample{
+		RPS:       res.Throughput,
+		Responses: res.Responses,
+		Errors:    res.Errors,
+		Aborted:   res.Aborted,
+		P50US:     float64(res.Latency.P50) / 1e3,
+		P99US:     float64(res.Latency.P99) / 1e3,
+		P999US:    float64(res.Latency.P999) / 1e3,
+	}
+	if res.Responses == 0 {
+		log.Printf("round %d %-9s %-4s at %.0f req/s: no responses (%s)", round, scenario, payload, r.opt.openRate, orDash(res.Aborted))
+	} else {
+		log.Printf("round %d %-9s %-4s at %.0f req/s: %.0f req/s achieved, p50 %s, p99 %s, p99.9 %s, errors %d",
+			round, scenario, payload, r.opt.openRate, res.Throughput, latency(smp.P50US), latency(smp.P99US), latency(smp.P999US), smp.Errors)
+	}
+	return smp, nil
 }
 
 // measure runs w once and reads, around it, the CPU time of the proxy (nil

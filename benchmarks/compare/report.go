@@ -42,6 +42,8 @@ type scenarioInfo struct {
 	Name    string `json:"name"`
 	Label   string `json:"label"`
 	Skipped string `json:"skipped,omitempty"` // why it has no samples
+	// Failures lists the rounds the scenario failed in, with the error.
+	Failures []string `json:"failures,omitempty"`
 }
 
 // sample is one measured wrk run of one scenario and payload.
@@ -284,6 +286,21 @@ func renderMarkdown(res *results) string {
 		w("### Scenarios without figures\n\n")
 		for _, sc := range skipped {
 			w("- **%s**: %s\n", sc.Label, oneLine(sc.Skipped, 400))
+		}
+		w("\n")
+	}
+	var partial []scenarioInfo
+	for _, sc := range res.Scenarios {
+		if sc.Skipped == "" && len(sc.Failures) > 0 {
+			partial = append(partial, sc)
+		}
+	}
+	if len(partial) > 0 {
+		w("### Failed rounds\n\nThese scenarios' medians are over the rounds that did not fail.\n\n")
+		for _, sc := range partial {
+			for _, f := range sc.Failures {
+				w("- **%s**, %s\n", sc.Label, oneLine(f, 400))
+			}
 		}
 		w("\n")
 	}
