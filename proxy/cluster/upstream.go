@@ -73,9 +73,12 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	p.requests.Add(1)
 	defer p.active.Add(-1)
 	deadline := time.Now().Add(timeout)
+	// Writing a streamed body consumes and closes the stream, so ask
+	// before the first attempt whether the request could be sent again.
+	streamed := req.IsBodyStream()
 	for attempt := 0; ; attempt++ {
 		retry, err := roundTrip(p.client, req, resp, deadline, s)
-		if err == nil || !retry || attempt > 0 || req.IsBodyStream() {
+		if err == nil || !retry || attempt > 0 || streamed {
 			return err
 		}
 	}
