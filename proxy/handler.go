@@ -303,10 +303,13 @@ func (x *exchange) forward(rt *route.Route) bool {
 		req.URI().SetScheme("http") // the pool speaks cleartext HTTP/1.1
 	}
 
+	// A streamed body may be partly read when the exchange fails; what is
+	// left of it cannot be told from the next request on the connection.
+	streamed := req.IsBodyStream()
 	err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
 	if err != nil {
 		x.upstreamError(err)
-		if closeDown {
+		if closeDown || streamed {
 			ctx.SetConnectionClose()
 		}
 		return false
