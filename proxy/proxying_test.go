@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -338,4 +339,35 @@ func (rc *rawConn) roundTrip(t testing.TB, method, raw string) (*http.Response, 
 		t.Fatalf("reading the body of the response to %.60q: %v", raw, err)
 	}
 	return resp, body
+}
+
+// TestStaleUpstreamConnection sends requests over pooled connections that
+// the upstream has closed. A request whose body was streamed cannot be sent
+// again: it must fail rather than reach the upstream without its body.
+func TestStaleUpstreamConnection(t *testing.T) {
+	up := testupstream.StartRaw(t, "oneshot", testupstream.OneShot)
+	e := newEnv(t, `
+admin: {address: "off"}
+listeners: [{name: main, address: "127.0.0.1:0"}]
+clusters: [{name: a, endpoints: [{address: "{{a}}"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes: [{match: {prefix: /}, cluster: a}]
+`, vars{"a": up.Addr()})
+	for i := 0; i < 20; i++ {
+		// A bodiless request is retried on a fresh connection.
+		if r := e.get(t, "", "/"); r.status != 200 || string(r.body) != "0" {
+			t.Fatalf("GET %d: %d %q", i, r.status, r.body)
+		}
+		// A streamed body is not.
+		const n = 200 << 10
+		r := e.do(t, request{method: "POST", path: "/", body: io.MultiReader(&pattern{n: n})})
+		switch {
+		case r.status == 200 && string(r.body) != strconv.Itoa(n):
+			t.Fatalf("POST %d: the upstream got %s body bytes of %d", i, r.body, n)
+		case r.status != 200 && r.status != 502:
+			t.Fatalf("POST %d: status %d %q", i, r.status, r.body)
+		}
+	}
 }

@@ -265,3 +265,19 @@ func ResetAfterHead(c net.Conn) {
 		}
 	}
 }
+
+// OneShot is a raw server that answers one request per connection and
+// then closes it without saying so (no Connection: close), as a server
+// whose keep-alive timeout just expired does. The answer is 200 with the
+// number of body bytes received; the request's body must have a
+// Content-Length or be chunked.
+func OneShot(c net.Conn) {
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	n, _ := io.Copy(io.Discard, req.Body)
+	body := strconv.FormatInt(n, 10)
+	_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+}
