@@ -92,16 +92,8 @@ func (h *Handler) handle(pattern string, role Role, fn handlerFunc) {
 	})
 }
 
-// httpError is an error with its status and code.
-type httpError struct {
-	status int
-	body   ErrorBody
-}
-
-func (e *httpError) Error() string { return e.body.Message }
-
 func badRequest(format string, args ...any) error {
-	return &httpError{http.StatusBadRequest, ErrorBody{Code: "bad_request", Message: fmt.Sprintf(format, args...)}}
+	return &Error{http.StatusBadRequest, ErrorBody{Code: "bad_request", Message: fmt.Sprintf(format, args...)}}
 }
 
 // docErrors carries the index of each resource in a submitted document,
@@ -116,7 +108,7 @@ func (e *docErrors) Unwrap() error { return e.err }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		he    *httpError
+		he    *Error
 		ve    *store.ValidationError
 		ce    *store.ConflictError
 		re    *store.ReferencedError
@@ -128,7 +120,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	switch {
 	case errors.As(err, &he):
-		h.writeError(w, r, he.status, he.body)
+		h.writeError(w, r, he.Status, he.Body)
 	case errors.As(err, &ve):
 		body := ErrorBody{Code: "invalid", Message: "the resulting configuration is invalid; nothing was changed"}
 		for _, fe := range ve.Errors {
@@ -238,7 +230,7 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		return nil, badRequest("reading the request body: %v", err)
 	}
 	if int64(len(b)) > limit {
-		return nil, &httpError{http.StatusRequestEntityTooLarge, ErrorBody{Code: "too_large", Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}}
+		return nil, &Error{http.StatusRequestEntityTooLarge, ErrorBody{Code: "too_large", Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}}
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, badRequest("the request body is empty")
@@ -270,10 +262,10 @@ func Decode(data []byte, v any) error {
 			for _, e := range te.Errors {
 				body.Errors = append(body.Errors, yamlFieldError(e))
 			}
-			return &httpError{http.StatusUnprocessableEntity, body}
+			return &Error{http.StatusUnprocessableEntity, body}
 		}
 		fe := yamlFieldError(strings.TrimPrefix(err.Error(), "yaml: "))
-		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed", Errors: []FieldError{fe}}}
+		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed", Errors: []FieldError{fe}}}
 	}
 	return nil
 }
@@ -291,7 +283,7 @@ func yamlFieldError(msg string) FieldError {
 }
 
 func invalidDoc(line int, msg string) error {
-	return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed",
+	return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed",
 		Errors: []FieldError{{Line: line, Message: msg}}}}
 }
 
@@ -309,7 +301,7 @@ func DecodeBundle(data []byte) (*config.Config, error) {
 		}
 	}
 	if len(local) > 0 {
-		return nil, &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document has proxy-local fields; nothing was changed", Errors: local}}
+		return nil, &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document has proxy-local fields; nothing was changed", Errors: local}}
 	}
 	return cfg, nil
 }
@@ -427,7 +419,7 @@ func (h *Handler) put(kind resource.Kind) handlerFunc {
 			setName(v, ref.Name)
 		case ref.Name:
 		default:
-			return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the name in the body is not the name in the path",
+			return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the name in the body is not the name in the path",
 				Errors: []FieldError{{Resource: ref.String(), Path: "name", Message: fmt.Sprintf("%q is not %q", n, ref.Name)}}}}
 		}
 		ch := h.change(r, tok, "put")
@@ -514,7 +506,7 @@ func (h *Handler) applyBundle(w http.ResponseWriter, r *http.Request, tok Token,
 		add(resource.Plugins, i, v.Name)
 	}
 	if len(dups) > 0 {
-		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document names a resource twice; nothing was changed", Errors: dups}}
+		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document names a resource twice; nothing was changed", Errors: dups}}
 	}
 	return h.commit(w, r, ch, index)
 }
@@ -683,12 +675,12 @@ func (h *Handler) registerEndpoint(w http.ResponseWriter, r *http.Request, _ Tok
 	}
 	ttl := req.TTL.Or(10 * time.Second)
 	if ttl < 2*time.Second || ttl > 24*time.Hour {
-		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint",
+		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint",
 			Errors: []FieldError{{Path: "ttl", Message: "must be between 2s and 24h"}}}}
 	}
 	ep := registry.Endpoint{Cluster: r.PathValue("cluster"), ID: r.PathValue("id"), Address: req.Address, Weight: req.Weight}
 	if err := ep.Check(); err != nil {
-		return &httpError{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint: " + err.Error()}}
+		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint: " + err.Error()}}
 	}
 	lease, err := registry.RegisterEndpoint(r.Context(), h.st.Client(), h.st.Keys().Prefix(), ep, ttl)
 	if err != nil {

@@ -258,9 +258,6 @@ func (s *Store) attempt(ctx context.Context, ch Change) (res *Result, done bool,
 // plan checks a change against a snapshot and returns the transaction
 // that writes it (nil for a dry run or a change that changes nothing).
 func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, clientv3.Txn, error) {
-	if err := s.checkPreconditions(ctx, snap, ch); err != nil {
-		return nil, nil, err
-	}
 	next := resource.Set{}
 	for r, v := range snap.Resources {
 		next[r] = v
@@ -311,6 +308,10 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 	resource.SortRefs(dels)
 	for _, r := range dels {
 		ops = append(ops, Op{Resource: r.String(), Action: "delete", Before: jsonOrNil(snap.Raw[r]), ref: r})
+	}
+
+	if err := s.checkPreconditions(ctx, snap, ch, ops); err != nil {
+		return nil, nil, err
 	}
 
 	// A value that does not decode must be replaced or deleted before
@@ -413,7 +414,10 @@ func jsonOrNil(b []byte) json.RawMessage {
 }
 
 // checkPreconditions compares the writer's view with the snapshot.
-func (s *Store) checkPreconditions(ctx context.Context, snap *Snapshot, ch Change) error {
+// With ExpectedRevision, only the resources the change actually modifies
+// (ops) are checked: writing a value equal to the current one overwrites
+// nothing.
+func (s *Store) checkPreconditions(ctx context.Context, snap *Snapshot, ch Change, ops []Op) error {
 	var conflicts []Conflict
 	refs := make([]resource.Ref, 0, len(ch.IfMatch))
 	for r := range ch.IfMatch {
@@ -436,16 +440,8 @@ func (s *Store) checkPreconditions(ctx context.Context, snap *Snapshot, ch Chang
 	}
 	if rev := ch.ExpectedRevision; rev > 0 {
 		touched := map[resource.Ref]bool{}
-		for r := range ch.Put {
-			touched[r] = true
-		}
-		for _, r := range ch.Delete {
-			touched[r] = true
-		}
-		if ch.Prune {
-			for r := range snap.Raw {
-				touched[r] = true
-			}
+		for _, op := range ops {
+			touched[op.ref] = true
 		}
 		// Deletions leave no key behind: the history tells them.
 		deletedAt := map[resource.Ref]int64{}
