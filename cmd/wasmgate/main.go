@@ -27,6 +27,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newUpCmd(),
 		newRunCmd(),
+		newControlPlaneCmd(),
+		newCtlCmd(),
 		newValidateCmd(),
 		newBenchCmd(),
 		newVersionCmd(),
