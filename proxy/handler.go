@@ -107,6 +107,14 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()
 	}
+	// The server streams request bodies, so it does not enforce the
+	// listener's body limit itself.
+	if ls.maxBodySize > 0 && int64(req.Header.ContentLength()) > ls.maxBodySize {
+		x.localError(fasthttp.StatusRequestEntityTooLarge, 0, "request_body_too_large")
+		ctx.SetConnectionClose()
+		x.finish()
+		return
+	}
 
 	vh := ls.table.Find(req.Header.Host())
 	var rt *route.Route
