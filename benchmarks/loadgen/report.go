@@ -181,9 +181,19 @@ func ReadReport(path string) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading report: %w", err)
 	}
+	rep, err := DecodeReport(b)
+	if err != nil {
+		return nil, fmt.Errorf("report %s: %w", path, err)
+	}
+	return rep, nil
+}
+
+// DecodeReport decodes a report written by WriteJSON. It accepts any
+// well-formed JSON object; fields it does not know are ignored.
+func DecodeReport(b []byte) (*Report, error) {
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return nil, fmt.Errorf("decoding report %s: %w", path, err)
+		return nil, fmt.Errorf("decoding report: %w", err)
 	}
 	return &rep, nil
 }

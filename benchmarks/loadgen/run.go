@@ -29,7 +29,7 @@ type Progress struct {
 	Elapsed   time.Duration // since the start of measurement; negative during warm-up
 	Responses int64         // measured responses so far
 	Errors    int64         // measured errors so far
-	RPS       float64       // responses per second over the last interval
+	RPS       float64       // responses per second over the last interval, warm-up included
 	P50, P99  time.Duration // latency percentiles of the measured part so far
 }
 
@@ -291,7 +291,7 @@ func (r *runner) run(parent context.Context) (*Report, error) {
 		rep.Errors++
 		rep.ErrorKinds[classify(err).String()]++
 		rep.Aborted = err.Error()
-		return rep, fmt.Errorf("%w: %w", ErrTargetDown, err)
+		return rep, fmt.Errorf("%w: cannot connect: %w", ErrTargetDown, err)
 	}
 
 	r.start = time.Now()
@@ -438,8 +438,8 @@ func (r *runner) monitor(workers []*worker, finished <-chan struct{}) error {
 					live.Merge(w.st.hist)
 					w.st.mu.Unlock()
 				}
-				p.RPS = float64(p.Responses-lastResp) / interval.Seconds()
-				lastResp = p.Responses
+				p.RPS = float64(ok-lastResp) / interval.Seconds()
+				lastResp = ok
 				p.P50 = time.Duration(live.ValueAtQuantile(50)) * time.Microsecond
 				p.P99 = time.Duration(live.ValueAtQuantile(99)) * time.Microsecond
 				cfg.Progress(p)
