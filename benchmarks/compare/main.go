@@ -397,7 +397,11 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
 			url:         url,
 		}
-		r.waitQuiet(ctx)
+		cores := []int{r.opt.loadCPU}
+		if proxy != nil {
+			cores = append(cores, r.opt.proxyCPU)
+		}
+		r.waitQuiet(ctx, cores)
 		if r.opt.warmup > 0 {
 			w.duration = r.opt.warmup
 			if _, _, err := w.run(ctx); err != nil {
@@ -409,6 +413,7 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		if err != nil {
 			return nil, err
 		}
+		smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, round
 		if other := smp.interference(); other > r.opt.maxOther && r.retriesLeft > 0 {
 			// Another tenant of the machine took a pinned core: measure
 			// again and keep the quieter of the two.
@@ -418,12 +423,12 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			if err != nil {
 				return nil, err
 			}
+			again.Scenario, again.Payload, again.Round = s.name, p.Name, round
 			if again.interference() < other {
 				smp = again
 			}
 			smp.Attempts = 2
 		}
-		smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, round
 		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
 			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)
 		if r.openSkipped == "" {
@@ -553,9 +558,9 @@ func (r *runner) measure(ctx context.Context, w wrkRun, proxy *process) (sample,
 }
 
 // waitQuiet waits, within what is left of the run's budget, until other
-// processes use at most -max-other of each pinned core over half a second.
+// processes use at most -max-other of each of cores over half a second.
 // The suite's own processes are idle meanwhile.
-func (r *runner) waitQuiet(ctx context.Context) {
+func (r *runner) waitQuiet(ctx context.Context, cores []int) {
 	const step = 500 * time.Millisecond
 	waited := time.Duration(0)
 	for r.quietLeft > 0 {
@@ -573,7 +578,7 @@ func (r *runner) waitQuiet(ctx context.Context) {
 			return
 		}
 		busy := 0.0
-		for _, c := range []int{r.opt.loadCPU, r.opt.proxyCPU} {
+		for _, c := range cores {
 			d := delta(before[c], after[c])
 			busy = max(busy, pct(float64(d.task+d.steal), float64(d.total)))
 		}

@@ -96,8 +96,14 @@ type openSample struct {
 }
 
 // interference returns the larger share of a pinned core that other
-// processes used during the sample.
-func (s sample) interference() float64 { return max(s.LoadCoreOtherPct, s.ProxyCoreOtherPct) }
+// processes used during the sample. The proxy's core does not count when
+// there is no proxy.
+func (s sample) interference() float64 {
+	if s.Scenario == "direct" {
+		return s.LoadCoreOtherPct
+	}
+	return max(s.LoadCoreOtherPct, s.ProxyCoreOtherPct)
+}
 
 // summary is the medians across rounds of one scenario and payload.
 type summary struct {
