@@ -95,7 +95,12 @@ type Logger struct {
 	w       *bufio.Writer
 	closer  io.Closer
 	dropped func()
-	done    chan struct{}
+	// stop is closed by Close. The queue itself is never closed, so a
+	// request that outlives its logger can still call Log.
+	stop      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
 }
 
 // Open starts a logger writing to path ("stdout", "stderr" or a file,
@@ -129,6 +134,7 @@ func New(w io.Writer, closer io.Closer, fields []string, queueLen int, dropped f
 		w:       bufio.NewWriterSize(w, 64<<10),
 		closer:  closer,
 		dropped: dropped,
+		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	l.pool.New = func() any { return new(Entry) }
@@ -151,7 +157,14 @@ func (l *Logger) Acquire() *Entry {
 }
 
 // Log queues e for writing and takes ownership of it. It never blocks.
+// After Close, entries are dropped.
 func (l *Logger) Log(e *Entry) {
+	select {
+	case <-l.stop:
+		l.pool.Put(e)
+		return
+	default:
+	}
 	select {
 	case l.queue <- e:
 	default:
@@ -165,15 +178,32 @@ func (l *Logger) Log(e *Entry) {
 func (l *Logger) run() {
 	defer close(l.done)
 	var b []byte
-	for e := range l.queue {
-		b = l.format(b[:0], e)
-		l.pool.Put(e)
-		_, _ = l.w.Write(b)
-		if len(l.queue) == 0 {
-			_ = l.w.Flush()
+	for {
+		select {
+		case e := <-l.queue:
+			b = l.write(b, e)
+		case <-l.stop:
+			for {
+				select {
+				case e := <-l.queue:
+					b = l.write(b, e)
+				default:
+					_ = l.w.Flush()
+					return
+				}
+			}
 		}
 	}
-	_ = l.w.Flush()
+}
+
+func (l *Logger) write(b []byte, e *Entry) []byte {
+	b = l.format(b[:0], e)
+	l.pool.Put(e)
+	_, _ = l.w.Write(b)
+	if len(l.queue) == 0 {
+		_ = l.w.Flush()
+	}
+	return b
 }
 
 func (l *Logger) format(b []byte, e *Entry) []byte {
@@ -190,15 +220,17 @@ func (l *Logger) format(b []byte, e *Entry) []byte {
 	return append(b, '}', '\n')
 }
 
-// Close writes what is queued and stops the logger. Log must not be
-// called after Close.
+// Close writes what is queued and stops the logger. Entries logged after
+// Close are dropped; closing twice is harmless.
 func (l *Logger) Close() error {
-	close(l.queue)
-	<-l.done
-	if l.closer != nil {
-		return l.closer.Close()
-	}
-	return nil
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		if l.closer != nil {
+			l.closeErr = l.closer.Close()
+		}
+	})
+	return l.closeErr
 }
 
 const hexDigits = "0123456789abcdef"
