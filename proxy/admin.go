@@ -11,7 +11,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// ReadyCheck reports whether the proxy should take traffic, and why not.
+// ReadyCheck reports whether the proxy should take traffic, and why not;
+// a check may also give a reason while ready, shown on /ready as a note.
 type ReadyCheck func() (ready bool, reason string)
 
 // Admin serves the operator's endpoints: /ready, /healthz, /metrics,
@@ -22,10 +23,16 @@ type Admin struct {
 	checks   []ReadyCheck
 }
 
-// NewAdmin returns the admin endpoints of s. Each check must pass for
-// /ready to answer 200.
+// NewAdmin returns the admin endpoints of s. /ready answers 200 once s has
+// a configuration and each check passes.
 func NewAdmin(s *Server, checks ...ReadyCheck) *Admin {
-	return &Admin{srv: s, checks: checks}
+	hasConfig := func() (bool, string) {
+		if s.Snapshot() == nil {
+			return false, "no configuration yet"
+		}
+		return true, ""
+	}
+	return &Admin{srv: s, checks: append([]ReadyCheck{hasConfig}, checks...)}
 }
 
 // SetDraining makes /ready fail, so that load balancers stop sending
@@ -61,19 +68,20 @@ func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("draining\n"))
 		return
-	case a.srv.Snapshot() == nil:
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("no configuration yet\n"))
-		return
 	}
+	var notes string
 	for _, check := range a.checks {
-		if ok, reason := check(); !ok {
+		ok, reason := check()
+		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(reason + "\n"))
 			return
 		}
+		if reason != "" {
+			notes += "; " + reason
+		}
 	}
-	_, _ = w.Write([]byte("ready\n"))
+	_, _ = w.Write([]byte("ready" + notes + "\n"))
 }
 
 func (a *Admin) config(w http.ResponseWriter, r *http.Request) {

@@ -55,23 +55,54 @@ func newRunCmd() *cobra.Command {
 		file     string
 		cacheDir string
 		logs     logFlags
+		etcd     etcdFlags
+		ef       etcdRunFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run -c FILE",
-		Short: "Run the proxy on a configuration file, reloading it when it changes",
-		Args:  cobra.NoArgs,
+		Use:   "run (-c FILE | --etcd-endpoints URLS)",
+		Short: "Run the proxy on a configuration file, reloading it when it changes, or on the control plane's etcd",
+		Long: `run serves one of two sources of configuration:
+
+  -c FILE               a YAML or JSON file, reloaded when it changes and on SIGHUP
+  --etcd-endpoints URLS the control plane's etcd: the proxy lists the configuration,
+                        watches it, applies every change in milliseconds, registers
+                        itself, and keeps the last good configuration on disk so that
+                        it serves even when it starts while etcd is unreachable
+
+SIGTERM (or Ctrl-C) drains: /ready fails, listeners stop accepting, and
+requests in flight get up to the drain timeout.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.build()
 			if err != nil {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if len(etcd.endpoints) > 0 {
+				if file != "" {
+					return &exitError{code: 2, err: fmt.Errorf("-c and --etcd-endpoints are two sources: give one")}
+				}
+				cli, err := etcd.client()
+				if err != nil {
+					return err
+				}
+				defer cli.Close()
+				src := etcdSource{client: cli, prefix: ef.prefix, cacheFile: ef.cacheFile, register: ef.registerAddress()}
+				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir})
+				if err != nil {
+					return err
+				}
+				return r.wait(ctx)
+			}
+			if file == "" {
+				return &exitError{code: 2, err: fmt.Errorf("give a configuration: -c FILE or --etcd-endpoints URLS")}
+			}
 			cfg, err := config.LoadFile(file)
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
 			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir})
 			if err != nil {
 				return err
@@ -82,9 +113,51 @@ func newRunCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "configuration file (YAML or JSON)")
 	cmd.Flags().StringVar(&cacheDir, "wasm-cache-dir", defaultCacheDir(), "directory of compiled Wasm code, kept across restarts")
-	_ = cmd.MarkFlagRequired("config")
+	etcd.register(cmd)
+	ef.register(cmd)
 	logs.register(cmd)
 	return cmd
+}
+
+// etcdRunFlags are the proxy's own settings when it follows etcd.
+type etcdRunFlags struct {
+	prefix    string
+	cacheFile string
+	announce  string
+	admin     string
+	accessLog string
+	nodeID    string
+	drain     time.Duration
+}
+
+func (f *etcdRunFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.prefix, "etcd-prefix", "/wasmgate", "etcd key prefix of the configuration")
+	fl.StringVar(&f.cacheFile, "cache-file", defaultCacheFile(".wasmgate"), "file keeping the last good configuration from etcd")
+	fl.StringVar(&f.announce, "register-address", "", "address announced in the control plane's registry (default: the admin address)")
+	fl.StringVar(&f.admin, "admin", config.DefaultAdminAddress, `with --etcd-endpoints: admin endpoints host:port ("off" for none)`)
+	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
+	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
+	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
+}
+
+// bootstrap is the proxy-local part of the configuration.
+func (f *etcdRunFlags) bootstrap() *config.Config {
+	b := &config.Config{
+		Admin:        config.Admin{Address: f.admin},
+		AccessLog:    config.AccessLog{Path: f.accessLog},
+		Node:         config.Node{ID: f.nodeID},
+		DrainTimeout: config.Duration(f.drain),
+	}
+	return b
+}
+
+// registerAddress is the address announced in the registry.
+func (f *etcdRunFlags) registerAddress() string {
+	if f.announce == "" && f.admin != "off" {
+		return f.admin
+	}
+	return f.announce
 }
 
 // runner is a running proxy with its admin endpoints.
@@ -118,14 +191,22 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	if err != nil {
 		return nil, err
 	}
-	if err := srv.Apply(ctx, cfg, o.version); err != nil {
-		_ = srv.Shutdown(context.Background())
-		closeWasm()
-		return nil, fmt.Errorf("starting the proxy: %w", err)
+	// A configuration with no listeners is a bootstrap: the control
+	// plane's watcher applies the rest.
+	if len(cfg.Listeners) > 0 {
+		if err := srv.Apply(ctx, cfg, o.version); err != nil {
+			_ = srv.Shutdown(context.Background())
+			closeWasm()
+			return nil, fmt.Errorf("starting the proxy: %w", err)
+		}
 	}
 	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second), closers: []func(){closeWasm}}
-	if cfg.Admin.Address != "off" {
-		ln, err := net.Listen("tcp", cfg.Admin.Address)
+	adminAddr := cfg.Admin.Address
+	if adminAddr == "" {
+		adminAddr = config.DefaultAdminAddress
+	}
+	if adminAddr != "off" {
+		ln, err := net.Listen("tcp", adminAddr)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return nil, fmt.Errorf("admin listener: %w", err)

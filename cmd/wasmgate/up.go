@@ -1,15 +1,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/store"
+	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/demo"
 )
 
@@ -18,14 +28,18 @@ func newUpCmd() *cobra.Command {
 		dir    string
 		listen string
 		admin  string
+		api    string
 		logs   logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Start everything on embedded defaults: a proxy in front of a demo backend",
-		Long: `up starts a demo backend (two instances) and a proxy in front of it on an
-embedded configuration, written to DIR/wasmgate.yaml. Edit that file and the
-proxy reloads it; a bad edit is rejected and the running config keeps serving.`,
+		Short: "Start everything on embedded defaults: etcd, the control plane, a proxy and a demo backend",
+		Long: `up starts, in one process: an embedded etcd and the control plane's API on
+it; a demo backend (two instances); and a proxy that follows the control plane.
+The first time, it stores a demo configuration (written to DIR/demo.yaml too);
+change it with 'wasmgate ctl apply -f DIR/demo.yaml' and the proxy serves the
+change within milliseconds, without failing a request. State lives in DIR, so
+a second 'up' keeps what was applied.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.build()
@@ -33,6 +47,9 @@ proxy reloads it; a bad edit is rejected and the running config keeps serving.`,
 				return err
 			}
 			defer log.Sync() //nolint:errcheck
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+
 			var backends []string
 			for _, name := range []string{"demo-a", "demo-b"} {
 				b, err := demo.Start(name, "127.0.0.1:0")
@@ -45,29 +62,141 @@ proxy reloads it; a bad edit is rejected and the running config keeps serving.`,
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
-			file := filepath.Join(dir, "wasmgate.yaml")
-			if err := os.WriteFile(file, []byte(demoConfig(listen, admin, backends)), 0o644); err != nil {
-				return err
-			}
-			cfg, err := config.LoadFile(file)
+			cp, err := controlplane.Start(ctx, controlplane.Options{
+				DataDir:        filepath.Join(dir, "controlplane"),
+				EtcdClientAddr: "127.0.0.1:0",
+				EtcdPeerAddr:   "127.0.0.1:0",
+				APIAddr:        api,
+				Logger:         log.Named("controlplane"),
+			})
 			if err != nil {
-				return fmt.Errorf("the embedded configuration is invalid (a bug): %w", err)
+				return fmt.Errorf("starting the control plane: %w", err)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache")})
-			if err != nil {
-				return err
-			}
-			go r.watchFile(ctx, file)
-			out := cmd.OutOrStdout()
-			base := "http://" + r.srv.Addr("public").String()
-			fmt.Fprintf(out, `
-wasmgate is up.
+			defer cp.Close()
 
-  proxy        %[1]s
-  admin        http://%[2]s   (/ready /metrics /config /clusters)
-  config       %[3]s   (edit it: the proxy reloads on save)
+			demoFile := filepath.Join(dir, "demo.yaml")
+			seeded, err := seedDemo(ctx, cp, demoFile, demoConfig(listen))
+			if err != nil {
+				return err
+			}
+			// The demo instances register themselves, as services do: the
+			// demo clusters follow the registry, so their ports may change
+			// from one run to the next.
+			regs := []registry.Endpoint{
+				{Cluster: "demo", ID: "demo-a", Address: backends[0]},
+				{Cluster: "demo", ID: "demo-b", Address: backends[1]},
+				{Cluster: "demo-b", ID: "demo-b", Address: backends[1]},
+			}
+			go keepRegistered(ctx, cp, regs, log)
+			bootstrap := &config.Config{Admin: config.Admin{Address: admin}, AccessLog: config.AccessLog{Path: "stdout"}, Node: config.Node{ID: "up"}}
+			src := etcdSource{client: cp.Client, cacheFile: defaultCacheFile(filepath.Join(dir, "proxy")), register: admin}
+			r, w, err := runFromEtcd(ctx, src, bootstrap, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache")})
+			if err != nil {
+				return err
+			}
+			if err := waitReady(ctx, w.Status, 15*time.Second); err != nil {
+				return err
+			}
+			printUp(cmd.OutOrStdout(), r, cp, demoFile, seeded)
+			select {
+			case <-ctx.Done():
+			case err := <-cp.Err():
+				log.Error("the control plane stopped", zap.Error(err))
+				stop()
+			}
+			return r.wait(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".wasmgate", "directory of the state: etcd data, token, caches")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address of the proxy's listener in the demo configuration")
+	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9901", "address of the proxy's admin endpoints")
+	cmd.Flags().StringVar(&api, "api", controlplane.DefaultAPIAddr, "address of the control plane's API")
+	logs.register(cmd)
+	return cmd
+}
+
+// seedDemo stores the demo configuration when the control plane holds none,
+// and writes it to file for the operator to edit. It reports whether it
+// stored it.
+func seedDemo(ctx context.Context, cp *controlplane.Server, file, doc string) (bool, error) {
+	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+		return false, err
+	}
+	snap, err := cp.Store.Snapshot(ctx)
+	if err != nil {
+		return false, err
+	}
+	if len(snap.Resources) > 0 {
+		return false, nil
+	}
+	cfg, err := config.Parse([]byte(doc), file)
+	if err != nil {
+		return false, fmt.Errorf("the demo configuration is invalid (a bug): %w", err)
+	}
+	_, err = cp.Store.Apply(ctx, store.Change{Put: resource.Split(cfg), Author: "wasmgate up", Action: "apply", Message: "demo configuration"})
+	if err != nil {
+		return false, fmt.Errorf("storing the demo configuration: %w", err)
+	}
+	return true, nil
+}
+
+// keepRegistered registers endpoints under short leases and renews them
+// until ctx ends, then removes them.
+func keepRegistered(ctx context.Context, cp *controlplane.Server, eps []registry.Endpoint, log *zap.Logger) {
+	const ttl = 6 * time.Second
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	for {
+		for _, ep := range eps {
+			if _, err := registry.RegisterEndpoint(ctx, cp.Client, "", ep, ttl); err != nil && ctx.Err() == nil {
+				log.Warn("registering a demo endpoint", zap.String("id", ep.ID), zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			for _, ep := range eps {
+				_, _ = registry.DeregisterEndpoint(dctx, cp.Client, "", ep.Cluster, ep.ID)
+			}
+			cancel()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// waitReady waits until the proxy has applied a configuration.
+func waitReady(ctx context.Context, status func() watch.Status, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !status().Ready() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the proxy got no configuration from the control plane within %s: %s", timeout, status().LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func printUp(out io.Writer, r *runner, cp *controlplane.Server, demoFile string, seeded bool) {
+	base := "http://" + r.srv.Addr("public").String()
+	if r.srv.Addr("public") == nil {
+		base = "(the stored configuration has no listener named public)"
+	}
+	state := "the configuration stored by an earlier run"
+	if seeded {
+		state = "the demo configuration, just stored"
+	}
+	tokenFile := filepath.Join(filepath.Dir(demoFile), "controlplane", "admin.token")
+	fmt.Fprintf(out, `
+wasmgate is up, serving %[6]s.
+
+  proxy          %[1]s
+  proxy admin    http://%[2]s   (/ready /metrics /config /clusters)
+  control plane  %[3]s   (etcd at %[4]s)
 
 Try:
   curl %[1]s/                      balanced over two demo instances
@@ -75,39 +204,33 @@ Try:
   curl -H 'x-canary: 1' %[1]s/     header match: always instance demo-b
   curl %[1]s/healthz               a direct response
   curl -i %[1]s/old/page           a redirect
-  curl %[2]s/metrics
+  curl http://%[2]s/metrics
+
+Change a route: edit %[5]s, then
+  export WASMGATE_SERVER=%[3]s WASMGATE_TOKEN=$(cat %[7]s)
+  go run ./cmd/wasmgate ctl diff -f %[5]s
+  go run ./cmd/wasmgate ctl apply -f %[5]s
+  go run ./cmd/wasmgate ctl status        # which proxy runs which revision
+  go run ./cmd/wasmgate ctl history
 
 Ctrl-C drains and stops.
-`, base, r.adminA, file)
-			return r.wait(ctx)
-		},
-	}
-	cmd.Flags().StringVar(&dir, "dir", ".wasmgate", "directory for the configuration and state")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address of the proxy's listener")
-	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9901", "address of the admin endpoints")
-	logs.register(cmd)
-	return cmd
+`, base, r.adminA, cp.APIURL(), strings.Join(cp.EtcdEndpoints(), ","), demoFile, state, tokenFile)
 }
 
 // demoConfig is the embedded configuration of `wasmgate up`.
-func demoConfig(listen, admin string, backends []string) string {
-	return fmt.Sprintf(`# The configuration of 'wasmgate up'. Edit it: the proxy reloads on save.
-admin:
-  address: %[2]s
-access_log:
-  path: stdout
+func demoConfig(listen string) string {
+	return fmt.Sprintf(`# The demo configuration of 'wasmgate up'. Edit it and apply it:
+#   wasmgate ctl apply -f THIS_FILE
 listeners:
   - name: public
     address: %[1]s
 clusters:
+  # The demo instances register their endpoints with the control plane.
   - name: demo
     lb_policy: round_robin
-    endpoints:
-      - address: %[3]s
-      - address: %[4]s
+    discovery: registry
   - name: demo-b
-    endpoints:
-      - address: %[4]s
+    discovery: registry
 virtual_hosts:
   - name: default
     domains: ["*"]
@@ -135,5 +258,5 @@ virtual_hosts:
       - name: default
         match: {prefix: /}
         cluster: demo
-`, listen, admin, backends[0], backends[1])
+`, listen)
 }

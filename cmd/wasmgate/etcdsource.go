@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/watch"
+	"github.com/wasmgate/wasmgate/internal/buildinfo"
+)
+
+// client connects to the etcd cluster the flags name.
+func (f *etcdFlags) client() (*clientv3.Client, error) {
+	tlsCfg, err := f.tls()
+	if err != nil {
+		return nil, err
+	}
+	password := f.password
+	if password == "" {
+		password = os.Getenv("WASMGATE_ETCD_PASSWORD")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            f.endpoints,
+		DialTimeout:          3 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		TLS:                  tlsCfg,
+		Username:             f.user,
+		Password:             password,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	return cli, nil
+}
+
+// etcdSource is how a proxy follows the control plane.
+type etcdSource struct {
+	client    *clientv3.Client
+	prefix    string
+	cacheFile string
+	// register is the address the proxy announces in the registry; empty
+	// means no registration.
+	register string
+}
+
+// runFromEtcd starts a proxy with no configuration and lets the watcher
+// give it one: from etcd, or from the cache file while etcd is unreachable.
+// bootstrap holds the proxy-local settings (admin, access log, node).
+func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, log *zap.Logger, o runOptions) (*runner, *watch.Watcher, error) {
+	var r *runner
+	var w *watch.Watcher
+	wo := watch.Options{
+		Client:    src.client,
+		Prefix:    src.prefix,
+		Bootstrap: bootstrap,
+		CacheFile: src.cacheFile,
+		Logger:    log.Named("watch"),
+		Apply: func(cfg *config.Config, rev int64) error {
+			start := time.Now()
+			if err := r.srv.Apply(ctx, cfg, strconv.FormatInt(rev, 10)); err != nil {
+				return err
+			}
+			log.Info("configuration applied", zap.Int64("revision", rev), zap.Duration("took", time.Since(start)))
+			return nil
+		},
+	}
+	if src.register != "" {
+		wo.Register = &watch.Registration{Address: src.register, Version: buildinfo.Version()}
+	}
+	w, err := watch.New(wo)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.blobs = func(sha string) ([]byte, error) {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return w.Blob(bctx, sha)
+	}
+	o.checks = append(o.checks, func() (bool, string) {
+		st := w.Status()
+		switch {
+		case !st.Ready():
+			return false, "waiting for a configuration from the control plane"
+		case st.FromCache:
+			return true, "serving the last good configuration from the cache: the control plane is unreachable"
+		}
+		return true, ""
+	})
+	r, err = startProxy(ctx, bootstrap, log, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	go func() {
+		if err := w.Run(ctx); err != nil {
+			log.Error("the control plane watcher stopped", zap.Error(err))
+		}
+	}()
+	return r, w, nil
+}
+
+// defaultCacheFile is where a proxy keeps its last good configuration.
+func defaultCacheFile(dir string) string {
+	return filepath.Join(dir, "last-good.json")
+}
