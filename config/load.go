@@ -46,6 +46,18 @@ func Parse(data []byte, name string) (*Config, error) {
 	return cfg, nil
 }
 
+// Decode decodes a YAML or JSON document as strictly as Parse, with the
+// same errors, but neither defaults nor validates it: for partial
+// documents, such as one resource or a bundle that completes a stored
+// configuration.
+func Decode(data []byte, name string) (*Config, error) {
+	cfg, _, err := decode(data, name)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 // lineMap maps field paths to the line they start on.
 type lineMap map[string]int
 
