@@ -76,6 +76,12 @@ type Listener struct {
 	// MaxConnectionAge closes a keep-alive connection after the first
 	// response once it is this old. Zero means no limit.
 	MaxConnectionAge Duration `yaml:"max_connection_age,omitempty" json:"max_connection_age,omitempty"`
+	// TLS terminates TLS on the listener; nil means cleartext.
+	TLS *ListenerTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// HTTP2 configures HTTP/2; nil means h2 by ALPN on TLS and no h2c.
+	HTTP2 *ListenerHTTP2 `yaml:"http2,omitempty" json:"http2,omitempty"`
+	// HTTP3 serves HTTP/3 on the same port over UDP; nil means off.
+	HTTP3 *ListenerHTTP3 `yaml:"http3,omitempty" json:"http3,omitempty"`
 }
 
 // VirtualHost groups routes under a set of domains.
@@ -262,6 +268,11 @@ type Cluster struct {
 	// healthy, requests are balanced over all of them. Nil means 50; 0
 	// never panics (no healthy endpoint means 503).
 	PanicThreshold *int `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
+	// Protocol is http1 (the default) or http2 (h2 over TLS, h2c without),
+	// which gRPC needs.
+	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	// TLS is TLS to the endpoints; nil means cleartext.
+	TLS *ClusterTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 }
 
 // Endpoint is one upstream host:port.

@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 
 	listeners := c.validateListeners(v)
 	clusters := c.validateClusters(v)
+	c.validateProtocols(v)
 	c.validateResilience(v)
 	plugins := c.validatePlugins(v, clusters)
 	c.validateVirtualHosts(v, listeners, clusters, plugins)
@@ -241,8 +242,8 @@ func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]in
 
 func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[string]int) {
 	seen := map[string]int{}
-	// domainOwner maps listener name + domain to the virtual host index.
-	domainOwner := map[string]int{}
+	// owners maps a domain to the virtual hosts that serve it so far.
+	owners := map[string][]domainOwner{}
 	for i, vh := range c.VirtualHosts {
 		p := idx("virtual_hosts", i)
 		checkName(v, dot(p, "name"), vh.Name, i, seen, "virtual host")
@@ -250,10 +251,6 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 			if _, ok := listeners[l]; !ok {
 				v.add(idx(dot(p, "listeners"), j), "unknown listener %q", l)
 			}
-		}
-		on := vh.Listeners
-		if len(on) == 0 {
-			on = c.listenerNames()
 		}
 		if len(vh.Domains) == 0 {
 			v.add(dot(p, "domains"), "at least one domain is required (\"*\" for any)")
@@ -264,13 +261,20 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 				v.add(dPath, "%s", err)
 				continue
 			}
-			for _, l := range on {
-				key := l + "\x00" + d
-				if first, dup := domainOwner[key]; dup && first != i {
-					v.add(dPath, "domain %q is already served by virtual_hosts[%d] on listener %q", d, first, l)
+			dup := false
+			for _, o := range owners[d] {
+				if o.vh == i {
+					dup = true // listed twice by one virtual host
 					break
 				}
-				domainOwner[key] = i
+				if l, ok := c.sharedListener(o.listeners, vh.Listeners); ok {
+					v.add(dPath, "domain %q is already served by virtual_hosts[%d] on listener %q", d, o.vh, l)
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				owners[d] = append(owners[d], domainOwner{vh: i, listeners: vh.Listeners})
 			}
 		}
 		validateMutation(v, dot(p, "request_headers"), vh.RequestHeaders)
@@ -295,12 +299,35 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 	}
 }
 
-func (c *Config) listenerNames() []string {
-	names := make([]string, len(c.Listeners))
-	for i, l := range c.Listeners {
-		names[i] = l.Name
+// domainOwner is a virtual host serving a domain on some listeners (nil:
+// on all of them).
+type domainOwner struct {
+	vh        int
+	listeners []string
+}
+
+// sharedListener names a listener that both lists serve, where an empty
+// list means every listener.
+func (c *Config) sharedListener(a, b []string) (string, bool) {
+	switch {
+	case len(a) == 0 && len(b) == 0:
+		if len(c.Listeners) == 0 {
+			return "", false
+		}
+		return c.Listeners[0].Name, true
+	case len(a) == 0:
+		return b[0], true
+	case len(b) == 0:
+		return a[0], true
 	}
-	return names
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return x, true
+			}
+		}
+	}
+	return "", false
 }
 
 func checkDomain(d string) string {

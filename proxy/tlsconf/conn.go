@@ -1,0 +1,193 @@
+package tlsconf
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"net"
+	"sync"
+
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// Identity is what a handshake taught the proxy about a downstream
+// connection. It is computed once per connection and shared, read only, by
+// every request on it.
+type Identity struct {
+	// Info is the connection's TLS facts for filters.
+	Info *filter.TLSInfo
+	// XFCC is the X-Forwarded-Client-Cert value for the client's verified
+	// certificate in Envoy's format, or nil when the client sent none.
+	XFCC []byte
+}
+
+// Identify computes the identity of a connection from its handshake. The
+// proxy's side is described by the certificate s serves for the SNI name.
+func (s *Server) Identify(cs *tls.ConnectionState) Identity {
+	info := &filter.TLSInfo{
+		Version:    versionName(cs.Version),
+		ServerName: cs.ServerName,
+		ALPN:       cs.NegotiatedProtocol,
+	}
+	var local localIdentity
+	if s != nil {
+		local = s.certificateFor(cs.ServerName).local
+	}
+	info.LocalSubject, info.LocalURISANs, info.LocalDNSSANs = local.subject, local.uris, local.dns
+	if len(cs.PeerCertificates) == 0 {
+		return Identity{Info: info}
+	}
+	leaf := cs.PeerCertificates[0]
+	sum := sha256.Sum256(leaf.Raw)
+	info.PeerPresented = true
+	info.PeerVerified = len(cs.VerifiedChains) > 0
+	info.PeerSubject = leaf.Subject.String()
+	info.PeerURISANs = uriStrings(leaf)
+	info.PeerDNSSANs = leaf.DNSNames
+	info.PeerSHA256 = hex.EncodeToString(sum[:])
+	if !info.PeerVerified {
+		return Identity{Info: info}
+	}
+	return Identity{Info: info, XFCC: AppendXFCC(nil, info)}
+}
+
+// AppendXFCC appends the X-Forwarded-Client-Cert element that describes
+// info's peer, in Envoy's format:
+//
+//	By=<proxy URI SAN>;Hash=<sha256>;Subject="<subject>";URI=<URI SAN>;DNS=<DNS SAN>
+//
+// By is left out when the proxy's certificate has no URI SAN; URI and DNS
+// repeat for every SAN of the kind.
+func AppendXFCC(b []byte, info *filter.TLSInfo) []byte {
+	start := len(b)
+	sep := func() {
+		if len(b) > start {
+			b = append(b, ';')
+		}
+	}
+	for _, u := range info.LocalURISANs {
+		sep()
+		b = append(b, "By="...)
+		b = appendXFCCValue(b, u, false)
+	}
+	sep()
+	b = append(b, "Hash="...)
+	b = append(b, info.PeerSHA256...)
+	sep()
+	b = append(b, "Subject="...)
+	b = appendXFCCValue(b, info.PeerSubject, true)
+	for _, u := range info.PeerURISANs {
+		sep()
+		b = append(b, "URI="...)
+		b = appendXFCCValue(b, u, false)
+	}
+	for _, d := range info.PeerDNSSANs {
+		sep()
+		b = append(b, "DNS="...)
+		b = appendXFCCValue(b, d, false)
+	}
+	return b
+}
+
+// appendXFCCValue appends v, in double quotes when asked or when it holds
+// a character that separates elements, pairs or keys; a double quote or
+// backslash within is escaped.
+func appendXFCCValue(b []byte, v string, quote bool) []byte {
+	for i := 0; i < len(v) && !quote; i++ {
+		switch v[i] {
+		case ',', ';', '=', '"', ' ':
+			quote = true
+		}
+	}
+	if !quote {
+		return append(b, v...)
+	}
+	b = append(b, '"')
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, v[i])
+	}
+	return append(b, '"')
+}
+
+func versionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1.0"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return ""
+}
+
+// Conn is a downstream TLS connection that remembers its identity. Its
+// handshake is bounded by the listener's handshake timeout.
+type Conn struct {
+	*tls.Conn
+	srv *Server
+
+	once sync.Once
+	err  error
+	id   Identity
+}
+
+// Handshake runs the handshake once, under the handshake timeout, and
+// computes the connection's identity. Later calls return the first result.
+func (c *Conn) Handshake() error {
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.srv.HandshakeTimeout())
+		defer cancel()
+		if c.err = c.Conn.HandshakeContext(ctx); c.err != nil {
+			return
+		}
+		cs := c.Conn.ConnectionState()
+		c.id = c.srv.Identify(&cs)
+	})
+	return c.err
+}
+
+// TLSInfo returns the connection's TLS facts, or nil when the handshake
+// failed. It handshakes first if that has not happened yet.
+func (c *Conn) TLSInfo() *filter.TLSInfo {
+	if c.Handshake() != nil {
+		return nil
+	}
+	return c.id.Info
+}
+
+// XFCC returns the X-Forwarded-Client-Cert value for the connection's
+// verified client certificate, or nil. It must not be changed.
+func (c *Conn) XFCC() []byte {
+	if c.Handshake() != nil {
+		return nil
+	}
+	return c.id.XFCC
+}
+
+// Listener accepts TLS connections as *Conn. The handshake happens on the
+// connection's first Handshake, Read or Write, not in Accept.
+type Listener struct {
+	net.Listener
+	srv *Server
+}
+
+// NewListener wraps inner so that its connections speak TLS as s says.
+func NewListener(inner net.Listener, s *Server) *Listener {
+	return &Listener{Listener: inner, srv: s}
+}
+
+// Accept implements net.Listener.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv}, nil
+}
