@@ -38,6 +38,9 @@ func (c *Config) validateProtocols(v *errs) {
 			if h.Enabled && l.TLS == nil {
 				v.add(dot(hp, "enabled"), "HTTP/3 needs tls on the listener")
 			}
+			if h.Enabled && l.TLS != nil && l.TLS.MaxVersion == "1.2" {
+				v.add(dot(hp, "enabled"), "HTTP/3 needs TLS 1.3, but tls.max_version is 1.2")
+			}
 			if h.MaxConcurrentStreams < 0 || h.MaxConcurrentStreams > 1<<20 {
 				v.add(dot(hp, "max_concurrent_streams"), "must be between 1 and 1048576")
 			}
@@ -117,7 +120,7 @@ func validateClusterTLS(v *errs, p string, t *ClusterTLS) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		v.add(p, "cert_file and key_file go together")
 	}
-	if t.CertFile != "" {
+	if t.CertFile != "" && t.KeyFile != "" {
 		checkFile(v, dot(p, "cert_file"), t.CertFile)
 		checkFile(v, dot(p, "key_file"), t.KeyFile)
 	}
