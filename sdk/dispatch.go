@@ -1,0 +1,245 @@
+package sdk
+
+import (
+	"errors"
+
+	"github.com/wasmgate/wasmgate/sdk/abi"
+)
+
+// rootContext is one configuration of the plugin in this instance.
+type rootContext struct {
+	id     uint32
+	filter Filter
+	tick   func()
+	queues map[uint32]func()
+}
+
+// The state of the instance. The host calls in one at a time, so none of
+// it needs a lock.
+var (
+	roots   = map[uint32]*rootContext{}
+	streams = map[uint32]*Request{}
+	calls   = map[uint32]*pendingCall{}
+
+	// The context of the running callback: its root, and its request
+	// when it is a request's.
+	curRoot   *rootContext
+	curStream *Request
+
+	free []*Request // requests kept for reuse
+)
+
+func enterRoot(root *rootContext) { curRoot, curStream = root, nil }
+
+func enterStream(r *Request) { curRoot, curStream = r.root, r }
+
+func leave() { curRoot, curStream = nil, nil }
+
+func onContextCreate(id, parent uint32) {
+	if parent == 0 {
+		roots[id] = &rootContext{id: id}
+		return
+	}
+	root := roots[parent]
+	if root == nil {
+		return
+	}
+	var r *Request
+	if n := len(free); n > 0 {
+		r = free[n-1]
+		free = free[:n-1]
+	} else {
+		r = new(Request)
+	}
+	*r = Request{id: id, root: root}
+	r.resp.r = r
+	streams[id] = r
+}
+
+func onVMStart(id, size uint32) bool {
+	root := roots[id]
+	if root == nil || vmStart == nil {
+		return true
+	}
+	enterRoot(root)
+	defer leave()
+	cfg, err := readBuffer(abi.BufferVMConfiguration, size)
+	if err == nil {
+		err = vmStart(cfg)
+	}
+	if err != nil {
+		logf(abi.LogLevelError, "vm_config rejected: %v", err)
+		return false
+	}
+	return true
+}
+
+func onConfigure(id, size uint32) bool {
+	root := roots[id]
+	if root == nil {
+		return false
+	}
+	enterRoot(root)
+	defer leave()
+	refreshLogLevel()
+	if newFilter == nil {
+		logf(abi.LogLevelCritical, "the plugin registered no filter: call sdk.Register from an init function")
+		return false
+	}
+	cfg, err := readBuffer(abi.BufferPluginConfiguration, size)
+	if err != nil {
+		logf(abi.LogLevelError, "reading the plugin configuration: %v", err)
+		return false
+	}
+	f, err := newFilter(cfg)
+	if err != nil {
+		logf(abi.LogLevelError, "plugin configuration rejected: %v", err)
+		return false
+	}
+	if f == nil {
+		f = BaseFilter{}
+	}
+	root.filter = f
+	return true
+}
+
+func readBuffer(t abi.BufferType, size uint32) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	b, st := hostGetBuffer(t, 0, size)
+	if st == abi.StatusNotFound {
+		return nil, nil
+	}
+	return b, check("proxy_get_buffer_bytes", st)
+}
+
+// stream returns the request of id with its filter, entering its context.
+func stream(id uint32) (*Request, Filter) {
+	r := streams[id]
+	if r == nil || r.root.filter == nil {
+		return nil, nil
+	}
+	enterStream(r)
+	return r, r.root.filter
+}
+
+func onRequestHeaders(id, _ uint32, eos bool) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = eos, 0
+	return f.OnRequestHeaders(r)
+}
+
+func onRequestBody(id, size uint32, eos bool) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = eos, size
+	a := f.OnRequestBody(r, eos)
+	r.bodySize = 0
+	return a
+}
+
+func onRequestTrailers(id, _ uint32) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = true, 0
+	return f.OnRequestTrailers(r)
+}
+
+func onResponseHeaders(id, _ uint32, eos bool) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = eos, 0
+	return f.OnResponseHeaders(&r.resp)
+}
+
+func onResponseBody(id, size uint32, eos bool) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = eos, size
+	a := f.OnResponseBody(&r.resp, eos)
+	r.bodySize = 0
+	return a
+}
+
+func onResponseTrailers(id, _ uint32) Action {
+	r, f := stream(id)
+	if r == nil {
+		return Continue
+	}
+	defer leave()
+	r.endOfStream, r.bodySize = true, 0
+	return f.OnResponseTrailers(&r.resp)
+}
+
+func onDone(uint32) bool { return true }
+
+func onLog(id uint32) {
+	r, f := stream(id)
+	if r == nil {
+		return
+	}
+	defer leave()
+	f.OnLog(r)
+}
+
+func onDelete(id uint32) {
+	if r := streams[id]; r != nil {
+		delete(streams, id)
+		for k, c := range calls {
+			if c.stream == r {
+				delete(calls, k)
+			}
+		}
+		*r = Request{}
+		if len(free) < 64 {
+			free = append(free, r)
+		}
+		return
+	}
+	delete(roots, id)
+}
+
+func onTick(id uint32) {
+	root := roots[id]
+	if root == nil || root.tick == nil {
+		return
+	}
+	enterRoot(root)
+	defer leave()
+	root.tick()
+}
+
+func onQueueReady(id, queue uint32) {
+	root := roots[id]
+	if root == nil {
+		return
+	}
+	fn := root.queues[queue]
+	if fn == nil {
+		return
+	}
+	enterRoot(root)
+	defer leave()
+	fn()
+}
+
+// errNoRoot is returned by functions that must run in a root context's
+// callback (or a request's, whose root they then use).
+var errNoRoot = errors.Join(ErrNoContext, errors.New("call it from Register's function, a tick, a queue or an HTTP call callback, or a request callback"))

@@ -1,0 +1,71 @@
+//go:build wasip1
+
+package sdk
+
+// The callbacks of proxy-wasm v0.2.1 that the host calls. Each hands over
+// to the platform-independent dispatcher in dispatch.go.
+
+//go:wasmexport proxy_abi_version_0_2_1
+func proxyABIVersion021() {}
+
+//go:wasmexport proxy_on_context_create
+func proxyOnContextCreate(id, parent uint32) { onContextCreate(id, parent) }
+
+//go:wasmexport proxy_on_vm_start
+func proxyOnVMStart(id, size uint32) uint32 { return b2u(onVMStart(id, size)) }
+
+//go:wasmexport proxy_on_configure
+func proxyOnConfigure(id, size uint32) uint32 { return b2u(onConfigure(id, size)) }
+
+//go:wasmexport proxy_on_request_headers
+func proxyOnRequestHeaders(id, n, eos uint32) uint32 {
+	return uint32(onRequestHeaders(id, n, eos != 0))
+}
+
+//go:wasmexport proxy_on_request_body
+func proxyOnRequestBody(id, size, eos uint32) uint32 {
+	return uint32(onRequestBody(id, size, eos != 0))
+}
+
+//go:wasmexport proxy_on_request_trailers
+func proxyOnRequestTrailers(id, n uint32) uint32 { return uint32(onRequestTrailers(id, n)) }
+
+//go:wasmexport proxy_on_response_headers
+func proxyOnResponseHeaders(id, n, eos uint32) uint32 {
+	return uint32(onResponseHeaders(id, n, eos != 0))
+}
+
+//go:wasmexport proxy_on_response_body
+func proxyOnResponseBody(id, size, eos uint32) uint32 {
+	return uint32(onResponseBody(id, size, eos != 0))
+}
+
+//go:wasmexport proxy_on_response_trailers
+func proxyOnResponseTrailers(id, n uint32) uint32 { return uint32(onResponseTrailers(id, n)) }
+
+//go:wasmexport proxy_on_done
+func proxyOnDone(id uint32) uint32 { return b2u(onDone(id)) }
+
+//go:wasmexport proxy_on_log
+func proxyOnLog(id uint32) { onLog(id) }
+
+//go:wasmexport proxy_on_delete
+func proxyOnDelete(id uint32) { onDelete(id) }
+
+//go:wasmexport proxy_on_http_call_response
+func proxyOnHTTPCallResponse(root, token, headers, bodySize, trailers uint32) {
+	onHTTPCallResponse(root, token, headers, bodySize, trailers)
+}
+
+//go:wasmexport proxy_on_tick
+func proxyOnTick(root uint32) { onTick(root) }
+
+//go:wasmexport proxy_on_queue_ready
+func proxyOnQueueReady(root, queue uint32) { onQueueReady(root, queue) }
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}

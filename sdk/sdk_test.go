@@ -1,0 +1,417 @@
+package sdk
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmgate/wasmgate/sdk/abi"
+)
+
+// reset gives each test a fresh in-memory host and instance state.
+func reset(t *testing.T) {
+	t.Helper()
+	mem = newMemHost()
+	roots = map[uint32]*rootContext{}
+	streams = map[uint32]*Request{}
+	calls = map[uint32]*pendingCall{}
+	metricIDs = map[metricKey]uint32{}
+	newFilter, vmStart = nil, nil
+	minLevel = LevelTrace
+	t.Cleanup(func() { newFilter, vmStart = nil, nil })
+}
+
+// configure starts root context 1 with cfg.
+func configure(t *testing.T, cfg string) bool {
+	t.Helper()
+	onContextCreate(1, 0)
+	mem.buffers[abi.BufferPluginConfiguration] = []byte(cfg)
+	ok := onConfigure(1, uint32(len(cfg)))
+	delete(mem.buffers, abi.BufferPluginConfiguration)
+	return ok
+}
+
+type recorder struct {
+	BaseFilter
+	cfg  string
+	seen []string
+}
+
+func (f *recorder) OnRequestHeaders(r *Request) Action {
+	f.seen = append(f.seen, r.Method()+" "+r.Path())
+	switch r.Path() {
+	case "/deny":
+		return r.Respond(403, []byte("no"), Fields{{"x-why", "path"}})
+	case "/call":
+		err := HTTPCall("auth", &HTTPRequest{Path: "/check", Header: Fields{{"x-user", r.Header().Get("x-user")}}}, time.Second,
+			func(resp *HTTPResponse, err error) {
+				if err != nil {
+					r.Respond(503, nil, nil)
+					return
+				}
+				r.Header().Set("x-auth", resp.Header.Get("x-result"))
+				r.Resume()
+			})
+		if err != nil {
+			return r.Respond(500, nil, nil)
+		}
+		return Pause
+	}
+	r.Header().Set("x-cfg", f.cfg)
+	r.SetData(len(f.seen))
+	return Continue
+}
+
+func (f *recorder) OnRequestBody(r *Request, end bool) Action {
+	if !end {
+		return Pause
+	}
+	b, _ := r.Body()
+	r.SetBody([]byte(strings.ToUpper(string(b))))
+	return Continue
+}
+
+func (f *recorder) OnResponseHeaders(w *Response) Action {
+	w.Header().Add("x-status", w.Header().Get(":status"))
+	return Continue
+}
+
+func (f *recorder) OnLog(r *Request) {
+	f.seen = append(f.seen, "log")
+}
+
+func register(f *recorder) {
+	Register(func(cfg []byte) (Filter, error) {
+		if string(cfg) == "bad" {
+			return nil, errors.New("bad config")
+		}
+		f.cfg = string(cfg)
+		return f, nil
+	})
+}
+
+func TestRequestLifecycle(t *testing.T) {
+	reset(t)
+	f := &recorder{}
+	register(f)
+	if !configure(t, "c1") {
+		t.Fatal("configure failed")
+	}
+	onContextCreate(2, 1)
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "POST"}, {":path", "/a"}}
+	if a := onRequestHeaders(2, 2, false); a != Continue {
+		t.Fatalf("headers: %v", a)
+	}
+	if got := mem.maps[abi.MapHTTPRequestHeaders].Get("x-cfg"); got != "c1" {
+		t.Errorf("x-cfg = %q", got)
+	}
+	if streams[2].Data() != 1 {
+		t.Errorf("data = %v", streams[2].Data())
+	}
+	mem.buffers[abi.BufferHTTPRequestBody] = []byte("ab")
+	if a := onRequestBody(2, 2, false); a != Pause {
+		t.Fatalf("body chunk: %v", a)
+	}
+	mem.buffers[abi.BufferHTTPRequestBody] = []byte("abcd")
+	if a := onRequestBody(2, 4, true); a != Continue {
+		t.Fatalf("body end: %v", a)
+	}
+	if got := string(mem.buffers[abi.BufferHTTPRequestBody]); got != "ABCD" {
+		t.Errorf("body = %q", got)
+	}
+	mem.maps[abi.MapHTTPResponseHeaders] = Fields{{":status", "204"}}
+	onResponseHeaders(2, 1, true)
+	if got := mem.maps[abi.MapHTTPResponseHeaders].Get("x-status"); got != "204" {
+		t.Errorf("x-status = %q", got)
+	}
+	onDone(2)
+	onLog(2)
+	onDelete(2)
+	if want := []string{"POST /a", "log"}; !reflect.DeepEqual(f.seen, want) {
+		t.Errorf("seen %v", f.seen)
+	}
+	if len(streams) != 0 {
+		t.Error("stream not deleted")
+	}
+}
+
+func TestLocalResponse(t *testing.T) {
+	reset(t)
+	register(&recorder{})
+	configure(t, "")
+	onContextCreate(2, 1)
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/deny"}}
+	onRequestHeaders(2, 2, true)
+	l := mem.local
+	if l == nil || l.status != 403 || string(l.body) != "no" || l.headers.Get("x-why") != "path" {
+		t.Fatalf("local response %+v", l)
+	}
+}
+
+func TestConfigRejected(t *testing.T) {
+	reset(t)
+	register(&recorder{})
+	if configure(t, "bad") {
+		t.Fatal("bad config accepted")
+	}
+	if len(mem.logs) != 1 || !strings.Contains(mem.logs[0], "bad config") {
+		t.Errorf("logs %v", mem.logs)
+	}
+}
+
+func TestNoRegister(t *testing.T) {
+	reset(t)
+	if configure(t, "") {
+		t.Fatal("configured without a filter")
+	}
+	if !strings.Contains(strings.Join(mem.logs, "\n"), "sdk.Register") {
+		t.Errorf("logs %v", mem.logs)
+	}
+}
+
+func TestHTTPCall(t *testing.T) {
+	reset(t)
+	register(&recorder{})
+	configure(t, "")
+	onContextCreate(2, 1)
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/call"}, {"x-user", "alice"}}
+	if a := onRequestHeaders(2, 3, true); a != Pause {
+		t.Fatalf("action %v", a)
+	}
+	if len(mem.calls) != 1 {
+		t.Fatalf("calls %v", mem.calls)
+	}
+	c := mem.calls[0]
+	if c.cluster != "auth" || c.headers.Get(":path") != "/check" || c.headers.Get(":authority") != "auth" ||
+		c.headers.Get(":method") != "GET" || c.headers.Get("x-user") != "alice" || c.timeout != 1000 {
+		t.Fatalf("call %+v", c)
+	}
+	mem.maps[abi.MapHTTPCallResponseHeaders] = Fields{{":status", "200"}, {"x-result", "ok"}}
+	onHTTPCallResponse(1, 1, 2, 0, 0)
+	if mem.effective != 2 {
+		t.Errorf("effective context %d", mem.effective)
+	}
+	if got := mem.maps[abi.MapHTTPRequestHeaders].Get("x-auth"); got != "ok" {
+		t.Errorf("x-auth = %q", got)
+	}
+	if len(mem.resumed) != 1 || mem.resumed[0] != abi.StreamHTTPRequest {
+		t.Errorf("resumed %v", mem.resumed)
+	}
+
+	// A failed call: no headers.
+	onContextCreate(3, 1)
+	onRequestHeaders(3, 3, true)
+	onHTTPCallResponse(1, 2, 0, 0, 0)
+	if mem.local == nil || mem.local.status != 503 {
+		t.Errorf("failed call answered %+v", mem.local)
+	}
+
+	// The answer to a deleted request is dropped.
+	onContextCreate(4, 1)
+	onRequestHeaders(4, 3, true)
+	onDelete(4)
+	mem.local = nil
+	onHTTPCallResponse(1, 3, 0, 0, 0)
+	if mem.local != nil {
+		t.Error("callback ran for a deleted request")
+	}
+}
+
+func TestHTTPCallOutsideContext(t *testing.T) {
+	reset(t)
+	err := HTTPCall("c", &HTTPRequest{}, 0, func(*HTTPResponse, error) {})
+	if !errors.Is(err, ErrNoContext) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestProperties(t *testing.T) {
+	reset(t)
+	mem.props["source\x00address"] = memProperty("10.0.0.1:5")
+	mem.props["connection\x00mtls"] = memProperty(true)
+	mem.props["response\x00code"] = memProperty(503)
+	mem.props["request\x00duration"] = memProperty(int64(1500 * time.Millisecond))
+	if s, err := PropertyString("source", "address"); err != nil || s != "10.0.0.1:5" {
+		t.Errorf("source.address %q %v", s, err)
+	}
+	if b, err := PropertyBool("connection", "mtls"); err != nil || !b {
+		t.Errorf("mtls %v %v", b, err)
+	}
+	if n, err := PropertyInt("response", "code"); err != nil || n != 503 {
+		t.Errorf("code %v %v", n, err)
+	}
+	if d, err := PropertyDuration("request", "duration"); err != nil || d != 1500*time.Millisecond {
+		t.Errorf("duration %v %v", d, err)
+	}
+	if _, err := Property("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing property: %v", err)
+	}
+	if _, err := PropertyBool("source", "address"); !errors.Is(err, ErrParse) {
+		t.Errorf("wrong type: %v", err)
+	}
+	if err := SetFilterState("trace_id", []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mem.props["trace_id"]); got != "abc" {
+		t.Errorf("filter state %q", got)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reset(t)
+	c := Metrics.Counter("requests")
+	c.Inc()
+	c.Add(2)
+	if v, err := Metrics.Counter("requests").Value(); err != nil || v != 3 {
+		t.Errorf("counter %v %v", v, err)
+	}
+	g, _ := NewGauge("inflight")
+	g.Add(5)
+	g.Add(-2)
+	if v, _ := g.Value(); v != 3 {
+		t.Errorf("gauge %v", v)
+	}
+	g.Set(9)
+	if v, _ := g.Value(); v != 9 {
+		t.Errorf("gauge set %v", v)
+	}
+	h := Metrics.Histogram("latency")
+	h.Record(5)
+	if len(mem.metrics) != 3 {
+		t.Errorf("defined %v", mem.metrics)
+	}
+}
+
+func TestSharedDataAndQueues(t *testing.T) {
+	reset(t)
+	if _, _, err := SharedData.Get("k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get missing: %v", err)
+	}
+	if err := SharedData.Set("k", []byte("v1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	v, cas, err := SharedData.Get("k")
+	if err != nil || string(v) != "v1" {
+		t.Fatalf("get %q %v", v, err)
+	}
+	if err := SharedData.Set("k", []byte("v2"), cas+7); !errors.Is(err, ErrCASMismatch) {
+		t.Errorf("stale cas: %v", err)
+	}
+	if err := SharedData.Set("k", []byte("v2"), cas); err != nil {
+		t.Errorf("fresh cas: %v", err)
+	}
+
+	if _, err := RegisterQueue("q", nil); !errors.Is(err, ErrNoContext) {
+		t.Errorf("queue outside a root: %v", err)
+	}
+	var got []string
+	Register(func([]byte) (Filter, error) {
+		_, err := RegisterQueue("q", func(q Queue) {
+			for {
+				b, err := q.Dequeue()
+				if err != nil {
+					if !errors.Is(err, ErrEmpty) {
+						t.Error(err)
+					}
+					return
+				}
+				got = append(got, string(b))
+			}
+		})
+		return nil, err
+	})
+	configure(t, "")
+	q, err := ResolveQueue("", "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Enqueue([]byte("a"))
+	q.Enqueue([]byte("b"))
+	onQueueReady(1, q.id)
+	if !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Errorf("dequeued %v", got)
+	}
+}
+
+func TestTick(t *testing.T) {
+	reset(t)
+	n := 0
+	Register(func([]byte) (Filter, error) {
+		return nil, Tick(250*time.Millisecond, func() { n++ })
+	})
+	configure(t, "")
+	if mem.tick != 250 {
+		t.Errorf("tick period %d", mem.tick)
+	}
+	onTick(1)
+	onTick(1)
+	if n != 2 {
+		t.Errorf("ticks %d", n)
+	}
+	if err := Tick(time.Second, nil); !errors.Is(err, ErrNoContext) {
+		t.Errorf("tick outside a root: %v", err)
+	}
+}
+
+func TestVMStart(t *testing.T) {
+	reset(t)
+	OnVMStart(func(cfg []byte) error {
+		if string(cfg) != "vm" {
+			return errors.New("want vm")
+		}
+		return nil
+	})
+	onContextCreate(1, 0)
+	mem.buffers[abi.BufferVMConfiguration] = []byte("vm")
+	if !onVMStart(1, 2) {
+		t.Error("vm config rejected")
+	}
+	mem.buffers[abi.BufferVMConfiguration] = []byte("xx")
+	if onVMStart(1, 2) {
+		t.Error("bad vm config accepted")
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	reset(t)
+	mem.level = LevelWarn
+	register(&recorder{})
+	configure(t, "")
+	LogInfof("hidden %d", 1)
+	LogWarnf("shown %d", 2)
+	if !reflect.DeepEqual(mem.logs, []string{"warn: shown 2"}) {
+		t.Errorf("logs %v", mem.logs)
+	}
+}
+
+func TestFieldsCodec(t *testing.T) {
+	f := Fields{{":method", "GET"}, {"x-a", ""}, {"x-b", "2"}}
+	got, err := decodeFields(encodeFields(f))
+	if err != nil || !reflect.DeepEqual(got, f) {
+		t.Fatalf("round trip %v %v", got, err)
+	}
+	if got, err := decodeFields(nil); err != nil || len(got) != 0 {
+		t.Errorf("empty %v %v", got, err)
+	}
+	bad := encodeFields(f)
+	if _, err := decodeFields(bad[:len(bad)-3]); !errors.Is(err, ErrParse) {
+		t.Errorf("truncated: %v", err)
+	}
+}
+
+func FuzzDecodeFields(f *testing.F) {
+	f.Add(encodeFields(Fields{{"a", "b"}}))
+	f.Add([]byte{1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fs, err := decodeFields(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeFields(encodeFields(fs))
+		if err != nil || len(again) != len(fs) {
+			t.Fatalf("re-decode %v %v", again, err)
+		}
+	})
+}
