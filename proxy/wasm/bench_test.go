@@ -64,3 +64,48 @@ func BenchmarkRequestParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCompile compiles the features module (2.7 MB) with an empty
+// cache each time: the cost of a plugin the proxy has never seen.
+func BenchmarkCompile(b *testing.B) {
+	for b.Loop() {
+		m := newTestManager(b, func(o *Options) { o.CacheDir = b.TempDir() })
+		set, err := m.Prepare(b.Context(), []config.Plugin{testPlugin("features", "features", func(p *config.Plugin) { p.PoolSize = 1 })})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(set.plugins["features"].compileTime.Seconds()*1000, "compile-ms")
+		set.Close()
+		m.Close()
+	}
+}
+
+// BenchmarkInstance measures one more instance of the features module:
+// the time to instantiate and start it, its linear memory, and the
+// process's RSS growth per instance.
+func BenchmarkInstance(b *testing.B) {
+	m := newTestManager(b)
+	set := prepare(b, m, testPlugin("features", "features", func(p *config.Plugin) { p.PoolSize = 1 }))
+	p := set.plugins["features"]
+	rss0 := rssBytes()
+	var keep []*instance
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		p.mu.Lock()
+		in, err := p.newInstance(0)
+		p.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		keep = append(keep, in)
+	}
+	b.StopTimer()
+	rss1 := rssBytes()
+	b.ReportMetric(float64(keep[0].mem.Size())/(1<<20), "guest-MiB/instance")
+	b.ReportMetric(float64(rss1-rss0)/float64(len(keep))/(1<<20), "RSS-MiB/instance")
+	for _, in := range keep {
+		in.mu.Lock()
+		in.discard(errPluginClosed)
+		in.mu.Unlock()
+	}
+}
