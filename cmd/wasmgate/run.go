@@ -232,12 +232,14 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 // configuration keeps serving.
 func (r *runner) reload(ctx context.Context, file string) {
 	cfg, err := config.LoadFile(file)
-	if err == nil {
+	if err != nil {
+		// Apply counts the failures it returns; this one it never saw.
+		r.srv.Metrics().Reloads.WithLabelValues("failure").Inc()
+		r.srv.Metrics().LastReloadSuccess.Set(0)
+	} else {
 		err = r.srv.Apply(ctx, cfg, "")
 	}
 	if err != nil {
-		r.srv.Metrics().Reloads.WithLabelValues("failure").Inc()
-		r.srv.Metrics().LastReloadSuccess.Set(0)
 		r.log.Error("configuration rejected; the previous one keeps serving", zap.String("file", file), zap.Error(err))
 		return
 	}
