@@ -31,6 +31,7 @@ func newRootCmd() *cobra.Command {
 		newCtlCmd(),
 		newValidateCmd(),
 		newBenchCmd(),
+		newPluginCmd(),
 		newVersionCmd(),
 	)
 	return root
