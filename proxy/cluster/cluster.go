@@ -21,6 +21,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/balancer"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
 // Defaults for unset cluster fields.
@@ -38,6 +39,14 @@ type Cluster struct {
 	endpoints []*Endpoint
 	lb        balancer.Balancer
 	hash      hashPolicy
+
+	// hosts is what Pick balances over: the healthy endpoints, or all of
+	// them in panic. lb (over all endpoints) is built once and reused.
+	hosts   atomic.Pointer[hostSet]
+	state   *clusterState
+	outlier *outlierPolicy
+	mu      sync.Mutex // serialises rebuilds of hosts
+	ejectMu sync.Mutex // serialises ejections
 }
 
 // Endpoint is one upstream address within a cluster.
@@ -45,6 +54,13 @@ type Endpoint struct {
 	Addr   string
 	weight int
 	pool   *pool
+
+	c       *Cluster
+	state   *hostState
+	outlier *outlierPolicy // nil without outlier detection
+	// breakers is the cluster's breaker state when it has circuit
+	// breakers (pending requests are counted), else nil.
+	breakers *clusterState
 }
 
 var _ balancer.Host = (*Endpoint)(nil)
@@ -75,6 +91,10 @@ type pool struct {
 }
 
 type poolKey struct {
+	// breaker is the cluster's name when its circuit breakers bound the
+	// pool's connections, so that the pool is the cluster's own.
+	breaker string
+
 	addr           string
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
@@ -86,10 +106,23 @@ type poolKey struct {
 type Pools struct {
 	mu    sync.Mutex
 	pools map[poolKey]*pool
+	// Health and breaker state, kept across reloads like the pools.
+	states   map[stateKey]*hostState
+	clusters map[string]*clusterState
+	checkers map[*Cluster]*checker
+	metrics  *metrics.Metrics
 }
 
-// NewPools returns an empty registry.
-func NewPools() *Pools { return &Pools{pools: map[poolKey]*pool{}} }
+// NewPools returns an empty registry. m receives the clusters'
+// resilience metrics; nil means none.
+func NewPools(m ...*metrics.Metrics) *Pools {
+	ps := &Pools{pools: map[poolKey]*pool{}, states: map[stateKey]*hostState{},
+		clusters: map[string]*clusterState{}, checkers: map[*Cluster]*checker{}}
+	if len(m) > 0 {
+		ps.metrics = m[0]
+	}
+	return ps
+}
 
 func (ps *Pools) get(k poolKey) *pool {
 	ps.mu.Lock()
@@ -109,7 +142,11 @@ func (ps *Pools) get(k poolKey) *pool {
 		DisableHeaderNamesNormalizing: true,
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               16 << 10,
+		MaxConnWaitTimeout:            ps.connWait(k),
 	}}
+	if k.breaker != "" {
+		p.client.Dial = ps.clusterStateLocked(k.breaker).dialer(p.client.Dial)
+	}
 	ps.pools[k] = p
 	return p
 }
@@ -132,7 +169,14 @@ func (ps *Pools) Retain(live []*Cluster) {
 			delete(ps.pools, k)
 		}
 	}
+	stop := ps.retainHealth(live)
 	ps.mu.Unlock()
+	for _, s := range stop {
+		s.Close()
+	}
+	for _, c := range live {
+		c.rebuild()
+	}
 	for _, p := range drop {
 		p.client.CloseIdleConnections()
 	}
@@ -147,7 +191,7 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 	if prev != nil && reflect.DeepEqual(prev.cfg, cfg) {
 		return prev, nil
 	}
-	c := &Cluster{Name: cfg.Name, cfg: cfg}
+	c := &Cluster{Name: cfg.Name, cfg: cfg, state: ps.clusterState(cfg), outlier: newOutlierPolicy(cfg.OutlierDetection)}
 	var err error
 	if c.hash, err = newHashPolicy(cfg.HashPolicy); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
@@ -163,9 +207,16 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 		if k.maxConns == 0 {
 			k.maxConns = DefaultMaxConns
 		}
+		if cfg.CircuitBreakers != nil {
+			k.breaker = cfg.Name
+		}
 		e := &Endpoint{Addr: ep.Address, weight: ep.Weight, pool: ps.get(k)}
 		if e.weight == 0 {
 			e.weight = 1
+		}
+		e.c, e.outlier, e.state = c, c.outlier, ps.hostState(c, ep.Address)
+		if cfg.CircuitBreakers != nil {
+			e.breakers = c.state
 		}
 		c.endpoints = append(c.endpoints, e)
 		hosts = append(hosts, e)
@@ -176,6 +227,7 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 			return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
 		}
 	}
+	c.rebuild()
 	return c, nil
 }
 
@@ -188,32 +240,34 @@ func (c *Cluster) Endpoints() []*Endpoint { return c.endpoints }
 // Pick chooses an endpoint for a request, or returns nil when the cluster
 // has none. It is lock-free and allocates nothing.
 func (c *Cluster) Pick(ctx *fasthttp.RequestCtx) *Endpoint {
-	if c.lb == nil {
+	hs := c.hosts.Load()
+	if hs.lb == nil {
 		return nil
 	}
 	var h uint64
 	if c.hash.kind != hashNone {
 		h = c.hash.of(ctx)
 	}
-	i := c.lb.Pick(h)
+	i := hs.lb.Pick(h)
 	if i < 0 {
 		return nil
 	}
-	return c.endpoints[i]
+	return hs.eps[i]
 }
 
 // Call sends a request made by a filter to an endpoint of the cluster and
 // reads the whole response.
 func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	if c.lb == nil {
+	hs := c.hosts.Load()
+	if hs.lb == nil {
 		return ErrNoEndpoint
 	}
-	i := c.lb.Pick(0)
+	i := hs.lb.Pick(0)
 	if i < 0 {
 		return ErrNoEndpoint
 	}
 	// A filter's call wants the whole body: the pool's client reads it.
-	e := c.endpoints[i]
+	e := hs.eps[i]
 	e.pool.active.Add(1)
 	defer e.pool.active.Add(-1)
 	e.pool.requests.Add(1)

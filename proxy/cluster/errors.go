@@ -33,7 +33,7 @@ func Classify(err error) Failure {
 	switch {
 	case err == nil:
 		return FailureNone
-	case errors.Is(err, fasthttp.ErrNoFreeConns):
+	case errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, ErrOverflow):
 		return FailureOverflow
 	case errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, syscall.ECONNREFUSED):
 		return FailureConnect

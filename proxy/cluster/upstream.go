@@ -67,7 +67,11 @@ var errTruncated = errors.New("upstream body did not end")
 // A request that fails on a reused connection before any response byte,
 // when its body is not a stream, is sent once more on a new connection:
 // the upstream closed an idle connection as the request went out.
-func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Stream) error {
+//
+// The outcome feeds the cluster's outlier detection, and with circuit
+// breakers a request waiting for a connection counts as pending.
+func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Stream) (err error) {
+	defer func() { e.Observe(resp.StatusCode(), err) }()
 	p := e.pool
 	p.active.Add(1)
 	p.requests.Add(1)
@@ -77,7 +81,7 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	// before the first attempt whether the request could be sent again.
 	streamed := req.IsBodyStream()
 	for attempt := 0; ; attempt++ {
-		retry, err := roundTrip(p.client, req, resp, deadline, s)
+		retry, err := roundTrip(p.client, req, resp, deadline, s, e.breakers)
 		if err == nil || !retry || attempt > 0 || streamed {
 			return err
 		}
@@ -86,12 +90,20 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 
 // roundTrip makes one attempt. retry reports whether the attempt failed on
 // a reused connection before the response began.
-func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, s *Stream) (retry bool, err error) {
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, s *Stream, cs *clusterState) (retry bool, err error) {
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
 		return false, fasthttp.ErrTimeout
 	}
+	if cs != nil {
+		if err := cs.acquirePending(); err != nil {
+			return false, err
+		}
+	}
 	cc, err := hc.AcquireConn(timeout, false)
+	if cs != nil {
+		cs.pending.Add(-1)
+	}
 	if err != nil {
 		return false, err
 	}

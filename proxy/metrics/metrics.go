@@ -33,6 +33,8 @@ type Metrics struct {
 	AccessLogDropped prometheus.Counter
 	// UpstreamErrors counts failed upstream exchanges by cluster and kind.
 	UpstreamErrors *prometheus.CounterVec
+
+	resilience
 }
 
 // New creates the metrics on a new registry, with Go and process
@@ -75,6 +77,7 @@ func New() *Metrics {
 			Help: "Failed upstream exchanges by cluster and kind (connect, timeout, reset, overflow).",
 		}, []string{"cluster", "kind"}),
 	}
+	m.resilience = newResilience()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wasmgate_build_info",
 		Help: "Build information; the value is always 1.",
@@ -82,6 +85,7 @@ func New() *Metrics {
 	build.WithLabelValues(buildinfo.Version(), buildinfo.GoVersion()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.Reloads, m.LastReloadSuccess, m.LastReloadTime,
 		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, build,
+		m.ejections, m.healthTransitions, m.retries, m.overflows, m.rateLimited, m.healthyEndpoints, m.panicMode,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
