@@ -360,14 +360,20 @@ virtual_hosts:
 		if r := e.get(t, "", "/"); r.status != 200 || string(r.body) != "0" {
 			t.Fatalf("GET %d: %d %q", i, r.status, r.body)
 		}
-		// A streamed body is not.
+		// A streamed body is not: the request fails, with 502 or, as the
+		// proxy closes the connection on the rest of the body, a reset.
 		const n = 200 << 10
-		r := e.do(t, request{method: "POST", path: "/", body: io.MultiReader(&pattern{n: n})})
+		resp, err := e.client.Do(e.newRequest(t, request{method: "POST", path: "/", body: io.MultiReader(&pattern{n: n})}))
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
 		switch {
-		case r.status == 200 && string(r.body) != strconv.Itoa(n):
-			t.Fatalf("POST %d: the upstream got %s body bytes of %d", i, r.body, n)
-		case r.status != 200 && r.status != 502:
-			t.Fatalf("POST %d: status %d %q", i, r.status, r.body)
+		case resp.StatusCode == 200 && string(body) != strconv.Itoa(n):
+			t.Fatalf("POST %d: the upstream got %s body bytes of %d", i, body, n)
+		case resp.StatusCode != 200 && resp.StatusCode != 502:
+			t.Fatalf("POST %d: status %d %q", i, resp.StatusCode, body)
 		}
 	}
 }
