@@ -53,7 +53,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 	if n >= 0 && n <= smallBody {
 		body := &filter.Body{B: req.Body()}
 		for _, s := range x.streams {
-			if !x.proceedBody(s.OnRequestBody(&x.Exchange, body, true), true) {
+			if !x.proceedBody(s.OnRequestBody(&x.Exchange, body, true)) {
 				return false
 			}
 		}
@@ -86,7 +86,7 @@ func (x *exchange) filterFixedBody(resp *fasthttp.Response) bool {
 	}
 	body := &filter.Body{B: resp.Body()}
 	for i := len(x.streams) - 1; i >= 0; i-- {
-		if !x.proceedBody(x.streams[i].OnResponseBody(&x.Exchange, body, true), true) {
+		if !x.proceedBody(x.streams[i].OnResponseBody(&x.Exchange, body, true)) {
 			return false
 		}
 	}
@@ -116,12 +116,15 @@ func (x *exchange) proceed(st filter.Status) bool {
 	return false
 }
 
-// proceedBody acts on a body callback's status for a whole body.
-func (x *exchange) proceedBody(st filter.Status, end bool) bool {
+// proceedBody acts on a body callback's status for a whole body. Buffer
+// has nothing more to wait for; Pause waits as after headers (a filter
+// that decides on the body may ask a service first).
+func (x *exchange) proceedBody(st filter.Status) bool {
 	switch st {
-	case filter.Continue, filter.Buffer, filter.Pause:
-		// At the end of the body there is nothing more to buffer.
+	case filter.Continue, filter.Buffer:
 		return !x.Local()
+	case filter.Pause:
+		return x.proceed(st)
 	}
 	if !x.Local() {
 		x.localError(fasthttp.StatusInternalServerError, filter.FlagFilterFailed, "filter_stopped")
@@ -190,8 +193,14 @@ func (f *filterReader) run() error {
 		}
 		switch st {
 		case filter.Continue:
-		case filter.Buffer, filter.Pause:
+		case filter.Pause, filter.Buffer:
 			if f.eof {
+				if st == filter.Pause && (!x.Wait(x.route.Timeout) || x.Local()) {
+					// The response may have begun: all that is left is
+					// to end the stream.
+					x.Flags |= filter.FlagFilterFailed
+					return errors.New("a filter paused the end of a streamed body and did not resume it")
+				}
 				continue
 			}
 			if len(f.held) > maxBuffered {

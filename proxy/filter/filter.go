@@ -28,8 +28,9 @@ const (
 	// Continue passes the data to the next filter.
 	Continue Status = iota
 	// Pause holds the exchange until the filter calls Exchange.Resume or
-	// Exchange.SendLocalResponse, or the route's timeout expires. Only a
-	// headers or trailers callback may pause.
+	// Exchange.SendLocalResponse, or the route's timeout expires. A
+	// headers or trailers callback may pause, and so may a body callback
+	// at the end of the body; mid-body it means Buffer.
 	Pause
 	// Buffer, from a body callback, holds the data seen so far: the proxy
 	// calls again with the next chunk appended and passes nothing on
