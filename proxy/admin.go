@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/wasmgate/wasmgate/proxy/cluster"
 )
 
 // ReadyCheck reports whether the proxy should take traffic, and why not;
@@ -110,6 +112,9 @@ type EndpointStatus struct {
 	ActiveRequests int64  `json:"active_requests"`
 	Connections    int    `json:"connections"`
 	Requests       uint64 `json:"requests"`
+	// Health says whether the endpoint takes traffic and why not: health
+	// checks, outlier ejection (until when, how many times).
+	cluster.EndpointHealth
 }
 
 // ClusterStatus is one cluster as /clusters shows it.
@@ -117,6 +122,11 @@ type ClusterStatus struct {
 	Name      string           `json:"name"`
 	LBPolicy  string           `json:"lb_policy"`
 	Endpoints []EndpointStatus `json:"endpoints"`
+	// Panic is true when too few endpoints are healthy and requests go
+	// to all of them.
+	Panic bool `json:"panic"`
+	// Breakers are the counters the circuit breakers bound.
+	Breakers cluster.BreakerCounts `json:"breakers"`
 }
 
 func (a *Admin) clusters(w http.ResponseWriter, _ *http.Request) {
@@ -127,11 +137,12 @@ func (a *Admin) clusters(w http.ResponseWriter, _ *http.Request) {
 	}
 	out := make([]ClusterStatus, 0, len(snap.Clusters))
 	for _, c := range snap.Clusters {
-		cs := ClusterStatus{Name: c.Name, LBPolicy: c.Config().LBPolicy, Endpoints: []EndpointStatus{}}
+		cs := ClusterStatus{Name: c.Name, LBPolicy: c.Config().LBPolicy, Endpoints: []EndpointStatus{},
+			Panic: c.Panicking(), Breakers: c.Breakers()}
 		for _, e := range c.Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{
 				Address: e.Addr, Weight: e.Weight(), ActiveRequests: e.ActiveRequests(),
-				Connections: e.Conns(), Requests: e.Requests(),
+				Connections: e.Conns(), Requests: e.Requests(), EndpointHealth: e.Health(),
 			})
 		}
 		out = append(out, cs)

@@ -40,6 +40,8 @@ type exchange struct {
 
 	up      fasthttp.Response // the upstream's response
 	upBody  cluster.Stream    // its body, when it streams
+	guard   cluster.Guard     // the cluster's admission of the request
+	retry   *retryPolicy      // the route's, or nil
 	body    responseBody
 	streams []filter.Stream
 	entry   *accesslog.Entry
@@ -76,6 +78,8 @@ func (x *exchange) release() {
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
 	x.Ctx = nil
+	x.guard.Release()
+	x.retry = nil
 	x.up.Reset()
 	exchangePool.Put(x)
 }
@@ -95,6 +99,11 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	snap := h.srv.snap.Load()
 	ls := snap.listeners[h.listener]
 	x := h.acquire(ctx, snap)
+	if ls != nil && ls.maxConnAge > 0 && time.Since(ctx.ConnTime()) >= ls.maxConnAge {
+		// Close an old connection after this response, so that clients
+		// spread again over proxies added since they connected.
+		defer ctx.SetConnectionClose()
+	}
 	if ls == nil {
 		// The listener is being removed; its last requests get 503.
 		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoRoute, "listener_removed")
@@ -129,6 +138,10 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	x.route = rt
 	x.VirtualHost, x.Route = vh.Name, rt.Name
 	x.stats = rt.NoTarget
+	if ls.policies != nil && !x.applyPolicy(ls.policies[rt]) {
+		x.finish()
+		return
+	}
 
 	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
 		x.finish()
@@ -289,6 +302,10 @@ func (x *exchange) forward(rt *route.Route) bool {
 	t := rt.PickTarget()
 	x.stats = t.Stats
 	x.Cluster = t.Cluster.Name
+	if err := t.Cluster.Admit(&x.guard); err != nil {
+		x.upstreamError(err)
+		return false
+	}
 	ep := t.Cluster.Pick(ctx)
 	if ep == nil {
 		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoHealthyUpstream, "no_healthy_upstream")
@@ -314,7 +331,7 @@ func (x *exchange) forward(rt *route.Route) bool {
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
 	streamed := req.IsBodyStream()
-	err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+	err := x.send(t.Cluster, ep, rt)
 	if err != nil {
 		x.upstreamError(err)
 		if closeDown || streamed {
@@ -360,6 +377,9 @@ func (x *exchange) sendBody() bool {
 }
 
 func (x *exchange) upstreamError(err error) {
+	if err == errAnswered {
+		return
+	}
 	kind := cluster.Classify(err)
 	x.h.srv.metrics.UpstreamErrors.WithLabelValues(x.Cluster, kind.String()).Inc()
 	switch kind {

@@ -71,6 +71,7 @@ type Server struct {
 	logCfg    config.AccessLog
 	closed    bool
 	version   uint64
+	limiters  limiters // rate limit buckets, kept across reloads
 }
 
 // Snapshot is one immutable configuration as the proxy runs it.
@@ -95,6 +96,11 @@ type listenerSnap struct {
 	trusted     []netip.Prefix
 	requestID   string
 	maxBodySize int64
+	// policies are the routes' retry policies and rate limits; nil when
+	// no route has one.
+	policies map[*route.Route]*routePolicy
+	// maxConnAge closes a connection after a response once it is older.
+	maxConnAge time.Duration
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -109,7 +115,7 @@ func NewServer(opts Options) *Server {
 		log:       opts.Logger,
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
-		pools:     cluster.NewPools(),
+		pools:     cluster.NewPools(opts.Metrics),
 		listeners: map[string]*listener{},
 	}
 }
@@ -289,6 +295,8 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 			return nil, set, err
 		}
 		ls := &listenerSnap{table: table, requestID: lc.RequestIDHeader, maxBodySize: lc.MaxRequestBodyBytes}
+		ls.policies = s.routePolicies(cfg, table)
+		ls.maxConnAge = lc.MaxConnectionAge.D()
 		for _, p := range lc.TrustedProxies {
 			pfx, err := config.ParsePrefix(p)
 			if err != nil {
@@ -393,6 +401,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}(l)
 	}
 	wg.Wait()
+	s.pools.Close()
 	s.mu.Lock()
 	if s.accessLog != nil {
 		_ = s.accessLog.Close()
@@ -412,7 +421,8 @@ type listener struct {
 
 func (l *listener) sameSocket(c config.Listener) bool {
 	return l.cfg.Address == c.Address && l.cfg.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
-		l.cfg.IdleTimeout == c.IdleTimeout && l.cfg.MaxRequestBodyBytes == c.MaxRequestBodyBytes
+		l.cfg.IdleTimeout == c.IdleTimeout && l.cfg.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
+		l.cfg.HeaderReadTimeout == c.HeaderReadTimeout && l.cfg.BodyReadTimeout == c.BodyReadTimeout
 }
 
 func newListener(c config.Listener) (*listener, error) {
@@ -444,6 +454,8 @@ func (l *listener) serve(s *Server) {
 		NoDefaultContentType:         true,
 		ReadBufferSize:               l.cfg.MaxRequestHeaderBytes,
 		IdleTimeout:                  l.cfg.IdleTimeout.Or(60 * time.Second),
+		ReadTimeout:                  l.cfg.HeaderReadTimeout.D(),
+		HeaderReceived:               headerReceived(l.cfg),
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           maxBodySize(l.cfg.MaxRequestBodyBytes),
 		CloseOnShutdown:              true,

@@ -1,0 +1,161 @@
+package proxy
+
+import (
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/ratelimit"
+	"github.com/wasmgate/wasmgate/proxy/route"
+)
+
+// routePolicy is what a route adds to the request path besides routing:
+// its retry policy and its rate limits (the virtual host's, then its own).
+type routePolicy struct {
+	retry  *retryPolicy
+	limits []*rateLimit
+}
+
+// rateLimit is one configured rate limit and its buckets.
+type rateLimit struct {
+	cfg     config.RateLimit
+	l       *ratelimit.Limiter
+	limited prometheus.Counter
+}
+
+// limiters keeps the buckets of rate limits across reloads: a limit whose
+// configuration did not change keeps its buckets. Apply holds Server.mu.
+type limiters map[string]*rateLimit
+
+func (ls limiters) get(s *Server, key, vhost, routeName string, cfg *config.RateLimit) *rateLimit {
+	if rl, ok := ls[key]; ok && reflect.DeepEqual(rl.cfg, *cfg) {
+		return rl
+	}
+	rl := &rateLimit{cfg: *cfg, limited: s.metrics.RateLimited(vhost, routeName), l: ratelimit.New(ratelimit.Config{
+		MaxTokens: cfg.MaxTokens, TokensPerFill: cfg.TokensPerFill, FillInterval: cfg.FillInterval.D(), MaxKeys: cfg.MaxKeys,
+	})}
+	ls[key] = rl
+	return rl
+}
+
+// routePolicies resolves the retry policies and rate limits of the routes
+// of one listener's table. It returns nil when no route has either, so
+// that the request path skips the lookup.
+func (s *Server) routePolicies(cfg *config.Config, table *route.Table) map[*route.Route]*routePolicy {
+	if s.limiters == nil {
+		s.limiters = limiters{}
+	}
+	var out map[*route.Route]*routePolicy
+	for _, vh := range table.VirtualHosts {
+		vc := findVirtualHost(cfg, vh.Name)
+		if vc == nil {
+			continue
+		}
+		for i, rt := range vh.Routes {
+			if i >= len(vc.Routes) {
+				break
+			}
+			rc := &vc.Routes[i]
+			p := &routePolicy{retry: newRetryPolicy(rc.Retry)}
+			if p.retry == nil {
+				p.retry = newRetryPolicy(vc.Retry)
+			}
+			if vc.RateLimit != nil {
+				p.limits = append(p.limits, s.limiters.get(s, vc.Name, vc.Name, "", vc.RateLimit))
+			}
+			if rc.RateLimit != nil {
+				p.limits = append(p.limits, s.limiters.get(s, vc.Name+"\x00"+rc.Name, vc.Name, rc.Name, rc.RateLimit))
+			}
+			if p.retry == nil && p.limits == nil {
+				continue
+			}
+			if out == nil {
+				out = map[*route.Route]*routePolicy{}
+			}
+			out[rt] = p
+		}
+	}
+	return out
+}
+
+func findVirtualHost(cfg *config.Config, name string) *config.VirtualHost {
+	for i := range cfg.VirtualHosts {
+		if cfg.VirtualHosts[i].Name == name {
+			return &cfg.VirtualHosts[i]
+		}
+	}
+	return nil
+}
+
+// applyPolicy takes the route's retry policy and checks its rate limits.
+// It reports false when a limit answered the request with 429.
+func (x *exchange) applyPolicy(p *routePolicy) bool {
+	if p == nil {
+		return true
+	}
+	x.retry = p.retry
+	for _, rl := range p.limits {
+		var d ratelimit.Decision
+		switch rl.cfg.Key {
+		case config.RateLimitKeyClientIP:
+			ip := x.conn.Remote.Addr().As16()
+			d = rl.l.AllowKey(ip[:])
+		case config.RateLimitKeyHeader:
+			d = rl.l.AllowKey(x.Ctx.Request.Header.Peek(rl.cfg.Header))
+		default:
+			d = rl.l.Allow()
+		}
+		if !d.Allowed {
+			rl.limited.Inc()
+			x.rateLimited(d)
+			return false
+		}
+	}
+	return true
+}
+
+// rateLimited answers 429 with the rate limit headers.
+func (x *exchange) rateLimited(d ratelimit.Decision) {
+	x.localError(fasthttp.StatusTooManyRequests, filter.FlagRateLimited, "rate_limited")
+	h := &x.Ctx.Response.Header
+	b := x.scratch[:0]
+	b = strconv.AppendInt(b, int64(ceilSeconds(d.RetryAfter)), 10)
+	h.SetBytesV("Retry-After", b)
+	b = strconv.AppendInt(b[:0], int64(d.Limit), 10)
+	h.SetBytesV("X-Ratelimit-Limit", b)
+	b = strconv.AppendInt(b[:0], int64(d.Remaining), 10)
+	h.SetBytesV("X-Ratelimit-Remaining", b)
+	b = strconv.AppendInt(b[:0], int64(ceilSeconds(d.Reset)), 10)
+	h.SetBytesV("X-Ratelimit-Reset", b)
+	x.scratch = b
+}
+
+// ceilSeconds rounds up to whole seconds, at least 1.
+func ceilSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// headerReceived sets the deadline of a request's body once its headers
+// are in: body_read_timeout, or, when only header_read_timeout is set, no
+// deadline but the header's (it would otherwise go on bounding the body).
+func headerReceived(c config.Listener) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	body := c.BodyReadTimeout.D()
+	if body == 0 && c.HeaderReadTimeout == 0 {
+		return nil
+	}
+	if body == 0 {
+		body = 100 * 365 * 24 * time.Hour
+	}
+	return func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		return fasthttp.RequestConfig{ReadTimeout: body}
+	}
+}
