@@ -243,3 +243,28 @@ func onQueueReady(id, queue uint32) {
 // errNoRoot is returned by functions that must run in a root context's
 // callback (or a request's, whose root they then use).
 var errNoRoot = errors.Join(ErrNoContext, errors.New("call it from Register's function, a tick, a queue or an HTTP call callback, or a request callback"))
+
+// InRootContext runs fn in the root context of the current request's
+// configuration: work started there (an HTTPCall, say) belongs to the
+// configuration, not to the request, and outlives it. Called outside a
+// request's callback, it runs fn in the current root context.
+func InRootContext(fn func()) error {
+	r, root := curStream, curRoot
+	if root == nil {
+		return errNoRoot
+	}
+	if r == nil {
+		fn()
+		return nil
+	}
+	if err := check("proxy_set_effective_context", hostSetEffectiveContext(root.id)); err != nil {
+		return err
+	}
+	enterRoot(root)
+	defer func() {
+		hostSetEffectiveContext(r.id)
+		enterStream(r)
+	}()
+	fn()
+	return nil
+}

@@ -46,7 +46,9 @@ type pendingCall struct {
 // Called from a request's callback, done acts on that request: it may
 // read and change its headers, Respond or Resume. The usual shape is to
 // return Pause after HTTPCall and to Resume or Respond from done. If the
-// request ends first, done is not called.
+// request ends first, done is not called. For a call that must outlive the
+// request (exporting telemetry from OnLog, say), make it inside
+// InRootContext.
 //
 // timeout 0 is the host's default.
 func HTTPCall(cluster string, req *HTTPRequest, timeout time.Duration, done func(*HTTPResponse, error)) error {

@@ -415,3 +415,28 @@ func FuzzDecodeFields(f *testing.F) {
 		}
 	})
 }
+
+type detaching struct{ BaseFilter }
+
+func (detaching) OnLog(r *Request) {
+	InRootContext(func() {
+		HTTPCall("c", &HTTPRequest{}, 0, func(*HTTPResponse, error) { mem.logs = append(mem.logs, "answered") })
+	})
+}
+
+func TestInRootContext(t *testing.T) {
+	reset(t)
+	Register(func([]byte) (Filter, error) { return detaching{}, nil })
+	configure(t, "")
+	onContextCreate(2, 1)
+	onLog(2)
+	if mem.effective != 2 {
+		t.Errorf("effective context after InRootContext: %d", mem.effective)
+	}
+	onDelete(2)
+	mem.maps[abi.MapHTTPCallResponseHeaders] = Fields{{":status", "200"}}
+	onHTTPCallResponse(1, 1, 1, 0, 0)
+	if len(mem.logs) != 1 || mem.logs[0] != "answered" {
+		t.Errorf("a root-owned call was not answered: %v", mem.logs)
+	}
+}
