@@ -67,6 +67,7 @@ func (h *handler) acquire(ctx *fasthttp.RequestCtx, snap *Snapshot) *exchange {
 	x.Node = snap.node
 	x.h, x.snap = h, snap
 	x.conn = filter.ConnInfo{ID: ctx.ConnID(), Remote: addrPort(ctx.RemoteAddr()), Local: addrPort(ctx.LocalAddr())}
+	x.adaptConn(ctx)
 	return x
 }
 
@@ -111,6 +112,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
@@ -154,6 +156,11 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	case route.Redirect:
 		x.scratch = rt.WriteRedirect(req, &ctx.Response, ctx.IsTLS(), x.scratch)
 	case route.Forward:
+		if upgrade {
+			x.websocket(rt)
+			x.finish()
+			return
+		}
 		if !x.forward(rt) {
 			x.finish()
 			return
@@ -237,6 +244,7 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	h.Del("TE")
 	h.Del("Trailer")
 	h.Del("Upgrade")
+	x.forwardClientCert(ls)
 }
 
 // dropConnectionTokens removes the headers that the Connection header
@@ -324,9 +332,7 @@ func (x *exchange) forward(rt *route.Route) bool {
 	if !req.Header.IsHTTP11() {
 		req.Header.SetProtocol("HTTP/1.1")
 	}
-	if ctx.IsTLS() {
-		req.URI().SetScheme("http") // the pool speaks cleartext HTTP/1.1
-	}
+	setUpstreamScheme(ctx, ep)
 
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
@@ -498,6 +504,9 @@ func (b *responseBody) Read(p []byte) (int, error) {
 		n, err = b.f.Read(p)
 	} else {
 		n, err = b.r.Read(p)
+	}
+	if err == io.EOF {
+		b.x.copyTrailers()
 	}
 	b.n += int64(n)
 	return n, err

@@ -101,6 +101,8 @@ type listenerSnap struct {
 	policies map[*route.Route]*routePolicy
 	// maxConnAge closes a connection after a response once it is older.
 	maxConnAge time.Duration
+	// setXFCC sets X-Forwarded-Client-Cert from the client's certificate.
+	setXFCC bool
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -297,6 +299,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		ls := &listenerSnap{table: table, requestID: lc.RequestIDHeader, maxBodySize: lc.MaxRequestBodyBytes}
 		ls.policies = s.routePolicies(cfg, table)
 		ls.maxConnAge = lc.MaxConnectionAge.D()
+		ls.setXFCC = lc.TLS != nil && lc.TLS.ForwardClientCert == config.ForwardClientCertSanitizeSet
 		for _, p := range lc.TrustedProxies {
 			pfx, err := config.ParsePrefix(p)
 			if err != nil {
@@ -391,6 +394,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func(l *listener) {
 			defer wg.Done()
+			fronts := make(chan struct{})
+			go func() { l.front.shutdown(ctx); close(fronts) }()
+			defer func() { <-fronts }()
 			if err := l.srv.ShutdownWithContext(ctx); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
@@ -417,12 +423,15 @@ type listener struct {
 	ln   net.Listener
 	srv  *fasthttp.Server
 	done chan struct{}
+	// front serves TLS, HTTP/2 and HTTP/3 for the listener.
+	front *front
 }
 
 func (l *listener) sameSocket(c config.Listener) bool {
 	return l.cfg.Address == c.Address && l.cfg.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
 		l.cfg.IdleTimeout == c.IdleTimeout && l.cfg.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
-		l.cfg.HeaderReadTimeout == c.HeaderReadTimeout && l.cfg.BodyReadTimeout == c.BodyReadTimeout
+		l.cfg.HeaderReadTimeout == c.HeaderReadTimeout && l.cfg.BodyReadTimeout == c.BodyReadTimeout &&
+		sameProtocols(l.cfg, c)
 }
 
 func newListener(c config.Listener) (*listener, error) {
@@ -440,7 +449,12 @@ func newListener(c config.Listener) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &listener{cfg: c, ln: ln, done: make(chan struct{})}, nil
+	f, err := newFront(c, ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return &listener{cfg: c, ln: ln, done: make(chan struct{}), front: f}, nil
 }
 
 // serve starts the listener's HTTP server on the proxy's request path.
@@ -462,9 +476,10 @@ func (l *listener) serve(s *Server) {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{s.log},
 	}
+	ln := l.front.start(s, l.srv, l.ln)
 	go func() {
 		defer close(l.done)
-		if err := l.srv.Serve(l.ln); err != nil {
+		if err := l.srv.Serve(ln); err != nil {
 			s.log.Error("listener stopped", zap.String("listener", l.cfg.Name), zap.Error(err))
 		}
 	}()
@@ -479,13 +494,17 @@ func maxBodySize(n int64) int {
 
 // stop closes the socket and lets requests in flight finish, up to grace.
 func (l *listener) stop(grace time.Duration) {
-	if l.srv == nil {
-		_ = l.ln.Close()
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	if l.srv == nil {
+		_ = l.ln.Close()
+		l.front.shutdown(ctx)
+		return
+	}
+	fronts := make(chan struct{})
+	go func() { l.front.shutdown(ctx); close(fronts) }()
 	_ = l.srv.ShutdownWithContext(ctx)
+	<-fronts
 }
 
 type fasthttpLogger struct{ log *zap.Logger }

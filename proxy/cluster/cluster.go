@@ -8,6 +8,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -75,7 +76,12 @@ func (e *Endpoint) ActiveRequests() int64 { return e.pool.active.Load() }
 func (e *Endpoint) Key() string { return e.Addr }
 
 // Conns is the number of open connections to the endpoint.
-func (e *Endpoint) Conns() int { return e.pool.client.ConnsCount() }
+func (e *Endpoint) Conns() int {
+	if e.pool.h2 != nil {
+		return int(e.pool.h2.conns.Load())
+	}
+	return e.pool.client.ConnsCount()
+}
 
 // Requests is the number of requests sent to the endpoint since its pool
 // was created.
@@ -84,7 +90,9 @@ func (e *Endpoint) Requests() uint64 { return e.pool.requests.Load() }
 // pool is the connection pool of one endpoint address.
 type pool struct {
 	key    poolKey
-	client *fasthttp.HostClient
+	client *fasthttp.HostClient // HTTP/1.1 endpoints
+	h2     *h2Client            // HTTP/2 endpoints
+	tls    *tls.Config          // nil for cleartext
 	active atomic.Int64
 	// requests counts requests sent, for /clusters.
 	requests atomic.Uint64
@@ -99,6 +107,8 @@ type poolKey struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	maxConns       int
+	http2          bool
+	tls            string // tlsKey of the cluster's TLS settings
 }
 
 // Pools holds connection pools across snapshots. Build takes pools from it;
@@ -124,10 +134,15 @@ func NewPools(m ...*metrics.Metrics) *Pools {
 	return ps
 }
 
-func (ps *Pools) get(k poolKey) *pool {
+func (ps *Pools) get(k poolKey, tlsConf *tls.Config) *pool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if p, ok := ps.pools[k]; ok {
+		return p
+	}
+	if k.http2 {
+		p := &pool{key: k, h2: newH2Client(k, tlsConf), tls: tlsConf}
+		ps.pools[k] = p
 		return p
 	}
 	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
@@ -143,7 +158,9 @@ func (ps *Pools) get(k poolKey) *pool {
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               16 << 10,
 		MaxConnWaitTimeout:            ps.connWait(k),
-	}}
+		IsTLS:                         tlsConf != nil,
+		TLSConfig:                     tlsConf,
+	}, tls: tlsConf}
 	if k.breaker != "" {
 		p.client.Dial = ps.clusterStateLocked(k.breaker).dialer(p.client.Dial)
 	}
@@ -178,6 +195,10 @@ func (ps *Pools) Retain(live []*Cluster) {
 		c.rebuild()
 	}
 	for _, p := range drop {
+		if p.h2 != nil {
+			p.h2.tr.CloseIdleConnections()
+			continue
+		}
 		p.client.CloseIdleConnections()
 	}
 }
@@ -203,6 +224,8 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 			connectTimeout: cfg.ConnectTimeout.Or(DefaultConnectTimeout),
 			idleTimeout:    cfg.IdleTimeout.Or(DefaultIdleTimeout),
 			maxConns:       cfg.MaxConnectionsPerEndpoint,
+			http2:          cfg.Protocol == config.ProtocolHTTP2,
+			tls:            tlsKey(cfg.TLS),
 		}
 		if k.maxConns == 0 {
 			k.maxConns = DefaultMaxConns
@@ -210,7 +233,11 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 		if cfg.CircuitBreakers != nil {
 			k.breaker = cfg.Name
 		}
-		e := &Endpoint{Addr: ep.Address, weight: ep.Weight, pool: ps.get(k)}
+		tlsConf, err := clientTLS(cfg, ep.Address)
+		if err != nil {
+			return nil, err
+		}
+		e := &Endpoint{Addr: ep.Address, weight: ep.Weight, pool: ps.get(k, tlsConf)}
 		if e.weight == 0 {
 			e.weight = 1
 		}
@@ -271,6 +298,9 @@ func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	e.pool.active.Add(1)
 	defer e.pool.active.Add(-1)
 	e.pool.requests.Add(1)
+	if e.pool.h2 != nil {
+		return e.pool.h2.call(req, resp, timeout)
+	}
 	return e.pool.client.DoTimeout(req, resp, timeout)
 }
 

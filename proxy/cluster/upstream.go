@@ -48,9 +48,11 @@ func (s *Stream) Close() error {
 	}
 	s.active = false
 	_ = s.resp.CloseBodyStream()
-	s.hc.ReleaseReader(s.br)
-	reuse := s.eof && !s.resp.ConnectionClose()
-	release(s.hc, s.conn, reuse)
+	if s.hc != nil { // nil for an HTTP/2 stream, which owns no connection
+		s.hc.ReleaseReader(s.br)
+		reuse := s.eof && !s.resp.ConnectionClose()
+		release(s.hc, s.conn, reuse)
+	}
 	s.resp, s.hc, s.conn, s.br = nil, nil, nil, nil
 	if !s.eof {
 		return errTruncated
@@ -76,6 +78,9 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	p.active.Add(1)
 	p.requests.Add(1)
 	defer p.active.Add(-1)
+	if p.h2 != nil {
+		return p.h2.do(req, resp, timeout, s)
+	}
 	deadline := time.Now().Add(timeout)
 	// Writing a streamed body consumes and closes the stream, so ask
 	// before the first attempt whether the request could be sent again.

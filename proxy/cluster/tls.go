@@ -1,0 +1,72 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
+)
+
+// clientTLS returns the TLS configuration for an endpoint of cfg, or nil
+// for a cleartext cluster.
+func clientTLS(cfg config.Cluster, addr string) (*tls.Config, error) {
+	if cfg.TLS == nil {
+		return nil, nil
+	}
+	conf, err := tlsconf.ClientConfig(cfg.TLS, addr, cfg.Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
+	}
+	return conf, nil
+}
+
+// tlsKey identifies the TLS settings of a pool, so that a pool is shared
+// only by endpoints that reach their address alike.
+func tlsKey(t *config.ClusterTLS) string {
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf("%#v", *t)
+}
+
+// TLS reports whether the endpoint is reached over TLS.
+func (e *Endpoint) TLS() bool { return e.pool.tls != nil }
+
+// HTTP2 reports whether the endpoint speaks HTTP/2.
+func (e *Endpoint) HTTP2() bool { return e.pool.h2 != nil }
+
+// Dial opens a connection of its own to the endpoint, over TLS when the
+// cluster says so (offering only http/1.1), for a request that takes the
+// connection over, as a WebSocket does.
+func (e *Endpoint) Dial(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: e.pool.key.connectTimeout}
+	c, err := d.DialContext(ctx, "tcp", e.Addr)
+	if err != nil || e.pool.tls == nil {
+		return c, err
+	}
+	conf := e.pool.tls.Clone()
+	conf.NextProtos = []string{"http/1.1"}
+	tc := tls.Client(c, conf)
+	hctx, cancel := context.WithTimeout(ctx, e.pool.key.connectTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = c.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: err}
+	}
+	return tc, nil
+}
+
+// InsecureClusters names the clusters of cfg that skip verifying their
+// endpoints' certificates, for the operator's warning.
+func InsecureClusters(cfg *config.Config) []string {
+	var names []string
+	for _, c := range cfg.Clusters {
+		if c.TLS != nil && c.TLS.InsecureSkipVerify {
+			names = append(names, c.Name)
+		}
+	}
+	return names
+}

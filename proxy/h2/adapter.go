@@ -1,0 +1,263 @@
+// Package h2 serves HTTP/2, over TLS (ALPN h2) and in cleartext (h2c with
+// prior knowledge), with the same fasthttp.RequestHandler that serves
+// HTTP/1.1: every stream becomes a pooled fasthttp.RequestCtx, so routing,
+// filters and clusters are written once.
+//
+// The framing, flow control, HPACK and the protections against abusive
+// peers are golang.org/x/net/http2's; this package adapts its requests and
+// responses. The Adapter is shared with package h3.
+package h2
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Adapter serves requests that arrive through net/http's interfaces with a
+// fasthttp.RequestHandler. It is safe for concurrent use.
+type Adapter struct {
+	handler  fasthttp.RequestHandler
+	protocol string
+	logger   fasthttp.Logger
+}
+
+// NewAdapter returns an adapter that hands requests to h. protocol ("HTTP/2"
+// or "HTTP/3") becomes the protocol of the fasthttp request, where the
+// handler reads it.
+func NewAdapter(h fasthttp.RequestHandler, protocol string, logger fasthttp.Logger) *Adapter {
+	if logger == nil {
+		logger = nopLogger{}
+	}
+	return &Adapter{handler: h, protocol: protocol, logger: logger}
+}
+
+// stream is the pooled state of one request.
+type stream struct {
+	ctx  fasthttp.RequestCtx
+	body requestBody
+	vals []string // backing for single-valued response headers
+	buf  []byte
+}
+
+// requestBody is the request body as the handler sees it. It has no Close:
+// the handler wraps and replaces body streams, and fasthttp closes a
+// stream it replaces, but the body is net/http's to close. An upstream
+// that stops reading before the body's end calls AbortBody instead, which
+// ends a read waiting for the client.
+type requestBody struct {
+	r io.ReadCloser
+}
+
+func (b *requestBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// AbortBody ends the body early: reads return an error from now on.
+func (b *requestBody) AbortBody() { _ = b.r.Close() }
+
+const copyBufferSize = 32 << 10
+
+var streamPool = sync.Pool{New: func() any {
+	return &stream{buf: make([]byte, copyBufferSize)}
+}}
+
+// Serve serves r, which arrived on conn, and writes the response to w.
+// conn is what the handler sees as ctx.Conn(): its addresses, its TLS
+// state and whatever else the handler asks of it. r.Body may be read by the
+// handler's upstream after Serve returns; net/http's servers allow that.
+func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
+	st := streamPool.Get().(*stream)
+	ctx := &st.ctx
+	ctx.Init2(conn, a.logger, false)
+	a.fillRequest(&ctx.Request, r, &st.body)
+	a.handler(ctx)
+	ok := writeResponse(w, &ctx.Response, r.Method == http.MethodHead, st)
+	ctx.Request.Reset()
+	ctx.Response.Reset()
+	ctx.ResetUserValues()
+	st.body.r = nil
+	streamPool.Put(st)
+	if !ok {
+		// The upstream broke off mid-body: let the client see a reset
+		// stream rather than a clean end.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, body *requestBody) {
+	h := &req.Header
+	h.SetMethod(r.Method)
+	h.SetRequestURI(r.RequestURI)
+	h.SetProtocol(a.protocol)
+	h.SetHost(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		n := int(r.ContentLength)
+		if n < 0 {
+			n = -1
+		}
+		body.r = r.Body
+		req.SetBodyStream(body, n)
+	} else {
+		h.SetContentLength(0)
+	}
+}
+
+// writeResponse copies resp into w: status, headers, the body (streamed and
+// flushed as it comes when resp has a body stream) and trailers. It reports
+// false when the body stream failed before its end.
+func writeResponse(w http.ResponseWriter, resp *fasthttp.Response, head bool, st *stream) bool {
+	hdr := w.Header()
+	vals := st.vals[:0]
+	for k, v := range resp.Header.All() {
+		name, skip := headerName(k)
+		if skip {
+			continue
+		}
+		if prior, ok := hdr[name]; ok {
+			hdr[name] = append(prior[:len(prior):len(prior)], string(v))
+			continue
+		}
+		vals = append(vals, string(v))
+		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	st.vals = vals
+	stream := resp.IsBodyStream()
+	if stream {
+		if n := resp.Header.ContentLength(); n >= 0 {
+			hdr["Content-Length"] = []string{strconv.Itoa(n)}
+		}
+	} else if body := resp.Body(); len(body) > 0 || !head {
+		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	w.WriteHeader(resp.StatusCode())
+	if stream {
+		ok := copyBody(w, resp, st.buf)
+		_ = resp.CloseBodyStream()
+		if !ok {
+			return false
+		}
+	} else if !head {
+		_, _ = w.Write(resp.Body())
+	}
+	for k := range resp.Header.Trailers() {
+		v := resp.Header.PeekBytes(k)
+		if len(v) == 0 {
+			continue
+		}
+		hdr[http.TrailerPrefix+http.CanonicalHeaderKey(string(k))] = []string{string(v)}
+	}
+	return true
+}
+
+// copyBody streams the body, flushing after every read so a streaming
+// upstream (gRPC, server-sent events) reaches the client at once. It
+// reports false when the body failed before its end; a client that went
+// away is not the body's failure.
+func copyBody(w http.ResponseWriter, resp *fasthttp.Response, buf []byte) bool {
+	body := resp.BodyStream()
+	flusher, _ := w.(http.Flusher)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return true
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			return err == io.EOF
+		}
+	}
+}
+
+// headerName returns the canonical name of a response header for net/http,
+// without allocating for common names, and whether the header must not be
+// sent: connection-specific headers do not exist in HTTP/2 and HTTP/3, and
+// the length and trailers are set by writeResponse.
+func headerName(k []byte) (string, bool) {
+	switch len(k) {
+	case 4:
+		if equalFold(k, "date") {
+			return "Date", false
+		}
+	case 6:
+		if equalFold(k, "server") {
+			return "Server", false
+		}
+	case 7:
+		if equalFold(k, "trailer") || equalFold(k, "upgrade") {
+			return "", true
+		}
+		if equalFold(k, "alt-svc") {
+			return "Alt-Svc", false
+		}
+	case 10:
+		if equalFold(k, "connection") || equalFold(k, "keep-alive") {
+			return "", true
+		}
+		if equalFold(k, "set-cookie") {
+			return "Set-Cookie", false
+		}
+	case 12:
+		if equalFold(k, "content-type") {
+			return "Content-Type", false
+		}
+		if equalFold(k, "x-request-id") {
+			return "X-Request-Id", false
+		}
+	case 13:
+		if equalFold(k, "cache-control") {
+			return "Cache-Control", false
+		}
+		if equalFold(k, "last-modified") {
+			return "Last-Modified", false
+		}
+	case 14:
+		if equalFold(k, "content-length") {
+			return "", true
+		}
+	case 16:
+		if equalFold(k, "proxy-connection") {
+			return "", true
+		}
+		if equalFold(k, "content-encoding") {
+			return "Content-Encoding", false
+		}
+	case 17:
+		if equalFold(k, "transfer-encoding") {
+			return "", true
+		}
+	}
+	return http.CanonicalHeaderKey(string(k)), false
+}
+
+// equalFold reports whether b equals the lowercase ASCII s, ignoring case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
