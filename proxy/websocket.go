@@ -132,20 +132,24 @@ var errUpgradeHead = errors.New("upstream answer to an upgrade is too large")
 // peekHead returns the status line and headers at the front of br without
 // consuming them.
 func peekHead(br *bufio.Reader) ([]byte, error) {
-	for n := 1; ; {
-		b, err := br.Peek(n)
+	for {
+		// Look at what has arrived before asking for more: the upstream
+		// may send the whole head and then wait for the client.
+		b, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
 			return b[:i+4], nil
 		}
-		if err != nil {
+		if len(b) >= br.Size() {
+			return nil, errUpgradeHead
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			if b, _ := br.Peek(br.Buffered()); bytes.Contains(b, []byte("\r\n\r\n")) {
+				continue
+			}
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return nil, errUpgradeHead
 			}
 			return nil, err
-		}
-		n = br.Buffered() + 1
-		if n > br.Size() {
-			return nil, errUpgradeHead
 		}
 	}
 }
