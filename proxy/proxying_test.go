@@ -102,8 +102,8 @@ virtual_hosts:
 			kept: []string{"X-End-To-End"},
 		},
 		{
-			name: "upgrade",
-			head: "Connection: Upgrade\r\nUpgrade: websocket\r\nX-End-To-End: 1\r\n",
+			name: "upgrade to a protocol the proxy does not relay",
+			head: "Connection: Upgrade\r\nUpgrade: foo/2\r\nX-End-To-End: 1\r\n",
 			gone: []string{"Upgrade"},
 			kept: []string{"X-End-To-End"},
 		},

@@ -290,16 +290,15 @@ func TestUpCommand(t *testing.T) {
 	if !strings.Contains(body, `"instance"`) {
 		t.Errorf("the demo route: %q", body)
 	}
+	// Both instances answer once both have registered.
 	seen := map[string]bool{}
-	for i := 0; i < 10; i++ {
+	eventually(t, 20*time.Second, "the demo route balances over demo-a and demo-b", func() bool {
 		_, body, _ := getBody(http.DefaultClient, proxyURL+"/")
 		var d struct{ Instance string }
 		_ = json.Unmarshal([]byte(body), &d)
 		seen[d.Instance] = true
-	}
-	if !seen["demo-a"] || !seen["demo-b"] {
-		t.Errorf("the demo route balanced over %v, want demo-a and demo-b", seen)
-	}
+		return seen["demo-a"] && seen["demo-b"]
+	})
 	if status, body, err := getBody(http.DefaultClient, proxyURL+"/healthz"); err != nil || status != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q %v", status, body, err)
 	}
