@@ -33,7 +33,8 @@ type Proxy struct {
 	Backend  *httptest.Server
 }
 
-// Echo is what the backend answers: the request it received.
+// Echo is what the backend answers: the request it received. It also
+// sends every x-echo-* request header back as a response header.
 type Echo struct {
 	Method string      `json:"method"`
 	Path   string      `json:"path"`
@@ -49,6 +50,11 @@ func Start(t *testing.T, yaml string, more map[string]string) *Proxy {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-type", "application/json")
 		w.Header().Set("x-backend", "1")
+		for k, vs := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-echo-") {
+				w.Header()[k] = vs
+			}
+		}
 		json.NewEncoder(w).Encode(Echo{r.Method, r.URL.RequestURI(), r.Host, r.Header})
 	}))
 	t.Cleanup(backend.Close)
