@@ -20,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wasmgate/wasmgate/plugins"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/wasm/wasmtest"
 	"github.com/wasmgate/wasmgate/sdk/abi"
@@ -32,7 +33,47 @@ func newPluginCmd() *cobra.Command {
 		Long: `Build, inspect and try proxy-wasm plugins written with the Go SDK (sdk/),
 or any other module of the proxy-wasm ABI v0.2.`,
 	}
-	cmd.AddCommand(newPluginBuildCmd(), newPluginInspectCmd(), newPluginTestCmd())
+	cmd.AddCommand(newPluginBuildCmd(), newPluginInspectCmd(), newPluginTestCmd(), newPluginExtractCmd())
+	return cmd
+}
+
+// builtinPrefix names a first-party plugin embedded in the binary where a
+// module file is expected: builtin:authz.
+const builtinPrefix = "builtin:"
+
+// readModule reads a module file, or an embedded plugin named builtin:NAME.
+func readModule(file string) ([]byte, error) {
+	if name, ok := strings.CutPrefix(file, builtinPrefix); ok {
+		return plugins.Module(name)
+	}
+	return os.ReadFile(file)
+}
+
+func newPluginExtractCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "extract NAME",
+		Short: "Write a first-party plugin embedded in this binary (" + strings.Join(plugins.Names(), ", ") + ") to a file",
+		Example: `  wasmgate plugin extract authz -o /etc/wasmgate/authz.wasm
+  wasmgate plugin inspect builtin:telemetry`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := plugins.Module(args[0])
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = args[0] + ".wasm"
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return err
+			}
+			d := sha256.Sum256(b)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n  size   %d bytes\n  sha256 %s\n", out, len(b), hex.EncodeToString(d[:]))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (default NAME.wasm)")
 	return cmd
 }
 
@@ -101,7 +142,7 @@ func buildPlugin(ctx context.Context, dir, out string, stderr io.Writer) error {
 func newPluginInspectCmd() *cobra.Command {
 	var cfg string
 	cmd := &cobra.Command{
-		Use:   "inspect FILE",
+		Use:   "inspect FILE|builtin:NAME",
 		Short: "Show a module's ABI version, imports and exports, and whether the host would load it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -123,7 +164,7 @@ func newPluginInspectCmd() *cobra.Command {
 // in the host as the proxy would. It returns the reason the host would
 // refuse the module, or nil.
 func inspectPlugin(ctx context.Context, w io.Writer, file string, cfg []byte) (problem, err error) {
-	code, err := os.ReadFile(file)
+	code, err := readModule(file)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +264,7 @@ func newPluginTestCmd() *cobra.Command {
 		debug                     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "test FILE",
+		Use:   "test FILE|builtin:NAME",
 		Short: "Run one request through a plugin in the real host and print what the proxy would send",
 		Long: `Run one request through the plugin in FILE, inside the same host the proxy
 runs, and print the request as it would reach the upstream (which answers 200
@@ -247,7 +288,11 @@ runs, and print the request as it would reach the upstream (which answers 200
 					opts.Clusters[name] = proxyTo(target)
 				}
 			}
-			h, err := wasmtest.Load(args[0], opts)
+			code, err := readModule(args[0])
+			if err != nil {
+				return err
+			}
+			h, err := wasmtest.New(code, opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

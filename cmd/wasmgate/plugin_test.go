@@ -63,3 +63,15 @@ func TestPluginInspectRejects(t *testing.T) {
 		t.Errorf("output:\n%s", out)
 	}
 }
+
+func TestPluginBuiltins(t *testing.T) {
+	out, err := runCLI(t, "plugin", "test", "builtin:encryption", "--request", "GET /pay",
+		"--config", `{"default":{"require":"tls"}}`)
+	if err != nil || !strings.Contains(out, "403") || !strings.Contains(out, "TLS is required") {
+		t.Errorf("test builtin:encryption: %v\n%s", err, out)
+	}
+	file := filepath.Join(t.TempDir(), "t.wasm")
+	if out, err := runCLI(t, "plugin", "extract", "telemetry", "-o", file); err != nil || !strings.Contains(out, "sha256") {
+		t.Errorf("extract: %v\n%s", err, out)
+	}
+}
