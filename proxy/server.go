@@ -167,6 +167,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	s.warnInsecure(cfg)
 	old := s.snap.Load()
 	s.version++
 	if version == "" {

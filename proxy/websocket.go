@@ -83,8 +83,11 @@ func (x *exchange) websocket(rt *route.Route) {
 		return
 	}
 	_ = up.SetDeadline(deadline)
+	// Only the head goes: an upgrade request has no body, and the bytes
+	// after its head belong to the relay.
+	req.Header.SetRequestURIBytes(req.URI().RequestURI())
 	bw := bufio.NewWriterSize(up, 4<<10)
-	if err := req.Write(bw); err == nil {
+	if err := req.Header.Write(bw); err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {

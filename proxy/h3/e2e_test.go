@@ -1,0 +1,112 @@
+package h3_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
+)
+
+const h3Config = `
+admin: {address: "off"}
+listeners:
+- name: edge
+  address: "127.0.0.1:0"
+  tls:
+    certificates: [{cert_file: "{{cert}}", key_file: "{{key}}"}]
+    client_ca_file: "{{clientca}}"
+    client_auth: optional
+    forward_client_cert: sanitize_set
+  http3: {enabled: true, alt_svc_max_age: 1h}
+clusters:
+- name: web
+  endpoints: [{address: "{{web}}"}]
+plugins:
+- name: identity
+  file: identity.wasm
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  filters: [{plugin: identity}]
+  routes:
+  - cluster: web
+`
+
+func TestHTTP3(t *testing.T) {
+	p := prototest.NewPKI(t)
+	plugins := &prototest.IdentityPlugins{}
+	srv := prototest.Start(t, h3Config, map[string]string{
+		"cert": p.CertFile, "key": p.KeyFile, "clientca": p.ClientCAFile, "web": prototest.Echo(t),
+	}, plugins)
+	addr := srv.Addr("edge").String()
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+
+	// The TCP side advertises HTTP/3, over HTTP/1.1 and HTTP/2 alike.
+	for _, rt := range []http.RoundTripper{
+		&http.Transport{TLSClientConfig: p.ClientTLS("http/1.1")},
+		&http2.Transport{TLSClientConfig: p.ClientTLS("h2")},
+	} {
+		resp, err := (&http.Client{Transport: rt}).Get("https://" + addr + "/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := resp.Header.Get("Alt-Svc"), `h3=":`+port+`"; ma=3600`; got != want {
+			t.Errorf("%s: Alt-Svc %q, want %q", resp.Proto, got, want)
+		}
+	}
+
+	tr := &http3.Transport{TLSClientConfig: p.ClientTLS()}
+	defer tr.Close()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := range 3 {
+		body := strings.Repeat("h3", 50000*i)
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/h3?i=1", strings.NewReader(body))
+		req.Header.Set("X-Forwarded-Client-Cert", "By=evil")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 3 || resp.StatusCode != 200 {
+			t.Fatalf("proto %s status %d", resp.Proto, resp.StatusCode)
+		}
+		if got["path"] != "/h3?i=1" || got["body"] != body || got["xfp"] != "https" {
+			t.Errorf("upstream saw path %q, %d body bytes (want %d), X-Forwarded-Proto %q", got["path"], len(got["body"]), len(body), got["xfp"])
+		}
+		if !strings.Contains(got["xfcc"], "URI=spiffe://td/ns/x/sa/y") || strings.Contains(got["xfcc"], "evil") {
+			t.Errorf("X-Forwarded-Client-Cert %q", got["xfcc"])
+		}
+	}
+	all := plugins.All()
+	last := all[len(all)-3:]
+	for _, s := range last {
+		if s.Protocol != "HTTP/3" || s.TLS == nil || s.TLS.ALPN != "h3" || s.TLS.Version != "TLSv1.3" ||
+			len(s.TLS.PeerURISANs) != 1 || s.TLS.PeerURISANs[0] != "spiffe://td/ns/x/sa/y" {
+			t.Fatalf("filter saw %+v %+v", s, s.TLS)
+		}
+		if s.TLS != last[0].TLS {
+			t.Error("the identity was computed again for a request on the same QUIC connection")
+		}
+	}
+
+	// Shutting down ends the QUIC side too.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
