@@ -274,8 +274,15 @@ func TestInvalidFileKeepsServing(t *testing.T) {
 	}
 
 	bad := strings.Replace(genConfig(1, a.Addr(), b.Addr()), "cluster: b", "cluster: nowhere", 1)
-	writeAtomic(t, file, bad)
-	eventually(t, 5*time.Second, "the failed reload is counted", func() bool { return r.metric(t, failures) >= 1 })
+	// The watcher starts beside the runner; write until it has seen one.
+	last := time.Time{}
+	eventually(t, 5*time.Second, "the failed reload is counted", func() bool {
+		if time.Since(last) > 200*time.Millisecond {
+			writeAtomic(t, file, bad)
+			last = time.Now()
+		}
+		return r.metric(t, failures) >= 1
+	})
 	if v := r.metric(t, "wasmgate_config_last_reload_success"); v != 0 {
 		t.Errorf("last reload success %v after a rejected file", v)
 	}
