@@ -237,6 +237,23 @@ func TestWriteReport(t *testing.T) {
 	}
 }
 
+func TestDisturbedRunIsFlagged(t *testing.T) {
+	res := testResults()
+	res.MaxOtherPct = 10
+	if strings.Contains(renderMarkdown(res), "disturbed") {
+		t.Error("a quiet run is flagged as disturbed")
+	}
+	for i := range res.Samples {
+		res.Samples[i].LoadCoreOtherPct = 40
+	}
+	if !strings.Contains(renderMarkdown(res), "used 40% of a pinned core in the median sample") {
+		t.Error("a disturbed run is not flagged")
+	}
+	if !strings.Contains(renderSVG(res), "disturbed: others used 40% of a core") {
+		t.Error("the plot of a disturbed run is not flagged")
+	}
+}
+
 func TestFormatting(t *testing.T) {
 	tests := []struct{ got, want string }{
 		{thousands(0), "0"},

@@ -232,6 +232,10 @@ func renderMarkdown(res *results) string {
 	if res.Quick {
 		w("\n**This is a `--quick` smoke run (one short round): its figures are not fit for comparison.**\n")
 	}
+	if o := runInterference(res); o > res.MaxOtherPct {
+		w("\n**Other work on the machine used %.0f%% of a pinned core in the median sample (over %.0f%% counts as disturbed): "+
+			"these figures are disturbed, throughput and latency most, CPU time per request least. See the others' CPU column.**\n", o, res.MaxOtherPct)
+	}
 	w("\nEvery figure is the median over %s of a %s wrk run (after a %s warm-up), %d connections, HTTP/1.1 keep-alive; "+
 		"the proxy alone on CPU %d, wrk and the upstream together on CPU %d. Method and versions are below.\n\n",
 		plural(res.Rounds, "round"), res.Duration, res.Warmup, res.Connections, res.ProxyCPU, res.LoadCPU)
@@ -384,6 +388,19 @@ func renderMarkdown(res *results) string {
 	return b.String()
 }
 
+// runInterference returns the median over all samples of the share of a
+// pinned core used by other processes.
+func runInterference(res *results) float64 {
+	var xs []float64
+	for _, s := range res.Samples {
+		xs = append(xs, s.interference())
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	return median(xs)
+}
+
 func niceNote(n int) string {
 	if n == 0 {
 		return ""
@@ -520,8 +537,12 @@ func renderSVG(res *results) string {
 		w(`<text x="%d" y="%d">%s response body</text>`+"\n", x+16, margin+10, html.EscapeString(p.Label))
 		x += 170
 	}
-	w(`<text x="%d" y="%d" fill="#555" text-anchor="end">%s × %s, %d connections, proxy alone on CPU %d</text>`+"\n",
-		width-margin, margin+10, plural(res.Rounds, "round"), html.EscapeString(res.Duration), res.Connections, res.ProxyCPU)
+	note := ""
+	if o := runInterference(res); o > res.MaxOtherPct {
+		note = fmt.Sprintf("; disturbed: others used %.0f%% of a core", o)
+	}
+	w(`<text x="%d" y="%d" fill="#555" text-anchor="end">%s × %s, %d connections, proxy alone on CPU %d%s</text>`+"\n",
+		width-margin, margin+10, plural(res.Rounds, "round"), html.EscapeString(res.Duration), res.Connections, res.ProxyCPU, note)
 
 	y0 := margin + legendH
 	for _, pn := range panels {
