@@ -58,6 +58,10 @@ type JWTConfig struct {
 	// Optional lets requests without a token through authentication (they
 	// are anonymous to the rules). A token that is present must be valid.
 	Optional bool `json:"optional"`
+	// TokenCacheSize is how many verified tokens each instance remembers,
+	// so that a token's signature is checked once; 0 means 1024, -1 none.
+	// exp and nbf are still checked on every request.
+	TokenCacheSize int `json:"token_cache_size"`
 }
 
 // PrincipalConfig picks the principal.
@@ -90,6 +94,7 @@ type authz struct {
 	lastKid  time.Time // last refetch for an unknown kid
 	cacheTTL time.Duration
 	extTO    time.Duration
+	tokens   map[string]claims // verified with the current keys
 
 	allowed, denied, unauthenticated, dryRun sdk.Counter
 }
@@ -167,6 +172,12 @@ func (f *authz) validate() error {
 		}
 	}
 	if j := c.JWT; j != nil {
+		switch {
+		case j.TokenCacheSize == 0:
+			j.TokenCacheSize = 1024
+		case j.TokenCacheSize < -1:
+			return errors.New("jwt.token_cache_size: -1 (none), 0 (1024) or a size")
+		}
 		skew, err := duration("jwt.clock_skew", j.ClockSkew, "60s")
 		if err != nil {
 			return err
@@ -298,7 +309,7 @@ func (f *authz) authenticate(r *sdk.Request, st *reqState) (pending bool, err er
 	if keys == nil {
 		return f.startFetch(r, st)
 	}
-	c, err := f.verifier.verify(token, keys, now)
+	c, err := f.verify(token, keys, now)
 	if errors.Is(err, errUnknownKey) && f.cfg.JWT.JWKSCluster != "" && !st.fetched && now.Sub(f.lastKid) > 30*time.Second {
 		// The issuer may have rotated its keys.
 		f.lastKid = now
@@ -326,6 +337,22 @@ func (f *authz) startFetch(r *sdk.Request, st *reqState) (bool, error) {
 		return true, nil
 	}
 	return false, errUnavailable
+}
+
+// verify checks a token, remembering the ones whose signature holds.
+func (f *authz) verify(token string, keys []key, now time.Time) (claims, error) {
+	if c, ok := f.tokens[token]; ok {
+		return c, f.verifier.checkClaims(c, now)
+	}
+	c, err := f.verifier.verify(token, keys, now)
+	if err != nil || f.cfg.JWT.TokenCacheSize < 0 {
+		return c, err
+	}
+	if f.tokens == nil || len(f.tokens) >= f.cfg.JWT.TokenCacheSize {
+		f.tokens = make(map[string]claims)
+	}
+	f.tokens[token] = c
+	return c, nil
 }
 
 // peerID returns the verified mTLS peer's URI SAN.
@@ -357,7 +384,7 @@ func (f *authz) currentKeys(now time.Time) []key {
 		at := time.Unix(0, int64(binary.LittleEndian.Uint64(b)))
 		if now.Sub(at) < f.cacheTTL && at.After(f.lastKid) {
 			if keys, err := parseJWKS(b[8:]); err == nil {
-				f.keys, f.expires = keys, at.Add(f.cacheTTL)
+				f.keys, f.expires, f.tokens = keys, at.Add(f.cacheTTL), nil
 				return keys
 			}
 		}
@@ -386,7 +413,7 @@ func (f *authz) fetchKeys(r *sdk.Request, st *reqState) bool {
 				return
 			}
 			now := sdk.Now()
-			f.keys, f.expires = keys, now.Add(f.cacheTTL)
+			f.keys, f.expires, f.tokens = keys, now.Add(f.cacheTTL), nil
 			entry := binary.LittleEndian.AppendUint64(nil, uint64(now.UnixNano()))
 			sdk.SharedData.Set(f.sharedKey(), append(entry, resp.Body...), 0)
 			f.resume(r, st)

@@ -20,7 +20,7 @@ var (
 )
 
 // hello builds the SDK's hello example once per test binary.
-func hello(t *testing.T) string {
+func hello(t testing.TB) string {
 	t.Helper()
 	helloOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "wasmtest-hello")
@@ -113,5 +113,23 @@ func TestUpstreamHandler(t *testing.T) {
 	}
 	if res.Status != 201 || res.Header.Get("x-up") != "hello" {
 		t.Fatalf("%d %v", res.Status, res.Header)
+	}
+}
+
+// BenchmarkHarness is the harness's own cost per request: the hello
+// plugin setting one request header, the smallest useful filter.
+func BenchmarkHarness(b *testing.B) {
+	h, err := wasmtest.Load(hello(b), wasmtest.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	req := wasmtest.NewRequest("GET /x")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := h.Do(req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
