@@ -57,10 +57,6 @@ type Manager struct {
 	guest   *metricStore
 	shared  *sharedStore
 
-	// noCallWatch turns off wazero's per-call deadline watch. Only tests
-	// set it, to measure what the host itself allocates.
-	noCallWatch bool
-
 	mu      sync.Mutex
 	running map[string]*plugin // by identity (module digest and settings)
 	active  *Set
