@@ -1,12 +1,14 @@
 package wasm
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -133,6 +135,48 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	}
 	if x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
 		t.Fatalf("code %d flags %v", x.Ctx.Response.StatusCode(), x.Flags)
+	}
+	s.OnLog(x)
+	s.Done(x)
+}
+
+// TestCloseStopsRunningCall checks the fact the call deadline rests on:
+// with close-on-done compiled in, a guest in a loop that never ends stops
+// as soon as its module is closed from another goroutine, here long before
+// its own deadline.
+func TestCloseStopsRunningCall(t *testing.T) {
+	m := newTestManager(t)
+	set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+		p.CallTimeout = config.Duration(time.Minute)
+		p.PoolSize = 1
+	}))
+	f := factoryOf(t, set, "faulty")
+	x := newExchange("http://example.com/", "x-fault", "loop")
+	s, err := f.NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := s.(*stream).in.mod
+	done := make(chan filter.Status)
+	go func() { done <- s.OnRequestHeaders(x, true) }()
+	time.Sleep(100 * time.Millisecond) // into the loop
+	select {
+	case st := <-done:
+		t.Fatalf("the loop returned %v before the module was closed", st)
+	default:
+	}
+	start := time.Now()
+	if err := mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case st := <-done:
+		if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 {
+			t.Errorf("status %v, code %d", st, x.Ctx.Response.StatusCode())
+		}
+		t.Logf("the loop stopped %v after the close", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop kept running after its module was closed")
 	}
 	s.OnLog(x)
 	s.Done(x)
