@@ -1,10 +1,16 @@
 package wasm
 
 import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
 // request is one request's whole life through the filter, with the
@@ -44,9 +50,65 @@ func BenchmarkRequest(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := processCPU()
 	for b.Loop() {
 		request(b, f, x)
 	}
+	reportCPU(b, cpu)
+}
+
+// BenchmarkGuestCall measures one call into a guest export that does
+// nothing (the ABI marker) under the call deadline: what every call of a
+// request pays before the guest runs. The deadline is long so that a
+// starved machine does not cut a call off; its length costs nothing.
+func BenchmarkGuestCall(b *testing.B) {
+	m := newTestManager(b)
+	set := prepare(b, m, testPlugin("addheader", "addheader", func(p *config.Plugin) {
+		p.PoolSize = 1
+		p.CallTimeout = config.Duration(time.Minute)
+	}))
+	in := set.plugins["addheader"].slots[0].cur.Load()
+	marker := in.mod.ExportedFunction(abi.MarkerV020)
+	b.ReportAllocs()
+	cpu := processCPU()
+	for b.Loop() {
+		in.mu.Lock()
+		_, err := in.invoke(marker)
+		in.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportCPU(b, cpu)
+}
+
+// reportCPU reports the CPU time the whole process spent per op since
+// start, on every thread: unlike ns/op it counts work done beside the
+// benchmark's goroutine (wazero's watch goroutines, the GC).
+func reportCPU(b *testing.B, start time.Duration) {
+	if used := processCPU() - start; used > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// processCPU returns the user and system time of the process, from
+// /proc/self/stat in clock ticks of 10ms; 0 where there is no /proc.
+func processCPU() time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // BenchmarkRequestParallel runs requests from every P on a pool of
