@@ -60,8 +60,8 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 		req.SetBody(body.B)
 		return true
 	}
-	fr := &filterReader{x: x, src: req.BodyStream(), request: true}
-	req.SetBodyStream(fr, -1)
+	// forward sends the filters' output in place of the body (outbound).
+	x.reqFilter = &filterReader{x: x, src: req.BodyStream(), request: true}
 	return true
 }
 

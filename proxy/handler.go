@@ -38,15 +38,19 @@ type exchange struct {
 	stats  *metrics.RouteStats
 	status int
 
-	up      fasthttp.Response // the upstream's response
-	upBody  cluster.Stream    // its body, when it streams
-	guard   cluster.Guard     // the cluster's admission of the request
-	retry   *retryPolicy      // the route's, or nil
-	body    responseBody
-	streams []filter.Stream
-	entry   *accesslog.Entry
-	scratch []byte
-	idBuf   [36]byte
+	// upReq is what goes upstream when request body filters stream: the
+	// request's headers with the filters' output as its body.
+	upReq     fasthttp.Request
+	reqFilter *filterReader
+	up        fasthttp.Response // the upstream's response
+	upBody    cluster.Stream    // its body, when it streams
+	guard     cluster.Guard     // the cluster's admission of the request
+	retry     *retryPolicy      // the route's, or nil
+	body      responseBody
+	streams   []filter.Stream
+	entry     *accesslog.Entry
+	scratch   []byte
+	idBuf     [36]byte
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -78,6 +82,10 @@ func (x *exchange) release() {
 	x.streams = x.streams[:0]
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
+	if x.reqFilter != nil {
+		x.reqFilter = nil
+		x.upReq.Reset()
+	}
 	x.Ctx = nil
 	x.guard.Release()
 	x.retry = nil
@@ -336,7 +344,7 @@ func (x *exchange) forward(rt *route.Route) bool {
 
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
-	streamed := req.IsBodyStream()
+	streamed := req.IsBodyStream() || x.reqFilter != nil
 	err := x.send(t.Cluster, ep, rt)
 	if err != nil {
 		x.upstreamError(err)
@@ -357,6 +365,19 @@ func (x *exchange) forward(rt *route.Route) bool {
 		ctx.SetConnectionClose()
 	}
 	return true
+}
+
+// outbound is the request to send upstream: the downstream request itself,
+// or, when request body filters stream, a copy whose body is their output.
+// The downstream request keeps its own body stream, which only it may
+// release.
+func (x *exchange) outbound() *fasthttp.Request {
+	if x.reqFilter == nil {
+		return &x.Ctx.Request
+	}
+	x.Ctx.Request.CopyTo(&x.upReq)
+	x.upReq.SetBodyStream(x.reqFilter, -1)
+	return &x.upReq
 }
 
 // sendBody hands the upstream's body to the server: streamed as it comes,

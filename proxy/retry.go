@@ -121,7 +121,7 @@ var errAnswered = errors.New("answered")
 // which sent nothing. When the retries run out the last outcome stands,
 // with flag URX.
 func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Route) error {
-	req := &x.Ctx.Request
+	req := x.outbound()
 	p := x.retry
 	if p == nil {
 		return ep.Do(req, &x.up, rt.Timeout, &x.upBody)

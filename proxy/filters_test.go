@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// bodyCounter is a native filter that sees every request body chunk and
+// upper-cases it, so the test can tell its output from its input.
+type bodyCounter struct{ seen atomic.Int64 }
+
+func (b *bodyCounter) Name() string { return "body-counter" }
+func (b *bodyCounter) NewStream(*filter.Exchange) (filter.Stream, error) {
+	return &bodyCounterStream{f: b}, nil
+}
+
+type bodyCounterStream struct{ f *bodyCounter }
+
+func (s *bodyCounterStream) OnRequestHeaders(*filter.Exchange, bool) filter.Status {
+	return filter.Continue
+}
+func (s *bodyCounterStream) OnRequestBody(_ *filter.Exchange, body *filter.Body, _ bool) filter.Status {
+	s.f.seen.Add(int64(len(body.B)))
+	body.B = bytes.ToUpper(body.B)
+	return filter.Continue
+}
+func (s *bodyCounterStream) OnRequestTrailers(*filter.Exchange) filter.Status { return filter.Continue }
+func (s *bodyCounterStream) OnResponseHeaders(*filter.Exchange, bool) filter.Status {
+	return filter.Continue
+}
+func (s *bodyCounterStream) OnResponseBody(*filter.Exchange, *filter.Body, bool) filter.Status {
+	return filter.Continue
+}
+func (s *bodyCounterStream) OnResponseTrailers(*filter.Exchange) filter.Status {
+	return filter.Continue
+}
+func (s *bodyCounterStream) OnLog(*filter.Exchange) {}
+func (s *bodyCounterStream) Done(*filter.Exchange)  {}
+
+// nativePlugins serves one native factory for every attachment.
+type nativePlugins struct{ f filter.Factory }
+
+func (p nativePlugins) Prepare(context.Context, []config.Plugin) (PluginSet, error) { return p, nil }
+func (p nativePlugins) Activate(PluginSet)                                          {}
+func (p nativePlugins) Discard(PluginSet)                                           {}
+func (p nativePlugins) Factory(config.FilterRef, string) (filter.Factory, error)    { return p.f, nil }
+
+// TestRequestBodyFilterStreams sends bodies large enough to stream through
+// a request body filter, with and without a declared length: the upstream
+// gets the filter's output, whole.
+func TestRequestBodyFilterStreams(t *testing.T) {
+	var got atomic.Value
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &fasthttp.Server{StreamRequestBody: true, Handler: func(ctx *fasthttp.RequestCtx) {
+		b, _ := io.ReadAll(ctx.RequestBodyStream())
+		got.Store(b)
+		ctx.SetBodyString("ok")
+	}}
+	go func() { _ = up.Serve(ln) }()
+	t.Cleanup(func() { _ = up.Shutdown() })
+
+	counter := &bodyCounter{}
+	cfg, err := config.Parse([]byte(`
+admin: {address: "off"}
+listeners: [{name: main, address: "127.0.0.1:0"}]
+plugins: [{name: upper, file: native}]
+clusters: [{name: up, endpoints: [{address: "`+ln.Addr().String()+`"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes: [{match: {prefix: /}, cluster: up, filters: [{plugin: upper}]}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Plugins: nativePlugins{counter}})
+	if err := s.Apply(context.Background(), cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	url := "http://" + s.Addr("main").String() + "/upload"
+
+	body := bytes.Repeat([]byte("abcdefghij"), 50_000) // 500 KB: streams
+	want := sha256.Sum256(bytes.ToUpper(body))
+	for _, tc := range []struct {
+		name   string
+		reader func() io.Reader
+	}{
+		{"content-length", func() io.Reader { return bytes.NewReader(body) }},
+		{"chunked", func() io.Reader { return io.MultiReader(bytes.NewReader(body)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			counter.seen.Store(0)
+			resp, err := http.Post(url, "text/plain", tc.reader())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			b, _ := got.Load().([]byte)
+			if sha256.Sum256(b) != want {
+				t.Errorf("the upstream got %d bytes, not the filter's %d upper-cased ones", len(b), len(body))
+			}
+			if n := counter.seen.Load(); n != int64(len(body)) {
+				t.Errorf("the filter saw %d bytes, want %d", n, len(body))
+			}
+		})
+	}
+}
