@@ -122,21 +122,24 @@ func writeResponse(w http.ResponseWriter, resp *fasthttp.Response, head bool, st
 			continue
 		}
 		if prior, ok := hdr[name]; ok {
-			hdr[name] = append(prior[:len(prior):len(prior)], string(v))
+			hdr[name] = append(prior[:len(prior):len(prior)], value(v))
 			continue
 		}
-		vals = append(vals, string(v))
+		vals = append(vals, value(v))
 		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	st.vals = vals
 	stream := resp.IsBodyStream()
+	n := -1
 	if stream {
-		if n := resp.Header.ContentLength(); n >= 0 {
-			hdr["Content-Length"] = []string{strconv.Itoa(n)}
-		}
+		n = resp.Header.ContentLength()
 	} else if body := resp.Body(); len(body) > 0 || !head {
-		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+		n = len(body)
 	}
+	if n >= 0 {
+		vals = append(vals, strconv.Itoa(n))
+		hdr["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	st.vals = vals
 	w.WriteHeader(resp.StatusCode())
 	if stream {
 		ok := copyBody(w, resp, st.buf)
@@ -239,6 +242,31 @@ func headerName(k []byte) (string, bool) {
 		}
 	}
 	return http.CanonicalHeaderKey(string(k)), false
+}
+
+// commonValues are header values common enough to be worth not
+// allocating: net/http's header map holds strings, so any other value is
+// copied out of the fasthttp response once per request.
+var commonValues = func() map[string]string {
+	m := map[string]string{}
+	for _, v := range []string{
+		"application/json", "application/json; charset=utf-8", "text/plain", "text/plain; charset=utf-8",
+		"text/html", "text/html; charset=utf-8", "application/grpc", "application/grpc+proto",
+		"application/octet-stream", "text/event-stream", "gzip", "br", "deflate", "identity",
+		"no-cache", "no-store", "chunked", "close", "keep-alive", "nosniff", "bytes", "*",
+		"Accept-Encoding", "Origin", "0",
+	} {
+		m[v] = v
+	}
+	return m
+}()
+
+// value returns v as a string, without allocating for common values.
+func value(v []byte) string {
+	if s, ok := commonValues[string(v)]; ok {
+		return s
+	}
+	return string(v)
 }
 
 // equalFold reports whether b equals the lowercase ASCII s, ignoring case.
