@@ -110,4 +110,3 @@ func BenchmarkH2C(b *testing.B) {
 		}
 	})
 }
-
