@@ -113,13 +113,15 @@ func NewServer(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
-	return &Server{
+	s := &Server{
 		log:       opts.Logger,
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
 		listeners: map[string]*listener{},
 	}
+	opts.Metrics.Registry.MustRegister(newGauges(s))
+	return s
 }
 
 // SetPlugins gives the server its Wasm host. It must be called before the
