@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/store"
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/demo"
+	"github.com/wasmgate/wasmgate/plugins"
 )
 
 func newUpCmd() *cobra.Command {
@@ -74,8 +77,26 @@ a second 'up' keeps what was applied.`,
 			}
 			defer cp.Close()
 
+			// The first-party filters ship in the binary; the control plane
+			// stores them as content-addressed blobs, as for any plugin.
+			shas := map[string]string{}
+			for _, name := range plugins.Names() {
+				mod, err := plugins.Module(name)
+				if err != nil {
+					return err
+				}
+				meta, err := cp.Store.PutBlob(ctx, mod)
+				if err != nil {
+					return fmt.Errorf("storing plugin %s: %w", name, err)
+				}
+				shas[name] = meta.SHA256
+			}
 			demoFile := filepath.Join(dir, "demo.yaml")
-			seeded, err := seedDemo(ctx, cp, demoFile, demoConfig(listen))
+			seeded, err := seedDemo(ctx, cp, demoFile, demoConfig(listen, shas))
+			if err != nil {
+				return err
+			}
+			token, err := demoToken()
 			if err != nil {
 				return err
 			}
@@ -97,7 +118,7 @@ a second 'up' keeps what was applied.`,
 			if err := waitReady(ctx, w.Status, 15*time.Second); err != nil {
 				return err
 			}
-			printUp(cmd.OutOrStdout(), r, cp, demoFile, seeded)
+			printUp(cmd.OutOrStdout(), r, cp, demoFile, seeded, token)
 			select {
 			case <-ctx.Done():
 			case err := <-cp.Err():
@@ -181,7 +202,23 @@ func waitReady(ctx context.Context, status func() watch.Status, timeout time.Dur
 	return nil
 }
 
-func printUp(out io.Writer, r *runner, cp *controlplane.Server, demoFile string, seeded bool) {
+// demoSecret signs the demo's tokens (HS256). It is a demo: anyone can
+// read it here.
+const demoSecret = "wasmgate-demo-secret-not-for-production"
+
+// demoToken is a JWT for the demo's /admin/ routes, valid for a day.
+func demoToken() (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "demo-admin",
+		"iss": "wasmgate-demo",
+		"iat": time.Now().Unix(),
+		"exp": time.Now().Add(24 * time.Hour).Unix(),
+	})
+	t.Header["kid"] = "demo"
+	return t.SignedString([]byte(demoSecret))
+}
+
+func printUp(out io.Writer, r *runner, cp *controlplane.Server, demoFile string, seeded bool, token string) {
 	base := "http://" + r.srv.Addr("public").String()
 	if r.srv.Addr("public") == nil {
 		base = "(the stored configuration has no listener named public)"
@@ -198,13 +235,16 @@ wasmgate is up, serving %[6]s.
   proxy admin    http://%[2]s   (/ready /metrics /config /clusters)
   control plane  %[3]s   (etcd at %[4]s)
 
-Try:
-  curl %[1]s/                      balanced over two demo instances
+Every route runs three Wasm filters: telemetry, encryption, authz. Try:
+  curl -i %[1]s/                   balanced over two demo instances; x-trace-id from telemetry
   curl %[1]s/api/hello             prefix rewrite /api -> /
   curl -H 'x-canary: 1' %[1]s/     header match: always instance demo-b
+  curl -H 'x-ssn: 078-05-1120' %[1]s/   encryption seals x-ssn before it goes upstream
+  curl -i %[1]s/admin/             authz: 403 without a token
+  curl -H 'authorization: Bearer %[8]s' %[1]s/admin/
   curl %[1]s/healthz               a direct response
   curl -i %[1]s/old/page           a redirect
-  curl http://%[2]s/metrics
+  curl -s http://%[2]s/metrics | grep -E 'wasmgate_http_requests_total|wasm_'
 
 Change a route: edit %[5]s, then
   export WASMGATE_SERVER=%[3]s WASMGATE_TOKEN=$(cat %[7]s)
@@ -214,11 +254,11 @@ Change a route: edit %[5]s, then
   go run ./cmd/wasmgate ctl history
 
 Ctrl-C drains and stops.
-`, base, r.adminA, cp.APIURL(), strings.Join(cp.EtcdEndpoints(), ","), demoFile, state, tokenFile)
+`, base, r.adminA, cp.APIURL(), strings.Join(cp.EtcdEndpoints(), ","), demoFile, state, tokenFile, token)
 }
 
 // demoConfig is the embedded configuration of `wasmgate up`.
-func demoConfig(listen string) string {
+func demoConfig(listen string, shas map[string]string) string {
 	return fmt.Sprintf(`# The demo configuration of 'wasmgate up'. Edit it and apply it:
 #   wasmgate ctl apply -f THIS_FILE
 listeners:
@@ -231,9 +271,38 @@ clusters:
     discovery: registry
   - name: demo-b
     discovery: registry
+# The first-party filters, stored by the control plane as blobs.
+plugins:
+  - name: telemetry
+    sha256: %[2]s
+    config:
+      sample_rate: 1
+      trace_id_header: x-trace-id
+      service_name: wasmgate-demo
+  - name: encryption
+    sha256: %[3]s
+    config:
+      default: {require: none}
+      keys: {demo: "%[5]s"}
+      active_key: demo
+      encrypt_headers: [x-ssn]
+      redact_headers: [authorization, cookie]
+  - name: authz
+    sha256: %[4]s
+    config:
+      jwt:
+        issuer: wasmgate-demo
+        optional: true           # anonymous requests go on to the rules
+        jwks: {keys: [{kty: oct, kid: demo, alg: HS256, k: "%[6]s"}]}
+      rules:
+        - {name: admins, action: allow, principals: [demo-admin], paths: ["/admin/*"]}
+        - {name: no-admin, action: deny, paths: ["/admin/*"]}
+        - {name: everyone, action: allow}
+      default: deny
 virtual_hosts:
   - name: default
     domains: ["*"]
+    filters: [{plugin: telemetry}, {plugin: encryption}, {plugin: authz}]
     response_headers:
       set:
         - name: x-served-by
@@ -258,5 +327,7 @@ virtual_hosts:
       - name: default
         match: {prefix: /}
         cluster: demo
-`, listen)
+`, listen, shas["telemetry"], shas["encryption"], shas["authz"],
+		base64.StdEncoding.EncodeToString([]byte("wasmgate-demo-key-32-bytes-long!")),
+		base64.RawURLEncoding.EncodeToString([]byte(demoSecret)))
 }
