@@ -123,3 +123,68 @@ virtual_hosts:
 		})
 	}
 }
+
+// stamp is a native filter that answers /deny itself and stamps every
+// response it sees, its own included.
+type stamp struct{}
+
+func (stamp) Name() string { return "stamp" }
+func (stamp) NewStream(*filter.Exchange) (filter.Stream, error) {
+	return &stampStream{}, nil
+}
+
+type stampStream struct{ bodyCounterStream }
+
+func (s *stampStream) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
+	if string(x.Ctx.Path()) == "/deny" {
+		x.SendLocalResponse(403, []byte("denied\n"), nil, "stamp_denied")
+		return filter.Stop
+	}
+	return filter.Continue
+}
+func (s *stampStream) OnResponseHeaders(x *filter.Exchange, _ bool) filter.Status {
+	x.Ctx.Response.Header.Set("x-stamp", "1")
+	return filter.Continue
+}
+
+// TestLocalResponsesPassResponseFilters checks that answers made by a
+// filter or by the proxy (an unreachable upstream) go through the response
+// callbacks of the filters that saw the request.
+func TestLocalResponsesPassResponseFilters(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := closed.Addr().String()
+	closed.Close()
+	cfg, err := config.Parse([]byte(`
+admin: {address: "off"}
+listeners: [{name: main, address: "127.0.0.1:0"}]
+plugins: [{name: stamp, file: native}]
+clusters: [{name: dead, endpoints: [{address: "`+dead+`"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    filters: [{plugin: stamp}]
+    routes: [{match: {prefix: /}, cluster: dead}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Plugins: nativePlugins{stamp{}}})
+	if err := s.Apply(context.Background(), cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	base := "http://" + s.Addr("main").String()
+	for path, status := range map[string]int{"/deny": 403, "/any": 502} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != status || resp.Header.Get("x-stamp") != "1" {
+			t.Errorf("%s: status %d, x-stamp %q; want %d stamped", path, resp.StatusCode, resp.Header.Get("x-stamp"), status)
+		}
+	}
+}

@@ -154,7 +154,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
-		x.finish()
+		x.answered()
 		return
 	}
 
@@ -170,7 +170,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		if !x.forward(rt) {
-			x.finish()
+			x.answered()
 			return
 		}
 	}
@@ -433,6 +433,17 @@ func (x *exchange) localError(status int, flag filter.Flags, details string) {
 	resp.SetBodyString(details + "\n")
 	x.Flags |= flag
 	x.Details = details
+}
+
+// answered finishes an exchange that a filter or the proxy answered
+// itself. The answer still passes the response callbacks of the filters
+// that saw the request, as Envoy encodes its local replies, so that they
+// can add to it (HSTS, a trace id) and count it.
+func (x *exchange) answered() {
+	if len(x.streams) > 0 && x.responseHeaderFilters() {
+		x.filterFixedBody(&x.Ctx.Response)
+	}
+	x.finish()
 }
 
 // finish records the request: metrics, access log, filter log and done
