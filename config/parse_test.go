@@ -203,7 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{"address without port", "listeners:\n- name: main\n  address: \"8080\"\n", []wantErr{{"listeners[0].address", 3, `"8080" is not host:port`}}},
 		{"port out of range", "listeners:\n- name: main\n  address: \":70000\"\n", []wantErr{{"listeners[0].address", 3, `":70000" has an invalid port`}}},
 		{"shared address", "listeners:\n- {name: a, address: \":80\"}\n- {name: b, address: \":80\"}\n", []wantErr{{"listeners[1].address", 3, `address ":80" is already used by listeners[0]`}}},
-		{"unknown access log field", "access_log:\n  fields: [path, latency]\n" + base, []wantErr{{"access_log.fields[1]", 2, `unknown access log field "latency"`}}},
+		{"unknown access log field", "access_log:\n  fields: [path, latency]\n" + base, []wantErr{{"access_log.fields[1]", 2, `unknown access log field "latency" (or request_header.NAME, response_header.NAME, filter_state.KEY)`}}},
 
 		// Plugins.
 		{"plugin without module", base + "plugins:\n- name: p\n", []wantErr{{"plugins[0]", 9, "one of file and sha256 is required"}}},

@@ -71,14 +71,36 @@ func checkHostPort(v *errs, path, addr string) {
 }
 
 func (c *Config) validateAccessLog(v *errs) {
+	dynamic := 0
 	for i, f := range c.AccessLog.Fields {
-		if !AccessLogFields[f] {
-			v.add(idx("access_log.fields", i), "unknown access log field %q", f)
+		if name, ok := dynamicField(f); ok {
+			dynamic++
+			if name == "" {
+				v.add(idx("access_log.fields", i), "%q names no header or key", f)
+			}
+			continue
 		}
+		if !AccessLogFields[f] {
+			v.add(idx("access_log.fields", i), "unknown access log field %q (or request_header.NAME, response_header.NAME, filter_state.KEY)", f)
+		}
+	}
+	if dynamic > 64 {
+		v.add("access_log.fields", "at most 64 header and filter state fields, not %d", dynamic)
 	}
 	if c.AccessLog.BufferEntries < 0 {
 		v.add("access_log.buffer_entries", "must not be negative")
 	}
+}
+
+// dynamicField reads an access log field of the form SOURCE.NAME, where
+// SOURCE is request_header, response_header or filter_state.
+func dynamicField(f string) (name string, ok bool) {
+	for _, src := range []string{"request_header.", "response_header.", "filter_state."} {
+		if rest, found := strings.CutPrefix(f, src); found {
+			return rest, true
+		}
+	}
+	return "", false
 }
 
 func (c *Config) validateListeners(v *errs) map[string]int {

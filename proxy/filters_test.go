@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"reflect"
 	"sync/atomic"
 	"testing"
 
@@ -186,5 +189,80 @@ virtual_hosts:
 		if resp.StatusCode != status || resp.Header.Get("x-stamp") != "1" {
 			t.Errorf("%s: status %d, x-stamp %q; want %d stamped", path, resp.StatusCode, resp.Header.Get("x-stamp"), status)
 		}
+	}
+}
+
+// stateSetter publishes filter state as the first-party filters do: a
+// trace id, and the headers the access log must redact.
+type stateSetter struct{}
+
+func (stateSetter) Name() string { return "state" }
+func (stateSetter) NewStream(*filter.Exchange) (filter.Stream, error) {
+	return &stateStream{}, nil
+}
+
+type stateStream struct{ bodyCounterStream }
+
+func (s *stateStream) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
+	x.SetState("wasm.trace_id", []byte("4bf92f3577b34da6a3ce929d0e0e4736"))
+	x.SetState("wasm.encryption.redact", []byte("Authorization, cookie"))
+	return filter.Continue
+}
+
+// TestAccessLogDynamicFields logs request and response headers and filter
+// state, with the headers a filter lists redacted.
+func TestAccessLogDynamicFields(t *testing.T) {
+	dir := t.TempDir()
+	logPath := dir + "/access.log"
+	cfg, err := config.Parse([]byte(`
+admin: {address: "off"}
+access_log:
+  path: `+logPath+`
+  fields: [status, request_header.x-tenant, request_header.authorization, response_header.content-type, filter_state.wasm.trace_id, filter_state.missing]
+listeners: [{name: main, address: "127.0.0.1:0"}]
+plugins: [{name: state, file: native}]
+clusters: [{name: none, endpoints: [{address: "127.0.0.1:1"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    filters: [{plugin: state}]
+    routes: [{match: {prefix: /}, direct_response: {status: 200, body: "hi", headers: [{name: content-type, value: text/plain}]}}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Plugins: nativePlugins{stateSetter{}}})
+	if err := s.Apply(context.Background(), cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.Addr("main").String()+"/", nil)
+	req.Header.Set("X-Tenant", "acme")
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := s.Shutdown(context.Background()); err != nil { // flushes the log
+		t.Fatal(err)
+	}
+	line, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	want := map[string]any{
+		"status":                       float64(200),
+		"request_header.x-tenant":      "acme",
+		"request_header.authorization": "[redacted]",
+		"response_header.content-type": "text/plain",
+		"filter_state.wasm.trace_id":   "4bf92f3577b34da6a3ce929d0e0e4736",
+		"filter_state.missing":         nil,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("logged %v\nwant   %v", got, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -475,6 +476,7 @@ func (x *exchange) finish() {
 		} else {
 			e.BytesSent = int64(len(ctx.Response.Body()))
 		}
+		x.fillDynamic(e, false)
 		x.snap.log.Log(e)
 	}
 	x.release()
@@ -497,6 +499,64 @@ func (x *exchange) fillEntry() {
 	if n := req.Header.ContentLength(); n > 0 {
 		e.BytesReceived = int64(n)
 	}
+	x.fillDynamic(e, true)
+}
+
+var redacted = []byte("[redacted]")
+
+// fillDynamic sets the access log's header and filter state fields: at
+// the start the request headers, at the end the response headers and the
+// filter state. At the end, header fields that a filter lists under a
+// filter state key ending in ".redact" (comma-separated names) are
+// replaced by "[redacted]".
+func (x *exchange) fillDynamic(e *accesslog.Entry, start bool) {
+	dyn := x.snap.log.Dynamic()
+	for i, d := range dyn {
+		var v []byte
+		switch {
+		case start && d.Source == accesslog.RequestHeader:
+			v = x.Ctx.Request.Header.Peek(d.Name)
+		case !start && d.Source == accesslog.ResponseHeader:
+			v = x.Ctx.Response.Header.Peek(d.Name)
+		case !start && d.Source == accesslog.FilterState:
+			v = x.FilterState[d.Name]
+		default:
+			continue
+		}
+		if v != nil {
+			e.SetDynamic(i, v)
+		}
+	}
+	if start || len(x.FilterState) == 0 {
+		return
+	}
+	for key, names := range x.FilterState {
+		if !strings.HasSuffix(key, ".redact") {
+			continue
+		}
+		for i, d := range dyn {
+			if d.Source != accesslog.FilterState && listed(names, d.Name) {
+				e.SetDynamic(i, redacted)
+			}
+		}
+	}
+}
+
+// listed reports whether the comma-separated list holds name, ignoring
+// case and spaces.
+func listed(list []byte, name string) bool {
+	for len(list) > 0 {
+		item := list
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			list = nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(item), []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveError answers requests the server could not parse.

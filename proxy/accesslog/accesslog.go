@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,14 +41,73 @@ type Entry struct {
 	UserAgent     []byte
 	XForwardedFor []byte
 	Details       string
+
+	// values hold the dynamic fields (Logger.Dynamic), set says which
+	// have a value.
+	values [][]byte
+	set    uint64
 }
 
 func (e *Entry) reset() {
+	values := e.values
+	for i := range values {
+		values[i] = values[i][:0]
+	}
 	*e = Entry{
 		RequestID: e.RequestID[:0], RemoteAddr: e.RemoteAddr[:0], Method: e.Method[:0],
 		Authority: e.Authority[:0], Path: e.Path[:0], UserAgent: e.UserAgent[:0],
-		XForwardedFor: e.XForwardedFor[:0],
+		XForwardedFor: e.XForwardedFor[:0], values: values,
 	}
+}
+
+// SetDynamic sets the value of the i-th dynamic field (Logger.Dynamic).
+func (e *Entry) SetDynamic(i int, v []byte) {
+	for len(e.values) <= i {
+		e.values = append(e.values, nil)
+	}
+	e.values[i] = append(e.values[i][:0], v...)
+	e.set |= 1 << i
+}
+
+// Source says where a dynamic field's value comes from.
+type Source uint8
+
+const (
+	// RequestHeader is a request header, as the client sent it.
+	RequestHeader Source = iota + 1
+	// ResponseHeader is a response header, as the client received it.
+	ResponseHeader
+	// FilterState is a value filters set on the exchange.
+	FilterState
+)
+
+// Dynamic is a field named by its source: "request_header.NAME",
+// "response_header.NAME" or "filter_state.KEY".
+type Dynamic struct {
+	Source Source
+	Name   string
+}
+
+// MaxDynamic bounds the dynamic fields of one log.
+const MaxDynamic = 64
+
+var dynamicPrefixes = []struct {
+	prefix string
+	source Source
+}{{"request_header.", RequestHeader}, {"response_header.", ResponseHeader}, {"filter_state.", FilterState}}
+
+// ParseDynamic reads a dynamic field name; ok is false for any other name.
+// Header names are case-insensitive; filter state keys are not.
+func ParseDynamic(field string) (d Dynamic, ok bool) {
+	for _, p := range dynamicPrefixes {
+		if name, found := strings.CutPrefix(field, p.prefix); found && name != "" {
+			if p.source != FilterState {
+				name = strings.ToLower(name)
+			}
+			return Dynamic{Source: p.source, Name: name}, true
+		}
+	}
+	return Dynamic{}, false
 }
 
 // field writes one field's JSON value.
@@ -90,6 +150,7 @@ var fieldWriters = map[string]func(b []byte, e *Entry) []byte{
 // Logger is an asynchronous access log.
 type Logger struct {
 	fields  []field
+	dynamic []Dynamic
 	queue   chan *Entry
 	pool    sync.Pool
 	w       *bufio.Writer
@@ -139,6 +200,20 @@ func New(w io.Writer, closer io.Closer, fields []string, queueLen int, dropped f
 	}
 	l.pool.New = func() any { return new(Entry) }
 	for _, name := range fields {
+		if d, ok := ParseDynamic(name); ok {
+			if len(l.dynamic) == MaxDynamic {
+				return nil, fmt.Errorf("more than %d header and filter state fields", MaxDynamic)
+			}
+			i := len(l.dynamic)
+			l.dynamic = append(l.dynamic, d)
+			l.fields = append(l.fields, field{name: name, write: func(b []byte, e *Entry) []byte {
+				if e.set&(1<<i) == 0 {
+					return append(b, "null"...)
+				}
+				return appendString(b, e.values[i])
+			}})
+			continue
+		}
 		fw, ok := fieldWriters[name]
 		if !ok {
 			return nil, fmt.Errorf("unknown access log field %q", name)
@@ -148,6 +223,11 @@ func New(w io.Writer, closer io.Closer, fields []string, queueLen int, dropped f
 	go l.run()
 	return l, nil
 }
+
+// Dynamic returns the header and filter state fields the log writes, in
+// order: the i-th is set with Entry.SetDynamic(i, ...). The slice must not
+// be changed.
+func (l *Logger) Dynamic() []Dynamic { return l.dynamic }
 
 // Acquire returns an empty entry.
 func (l *Logger) Acquire() *Entry {
