@@ -67,7 +67,7 @@ func TestResilienceErrors(t *testing.T) {
 `
 	tests := []struct {
 		name, in string
-		want []string
+		want     []string
 	}{
 		{"health check", resilienceBase + `  health_check: {type: udp, initial: maybe, interval: -1s, unhealthy_threshold: -2}
 ` + vhost, []string{
