@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 
@@ -12,22 +11,6 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/wasm"
 )
-
-// wasmHost adapts the Wasm manager to the proxy's Plugins interface.
-type wasmHost struct{ m *wasm.Manager }
-
-var _ proxy.Plugins = wasmHost{}
-
-func (h wasmHost) Prepare(ctx context.Context, plugins []config.Plugin) (proxy.PluginSet, error) {
-	set, err := h.m.Prepare(ctx, plugins)
-	if err != nil {
-		return nil, err // not a typed nil inside the interface
-	}
-	return set, nil
-}
-
-func (h wasmHost) Activate(set proxy.PluginSet) { h.m.Activate(set.(*wasm.Set)) }
-func (h wasmHost) Discard(set proxy.PluginSet)  { set.(*wasm.Set).Close() }
 
 // attachWasm gives srv a Wasm host whose plugins call clusters of the live
 // snapshot and export their metrics with the proxy's. blobs fetches modules
@@ -44,7 +27,7 @@ func attachWasm(srv *proxy.Server, log *zap.Logger, cacheDir string, node *confi
 	if err != nil {
 		return nil, err
 	}
-	srv.SetPlugins(wasmHost{m})
+	srv.SetPlugins(wasm.Plugins(m))
 	return func() { _ = m.Close() }, nil
 }
 

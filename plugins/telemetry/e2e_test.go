@@ -81,10 +81,10 @@ virtual_hosts:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no span reached the collector")
 	}
-	if v := p.Metric("http.requests.route.api.cluster.backend.method.GET.status.200"); v != 1 {
+	if v := p.Metric("http.requests;route=api;cluster=backend;method=GET;status=200"); v != 1 {
 		t.Errorf("request count %v", v)
 	}
-	if v := p.Metric("http.request_duration_ms.route.api.cluster.backend"); v != 1 {
+	if v := p.Metric("http.request_duration_ms;route=api;cluster=backend"); v != 1 {
 		t.Errorf("latency samples %v", v)
 	}
 }

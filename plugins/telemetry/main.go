@@ -179,8 +179,8 @@ func (t *telemetry) OnLog(r *sdk.Request) {
 	method := r.Method()
 	status := strconv.FormatInt(code, 10)
 	p := t.cfg.MetricPrefix
-	labels := ".route." + orNone(route) + ".cluster." + orNone(cluster)
-	sdk.Metrics.Counter(p + ".requests" + labels + ".method." + method + ".status." + status).Inc()
+	labels := ";route=" + orNone(route) + ";cluster=" + orNone(cluster)
+	sdk.Metrics.Counter(p + ".requests" + labels + ";method=" + method + ";status=" + status).Inc()
 	sdk.Metrics.Histogram(p + ".request_duration_ms" + labels).Record(uint64(end.Sub(s.start).Milliseconds()))
 	if !s.sampled || t.cfg.Collector.Cluster == "" {
 		return

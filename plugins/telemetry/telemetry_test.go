@@ -153,11 +153,11 @@ func TestMetrics(t *testing.T) {
 	for range 3 {
 		do(t, h, &wasmtest.Request{Method: "POST", Path: "/c", Route: "users", Cluster: "api"})
 	}
-	if v, _ := h.Metric("m1.requests.route.users.cluster.api.method.POST.status.200"); v != 3 {
+	if v, _ := h.Metric("m1.requests;route=users;cluster=api;method=POST;status=200"); v != 3 {
 		all, _ := h.Metrics()
 		t.Errorf("request count %v; metrics %v", v, all)
 	}
-	if v, _ := h.Metric("m1.request_duration_ms.route.users.cluster.api"); v != 3 {
+	if v, _ := h.Metric("m1.request_duration_ms;route=users;cluster=api"); v != 3 {
 		t.Errorf("latency samples %v", v)
 	}
 }

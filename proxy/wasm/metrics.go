@@ -3,6 +3,7 @@ package wasm
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,9 @@ type metricStore struct {
 	mu    sync.Mutex
 	byKey map[metricKey]uint32
 	list  atomic.Pointer[[]*guestMetric]
+	// labelSets holds the label keys of each exported name, joined by
+	// commas, to keep every metric family consistent.
+	labelSets map[string]string
 }
 
 type metricKey struct {
@@ -100,9 +104,12 @@ type metricKey struct {
 type guestMetric struct {
 	plugin, name string
 	fqName       string
-	kind         abi.MetricType
-	value        atomic.Int64 // counter (as uint64 bits) or gauge
-	hist         *histogram
+	// labels and values come from a name of the form
+	// "base;key=value;key=value".
+	labels, values []string
+	kind           abi.MetricType
+	value          atomic.Int64 // counter (as uint64 bits) or gauge
+	hist           *histogram
 }
 
 // histogramBounds are the buckets of guest histograms, in the unit the
@@ -133,7 +140,8 @@ func (s *metricStore) define(plugin string, kind abi.MetricType, name string) ui
 		return id
 	}
 	old := *s.list.Load()
-	m := &guestMetric{plugin: plugin, name: name, kind: kind, fqName: promName(name)}
+	m := &guestMetric{plugin: plugin, name: name, kind: kind}
+	m.fqName, m.labels, m.values = s.labelled(name)
 	if kind == abi.MetricHistogram {
 		m.hist = &histogram{}
 	}
@@ -155,6 +163,56 @@ func (s *metricStore) get(id uint32) *guestMetric {
 		return nil
 	}
 	return m
+}
+
+// labelled splits a metric name of the form "base;key=value;key=value"
+// into a Prometheus name and labels, as Envoy's tag extraction does for
+// its own stats. Every metric of one name must carry the same label keys,
+// or a scrape would fail: a name whose keys differ from the first seen
+// under it, or that is malformed, is exported whole, without labels.
+// s.mu must be held.
+func (s *metricStore) labelled(name string) (fqName string, labels, values []string) {
+	if s.labelSets == nil {
+		s.labelSets = map[string]string{}
+	}
+	base, rest, found := strings.Cut(name, ";")
+	if !found {
+		fqName = promName(name)
+		if prev, ok := s.labelSets[fqName]; ok && prev != "" {
+			return fqName + "_unlabelled", nil, nil
+		}
+		s.labelSets[fqName] = ""
+		return fqName, nil, nil
+	}
+	fqName = promName(base)
+	for _, pair := range strings.Split(rest, ";") {
+		k, v, ok := strings.Cut(pair, "=")
+		k = promLabel(k)
+		if !ok || k == "" || k == "plugin" || slices.Contains(labels, k) {
+			return promName(name), nil, nil
+		}
+		labels, values = append(labels, k), append(values, v)
+	}
+	sig := strings.Join(labels, ",")
+	if prev, ok := s.labelSets[fqName]; ok && prev != sig {
+		return promName(name), nil, nil
+	}
+	s.labelSets[fqName] = sig
+	return fqName, labels, values
+}
+
+// promLabel turns a guest's label key into a Prometheus label name.
+func promLabel(k string) string {
+	if k == "" || (k[0] >= '0' && k[0] <= '9') || strings.HasPrefix(k, "__") {
+		return ""
+	}
+	b := []byte(k)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // promName turns a guest's metric name into a Prometheus one.
@@ -179,14 +237,15 @@ func (s *metricStore) Describe(chan<- *prometheus.Desc) {}
 // Collect implements prometheus.Collector.
 func (s *metricStore) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range *s.list.Load() {
-		desc := prometheus.NewDesc(m.fqName, "Defined by wasm plugin metric \""+m.name+"\".", []string{"plugin"}, nil)
+		desc := prometheus.NewDesc(m.fqName, "Defined by a wasm plugin.", append([]string{"plugin"}, m.labels...), nil)
+		lv := append([]string{m.plugin}, m.values...)
 		var pm prometheus.Metric
 		var err error
 		switch m.kind {
 		case abi.MetricCounter:
-			pm, err = prometheus.NewConstMetric(desc, prometheus.CounterValue, float64(uint64(m.value.Load())), m.plugin)
+			pm, err = prometheus.NewConstMetric(desc, prometheus.CounterValue, float64(uint64(m.value.Load())), lv...)
 		case abi.MetricGauge:
-			pm, err = prometheus.NewConstMetric(desc, prometheus.GaugeValue, float64(m.value.Load()), m.plugin)
+			pm, err = prometheus.NewConstMetric(desc, prometheus.GaugeValue, float64(m.value.Load()), lv...)
 		case abi.MetricHistogram:
 			buckets := make(map[float64]uint64, len(histogramBounds))
 			var cum uint64
@@ -195,7 +254,7 @@ func (s *metricStore) Collect(ch chan<- prometheus.Metric) {
 				buckets[b] = cum
 			}
 			pm, err = prometheus.NewConstHistogram(desc, m.hist.count.Load(),
-				float64(m.hist.sum.Load()), buckets, m.plugin)
+				float64(m.hist.sum.Load()), buckets, lv...)
 		}
 		if err == nil {
 			ch <- pm

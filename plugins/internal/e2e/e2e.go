@@ -23,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/wasm"
+	"github.com/wasmgate/wasmgate/proxy/wasm/wasmtest"
 )
 
 // Proxy is a running proxy with plugins.
@@ -69,19 +70,18 @@ func Start(t *testing.T, yaml string, more map[string]string) *Proxy {
 	}
 
 	reg := prometheus.NewRegistry()
-	ups := &upstreams{}
+	srv := proxy.NewServer(proxy.Options{})
 	m, err := wasm.NewManager(wasm.Options{
 		CacheDir:   filepath.Join(os.TempDir(), "wasmgate-wasmtest-cache"),
 		Logger:     zap.NewNop(),
 		Registerer: reg,
-		Upstreams:  ups,
+		Upstreams:  srv, // plugins' HTTP calls reach the live snapshot's clusters
 		Node:       &filter.Node{ID: "e2e"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := proxy.NewServer(proxy.Options{Plugins: plugins{m}})
-	ups.srv = srv
+	srv.SetPlugins(wasm.Plugins(m))
 	if err := srv.Apply(context.Background(), cfg, ""); err != nil {
 		m.Close()
 		t.Fatalf("apply: %v", err)
@@ -99,61 +99,9 @@ func Start(t *testing.T, yaml string, more map[string]string) *Proxy {
 	return &Proxy{URL: "http://" + addr.(*net.TCPAddr).String(), Server: srv, Registry: reg, Backend: backend}
 }
 
-// Metric returns the value of a metric a plugin defined as name (a
-// histogram's sample count).
+// Metric returns the value of a metric a plugin defined as name ("base" or
+// "base;key=value;..."; a histogram gives its sample count).
 func (p *Proxy) Metric(name string) float64 {
-	want := "wasm_" + sanitize(name)
-	fams, _ := p.Registry.Gather()
-	for _, f := range fams {
-		if f.GetName() != want {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
-func sanitize(name string) string {
-	b := []byte(name)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == ':') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
-}
-
-// plugins adapts a wasm.Manager to proxy.Plugins.
-type plugins struct{ m *wasm.Manager }
-
-func (p plugins) Prepare(ctx context.Context, pl []config.Plugin) (proxy.PluginSet, error) {
-	set, err := p.m.Prepare(ctx, pl)
-	if err != nil {
-		return nil, err
-	}
-	return set, nil
-}
-
-func (p plugins) Activate(set proxy.PluginSet) { p.m.Activate(set.(*wasm.Set)) }
-
-func (p plugins) Discard(set proxy.PluginSet) { set.(*wasm.Set).Close() }
-
-// upstreams sends plugins' HTTP calls to the live snapshot's clusters.
-type upstreams struct{ srv *proxy.Server }
-
-func (u *upstreams) Call(cluster string, req *fasthttpRequest, resp *fasthttpResponse, timeout time.Duration) error {
-	snap := u.srv.Snapshot()
-	if snap == nil {
-		return filter.ErrUnknownCluster
-	}
-	return snap.Clusters.Call(cluster, req, resp, timeout)
+	v, _ := wasmtest.GatheredMetric(p.Registry, name)
+	return v
 }

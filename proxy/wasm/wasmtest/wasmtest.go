@@ -473,18 +473,44 @@ func (h *Harness) Logs() []Log {
 // Metric returns the value of the metric the plugin defined as name: a
 // counter's or gauge's value, a histogram's count of samples.
 func (h *Harness) Metric(name string) (float64, bool) {
-	all, err := h.Metrics()
+	return GatheredMetric(h.shared.reg, name)
+}
+
+// Metrics returns every metric the plugin defined, as GatheredMetrics.
+func (h *Harness) Metrics() (map[string]float64, error) {
+	return GatheredMetrics(h.shared.reg)
+}
+
+// GatheredMetric returns the value of a guest metric, named as the plugin
+// defined it ("base" or "base;key=value;..."), from g.
+func GatheredMetric(g prometheus.Gatherer, name string) (float64, bool) {
+	all, err := GatheredMetrics(g)
 	if err != nil {
 		return 0, false
 	}
-	v, ok := all[MetricName(name)]
+	v, ok := all[metricKey(name)]
 	return v, ok
 }
 
-// Metrics returns every metric the plugin defined, by the name it gave
-// (as the host exports them: characters Prometheus forbids become "_").
-func (h *Harness) Metrics() (map[string]float64, error) {
-	fams, err := h.shared.reg.Gather()
+// metricKey is the key GatheredMetrics uses for a name as a plugin gives
+// it: the exported name, then its "key=value" labels sorted, each after a
+// ";".
+func metricKey(name string) string {
+	base, rest, found := strings.Cut(name, ";")
+	if !found {
+		return MetricName(name)
+	}
+	pairs := strings.Split(rest, ";")
+	sort.Strings(pairs)
+	return MetricName(base) + ";" + strings.Join(pairs, ";")
+}
+
+// GatheredMetrics returns every guest metric g has, keyed by the name it
+// was defined with as the host exports it (characters Prometheus forbids
+// become "_"), followed by its labels sorted, each as ";key=value". A
+// counter or gauge gives its value, a histogram its sample count.
+func GatheredMetrics(g prometheus.Gatherer) (map[string]float64, error) {
+	fams, err := g.Gather()
 	if err != nil {
 		return nil, err
 	}
@@ -495,28 +521,16 @@ func (h *Harness) Metrics() (map[string]float64, error) {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			out[strings.TrimPrefix(name, "wasm_")] = value(f.GetType(), m)
+			key := strings.TrimPrefix(name, "wasm_")
+			for _, l := range m.GetLabel() { // sorted by name
+				if l.GetName() != "plugin" {
+					key += ";" + l.GetName() + "=" + l.GetValue()
+				}
+			}
+			out[key] = value(f.GetType(), m)
 		}
 	}
 	return out, nil
-}
-
-// HostMetric returns the value of one of the host's own metrics about the
-// plugin, e.g. "wasmgate_wasm_failed_requests_total", summed over labels.
-func (h *Harness) HostMetric(name string) float64 {
-	fams, err := h.shared.reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() == name {
-			for _, m := range f.GetMetric() {
-				sum += value(f.GetType(), m)
-			}
-		}
-	}
-	return sum
 }
 
 func value(t dto.MetricType, m *dto.Metric) float64 {
