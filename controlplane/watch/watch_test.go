@@ -142,8 +142,13 @@ func TestFollowsChanges(t *testing.T) {
 	if clusterAddr(c.cfg, "api") != "127.0.0.1:9002" {
 		t.Fatalf("after the change: %s", clusterAddr(c.cfg, "api"))
 	}
-	if s := w.Status(); s.Revision < res.Revision || s.FromCache || !s.Watching || s.LastError != "" {
-		t.Fatalf("status = %+v", s)
+	// The status is recorded just after Apply returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for s := w.Status(); s.Revision < res.Revision || s.FromCache || !s.Watching || s.LastError != ""; s = w.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("status = %+v", s)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
