@@ -27,7 +27,11 @@ import (
 	"github.com/wasmgate/wasmgate/proxy"
 )
 
-var applies = flag.Int("applies", 100, "changes applied in TestFleetConvergesUnderLoad")
+// defaultApplies is the number of changes TestFleetConvergesUnderLoad
+// applies; fewer under the race detector.
+var defaultApplies = 100
+
+var applies = flag.Int("applies", 0, "changes applied in TestFleetConvergesUnderLoad (0: 100, or 20 under -race)")
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
 
@@ -154,8 +158,12 @@ func TestFleetConvergesUnderLoad(t *testing.T) {
 		resp.Body.Close()
 		return string(body) == want
 	}
+	n := *applies
+	if n == 0 {
+		n = defaultApplies
+	}
 	var lat []time.Duration
-	for i := 1; i <= *applies; i++ {
+	for i := 1; i <= n; i++ {
 		cfg := fleetConfig(up, i)
 		vh := cfg.VirtualHosts[0]
 		start := time.Now()
