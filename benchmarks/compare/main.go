@@ -111,7 +111,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&opt.quietWait, "quiet-wait", 60*time.Second, "longest total time, over the run, spent waiting for the pinned cores to be idle before a measurement")
 	fs.Float64Var(&opt.openRate, "open-rate", 5000, "after each wrk run, measure latency at this fixed rate with `wasmgate bench --rate` (0: skip)")
 	fs.DurationVar(&opt.openTime, "open-duration", 5*time.Second, "measured length of each open-loop run (after a 1 s warm-up)")
-	fs.IntVar(&opt.nice, "nice", 0, "run every pinned process (wrk, upstream, proxy, bench) at this niceness, e.g. -5 to favour them over other work on a shared machine (needs root below 0)")
+	fs.IntVar(&opt.nice, "nice", 0, "run every pinned process (wrk, upstream, proxy, bench) at this niceness, and its session too under autogroup scheduling, e.g. -5 to favour them over other work on a shared machine (needs root below 0)")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
 	if err := fs.Parse(args); err != nil {
@@ -194,6 +194,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	_ = os.Chmod(r.opt.scratch, 0o755)
 	r.reg.pgidFile = filepath.Join(r.opt.scratch, "pgids")
+	r.reg.nice = r.opt.nice
 	r.hz = clockTicks()
 	r.retriesLeft = r.opt.retries
 	if r.retriesLeft < 0 {

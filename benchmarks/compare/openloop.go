@@ -67,7 +67,12 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	cmd.SysProcAttr = ownSession()
+	err := cmd.Start()
+	if err == nil {
+		favour(cmd.Process.Pid, o.nice)
+		err = cmd.Wait()
+	}
 	if o.saveTo != "" {
 		_ = os.WriteFile(o.saveTo, stdout.Bytes(), 0o644)
 		_ = os.WriteFile(o.saveTo+".stderr", stderr.Bytes(), 0o644)

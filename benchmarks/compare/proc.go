@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +16,9 @@ import (
 	"time"
 )
 
-// process is one program started by the suite, in a process group of its
-// own so that stopping it also stops the workers it forks (nginx).
+// process is one program started by the suite, in a session (hence a
+// process group) of its own so that stopping it also stops the workers it
+// forks (nginx). See ownSession for why a session.
 type process struct {
 	name    string
 	cmd     *exec.Cmd
@@ -24,6 +26,35 @@ type process struct {
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid after done is closed
 }
+
+// ownSession returns the attributes that start a process in a new session.
+// With the kernel's autogroup scheduling (sched_autogroup_enabled), CPU time
+// is shared first between sessions and only then between the processes of
+// one: were wrk, the upstream and the proxy in the suite's session, they
+// would share one session's weight, split across both cores, against every
+// other session on the machine. Each in a session of its own competes on
+// its core as any other session does. A new session also means a new process
+// group, whose id is the pid.
+func ownSession() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// favour applies niceness to pid's session when autogroup scheduling is on
+// (where a process's own niceness only ranks it within its session); the
+// pinned argv already carries it for the process itself. Failures are
+// logged once and otherwise ignored: the figures stay valid, only less
+// protected from other work.
+func favour(pid, nice int) {
+	if nice == 0 || readTrimmed("/proc/sys/kernel/sched_autogroup_enabled") != "1" {
+		return
+	}
+	err := os.WriteFile(fmt.Sprintf("/proc/%d/autogroup", pid), []byte(strconv.Itoa(nice)), 0)
+	if err != nil {
+		favourOnce.Do(func() { log.Printf("cannot set the session niceness of pid %d: %v", pid, err) })
+	}
+}
+
+var favourOnce sync.Once
 
 // registry tracks every process group started, so that every exit path,
 // signals included, can stop them all. Its zero value is ready to use.
@@ -33,6 +64,8 @@ type registry struct {
 	// pgidFile, if set, lists the live process groups, one a line, for the
 	// driving script to clean up should this program be killed outright.
 	pgidFile string
+	// nice is passed to favour for every process started.
+	nice int
 }
 
 // start runs argv with its output appended to logPath. env, if not nil,
@@ -49,10 +82,11 @@ func (r *registry) start(name, logPath string, env []string, argv ...string) (*p
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = ownSession()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
+	favour(cmd.Process.Pid, r.nice)
 	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()

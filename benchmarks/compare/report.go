@@ -405,7 +405,7 @@ func niceNote(n int) string {
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" Every pinned process ran at niceness %d (`nice -n %d`), to be favoured over other work on the machine.", n, n)
+	return fmt.Sprintf(" Every pinned process ran at niceness %d (`nice -n %d`, and the same for its session, `/proc/PID/autogroup`, where autogroup scheduling is on), to be favoured over other work on the machine.", n, n)
 }
 
 func notRun(has bool) string {

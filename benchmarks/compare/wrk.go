@@ -92,7 +92,15 @@ func (w wrkRun) run(ctx context.Context) (wrkResult, time.Duration, error) {
 	defer cancel()
 	argv := w.argv()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	out, err := cmd.CombinedOutput()
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.SysProcAttr = ownSession()
+	err := cmd.Start()
+	if err == nil {
+		favour(cmd.Process.Pid, w.nice)
+		err = cmd.Wait()
+	}
+	out := buf.Bytes()
 	if err != nil {
 		return wrkResult{}, 0, fmt.Errorf("wrk %s: %w: %s", w.url, err, bytes.TrimSpace(out))
 	}
