@@ -23,6 +23,9 @@ type envInfo struct {
 	LoadAvgStart string    `json:"loadavg_start"`
 	LoadAvgEnd   string    `json:"loadavg_end"`
 	Versions     []version `json:"versions"`
+	// Tree is the commit the binaries were built from, as "abc1234", with
+	// " + uncommitted changes" when the working tree differed from it.
+	Tree string `json:"tree,omitempty"`
 }
 
 type version struct {
@@ -30,10 +33,11 @@ type version struct {
 	Version string `json:"version"`
 }
 
-func collectEnv(binDir string) envInfo {
+func collectEnv(binDir, root string) envInfo {
 	e := envInfo{
 		Kernel:       readTrimmed("/proc/sys/kernel/osrelease"),
 		LoadAvgStart: readLoadAvg(),
+		Tree:         treeVersion(root),
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
@@ -100,6 +104,22 @@ func commandVersion(argv ...string) string {
 		return "not available (" + err.Error() + ")"
 	}
 	return "unknown"
+}
+
+// treeVersion describes the git commit of the repository holding dir.
+func treeVersion(dir string) string {
+	git := func(args ...string) (string, error) {
+		out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	head, err := git("rev-parse", "--short", "HEAD")
+	if err != nil || head == "" {
+		return ""
+	}
+	if dirty, err := git("status", "--porcelain", "--untracked-files=normal", "--", ".."); err == nil && dirty != "" {
+		head += " + uncommitted changes"
+	}
+	return head
 }
 
 func readTrimmed(path string) string {

@@ -219,7 +219,7 @@ func (r *runner) run(ctx context.Context) error {
 	for _, name := range r.opt.payloads {
 		res.Payloads = append(res.Payloads, knownPayloads[name])
 	}
-	res.Env = collectEnv(r.opt.binDir)
+	res.Env = collectEnv(r.opt.binDir, r.opt.root)
 	log.Printf("scratch directory %s", r.opt.scratch)
 
 	// Scenarios that cannot run are reported, not silently dropped.

@@ -319,12 +319,6 @@ func renderMarkdown(res *results) string {
 	w("- **req/s** is throughput at saturation of a closed loop: each of the %d connections sends its next request as soon as the previous answer arrives. "+
 		"**p50** and **p99** are latencies *at that saturation*, from wrk's histogram; they are not latencies at a fixed offered rate, and a closed loop under-reports tail latency "+
 		"(coordinated omission), the same way for every scenario.\n", res.Connections)
-	w("- With two cores, wrk and the upstream share CPU %d while the proxy has CPU %d to itself. **direct** is therefore the ceiling of the client side: "+
-		"a proxy whose **proxy CPU** column is well below 100%% was not the bottleneck, and its req/s is bounded by CPU %d, not by itself. "+
-		"For such a proxy the fair comparison is **proxy CPU µs/req**: the CPU time (user + system, every process and thread of the proxy) spent per request served.\n",
-		res.LoadCPU, res.ProxyCPU, res.LoadCPU)
-	w("- **bare fasthttp forwarder** (`benchmarks/forwarder`) is about 60 lines: one fasthttp server handing every request to one `fasthttp.HostClient`. " +
-		"It is the floor for a Go proxy; the distance from it to wasmgate is the price of routing, filters, metrics and the rest.\n")
 	if res.OpenRate > 0 {
 		w("- The **fixed-rate** tables correct for that: `wasmgate bench` sends %s req/s whatever the answers' pace (%d connections, pinned with wrk to CPU %d) "+
 			"and measures each latency from the moment its request was due. A proxy that cannot sustain the rate shows it as achieved req/s below the rate and as exploding percentiles.\n",
@@ -332,6 +326,12 @@ func renderMarkdown(res *results) string {
 	} else if res.OpenSkipped != "" {
 		w("- There are no fixed-rate (open-loop) latency figures in this run: %s.\n", oneLine(res.OpenSkipped, 300))
 	}
+	w("- With two cores, wrk and the upstream share CPU %d while the proxy has CPU %d to itself. **direct** is therefore the ceiling of the client side: "+
+		"a proxy whose **proxy CPU** column is well below 100%% was not the bottleneck, and its req/s is bounded by CPU %d, not by itself. "+
+		"For such a proxy the fair comparison is **proxy CPU µs/req**: the CPU time (user + system, every process and thread of the proxy) spent per request served.\n",
+		res.LoadCPU, res.ProxyCPU, res.LoadCPU)
+	w("- **bare fasthttp forwarder** (`benchmarks/forwarder`) is about 60 lines: one fasthttp server handing every request to one `fasthttp.HostClient`. " +
+		"It is the floor for a Go proxy; the distance from it to wasmgate is the price of routing, filters, metrics and the rest.\n")
 	w("- **proxy CPU µs/req** counts the proxy's own processes. The kernel's loopback network stack runs largely in softirq context, which Linux accounts to the core, " +
 		"not to a process; the raw samples also give the proxy core's whole busy time per request, which includes it (and is the same kind of cost for every proxy).\n")
 	w("- Ratios are of medians. The machine is shared with other work: for each sample the suite records how much of each pinned core went to processes other than the ones pinned there "+
@@ -360,8 +360,11 @@ func renderMarkdown(res *results) string {
 		"divided by the requests wrk completed (µs/req) or by the wall time (share of one core).\n")
 	w("- **Peers**: configured for HTTP/1.1 keep-alive on both sides with a pool of idle upstream connections, access logs off; configs in [`peers/`](peers/): " +
 		"nginx (`proxy_http_version 1.1`, upstream `keepalive`), HAProxy (`http-reuse always`), Caddy (`reverse_proxy` with a 1024-connection idle pool), " +
-		"wasmgate (one listener, cluster and route, no filters).\n\n")
-	w("| software | version |\n| --- | --- |\n")
+		"wasmgate (one listener, cluster and route, no filters).\n")
+	if e.Tree != "" {
+		w("- **Source**: wasmgate, the upstream and the forwarder built from commit %s.\n", e.Tree)
+	}
+	w("\n| software | version |\n| --- | --- |\n")
 	for _, v := range e.Versions {
 		w("| %s | %s |\n", v.Name, strings.ReplaceAll(oneLine(v.Version, 200), "|", `\|`))
 	}
