@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,11 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("/ready", a.ready)
 	mux.Handle("/metrics", promhttp.HandlerFor(a.srv.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/config", a.config)
+	// Go's profiler, for the operator: the admin listener is loopback
+	// unless configured otherwise.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/clusters", a.clusters)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -58,7 +64,7 @@ func (a *Admin) Handler() http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("wasmgate admin: /ready /healthz /metrics /config /clusters\n"))
+		_, _ = w.Write([]byte("wasmgate admin: /ready /healthz /metrics /config /clusters /debug/pprof/\n"))
 	})
 	return mux
 }

@@ -213,29 +213,30 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 		}
 	}
 	dropConnectionTokens(h, &x.scratch)
+	has := forwardingHeaders(h)
 	b := x.scratch[:0]
 	if trusted {
-		if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-			b = append(b, prior...)
+		if has&hasXFF != 0 {
+			b = append(b, h.Peek("X-Forwarded-For")...)
 			b = append(b, ", "...)
 		}
 	} else {
-		h.Del("X-Forwarded-Proto")
-		h.Del("X-Forwarded-Host")
-		h.Del("X-Forwarded-Port")
-		h.Del("Forwarded")
+		del(h, has, hasXFProto, "X-Forwarded-Proto")
+		del(h, has, hasXFHost, "X-Forwarded-Host")
+		del(h, has, hasXFPort, "X-Forwarded-Port")
+		del(h, has, hasForwarded, "Forwarded")
 	}
 	b = remote.AppendTo(b)
 	h.SetBytesV("X-Forwarded-For", b)
 	x.scratch = b
-	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+	if !trusted || has&hasXFProto == 0 {
 		if x.Ctx.IsTLS() {
 			h.Set("X-Forwarded-Proto", "https")
 		} else {
 			h.Set("X-Forwarded-Proto", "http")
 		}
 	}
-	if !trusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+	if !trusted || has&hasXFHost == 0 {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
 	}
 
@@ -248,12 +249,73 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	x.RequestID = append(x.RequestID[:0], id...)
 
 	// Hop-by-hop headers describe the downstream connection only.
-	h.Del("Keep-Alive")
-	h.Del("Proxy-Connection")
-	h.Del("TE")
-	h.Del("Trailer")
-	h.Del("Upgrade")
+	del(h, has, hasKeepAlive, "Keep-Alive")
+	del(h, has, hasProxyConnection, "Proxy-Connection")
+	del(h, has, hasTE, "TE")
+	del(h, has, hasTrailer, "Trailer")
+	del(h, has, hasUpgrade, "Upgrade")
 	x.forwardClientCert(ls)
+}
+
+// Headers that forwarding rewrites or removes, as bits.
+const (
+	hasXFF = 1 << iota
+	hasXFProto
+	hasXFHost
+	hasXFPort
+	hasForwarded
+	hasKeepAlive
+	hasProxyConnection
+	hasTE
+	hasTrailer
+	hasUpgrade
+)
+
+// forwardingHeaders tells, in one pass over the headers, which of the
+// headers that forwarding rewrites or removes the request has: most have
+// none, and a Del per name would scan every header each time.
+func forwardingHeaders(h *fasthttp.RequestHeader) uint16 {
+	var has uint16
+	for k := range h.All() {
+		if len(k) < 2 {
+			continue
+		}
+		switch k[0] | 0x20 {
+		case 'x', 'f', 'k', 'p', 't', 'u':
+		default:
+			continue
+		}
+		switch {
+		case bytes.EqualFold(k, []byte("X-Forwarded-For")):
+			has |= hasXFF
+		case bytes.EqualFold(k, []byte("X-Forwarded-Proto")):
+			has |= hasXFProto
+		case bytes.EqualFold(k, []byte("X-Forwarded-Host")):
+			has |= hasXFHost
+		case bytes.EqualFold(k, []byte("X-Forwarded-Port")):
+			has |= hasXFPort
+		case bytes.EqualFold(k, []byte("Forwarded")):
+			has |= hasForwarded
+		case bytes.EqualFold(k, []byte("Keep-Alive")):
+			has |= hasKeepAlive
+		case bytes.EqualFold(k, []byte("Proxy-Connection")):
+			has |= hasProxyConnection
+		case bytes.EqualFold(k, []byte("TE")):
+			has |= hasTE
+		case bytes.EqualFold(k, []byte("Trailer")):
+			has |= hasTrailer
+		case bytes.EqualFold(k, []byte("Upgrade")):
+			has |= hasUpgrade
+		}
+	}
+	return has
+}
+
+// del removes a header the request was found to have.
+func del(h *fasthttp.RequestHeader, has, bit uint16, name string) {
+	if has&bit != 0 {
+		h.Del(name)
+	}
 }
 
 // dropConnectionTokens removes the headers that the Connection header
