@@ -61,6 +61,9 @@ func (s *Server) routePolicies(cfg *config.Config, table *route.Table) map[*rout
 				break
 			}
 			rc := &vc.Routes[i]
+			if rc.Retry == nil && vc.Retry == nil && rc.RateLimit == nil && vc.RateLimit == nil {
+				continue // most routes: nothing to build
+			}
 			p := &routePolicy{retry: newRetryPolicy(rc.Retry)}
 			if p.retry == nil {
 				p.retry = newRetryPolicy(vc.Retry)

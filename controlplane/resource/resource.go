@@ -210,6 +210,30 @@ func New(kind Kind) any {
 	panic("resource: unknown kind " + string(kind))
 }
 
+// Normalize fills in the defaults of one decoded resource, in place, as
+// config.Config.Normalize does for a whole configuration.
+func Normalize(v any) {
+	var c config.Config
+	switch x := v.(type) {
+	case *config.Listener:
+		c.Listeners = []config.Listener{*x}
+		c.Normalize()
+		*x = c.Listeners[0]
+	case *config.VirtualHost:
+		c.VirtualHosts = []config.VirtualHost{*x}
+		c.Normalize()
+		*x = c.VirtualHosts[0]
+	case *config.Cluster:
+		c.Clusters = []config.Cluster{*x}
+		c.Normalize()
+		*x = c.Clusters[0]
+	case *config.Plugin:
+		c.Plugins = []config.Plugin{*x}
+		c.Normalize()
+		*x = c.Plugins[0]
+	}
+}
+
 // Decode decodes a stored value strictly (unknown fields are an error) and
 // checks that the name inside it is the name in its key. It returns a
 // pointer to the config struct.
@@ -301,6 +325,15 @@ func SortRefs(refs []Ref) {
 // sorted by name. The result shares nothing with base or s: the caller may
 // normalize it and hand it on.
 func Assemble(base *config.Config, s Set) (*config.Config, error) {
+	return Clone(AssembleShared(base, s))
+}
+
+// AssembleShared is Assemble without the copy: the configuration shares
+// the values' slices, so neither the values nor the configuration may be
+// changed afterwards. A proxy's watcher uses it so that a virtual host
+// that did not change arrives with the very routes the proxy compiled
+// before, which the proxy then reuses without comparing them.
+func AssembleShared(base *config.Config, s Set) *config.Config {
 	cfg := &config.Config{}
 	if base != nil {
 		cfg.Admin = base.Admin
@@ -323,7 +356,7 @@ func Assemble(base *config.Config, s Set) (*config.Config, error) {
 			cfg.Plugins = append(cfg.Plugins, *v)
 		}
 	}
-	return Clone(cfg)
+	return cfg
 }
 
 // Clone returns a deep copy of a configuration (through its JSON form).

@@ -131,9 +131,12 @@ func New(o Options) (*Watcher, error) {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = 3 * time.Second
 	}
-	if o.Bootstrap == nil {
-		o.Bootstrap = &config.Config{}
+	boot := &config.Config{}
+	if o.Bootstrap != nil {
+		boot.Admin, boot.AccessLog, boot.DrainTimeout, boot.Node = o.Bootstrap.Admin, o.Bootstrap.AccessLog, o.Bootstrap.DrainTimeout, o.Bootstrap.Node
 	}
+	boot.Normalize()
+	o.Bootstrap = boot
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -277,6 +280,9 @@ func (w *Watcher) put(key string, value []byte) bool {
 			w.reject(key, err)
 			return false
 		}
+		// Normalized once, here, before anything shares it: the
+		// configurations assembled from it share its slices.
+		resource.Normalize(v)
 		delete(w.rejected, key)
 		w.values[ref], w.raw[ref] = v, value
 		return true
@@ -395,13 +401,11 @@ func (w *Watcher) rebuild(rev int64) {
 	for r, v := range w.values {
 		set[r] = v
 	}
-	cfg, err := resource.Assemble(w.o.Bootstrap, set)
-	if err != nil {
-		w.fail(fmt.Errorf("assembling the configuration at revision %d: %w", rev, err), rev)
-		return
-	}
+	// Assembled without a copy: values are normalized when decoded and
+	// never changed, so an unchanged virtual host reaches the proxy with
+	// the routes it compiled before, and it reuses them without comparing.
+	cfg := resource.AssembleShared(w.o.Bootstrap, set)
 	w.fillEndpoints(cfg)
-	cfg.Normalize()
 	if err := cfg.Validate(); err != nil {
 		w.log.Error("rejecting the configuration in etcd; keeping the one applied",
 			zap.Int64("revision", rev), zap.String("reason", err.Error()))
@@ -453,7 +457,11 @@ func (w *Watcher) fillEndpoints(cfg *config.Config) {
 				continue
 			}
 			seen[ep.Address] = true
-			c.Endpoints = append(c.Endpoints, config.Endpoint{Address: ep.Address, Weight: ep.Weight})
+			weight := ep.Weight
+			if weight == 0 {
+				weight = 1
+			}
+			c.Endpoints = append(c.Endpoints, config.Endpoint{Address: ep.Address, Weight: weight})
 		}
 	}
 }

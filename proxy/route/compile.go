@@ -76,7 +76,7 @@ func reusable(vc *config.VirtualHost, listener string, d Deps) *VirtualHost {
 			break
 		}
 	}
-	if prev == nil || prev.listener != listener || !reflect.DeepEqual(prev.cfg, vc) {
+	if prev == nil || prev.listener != listener || !sameVirtualHost(prev.cfg, vc) {
 		return nil
 	}
 	for _, r := range prev.Routes {
@@ -90,6 +90,27 @@ func reusable(vc *config.VirtualHost, listener string, d Deps) *VirtualHost {
 		}
 	}
 	return prev
+}
+
+// sameVirtualHost reports whether two virtual host configurations are
+// equal. Configurations are never changed once built, so routes held in the
+// same array are the same routes: a source that keeps the decoded value of
+// an unchanged resource (the control plane's watcher does) makes this cheap
+// for every virtual host but the changed ones.
+func sameVirtualHost(a, b *config.VirtualHost) bool {
+	ra, rb := a.Routes, b.Routes
+	if len(ra) != len(rb) {
+		return false
+	}
+	x, y := *a, *b
+	x.Routes, y.Routes = nil, nil
+	if !reflect.DeepEqual(x, y) {
+		return false
+	}
+	if len(ra) > 0 && &ra[0] == &rb[0] {
+		return true
+	}
+	return reflect.DeepEqual(ra, rb)
 }
 
 func compileVirtualHost(vc *config.VirtualHost, listener string, d Deps) (*VirtualHost, error) {
