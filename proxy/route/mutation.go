@@ -47,22 +47,20 @@ func compileMutation(ms ...config.HeaderMutation) Mutation {
 func (m *Mutation) Empty() bool { return len(m.ops) == 0 }
 
 // ApplyRequest applies the mutation to request headers.
-func (m *Mutation) ApplyRequest(h *fasthttp.RequestHeader) {
-	for i := range m.ops {
-		op := &m.ops[i]
-		switch op.kind {
-		case opRemove:
-			h.DelBytes(op.name)
-		case opSet:
-			h.SetBytesKV(op.name, op.value)
-		case opAdd:
-			h.AddBytesKV(op.name, op.value)
-		}
-	}
-}
+func (m *Mutation) ApplyRequest(h *fasthttp.RequestHeader) { apply(m, h) }
 
 // ApplyResponse applies the mutation to response headers.
-func (m *Mutation) ApplyResponse(h *fasthttp.ResponseHeader) {
+func (m *Mutation) ApplyResponse(h *fasthttp.ResponseHeader) { apply(m, h) }
+
+// headers is what request and response headers have in common for
+// writing.
+type headers interface {
+	DelBytes(key []byte)
+	SetBytesKV(key, value []byte)
+	AddBytesKV(key, value []byte)
+}
+
+func apply[H headers](m *Mutation, h H) {
 	for i := range m.ops {
 		op := &m.ops[i]
 		switch op.kind {

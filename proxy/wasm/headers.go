@@ -314,6 +314,42 @@ func (in *instance) mapWrite(a []uint64, op mapOp) abi.Status {
 	return writeField(x, mt, key, val, op)
 }
 
+// headerWriter is what request and response headers have in common for
+// writing.
+type headerWriter interface {
+	AddBytesKV(key, value []byte)
+	SetBytesKV(key, value []byte)
+	DelBytes(key []byte)
+}
+
+// applyOp applies one change to a header map.
+func applyOp[H headerWriter](h H, op mapOp, key, val []byte) {
+	switch op {
+	case opAdd:
+		h.AddBytesKV(key, val)
+	case opReplace:
+		h.SetBytesKV(key, val)
+	case opRemove:
+		h.DelBytes(key)
+	}
+}
+
+// applyTrailerOp applies one change to a trailer map, declaring the
+// trailer first when it is new.
+func applyTrailerOp[H interface {
+	headerWriter
+	trailerHeader
+	AddTrailerBytes(key []byte) error
+}](h H, op mapOp, key, val []byte) abi.Status {
+	if op != opRemove && !isTrailer(h, key) {
+		if err := h.AddTrailerBytes(key); err != nil {
+			return abi.StatusBadArgument
+		}
+	}
+	applyOp(h, op, key, val)
+	return abi.StatusOK
+}
+
 // writeField applies one change to a map of the exchange. Pseudo-headers
 // rewrite the request line or the status; removing one does nothing.
 func writeField(x *filter.Exchange, mt abi.MapType, key, val []byte, op mapOp) abi.Status {
@@ -328,55 +364,13 @@ func writeField(x *filter.Exchange, mt abi.MapType, key, val []byte, op mapOp) a
 	}
 	switch mt {
 	case abi.MapHTTPRequestHeaders:
-		h := &x.Ctx.Request.Header
-		switch op {
-		case opAdd:
-			h.AddBytesKV(key, val)
-		case opReplace:
-			h.SetBytesKV(key, val)
-		case opRemove:
-			h.DelBytes(key)
-		}
+		applyOp(&x.Ctx.Request.Header, op, key, val)
 	case abi.MapHTTPResponseHeaders:
-		h := &x.Ctx.Response.Header
-		switch op {
-		case opAdd:
-			h.AddBytesKV(key, val)
-		case opReplace:
-			h.SetBytesKV(key, val)
-		case opRemove:
-			h.DelBytes(key)
-		}
+		applyOp(&x.Ctx.Response.Header, op, key, val)
 	case abi.MapHTTPRequestTrailers:
-		h := &x.Ctx.Request.Header
-		if op != opRemove && !isTrailer(h, key) {
-			if err := h.AddTrailerBytes(key); err != nil {
-				return abi.StatusBadArgument
-			}
-		}
-		switch op {
-		case opAdd:
-			h.AddBytesKV(key, val)
-		case opReplace:
-			h.SetBytesKV(key, val)
-		case opRemove:
-			h.DelBytes(key)
-		}
+		return applyTrailerOp(&x.Ctx.Request.Header, op, key, val)
 	case abi.MapHTTPResponseTrailers:
-		h := &x.Ctx.Response.Header
-		if op != opRemove && !isTrailer(h, key) {
-			if err := h.AddTrailerBytes(key); err != nil {
-				return abi.StatusBadArgument
-			}
-		}
-		switch op {
-		case opAdd:
-			h.AddBytesKV(key, val)
-		case opReplace:
-			h.SetBytesKV(key, val)
-		case opRemove:
-			h.DelBytes(key)
-		}
+		return applyTrailerOp(&x.Ctx.Response.Header, op, key, val)
 	}
 	return abi.StatusOK
 }
