@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmgate/wasmgate/controlplane/resource"
@@ -49,15 +50,7 @@ func (s *Store) History(ctx context.Context, limit int) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading history: %w", err)
 	}
-	out := make([]Entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		e, err := decodeEntry(kv.Value, kv.CreateRevision)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", kv.Key, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return decodeEntries(resp.Kvs)
 }
 
 // Entry returns the change written at an etcd revision.
@@ -74,15 +67,9 @@ func (s *Store) Entry(ctx context.Context, rev int64) (Entry, error) {
 	return Entry{}, &NotFoundError{What: "change at revision " + strconv.FormatInt(rev, 10)}
 }
 
-// historySince returns the changes written after rev, oldest first.
-func (s *Store) historySince(ctx context.Context, rev int64) ([]Entry, error) {
-	resp, err := s.cli.Get(ctx, s.keys.HistoryPrefix(), clientv3.WithPrefix(), clientv3.WithMinCreateRev(rev+1),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("reading history: %w", err)
-	}
-	out := make([]Entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+func decodeEntries(kvs []*mvccpb.KeyValue) ([]Entry, error) {
+	out := make([]Entry, 0, len(kvs))
+	for _, kv := range kvs {
 		e, err := decodeEntry(kv.Value, kv.CreateRevision)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", kv.Key, err)
@@ -90,6 +77,16 @@ func (s *Store) historySince(ctx context.Context, rev int64) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// historySince returns the changes written after rev, oldest first.
+func (s *Store) historySince(ctx context.Context, rev int64) ([]Entry, error) {
+	resp, err := s.cli.Get(ctx, s.keys.HistoryPrefix(), clientv3.WithPrefix(), clientv3.WithMinCreateRev(rev+1),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("reading history: %w", err)
+	}
+	return decodeEntries(resp.Kvs)
 }
 
 // Rollback returns the configuration to what it was at etcd revision rev,
