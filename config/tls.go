@@ -29,13 +29,26 @@ type ListenerTLS struct {
 	HandshakeTimeout Duration `yaml:"handshake_timeout,omitempty" json:"handshake_timeout,omitempty"`
 }
 
-// CertificateFiles names a PEM certificate chain and its private key.
+// CertificateFiles names a PEM certificate chain and its private key:
+// either files on the proxy's disk or a Certificate of the configuration.
 type CertificateFiles struct {
-	CertFile string `yaml:"cert_file" json:"cert_file"`
-	KeyFile  string `yaml:"key_file" json:"key_file"`
+	CertFile string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
+	// Certificate names an entry of the top-level certificates instead of
+	// CertFile and KeyFile.
+	Certificate string `yaml:"certificate,omitempty" json:"certificate,omitempty"`
 	// ServerNames are the SNI names this certificate answers: exact names
 	// or "*.suffix" wildcards. Empty means the DNS names of the leaf.
 	ServerNames []string `yaml:"server_names,omitempty" json:"server_names,omitempty"`
+}
+
+// Certificate is a PEM certificate chain and its private key held in the
+// configuration itself, for listeners to name. The control plane stores
+// KeyPEM encrypted and never returns it.
+type Certificate struct {
+	Name    string `yaml:"name" json:"name"`
+	CertPEM string `yaml:"cert_pem" json:"cert_pem"`
+	KeyPEM  string `yaml:"key_pem" json:"key_pem"`
 }
 
 // ListenerHTTP2 configures HTTP/2 on a listener. On a TLS listener HTTP/2

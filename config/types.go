@@ -22,6 +22,7 @@ type Config struct {
 	VirtualHosts []VirtualHost `yaml:"virtual_hosts" json:"virtual_hosts"`
 	Clusters     []Cluster     `yaml:"clusters" json:"clusters"`
 	Plugins      []Plugin      `yaml:"plugins,omitempty" json:"plugins,omitempty"`
+	Certificates []Certificate `yaml:"certificates,omitempty" json:"certificates,omitempty"`
 }
 
 // Admin configures the admin listener.

@@ -1,16 +1,20 @@
 package config
 
-import "strings"
+import (
+	"crypto/tls"
+	"strings"
+)
 
 // validateProtocols checks the TLS, HTTP/2 and HTTP/3 settings of the
 // listeners and the TLS and protocol of the clusters. Files are not opened
 // here: a configuration may be validated away from the proxy that runs it.
 func (c *Config) validateProtocols(v *errs) {
+	certs := c.validateCertificates(v)
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		p := idx("listeners", i)
 		if l.TLS != nil {
-			validateListenerTLS(v, dot(p, "tls"), l.TLS)
+			validateListenerTLS(v, dot(p, "tls"), l.TLS, certs)
 		}
 		if h := l.HTTP2; h != nil {
 			hp := dot(p, "http2")
@@ -63,15 +67,45 @@ func (c *Config) validateProtocols(v *errs) {
 	}
 }
 
-func validateListenerTLS(v *errs, p string, t *ListenerTLS) {
+// validateCertificates checks the top-level certificates and returns the
+// index of each by name.
+func (c *Config) validateCertificates(v *errs) map[string]int {
+	seen := map[string]int{}
+	for i, cert := range c.Certificates {
+		p := idx("certificates", i)
+		checkName(v, dot(p, "name"), cert.Name, i, seen, "certificate")
+		switch {
+		case cert.CertPEM == "":
+			v.add(dot(p, "cert_pem"), "is required")
+		case cert.KeyPEM == "":
+			v.add(dot(p, "key_pem"), "is required")
+		default:
+			if _, err := tls.X509KeyPair([]byte(cert.CertPEM), []byte(cert.KeyPEM)); err != nil {
+				v.add(p, "cert_pem and key_pem are not a key pair: %v", err)
+			}
+		}
+	}
+	return seen
+}
+
+func validateListenerTLS(v *errs, p string, t *ListenerTLS, certs map[string]int) {
 	if len(t.Certificates) == 0 {
 		v.add(dot(p, "certificates"), "at least one certificate is required")
 	}
 	names := map[string]int{}
 	for i, cf := range t.Certificates {
 		cp := idx(dot(p, "certificates"), i)
-		checkFile(v, dot(cp, "cert_file"), cf.CertFile)
-		checkFile(v, dot(cp, "key_file"), cf.KeyFile)
+		if cf.Certificate != "" {
+			if cf.CertFile != "" || cf.KeyFile != "" {
+				v.add(cp, "either certificate or cert_file and key_file, not both")
+			}
+			if _, ok := certs[cf.Certificate]; !ok {
+				v.add(dot(cp, "certificate"), "unknown certificate %q", cf.Certificate)
+			}
+		} else {
+			checkFile(v, dot(cp, "cert_file"), cf.CertFile)
+			checkFile(v, dot(cp, "key_file"), cf.KeyFile)
+		}
 		for j, n := range cf.ServerNames {
 			np := idx(dot(cp, "server_names"), j)
 			if msg := checkServerName(n); msg != "" {
