@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -214,6 +215,15 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		if !hasListener(cfg, name) {
 			delete(s.listeners, name)
 			go l.stop(30 * time.Second)
+			continue
+		}
+		if l.front.tls != nil && !slices.Contains(started, l) {
+			// A kept listener serves the certificates it names as they
+			// are now, as it would serve changed files.
+			if err := l.front.tls.SetCertificates(cfg.Certificates); err != nil {
+				s.log.Warn("changing TLS certificates failed; the previous ones stay in use",
+					zap.String("listener", name), zap.Error(err))
+			}
 		}
 	}
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
@@ -324,7 +334,7 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener, error) {
 		if prev := s.listeners[lc.Name]; prev != nil && prev.sameSocket(lc) {
 			continue
 		}
-		l, err := newListener(lc)
+		l, err := newListener(lc, cfg.Certificates)
 		if err != nil {
 			for _, l := range started {
 				l.stop(0)
@@ -437,7 +447,7 @@ func (l *listener) sameSocket(c config.Listener) bool {
 		sameProtocols(l.cfg, c)
 }
 
-func newListener(c config.Listener) (*listener, error) {
+func newListener(c config.Listener, certs []config.Certificate) (*listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -452,7 +462,7 @@ func newListener(c config.Listener) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := newFront(c, ln.Addr())
+	f, err := newFront(c, ln.Addr(), certs)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err

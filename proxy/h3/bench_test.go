@@ -19,7 +19,7 @@ import (
 // server and client included: 32 requests in flight on one connection.
 func BenchmarkH3(b *testing.B) {
 	p := prototest.NewPKI(b)
-	ts, err := tlsconf.NewServer(config.ListenerTLS{Certificates: []config.CertificateFiles{{CertFile: p.CertFile, KeyFile: p.KeyFile}}}, nil)
+	ts, err := tlsconf.NewServer(config.ListenerTLS{Certificates: []config.CertificateFiles{{CertFile: p.CertFile, KeyFile: p.KeyFile}}}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,8 +11,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +35,9 @@ type Server struct {
 	alpn  []string
 	base  *tls.Config
 	state atomic.Pointer[serverState]
+
+	mu   sync.Mutex                    // serializes loads
+	pems map[string]config.Certificate // the named certificates cfg uses
 }
 
 // serverState is one loaded set of certificates and CAs.
@@ -57,14 +62,53 @@ type localIdentity struct {
 }
 
 // NewServer loads the certificates and client CAs of cfg. alpn lists the
-// protocols offered, most preferred first.
-func NewServer(cfg config.ListenerTLS, alpn []string) (*Server, error) {
-	s := &Server{cfg: cfg, alpn: alpn}
+// protocols offered, most preferred first. certs are the configuration's
+// in-memory certificates, which cfg's entries may name; NewServer keeps
+// the ones they do.
+func NewServer(cfg config.ListenerTLS, alpn []string, certs []config.Certificate) (*Server, error) {
+	s := &Server{cfg: cfg, alpn: alpn, pems: used(cfg, certs)}
 	s.base = &tls.Config{GetConfigForClient: s.configForClient}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// used returns the certificates of certs that cfg names.
+func used(cfg config.ListenerTLS, certs []config.Certificate) map[string]config.Certificate {
+	m := map[string]config.Certificate{}
+	for _, cf := range cfg.Certificates {
+		if cf.Certificate == "" {
+			continue
+		}
+		for _, c := range certs {
+			if c.Name == cf.Certificate {
+				m[c.Name] = c
+				break
+			}
+		}
+	}
+	return m
+}
+
+// SetCertificates serves the in-memory certificates of a new
+// configuration, as Reload serves changed files. It does nothing when
+// none of the certificates the listener names changed; on error the
+// previous state keeps serving.
+func (s *Server) SetCertificates(certs []config.Certificate) error {
+	next := used(s.cfg, certs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maps.Equal(next, s.pems) {
+		return nil
+	}
+	st, err := s.load(next)
+	if err != nil {
+		return err
+	}
+	s.pems = next
+	s.state.Store(st)
+	return nil
 }
 
 // Config returns the configuration to hand to tls.Server. It is the same
@@ -86,7 +130,9 @@ func (s *Server) ForwardClientCert() bool {
 func (s *Server) Files() []string {
 	var files []string
 	for _, c := range s.cfg.Certificates {
-		files = append(files, c.CertFile, c.KeyFile)
+		if c.Certificate == "" {
+			files = append(files, c.CertFile, c.KeyFile)
+		}
 	}
 	if s.cfg.ClientCAFile != "" {
 		files = append(files, s.cfg.ClientCAFile)
@@ -97,7 +143,9 @@ func (s *Server) Files() []string {
 // Reload reads every file again and, when all of them parse, makes them
 // the ones served. On error the previous state keeps serving.
 func (s *Server) Reload() error {
-	st, err := s.load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.load(s.pems)
 	if err != nil {
 		return err
 	}
@@ -131,10 +179,20 @@ func (s *Server) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	return s.state.Load().conf, nil
 }
 
-func (s *Server) load() (*serverState, error) {
+func (s *Server) load(pems map[string]config.Certificate) (*serverState, error) {
 	st := &serverState{exact: map[string]*entry{}, wild: map[string]*entry{}}
 	for i, cf := range s.cfg.Certificates {
-		cert, err := tls.LoadX509KeyPair(cf.CertFile, cf.KeyFile)
+		var cert tls.Certificate
+		var err error
+		if cf.Certificate != "" {
+			pem, ok := pems[cf.Certificate]
+			if !ok {
+				return nil, fmt.Errorf("tls certificates[%d]: no certificate %q", i, cf.Certificate)
+			}
+			cert, err = tls.X509KeyPair([]byte(pem.CertPEM), []byte(pem.KeyPEM))
+		} else {
+			cert, err = tls.LoadX509KeyPair(cf.CertFile, cf.KeyFile)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("tls certificates[%d]: %w", i, err)
 		}

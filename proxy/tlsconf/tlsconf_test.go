@@ -29,7 +29,7 @@ type server struct {
 
 func serve(t *testing.T, cfg config.ListenerTLS) *server {
 	t.Helper()
-	srv, err := tlsconf.NewServer(cfg, []string{"h2", "http/1.1"})
+	srv, err := tlsconf.NewServer(cfg, []string{"h2", "http/1.1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +362,71 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d handshakes failed during rotation; first: %v", len(errs), handshakes.Load(), errors.Join(errs[0]))
 	}
 	t.Logf("%d handshakes, %d certificates served, none failed", handshakes.Load(), len(seen))
+}
+
+// TestInMemoryCertificates serves a certificate of the configuration and
+// swaps it with SetCertificates, as a changed file is swapped by Reload.
+func TestInMemoryCertificates(t *testing.T) {
+	ca := testpki.NewCA(t, "ca")
+	v1 := ca.Issue(t, testpki.Leaf{CommonName: "v1", DNS: []string{"site.test"}})
+	v2 := ca.Issue(t, testpki.Leaf{CommonName: "v2", DNS: []string{"site.test"}})
+	certs := func(c *testpki.Cert) []config.Certificate {
+		return []config.Certificate{
+			{Name: "other", CertPEM: string(v2.CertPEM), KeyPEM: string(v2.KeyPEM)},
+			{Name: "site", CertPEM: string(c.CertPEM), KeyPEM: string(c.KeyPEM)},
+		}
+	}
+	cfg := config.ListenerTLS{Certificates: []config.CertificateFiles{{Certificate: "site"}}}
+	srv, err := tlsconf.NewServer(cfg, nil, certs(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tlsconf.NewListener(inner, srv)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*tlsconf.Conn).Handshake()
+			}()
+		}
+	}()
+	served := func() string {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", inner.Addr().String(),
+			&tls.Config{ServerName: "site.test", RootCAs: ca.Pool()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "v1" {
+		t.Fatalf("served %q, want v1", got)
+	}
+	if err := srv.SetCertificates(certs(v2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(); got != "v2" {
+		t.Fatalf("after SetCertificates served %q, want v2", got)
+	}
+	bad := certs(v1)
+	bad[1].KeyPEM = string(v2.KeyPEM)
+	if err := srv.SetCertificates(bad); err == nil {
+		t.Fatal("a certificate with another's key was accepted")
+	}
+	if got := served(); got != "v2" {
+		t.Fatalf("after a failed SetCertificates served %q, want v2 still", got)
+	}
+	if len(srv.Files()) != 0 {
+		t.Fatalf("Files() = %v, want none for an in-memory certificate", srv.Files())
+	}
 }
