@@ -27,6 +27,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/internal/embedded"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 )
 
@@ -70,6 +71,9 @@ type Options struct {
 	Tokens []api.Token
 	// HistoryLimit is how many changes the history keeps; zero means 1000.
 	HistoryLimit int
+	// SecretKey encrypts the private keys of certificates before they are
+	// stored. Nil refuses every change that leaves a certificate stored.
+	SecretKey *secret.Key
 
 	// Logger receives the control plane's log; nil discards it. The
 	// embedded etcd logs at warning level and above through it.
@@ -158,6 +162,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	var sopts []store.Option
 	if o.HistoryLimit > 0 {
 		sopts = append(sopts, store.WithHistoryLimit(o.HistoryLimit))
+	}
+	if o.SecretKey != nil {
+		sopts = append(sopts, store.WithSecretKey(o.SecretKey))
 	}
 	s.Store = store.New(cli, o.Prefix, sopts...)
 

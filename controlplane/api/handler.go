@@ -20,6 +20,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 )
 
@@ -315,6 +316,9 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request, _ Token) err
 	if err != nil {
 		return err
 	}
+	for i := range cfg.Certificates {
+		cfg.Certificates[i].KeyPEM = secret.Redacted
+	}
 	doc := ConfigDoc{Revision: snap.Revision, ChangeRevision: snap.ChangeRevision, Config: cfg, Revisions: map[string]int64{}}
 	for ref, rev := range snap.ModRevisions {
 		doc.Revisions[ref.String()] = rev
@@ -339,11 +343,36 @@ func (h *Handler) list(kind resource.Kind) handlerFunc {
 		}
 		resource.SortRefs(refs)
 		for _, ref := range refs {
-			out.Items = append(out.Items, Item{Resource: ref.String(), Name: ref.Name, Revision: snap.ModRevisions[ref], Value: rawJSON(snap.Raw[ref])})
+			out.Items = append(out.Items, Item{Resource: ref.String(), Name: ref.Name, Revision: snap.ModRevisions[ref], Value: redactRaw(ref, snap.Raw[ref])})
 		}
 		write(w, r, http.StatusOK, out)
 		return nil
 	}
+}
+
+// redact returns v with the private key of a certificate replaced by
+// secret.Redacted; other resources are returned as they are.
+func redact(v any) any {
+	if c, ok := v.(*config.Certificate); ok {
+		cc := *c
+		cc.KeyPEM = secret.Redacted
+		return &cc
+	}
+	return v
+}
+
+// redactRaw is redact for a stored value.
+func redactRaw(ref resource.Ref, b []byte) json.RawMessage {
+	if ref.Kind != resource.Certificates {
+		return rawJSON(b)
+	}
+	v, err := resource.Decode(ref, b)
+	if err != nil {
+		s, _ := json.Marshal(err.Error())
+		return s
+	}
+	out, _ := resource.Encode(redact(v))
+	return out
 }
 
 func rawJSON(b []byte) json.RawMessage {
@@ -364,7 +393,7 @@ func (h *Handler) get(kind resource.Kind) handlerFunc {
 		var raw json.RawMessage
 		if err != nil {
 			raw, _ = json.Marshal(err.Error())
-		} else if raw, err = resource.Encode(v); err != nil {
+		} else if raw, err = resource.Encode(redact(v)); err != nil {
 			return err
 		}
 		w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(rev, 10)))

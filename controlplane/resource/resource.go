@@ -26,10 +26,11 @@ const (
 	VirtualHosts Kind = "virtual_hosts"
 	Clusters     Kind = "clusters"
 	Plugins      Kind = "plugins"
+	Certificates Kind = "certificates"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -43,8 +44,10 @@ func ParseKind(s string) (Kind, error) {
 		return Clusters, nil
 	case "plugins", "plugin", "p":
 		return Plugins, nil
+	case "certificates", "certificate", "certs", "cert":
+		return Certificates, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters or plugins)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins or certificates)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -179,7 +182,7 @@ func (k Keys) ParseEndpoint(key string) (cluster, id string, ok bool) {
 // watch over one range delivers each change's events together and in
 // revision order.
 func (k Keys) ConfigRange() (begin, end string) {
-	return k.Kind(Clusters), k.prefix + "/" + string(VirtualHosts) + "0" // '0' follows '/'
+	return k.Kind(Certificates), k.prefix + "/" + string(VirtualHosts) + "0" // '0' follows '/'
 }
 
 // Encode returns the stored form of a resource: compact JSON of its config
@@ -206,6 +209,8 @@ func New(kind Kind) any {
 		return &config.Cluster{}
 	case Plugins:
 		return &config.Plugin{}
+	case Certificates:
+		return &config.Certificate{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -265,6 +270,8 @@ func NameOf(v any) string {
 		return x.Name
 	case *config.Plugin:
 		return x.Name
+	case *config.Certificate:
+		return x.Name
 	case config.Listener:
 		return x.Name
 	case config.VirtualHost:
@@ -272,6 +279,8 @@ func NameOf(v any) string {
 	case config.Cluster:
 		return x.Name
 	case config.Plugin:
+		return x.Name
+	case config.Certificate:
 		return x.Name
 	}
 	return ""
@@ -296,6 +305,9 @@ func Split(cfg *config.Config) Set {
 	}
 	for i := range cfg.Plugins {
 		s[Ref{Plugins, cfg.Plugins[i].Name}] = &cfg.Plugins[i]
+	}
+	for i := range cfg.Certificates {
+		s[Ref{Certificates, cfg.Certificates[i].Name}] = &cfg.Certificates[i]
 	}
 	return s
 }
@@ -354,6 +366,8 @@ func AssembleShared(base *config.Config, s Set) *config.Config {
 			cfg.Clusters = append(cfg.Clusters, *v)
 		case *config.Plugin:
 			cfg.Plugins = append(cfg.Plugins, *v)
+		case *config.Certificate:
+			cfg.Certificates = append(cfg.Certificates, *v)
 		}
 	}
 	return cfg
@@ -414,6 +428,14 @@ func References(s Set) map[Ref][]Referrer {
 		case *config.Plugin:
 			for i, c := range v.AllowedClusters {
 				add(Ref{Clusters, c}, r, fmt.Sprintf("allowed_clusters[%d]", i))
+			}
+		case *config.Listener:
+			if v.TLS != nil {
+				for i, c := range v.TLS.Certificates {
+					if c.Certificate != "" {
+						add(Ref{Certificates, c.Certificate}, r, fmt.Sprintf("tls.certificates[%d].certificate", i))
+					}
+				}
 			}
 		}
 	}

@@ -108,6 +108,11 @@ func (e *ValidationError) Error() string {
 
 var indexed = regexp.MustCompile(`\b(listeners|virtual_hosts|clusters|plugins)\[(\d+)\]`)
 
+// indexedPath is indexed at the start of a field path, where a top-level
+// certificate is also named ("certificates" inside a message may be a
+// listener's tls.certificates).
+var indexedPath = regexp.MustCompile(`^(listeners|virtual_hosts|clusters|plugins|certificates)\[(\d+)\]`)
+
 // fieldErrors turns the errors of an assembled configuration into errors
 // that name resources: order names the resources of the assembled
 // configuration by kind and index.
@@ -127,7 +132,7 @@ func fieldErrors(err error, order map[resource.Kind][]string) *ValidationError {
 	out := &ValidationError{}
 	for _, fe := range list {
 		e := FieldError{Path: fe.Path, Message: fe.Msg}
-		if m := indexed.FindStringSubmatchIndex(fe.Path); m != nil && m[0] == 0 {
+		if m := indexedPath.FindStringSubmatchIndex(fe.Path); m != nil {
 			kind, i := fe.Path[m[2]:m[3]], fe.Path[m[4]:m[5]]
 			if n, ok := name(kind, i); ok {
 				e.Resource = kind + "/" + n

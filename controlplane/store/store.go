@@ -19,6 +19,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 )
 
 // Store reads and changes the configuration under one prefix. It is safe
@@ -29,6 +30,7 @@ type Store struct {
 	historyLimit int64
 	retries      int
 	now          func() time.Time
+	secret       *secret.Key
 }
 
 // Option configures a Store.
@@ -37,6 +39,11 @@ type Option func(*Store)
 // WithHistoryLimit keeps at most n history entries (default 1000). Older
 // ones are deleted by the change that pushes them out.
 func WithHistoryLimit(n int) Option { return func(s *Store) { s.historyLimit = int64(n) } }
+
+// WithSecretKey encrypts the private keys of certificates with k before
+// they are written. Without it a change that leaves any certificate in the
+// configuration is refused.
+func WithSecretKey(k *secret.Key) Option { return func(s *Store) { s.secret = k } }
 
 // New returns a Store over cli under prefix ("" means /wasmgate).
 func New(cli *clientv3.Client, prefix string, opts ...Option) *Store {
@@ -287,13 +294,19 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 		if n := resource.NameOf(v); n != r.Name {
 			return nil, nil, &ValidationError{Errors: []FieldError{{Resource: r.String(), Path: "name", Message: fmt.Sprintf("%q does not match the resource's name %q", n, r.Name)}}}
 		}
-		b, err := resource.Encode(v)
+		old, exists := snap.Raw[r]
+		var b []byte
+		var err error
+		if c, ok := v.(*config.Certificate); ok {
+			v, b, err = s.sealCertificate(r, c, old)
+		} else {
+			b, err = resource.Encode(v)
+		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("encoding %s: %w", r, err)
+			return nil, nil, err
 		}
 		next[r] = v
 		delete(removed, r)
-		old, exists := snap.Raw[r]
 		switch {
 		case !exists:
 			ops = append(ops, Op{Resource: r.String(), Action: "create", After: b, ref: r})
@@ -329,6 +342,9 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 	}
 
 	if err := checkReferences(next, removed); err != nil {
+		return nil, nil, err
+	}
+	if err := s.openCertificates(next, ch.Put); err != nil {
 		return nil, nil, err
 	}
 	cfg, err := resource.Assemble(nil, next)
@@ -547,4 +563,79 @@ func (s *Store) checkBlobs(ctx context.Context, cfg *config.Config) ([]string, e
 		return nil, &ValidationError{Errors: missing}
 	}
 	return shas, nil
+}
+
+// sealCertificate returns the value a certificate is validated as (its key
+// in clear) and the bytes stored for it (its key sealed). A key_pem that is
+// already sealed (a rollback writes back a stored value) is opened first;
+// one that reads secret.Redacted keeps the stored key. When the clear value
+// equals the stored one, the stored bytes are kept, so that applying the
+// same certificate again changes nothing.
+func (s *Store) sealCertificate(r resource.Ref, c *config.Certificate, old []byte) (*config.Certificate, []byte, error) {
+	if s.secret == nil {
+		return nil, nil, noSecretKey(r)
+	}
+	plain := *c
+	var stored *config.Certificate
+	if old != nil {
+		if v, err := resource.Decode(r, old); err == nil {
+			if oc, err := secret.OpenCertificate(s.secret, *v.(*config.Certificate)); err == nil {
+				stored = &oc
+			}
+		}
+	}
+	if plain.KeyPEM == secret.Redacted {
+		if stored == nil {
+			return nil, nil, &ValidationError{Errors: []FieldError{{Resource: r.String(), Path: "key_pem", Message: "is redacted and no stored key can take its place; give the PEM private key"}}}
+		}
+		plain.KeyPEM = stored.KeyPEM
+	}
+	plain, err := secret.OpenCertificate(s.secret, plain)
+	if err != nil {
+		return nil, nil, &ValidationError{Errors: []FieldError{{Resource: r.String(), Path: "key_pem", Message: err.Error()}}}
+	}
+	if stored != nil && *stored == plain {
+		return &plain, old, nil
+	}
+	sealed := plain
+	sealed.KeyPEM = s.secret.Seal(plain.KeyPEM)
+	b, err := resource.Encode(&sealed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encoding %s: %w", r, err)
+	}
+	return &plain, b, nil
+}
+
+// openCertificates replaces, in next, every stored certificate the change
+// does not put with a copy whose key is in clear, for validation.
+func (s *Store) openCertificates(next, put resource.Set) error {
+	var bad []FieldError
+	for r, v := range next {
+		c, ok := v.(*config.Certificate)
+		if !ok {
+			continue
+		}
+		if s.secret == nil {
+			return noSecretKey(r)
+		}
+		if _, ok := put[r]; ok {
+			continue
+		}
+		plain, err := secret.OpenCertificate(s.secret, *c)
+		if err != nil {
+			bad = append(bad, FieldError{Resource: r.String(), Path: "key_pem", Message: err.Error()})
+			continue
+		}
+		next[r] = &plain
+	}
+	if len(bad) > 0 {
+		slices.SortFunc(bad, func(a, b FieldError) int { return cmpString(a.Resource, b.Resource) })
+		return &ValidationError{Errors: bad}
+	}
+	return nil
+}
+
+func noSecretKey(r resource.Ref) error {
+	return &ValidationError{Errors: []FieldError{{Resource: r.String(), Path: "key_pem",
+		Message: "the control plane has no secret key to encrypt private keys with; start it with --secret-key-file to store certificates"}}}
 }

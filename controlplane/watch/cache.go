@@ -11,6 +11,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 )
 
 // cacheFile is the cache's format: the resources of the configuration
@@ -22,9 +23,19 @@ type cacheFile struct {
 	Config   *config.Config `json:"config"`
 }
 
-func writeCache(path string, cfg *config.Config, rev int64) error {
+// writeCache saves cfg with the private keys of its certificates
+// encrypted with key; without a key it saves no certificates (and the
+// cached configuration then fails to validate if a listener names one).
+func writeCache(path string, cfg *config.Config, rev int64, key *secret.Key) error {
 	c := *cfg
 	c.Admin, c.AccessLog, c.Node, c.DrainTimeout = config.Admin{}, config.AccessLog{}, config.Node{}, 0
+	c.Certificates = nil
+	if key != nil {
+		for _, cert := range cfg.Certificates {
+			cert.KeyPEM = key.Seal(cert.KeyPEM)
+			c.Certificates = append(c.Certificates, cert)
+		}
+	}
 	b, err := json.Marshal(cacheFile{Revision: rev, Saved: time.Now().UTC(), Config: &c})
 	if err != nil {
 		return err
@@ -32,7 +43,7 @@ func writeCache(path string, cfg *config.Config, rev int64) error {
 	return writeAtomic(path, b)
 }
 
-func readCache(path string, bootstrap *config.Config) (*config.Config, int64, error) {
+func readCache(path string, bootstrap *config.Config, key *secret.Key) (*config.Config, int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, 0, err
@@ -43,6 +54,11 @@ func readCache(path string, bootstrap *config.Config) (*config.Config, int64, er
 	}
 	if c.Config == nil || c.Revision <= 0 {
 		return nil, 0, fmt.Errorf("%s holds no configuration", path)
+	}
+	for i, cert := range c.Config.Certificates {
+		if c.Config.Certificates[i], err = secret.OpenCertificate(key, cert); err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	cfg, err := resource.Assemble(bootstrap, resource.Split(c.Config))
 	if err != nil {

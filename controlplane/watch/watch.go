@@ -28,6 +28,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 )
 
@@ -59,6 +60,10 @@ type Options struct {
 	MaxDelay time.Duration
 	// RequestTimeout bounds one list. Zero means 3s.
 	RequestTimeout time.Duration
+	// SecretKey decrypts the private keys of certificates, which the
+	// control plane stores encrypted, and encrypts them again in
+	// CacheFile. Nil rejects every certificate with an encrypted key.
+	SecretKey *secret.Key
 	// Register, when set, registers the proxy under a lease with its node
 	// id (Bootstrap.Node.ID, or the host name), this address and version,
 	// and reports each revision applied and the last error.
@@ -276,6 +281,13 @@ func (w *Watcher) list(ctx context.Context) (int64, error) {
 func (w *Watcher) put(key string, value []byte) bool {
 	if ref, ok := w.keys.ParseResource(key); ok {
 		v, err := resource.Decode(ref, value)
+		if err == nil {
+			if c, ok := v.(*config.Certificate); ok {
+				var plain config.Certificate
+				plain, err = secret.OpenCertificate(w.o.SecretKey, *c)
+				v = &plain
+			}
+		}
 		if err != nil {
 			w.reject(key, err)
 			return false
@@ -430,7 +442,7 @@ func (w *Watcher) rebuild(rev int64) {
 	w.log.Info("configuration applied", zap.Int64("revision", rev))
 	w.succeed(rev, false, nil, true)
 	if w.o.CacheFile != "" {
-		if err := writeCache(w.o.CacheFile, cfg, rev); err != nil {
+		if err := writeCache(w.o.CacheFile, cfg, rev, w.o.SecretKey); err != nil {
 			w.log.Warn("cannot save the configuration cache", zap.String("file", w.o.CacheFile), zap.Error(err))
 		}
 	}
@@ -513,7 +525,7 @@ func (w *Watcher) loadCache() {
 	if w.o.CacheFile == "" || w.Status().Ready() {
 		return
 	}
-	cfg, rev, err := readCache(w.o.CacheFile, w.o.Bootstrap)
+	cfg, rev, err := readCache(w.o.CacheFile, w.o.Bootstrap, w.o.SecretKey)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			w.log.Error("cannot use the configuration cache", zap.String("file", w.o.CacheFile), zap.Error(err))
