@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 )
 
 // etcdFlags say how to reach an existing etcd cluster.
@@ -80,6 +81,7 @@ func newControlPlaneCmd() *cobra.Command {
 		tlsCert      string
 		tlsKey       string
 		historyLimit int
+		secretFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -103,6 +105,11 @@ token is generated into DATA-DIR/admin.token.`,
 			defer lg.Sync()
 			o.Logger = lg
 			o.HistoryLimit = historyLimit
+			if secretFile != "" {
+				if o.SecretKey, err = secret.LoadKey(secretFile); err != nil {
+					return fmt.Errorf("--secret-key-file: %w", err)
+				}
+			}
 			o.EtcdEndpoints = etcd.endpoints
 			o.EtcdUsername, o.EtcdPassword = etcd.user, etcd.pass()
 			if o.EtcdTLS, err = etcd.tls(); err != nil {
@@ -167,6 +174,7 @@ token is generated into DATA-DIR/admin.token.`,
 	fl.StringArrayVar(&readTokens, "read-token", nil, "bearer token with the read-only role (repeatable)")
 	fl.StringVar(&tokenFile, "token-file", "", `file of tokens, one "ROLE NAME SECRET" a line`)
 	fl.IntVar(&historyLimit, "history-limit", 1000, "number of changes the history keeps")
+	fl.StringVar(&secretFile, "secret-key-file", "", "file of the base64 32-byte key that encrypts certificates' private keys in etcd (needed to store certificates)")
 	etcd.register(cmd)
 	logs.register(cmd)
 	return cmd

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/buildinfo"
 )
@@ -50,6 +51,8 @@ type etcdSource struct {
 	// register is the address the proxy announces in the registry; empty
 	// means no registration.
 	register string
+	// secret decrypts certificates' private keys; nil for none.
+	secret *secret.Key
 }
 
 // runFromEtcd starts a proxy with no configuration and lets the watcher
@@ -63,6 +66,7 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		Prefix:    src.prefix,
 		Bootstrap: bootstrap,
 		CacheFile: src.cacheFile,
+		SecretKey: src.secret,
 		Logger:    log.Named("watch"),
 		Apply: func(cfg *config.Config, rev int64) error {
 			start := time.Now()

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
 )
 
@@ -90,6 +91,11 @@ requests in flight get up to the drain timeout.`,
 				}
 				defer cli.Close()
 				src := etcdSource{client: cli, prefix: ef.prefix, cacheFile: ef.cacheFile, register: ef.registerAddress()}
+				if ef.secretFile != "" {
+					if src.secret, err = secret.LoadKey(ef.secretFile); err != nil {
+						return &exitError{code: 2, err: fmt.Errorf("--secret-key-file: %w", err)}
+					}
+				}
 				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir})
 				if err != nil {
 					return err
@@ -128,6 +134,8 @@ type etcdRunFlags struct {
 	accessLog string
 	nodeID    string
 	drain     time.Duration
+	// secretFile holds the key that decrypts certificates' private keys.
+	secretFile string
 }
 
 func (f *etcdRunFlags) register(cmd *cobra.Command) {
@@ -138,6 +146,7 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.admin, "admin", config.DefaultAdminAddress, `with --etcd-endpoints: admin endpoints host:port ("off" for none)`)
 	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
+	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
 	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
 }
 

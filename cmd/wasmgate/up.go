@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/demo"
@@ -65,12 +68,17 @@ a second 'up' keeps what was applied.`,
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
+			key, err := localSecretKey(filepath.Join(dir, "secret.key"))
+			if err != nil {
+				return err
+			}
 			cp, err := controlplane.Start(ctx, controlplane.Options{
 				DataDir:        filepath.Join(dir, "controlplane"),
 				EtcdClientAddr: "127.0.0.1:0",
 				EtcdPeerAddr:   "127.0.0.1:0",
 				APIAddr:        api,
 				Logger:         log.Named("controlplane"),
+				SecretKey:      key,
 			})
 			if err != nil {
 				return fmt.Errorf("starting the control plane: %w", err)
@@ -110,7 +118,7 @@ a second 'up' keeps what was applied.`,
 			}
 			go keepRegistered(ctx, cp, regs, log)
 			bootstrap := &config.Config{Admin: config.Admin{Address: admin}, AccessLog: config.AccessLog{Path: "stdout"}, Node: config.Node{ID: "up"}}
-			src := etcdSource{client: cp.Client, cacheFile: defaultCacheFile(filepath.Join(dir, "proxy")), register: admin}
+			src := etcdSource{client: cp.Client, cacheFile: defaultCacheFile(filepath.Join(dir, "proxy")), register: admin, secret: key}
 			r, w, err := runFromEtcd(ctx, src, bootstrap, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache")})
 			if err != nil {
 				return err
@@ -330,4 +338,15 @@ virtual_hosts:
 `, listen, shas["telemetry"], shas["encryption"], shas["authz"],
 		base64.StdEncoding.EncodeToString([]byte("wasmgate-demo-key-32-bytes-long!")),
 		base64.RawURLEncoding.EncodeToString([]byte(demoSecret)))
+}
+
+// localSecretKey reads the key that encrypts certificates' private keys,
+// generating it (readable by the owner only) the first time.
+func localSecretKey(file string) (*secret.Key, error) {
+	if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(file, secret.NewKeyText(), 0o600); err != nil {
+			return nil, fmt.Errorf("writing the secret key: %w", err)
+		}
+	}
+	return secret.LoadKey(file)
 }
