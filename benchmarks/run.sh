@@ -8,14 +8,17 @@
 # --no-install    do not apt-get install missing peers
 # --keep-scratch  keep the temporary directory (configs, logs) after the run
 # Every other argument goes to the compare program, e.g. --rounds 5,
-# --duration 20s, --warmup 3s, --connections 128, --scenarios nginx,wasmgate,
-# --payloads 16k, --proxy-cpu 1, --load-cpu 0, --nice -5 (favour the pinned
-# processes over other work on a shared machine), --open-rate 0 (no
+# --duration 20s, --warmup 3s, --connections 128, --scenarios nginx,wasmgate
+# (or groups: http1, filters, https, h3, reload), --payloads 16k,
+# --group-duration 10s, --proxy-cpu 1, --load-cpu 0, --nice -5 (favour the
+# pinned processes over other work on a shared machine), --open-rate 0 (no
 # fixed-rate latency runs).
 #
-# Default run: 3 rounds x 6 scenarios x 2 payloads x (2 s warm-up + 10 s of
-# wrk + 6 s of fixed-rate wasmgate bench), about 12 minutes plus the builds;
-# at most about 14 when other work on the machine forces waits and retries.
+# Default run: the http1 group, 3 rounds x 6 scenarios x 2 payloads x (2 s
+# warm-up + 10 s of wrk + 6 s of fixed-rate wasmgate bench), about 12
+# minutes; then the filters, https, h3 and reload groups, 3 rounds x 18
+# scenarios x (1 s warm-up + 5 s), about 7 more; plus the builds. About 22
+# at most when other work on the machine forces waits and retries.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -102,6 +105,16 @@ if ! go build -o "$tmp/bin/wasmgate" ./cmd/wasmgate 2>"$tmp/wasmgate-build.log";
 	log "wasmgate does not build; its scenario will be skipped:"
 	sed 's/^/    /' "$tmp/wasmgate-build.log" | head -20 >&2
 	rm -f "$tmp/bin/wasmgate"
+fi
+# The filters group's Wasm modules: the minimal Go filter built from the
+# SDK's example, and the first-party filters embedded in the binary.
+if [ -x "$tmp/bin/wasmgate" ]; then
+	"$tmp/bin/wasmgate" plugin build sdk/examples/hello -o "$tmp/bin/hello.wasm" >/dev/null ||
+		log "the hello example does not build; its scenario will be skipped"
+	for p in authz encryption telemetry; do
+		"$tmp/bin/wasmgate" plugin extract "$p" -o "$tmp/bin/$p.wasm" >/dev/null ||
+			log "cannot extract $p; its scenarios will be skipped"
+	done
 fi
 
 "$tmp/bin/compare" -bin "$tmp/bin" -root "$here" -scratch "$tmp/scratch" "${args[@]}" &

@@ -169,7 +169,7 @@ func testResults() *results {
 }
 
 func TestSummarize(t *testing.T) {
-	sums := summarize(testResults(), "64")
+	sums := summarize(testResults(), groupHTTP1, "64")
 	if len(sums) != 3 {
 		t.Fatalf("got %d summaries, want 3", len(sums))
 	}
@@ -193,7 +193,7 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("CPU ratios: nginx %v, direct %v", nginx.cpuVsNginx, direct.cpuVsNginx)
 	}
 	// No samples at all for 16k: nothing to compare against.
-	for _, s := range summarize(testResults(), "16k") {
+	for _, s := range summarize(testResults(), groupHTTP1, "16k") {
 		if s.hasFigures || s.vsNginx != 0 {
 			t.Errorf("16k %s = %+v", s.scenario.Name, s)
 		}
@@ -277,13 +277,31 @@ func TestFormatting(t *testing.T) {
 // Every peer template renders with the fields the suite passes.
 func TestPeerTemplatesRender(t *testing.T) {
 	dir := t.TempDir()
-	f := peerFields{Listen: "127.0.0.1:18080", ListenHost: "127.0.0.1", Upstream: "127.0.0.1:19000", Admin: "127.0.0.1:19901", Dir: dir}
+	base := peerFields{Listen: "127.0.0.1:18080", ListenHost: "127.0.0.1", Upstream: "127.0.0.1:19000", Admin: "127.0.0.1:19901", Dir: dir}
+	cert := &certFiles{Cert: "/c/cert.pem", Key: "/c/key.pem", CertKey: "/c/cert-key.pem"}
 	for _, s := range scenarios() {
 		if s.config == "" {
 			continue
 		}
 		t.Run(s.name, func(t *testing.T) {
-			path, err := renderConfig(filepath.Join("..", "peers"), s.config, dir, f)
+			f := s.fields(base, cert, "/b")
+			want := []string{f.Listen, f.Upstream}
+			if s.tls() {
+				want = append(want, "/c/cert")
+			}
+			for _, name := range s.filters {
+				want = append(want, "/b/"+name+".wasm", "- plugin: "+name)
+			}
+			if s.http3 && s.peer == "wasmgate" {
+				want = append(want, "http3:\n      enabled: true")
+			} else if s.http3 {
+				want = append(want, "h3")
+			}
+			sub := filepath.Join(dir, s.name)
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			path, err := renderConfig(filepath.Join("..", "peers"), s.config, sub, f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +309,7 @@ func TestPeerTemplatesRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{f.Listen, f.Upstream} {
+			for _, want := range want {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("rendered %s lacks %q", s.config, want)
 				}

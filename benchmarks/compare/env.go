@@ -86,6 +86,7 @@ func collectEnv(binDir, root string) envInfo {
 	add("HAProxy", "haproxy", "-v")
 	add("Caddy", "caddy", "version")
 	add("wrk", "wrk", "-v")
+	add("h2load", "h2load", "--version")
 	return e
 }
 

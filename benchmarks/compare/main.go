@@ -1,15 +1,19 @@
 // Command compare runs the side-by-side benchmarks: one upstream, and the
 // same load sent to it directly and through each proxy in turn (a bare
 // fasthttp forwarder, wasmgate, nginx, HAProxy, Caddy), pinned to the same
-// CPUs, over several interleaved rounds. It writes the raw samples to
-// results.json and the medians, with their method, to RESULTS.md and
-// results.svg.
+// CPUs, over several interleaved rounds. Beside that HTTP/1.1 group, it
+// measures wasmgate with Wasm filters, every proxy over HTTP/1.1 and HTTP/2
+// with TLS, wasmgate and Caddy over HTTP/3, and wasmgate while its
+// configuration is rewritten. It writes the raw samples to results.json and
+// the medians, with their method, to RESULTS.md, results.svg and
+// results-groups.svg.
 //
 // benchmarks/run.sh builds the binaries and runs it; see benchmarks/README.md.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -47,6 +51,14 @@ type options struct {
 	openRate    float64       // requests per second of the open-loop run; 0: none
 	openTime    time.Duration // its measured length
 	nice        int           // niceness of every process the suite pins
+	// The groups other than http1: their measured run and warm-up, and
+	// the shape of their load.
+	groupDuration  time.Duration
+	groupWarmup    time.Duration
+	h2Streams      int
+	h3Connections  int
+	h3Streams      int
+	reloadInterval time.Duration
 }
 
 // payload is one response body the upstream serves.
@@ -104,7 +116,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&opt.threads, "threads", 1, "wrk threads")
 	fs.IntVar(&opt.proxyCPU, "proxy-cpu", 1, "CPU the proxy is pinned to")
 	fs.IntVar(&opt.loadCPU, "load-cpu", 0, "CPU wrk and the upstream are pinned to")
-	fs.StringVar(&scen, "scenarios", "direct,forwarder,wasmgate,nginx,haproxy,caddy", "comma-separated scenarios")
+	fs.StringVar(&scen, "scenarios", strings.Join(groups, ","), "comma-separated scenarios, or groups of them: "+strings.Join(groups, ", "))
 	fs.StringVar(&pay, "payloads", "64,16k", "comma-separated response bodies: 64, 16k")
 	fs.Float64Var(&opt.maxOther, "max-other", 10, "measure a sample again when other processes used more than this % of a pinned core during it")
 	fs.IntVar(&opt.retries, "retries", -1, "most samples measured again for -max-other (-1: a quarter of all samples)")
@@ -112,6 +124,12 @@ func parseFlags(args []string) (options, error) {
 	fs.Float64Var(&opt.openRate, "open-rate", 5000, "after each wrk run, measure latency at this fixed rate with `wasmgate bench --rate` (0: skip)")
 	fs.DurationVar(&opt.openTime, "open-duration", 5*time.Second, "measured length of each open-loop run (after a 1 s warm-up)")
 	fs.IntVar(&opt.nice, "nice", 0, "run every pinned process (wrk, upstream, proxy, bench) at this niceness, and its session too under autogroup scheduling, e.g. -5 to favour them over other work on a shared machine (needs root below 0)")
+	fs.DurationVar(&opt.groupDuration, "group-duration", 5*time.Second, "measured run per scenario and round in the groups other than http1 (whole seconds)")
+	fs.DurationVar(&opt.groupWarmup, "group-warmup", time.Second, "warm-up before each measured run in the groups other than http1")
+	fs.IntVar(&opt.h2Streams, "h2-streams", 10, "concurrent streams per connection of h2load (-m); its connections are -connections")
+	fs.IntVar(&opt.h3Connections, "h3-connections", 16, "connections of the HTTP/3 runs (wasmgate bench -p h3)")
+	fs.IntVar(&opt.h3Streams, "h3-streams", 4, "concurrent streams per connection of the HTTP/3 runs")
+	fs.DurationVar(&opt.reloadInterval, "reload-interval", 100*time.Millisecond, "how often the reload scenario rewrites the configuration")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
 	if err := fs.Parse(args); err != nil {
@@ -122,8 +140,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if opt.quick {
 		opt.rounds, opt.duration, opt.warmup, opt.openTime = 1, 3*time.Second, time.Second, 2*time.Second
+		opt.groupDuration, opt.groupWarmup = 2*time.Second, time.Second
 	}
-	opt.scenarios = splitList(scen)
+	opt.scenarios = expandGroups(splitList(scen))
 	opt.payloads = splitList(pay)
 	if opt.reportOnly {
 		return opt, nil
@@ -133,6 +152,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if opt.rounds < 1 || opt.duration < time.Second || opt.connections < 1 || opt.threads < 1 || opt.warmup < 0 {
 		return opt, errors.New("-rounds, -connections and -threads must be positive, -duration at least 1s")
+	}
+	if opt.groupDuration < time.Second || opt.groupWarmup < 0 || opt.h2Streams < 1 || opt.h3Connections < 1 || opt.h3Streams < 1 || opt.reloadInterval <= 0 {
+		return opt, errors.New("-group-duration must be at least 1s; -h2-streams, -h3-connections, -h3-streams and -reload-interval positive")
 	}
 	known := map[string]bool{}
 	for _, s := range scenarios() {
@@ -149,6 +171,32 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	return opt, nil
+}
+
+// expandGroups replaces each group name in names by its scenarios, and
+// drops duplicates.
+func expandGroups(names []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	all := scenarios()
+	for _, n := range names {
+		if !contains(groups, n) {
+			add(n)
+			continue
+		}
+		for _, s := range all {
+			if s.group == n {
+				add(s.name)
+			}
+		}
+	}
+	return out
 }
 
 func splitList(s string) []string {
@@ -171,6 +219,8 @@ type runner struct {
 	// retriesLeft is how many samples may still be measured again because
 	// other processes took a pinned core.
 	retriesLeft int
+	// cert is the self-signed certificate of the TLS scenarios, once made.
+	cert *certFiles
 	// openSkipped says why there is no open-loop run, or is empty.
 	openSkipped string
 	// quietLeft is how much longer, over the whole run, the suite may wait
@@ -196,11 +246,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.reg.pgidFile = filepath.Join(r.opt.scratch, "pgids")
 	r.reg.nice = r.opt.nice
 	r.hz = clockTicks()
-	r.retriesLeft = r.opt.retries
-	if r.retriesLeft < 0 {
-		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
-		r.retriesLeft = (n + 3) / 4
-	}
+	r.retriesLeft = r.retryBudget()
 	r.quietLeft = r.opt.quietWait
 
 	res := &results{
@@ -215,6 +261,13 @@ func (r *runner) run(ctx context.Context) error {
 		Quick:       r.opt.quick,
 		Nice:        r.opt.nice,
 		MaxOtherPct: r.opt.maxOther,
+
+		GroupDuration:  r.opt.groupDuration.String(),
+		GroupWarmup:    r.opt.groupWarmup.String(),
+		H2Streams:      r.opt.h2Streams,
+		H3Connections:  r.opt.h3Connections,
+		H3Streams:      r.opt.h3Streams,
+		ReloadInterval: r.opt.reloadInterval.String(),
 	}
 	for _, name := range r.opt.payloads {
 		res.Payloads = append(res.Payloads, knownPayloads[name])
@@ -228,7 +281,7 @@ func (r *runner) run(ctx context.Context) error {
 		if !contains(r.opt.scenarios, s.name) {
 			continue
 		}
-		info := scenarioInfo{Name: s.name, Label: s.label}
+		info := scenarioInfo{Name: s.name, Label: s.label, Group: s.group, Peer: s.peer, Base: s.base}
 		if why := s.missing(r); why != "" {
 			info.Skipped = why
 			log.Printf("skipping %s: %s", s.name, why)
@@ -256,6 +309,16 @@ func (r *runner) run(ctx context.Context) error {
 
 	if err := r.startUpstream(ctx); err != nil {
 		return err
+	}
+	for _, s := range active {
+		if s.tls() {
+			c, err := writeSelfSigned(r.opt.scratch)
+			if err != nil {
+				return fmt.Errorf("self-signed certificate: %w", err)
+			}
+			r.cert = &c
+			break
+		}
 	}
 
 	failures := map[string][]string{}
@@ -298,14 +361,26 @@ func (r *runner) run(ctx context.Context) error {
 	return writeReport(r.opt.root, res)
 }
 
-func (r *runner) retriesUsed() int {
-	budget := r.opt.retries
-	if budget < 0 {
-		n := r.opt.rounds * len(r.opt.scenarios) * len(r.opt.payloads)
-		budget = (n + 3) / 4
+// retryBudget returns how many samples may be measured again for
+// -max-other: -retries, or a quarter of the samples the run takes.
+func (r *runner) retryBudget() int {
+	if r.opt.retries >= 0 {
+		return r.opt.retries
 	}
-	return budget - r.retriesLeft
+	n := 0
+	for _, s := range scenarios() {
+		switch {
+		case !contains(r.opt.scenarios, s.name):
+		case s.group == groupHTTP1:
+			n += r.opt.rounds * len(r.opt.payloads)
+		default:
+			n += r.opt.rounds
+		}
+	}
+	return (n + 3) / 4
 }
+
+func (r *runner) retriesUsed() int { return r.retryBudget() - r.retriesLeft }
 
 func contains(list []string, s string) bool {
 	for _, v := range list {
@@ -330,7 +405,7 @@ func (r *runner) startUpstream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, p, addr, r.payloads()); err != nil {
+	if err := waitReady(ctx, p, false, addr, r.payloads()); err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	r.upstream, r.upProc = addr, p
@@ -347,16 +422,27 @@ func (r *runner) payloads() []payload {
 }
 
 // runScenario starts the scenario's proxy, measures every payload and
-// stops the proxy.
+// stops the proxy. The groups other than http1 measure the first payload
+// only, for -group-duration.
 func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]sample, error) {
 	target := r.upstream
+	pls := r.payloads()
+	duration, warmup := r.opt.duration, r.opt.warmup
+	if s.group != groupHTTP1 {
+		pls = pls[:1]
+		duration, warmup = r.opt.groupDuration, r.opt.groupWarmup
+	}
 	var proxy *process
+	var rw *rewriter
 	if s.argv != nil {
 		dir := filepath.Join(r.opt.scratch, fmt.Sprintf("%s-round%d", s.name, round))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		listen, err := freeAddr()
+		if s.http3 && err == nil {
+			listen, err = freeDualAddr()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -364,10 +450,15 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		if err != nil {
 			return nil, err
 		}
-		f := peerFields{Listen: listen, ListenHost: "127.0.0.1", Upstream: r.upstream, Admin: admin, Dir: dir}
+		f := s.fields(peerFields{Listen: listen, ListenHost: "127.0.0.1", Upstream: r.upstream, Admin: admin, Dir: dir}, r.cert, r.opt.binDir)
 		cfg := ""
 		if s.config != "" {
 			if cfg, err = renderConfig(filepath.Join(r.opt.root, "peers"), s.config, dir, f); err != nil {
+				return nil, err
+			}
+		}
+		if s.reload {
+			if rw, err = r.reloadVariants(s, cfg, f); err != nil {
 				return nil, err
 			}
 		}
@@ -381,36 +472,44 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			return nil, err
 		}
 		defer r.reg.stop(proxy)
-		if err := waitReady(ctx, proxy, listen, r.payloads()); err != nil {
+		if err := waitReady(ctx, proxy, s.tls(), listen, pls); err != nil {
 			return nil, err
 		}
 		target = listen
 	}
 
 	var out []sample
-	for _, p := range r.payloads() {
-		url := "http://" + target + p.Path
-		w := wrkRun{
-			cpu:         r.opt.loadCPU,
-			nice:        r.opt.nice,
-			threads:     r.opt.threads,
-			connections: r.opt.connections,
-			script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
-			url:         url,
-		}
+	for _, p := range pls {
+		lr, url := r.loadFor(s, target, p)
 		cores := []int{r.opt.loadCPU}
 		if proxy != nil {
 			cores = append(cores, r.opt.proxyCPU)
 		}
 		r.waitQuiet(ctx, cores)
-		if r.opt.warmup > 0 {
-			w.duration = r.opt.warmup
-			if _, _, err := w.run(ctx); err != nil {
-				return nil, fmt.Errorf("warm-up: %w", err)
+		measure := func(ctx context.Context) (sample, error) {
+			var smp sample
+			run := func(ctx context.Context) error {
+				if warmup > 0 {
+					if _, _, err := lr.runFor(ctx, warmup); err != nil {
+						return fmt.Errorf("warm-up: %w", err)
+					}
+				}
+				var err error
+				smp, err = r.measure(ctx, lr, duration, proxy)
+				return err
 			}
+			if rw == nil {
+				err := run(ctx)
+				return smp, err
+			}
+			// The configuration is rewritten over the whole wrk run, its
+			// warm-up included.
+			applied := countReloads(proxy.logPath)
+			writes, err := rewriteDuring(ctx, rw, run)
+			smp.Rewrites, smp.Reloads = writes, countReloads(proxy.logPath)-applied
+			return smp, err
 		}
-		w.duration = r.opt.duration
-		smp, err := r.measure(ctx, w, proxy)
+		smp, err := measure(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -420,7 +519,7 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 			// again and keep the quieter of the two.
 			r.retriesLeft--
 			log.Printf("round %d %s %s: %.0f%% of a pinned core went to other processes, measuring again", round, s.name, p.Name, other)
-			again, err := r.measure(ctx, w, proxy)
+			again, err := measure(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -432,7 +531,10 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		}
 		log.Printf("round %d %-9s %-4s %9.0f req/s  p50 %6d us  p99 %6d us  proxy %6.2f us/req (%3.0f%% CPU)  errors %d",
 			round, s.name, p.Name, smp.RPS, smp.P50US, smp.P99US, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, smp.Errors)
-		if r.openSkipped == "" {
+		if rw != nil {
+			log.Printf("round %d %s: %d rewrites of the configuration, %d reloads logged, %d non-2xx", round, s.name, smp.Rewrites, smp.Reloads, smp.Non2xx)
+		}
+		if r.openSkipped == "" && s.group == groupHTTP1 {
 			if smp.Open, err = r.openLoop(ctx, s.name, p.Name, round, url); err != nil {
 				return nil, err
 			}
@@ -440,6 +542,63 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		out = append(out, smp)
 	}
 	return out, nil
+}
+
+// loadFor returns the load generator of scenario s for payload p at
+// target, and the URL it requests.
+func (r *runner) loadFor(s scenario, target string, p payload) (loadRunner, string) {
+	scheme := "http://"
+	if s.tls() {
+		scheme = "https://"
+	}
+	url := scheme + target + p.Path
+	switch s.load {
+	case loadH2:
+		return h2loadRun{cpu: r.opt.loadCPU, nice: r.opt.nice, threads: r.opt.threads, connections: r.opt.connections, streams: r.opt.h2Streams, url: url}, url
+	case loadH3:
+		return benchRun{bin: r.binPath("wasmgate"), cpu: r.opt.loadCPU, nice: r.opt.nice, protocol: "h3",
+			connections: r.opt.h3Connections, streams: r.opt.h3Streams, url: url}, url
+	}
+	w := wrkRun{
+		cpu:         r.opt.loadCPU,
+		nice:        r.opt.nice,
+		threads:     r.opt.threads,
+		connections: r.opt.connections,
+		script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
+		url:         url,
+	}
+	switch s.group {
+	case groupFilters:
+		w.headers = []string{filterHeader}
+	case groupReload:
+		// Both reload scenarios count non-2xx answers in Lua, which slows
+		// wrk down the same for both.
+		w.script = filepath.Join(r.opt.root, "wrk", "count.lua")
+	}
+	return w, url
+}
+
+// reloadVariants renders the second configuration the reload scenario
+// alternates with cfg (a different route name) and returns the rewriter.
+func (r *runner) reloadVariants(s scenario, cfg string, f peerFields) (*rewriter, error) {
+	a, err := os.ReadFile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	altDir := filepath.Join(f.Dir, "alt")
+	if err := os.MkdirAll(altDir, 0o755); err != nil {
+		return nil, err
+	}
+	f.Route = "all-b"
+	alt, err := renderConfig(filepath.Join(r.opt.root, "peers"), s.config, altDir, f)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(alt)
+	if err != nil {
+		return nil, err
+	}
+	return &rewriter{path: cfg, variants: [][]byte{a, b}, interval: r.opt.reloadInterval}, nil
 }
 
 // openLoop measures latency at the fixed -open-rate with wasmgate bench.
@@ -477,9 +636,10 @@ func (r *runner) openLoop(ctx context.Context, scenario, payload string, round i
 	return smp, nil
 }
 
-// measure runs w once and reads, around it, the CPU time of the proxy (nil
-// for direct), the upstream and wrk, and of both pinned cores.
-func (r *runner) measure(ctx context.Context, w wrkRun, proxy *process) (sample, error) {
+// measure runs lr once for d and reads, around it, the CPU time of the
+// proxy (nil for direct), the upstream and the load generator, and of both
+// pinned cores.
+func (r *runner) measure(ctx context.Context, lr loadRunner, d time.Duration, proxy *process) (sample, error) {
 	var proxyBefore, proxyAfter uint64
 	var err error
 	if proxy != nil {
@@ -497,7 +657,7 @@ func (r *runner) measure(ctx context.Context, w wrkRun, proxy *process) (sample,
 	}
 	start := time.Now()
 
-	wr, wrkCPU, err := w.run(ctx)
+	wr, wrkCPU, err := lr.runFor(ctx, d)
 	if err != nil {
 		return sample{}, err
 	}
@@ -527,7 +687,9 @@ func (r *runner) measure(ctx context.Context, w wrkRun, proxy *process) (sample,
 	s := sample{
 		RPS:      wr.rps(),
 		Requests: wr.Requests,
-		Errors:   wr.errors(),
+		Errors:   wr.Errors,
+		Non2xx:   wr.Non2xx,
+		MeanUS:   wr.MeanUS,
 		P50US:    wr.P50US,
 		P90US:    wr.P90US,
 		P99US:    wr.P99US,
@@ -612,18 +774,22 @@ func pct(part, whole float64) float64 {
 
 // waitReady polls addr until every payload comes back whole, p exits, or
 // 20 seconds pass.
-func waitReady(ctx context.Context, p *process, addr string, payloads []payload) error {
-	client := &http.Client{
-		Timeout:   2 * time.Second,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+func waitReady(ctx context.Context, p *process, useTLS bool, addr string, payloads []payload) error {
+	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+	scheme := "http://"
+	if useTLS {
+		// The suite's own self-signed certificate.
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		scheme = "https://"
 	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: tr}
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if p.exited() {
 			return fmt.Errorf("%s exited (%v): %s", p.name, p.waitErr, p.logTail(2000))
 		}
-		last = checkPayloads(ctx, client, addr, payloads)
+		last = checkPayloads(ctx, client, scheme+addr, payloads)
 		if last == nil {
 			return nil
 		}
@@ -636,9 +802,9 @@ func waitReady(ctx context.Context, p *process, addr string, payloads []payload)
 	return fmt.Errorf("%s did not answer on %s within 20s: %v; log: %s", p.name, addr, last, p.logTail(2000))
 }
 
-func checkPayloads(ctx context.Context, client *http.Client, addr string, payloads []payload) error {
+func checkPayloads(ctx context.Context, client *http.Client, base string, payloads []payload) error {
 	for _, pl := range payloads {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+pl.Path, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+pl.Path, nil)
 		if err != nil {
 			return err
 		}

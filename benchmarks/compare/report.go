@@ -29,18 +29,31 @@ type results struct {
 	MaxOtherPct float64   `json:"max_other_pct"`
 	Retries     int       `json:"retries"` // samples measured again for interference
 	// The open-loop runs of `wasmgate bench`, if any.
-	OpenRate     float64        `json:"open_rate,omitempty"`
-	OpenDuration string         `json:"open_duration,omitempty"`
-	OpenSkipped  string         `json:"open_skipped,omitempty"`
-	Payloads     []payload      `json:"payloads"`
-	Env          envInfo        `json:"env"`
-	Scenarios    []scenarioInfo `json:"scenarios"`
-	Samples      []sample       `json:"samples"`
+	OpenRate     float64 `json:"open_rate,omitempty"`
+	OpenDuration string  `json:"open_duration,omitempty"`
+	OpenSkipped  string  `json:"open_skipped,omitempty"`
+	// The groups other than http1.
+	GroupDuration  string `json:"group_duration,omitempty"`
+	GroupWarmup    string `json:"group_warmup,omitempty"`
+	H2Streams      int    `json:"h2_streams,omitempty"`
+	H3Connections  int    `json:"h3_connections,omitempty"`
+	H3Streams      int    `json:"h3_streams,omitempty"`
+	ReloadInterval string `json:"reload_interval,omitempty"`
+
+	Payloads  []payload      `json:"payloads"`
+	Env       envInfo        `json:"env"`
+	Scenarios []scenarioInfo `json:"scenarios"`
+	Samples   []sample       `json:"samples"`
 }
 
 type scenarioInfo struct {
-	Name    string `json:"name"`
-	Label   string `json:"label"`
+	Name  string `json:"name"`
+	Label string `json:"label"`
+	// Group is the table the scenario belongs to; empty means http1.
+	Group string `json:"group,omitempty"`
+	Peer  string `json:"peer,omitempty"` // the proxy; empty for direct
+	// Base is the scenario the group's ratio column compares to.
+	Base    string `json:"base,omitempty"`
 	Skipped string `json:"skipped,omitempty"` // why it has no samples
 	// Failures lists the rounds the scenario failed in, with the error.
 	Failures []string `json:"failures,omitempty"`
@@ -61,6 +74,14 @@ type sample struct {
 	MaxUS    int64   `json:"max_us"`
 	WallS    float64 `json:"wall_s"`
 	Attempts int     `json:"attempts"` // 2 when measured again for interference
+	MeanUS   float64 `json:"mean_us,omitempty"`
+	// Non2xx counts responses outside 2xx where the generator reports
+	// them (h2load, wasmgate bench, wrk/count.lua).
+	Non2xx int64 `json:"non2xx,omitempty"`
+	// Rewrites of the configuration file during the run, and the reloads
+	// the proxy logged meanwhile (reload scenario only).
+	Rewrites int `json:"rewrites,omitempty"`
+	Reloads  int `json:"reloads,omitempty"`
 	// CPU time of the proxy's processes over the run, per completed request
 	// and as a share of one core. Zero for the direct scenario.
 	ProxyCPUUSPerReq float64 `json:"proxy_cpu_us_per_req"`
@@ -122,6 +143,13 @@ type summary struct {
 	vsNginx    float64 // rps ratio; 0 when there is no nginx figure
 	vsDirect   float64
 	cpuVsNginx float64 // CPU per request ratio
+	// Against the group's base scenario: req/s ratio, and the difference
+	// of proxy CPU time per request (µs).
+	vsBase, cpuOverBase float64
+	hasBase             bool
+	mean                float64 // µs
+	non2xx              int64
+	rewrites, reloads   int // sums over rounds
 
 	// Medians of the open-loop runs, when hasOpen.
 	hasOpen                             bool
@@ -146,11 +174,14 @@ func median(xs []float64) float64 {
 
 // summarize returns one summary per scenario for the payload, in the order
 // of res.Scenarios.
-func summarize(res *results, pl string) []summary {
+func summarize(res *results, group, pl string) []summary {
 	var out []summary
 	for _, sc := range res.Scenarios {
+		if sc.group() != group {
+			continue
+		}
 		sm := summary{scenario: sc, proxied: sc.Name != "direct"}
-		var rps, p50, p99, cpu, pct, up, lb, pb, oth []float64
+		var rps, p50, p99, cpu, pct, up, lb, pb, oth, mean []float64
 		var orps, op50, op99, op999 []float64
 		for _, s := range res.Samples {
 			if s.Scenario != sc.Name || s.Payload != pl {
@@ -166,6 +197,10 @@ func summarize(res *results, pl string) []summary {
 			pb = append(pb, s.ProxyCoreBusyPct)
 			oth = append(oth, s.interference())
 			sm.errors += s.Errors
+			sm.non2xx += s.Non2xx
+			sm.rewrites += s.Rewrites
+			sm.reloads += s.Reloads
+			mean = append(mean, s.MeanUS)
 			if o := s.Open; o != nil && o.Responses == 0 {
 				sm.openFailed++
 			} else if o != nil {
@@ -183,8 +218,23 @@ func summarize(res *results, pl string) []summary {
 			sm.rps, sm.p50, sm.p99 = median(rps), median(p50), median(p99)
 			sm.cpuPerReq, sm.cpuPct, sm.upPerReq = median(cpu), median(pct), median(up)
 			sm.loadBusy, sm.proxyBusy, sm.others = median(lb), median(pb), median(oth)
+			sm.mean = median(mean)
 		}
 		out = append(out, sm)
+	}
+	for i := range out {
+		s := &out[i]
+		for j := range out {
+			b := &out[j]
+			if s.hasFigures && b.hasFigures && s.scenario.Base != "" && b.scenario.Name == s.scenario.Base && b.rps > 0 {
+				s.hasBase = true
+				s.vsBase = s.rps / b.rps
+				s.cpuOverBase = s.cpuPerReq - b.cpuPerReq
+			}
+		}
+	}
+	if group != groupHTTP1 {
+		return out
 	}
 	var nginx, direct *summary
 	for i := range out {
@@ -218,6 +268,14 @@ func writeReport(dir string, res *results) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.svg"), []byte(renderSVG(res)), 0o644); err != nil {
 		return err
 	}
+	groupsSVG := filepath.Join(dir, "results-groups.svg")
+	if svg := renderGroupsSVG(res); svg != "" {
+		if err := os.WriteFile(groupsSVG, []byte(svg), 0o644); err != nil {
+			return err
+		}
+	} else if err := os.Remove(groupsSVG); err != nil && !os.IsNotExist(err) {
+		return err
+	}
 	return os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(renderMarkdown(res)), 0o644)
 }
 
@@ -236,7 +294,7 @@ func renderMarkdown(res *results) string {
 		w("\n**Other work on the machine used %.0f%% of a pinned core in the median sample (over %.0f%% counts as disturbed): "+
 			"these figures are disturbed, throughput and latency most, CPU time per request least. See the others' CPU column.**\n", o, res.MaxOtherPct)
 	}
-	w("\nEvery figure is the median over %s of a %s wrk run (after a %s warm-up), %d connections, HTTP/1.1 keep-alive; "+
+	w("\nIn the HTTP/1.1 tables, every figure is the median over %s of a %s wrk run (after a %s warm-up), %d connections, HTTP/1.1 keep-alive; "+
 		"the proxy alone on CPU %d, wrk and the upstream together on CPU %d. Method and versions are below.\n\n",
 		plural(res.Rounds, "round"), res.Duration, res.Warmup, res.Connections, res.ProxyCPU, res.LoadCPU)
 	w("![Median requests per second, p99 latency and proxy CPU time per request, by scenario and response size](results.svg)\n\n")
@@ -245,7 +303,7 @@ func renderMarkdown(res *results) string {
 		w("## %s response body\n\n", pl.Label)
 		w("| scenario | req/s | p50 | p99 | proxy CPU µs/req | proxy CPU | req/s vs nginx | req/s vs direct | CPU/req vs nginx | errors | others' CPU |\n")
 		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, s := range summarize(res, pl.Name) {
+		for _, s := range summarize(res, groupHTTP1, pl.Name) {
 			if !s.hasFigures {
 				w("| %s | — | — | — | — | — | — | — | — | not run | — |\n", s.scenario.Label)
 				continue
@@ -267,7 +325,7 @@ func renderMarkdown(res *results) string {
 			w("Latency at a fixed %s req/s (open loop, `wasmgate bench --rate`, %s per run, latency measured from when each request was due):\n\n",
 				thousands(res.OpenRate), res.OpenDuration)
 			w("| scenario | achieved req/s | p50 | p99 | p99.9 | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
-			for _, s := range summarize(res, pl.Name) {
+			for _, s := range summarize(res, groupHTTP1, pl.Name) {
 				failed := ""
 				if s.openFailed > 0 {
 					failed = fmt.Sprintf(" (and %s without a response)", plural(s.openFailed, "run"))
@@ -284,6 +342,11 @@ func renderMarkdown(res *results) string {
 			}
 			w("\n")
 		}
+	}
+
+	if _, ok := groupPayload(res); ok {
+		w("![Median requests per second and proxy CPU time per request of the filters, HTTPS, HTTP/3 and reload scenarios](results-groups.svg)\n\n")
+		renderGroups(w, res)
 	}
 
 	var skipped []scenarioInfo
@@ -351,6 +414,12 @@ func renderMarkdown(res *results) string {
 	w("- **Runs**: %s. In each round every scenario in turn is started on fresh ports, checked to return both bodies whole, "+
 		"then for each payload given a %s warm-up and a %s measured run, then stopped. The order of scenarios rotates from round to round. "+
 		"Medians are taken per column across rounds.\n", plural(res.Rounds, "round"), res.Warmup, res.Duration)
+	if _, ok := groupPayload(res); ok {
+		w("- **Other groups** (filters, HTTPS, HTTP/3, reload): their scenarios are interleaved with the HTTP/1.1 ones in the same rounds, "+
+			"but measure the first payload only, with a shorter run (%s after a %s warm-up) to keep a full run near 20 minutes, and have no fixed-rate run. "+
+			"A proxy serving TLS reads the suite's self-signed certificate; the driver checks every proxy over the protocol it serves (https for TLS) before measuring.\n",
+			orDash(res.GroupDuration), orDash(res.GroupWarmup))
+	}
 	var pls []string
 	for _, p := range res.Payloads {
 		pls = append(pls, fmt.Sprintf("`%s` (%s)", p.Path, p.Label))
@@ -486,7 +555,7 @@ func renderSVG(res *results) string {
 	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#e45756"}
 	sums := make([][]summary, len(res.Payloads))
 	for i, p := range res.Payloads {
-		sums[i] = summarize(res, p.Name)
+		sums[i] = summarize(res, groupHTTP1, p.Name)
 	}
 	type panel struct {
 		title string
@@ -521,7 +590,8 @@ func renderSVG(res *results) string {
 			},
 			latency}
 	}
-	nScen := len(res.Scenarios)
+	h1 := scenariosOf(res, groupHTTP1)
+	nScen := len(h1)
 	rowH := len(res.Payloads)*barH + rowGap
 	panelH := panelTop + nScen*rowH + 8
 	legendH := 30
@@ -558,7 +628,7 @@ func renderSVG(res *results) string {
 			}
 		}
 		w(`<text x="%d" y="%d" font-weight="bold" font-size="13">%s</text>`+"\n", margin, y0+18, html.EscapeString(pn.title))
-		for si, sc := range res.Scenarios {
+		for si, sc := range h1 {
 			ry := y0 + panelTop + si*rowH
 			w(`<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n",
 				margin+labelW-8, ry+len(res.Payloads)*barH/2+4, html.EscapeString(sc.Label))
@@ -585,4 +655,24 @@ func renderSVG(res *results) string {
 	}
 	w("</svg>\n")
 	return b.String()
+}
+
+// group returns the scenario's group; results written before there were
+// groups hold http1 scenarios only.
+func (sc scenarioInfo) group() string {
+	if sc.Group == "" {
+		return groupHTTP1
+	}
+	return sc.Group
+}
+
+// scenariosOf returns the scenarios of one group, in report order.
+func scenariosOf(res *results, group string) []scenarioInfo {
+	var out []scenarioInfo
+	for _, sc := range res.Scenarios {
+		if sc.group() == group {
+			out = append(out, sc)
+		}
+	}
+	return out
 }

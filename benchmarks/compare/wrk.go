@@ -27,6 +27,8 @@ type wrkResult struct {
 	ErrWrite   int64   `json:"err_write"`
 	ErrStatus  int64   `json:"err_status"`
 	ErrTimeout int64   `json:"err_timeout"`
+	// Non2xx counts responses outside 2xx; only wrk/count.lua reports it.
+	Non2xx int64 `json:"non2xx"`
 }
 
 // errors returns the count of failed requests of every kind.
@@ -68,13 +70,14 @@ type wrkRun struct {
 	threads     int
 	connections int
 	duration    time.Duration
-	script      string // path of report.lua
+	script      string   // path of report.lua or count.lua
+	headers     []string // extra request headers, "Name: value"
 	url         string
 }
 
 func (w wrkRun) argv() []string {
 	secs := int((w.duration + time.Second - 1) / time.Second)
-	return pinned(w.cpu, w.nice,
+	argv := pinned(w.cpu, w.nice,
 		"wrk",
 		"-t", strconv.Itoa(w.threads),
 		"-c", strconv.Itoa(w.connections),
@@ -82,8 +85,11 @@ func (w wrkRun) argv() []string {
 		"--timeout", "5s",
 		"--latency",
 		"-s", w.script,
-		w.url,
 	)
+	for _, h := range w.headers {
+		argv = append(argv, "-H", h)
+	}
+	return append(argv, w.url)
 }
 
 // run executes wrk and returns its summary and the CPU time it used.
