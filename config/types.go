@@ -68,8 +68,9 @@ type Listener struct {
 	// RequestIDHeader names the request id header; empty means x-request-id.
 	RequestIDHeader string `yaml:"request_id_header,omitempty" json:"request_id_header,omitempty"`
 	// HeaderReadTimeout bounds reading a request's line and headers, from
-	// its first byte (from the connection's start for the first request):
-	// a client trickling headers (slowloris) is cut off. Zero means none.
+	// its first byte (from the connection's start for the first request,
+	// TLS handshake included): a client trickling headers (slowloris) is
+	// cut off. Zero means 60s.
 	HeaderReadTimeout Duration `yaml:"header_read_timeout,omitempty" json:"header_read_timeout,omitempty"`
 	// BodyReadTimeout bounds reading a request's body once its headers are
 	// in. Zero means none.

@@ -147,14 +147,17 @@ func ceilSeconds(d time.Duration) int {
 	return s
 }
 
+// DefaultHeaderReadTimeout bounds reading a request's line and headers
+// when the listener sets no header_read_timeout, as nginx's
+// client_header_timeout does: a slowloris client is cut off by default. It
+// also bounds the TLS handshake.
+const DefaultHeaderReadTimeout = 60 * time.Second
+
 // headerReceived sets the deadline of a request's body once its headers
-// are in: body_read_timeout, or, when only header_read_timeout is set, no
-// deadline but the header's (it would otherwise go on bounding the body).
+// are in: body_read_timeout, or none (the header read timeout would
+// otherwise go on bounding the body).
 func headerReceived(c config.Listener) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	body := c.BodyReadTimeout.D()
-	if body == 0 && c.HeaderReadTimeout == 0 {
-		return nil
-	}
 	if body == 0 {
 		body = 100 * 365 * 24 * time.Hour
 	}

@@ -481,7 +481,7 @@ func (l *listener) serve(s *Server) {
 		NoDefaultContentType:         true,
 		ReadBufferSize:               l.cfg.MaxRequestHeaderBytes,
 		IdleTimeout:                  l.cfg.IdleTimeout.Or(60 * time.Second),
-		ReadTimeout:                  l.cfg.HeaderReadTimeout.D(),
+		ReadTimeout:                  l.cfg.HeaderReadTimeout.Or(DefaultHeaderReadTimeout),
 		HeaderReceived:               headerReceived(l.cfg),
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           maxBodySize(l.cfg.MaxRequestBodyBytes),
