@@ -17,7 +17,8 @@
 # Default run: the http1 group, 3 rounds x 6 scenarios x 2 payloads x (2 s
 # warm-up + 10 s of wrk + 6 s of fixed-rate wasmgate bench), about 12
 # minutes; then the filters, https, h3 and reload groups, 3 rounds x 18
-# scenarios x (1 s warm-up + 5 s), about 7 more; plus the builds. About 22
+# scenarios x (1 s warm-up + 5 s), about 6.5 more (17 minutes measured
+# on a quiet machine); plus the builds. About 22
 # at most when other work on the machine forces waits and retries.
 set -euo pipefail
 
