@@ -61,7 +61,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 		return true
 	}
 	// forward sends the filters' output in place of the body (outbound).
-	x.reqFilter = &filterReader{x: x, src: req.BodyStream(), request: true}
+	x.reqFilter = &filterReader{x: x, src: x.requestBody(), request: true}
 	return true
 }
 

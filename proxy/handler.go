@@ -43,6 +43,7 @@ type exchange struct {
 	// request's headers with the filters' output as its body.
 	upReq     fasthttp.Request
 	reqFilter *filterReader
+	limit     limitedBody       // a chunked body under the listener's limit
 	up        fasthttp.Response // the upstream's response
 	upBody    cluster.Stream    // its body, when it streams
 	guard     cluster.Guard     // the cluster's admission of the request
@@ -83,8 +84,9 @@ func (x *exchange) release() {
 	x.streams = x.streams[:0]
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
-	if x.reqFilter != nil {
+	if x.reqFilter != nil || x.limit.active {
 		x.reqFilter = nil
+		x.limit = limitedBody{}
 		x.upReq.Reset()
 	}
 	x.Ctx = nil
@@ -134,6 +136,10 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 		x.finish()
 		return
+	}
+	if ls.maxBodySize > 0 && req.Header.ContentLength() < 0 && req.IsBodyStream() {
+		// A chunked body has no length to check up front: count it.
+		x.limit = limitedBody{src: req.BodyStream(), left: ls.maxBodySize, active: true}
 	}
 
 	vh := ls.table.Find(req.Header.Host())
@@ -409,6 +415,11 @@ func (x *exchange) forward(rt *route.Route) bool {
 	// left of it cannot be told from the next request on the connection.
 	streamed := req.IsBodyStream() || x.reqFilter != nil
 	err := x.send(t.Cluster, ep, rt)
+	if err != nil && x.limit.exceeded {
+		x.localError(fasthttp.StatusRequestEntityTooLarge, 0, "request_body_too_large")
+		ctx.SetConnectionClose() // the rest of the body is unread
+		return false
+	}
 	if err != nil {
 		x.upstreamError(err)
 		if closeDown || streamed {
@@ -435,12 +446,54 @@ func (x *exchange) forward(rt *route.Route) bool {
 // The downstream request keeps its own body stream, which only it may
 // release.
 func (x *exchange) outbound() *fasthttp.Request {
-	if x.reqFilter == nil {
+	var body io.Reader
+	switch {
+	case x.reqFilter != nil:
+		body = x.reqFilter
+	case x.limit.active:
+		body = &x.limit
+	default:
 		return &x.Ctx.Request
 	}
 	x.Ctx.Request.CopyTo(&x.upReq)
-	x.upReq.SetBodyStream(x.reqFilter, -1)
+	x.upReq.SetBodyStream(body, -1)
 	return &x.upReq
+}
+
+// requestBody is the downstream request's body stream, counted against the
+// listener's limit when it has no declared length.
+func (x *exchange) requestBody() io.Reader {
+	if x.limit.active {
+		return &x.limit
+	}
+	return x.Ctx.Request.BodyStream()
+}
+
+// limitedBody reads a body and fails once it is longer than allowed.
+type limitedBody struct {
+	src      io.Reader
+	left     int64
+	active   bool
+	exceeded bool
+}
+
+var errBodyLimit = errors.New("request body over the listener's limit")
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, errBodyLimit
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1] // one byte past the limit tells it is over
+	}
+	n, err := l.src.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, errBodyLimit
+	}
+	return n, err
 }
 
 // sendBody hands the upstream's body to the server: streamed as it comes,
