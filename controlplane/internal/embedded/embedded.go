@@ -29,6 +29,9 @@ type Config struct {
 	NoFsync bool
 	// StartTimeout bounds waiting for the member to become ready. Zero means 60s.
 	StartTimeout time.Duration
+	// AuthTokenTTL is how long an auth token lives once auth is enabled;
+	// zero means etcd's default (5 minutes).
+	AuthTokenTTL time.Duration
 }
 
 // Etcd is a running embedded member.
@@ -74,6 +77,9 @@ func Start(c Config) (*Etcd, error) {
 	cfg.AutoCompactionRetention = "1h"
 	cfg.EnableGRPCGateway = false
 	cfg.UnsafeNoFsync = c.NoFsync
+	if c.AuthTokenTTL > 0 {
+		cfg.AuthTokenTTL = uint(max(1, c.AuthTokenTTL/time.Second))
+	}
 	lg := c.Logger
 	if lg == nil {
 		lg = zap.NewNop()
