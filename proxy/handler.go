@@ -154,7 +154,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	x.route = rt
 	x.VirtualHost, x.Route = vh.Name, rt.Name
-	x.stats = rt.NoTarget
+	x.stats = rt.NoTarget()
 	if ls.policies != nil && !x.applyPolicy(ls.policies[rt]) {
 		x.finish()
 		return

@@ -219,7 +219,7 @@ func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, d D
 			r.headers = append(r.headers, [2][]byte{[]byte(h.Name), []byte(h.Value)})
 		}
 	}
-	r.NoTarget = d.Metrics.Route(listener, rc.Name, "")
+	r.metrics, r.listener = d.Metrics, listener
 
 	if rc.PrefixRewrite != "" {
 		r.prefixRewrite = []byte(rc.PrefixRewrite)

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -72,8 +73,11 @@ type Route struct {
 	status  int
 	body    []byte
 	headers [][2][]byte
-	// NoTarget are the stats of a route answered without an upstream.
-	NoTarget *metrics.RouteStats
+	// noTarget are the stats of the route's answers made without an
+	// upstream, created on first use (NoTarget).
+	noTarget atomic.Pointer[metrics.RouteStats]
+	metrics  *metrics.Metrics
+	listener string
 
 	// Path matching.
 	pathKind  pathKind
@@ -107,6 +111,18 @@ type Target struct {
 	Stats   *metrics.RouteStats
 	// cum is the cumulative weight up to and including this target.
 	cum int
+}
+
+// NoTarget returns the stats of the route's answers made without an
+// upstream (direct responses, redirects, filters' answers). A forward route
+// seldom has any, so its series are created on the first, not for every
+// route of every snapshot.
+func (r *Route) NoTarget() *metrics.RouteStats {
+	if s := r.noTarget.Load(); s != nil {
+		return s
+	}
+	r.noTarget.CompareAndSwap(nil, r.metrics.Route(r.listener, r.Name, ""))
+	return r.noTarget.Load()
 }
 
 // PickTarget chooses the target for one request.
