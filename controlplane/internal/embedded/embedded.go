@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -39,6 +40,7 @@ type Etcd struct {
 	e         *embed.Etcd
 	endpoints []string
 	peer      string
+	closeOnce sync.Once
 }
 
 // Start starts the member and waits until it serves.
@@ -121,7 +123,7 @@ func (e *Etcd) PeerAddr() string { return e.peer }
 func (e *Etcd) Err() <-chan error { return e.e.Err() }
 
 // Close stops the member. It is safe to call more than once.
-func (e *Etcd) Close() { e.e.Close() }
+func (e *Etcd) Close() { e.closeOnce.Do(e.e.Close) }
 
 // resolve turns an empty address or a port 0 into a free loopback port. A
 // peer URL must be known before the member starts (it is part of the member
