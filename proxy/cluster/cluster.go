@@ -149,7 +149,7 @@ func (ps *Pools) get(k poolKey, tlsConf *tls.Config) *pool {
 	timeout := k.connectTimeout
 	p := &pool{key: k, client: &fasthttp.HostClient{
 		Addr:                          k.addr,
-		Dial:                          func(addr string) (net.Conn, error) { return dialer.DialTimeout(addr, timeout) },
+		Dial:                          dialTCP(dialer, timeout),
 		MaxConns:                      k.maxConns,
 		MaxIdleConnDuration:           k.idleTimeout,
 		MaxIdemponentCallAttempts:     1, // retries are the route's business
@@ -164,8 +164,35 @@ func (ps *Pools) get(k poolKey, tlsConf *tls.Config) *pool {
 	if k.breaker != "" {
 		p.client.Dial = ps.clusterStateLocked(k.breaker).dialer(p.client.Dial)
 	}
+	if tlsConf == nil {
+		p.client.Dial = exchangeDialer(p.client.Dial)
+	}
 	ps.pools[k] = p
 	return p
+}
+
+func dialTCP(d *fasthttp.TCPDialer, timeout time.Duration) func(string) (net.Conn, error) {
+	return func(addr string) (net.Conn, error) { return d.DialTimeout(addr, timeout) }
+}
+
+// exchangeDialer makes the cleartext connections dial returns
+// exchangeConns.
+func exchangeDialer(dial func(string) (net.Conn, error)) func(string) (net.Conn, error) {
+	return func(addr string) (net.Conn, error) {
+		c, err := dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		inner := c
+		if cc, ok := inner.(*countedConn); ok {
+			inner = cc.Conn
+		}
+		tcp, ok := inner.(*net.TCPConn)
+		if !ok {
+			return c, nil
+		}
+		return newExchangeConn(c, tcp), nil
+	}
 }
 
 // Retain keeps the pools used by the given clusters and closes the idle

@@ -118,12 +118,20 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		hc.CloseConn(cc)
 		return reused, err
 	}
+	x, hold := conn.(exchanger)
+	hold = hold && !req.IsBodyStream()
+	if hold {
+		x.holdWrites()
+	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
+	if hold {
+		x.awaitResponse()
+	}
 	if err != nil {
 		hc.CloseConn(cc)
 		return reused, timeoutErr(err)
