@@ -202,6 +202,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		x.stats.Observe(x.status, time.Since(x.Start))
 		return
 	}
+	gatherResponse(ctx)
 	x.finish()
 }
 

@@ -489,7 +489,11 @@ func (l *listener) serve(s *Server) {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{s.log},
 	}
-	ln := l.front.start(s, l.srv, l.ln)
+	var ln net.Listener = l.ln
+	if l.cfg.TLS == nil {
+		ln = gatherListener{ln}
+	}
+	ln = l.front.start(s, l.srv, ln)
 	go func() {
 		defer close(l.done)
 		if err := l.srv.Serve(ln); err != nil {

@@ -155,7 +155,7 @@ func (ps *Pools) get(k poolKey, tlsConf *tls.Config) *pool {
 		MaxIdemponentCallAttempts:     1, // retries are the route's business
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
-		ReadBufferSize:                16 << 10,
+		ReadBufferSize:                32 << 10,
 		WriteBufferSize:               16 << 10,
 		MaxConnWaitTimeout:            ps.connWait(k),
 		IsTLS:                         tlsConf != nil,

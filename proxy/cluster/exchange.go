@@ -25,6 +25,7 @@ import (
 // net.Conn does.
 type exchangeConn struct {
 	net.Conn
+	tcp    *net.TCPConn
 	raw    syscall.RawConn
 	waitFn func(fd uintptr) bool // c.wait, bound once
 
@@ -50,7 +51,7 @@ func newExchangeConn(c net.Conn, tcp *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	x := &exchangeConn{Conn: c, raw: raw}
+	x := &exchangeConn{Conn: c, tcp: tcp, raw: raw}
 	x.waitFn = x.wait
 	return x
 }
@@ -79,6 +80,17 @@ func (c *exchangeConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+// ReadFrom sends a streamed request body as the socket's own ReadFrom
+// does, each read written at once, rather than gathered in fasthttp's
+// write buffer until it is full.
+func (c *exchangeConn) ReadFrom(r io.Reader) (int64, error) {
+	c.holding = false
+	if err := c.flushHeld(); err != nil {
+		return 0, err
+	}
+	return c.tcp.ReadFrom(r)
 }
 
 func (c *exchangeConn) flushHeld() error {
