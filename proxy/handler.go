@@ -123,6 +123,14 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	if !req.Header.IsHTTP11() {
+		if status := checkProtocol(req.Header.Protocol()); status != 0 {
+			x.localError(status, 0, "unsupported_protocol")
+			ctx.SetConnectionClose()
+			x.finish()
+			return
+		}
+	}
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
 	if snap.log != nil {
@@ -204,6 +212,26 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	gatherResponse(ctx)
 	x.finish()
+}
+
+// checkProtocol answers the status for a request whose protocol is not
+// HTTP/1.1: 0 for HTTP/1.0 and the protocols of the HTTP/2 and HTTP/3
+// front ends, 505 for a later HTTP version in an HTTP/1 request line, 400
+// for anything else.
+func checkProtocol(p []byte) int {
+	switch string(p) {
+	case "HTTP/1.0", "HTTP/2", "HTTP/3":
+		return 0
+	}
+	if len(p) == 8 && string(p[:5]) == "HTTP/" && p[6] == '.' && p[5] >= '0' && p[5] <= '9' && p[7] >= '0' && p[7] <= '9' {
+		if p[5] >= '2' {
+			return fasthttp.StatusHTTPVersionNotSupported
+		}
+		if p[5] == '1' {
+			return 0 // HTTP/1.x: served as HTTP/1.1 is (RFC 9112, section 2.3)
+		}
+	}
+	return fasthttp.StatusBadRequest
 }
 
 // prepareRequest sets the forwarding headers and the request id, as the
