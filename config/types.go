@@ -15,6 +15,11 @@ type Config struct {
 	// DrainTimeout bounds how long SIGTERM waits for requests in flight.
 	// Zero means 15s.
 	DrainTimeout Duration `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty"`
+	// ShutdownDelay is how long SIGTERM keeps the listeners serving, with
+	// /ready failing and every response closing its connection, before it
+	// closes them: the time a load balancer needs to stop sending new
+	// connections. Zero closes them at once.
+	ShutdownDelay Duration `yaml:"shutdown_delay,omitempty" json:"shutdown_delay,omitempty"`
 	// Node identifies this proxy to filters and to the control plane.
 	Node Node `yaml:"node,omitempty" json:"node,omitempty"`
 

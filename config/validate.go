@@ -18,6 +18,9 @@ func (c *Config) Validate() error {
 		checkHostPort(v, "admin.address", c.Admin.Address)
 	}
 	c.validateAccessLog(v)
+	if c.ShutdownDelay < 0 {
+		v.add("shutdown_delay", "must not be negative")
+	}
 	if c.DrainTimeout < 0 {
 		v.add("drain_timeout", "must not be negative")
 	}

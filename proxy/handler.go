@@ -111,7 +111,9 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	snap := h.srv.snap.Load()
 	ls := snap.listeners[h.listener]
 	x := h.acquire(ctx, snap)
-	if ls != nil && ls.maxConnAge > 0 && time.Since(ctx.ConnTime()) >= ls.maxConnAge {
+	if h.srv.draining.Load() {
+		defer ctx.SetConnectionClose()
+	} else if ls != nil && ls.maxConnAge > 0 && time.Since(ctx.ConnTime()) >= ls.maxConnAge {
 		// Close an old connection after this response, so that clients
 		// spread again over proxies added since they connected.
 		defer ctx.SetConnectionClose()

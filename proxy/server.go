@@ -65,6 +65,8 @@ type Server struct {
 	pools   *cluster.Pools
 
 	snap atomic.Pointer[Snapshot]
+	// draining closes every HTTP/1.1 connection after its response.
+	draining atomic.Bool
 
 	mu        sync.Mutex // serialises Apply and Shutdown
 	listeners map[string]*listener
@@ -391,6 +393,11 @@ func (s *Server) Addr(listener string) net.Addr {
 	}
 	return nil
 }
+
+// StartDraining asks clients to go elsewhere while the listeners still
+// serve: every HTTP/1.1 response from now on closes its connection. It is
+// what a shutdown delay runs under.
+func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Shutdown stops accepting connections and waits for requests in flight
 // to finish, until ctx is done. Then it closes what is left.

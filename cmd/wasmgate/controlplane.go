@@ -23,9 +23,9 @@ type etcdFlags struct {
 	user, password string
 }
 
-func (f *etcdFlags) register(cmd *cobra.Command) {
+func (f *etcdFlags) register(cmd *cobra.Command, endpointsHelp string) {
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.endpoints, "etcd-endpoints", nil, "use this existing etcd cluster (comma-separated client URLs) instead of an embedded one")
+	fl.StringSliceVar(&f.endpoints, "etcd-endpoints", nil, endpointsHelp)
 	fl.StringVar(&f.cert, "etcd-cert", "", "client certificate for etcd (PEM)")
 	fl.StringVar(&f.key, "etcd-key", "", "client key for etcd (PEM)")
 	fl.StringVar(&f.ca, "etcd-ca", "", "CA bundle that signs etcd's certificates (PEM)")
@@ -175,7 +175,7 @@ token is generated into DATA-DIR/admin.token.`,
 	fl.StringVar(&tokenFile, "token-file", "", `file of tokens, one "ROLE NAME SECRET" a line`)
 	fl.IntVar(&historyLimit, "history-limit", 1000, "number of changes the history keeps")
 	fl.StringVar(&secretFile, "secret-key-file", "", "file of the base64 32-byte key that encrypts certificates' private keys in etcd (needed to store certificates)")
-	etcd.register(cmd)
+	etcd.register(cmd, "use this existing etcd cluster (comma-separated client URLs) instead of an embedded one")
 	logs.register(cmd)
 	return cmd
 }

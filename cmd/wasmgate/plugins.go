@@ -16,6 +16,15 @@ import (
 // snapshot and export their metrics with the proxy's. blobs fetches modules
 // named only by sha256; it may be nil. The returned function closes it.
 func attachWasm(srv *proxy.Server, log *zap.Logger, cacheDir string, node *config.Node, blobs func(string) ([]byte, error)) (func(), error) {
+	if cacheDir != "" {
+		// A read-only file system (a hardened container) costs a compile
+		// at every start, not the start itself.
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			log.Warn("the Wasm compilation cache directory is not usable; compiled code is kept in memory only",
+				zap.String("dir", cacheDir), zap.Error(err))
+			cacheDir = ""
+		}
+	}
 	m, err := wasm.NewManager(wasm.Options{
 		CacheDir:   cacheDir,
 		Logger:     log.Named("wasm"),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -195,6 +196,73 @@ virtual_hosts:
 		t.Errorf("exit code %d after SIGTERM\nstderr:\n%s", code, p.stderr)
 	}
 	t.Logf("exited %v after SIGTERM", time.Since(sent))
+}
+
+// TestShutdownDelay: with shutdown_delay, SIGTERM fails /ready at once but
+// the listener keeps serving for the delay, each response closing its
+// connection so clients reconnect elsewhere; then connections are refused
+// and the process exits 0.
+func TestShutdownDelay(t *testing.T) {
+	up := startUpstream(t, "up")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wasmgate.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+shutdown_delay: 3s
+drain_timeout: 2s
+listeners: [{name: main, address: "127.0.0.1:0"}]
+clusters: [{name: up, endpoints: [{address: %q}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes: [{match: {prefix: /}, cluster: up}]
+`, up.Addr())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "run", "-c", file, "--log-format", "json", "--wasm-cache-dir", filepath.Join(dir, "cache"))
+	addr := logAddr(t, p, "listening")
+	admin := logAddr(t, p, "admin endpoints")
+	get := func() (*http.Response, error) {
+		c := &http.Client{Transport: &http.Transport{}, Timeout: time.Second}
+		resp, err := c.Get("http://" + addr + "/x")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	if resp, err := get(); err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("before SIGTERM: %v %v", resp, err)
+	}
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "/ready fails after SIGTERM", func() bool {
+		status, _, err := getBody(http.DefaultClient, "http://"+admin+"/ready")
+		return err == nil && status == 503
+	})
+	resp, err := get()
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("during the shutdown delay: %v %v (want 200 with Connection: close)", resp, err)
+	}
+	if d := time.Since(sent); d > 2500*time.Millisecond {
+		t.Fatalf("the request during the delay ended %s after SIGTERM, too late to tell", d)
+	}
+	eventually(t, 5*time.Second, "connections are refused after the delay", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	if d := time.Since(sent); d < 2900*time.Millisecond {
+		t.Errorf("connections were refused %s after SIGTERM, before the 3s delay", d)
+	}
+	if code := p.waitExit(t, 5*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM\nstderr:\n%s", code, p.stderr)
+	}
 }
 
 func TestValidateCommand(t *testing.T) {

@@ -119,7 +119,7 @@ requests in flight get up to the drain timeout.`,
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "configuration file (YAML or JSON)")
 	cmd.Flags().StringVar(&cacheDir, "wasm-cache-dir", defaultCacheDir(), "directory of compiled Wasm code, kept across restarts")
-	etcd.register(cmd)
+	etcd.register(cmd, "follow the configuration kept in this etcd cluster (comma-separated client URLs) instead of a file")
 	ef.register(cmd)
 	logs.register(cmd)
 	return cmd
@@ -134,6 +134,7 @@ type etcdRunFlags struct {
 	accessLog string
 	nodeID    string
 	drain     time.Duration
+	delay     time.Duration
 	// secretFile holds the key that decrypts certificates' private keys.
 	secretFile string
 }
@@ -148,15 +149,17 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
 	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
 	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
+	fl.DurationVar(&f.delay, "shutdown-delay", 0, "with --etcd-endpoints: how long SIGTERM keeps serving, with /ready failing, before the drain")
 }
 
 // bootstrap is the proxy-local part of the configuration.
 func (f *etcdRunFlags) bootstrap() *config.Config {
 	b := &config.Config{
-		Admin:        config.Admin{Address: f.admin},
-		AccessLog:    config.AccessLog{Path: f.accessLog},
-		Node:         config.Node{ID: f.nodeID},
-		DrainTimeout: config.Duration(f.drain),
+		Admin:         config.Admin{Address: f.admin},
+		AccessLog:     config.AccessLog{Path: f.accessLog},
+		Node:          config.Node{ID: f.nodeID},
+		DrainTimeout:  config.Duration(f.drain),
+		ShutdownDelay: config.Duration(f.delay),
 	}
 	return b
 }
@@ -176,6 +179,7 @@ type runner struct {
 	admin   *proxy.Admin
 	http    *http.Server
 	drain   time.Duration
+	delay   time.Duration // shutdown_delay
 	adminA  net.Addr
 	closers []func()
 }
@@ -209,7 +213,8 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 			return nil, fmt.Errorf("starting the proxy: %w", err)
 		}
 	}
-	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second), closers: []func(){closeWasm}}
+	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second),
+		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}}
 	adminAddr := cfg.Admin.Address
 	if adminAddr == "" {
 		adminAddr = config.DefaultAdminAddress
@@ -287,8 +292,13 @@ func (r *runner) watchFile(ctx context.Context, file string) {
 // accepting, and requests in flight get up to the drain timeout.
 func (r *runner) wait(ctx context.Context) error {
 	<-ctx.Done()
-	r.log.Info("draining", zap.Duration("timeout", r.drain))
 	r.admin.SetDraining()
+	if r.delay > 0 {
+		r.log.Info("failing /ready and closing connections after their responses before the drain", zap.Duration("shutdown_delay", r.delay))
+		r.srv.StartDraining()
+		time.Sleep(r.delay)
+	}
+	r.log.Info("draining", zap.Duration("timeout", r.drain))
 	dctx, cancel := context.WithTimeout(context.Background(), r.drain)
 	defer cancel()
 	err := r.srv.Shutdown(dctx)

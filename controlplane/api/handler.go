@@ -296,7 +296,7 @@ func DecodeBundle(data []byte) (*config.Config, error) {
 		return nil, err
 	}
 	var local []FieldError
-	for name, v := range map[string]any{"admin": cfg.Admin, "access_log": cfg.AccessLog, "node": cfg.Node, "drain_timeout": cfg.DrainTimeout} {
+	for name, v := range map[string]any{"admin": cfg.Admin, "access_log": cfg.AccessLog, "node": cfg.Node, "drain_timeout": cfg.DrainTimeout, "shutdown_delay": cfg.ShutdownDelay} {
 		if !reflect.ValueOf(v).IsZero() {
 			local = append(local, FieldError{Path: name, Message: "is local to each proxy: set it in the proxy's bootstrap file, not in the control plane"})
 		}

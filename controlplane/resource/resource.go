@@ -351,6 +351,7 @@ func AssembleShared(base *config.Config, s Set) *config.Config {
 		cfg.Admin = base.Admin
 		cfg.AccessLog = base.AccessLog
 		cfg.DrainTimeout = base.DrainTimeout
+		cfg.ShutdownDelay = base.ShutdownDelay
 		cfg.Node = base.Node
 	}
 	cfg.Listeners = []config.Listener{}

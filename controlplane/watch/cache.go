@@ -28,7 +28,7 @@ type cacheFile struct {
 // cached configuration then fails to validate if a listener names one).
 func writeCache(path string, cfg *config.Config, rev int64, key *secret.Key) error {
 	c := *cfg
-	c.Admin, c.AccessLog, c.Node, c.DrainTimeout = config.Admin{}, config.AccessLog{}, config.Node{}, 0
+	c.Admin, c.AccessLog, c.Node, c.DrainTimeout, c.ShutdownDelay = config.Admin{}, config.AccessLog{}, config.Node{}, 0, 0
 	c.Certificates = nil
 	if key != nil {
 		for _, cert := range cfg.Certificates {

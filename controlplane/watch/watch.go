@@ -139,6 +139,7 @@ func New(o Options) (*Watcher, error) {
 	boot := &config.Config{}
 	if o.Bootstrap != nil {
 		boot.Admin, boot.AccessLog, boot.DrainTimeout, boot.Node = o.Bootstrap.Admin, o.Bootstrap.AccessLog, o.Bootstrap.DrainTimeout, o.Bootstrap.Node
+		boot.ShutdownDelay = o.Bootstrap.ShutdownDelay
 	}
 	boot.Normalize()
 	o.Bootstrap = boot
