@@ -141,7 +141,9 @@ func newServerConn(s *Server, c net.Conn) *serverConn {
 	sc.fr.SetMaxReadFrameSize(s.opts.MaxReadFrameSize)
 	sc.fr.SetReuseFrames()
 	sc.dec = hpack.NewDecoder(4096, sc.onField)
-	sc.dec.SetMaxStringLength(sc.maxHeader)
+	// A single field over MaxHeaderBytes is answered 431 like a long list;
+	// the bound on the encoded block bounds the strings too.
+	sc.dec.SetMaxStringLength(2*sc.maxHeader + minMaxFrameSize)
 	sc.enc = hpack.NewEncoder(&sc.block)
 	sc.sendCond.L = &sc.mu
 	sc.wcond.L = &sc.mu
