@@ -113,6 +113,7 @@ type serverConn struct {
 	enc           *hpack.Encoder
 	block         blockBuf
 	lname         []byte
+	num           []byte
 	names         map[string]string
 	values        map[string]string
 

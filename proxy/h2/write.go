@@ -164,8 +164,8 @@ func (sc *serverConn) writeHeadersLocked(st *stream, status int, h *fasthttp.Res
 		sc.writeValue(name, v, index)
 	}
 	if cl >= 0 {
-		var num [20]byte
-		sc.writeValue("content-length", strconv.AppendInt(num[:0], int64(cl), 10), true)
+		sc.num = strconv.AppendInt(sc.num[:0], int64(cl), 10)
+		sc.writeValue("content-length", sc.num, true)
 	}
 	sc.appendHeaderBlock(st.id, sc.block.b, end)
 	if end {
