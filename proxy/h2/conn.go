@@ -399,8 +399,16 @@ func (sc *serverConn) teardown() {
 	for _, st := range queued {
 		st.release()
 	}
-	<-sc.writerDone
+	// The writer flushes what is queued (a GOAWAY, say), unless the
+	// client does not read it.
+	t := time.NewTimer(drainTimeout)
+	select {
+	case <-sc.writerDone:
+	case <-t.C:
+	}
+	t.Stop()
 	_ = sc.conn.Close()
+	<-sc.writerDone
 	sc.handlers.Wait()
 }
 
@@ -849,7 +857,9 @@ func (sc *serverConn) streamDone(st *stream) {
 		if sc.goAwaySent || sc.peerGoAway {
 			sc.goAwayLocked(http2.ErrCodeNo)
 			sc.closeLocked()
-		} else if sc.rdKind == rdNone {
+		} else if sc.rdKind == rdNone || sc.rdKind == rdIdle {
+			// Idle from now on, however long the reader has waited.
+			sc.rdKind = rdNone
 			sc.armReadLocked(rdIdle)
 		}
 	}

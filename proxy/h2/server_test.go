@@ -797,17 +797,28 @@ func TestShutdownDeadline(t *testing.T) {
 // NO_ERROR after IdleTimeout; one with a stream open is not.
 func TestIdleTimeout(t *testing.T) {
 	_, addr := serve(t, func(ctx *fasthttp.RequestCtx) {
-		time.Sleep(400 * time.Millisecond)
+		if string(ctx.Path()) == "/long" {
+			time.Sleep(400 * time.Millisecond)
+		}
 		echoPath(ctx)
 	}, h2.Options{IdleTimeout: 200 * time.Millisecond})
 	rc := dialRaw(t, addr)
+	// Requests closer together than the timeout keep the connection,
+	// however long it lives.
+	for id := uint32(1); id < 7; id += 2 {
+		time.Sleep(120 * time.Millisecond)
+		rc.get(id, "/quick")
+		if status, _, _ := rc.response(id); status != "200" {
+			t.Fatalf("status %s", status)
+		}
+	}
 	start := time.Now()
-	rc.get(1, "/long")
-	if status, _, _ := rc.response(1); status != "200" {
+	rc.get(7, "/long")
+	if status, _, _ := rc.response(7); status != "200" {
 		t.Fatalf("status %s", status)
 	}
 	g := rc.goAway()
-	if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1 {
+	if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 7 {
 		t.Errorf("GOAWAY %v %d", g.ErrCode, g.LastStreamID)
 	}
 	if d := time.Since(start); d < 550*time.Millisecond {

@@ -19,6 +19,7 @@ const (
 	// maxKeptOut bounds the output buffers a connection keeps between
 	// writes.
 	maxKeptOut = 1 << 20
+	maxIdleOut = 64 << 10
 	// Bounds of a connection's interned response field names and values.
 	maxInternedNames  = 64
 	maxInternedValues = 256
@@ -46,6 +47,13 @@ func (sc *serverConn) writeLoop() {
 		if len(sc.out) == 0 {
 			if sc.closing {
 				break
+			}
+			// An idle connection keeps no large buffer.
+			if cap(sc.out) > maxIdleOut {
+				sc.out = nil
+			}
+			if cap(sc.spare) > maxIdleOut {
+				sc.spare = nil
 			}
 			sc.writerIdle = true
 			sc.wcond.Wait()
