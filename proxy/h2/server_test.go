@@ -957,3 +957,31 @@ func TestCurl(t *testing.T) {
 		t.Errorf("curl: %q, want %q", out, want)
 	}
 }
+
+// TestFlowControlStall: a client that grants no window at all has the
+// stream reset after IdleTimeout instead of holding its handler forever.
+func TestFlowControlStall(t *testing.T) {
+	errs := &errCounter{}
+	done := make(chan struct{})
+	_, addr := serve(t, func(ctx *fasthttp.RequestCtx) {
+		defer close(done)
+		ctx.SetBodyString("a body the client never lets through")
+	}, h2.Options{IdleTimeout: 300 * time.Millisecond, CountError: errs.count})
+	rc := dialRaw(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	rc.get(1, "/stalled")
+	start := time.Now()
+	if code := rc.reset(1); code != http2.ErrCodeCancel {
+		t.Errorf("reset %v, want CANCEL", code)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("reset after %v, before IdleTimeout", d)
+	}
+	<-done
+	if !errs.has("flow_control_stall") {
+		t.Errorf("errors counted %v", errs.all())
+	}
+	rc.get(3, "/next")
+	if _, err := rc.fr.ReadFrame(); err != nil {
+		t.Errorf("the connection did not serve on: %v", err)
+	}
+}

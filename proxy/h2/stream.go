@@ -41,6 +41,10 @@ type stream struct {
 	trailers       []byte // request trailers: name, 0, value, 0, ...
 	cond           sync.Cond
 
+	stalled bool   // waited for window for IdleTimeout
+	timed   bool   // a stallTimer was set for this use
+	gen     uint64 // counts the stream's uses, for stallTimer
+
 	copyBuf []byte // the response body stream's read buffer
 }
 
@@ -86,14 +90,21 @@ func (st *stream) release() {
 	}
 	st.buf, st.r = st.buf[:0], 0
 	st.trailers = st.trailers[:0]
-	st.sc = nil
-	st.cond.L = nil
 	st.id = 0
 	st.head = false
 	st.inMap, st.localClosed, st.remoteClosed, st.resetByPeer = false, false, false, false
 	st.sendWindow, st.recvWindow, st.recvTarget, st.recvCredit = 0, 0, 0, 0
 	st.contentLength, st.received = -1, 0
 	st.eof, st.bodyErr, st.bodyWaiting, st.expectContinue = false, nil, false, false
+	if st.timed {
+		// A stallTimer may fire late: it finds the stream released.
+		st.sc.mu.Lock()
+		st.gen++
+		st.sc.mu.Unlock()
+	}
+	st.stalled, st.timed = false, false
+	st.sc = nil
+	st.cond.L = nil
 	streamPool.Put(st)
 }
 

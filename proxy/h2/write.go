@@ -214,7 +214,19 @@ func (sc *serverConn) writeContinueLocked(st *stream) {
 // frame ends the stream. It fails when the stream or the connection has
 // ended.
 func (sc *serverConn) writeDataLocked(st *stream, p []byte, end bool) error {
+	var stall *time.Timer
+	defer func() {
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
 	for {
+		if st.stalled {
+			// The client granted no window for IdleTimeout.
+			sc.srv.countError("flow_control_stall")
+			sc.resetLocked(st, http2.ErrCodeCancel)
+			return errStreamReset
+		}
 		if st.localClosed {
 			return errStreamReset
 		}
@@ -232,6 +244,9 @@ func (sc *serverConn) writeDataLocked(st *stream, p []byte, end bool) error {
 		n := int64(min(len(p), sc.peerMaxFrm))
 		n = min(n, st.sendWindow, sc.sendWindow)
 		if n <= 0 || len(sc.out) >= outHighWater && sc.writing {
+			if n <= 0 && stall == nil {
+				stall = sc.stallTimer(st)
+			}
 			sc.kickLocked()
 			sc.sendWaiters++
 			sc.sendCond.Wait()
@@ -256,6 +271,22 @@ func (sc *serverConn) writeDataLocked(st *stream, p []byte, end bool) error {
 			return nil
 		}
 	}
+}
+
+// stallTimer marks st stalled when it has waited for window for
+// IdleTimeout: a client that opens streams and never lets their
+// responses through holds no handler forever.
+func (sc *serverConn) stallTimer(st *stream) *time.Timer {
+	gen := st.gen
+	st.timed = true
+	return time.AfterFunc(sc.srv.opts.IdleTimeout, func() {
+		sc.mu.Lock()
+		if st.gen == gen {
+			st.stalled = true
+			sc.sendCond.Broadcast()
+		}
+		sc.mu.Unlock()
+	})
 }
 
 // blockBuf collects the HPACK encoder's output.
