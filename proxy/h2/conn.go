@@ -203,7 +203,7 @@ func (sc *serverConn) readLoop() {
 	for !sc.closed.Load() {
 		if err := sc.fill(frameHeaderLen, true); err != nil {
 			sc.readFailed(err)
-			return
+			break
 		}
 		fh, err := sc.fr.ReadFrameHeader()
 		if err != nil {
@@ -224,12 +224,11 @@ func (sc *serverConn) readLoop() {
 			_, _ = sc.br.Discard(sc.discard)
 			sc.discard = 0
 		}
-		if err != nil {
-			if !sc.frameError(err) {
-				return
-			}
+		if err != nil && !sc.frameError(err) {
+			break
 		}
 	}
+	// Whatever ended the loop, the client gets to read our last frames.
 	sc.drain()
 }
 
@@ -240,10 +239,6 @@ func (sc *serverConn) readFailed(err error) {
 	if errors.As(err, &ne) && ne.Timeout() && sc.rdKind == rdIdle && !sc.closing {
 		// Idle: say goodbye properly.
 		sc.goAwayLocked(http2.ErrCodeNo)
-		sc.closeLocked()
-		sc.mu.Unlock()
-		sc.drain()
-		return
 	}
 	sc.closeLocked()
 	sc.mu.Unlock()
