@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -983,5 +984,38 @@ func TestFlowControlStall(t *testing.T) {
 	rc.get(3, "/next")
 	if _, err := rc.fr.ReadFrame(); err != nil {
 		t.Errorf("the connection did not serve on: %v", err)
+	}
+}
+
+// TestShutdownStopsWorkers: the goroutines kept for later streams end
+// with the server.
+func TestShutdownStopsWorkers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	srv, addr := serve(t, func(ctx *fasthttp.RequestCtx) {
+		time.Sleep(20 * time.Millisecond)
+		echoPath(ctx)
+	}, h2.Options{})
+	rc := dialRaw(t, addr)
+	for id := uint32(1); id < 100; id += 2 {
+		rc.get(id, "/w")
+	}
+	for id := uint32(1); id < 100; id += 2 {
+		if status, _, _ := rc.response(id); status != "200" {
+			t.Fatalf("stream %d: %s", id, status)
+		}
+	}
+	if n := runtime.NumGoroutine(); n < before+40 {
+		t.Fatalf("%d goroutines while serving, %d before: the streams did not run at once", n, before)
+	}
+	_ = rc.c.Close()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after Shutdown, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
