@@ -1019,3 +1019,29 @@ func TestShutdownStopsWorkers(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLargeFrames: with MaxReadFrameSize above the default, frames larger
+// than the read buffer (DATA, and HEADERS with CONTINUATION) are read
+// whole.
+func TestLargeFrames(t *testing.T) {
+	_, addr := serve(t, sha256Handler, h2.Options{MaxReadFrameSize: 1 << 16})
+	rc := dialRaw(t, addr)
+	// The connection window starts at 64 KiB less one byte until the
+	// server's WINDOW_UPDATE, which dialRaw has already read past.
+	body := bytes.Repeat([]byte("z"), 60000)
+	big := strings.Repeat("v", 30000)
+	block := rc.block(":method", "POST", ":scheme", "http", ":authority", "test", ":path", "/", "x-big", big)
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:25000], EndHeaders: false}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteContinuation(1, true, block[25000:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, true, body); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	if status, got, _ := rc.response(1); status != "200" || string(got) != hex.EncodeToString(sum[:]) {
+		t.Errorf("%s %q", status, got)
+	}
+}
