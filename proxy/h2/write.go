@@ -19,7 +19,7 @@ const (
 	// maxKeptOut bounds the output buffers a connection keeps between
 	// writes.
 	maxKeptOut = 1 << 20
-	maxIdleOut = 64 << 10
+	maxIdleOut = 16 << 10
 	// Bounds of a connection's interned response field names and values.
 	maxInternedNames  = 64
 	maxInternedValues = 256
