@@ -35,6 +35,13 @@ const (
 	// acknowledgements, resets) a client makes us queue faster than they
 	// are written.
 	maxQueuedControl = 10000
+	// A connection on which the client has reset at least half of the
+	// streams, within prematureLifetime of their start and before their
+	// response's end, is closed once prematureMinStreams have been opened
+	// (Envoy's rule against rapid resets that a fast upstream would not
+	// otherwise bound).
+	prematureLifetime   = time.Second
+	prematureMinStreams = 100
 	// queueFactor bounds, as a multiple of MaxConcurrentStreams, the
 	// streams waiting for a handler of their connection.
 	queueFactor = 4
@@ -91,6 +98,8 @@ type serverConn struct {
 	goAwayID     uint32
 	closing      bool // no frame is read or queued any more; the writer flushes and stops
 	peerGoAway   bool
+	opened       int // streams that reached the handler's queue
+	premature    int // of them, reset early by the client
 
 	// Flow control, guarded by mu.
 	sendWindow  int64 // what we may still send on the connection
@@ -620,6 +629,12 @@ func (sc *serverConn) onOther(fh http2.FrameHeader) error {
 	case *http2.RSTStreamFrame:
 		id := f.StreamID
 		if st := sc.streams[id]; st != nil {
+			if !st.localClosed && time.Since(st.ctx.ConnTime()) < prematureLifetime {
+				sc.premature++
+				if sc.opened >= prematureMinStreams && 2*sc.premature >= sc.opened {
+					return connErr{http2.ErrCodeEnhanceYourCalm, "premature_resets"}
+				}
+			}
 			st.resetByPeer = true
 			st.localClosed = true // nothing more may be sent on it
 			st.remoteClosed = true

@@ -336,6 +336,7 @@ func (sc *serverConn) endRequest() error {
 	st.recvWindow = int64(st.recvTarget)
 	sc.streams[st.id] = st
 	st.inMap = true
+	sc.opened++
 	return sc.startLocked(st)
 }
 

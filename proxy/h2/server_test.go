@@ -1045,3 +1045,30 @@ func TestLargeFrames(t *testing.T) {
 		t.Errorf("%s %q", status, got)
 	}
 }
+
+// TestPrematureResets: a client that resets most of its streams as soon
+// as it opens them gets GOAWAY ENHANCE_YOUR_CALM even when the handlers
+// are fast enough that no queue builds up.
+func TestPrematureResets(t *testing.T) {
+	errs := &errCounter{}
+	_, addr := serve(t, func(ctx *fasthttp.RequestCtx) {
+		time.Sleep(time.Millisecond)
+		echoPath(ctx)
+	}, h2.Options{CountError: errs.count})
+	rc := dialRaw(t, addr)
+	block := hpackGET("test", "/r")
+	go func() {
+		for id := uint32(1); id < 1000; id += 2 {
+			if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil ||
+				rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	if g := rc.goAway(); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", g.ErrCode)
+	}
+	if !errs.has("premature_resets") {
+		t.Errorf("errors counted %v", errs.all())
+	}
+}
