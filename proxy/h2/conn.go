@@ -95,7 +95,6 @@ type serverConn struct {
 	rdKind       int
 	settingsAckd bool
 	goAwaySent   bool
-	goAwayID     uint32
 	closing      bool // no frame is read or queued any more; the writer flushes and stops
 	peerGoAway   bool
 	opened       int // streams that reached the handler's queue
@@ -442,8 +441,7 @@ func (sc *serverConn) goAwayLocked(code http2.ErrCode) {
 		return
 	}
 	sc.goAwaySent = true
-	sc.goAwayID = sc.maxClientID
-	sc.appendGoAway(sc.goAwayID, code)
+	sc.appendGoAway(sc.maxClientID, code)
 	sc.kickLocked()
 }
 
@@ -635,7 +633,6 @@ func (sc *serverConn) onOther(fh http2.FrameHeader) error {
 					return connErr{http2.ErrCodeEnhanceYourCalm, "premature_resets"}
 				}
 			}
-			st.resetByPeer = true
 			st.localClosed = true // nothing more may be sent on it
 			st.remoteClosed = true
 			sc.abortLocked(st, errClientReset)

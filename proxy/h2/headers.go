@@ -39,6 +39,7 @@ type headerBlock struct {
 	refuse      bool          // beyond MaxConcurrentStreams
 	resetCode   http2.ErrCode // for an ignored block: the reset to send
 	closedReuse bool          // a new request on a closed stream's id
+	watchPseudo bool          // an ignored block whose fields tell closedReuse
 
 	pseudo        uint8
 	regular       bool
@@ -71,9 +72,10 @@ func (sc *serverConn) beginBlock(id uint32, endStream bool) error {
 			hb.kind = blockTrailers
 		}
 	case id <= sc.maxClientID:
-		// Trailers of a stream we have reset are ignored; anything else
-		// reuses an id.
+		// Trailers of a stream we have reset are ignored; a request
+		// (pseudo-header fields, or no END_STREAM) reuses an id.
 		hb.closedReuse = !endStream
+		hb.watchPseudo = true
 	case sc.goAwaySent || sc.closing:
 		sc.maxClientID = id // ignored: beyond our GOAWAY
 	default:
@@ -88,7 +90,7 @@ func (sc *serverConn) beginBlock(id uint32, endStream bool) error {
 	if hb.kind == blockRequest {
 		hb.st = acquireStream(sc, id)
 	}
-	sc.dec.SetEmitEnabled(hb.kind != blockIgnore)
+	sc.dec.SetEmitEnabled(hb.kind != blockIgnore || hb.watchPseudo)
 	return nil
 }
 
@@ -121,6 +123,12 @@ func (sc *serverConn) onField(f hpack.HeaderField) {
 		return
 	}
 	name, value := f.Name, f.Value
+	if hb.kind == blockIgnore {
+		if len(name) > 0 && name[0] == ':' {
+			hb.closedReuse = true
+		}
+		return
+	}
 	if hb.kind == blockTrailers {
 		switch {
 		case len(name) > 0 && name[0] == ':':

@@ -615,6 +615,10 @@ func TestConnectionErrors(t *testing.T) {
 			rc.get(5, "/")
 			rc.headers(3, false, ":method", "GET", ":scheme", "http", ":path", "/")
 		}, http2.ErrCodeProtocol, "headers_on_closed_stream"},
+		{"decreasing stream id, END_STREAM", func(rc *rawClient) {
+			rc.get(5, "/")
+			rc.get(3, "/")
+		}, http2.ErrCodeProtocol, "headers_on_closed_stream"},
 		{"connection window overflow", func(rc *rawClient) { _ = rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl, "conn_window_overflow"},
 		{"CONTINUATION out of place", func(rc *rawClient) { _ = rc.fr.WriteContinuation(1, true, []byte{0x82}) }, http2.ErrCodeProtocol, "conn_PROTOCOL_ERROR"},
 		{"undecodable header block", func(rc *rawClient) {
@@ -1070,5 +1074,26 @@ func TestPrematureResets(t *testing.T) {
 	}
 	if !errs.has("premature_resets") {
 		t.Errorf("errors counted %v", errs.all())
+	}
+}
+
+// TestLateFrames: a response that ends before its request does asks the
+// client to stop (RST_STREAM NO_ERROR); the DATA and trailers it sent
+// meanwhile are ignored, and the connection serves on.
+func TestLateFrames(t *testing.T) {
+	_, addr := serve(t, echoPath, h2.Options{})
+	rc := dialRaw(t, addr)
+	rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "test", ":path", "/early")
+	if status, body, _ := rc.response(1); status != "200" || string(body) != "/early" {
+		t.Fatalf("%s %q", status, body)
+	}
+	if code := rc.reset(1); code != http2.ErrCodeNo {
+		t.Errorf("reset %v, want NO_ERROR", code)
+	}
+	_ = rc.fr.WriteData(1, false, []byte("late"))
+	rc.headers(1, true, "x-trailer", "late")
+	rc.get(3, "/after")
+	if status, body, _ := rc.response(3); status != "200" || string(body) != "/after" {
+		t.Errorf("after: %s %q", status, body)
 	}
 }

@@ -25,7 +25,6 @@ type stream struct {
 	inMap          bool
 	localClosed    bool // END_STREAM or RST_STREAM sent, or the client reset it
 	remoteClosed   bool // END_STREAM or RST_STREAM received, or we reset it
-	resetByPeer    bool
 	sendWindow     int64
 	recvWindow     int64
 	recvTarget     int32
@@ -92,7 +91,7 @@ func (st *stream) release() {
 	st.trailers = st.trailers[:0]
 	st.id = 0
 	st.head = false
-	st.inMap, st.localClosed, st.remoteClosed, st.resetByPeer = false, false, false, false
+	st.inMap, st.localClosed, st.remoteClosed = false, false, false
 	st.sendWindow, st.recvWindow, st.recvTarget, st.recvCredit = 0, 0, 0, 0
 	st.contentLength, st.received = -1, 0
 	st.eof, st.bodyErr, st.bodyWaiting, st.expectContinue = false, nil, false, false
