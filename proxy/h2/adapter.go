@@ -1,11 +1,7 @@
-// Package h2 serves HTTP/2, over TLS (ALPN h2) and in cleartext (h2c with
-// prior knowledge), with the same fasthttp.RequestHandler that serves
-// HTTP/1.1: every stream becomes a pooled fasthttp.RequestCtx, so routing,
-// filters and clusters are written once.
-//
-// The framing, flow control, HPACK and the protections against abusive
-// peers are golang.org/x/net/http2's; this package adapts its requests and
-// responses. The Adapter is shared with package h3.
+// The Adapter serves requests that arrive through net/http's interfaces
+// (package h3's, on quic-go) with the fasthttp.RequestHandler that serves
+// HTTP/1.1 and HTTP/2.
+
 package h2
 
 import (
@@ -36,8 +32,8 @@ func NewAdapter(h fasthttp.RequestHandler, protocol string, logger fasthttp.Logg
 	return &Adapter{handler: h, protocol: protocol, logger: logger}
 }
 
-// stream is the pooled state of one request.
-type stream struct {
+// adapterStream is the pooled state of one request.
+type adapterStream struct {
 	ctx  fasthttp.RequestCtx
 	body requestBody
 	vals []string // backing for single-valued response headers
@@ -58,10 +54,10 @@ func (b *requestBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 // AbortBody ends the body early: reads return an error from now on.
 func (b *requestBody) AbortBody() { _ = b.r.Close() }
 
-const copyBufferSize = 32 << 10
+const adapterBufferSize = 32 << 10
 
-var streamPool = sync.Pool{New: func() any {
-	return &stream{buf: make([]byte, copyBufferSize)}
+var adapterPool = sync.Pool{New: func() any {
+	return &adapterStream{buf: make([]byte, adapterBufferSize)}
 }}
 
 // Serve serves r, which arrived on conn, and writes the response to w.
@@ -69,7 +65,7 @@ var streamPool = sync.Pool{New: func() any {
 // state and whatever else the handler asks of it. r.Body may be read by the
 // handler's upstream after Serve returns; net/http's servers allow that.
 func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
-	st := streamPool.Get().(*stream)
+	st := adapterPool.Get().(*adapterStream)
 	ctx := &st.ctx
 	ctx.Init2(conn, a.logger, false)
 	a.fillRequest(&ctx.Request, r, &st.body)
@@ -79,7 +75,7 @@ func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
 	ctx.Response.Reset()
 	ctx.ResetUserValues()
 	st.body.r = nil
-	streamPool.Put(st)
+	adapterPool.Put(st)
 	if !ok {
 		// The upstream broke off mid-body: let the client see a reset
 		// stream rather than a clean end.
@@ -113,7 +109,7 @@ func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, body *requ
 // writeResponse copies resp into w: status, headers, the body (streamed and
 // flushed as it comes when resp has a body stream) and trailers. It reports
 // false when the body stream failed before its end.
-func writeResponse(w http.ResponseWriter, resp *fasthttp.Response, head bool, st *stream) bool {
+func writeResponse(w http.ResponseWriter, resp *fasthttp.Response, head bool, st *adapterStream) bool {
 	hdr := w.Header()
 	vals := st.vals[:0]
 	for k, v := range resp.Header.All() {
