@@ -18,8 +18,12 @@ type rootContext struct {
 // it needs a lock.
 var (
 	roots   = map[uint32]*rootContext{}
-	streams = map[uint32]*Request{}
+	streams streamTable
 	calls   = map[uint32]*pendingCall{}
+
+	// lastRoot is the root context found last: requests nearly always
+	// belong to the same configuration as the one before.
+	lastRoot *rootContext
 
 	// The context of the running callback: its root, and its request
 	// when it is a request's.
@@ -35,12 +39,24 @@ func enterStream(r *Request) { curRoot, curStream = r.root, r }
 
 func leave() { curRoot, curStream = nil, nil }
 
+// rootOf returns the root context of id, or nil.
+func rootOf(id uint32) *rootContext {
+	if r := lastRoot; r != nil && r.id == id {
+		return r
+	}
+	r := roots[id]
+	if r != nil {
+		lastRoot = r
+	}
+	return r
+}
+
 func onContextCreate(id, parent uint32) {
 	if parent == 0 {
 		roots[id] = &rootContext{id: id}
 		return
 	}
-	root := roots[parent]
+	root := rootOf(parent)
 	if root == nil {
 		return
 	}
@@ -53,11 +69,11 @@ func onContextCreate(id, parent uint32) {
 	}
 	*r = Request{id: id, root: root}
 	r.resp.r = r
-	streams[id] = r
+	streams.put(r)
 }
 
 func onVMStart(id, size uint32) bool {
-	root := roots[id]
+	root := rootOf(id)
 	if root == nil || vmStart == nil {
 		return true
 	}
@@ -75,7 +91,7 @@ func onVMStart(id, size uint32) bool {
 }
 
 func onConfigure(id, size uint32) bool {
-	root := roots[id]
+	root := rootOf(id)
 	if root == nil {
 		return false
 	}
@@ -115,8 +131,10 @@ func readBuffer(t abi.BufferType, size uint32) ([]byte, error) {
 }
 
 // stream returns the request of id with its filter, entering its context.
+// The callbacks below leave the context explicitly rather than with a
+// defer: a panic kills the instance, so there is nothing to restore.
 func stream(id uint32) (*Request, Filter) {
-	r := streams[id]
+	r := streams.get(id)
 	if r == nil || r.root.filter == nil {
 		return nil, nil
 	}
@@ -129,9 +147,10 @@ func onRequestHeaders(id, _ uint32, eos bool) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = eos, 0
-	return f.OnRequestHeaders(r)
+	a := f.OnRequestHeaders(r)
+	leave()
+	return a
 }
 
 func onRequestBody(id, size uint32, eos bool) Action {
@@ -139,10 +158,10 @@ func onRequestBody(id, size uint32, eos bool) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = eos, size
 	a := f.OnRequestBody(r, eos)
 	r.bodySize = 0
+	leave()
 	return a
 }
 
@@ -151,9 +170,10 @@ func onRequestTrailers(id, _ uint32) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = true, 0
-	return f.OnRequestTrailers(r)
+	a := f.OnRequestTrailers(r)
+	leave()
+	return a
 }
 
 func onResponseHeaders(id, _ uint32, eos bool) Action {
@@ -161,9 +181,10 @@ func onResponseHeaders(id, _ uint32, eos bool) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = eos, 0
-	return f.OnResponseHeaders(&r.resp)
+	a := f.OnResponseHeaders(&r.resp)
+	leave()
+	return a
 }
 
 func onResponseBody(id, size uint32, eos bool) Action {
@@ -171,10 +192,10 @@ func onResponseBody(id, size uint32, eos bool) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = eos, size
 	a := f.OnResponseBody(&r.resp, eos)
 	r.bodySize = 0
+	leave()
 	return a
 }
 
@@ -183,28 +204,28 @@ func onResponseTrailers(id, _ uint32) Action {
 	if r == nil {
 		return Continue
 	}
-	defer leave()
 	r.endOfStream, r.bodySize = true, 0
-	return f.OnResponseTrailers(&r.resp)
+	a := f.OnResponseTrailers(&r.resp)
+	leave()
+	return a
 }
-
-func onDone(uint32) bool { return true }
 
 func onLog(id uint32) {
 	r, f := stream(id)
 	if r == nil {
 		return
 	}
-	defer leave()
 	f.OnLog(r)
+	leave()
 }
 
 func onDelete(id uint32) {
-	if r := streams[id]; r != nil {
-		delete(streams, id)
-		for k, c := range calls {
-			if c.stream == r {
-				delete(calls, k)
+	if r := streams.del(id); r != nil {
+		if len(calls) > 0 {
+			for k, c := range calls {
+				if c.stream == r {
+					delete(calls, k)
+				}
 			}
 		}
 		*r = Request{}
@@ -214,10 +235,11 @@ func onDelete(id uint32) {
 		return
 	}
 	delete(roots, id)
+	lastRoot = nil
 }
 
 func onTick(id uint32) {
-	root := roots[id]
+	root := rootOf(id)
 	if root == nil || root.tick == nil {
 		return
 	}
@@ -227,7 +249,7 @@ func onTick(id uint32) {
 }
 
 func onQueueReady(id, queue uint32) {
-	root := roots[id]
+	root := rootOf(id)
 	if root == nil {
 		return
 	}

@@ -38,6 +38,34 @@ func take(ptr unsafe.Pointer, n uint32) []byte {
 	return append([]byte(nil), unsafe.Slice((*byte)(ptr), n)...)
 }
 
+// Out-parameters of host calls. The host writes them during a call and
+// the caller reads them as soon as it returns; one set serves every call,
+// since the guest runs one call at a time. Locals would do, but their
+// addresses cross into the host, which moves them to the heap: an
+// allocation per call. Callers clear them first, as the host leaves them
+// untouched when it fails.
+var (
+	outPtr unsafe.Pointer
+	outLen uint32
+	outU32 uint32 // ids, codes, flags, log levels, CAS values
+	outU64 uint64 // times, metric values
+)
+
+func outPtrs() (unsafe.Pointer, unsafe.Pointer) {
+	outPtr, outLen = nil, 0
+	return unsafe.Pointer(&outPtr), unsafe.Pointer(&outLen)
+}
+
+func outU32Ptr() unsafe.Pointer {
+	outU32 = 0
+	return unsafe.Pointer(&outU32)
+}
+
+func outU64Ptr() unsafe.Pointer {
+	outU64 = 0
+	return unsafe.Pointer(&outU64)
+}
+
 func sptr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
 func bptr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
@@ -46,15 +74,13 @@ func hostLog(level abi.LogLevel, msg string) abi.Status {
 }
 
 func hostLogLevel() (abi.LogLevel, abi.Status) {
-	var l uint32
-	st := proxy_get_log_level(unsafe.Pointer(&l))
-	return abi.LogLevel(l), abi.Status(st)
+	st := proxy_get_log_level(outU32Ptr())
+	return abi.LogLevel(outU32), abi.Status(st)
 }
 
 func hostNow() int64 {
-	var t int64
-	proxy_get_current_time_nanoseconds(unsafe.Pointer(&t))
-	return t
+	proxy_get_current_time_nanoseconds(outU64Ptr())
+	return int64(outU64)
 }
 
 func hostSetTickPeriod(ms uint32) abi.Status {
@@ -66,17 +92,15 @@ func hostSetEffectiveContext(id uint32) abi.Status {
 }
 
 func hostGetBuffer(t abi.BufferType, start, size uint32) ([]byte, abi.Status) {
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_get_buffer_bytes(uint32(t), start, size, unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
-	return b, st
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_buffer_bytes(uint32(t), start, size, p, n))
+	return take(outPtr, outLen), st
 }
 
 func hostBufferSize(t abi.BufferType) (uint32, abi.Status) {
-	var n, flags uint32
-	st := proxy_get_buffer_status(uint32(t), unsafe.Pointer(&n), unsafe.Pointer(&flags))
-	return n, abi.Status(st)
+	_, n := outPtrs()
+	st := proxy_get_buffer_status(uint32(t), n, outU32Ptr())
+	return outLen, abi.Status(st)
 }
 
 func hostSetBuffer(t abi.BufferType, start, size uint32, data []byte) abi.Status {
@@ -84,10 +108,9 @@ func hostSetBuffer(t abi.BufferType, start, size uint32, data []byte) abi.Status
 }
 
 func hostGetMapPairs(t abi.MapType) ([]byte, abi.Status) {
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_get_header_map_pairs(uint32(t), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	return take(p, n), st
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_header_map_pairs(uint32(t), p, n))
+	return take(outPtr, outLen), st
 }
 
 func hostSetMapPairs(t abi.MapType, data []byte) abi.Status {
@@ -95,10 +118,9 @@ func hostSetMapPairs(t abi.MapType, data []byte) abi.Status {
 }
 
 func hostGetMapValue(t abi.MapType, key string) (string, abi.Status) {
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_get_header_map_value(uint32(t), sptr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_header_map_value(uint32(t), sptr(key), uint32(len(key)), p, n))
+	b := take(outPtr, outLen)
 	if len(b) == 0 {
 		return "", st
 	}
@@ -127,11 +149,9 @@ func hostCloseStream(t abi.StreamType) abi.Status {
 }
 
 func hostGetStatus() (uint32, string, abi.Status) {
-	var code uint32
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_get_status(unsafe.Pointer(&code), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	return code, string(take(p, n)), st
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_status(outU32Ptr(), p, n))
+	return outU32, string(take(outPtr, outLen)), st
 }
 
 func hostSendLocalResponse(status uint32, details string, body, headers []byte, grpc uint32) abi.Status {
@@ -140,17 +160,15 @@ func hostSendLocalResponse(status uint32, details string, body, headers []byte, 
 }
 
 func hostHTTPCall(cluster string, headers, body, trailers []byte, timeoutMS uint32) (uint32, abi.Status) {
-	var id uint32
 	st := proxy_http_call(sptr(cluster), uint32(len(cluster)), bptr(headers), uint32(len(headers)),
-		bptr(body), uint32(len(body)), bptr(trailers), uint32(len(trailers)), timeoutMS, unsafe.Pointer(&id))
-	return id, abi.Status(st)
+		bptr(body), uint32(len(body)), bptr(trailers), uint32(len(trailers)), timeoutMS, outU32Ptr())
+	return outU32, abi.Status(st)
 }
 
 func hostGetSharedData(key string) ([]byte, uint32, abi.Status) {
-	var p unsafe.Pointer
-	var n, cas uint32
-	st := abi.Status(proxy_get_shared_data(sptr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n), unsafe.Pointer(&cas)))
-	return take(p, n), cas, st
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_shared_data(sptr(key), uint32(len(key)), p, n, outU32Ptr()))
+	return take(outPtr, outLen), outU32, st
 }
 
 func hostSetSharedData(key string, value []byte, cas uint32) abi.Status {
@@ -158,15 +176,13 @@ func hostSetSharedData(key string, value []byte, cas uint32) abi.Status {
 }
 
 func hostRegisterQueue(name string) (uint32, abi.Status) {
-	var id uint32
-	st := proxy_register_shared_queue(sptr(name), uint32(len(name)), unsafe.Pointer(&id))
-	return id, abi.Status(st)
+	st := proxy_register_shared_queue(sptr(name), uint32(len(name)), outU32Ptr())
+	return outU32, abi.Status(st)
 }
 
 func hostResolveQueue(vm, name string) (uint32, abi.Status) {
-	var id uint32
-	st := proxy_resolve_shared_queue(sptr(vm), uint32(len(vm)), sptr(name), uint32(len(name)), unsafe.Pointer(&id))
-	return id, abi.Status(st)
+	st := proxy_resolve_shared_queue(sptr(vm), uint32(len(vm)), sptr(name), uint32(len(name)), outU32Ptr())
+	return outU32, abi.Status(st)
 }
 
 func hostEnqueue(id uint32, value []byte) abi.Status {
@@ -174,16 +190,14 @@ func hostEnqueue(id uint32, value []byte) abi.Status {
 }
 
 func hostDequeue(id uint32) ([]byte, abi.Status) {
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_dequeue_shared_queue(id, unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	return take(p, n), st
+	p, n := outPtrs()
+	st := abi.Status(proxy_dequeue_shared_queue(id, p, n))
+	return take(outPtr, outLen), st
 }
 
 func hostDefineMetric(kind abi.MetricType, name string) (uint32, abi.Status) {
-	var id uint32
-	st := proxy_define_metric(uint32(kind), sptr(name), uint32(len(name)), unsafe.Pointer(&id))
-	return id, abi.Status(st)
+	st := proxy_define_metric(uint32(kind), sptr(name), uint32(len(name)), outU32Ptr())
+	return outU32, abi.Status(st)
 }
 
 func hostIncrementMetric(id uint32, delta int64) abi.Status {
@@ -195,16 +209,14 @@ func hostRecordMetric(id uint32, value uint64) abi.Status {
 }
 
 func hostGetMetric(id uint32) (uint64, abi.Status) {
-	var v uint64
-	st := proxy_get_metric(id, unsafe.Pointer(&v))
-	return v, abi.Status(st)
+	st := proxy_get_metric(id, outU64Ptr())
+	return outU64, abi.Status(st)
 }
 
 func hostGetProperty(path []byte) ([]byte, abi.Status) {
-	var p unsafe.Pointer
-	var n uint32
-	st := abi.Status(proxy_get_property(bptr(path), uint32(len(path)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	return take(p, n), st
+	p, n := outPtrs()
+	st := abi.Status(proxy_get_property(bptr(path), uint32(len(path)), p, n))
+	return take(outPtr, outLen), st
 }
 
 func hostSetProperty(path, value []byte) abi.Status {

@@ -87,14 +87,14 @@ func onHTTPCallResponse(root, id, nHeaders, bodySize, nTrailers uint32) {
 	}
 	delete(calls, id)
 	if c.stream != nil {
-		if streams[c.stream.id] != c.stream {
+		if streams.get(c.stream.id) != c.stream {
 			return
 		}
 		if hostSetEffectiveContext(c.stream.id) != abi.StatusOK {
 			return
 		}
 		enterStream(c.stream)
-	} else if r := roots[root]; r != nil {
+	} else if r := rootOf(root); r != nil {
 		enterRoot(r)
 	}
 	defer leave()

@@ -3,6 +3,7 @@ package sdk
 import (
 	"encoding/binary"
 	"time"
+	"unsafe"
 )
 
 // Properties are the host's attributes of the request, the connection,
@@ -31,7 +32,8 @@ func Property(path ...string) ([]byte, error) {
 // PropertyString returns a string property.
 func PropertyString(path ...string) (string, error) {
 	b, err := Property(path...)
-	return string(b), err
+	// b is a fresh copy nobody else holds: the string may share it.
+	return unsafe.String(unsafe.SliceData(b), len(b)), err
 }
 
 // PropertyInt returns an integer property.
@@ -88,17 +90,19 @@ func SetFilterState(key string, value []byte) error {
 	return SetProperty([]string{key}, value)
 }
 
+// pathBuf holds the encoded path of the property being read or written.
+// The host reads it during the call only, so one buffer serves them all.
+var pathBuf []byte
+
+// encodePath joins path with NULs into pathBuf, valid until the next call.
 func encodePath(path []string) []byte {
-	n := 0
-	for _, p := range path {
-		n += len(p) + 1
-	}
-	b := make([]byte, 0, n)
+	b := pathBuf[:0]
 	for i, p := range path {
 		if i > 0 {
 			b = append(b, 0)
 		}
 		b = append(b, p...)
 	}
+	pathBuf = b
 	return b
 }

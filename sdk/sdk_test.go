@@ -17,7 +17,8 @@ func reset(t *testing.T) {
 	t.Helper()
 	mem = newMemHost()
 	roots = map[uint32]*rootContext{}
-	streams = map[uint32]*Request{}
+	streams = streamTable{}
+	lastRoot = nil
 	calls = map[uint32]*pendingCall{}
 	metricIDs = map[metricKey]uint32{}
 	newFilter, vmStart = nil, nil
@@ -109,8 +110,8 @@ func TestRequestLifecycle(t *testing.T) {
 	if got := mem.maps[abi.MapHTTPRequestHeaders].Get("x-cfg"); got != "c1" {
 		t.Errorf("x-cfg = %q", got)
 	}
-	if streams[2].Data() != 1 {
-		t.Errorf("data = %v", streams[2].Data())
+	if streams.get(2).Data() != 1 {
+		t.Errorf("data = %v", streams.get(2).Data())
 	}
 	mem.buffers[abi.BufferHTTPRequestBody] = []byte("ab")
 	if a := onRequestBody(2, 2, false); a != Pause {
@@ -128,13 +129,12 @@ func TestRequestLifecycle(t *testing.T) {
 	if got := mem.maps[abi.MapHTTPResponseHeaders].Get("x-status"); got != "204" {
 		t.Errorf("x-status = %q", got)
 	}
-	onDone(2)
 	onLog(2)
 	onDelete(2)
 	if want := []string{"POST /a", "log"}; !reflect.DeepEqual(f.seen, want) {
 		t.Errorf("seen %v", f.seen)
 	}
-	if len(streams) != 0 {
+	if streams.len() != 0 {
 		t.Error("stream not deleted")
 	}
 }
@@ -440,5 +440,53 @@ func TestInRootContext(t *testing.T) {
 	onHTTPCallResponse(1, 1, 1, 0, 0)
 	if len(mem.logs) != 1 || mem.logs[0] != "answered" {
 		t.Errorf("a root-owned call was not answered: %v", mem.logs)
+	}
+}
+
+func TestStreamTable(t *testing.T) {
+	var st streamTable
+	reqs := map[uint32]*Request{}
+	// Ids that share slots, and ids far apart, added and removed in
+	// an interleaved order.
+	ids := []uint32{1, 1 + streamSlots, 1 + 2*streamSlots, 2, 70, 1 << 31, 5}
+	for _, id := range ids {
+		r := &Request{id: id}
+		reqs[id] = r
+		st.put(r)
+	}
+	if st.len() != len(ids) {
+		t.Fatalf("len = %d, want %d", st.len(), len(ids))
+	}
+	for _, id := range ids {
+		if st.get(id) != reqs[id] {
+			t.Errorf("get(%d) = %p, want %p", id, st.get(id), reqs[id])
+		}
+	}
+	if st.get(3) != nil || st.del(3) != nil {
+		t.Error("found a request never added")
+	}
+	if st.del(1) != reqs[1] || st.get(1) != nil {
+		t.Error("del(1)")
+	}
+	// The slot of 1 is free: 1+64 is still found in the overflow, and
+	// adding it again does not make it appear twice.
+	if st.get(1+streamSlots) != reqs[1+streamSlots] {
+		t.Error("lost a colliding request")
+	}
+	again := &Request{id: 1 + streamSlots}
+	st.put(again)
+	if st.get(1+streamSlots) != again || st.len() != len(ids)-1 {
+		t.Errorf("re-adding: get = %p, len = %d", st.get(1+streamSlots), st.len())
+	}
+	if st.del(1+streamSlots) != again || st.get(1+streamSlots) != nil {
+		t.Error("re-added request not removed")
+	}
+	for _, id := range ids[2:] {
+		if st.del(id) != reqs[id] {
+			t.Errorf("del(%d)", id)
+		}
+	}
+	if st.len() != 0 {
+		t.Errorf("len = %d after removing all", st.len())
 	}
 }

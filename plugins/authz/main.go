@@ -244,18 +244,17 @@ func (f *authz) run(r *sdk.Request, st *reqState) sdk.Action {
 		}
 		st.authDone = true
 	}
-	q := &request{
-		principal: st.principal, authenticated: st.authenticated,
-		method: r.Method(), path: r.Path(), header: r.Header().Get,
-	}
-	rule := decide(f.cfg.Rules, q)
+	q := request{principal: st.principal, authenticated: st.authenticated, hdr: r.Header()}
+	rule := decide(f.cfg.Rules, &q)
 	allow := f.cfg.Default == "allow"
-	reason := "no rule matched"
 	if rule != nil {
 		allow = rule.Action == "allow"
-		reason = "rule " + rule.Name
 	}
 	if !allow {
+		reason := "no rule matched"
+		if rule != nil {
+			reason = "rule " + rule.Name
+		}
 		return f.deny(r, st, reason)
 	}
 	if f.cfg.ExtAuthz != nil && !st.extDone {

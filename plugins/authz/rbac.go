@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/wasmgate/wasmgate/sdk"
 )
 
 // Rule allows or denies the requests it matches. Every condition that is
@@ -25,13 +27,35 @@ type Rule struct {
 	Headers map[string]string `json:"headers"`
 }
 
-// request is what rules look at.
+// request is what rules look at. The method, path and headers are read
+// from the host when a rule asks for them: each read is a call into the
+// host, and most rule sets look at few of them.
 type request struct {
 	principal     string
 	authenticated bool
-	method, path  string
-	header        func(string) string
+	hdr           sdk.Header
+
+	method, path         string
+	haveMethod, havePath bool
 }
+
+func (q *request) Method() string {
+	if !q.haveMethod {
+		q.method, q.haveMethod = q.hdr.Get(":method"), true
+	}
+	return q.method
+}
+
+// Path returns the path without its query.
+func (q *request) Path() string {
+	if !q.havePath {
+		q.path, _, _ = strings.Cut(q.hdr.Get(":path"), "?")
+		q.havePath = true
+	}
+	return q.path
+}
+
+func (q *request) header(name string) string { return q.hdr.Get(name) }
 
 func (r Rule) validate() error {
 	if r.Action != "allow" && r.Action != "deny" {
@@ -40,7 +64,7 @@ func (r Rule) validate() error {
 	return nil
 }
 
-func (r Rule) matches(q *request) bool {
+func (r *Rule) matches(q *request) bool {
 	if len(r.Principals) > 0 && !anyOf(r.Principals, func(p string) bool {
 		switch {
 		case p == "*":
@@ -52,11 +76,10 @@ func (r Rule) matches(q *request) bool {
 	}) {
 		return false
 	}
-	if len(r.Methods) > 0 && !anyOf(r.Methods, func(m string) bool { return strings.EqualFold(m, q.method) }) {
+	if len(r.Methods) > 0 && !anyOf(r.Methods, func(m string) bool { return strings.EqualFold(m, q.Method()) }) {
 		return false
 	}
-	path, _, _ := strings.Cut(q.path, "?")
-	if len(r.Paths) > 0 && !anyOf(r.Paths, func(p string) bool { return glob(p, path) }) {
+	if len(r.Paths) > 0 && !anyOf(r.Paths, func(p string) bool { return glob(p, q.Path()) }) {
 		return false
 	}
 	for name, want := range r.Headers {

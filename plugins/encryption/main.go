@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/wasmgate/wasmgate/sdk"
 )
@@ -72,6 +73,8 @@ type encryption struct {
 	hsts   string
 	keys   *keyring
 	redact []byte
+	encAAD [][]byte // EncryptHeaders' lower-case names, the AEAD's additional data
+	sealed []byte   // the sealed value being set
 
 	rejected, encrypted, decrypted, decryptFailed sdk.Counter
 }
@@ -156,6 +159,9 @@ func (f *encryption) validate() error {
 		}
 		f.keys = kr
 	}
+	for _, h := range c.EncryptHeaders {
+		f.encAAD = append(f.encAAD, []byte(strings.ToLower(h)))
+	}
 	if len(c.RedactHeaders) > 0 {
 		names := make([]string, len(c.RedactHeaders))
 		for i, h := range c.RedactHeaders {
@@ -180,13 +186,20 @@ func tlsRank(v string) int {
 	return 0
 }
 
-// match returns the policy of the request, or nil.
-func (f *encryption) match(path string) *Policy {
-	route := ""
+// match returns the policy of the request, or nil. It reads the path
+// and the route from the host only when a policy needs them.
+func (f *encryption) match(r *sdk.Request) *Policy {
+	path, route := "", ""
+	havePath := false
 	for i := range f.cfg.Policies {
 		p := &f.cfg.Policies[i]
-		if p.PathPrefix != "" && !strings.HasPrefix(path, p.PathPrefix) {
-			continue
+		if p.PathPrefix != "" {
+			if !havePath {
+				path, havePath = r.Path(), true
+			}
+			if !strings.HasPrefix(path, p.PathPrefix) {
+				continue
+			}
 		}
 		if len(p.Routes) > 0 {
 			if route == "" {
@@ -263,7 +276,8 @@ func (f *encryption) OnRequestHeaders(r *sdk.Request) sdk.Action {
 	if f.redact != nil {
 		sdk.SetFilterState("encryption.redact", f.redact)
 	}
-	if p := f.match(r.Path()); p != nil {
+	if p := f.match(r); p != nil && p.Require != "" && p.Require != "none" {
+		// A policy requiring nothing passes whatever the connection.
 		if why := p.check(connection()); why != "" {
 			f.rejected.Inc()
 			sdk.LogInfof("rejected %s %s: policy %s: %s", r.Method(), redactPath(r.Path()), p.Name, why)
@@ -271,17 +285,20 @@ func (f *encryption) OnRequestHeaders(r *sdk.Request) sdk.Action {
 				sdk.Fields{{"content-type", "text/plain"}}, "encryption_policy")
 		}
 	}
-	for _, name := range f.cfg.EncryptHeaders {
+	for i, name := range f.cfg.EncryptHeaders {
 		v, ok := r.Header().Lookup(name)
 		if !ok {
 			continue
 		}
-		ct, err := f.keys.seal(name, v)
+		ct, err := f.keys.sealTo(f.sealed[:0], f.encAAD[i], v)
+		f.sealed = ct[:0]
 		if err != nil {
 			sdk.LogErrorf("encrypting %s: %v", name, err)
 			return r.Respond(500, nil, nil)
 		}
-		r.Header().Set(name, ct)
+		// The host copies the value during the call: a view of the
+		// buffer will do.
+		r.Header().Set(name, unsafe.String(unsafe.SliceData(ct), len(ct)))
 		f.encrypted.Inc()
 	}
 	return sdk.Continue

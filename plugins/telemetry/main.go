@@ -9,11 +9,13 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/wasmgate/wasmgate/sdk"
 )
@@ -61,6 +63,22 @@ type telemetry struct {
 	exported sdk.Counter
 	failed   sdk.Counter
 	dropped  sdk.Counter
+
+	// recent holds the metrics of the label sets seen last, so that a
+	// request's metrics are found without building their names.
+	recent [8]series
+	last   int
+	// free holds states of finished requests for reuse.
+	free []*state
+}
+
+// series is the metrics of one set of labels.
+type series struct {
+	used                   bool
+	route, cluster, method string
+	code                   int64
+	requests               sdk.Counter
+	duration               sdk.Histogram
 }
 
 // state is what a request carries from its headers to its log.
@@ -70,6 +88,7 @@ type state struct {
 	parent  [8]byte
 	hasPar  bool
 	sampled bool
+	tp      [traceparentLen]byte // the traceparent sent upstream
 }
 
 func main() {}
@@ -137,23 +156,33 @@ func parseConfig(raw []byte) (Config, error) {
 }
 
 func (t *telemetry) OnRequestHeaders(r *sdk.Request) sdk.Action {
-	s := &state{start: sdk.Now()}
+	var s *state
+	if n := len(t.free); n > 0 {
+		s = t.free[n-1]
+		t.free = t.free[:n-1]
+		*s = state{}
+	} else {
+		s = new(state)
+	}
+	s.start = sdk.Now()
 	if tc, ok := parseTraceparent(r.Header().Get("traceparent")); ok {
 		s.trace, s.parent, s.hasPar = tc, tc.span, true
 		s.sampled = tc.flags&1 == 1
 	} else {
-		putUint64(s.trace.id[:8], rand.Uint64())
-		putUint64(s.trace.id[8:], rand.Uint64()|1)
+		binary.BigEndian.PutUint64(s.trace.id[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(s.trace.id[8:], rand.Uint64()|1)
 		s.sampled = t.cfg.SampleRate > 0 && rand.Float64() < t.cfg.SampleRate
 	}
-	putUint64(s.trace.span[:], rand.Uint64()|1)
+	binary.BigEndian.PutUint64(s.trace.span[:], rand.Uint64()|1)
 	s.trace.flags = 0
 	if s.sampled {
 		s.trace.flags = 1
 	}
-	r.Header().Set("traceparent", s.trace.String())
+	s.trace.encode(&s.tp)
+	// The host copies the value during the call: a view of s.tp will do.
+	r.Header().Set("traceparent", unsafe.String(&s.tp[0], len(s.tp)))
 	r.SetData(s)
-	sdk.SetFilterState("trace_id", []byte(s.trace.TraceID()))
+	sdk.SetFilterState("trace_id", s.tp[3:35])
 	return sdk.Continue
 }
 
@@ -162,7 +191,7 @@ func (t *telemetry) OnResponseHeaders(w *sdk.Response) sdk.Action {
 		return sdk.Continue
 	}
 	if s, ok := w.Request().Data().(*state); ok {
-		w.Header().Set(t.cfg.TraceIDHeader, s.trace.TraceID())
+		w.Header().Set(t.cfg.TraceIDHeader, unsafe.String(&s.tp[3], 32))
 	}
 	return sdk.Continue
 }
@@ -172,16 +201,22 @@ func (t *telemetry) OnLog(r *sdk.Request) {
 	if !ok {
 		return
 	}
+	r.SetData(nil)
+	t.log(r, s)
+	if len(t.free) < 64 {
+		t.free = append(t.free, s)
+	}
+}
+
+func (t *telemetry) log(r *sdk.Request, s *state) {
 	end := sdk.Now()
 	code, _ := sdk.PropertyInt("response", "code")
 	route, _ := sdk.PropertyString("route_name")
 	cluster, _ := sdk.PropertyString("cluster_name")
 	method := r.Method()
-	status := strconv.FormatInt(code, 10)
-	p := t.cfg.MetricPrefix
-	labels := ";route=" + orNone(route) + ";cluster=" + orNone(cluster)
-	sdk.Metrics.Counter(p + ".requests" + labels + ";method=" + method + ";status=" + status).Inc()
-	sdk.Metrics.Histogram(p + ".request_duration_ms" + labels).Record(uint64(end.Sub(s.start).Milliseconds()))
+	m := t.series(route, cluster, method, code)
+	m.requests.Inc()
+	m.duration.Record(uint64(end.Sub(s.start).Milliseconds()))
 	if !s.sampled || t.cfg.Collector.Cluster == "" {
 		return
 	}
@@ -200,6 +235,28 @@ func (t *telemetry) OnLog(r *sdk.Request) {
 		// The export outlives the request: it belongs to the root context.
 		sdk.InRootContext(t.flush)
 	}
+}
+
+// series returns the metrics of a request's labels, defining them the
+// first time they are seen.
+func (t *telemetry) series(route, cluster, method string, code int64) *series {
+	for i := range t.recent {
+		m := &t.recent[(t.last+i)%len(t.recent)]
+		if m.used && m.code == code && m.method == method && m.route == route && m.cluster == cluster {
+			t.last = (t.last + i) % len(t.recent)
+			return m
+		}
+	}
+	t.last = (t.last + 1) % len(t.recent)
+	m := &t.recent[t.last]
+	p := t.cfg.MetricPrefix
+	labels := ";route=" + orNone(route) + ";cluster=" + orNone(cluster)
+	*m = series{
+		used: true, route: route, cluster: cluster, method: method, code: code,
+		requests: sdk.Metrics.Counter(p + ".requests" + labels + ";method=" + method + ";status=" + strconv.FormatInt(code, 10)),
+		duration: sdk.Metrics.Histogram(p + ".request_duration_ms" + labels),
+	}
+	return m
 }
 
 func orNone(s string) string {

@@ -3,10 +3,15 @@ package wasm
 import (
 	"bytes"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -61,25 +66,37 @@ func BenchmarkRequest(b *testing.B) {
 // nothing (the ABI marker) under the call deadline: what every call of a
 // request pays before the guest runs. The deadline is long so that a
 // starved machine does not cut a call off; its length costs nothing.
+// With termination off, the same call without wazero's watch.
 func BenchmarkGuestCall(b *testing.B) {
-	m := newTestManager(b)
-	set := prepare(b, m, testPlugin("addheader", "addheader", func(p *config.Plugin) {
-		p.PoolSize = 1
-		p.CallTimeout = config.Duration(time.Minute)
-	}))
-	in := set.plugins["addheader"].slots[0].cur.Load()
-	marker := in.mod.ExportedFunction(abi.MarkerV020)
-	b.ReportAllocs()
-	cpu := processCPU()
-	for b.Loop() {
-		in.mu.Lock()
-		_, err := in.invoke(marker)
-		in.mu.Unlock()
-		if err != nil {
-			b.Fatal(err)
-		}
+	for _, tc := range []struct {
+		name      string
+		unchecked bool
+	}{{"termination=on", false}, {"termination=off", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := newTestManager(b)
+			if tc.unchecked {
+				m.unchecked = true
+				m.cache = wazero.NewCompilationCache()
+			}
+			set := prepare(b, m, testPlugin("addheader", "addheader", func(p *config.Plugin) {
+				p.PoolSize = 1
+				p.CallTimeout = config.Duration(time.Minute)
+			}))
+			in := set.plugins["addheader"].slots[0].cur.Load()
+			marker := in.mod.ExportedFunction(abi.MarkerV020)
+			b.ReportAllocs()
+			cpu := processCPU()
+			for b.Loop() {
+				in.mu.Lock()
+				_, err := in.invoke(marker)
+				in.mu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportCPU(b, cpu)
+		})
 	}
-	reportCPU(b, cpu)
 }
 
 // reportCPU reports the CPU time the whole process spent per op since
@@ -170,4 +187,88 @@ func BenchmarkInstance(b *testing.B) {
 		in.discard(errPluginClosed)
 		in.mu.Unlock()
 	}
+}
+
+// sdkModule builds a plugin of the SDK (a directory under sdk/, e.g.
+// "examples/hello") as `wasmgate plugin build` does, once per test
+// binary, and returns the module's path.
+func sdkModule(tb testing.TB, dir string) string {
+	tb.Helper()
+	sdkBuilds.Lock()
+	defer sdkBuilds.Unlock()
+	if p, ok := sdkBuilds.m[dir]; ok {
+		return p
+	}
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		tb.Skip("no go toolchain")
+	}
+	out := filepath.Join(os.TempDir(), "wasmgate-sdk-"+strings.ReplaceAll(dir, "/", "-")+"-"+strconv.Itoa(os.Getpid())+".wasm")
+	cmd := exec.Command(gotool, "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-o", out, ".")
+	cmd.Dir = filepath.Join("..", "..", "sdk", dir)
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("building sdk/%s: %v\n%s", dir, err, b)
+	}
+	if sdkBuilds.m == nil {
+		sdkBuilds.m = map[string]string{}
+	}
+	sdkBuilds.m[dir] = out
+	return out
+}
+
+var sdkBuilds struct {
+	sync.Mutex
+	m map[string]string
+}
+
+// BenchmarkRequestHello is BenchmarkRequest through the SDK's minimal
+// example (sdk/examples/hello: reads :path, sets one header), the module
+// of the whole-proxy filter benchmark. With termination off it measures
+// what a request costs without wazero's per-call watch and loop checks.
+func BenchmarkRequestHello(b *testing.B) {
+	path := sdkModule(b, "examples/hello")
+	for _, tc := range []struct {
+		name      string
+		unchecked bool
+	}{{"termination=on", false}, {"termination=off", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := newTestManager(b)
+			if tc.unchecked {
+				m.unchecked = true
+				m.cache = wazero.NewCompilationCache()
+			}
+			pc := config.Plugin{Name: "hello", File: path, PoolSize: 1, FailurePolicy: config.FailClosed}
+			set := prepare(b, m, pc)
+			f := factoryOf(b, set, "hello")
+			x := newExchange("http://example.com/bench", "user-agent", "bench", "accept", "*/*")
+			x.Ctx.Response.SetStatusCode(200)
+			for range 100 {
+				helloRequest(b, f, x)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU()
+			for b.Loop() {
+				helloRequest(b, f, x)
+			}
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+func helloRequest(tb testing.TB, f filter.Factory, x *filter.Exchange) {
+	s, err := f.NewStream(x)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if st := s.OnRequestHeaders(x, true); st != filter.Continue {
+		tb.Fatalf("request headers: %v", st)
+	}
+	if st := s.OnResponseHeaders(x, true); st != filter.Continue {
+		tb.Fatalf("response headers: %v", st)
+	}
+	s.OnLog(x)
+	s.Done(x)
+	x.Ctx.Request.Header.Del("x-hello")
 }

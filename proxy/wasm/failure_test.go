@@ -181,3 +181,36 @@ func TestCloseStopsRunningCall(t *testing.T) {
 	s.OnLog(x)
 	s.Done(x)
 }
+
+// TestCallDeadline drives the call context's deadline directly: calls that
+// end in time never fire it, however long they keep the timer armed, and a
+// call that overruns fires it at its own deadline, not earlier and not at
+// the later deadline of a start-up call before it.
+func TestCallDeadline(t *testing.T) {
+	c := &callCtx{done: make(chan struct{})}
+	c.timer = time.AfterFunc(time.Hour, c.check)
+	c.timer.Stop()
+	const d = 100 * time.Millisecond
+	for range 100 {
+		c.begin(d)
+		time.Sleep(time.Millisecond)
+		c.end(false)
+	}
+	time.Sleep(2 * d)
+	if c.fired.Load() {
+		t.Fatal("fired although every call ended in time")
+	}
+	c.begin(time.Hour)
+	c.end(true)
+	start := time.Now()
+	c.begin(d)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an overrunning call was never cut off")
+	}
+	if took := time.Since(start); took < d {
+		t.Fatalf("fired after %v, before the deadline of %v", took, d)
+	}
+	c.end(false)
+}

@@ -34,7 +34,6 @@ type instance struct {
 	dead   atomic.Bool // mirrors broken for lock-free readers
 	closed chan struct{}
 	cc     callCtx
-	depth  int // nesting of calls into the guest
 
 	stack      [8]uint64 // arguments and results of the outermost call
 	allocStack [2]uint64 // of the allocator, called from host functions
@@ -84,11 +83,72 @@ type callbacks struct {
 // instance to host functions and implements the call deadline without
 // allocating: its Done channel closes only when a deadline passes, which
 // makes wazero close the module, after which the instance is thrown away.
+//
+// The deadline costs a call a clock read and two atomic stores, not a
+// timer's Reset and Stop: the timer stays armed while calls follow one
+// another, and when it fires it either finds the running call late (and
+// fires the context), or re-arms itself for the running call's deadline,
+// or, between calls, stops. Calls with a longer deadline than the request
+// path's (start-up) stop it when they end, so that an armed timer never
+// fires after the deadline of the call in progress.
 type callCtx struct {
 	in    *instance
 	done  chan struct{}
 	fired atomic.Bool
 	timer *time.Timer
+
+	deadline atomic.Int64 // of the running call, in monotonic ns; 0 between calls
+	armed    atomic.Bool  // the timer is set, or its function is running
+}
+
+// clockBase is the origin of monotonic(), which reads only the monotonic
+// clock (time.Now reads the wall clock too).
+var clockBase = time.Now()
+
+func monotonic() int64 { return int64(time.Since(clockBase)) }
+
+// begin starts the deadline of a call that may run for d.
+func (c *callCtx) begin(d time.Duration) {
+	c.deadline.Store(monotonic() + int64(d))
+	if c.armed.CompareAndSwap(false, true) {
+		c.timer.Reset(d)
+	}
+}
+
+// end ends the deadline of the call begun last; long calls disarm the
+// timer, whose next firing may be past the next call's deadline.
+func (c *callCtx) end(long bool) {
+	c.deadline.Store(0)
+	if long {
+		c.timer.Stop()
+		c.armed.Store(false)
+	}
+}
+
+// check is the timer's function.
+func (c *callCtx) check() {
+	for {
+		dl := c.deadline.Load()
+		if dl == 0 {
+			c.armed.Store(false)
+			// A call that began since the load may have found the timer
+			// armed: arm it for that call unless the call did.
+			if c.deadline.Load() == 0 || !c.armed.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		if left := dl - monotonic(); left > 0 {
+			c.timer.Reset(time.Duration(left))
+			return
+		}
+		// dl was read before the clock: fire only if its call is still
+		// the one running, not a later call that began since.
+		if c.deadline.Load() == dl {
+			c.fire()
+			return
+		}
+	}
 }
 
 func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -130,8 +190,8 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 		scratch: make([]byte, 0, 4096),
 		kv:      make([]kv, 0, 32),
 	}
-	in.cc = callCtx{in: in, done: make(chan struct{})}
-	in.cc.timer = time.AfterFunc(time.Hour, in.cc.fire)
+	in.cc.in, in.cc.done = in, make(chan struct{})
+	in.cc.timer = time.AfterFunc(time.Hour, in.cc.check)
 	in.cc.timer.Stop()
 
 	logw := &guestWriter{log: p.log}
@@ -147,11 +207,9 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 		WithStderr(logw)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.depth++
-	in.cc.timer.Reset(startTimeout(p.callTimeout))
+	in.cc.begin(startTimeout(p.callTimeout))
 	mod, err := p.rt.InstantiateModule(&in.cc, p.compiled, mc)
-	in.cc.timer.Stop()
-	in.depth--
+	in.cc.end(true)
 	if err != nil {
 		return nil, fmt.Errorf("instantiating module: %w", err)
 	}
@@ -272,15 +330,15 @@ func (in *instance) leave() {
 // its first result. A nil fn (a callback the module does not export)
 // returns 0. Callers hold in.mu.
 func (in *instance) invoke(fn api.Function, args ...uint64) (uint64, error) {
-	return in.invokeWithin(in.p.callTimeout, fn, args...)
+	return in.invokeWithin(in.p.callTimeout, false, fn, args...)
 }
 
 // invokeLong is invoke with the start-up deadline.
 func (in *instance) invokeLong(fn api.Function, args ...uint64) (uint64, error) {
-	return in.invokeWithin(startTimeout(in.p.callTimeout), fn, args...)
+	return in.invokeWithin(startTimeout(in.p.callTimeout), true, fn, args...)
 }
 
-func (in *instance) invokeWithin(d time.Duration, fn api.Function, args ...uint64) (r uint64, err error) {
+func (in *instance) invokeWithin(d time.Duration, long bool, fn api.Function, args ...uint64) (r uint64, err error) {
 	if in.broken {
 		return 0, errBroken
 	}
@@ -291,15 +349,13 @@ func (in *instance) invokeWithin(d time.Duration, fn api.Function, args ...uint6
 	if n < len(args) {
 		return 0, errors.New("too many arguments")
 	}
-	in.depth++
-	in.cc.timer.Reset(d)
+	in.cc.begin(d)
 	defer func() {
-		stopped := in.cc.timer.Stop()
-		in.depth--
+		in.cc.end(long)
 		if p := recover(); p != nil {
 			err = fmt.Errorf("host panic: %v", p)
 		}
-		if !stopped && in.cc.fired.Load() {
+		if in.cc.fired.Load() {
 			err = errDeadline
 		}
 	}()
@@ -367,6 +423,9 @@ func (in *instance) discard(cause error) {
 	}
 	in.broken = true
 	in.dead.Store(true)
+	// An armed deadline timer would keep the instance reachable until it
+	// fires.
+	in.cc.timer.Stop()
 	close(in.closed)
 	in.p.m.shared.dropInstance(in)
 	for _, s := range in.streams {

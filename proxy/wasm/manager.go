@@ -61,6 +61,10 @@ type Manager struct {
 	running map[string]*plugin // by identity (module digest and settings)
 	active  *Set
 	closed  bool
+
+	// unchecked runs guests without wazero's termination (tests measure
+	// what it costs; nothing else sets it).
+	unchecked bool
 }
 
 // NewManager returns a Manager with no plugins.

@@ -109,7 +109,7 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(m.cache).
-		WithCloseOnContextDone(true).
+		WithCloseOnContextDone(!m.unchecked).
 		WithMemoryLimitPages(uint32(mem) * 16)
 	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	fail := func(err error) (*plugin, error) {
