@@ -585,14 +585,22 @@ func (sc *serverConn) onData(fh http2.FrameHeader) error {
 		st.buf = append(st.buf, data...)
 	}
 	if end {
-		st.remoteClosed = true
-		st.eof = true
-		sc.maybeCloseLocked(st)
-	}
-	if st.bodyWaiting {
+		sc.endBodyLocked(st)
+	} else if st.bodyWaiting {
 		st.cond.Signal()
 	}
 	return nil
+}
+
+// endBodyLocked records that the client sent the end of st's request and
+// wakes a read waiting for more.
+func (sc *serverConn) endBodyLocked(st *stream) {
+	st.remoteClosed = true
+	st.eof = true
+	sc.maybeCloseLocked(st)
+	if st.bodyWaiting {
+		st.cond.Signal()
+	}
 }
 
 // onOther handles the frames the Framer parses: control frames and

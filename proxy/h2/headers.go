@@ -371,12 +371,7 @@ func (sc *serverConn) endTrailers() error {
 		return nil
 	}
 	st.trailers = append(st.trailers[:0], sc.trailer...)
-	st.remoteClosed = true
-	st.eof = true
-	sc.maybeCloseLocked(st)
-	if st.bodyWaiting {
-		st.cond.Signal()
-	}
+	sc.endBodyLocked(st)
 	return nil
 }
 
