@@ -494,6 +494,10 @@ func ctlDiffCmd(f *ctlFlags) *cobra.Command {
 			if err != nil {
 				return explain(err, f.server)
 			}
+			// Compared with their defaults filled in, as the control
+			// plane stores them: leaving a default out is no difference.
+			doc.Config.Normalize()
+			local.Normalize()
 			live := resource.Split(doc.Config)
 			want := resource.Split(local)
 			refs := want.Refs()

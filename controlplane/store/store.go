@@ -300,6 +300,10 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 		if c, ok := v.(*config.Certificate); ok {
 			v, b, err = s.sealCertificate(r, c, old)
 		} else {
+			// Stored with its defaults filled in, so that a resource
+			// written with them and one written without are the same
+			// resource: applying either over the other changes nothing.
+			resource.Normalize(v)
 			b, err = resource.Encode(v)
 		}
 		if err != nil {

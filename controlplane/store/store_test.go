@@ -65,6 +65,13 @@ func TestApplyAndSnapshot(t *testing.T) {
 	if again.Seq != 0 || len(again.Ops) != 0 || again.Revision != res.Revision {
 		t.Fatalf("re-apply = %+v, want a no-op at revision %d", again, res.Revision)
 	}
+	// So does the same bundle with its defaults spelled out, as a proxy
+	// reads it.
+	normalized := base()
+	normalized.Normalize()
+	if again := apply(t, s, normalized); len(again.Ops) != 0 {
+		t.Fatalf("re-apply with defaults = %+v, want a no-op", again.Ops)
+	}
 	v, rev, err := s.Get(ctx, resource.Ref{Kind: resource.Clusters, Name: "api"})
 	if err != nil || rev != res.Revision || v.(*config.Cluster).Endpoints[0].Address != "127.0.0.1:9001" {
 		t.Fatalf("get = %v, %d, %v", v, rev, err)
