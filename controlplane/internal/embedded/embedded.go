@@ -3,16 +3,19 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Config says where the embedded etcd keeps its data and listens.
@@ -86,7 +89,9 @@ func Start(c Config) (*Etcd, error) {
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return quietCore{c}
+	})))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -145,4 +150,45 @@ func resolve(addr string) (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// quietCore demotes to debug what a single embedded member logs as a
+// warning or an error though nothing is wrong: a new member has no storage
+// version to detect or update yet, and at shutdown its listeners report
+// their own closing.
+type quietCore struct{ zapcore.Core }
+
+func (q quietCore) With(fields []zapcore.Field) zapcore.Core { return quietCore{q.Core.With(fields)} }
+
+func (q quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if q.Enabled(e.Level) {
+		return ce.AddCore(e, q)
+	}
+	return ce
+}
+
+func (q quietCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	if e.Level >= zapcore.WarnLevel && harmless(e.Message, fields) {
+		if !q.Enabled(zapcore.DebugLevel) {
+			return nil
+		}
+		e.Level = zapcore.DebugLevel
+	}
+	return q.Core.Write(e, fields)
+}
+
+func harmless(msg string, fields []zapcore.Field) bool {
+	switch msg {
+	case "failed to update storage version", "Failed to detect schema version":
+		return true
+	case "setting up serving from embedded etcd failed.", "stopping insecure grpc server due to error", "stopped insecure grpc server due to error":
+		// At shutdown: each listener and server reports its closing.
+		for _, f := range fields {
+			if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType &&
+				(errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "server closed") || strings.Contains(err.Error(), "Server closed")) {
+				return true
+			}
+		}
+	}
+	return false
 }
