@@ -3,6 +3,7 @@ package h2
 import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"slices"
 )
 
 type blockKind uint8
@@ -393,14 +394,13 @@ func (sc *serverConn) localResponse(id uint32, status int, endStream bool) {
 	sc.kickLocked()
 }
 
-// connectionSpecific reports whether name is a connection-specific field,
-// which HTTP/2 does not have (RFC 9113, 8.2.2).
+// connectionSpecificFields are the fields HTTP/2 does not have (RFC 9113,
+// 8.2.2): a request with one is malformed, a response loses them.
+var connectionSpecificFields = []string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+
+// connectionSpecific reports whether name is a connection-specific field.
 func connectionSpecific(name string) bool {
-	switch name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-		return true
-	}
-	return false
+	return slices.Contains(connectionSpecificFields, name)
 }
 
 // tokenLower holds the characters of a token (RFC 9110) but upper case

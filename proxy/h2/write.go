@@ -379,10 +379,8 @@ var knownFields = func() map[string]knownField {
 	} {
 		m[n] = knownField{name: n}
 	}
-	for _, n := range []string{
-		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
-		"trailer", "content-length",
-	} {
+	// The response's own length and trailers are the server's to send.
+	for _, n := range append([]string{"trailer", "content-length"}, connectionSpecificFields...) {
 		m[n] = knownField{name: n, skip: true}
 	}
 	return m
