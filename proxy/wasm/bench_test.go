@@ -79,15 +79,12 @@ func benchRequests(b *testing.B, f filter.Factory, x *filter.Exchange, do func(t
 // starved machine does not cut a call off; its length costs nothing.
 // With termination off, the same call without wazero's watch.
 func BenchmarkGuestCall(b *testing.B) {
-	for _, tc := range []struct {
-		name      string
-		unchecked bool
-	}{{"termination=on", false}, {"termination=off", true}} {
-		b.Run(tc.name, func(b *testing.B) {
+	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
+		b.Run("stop="+stop.String(), func(b *testing.B) {
 			m := newTestManager(b)
-			if tc.unchecked {
-				m.unchecked = true
-				m.cache = wazero.NewCompilationCache()
+			m.stop = stop
+			if stop != stopInterrupt {
+				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
 			}
 			set := prepare(b, m, testPlugin("addheader", "addheader", func(p *config.Plugin) {
 				p.PoolSize = 1
@@ -239,15 +236,12 @@ var sdkBuilds struct {
 // what a request costs without wazero's per-call watch and loop checks.
 func BenchmarkRequestHello(b *testing.B) {
 	path := sdkModule(b, "examples/hello")
-	for _, tc := range []struct {
-		name      string
-		unchecked bool
-	}{{"termination=on", false}, {"termination=off", true}} {
-		b.Run(tc.name, func(b *testing.B) {
+	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
+		b.Run("stop="+stop.String(), func(b *testing.B) {
 			m := newTestManager(b)
-			if tc.unchecked {
-				m.unchecked = true
-				m.cache = wazero.NewCompilationCache()
+			m.stop = stop
+			if stop != stopInterrupt {
+				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
 			}
 			pc := config.Plugin{Name: "hello", File: path, PoolSize: 1, FailurePolicy: config.FailClosed}
 			set := prepare(b, m, pc)

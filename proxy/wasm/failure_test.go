@@ -1,14 +1,13 @@
 package wasm
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tetratelabs/wazero/sys"
+	"github.com/tetratelabs/wazero"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -140,46 +139,60 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	s.Done(x)
 }
 
-// TestCloseStopsRunningCall checks the fact the call deadline rests on:
-// with close-on-done compiled in, a guest in a loop that never ends stops
-// as soon as its module is closed from another goroutine, here long before
-// its own deadline.
-func TestCloseStopsRunningCall(t *testing.T) {
-	m := newTestManager(t)
-	set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
-		p.CallTimeout = config.Duration(time.Minute)
-		p.PoolSize = 1
-	}))
-	f := factoryOf(t, set, "faulty")
-	x := newExchange("http://example.com/", "x-fault", "loop")
-	s, err := f.NewStream(x)
-	if err != nil {
-		t.Fatal(err)
+// TestStopRunningCall checks the fact the call deadline rests on, in both
+// ways a plugin's calls can be stopped: a guest in a loop that never ends
+// stops as soon as its deadline is found passed, here long before the
+// deadline it began with. With the interrupt the guest finds it at its
+// next check; under wazero's watch the timer finds it and wazero closes
+// the module.
+func TestStopRunningCall(t *testing.T) {
+	for _, stop := range []stopMode{stopInterrupt, stopWatch} {
+		t.Run(stop.String(), func(t *testing.T) {
+			m := newTestManager(t)
+			m.stop = stop
+			if stop != stopInterrupt {
+				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
+			}
+			set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+				p.CallTimeout = config.Duration(time.Minute)
+				p.PoolSize = 1
+			}))
+			if got := set.plugins["faulty"].stop; got != stop {
+				t.Fatalf("plugin stops calls by %v, want %v", got, stop)
+			}
+			f := factoryOf(t, set, "faulty")
+			x := newExchange("http://example.com/", "x-fault", "loop")
+			s, err := f.NewStream(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := s.(*stream).in
+			done := make(chan filter.Status)
+			go func() { done <- s.OnRequestHeaders(x, true) }()
+			time.Sleep(100 * time.Millisecond) // into the loop
+			select {
+			case st := <-done:
+				t.Fatalf("the loop returned %v before the call was stopped", st)
+			default:
+			}
+			start := time.Now()
+			in.cc.deadline.Store(1)
+			if stop == stopWatch {
+				in.cc.check() // as the timer would
+			}
+			select {
+			case st := <-done:
+				if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 {
+					t.Errorf("status %v, code %d", st, x.Ctx.Response.StatusCode())
+				}
+				t.Logf("the loop stopped %v after its deadline passed", time.Since(start))
+			case <-time.After(5 * time.Second):
+				t.Fatal("the loop kept running after its deadline passed")
+			}
+			s.OnLog(x)
+			s.Done(x)
+		})
 	}
-	mod := s.(*stream).in.mod
-	done := make(chan filter.Status)
-	go func() { done <- s.OnRequestHeaders(x, true) }()
-	time.Sleep(100 * time.Millisecond) // into the loop
-	select {
-	case st := <-done:
-		t.Fatalf("the loop returned %v before the module was closed", st)
-	default:
-	}
-	start := time.Now()
-	if err := mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case st := <-done:
-		if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 {
-			t.Errorf("status %v, code %d", st, x.Ctx.Response.StatusCode())
-		}
-		t.Logf("the loop stopped %v after the close", time.Since(start))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the loop kept running after its module was closed")
-	}
-	s.OnLog(x)
-	s.Done(x)
 }
 
 // TestCallDeadline drives the call context's deadline directly: calls that
@@ -187,7 +200,7 @@ func TestCloseStopsRunningCall(t *testing.T) {
 // call that overruns fires it at its own deadline, not earlier and not at
 // the later deadline of a start-up call before it.
 func TestCallDeadline(t *testing.T) {
-	c := &callCtx{done: make(chan struct{})}
+	c := &callCtx{done: make(chan struct{}), timed: true}
 	c.timer = time.AfterFunc(time.Hour, c.check)
 	c.timer.Stop()
 	const d = 100 * time.Millisecond

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/wasm/internal/guard"
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
@@ -77,15 +78,22 @@ type callbacks struct {
 	requestHeaders, requestBody, requestTrailers                 api.Function
 	responseHeaders, responseBody, responseTrailers              api.Function
 	httpCallResponse, tick, queueReady, start, main              api.Function
+	guardStart                                                   api.Function // the module's start section, moved by package guard
 }
 
 // callCtx is the context of every call into one instance. It carries the
 // instance to host functions and implements the call deadline without
-// allocating: its Done channel closes only when a deadline passes, which
-// makes wazero close the module, after which the instance is thrown away.
+// allocating. A call stores its deadline; how it is enforced depends on
+// the plugin's stopMode.
 //
-// The deadline costs a call a clock read and two atomic stores, not a
-// timer's Reset and Stop: the timer stays armed while calls follow one
+// With stopInterrupt the guest itself calls checkDeadline (package guard's
+// import) every guard.Interval loop iterations, which fires the context
+// and traps the guest once the deadline has passed. No timer runs.
+//
+// With stopWatch, a timer fires the context, whose Done channel closing
+// makes wazero close the module. The deadline costs a call a clock read
+// and two atomic stores, not a timer's Reset and Stop: the timer stays
+// armed while calls follow one
 // another, and when it fires it either finds the running call late (and
 // fires the context), or re-arms itself for the running call's deadline,
 // or, between calls, stops. Calls with a longer deadline than the request
@@ -99,6 +107,7 @@ type callCtx struct {
 
 	deadline atomic.Int64 // of the running call, in monotonic ns; 0 between calls
 	armed    atomic.Bool  // the timer is set, or its function is running
+	timed    bool         // the timer enforces the deadline (stopWatch)
 }
 
 // clockBase is the origin of monotonic(), which reads only the monotonic
@@ -110,7 +119,7 @@ func monotonic() int64 { return int64(time.Since(clockBase)) }
 // begin starts the deadline of a call that may run for d.
 func (c *callCtx) begin(d time.Duration) {
 	c.deadline.Store(monotonic() + int64(d))
-	if c.armed.CompareAndSwap(false, true) {
+	if c.timed && c.armed.CompareAndSwap(false, true) {
 		c.timer.Reset(d)
 	}
 }
@@ -119,7 +128,7 @@ func (c *callCtx) begin(d time.Duration) {
 // timer, whose next firing may be past the next call's deadline.
 func (c *callCtx) end(long bool) {
 	c.deadline.Store(0)
-	if long {
+	if long && c.timed {
 		c.timer.Stop()
 		c.armed.Store(false)
 	}
@@ -167,6 +176,22 @@ func (c *callCtx) fire() {
 	}
 }
 
+// checkDeadline is package guard's import: the guest calls it every
+// guard.Interval loop iterations, and traps when it returns non-zero.
+func checkDeadline(ctx context.Context, stack []uint64) {
+	stack[0] = 0
+	c, ok := ctx.(*callCtx)
+	if !ok {
+		return
+	}
+	if dl := c.deadline.Load(); dl != 0 && monotonic() > dl {
+		c.fire()
+	}
+	if c.fired.Load() {
+		stack[0] = 1
+	}
+}
+
 var (
 	// errDeadline is reported for a call that overran its deadline.
 	errDeadline = errors.New("call overran its deadline")
@@ -191,6 +216,7 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 		kv:      make([]kv, 0, 32),
 	}
 	in.cc.in, in.cc.done = in, make(chan struct{})
+	in.cc.timed = p.stop == stopWatch
 	in.cc.timer = time.AfterFunc(time.Hour, in.cc.check)
 	in.cc.timer.Stop()
 
@@ -219,6 +245,11 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 	fail := func(err error) (*instance, error) {
 		in.discard(err)
 		return nil, err
+	}
+	if in.fn.guardStart != nil {
+		if _, err := in.invokeLong(in.fn.guardStart); err != nil {
+			return fail(fmt.Errorf("start function: %w", err))
+		}
 	}
 	if in.fn.start != nil {
 		if _, err := in.invokeLong(in.fn.start); err != nil {
@@ -266,6 +297,7 @@ func (in *instance) lookup() {
 	if in.p.mainFn {
 		f.main = m.ExportedFunction("main")
 	}
+	f.guardStart = m.ExportedFunction(guard.Start)
 }
 
 // startRoot creates, starts and configures the root context of an

@@ -62,9 +62,36 @@ type Manager struct {
 	active  *Set
 	closed  bool
 
-	// unchecked runs guests without wazero's termination (tests measure
-	// what it costs; nothing else sets it).
-	unchecked bool
+	// stop is how plugins started from now on stop a call that overruns
+	// its deadline; tests set it, the default is stopInterrupt.
+	stop stopMode
+}
+
+// stopMode is how a plugin's calls that overrun their deadline are
+// stopped (see RATIONALE).
+type stopMode int
+
+const (
+	// stopInterrupt: the module is rewritten by package guard, and the
+	// guest checks its call's deadline itself every guard.Interval loop
+	// iterations.
+	stopInterrupt stopMode = iota
+	// stopWatch: wazero's WithCloseOnContextDone, for a module the guard
+	// cannot rewrite: a goroutine per call watches the call's context.
+	stopWatch
+	// stopNone: calls are never stopped. Only benchmarks use it, to
+	// measure what stopping costs.
+	stopNone
+)
+
+func (s stopMode) String() string {
+	switch s {
+	case stopInterrupt:
+		return "interrupt"
+	case stopWatch:
+		return "watch"
+	}
+	return "none"
 }
 
 // NewManager returns a Manager with no plugins.

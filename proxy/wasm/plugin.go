@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/wasm/internal/guard"
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
@@ -60,6 +62,7 @@ type plugin struct {
 
 	// CompileTime and InstanceBytes are measured while starting.
 	compileTime time.Duration
+	stop        stopMode      // how calls that overrun are stopped
 	pages       atomic.Uint32 // memory of the first instance after start
 }
 
@@ -107,27 +110,14 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 	atts := []*attachment{{index: 0, config: pc.Config}}
 	p.attachments.Store(&atts)
 
-	rc := wazero.NewRuntimeConfigCompiler().
-		WithCompilationCache(m.cache).
-		WithCloseOnContextDone(!m.unchecked).
-		WithMemoryLimitPages(uint32(mem) * 16)
-	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	compiled, err := p.compile(ctx, code, uint32(mem)*16)
+	if err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*plugin, error) {
 		p.rt.Close(context.Background())
 		return nil, err
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
-		return fail(fmt.Errorf("wasi: %w", err))
-	}
-	if err := instantiateEnv(ctx, p.rt); err != nil {
-		return fail(fmt.Errorf("host functions: %w", err))
-	}
-	start := time.Now()
-	compiled, err := p.rt.CompileModule(ctx, code)
-	if err != nil {
-		return fail(fmt.Errorf("compiling module: %w", err))
-	}
-	p.compileTime = time.Since(start)
 	p.compiled = compiled
 	if err := p.inspect(); err != nil {
 		return fail(err)
@@ -143,9 +133,64 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 	m.metrics.compileSeconds.WithLabelValues(pc.Name).Set(p.compileTime.Seconds())
 	m.metrics.instances.WithLabelValues(pc.Name).Add(float64(len(p.slots)))
 	p.log.Debug("wasm plugin started",
-		zap.String("sha256", sum), zap.Duration("compile", p.compileTime),
+		zap.String("sha256", sum), zap.Duration("compile", p.compileTime), zap.Stringer("stop", p.stop),
 		zap.Int("instances", len(p.slots)), zap.Uint32("pages", p.pages.Load()))
 	return p, nil
+}
+
+// compile creates the plugin's runtime and compiles its module, rewritten
+// by package guard so that calls check their own deadline. A module the guard
+// cannot rewrite, or whose rewrite wazero refuses while it accepts the
+// module itself, runs under wazero's per-call watch instead, and says so
+// in the log.
+func (p *plugin) compile(ctx context.Context, code []byte, pages uint32) (wazero.CompiledModule, error) {
+	p.stop = p.m.stop
+	run := code
+	if p.stop == stopInterrupt {
+		g, err := guard.Instrument(code)
+		if err != nil {
+			p.log.Warn("wasm module not rewritten to check its deadline; its calls are watched by wazero instead", zap.Error(err))
+			p.stop = stopWatch
+		} else {
+			run = g
+		}
+	}
+	for {
+		rc := wazero.NewRuntimeConfigCompiler().
+			WithCompilationCache(p.m.cache).
+			WithCloseOnContextDone(p.stop == stopWatch).
+			WithMemoryLimitPages(pages)
+		p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
+			p.rt.Close(context.Background())
+			return nil, fmt.Errorf("wasi: %w", err)
+		}
+		if err := instantiateEnv(ctx, p.rt); err != nil {
+			p.rt.Close(context.Background())
+			return nil, fmt.Errorf("host functions: %w", err)
+		}
+		if p.stop == stopInterrupt {
+			_, err := p.rt.NewHostModuleBuilder(guard.Module).NewFunctionBuilder().
+				WithGoFunction(api.GoFunc(checkDeadline), nil, []api.ValueType{api.ValueTypeI32}).
+				Export(guard.Check).Instantiate(ctx)
+			if err != nil {
+				p.rt.Close(context.Background())
+				return nil, fmt.Errorf("host functions: %w", err)
+			}
+		}
+		start := time.Now()
+		compiled, err := p.rt.CompileModule(ctx, run)
+		p.compileTime = time.Since(start)
+		if err == nil {
+			return compiled, nil
+		}
+		p.rt.Close(context.Background())
+		if p.stop != stopInterrupt {
+			return nil, fmt.Errorf("compiling module: %w", err)
+		}
+		p.log.Warn("wasm module's rewrite does not compile; trying the module as it is, watched by wazero", zap.Error(err))
+		p.stop, run = stopWatch, code
+	}
 }
 
 // inspect checks the module's exports: an ABI marker, an allocator, and
