@@ -77,7 +77,8 @@ func benchRequests(b *testing.B, f filter.Factory, x *filter.Exchange, do func(t
 // nothing (the ABI marker) under the call deadline: what every call of a
 // request pays before the guest runs. The deadline is long so that a
 // starved machine does not cut a call off; its length costs nothing.
-// With termination off, the same call without wazero's watch.
+// For each stopMode: the guest checking its deadline (the default),
+// wazero's per-call watch, and no deadline at all.
 func BenchmarkGuestCall(b *testing.B) {
 	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
 		b.Run("stop="+stop.String(), func(b *testing.B) {
@@ -232,8 +233,7 @@ var sdkBuilds struct {
 
 // BenchmarkRequestHello is BenchmarkRequest through the SDK's minimal
 // example (sdk/examples/hello: reads :path, sets one header), the module
-// of the whole-proxy filter benchmark. With termination off it measures
-// what a request costs without wazero's per-call watch and loop checks.
+// of the whole-proxy filter benchmark, for each stopMode.
 func BenchmarkRequestHello(b *testing.B) {
 	path := sdkModule(b, "examples/hello")
 	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
