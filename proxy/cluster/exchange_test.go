@@ -124,3 +124,91 @@ func TestExchangeConnTimesOut(t *testing.T) {
 		t.Fatalf("the timeout took %s", d)
 	}
 }
+
+// loopbackExchangeConn returns an exchangeConn on a loopback connection.
+func loopbackExchangeConn(tb testing.TB) *exchangeConn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			tb.Cleanup(func() { c.Close() })
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	x, ok := newExchangeConn(c, c.(*net.TCPConn)).(*exchangeConn)
+	if !ok {
+		tb.Fatal("not an exchangeConn")
+	}
+	return x
+}
+
+// TestDeadlineSlack: the deadline a request finds on its connection is
+// never earlier than its own, nor more than the slack later; a deadline
+// set any other way is not trusted afterwards.
+func TestDeadlineSlack(t *testing.T) {
+	x := loopbackExchangeConn(t)
+	const timeout = 6400 * time.Millisecond
+	slack := min(timeout/64, maxDeadlineSlack) // 100ms
+	start := time.Now()
+	sets := 0
+	for i := range 50 {
+		d := start.Add(timeout + time.Duration(i)*7*time.Millisecond)
+		before := x.deadline
+		if err := setDeadline(x, d, timeout); err != nil {
+			t.Fatal(err)
+		}
+		if x.deadline != before {
+			sets++
+		}
+		if x.deadline.Before(d) || x.deadline.Sub(d) > slack {
+			t.Fatalf("request %d: deadline %v after its own, want within [0, %v]", i, x.deadline.Sub(d), slack)
+		}
+	}
+	// 50 requests 7ms apart span 343ms: a new deadline every 100ms.
+	if sets < 3 || sets > 5 {
+		t.Errorf("%d deadlines set for 50 requests, want 4", sets)
+	}
+	if err := x.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	d := start.Add(timeout + 343*time.Millisecond)
+	if err := setDeadline(x, d, timeout); err != nil {
+		t.Fatal(err)
+	}
+	if !x.deadline.Equal(d.Add(slack)) {
+		t.Errorf("after SetReadDeadline, the deadline was not set again")
+	}
+}
+
+// BenchmarkSetDeadline is what a request pays for its upstream deadline:
+// a SetDeadline each time, or one within the slack.
+func BenchmarkSetDeadline(b *testing.B) {
+	const timeout = 15 * time.Second
+	b.Run("always", func(b *testing.B) {
+		x := loopbackExchangeConn(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := x.Conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("within-slack", func(b *testing.B) {
+		x := loopbackExchangeConn(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := setDeadline(x, time.Now().Add(timeout), timeout); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

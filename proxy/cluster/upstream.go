@@ -114,7 +114,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	}
 	conn := cc.Conn()
 	reused := !cc.LastUseTime().IsZero()
-	if err := conn.SetDeadline(deadline); err != nil {
+	if err := setDeadline(conn, deadline, timeout); err != nil {
 		hc.CloseConn(cc)
 		return reused, err
 	}
