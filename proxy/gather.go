@@ -4,8 +4,11 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
 )
 
 // A response larger than fasthttp's write buffer leaves the server in two
@@ -23,15 +26,19 @@ const gatherMin = 3 << 10
 // gatherMax bounds the bytes a connection holds.
 const gatherMax = 8 << 10
 
-// gatherListener hands out gatherConns.
-type gatherListener struct{ net.Listener }
+// gatherListener hands out gatherConns, whose read deadlines may pass up
+// to slack late.
+type gatherListener struct {
+	net.Listener
+	slack time.Duration
+}
 
 func (l gatherListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &gatherConn{Conn: c}, nil
+	return &gatherConn{Conn: c, slack: l.slack}, nil
 }
 
 // gatherConn is a downstream connection that can send a response's writes
@@ -46,6 +53,24 @@ type gatherConn struct {
 	holding atomic.Bool
 	arr     [2][]byte
 	bufs    net.Buffers // the writev in flight, kept to spare an allocation
+
+	// The read deadline in force, kept while a new one is at most slack
+	// earlier: fasthttp sets one for the idle wait and another for the
+	// header of each request (see package deadline).
+	rd    deadline.Coarse
+	slack time.Duration
+}
+
+func (c *gatherConn) SetReadDeadline(t time.Time) error {
+	if d, set := c.rd.Next(t, c.slack); set {
+		return c.Conn.SetReadDeadline(d)
+	}
+	return nil
+}
+
+func (c *gatherConn) SetDeadline(t time.Time) error {
+	c.rd.Forget()
+	return c.Conn.SetDeadline(t)
 }
 
 // gather asks that the writes of the response about to be written leave

@@ -135,7 +135,9 @@ func (f *front) start(s *Server, srv *fasthttp.Server, ln net.Listener) net.List
 			s.log.Warn("reloading TLS certificates failed; the previous ones stay in use",
 				zap.String("listener", c.Name), zap.Error(err))
 		})
-		ln = tlsconf.NewListener(ln, f.tls)
+		tl := tlsconf.NewListener(ln, f.tls)
+		tl.ReadSlack = readSlack(c)
+		ln = tl
 	} else if f.h2 != nil {
 		ln = h2.NewCleartextListener(ln, f.h2, c.IdleTimeout.Or(60*time.Second))
 	}

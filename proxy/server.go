@@ -498,7 +498,7 @@ func (l *listener) serve(s *Server) {
 	}
 	var ln net.Listener = l.ln
 	if l.cfg.TLS == nil {
-		ln = gatherListener{ln}
+		ln = gatherListener{ln, readSlack(l.cfg)}
 	}
 	ln = l.front.start(s, l.srv, ln)
 	go func() {

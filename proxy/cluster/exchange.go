@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
 )
 
 // exchangeConn is a cleartext TCP upstream connection that sends a request
@@ -40,9 +42,7 @@ type exchangeConn struct {
 	n    int
 	err  error
 
-	// deadline is the connection's deadline as setDeadlineWithin last set
-	// it; zero once anything else sets one.
-	deadline time.Time
+	dl deadline.Coarse // the read and write deadline setDeadline set
 }
 
 // maxHeld bounds the bytes a request may hold; a larger request is written
@@ -169,46 +169,34 @@ func (c *exchangeConn) wait(fd uintptr) bool {
 	}
 }
 
-// maxDeadlineSlack bounds how late setDeadlineWithin lets a deadline pass.
-const maxDeadlineSlack = 250 * time.Millisecond
-
-// setDeadlineWithin sets the connection's read and write deadline to d, or
-// leaves the one it has when that is no earlier than d and at most slack
-// later. When it sets one it sets d+slack, so that the requests that follow
-// on the connection within slack find it set already: setting a deadline
-// costs two timer updates in Go's poller, which requests then pay once in
-// a while instead of each time. A deadline passes at most slack late.
-func (c *exchangeConn) setDeadlineWithin(d time.Time, slack time.Duration) error {
-	if cur := c.deadline; !cur.IsZero() && !cur.Before(d) && cur.Sub(d) <= slack {
-		return nil
-	}
-	c.deadline = d.Add(slack)
-	return c.Conn.SetDeadline(c.deadline)
-}
-
 func (c *exchangeConn) SetDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.dl.Forget()
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *exchangeConn) SetReadDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.dl.Forget()
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *exchangeConn) SetWriteDeadline(t time.Time) error {
-	c.deadline = time.Time{}
+	c.dl.Forget()
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// setDeadline sets an upstream connection's deadline for a request whose
-// timeout ends at deadline; an exchangeConn may keep a deadline up to
-// timeout/64 (at most maxDeadlineSlack) later.
-func setDeadline(conn net.Conn, deadline time.Time, timeout time.Duration) error {
-	if x, ok := conn.(*exchangeConn); ok {
-		return x.setDeadlineWithin(deadline, min(timeout/64, maxDeadlineSlack))
+// setDeadline sets an upstream connection's read and write deadline for a
+// request whose timeout ends at d. An exchangeConn keeps the deadline it
+// has when that is at most deadline.SlackFor(timeout) later (see
+// RATIONALE).
+func setDeadline(conn net.Conn, d time.Time, timeout time.Duration) error {
+	x, ok := conn.(*exchangeConn)
+	if !ok {
+		return conn.SetDeadline(d)
 	}
-	return conn.SetDeadline(deadline)
+	if t, set := x.dl.Next(d, deadline.SlackFor(timeout)); set {
+		return x.Conn.SetDeadline(t)
+	}
+	return nil
 }
 
 // exchanger is an upstream connection that can hold a request's bytes

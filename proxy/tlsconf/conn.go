@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
 )
 
 // Identity is what a handshake taught the proxy about a downstream
@@ -136,6 +138,23 @@ type Conn struct {
 	once sync.Once
 	err  error
 	id   Identity
+
+	rd        deadline.Coarse // the read deadline in force
+	readSlack time.Duration
+}
+
+// SetReadDeadline keeps the read deadline in force when t is at most the
+// listener's ReadSlack earlier (see package deadline).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if d, set := c.rd.Next(t, c.readSlack); set {
+		return c.Conn.SetReadDeadline(d)
+	}
+	return nil
+}
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.rd.Forget()
+	return c.Conn.SetDeadline(t)
 }
 
 // Handshake runs the handshake once, under the handshake timeout, and
@@ -176,6 +195,12 @@ func (c *Conn) XFCC() []byte {
 type Listener struct {
 	net.Listener
 	srv *Server
+
+	// ReadSlack is how late the connections' read deadlines may pass:
+	// one that would move the deadline in force earlier by no more than
+	// this keeps it (see package deadline). Zero sets every deadline as
+	// asked. Set it before the first Accept.
+	ReadSlack time.Duration
 }
 
 // NewListener wraps inner so that its connections speak TLS as s says.
@@ -189,5 +214,5 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv}, nil
+	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv, readSlack: l.ReadSlack}, nil
 }
