@@ -93,12 +93,12 @@ type callbacks struct {
 // With stopWatch, a timer fires the context, whose Done channel closing
 // makes wazero close the module. The deadline costs a call a clock read
 // and two atomic stores, not a timer's Reset and Stop: the timer stays
-// armed while calls follow one
-// another, and when it fires it either finds the running call late (and
-// fires the context), or re-arms itself for the running call's deadline,
-// or, between calls, stops. Calls with a longer deadline than the request
-// path's (start-up) stop it when they end, so that an armed timer never
-// fires after the deadline of the call in progress.
+// armed while calls follow one another, and when it fires it either finds
+// the running call late (and fires the context), or re-arms itself for the
+// running call's deadline, or, between calls, stops. Calls with a longer
+// deadline than the request path's (start-up) stop it when they end, so
+// that an armed timer never fires after the deadline of the call in
+// progress.
 type callCtx struct {
 	in    *instance
 	done  chan struct{}
