@@ -409,3 +409,23 @@ func TestSameResults(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyExceptions: a try block ends with end or with delegate, and
+// the loops inside both get their check (wazero does not run these, so
+// the test reads the rewrite).
+func TestLegacyExceptions(t *testing.T) {
+	body := []byte{
+		0,
+		0x06, 0x40, opLoop, 0x40, 0x0B, 0x19, 0x0B, // try (loop end) catch_all end
+		0x06, 0x40, opLoop, 0x40, 0x0B, 0x18, 0, // try (loop end) delegate 0
+		0x0B,
+	}
+	out, err := Instrument(module(typeVoid, sec(3, 1, 0), code(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &rewrite{fuel: 0}
+	if n := bytes.Count(out, rw.checkCode(0)); n != 2 {
+		t.Fatalf("%d checks in the rewrite, want 2", n)
+	}
+}
