@@ -38,7 +38,7 @@ func (l gatherListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gatherConn{Conn: c, slack: l.slack}, nil
+	return &gatherConn{Conn: c, rd: deadline.Read{Slack: l.slack}}, nil
 }
 
 // gatherConn is a downstream connection that can send a response's writes
@@ -54,19 +54,13 @@ type gatherConn struct {
 	arr     [2][]byte
 	bufs    net.Buffers // the writev in flight, kept to spare an allocation
 
-	// The read deadline in force, kept while a new one is at most slack
-	// earlier: fasthttp sets one for the idle wait and another for the
-	// header of each request (see package deadline).
-	rd    deadline.Coarse
-	slack time.Duration
+	// The read deadline in force, kept while a new one is at most the
+	// listener's slack earlier: fasthttp sets one for the idle wait and
+	// another for the header of each request (see package deadline).
+	rd deadline.Read
 }
 
-func (c *gatherConn) SetReadDeadline(t time.Time) error {
-	if d, set := c.rd.Next(t, c.slack); set {
-		return c.Conn.SetReadDeadline(d)
-	}
-	return nil
-}
+func (c *gatherConn) SetReadDeadline(t time.Time) error { return c.rd.Set(c.Conn, t) }
 
 func (c *gatherConn) SetDeadline(t time.Time) error {
 	c.rd.Forget()

@@ -139,18 +139,12 @@ type Conn struct {
 	err  error
 	id   Identity
 
-	rd        deadline.Coarse // the read deadline in force
-	readSlack time.Duration
+	rd deadline.Read // the read deadline in force
 }
 
 // SetReadDeadline keeps the read deadline in force when t is at most the
 // listener's ReadSlack earlier (see package deadline).
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	if d, set := c.rd.Next(t, c.readSlack); set {
-		return c.Conn.SetReadDeadline(d)
-	}
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.rd.Set(c.Conn, t) }
 
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.rd.Forget()
@@ -214,5 +208,5 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv, readSlack: l.ReadSlack}, nil
+	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv, rd: deadline.Read{Slack: l.ReadSlack}}, nil
 }

@@ -51,3 +51,19 @@ func (c *Coarse) Next(t time.Time, slack time.Duration) (time.Time, bool) {
 
 // Forget says the connection's deadline was set some other way.
 func (c *Coarse) Forget() { c.cur.Store(0) }
+
+// Read is a connection's read deadline with a fixed slack, for a wrapper
+// of the connection to keep in its SetReadDeadline (through Set) and
+// SetDeadline (through Forget).
+type Read struct {
+	Coarse
+	Slack time.Duration
+}
+
+// Set sets conn's read deadline for t, unless the one in force will do.
+func (r *Read) Set(conn interface{ SetReadDeadline(time.Time) error }, t time.Time) error {
+	if d, set := r.Next(t, r.Slack); set {
+		return conn.SetReadDeadline(d)
+	}
+	return nil
+}

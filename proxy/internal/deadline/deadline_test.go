@@ -58,3 +58,37 @@ func TestSlackFor(t *testing.T) {
 		}
 	}
 }
+
+type countingConn struct {
+	n    int
+	last time.Time
+}
+
+func (c *countingConn) SetReadDeadline(t time.Time) error {
+	c.n++
+	c.last = t
+	return nil
+}
+
+// TestReadSet: fasthttp's two read deadlines per request (idle wait,
+// header), 1ms apart request after request, reach the connection once per
+// slack.
+func TestReadSet(t *testing.T) {
+	var c countingConn
+	r := Read{Slack: SlackFor(time.Minute)}
+	start := time.Now()
+	for i := range 500 {
+		at := start.Add(time.Duration(i) * time.Millisecond)
+		for _, d := range []time.Time{at.Add(time.Minute), at.Add(time.Minute + 100*time.Microsecond)} {
+			if err := r.Set(&c, d); err != nil {
+				t.Fatal(err)
+			}
+			if c.last.Before(d) || c.last.Sub(d) > r.Slack {
+				t.Fatalf("deadline in force %v after the one asked", c.last.Sub(d))
+			}
+		}
+	}
+	if c.n != 2 {
+		t.Errorf("%d deadlines set for 1000, want 2 (500ms of requests, a slack of %v)", c.n, r.Slack)
+	}
+}
