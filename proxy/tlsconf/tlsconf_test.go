@@ -430,3 +430,53 @@ func TestInMemoryCertificates(t *testing.T) {
 		t.Fatalf("Files() = %v, want none for an in-memory certificate", srv.Files())
 	}
 }
+
+// TestClientConfigRotation: an upstream connection's CA file and client
+// certificate are read again when they change on disk, so rotated files
+// reach new connections without a configuration change; verification
+// still checks the server's name.
+func TestClientConfigRotation(t *testing.T) {
+	dir := t.TempDir()
+	serverCA := testpki.NewCA(t, "server ca")
+	otherCA := testpki.NewCA(t, "other ca")
+	clientCA := testpki.NewCA(t, "client ca")
+	cert, key := serverCA.Issue(t, testpki.Leaf{CommonName: "up", DNS: []string{"up.test"}}).Write(t, dir, "server")
+	clientCAFile := dir + "/client-ca.pem"
+	testpki.WriteFile(t, clientCAFile, clientCA.PEM)
+	s := serve(t, config.ListenerTLS{Certificates: []config.CertificateFiles{{CertFile: cert, KeyFile: key}}, ClientCAFile: clientCAFile})
+
+	caFile := dir + "/upstream-ca.pem"
+	testpki.WriteFile(t, caFile, otherCA.PEM) // the wrong CA, at first
+	clientCert, clientKey := clientCA.Issue(t, testpki.Leaf{CommonName: "first", Client: true}).Write(t, dir, "client")
+	conf, err := tlsconf.ClientConfig(&config.ClusterTLS{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey, SNI: "up.test"},
+		s.addr, config.ProtocolHTTP1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.dial(conf); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("with the wrong CA: %v", err)
+	}
+
+	testpki.WriteFile(t, caFile, serverCA.PEM)
+	waitFor(t, func() bool { _, err := s.dial(conf); return err == nil })
+	peer := func() string {
+		drain(s.ids)
+		if _, err := s.dial(conf); err != nil {
+			return err.Error()
+		}
+		return (<-s.ids).PeerSubject
+	}
+	if p := peer(); !strings.Contains(p, "first") {
+		t.Fatalf("client certificate %q, want the first", p)
+	}
+	clientCA.Issue(t, testpki.Leaf{CommonName: "second", Client: true}).Write(t, dir, "client")
+	waitFor(t, func() bool { return strings.Contains(peer(), "second") })
+
+	other, err := tlsconf.ClientConfig(&config.ClusterTLS{CAFile: caFile, SNI: "other.test"}, s.addr, config.ProtocolHTTP1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.dial(other); err == nil || !strings.Contains(err.Error(), "other.test") {
+		t.Fatalf("a server certificate for another name: %v", err)
+	}
+}
