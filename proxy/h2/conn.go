@@ -31,6 +31,8 @@ const (
 	// drainTimeout bounds how long a closing connection is read (and
 	// discarded) so that the client gets our GOAWAY before a TCP reset.
 	drainTimeout = time.Second
+	// defaultSettingsTimeout is Options.SettingsTimeout's zero value.
+	defaultSettingsTimeout = 10 * time.Second
 	// maxQueuedControl bounds the control frames (SETTINGS and PING
 	// acknowledgements, resets) a client makes us queue faster than they
 	// are written.
@@ -94,6 +96,7 @@ type serverConn struct {
 	qhead        int
 	rdKind       int
 	settingsAckd bool
+	settingsWait *time.Timer // until settingsAckd
 	goAwaySent   bool
 	closing      bool // no frame is read or queued any more; the writer flushes and stops
 	peerGoAway   bool
@@ -170,6 +173,11 @@ func (sc *serverConn) serve() {
 		{ID: http2.SettingMaxFrameSize, Val: sc.srv.opts.MaxReadFrameSize},
 	}
 	sc.appendSettings(settings[:])
+	wait := sc.srv.opts.SettingsTimeout
+	if wait <= 0 {
+		wait = defaultSettingsTimeout
+	}
+	sc.settingsWait = time.AfterFunc(wait, sc.settingsTimedOut)
 	if d := int64(sc.connWindow) - initialWindow; d > 0 {
 		sc.appendWindowUpdate(0, uint32(d))
 		sc.recvWindow += d
@@ -302,6 +310,19 @@ func (sc *serverConn) connError(code http2.ErrCode, name string) {
 	sc.mu.Unlock()
 }
 
+// settingsTimedOut ends a connection whose client has not acknowledged
+// the server's SETTINGS in time.
+func (sc *serverConn) settingsTimedOut() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.settingsAckd || sc.closing {
+		return
+	}
+	sc.srv.countError("settings_timeout")
+	sc.goAwayLocked(http2.ErrCodeSettingsTimeout)
+	sc.closeLocked()
+}
+
 // connErr is a connection error with the name CountError receives.
 type connErr struct {
 	code http2.ErrCode
@@ -390,6 +411,7 @@ func (sc *serverConn) drain() {
 // handlers still running are waited for.
 func (sc *serverConn) teardown() {
 	sc.mu.Lock()
+	sc.settingsWait.Stop()
 	sc.closeLocked()
 	for id, st := range sc.streams {
 		sc.abortLocked(st, errConnClosed)
@@ -674,6 +696,7 @@ func (sc *serverConn) onSettingsLocked(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		if !sc.settingsAckd {
 			sc.settingsAckd = true
+			sc.settingsWait.Stop()
 		}
 		return nil
 	}

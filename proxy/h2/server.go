@@ -53,6 +53,10 @@ type Options struct {
 	// IdleTimeout closes a connection with no open stream (GOAWAY, then
 	// close). It also bounds how long a write to the client may block.
 	IdleTimeout time.Duration
+	// SettingsTimeout is how long the client has to acknowledge the
+	// server's SETTINGS: past it the connection ends with GOAWAY
+	// SETTINGS_TIMEOUT (RFC 9113 §6.5.3). Zero means 10 seconds.
+	SettingsTimeout time.Duration
 	// CountError, if set, is called with the name of every protocol error a
 	// client causes (a flood of resets, a bad frame, ...). It may be
 	// called from several goroutines at once.

@@ -1097,3 +1097,42 @@ func TestLateFrames(t *testing.T) {
 		t.Errorf("after: %s %q", status, body)
 	}
 }
+
+// TestSettingsTimeout: a client that never acknowledges the server's
+// SETTINGS gets GOAWAY SETTINGS_TIMEOUT; one that does keeps its
+// connection past the timeout.
+func TestSettingsTimeout(t *testing.T) {
+	var ec errCounter
+	_, addr := serve(t, echoPath, h2.Options{SettingsTimeout: 200 * time.Millisecond, CountError: ec.count})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	silent := &rawClient{t: t, c: c, fr: http2.NewFramer(c, c)}
+	if err := silent.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if g := silent.goAway(); g.ErrCode != http2.ErrCodeSettingsTimeout {
+		t.Fatalf("GOAWAY %v, want SETTINGS_TIMEOUT", g.ErrCode)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("GOAWAY after %v", d)
+	}
+	if !ec.has("settings_timeout") {
+		t.Errorf("errors counted: %v", ec.all())
+	}
+
+	polite := dialRaw(t, addr)
+	time.Sleep(400 * time.Millisecond)
+	polite.get(1, "/still-here")
+	if status, body, _ := polite.response(1); status != "200" || string(body) != "/still-here" {
+		t.Fatalf("after the timeout: %s %q", status, body)
+	}
+}
