@@ -24,6 +24,16 @@ func sharedValueOf(m *Manager, vm, key string) int {
 	return n
 }
 
+// seedShared sets a shared data key as a plugin's first write would.
+func seedShared(m *Manager, vm, key, value string) {
+	m.shared.mu.Lock()
+	defer m.shared.mu.Unlock()
+	if m.shared.data[vm] == nil {
+		m.shared.data[vm] = map[string]*sharedValue{}
+	}
+	m.shared.data[vm][key] = &sharedValue{value: []byte(value), cas: 1}
+}
+
 func gather(t *testing.T, reg *prometheus.Registry, name, plugin string) *dto.Metric {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -52,6 +62,11 @@ func TestSharedServices(t *testing.T) {
 	m := newTestManager(t, withRegistry(reg))
 	set := prepare(t, m, testPlugin("shared", "shared", func(p *config.Plugin) { p.PoolSize = 3 }))
 	f := factoryOf(t, set, "shared")
+	// The instances add what they dequeue to "dequeued" with CAS, and a
+	// missing key is written unconditionally (cas 0, as in Envoy): two
+	// instances' first additions at once would lose one. The key exists
+	// before they race, as a plugin would create it.
+	seedShared(m, "shared", "dequeued", "0")
 
 	// The first request creates the counter. Two first writers would both
 	// find it missing and write it with cas 0, which means unconditionally
