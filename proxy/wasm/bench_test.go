@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetratelabs/wazero"
-
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/sdk/abi"
@@ -82,11 +80,7 @@ func benchRequests(b *testing.B, f filter.Factory, x *filter.Exchange, do func(t
 func BenchmarkGuestCall(b *testing.B) {
 	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
 		b.Run("stop="+stop.String(), func(b *testing.B) {
-			m := newTestManager(b)
-			m.stop = stop
-			if stop != stopInterrupt {
-				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
-			}
+			m := newStopManager(b, stop)
 			set := prepare(b, m, testPlugin("addheader", "addheader", func(p *config.Plugin) {
 				p.PoolSize = 1
 				p.CallTimeout = config.Duration(time.Minute)
@@ -238,11 +232,7 @@ func BenchmarkRequestHello(b *testing.B) {
 	path := sdkModule(b, "examples/hello")
 	for _, stop := range []stopMode{stopInterrupt, stopWatch, stopNone} {
 		b.Run("stop="+stop.String(), func(b *testing.B) {
-			m := newTestManager(b)
-			m.stop = stop
-			if stop != stopInterrupt {
-				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
-			}
+			m := newStopManager(b, stop)
 			pc := config.Plugin{Name: "hello", File: path, PoolSize: 1, FailurePolicy: config.FailClosed}
 			set := prepare(b, m, pc)
 			f := factoryOf(b, set, "hello")

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tetratelabs/wazero"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -148,11 +147,7 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 func TestStopRunningCall(t *testing.T) {
 	for _, stop := range []stopMode{stopInterrupt, stopWatch} {
 		t.Run(stop.String(), func(t *testing.T) {
-			m := newTestManager(t)
-			m.stop = stop
-			if stop != stopInterrupt {
-				m.cache = wazero.NewCompilationCache() // see RATIONALE: the cache ignores the mode
-			}
+			m := newStopManager(t, stop)
 			set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
 				p.CallTimeout = config.Duration(time.Minute)
 				p.PoolSize = 1

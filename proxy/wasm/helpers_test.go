@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -79,6 +80,19 @@ func (u *upstream) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Re
 type managerOpt func(*Options)
 
 func withRegistry(r prometheus.Registerer) managerOpt { return func(o *Options) { o.Registerer = r } }
+
+// newStopManager is newTestManager stopping calls as stop says. A mode
+// other than the default gets its own compilation cache: wazero's cache
+// key ignores the termination setting (see RATIONALE).
+func newStopManager(tb testing.TB, stop stopMode) *Manager {
+	tb.Helper()
+	m := newTestManager(tb)
+	m.stop = stop
+	if stop != stopInterrupt {
+		m.cache = wazero.NewCompilationCache()
+	}
+	return m
+}
 
 func newTestManager(t testing.TB, opts ...managerOpt) *Manager {
 	t.Helper()
