@@ -14,7 +14,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -192,53 +191,61 @@ const maxIdleWorkers = 1024
 // Idle goroutines beyond maxIdleWorkers exit, and all of them once the
 // server is shut down.
 //
+// The goroutine that went idle last serves the next stream: its stack is
+// the one most likely still in the CPU's caches. (A channel would hand the
+// stream to the goroutine idle longest.)
+//
 // Measured with a handler that uses about 30 KiB of stack (a proxy's
 // handler uses several), BenchmarkServer costs 2.0 µs a request with
 // reused goroutines and 6.5 µs with a new goroutine per stream, whose
 // stack grows anew every time.
 type workerPool struct {
-	ch       chan *stream
-	quit     chan struct{}
-	once     sync.Once
-	stopOnce sync.Once
-	idle     atomic.Int32
+	mu      sync.Mutex
+	idle    []*worker // idle[len-1] went idle last
+	stopped bool
 }
 
-func (p *workerPool) init() {
-	p.once.Do(func() {
-		p.ch = make(chan *stream)
-		p.quit = make(chan struct{})
-	})
-}
+// worker is an idle goroutine's mailbox: a stream to serve, or nil to
+// exit.
+type worker struct{ next chan *stream }
 
 // stop ends the idle goroutines, and the others as they finish.
 func (p *workerPool) stop() {
-	p.init()
-	p.stopOnce.Do(func() { close(p.quit) })
-}
-
-func (p *workerPool) run(st *stream) {
-	p.init()
-	select {
-	case p.ch <- st:
-	default:
-		go p.work(st)
+	p.mu.Lock()
+	p.stopped = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, w := range idle {
+		w.next <- nil
 	}
 }
 
+func (p *workerPool) run(st *stream) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		w.next <- st
+		return
+	}
+	p.mu.Unlock()
+	go p.work(st)
+}
+
 func (p *workerPool) work(st *stream) {
-	for {
+	w := &worker{next: make(chan *stream, 1)}
+	for st != nil {
 		st.serve()
-		if p.idle.Add(1) > maxIdleWorkers {
-			p.idle.Add(-1)
+		p.mu.Lock()
+		if p.stopped || len(p.idle) >= maxIdleWorkers {
+			p.mu.Unlock()
 			return
 		}
-		select {
-		case st = <-p.ch:
-			p.idle.Add(-1)
-		case <-p.quit:
-			p.idle.Add(-1)
-			return
-		}
+		p.idle = append(p.idle, w)
+		p.mu.Unlock()
+		st = <-w.next
 	}
 }
