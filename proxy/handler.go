@@ -249,41 +249,48 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 			break
 		}
 	}
-	dropConnectionTokens(h, &x.scratch)
-	has := forwardingHeaders(h)
+	seen := scanRequest(h, ls.requestIDKey)
+	if len(seen.conn) > 0 {
+		dropConnectionTokens(h, seen.conn, &x.scratch)
+		seen = scanRequest(h, ls.requestIDKey)
+	}
+	has := seen.has
+	// Copied before the headers change under the value.
+	x.RequestID = append(x.RequestID[:0], seen.id...)
 	b := x.scratch[:0]
 	if trusted {
 		if has&hasXFF != 0 {
-			b = append(b, h.Peek("X-Forwarded-For")...)
+			b = append(b, seen.xff...)
 			b = append(b, ", "...)
 		}
 	} else {
+		// All of them: SetCanonical replaces only the first.
+		del(h, has, hasXFF, "X-Forwarded-For")
 		del(h, has, hasXFProto, "X-Forwarded-Proto")
 		del(h, has, hasXFHost, "X-Forwarded-Host")
 		del(h, has, hasXFPort, "X-Forwarded-Port")
 		del(h, has, hasForwarded, "Forwarded")
 	}
+	// SetCanonical, with names already in fasthttp's canonical form,
+	// spares each header the copy and normalisation of its name.
 	b = remote.AppendTo(b)
-	h.SetBytesV("X-Forwarded-For", b)
+	h.SetCanonical(keyXFF, b)
 	x.scratch = b
 	if !trusted || has&hasXFProto == 0 {
 		if x.Ctx.IsTLS() {
-			h.Set("X-Forwarded-Proto", "https")
+			h.SetCanonical(keyXFProto, valHTTPS)
 		} else {
-			h.Set("X-Forwarded-Proto", "http")
+			h.SetCanonical(keyXFProto, valHTTP)
 		}
 	}
 	if !trusted || has&hasXFHost == 0 {
-		h.SetBytesV("X-Forwarded-Host", h.Host())
+		h.SetCanonical(keyXFHost, h.Host())
 	}
-
-	id := h.Peek(ls.requestID)
-	if len(id) == 0 {
-		id = newRequestID(&x.idBuf)
-		h.SetBytesV(ls.requestID, id)
-		id = h.Peek(ls.requestID)
+	if len(x.RequestID) == 0 {
+		id := newRequestID(&x.idBuf)
+		h.SetCanonical(ls.requestIDKey, id)
+		x.RequestID = append(x.RequestID, id...)
 	}
-	x.RequestID = append(x.RequestID[:0], id...)
 
 	// Hop-by-hop headers describe the downstream connection only.
 	del(h, has, hasKeepAlive, "Keep-Alive")
@@ -308,44 +315,76 @@ const (
 	hasUpgrade
 )
 
-// forwardingHeaders tells, in one pass over the headers, which of the
-// headers that forwarding rewrites or removes the request has: most have
-// none, and a Del per name would scan every header each time.
-func forwardingHeaders(h *fasthttp.RequestHeader) uint16 {
-	var has uint16
-	for k := range h.All() {
+// Names of the headers forwarding sets, in fasthttp's canonical form.
+var (
+	keyXFF     = []byte("X-Forwarded-For")
+	keyXFProto = []byte("X-Forwarded-Proto")
+	keyXFHost  = []byte("X-Forwarded-Host")
+	valHTTP    = []byte("http")
+	valHTTPS   = []byte("https")
+)
+
+// requestScan is what one pass over a request's headers finds: which of
+// the headers that forwarding rewrites or removes it has (most have none,
+// and a Del or Peek per name would scan every header each time), and the
+// values forwarding reads. The values are the header's own: valid until
+// the header changes.
+type requestScan struct {
+	has  uint16
+	conn []byte // Connection
+	xff  []byte // the first X-Forwarded-For
+	id   []byte // the first request ID header
+}
+
+func scanRequest(h *fasthttp.RequestHeader, idKey []byte) requestScan {
+	var s requestScan
+	for k, v := range h.All() {
+		if len(k) == len(idKey) && bytes.EqualFold(k, idKey) {
+			if s.id == nil {
+				s.id = v
+			}
+			continue
+		}
 		if len(k) < 2 {
 			continue
 		}
 		switch k[0] | 0x20 {
+		case 'c':
+			if bytes.EqualFold(k, []byte("Connection")) {
+				s.conn = v
+			}
+			continue
 		case 'x', 'f', 'k', 'p', 't', 'u':
 		default:
 			continue
 		}
 		switch {
-		case bytes.EqualFold(k, []byte("X-Forwarded-For")):
-			has |= hasXFF
-		case bytes.EqualFold(k, []byte("X-Forwarded-Proto")):
-			has |= hasXFProto
-		case bytes.EqualFold(k, []byte("X-Forwarded-Host")):
-			has |= hasXFHost
+		case bytes.EqualFold(k, keyXFF):
+			if s.has&hasXFF == 0 {
+				s.xff = v
+			}
+			s.has |= hasXFF
+		case bytes.EqualFold(k, keyXFProto):
+			s.has |= hasXFProto
+		case bytes.EqualFold(k, keyXFHost):
+			s.has |= hasXFHost
 		case bytes.EqualFold(k, []byte("X-Forwarded-Port")):
-			has |= hasXFPort
+			s.has |= hasXFPort
 		case bytes.EqualFold(k, []byte("Forwarded")):
-			has |= hasForwarded
+			s.has |= hasForwarded
 		case bytes.EqualFold(k, []byte("Keep-Alive")):
-			has |= hasKeepAlive
+			s.has |= hasKeepAlive
 		case bytes.EqualFold(k, []byte("Proxy-Connection")):
-			has |= hasProxyConnection
+			s.has |= hasProxyConnection
 		case bytes.EqualFold(k, []byte("TE")):
-			has |= hasTE
+			s.has |= hasTE
 		case bytes.EqualFold(k, []byte("Trailer")):
-			has |= hasTrailer
+			s.has |= hasTrailer
 		case bytes.EqualFold(k, []byte("Upgrade")):
-			has |= hasUpgrade
+			s.has |= hasUpgrade
 		}
 	}
-	return has
+	return s
 }
 
 // del removes a header the request was found to have.
@@ -355,15 +394,11 @@ func del(h *fasthttp.RequestHeader, has, bit uint16, name string) {
 	}
 }
 
-// dropConnectionTokens removes the headers that the Connection header
-// names, and the Connection header itself: they describe the downstream
-// connection only. Whether the client asked to close is kept. scratch is a
-// buffer the caller owns.
-func dropConnectionTokens(h *fasthttp.RequestHeader, scratch *[]byte) {
-	conn := h.Peek("Connection")
-	if len(conn) == 0 {
-		return
-	}
+// dropConnectionTokens removes the headers that conn, the Connection
+// header's value, names, and the Connection header itself: they describe
+// the downstream connection only. Whether the client asked to close is
+// kept. scratch is a buffer the caller owns.
+func dropConnectionTokens(h *fasthttp.RequestHeader, conn []byte, scratch *[]byte) {
 	closeConn := h.ConnectionClose()
 	toks := append((*scratch)[:0], conn...)
 	*scratch = toks

@@ -159,6 +159,8 @@ virtual_hosts:
 			map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "site.test:8080"}},
 		{"dropped from an untrusted peer", "main", spoof,
 			map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "site.test:8080", "Forwarded": ""}},
+		{"every one dropped from an untrusted peer", "main", []string{"X-Forwarded-For", "203.0.113.9", "X-Forwarded-For", "198.51.100.7"},
+			map[string]string{"X-Forwarded-For": "127.0.0.1"}},
 		{"dropped when the peer is not in trusted_proxies", "elsewhere", spoof,
 			map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "site.test:8080"}},
 		{"kept and extended from a trusted peer", "trusting", spoof,

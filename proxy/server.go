@@ -95,10 +95,12 @@ type Snapshot struct {
 
 // listenerSnap is what the request path of one listener reads.
 type listenerSnap struct {
-	table       *route.Table
-	trusted     []netip.Prefix
-	requestID   string
-	maxBodySize int64
+	table   *route.Table
+	trusted []netip.Prefix
+	// requestIDKey names the request ID header, in fasthttp's canonical
+	// form.
+	requestIDKey []byte
+	maxBodySize  int64
 	// policies are the routes' retry policies and rate limits; nil when
 	// no route has one.
 	policies map[*route.Route]*routePolicy
@@ -311,7 +313,8 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		if err != nil {
 			return nil, set, err
 		}
-		ls := &listenerSnap{table: table, requestID: lc.RequestIDHeader, maxBodySize: lc.MaxRequestBodyBytes}
+		ls := &listenerSnap{table: table, maxBodySize: lc.MaxRequestBodyBytes}
+		ls.requestIDKey = fasthttp.AppendNormalizedHeaderKey(nil, lc.RequestIDHeader)
 		ls.policies = s.routePolicies(cfg, table)
 		ls.maxConnAge = lc.MaxConnectionAge.D()
 		ls.setXFCC = lc.TLS != nil && lc.TLS.ForwardClientCert == config.ForwardClientCertSanitizeSet
