@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // A response larger than fasthttp's write buffer leaves the server in two
@@ -38,7 +39,11 @@ func (l gatherListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gatherConn{Conn: c, rd: deadline.Read{Slack: l.slack}}, nil
+	gc := &gatherConn{Conn: c, rd: deadline.Read{Slack: l.slack}}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		gc.sock, _ = sockio.New(tcp)
+	}
+	return gc, nil
 }
 
 // gatherConn is a downstream connection that can send a response's writes
@@ -46,6 +51,9 @@ func (l gatherListener) Accept() (net.Conn, error) {
 // connection.
 type gatherConn struct {
 	net.Conn
+	// sock reads and writes the socket, when it is TCP, with recvfrom and
+	// sendto (see package sockio).
+	sock  *sockio.Conn
 	armed bool
 	held  []byte
 	// holding is whether held has bytes, for Close: fasthttp closes an
@@ -74,7 +82,7 @@ func (c *gatherConn) gather() { c.armed = true }
 
 func (c *gatherConn) Write(p []byte) (int, error) {
 	if !c.armed {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	if len(c.held) == 0 && len(p) <= gatherMax {
 		c.held = append(c.held, p...)
@@ -83,7 +91,7 @@ func (c *gatherConn) Write(p []byte) (int, error) {
 	}
 	c.armed = false
 	if len(c.held) == 0 {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	c.arr[0], c.arr[1] = c.held, p
 	c.bufs = c.arr[:]
@@ -98,10 +106,17 @@ func (c *gatherConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (c *gatherConn) write(p []byte) (int, error) {
+	if c.sock != nil {
+		return c.sock.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
 // flush writes what is held.
 func (c *gatherConn) flush() error {
 	c.armed = false
-	_, err := c.Conn.Write(c.held)
+	_, err := c.write(c.held)
 	c.held = c.held[:0]
 	c.holding.Store(false)
 	return err
@@ -112,6 +127,9 @@ func (c *gatherConn) Read(p []byte) (int, error) {
 		if err := c.flush(); err != nil {
 			return 0, err
 		}
+	}
+	if c.sock != nil {
+		return c.sock.Read(p)
 	}
 	return c.Conn.Read(p)
 }

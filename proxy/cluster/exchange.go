@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // exchangeConn is a cleartext TCP upstream connection that sends a request
@@ -130,7 +131,7 @@ func (c *exchangeConn) wait(fd uintptr) bool {
 	if !c.sent {
 		c.sent = true
 		for off := 0; off < len(c.held); {
-			n, err := syscall.Write(int(fd), c.held[off:])
+			n, err := sockio.Send(fd, c.held[off:])
 			switch {
 			case err == syscall.EINTR:
 				continue
@@ -142,8 +143,8 @@ func (c *exchangeConn) wait(fd uintptr) bool {
 					return true
 				}
 				off = len(c.held)
-			case err != nil:
-				c.err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+			case err != 0:
+				c.err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("sendto", err)}
 				return true
 			default:
 				off += n
@@ -151,16 +152,19 @@ func (c *exchangeConn) wait(fd uintptr) bool {
 		}
 		return false
 	}
+	if len(c.p) == 0 {
+		return true
+	}
 	for {
-		n, err := syscall.Read(int(fd), c.p)
+		n, err := sockio.Recv(fd, c.p)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 			return false
-		case err != nil:
-			c.err = &net.OpError{Op: "read", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
-		case n == 0 && len(c.p) > 0:
+		case err != 0:
+			c.err = &net.OpError{Op: "read", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
+		case n == 0:
 			c.err = io.EOF
 		default:
 			c.n = n

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // Identity is what a handshake taught the proxy about a downstream
@@ -208,5 +209,5 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: tls.Server(c, l.srv.Config()), srv: l.srv, rd: deadline.Read{Slack: l.ReadSlack}}, nil
+	return &Conn{Conn: tls.Server(sockio.Wrap(c), l.srv.Config()), srv: l.srv, rd: deadline.Read{Slack: l.ReadSlack}}, nil
 }

@@ -1,0 +1,187 @@
+// Package sockio reads and writes a connected TCP socket with recvfrom(2)
+// and sendto(2), made as raw system calls from inside the Go poller's
+// wait.
+//
+// net.TCPConn reads and writes with read(2) and write(2). Those reach the
+// socket through the file layer (fdget_pos, vfs_read or vfs_write,
+// sock_read_iter or sock_write_iter), and Go makes them through the
+// runtime's entersyscall and exitsyscall, which let another thread take
+// the processor should the call block. On a socket, recvfrom and sendto go
+// to the socket layer directly, and on a non-blocking socket, which every
+// socket of package net is, no call blocks: the hand-off is never needed.
+// nginx, for one, uses recv and send (or writev) for the same reason.
+//
+// Under wrk through the proxy on one core (64 connections, 64 B bodies),
+// the file layer and the hand-off showed in perf as about 0.6 µs of the
+// proxy's CPU per request (five socket calls) that nginx's profile of the
+// same load does not have. With this package on both sides, four paired
+// runs went from 16.71, 16.81, 17.09 and 16.14 µs per request to 15.87,
+// 16.12, 15.72 and 15.28 µs.
+package sockio
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Recv reads from the socket fd into p with recvfrom(2), without the
+// runtime's system call bookkeeping: fd must be non-blocking. p must not be
+// empty.
+func Recv(fd uintptr, p []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// Send writes p to the socket fd with sendto(2) and MSG_NOSIGNAL, without
+// the runtime's system call bookkeeping: fd must be non-blocking. It may
+// write less than p. p must not be empty.
+func Send(fd uintptr, p []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// Conn reads and writes a TCP connection with Recv and Send, waiting on
+// Go's poller (deadlines included) as net.TCPConn does. One goroutine may
+// read while another writes; two must not read, or write, at once.
+type Conn struct {
+	raw          syscall.RawConn
+	laddr, raddr net.Addr
+	readFn       func(fd uintptr) bool // c.read, bound once
+	writeFn      func(fd uintptr) bool // c.write, bound once
+
+	// The read in flight.
+	rp   []byte
+	rn   int
+	rerr error
+
+	// The write in flight.
+	wp   []byte
+	wn   int
+	werr error
+}
+
+// New returns a Conn on c's socket, or false when the socket cannot be
+// reached.
+func New(c *net.TCPConn) (*Conn, bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	s := &Conn{raw: raw, laddr: c.LocalAddr(), raddr: c.RemoteAddr()}
+	s.readFn, s.writeFn = s.read, s.write
+	return s, true
+}
+
+// Read reads as net.TCPConn's Read does: what is there, waiting for
+// something when nothing is, io.EOF once the peer has closed.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rp, c.rn, c.rerr = p, 0, nil
+	err := c.raw.Read(c.readFn)
+	n, rerr := c.rn, c.rerr
+	c.rp, c.rerr = nil, nil
+	if err != nil { // the deadline passed or the connection was closed
+		return 0, rename(err, "read")
+	}
+	return n, rerr
+}
+
+func (c *Conn) read(fd uintptr) bool {
+	for {
+		n, e := Recv(fd, c.rp)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return false
+		case e != 0:
+			c.rerr = c.opError("read", "recvfrom", e)
+		case n == 0:
+			c.rerr = io.EOF
+		default:
+			c.rn = n
+		}
+		return true
+	}
+}
+
+// Write writes all of p, waiting for room in the socket's buffer as
+// net.TCPConn's Write does.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wp, c.wn, c.werr = p, 0, nil
+	err := c.raw.Write(c.writeFn)
+	n, werr := c.wn, c.werr
+	c.wp, c.werr = nil, nil
+	if err != nil {
+		return n, rename(err, "write")
+	}
+	return n, werr
+}
+
+func (c *Conn) write(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		n, e := Send(fd, c.wp[c.wn:])
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return false
+		case e != 0:
+			c.werr = c.opError("write", "sendto", e)
+			return true
+		}
+		c.wn += n
+	}
+	return true
+}
+
+func (c *Conn) opError(op, call string, e syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError(call, e)}
+}
+
+// rename gives an error of the poller's wait the operation net.TCPConn's
+// would name ("read", not "raw-read").
+func rename(err error, op string) error {
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op = op
+	}
+	return err
+}
+
+// TCPConn is a *net.TCPConn whose Read and Write are a Conn's; everything
+// else (deadlines, addresses, ReadFrom, writev) is the TCPConn's own.
+type TCPConn struct {
+	*net.TCPConn
+	s *Conn
+}
+
+func (c *TCPConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
+func (c *TCPConn) Write(p []byte) (int, error) { return c.s.Write(p) }
+
+// Wrap returns c as a TCPConn when it is a *net.TCPConn, and c itself
+// otherwise.
+func Wrap(c net.Conn) net.Conn {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	s, ok := New(tcp)
+	if !ok {
+		return c
+	}
+	return &TCPConn{TCPConn: tcp, s: s}
+}

@@ -1,0 +1,152 @@
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pair returns the two ends of a TCP connection on 127.0.0.1, the first
+// wrapped.
+func pair(t *testing.T) (*TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	w, ok := Wrap(c).(*TCPConn)
+	if !ok {
+		t.Fatalf("Wrap returned %T", Wrap(c))
+	}
+	t.Cleanup(func() { w.Close(); peer.Close() })
+	return w, peer.(*net.TCPConn)
+}
+
+func TestReadWriteEOF(t *testing.T) {
+	c, peer := pair(t)
+	if _, err := peer.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if n, err := c.Read(nil); n != 0 || err != nil {
+		t.Fatalf("empty read: %d, %v", n, err)
+	}
+	if _, err := c.Write([]byte("world")); err != nil {
+		t.Fatal(err)
+	}
+	n, err = peer.Read(buf)
+	if err != nil || string(buf[:n]) != "world" {
+		t.Fatalf("peer read %q, %v", buf[:n], err)
+	}
+	peer.CloseWrite()
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer's close: %d, %v", n, err)
+	}
+}
+
+// A write larger than the socket's buffers waits for the peer to read,
+// and a read waits for the peer to write, while the other side of the
+// connection is used by another goroutine.
+func TestLargeWriteWhileReading(t *testing.T) {
+	c, peer := pair(t)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
+		got <- b
+		peer.Write([]byte("done"))
+	}()
+	read := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 16)
+		n, err := io.ReadFull(c, buf[:4])
+		if err != nil {
+			read <- err.Error()
+			return
+		}
+		read <- string(buf[:n])
+	}()
+	if n, err := c.Write(want); n != len(want) || err != nil {
+		t.Fatalf("wrote %d of %d: %v", n, len(want), err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, not what was written", len(b))
+	}
+	if s := <-read; s != "done" {
+		t.Fatalf("read %q", s)
+	}
+}
+
+func TestDeadlineAndClose(t *testing.T) {
+	c, _ := pair(t)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := c.Read(make([]byte, 8))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("error %v names operation %q, want read", err, oe.Op)
+	}
+	c.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 8))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read on a closed connection: %v", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on a closed connection: %v", err)
+	}
+}
+
+func TestWriteToResetPeer(t *testing.T) {
+	c, peer := pair(t)
+	peer.SetLinger(0)
+	peer.Close() // RST
+	time.Sleep(20 * time.Millisecond)
+	var err error
+	for i := 0; i < 10 && err == nil; i++ {
+		_, err = c.Write(bytes.Repeat([]byte("x"), 1<<16))
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("write to a reset peer: %v", err)
+	}
+}
+
+func TestWrapLeavesOthers(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Fatal("Wrap changed a connection that is not TCP")
+	}
+}
