@@ -109,9 +109,13 @@ type fileSource struct {
 	val    any
 }
 
+// stamp tells a file's versions apart. The inode is in it because a
+// rotation that renames a new file into place can keep the size, and the
+// modification time, kept at the kernel's clock tick, can be the same too.
 type stamp struct {
 	size int64
 	mod  time.Time
+	ino  uint64
 }
 
 // sources holds one fileSource per file pair and kind, shared by every
@@ -146,7 +150,7 @@ func (s *fileSource) get() (any, error) {
 			continue
 		}
 		if fi, err := os.Stat(f); err == nil {
-			st[i] = stamp{fi.Size(), fi.ModTime()}
+			st[i] = stamp{fi.Size(), fi.ModTime(), inode(fi)}
 		}
 	}
 	if s.val != nil && st == s.stamps {
