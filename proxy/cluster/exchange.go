@@ -3,8 +3,6 @@ package cluster
 import (
 	"io"
 	"net"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
@@ -29,19 +27,12 @@ import (
 // net.Conn does.
 type exchangeConn struct {
 	net.Conn
-	tcp    *net.TCPConn
-	raw    syscall.RawConn
-	waitFn func(fd uintptr) bool // c.wait, bound once
+	tcp  *net.TCPConn
+	sock *sockio.Conn // tcp's socket, for the exchange
 
 	held    []byte // request bytes not yet written
 	holding bool   // Write appends to held
 	armed   bool   // the next Read sends held and waits
-
-	// The read in flight inside raw.Read.
-	p    []byte
-	sent bool
-	n    int
-	err  error
 
 	dl deadline.Coarse // the read and write deadline setDeadline set
 }
@@ -53,13 +44,11 @@ const maxHeld = 16 << 10
 // newExchangeConn wraps c, whose socket is tcp's. It returns c unchanged
 // when the socket cannot be reached.
 func newExchangeConn(c net.Conn, tcp *net.TCPConn) net.Conn {
-	raw, err := tcp.SyscallConn()
-	if err != nil {
+	sock, ok := sockio.New(tcp)
+	if !ok {
 		return c
 	}
-	x := &exchangeConn{Conn: c, tcp: tcp, raw: raw}
-	x.waitFn = x.wait
-	return x
+	return &exchangeConn{Conn: c, tcp: tcp, sock: sock}
 }
 
 // holdWrites starts holding the bytes written until awaitResponse.
@@ -113,64 +102,9 @@ func (c *exchangeConn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	c.armed = false
-	c.p, c.sent, c.n, c.err = p, false, 0, nil
-	err := c.raw.Read(c.waitFn)
-	n, rerr := c.n, c.err
-	c.p, c.err = nil, nil
+	n, err := c.sock.Exchange(c.held, p)
 	c.held = c.held[:0]
-	if err != nil { // the deadline passed or the connection was closed
-		return 0, err
-	}
-	return n, rerr
-}
-
-// wait runs inside raw.Read, which calls it until it returns true and
-// parks on the poller between calls. The first call sends the held
-// request: the response cannot be there yet, so it asks to wait.
-func (c *exchangeConn) wait(fd uintptr) bool {
-	if !c.sent {
-		c.sent = true
-		for off := 0; off < len(c.held); {
-			n, err := sockio.Send(fd, c.held[off:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				// The send buffer is full (it is not, for a request this
-				// small, on a connection at rest): block as Write does.
-				if _, err := c.Conn.Write(c.held[off:]); err != nil {
-					c.err = err
-					return true
-				}
-				off = len(c.held)
-			case err != 0:
-				c.err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("sendto", err)}
-				return true
-			default:
-				off += n
-			}
-		}
-		return false
-	}
-	if len(c.p) == 0 {
-		return true
-	}
-	for {
-		n, err := sockio.Recv(fd, c.p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != 0:
-			c.err = &net.OpError{Op: "read", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
-		case n == 0:
-			c.err = io.EOF
-		default:
-			c.n = n
-		}
-		return true
-	}
+	return n, err
 }
 
 func (c *exchangeConn) SetDeadline(t time.Time) error {

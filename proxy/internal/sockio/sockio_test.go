@@ -1,3 +1,5 @@
+//go:build linux
+
 package sockio
 
 import (
@@ -148,5 +150,33 @@ func TestWrapLeavesOthers(t *testing.T) {
 	defer b.Close()
 	if Wrap(a) != a {
 		t.Fatal("Wrap changed a connection that is not TCP")
+	}
+}
+
+// Exchange sends a request and reads the answer, large requests included
+// (more than the socket's buffers take at once).
+func TestExchange(t *testing.T) {
+	c, peer := pair(t)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			if buf[n-1] == '\n' { // the end of a request: answer it
+				if _, err := peer.Write([]byte("ok")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	for _, size := range []int{1, 100, 8 << 20} {
+		req := append(bytes.Repeat([]byte("x"), size-1), '\n')
+		buf := make([]byte, 16)
+		n, err := c.s.Exchange(req, buf)
+		if err != nil || string(buf[:n]) != "ok" {
+			t.Fatalf("exchange of %d bytes: %q, %v", size, buf[:n], err)
+		}
 	}
 }
