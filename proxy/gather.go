@@ -39,11 +39,9 @@ func (l gatherListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	gc := &gatherConn{Conn: c, rd: deadline.Read{Slack: l.slack}}
-	if tcp, ok := c.(*net.TCPConn); ok {
-		gc.sock, _ = sockio.New(tcp)
-	}
-	return gc, nil
+	// A TCP socket is read with recvfrom and written with sendto (see
+	// package sockio).
+	return &gatherConn{Conn: sockio.Wrap(c), rd: deadline.Read{Slack: l.slack}}, nil
 }
 
 // gatherConn is a downstream connection that can send a response's writes
@@ -51,9 +49,6 @@ func (l gatherListener) Accept() (net.Conn, error) {
 // connection.
 type gatherConn struct {
 	net.Conn
-	// sock reads and writes the socket, when it is TCP, with recvfrom and
-	// sendto (see package sockio).
-	sock  *sockio.Conn
 	armed bool
 	held  []byte
 	// holding is whether held has bytes, for Close: fasthttp closes an
@@ -82,7 +77,7 @@ func (c *gatherConn) gather() { c.armed = true }
 
 func (c *gatherConn) Write(p []byte) (int, error) {
 	if !c.armed {
-		return c.write(p)
+		return c.Conn.Write(p)
 	}
 	if len(c.held) == 0 && len(p) <= gatherMax {
 		c.held = append(c.held, p...)
@@ -91,7 +86,7 @@ func (c *gatherConn) Write(p []byte) (int, error) {
 	}
 	c.armed = false
 	if len(c.held) == 0 {
-		return c.write(p)
+		return c.Conn.Write(p)
 	}
 	c.arr[0], c.arr[1] = c.held, p
 	c.bufs = c.arr[:]
@@ -106,17 +101,10 @@ func (c *gatherConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (c *gatherConn) write(p []byte) (int, error) {
-	if c.sock != nil {
-		return c.sock.Write(p)
-	}
-	return c.Conn.Write(p)
-}
-
 // flush writes what is held.
 func (c *gatherConn) flush() error {
 	c.armed = false
-	_, err := c.write(c.held)
+	_, err := c.Conn.Write(c.held)
 	c.held = c.held[:0]
 	c.holding.Store(false)
 	return err
@@ -127,9 +115,6 @@ func (c *gatherConn) Read(p []byte) (int, error) {
 		if err := c.flush(); err != nil {
 			return 0, err
 		}
-	}
-	if c.sock != nil {
-		return c.sock.Read(p)
 	}
 	return c.Conn.Read(p)
 }

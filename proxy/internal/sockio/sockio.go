@@ -96,8 +96,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	return c.readWith(c.readFn, p)
+}
+
+// readWith reads into p with f inside the poller's wait.
+func (c *Conn) readWith(f func(fd uintptr) bool, p []byte) (int, error) {
 	c.rp, c.rn, c.rerr = p, 0, nil
-	err := c.raw.Read(c.readFn)
+	err := c.raw.Read(f)
 	n, rerr := c.rn, c.rerr
 	c.rp, c.rerr = nil, nil
 	if err != nil { // the deadline passed or the connection was closed
@@ -137,14 +142,9 @@ func (c *Conn) Exchange(req, p []byte) (int, error) {
 		return 0, err
 	}
 	c.req, c.reqOK = req, false
-	c.rp, c.rn, c.rerr = p, 0, nil
-	err := c.raw.Read(c.exchangeFn)
-	n, rerr := c.rn, c.rerr
-	c.req, c.rp, c.rerr = nil, nil, nil
-	if err != nil {
-		return 0, rename(err, "read")
-	}
-	return n, rerr
+	n, err := c.readWith(c.exchangeFn, p)
+	c.req = nil
+	return n, err
 }
 
 // exchange runs inside raw.Read, which calls it until it returns true
@@ -155,24 +155,16 @@ func (c *Conn) exchange(fd uintptr) bool {
 		return c.read(fd)
 	}
 	c.reqOK = true
-	for off := 0; off < len(c.req); {
-		n, e := Send(fd, c.req[off:])
-		switch {
-		case e == syscall.EINTR:
-			continue
-		case e == syscall.EAGAIN:
-			// The send buffer is full (it is not, for a request on a
-			// connection at rest): wait for room as Write does.
-			if _, err := c.Write(c.req[off:]); err != nil {
-				c.rerr = err
-				return true
-			}
-			return false
-		case e != 0:
-			c.rerr = c.opError("write", "sendto", e)
-			return true
-		}
-		off += n
+	off := 0
+	done, err := c.send(fd, c.req, &off)
+	if err == nil && !done {
+		// The send buffer is full (it is not, for a request on a
+		// connection at rest): wait for room as Write does.
+		_, err = c.Write(c.req[off:])
+	}
+	if err != nil {
+		c.rerr = err
+		return true
 	}
 	return false
 }
@@ -194,20 +186,27 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wp) {
-		n, e := Send(fd, c.wp[c.wn:])
+	done, err := c.send(fd, c.wp, &c.wn)
+	c.werr = err
+	return done || err != nil
+}
+
+// send writes p[*off:] with Send, advancing *off, until all of it is
+// written (done), the socket's buffer is full (not done), or it fails.
+func (c *Conn) send(fd uintptr, p []byte, off *int) (done bool, err error) {
+	for *off < len(p) {
+		n, e := Send(fd, p[*off:])
 		switch {
 		case e == syscall.EINTR:
 			continue
 		case e == syscall.EAGAIN:
-			return false
+			return false, nil
 		case e != 0:
-			c.werr = c.opError("write", "sendto", e)
-			return true
+			return false, c.opError("write", "sendto", e)
 		}
-		c.wn += n
+		*off += n
 	}
-	return true
+	return true, nil
 }
 
 func (c *Conn) opError(op, call string, e syscall.Errno) error {
