@@ -13,6 +13,8 @@
 // socket of package net is, no call blocks: the hand-off is never needed.
 // nginx, for one, uses recv and send (or writev) for the same reason.
 //
+// A Conn also waits without the read that finds nothing: see poller.go.
+//
 // On systems other than Linux the package steps aside: New reports false
 // and Wrap returns its argument, so connections read and write as
 // net.TCPConn does.
@@ -26,11 +28,17 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"syscall"
 	"unsafe"
+)
+
+var (
+	errDeadline    error = os.ErrDeadlineExceeded
+	errNotPollable       = errors.New("sockio: socket not pollable")
 )
 
 // Recv reads from the socket fd into p with recvfrom(2), without the
@@ -61,9 +69,18 @@ func Send(fd uintptr, p []byte) (int, syscall.Errno) {
 type Conn struct {
 	raw          syscall.RawConn
 	laddr, raddr net.Addr
-	readFn       func(fd uintptr) bool // c.read, bound once
-	writeFn      func(fd uintptr) bool // c.write, bound once
-	exchangeFn   func(fd uintptr) bool // c.exchange, bound once
+	// pd is the poller's descriptor of the socket, waited on directly
+	// (poller.go), or 0: the Conn waits through raw.
+	pd          uintptr
+	readFn      func(fd uintptr) bool // c.read, bound once
+	writeFn     func(fd uintptr) bool // c.write, bound once
+	exchangeFn  func(fd uintptr) bool // c.exchange, bound once
+	pollReadFn  func(fd uintptr)      // c.pollRead, bound once
+	pollWriteFn func(fd uintptr)      // c.pollWrite, bound once
+
+	// drained says the last read returned less than it asked for: the
+	// socket was empty then, and with pd the next read waits first.
+	drained bool
 
 	// The read in flight, and for an exchange the request it sends first.
 	rp    []byte
@@ -85,8 +102,9 @@ func New(c *net.TCPConn) (*Conn, bool) {
 	if err != nil {
 		return nil, false
 	}
-	s := &Conn{raw: raw, laddr: c.LocalAddr(), raddr: c.RemoteAddr()}
+	s := &Conn{raw: raw, laddr: c.LocalAddr(), raddr: c.RemoteAddr(), pd: pollDescOf(c)}
 	s.readFn, s.writeFn, s.exchangeFn = s.read, s.write, s.exchange
+	s.pollReadFn, s.pollWriteFn = s.pollRead, s.pollWrite
 	return s, true
 }
 
@@ -96,13 +114,40 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	return c.readWith(c.readFn, p)
+	if c.pd == 0 {
+		return c.readWith(c.readFn, p)
+	}
+	c.rp, c.rn, c.rerr = p, 0, nil
+	err := c.raw.Control(c.pollReadFn)
+	return c.readDone(err)
 }
 
-// readWith reads into p with f inside the poller's wait.
+// pollRead runs inside raw.Control, which keeps the socket open while it
+// waits on the poller.
+func (c *Conn) pollRead(fd uintptr) {
+	for {
+		if c.drained {
+			if err := pollWait(c.pd, 'r'); err != nil {
+				c.rerr = c.waitError("read", err)
+				return
+			}
+			c.drained = false
+		}
+		if c.read(fd) {
+			return
+		}
+		c.drained = true
+	}
+}
+
+// readWith reads into p with f inside raw's wait.
 func (c *Conn) readWith(f func(fd uintptr) bool, p []byte) (int, error) {
 	c.rp, c.rn, c.rerr = p, 0, nil
-	err := c.raw.Read(f)
+	return c.readDone(c.raw.Read(f))
+}
+
+// readDone returns the read's outcome, err being raw's.
+func (c *Conn) readDone(err error) (int, error) {
 	n, rerr := c.rn, c.rerr
 	c.rp, c.rerr = nil, nil
 	if err != nil { // the deadline passed or the connection was closed
@@ -114,6 +159,7 @@ func (c *Conn) readWith(f func(fd uintptr) bool, p []byte) (int, error) {
 func (c *Conn) read(fd uintptr) bool {
 	for {
 		n, e := Recv(fd, c.rp)
+		c.drained = false
 		switch {
 		case e == syscall.EINTR:
 			continue
@@ -125,6 +171,7 @@ func (c *Conn) read(fd uintptr) bool {
 			c.rerr = io.EOF
 		default:
 			c.rn = n
+			c.drained = n < len(c.rp)
 		}
 		return true
 	}
@@ -176,7 +223,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wp, c.wn, c.werr = p, 0, nil
-	err := c.raw.Write(c.writeFn)
+	var err error
+	if c.pd != 0 {
+		err = c.raw.Control(c.pollWriteFn)
+	} else {
+		err = c.raw.Write(c.writeFn)
+	}
 	n, werr := c.wn, c.werr
 	c.wp, c.werr = nil, nil
 	if err != nil {
@@ -189,6 +241,21 @@ func (c *Conn) write(fd uintptr) bool {
 	done, err := c.send(fd, c.wp, &c.wn)
 	c.werr = err
 	return done || err != nil
+}
+
+// pollWrite runs inside raw.Control, as pollRead does.
+func (c *Conn) pollWrite(fd uintptr) {
+	for {
+		done, err := c.send(fd, c.wp, &c.wn)
+		if done || err != nil {
+			c.werr = err
+			return
+		}
+		if err := pollWait(c.pd, 'w'); err != nil {
+			c.werr = c.waitError("write", err)
+			return
+		}
+	}
 }
 
 // send writes p[*off:] with Send, advancing *off, until all of it is
@@ -213,8 +280,13 @@ func (c *Conn) opError(op, call string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError(call, e)}
 }
 
-// rename gives an error of the poller's wait the operation net.TCPConn's
-// would name ("read", not "raw-read").
+// waitError is the error of a wait on the poller, as net.TCPConn's.
+func (c *Conn) waitError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
+}
+
+// rename gives an error of raw the operation net.TCPConn's would name
+// ("read", not "raw-read" or "raw-control").
 func rename(err error, op string) error {
 	if oe, ok := err.(*net.OpError); ok {
 		oe.Op = op

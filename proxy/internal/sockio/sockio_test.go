@@ -180,3 +180,44 @@ func TestExchange(t *testing.T) {
 		}
 	}
 }
+
+// With the Go release poller.go was checked against, a Conn waits on the
+// poller directly; with another one this test says it no longer does.
+func TestWaitsOnThePoller(t *testing.T) {
+	c, _ := pair(t)
+	if pollDescOf(c.TCPConn) == 0 {
+		t.Skip("this Go release waits through syscall.RawConn: see poller.go")
+	}
+	if c.s.pd == 0 {
+		t.Fatal("the Conn does not wait on the poller")
+	}
+}
+
+// Bytes that arrive after a short read, before the next read begins, are
+// found by it: the read waits first, on readiness the poller kept. The
+// poller takes the readiness in while nobody waits (the sleep lets the
+// scheduler poll) in some rounds, and in others the read's wait meets it.
+func TestNoReadinessLost(t *testing.T) {
+	c, peer := pair(t)
+	buf := make([]byte, 64)
+	for i := range 300 {
+		if _, err := peer.Write([]byte{'a', byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || n != 2 || buf[1] != byte(i) {
+			t.Fatalf("round %d: read %q, %v", i, buf[:n], err)
+		}
+		if _, err := peer.Write([]byte{'b', byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		n, err = c.Read(buf)
+		if err != nil || n != 2 || buf[0] != 'b' || buf[1] != byte(i) {
+			t.Fatalf("round %d, the bytes sent after a short read: %q, %v", i, buf[:n], err)
+		}
+	}
+}
