@@ -298,7 +298,7 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	del(h, has, hasTE, "TE")
 	del(h, has, hasTrailer, "Trailer")
 	del(h, has, hasUpgrade, "Upgrade")
-	x.forwardClientCert(ls)
+	x.forwardClientCert(ls, has)
 }
 
 // Headers that forwarding rewrites or removes, as bits.
@@ -313,6 +313,7 @@ const (
 	hasTE
 	hasTrailer
 	hasUpgrade
+	hasXFCC
 )
 
 // Names of the headers forwarding sets, in fasthttp's canonical form.
@@ -320,6 +321,7 @@ var (
 	keyXFF     = []byte("X-Forwarded-For")
 	keyXFProto = []byte("X-Forwarded-Proto")
 	keyXFHost  = []byte("X-Forwarded-Host")
+	keyXFCC    = []byte("X-Forwarded-Client-Cert")
 	valHTTP    = []byte("http")
 	valHTTPS   = []byte("https")
 )
@@ -382,6 +384,8 @@ func scanRequest(h *fasthttp.RequestHeader, idKey []byte) requestScan {
 			s.has |= hasTrailer
 		case bytes.EqualFold(k, []byte("Upgrade")):
 			s.has |= hasUpgrade
+		case bytes.EqualFold(k, keyXFCC):
+			s.has |= hasXFCC
 		}
 	}
 	return s
@@ -499,12 +503,27 @@ func (x *exchange) forward(rt *route.Route) bool {
 	// fate, whatever the upstream's.
 	resp.Header.SetProtocol(http11)
 	resp.Header.ResetConnectionClose()
-	resp.Header.Del("Keep-Alive")
-	resp.Header.Del("Proxy-Connection")
+	if hasHopHeaders(&x.up.Header) {
+		resp.Header.Del("Keep-Alive")
+		resp.Header.Del("Proxy-Connection")
+	}
 	if closeDown {
 		ctx.SetConnectionClose()
 	}
 	return true
+}
+
+// hasHopHeaders reports whether a response has Keep-Alive or
+// Proxy-Connection, headers of the upstream connection only: one pass over
+// the few headers a response has costs less than a Del for each name.
+func hasHopHeaders(h *fasthttp.ResponseHeader) bool {
+	for k := range h.All() {
+		if len(k) > 0 && (k[0]|0x20 == 'k' || k[0]|0x20 == 'p') &&
+			(bytes.EqualFold(k, []byte("Keep-Alive")) || bytes.EqualFold(k, []byte("Proxy-Connection"))) {
+			return true
+		}
+	}
+	return false
 }
 
 // outbound is the request to send upstream: the downstream request itself,

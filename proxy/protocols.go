@@ -210,9 +210,9 @@ func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
 
 // forwardClientCert removes the X-Forwarded-Client-Cert a client sent and,
 // when the listener says so, sets it from the verified client certificate.
-func (x *exchange) forwardClientCert(ls *listenerSnap) {
+func (x *exchange) forwardClientCert(ls *listenerSnap, has uint16) {
 	h := &x.Ctx.Request.Header
-	h.Del("X-Forwarded-Client-Cert")
+	del(h, has, hasXFCC, "X-Forwarded-Client-Cert")
 	if !ls.setXFCC {
 		return
 	}

@@ -132,6 +132,21 @@ virtual_hosts:
 			}
 		})
 	}
+	// The upstream's own hop-by-hop headers stop at the proxy too.
+	t.Run("response", func(t *testing.T) {
+		resp, body := e.rawExchange(t, "main", "GET /hop?header=Keep-Alive:timeout%3D5&header=Proxy-Connection:keep-alive&header=X-End-To-End:1 HTTP/1.1\r\nHost: hop.test\r\n\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		for _, h := range []string{"Keep-Alive", "Proxy-Connection"} {
+			if vals, ok := resp.Header[h]; ok {
+				t.Errorf("the client got the upstream's hop-by-hop header %s: %q", h, vals)
+			}
+		}
+		if resp.Header.Get("X-End-To-End") != "1" {
+			t.Errorf("the client did not get end-to-end header X-End-To-End: %v", resp.Header)
+		}
+	})
 }
 
 func TestForwardedHeaders(t *testing.T) {
