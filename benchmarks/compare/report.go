@@ -429,7 +429,8 @@ func renderMarkdown(res *results) string {
 		"divided by the requests wrk completed (µs/req) or by the wall time (share of one core).\n")
 	w("- **Peers**: configured for HTTP/1.1 keep-alive on both sides with a pool of idle upstream connections, access logs off; configs in [`peers/`](peers/): " +
 		"nginx (`proxy_http_version 1.1`, upstream `keepalive`), HAProxy (`http-reuse always`), Caddy (`reverse_proxy` with a 1024-connection idle pool), " +
-		"wasmgate (one listener, cluster and route, no filters).\n")
+		"wasmgate (one listener, cluster and route, no filters). " +
+		"Every proxy forwards alike: the client's Host, `X-Forwarded-For`, `-Proto` and `-Host`, and an `X-Request-Id` when the client sent none, as wasmgate does by default; the bare forwarder adds nothing.\n")
 	if e.Tree != "" {
 		w("- **Source**: wasmgate, the upstream and the forwarder built from commit %s.\n", e.Tree)
 	}
