@@ -86,17 +86,21 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	// before the first attempt whether the request could be sent again.
 	streamed := req.IsBodyStream()
 	for attempt := 0; ; attempt++ {
-		retry, err := roundTrip(p.client, req, resp, deadline, s, e.breakers)
+		left := timeout
+		if attempt > 0 {
+			left = time.Until(deadline)
+		}
+		retry, err := roundTrip(p.client, req, resp, deadline, left, s, e.breakers)
 		if err == nil || !retry || attempt > 0 || streamed {
 			return err
 		}
 	}
 }
 
-// roundTrip makes one attempt. retry reports whether the attempt failed on
-// a reused connection before the response began.
-func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, s *Stream, cs *clusterState) (retry bool, err error) {
-	timeout := time.Until(deadline)
+// roundTrip makes one attempt, which must end by deadline, timeout from
+// now. retry reports whether the attempt failed on a reused connection
+// before the response began.
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, timeout time.Duration, s *Stream, cs *clusterState) (retry bool, err error) {
 	if timeout <= 0 {
 		return false, fasthttp.ErrTimeout
 	}
