@@ -70,11 +70,11 @@ func collectEnv(binDir, root string) envInfo {
 		}
 	}
 
-	if bi, err := buildinfo.ReadFile(filepath.Join(binDir, "upstream")); err == nil {
+	if bi, err := buildinfo.ReadFile(filepath.Join(binDir, "forwarder")); err == nil {
 		e.Versions = append(e.Versions, version{"Go (upstream, forwarder, wasmgate)", bi.GoVersion})
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/valyala/fasthttp" {
-				e.Versions = append(e.Versions, version{"fasthttp (upstream, forwarder)", d.Version})
+				e.Versions = append(e.Versions, version{"fasthttp (forwarder)", d.Version})
 			}
 		}
 	}

@@ -424,7 +424,7 @@ func renderMarkdown(res *results) string {
 	for _, p := range res.Payloads {
 		pls = append(pls, fmt.Sprintf("`%s` (%s)", p.Path, p.Label))
 	}
-	w("- **Payloads**: %s, served from memory by `benchmarks/upstream` (fasthttp, keep-alive), each response in one write.\n", strings.Join(pls, ", "))
+	w("- **Payloads**: %s, served from memory by `benchmarks/upstream` (one event loop on one epoll set, keep-alive, responses built ahead), each response in one write.\n", strings.Join(pls, ", "))
 	w("- **Proxy CPU**: utime + stime from `/proc/PID/stat` of every process in the proxy's process group, read just before and just after the measured run, " +
 		"divided by the requests wrk completed (µs/req) or by the wall time (share of one core).\n")
 	w("- **Peers**: configured for HTTP/1.1 keep-alive on both sides with a pool of idle upstream connections, access logs off; configs in [`peers/`](peers/): " +
