@@ -38,6 +38,7 @@ type adapterStream struct {
 	body requestBody
 	vals []string // backing for single-valued response headers
 	buf  []byte
+	peek [4 << 10]byte // the first bytes of a body of unknown length
 }
 
 // requestBody is the request body as the handler sees it. It has no Close:
@@ -46,10 +47,18 @@ type adapterStream struct {
 // that stops reading before the body's end calls AbortBody instead, which
 // ends a read waiting for the client.
 type requestBody struct {
-	r io.ReadCloser
+	r    io.ReadCloser
+	head []byte // read ahead of the handler, returned first
 }
 
-func (b *requestBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *requestBody) Read(p []byte) (int, error) {
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	return b.r.Read(p)
+}
 
 // AbortBody ends the body early: reads return an error from now on.
 func (b *requestBody) AbortBody() { _ = b.r.Close() }
@@ -68,13 +77,13 @@ func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
 	st := adapterPool.Get().(*adapterStream)
 	ctx := &st.ctx
 	ctx.Init2(conn, a.logger, false)
-	a.fillRequest(&ctx.Request, r, &st.body)
+	a.fillRequest(&ctx.Request, r, st)
 	a.handler(ctx)
 	ok := writeResponse(w, &ctx.Response, r.Method == http.MethodHead, st)
 	ctx.Request.Reset()
 	ctx.Response.Reset()
 	ctx.ResetUserValues()
-	st.body.r = nil
+	st.body = requestBody{}
 	adapterPool.Put(st)
 	if !ok {
 		// The upstream broke off mid-body: let the client see a reset
@@ -83,7 +92,7 @@ func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, body *requestBody) {
+func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, st *adapterStream) {
 	h := &req.Header
 	h.SetMethod(r.Method)
 	h.SetRequestURI(r.RequestURI)
@@ -94,17 +103,57 @@ func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, body *requ
 			h.Add(k, v)
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		n := int(r.ContentLength)
-		if n < 0 {
-			n = -1
-		}
-		body.r = r.Body
-		req.SetBodyStream(body, n)
-	} else {
+	if r.Body == nil || r.Body == http.NoBody {
 		h.SetContentLength(0)
+		return
+	}
+	n := int(r.ContentLength)
+	body := &st.body
+	body.r = r.Body
+	if n < 0 {
+		n = -1
+		if r.Method != http.MethodConnect && len(r.Header["Expect"]) == 0 {
+			// A request without a body ends its stream with its headers,
+			// which net/http's interface does not show: the body is there
+			// whatever the request. Read it once, so that a GET is not
+			// forwarded with an empty chunked body. A body that does come
+			// waits for its first bytes, which are then passed on first.
+			k, err := readSome(r.Body, st.peek[:])
+			if k == 0 && err == io.EOF {
+				h.SetContentLength(0)
+				return
+			}
+			body.head = st.peek[:k]
+			switch {
+			case err == io.EOF:
+				n = k // the whole body: it goes with a Content-Length
+				body.r = ended
+			case err != nil:
+				body.r = errBody{err}
+			}
+		}
+	}
+	req.SetBodyStream(body, n)
+}
+
+// readSome reads into p until it has at least a byte or an error.
+func readSome(r io.Reader, p []byte) (int, error) {
+	for {
+		n, err := r.Read(p)
+		if n > 0 || err != nil {
+			return n, err
+		}
 	}
 }
+
+// errBody is a body whose reads fail with err, after what was read before it.
+type errBody struct{ err error }
+
+func (b errBody) Read([]byte) (int, error) { return 0, b.err }
+func (b errBody) Close() error             { return nil }
+
+// ended is the rest of a body read to its end.
+var ended io.ReadCloser = errBody{io.EOF}
 
 // writeResponse copies resp into w: status, headers, the body (streamed and
 // flushed as it comes when resp has a body stream) and trailers. It reports

