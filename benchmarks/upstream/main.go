@@ -54,7 +54,7 @@ func newResponses() *responses {
 	r.badRequest = build(400, "text/plain; charset=utf-8", []byte("bad request"), true)
 	r.tooLarge = build(431, "text/plain; charset=utf-8", []byte("request header fields too large"), true)
 	r.bodyTooLarge = build(413, "text/plain; charset=utf-8", []byte("request body too large"), true)
-	r.notImplemented = build(501, "text/plain; charset=utf-8", []byte("chunked request bodies are not supported"), true)
+	r.notImplemented = build(501, "text/plain; charset=utf-8", []byte("transfer codings other than chunked are not supported"), true)
 	r.all = []*response{&r.small, &r.large, &r.notFound, &r.badRequest, &r.tooLarge, &r.bodyTooLarge, &r.notImplemented}
 	r.tick(time.Now())
 	return r
@@ -102,7 +102,7 @@ func (r *responses) answer(q request) *response {
 		return &r.tooLarge
 	case q.err == errBodyLarge:
 		return &r.bodyTooLarge
-	case q.err == errChunked:
+	case q.err == errCoding:
 		return &r.notImplemented
 	case q.err != nil:
 		return &r.badRequest

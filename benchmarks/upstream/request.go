@@ -8,7 +8,7 @@ import (
 var (
 	errMalformed = errors.New("malformed request")
 	errTooLarge  = errors.New("request head too large")
-	errChunked   = errors.New("chunked request body")
+	errCoding    = errors.New("transfer coding other than chunked")
 	errBodyLarge = errors.New("request body too large")
 )
 
@@ -49,7 +49,7 @@ func next(buf []byte) (q request, n int) {
 		path = path[:i]
 	}
 	q = request{path: path, close: string(version) == "HTTP/1.0"}
-	length := 0
+	length, chunked := 0, false
 	for len(rest) > 0 {
 		var field []byte
 		field, rest, _ = bytes.Cut(rest, []byte("\r\n"))
@@ -69,7 +69,10 @@ func next(buf []byte) (q request, n int) {
 			}
 			length = l
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			return request{err: errChunked, close: true}, len(buf)
+			if !bytes.EqualFold(value, []byte("chunked")) {
+				return request{err: errCoding, close: true}, len(buf)
+			}
+			chunked = true
 		case bytes.EqualFold(name, []byte("Connection")):
 			switch {
 			case bytes.EqualFold(value, []byte("close")):
@@ -79,11 +82,89 @@ func next(buf []byte) (q request, n int) {
 			}
 		}
 	}
+	if chunked {
+		length, err := chunks(buf[end+4:])
+		switch {
+		case err != nil:
+			return request{err: err, close: true}, len(buf)
+		case length == 0:
+			return request{}, 0
+		}
+		return q, end + 4 + length
+	}
 	n = end + 4 + length
 	if n > len(buf) {
 		return request{}, 0
 	}
 	return q, n
+}
+
+// chunks returns the length of the chunked body at the front of b, trailers
+// included, or 0 when b does not hold all of it yet.
+func chunks(b []byte) (int, error) {
+	at := 0
+	for {
+		eol := bytes.Index(b[at:], []byte("\r\n"))
+		if eol < 0 {
+			if len(b) > maxBody {
+				return 0, errBodyLarge
+			}
+			return 0, nil
+		}
+		line := b[at : at+eol]
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i] // a chunk extension
+		}
+		size, ok := xtoi(bytes.TrimSpace(line))
+		if !ok {
+			return 0, errMalformed
+		}
+		at += eol + 2
+		if size == 0 {
+			// Trailer fields, if any, up to an empty line.
+			for {
+				eol := bytes.Index(b[at:], []byte("\r\n"))
+				if eol < 0 {
+					return 0, nil
+				}
+				at += eol + 2
+				if eol == 0 {
+					return at, nil
+				}
+			}
+		}
+		if at+size > maxBody {
+			return 0, errBodyLarge
+		}
+		if len(b) < at+size+2 {
+			return 0, nil
+		}
+		if !bytes.Equal(b[at+size:at+size+2], []byte("\r\n")) {
+			return 0, errMalformed
+		}
+		at += size + 2
+	}
+}
+
+// xtoi parses a chunk size: hexadecimal, non-negative, at most maxBody.
+func xtoi(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 8 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			n = n<<4 | int(c-'0')
+		case 'a' <= c && c <= 'f':
+			n = n<<4 | int(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			n = n<<4 | int(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return n, true
 }
 
 // atoi parses a non-negative decimal that fits comfortably in an int.

@@ -136,7 +136,10 @@ func TestBadRequests(t *testing.T) {
 		{"field without colon", "GET /64 HTTP/1.1\r\nHost origin\r\n\r\n", 400},
 		{"bad content length", "POST /64 HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400},
 		{"body too large", "POST /64 HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413},
-		{"chunked", "POST /64 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"gzip coding", "POST /64 HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+		{"bad chunk size", "POST /64 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk without its end", "POST /64 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcde\r\n0\r\n\r\n", 400},
+		{"chunks too large", "POST /64 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffff\r\n", 413},
 		{"head too large", "GET /64 HTTP/1.1\r\nX: " + strings.Repeat("x", maxRequest) + "\r\n\r\n", 431},
 		{"head never ends", "GET /64 HTTP/1.1\r\nX: " + strings.Repeat("x", maxRequest+10), 431},
 	}
@@ -191,5 +194,41 @@ func TestDateFollowsTheClock(t *testing.T) {
 	r.tick(then)
 	if !bytes.Contains(r.small.buf, []byte("Date: Wed, 02 Jan 2030 03:04:05 GMT\r\n")) {
 		t.Fatalf("Date not refreshed:\n%s", r.small.buf[:r.small.dateAt+40])
+	}
+}
+
+// TestChunked sends a chunked body, with an extension and a trailer, in
+// pieces, then a request behind it on the same connection.
+func TestChunked(t *testing.T) {
+	c := dial(t, origin(t))
+	raw := "POST /64 HTTP/1.1\r\nHost: origin\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"5;ext=1\r\nhello\r\n10\r\n" + strings.Repeat("x", 16) + "\r\n0\r\nX-Trailer: 1\r\n\r\n" +
+		"GET /16k HTTP/1.1\r\nHost: origin\r\n\r\n"
+	go func() {
+		for i := 0; i < len(raw); i += 7 {
+			c.Write([]byte(raw[i:min(i+7, len(raw))]))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	r := bufio.NewReader(c)
+	for i, want := range []int{64, 16 << 10} {
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || len(body) != want {
+			t.Fatalf("answer %d: %d with %d bytes, want 200 with %d", i, resp.StatusCode, len(body), want)
+		}
+	}
+
+	// And net/http's client, which chunks a body of unknown length.
+	resp, err := http.Post("http://"+c.RemoteAddr().String()+"/64", "text/plain", struct{ io.Reader }{strings.NewReader("a body")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("chunked POST from net/http: %d", resp.StatusCode)
 	}
 }
