@@ -59,6 +59,11 @@ type options struct {
 	h3Connections  int
 	h3Streams      int
 	reloadInterval time.Duration
+
+	// The paired phase: cycles of short back-to-back runs of every
+	// proxied HTTP/1.1 scenario, all started once.
+	pairedCycles            int
+	pairedDur, pairedWarmup time.Duration
 }
 
 // payload is one response body the upstream serves.
@@ -130,6 +135,9 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&opt.h3Connections, "h3-connections", 16, "connections of the HTTP/3 runs (wasmgate bench -p h3)")
 	fs.IntVar(&opt.h3Streams, "h3-streams", 4, "concurrent streams per connection of the HTTP/3 runs")
 	fs.DurationVar(&opt.reloadInterval, "reload-interval", 100*time.Millisecond, "how often the reload scenario rewrites the configuration")
+	fs.IntVar(&opt.pairedCycles, "paired", 10, "cycles of the paired phase after the rounds: every proxied http1 scenario started once, then short runs of each back to back in every cycle (0: skip)")
+	fs.DurationVar(&opt.pairedDur, "paired-duration", 2*time.Second, "measured wrk run of each scenario and payload in a paired cycle (whole seconds)")
+	fs.DurationVar(&opt.pairedWarmup, "paired-warmup", 500*time.Millisecond, "warm-up before each paired run")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
 	if err := fs.Parse(args); err != nil {
@@ -141,6 +149,7 @@ func parseFlags(args []string) (options, error) {
 	if opt.quick {
 		opt.rounds, opt.duration, opt.warmup, opt.openTime = 1, 3*time.Second, time.Second, 2*time.Second
 		opt.groupDuration, opt.groupWarmup = 2*time.Second, time.Second
+		opt.pairedCycles = min(opt.pairedCycles, 1)
 	}
 	opt.scenarios = expandGroups(splitList(scen))
 	opt.payloads = splitList(pay)
@@ -152,6 +161,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if opt.rounds < 1 || opt.duration < time.Second || opt.connections < 1 || opt.threads < 1 || opt.warmup < 0 {
 		return opt, errors.New("-rounds, -connections and -threads must be positive, -duration at least 1s")
+	}
+	if opt.pairedCycles < 0 || opt.pairedCycles > 0 && (opt.pairedDur < time.Second || opt.pairedWarmup < 0) {
+		return opt, errors.New("-paired must not be negative, -paired-duration at least 1s and -paired-warmup not negative")
 	}
 	if opt.groupDuration < time.Second || opt.groupWarmup < 0 || opt.h2Streams < 1 || opt.h3Connections < 1 || opt.h3Streams < 1 || opt.reloadInterval <= 0 {
 		return opt, errors.New("-group-duration must be at least 1s; -h2-streams, -h3-connections, -h3-streams and -reload-interval positive")
@@ -344,6 +356,18 @@ func (r *runner) run(ctx context.Context) error {
 			res.Samples = append(res.Samples, samples...)
 		}
 	}
+	if r.opt.pairedCycles > 0 {
+		paired, err := r.runPaired(ctx, active)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Printf("paired phase failed: %v", err)
+			res.PairedFailed = err.Error()
+		}
+		res.Paired = paired
+		res.PairedCycles, res.PairedDuration, res.PairedWarmup = r.opt.pairedCycles, r.opt.pairedDur.String(), r.opt.pairedWarmup.String()
+	}
 	for i := range res.Scenarios {
 		sc := &res.Scenarios[i]
 		sc.Failures = failures[sc.Name]
@@ -435,47 +459,12 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 	var proxy *process
 	var rw *rewriter
 	if s.argv != nil {
-		dir := filepath.Join(r.opt.scratch, fmt.Sprintf("%s-round%d", s.name, round))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		listen, err := freeAddr()
-		if s.http3 && err == nil {
-			listen, err = freeDualAddr()
-		}
-		if err != nil {
-			return nil, err
-		}
-		admin, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		f := s.fields(peerFields{Listen: listen, ListenHost: "127.0.0.1", Upstream: r.upstream, Admin: admin, Dir: dir}, r.cert, r.opt.binDir)
-		cfg := ""
-		if s.config != "" {
-			if cfg, err = renderConfig(filepath.Join(r.opt.root, "peers"), s.config, dir, f); err != nil {
-				return nil, err
-			}
-		}
-		if s.reload {
-			if rw, err = r.reloadVariants(s, cfg, f); err != nil {
-				return nil, err
-			}
-		}
-		var env []string
-		if s.env != nil {
-			env = s.env(f)
-		}
-		argv := pinned(r.opt.proxyCPU, r.opt.nice, s.argv(r, cfg, f)...)
-		proxy, err = r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, argv...)
+		var err error
+		proxy, target, rw, err = r.startProxy(ctx, s, fmt.Sprintf("%s-round%d", s.name, round), pls)
 		if err != nil {
 			return nil, err
 		}
 		defer r.reg.stop(proxy)
-		if err := waitReady(ctx, proxy, s.tls(), listen, pls); err != nil {
-			return nil, err
-		}
-		target = listen
 	}
 
 	var out []sample
@@ -542,6 +531,55 @@ func (r *runner) runScenario(ctx context.Context, s scenario, round int) ([]samp
 		out = append(out, smp)
 	}
 	return out, nil
+}
+
+// startProxy starts scenario s's proxy with its configuration in the
+// scratch directory dirName, and waits until it serves every payload. It
+// returns the proxy, the address it listens on, and the configuration's
+// rewriter when s is a reload scenario.
+func (r *runner) startProxy(ctx context.Context, s scenario, dirName string, pls []payload) (*process, string, *rewriter, error) {
+	dir := filepath.Join(r.opt.scratch, dirName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", nil, err
+	}
+	listen, err := freeAddr()
+	if s.http3 && err == nil {
+		listen, err = freeDualAddr()
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	admin, err := freeAddr()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	f := s.fields(peerFields{Listen: listen, ListenHost: "127.0.0.1", Upstream: r.upstream, Admin: admin, Dir: dir}, r.cert, r.opt.binDir)
+	var rw *rewriter
+	cfg := ""
+	if s.config != "" {
+		if cfg, err = renderConfig(filepath.Join(r.opt.root, "peers"), s.config, dir, f); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	if s.reload {
+		if rw, err = r.reloadVariants(s, cfg, f); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	var env []string
+	if s.env != nil {
+		env = s.env(f)
+	}
+	argv := pinned(r.opt.proxyCPU, r.opt.nice, s.argv(r, cfg, f)...)
+	proxy, err := r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, argv...)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := waitReady(ctx, proxy, s.tls(), listen, pls); err != nil {
+		r.reg.stop(proxy)
+		return nil, "", nil, err
+	}
+	return proxy, listen, rw, nil
 }
 
 // loadFor returns the load generator of scenario s for payload p at

@@ -44,6 +44,13 @@ type results struct {
 	Env       envInfo        `json:"env"`
 	Scenarios []scenarioInfo `json:"scenarios"`
 	Samples   []sample       `json:"samples"`
+
+	// The paired phase (see paired.go): its samples, Round being the cycle.
+	PairedCycles   int      `json:"paired_cycles,omitempty"`
+	PairedDuration string   `json:"paired_duration,omitempty"`
+	PairedWarmup   string   `json:"paired_warmup,omitempty"`
+	PairedFailed   string   `json:"paired_failed,omitempty"`
+	Paired         []sample `json:"paired,omitempty"`
 }
 
 type scenarioInfo struct {
@@ -343,6 +350,8 @@ func renderMarkdown(res *results) string {
 			w("\n")
 		}
 	}
+
+	renderPaired(w, res)
 
 	if _, ok := groupPayload(res); ok {
 		w("![Median requests per second and proxy CPU time per request of the filters, HTTPS, HTTP/3 and reload scenarios](results-groups.svg)\n\n")
@@ -676,4 +685,57 @@ func scenariosOf(res *results, group string) []scenarioInfo {
 		}
 	}
 	return out
+}
+
+// renderPaired writes the paired phase's section, when the run has one.
+func renderPaired(w func(string, ...any), res *results) {
+	if res.PairedCycles == 0 || len(res.Paired) == 0 && res.PairedFailed == "" {
+		return
+	}
+	w("## HTTP/1.1, paired runs\n\n")
+	w("The machine's speed drifts by up to a quarter for tens of seconds at a time, about the gap between two proxies' slots in a round above, "+
+		"so a round can measure one proxy in a slow spell and the next in a fast one. In this phase every proxy above was started once, together, "+
+		"each pinned to CPU %d as before (the idle ones use next to nothing); then, in each of %s, each ran a %s wrk run (after a %s warm-up) "+
+		"back to back with the others, in an order rotated by cycle. Two proxies' runs in one cycle are seconds apart: their ratio is taken in one "+
+		"state of the machine. **vs nginx** is the median of the per-cycle ratios, with the first and third quartiles; **ahead / behind** counts "+
+		"the cycles in which the proxy's req/s was above / below nginx's in the same cycle.\n\n",
+		res.ProxyCPU, plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup)
+	if res.PairedFailed != "" {
+		w("**The paired phase stopped early**: %s. The figures below are over the cycles it finished.\n\n", oneLine(res.PairedFailed, 400))
+	}
+	for _, pl := range res.Payloads {
+		sums := summarizePaired(res, pl.Name, "nginx")
+		if len(sums) == 0 {
+			continue
+		}
+		w("### %s response body, paired\n\n", pl.Label)
+		w("| scenario | cycles | req/s | proxy CPU µs/req | req/s vs nginx (quartiles) | ahead / behind nginx | CPU/req vs nginx (quartiles) |\n")
+		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, s := range sums {
+			vs, ab, cpu := "—", "—", "—"
+			if s.hasBase && s.scenario.Name != "nginx" {
+				vs = fmt.Sprintf("%.3f× (%.3f–%.3f)", s.vsBase, s.vsLo, s.vsHi)
+				ab = fmt.Sprintf("%d / %d", s.ahead, s.behind)
+				cpu = fmt.Sprintf("%.3f× (%.3f–%.3f)", s.cpuVs, s.cpuLo, s.cpuHi)
+			}
+			w("| %s | %d | %s | %.2f | %s | %s | %s |\n", s.scenario.Label, s.cycles, thousands(s.rps), s.cpu, vs, ab, cpu)
+		}
+		w("\n")
+		// wasmgate against every other proxy, each ratio per cycle.
+		var against []string
+		for _, sc := range res.Scenarios {
+			if sc.Name == "wasmgate" {
+				continue
+			}
+			for _, s := range summarizePaired(res, pl.Name, sc.Name) {
+				if s.scenario.Name == "wasmgate" && s.hasBase {
+					against = append(against, fmt.Sprintf("%s %.3f× (%.3f–%.3f; ahead in %d of %d cycles)",
+						sc.Label, s.vsBase, s.vsLo, s.vsHi, s.ahead, s.ratioed))
+				}
+			}
+		}
+		if len(against) > 0 {
+			w("wasmgate's req/s against each, as the median of per-cycle ratios (quartiles): %s.\n\n", strings.Join(against, "; "))
+		}
+	}
 }
