@@ -139,7 +139,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&opt.pairedDur, "paired-duration", 2*time.Second, "measured wrk run of each scenario and payload in a paired cycle (whole seconds)")
 	fs.DurationVar(&opt.pairedWarmup, "paired-warmup", 500*time.Millisecond, "warm-up before each paired run")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
-	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up (overrides -rounds, -duration, -warmup)")
+	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up and at most 1 paired cycle (overrides -rounds, -duration, -warmup, -paired)")
 	if err := fs.Parse(args); err != nil {
 		return opt, err
 	}
