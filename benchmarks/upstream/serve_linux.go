@@ -66,38 +66,28 @@ func serve(addr string, r *responses) error {
 	}
 }
 
-// listen opens a non-blocking listening socket on addr.
+// listen opens a non-blocking listening socket on addr. net opens it (its
+// address parsing, SO_REUSEADDR and backlog); the loop keeps a duplicate of
+// its descriptor, out of the runtime's poller.
 func listen(addr string) (int, error) {
-	a, err := net.ResolveTCPAddr("tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return -1, err
 	}
-	family, sa := syscall.AF_INET, syscall.Sockaddr(nil)
-	if ip4 := a.IP.To4(); ip4 != nil || a.IP == nil {
-		s := &syscall.SockaddrInet4{Port: a.Port}
-		copy(s.Addr[:], ip4)
-		sa = s
-	} else {
-		family = syscall.AF_INET6
-		s := &syscall.SockaddrInet6{Port: a.Port}
-		copy(s.Addr[:], a.IP.To16())
-		sa = s
-	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
 	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
+		return -1, err
 	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		syscall.Close(fd)
-		return -1, fmt.Errorf("SO_REUSEADDR: %w", err)
+	fd, err := syscall.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		return -1, fmt.Errorf("dup: %w", err)
 	}
-	if err := syscall.Bind(fd, sa); err != nil {
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
 		syscall.Close(fd)
-		return -1, fmt.Errorf("bind %s: %w", addr, err)
-	}
-	if err := syscall.Listen(fd, 4096); err != nil {
-		syscall.Close(fd)
-		return -1, fmt.Errorf("listen %s: %w", addr, err)
+		return -1, fmt.Errorf("non-blocking listener: %w", err)
 	}
 	return fd, nil
 }
