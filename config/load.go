@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,27 +24,39 @@ func LoadFile(path string) (*Config, error) {
 	return Parse(data, path)
 }
 
+// ValidateFile reads a YAML or JSON file and reports every problem with
+// it at once, as an Errors in line order: what does not decode, what does
+// not validate, and what the proxy could not load from this machine's disk
+// (see CheckFiles). It is what `wasmgate validate` runs.
+func ValidateFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	doc := DecodeDocument(data, path)
+	if doc.Config == nil {
+		return doc.Errors
+	}
+	doc.Config.Normalize()
+	found := append(errorList(doc.Config.Validate()), errorList(doc.Config.CheckFiles())...)
+	if list := doc.Report(found); len(list) > 0 {
+		return list
+	}
+	return nil
+}
+
 // Parse decodes, defaults and validates a YAML or JSON document. Decoding
 // is strict: an unknown field is an error. Every error is a *FieldError
 // inside an Errors, naming the field path and, where the source gives it,
-// the file and line. name labels errors and may be empty.
+// the file and line. All of them are reported at once: a field that does
+// not decode does not stop the validation of the others. name labels
+// errors and may be empty.
 func Parse(data []byte, name string) (*Config, error) {
-	cfg, lines, err := decode(data, name)
-	if err != nil {
-		return nil, err
+	doc := DecodeDocument(data, name)
+	if list := doc.Check(); len(list) > 0 {
+		return nil, list
 	}
-	cfg.Normalize()
-	if err := cfg.Validate(); err != nil {
-		var list Errors
-		if errors.As(err, &list) {
-			for _, fe := range list {
-				fe.File = name
-				fe.Line = lines.lookup(fe.Path)
-			}
-		}
-		return nil, err
-	}
-	return cfg, nil
+	return doc.Config, nil
 }
 
 // Decode decodes a YAML or JSON document as strictly as Parse, with the
@@ -51,11 +64,127 @@ func Parse(data []byte, name string) (*Config, error) {
 // documents, such as one resource or a bundle that completes a stored
 // configuration.
 func Decode(data []byte, name string) (*Config, error) {
-	cfg, _, err := decode(data, name)
-	if err != nil {
-		return nil, err
+	doc := DecodeDocument(data, name)
+	if len(doc.Errors) > 0 {
+		return nil, doc.Errors
 	}
-	return cfg, nil
+	return doc.Config, nil
+}
+
+// Document is a YAML or JSON configuration document as decoded: the part
+// of it that decodes, an error for each part that does not, and the line
+// each field starts on. It is the one decoder of configuration documents:
+// the file loader, `wasmgate validate`, `wasmgate ctl` and the control
+// plane's API all decode with it, so they report a problem in the same
+// words.
+type Document struct {
+	// Name labels errors: the file the document was read from, or the
+	// name a client gave it. It may be empty.
+	Name string
+	// Config holds every field that decoded; a field that did not is left
+	// at its zero value. It is nil when the document as a whole is
+	// unusable: not YAML, empty, more than one document, or not a mapping.
+	Config *Config
+	// Errors are the decode errors, in document order.
+	Errors Errors
+
+	lines lineMap
+	// covered are the paths that decode errors stand for: a validation
+	// error at or under one of them repeats a decode error. A validation
+	// error at (not under) one of incomplete, a mapping with an unknown
+	// field, is likely to be about the field that the writer misspelt.
+	covered, incomplete []string
+}
+
+// DecodeDocument decodes data strictly into a Config, going on past the
+// fields that do not decode so that every such field is reported. It
+// never returns nil.
+func DecodeDocument(data []byte, name string) *Document {
+	doc := &Document{Name: name}
+	cfg := &Config{}
+	w, ok := decodeInto(data, name, cfg, "the document must be a mapping of top-level fields (listeners, virtual_hosts, clusters, ...)")
+	doc.Errors, doc.lines, doc.covered, doc.incomplete = w.list, w.lines, w.covered, w.incomplete
+	if ok {
+		doc.Config = cfg
+	}
+	return doc
+}
+
+// DecodeValue decodes a YAML or JSON document into v, a pointer to a
+// struct, by the rules of DecodeDocument and with its errors. It is for
+// documents of one part of a configuration, such as one resource. Fields
+// that do not decode are left as they were; the error, when not nil, is an
+// Errors.
+func DecodeValue(data []byte, name string, v any) error {
+	w, _ := decodeInto(data, name, v, "the document must be a mapping of fields")
+	if len(w.list) > 0 {
+		return w.list
+	}
+	return nil
+}
+
+// Line returns the line on which path, or its nearest ancestor in the
+// document, starts; 0 when the document has neither.
+func (d *Document) Line(path string) int { return d.lines.lookup(path) }
+
+// Check defaults and validates the configuration that decoded, and
+// returns its report (see Report): every problem with the document, or
+// an empty Errors.
+func (d *Document) Check() Errors {
+	if d.Config == nil {
+		return d.Errors
+	}
+	d.Config.Normalize()
+	return d.Report(errorList(d.Config.Validate()))
+}
+
+// Report returns the decode errors together with found, problems that
+// validating the decoded configuration found, as one list in line order.
+// Each of found is given the document's name, and the line of its path
+// when it has none. Those at or under a field that did not decode are
+// left out, since they only repeat its error: a misspelt required field
+// is reported as misspelt, not also as missing. So are those about a
+// whole mapping with a misspelt field: a route with "clustr" is reported
+// as misspelt, not also as a route without an action.
+func (d *Document) Report(found Errors) Errors {
+	list := append(Errors(nil), d.Errors...)
+	for _, fe := range found {
+		if d.covers(fe.Path) {
+			continue
+		}
+		fe.File = d.Name
+		if fe.Line == 0 {
+			fe.Line = d.Line(fe.Path)
+		}
+		list = append(list, fe)
+	}
+	slices.SortStableFunc(list, func(a, b *FieldError) int { return a.Line - b.Line })
+	return list
+}
+
+func (d *Document) covers(path string) bool {
+	if slices.Contains(d.incomplete, path) {
+		return true
+	}
+	for _, c := range d.covered {
+		if path == c || strings.HasPrefix(path, c) && (path[len(c)] == '.' || path[len(c)] == '[') {
+			return true
+		}
+	}
+	return false
+}
+
+// errorList returns the FieldErrors of an error returned by Validate or
+// CheckFiles.
+func errorList(err error) Errors {
+	if err == nil {
+		return nil
+	}
+	var list Errors
+	if errors.As(err, &list) {
+		return list
+	}
+	return Errors{{Msg: err.Error()}}
 }
 
 // lineMap maps field paths to the line they start on.
@@ -76,14 +205,22 @@ func (m lineMap) lookup(path string) int {
 	return 0
 }
 
-func decode(data []byte, name string) (*Config, lineMap, error) {
+// decodeInto decodes one YAML or JSON document into v. The walker it
+// returns holds the errors and the line of every field; ok is false when
+// nothing could be decoded.
+func decodeInto(data []byte, name string, v any, notMapping string) (w *walker, ok bool) {
+	w = &walker{file: name, lines: lineMap{}, budget: 8*len(data) + 100000}
+	fail := func(fe *FieldError) (*walker, bool) {
+		w.list = append(w.list, fe)
+		return w, false
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, Errors{{File: name, Msg: "the document is empty"}}
+			return fail(&FieldError{File: name, Msg: "the document is empty"})
 		}
-		return nil, nil, Errors{yamlError(name, err)}
+		return fail(yamlError(name, err))
 	}
 	for {
 		var next yaml.Node
@@ -92,30 +229,30 @@ func decode(data []byte, name string) (*Config, lineMap, error) {
 			break
 		}
 		if err != nil {
-			return nil, nil, Errors{yamlError(name, err)}
+			return fail(yamlError(name, err))
 		}
 		if len(next.Content) == 1 && next.Content[0].Tag == "!!null" {
 			continue // an empty document after "---"
 		}
-		return nil, nil, Errors{{File: name, Line: next.Line, Msg: "a config is one YAML document; found a second"}}
+		return fail(&FieldError{File: name, Line: next.Line, Msg: "a config is one YAML document; found a second"})
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, nil, Errors{{File: name, Line: root.Line, Msg: "the document must be a mapping of top-level fields (listeners, virtual_hosts, clusters, ...)"}}
+		return fail(&FieldError{File: name, Line: root.Line, Msg: notMapping})
 	}
-	w := &walker{file: name, lines: lineMap{}, budget: 8*len(data) + 100000}
-	w.walk(root, reflect.TypeOf(Config{}), "")
-	if len(w.list) > 0 {
-		return nil, nil, w.list
+	w.walk(root, reflect.TypeOf(v), "")
+	if w.budget <= 0 {
+		return w, false
 	}
-	cfg := &Config{}
-	if err := root.Decode(cfg); err != nil {
-		return nil, nil, Errors{yamlError(name, err)}
+	// The walk replaced every field that does not decode with null, so
+	// what remains decodes.
+	if err := root.Decode(v); err != nil {
+		return fail(yamlError(name, err))
 	}
-	return cfg, w.lines, nil
+	return w, true
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+): `)
@@ -140,6 +277,10 @@ type walker struct {
 	file  string
 	lines lineMap
 	list  Errors
+	// covered are the paths of the fields that did not decode, and the
+	// fields that a misspelt key most likely meant; incomplete are the
+	// mappings that hold a misspelt key.
+	covered, incomplete []string
 	// budget bounds the nodes visited, so that aliases nested in aliases
 	// cannot make the walk exponential in the size of the document.
 	budget int
@@ -147,6 +288,20 @@ type walker struct {
 
 func (w *walker) add(n *yaml.Node, path, msg string) {
 	w.list = append(w.list, &FieldError{File: w.file, Line: n.Line, Path: path, Msg: msg})
+}
+
+// drop records that n, at path, does not decode into type t, and
+// replaces it with the zero value of t, so that the rest of the document
+// decodes without it and the items of a list keep their indices.
+func (w *walker) drop(n *yaml.Node, t reflect.Type, path string) {
+	w.covered = append(w.covered, path)
+	line, col := n.Line, n.Column
+	var zero yaml.Node
+	if err := zero.Encode(reflect.Zero(t).Interface()); err != nil {
+		zero = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
+	}
+	zero.Line, zero.Column = line, col
+	*n = zero
 }
 
 // walk checks n against type t: every mapping key must be a field, and
@@ -164,6 +319,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
+	declared := t
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -178,6 +334,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				return
 			}
 			w.add(n, path, fmt.Sprintf("must be a mapping, not %s", kindName(n)))
+			w.drop(n, declared, path)
 			return
 		}
 		fields := yamlFields(t)
@@ -191,7 +348,15 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.lines[p] = k.Line
 			f, ok := fields[k.Value]
 			if !ok {
-				w.add(k, p, "unknown field"+suggest(k.Value, fields))
+				meant := suggest(k.Value, fields)
+				w.covered = append(w.covered, p)
+				w.incomplete = append(w.incomplete, path)
+				msg := "unknown field"
+				if meant != "" {
+					w.covered = append(w.covered, dot(path, meant))
+					msg += fmt.Sprintf(" (did you mean %q?)", meant)
+				}
+				w.add(k, p, msg)
 				continue
 			}
 			w.walk(v, f.Type, p)
@@ -205,6 +370,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				return
 			}
 			w.add(n, path, fmt.Sprintf("must be a list, not %s", kindName(n)))
+			w.drop(n, declared, path)
 			return
 		}
 		for i, c := range n.Content {
@@ -252,6 +418,7 @@ func (w *walker) leaf(n *yaml.Node, t reflect.Type, path string) {
 			fe.Line = n.Line
 		}
 		w.list = append(w.list, fe)
+		w.drop(n, t, path)
 	}
 }
 
@@ -282,7 +449,7 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 	return m
 }
 
-// suggest names the known field closest to a misspelt one.
+// suggest returns the known field closest to a misspelt one, or "".
 func suggest(got string, fields map[string]reflect.StructField) string {
 	best, bestD := "", 3
 	for name := range fields {
@@ -290,10 +457,7 @@ func suggest(got string, fields map[string]reflect.StructField) string {
 			best, bestD = name, d
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func editDistance(a, b string) int {

@@ -85,7 +85,12 @@ func TestParseErrors(t *testing.T) {
 		{"unknown in redirect", web + "  - redirect: {status_code: 302}\n", []wantErr{{"virtual_hosts[0].routes[1].redirect.status_code", 13, "unknown field"}}},
 		{"unknown in direct_response", web + "  - direct_response: {status: 200, bdy: hi}\n", []wantErr{{"virtual_hosts[0].routes[1].direct_response.bdy", 13, `unknown field (did you mean "body"?)`}}},
 		{"unknown in regex_rewrite", web + "    regex_rewrite: {pattern: a, subsitution: b}\n", []wantErr{{"virtual_hosts[0].routes[0].regex_rewrite.subsitution", 13, `unknown field (did you mean "substitution"?)`}}},
-		{"unknown in weighted cluster", web + "  - weighted_clusters:\n    - {name: api, wieght: 1}\n", []wantErr{{"virtual_hosts[0].routes[1].weighted_clusters[0].wieght", 14, `unknown field (did you mean "weight"?)`}}},
+		// What decoded is validated too: without its misspelt weight, the
+		// split has none.
+		{"unknown in weighted cluster", web + "  - weighted_clusters:\n    - {name: api, wieght: 1}\n", []wantErr{
+			{"virtual_hosts[0].routes[1].weighted_clusters", 13, "the weights add up to 0"},
+			{"virtual_hosts[0].routes[1].weighted_clusters[0].wieght", 14, `unknown field (did you mean "weight"?)`},
+		}},
 		{"unknown in header mutation", web + "  request_headers:\n    remve: [x]\n", []wantErr{{"virtual_hosts[0].request_headers.remve", 14, `unknown field (did you mean "remove"?)`}}},
 		{"unknown in filter ref", web + "  filters:\n  - plugn: auth\n", []wantErr{{"virtual_hosts[0].filters[0].plugn", 14, `unknown field (did you mean "plugin"?)`}}},
 		{"unknown in plugin", base + "plugins:\n- name: auth\n  sha265: abc\n", []wantErr{{"plugins[0].sha265", 10, `unknown field (did you mean "sha256"?)`}}},
