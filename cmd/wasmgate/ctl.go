@@ -174,20 +174,42 @@ configuration, 5 not authenticated or not allowed.`,
 	return cmd
 }
 
+// bundle is the configuration that `ctl apply` and `ctl diff` send: a
+// file as written, or the files of a directory merged into one document.
+type bundle struct {
+	// raw is the document to send, and name its name in errors: the
+	// file's, or empty for the merged files of a directory.
+	raw  []byte
+	name string
+	// cfg is every file's resources, merged.
+	cfg *config.Config
+	// problems are each file's decode errors, proxy-local fields and
+	// names used twice, with the file's name and line.
+	problems config.Errors
+	// origin is, for each kind, the file and index in it of each resource
+	// of the merged document.
+	origin map[resource.Kind][]origin
+}
+
+type origin struct {
+	doc   *config.Document
+	index int
+}
+
 // readBundle reads a file, or every .yaml, .yml and .json file of a
-// directory (in name order), as one document. It returns the bytes to
-// send: a single file as written (so errors name its lines), several
-// merged.
-func readBundle(path string) ([]byte, *config.Config, error) {
+// directory (in name order), as one document. Each file is decoded by the
+// control plane's decoder, so its problems read as the control plane's
+// answer would.
+func readBundle(path string) (*bundle, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var files []string
 	if st.IsDir() {
 		entries, err := os.ReadDir(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for _, e := range entries {
 			switch strings.ToLower(filepath.Ext(e.Name())) {
@@ -198,35 +220,89 @@ func readBundle(path string) ([]byte, *config.Config, error) {
 			}
 		}
 		if len(files) == 0 {
-			return nil, nil, fmt.Errorf("%s holds no .yaml, .yml or .json file", path)
+			return nil, fmt.Errorf("%s holds no .yaml, .yml or .json file", path)
 		}
 	} else {
 		files = []string{path}
 	}
-	merged := &config.Config{}
-	var raw []byte
+	b := &bundle{cfg: &config.Config{}, origin: map[resource.Kind][]origin{}}
 	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		cfg, err := api.DecodeBundle(data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", file, explain(err, ""))
+		doc, problems := api.DecodeBundleDocument(data, file)
+		b.problems = append(b.problems, doc.Report(problems)...)
+		b.raw, b.name = data, file
+		cfg := doc.Config
+		if cfg == nil {
+			continue
 		}
-		merged.Listeners = append(merged.Listeners, cfg.Listeners...)
-		merged.VirtualHosts = append(merged.VirtualHosts, cfg.VirtualHosts...)
-		merged.Clusters = append(merged.Clusters, cfg.Clusters...)
-		merged.Plugins = append(merged.Plugins, cfg.Plugins...)
-		raw = data
+		b.cfg.Listeners = append(b.cfg.Listeners, cfg.Listeners...)
+		b.cfg.VirtualHosts = append(b.cfg.VirtualHosts, cfg.VirtualHosts...)
+		b.cfg.Clusters = append(b.cfg.Clusters, cfg.Clusters...)
+		b.cfg.Plugins = append(b.cfg.Plugins, cfg.Plugins...)
+		b.cfg.Certificates = append(b.cfg.Certificates, cfg.Certificates...)
+		for kind, n := range map[resource.Kind]int{resource.Listeners: len(cfg.Listeners), resource.VirtualHosts: len(cfg.VirtualHosts),
+			resource.Clusters: len(cfg.Clusters), resource.Plugins: len(cfg.Plugins), resource.Certificates: len(cfg.Certificates)} {
+			for i := range n {
+				b.origin[kind] = append(b.origin[kind], origin{doc, i})
+			}
+		}
 	}
 	if len(files) > 1 {
-		raw, err = json.Marshal(merged)
+		b.name = ""
+		b.raw, err = json.Marshal(b.cfg)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return raw, merged, nil
+	return b, nil
+}
+
+// locate names a field of the merged document of a directory as the field
+// of the file it came from, with the file's name and line.
+func (b *bundle) locate(fe *api.FieldError) {
+	if b.name != "" || fe.DocumentPath == "" {
+		return
+	}
+	open := strings.IndexByte(fe.DocumentPath, '[')
+	end := strings.IndexByte(fe.DocumentPath, ']')
+	if open < 0 || end < open {
+		return
+	}
+	i, err := strconv.Atoi(fe.DocumentPath[open+1 : end])
+	list := b.origin[resource.Kind(fe.DocumentPath[:open])]
+	if err != nil || i < 0 || i >= len(list) {
+		return
+	}
+	o := list[i]
+	fe.DocumentPath = fmt.Sprintf("%s[%d]%s", fe.DocumentPath[:open], o.index, fe.DocumentPath[end+1:])
+	fe.File, fe.Line = o.doc.Name, o.doc.Line(fe.DocumentPath)
+}
+
+// invalid prints each problem of a document on a line of its own, as
+// `wasmgate validate` does, and returns the exit status of an invalid
+// configuration.
+func invalid(cmd *cobra.Command, msg string, problems []string) error {
+	for _, p := range problems {
+		fmt.Fprintln(cmd.ErrOrStderr(), p)
+	}
+	return &exitError{code: ctlExitCode(http.StatusUnprocessableEntity), err: errors.New("invalid: " + msg)}
+}
+
+// checkLocal refuses a directory whose files have problems of their own,
+// before anything is sent. A single file is sent as it is: the control
+// plane answers with its problems and those of what it would make.
+func (b *bundle) checkLocal(cmd *cobra.Command) error {
+	if len(b.problems) == 0 {
+		return nil
+	}
+	lines := make([]string, len(b.problems))
+	for i, fe := range b.problems {
+		lines[i] = fe.Error()
+	}
+	return invalid(cmd, "the configuration does not decode; nothing was changed", lines)
 }
 
 func printChange(cmd *cobra.Command, f *ctlFlags, res *api.ChangeResult) error {
@@ -267,15 +343,30 @@ written in one transaction or not at all.`,
 			if file == "" {
 				return errors.New("-f FILE|DIR is required")
 			}
-			doc, _, err := readBundle(file)
+			b, err := readBundle(file)
 			if err != nil {
 				return err
+			}
+			if b.name == "" {
+				if err := b.checkLocal(cmd); err != nil {
+					return err
+				}
 			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			res, err := c.Apply(cmd.Context(), doc, o)
+			o.Document = b.name
+			res, err := c.Apply(cmd.Context(), b.raw, o)
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusUnprocessableEntity {
+				lines := make([]string, len(ae.Body.Errors))
+				for i := range ae.Body.Errors {
+					b.locate(&ae.Body.Errors[i])
+					lines[i] = ae.Body.Errors[i].String()
+				}
+				return invalid(cmd, ae.Body.Message, lines)
+			}
 			if err != nil {
 				return explain(err, f.server)
 			}
@@ -482,10 +573,17 @@ func ctlDiffCmd(f *ctlFlags) *cobra.Command {
 			if file == "" {
 				return errors.New("-f FILE|DIR is required")
 			}
-			_, local, err := readBundle(file)
+			b, err := readBundle(file)
 			if err != nil {
 				return err
 			}
+			if err := b.checkLocal(cmd); err != nil {
+				return err
+			}
+			local := b.cfg
+			// The live private keys are redacted: certificates are not
+			// compared.
+			local.Certificates = nil
 			c, err := f.client()
 			if err != nil {
 				return err

@@ -13,9 +13,15 @@ func newValidateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE",
 		Short: "Check a configuration file and print every problem with its field path",
-		Args:  cobra.NoArgs,
+		Long: `Check a configuration file and print every problem at once, one a line,
+with its file, line and field path: fields that do not decode, values that
+do not validate, and the files it names (certificates, keys, CA bundles,
+plugin modules) that are missing or do not load on this machine.
+
+A problem is printed in the same words as by ` + "`ctl apply`" + ` and the control plane's API.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := config.LoadFile(file); err != nil {
+			if err := config.ValidateFile(file); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				return &exitError{code: 2, err: fmt.Errorf("%s is not valid", file)}
 			}

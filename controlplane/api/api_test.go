@@ -121,7 +121,7 @@ func TestResourceLifecycle(t *testing.T) {
 	// An unknown field is refused with its line.
 	_, err = c.Put(ctx, ref, []byte("endpoints: [{address: 127.0.0.1:1}]\nlb_polcy: random\n"), api.Options{})
 	e = apiError(t, err, http.StatusUnprocessableEntity)
-	if e.Body.Errors[0].Line != 2 || !strings.Contains(e.Body.Errors[0].Message, "lb_polcy") {
+	if fe := e.Body.Errors[0]; fe.Line != 2 || fe.DocumentPath != "lb_polcy" || fe.Message != `unknown field (did you mean "lb_policy"?)` {
 		t.Fatalf("unknown field: %+v", e.Body)
 	}
 
@@ -145,7 +145,7 @@ func TestBundleErrorsUseDocumentPaths(t *testing.T) {
 	}
 	_, err = c.Apply(context.Background(), []byte("admin: {address: 127.0.0.1:1}\n"+bundle), api.Options{})
 	e = apiError(t, err, http.StatusUnprocessableEntity)
-	if e.Body.Errors[0].Path != "admin" {
+	if fe := e.Body.Errors[0]; fe.DocumentPath != "admin" || fe.Line != 1 {
 		t.Fatalf("local field: %+v", e.Body)
 	}
 }
@@ -218,4 +218,34 @@ func TestBlobsAndEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiError(t, c.DeregisterEndpoint(ctx, "api", "a1"), http.StatusNotFound)
+}
+
+// TestBundleReportsEveryProblem: a bundle's decode errors do not hide the
+// problems of what decoded, and every one is named by the document's
+// name and line.
+func TestBundleReportsEveryProblem(t *testing.T) {
+	c, _ := newAPI(t)
+	bad := strings.Replace(bundle, "cluster: static", "cluster: statik", 1) + "    idle_timout: 5s\n"
+	_, err := c.Apply(context.Background(), []byte(bad), api.Options{Document: "b.yaml"})
+	e := apiError(t, err, http.StatusUnprocessableEntity)
+	var got []string
+	for _, fe := range e.Body.Errors {
+		got = append(got, fe.String())
+	}
+	want := []string{
+		`b.yaml:11: virtual_hosts[0].routes[1].cluster: unknown cluster "statik"`,
+		`b.yaml:17: clusters[1].idle_timout: unknown field (did you mean "idle_timeout"?)`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if list, err := c.List(context.Background(), resource.Clusters); err != nil || len(list.Items) != 0 {
+		t.Fatalf("a refused bundle wrote %+v (%v)", list, err)
+	}
+	// A resource's document is named too.
+	_, err = c.Put(context.Background(), resource.Ref{Kind: resource.Clusters, Name: "api"}, []byte("endpoints: []\nlb_polcy: x\n"), api.Options{Document: "api.yaml"})
+	e = apiError(t, err, http.StatusUnprocessableEntity)
+	if got := e.Body.Errors[0].String(); got != `api.yaml:2: lb_polcy: unknown field (did you mean "lb_policy"?)` {
+		t.Fatalf("put: %s", got)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/store"
@@ -50,25 +51,21 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// String formats the error as config.FieldError does, so that a problem
+// with a document reads the same from the API as from `wasmgate
+// validate`: "b.yaml:4: clusters[0].idle_timout: unknown field".
 func (fe FieldError) String() string {
-	var parts []string
-	if fe.Line > 0 {
-		parts = append(parts, "line "+strconv.Itoa(fe.Line))
-	}
+	path := fe.DocumentPath
 	switch {
-	case fe.DocumentPath != "":
-		parts = append(parts, fe.DocumentPath)
+	case path != "":
 	case fe.Resource != "" && fe.Path != "":
-		parts = append(parts, fe.Resource+" "+fe.Path)
+		path = fe.Resource + " " + fe.Path
 	case fe.Resource != "":
-		parts = append(parts, fe.Resource)
-	case fe.Path != "":
-		parts = append(parts, fe.Path)
+		path = fe.Resource
+	default:
+		path = fe.Path
 	}
-	if len(parts) == 0 {
-		return fe.Message
-	}
-	return strings.Join(parts, ": ") + ": " + fe.Message
+	return (&config.FieldError{File: fe.File, Line: fe.Line, Path: path, Msg: fe.Message}).Error()
 }
 
 // Options of a change request.
@@ -83,6 +80,9 @@ type Options struct {
 	// Create makes a put fail if the resource exists.
 	Create  bool
 	Message string
+	// Document names the document of a put or an apply in its errors: the
+	// file it was read from.
+	Document string
 }
 
 // Do sends a request and decodes a JSON answer into out (when not nil).
@@ -170,6 +170,9 @@ func (o Options) header(contentType string) http.Header {
 	}
 	if o.Message != "" {
 		h.Set("X-Wasmgate-Message", o.Message)
+	}
+	if o.Document != "" {
+		h.Set(DocumentHeader, o.Document)
 	}
 	return h
 }

@@ -97,10 +97,12 @@ func badRequest(format string, args ...any) error {
 	return &Error{http.StatusBadRequest, ErrorBody{Code: "bad_request", Message: fmt.Sprintf(format, args...)}}
 }
 
-// docErrors carries the index of each resource in a submitted document,
-// to name fields as the writer wrote them.
+// docErrors carries the submitted document and the index of each
+// resource in it, to name fields as the writer wrote them, with the
+// document's name and line.
 type docErrors struct {
 	err   error
+	doc   *config.Document
 	index map[resource.Ref]int
 }
 
@@ -109,33 +111,21 @@ func (e *docErrors) Unwrap() error { return e.err }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		he    *Error
-		ve    *store.ValidationError
-		ce    *store.ConflictError
-		re    *store.ReferencedError
-		de    *docErrors
-		index map[resource.Ref]int
+		he *Error
+		ve *store.ValidationError
+		ce *store.ConflictError
+		re *store.ReferencedError
+		de *docErrors
 	)
-	if errors.As(err, &de) {
-		index = de.index
+	if !errors.As(err, &de) {
+		de = &docErrors{}
 	}
 	switch {
 	case errors.As(err, &he):
 		h.writeError(w, r, he.Status, he.Body)
 	case errors.As(err, &ve):
-		body := ErrorBody{Code: "invalid", Message: "the resulting configuration is invalid; nothing was changed"}
-		for _, fe := range ve.Errors {
-			out := FieldError{Resource: fe.Resource, Path: fe.Path, Message: fe.Message}
-			if ref, err := resource.ParseRef(fe.Resource); err == nil {
-				if i, ok := index[ref]; ok {
-					out.DocumentPath = fmt.Sprintf("%s[%d]", ref.Kind, i)
-					if fe.Path != "" {
-						out.DocumentPath += "." + fe.Path
-					}
-				}
-			}
-			body.Errors = append(body.Errors, out)
-		}
+		body := ErrorBody{Code: "invalid", Message: "the resulting configuration is invalid; nothing was changed",
+			Errors: documentErrors(de.doc, nil, de.index, ve.Errors)}
 		h.writeError(w, r, http.StatusUnprocessableEntity, body)
 	case errors.As(err, &ce):
 		h.writeError(w, r, http.StatusConflict, ErrorBody{Code: "conflict",
@@ -239,72 +229,133 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// Decode decodes a JSON or YAML document strictly into v: an unknown
-// field is an error. It is what the API does with request bodies.
-func Decode(data []byte, v any) error {
-	t := bytes.TrimSpace(data)
-	if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
-		dec := json.NewDecoder(bytes.NewReader(t))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(v); err != nil {
-			return invalidDoc(0, strings.TrimPrefix(err.Error(), "json: "))
-		}
-		if dec.More() {
-			return invalidDoc(0, "trailing data after the JSON document")
-		}
+// DocumentHeader names the document of a request body in its errors: the
+// file a client read it from. Errors about the document then read as
+// `wasmgate validate` prints them for that file.
+const DocumentHeader = "X-Wasmgate-Document"
+
+// Decode decodes a JSON or YAML document strictly into v, a pointer to a
+// struct: an unknown field is an error. It is what the API does with
+// request bodies, and it decodes as config.DecodeValue does, with its
+// errors.
+func Decode(data []byte, v any) error { return decode(data, "", v) }
+
+func decode(data []byte, name string, v any) error {
+	err := config.DecodeValue(data, name, v)
+	if err == nil {
 		return nil
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			body := ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed"}
-			for _, e := range te.Errors {
-				body.Errors = append(body.Errors, yamlFieldError(e))
-			}
-			return &Error{http.StatusUnprocessableEntity, body}
-		}
-		fe := yamlFieldError(strings.TrimPrefix(err.Error(), "yaml: "))
-		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed", Errors: []FieldError{fe}}}
+	var list config.Errors
+	if !errors.As(err, &list) {
+		list = config.Errors{{File: name, Msg: err.Error()}}
 	}
-	return nil
+	return invalidDocument(list, nil)
 }
 
-func yamlFieldError(msg string) FieldError {
-	fe := FieldError{Message: msg}
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.Index(rest, ": "); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				fe.Line, fe.Message = n, rest[i+2:]
-			}
-		}
-	}
-	return fe
+// invalidDocument is the answer to a document with decode errors, and
+// the validation errors of what decoded.
+func invalidDocument(list config.Errors, more []FieldError) error {
+	body := ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed", Errors: apiErrors(list)}
+	body.Errors = append(body.Errors, more...)
+	return &Error{http.StatusUnprocessableEntity, body}
 }
 
-func invalidDoc(line int, msg string) error {
-	return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document does not decode; nothing was changed",
-		Errors: []FieldError{{Line: line, Message: msg}}}}
+func apiErrors(list config.Errors) []FieldError {
+	out := make([]FieldError, 0, len(list))
+	for _, fe := range list {
+		out = append(out, FieldError{File: fe.File, Line: fe.Line, DocumentPath: fe.Path, Message: fe.Msg})
+	}
+	return out
+}
+
+// documentErrors names the validation errors of the resources of a
+// submitted document as fields of the document, with its name and their
+// lines (from doc, when not nil), after the document's own problems,
+// local; the others name their resource.
+func documentErrors(doc *config.Document, local config.Errors, index map[resource.Ref]int, errs []store.FieldError) []FieldError {
+	found := local
+	var others []FieldError
+	for _, fe := range errs {
+		if ref, err := resource.ParseRef(fe.Resource); err == nil {
+			if i, ok := index[ref]; ok {
+				path := fmt.Sprintf("%s[%d]", ref.Kind, i)
+				if fe.Path != "" {
+					path += "." + fe.Path
+				}
+				found = append(found, &config.FieldError{Path: path, Msg: fe.Message})
+				continue
+			}
+		}
+		others = append(others, FieldError{Resource: fe.Resource, Path: fe.Path, Message: fe.Message})
+	}
+	if doc == nil {
+		doc = &config.Document{}
+	}
+	return append(apiErrors(doc.Report(found)), others...)
 }
 
 // DecodeBundle decodes a whole or partial configuration document and
 // refuses the fields that belong to each proxy's own bootstrap file.
 func DecodeBundle(data []byte) (*config.Config, error) {
-	cfg := &config.Config{}
-	if err := Decode(data, cfg); err != nil {
-		return nil, err
+	doc, local := DecodeBundleDocument(data, "")
+	if list := doc.Report(local); len(list) > 0 {
+		return nil, invalidDocument(list, nil)
 	}
-	var local []FieldError
-	for name, v := range map[string]any{"admin": cfg.Admin, "access_log": cfg.AccessLog, "node": cfg.Node, "drain_timeout": cfg.DrainTimeout, "shutdown_delay": cfg.ShutdownDelay} {
-		if !reflect.ValueOf(v).IsZero() {
-			local = append(local, FieldError{Path: name, Message: "is local to each proxy: set it in the proxy's bootstrap file, not in the control plane"})
+	return doc.Config, nil
+}
+
+// DecodeBundleDocument decodes a whole or partial configuration document
+// with config.DecodeDocument, as the API does, and returns it with the
+// problems of a bundle that are not decode errors: fields that belong to
+// each proxy's own bootstrap file, and resources named twice. doc.Report
+// gives them all in line order.
+func DecodeBundleDocument(data []byte, name string) (doc *config.Document, problems config.Errors) {
+	doc = config.DecodeDocument(data, name)
+	if doc.Config == nil {
+		return doc, nil
+	}
+	cfg := doc.Config
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"admin", cfg.Admin}, {"access_log", cfg.AccessLog}, {"node", cfg.Node}, {"drain_timeout", cfg.DrainTimeout}, {"shutdown_delay", cfg.ShutdownDelay}} {
+		if !reflect.ValueOf(f.v).IsZero() {
+			problems = append(problems, &config.FieldError{Path: f.name, Msg: "is local to each proxy: set it in the proxy's bootstrap file, not in the control plane"})
 		}
 	}
-	if len(local) > 0 {
-		return nil, &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document has proxy-local fields; nothing was changed", Errors: local}}
+	_, dups := bundleIndex(cfg)
+	return doc, append(problems, dups...)
+}
+
+// bundleIndex returns the index of each resource in a bundle and an error
+// for each name used twice, in the words of config's validation.
+func bundleIndex(cfg *config.Config) (map[resource.Ref]int, config.Errors) {
+	index := map[resource.Ref]int{}
+	var dups config.Errors
+	add := func(kind resource.Kind, what string, i int, name string) {
+		ref := resource.Ref{Kind: kind, Name: name}
+		if first, dup := index[ref]; dup {
+			dups = append(dups, &config.FieldError{Path: fmt.Sprintf("%s[%d].name", kind, i), Msg: fmt.Sprintf("duplicate %s name %q (first at index %d)", what, name, first)})
+			return
+		}
+		index[ref] = i
 	}
-	return cfg, nil
+	for i, v := range cfg.Listeners {
+		add(resource.Listeners, "listener", i, v.Name)
+	}
+	for i, v := range cfg.VirtualHosts {
+		add(resource.VirtualHosts, "virtual host", i, v.Name)
+	}
+	for i, v := range cfg.Clusters {
+		add(resource.Clusters, "cluster", i, v.Name)
+	}
+	for i, v := range cfg.Plugins {
+		add(resource.Plugins, "plugin", i, v.Name)
+	}
+	for i, v := range cfg.Certificates {
+		add(resource.Certificates, "certificate", i, v.Name)
+	}
+	return index, dups
 }
 
 func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request, _ Token) error {
@@ -440,7 +491,7 @@ func (h *Handler) put(kind resource.Kind) handlerFunc {
 			return err
 		}
 		v := resource.New(kind)
-		if err := Decode(body, v); err != nil {
+		if err := decode(body, r.Header.Get(DocumentHeader), v); err != nil {
 			return err
 		}
 		switch n := resource.NameOf(v); n {
@@ -456,7 +507,7 @@ func (h *Handler) put(kind resource.Kind) handlerFunc {
 		if err := preconditions(r, &ref, &ch); err != nil {
 			return err
 		}
-		return h.commit(w, r, ch, nil)
+		return h.commit(w, r, ch, nil, nil)
 	}
 }
 
@@ -481,7 +532,7 @@ func (h *Handler) delete(kind resource.Kind) handlerFunc {
 		if err := preconditions(r, &ref, &ch); err != nil {
 			return err
 		}
-		return h.commit(w, r, ch, nil)
+		return h.commit(w, r, ch, nil, nil)
 	}
 }
 
@@ -502,48 +553,41 @@ func (h *Handler) applyBundle(w http.ResponseWriter, r *http.Request, tok Token,
 	if err != nil {
 		return err
 	}
-	cfg, err := DecodeBundle(body)
-	if err != nil {
-		return err
+	doc, problems := DecodeBundleDocument(body, r.Header.Get(DocumentHeader))
+	if doc.Config == nil {
+		return invalidDocument(doc.Errors, nil)
 	}
+	index, _ := bundleIndex(doc.Config)
 	ch := h.change(r, tok, "apply")
 	ch.DryRun = ch.DryRun || dryRun
 	ch.Prune = flag(r, "prune")
-	ch.Put = resource.Split(cfg)
+	ch.Put = resource.Split(doc.Config)
 	if err := preconditions(r, nil, &ch); err != nil {
 		return err
 	}
-	index := map[resource.Ref]int{}
-	var dups []FieldError
-	add := func(kind resource.Kind, i int, name string) {
-		ref := resource.Ref{Kind: kind, Name: name}
-		if first, dup := index[ref]; dup {
-			dups = append(dups, FieldError{Resource: ref.String(), DocumentPath: fmt.Sprintf("%s[%d].name", kind, i), Message: fmt.Sprintf("duplicate name (first at %s[%d])", kind, first)})
+	if len(doc.Errors) > 0 || len(problems) > 0 {
+		// Report what decoded but does not validate too, so that every
+		// problem of the document is answered at once.
+		ch.DryRun = true
+		var errs []store.FieldError
+		var ve *store.ValidationError
+		if _, err := h.st.Apply(r.Context(), ch); errors.As(err, &ve) {
+			errs = ve.Errors
 		}
-		index[ref] = i
+		body := ErrorBody{Code: "invalid", Message: "the document has problems; nothing was changed",
+			Errors: documentErrors(doc, problems, index, errs)}
+		if len(doc.Errors) > 0 {
+			body.Message = "the document does not decode; nothing was changed"
+		}
+		return &Error{http.StatusUnprocessableEntity, body}
 	}
-	for i, v := range cfg.Listeners {
-		add(resource.Listeners, i, v.Name)
-	}
-	for i, v := range cfg.VirtualHosts {
-		add(resource.VirtualHosts, i, v.Name)
-	}
-	for i, v := range cfg.Clusters {
-		add(resource.Clusters, i, v.Name)
-	}
-	for i, v := range cfg.Plugins {
-		add(resource.Plugins, i, v.Name)
-	}
-	if len(dups) > 0 {
-		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "the document names a resource twice; nothing was changed", Errors: dups}}
-	}
-	return h.commit(w, r, ch, index)
+	return h.commit(w, r, ch, doc, index)
 }
 
-func (h *Handler) commit(w http.ResponseWriter, r *http.Request, ch store.Change, index map[resource.Ref]int) error {
+func (h *Handler) commit(w http.ResponseWriter, r *http.Request, ch store.Change, doc *config.Document, index map[resource.Ref]int) error {
 	res, err := h.st.Apply(r.Context(), ch)
 	if err != nil {
-		return &docErrors{err: err, index: index}
+		return &docErrors{err: err, doc: doc, index: index}
 	}
 	h.answer(w, r, ch, res)
 	return nil

@@ -38,6 +38,9 @@ type FieldError struct {
 	// DocumentPath is the field in the submitted document, when the
 	// resource was in it ("clusters[2].endpoints[0].address").
 	DocumentPath string `json:"document_path,omitempty" yaml:"document_path,omitempty"`
+	// File is the submitted document's name, as its client sent it in
+	// the X-Wasmgate-Document header.
+	File string `json:"file,omitempty" yaml:"file,omitempty"`
 	// Line is the line in the submitted document, when known.
 	Line    int    `json:"line,omitempty" yaml:"line,omitempty"`
 	Message string `json:"message" yaml:"message"`
