@@ -13,6 +13,9 @@ type Conn struct{}
 // New reports that the socket is left to net.TCPConn.
 func New(*net.TCPConn) (*Conn, bool) { return nil, false }
 
+// PollerWait reports false: a Conn is not used on this system.
+func PollerWait() bool { return false }
+
 // Wrap returns c.
 func Wrap(c net.Conn) net.Conn { return c }
 

@@ -35,6 +35,14 @@ import (
 // syscall.RawConn (poller_other.go). A field that is missing or of
 // another kind has the same effect.
 
+// checkedRelease is the Go release this file was checked against: the
+// release of go.mod and of its build constraint.
+const checkedRelease = "go1.26"
+
+// PollerWait reports whether a Conn waits on the runtime's poller
+// directly (this file), rather than through syscall.RawConn.
+func PollerWait() bool { return found }
+
 //go:linkname runtimePollWait internal/poll.runtime_pollWait
 func runtimePollWait(ctx uintptr, mode int) int
 

@@ -14,6 +14,18 @@
 // nginx, for one, uses recv and send (or writev) for the same reason.
 //
 // A Conn also waits without the read that finds nothing: see poller.go.
+// That wait reaches into the runtime's internals, so it is built only with
+// the Go release it was checked against, the release of go.mod; with any
+// other a Conn waits through syscall.RawConn, correct but slower.
+// PollerWait reports which wait this build has.
+//
+// The fast wait is on by default, not behind a build tag: a tag that is
+// off by default would leave every ordinary build, and every figure
+// measured with one, on the slow wait. Instead TestWaitsOnThePoller fails
+// (it does not skip) when the toolchain's release is not go.mod's or when
+// the fast wait is not active on it, so moving to a new Go release cannot
+// fall back silently: poller.go must be checked against the new release
+// and its build constraint moved with go.mod.
 //
 // On systems other than Linux the package steps aside: New reports false
 // and Wrap returns its argument, so connections read and write as

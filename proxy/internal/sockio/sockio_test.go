@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -181,14 +183,33 @@ func TestExchange(t *testing.T) {
 	}
 }
 
-// With the Go release poller.go was checked against, a Conn waits on the
-// poller directly; with another one this test says it no longer does.
+// The toolchain is go.mod's release, poller.go was checked against it,
+// and a Conn waits on the poller directly. Any of these not holding fails
+// the test, so a new Go release cannot make the wait fall back silently
+// (see the package's doc).
 func TestWaitsOnThePoller(t *testing.T) {
-	c, _ := pair(t)
-	if pollDescOf(c.TCPConn) == 0 {
-		t.Skip("this Go release waits through syscall.RawConn: see poller.go")
+	b, err := os.ReadFile("../../../go.mod")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if c.s.pd == 0 {
+	m := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("go.mod has no go directive")
+	}
+	modRelease := "go" + string(m[1]) + "." + string(m[2])
+	toolchain := regexp.MustCompile(`^go\d+\.\d+`).FindString(runtime.Version())
+	if toolchain != modRelease {
+		t.Fatalf("built with %s (%s) while go.mod asks for %s: the poller's wait is checked against one release; build with it, or check poller.go against %s and move its build constraint and go.mod together",
+			toolchain, runtime.Version(), modRelease, toolchain)
+	}
+	if checkedRelease != modRelease {
+		t.Fatalf("poller.go was checked against %s, go.mod asks for %s: check it against %s and move its build constraint", checkedRelease, modRelease, modRelease)
+	}
+	if !PollerWait() {
+		t.Fatalf("with %s a Conn waits through syscall.RawConn: net.TCPConn's fields or runtime_pollWait changed; see poller.go", runtime.Version())
+	}
+	c, _ := pair(t)
+	if pollDescOf(c.TCPConn) == 0 || c.s.pd == 0 {
 		t.Fatal("the Conn does not wait on the poller")
 	}
 }
