@@ -113,8 +113,8 @@ func DecodeDocument(data []byte, name string) *Document {
 // DecodeValue decodes a YAML or JSON document into v, a pointer to a
 // struct, by the rules of DecodeDocument and with its errors. It is for
 // documents of one part of a configuration, such as one resource. Fields
-// that do not decode are left as they were; the error, when not nil, is an
-// Errors.
+// that do not decode are set to their zero value; the error, when not
+// nil, is an Errors.
 func DecodeValue(data []byte, name string, v any) error {
 	w, _ := decodeInto(data, name, v, "the document must be a mapping of fields")
 	if len(w.list) > 0 {
