@@ -216,15 +216,22 @@ func clearStyle(n *yaml.Node) {
 }
 
 func readBody(r *http.Request, limit int64) ([]byte, error) {
+	b, err := readDocument(r, limit)
+	if err == nil && len(bytes.TrimSpace(b)) == 0 {
+		return nil, badRequest("the request body is empty")
+	}
+	return b, err
+}
+
+// readDocument reads a configuration document, which the decoder, not
+// this, refuses when it is empty: with the words `wasmgate validate` uses.
+func readDocument(r *http.Request, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, badRequest("reading the request body: %v", err)
 	}
 	if int64(len(b)) > limit {
 		return nil, &Error{http.StatusRequestEntityTooLarge, ErrorBody{Code: "too_large", Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}}
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, badRequest("the request body is empty")
 	}
 	return b, nil
 }
@@ -486,7 +493,7 @@ func flag(r *http.Request, name string) bool {
 func (h *Handler) put(kind resource.Kind) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, tok Token) error {
 		ref := resource.Ref{Kind: kind, Name: r.PathValue("name")}
-		body, err := readBody(r, MaxDocumentBytes)
+		body, err := readDocument(r, MaxDocumentBytes)
 		if err != nil {
 			return err
 		}
@@ -549,7 +556,7 @@ func (h *Handler) validate(w http.ResponseWriter, r *http.Request, tok Token) er
 }
 
 func (h *Handler) applyBundle(w http.ResponseWriter, r *http.Request, tok Token, dryRun bool) error {
-	body, err := readBody(r, MaxDocumentBytes)
+	body, err := readDocument(r, MaxDocumentBytes)
 	if err != nil {
 		return err
 	}
