@@ -56,3 +56,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeValue feeds DecodeValue, which the control plane's API runs on
+// request bodies, arbitrary bytes. It must never panic, and an error must
+// be a non-empty Errors of FieldErrors with a message.
+func FuzzDecodeValue(f *testing.F) {
+	for _, s := range []string{
+		"", "name: a\n", "name: a\nendpoint: []\n", `{"name": "a", "endpoints": [{"address": "b:1", "weight": "x"}]}`,
+		"endpoints: {a: b}\n", "connect_timeout: [1]\n", "<<: [{name: a}, 5]\n", "a: &a [*a]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var cl Cluster
+		err := DecodeValue(data, "fuzz.yaml", &cl)
+		if err == nil {
+			return
+		}
+		var list Errors
+		if !errors.As(err, &list) || len(list) == 0 {
+			t.Fatalf("error is %T %v, want a non-empty Errors", err, err)
+		}
+		for _, fe := range list {
+			if fe == nil || fe.Msg == "" {
+				t.Fatalf("empty FieldError in %v", err)
+			}
+		}
+	})
+}
