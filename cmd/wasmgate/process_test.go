@@ -301,11 +301,11 @@ virtual_hosts:
 		stderr []string
 	}{
 		{"valid", good, 0, []string{good + ": ok"}, nil},
-		{"invalid", bad, 2, nil, []string{
+		{"invalid", bad, 4, nil, []string{
 			bad + `:12: virtual_hosts[0].routes[0].cluster: unknown cluster "nowhere"`,
 			bad + `:13: virtual_hosts[0].routes[1].match.path_regex: `,
 		}},
-		{"missing", filepath.Join(dir, "none.yaml"), 2, nil, []string{"no such file"}},
+		{"missing", filepath.Join(dir, "none.yaml"), 4, nil, []string{"no such file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

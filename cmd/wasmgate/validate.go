@@ -17,7 +17,7 @@ func newValidateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := config.LoadFile(file); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
-				return &exitError{code: 2, err: fmt.Errorf("%s is not valid", file)}
+				return &exitError{code: exitInvalid, err: fmt.Errorf("%s is not valid", file)}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", file)
 			return nil
