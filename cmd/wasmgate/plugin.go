@@ -151,7 +151,7 @@ func newPluginInspectCmd() *cobra.Command {
 				return err
 			}
 			if problem != nil {
-				return &exitError{code: 2, err: problem}
+				return &exitError{code: exitInvalid, err: problem}
 			}
 			return nil
 		},
@@ -294,7 +294,7 @@ runs, and print the request as it would reach the upstream (which answers 200
 			}
 			h, err := wasmtest.New(code, opts)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitInvalid, err: err}
 			}
 			defer h.Close()
 			req := wasmtest.NewRequest(request)
