@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -355,7 +356,9 @@ func printResult(w io.Writer, req *wasmtest.Request, res *wasmtest.Result, h *wa
 	}
 	if u := res.Upstream; u != nil {
 		fmt.Fprintf(w, "upstream received\n  %s %s\n  host: %s\n", u.Method, u.Path, u.Host)
-		printHeader(w, u.Header)
+		// The host is printed once, above, whether or not the header
+		// map carries it too.
+		printHeader(w, u.Header, "host")
 		if len(u.Body) > 0 {
 			fmt.Fprintf(w, "\n  %s\n", u.Body)
 		}
@@ -401,10 +404,13 @@ func printResult(w io.Writer, req *wasmtest.Request, res *wasmtest.Result, h *wa
 	}
 }
 
-func printHeader(w io.Writer, h map[string][]string) {
+// printHeader prints h sorted by name, leaving out the names in skip.
+func printHeader(w io.Writer, h map[string][]string, skip ...string) {
 	keys := make([]string, 0, len(h))
 	for k := range h {
-		keys = append(keys, k)
+		if !slices.Contains(skip, strings.ToLower(k)) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
