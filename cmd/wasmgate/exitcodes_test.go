@@ -59,6 +59,18 @@ func TestHelpHidesSecrets(t *testing.T) {
 	}
 }
 
+// TestExitCodesDocumented: docs/exit-codes.md holds the table that the
+// help prints.
+func TestExitCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "exit-codes.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), exitCodesHelp) {
+		t.Errorf("docs/exit-codes.md does not hold the table of the help:\n%s", exitCodesHelp)
+	}
+}
+
 // TestExitCodes runs each command as a process into each outcome of the
 // table of exit statuses, against a real control plane.
 func TestExitCodes(t *testing.T) {
