@@ -120,6 +120,11 @@ virtual_hosts:
 	}
 	refused := ln.Addr().String()
 	ln.Close()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 
 	ctl := []string{"ctl", "--server", server, "--token", token}
 	cases := []struct {
@@ -148,6 +153,8 @@ virtual_hosts:
 		{"plugin test not wasm", []string{"plugin", "test", notWasm}, exitInvalid, ""},
 		{"unknown flag", []string{"validate", "--nope"}, exitFailure, "unknown flag"},
 		{"unknown command", []string{"nope"}, exitFailure, "unknown command"},
+		{"up with etcd's port taken", []string{"up", "--dir", filepath.Join(dir, "up"), "--etcd", busy.Addr().String(),
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0"}, exitFailure, "--etcd " + busy.Addr().String() + ": the address is in use"},
 		{"bench target down", []string{"bench", "-d", "1s", "-q", "http://" + refused + "/"}, exitFailure, "refused"},
 	}
 	for _, tc := range cases {

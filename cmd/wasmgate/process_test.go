@@ -341,7 +341,7 @@ virtual_hosts:
 // prints, and stops it with SIGTERM.
 func TestUpCommand(t *testing.T) {
 	dir := t.TempDir()
-	p := startProc(t, "up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0",
+	p := startProc(t, "up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0", "--etcd", "127.0.0.1:0",
 		"--dir", dir, "--log-level", "warn")
 	proxyURL := p.stdout.wait(t, p, regexp.MustCompile(`(?m)^\s*proxy\s+(http://\S+)`), 60*time.Second)[1]
 	adminURL := p.stdout.wait(t, p, regexp.MustCompile(`(?m)^\s*proxy admin\s+(http://\S+)`), time.Second)[1]
