@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
@@ -574,9 +575,10 @@ func yamlOf(v any) string {
 	if err != nil {
 		return err.Error()
 	}
-	var tree any
-	if err := json.Unmarshal(b, &tree); err == nil {
-		if b2, err := json.Marshal(dropEmpty(tree)); err == nil {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err == nil {
+		dropEmpty(&n)
+		if b2, err := yaml.Marshal(&n); err == nil {
 			b = b2
 		}
 	}
@@ -587,41 +589,31 @@ func yamlOf(v any) string {
 	return string(y)
 }
 
-// dropEmpty removes the object fields whose value is null, an empty object
-// or an empty list, at any depth, and returns v.
-func dropEmpty(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			e = dropEmpty(e)
-			if isEmptyJSON(e) {
-				delete(x, k)
-				continue
-			}
-			x[k] = e
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = dropEmpty(e)
+// dropEmpty removes, at any depth, the fields of a mapping whose value is
+// null, an empty mapping or an empty list, keeping the others in order.
+func dropEmpty(n *yaml.Node) {
+	for _, c := range n.Content {
+		dropEmpty(c)
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		v := n.Content[i+1]
+		empty := (v.Kind == yaml.MappingNode || v.Kind == yaml.SequenceNode) && len(v.Content) == 0 ||
+			v.Kind == yaml.ScalarNode && v.Tag == "!!null"
+		if !empty {
+			kept = append(kept, n.Content[i], v)
 		}
 	}
-	return v
-}
-
-func isEmptyJSON(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return true
-	case map[string]any:
-		return len(x) == 0
-	case []any:
-		return len(x) == 0
-	}
-	return false
+	n.Content = kept
 }
 
 // hunks keeps the changed lines of a line diff and up to ctx unchanged
-// lines around each, with "@@" between hunks.
+// lines around each. Each hunk that does not start the resource opens with
+// "@@" and the name of the list item it is in ("@@ name: r5"), as diff -F
+// names a function.
 func hunks(lines []string, ctx int) []string {
 	keep := make([]bool, len(lines))
 	for i, l := range lines {
@@ -638,7 +630,7 @@ func hunks(lines []string, ctx int) []string {
 			continue
 		}
 		if i > 0 && !keep[i-1] {
-			out = append(out, "@@")
+			out = append(out, strings.TrimSpace("@@ "+enclosingName(lines, i)))
 		}
 		out = append(out, l)
 	}
@@ -677,15 +669,35 @@ func lineDiff(a, b []string) []string {
 			out = append(out, "  "+a[i])
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, "+ "+b[j])
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			out = append(out, "- "+a[i])
 			i++
+		default:
+			out = append(out, "+ "+b[j])
+			j++
 		}
 	}
 	return out
+}
+
+// enclosingName finds the "name: X" of the list item that holds lines[i],
+// or "".
+func enclosingName(lines []string, i int) string {
+	indent := func(l string) int { return len(l) - len(strings.TrimLeft(l[2:], " -")) - 2 }
+	limit := indent(lines[i])
+	for j := i - 1; j >= 0; j-- {
+		// A list item's fields start where its "- name" does; the name of
+		// an enclosing item is further left.
+		l := lines[j]
+		if indent(l) > limit {
+			continue
+		}
+		if t := strings.TrimLeft(l[2:], " -"); strings.HasPrefix(t, "name: ") {
+			return t
+		}
+		limit = min(limit, indent(l))
+	}
+	return ""
 }
 
 func ctlHistoryCmd(f *ctlFlags) *cobra.Command {
