@@ -746,7 +746,10 @@ func ctlRollbackCmd(f *ctlFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback REVISION",
 		Short: "Return the configuration to what it was at a revision, as a new change",
-		Args:  cobra.ExactArgs(1),
+		Long: `Return the configuration to what it was right after the change made at
+REVISION, as a new change recorded in the history. REVISION is one that
+'wasmgate ctl history' lists; any other is not found (exit status 6).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rev, err := strconv.ParseInt(args[0], 10, 64)
 			if err != nil || rev <= 0 {
