@@ -98,7 +98,7 @@ func explain(err error, server string) error {
 	var ae *api.Error
 	if !errors.As(err, &ae) {
 		if strings.Contains(err.Error(), "connection refused") {
-			return fmt.Errorf("cannot reach the control plane at %s (is `wasmgate controlplane` running? set --server or WASMGATE_SERVER): %w", server, err)
+			return fmt.Errorf("cannot reach the control plane at %s (is `wasmgate up` or `wasmgate controlplane` running? set --server or WASMGATE_SERVER): %w", server, err)
 		}
 		return err
 	}

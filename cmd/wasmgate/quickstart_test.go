@@ -353,3 +353,19 @@ func TestREADMEQuickstart(t *testing.T) {
 		}
 	})
 }
+
+// TestUpInterruptedWhileStarting: Ctrl-C while up starts stops it at once,
+// with exit status 0.
+func TestUpInterruptedWhileStarting(t *testing.T) {
+	dir := t.TempDir()
+	p := startProcIn(t, dir, "up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0", "--etcd", "127.0.0.1:0", "--log-format", "json")
+	p.stderr.wait(t, p, regexp.MustCompile(`"msg":"admin API serving"`), 2*time.Minute)
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.waitExit(t, 15*time.Second); code != 0 {
+		t.Errorf("exit status %d after Ctrl-C while starting:\n%s", code, p.stderr)
+	}
+	t.Logf("stopped %v after Ctrl-C", time.Since(sent).Round(time.Millisecond))
+}

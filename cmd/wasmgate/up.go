@@ -63,7 +63,7 @@ access log goes to DIR/access.log.
 Other proxies can follow the same control plane:
   wasmgate run --etcd-endpoints http://127.0.0.1:2379 --admin 127.0.0.1:9902`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			log, err := logs.build()
 			if err != nil {
 				return err
@@ -71,6 +71,30 @@ Other proxies can follow the same control plane:
 			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			defer func() {
+				// Interrupted while starting: stopped as asked.
+				if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+					log.Info("interrupted while starting; stopped")
+					err = nil
+				}
+			}()
+			// Ctrl-C while starting stops up even if a part does not heed
+			// it (an embedded etcd waiting on a lock of its data does not).
+			started := make(chan struct{})
+			defer closeOnce(started)
+			go func() {
+				select {
+				case <-started:
+					return
+				case <-ctx.Done():
+				}
+				select {
+				case <-started:
+				case <-time.After(5 * time.Second):
+					fmt.Fprintln(cmd.ErrOrStderr(), "wasmgate: interrupted while starting, and a part did not stop within 5s; exiting")
+					os.Exit(130)
+				}
+			}()
 
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
@@ -178,6 +202,7 @@ Other proxies can follow the same control plane:
 				return err
 			}
 			served.Store(true)
+			closeOnce(started)
 			base := proxyURL(r)
 			if err := lock.record(base, "http://"+r.adminA.String(), cp.APIURL(), etcdURLs); err != nil {
 				return err
@@ -201,6 +226,15 @@ Other proxies can follow the same control plane:
 	cmd.Flags().StringVar(&accessLog, "access-log", "", `access log: a file, "stdout", or "off" (default DIR/access.log)`)
 	logs.register(cmd)
 	return cmd
+}
+
+// closeOnce closes c unless it is closed.
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
 }
 
 // checkFreePorts fails with a clear message when an address a flag names
