@@ -218,8 +218,17 @@ func (rep *Report) Mode() string {
 }
 
 // Failed counts the requests that failed: those that got no response and
-// those answered with a 5xx status.
-func (rep *Report) Failed() int64 { return rep.Errors + rep.Status5xx }
+// those answered with a 5xx status (counted from Status, so that reports
+// written before Status5xx existed count them too).
+func (rep *Report) Failed() int64 {
+	n := rep.Errors
+	for code, c := range rep.Status {
+		if code >= 500 && code < 600 {
+			n += c
+		}
+	}
+	return n
+}
 
 // WriteText writes the report for people.
 func (rep *Report) WriteText(w io.Writer) error {
@@ -238,7 +247,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\n  Requests    %d responses, %d errors, %.1f req/s\n", rep.Responses, rep.Failed(), rep.Throughput)
 	if rep.Failed() > 0 {
-		fmt.Fprintf(&b, "              errors: %d 5xx responses, %d requests without a response\n", rep.Status5xx, rep.Errors)
+		fmt.Fprintf(&b, "              errors: %d 5xx responses, %d requests without a response\n", rep.Failed()-rep.Errors, rep.Errors)
 	}
 	l := rep.Latency
 	fmt.Fprintf(&b, "  Latency     min %s  mean %s  stdev %s\n", fmtDur(l.Min), fmtDur(l.Mean), fmtDur(l.StdDev))

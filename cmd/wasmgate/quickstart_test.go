@@ -252,6 +252,16 @@ func TestREADMEQuickstart(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 				return strings.Contains(out, "converged: yes") && regexp.MustCompile(`(?m)^up\s+\S+\s+\S+\s+`+applied+`\s+current`).MatchString(out)
 			})
+			// The proxy's /config names the same revision.
+			resp, err := http.Get("http://" + admin + "/config")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var live struct{ Version string }
+			if err := json.NewDecoder(resp.Body).Decode(&live); err != nil || live.Version != applied {
+				t.Errorf("/config's version = %q (%v), want the revision applied, %s", live.Version, err, applied)
+			}
 		}},
 		{regexp.MustCompile(`ctl history && .*ctl rollback REV`), func(t *testing.T, out string, code int) {
 			if code != 0 || !strings.Contains(out, "applied at revision") || !strings.Contains(out, "REVISION") {
