@@ -106,7 +106,13 @@ Other proxies can follow the same control plane:
 				return err
 			}
 			defer lock.release()
-			if err := checkFreePorts([][2]string{{"--etcd", etcdAddr}, {"--api", api}, {"--admin", admin}}); err != nil {
+			ports := [][2]string{{"--etcd", etcdAddr}, {"--api", api}, {"--admin", admin}}
+			if _, err := os.Stat(filepath.Join(dir, "controlplane", "etcd")); errors.Is(err, fs.ErrNotExist) {
+				// The first start stores the demo, which listens on --listen;
+				// later ones serve what is stored.
+				ports = append(ports, [2]string{"--listen", listen})
+			}
+			if err := checkFreePorts(ports); err != nil {
 				return err
 			}
 			switch accessLog {
