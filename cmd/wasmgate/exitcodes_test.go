@@ -153,6 +153,8 @@ virtual_hosts:
 		{"plugin test not wasm", []string{"plugin", "test", notWasm}, exitInvalid, ""},
 		{"unknown flag", []string{"validate", "--nope"}, exitFailure, "unknown flag"},
 		{"unknown command", []string{"nope"}, exitFailure, "unknown command"},
+		{"unknown ctl command", []string{"ctl", "nope"}, exitFailure, `unknown command "nope" for "wasmgate ctl"`},
+		{"unknown plugin command", []string{"plugin", "nope"}, exitFailure, `unknown command "nope" for "wasmgate plugin"`},
 		{"up with etcd's port taken", []string{"up", "--dir", filepath.Join(dir, "up"), "--etcd", busy.Addr().String(),
 			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0"}, exitFailure, "--etcd " + busy.Addr().String() + ": the address is in use"},
 		{"bench target down", []string{"bench", "-d", "1s", "-q", "http://" + refused + "/"}, exitFailure, "refused"},

@@ -40,7 +40,26 @@ Start with 'wasmgate up': everything on embedded defaults, with a demo.`,
 		newVersionCmd(),
 	)
 	addExitCodes(root)
+	rejectUnknownSubcommands(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command that only groups others
+// (ctl, plugin, ...) fail on a word that is none of them, as the root
+// does, instead of printing its help and succeeding.
+func rejectUnknownSubcommands(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q (see '%s --help')", args[0], c.CommandPath(), c.CommandPath())
+			}
+			return c.Help()
+		}
+	}
+	for _, c := range cmd.Commands() {
+		rejectUnknownSubcommands(c)
+	}
 }
 
 // Exit statuses, the same for every command.
