@@ -171,13 +171,17 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.APIAddr != "off" {
 		tokens := o.Tokens
 		if len(tokens) == 0 {
-			tok, path, err := generateToken(o.DataDir)
+			tok, path, created, err := generateToken(o.DataDir)
 			if err != nil {
 				return nil, err
 			}
 			s.token = tok
 			tokens = []api.Token{{Name: "admin", Role: api.RoleAdmin, Secret: tok}}
-			o.Logger.Warn("no API token configured; generated an admin token", zap.String("file", path))
+			if created {
+				o.Logger.Warn("no API token configured; generated an admin token", zap.String("file", path))
+			} else {
+				o.Logger.Info("no API token configured; using the admin token generated earlier", zap.String("file", path))
+			}
 		}
 		l, err := net.Listen("tcp", o.APIAddr)
 		if err != nil {
@@ -203,24 +207,25 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-// generateToken reuses or creates DataDir/admin.token.
-func generateToken(dir string) (string, string, error) {
-	path := filepath.Join(dir, "admin.token")
+// generateToken reuses or creates DataDir/admin.token, and reports
+// whether it created it.
+func generateToken(dir string) (tok, path string, created bool, err error) {
+	path = filepath.Join(dir, "admin.token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
-		return strings.TrimSpace(string(b)), path, nil
+		return strings.TrimSpace(string(b)), path, false, nil
 	}
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	tok := hex.EncodeToString(raw[:])
+	tok = hex.EncodeToString(raw[:])
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
 	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", "", fmt.Errorf("writing the generated token: %w", err)
+		return "", "", false, fmt.Errorf("writing the generated token: %w", err)
 	}
-	return tok, path, nil
+	return tok, path, true, nil
 }
 
 // EtcdEndpoints are the client URLs of the control plane's etcd, for

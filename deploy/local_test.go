@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -148,6 +150,17 @@ func TestLocalDemo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "stopped") {
 		t.Errorf("demo.sh did not report stopping:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "exited on its own") {
+		t.Errorf("demo.sh took Ctrl-C for a process that ended on its own:\n%s", out.String())
+	}
+	// Every process it started is gone: they run in sessions of their own,
+	// outside the group, so that Ctrl-C reaches demo.sh alone.
+	for _, m := range regexp.MustCompile(`started (\S+) \(pid (\d+)\)`).FindAllStringSubmatch(out.String(), -1) {
+		pid, _ := strconv.Atoi(m[2])
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s (pid %d) still runs after demo.sh ended", m[1], pid)
+		}
 	}
 	// Every process of the group is gone.
 	for i := 0; ; i++ {

@@ -27,7 +27,7 @@ func Compare(a, b *Report) []ComparisonRow {
 	rows := []ComparisonRow{
 		{Metric: "throughput", Unit: "req/s", A: a.Throughput, B: b.Throughput},
 		{Metric: "responses", Unit: "", A: float64(a.Responses), B: float64(b.Responses)},
-		{Metric: "errors", Unit: "", A: float64(a.Errors), B: float64(b.Errors)},
+		{Metric: "errors", Unit: "", A: float64(a.Failed()), B: float64(b.Failed())},
 		{Metric: "latency p50", Unit: "ms", A: ms(a.Latency.P50), B: ms(b.Latency.P50)},
 		{Metric: "latency p90", Unit: "ms", A: ms(a.Latency.P90), B: ms(b.Latency.P90)},
 		{Metric: "latency p99", Unit: "ms", A: ms(a.Latency.P99), B: ms(b.Latency.P99)},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -52,17 +53,66 @@ func newH2Client(r *runner, _ *stats, g *h2Group) *h2Client {
 }
 
 // connect dials every endpoint once, with the handshake, and hangs up: the
-// transport dials its own connection on the first request.
+// transport dials its own connection on the first request. On plain-text
+// endpoints it checks that the server speaks h2c.
 func (c *h2Client) connect(ctx context.Context) error {
 	r := c.g.r
 	for _, ep := range r.endpoints {
-		conn, err := r.dialTCP(ctx, ep, c.g.st, time.Now().Add(r.cfg.timeout()))
+		deadline := time.Now().Add(r.cfg.timeout())
+		conn, err := r.dialTCP(ctx, ep, c.g.st, deadline)
 		if err != nil {
 			return err
 		}
+		if ep.tls == nil {
+			err = checkH2C(conn, ep.addr, deadline)
+		}
 		_ = conn.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// NoH2CError says that a plain-text endpoint does not speak HTTP/2 with
+// prior knowledge (h2c).
+type NoH2CError struct {
+	Addr string
+	// Answer is how the server answered the HTTP/2 preface.
+	Answer string
+}
+
+func (e *NoH2CError) Error() string {
+	return fmt.Sprintf("%s does not speak h2c (HTTP/2 without TLS): %s. Use -p h1; or an https:// URL for HTTP/2 by ALPN; "+
+		"or enable h2c on the listener (in wasmgate: http2: {h2c: true})", e.Addr, e.Answer)
+}
+
+// checkH2C sends the HTTP/2 client preface and an empty SETTINGS frame on
+// conn, and expects the server's SETTINGS frame first, as RFC 9113 has it.
+func checkH2C(conn net.Conn, addr string, deadline time.Time) error {
+	_ = conn.SetDeadline(deadline)
+	defer conn.SetDeadline(time.Time{}) //nolint:errcheck
+	if _, err := io.WriteString(conn, http2.ClientPreface+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		return fmt.Errorf("sending the HTTP/2 preface to %s: %w", addr, err)
+	}
+	var head [9]byte
+	n, err := io.ReadFull(conn, head[:])
+	switch {
+	case n >= 5 && string(head[:5]) == "HTTP/":
+		return &NoH2CError{Addr: addr, Answer: "it answered the HTTP/2 preface in HTTP/1.1"}
+	case err != nil && n == 0 && !isTimeout(err):
+		return &NoH2CError{Addr: addr, Answer: "it closed the connection on the HTTP/2 preface"}
+	case err != nil:
+		return fmt.Errorf("reading the HTTP/2 settings of %s: %w", addr, err)
+	case http2.FrameType(head[3]) != http2.FrameSettings:
+		return &NoH2CError{Addr: addr, Answer: fmt.Sprintf("its first frame is not SETTINGS (%q)", head[:n])}
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (c *h2Client) do(ctx context.Context, t *target, deadline time.Time) (int, error) {

@@ -113,10 +113,16 @@ func percentileSVG(rep *Report) template.HTML {
 		return svgH - padB - (svgH-padT-padB)*(float64(d)/float64(time.Millisecond))/top
 	}
 	yAxis(&b, top, "ms")
-	for i, label := range []string{"0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"} {
+	labels := []string{"0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"}
+	for i, label := range labels {
 		x := padL + (svgW-padL-padR)*float64(i)/decades
 		fmt.Fprintf(&b, `<line class="grid" x1="%.1f" x2="%.1f" y1="%g" y2="%g"/>`, x, x, padT, svgH-padB)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`, x, svgH-padB+16, label)
+		// The last label ends at the axis's end, inside the picture.
+		anchor := "middle"
+		if i == len(labels)-1 {
+			anchor = "end"
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="%s">%s</text>`, x, svgH-padB+16, anchor, label)
 	}
 	b.WriteString(`<polyline class="line" points="`)
 	for _, p := range pts {
@@ -127,17 +133,38 @@ func percentileSVG(rep *Report) template.HTML {
 	return template.HTML(b.String()) //nolint:gosec // built from numbers only
 }
 
+// wholeSeconds is the timeline to plot: the seconds the measured run
+// covered whole. The last second of a run that ended mid-second, and the
+// responses that arrived in the grace after it, would be drawn as a dip in
+// throughput that the target never had; they count in the totals. A run
+// shorter than a second is plotted as its one second, scaled to a rate.
+func wholeSeconds(rep *Report) []TimelinePoint {
+	tl := rep.Timeline
+	whole := int(rep.Elapsed / time.Second)
+	if whole == 0 && len(tl) > 0 && rep.Elapsed > 0 {
+		f := float64(time.Second) / float64(rep.Elapsed)
+		p := tl[0]
+		scale := func(v int64) int64 { return int64(math.Round(float64(v) * f)) }
+		return []TimelinePoint{{Second: 0, Responses: scale(p.Responses), Errors: scale(p.Errors), Status5xx: scale(p.Status5xx)}}
+	}
+	if len(tl) > whole {
+		tl = tl[:whole]
+	}
+	return tl
+}
+
 func timelineSVG(rep *Report) template.HTML {
 	var b strings.Builder
 	svgOpen(&b, "throughput over time")
-	tl := rep.Timeline
+	tl := wholeSeconds(rep)
 	if len(tl) == 0 {
 		b.WriteString(`<text x="50%" y="50%" text-anchor="middle">no data</text></svg>`)
 		return template.HTML(b.String()) //nolint:gosec // built from numbers only
 	}
+	failed := func(p TimelinePoint) int64 { return p.Errors + p.Status5xx }
 	var peak float64
 	for _, p := range tl {
-		peak = math.Max(peak, float64(max(p.Responses, p.Errors)))
+		peak = math.Max(peak, float64(max(p.Responses, failed(p))))
 	}
 	top := niceMax(peak)
 	span := math.Max(float64(len(tl)), 1)
@@ -157,11 +184,11 @@ func timelineSVG(rep *Report) template.HTML {
 	}
 	line("line", func(p TimelinePoint) int64 { return p.Responses })
 	for _, p := range tl {
-		if p.Errors > 0 {
-			line("err", func(p TimelinePoint) int64 { return p.Errors })
+		if failed(p) > 0 {
+			line("err", failed)
 			break
 		}
 	}
-	fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="middle">seconds (blue: responses, red: errors)</text></svg>`, (svgW+padL)/2, svgH-6)
+	fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="middle">seconds (blue: responses, red: errors: 5xx and no response)</text></svg>`, (svgW+padL)/2, svgH-6)
 	return template.HTML(b.String()) //nolint:gosec // built from numbers only
 }

@@ -466,3 +466,24 @@ func TestH2Body(t *testing.T) {
 		t.Fatalf("err %v, responses %d, bad %d", err, rep.Responses, bad.Load())
 	}
 }
+
+// TestH2AgainstHTTP1: HTTP/2 without TLS against a listener that speaks
+// only HTTP/1.1 fails at once, saying so and how to enable h2c.
+func TestH2AgainstHTTP1(t *testing.T) {
+	url, _ := startFastHTTP(t, okHandler)
+	rep, err := Run(context.Background(), Config{Protocol: HTTP2, Targets: []Target{{URL: url + "/"}}, Duration: 10 * time.Second})
+	var noH2C *NoH2CError
+	if !errors.As(err, &noH2C) || !strings.Contains(err.Error(), "does not speak h2c") || !strings.Contains(err.Error(), "h2c: true") {
+		t.Fatalf("err = %v, want that the listener does not speak h2c", err)
+	}
+	// It fails while connecting, before any request is sent.
+	if rep == nil || rep.Responses != 0 || !strings.Contains(rep.Aborted, "does not speak h2c") {
+		t.Errorf("report %+v", rep)
+	}
+	// An h2c server passes the check.
+	h2c := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	rep, err = Run(context.Background(), Config{Protocol: HTTP2, Targets: []Target{{URL: h2c + "/"}}, Requests: 10})
+	if err != nil || rep.Responses != 10 {
+		t.Fatalf("h2c: %v %+v", err, rep)
+	}
+}

@@ -28,6 +28,9 @@ type Report struct {
 	Responses int64 `json:"responses"`
 	// Errors counts measured requests that got no whole response.
 	Errors int64 `json:"errors"`
+	// Status5xx counts the responses (in Responses) with a 5xx status:
+	// the report counts them as failed requests too, beside Errors.
+	Status5xx int64 `json:"status_5xx"`
 	// Throughput is Responses per second of Elapsed.
 	Throughput float64 `json:"throughput_rps"`
 	// Latency summarizes the measured responses. In the open loop each
@@ -73,6 +76,8 @@ type TimelinePoint struct {
 	Second    int   `json:"second"`
 	Responses int64 `json:"responses"`
 	Errors    int64 `json:"errors"`
+	// Status5xx counts the second's responses with a 5xx status.
+	Status5xx int64 `json:"status_5xx"`
 }
 
 func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
@@ -117,14 +122,20 @@ func (r *runner) report(workers []*worker, _ time.Time, elapsed time.Duration) *
 			}
 			timeline[i].Responses += s.Responses
 			timeline[i].Errors += s.Errors
+			timeline[i].Status5xx += s.Status5xx
 		}
 	}
 	rep.Responses = h.TotalCount()
+	for code, n := range rep.Status {
+		if code >= 500 && code < 600 {
+			rep.Status5xx += n
+		}
+	}
 	if elapsed > 0 {
 		rep.Throughput = float64(rep.Responses) / elapsed.Seconds()
 	}
 	for i, s := range timeline {
-		rep.Timeline = append(rep.Timeline, TimelinePoint{Second: i, Responses: s.Responses, Errors: s.Errors})
+		rep.Timeline = append(rep.Timeline, TimelinePoint{Second: i, Responses: s.Responses, Errors: s.Errors, Status5xx: s.Status5xx})
 	}
 	if rep.Responses > 0 {
 		rep.Latency = Latency{
@@ -206,6 +217,19 @@ func (rep *Report) Mode() string {
 	return "closed loop"
 }
 
+// Failed counts the requests that failed: those that got no response and
+// those answered with a 5xx status (counted from Status, so that reports
+// written before Status5xx existed count them too).
+func (rep *Report) Failed() int64 {
+	n := rep.Errors
+	for code, c := range rep.Status {
+		if code >= 500 && code < 600 {
+			n += c
+		}
+	}
+	return n
+}
+
 // WriteText writes the report for people.
 func (rep *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
@@ -221,7 +245,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "  %s %s%s\n", rep.Method, t.URL, weight)
 	}
-	fmt.Fprintf(&b, "\n  Requests    %d responses, %d errors, %.1f req/s\n", rep.Responses, rep.Errors, rep.Throughput)
+	fmt.Fprintf(&b, "\n  Requests    %d responses, %d errors, %.1f req/s\n", rep.Responses, rep.Failed(), rep.Throughput)
+	if rep.Failed() > 0 {
+		fmt.Fprintf(&b, "              errors: %d 5xx responses, %d requests without a response\n", rep.Failed()-rep.Errors, rep.Errors)
+	}
 	l := rep.Latency
 	fmt.Fprintf(&b, "  Latency     min %s  mean %s  stdev %s\n", fmtDur(l.Min), fmtDur(l.Mean), fmtDur(l.StdDev))
 	fmt.Fprintf(&b, "              p50 %s  p90 %s  p99 %s  p99.9 %s  p99.99 %s  max %s\n",

@@ -28,7 +28,7 @@ var ErrTargetDown = errors.New("target down")
 type Progress struct {
 	Elapsed   time.Duration // since the start of measurement; negative during warm-up
 	Responses int64         // measured responses so far
-	Errors    int64         // measured errors so far
+	Errors    int64         // measured failed requests so far: no response, or a 5xx status
 	RPS       float64       // responses per second over the last interval, warm-up included
 	P50, P99  time.Duration // latency percentiles of the measured part so far
 }
@@ -433,7 +433,7 @@ func (r *runner) monitor(workers []*worker, finished <-chan struct{}) error {
 				live.Reset()
 				for _, w := range workers {
 					p.Responses += w.st.responses.Load()
-					p.Errors += w.st.errors.Load()
+					p.Errors += w.st.errors.Load() + w.st.status5xx.Load()
 					w.st.mu.Lock()
 					live.Merge(w.st.hist)
 					w.st.mu.Unlock()

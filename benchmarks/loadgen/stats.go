@@ -24,6 +24,7 @@ func newHistogram() *hdrhistogram.Histogram {
 type second struct {
 	Responses int64
 	Errors    int64
+	Status5xx int64 // responses with a 5xx status, counted in Responses too
 }
 
 // stats is what one worker records. The worker owns it; nothing else reads
@@ -34,6 +35,7 @@ type stats struct {
 	// Counters read while the run goes on, by the monitor.
 	responses atomic.Int64 // measured responses
 	errors    atomic.Int64 // measured errors
+	status5xx atomic.Int64 // measured responses with a 5xx status
 	anyOK     atomic.Int64 // responses, warm-up included: a sign of life
 	anyErr    atomic.Int64 // errors, warm-up included
 	_         [64]byte     // keep the next worker's counters off this cache line
@@ -79,8 +81,13 @@ func (s *stats) recordResponse(latency, offset time.Duration, status int) {
 	} else {
 		s.badCode++
 	}
-	s.slot(offset).Responses++
+	slot := s.slot(offset)
+	slot.Responses++
 	s.responses.Add(1)
+	if status >= 500 && status < 600 {
+		slot.Status5xx++
+		s.status5xx.Add(1)
+	}
 }
 
 // recordError counts one measured failed request.

@@ -132,7 +132,7 @@ A live progress line is drawn on stderr when it is a terminal.`,
 	f.Int64VarP(&cfg.Requests, "requests", "n", 0, "number of measured requests (0: bounded by -d only)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: total requests per second at a constant pace (0: closed loop)")
 	f.DurationVar(&cfg.Warmup, "warmup", 0, "load sent, but not recorded, before the measured run")
-	f.StringVarP(&protocol, "protocol", "p", "h1", "HTTP version: h1, h2 (TLS, or h2c for http:// URLs) or h3")
+	f.StringVarP(&protocol, "protocol", "p", "h1", "HTTP version: h1, h2 (by TLS for https:// URLs; h2c for http:// URLs, which the listener must accept) or h3")
 	f.IntVar(&cfg.Streams, "streams", 1, "concurrent requests per HTTP/2 or HTTP/3 connection")
 	f.StringVarP(&cfg.Method, "method", "X", "", "request method (default GET, or POST with --body)")
 	f.StringArrayVarP(&headers, "header", "H", nil, `request header "Name: value" (repeatable)`)

@@ -95,7 +95,8 @@ the admin API through "wasmgate ctl".
 
 Tokens: --admin-token and --read-token (repeatable), or --token-file with one
 "ROLE NAME SECRET" a line (roles: admin, register, read). With none, an admin
-token is generated into DATA-DIR/admin.token.`,
+token is generated once into DATA-DIR/admin.token (readable by the owner
+only) and reused by later starts. Tokens never appear in help or logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lg, err := logs.build()
@@ -164,7 +165,7 @@ token is generated into DATA-DIR/admin.token.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.DataDir, "data-dir", controlplane.DefaultDataDir, "directory of the embedded etcd's data and of a generated token")
-	fl.StringVar(&o.EtcdClientAddr, "etcd-listen-client", controlplane.DefaultEtcdClientAddr, "embedded etcd: client host:port")
+	fl.StringVar(&o.EtcdClientAddr, "etcd-listen-client", controlplane.DefaultEtcdClientAddr, "embedded etcd: client host:port, which proxies follow with run --etcd-endpoints http://HOST:PORT")
 	fl.StringVar(&o.EtcdPeerAddr, "etcd-listen-peer", controlplane.DefaultEtcdPeerAddr, "embedded etcd: peer host:port")
 	fl.StringVar(&o.Prefix, "prefix", "/wasmgate", "etcd key prefix")
 	fl.StringVar(&o.APIAddr, "listen", controlplane.DefaultAPIAddr, `admin API host:port ("off" for none)`)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
@@ -43,6 +44,11 @@ func (f *ctlFlags) client() (*api.Client, error) {
 			return nil, fmt.Errorf("--token-file: %w", err)
 		}
 		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		// Read here, never as the flag's default: a default is printed
+		// by --help.
+		tok = os.Getenv("WASMGATE_TOKEN")
 	}
 	c := &api.Client{Server: f.server, Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}
 	if f.caFile != "" {
@@ -92,7 +98,7 @@ func explain(err error, server string) error {
 	var ae *api.Error
 	if !errors.As(err, &ae) {
 		if strings.Contains(err.Error(), "connection refused") {
-			return fmt.Errorf("cannot reach the control plane at %s (is `wasmgate controlplane` running? set --server or WASMGATE_SERVER): %w", server, err)
+			return fmt.Errorf("cannot reach the control plane at %s (is `wasmgate up` or `wasmgate controlplane` running? set --server or WASMGATE_SERVER): %w", server, err)
 		}
 		return err
 	}
@@ -127,6 +133,9 @@ func explain(err error, server string) error {
 		}
 	case http.StatusNotFound:
 		b.WriteString("not found: " + ae.Body.Message)
+		if strings.Contains(ae.Body.Message, "change at revision") {
+			b.WriteString(" ('wasmgate ctl history' lists the revisions of changes)")
+		}
 	case http.StatusServiceUnavailable:
 		b.WriteString("the control plane cannot reach etcd: " + ae.Body.Message)
 	default:
@@ -138,13 +147,25 @@ func explain(err error, server string) error {
 func ctlExitCode(status int) int {
 	switch status {
 	case http.StatusConflict:
-		return 3
-	case http.StatusUnprocessableEntity:
-		return 4
+		return exitConflict
+	case http.StatusUnprocessableEntity, http.StatusBadRequest:
+		return exitInvalid
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return 5
+		return exitDenied
+	case http.StatusNotFound:
+		return exitNotFound
 	}
-	return 1
+	return exitFailure
+}
+
+// invalidInput gives an error reading or decoding a configuration the
+// exit status of an invalid configuration.
+func invalidInput(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: exitInvalid, err: err}
 }
 
 func newCtlCmd() *cobra.Command {
@@ -152,18 +173,21 @@ func newCtlCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ctl",
 		Short: "Operate the control plane: apply, get, delete, diff, history, rollback, status, plugins, endpoints",
-		Long: `Operate the control plane through its admin API.
+		Long: `Operate the control plane through its admin API (--server, or
+$WASMGATE_SERVER) with a bearer token (--token, --token-file, or
+$WASMGATE_TOKEN). 'wasmgate up' and 'wasmgate controlplane' write an admin
+token to their folder (.wasmgate/controlplane/admin.token for up).
 
-Exit status: 0 success, 1 error, 2 differences (diff), 3 conflict, 4 invalid
-configuration, 5 not authenticated or not allowed.`,
+Revisions: every change is made at one revision, the number that apply
+prints, history lists, rollback takes, status and diff show.`,
 	}
 	server := os.Getenv("WASMGATE_SERVER")
 	if server == "" {
 		server = "http://127.0.0.1:9900"
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.server, "server", server, "admin API base URL (or $WASMGATE_SERVER)")
-	pf.StringVar(&f.token, "token", os.Getenv("WASMGATE_TOKEN"), "API bearer token (or $WASMGATE_TOKEN)")
+	pf.StringVar(&f.server, "server", server, "admin API base URL ($WASMGATE_SERVER when set)")
+	pf.StringVar(&f.token, "token", "", "API bearer token (default $WASMGATE_TOKEN)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "read the API token from this file")
 	pf.StringVar(&f.caFile, "ca", "", "CA bundle that signs the API's certificate (PEM)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output: table, json or yaml")
@@ -319,7 +343,7 @@ func printChange(cmd *cobra.Command, f *ctlFlags, res *api.ChangeResult) error {
 	case res.DryRun:
 		fmt.Fprintf(out, "valid: %d change(s) checked against revision %d, nothing written (dry run)\n", len(res.Ops), res.Revision)
 	case res.Unchanged:
-		fmt.Fprintf(out, "unchanged at revision %d\n", res.Revision)
+		fmt.Fprintf(out, "unchanged: the configuration is the one of revision %d\n", res.Revision)
 	default:
 		fmt.Fprintf(out, "applied at revision %d (change #%d)\n", res.Revision, res.Seq)
 	}
@@ -341,11 +365,11 @@ written in one transaction or not at all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
-				return errors.New("-f FILE|DIR is required")
+				return &exitError{code: exitInvalid, err: errors.New("-f FILE|DIR is required")}
 			}
 			b, err := readBundle(file)
 			if err != nil {
-				return err
+				return invalidInput(err)
 			}
 			if b.name == "" {
 				if err := b.checkLocal(cmd); err != nil {
@@ -402,7 +426,7 @@ func ctlGetCmd(f *ctlFlags) *cobra.Command {
 				if f.output == "table" || f.output == "" {
 					f2 := *f
 					f2.output = "yaml"
-					fmt.Fprintf(out, "# revision %d, last change at revision %d\n", doc.Revision, doc.ChangeRevision)
+					fmt.Fprintf(out, "# revision %d (the latest change)\n", doc.ChangeRevision)
 					_, err := f2.print(out, struct {
 						Listeners    []config.Listener    `json:"listeners"`
 						VirtualHosts []config.VirtualHost `json:"virtual_hosts"`
@@ -571,11 +595,11 @@ func ctlDiffCmd(f *ctlFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
-				return errors.New("-f FILE|DIR is required")
+				return &exitError{code: exitInvalid, err: errors.New("-f FILE|DIR is required")}
 			}
 			b, err := readBundle(file)
 			if err != nil {
-				return err
+				return invalidInput(err)
 			}
 			if err := b.checkLocal(cmd); err != nil {
 				return err
@@ -615,16 +639,23 @@ func ctlDiffCmd(f *ctlFlags) *cobra.Command {
 					continue
 				}
 				differ++
-				fmt.Fprintf(out, "--- live %s (revision %d)\n+++ local %s\n", r, doc.Revisions[r.String()], r)
-				for _, l := range lineDiff(splitLines(a), splitLines(b)) {
+				switch {
+				case a == "":
+					fmt.Fprintf(out, "--- live %s (none)\n+++ local %s (new)\n", r, r)
+				case b == "":
+					fmt.Fprintf(out, "--- live %s (revision %d)\n+++ local %s (deleted with --prune)\n", r, doc.Revisions[r.String()], r)
+				default:
+					fmt.Fprintf(out, "--- live %s (revision %d)\n+++ local %s\n", r, doc.Revisions[r.String()], r)
+				}
+				for _, l := range hunks(lineDiff(splitLines(a), splitLines(b)), 3) {
 					fmt.Fprintln(out, l)
 				}
 			}
 			if differ == 0 {
-				fmt.Fprintf(out, "no differences (live revision %d)\n", doc.Revision)
+				fmt.Fprintf(out, "no differences from revision %d\n", doc.ChangeRevision)
 				return nil
 			}
-			return &exitError{code: 2, err: fmt.Errorf("%d resource(s) differ from revision %d", differ, doc.Revision)}
+			return &exitError{code: exitDifferences, err: fmt.Errorf("%d resource(s) differ from revision %d", differ, doc.ChangeRevision)}
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "configuration file or directory")
@@ -632,6 +663,8 @@ func ctlDiffCmd(f *ctlFlags) *cobra.Command {
 	return cmd
 }
 
+// yamlOf is a resource as YAML for a diff, without its empty fields
+// (request_headers: {} and the like), which say nothing.
 func yamlOf(v any) string {
 	if v == nil {
 		return ""
@@ -640,11 +673,66 @@ func yamlOf(v any) string {
 	if err != nil {
 		return err.Error()
 	}
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err == nil {
+		dropEmpty(&n)
+		if b2, err := yaml.Marshal(&n); err == nil {
+			b = b2
+		}
+	}
 	y, err := api.JSONToYAML(b)
 	if err != nil {
 		return string(b)
 	}
 	return string(y)
+}
+
+// dropEmpty removes, at any depth, the fields of a mapping whose value is
+// null, an empty mapping or an empty list, keeping the others in order.
+func dropEmpty(n *yaml.Node) {
+	for _, c := range n.Content {
+		dropEmpty(c)
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		v := n.Content[i+1]
+		empty := (v.Kind == yaml.MappingNode || v.Kind == yaml.SequenceNode) && len(v.Content) == 0 ||
+			v.Kind == yaml.ScalarNode && v.Tag == "!!null"
+		if !empty {
+			kept = append(kept, n.Content[i], v)
+		}
+	}
+	n.Content = kept
+}
+
+// hunks keeps the changed lines of a line diff and up to ctx unchanged
+// lines around each. Each hunk that does not start the resource opens with
+// "@@" and the name of the list item it is in ("@@ name: r5"), as diff -F
+// names a function.
+func hunks(lines []string, ctx int) []string {
+	keep := make([]bool, len(lines))
+	for i, l := range lines {
+		if strings.HasPrefix(l, "  ") {
+			continue
+		}
+		for j := max(0, i-ctx); j <= min(len(lines)-1, i+ctx); j++ {
+			keep[j] = true
+		}
+	}
+	var out []string
+	for i, l := range lines {
+		if !keep[i] {
+			continue
+		}
+		if i > 0 && !keep[i-1] {
+			out = append(out, strings.TrimSpace("@@ "+enclosingName(lines, i)))
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 func splitLines(s string) []string {
@@ -679,15 +767,35 @@ func lineDiff(a, b []string) []string {
 			out = append(out, "  "+a[i])
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, "+ "+b[j])
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			out = append(out, "- "+a[i])
 			i++
+		default:
+			out = append(out, "+ "+b[j])
+			j++
 		}
 	}
 	return out
+}
+
+// enclosingName finds the "name: X" of the list item that holds lines[i],
+// or "".
+func enclosingName(lines []string, i int) string {
+	indent := func(l string) int { return len(l) - len(strings.TrimLeft(l[2:], " -")) - 2 }
+	limit := indent(lines[i])
+	for j := i - 1; j >= 0; j-- {
+		// A list item's fields start where its "- name" does; the name of
+		// an enclosing item is further left.
+		l := lines[j]
+		if indent(l) > limit {
+			continue
+		}
+		if t := strings.TrimLeft(l[2:], " -"); strings.HasPrefix(t, "name: ") {
+			return t
+		}
+		limit = min(limit, indent(l))
+	}
+	return ""
 }
 
 func ctlHistoryCmd(f *ctlFlags) *cobra.Command {
@@ -736,7 +844,10 @@ func ctlRollbackCmd(f *ctlFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback REVISION",
 		Short: "Return the configuration to what it was at a revision, as a new change",
-		Args:  cobra.ExactArgs(1),
+		Long: `Return the configuration to what it was right after the change made at
+REVISION, as a new change recorded in the history. REVISION is one that
+'wasmgate ctl history' lists; any other is not found (exit status 6).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rev, err := strconv.ParseInt(args[0], 10, 64)
 			if err != nil || rev <= 0 {
@@ -783,6 +894,10 @@ func ctlStatusCmd(f *ctlFlags) *cobra.Command {
 					at++
 				}
 			}
+			runs, err := changeRevisions(cmd.Context(), c, st)
+			if err != nil {
+				return explain(err, f.server)
+			}
 			conv := "no"
 			if st.Converged {
 				conv = "yes"
@@ -800,12 +915,44 @@ func ctlStatusCmd(f *ctlFlags) *cobra.Command {
 				case p.Revision < st.ChangeRevision:
 					state = "behind"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.NodeID, p.Address, p.Version, p.Revision, state,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.NodeID, p.Address, p.Version, runs(p.Revision), state,
 					time.Since(p.Updated).Round(time.Second).String()+" ago", p.LastError)
 			}
 			return w.Flush()
 		},
 	}
+}
+
+// changeRevisions returns how to show the configuration a proxy runs: a
+// proxy reports the etcd revision it read, which registrations and other
+// writes move past the revision of the latest change; it runs the
+// configuration of the latest change made at or before it.
+func changeRevisions(ctx context.Context, c *api.Client, st *api.Status) (func(int64) string, error) {
+	var h *api.HistoryList
+	for _, p := range st.Proxies {
+		if p.Revision > 0 && p.Revision < st.ChangeRevision && h == nil {
+			var err error
+			if h, err = c.History(ctx, 0, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return func(rev int64) string {
+		switch {
+		case rev <= 0:
+			return "-"
+		case rev >= st.ChangeRevision:
+			return strconv.FormatInt(st.ChangeRevision, 10)
+		}
+		if h != nil {
+			for _, e := range h.Items { // newest first
+				if e.Revision <= rev {
+					return strconv.FormatInt(e.Revision, 10)
+				}
+			}
+		}
+		return "older than the history"
+	}, nil
 }
 
 func ctlPluginCmd(f *ctlFlags) *cobra.Command {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -68,5 +69,34 @@ virtual_hosts:
 		if out := ctl("apply", "-f", order[1]); !strings.Contains(out, "unchanged") {
 			t.Errorf("apply %s after applying %s:\n%s", filepath.Base(order[1]), filepath.Base(order[0]), out)
 		}
+	}
+}
+
+// TestDiffShowsOnlyWhatChanges: a changed route of a long virtual host
+// shows as its changed lines with a little context, and empty fields
+// (request_headers: {}) never show.
+func TestDiffShowsOnlyWhatChanges(t *testing.T) {
+	vh := func(body string) *config.VirtualHost {
+		v := &config.VirtualHost{Name: "default", Domains: []string{"*"}}
+		for i := range 10 {
+			v.Routes = append(v.Routes, config.Route{Name: fmt.Sprintf("r%d", i), Match: config.RouteMatch{Prefix: fmt.Sprintf("/r%d/", i)}, Cluster: "demo"})
+		}
+		v.Routes[5].DirectResponse = &config.DirectResponse{Status: 200, Body: body}
+		v.Routes[5].Cluster = ""
+		return v
+	}
+	a, b := vh("ok\n"), vh("changed\n")
+	for _, v := range []*config.VirtualHost{a, b} {
+		c := &config.Config{VirtualHosts: []config.VirtualHost{*v}}
+		c.Normalize()
+		*v = c.VirtualHosts[0]
+	}
+	lines := hunks(lineDiff(splitLines(yamlOf(a)), splitLines(yamlOf(b))), 3)
+	out := strings.Join(lines, "\n")
+	if strings.Contains(out, "{}") || strings.Contains(yamlOf(a), "{}") {
+		t.Errorf("empty fields show:\n%s", yamlOf(a))
+	}
+	if len(lines) > 12 || !strings.Contains(out, "- ") || !strings.Contains(out, "changed") || !strings.HasPrefix(out, "@@ name: r5\n") {
+		t.Errorf("want only the change with a little context:\n%s", out)
 	}
 }

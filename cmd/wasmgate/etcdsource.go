@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/buildinfo"
@@ -70,10 +71,11 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		Logger:    log.Named("watch"),
 		Apply: func(cfg *config.Config, rev int64) error {
 			start := time.Now()
-			if err := r.srv.Apply(ctx, cfg, strconv.FormatInt(rev, 10)); err != nil {
+			change := changeRevision(ctx, src, rev)
+			if err := r.srv.Apply(ctx, cfg, strconv.FormatInt(change, 10)); err != nil {
 				return err
 			}
-			log.Info("configuration applied", zap.Int64("revision", rev), zap.Duration("took", time.Since(start)))
+			log.Info("configuration applied", zap.Int64("revision", change), zap.Int64("etcd_revision", rev), zap.Duration("took", time.Since(start)))
 			return nil
 		},
 	}
@@ -109,6 +111,20 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		}
 	}()
 	return r, w, nil
+}
+
+// changeRevision is the revision of the latest change at or before etcd
+// revision rev: the number the control plane's history, ctl and /config
+// show for the configuration read at rev. When etcd cannot tell (it is
+// unreachable, or rev was compacted), it is rev.
+func changeRevision(ctx context.Context, src etcdSource, rev int64) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	resp, err := src.client.Get(ctx, resource.NewKeys(src.prefix).Head(), clientv3.WithRev(rev))
+	if err != nil || len(resp.Kvs) == 0 {
+		return rev
+	}
+	return resp.Kvs[0].ModRevision
 }
 
 // defaultCacheFile is where a proxy keeps its last good configuration.

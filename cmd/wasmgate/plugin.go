@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -151,7 +152,7 @@ func newPluginInspectCmd() *cobra.Command {
 				return err
 			}
 			if problem != nil {
-				return &exitError{code: 2, err: problem}
+				return &exitError{code: exitInvalid, err: problem}
 			}
 			return nil
 		},
@@ -294,7 +295,7 @@ runs, and print the request as it would reach the upstream (which answers 200
 			}
 			h, err := wasmtest.New(code, opts)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitInvalid, err: err}
 			}
 			defer h.Close()
 			req := wasmtest.NewRequest(request)
@@ -355,7 +356,9 @@ func printResult(w io.Writer, req *wasmtest.Request, res *wasmtest.Result, h *wa
 	}
 	if u := res.Upstream; u != nil {
 		fmt.Fprintf(w, "upstream received\n  %s %s\n  host: %s\n", u.Method, u.Path, u.Host)
-		printHeader(w, u.Header)
+		// The host is printed once, above, whether or not the header
+		// map carries it too.
+		printHeader(w, u.Header, "host")
 		if len(u.Body) > 0 {
 			fmt.Fprintf(w, "\n  %s\n", u.Body)
 		}
@@ -401,10 +404,13 @@ func printResult(w io.Writer, req *wasmtest.Request, res *wasmtest.Result, h *wa
 	}
 }
 
-func printHeader(w io.Writer, h map[string][]string) {
+// printHeader prints h sorted by name, leaving out the names in skip.
+func printHeader(w io.Writer, h map[string][]string, skip ...string) {
 	keys := make([]string, 0, len(h))
 	for k := range h {
-		keys = append(keys, k)
+		if !slices.Contains(skip, strings.ToLower(k)) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

@@ -52,11 +52,14 @@ func TestPluginBuildInspectTest(t *testing.T) {
 	if err != nil || !strings.Contains(out, "x-hello: hello") {
 		t.Errorf("test of a forwarded request: %v\n%s", err, out)
 	}
+	if n := strings.Count(out, "host: example.com"); n != 1 {
+		t.Errorf("the upstream's host is printed %d times, want once:\n%s", n, out)
+	}
 }
 
 func TestPluginInspectRejects(t *testing.T) {
 	out, err := runCLI(t, "plugin", "inspect", filepath.Join("..", "..", "proxy", "wasm", "testdata", "noabi.wasm"))
-	if err == nil || exitCode(err) != 2 {
+	if err == nil || exitCode(err) != exitInvalid {
 		t.Fatalf("err = %v", err)
 	}
 	if !strings.Contains(out, "not a proxy-wasm v0.2 module") {

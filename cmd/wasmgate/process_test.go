@@ -301,11 +301,11 @@ virtual_hosts:
 		stderr []string
 	}{
 		{"valid", good, 0, []string{good + ": ok"}, nil},
-		{"invalid", bad, 2, nil, []string{
+		{"invalid", bad, 4, nil, []string{
 			bad + `:12: virtual_hosts[0].routes[0].cluster: unknown cluster "nowhere"`,
 			bad + `:13: virtual_hosts[0].routes[1].match.path_regex: `,
 		}},
-		{"missing", filepath.Join(dir, "none.yaml"), 2, nil, []string{"no such file"}},
+		{"missing", filepath.Join(dir, "none.yaml"), 4, nil, []string{"no such file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -341,7 +341,7 @@ virtual_hosts:
 // prints, and stops it with SIGTERM.
 func TestUpCommand(t *testing.T) {
 	dir := t.TempDir()
-	p := startProc(t, "up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0",
+	p := startProc(t, "up", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0", "--etcd", "127.0.0.1:0",
 		"--dir", dir, "--log-level", "warn")
 	proxyURL := p.stdout.wait(t, p, regexp.MustCompile(`(?m)^\s*proxy\s+(http://\S+)`), 60*time.Second)[1]
 	adminURL := p.stdout.wait(t, p, regexp.MustCompile(`(?m)^\s*proxy admin\s+(http://\S+)`), time.Second)[1]

@@ -83,7 +83,7 @@ requests in flight get up to the drain timeout.`,
 			defer stop()
 			if len(etcd.endpoints) > 0 {
 				if file != "" {
-					return &exitError{code: 2, err: fmt.Errorf("-c and --etcd-endpoints are two sources: give one")}
+					return &exitError{code: exitFailure, err: fmt.Errorf("-c and --etcd-endpoints are two sources: give one")}
 				}
 				cli, err := etcd.client()
 				if err != nil {
@@ -93,7 +93,7 @@ requests in flight get up to the drain timeout.`,
 				src := etcdSource{client: cli, prefix: ef.prefix, cacheFile: ef.cacheFile, register: ef.registerAddress()}
 				if ef.secretFile != "" {
 					if src.secret, err = secret.LoadKey(ef.secretFile); err != nil {
-						return &exitError{code: 2, err: fmt.Errorf("--secret-key-file: %w", err)}
+						return &exitError{code: exitInvalid, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
 				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir})
@@ -103,11 +103,11 @@ requests in flight get up to the drain timeout.`,
 				return r.wait(ctx)
 			}
 			if file == "" {
-				return &exitError{code: 2, err: fmt.Errorf("give a configuration: -c FILE or --etcd-endpoints URLS")}
+				return &exitError{code: exitFailure, err: fmt.Errorf("give a configuration: -c FILE or --etcd-endpoints URLS")}
 			}
 			cfg, err := config.LoadFile(file)
 			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
+				return &exitError{code: exitInvalid, err: fmt.Errorf("invalid configuration:\n%w", err)}
 			}
 			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir})
 			if err != nil {

@@ -1,16 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,27 +33,37 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/demo"
 	"github.com/wasmgate/wasmgate/plugins"
+	"github.com/wasmgate/wasmgate/proxy"
 )
 
 func newUpCmd() *cobra.Command {
 	var (
-		dir    string
-		listen string
-		admin  string
-		api    string
-		logs   logFlags
+		dir       string
+		listen    string
+		admin     string
+		api       string
+		etcdAddr  string
+		accessLog string
+		logs      logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start everything on embedded defaults: etcd, the control plane, a proxy and a demo backend",
-		Long: `up starts, in one process: an embedded etcd and the control plane's API on
-it; a demo backend (two instances); and a proxy that follows the control plane.
+		Long: `up starts, in one process: an embedded etcd (client port 127.0.0.1:2379) and
+the control plane's API on it (127.0.0.1:9900); a demo backend (two instances);
+and a proxy that follows the control plane (listener 127.0.0.1:8080, admin
+127.0.0.1:9901). It prints what to try once every demo route answers.
+
 The first time, it stores a demo configuration (written to DIR/demo.yaml too);
 change it with 'wasmgate ctl apply -f DIR/demo.yaml' and the proxy serves the
 change within milliseconds, without failing a request. State lives in DIR, so
-a second 'up' keeps what was applied.`,
+a second 'up' keeps what was applied; one 'up' at a time runs in a DIR. The
+access log goes to DIR/access.log.
+
+Other proxies can follow the same control plane:
+  wasmgate run --etcd-endpoints http://127.0.0.1:2379 --admin 127.0.0.1:9902`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			log, err := logs.build()
 			if err != nil {
 				return err
@@ -55,6 +71,56 @@ a second 'up' keeps what was applied.`,
 			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			defer func() {
+				// Interrupted while starting: stopped as asked.
+				if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+					log.Info("interrupted while starting; stopped")
+					err = nil
+				}
+			}()
+			// Ctrl-C while starting stops up even if a part does not heed
+			// it (an embedded etcd waiting on a lock of its data does not).
+			started := make(chan struct{})
+			defer closeOnce(started)
+			go func() {
+				select {
+				case <-started:
+					return
+				case <-ctx.Done():
+				}
+				select {
+				case <-started:
+				case <-time.After(5 * time.Second):
+					fmt.Fprintln(cmd.ErrOrStderr(), "wasmgate: interrupted while starting, and a part did not stop within 5s; exiting")
+					os.Exit(130)
+				}
+			}()
+
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			// One up per folder: a second one would wait on the first's
+			// etcd data for ever.
+			lock, err := lockUp(dir)
+			if err != nil {
+				return err
+			}
+			defer lock.release()
+			ports := [][2]string{{"--etcd", etcdAddr}, {"--api", api}, {"--admin", admin}}
+			if _, err := os.Stat(filepath.Join(dir, "controlplane", "etcd")); errors.Is(err, fs.ErrNotExist) {
+				// The first start stores the demo, which listens on --listen;
+				// later ones serve what is stored.
+				ports = append(ports, [2]string{"--listen", listen})
+			}
+			if err := checkFreePorts(ports); err != nil {
+				return err
+			}
+			switch accessLog {
+			case "":
+				accessLog = filepath.Join(dir, "access.log")
+			case "off":
+				accessLog = ""
+			}
 
 			var backends []string
 			for _, name := range []string{"demo-a", "demo-b"} {
@@ -65,16 +131,13 @@ a second 'up' keeps what was applied.`,
 				defer b.Close()
 				backends = append(backends, b.Addr())
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
 			key, err := localSecretKey(filepath.Join(dir, "secret.key"))
 			if err != nil {
 				return err
 			}
 			cp, err := controlplane.Start(ctx, controlplane.Options{
 				DataDir:        filepath.Join(dir, "controlplane"),
-				EtcdClientAddr: "127.0.0.1:0",
+				EtcdClientAddr: etcdAddr,
 				EtcdPeerAddr:   "127.0.0.1:0",
 				APIAddr:        api,
 				Logger:         log.Named("controlplane"),
@@ -100,7 +163,8 @@ a second 'up' keeps what was applied.`,
 				shas[name] = meta.SHA256
 			}
 			demoFile := filepath.Join(dir, "demo.yaml")
-			seeded, err := seedDemo(ctx, cp, demoFile, demoConfig(listen, shas))
+			demoDoc := demoConfig(listen, shas)
+			seeded, err := seedDemo(ctx, cp, demoFile, demoDoc)
 			if err != nil {
 				return err
 			}
@@ -117,16 +181,40 @@ a second 'up' keeps what was applied.`,
 				{Cluster: "demo-b", ID: "demo-b", Address: backends[1]},
 			}
 			go keepRegistered(ctx, cp, regs, log)
-			bootstrap := &config.Config{Admin: config.Admin{Address: admin}, AccessLog: config.AccessLog{Path: "stdout"}, Node: config.Node{ID: "up"}}
+			// /ready fails until every demo route answers, as the banner
+			// waits for.
+			var served atomic.Bool
+			ready := func() (bool, string) {
+				if served.Load() {
+					return true, ""
+				}
+				return false, "the demo routes do not all answer yet"
+			}
+			bootstrap := &config.Config{Admin: config.Admin{Address: admin}, AccessLog: config.AccessLog{Path: accessLog}, Node: config.Node{ID: "up"}}
 			src := etcdSource{client: cp.Client, cacheFile: defaultCacheFile(filepath.Join(dir, "proxy")), register: admin, secret: key}
-			r, w, err := runFromEtcd(ctx, src, bootstrap, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache")})
+			r, w, err := runFromEtcd(ctx, src, bootstrap, log, runOptions{cacheDir: filepath.Join(dir, "wasm-cache"), checks: []proxy.ReadyCheck{ready}})
 			if err != nil {
 				return err
 			}
-			if err := waitReady(ctx, w.Status, 15*time.Second); err != nil {
+			etcdURLs := strings.Join(cp.EtcdEndpoints(), ",")
+			if err := lock.record("", "http://"+r.adminA.String(), cp.APIURL(), etcdURLs); err != nil {
 				return err
 			}
-			printUp(cmd.OutOrStdout(), r, cp, demoFile, seeded, token)
+			if err := waitReady(ctx, w.Status, log); err != nil {
+				return err
+			}
+			isDemo, err := waitServed(ctx, cp, r, demoDoc, token, 2*time.Minute)
+			if err != nil {
+				return err
+			}
+			served.Store(true)
+			closeOnce(started)
+			base := proxyURL(r)
+			if err := lock.record(base, "http://"+r.adminA.String(), cp.APIURL(), etcdURLs); err != nil {
+				return err
+			}
+			printUp(cmd.OutOrStdout(), upBanner{base: base, admin: r.adminA.String(), api: cp.APIURL(), etcd: strings.Join(cp.EtcdEndpoints(), ","),
+				dir: dir, demoFile: demoFile, accessLog: accessLog, seeded: seeded, isDemo: isDemo, token: token})
 			select {
 			case <-ctx.Done():
 			case err := <-cp.Err():
@@ -136,12 +224,55 @@ a second 'up' keeps what was applied.`,
 			return r.wait(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", ".wasmgate", "directory of the state: etcd data, token, caches")
+	cmd.Flags().StringVar(&dir, "dir", ".wasmgate", "folder of the state: etcd data, tokens, caches, the access log")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address of the proxy's listener in the demo configuration")
 	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9901", "address of the proxy's admin endpoints")
 	cmd.Flags().StringVar(&api, "api", controlplane.DefaultAPIAddr, "address of the control plane's API")
+	cmd.Flags().StringVar(&etcdAddr, "etcd", controlplane.DefaultEtcdClientAddr, "client address of the embedded etcd, which 'run --etcd-endpoints http://ADDRESS' follows (port 0: any free port)")
+	cmd.Flags().StringVar(&accessLog, "access-log", "", `access log: a file, "stdout", or "off" (default DIR/access.log)`)
 	logs.register(cmd)
 	return cmd
+}
+
+// closeOnce closes c unless it is closed.
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// checkFreePorts fails with a clear message when an address a flag names
+// is taken, before anything starts on it.
+func checkFreePorts(addrs [][2]string) error {
+	for _, a := range addrs {
+		if a[1] == "off" {
+			continue
+		}
+		ln, err := net.Listen("tcp", a[1])
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("%s %s: the address is in use by another process; stop it, or choose another address with %s (port 0: any free port)", a[0], a[1], a[0])
+			}
+			return fmt.Errorf("%s %s: %w", a[0], a[1], err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
+// proxyURL is the base URL of the proxy's public listener.
+func proxyURL(r *runner) string {
+	a, ok := r.srv.Addr("public").(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	ip := a.IP
+	if ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
 }
 
 // seedDemo stores the demo configuration when the control plane holds none,
@@ -194,12 +325,20 @@ func keepRegistered(ctx context.Context, cp *controlplane.Server, eps []registry
 	}
 }
 
-// waitReady waits until the proxy has applied a configuration.
-func waitReady(ctx context.Context, status func() watch.Status, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// waitReady waits until the proxy has applied a configuration, saying
+// every 10s what it waits for: the first start compiles the Wasm filters,
+// which takes a while on a busy machine.
+func waitReady(ctx context.Context, status func() watch.Status, log *zap.Logger) error {
+	start := time.Now()
+	next := start.Add(10 * time.Second)
 	for !status().Ready() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the proxy got no configuration from the control plane within %s: %s", timeout, status().LastError)
+		if time.Now().After(next) {
+			next = next.Add(10 * time.Second)
+			why := status().LastError
+			if why == "" {
+				why = "compiling the Wasm filters (cached in the state folder for the next start)"
+			}
+			log.Info("waiting for the proxy's first configuration", zap.Duration("waited", time.Since(start).Round(time.Second)), zap.String("doing", why))
 		}
 		select {
 		case <-ctx.Done():
@@ -208,6 +347,162 @@ func waitReady(ctx context.Context, status func() watch.Status, timeout time.Dur
 		}
 	}
 	return nil
+}
+
+// demoProbe is a request the demo configuration serves, and what it
+// answers once its route and the cluster behind it are ready.
+type demoProbe struct {
+	path   string
+	header [2]string
+	status int
+	// instances the answers must come from, all of them, over repeated
+	// requests (the round robin); empty for any.
+	instances []string
+}
+
+// demoProbes are the banner's examples, each with what it answers.
+func demoProbes(token string) []demoProbe {
+	return []demoProbe{
+		{path: "/", status: 200, instances: []string{"demo-a", "demo-b"}},
+		{path: "/api/hello", status: 200},
+		{path: "/", header: [2]string{"x-canary", "1"}, status: 200, instances: []string{"demo-b"}},
+		{path: "/healthz", status: 200},
+		{path: "/old/page", status: 302},
+		{path: "/admin/", status: 403},
+		{path: "/admin/", header: [2]string{"authorization", "Bearer " + token}, status: 200},
+	}
+}
+
+// waitServed returns once the proxy serves what the banner will offer.
+// When the live configuration is the demo's, every probe of demoProbes
+// must pass; otherwise every cluster of the live configuration must have
+// an endpoint, for up to timeout, after which up starts anyway and says
+// which has none.
+func waitServed(ctx context.Context, cp *controlplane.Server, r *runner, demoDoc, token string, timeout time.Duration) (isDemo bool, err error) {
+	isDemo, err = liveIsDemo(ctx, cp, demoDoc)
+	if err != nil {
+		return false, err
+	}
+	deadline := time.Now().Add(timeout)
+	base := proxyURL(r)
+	var check func() string
+	if isDemo && base != "" {
+		check = demoChecker(base, demoProbes(token))
+	} else {
+		check = func() string {
+			snap := r.srv.Snapshot()
+			if snap == nil {
+				return "no configuration yet"
+			}
+			for _, c := range snap.Clusters {
+				if len(c.Endpoints()) == 0 {
+					return fmt.Sprintf("cluster %q has no endpoint", c.Name)
+				}
+			}
+			return ""
+		}
+	}
+	for {
+		problem := check()
+		if problem == "" {
+			return isDemo, nil
+		}
+		if time.Now().After(deadline) {
+			if isDemo {
+				return true, fmt.Errorf("the demo routes do not all answer after %s: %s", timeout, problem)
+			}
+			r.log.Warn("starting although the configuration is not all served", zap.String("reason", problem))
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return isDemo, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// demoChecker returns a function that runs the probes not yet passed and
+// says what fails, or "" once each has passed.
+func demoChecker(base string, probes []demoProbe) func() string {
+	client := &http.Client{
+		Timeout:       2 * time.Second,
+		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	passed := make([]bool, len(probes))
+	seen := make([]map[string]bool, len(probes))
+	for i := range seen {
+		seen[i] = map[string]bool{}
+	}
+	return func() string {
+		for i, p := range probes {
+			if passed[i] {
+				continue
+			}
+			what := "GET " + p.path
+			if p.header[0] != "" {
+				what += " with " + p.header[0]
+			}
+			req, err := http.NewRequest(http.MethodGet, base+p.path, nil)
+			if err != nil {
+				return err.Error()
+			}
+			if p.header[0] != "" {
+				req.Header.Set(p.header[0], p.header[1])
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return what + ": " + err.Error()
+			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			if resp.StatusCode != p.status {
+				return fmt.Sprintf("%s answered %d, not %d: %s", what, resp.StatusCode, p.status, strings.TrimSpace(string(body)))
+			}
+			var d struct{ Instance string }
+			_ = json.Unmarshal(body, &d)
+			seen[i][d.Instance] = true
+			for _, inst := range p.instances {
+				if !seen[i][inst] {
+					return fmt.Sprintf("%s: instance %s has not answered yet", what, inst)
+				}
+			}
+			passed[i] = true
+		}
+		return ""
+	}
+}
+
+// liveIsDemo reports whether the stored configuration is the demo's, as
+// up wrote it.
+func liveIsDemo(ctx context.Context, cp *controlplane.Server, demoDoc string) (bool, error) {
+	snap, err := cp.Store.Snapshot(ctx)
+	if err != nil {
+		return false, err
+	}
+	cfg, err := config.Parse([]byte(demoDoc), "demo.yaml")
+	if err != nil {
+		return false, err
+	}
+	want := resource.Split(cfg)
+	if len(want) != len(snap.Resources) {
+		return false, nil
+	}
+	for ref, v := range want {
+		live, ok := snap.Resources[ref]
+		if !ok {
+			return false, nil
+		}
+		resource.Normalize(v)
+		resource.Normalize(live)
+		a, err1 := resource.Encode(v)
+		b, err2 := resource.Encode(live)
+		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // demoSecret signs the demo's tokens (HS256). It is a demo: anyone can
@@ -226,22 +521,43 @@ func demoToken() (string, error) {
 	return t.SignedString([]byte(demoSecret))
 }
 
-func printUp(out io.Writer, r *runner, cp *controlplane.Server, demoFile string, seeded bool, token string) {
-	base := "http://" + r.srv.Addr("public").String()
-	if r.srv.Addr("public") == nil {
+// upBanner is what up prints once it serves.
+type upBanner struct {
+	base, admin, api, etcd   string
+	dir, demoFile, accessLog string
+	seeded, isDemo           bool
+	token                    string
+}
+
+func printUp(out io.Writer, b upBanner) {
+	base := b.base
+	if base == "" {
 		base = "(the stored configuration has no listener named public)"
 	}
 	state := "the configuration stored by an earlier run"
-	if seeded {
+	switch {
+	case b.seeded:
 		state = "the demo configuration, just stored"
+	case b.isDemo:
+		state = "the demo configuration, stored by an earlier run"
 	}
-	tokenFile := filepath.Join(filepath.Dir(demoFile), "controlplane", "admin.token")
+	accessLog := b.accessLog
+	switch accessLog {
+	case "", "off":
+		accessLog = "off"
+	case "stdout", "stderr":
+	default:
+		accessLog += "   (tail -f it)"
+	}
+	tokenFile := filepath.Join(b.dir, "controlplane", "admin.token")
 	fmt.Fprintf(out, `
 wasmgate is up, serving %[6]s.
 
   proxy          %[1]s
   proxy admin    http://%[2]s   (/ready /metrics /config /clusters)
-  control plane  %[3]s   (etcd at %[4]s)
+  control plane  %[3]s
+  etcd           %[4]s   (wasmgate run --etcd-endpoints %[4]s follows it)
+  access log     %[9]s
 
 Every route runs three Wasm filters: telemetry, encryption, authz. Try:
   curl -i %[1]s/                   balanced over two demo instances; x-trace-id from telemetry
@@ -262,7 +578,7 @@ Change a route: edit %[5]s, then
   go run ./cmd/wasmgate ctl history
 
 Ctrl-C drains and stops.
-`, base, r.adminA, cp.APIURL(), strings.Join(cp.EtcdEndpoints(), ","), demoFile, state, tokenFile, token)
+`, base, b.admin, b.api, b.etcd, b.demoFile, state, tokenFile, b.token, accessLog)
 }
 
 // demoConfig is the embedded configuration of `wasmgate up`.

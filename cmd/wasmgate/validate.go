@@ -23,7 +23,7 @@ A problem is printed in the same words as by ` + "`ctl apply`" + ` and the contr
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := config.ValidateFile(file); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
-				return &exitError{code: 2, err: fmt.Errorf("%s is not valid", file)}
+				return &exitError{code: exitInvalid, err: fmt.Errorf("%s is not valid", file)}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", file)
 			return nil

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,6 +51,9 @@ type Proxy struct {
 	mu      sync.Mutex
 	info    ProxyInfo
 	changed chan struct{}
+	// failedBefore is set when Run said it cannot register, for the
+	// session that registers to say that it did.
+	failedBefore atomic.Bool
 }
 
 // NewProxy returns a registration of info.NodeID under prefix with a lease
@@ -104,15 +108,28 @@ func (p *Proxy) value() string {
 }
 
 // Run keeps the registration alive until ctx ends, registering again
-// whenever the lease is lost, and then revokes it.
+// whenever the lease is lost, and then revokes it. It logs a registration
+// that was lost, and a proxy that cannot register once, not at every try.
 func (p *Proxy) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	failing := false // tries failed since the last registration
 	for ctx.Err() == nil {
-		err := p.session(ctx)
+		registered, err := p.session(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		p.logger.Warn("proxy registration lost; registering again", zap.String("key", p.key), zap.Error(err), zap.Duration("in", backoff))
+		switch {
+		case registered:
+			failing = false
+			backoff = 100 * time.Millisecond
+			p.logger.Warn("proxy registration lost; registering again", zap.String("key", p.key), zap.Error(err), zap.Duration("in", backoff))
+		case !failing:
+			failing = true
+			p.failedBefore.Store(true)
+			p.logger.Warn("cannot register the proxy; retrying until it can", zap.String("key", p.key), zap.Error(err))
+		default:
+			p.logger.Debug("cannot register the proxy", zap.String("key", p.key), zap.Error(err), zap.Duration("retry_in", backoff))
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -122,12 +139,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return nil
 }
 
-func (p *Proxy) session(ctx context.Context) error {
+// session registers the proxy and keeps it registered until the lease is
+// lost or ctx ends. It reports whether it registered.
+func (p *Proxy) session(ctx context.Context) (registered bool, err error) {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	lease, err := p.cli.Grant(gctx, p.ttl)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("granting lease: %w", err)
+		return false, fmt.Errorf("granting lease: %w", err)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -141,21 +160,24 @@ func (p *Proxy) session(ctx context.Context) error {
 		return err
 	}
 	if err := put(); err != nil {
-		return fmt.Errorf("registering: %w", err)
+		return false, fmt.Errorf("registering: %w", err)
+	}
+	if p.failedBefore.Swap(false) {
+		p.logger.Info("proxy registered", zap.String("key", p.key))
 	}
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
 	ka, err := p.cli.KeepAlive(kctx, lease.ID)
 	if err != nil {
-		return fmt.Errorf("keeping the lease alive: %w", err)
+		return true, fmt.Errorf("keeping the lease alive: %w", err)
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return true, nil
 		case _, ok := <-ka:
 			if !ok {
-				return errors.New("the lease expired")
+				return true, errors.New("the lease expired")
 			}
 		case <-p.changed:
 			if err := put(); err != nil {

@@ -89,31 +89,42 @@ func (s *Store) historySince(ctx context.Context, rev int64) ([]Entry, error) {
 	return decodeEntries(resp.Kvs)
 }
 
-// Rollback returns the configuration to what it was at etcd revision rev,
-// as a new change (recorded in the history like any other). It needs the
-// history of every change after rev.
+// Rollback returns the configuration to what it was after the change made
+// at etcd revision rev (a revision History lists), as a new change
+// (recorded in the history like any other). It needs the history of every
+// change after rev; a revision at which no change was made is an error
+// that matches ErrNotFound.
 func (s *Store) Rollback(ctx context.Context, rev int64, ch Change) (*Result, error) {
 	if rev <= 0 {
 		return nil, &ValidationError{Errors: []FieldError{{Path: "revision", Message: "must be a positive revision"}}}
 	}
-	entries, err := s.historySince(ctx, rev)
+	// The changes from rev on: the first must be the change made at rev.
+	// A revision at which no change was made names no configuration the
+	// history shows, so it is refused rather than rounded.
+	entries, err := s.historySince(ctx, rev-1)
 	if err != nil {
 		return nil, err
 	}
+	if len(entries) > 0 && entries[0].Revision != rev {
+		if first := entries[0].Seq; first > 1 {
+			resp, err := s.cli.Get(ctx, s.keys.History(first-1), clientv3.WithCountOnly())
+			if err != nil {
+				return nil, fmt.Errorf("reading history: %w", err)
+			}
+			if resp.Count == 0 {
+				return nil, &ValidationError{Errors: []FieldError{{Path: "revision",
+					Message: fmt.Sprintf("the history no longer reaches back to revision %d (the oldest kept change is at revision %d)", rev, entries[0].Revision)}}}
+			}
+		}
+	}
+	if len(entries) == 0 || entries[0].Revision != rev {
+		return nil, &NotFoundError{What: fmt.Sprintf("change at revision %d", rev)}
+	}
+	entries = entries[1:]
 	if len(entries) == 0 {
 		// Nothing changed since rev: the configuration is already there.
 		ch.Put, ch.Delete = resource.Set{}, nil
 		return s.Apply(ctx, ch)
-	}
-	if first := entries[0].Seq; first > 1 {
-		resp, err := s.cli.Get(ctx, s.keys.History(first-1), clientv3.WithCountOnly())
-		if err != nil {
-			return nil, fmt.Errorf("reading history: %w", err)
-		}
-		if resp.Count == 0 {
-			return nil, &ValidationError{Errors: []FieldError{{Path: "revision",
-				Message: fmt.Sprintf("the history no longer reaches back to revision %d (the oldest kept change is at revision %d)", rev, entries[0].Revision)}}}
-		}
 	}
 	// Walking back from the newest change, the last "before" seen for a
 	// resource is its value at rev.

@@ -197,7 +197,8 @@ type Op struct {
 // Result is what a change did.
 type Result struct {
 	// Revision is the etcd revision of the change; for a dry run or a
-	// change that changed nothing, the revision it was checked against.
+	// change that changed nothing, the revision of the latest change, the
+	// configuration it was checked against.
 	Revision int64 `json:"revision"`
 	// Seq is the change's number in the history (0 when nothing was written).
 	Seq    int64 `json:"seq,omitempty"`
@@ -370,9 +371,9 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 
 	res := &Result{Revision: snap.Revision, Ops: ops, DryRun: ch.DryRun, Config: cfg}
 	if ch.DryRun || len(ops) == 0 {
-		if len(ops) == 0 {
-			res.Revision = snap.ChangeRevision
-		}
+		// Checked against the configuration of the latest change: the
+		// revision its history, its resources and the proxies show.
+		res.Revision = snap.ChangeRevision
 		return res, nil, nil
 	}
 

@@ -232,11 +232,52 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("history head = %+v", h[0])
 	}
 	// Rolling back the rollback restores the later state.
-	if _, err := s.Rollback(ctx, res.Revision-1, store.Change{}); err != nil {
+	h, _ = s.History(ctx, 2)
+	if _, err := s.Rollback(ctx, h[1].Revision, store.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Get(ctx, resource.Ref{Kind: resource.Clusters, Name: "new"}); err != nil {
 		t.Fatalf("undoing the rollback: %v", err)
+	}
+}
+
+// TestRollbackUnknownRevision: a revision at which no change was made,
+// past the latest or between two, is not found and changes nothing.
+func TestRollbackUnknownRevision(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	first := apply(t, s, base())
+	c := base()
+	c.Clusters[0].Endpoints[0].Address = "127.0.0.1:9999"
+	second := apply(t, s, c)
+	// A write outside the configuration moves etcd's revision between
+	// changes.
+	if _, err := s.PutBlob(ctx, []byte("\x00asm\x01\x00\x00\x00")); err != nil {
+		t.Fatal(err)
+	}
+	third := apply(t, s, base())
+	if third.Revision <= second.Revision+1 {
+		t.Fatalf("no revision between the changes at %d and %d", second.Revision, third.Revision)
+	}
+	for _, rev := range []int64{999999, third.Revision + 1, second.Revision + 1, first.Revision - 1} {
+		_, err := s.Rollback(ctx, rev, store.Change{})
+		if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), fmt.Sprintf("revision %d", rev)) {
+			t.Errorf("rollback to %d: %v, want not found naming it", rev, err)
+		}
+	}
+	h, _ := s.History(ctx, 0)
+	if len(h) != 3 {
+		t.Fatalf("%d changes after refused rollbacks, want 3", len(h))
+	}
+	// A dry run and a change that changes nothing report the latest
+	// change's revision, the one the history shows.
+	res, err := s.Apply(ctx, store.Change{Put: resource.Split(base()), DryRun: true})
+	if err != nil || res.Revision != third.Revision {
+		t.Errorf("dry run: %+v %v, want revision %d", res, err, third.Revision)
+	}
+	res, err = s.Rollback(ctx, third.Revision, store.Change{})
+	if err != nil || res.Revision != third.Revision || len(res.Ops) != 0 {
+		t.Errorf("rollback to the latest change: %+v %v, want unchanged at %d", res, err, third.Revision)
 	}
 }
 

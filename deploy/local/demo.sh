@@ -47,15 +47,21 @@ stop() {
   done
   echo "stopped" >&2
 }
+stopping=0
 trap stop EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stopping=1; exit 130' INT
+trap 'stopping=1; exit 143' TERM
 
-# start NAME ARGS... runs wasmgate ARGS in the background, its output in a log.
+# start NAME ARGS... runs wasmgate ARGS in the background, its output in a
+# log. Each runs in a session of its own: Ctrl-C in the terminal reaches
+# this script only, which stops them in order (the proxies drain first)
+# instead of all of them at once.
+detach=()
+command -v setsid >/dev/null && detach=(setsid)
 start() {
   local name=$1
   shift
-  "$bin" "$@" >"$dir/logs/$name.log" 2>&1 &
+  "${detach[@]}" "$bin" "$@" >"$dir/logs/$name.log" 2>&1 &
   pids+=($!)
   names+=("$name")
   echo "  started $name (pid $!), log in $dir/logs/$name.log" >&2
@@ -149,7 +155,7 @@ while :; do
   sleep 1 &
   wait $!
   for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[i]}" 2>/dev/null; then
+    if [ "$stopping" = 0 ] && ! kill -0 "${pids[i]}" 2>/dev/null; then
       echo "demo.sh: ${names[i]} exited on its own; see $dir/logs/${names[i]}.log" >&2
       exit 1
     fi

@@ -83,6 +83,13 @@ func New() *Metrics {
 		Help: "Build information; the value is always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(buildinfo.Version(), buildinfo.GoVersion()).Set(1)
+	// The series the documentation names are there from the start, at
+	// zero, so that a dashboard or an alert finds them before the first
+	// event; per-cluster and per-route series are declared when a
+	// snapshot resolves them (Route, Cluster).
+	for _, r := range reloadResults {
+		m.Reloads.WithLabelValues(r)
+	}
 	reg.MustRegister(m.requests, m.duration, m.Reloads, m.LastReloadSuccess, m.LastReloadTime,
 		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, build,
 		m.ejections, m.healthTransitions, m.retries, m.overflows, m.rateLimited, m.healthyEndpoints, m.panicMode,
@@ -100,6 +107,9 @@ func (m *Metrics) Route(listener, route, cluster string) *RouteStats {
 	s.duration = m.duration.WithLabelValues(listener, route, cluster)
 	return s
 }
+
+// reloadResults are the values of wasmgate_config_reloads_total's label.
+var reloadResults = [...]string{"success", "failure"}
 
 var codeClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 

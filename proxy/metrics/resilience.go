@@ -97,8 +97,15 @@ func (m *Metrics) Cluster(name string) *ClusterStats {
 	for i, b := range breakers {
 		s.overflows[i] = m.overflows.WithLabelValues(name, b)
 	}
+	for _, k := range upstreamErrorKinds {
+		m.UpstreamErrors.WithLabelValues(name, k)
+	}
 	return s
 }
+
+// upstreamErrorKinds are the kinds of wasmgate_upstream_errors_total: the
+// names of cluster.Failure's failures (a test holds them together).
+var upstreamErrorKinds = [...]string{"connect", "timeout", "reset", "overflow"}
 
 // Ejected counts an ejection for a reason (EjectConsecutive5xx, ...).
 func (s *ClusterStats) Ejected(reason int) {

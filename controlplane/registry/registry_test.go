@@ -1,0 +1,53 @@
+package registry_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+)
+
+// TestProxyThatNeverRegisteredSaysSoOnce: a proxy whose etcd cannot be
+// reached says once that it cannot register, never that a registration
+// it never had was lost.
+func TestProxyThatNeverRegisteredSaysSoOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	core, logs := observer.New(zapcore.DebugLevel)
+	p := registry.NewProxy(cli, "/wasmgate", registry.ProxyInfo{NodeID: "n1", Address: "127.0.0.1:9902"}, 2*time.Second, zap.New(core))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	// Three tries: the first says it, the next two only at debug level.
+	deadline := time.Now().Add(60 * time.Second)
+	for logs.FilterMessage("cannot register the proxy").Len() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than three tries in 60s: %v", logs.All())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := logs.FilterMessage("cannot register the proxy; retrying until it can").FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d warnings that it cannot register, want 1: %v", n, logs.All())
+	}
+	if n := logs.FilterMessageSnippet("lost").Len(); n != 0 {
+		t.Errorf("a registration never made is said lost: %v", logs.All())
+	}
+}
