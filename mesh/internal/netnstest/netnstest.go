@@ -23,7 +23,6 @@ import (
 type Net struct {
 	t      testing.TB
 	prefix string
-
 }
 
 // seq numbers the Nets of a process and links their links, so that
