@@ -96,7 +96,7 @@ type Hub struct {
 
 	mu       sync.RWMutex
 	services map[string]*service
-	raw      map[string][]byte // the value of every key the hub follows
+	raw      map[string][]byte                                 // the value of every key the hub follows
 	aps      map[string]map[string]*policy.AuthorizationPolicy // namespace -> name -> policy
 	pas      map[string]map[string]*policy.PeerAuthentication
 	polRev   int64
