@@ -3,6 +3,7 @@ package policy_test
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -326,4 +327,31 @@ func FuzzParse(f *testing.F) {
 			tab.Evaluate(&policy.Request{})
 		}
 	})
+}
+
+// TestDocExamples parses every policy document in docs/mesh-policy.md.
+func TestDocExamples(t *testing.T) {
+	b, err := os.ReadFile("../../docs/mesh-policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if !strings.HasPrefix(block, "authorization_policies:") {
+			continue
+		}
+		n++
+		d, err := policy.Parse([]byte(block))
+		if err != nil {
+			t.Errorf("a documented example does not parse: %v\n%s", err, block)
+			continue
+		}
+		if _, err := policy.Compile(d.AuthorizationPolicies); err != nil {
+			t.Errorf("a documented example does not compile: %v", err)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d policy examples in the docs", n)
+	}
 }
