@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -313,4 +314,33 @@ then each policy is written as one change, in the order of the file.`,
 	fl.BoolVar(&o.DryRun, "dry-run", false, "validate against the control plane only")
 	fl.StringVarP(&o.Message, "message", "m", "", "note recorded in the history")
 	return cmd
+}
+
+// printMeshHeader and printMeshRow are the table of `ctl get` for the mesh
+// kinds.
+func printMeshHeader(w io.Writer, kind resource.Kind) {
+	if kind == resource.AuthorizationPolicies {
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tACTION\tRULES")
+		return
+	}
+	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
+}
+
+func printMeshRow(w io.Writer, rev int64, v any) {
+	orAll := func(s string) string {
+		if s == "" {
+			return "*"
+		}
+		return s
+	}
+	switch x := v.(type) {
+	case *policy.AuthorizationPolicy:
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Action, len(x.Rules))
+	case *policy.PeerAuthentication:
+		mode := string(x.Mode)
+		if mode == "" {
+			mode = "(inherit)"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
+	}
 }

@@ -91,6 +91,13 @@ peer_authentications:
 		t.Fatalf("-o json: %+v, %v\n%s", res, err, out)
 	}
 
+	if out, code := ctl("get", "authorization_policies"); code != 0 || !regexp.MustCompile(`payments-from-orders\s+\d+\s+payments\s+payments\s+allow\s+1`).MatchString(out) {
+		t.Errorf("get authorization_policies: %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "pa"); code != 0 || !regexp.MustCompile(`payments\s+\d+\s+payments\s+\*\s+strict\s+0`).MatchString(out) {
+		t.Errorf("get pa: %d\n%s", code, out)
+	}
+
 	// A live change: web may now pay too.
 	if out, code := ctl("mesh", "apply", "-f", write("web.yaml", `
 authorization_policies:
