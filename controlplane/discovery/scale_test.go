@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,7 +125,9 @@ func TestScale(t *testing.T) {
 	}
 
 	var hubRequests, writeRequests atomic.Int64
-	hubCli := etcdtest.Client(t)
+	// The hub reaches etcd through a gate, to lose its watch later.
+	gate := etcdtest.NewGate(t, strings.TrimPrefix(etcdtest.Endpoints(t)[0], "http://"))
+	hubCli := etcdtest.ClientOf(t, []string{gate.Endpoint()})
 	hubCli.KV = countingKV{hubCli.KV, &hubRequests}
 	hubCli.Watcher = countingWatcher{hubCli.Watcher, &hubRequests}
 	writer.KV = countingKV{writer.KV, &writeRequests}
@@ -279,27 +282,91 @@ func TestScale(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	hubAfterChurn, eventsAfterChurn, writesAfterChurn := hubRequests.Load(), h.Stats().Events, writeRequests.Load()
+
+	// The hub loses its watch; 10 services change; etcd compacts past the
+	// hub's revision; the hub comes back. It must read etcd again and
+	// send the 10 changed services to their callers, and nothing else to
+	// anyone.
+	logMu.Lock()
+	sent := 0
+	for _, l := range logs {
+		sent += len(l)
+	}
+	logMu.Unlock()
+	gate.Cut()
+	var gap []change
+	for k := range 10 {
+		s := (k*97 + 3) % services
+		resp, err := writer.Put(ctx, keys.Endpoint(name(s), "gap"), `{"address":"10.201.0.1:15006"}`, clientv3.WithLease(lease.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gap = append(gap, change{service: s, rev: resp.Header.Revision})
+	}
+	if _, err := writer.Compact(ctx, gap[len(gap)-1].rev); err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	gate.Open()
+	want := 0
+	for _, c := range gap {
+		want += len(callers[c.service])
+	}
+	var resync time.Duration
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		logMu.Lock()
+		got := 0
+		for _, c := range gap {
+			for _, w := range callers[c.service] {
+				for _, o := range logs[w] {
+					if o.service == c.service && o.rev >= c.rev {
+						got++
+						break
+					}
+				}
+			}
+		}
+		logMu.Unlock()
+		if got == want {
+			resync = time.Since(opened)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the compaction %d of %d deliveries arrived", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, w := range ws {
 		w.Close()
 	}
 	observers.Wait()
+	resent := -sent
+	for _, l := range logs {
+		resent += len(l)
+	}
+	t.Logf("compaction while the hub was cut off: it read %d endpoints again in one request and sent %d service updates (%d wanted; a full resend would be %d) within %v of reconnecting",
+		services*perService, resent, want, watchers*callsPerW, resync.Round(time.Millisecond))
+	if resent != want {
+		t.Errorf("after the compaction the watchers got %d service updates, want exactly the %d of the changed services", resent, want)
+	}
+	if s := h.Stats(); s.Lists != 2 {
+		t.Errorf("the hub read everything %d times, want once at start and once after the compaction", s.Lists)
+	}
 
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	events := h.Stats().Events - eventsBefore
+	events := eventsAfterChurn - eventsBefore
 	t.Logf("churn: %d changes in %v (%.0f/s), each to the %d watchers that call the service", total, churn.Round(time.Millisecond), float64(total)/churn.Seconds(), callsPerW)
 	t.Logf("registration -> every interested watcher: p50 %v, p90 %v, p99 %v, max %v",
 		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
 	t.Logf("etcd requests per change: %.2f by the writer, %.2f by the hub (%d watch events for %d changes)",
-		float64(writeRequests.Load()-writesBefore)/float64(total), float64(hubRequests.Load()-hubBefore)/float64(total), events, total)
-	if hubRequests.Load() != hubBefore {
-		t.Errorf("the hub made %d etcd requests during the churn; it should only follow its watch", hubRequests.Load()-hubBefore)
+		float64(writesAfterChurn-writesBefore)/float64(total), float64(hubAfterChurn-hubBefore)/float64(total), events, total)
+	if hubAfterChurn != hubBefore {
+		t.Errorf("the hub made %d etcd requests during the churn; it should only follow its watch", hubAfterChurn-hubBefore)
 	}
 	if events != int64(total) {
 		t.Errorf("the hub applied %d events for %d changes", events, total)
-	}
-	if s := h.Stats(); s.Lists != 1 {
-		t.Errorf("the hub read everything %d times", s.Lists)
 	}
 	// The hub's state per watcher is its interest, not the endpoints it
 	// sees: far less than a copy of the 50 endpoints in its view.
