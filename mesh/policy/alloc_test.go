@@ -26,3 +26,18 @@ func TestEvaluateDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestGuardDecideDoesNotAllocate(t *testing.T) {
+	d, err := policy.Parse([]byte(demo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := policy.NewGuard("payments", "payments")
+	if err := g.Load(1, d.AuthorizationPolicies, d.PeerAuthentications); err != nil {
+		t.Fatal(err)
+	}
+	req := &policy.Request{Principal: id("shop", "orders"), Method: "POST", Path: "/pay"}
+	if n := testing.AllocsPerRun(200, func() { g.Decide(req) }); n != 0 {
+		t.Fatalf("%v allocations per decision, want 0", n)
+	}
+}
