@@ -37,7 +37,9 @@ CAP_NET_ADMIN, before the app starts):
     the sidecar's own user (--uid), to loopback, and to the ports in
     --exclude-outbound-ports.
 
-The sidecar reads each connection's original destination (SO_ORIGINAL_DST).
+The same rules are written for IPv6 with ip6tables when the namespace has
+IPv6 (--ipv6). The sidecar reads each connection's original destination
+(SO_ORIGINAL_DST).
 The rules live in the chains WASMGATE_INBOUND and WASMGATE_OUTPUT; running the
 command again replaces them, and --remove takes them out. The iptables
 implementation (nft or legacy) is the one the host already uses, unless
@@ -57,7 +59,13 @@ implementation (nft or legacy) is the one the host already uses, unless
 				}
 			}
 			if dryRun && !remove {
-				fmt.Fprint(cmd.OutOrStdout(), intercept.Script(o))
+				out := cmd.OutOrStdout()
+				fmt.Fprintln(out, "# iptables-restore --noflush")
+				fmt.Fprint(out, intercept.Script(o, false))
+				if o.IPv6 {
+					fmt.Fprintln(out, "# ip6tables-restore --noflush")
+					fmt.Fprint(out, intercept.Script(o, true))
+				}
 				return nil
 			}
 			var b intercept.Backend
@@ -78,7 +86,7 @@ implementation (nft or legacy) is the one the host already uses, unless
 				return nil
 			}
 			if remove {
-				if err := intercept.Remove(cmd.Context(), b); err != nil {
+				if err := intercept.Remove(cmd.Context(), b, o.IPv6); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed the interception rules (iptables %s)\n", b.Name)
@@ -100,5 +108,6 @@ implementation (nft or legacy) is the one the host already uses, unless
 	fl.StringVar(&backend, "backend", "auto", "iptables implementation: auto, nft or legacy")
 	fl.BoolVar(&dryRun, "dry-run", false, "print the rules and change nothing")
 	fl.BoolVar(&remove, "remove", false, "remove the rules")
+	fl.BoolVar(&o.IPv6, "ipv6", intercept.HostHasIPv6(), "write the rules for IPv6 too (default: when the namespace has IPv6)")
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -44,6 +45,9 @@ type Options struct {
 	// ExcludeOutboundPorts are destination ports the app reaches directly
 	// (the control plane, DNS over TCP).
 	ExcludeOutboundPorts []int
+	// IPv6 writes the same rules for IPv6 with ip6tables; without it a
+	// dual-stack app's IPv6 connections would bypass the sidecar.
+	IPv6 bool
 }
 
 // Validate checks the options; its errors name the flag's field.
@@ -71,9 +75,14 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Script returns the rules as iptables-restore input for the nat table,
-// applied without flushing the table's other chains.
-func Script(o Options) string {
+// Script returns the rules as iptables-restore input for the nat table
+// (ip6tables-restore input when v6 is set), applied without flushing the
+// table's other chains.
+func Script(o Options, v6 bool) string {
+	loopback := "127.0.0.0/8"
+	if v6 {
+		loopback = "::1/128"
+	}
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("*nat")
@@ -91,7 +100,7 @@ func Script(o Options) string {
 	w("-A OUTPUT -p tcp -j %s", OutboundChain)
 	w("-A %s -m owner --uid-owner %d -j RETURN", OutboundChain, o.UID)
 	w("-A %s -o lo -j RETURN", OutboundChain)
-	w("-A %s -d 127.0.0.0/8 -j RETURN", OutboundChain)
+	w("-A %s -d %s -j RETURN", OutboundChain, loopback)
 	for _, p := range sortedUnique(o.ExcludeOutboundPorts) {
 		w("-A %s -p tcp --dport %d -j RETURN", OutboundChain, p)
 	}
@@ -110,15 +119,33 @@ func sortedUnique(ps []int) []int {
 type Backend struct {
 	// Name is "nft" or "legacy".
 	Name string
-	// Iptables, Save and Restore are its commands.
-	Iptables, Save, Restore string
+	// Iptables, Save and Restore are its commands for IPv4; Ip6tables,
+	// Save6 and Restore6 for IPv6.
+	Iptables, Save, Restore    string
+	Ip6tables, Save6, Restore6 string
+}
+
+// family is one address family's commands.
+type family struct{ iptables, save, restore string }
+
+func (b Backend) families(v6 bool) []family {
+	out := []family{{b.Iptables, b.Save, b.Restore}}
+	if v6 {
+		out = append(out, family{b.Ip6tables, b.Save6, b.Restore6})
+	}
+	return out
 }
 
 // The two implementations by their own commands, as Debian's iptables
 // package installs them.
 var (
-	NFT    = Backend{Name: "nft", Iptables: "iptables-nft", Save: "iptables-nft-save", Restore: "iptables-nft-restore"}
-	Legacy = Backend{Name: "legacy", Iptables: "iptables-legacy", Save: "iptables-legacy-save", Restore: "iptables-legacy-restore"}
+	NFT = Backend{Name: "nft", Iptables: "iptables-nft", Save: "iptables-nft-save", Restore: "iptables-nft-restore",
+		Ip6tables: "ip6tables-nft", Save6: "ip6tables-nft-save", Restore6: "ip6tables-nft-restore"}
+	Legacy = Backend{Name: "legacy", Iptables: "iptables-legacy", Save: "iptables-legacy-save", Restore: "iptables-legacy-restore",
+		Ip6tables: "ip6tables-legacy", Save6: "ip6tables-legacy-save", Restore6: "ip6tables-legacy-restore"}
+	// plain is the implementation behind the unsuffixed commands.
+	plain = Backend{Iptables: "iptables", Save: "iptables-save", Restore: "iptables-restore",
+		Ip6tables: "ip6tables", Save6: "ip6tables-save", Restore6: "ip6tables-restore"}
 )
 
 // Detect picks the implementation the host uses, in the current network
@@ -160,38 +187,54 @@ func Detect(ctx context.Context) (Backend, error) {
 		if hasLegacy {
 			return Legacy, nil
 		}
-		return Backend{Name: "legacy", Iptables: "iptables", Save: "iptables-save", Restore: "iptables-restore"}, nil
+		b := plain
+		b.Name = "legacy"
+		return b, nil
 	}
 	if hasNft {
 		return NFT, nil
 	}
-	return Backend{Name: "nft", Iptables: "iptables", Save: "iptables-save", Restore: "iptables-restore"}, nil
+	b := plain
+	b.Name = "nft"
+	return b, nil
 }
 
 // Apply installs the rules with b in the current network namespace,
-// replacing any that an earlier Apply left, in one iptables-restore.
+// replacing any that an earlier Apply left, in one iptables-restore per
+// address family.
 func Apply(ctx context.Context, b Backend, o Options) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	if err := Remove(ctx, b); err != nil {
+	if err := Remove(ctx, b, o.IPv6); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, b.Restore, "--noflush")
-	cmd.Stdin = strings.NewReader(Script(o))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", b.Restore, err, bytes.TrimSpace(out))
+	for i, f := range b.families(o.IPv6) {
+		cmd := exec.CommandContext(ctx, f.restore, "--noflush")
+		cmd.Stdin = strings.NewReader(Script(o, i == 1))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %w: %s", f.restore, err, bytes.TrimSpace(out))
+		}
 	}
 	return nil
 }
 
-// Remove takes out the jumps to the chains and the chains themselves. It
-// is not an error that they are not there.
-func Remove(ctx context.Context, b Backend) error {
+// Remove takes out the jumps to the chains and the chains themselves, for
+// IPv4 and, with v6, IPv6. It is not an error that they are not there.
+func Remove(ctx context.Context, b Backend, v6 bool) error {
+	for _, f := range b.families(v6) {
+		if err := remove(ctx, f.iptables); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func remove(ctx context.Context, iptables string) error {
 	run := func(args ...string) error {
-		out, err := exec.CommandContext(ctx, b.Iptables, append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, iptables, append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%s %s: %w: %s", b.Iptables, strings.Join(args, " "), err, bytes.TrimSpace(out))
+			return fmt.Errorf("%s %s: %w: %s", iptables, strings.Join(args, " "), err, bytes.TrimSpace(out))
 		}
 		return nil
 	}
@@ -235,4 +278,10 @@ func Ports(s string) ([]int, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// HostHasIPv6 reports whether the current network namespace has IPv6.
+func HostHasIPv6() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return err == nil
 }

@@ -17,7 +17,8 @@ import (
 )
 
 func TestScript(t *testing.T) {
-	got := intercept.Script(intercept.Options{UID: 1337, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22, 15020, 22}, ExcludeOutboundPorts: []int{9900}})
+	o := intercept.Options{UID: 1337, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22, 15020, 22}, ExcludeOutboundPorts: []int{9900}}
+	got := intercept.Script(o, false)
 	want := `*nat
 :WASMGATE_INBOUND - [0:0]
 :WASMGATE_OUTPUT - [0:0]
@@ -36,6 +37,9 @@ COMMIT
 `
 	if got != want {
 		t.Fatalf("Script =\n%s\nwant\n%s", got, want)
+	}
+	if got6, want6 := intercept.Script(o, true), strings.Replace(want, "127.0.0.0/8", "::1/128", 1); got6 != want6 {
+		t.Fatalf("Script for IPv6 =\n%s\nwant\n%s", got6, want6)
 	}
 }
 
@@ -140,12 +144,14 @@ func testRedirect(t *testing.T, b intercept.Backend) {
 	serve(t, listen(t, app, ":15006"), "inbound", true)
 	serve(t, listen(t, peer, ":80"), "peer", false)
 
-	opts := intercept.Options{UID: sidecarUID, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22}}
+	opts := intercept.Options{UID: sidecarUID, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22}, IPv6: true}
 	app.MustDo(func() error { return intercept.Apply(ctx, b, opts) })
 	// Applying twice leaves one set of rules.
 	app.MustDo(func() error { return intercept.Apply(ctx, b, opts) })
-	if out := string(app.MustRun(b.Save, "-t", "nat")); strings.Count(out, "-j "+intercept.OutboundChain) != 1 {
-		t.Fatalf("after two applies:\n%s", out)
+	for _, save := range []string{b.Save, b.Save6} {
+		if out := string(app.MustRun(save, "-t", "nat")); strings.Count(out, "-j "+intercept.OutboundChain) != 1 {
+			t.Fatalf("%s after two applies:\n%s", save, out)
+		}
 	}
 
 	peer80 := netip.AddrPortFrom(peerAddr, 80)
@@ -158,6 +164,15 @@ func testRedirect(t *testing.T, b intercept.Backend) {
 	}
 	if got, err := greet(peer, netip.AddrPortFrom(appAddr, 22)); err == nil {
 		t.Errorf("a connection to the excluded port 22 was answered: %q", got)
+	}
+	// The same over IPv6.
+	peer80v6 := netip.AddrPortFrom(netnstest.V6(peerAddr), 80)
+	if got, err := greet(app, peer80v6); err != nil || got != "outbound "+peer80v6.String() {
+		t.Errorf("the app's outbound IPv6 connection: %q, %v; want the outbound listener with %s", got, err, peer80v6)
+	}
+	app8080v6 := netip.AddrPortFrom(netnstest.V6(appAddr), 8080)
+	if got, err := greet(peer, app8080v6); err != nil || got != "inbound "+app8080v6.String() {
+		t.Errorf("a peer's inbound IPv6 connection: %q, %v; want the inbound listener with %s", got, err, app8080v6)
 	}
 
 	// The sidecar's own user reaches the peer itself.
@@ -173,12 +188,16 @@ func testRedirect(t *testing.T, b intercept.Backend) {
 		t.Errorf("a connection of the sidecar's user reached %q, want the peer", out)
 	}
 
-	app.MustDo(func() error { return intercept.Remove(ctx, b) })
-	if got, err := greet(app, peer80); err != nil || got != "peer" {
-		t.Errorf("after Remove: %q, %v; want the peer", got, err)
+	app.MustDo(func() error { return intercept.Remove(ctx, b, true) })
+	for _, dst := range []netip.AddrPort{peer80, peer80v6} {
+		if got, err := greet(app, dst); err != nil || got != "peer" {
+			t.Errorf("after Remove, to %s: %q, %v; want the peer", dst, got, err)
+		}
 	}
-	if out := string(app.MustRun(b.Save, "-t", "nat")); strings.Contains(out, "WASMGATE") {
-		t.Errorf("rules left after Remove:\n%s", out)
+	for _, save := range []string{b.Save, b.Save6} {
+		if out := string(app.MustRun(save, "-t", "nat")); strings.Contains(out, "WASMGATE") {
+			t.Errorf("rules left after Remove:\n%s", out)
+		}
 	}
 }
 

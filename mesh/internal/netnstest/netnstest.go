@@ -90,8 +90,9 @@ func (n *Net) Namespace(label string) *NS {
 func (ns *NS) Name() string { return ns.name }
 
 // Link joins two namespaces with a veth pair in a /24 of its own in
-// 10.231.0.0/16 and returns the address of each end (a in .1, b in .2).
-// The interfaces are named after the peer's label.
+// 10.231.0.0/16 and returns the IPv4 address of each end (a in .1, b in
+// .2). Each end also has the IPv6 address V6 maps its IPv4 address to,
+// usable at once (no duplicate address detection).
 func (n *Net) Link(a, b *NS) (addrA, addrB netip.Addr) {
 	n.t.Helper()
 	id := links.Add(1)
@@ -104,11 +105,23 @@ func (n *Net) Link(a, b *NS) (addrA, addrB netip.Addr) {
 	}
 	addrA = netip.AddrFrom4([4]byte{10, 231, byte(id), 1})
 	addrB = netip.AddrFrom4([4]byte{10, 231, byte(id), 2})
-	a.MustRun("ip", "addr", "add", addrA.String()+"/24", "dev", ifA)
-	a.MustRun("ip", "link", "set", ifA, "up")
-	b.MustRun("ip", "addr", "add", addrB.String()+"/24", "dev", ifB)
-	b.MustRun("ip", "link", "set", ifB, "up")
+	for _, end := range []struct {
+		ns   *NS
+		ifc  string
+		addr netip.Addr
+	}{{a, ifA, addrA}, {b, ifB, addrB}} {
+		end.ns.MustRun("ip", "addr", "add", end.addr.String()+"/24", "dev", end.ifc)
+		end.ns.MustRun("ip", "-6", "addr", "add", V6(end.addr).String()+"/64", "dev", end.ifc, "nodad")
+		end.ns.MustRun("ip", "link", "set", end.ifc, "up")
+	}
 	return addrA, addrB
+}
+
+// V6 returns the IPv6 address Link gives the end that has IPv4 address
+// 10.231.L.H: fd00:231:0:L::H.
+func V6(v4 netip.Addr) netip.Addr {
+	b := v4.As4()
+	return netip.AddrFrom16([16]byte{0xfd, 0x00, 0x02, 0x31, 0, 0, 0, b[2], 0, 0, 0, 0, 0, 0, 0, b[3]})
 }
 
 // Run runs a command inside the namespace and returns its combined
