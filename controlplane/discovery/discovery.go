@@ -202,9 +202,6 @@ func (h *Hub) list(ctx context.Context) (int64, error) {
 		for _, kv := range r.GetResponseRange().Kvs {
 			key := string(kv.Key)
 			seen[key] = true
-			if old, ok := h.raw[key]; ok && bytes.Equal(old, kv.Value) {
-				continue
-			}
 			h.put(key, kv.Value, kv.ModRevision)
 		}
 	}
@@ -263,6 +260,11 @@ func (h *Hub) watch(ctx context.Context, rev int64) string {
 
 // put applies one key's new value. h.mu is held.
 func (h *Hub) put(key string, value []byte, rev int64) {
+	if old, ok := h.raw[key]; ok && bytes.Equal(old, value) {
+		// A registration renewed with the same value (the registry
+		// rewrites it to refresh its lease): nothing to tell anyone.
+		return
+	}
 	if _, _, ok := h.keys.ParseEndpoint(key); ok {
 		ep, err := registry.DecodeEndpoint(h.keys, key, value)
 		if err != nil {

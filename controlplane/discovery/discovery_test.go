@@ -140,6 +140,10 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 	}
 	quiet(t, pay, "payments after a change to orders")
 
+	// A renewal that rewrites the same value is not a change.
+	register(t, cli, prefix, "orders.shop", "10.0.0.2:15006")
+	quiet(t, web, "web after orders renewed a registration")
+
 	// A service nobody calls reaches nobody.
 	register(t, cli, prefix, "search.shop", "10.0.0.9:15006")
 	quiet(t, web, "web after a change to search")
