@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -320,6 +321,19 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := policy.CompileModes(doc.PeerAuthentications); err != nil {
 			t.Fatalf("a parsed document's modes do not compile: %v", err)
+		}
+		// The parsed form, written as JSON, reads back the same.
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatalf("a parsed document does not encode: %v", err)
+		}
+		again, err := policy.Parse(b)
+		if err != nil {
+			t.Fatalf("an encoded document does not parse: %v\n%s", err, b)
+		}
+		// Compared as JSON: empty and absent lists are one to JSON.
+		if b2, _ := json.Marshal(again); string(b) != string(b2) {
+			t.Fatalf("the round trip changed the document:\n%s\n%s", b, b2)
 		}
 		for _, p := range doc.AuthorizationPolicies {
 			tab := set.For(p.Namespace, p.Service)
