@@ -10,7 +10,7 @@
 // of services it has changed since it last looked; Next hands it the
 // current snapshots of those, shared with every other watcher. So the
 // hub's memory grows with endpoints, not with watchers times endpoints,
-// and etcd sees one watch per hub however many sidecars there are.
+// and etcd sees two watches per hub however many sidecars there are.
 //
 // On a lost watch or an etcd compaction the hub lists the keys again and
 // compares them with what it holds: only services that really changed are
