@@ -82,7 +82,7 @@ func describe(u discovery.Update) string {
 
 func register(t *testing.T, cli *clientv3.Client, prefix, service, addr string) int64 {
 	t.Helper()
-	if _, err := registry.RegisterEndpoint(context.Background(), cli, prefix, registry.Endpoint{Cluster: service, Address: addr}, 10*time.Second); err != nil {
+	if _, err := registry.RegisterEndpoint(context.Background(), cli, prefix, registry.Endpoint{Cluster: service, Address: addr}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := cli.Get(context.Background(), resource.NewKeys(prefix).Endpoint(service, addr))
