@@ -51,6 +51,7 @@ func ctlMeshCheckCmd(f *ctlFlags) *cobra.Command {
 		host        string
 		headers     []string
 		sourceIP    string
+		file        string
 	)
 	cmd := &cobra.Command{
 		Use:   "check FROM TO [METHOD PATH]",
@@ -62,6 +63,9 @@ FROM is the caller: a SPIFFE ID, NAMESPACE/SERVICE-ACCOUNT, or
 SERVICE-ACCOUNT.NAMESPACE (in --trust-domain), or "none" for a plain-text
 caller with no identity. TO is the destination service, SERVICE.NAMESPACE or
 NAMESPACE/SERVICE. METHOD and PATH default to GET /.
+
+With -f FILE it evaluates a policy file instead, to try a change before
+applying it.
 
 Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 		Example: `  wasmgate ctl mesh check shop/web payments.payments POST /pay
@@ -101,13 +105,29 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 			}
 			req.Headers = hs
 
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			aps, pas, rev, err := livePolicies(cmd.Context(), c)
-			if err != nil {
-				return explain(err, f.server)
+			var (
+				aps []policy.AuthorizationPolicy
+				pas []policy.PeerAuthentication
+				rev int64
+			)
+			if file != "" {
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				doc, err := policy.Parse(data)
+				if err != nil {
+					return &exitError{code: 4, err: fmt.Errorf("invalid: %s\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+				}
+				aps, pas = doc.AuthorizationPolicies, doc.PeerAuthentications
+			} else {
+				c, err := f.client()
+				if err != nil {
+					return err
+				}
+				if aps, pas, rev, err = livePolicies(cmd.Context(), c); err != nil {
+					return explain(err, f.server)
+				}
 			}
 			set, err := policy.Compile(aps)
 			if err != nil {
@@ -157,7 +177,11 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 				src = "peer_authentications/" + res.ModeSource
 			}
 			fmt.Fprintf(out, "  mtls: %s (%s)\n", res.Mode, src)
-			fmt.Fprintf(out, "  policies considered: %s (revision %d)\n", listOrNone(res.Considered), rev)
+			from := fmt.Sprintf("revision %d", rev)
+			if file != "" {
+				from = file
+			}
+			fmt.Fprintf(out, "  policies considered: %s (%s)\n", listOrNone(res.Considered), from)
 			if !res.Allowed {
 				return &exitError{code: 2, err: errors.New("denied")}
 			}
@@ -170,6 +194,7 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 	fl.StringVar(&host, "host", "", "Host header (default SERVICE.NAMESPACE)")
 	fl.StringArrayVarP(&headers, "header", "H", nil, "request header NAME:VALUE (repeatable)")
 	fl.StringVar(&sourceIP, "source-ip", "", "the caller's address, for ip_blocks rules")
+	fl.StringVarP(&file, "file", "f", "", "evaluate the policies of this file instead of the live ones (no control plane needed)")
 	return cmd
 }
 

@@ -134,3 +134,33 @@ authorization_policies:
 		t.Fatalf("PUT of a malformed policy: %v", err)
 	}
 }
+
+func TestCtlMeshCheckFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte(`
+authorization_policies:
+  - name: orders-from-web
+    namespace: shop
+    service: orders
+    rules: [{from: [{principals: ["*/ns/shop/sa/web"]}], when: [{key: "request.headers[x-tenant]", values: [acme]}]}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No control plane: the server flag points nowhere.
+	base := []string{"ctl", "--server", "http://127.0.0.1:1", "mesh", "check", "-f", file}
+	out, err := runCLI(t, append(base, "-H", "X-Tenant: acme", "shop/web", "orders.shop", "GET", "/")...)
+	if err != nil || !strings.Contains(out, "orders-from-web rules[0]") || !strings.Contains(out, "("+file+")") {
+		t.Fatalf("allowed call: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, append(base, "shop/web", "orders.shop", "GET", "/")...)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(out, "DENY") {
+		t.Fatalf("a call without the header: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, append(base, "shop/web", "orders")...); err == nil || !strings.Contains(err.Error(), "TO:") {
+		t.Fatalf("a bad TO: %v", err)
+	}
+	if _, err := runCLI(t, append(base, "shop/web", "orders.shop", "GET")...); err == nil {
+		t.Fatal("METHOD without PATH was accepted")
+	}
+}
