@@ -194,6 +194,7 @@ prints, history lists, rollback takes, status and diff show.`,
 	cmd.AddCommand(
 		ctlApplyCmd(f), ctlGetCmd(f), ctlDeleteCmd(f), ctlDiffCmd(f), ctlHistoryCmd(f),
 		ctlRollbackCmd(f), ctlStatusCmd(f), ctlPluginCmd(f), ctlRegisterCmd(f),
+		ctlMeshCmd(f),
 	)
 	return cmd
 }
@@ -515,6 +516,8 @@ func printItems(out io.Writer, kind resource.Kind, items []api.Item) error {
 		fmt.Fprintln(w, "NAME\tREVISION\tDISCOVERY\tLB\tENDPOINTS")
 	case resource.Plugins:
 		fmt.Fprintln(w, "NAME\tREVISION\tMODULE\tFAILURE POLICY")
+	case resource.AuthorizationPolicies, resource.PeerAuthentications:
+		printMeshHeader(w, kind)
 	}
 	for _, it := range items {
 		v, err := resource.Decode(resource.Ref{Kind: kind, Name: it.Name}, it.Value)
@@ -551,6 +554,8 @@ func printItems(out io.Writer, kind resource.Kind, items []api.Item) error {
 				fp = config.FailClosed
 			}
 			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", x.Name, it.Revision, mod, fp)
+		default:
+			printMeshRow(w, it.Revision, v)
 		}
 	}
 	return w.Flush()

@@ -37,6 +37,7 @@ Start with 'wasmgate up': everything on embedded defaults, with a demo.`,
 		newValidateCmd(),
 		newBenchCmd(),
 		newPluginCmd(),
+		newSidecarCmd(),
 		newVersionCmd(),
 	)
 	addExitCodes(root)
