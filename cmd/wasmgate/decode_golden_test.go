@@ -52,8 +52,8 @@ func TestOneDecoderGolden(t *testing.T) {
 			golden := strings.TrimSuffix(doc, filepath.Ext(doc)) + ".golden"
 
 			validate, err := runCLI(t, "validate", "-c", doc)
-			if err == nil || exitCode(err) != 2 {
-				t.Fatalf("validate: exit status %d (%v), want 2\n%s", exitCode(err), err, validate)
+			if err == nil || exitCode(err) != exitInvalid {
+				t.Fatalf("validate: exit status %d (%v), want %d\n%s", exitCode(err), err, exitInvalid, validate)
 			}
 			if *update {
 				if err := os.WriteFile(golden, []byte(validate), 0o644); err != nil {
@@ -176,7 +176,7 @@ plugins:
 		file + ":7: listeners[0].tls.certificates[0].key_file: " + missing + ": no such file\n" +
 		file + `:14: virtual_hosts[0].routes[0].cluster: unknown cluster "nowhere"` + "\n" +
 		file + ":17: plugins[0].file: " + filepath.Join(dir, "p.wasm") + ": no such file\n"
-	if exitCode(err) != 2 || out != want {
+	if exitCode(err) != exitInvalid || out != want {
 		t.Errorf("exit status %d, printed:\n%s\nwant:\n%s", exitCode(err), out, want)
 	}
 }
