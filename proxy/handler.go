@@ -47,12 +47,14 @@ type exchange struct {
 	up        fasthttp.Response // the upstream's response
 	upBody    cluster.Stream    // its body, when it streams
 	guard     cluster.Guard     // the cluster's admission of the request
-	retry     *retryPolicy      // the route's, or nil
 	body      responseBody
 	streams   []filter.Stream
-	entry     *accesslog.Entry
-	scratch   []byte
-	idBuf     [36]byte
+	// bodyFilters reports whether a stream sees bodies (one that is not
+	// filter.HeadersOnly).
+	bodyFilters bool
+	entry       *accesslog.Entry
+	scratch     []byte
+	idBuf       [36]byte
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -82,6 +84,7 @@ func (x *exchange) release() {
 		x.streams[i] = nil
 	}
 	x.streams = x.streams[:0]
+	x.bodyFilters = false
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
 	if x.reqFilter != nil || x.limit.active {
@@ -91,7 +94,6 @@ func (x *exchange) release() {
 	}
 	x.Ctx = nil
 	x.guard.Release()
-	x.retry = nil
 	x.up.Reset()
 	exchangePool.Put(x)
 }
@@ -165,10 +167,6 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	x.route = rt
 	x.VirtualHost, x.Route = vh.Name, rt.Name
 	x.stats = rt.NoTarget()
-	if ls.policies != nil && !x.applyPolicy(ls.policies[rt]) {
-		x.finish()
-		return
-	}
 
 	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
 		x.answered()
@@ -191,7 +189,6 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	rt.ResponseHeaders.ApplyResponse(&ctx.Response.Header)
 	if len(x.streams) > 0 && !x.responseHeaderFilters() {
 		x.finish()
 		return
@@ -201,7 +198,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 			x.finish()
 			return
 		}
-	} else if len(x.streams) > 0 && !x.filterFixedBody(&ctx.Response) {
+	} else if x.bodyFilters && !x.filterFixedBody(&ctx.Response) {
 		x.finish()
 		return
 	}
@@ -236,19 +233,12 @@ func checkProtocol(p []byte) int {
 	return fasthttp.StatusBadRequest
 }
 
-// prepareRequest sets the forwarding headers and the request id, as the
-// first filter will see them.
+// prepareRequest makes the request fit to pass on, before the first
+// filter sees it: the hop-by-hop headers, which describe the downstream
+// connection only, go, and the request gets an id when it has none. The
+// forwarding headers are the forwarded filter's (package native).
 func (x *exchange) prepareRequest(ls *listenerSnap) {
-	req := &x.Ctx.Request
-	h := &req.Header
-	trusted := false
-	remote := x.conn.Remote.Addr().Unmap()
-	for _, p := range ls.trusted {
-		if p.Contains(remote) {
-			trusted = true
-			break
-		}
-	}
+	h := &x.Ctx.Request.Header
 	seen := scanRequest(h, ls.requestIDKey)
 	if len(seen.conn) > 0 {
 		dropConnectionTokens(h, seen.conn, &x.scratch)
@@ -257,84 +247,34 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	has := seen.has
 	// Copied before the headers change under the value.
 	x.RequestID = append(x.RequestID[:0], seen.id...)
-	b := x.scratch[:0]
-	if trusted {
-		if has&hasXFF != 0 {
-			b = append(b, seen.xff...)
-			b = append(b, ", "...)
-		}
-	} else {
-		// All of them: SetCanonical replaces only the first.
-		del(h, has, hasXFF, "X-Forwarded-For")
-		del(h, has, hasXFProto, "X-Forwarded-Proto")
-		del(h, has, hasXFHost, "X-Forwarded-Host")
-		del(h, has, hasXFPort, "X-Forwarded-Port")
-		del(h, has, hasForwarded, "Forwarded")
-	}
-	// SetCanonical, with names already in fasthttp's canonical form,
-	// spares each header the copy and normalisation of its name.
-	b = remote.AppendTo(b)
-	h.SetCanonical(keyXFF, b)
-	x.scratch = b
-	if !trusted || has&hasXFProto == 0 {
-		if x.Ctx.IsTLS() {
-			h.SetCanonical(keyXFProto, valHTTPS)
-		} else {
-			h.SetCanonical(keyXFProto, valHTTP)
-		}
-	}
-	if !trusted || has&hasXFHost == 0 {
-		h.SetCanonical(keyXFHost, h.Host())
-	}
 	if len(x.RequestID) == 0 {
 		id := newRequestID(&x.idBuf)
 		h.SetCanonical(ls.requestIDKey, id)
 		x.RequestID = append(x.RequestID, id...)
 	}
-
-	// Hop-by-hop headers describe the downstream connection only.
 	del(h, has, hasKeepAlive, "Keep-Alive")
 	del(h, has, hasProxyConnection, "Proxy-Connection")
 	del(h, has, hasTE, "TE")
 	del(h, has, hasTrailer, "Trailer")
 	del(h, has, hasUpgrade, "Upgrade")
-	x.forwardClientCert(ls, has)
 }
 
-// Headers that forwarding rewrites or removes, as bits.
+// Hop-by-hop headers, as bits.
 const (
-	hasXFF = 1 << iota
-	hasXFProto
-	hasXFHost
-	hasXFPort
-	hasForwarded
-	hasKeepAlive
+	hasKeepAlive = 1 << iota
 	hasProxyConnection
 	hasTE
 	hasTrailer
 	hasUpgrade
-	hasXFCC
 )
 
-// Names of the headers forwarding sets, in fasthttp's canonical form.
-var (
-	keyXFF     = []byte("X-Forwarded-For")
-	keyXFProto = []byte("X-Forwarded-Proto")
-	keyXFHost  = []byte("X-Forwarded-Host")
-	keyXFCC    = []byte("X-Forwarded-Client-Cert")
-	valHTTP    = []byte("http")
-	valHTTPS   = []byte("https")
-)
-
-// requestScan is what one pass over a request's headers finds: which of
-// the headers that forwarding rewrites or removes it has (most have none,
-// and a Del or Peek per name would scan every header each time), and the
-// values forwarding reads. The values are the header's own: valid until
-// the header changes.
+// requestScan is what one pass over a request's headers finds: which
+// hop-by-hop headers it has (most have none, and a Del per name would scan
+// every header each time), its Connection header and its request id. The
+// values are the header's own: valid until the header changes.
 type requestScan struct {
-	has  uint16
+	has  uint8
 	conn []byte // Connection
-	xff  []byte // the first X-Forwarded-For
 	id   []byte // the first request ID header
 }
 
@@ -356,24 +296,11 @@ func scanRequest(h *fasthttp.RequestHeader, idKey []byte) requestScan {
 				s.conn = v
 			}
 			continue
-		case 'x', 'f', 'k', 'p', 't', 'u':
+		case 'k', 'p', 't', 'u':
 		default:
 			continue
 		}
 		switch {
-		case bytes.EqualFold(k, keyXFF):
-			if s.has&hasXFF == 0 {
-				s.xff = v
-			}
-			s.has |= hasXFF
-		case bytes.EqualFold(k, keyXFProto):
-			s.has |= hasXFProto
-		case bytes.EqualFold(k, keyXFHost):
-			s.has |= hasXFHost
-		case bytes.EqualFold(k, []byte("X-Forwarded-Port")):
-			s.has |= hasXFPort
-		case bytes.EqualFold(k, []byte("Forwarded")):
-			s.has |= hasForwarded
 		case bytes.EqualFold(k, []byte("Keep-Alive")):
 			s.has |= hasKeepAlive
 		case bytes.EqualFold(k, []byte("Proxy-Connection")):
@@ -384,15 +311,13 @@ func scanRequest(h *fasthttp.RequestHeader, idKey []byte) requestScan {
 			s.has |= hasTrailer
 		case bytes.EqualFold(k, []byte("Upgrade")):
 			s.has |= hasUpgrade
-		case bytes.EqualFold(k, keyXFCC):
-			s.has |= hasXFCC
 		}
 	}
 	return s
 }
 
 // del removes a header the request was found to have.
-func del(h *fasthttp.RequestHeader, has, bit uint16, name string) {
+func del(h *fasthttp.RequestHeader, has, bit uint8, name string) {
 	if has&bit != 0 {
 		h.Del(name)
 	}
@@ -468,7 +393,6 @@ func (x *exchange) forward(rt *route.Route) bool {
 	}
 	x.UpstreamAddr = ep.Addr
 
-	rt.RequestHeaders.ApplyRequest(&req.Header)
 	x.scratch = rt.RewriteRequest(req, x.scratch)
 	// The downstream connection's fate is not the upstream's: keep the
 	// pooled connection open, and close the downstream one afterwards.
@@ -592,7 +516,7 @@ func (x *exchange) sendBody() bool {
 		return x.filterFixedBody(resp)
 	}
 	n := x.up.Header.ContentLength()
-	if len(x.streams) > 0 {
+	if x.bodyFilters {
 		x.body.f = x.responseFilterReader(&x.upBody)
 		n = -1 // filters may change the length
 	}
@@ -641,7 +565,7 @@ func (x *exchange) localError(status int, flag filter.Flags, details string) {
 // that saw the request, as Envoy encodes its local replies, so that they
 // can add to it (HSTS, a trace id) and count it.
 func (x *exchange) answered() {
-	if len(x.streams) > 0 && x.responseHeaderFilters() {
+	if len(x.streams) > 0 && x.responseHeaderFilters() && x.bodyFilters {
 		x.filterFixedBody(&x.Ctx.Response)
 	}
 	x.finish()
@@ -671,6 +595,8 @@ func (x *exchange) finish() {
 		e.Details = x.Details
 		e.Route, e.VirtualHost = x.Route, x.VirtualHost
 		e.UpstreamClust, e.UpstreamHost = x.Cluster, x.UpstreamAddr
+		// As the forwarded filter left it.
+		e.XForwardedFor = append(e.XForwardedFor[:0], ctx.Request.Header.Peek("X-Forwarded-For")...)
 		if x.body.active {
 			e.BytesSent = x.body.n
 		} else {
@@ -695,7 +621,6 @@ func (x *exchange) fillEntry() {
 	e.Authority = append(e.Authority, req.Header.Host()...)
 	e.Path = append(e.Path, req.RequestURI()...)
 	e.UserAgent = append(e.UserAgent, req.Header.UserAgent()...)
-	e.XForwardedFor = append(e.XForwardedFor, req.Header.Peek("X-Forwarded-For")...)
 	if n := req.Header.ContentLength(); n > 0 {
 		e.BytesReceived = int64(n)
 	}

@@ -187,7 +187,6 @@ func (f *front) shutdown(ctx context.Context) {
 // request path about itself; it is computed once per connection.
 type connIdentity interface {
 	TLSInfo() *filter.TLSInfo
-	XFCC() []byte
 }
 
 // adaptConn completes what acquire knows of the request's connection: its
@@ -205,21 +204,6 @@ func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
 	}
 	if ci, ok := ctx.Conn().(connIdentity); ok {
 		x.conn.TLS = ci.TLSInfo()
-	}
-}
-
-// forwardClientCert removes the X-Forwarded-Client-Cert a client sent and,
-// when the listener says so, sets it from the verified client certificate.
-func (x *exchange) forwardClientCert(ls *listenerSnap, has uint16) {
-	h := &x.Ctx.Request.Header
-	del(h, has, hasXFCC, "X-Forwarded-Client-Cert")
-	if !ls.setXFCC {
-		return
-	}
-	if ci, ok := x.Ctx.Conn().(connIdentity); ok {
-		if v := ci.XFCC(); v != nil {
-			h.SetBytesV("X-Forwarded-Client-Cert", v)
-		}
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,23 +27,10 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
-
-// Plugins prepares the Wasm filters of a configuration. The proxy calls
-// Prepare while building a snapshot, then Activate once the snapshot is
-// live, or Discard when the configuration was rejected after all.
-type Plugins interface {
-	Prepare(ctx context.Context, plugins []config.Plugin) (PluginSet, error)
-	Activate(set PluginSet)
-	Discard(set PluginSet)
-}
-
-// PluginSet gives the filter factory of one attachment.
-type PluginSet interface {
-	Factory(ref config.FilterRef, routeName string) (filter.Factory, error)
-}
 
 // Options configure a Server. The zero value of each field is usable.
 type Options struct {
@@ -54,14 +40,14 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Plugins runs Wasm filters; nil means a configuration with plugins
 	// is rejected.
-	Plugins Plugins
+	Plugins filter.Plugins
 }
 
 // Server is a running proxy.
 type Server struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
-	plugins Plugins
+	plugins filter.Plugins
 	pools   *cluster.Pools
 
 	snap atomic.Pointer[Snapshot]
@@ -74,7 +60,7 @@ type Server struct {
 	logCfg    config.AccessLog
 	closed    bool
 	version   uint64
-	limiters  limiters // rate limit buckets, kept across reloads
+	limits    native.Limits // rate limit buckets, kept across reloads
 }
 
 // Snapshot is one immutable configuration as the proxy runs it.
@@ -95,19 +81,13 @@ type Snapshot struct {
 
 // listenerSnap is what the request path of one listener reads.
 type listenerSnap struct {
-	table   *route.Table
-	trusted []netip.Prefix
+	table *route.Table
 	// requestIDKey names the request ID header, in fasthttp's canonical
 	// form.
 	requestIDKey []byte
 	maxBodySize  int64
-	// policies are the routes' retry policies and rate limits; nil when
-	// no route has one.
-	policies map[*route.Route]*routePolicy
 	// maxConnAge closes a connection after a response once it is older.
 	maxConnAge time.Duration
-	// setXFCC sets X-Forwarded-Client-Cert from the client's certificate.
-	setXFCC bool
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -127,14 +107,6 @@ func NewServer(opts Options) *Server {
 	}
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
-}
-
-// SetPlugins gives the server its Wasm host. It must be called before the
-// first Apply.
-func (s *Server) SetPlugins(p Plugins) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.plugins = p
 }
 
 // Call implements filter.Upstreams against the live snapshot, for requests
@@ -186,7 +158,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	}
 	discard := func() {
 		if set != nil {
-			s.plugins.Discard(set)
+			set.Discard()
 		}
 	}
 	started, err := s.startListeners(cfg)
@@ -235,8 +207,8 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		live = append(live, c)
 	}
 	s.pools.Retain(live)
-	if s.plugins != nil && set != nil {
-		s.plugins.Activate(set)
+	if set != nil {
+		set.Activate()
 	}
 	s.metrics.Reloads.WithLabelValues("success").Inc()
 	s.metrics.LastReloadSuccess.Set(1)
@@ -257,18 +229,18 @@ func hasListener(cfg *config.Config, name string) bool {
 
 // build compiles cfg into a snapshot, reusing the clusters of old that did
 // not change. On error, plugins it prepared are discarded.
-func (s *Server) build(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
+func (s *Server) build(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, filter.PluginSet, error) {
 	snap, set, err := s.compile(ctx, cfg, version, old)
 	if err != nil {
 		if set != nil {
-			s.plugins.Discard(set)
+			set.Discard()
 		}
 		return nil, nil, err
 	}
 	return snap, set, nil
 }
 
-func (s *Server) compile(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
+func (s *Server) compile(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, filter.PluginSet, error) {
 	snap := &Snapshot{
 		Version:   version,
 		Config:    cfg,
@@ -288,17 +260,17 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		}
 		snap.Clusters[cc.Name] = c
 	}
-	var set PluginSet
+	var set filter.PluginSet
 	if len(cfg.Plugins) > 0 {
 		if s.plugins == nil {
 			return nil, nil, errors.New("plugins are configured but this proxy runs without a Wasm host")
 		}
 		var err error
-		if set, err = s.plugins.Prepare(ctx, cfg.Plugins); err != nil {
+		if set, err = s.plugins.Prepare(ctx, cfg.Plugins, s); err != nil {
 			return nil, nil, err
 		}
 	}
-	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set}
+	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits}
 	if set != nil {
 		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {
 			return set.Factory(ref, routeName)
@@ -315,16 +287,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		}
 		ls := &listenerSnap{table: table, maxBodySize: lc.MaxRequestBodyBytes}
 		ls.requestIDKey = fasthttp.AppendNormalizedHeaderKey(nil, lc.RequestIDHeader)
-		ls.policies = s.routePolicies(cfg, table)
 		ls.maxConnAge = lc.MaxConnectionAge.D()
-		ls.setXFCC = lc.TLS != nil && lc.TLS.ForwardClientCert == config.ForwardClientCertSanitizeSet
-		for _, p := range lc.TrustedProxies {
-			pfx, err := config.ParsePrefix(p)
-			if err != nil {
-				return nil, set, err
-			}
-			ls.trusted = append(ls.trusted, pfx)
-		}
 		snap.listeners[lc.Name] = ls
 	}
 	return snap, set, nil
