@@ -72,6 +72,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 // first.
 func (x *exchange) responseHeaderFilters() bool {
 	resp := &x.Ctx.Response
+	x.setServer()
 	end := !x.upBody.Active() && len(x.up.Body()) == 0 && len(resp.Body()) == 0
 	for i := len(x.streams) - 1; i >= 0; i-- {
 		if !x.proceed(x.streams[i].OnResponseHeaders(&x.Exchange, end)) {

@@ -52,9 +52,12 @@ type exchange struct {
 	// bodyFilters reports whether a stream sees bodies (one that is not
 	// filter.HeadersOnly).
 	bodyFilters bool
-	entry       *accesslog.Entry
-	scratch     []byte
-	idBuf       [36]byte
+	// serverSet reports whether the response got its Server header
+	// before the response filters.
+	serverSet bool
+	entry     *accesslog.Entry
+	scratch   []byte
+	idBuf     [36]byte
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -84,7 +87,7 @@ func (x *exchange) release() {
 		x.streams[i] = nil
 	}
 	x.streams = x.streams[:0]
-	x.bodyFilters = false
+	x.bodyFilters, x.serverSet = false, false
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
 	if x.reqFilter != nil || x.limit.active {
@@ -576,6 +579,9 @@ func (x *exchange) answered() {
 // server (or, for a streamed body, when the body is done).
 func (x *exchange) finish() {
 	ctx := x.Ctx
+	if !x.serverSet {
+		x.setServer()
+	}
 	if x.status == 0 {
 		x.status = ctx.Response.StatusCode()
 		if x.stats != nil {
@@ -684,6 +690,22 @@ func listed(list []byte, name string) bool {
 	return false
 }
 
+// serverName is the Server header of the proxy's responses when the
+// upstream's response has none. The proxy sets it itself, not through
+// fasthttp's Server.Name, which would set it again after the handler and
+// undo a response_headers mutation that removes it.
+var serverName = []byte("wasmgate")
+
+// setServer gives the response the proxy's Server header unless the
+// upstream's response had one. It runs before the response filters, so
+// that they may change or remove it.
+func (x *exchange) setServer() {
+	x.serverSet = true
+	if h := &x.Ctx.Response.Header; len(h.Server()) == 0 {
+		h.SetServerBytes(serverName)
+	}
+}
+
 // serveError answers requests the server could not parse.
 func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
@@ -698,6 +720,7 @@ func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		ctx.Error("malformed request\n", fasthttp.StatusBadRequest)
 	}
+	ctx.Response.Header.SetServerBytes(serverName)
 }
 
 // responseBody streams the upstream's body downstream and finishes the

@@ -449,7 +449,6 @@ func (l *listener) serve(s *Server) {
 	l.srv = &fasthttp.Server{
 		Handler:                      h.serve,
 		ErrorHandler:                 h.serveError,
-		Name:                         "wasmgate",
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		ReadBufferSize:               l.cfg.MaxRequestHeaderBytes,

@@ -101,4 +101,3 @@ func (p *RetryPolicy) Backoff(n int) time.Duration {
 	}
 	return rand.N(d + 1)
 }
-
