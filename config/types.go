@@ -59,6 +59,11 @@ type Node struct {
 type Listener struct {
 	Name    string `yaml:"name" json:"name"`
 	Address string `yaml:"address" json:"address"`
+	// ReusePort binds the address with SO_REUSEPORT, so that other
+	// processes (another proxy's instances) may serve the same port. Off,
+	// an address that is in use is an error at start. Either way a reload
+	// that keeps the address keeps the socket.
+	ReusePort bool `yaml:"reuse_port,omitempty" json:"reuse_port,omitempty"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are kept and
 	// extended. From any other peer they are dropped and set anew.
 	TrustedProxies []string `yaml:"trusted_proxies,omitempty" json:"trusted_proxies,omitempty"`
