@@ -17,6 +17,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -212,7 +213,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		x.stats.Observe(x.status, time.Since(x.Start))
 		return
 	}
-	gatherResponse(ctx)
+	listener.GatherResponse(ctx)
 	x.finish()
 }
 
@@ -707,7 +708,7 @@ func (x *exchange) setServer() {
 }
 
 // serveError answers requests the server could not parse.
-func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
+func serveError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	switch {

@@ -16,18 +16,17 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -55,7 +54,7 @@ type Server struct {
 	draining atomic.Bool
 
 	mu        sync.Mutex // serialises Apply and Shutdown
-	listeners map[string]*listener
+	listeners map[string]*listener.Listener
 	accessLog *accesslog.Logger
 	logCfg    config.AccessLog
 	closed    bool
@@ -103,7 +102,7 @@ func NewServer(opts Options) *Server {
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
-		listeners: map[string]*listener{},
+		listeners: map[string]*listener.Listener{},
 	}
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
@@ -169,7 +168,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	logger, err := s.reopenAccessLog(cfg.AccessLog)
 	if err != nil {
 		for _, l := range started {
-			l.stop(0)
+			_ = l.Shutdown(context.Background())
 		}
 		discard()
 		return err
@@ -181,22 +180,23 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	// Now that the new snapshot is live: serve new listeners, stop the
 	// replaced and removed ones, drop unused pools and plugins.
 	for _, l := range started {
-		if prev := s.listeners[l.cfg.Name]; prev != nil {
-			go prev.stop(30 * time.Second)
+		name := l.Config().Name
+		if prev := s.listeners[name]; prev != nil {
+			go prev.Shutdown(context.Background())
 		}
-		s.listeners[l.cfg.Name] = l
-		l.serve(s)
+		s.listeners[name] = l
+		l.Serve(listener.Handler{Serve: (&handler{srv: s, listener: name}).serve, Error: serveError}, s.log)
 	}
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {
 			delete(s.listeners, name)
-			go l.stop(30 * time.Second)
+			go l.Shutdown(context.Background())
 			continue
 		}
-		if l.front.tls != nil && !slices.Contains(started, l) {
+		if !slices.Contains(started, l) {
 			// A kept listener serves the certificates it names as they
 			// are now, as it would serve changed files.
-			if err := l.front.tls.SetCertificates(cfg.Certificates); err != nil {
+			if err := l.SetCertificates(cfg.Certificates); err != nil {
 				s.log.Warn("changing TLS certificates failed; the previous ones stay in use",
 					zap.String("listener", name), zap.Error(err))
 			}
@@ -293,19 +293,21 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 	return snap, set, nil
 }
 
-// startListeners binds the listeners of cfg that are new or whose socket
-// settings changed. Sockets use SO_REUSEPORT, so a changed listener binds
-// beside the old one and no connection is refused during the switch.
-func (s *Server) startListeners(cfg *config.Config) ([]*listener, error) {
-	var started []*listener
+// startListeners binds the listeners of cfg that are new or whose
+// settings changed. A changed listener at the same address takes its
+// predecessor's socket over, so no connection is refused during the
+// switch.
+func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error) {
+	var started []*listener.Listener
 	for _, lc := range cfg.Listeners {
-		if prev := s.listeners[lc.Name]; prev != nil && prev.sameSocket(lc) {
+		prev := s.listeners[lc.Name]
+		if prev != nil && prev.Same(lc) {
 			continue
 		}
-		l, err := newListener(lc, cfg.Certificates)
+		l, err := listener.New(lc, cfg.Certificates, prev)
 		if err != nil {
 			for _, l := range started {
-				l.stop(0)
+				_ = l.Shutdown(context.Background())
 			}
 			return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 		}
@@ -351,11 +353,11 @@ func equalAccessLog(a, b config.AccessLog) bool {
 }
 
 // Addr returns the bound address of a listener, or nil.
-func (s *Server) Addr(listener string) net.Addr {
+func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l := s.listeners[listener]; l != nil {
-		return l.ln.Addr()
+	if l := s.listeners[name]; l != nil {
+		return l.Addr()
 	}
 	return nil
 }
@@ -371,19 +373,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	ls := s.listeners
-	s.listeners = map[string]*listener{}
+	s.listeners = map[string]*listener.Listener{}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
 	for _, l := range ls {
 		wg.Add(1)
-		go func(l *listener) {
+		go func(l *listener.Listener) {
 			defer wg.Done()
-			fronts := make(chan struct{})
-			go func() { l.front.shutdown(ctx); close(fronts) }()
-			defer func() { <-fronts }()
-			if err := l.srv.ShutdownWithContext(ctx); err != nil {
+			if err := l.Shutdown(ctx); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -401,103 +400,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return firstErr
-}
-
-// listener is one bound socket and its HTTP server.
-type listener struct {
-	cfg  config.Listener
-	ln   net.Listener
-	srv  *fasthttp.Server
-	done chan struct{}
-	// front serves TLS, HTTP/2 and HTTP/3 for the listener.
-	front *front
-}
-
-func (l *listener) sameSocket(c config.Listener) bool {
-	return l.cfg.Address == c.Address && l.cfg.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
-		l.cfg.IdleTimeout == c.IdleTimeout && l.cfg.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
-		l.cfg.HeaderReadTimeout == c.HeaderReadTimeout && l.cfg.BodyReadTimeout == c.BodyReadTimeout &&
-		sameProtocols(l.cfg, c)
-}
-
-func newListener(c config.Listener, certs []config.Certificate) (*listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", c.Address)
-	if err != nil {
-		return nil, err
-	}
-	f, err := newFront(c, ln.Addr(), certs)
-	if err != nil {
-		_ = ln.Close()
-		return nil, err
-	}
-	return &listener{cfg: c, ln: ln, done: make(chan struct{}), front: f}, nil
-}
-
-// serve starts the listener's HTTP server on the proxy's request path.
-func (l *listener) serve(s *Server) {
-	h := &handler{srv: s, listener: l.cfg.Name}
-	l.srv = &fasthttp.Server{
-		Handler:                      h.serve,
-		ErrorHandler:                 h.serveError,
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		ReadBufferSize:               l.cfg.MaxRequestHeaderBytes,
-		IdleTimeout:                  l.cfg.IdleTimeout.Or(60 * time.Second),
-		ReadTimeout:                  l.cfg.HeaderReadTimeout.Or(DefaultHeaderReadTimeout),
-		HeaderReceived:               headerReceived(l.cfg),
-		StreamRequestBody:            true,
-		MaxRequestBodySize:           maxBodySize(l.cfg.MaxRequestBodyBytes),
-		CloseOnShutdown:              true,
-		DisablePreParseMultipartForm: true,
-		Logger:                       fasthttpLogger{s.log},
-	}
-	var ln net.Listener = l.ln
-	if l.cfg.TLS == nil {
-		ln = gatherListener{ln, readSlack(l.cfg)}
-	}
-	ln = l.front.start(s, l.srv, ln)
-	go func() {
-		defer close(l.done)
-		if err := l.srv.Serve(ln); err != nil {
-			s.log.Error("listener stopped", zap.String("listener", l.cfg.Name), zap.Error(err))
-		}
-	}()
-}
-
-func maxBodySize(n int64) int {
-	if n <= 0 || n > int64(^uint(0)>>1) {
-		return int(^uint(0) >> 1)
-	}
-	return int(n)
-}
-
-// stop closes the socket and lets requests in flight finish, up to grace.
-func (l *listener) stop(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if l.srv == nil {
-		_ = l.ln.Close()
-		l.front.shutdown(ctx)
-		return
-	}
-	fronts := make(chan struct{})
-	go func() { l.front.shutdown(ctx); close(fronts) }()
-	_ = l.srv.ShutdownWithContext(ctx)
-	<-fronts
-}
-
-type fasthttpLogger struct{ log *zap.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.log.Debug(fmt.Sprintf(format, args...))
 }
