@@ -401,3 +401,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	return firstErr
 }
+
+// warnInsecure warns about every cluster that does not verify its
+// endpoints' certificates, each time such a configuration is applied.
+func (s *Server) warnInsecure(cfg *config.Config) {
+	for _, name := range cluster.InsecureClusters(cfg) {
+		s.log.Warn("cluster does not verify its endpoints' TLS certificates (insecure_skip_verify_i_know_what_i_am_doing): anyone on the path can read and change its traffic",
+			zap.String("cluster", name))
+	}
+}
