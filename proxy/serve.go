@@ -89,6 +89,7 @@ func (x *exchange) release() {
 	}
 	x.streams = x.streams[:0]
 	x.bodyFilters, x.serverSet = false, false
+	x.snap.release()
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
 	if x.reqFilter != nil || x.limit.active {
@@ -114,7 +115,13 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // serve is the request path.
 func (h *handler) serve(ctx *fasthttp.RequestCtx) {
-	snap := h.srv.snap.Load()
+	snap := h.srv.acquire()
+	if snap == nil {
+		// The server has shut down; a last request got through.
+		ctx.Error("shutting down\n", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
 	ls := snap.listeners[h.listener]
 	x := h.acquire(ctx, snap)
 	if h.srv.draining.Load() {

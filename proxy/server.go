@@ -28,7 +28,6 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
-	"github.com/wasmgate/wasmgate/proxy/route"
 )
 
 // Options configure a Server. The zero value of each field is usable.
@@ -50,6 +49,13 @@ type Server struct {
 	pools   *cluster.Pools
 
 	snap atomic.Pointer[Snapshot]
+	// retiring counts replaced snapshots whose retire has not finished:
+	// Shutdown waits for them.
+	retiring sync.WaitGroup
+	// retireCtx bounds the drain of replaced listeners; Shutdown cancels
+	// it when its own deadline passes.
+	retireCtx    context.Context
+	cancelRetire context.CancelFunc
 	// draining closes every HTTP/1.1 connection after its response.
 	draining atomic.Bool
 
@@ -60,33 +66,6 @@ type Server struct {
 	closed    bool
 	version   uint64
 	limits    native.Limits // rate limit buckets, kept across reloads
-}
-
-// Snapshot is one immutable configuration as the proxy runs it.
-type Snapshot struct {
-	// Version names the configuration: a counter for files, a revision
-	// for the control plane.
-	Version string
-	// Config is the configuration the snapshot was built from; read only.
-	Config   *config.Config
-	LoadedAt time.Time
-
-	listeners map[string]*listenerSnap
-	// Clusters are the snapshot's clusters by name.
-	Clusters cluster.Set
-	node     *filter.Node
-	log      *accesslog.Logger
-}
-
-// listenerSnap is what the request path of one listener reads.
-type listenerSnap struct {
-	table *route.Table
-	// requestIDKey names the request ID header, in fasthttp's canonical
-	// form.
-	requestIDKey []byte
-	maxBodySize  int64
-	// maxConnAge closes a connection after a response once it is older.
-	maxConnAge time.Duration
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -104,6 +83,7 @@ func NewServer(opts Options) *Server {
 		pools:     cluster.NewPools(opts.Metrics),
 		listeners: map[string]*listener.Listener{},
 	}
+	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
 }
@@ -122,6 +102,21 @@ var _ filter.Upstreams = (*Server)(nil)
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// acquire returns the live snapshot with a reference taken, or nil once
+// the server has shut down. The request releases it when it is done.
+func (s *Server) acquire() *Snapshot {
+	for {
+		snap := s.snap.Load()
+		if snap == nil || snap.ref() {
+			return snap
+		}
+		if s.snap.Load() == snap {
+			return nil // released for good: Shutdown
+		}
+		// Replaced and released meanwhile: the new one is live.
+	}
+}
 
 // Snapshot returns the live snapshot, or nil before the first Apply.
 func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
@@ -165,7 +160,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		discard()
 		return err
 	}
-	logger, err := s.reopenAccessLog(cfg.AccessLog)
+	logger, replacedLog, err := s.reopenAccessLog(cfg.AccessLog)
 	if err != nil {
 		for _, l := range started {
 			_ = l.Shutdown(context.Background())
@@ -174,15 +169,16 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		return err
 	}
 	snap.log = logger
+	snap.refs.Store(1) // live
 
-	s.snap.Store(snap)
-
-	// Now that the new snapshot is live: serve new listeners, stop the
-	// replaced and removed ones, drop unused pools and plugins.
+	// Now that the new snapshot is live: serve new listeners; the
+	// replaced and removed ones, and a replaced access log, stop when the
+	// last request of the old snapshot is done.
+	var replaced []*listener.Listener
 	for _, l := range started {
 		name := l.Config().Name
 		if prev := s.listeners[name]; prev != nil {
-			go prev.Shutdown(context.Background())
+			replaced = append(replaced, prev)
 		}
 		s.listeners[name] = l
 		l.Serve(listener.Handler{Serve: (&handler{srv: s, listener: name}).serve, Error: serveError}, s.log)
@@ -190,7 +186,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {
 			delete(s.listeners, name)
-			go l.Shutdown(context.Background())
+			replaced = append(replaced, l)
 			continue
 		}
 		if !slices.Contains(started, l) {
@@ -202,6 +198,9 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 			}
 		}
 	}
+	s.snap.Store(snap)
+	s.retireLater(old, replaced, replacedLog)
+
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
 	for _, c := range snap.Clusters {
 		live = append(live, c)
@@ -227,72 +226,6 @@ func hasListener(cfg *config.Config, name string) bool {
 	return false
 }
 
-// build compiles cfg into a snapshot, reusing the clusters of old that did
-// not change. On error, plugins it prepared are discarded.
-func (s *Server) build(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, filter.PluginSet, error) {
-	snap, set, err := s.compile(ctx, cfg, version, old)
-	if err != nil {
-		if set != nil {
-			set.Discard()
-		}
-		return nil, nil, err
-	}
-	return snap, set, nil
-}
-
-func (s *Server) compile(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, filter.PluginSet, error) {
-	snap := &Snapshot{
-		Version:   version,
-		Config:    cfg,
-		LoadedAt:  time.Now(),
-		listeners: map[string]*listenerSnap{},
-		Clusters:  cluster.Set{},
-		node:      &filter.Node{ID: cfg.Node.ID, Metadata: cfg.Node.Metadata},
-	}
-	for _, cc := range cfg.Clusters {
-		var prev *cluster.Cluster
-		if old != nil {
-			prev = old.Clusters[cc.Name]
-		}
-		c, err := cluster.Build(cc, prev, s.pools)
-		if err != nil {
-			return nil, nil, err
-		}
-		snap.Clusters[cc.Name] = c
-	}
-	var set filter.PluginSet
-	if len(cfg.Plugins) > 0 {
-		if s.plugins == nil {
-			return nil, nil, errors.New("plugins are configured but this proxy runs without a Wasm host")
-		}
-		var err error
-		if set, err = s.plugins.Prepare(ctx, cfg.Plugins, s); err != nil {
-			return nil, nil, err
-		}
-	}
-	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits}
-	if set != nil {
-		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {
-			return set.Factory(ref, routeName)
-		}
-	}
-	for _, lc := range cfg.Listeners {
-		deps.Prev = nil
-		if old != nil && old.listeners[lc.Name] != nil {
-			deps.Prev = old.listeners[lc.Name].table
-		}
-		table, err := route.Compile(cfg, lc.Name, deps)
-		if err != nil {
-			return nil, set, err
-		}
-		ls := &listenerSnap{table: table, maxBodySize: lc.MaxRequestBodyBytes}
-		ls.requestIDKey = fasthttp.AppendNormalizedHeaderKey(nil, lc.RequestIDHeader)
-		ls.maxConnAge = lc.MaxConnectionAge.D()
-		snap.listeners[lc.Name] = ls
-	}
-	return snap, set, nil
-}
-
 // startListeners binds the listeners of cfg that are new or whose
 // settings changed. A changed listener at the same address takes its
 // predecessor's socket over, so no connection is refused during the
@@ -316,28 +249,54 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error
 	return started, nil
 }
 
-func (s *Server) reopenAccessLog(c config.AccessLog) (*accesslog.Logger, error) {
-	if s.accessLog != nil && equalAccessLog(s.logCfg, c) {
-		return s.accessLog, nil
+// retireLater gives old, the snapshot just replaced, what it alone used,
+// and drops its live reference: its last request stops the listeners and
+// closes the access log. Shutdown waits for that.
+func (s *Server) retireLater(old *Snapshot, listeners []*listener.Listener, log *accesslog.Logger) {
+	stop := func() {
+		defer s.retiring.Done()
+		if log != nil {
+			_ = log.Close()
+		}
+		var wg sync.WaitGroup
+		for _, l := range listeners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = l.Shutdown(s.retireCtx)
+			}()
+		}
+		wg.Wait()
 	}
-	var next *accesslog.Logger
+	s.retiring.Add(1)
+	if old == nil {
+		go stop()
+		return
+	}
+	// Listeners drain in the background: retire runs on the request path.
+	old.retire = func() { go stop() }
+	old.release()
+}
+
+// reopenAccessLog returns the access log of c, and the one it replaces,
+// if any, which the caller closes once no request logs to it any more.
+func (s *Server) reopenAccessLog(c config.AccessLog) (next, replaced *accesslog.Logger, err error) {
+	if s.accessLog != nil && equalAccessLog(s.logCfg, c) {
+		return s.accessLog, nil, nil
+	}
 	if c.Path != "" {
 		fields := c.Fields
 		if len(fields) == 0 {
 			fields = config.DefaultAccessLogFields
 		}
-		var err error
 		next, err = accesslog.Open(c.Path, fields, c.BufferEntries, s.metrics.AccessLogDropped.Inc)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if prev := s.accessLog; prev != nil {
-		// Requests of the old snapshot may still log for a while.
-		time.AfterFunc(time.Minute, func() { _ = prev.Close() })
-	}
+	replaced = s.accessLog
 	s.accessLog, s.logCfg = next, c
-	return next, nil
+	return next, replaced, nil
 }
 
 func equalAccessLog(a, b config.AccessLog) bool {
@@ -368,12 +327,21 @@ func (s *Server) Addr(name string) net.Addr {
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Shutdown stops accepting connections and waits for requests in flight
-// to finish, until ctx is done. Then it closes what is left.
+// to finish, until ctx is done: those of the live snapshot and of replaced
+// ones, on the live listeners and on replaced ones still draining. Then it
+// closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.closed = true
 	ls := s.listeners
 	s.listeners = map[string]*listener.Listener{}
+	live := s.snap.Load()
+	log := s.accessLog
+	s.accessLog = nil
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	var firstErr error
@@ -392,13 +360,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}(l)
 	}
 	wg.Wait()
-	s.pools.Close()
-	s.mu.Lock()
-	if s.accessLog != nil {
-		_ = s.accessLog.Close()
-		s.accessLog = nil
+	// The live snapshot retires as a replaced one does: its last request
+	// closes the access log.
+	s.retireLater(live, nil, log)
+	retired := make(chan struct{})
+	go func() { s.retiring.Wait(); close(retired) }()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		// Replaced listeners close what is left; requests still running
+		// find the access log closed and are not logged.
+		s.cancelRetire()
+		if log != nil {
+			_ = log.Close()
+		}
+		if firstErr == nil {
+			firstErr = ctx.Err()
+		}
 	}
-	s.mu.Unlock()
+	s.cancelRetire()
+	s.pools.Close()
 	return firstErr
 }
 
