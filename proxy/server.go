@@ -52,10 +52,11 @@ type Server struct {
 	// retiring counts replaced snapshots whose retire has not finished:
 	// Shutdown waits for them.
 	retiring sync.WaitGroup
-	// retireCtx bounds the drain of replaced listeners; Shutdown cancels
-	// it when its own deadline passes.
-	retireCtx    context.Context
-	cancelRetire context.CancelFunc
+	// Replaced listeners drain gently (each connection ends on its own)
+	// until Shutdown begins and cancels retireCtx; then they drain as the
+	// live ones do, until Shutdown's deadline cancels drainCtx.
+	retireCtx, drainCtx       context.Context
+	cancelRetire, cancelDrain context.CancelFunc
 	// draining closes every HTTP/1.1 connection after its response.
 	draining atomic.Bool
 
@@ -84,6 +85,7 @@ func NewServer(opts Options) *Server {
 		listeners: map[string]*listener.Listener{},
 	}
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
+	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
 }
@@ -174,7 +176,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	// Now that the new snapshot is live: serve new listeners; the
 	// replaced and removed ones, and a replaced access log, stop when the
 	// last request of the old snapshot is done.
-	var replaced []*listener.Listener
+	var replaced, removed []*listener.Listener
 	for _, l := range started {
 		name := l.Config().Name
 		if prev := s.listeners[name]; prev != nil {
@@ -186,7 +188,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {
 			delete(s.listeners, name)
-			replaced = append(replaced, l)
+			removed = append(removed, l)
 			continue
 		}
 		if !slices.Contains(started, l) {
@@ -199,7 +201,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		}
 	}
 	s.snap.Store(snap)
-	s.retireLater(old, replaced, replacedLog)
+	s.retireLater(old, replaced, removed, replacedLog)
 
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
 	for _, c := range snap.Clusters {
@@ -251,19 +253,29 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error
 
 // retireLater gives old, the snapshot just replaced, what it alone used,
 // and drops its live reference: its last request stops the listeners and
-// closes the access log. Shutdown waits for that.
-func (s *Server) retireLater(old *Snapshot, listeners []*listener.Listener, log *accesslog.Logger) {
+// closes the access log. Shutdown waits for that. A replaced listener
+// retires gently, its connections closed between requests, as its
+// successor serves the same address; a removed one shuts down, its idle
+// connections closed at once.
+func (s *Server) retireLater(old *Snapshot, replaced, removed []*listener.Listener, log *accesslog.Logger) {
 	stop := func() {
 		defer s.retiring.Done()
 		if log != nil {
 			_ = log.Close()
 		}
 		var wg sync.WaitGroup
-		for _, l := range listeners {
+		for _, l := range replaced {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = l.Shutdown(s.retireCtx)
+				_ = l.Retire(s.retireCtx, s.drainCtx)
+			}()
+		}
+		for _, l := range removed {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = l.Shutdown(s.drainCtx)
 			}()
 		}
 		wg.Wait()
@@ -343,6 +355,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	log := s.accessLog
 	s.accessLog = nil
 	s.mu.Unlock()
+	s.cancelRetire()
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
@@ -362,7 +375,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	// The live snapshot retires as a replaced one does: its last request
 	// closes the access log.
-	s.retireLater(live, nil, log)
+	s.retireLater(live, nil, nil, log)
 	retired := make(chan struct{})
 	go func() { s.retiring.Wait(); close(retired) }()
 	select {
@@ -370,7 +383,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		// Replaced listeners close what is left; requests still running
 		// find the access log closed and are not logged.
-		s.cancelRetire()
+		s.cancelDrain()
 		if log != nil {
 			_ = log.Close()
 		}
@@ -378,7 +391,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			firstErr = ctx.Err()
 		}
 	}
-	s.cancelRetire()
+	s.cancelDrain()
 	s.pools.Close()
 	return firstErr
 }

@@ -18,6 +18,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -41,6 +43,8 @@ type Listener struct {
 	front *front
 	srv   *fasthttp.Server // nil until Serve
 	done  chan struct{}    // closed when the HTTP/1.1 server returns
+	// retiring closes each HTTP/1.1 connection after its response.
+	retiring atomic.Bool
 }
 
 // New binds c's address, or takes over the socket of prev, the running
@@ -127,8 +131,14 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 	if c.TLS == nil {
 		ln = gatherListener{ln, readSlack(c)}
 	}
+	serve := func(ctx *fasthttp.RequestCtx) {
+		h.Serve(ctx)
+		if l.retiring.Load() {
+			ctx.SetConnectionClose()
+		}
+	}
 	// start installs the handler, with what the front adds to it.
-	ln = l.front.start(h.Serve, log, l.srv, ln)
+	ln = l.front.start(serve, log, l.srv, ln)
 	l.sock.serve(l.gen)
 	go func() {
 		defer close(l.done)
@@ -152,6 +162,40 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	go func() { l.front.shutdown(ctx); close(fronts) }()
 	err := l.srv.ShutdownWithContext(ctx)
 	_ = l.gen.Close()
+	<-fronts
+	<-l.done
+	return err
+}
+
+// retirePoll is how often Retire looks whether the connections it waits
+// for have ended.
+const retirePoll = 20 * time.Millisecond
+
+// Retire stops a replaced generation without cutting a request short: it
+// stops accepting (a newer generation has the socket), closes each
+// HTTP/1.1 keep-alive connection after its next response (Connection:
+// close), sends HTTP/2 and HTTP/3 clients GOAWAY, and lets connections end
+// on their own (an idle one at its idle timeout) until gentle is done.
+// Then it shuts down what is left as Shutdown does, bounded by hard.
+func (l *Listener) Retire(gentle, hard context.Context) error {
+	if l.srv == nil {
+		return l.Shutdown(hard)
+	}
+	l.retiring.Store(true)
+	_ = l.gen.Close()
+	fronts := make(chan struct{})
+	go func() { l.front.shutdown(hard); close(fronts) }()
+	tick := time.NewTicker(retirePoll)
+	defer tick.Stop()
+wait:
+	for l.srv.GetOpenConnectionsCount() > 0 {
+		select {
+		case <-gentle.Done():
+			break wait
+		case <-tick.C:
+		}
+	}
+	err := l.srv.ShutdownWithContext(hard)
 	<-fronts
 	<-l.done
 	return err
