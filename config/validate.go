@@ -134,6 +134,9 @@ func (c *Config) validateListeners(v *errs) map[string]int {
 		if l.IdleTimeout < 0 {
 			v.add(dot(p, "idle_timeout"), "must not be negative")
 		}
+		if l.WriteTimeout < 0 {
+			v.add(dot(p, "write_timeout"), "must not be negative")
+		}
 		if l.RequestIDHeader != "" && !validHeaderName(l.RequestIDHeader) {
 			v.add(dot(p, "request_id_header"), "%q is not a valid header name", l.RequestIDHeader)
 		}
