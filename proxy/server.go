@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -49,6 +50,8 @@ type Server struct {
 	pools   *cluster.Pools
 
 	snap atomic.Pointer[Snapshot]
+	// writeStalls counts connections cut off by the write timeout.
+	writeStalls *prometheus.CounterVec
 	// retiring counts replaced snapshots whose retire has not finished:
 	// Shutdown waits for them.
 	retiring sync.WaitGroup
@@ -86,7 +89,11 @@ func NewServer(opts Options) *Server {
 	}
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
 	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
-	opts.Metrics.Registry.MustRegister(newGauges(s))
+	s.writeStalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wasmgate_downstream_write_timeouts_total",
+		Help: "Downstream connections closed because a write to the client made no progress for the listener's write timeout.",
+	}, []string{"listener"})
+	opts.Metrics.Registry.MustRegister(newGauges(s), s.writeStalls)
 	return s
 }
 
@@ -183,7 +190,11 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 			replaced = append(replaced, prev)
 		}
 		s.listeners[name] = l
-		l.Serve(listener.Handler{Serve: (&handler{srv: s, listener: name}).serve, Error: serveError}, s.log)
+		l.Serve(listener.Handler{
+			Serve:        (&handler{srv: s, listener: name}).serve,
+			Error:        serveError,
+			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
+		}, s.log)
 	}
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {

@@ -33,6 +33,9 @@ type Handler struct {
 	Serve fasthttp.RequestHandler
 	// Error answers an HTTP/1.1 request that could not be read.
 	Error func(ctx *fasthttp.RequestCtx, err error)
+	// WriteStalled, when set, counts a connection closed because a write
+	// to it made no progress for the write timeout.
+	WriteStalled func()
 }
 
 // Listener is one generation of a configured listener.
@@ -88,6 +91,7 @@ func (l *Listener) Same(c config.Listener) bool {
 	return a.Address == c.Address && a.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
 		a.IdleTimeout == c.IdleTimeout && a.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
 		a.HeaderReadTimeout == c.HeaderReadTimeout && a.BodyReadTimeout == c.BodyReadTimeout &&
+		a.WriteTimeout == c.WriteTimeout &&
 		sameProtocols(a, c)
 }
 
@@ -128,8 +132,11 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 		Logger:                       fasthttpLogger{log},
 	}
 	var ln net.Listener = l.gen
+	write := c.WriteTimeout.Or(DefaultWriteTimeout)
 	if c.TLS == nil {
-		ln = gatherListener{ln, readSlack(c)}
+		ln = gatherListener{Listener: ln, slack: readSlack(c), write: write, stalled: h.WriteStalled}
+	} else {
+		ln = progressListener{Listener: ln, timeout: write, stalled: h.WriteStalled}
 	}
 	serve := func(ctx *fasthttp.RequestCtx) {
 		h.Serve(ctx)
