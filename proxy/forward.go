@@ -100,19 +100,49 @@ func hasHopHeaders(h *fasthttp.ResponseHeader) bool {
 // or, when request body filters stream, a copy whose body is their output.
 // The downstream request keeps its own body stream, which only it may
 // release.
+//
+// A body that streams from the client is read through downstreamBody, so
+// that its failures are told from the endpoint's (cluster.DownstreamError).
 func (x *exchange) outbound() *fasthttp.Request {
-	var body io.Reader
+	req := &x.Ctx.Request
+	n := -1
 	switch {
 	case x.reqFilter != nil:
-		body = x.reqFilter
+		x.down.r = x.reqFilter
 	case x.limit.active:
-		body = &x.limit
+		x.down.r = &x.limit
+	case req.IsBodyStream():
+		x.down.r = req.BodyStream()
+		n = req.Header.ContentLength()
 	default:
-		return &x.Ctx.Request
+		return req
 	}
-	x.Ctx.Request.CopyTo(&x.upReq)
-	x.upReq.SetBodyStream(body, -1)
+	x.down.left = int64(n)
+	req.CopyTo(&x.upReq)
+	x.upReq.SetBodyStream(&x.down, n)
 	return &x.upReq
+}
+
+// downstreamBody reads the client's request body for the upstream
+// request, marking its errors as the client's: a failed read, or an end
+// before the declared length.
+type downstreamBody struct {
+	r    io.Reader
+	left int64 // bytes the client declared and has not sent; -1 unknown
+}
+
+func (b *downstreamBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.left >= 0 {
+		b.left -= int64(n)
+	}
+	switch {
+	case err == io.EOF && b.left > 0:
+		err = &cluster.DownstreamError{Err: io.ErrUnexpectedEOF}
+	case err != nil && err != io.EOF:
+		err = &cluster.DownstreamError{Err: err}
+	}
+	return n, err
 }
 
 // setUpstreamScheme makes the request's scheme the endpoint's.

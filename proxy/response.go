@@ -43,6 +43,18 @@ func (x *exchange) upstreamError(err error) {
 		return
 	}
 	kind := cluster.Classify(err)
+	if kind == cluster.FailureDownstream {
+		// The client's body failed: not the endpoint's doing, and what is
+		// left of the body cannot be told from the next request.
+		x.Ctx.SetConnectionClose()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			x.localError(fasthttp.StatusRequestTimeout, filter.FlagDownstreamProtocolError, "downstream_body_timeout")
+		} else {
+			x.localError(fasthttp.StatusBadRequest, filter.FlagDownstreamProtocolError, "downstream_body_incomplete")
+		}
+		return
+	}
 	x.h.srv.metrics.UpstreamErrors.WithLabelValues(x.Cluster, kind.String()).Inc()
 	switch kind {
 	case cluster.FailureTimeout:

@@ -45,6 +45,7 @@ type exchange struct {
 	upReq     fasthttp.Request
 	reqFilter *filterReader
 	limit     limitedBody       // a chunked body under the listener's limit
+	down      downstreamBody    // the body upReq streams from the client
 	up        fasthttp.Response // the upstream's response
 	upBody    cluster.Stream    // its body, when it streams
 	guard     cluster.Guard     // the cluster's admission of the request
@@ -92,9 +93,10 @@ func (x *exchange) release() {
 	x.snap.release()
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false
-	if x.reqFilter != nil || x.limit.active {
+	if x.reqFilter != nil || x.limit.active || x.down.r != nil {
 		x.reqFilter = nil
 		x.limit = limitedBody{}
+		x.down.r = nil
 		x.upReq.Reset()
 	}
 	x.Ctx = nil
