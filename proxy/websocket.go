@@ -86,7 +86,9 @@ func (x *exchange) websocket(rt *route.Route) {
 	// after its head belong to the relay.
 	req.Header.SetRequestURIBytes(req.URI().RequestURI())
 	bw := bufio.NewWriterSize(up, 4<<10)
-	if err := req.Header.Write(bw); err == nil {
+	// A failed write of the head is the upstream's failure, reported as
+	// such (not left to show, or not, in the read that follows).
+	if err = req.Header.Write(bw); err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -21,40 +20,6 @@ func hello(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("text/plain")
 	ctx.Response.Header.Set("X-Request-Id", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9")
 	ctx.Response.SetBodyString("hello")
-}
-
-// recorder is a minimal http.ResponseWriter whose header map is reused,
-// as net/http's servers reuse none: what it allocates is the adapter's.
-type recorder struct {
-	hdr    http.Header
-	status int
-	n      int
-}
-
-func (r *recorder) Header() http.Header         { return r.hdr }
-func (r *recorder) WriteHeader(status int)      { r.status = status }
-func (r *recorder) Write(p []byte) (int, error) { r.n += len(p); return len(p), nil }
-func (r *recorder) Flush()                      {}
-
-type fakeConn struct{ net.Conn }
-
-func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
-func (fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443} }
-
-func benchRequest() *http.Request {
-	return &http.Request{
-		Method:     http.MethodGet,
-		URL:        &url.URL{Path: "/api/v1/items"},
-		RequestURI: "/api/v1/items?page=2",
-		Proto:      "HTTP/2.0", ProtoMajor: 2,
-		Host: "api.example.com",
-		Header: http.Header{
-			"Accept":          {"application/json"},
-			"User-Agent":      {"bench/1.0"},
-			"Accept-Encoding": {"gzip"},
-		},
-		Body: http.NoBody,
-	}
 }
 
 // BenchmarkServer measures the server alone over a loopback h2c
