@@ -82,7 +82,7 @@ func (c *h2Conn) Close() error {
 // trailers when it ends; closing s ends the exchange, resetting the stream
 // if it is still open. timeout bounds the exchange up to the response
 // headers: a gRPC stream lives as long as its peers keep it.
-func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Stream) error {
+func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &h2Exchange{cancel: cancel}
 	hr := &http.Request{
@@ -153,13 +153,13 @@ func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	}
 	x.res, x.resp = res, resp
 	resp.SetBodyStream(x, int(res.ContentLength))
-	*s = Stream{resp: resp, active: true}
+	*s = Body{resp: resp, active: true}
 	return nil
 }
 
 // call sends a request made by a filter and reads the whole response.
 func (c *h2Client) call(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	var s Stream
+	var s Body
 	if err := c.do(req, resp, timeout, &s); err != nil {
 		return err
 	}
