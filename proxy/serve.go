@@ -47,7 +47,7 @@ type exchange struct {
 	limit     limitedBody       // a chunked body under the listener's limit
 	down      downstreamBody    // the body upReq streams from the client
 	up        fasthttp.Response // the upstream's response
-	upBody    cluster.Body    // its body, when it streams
+	upBody    cluster.Body      // its body, when it streams
 	guard     cluster.Guard     // the cluster's admission of the request
 	body      responseBody
 	streams   []filter.Stream
