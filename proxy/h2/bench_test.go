@@ -1,17 +1,15 @@
 package h2_test
 
 import (
-	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"testing"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 
 	"github.com/wasmgate/wasmgate/proxy/h2"
+	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
 )
 
 // hello answers as a small upstream response would arrive: a status, a
@@ -74,9 +72,7 @@ func BenchmarkH2C(b *testing.B) {
 			}
 		}
 	}()
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return net.Dial(n, a)
-	}}
+	tr := prototest.H2CTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
 	target := "http://" + ln.Addr().String() + "/api/v1/items"
