@@ -186,15 +186,19 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	var replaced, removed []*listener.Listener
 	for _, l := range started {
 		name := l.Config().Name
-		if prev := s.listeners[name]; prev != nil {
-			replaced = append(replaced, prev)
-		}
+		prev := s.listeners[name]
 		s.listeners[name] = l
 		l.Serve(listener.Handler{
 			Serve:        (&handler{srv: s, listener: name}).serve,
 			Error:        serveError,
 			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
 		}, s.log)
+		if prev != nil {
+			// New connections go to l from now on; prev's keep-alive
+			// ones move over after their next response.
+			prev.Drain()
+			replaced = append(replaced, prev)
+		}
 	}
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {

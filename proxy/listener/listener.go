@@ -174,6 +174,15 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Drain starts a replaced generation's retirement at once, while requests
+// of the old snapshot may still run: it stops accepting (its successor
+// has the socket) and closes each HTTP/1.1 connection after its next
+// response. Retire finishes the job.
+func (l *Listener) Drain() {
+	l.retiring.Store(true)
+	_ = l.gen.Close()
+}
+
 // retirePoll is how often Retire looks whether the connections it waits
 // for have ended.
 const retirePoll = 20 * time.Millisecond
@@ -188,8 +197,7 @@ func (l *Listener) Retire(gentle, hard context.Context) error {
 	if l.srv == nil {
 		return l.Shutdown(hard)
 	}
-	l.retiring.Store(true)
-	_ = l.gen.Close()
+	l.Drain()
 	fronts := make(chan struct{})
 	go func() { l.front.shutdown(hard); close(fronts) }()
 	tick := time.NewTicker(retirePoll)
