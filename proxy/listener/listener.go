@@ -48,6 +48,9 @@ type Listener struct {
 	done  chan struct{}    // closed when the HTTP/1.1 server returns
 	// retiring closes each HTTP/1.1 connection after its response.
 	retiring atomic.Bool
+	// conns counts the HTTP/1.1 server's open connections (fasthttp's own
+	// count is one short once Serve has returned).
+	conns atomic.Int64
 }
 
 // New binds c's address, or takes over the socket of prev, the running
@@ -106,11 +109,17 @@ func (l *Listener) SetCertificates(certs []config.Certificate) error {
 
 // OpenConnections counts the listener's open HTTP/1.1 and HTTP/2
 // connections.
-func (l *Listener) OpenConnections() int {
-	if l.srv == nil {
-		return 0
+func (l *Listener) OpenConnections() int { return int(l.conns.Load()) }
+
+// connState counts open connections: a hijacked one (WebSocket) lives on
+// by itself.
+func (l *Listener) connState(_ net.Conn, st fasthttp.ConnState) {
+	switch st {
+	case fasthttp.StateNew:
+		l.conns.Add(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		l.conns.Add(-1)
 	}
-	return int(l.srv.GetOpenConnectionsCount())
 }
 
 // Serve starts serving h, the one handler of the listener. log receives
@@ -130,6 +139,7 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{log},
+		ConnState:                    l.connState,
 	}
 	var ln net.Listener = l.gen
 	write := c.WriteTimeout.Or(DefaultWriteTimeout)
@@ -203,7 +213,7 @@ func (l *Listener) Retire(gentle, hard context.Context) error {
 	tick := time.NewTicker(retirePoll)
 	defer tick.Stop()
 wait:
-	for l.srv.GetOpenConnectionsCount() > 0 {
+	for l.conns.Load() > 0 {
 		select {
 		case <-gentle.Done():
 			break wait
