@@ -69,7 +69,6 @@ func (x *exchange) websocket(rt *route.Route) {
 		return
 	}
 	x.UpstreamAddr = ep.Addr
-	rt.RequestHeaders.ApplyRequest(&req.Header)
 	x.scratch = rt.RewriteRequest(req, x.scratch)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
@@ -87,7 +86,9 @@ func (x *exchange) websocket(rt *route.Route) {
 	// after its head belong to the relay.
 	req.Header.SetRequestURIBytes(req.URI().RequestURI())
 	bw := bufio.NewWriterSize(up, 4<<10)
-	if err := req.Header.Write(bw); err == nil {
+	// A failed write of the head is the upstream's failure, reported as
+	// such (not left to show, or not, in the read that follows).
+	if err = req.Header.Write(bw); err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {

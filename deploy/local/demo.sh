@@ -6,9 +6,9 @@
 #   deploy/local/demo.sh                      # builds wasmgate into the state directory
 #   WASMGATE=bin/wasmgate deploy/local/demo.sh
 #
-# Both proxies listen on the same port (127.0.0.1:8080): wasmgate sets
-# SO_REUSEPORT on its listeners, so the kernel spreads connections over
-# them. Each has its own admin endpoints (9901, 9902). State and logs live
+# Both proxies listen on the same port (127.0.0.1:8080): the listener asks
+# for SO_REUSEPORT (reuse_port: true in fleet.yaml), so the kernel spreads
+# connections over them. Each has its own admin endpoints (9901, 9902). State and logs live
 # in .wasmgate/local (WASMGATE_DEMO_DIR); a second run keeps what was
 # applied. Every address can be moved with the variables below.
 set -euo pipefail

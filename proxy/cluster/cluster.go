@@ -170,7 +170,7 @@ func (ps *Pools) get(k poolKey, tlsConf *tls.Config) *pool {
 		p.client.Dial = ps.clusterStateLocked(k.breaker).dialer(p.client.Dial)
 	}
 	if tlsConf == nil {
-		p.client.Dial = exchangeDialer(p.client.Dial)
+		p.client.Dial = oneWaitDialer(p.client.Dial)
 	}
 	ps.pools[k] = p
 	return p
@@ -180,9 +180,9 @@ func dialTCP(d *fasthttp.TCPDialer, timeout time.Duration) func(string) (net.Con
 	return func(addr string) (net.Conn, error) { return d.DialTimeout(addr, timeout) }
 }
 
-// exchangeDialer makes the cleartext connections dial returns
-// exchangeConns.
-func exchangeDialer(dial func(string) (net.Conn, error)) func(string) (net.Conn, error) {
+// oneWaitDialer makes the cleartext connections dial returns
+// oneWaitConns.
+func oneWaitDialer(dial func(string) (net.Conn, error)) func(string) (net.Conn, error) {
 	return func(addr string) (net.Conn, error) {
 		c, err := dial(addr)
 		if err != nil {
@@ -196,7 +196,7 @@ func exchangeDialer(dial func(string) (net.Conn, error)) func(string) (net.Conn,
 		if !ok {
 			return c, nil
 		}
-		return newExchangeConn(c, tcp), nil
+		return newOneWaitConn(c, tcp), nil
 	}
 }
 

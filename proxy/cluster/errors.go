@@ -22,9 +22,21 @@ const (
 	FailureReset
 	// FailureOverflow: the endpoint's connection limit was reached.
 	FailureOverflow
+	// FailureDownstream: reading the client's request body failed (a
+	// malformed or truncated body, a client that went away or stalled):
+	// the endpoint did nothing wrong.
+	FailureDownstream
 )
 
-var failureNames = [...]string{"none", "connect", "timeout", "reset", "overflow"}
+var failureNames = [...]string{"none", "connect", "timeout", "reset", "overflow", "downstream"}
+
+// DownstreamError is an error from reading the body of the request being
+// sent, which comes from the client: Classify tells it apart from the
+// endpoint's failures, and outlier detection does not count it.
+type DownstreamError struct{ Err error }
+
+func (e *DownstreamError) Error() string { return "reading the request body: " + e.Err.Error() }
+func (e *DownstreamError) Unwrap() error { return e.Err }
 
 func (f Failure) String() string { return failureNames[f] }
 
@@ -33,6 +45,8 @@ func Classify(err error) Failure {
 	switch {
 	case err == nil:
 		return FailureNone
+	case errors.As(err, new(*DownstreamError)):
+		return FailureDownstream
 	case errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, ErrOverflow):
 		return FailureOverflow
 	case errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, syscall.ECONNREFUSED):

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,14 +14,13 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // h2Client sends requests to one endpoint over HTTP/2: h2 over TLS, or
-// h2c with prior knowledge. Streams share its connections, which
-// golang.org/x/net/http2 opens as needed.
+// h2c with prior knowledge. Streams share its connections, which net/http's
+// Transport, limited to HTTP/2, opens as needed.
 type h2Client struct {
-	tr     *http2.Transport
+	tr     *http.Transport
 	scheme string
 	addr   string
 	conns  atomic.Int64
@@ -31,45 +29,34 @@ type h2Client struct {
 func newH2Client(k poolKey, tlsConf *tls.Config) *h2Client {
 	c := &h2Client{addr: k.addr, scheme: "http"}
 	dialer := &net.Dialer{Timeout: k.connectTimeout}
-	c.tr = &http2.Transport{
+	var protocols http.Protocols
+	c.tr = &http.Transport{
 		DisableCompression: true,
 		IdleConnTimeout:    k.idleTimeout,
 		// Ping a connection that has been silent this long and drop it
 		// when the ping is not answered: a dead peer is found before a
 		// request waits on it.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     10 * time.Second,
-	}
-	if tlsConf != nil {
-		c.scheme = "https"
-		c.tr.TLSClientConfig = tlsConf
-		c.tr.DialTLSContext = func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
-			raw, err := dialer.DialContext(ctx, "tcp", c.addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(raw, conf)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				_ = raw.Close()
-				return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: err}
-			}
-			if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
-				_ = raw.Close()
-				return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(),
-					Err: fmt.Errorf("endpoint negotiated %q, not h2", p)}
-			}
-			return c.track(tc), nil
-		}
-	} else {
-		c.tr.AllowHTTP = true
-		c.tr.DialTLSContext = func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+		// The endpoint's address, whatever the request's host.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			raw, err := dialer.DialContext(ctx, "tcp", c.addr)
 			if err != nil {
 				return nil, err
 			}
 			return c.track(raw), nil
-		}
+		},
 	}
+	if tlsConf != nil {
+		c.scheme = "https"
+		conf := tlsConf.Clone()
+		conf.NextProtos = []string{"h2"}
+		c.tr.TLSClientConfig = conf
+		c.tr.TLSHandshakeTimeout = k.connectTimeout
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	c.tr.Protocols = &protocols
 	return c
 }
 
@@ -95,7 +82,7 @@ func (c *h2Conn) Close() error {
 // trailers when it ends; closing s ends the exchange, resetting the stream
 // if it is still open. timeout bounds the exchange up to the response
 // headers: a gRPC stream lives as long as its peers keep it.
-func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Stream) error {
+func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &h2Exchange{cancel: cancel}
 	hr := &http.Request{
@@ -166,13 +153,13 @@ func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	}
 	x.res, x.resp = res, resp
 	resp.SetBodyStream(x, int(res.ContentLength))
-	*s = Stream{resp: resp, active: true}
+	*s = Body{resp: resp, active: true}
 	return nil
 }
 
 // call sends a request made by a filter and reads the whole response.
 func (c *h2Client) call(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	var s Stream
+	var s Body
 	if err := c.do(req, resp, timeout, &s); err != nil {
 		return err
 	}

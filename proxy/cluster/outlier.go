@@ -66,8 +66,8 @@ func (e *Endpoint) Observe(status int, err error) {
 	var fivexx, gateway bool
 	if err != nil {
 		switch Classify(err) {
-		case FailureOverflow:
-			return // the proxy refused it; the endpoint did nothing wrong
+		case FailureOverflow, FailureDownstream:
+			return // the proxy refused it, or the client failed: the endpoint did nothing wrong
 		default:
 			fivexx, gateway = true, true
 		}

@@ -41,7 +41,7 @@ func TestBurstConnectionsCloseWhenIdle(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := exchange(t, e, []byte("x"), 5*time.Second); err != nil {
+			if _, err := doRequest(t, e, []byte("x"), 5*time.Second); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -54,7 +54,7 @@ func TestBurstConnectionsCloseWhenIdle(t *testing.T) {
 	// Sequential requests, more often than the idle timeout.
 	deadline := time.Now().Add(10 * idle)
 	for time.Now().Before(deadline) {
-		if _, err := exchange(t, e, []byte("x"), 5*time.Second); err != nil {
+		if _, err := doRequest(t, e, []byte("x"), 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if e.Conns() == 1 {

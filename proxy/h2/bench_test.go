@@ -1,18 +1,15 @@
 package h2_test
 
 import (
-	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 
 	"github.com/wasmgate/wasmgate/proxy/h2"
+	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
 )
 
 // hello answers as a small upstream response would arrive: a status, a
@@ -21,55 +18,6 @@ func hello(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("text/plain")
 	ctx.Response.Header.Set("X-Request-Id", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9")
 	ctx.Response.SetBodyString("hello")
-}
-
-// recorder is a minimal http.ResponseWriter whose header map is reused,
-// as net/http's servers reuse none: what it allocates is the adapter's.
-type recorder struct {
-	hdr    http.Header
-	status int
-	n      int
-}
-
-func (r *recorder) Header() http.Header         { return r.hdr }
-func (r *recorder) WriteHeader(status int)      { r.status = status }
-func (r *recorder) Write(p []byte) (int, error) { r.n += len(p); return len(p), nil }
-func (r *recorder) Flush()                      {}
-
-type fakeConn struct{ net.Conn }
-
-func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
-func (fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443} }
-
-func benchRequest() *http.Request {
-	return &http.Request{
-		Method:     http.MethodGet,
-		URL:        &url.URL{Path: "/api/v1/items"},
-		RequestURI: "/api/v1/items?page=2",
-		Proto:      "HTTP/2.0", ProtoMajor: 2,
-		Host: "api.example.com",
-		Header: http.Header{
-			"Accept":          {"application/json"},
-			"User-Agent":      {"bench/1.0"},
-			"Accept-Encoding": {"gzip"},
-		},
-		Body: http.NoBody,
-	}
-}
-
-// BenchmarkAdapter measures the adapter alone: a net/http request becomes
-// a pooled fasthttp.RequestCtx, the handler runs, and the response is
-// copied into the ResponseWriter's header map and body.
-func BenchmarkAdapter(b *testing.B) {
-	a := h2.NewAdapter(hello, "HTTP/2", nil)
-	r := benchRequest()
-	w := &recorder{hdr: http.Header{}}
-	conn := &fakeConn{}
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.hdr)
-		a.Serve(conn, w, r)
-	}
 }
 
 // BenchmarkServer measures the server alone over a loopback h2c
@@ -124,9 +72,7 @@ func BenchmarkH2C(b *testing.B) {
 			}
 		}
 	}()
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return net.Dial(n, a)
-	}}
+	tr := prototest.H2CTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
 	target := "http://" + ln.Addr().String() + "/api/v1/items"

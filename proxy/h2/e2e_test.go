@@ -96,7 +96,7 @@ func TestDownstreamProtocols(t *testing.T) {
 	})
 
 	t.Run("TLS HTTP/2", func(t *testing.T) {
-		c := &http.Client{Transport: &http2.Transport{TLSClientConfig: p.ClientTLS("h2")}}
+		c := &http.Client{Transport: prototest.H2Transport(p.ClientTLS("h2"))}
 		for i := range 3 {
 			resp, got := getJSON(t, c, fmt.Sprintf("%s/h2/%d", tlsURL, i), forged)
 			if resp.ProtoMajor != 2 || got["path"] != fmt.Sprintf("/h2/%d", i) || got["xfp"] != "https" {
@@ -127,7 +127,7 @@ func TestDownstreamProtocols(t *testing.T) {
 	t.Run("TLS without a client certificate", func(t *testing.T) {
 		conf := p.ClientTLS("h2")
 		conf.Certificates = nil
-		c := &http.Client{Transport: &http2.Transport{TLSClientConfig: conf}}
+		c := &http.Client{Transport: prototest.H2Transport(conf)}
 		_, got := getJSON(t, c, tlsURL+"/anon", forged)
 		if got["xfcc"] != "" {
 			t.Errorf("XFCC %q sent for a client without a certificate", got["xfcc"])

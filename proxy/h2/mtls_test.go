@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
 	"github.com/wasmgate/wasmgate/proxy/internal/testpki"
 )
@@ -60,7 +58,7 @@ func TestMutualTLSRequired(t *testing.T) {
 				}
 				var rt http.RoundTripper = &http.Transport{TLSClientConfig: conf}
 				if alpn == "h2" {
-					rt = &http2.Transport{TLSClientConfig: conf}
+					rt = prototest.H2Transport(conf)
 				}
 				resp, err := (&http.Client{Transport: rt, Timeout: 5 * time.Second}).Get(url)
 				if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/net/http2"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
 )
@@ -52,7 +51,7 @@ func TestHTTP3(t *testing.T) {
 	// The TCP side advertises HTTP/3, over HTTP/1.1 and HTTP/2 alike.
 	for _, rt := range []http.RoundTripper{
 		&http.Transport{TLSClientConfig: p.ClientTLS("http/1.1")},
-		&http2.Transport{TLSClientConfig: p.ClientTLS("h2")},
+		prototest.H2Transport(p.ClientTLS("h2")),
 	} {
 		resp, err := (&http.Client{Transport: rt}).Get("https://" + addr + "/tcp")
 		if err != nil {

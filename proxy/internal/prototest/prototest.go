@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy"
@@ -81,11 +78,11 @@ type IdentityPlugins struct {
 	seen []Seen
 }
 
-func (p *IdentityPlugins) Prepare(context.Context, []config.Plugin) (proxy.PluginSet, error) {
+func (p *IdentityPlugins) Prepare(context.Context, []config.Plugin, filter.Upstreams) (filter.PluginSet, error) {
 	return p, nil
 }
-func (p *IdentityPlugins) Activate(proxy.PluginSet) {}
-func (p *IdentityPlugins) Discard(proxy.PluginSet)  {}
+func (p *IdentityPlugins) Activate() {}
+func (p *IdentityPlugins) Discard()  {}
 func (p *IdentityPlugins) Factory(config.FilterRef, string) (filter.Factory, error) {
 	return p, nil
 }
@@ -134,7 +131,7 @@ func (identityStream) Done(*filter.Exchange)                             {}
 
 // start applies a configuration, {{name}} placeholders filled from vars, to
 // a new proxy and returns it.
-func Start(t testing.TB, yaml string, vars map[string]string, plugins proxy.Plugins) *proxy.Server {
+func Start(t testing.TB, yaml string, vars map[string]string, plugins filter.Plugins) *proxy.Server {
 	t.Helper()
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
@@ -179,12 +176,15 @@ func Echo(t testing.TB) string {
 }
 
 // H2CTransport speaks HTTP/2 with prior knowledge over cleartext.
-func H2CTransport() *http2.Transport {
-	return &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
+func H2CTransport() *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: &p}
+}
+
+// H2Transport speaks HTTP/2 over TLS only.
+func H2Transport(conf *tls.Config) *http.Transport {
+	var p http.Protocols
+	p.SetHTTP2(true)
+	return &http.Transport{Protocols: &p, TLSClientConfig: conf}
 }

@@ -21,4 +21,4 @@ func Wrap(c net.Conn) net.Conn { return c }
 
 func (*Conn) Read([]byte) (int, error)          { return 0, errors.ErrUnsupported }
 func (*Conn) Write([]byte) (int, error)         { return 0, errors.ErrUnsupported }
-func (*Conn) Exchange(_, _ []byte) (int, error) { return 0, errors.ErrUnsupported }
+func (*Conn) SendRecv(_, _ []byte) (int, error) { return 0, errors.ErrUnsupported }

@@ -86,7 +86,7 @@ type Conn struct {
 	pd          uintptr
 	readFn      func(fd uintptr) bool // c.read, bound once
 	writeFn     func(fd uintptr) bool // c.write, bound once
-	exchangeFn  func(fd uintptr) bool // c.exchange, bound once
+	sendRecvFn  func(fd uintptr) bool // c.sendRecv, bound once
 	pollReadFn  func(fd uintptr)      // c.pollRead, bound once
 	pollWriteFn func(fd uintptr)      // c.pollWrite, bound once
 
@@ -94,7 +94,7 @@ type Conn struct {
 	// socket was empty then, and with pd the next read waits first.
 	drained bool
 
-	// The read in flight, and for an exchange the request it sends first.
+	// The read in flight, and for a SendRecv the request it sends first.
 	rp    []byte
 	rn    int
 	rerr  error
@@ -115,7 +115,7 @@ func New(c *net.TCPConn) (*Conn, bool) {
 		return nil, false
 	}
 	s := &Conn{raw: raw, laddr: c.LocalAddr(), raddr: c.RemoteAddr(), pd: pollDescOf(c)}
-	s.readFn, s.writeFn, s.exchangeFn = s.read, s.write, s.exchange
+	s.readFn, s.writeFn, s.sendRecvFn = s.read, s.write, s.sendRecv
 	s.pollReadFn, s.pollWriteFn = s.pollRead, s.pollWrite
 	return s, true
 }
@@ -189,27 +189,27 @@ func (c *Conn) read(fd uintptr) bool {
 	}
 }
 
-// Exchange sends req, then reads its answer into p as Read does, in one
+// SendRecv sends req, then reads its answer into p as Read does, in one
 // wait of the poller: the wait is registered before req leaves, so the
 // answer's readiness cannot be missed, and the first read finds it. A
 // plain Write then Read would first make a read that finds nothing. It is
 // only for a peer that sends nothing unasked: readiness from before the
 // call is forgotten.
-func (c *Conn) Exchange(req, p []byte) (int, error) {
+func (c *Conn) SendRecv(req, p []byte) (int, error) {
 	if len(p) == 0 {
 		_, err := c.Write(req)
 		return 0, err
 	}
 	c.req, c.reqOK = req, false
-	n, err := c.readWith(c.exchangeFn, p)
+	n, err := c.readWith(c.sendRecvFn, p)
 	c.req = nil
 	return n, err
 }
 
-// exchange runs inside raw.Read, which calls it until it returns true
+// sendRecv runs inside raw.Read, which calls it until it returns true
 // and parks on the poller between calls. The first call sends the
 // request: its answer cannot be there yet, so it asks to wait.
-func (c *Conn) exchange(fd uintptr) bool {
+func (c *Conn) sendRecv(fd uintptr) bool {
 	if c.reqOK {
 		return c.read(fd)
 	}

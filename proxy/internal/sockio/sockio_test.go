@@ -155,9 +155,9 @@ func TestWrapLeavesOthers(t *testing.T) {
 	}
 }
 
-// Exchange sends a request and reads the answer, large requests included
+// SendRecv sends a request and reads the answer, large requests included
 // (more than the socket's buffers take at once).
-func TestExchange(t *testing.T) {
+func TestSendRecv(t *testing.T) {
 	c, peer := pair(t)
 	go func() {
 		buf := make([]byte, 64<<10)
@@ -176,9 +176,9 @@ func TestExchange(t *testing.T) {
 	for _, size := range []int{1, 100, 8 << 20} {
 		req := append(bytes.Repeat([]byte("x"), size-1), '\n')
 		buf := make([]byte, 16)
-		n, err := c.s.Exchange(req, buf)
+		n, err := c.s.SendRecv(req, buf)
 		if err != nil || string(buf[:n]) != "ok" {
-			t.Fatalf("exchange of %d bytes: %q, %v", size, buf[:n], err)
+			t.Fatalf("SendRecv of %d bytes: %q, %v", size, buf[:n], err)
 		}
 	}
 }

@@ -14,10 +14,10 @@ import (
 // whole; larger, chunked and read-to-close bodies stream.
 const SmallBody = 64 << 10
 
-// Stream is an upstream response body being streamed, and the pooled
-// connection it is read from. The caller owns a Stream (it is meant to be
+// Body is an upstream response body being streamed, and the pooled
+// connection it is read from. The caller owns a Body (it is meant to be
 // embedded in per-request state and reused) and must Close it once Active.
-type Stream struct {
+type Body struct {
 	resp *fasthttp.Response
 	hc   *fasthttp.HostClient
 	// conn is fasthttp's pooled connection, of a type it does not export.
@@ -28,10 +28,10 @@ type Stream struct {
 }
 
 // Active reports whether a body is being streamed.
-func (s *Stream) Active() bool { return s.active }
+func (s *Body) Active() bool { return s.active }
 
 // Read reads the body.
-func (s *Stream) Read(p []byte) (int, error) {
+func (s *Body) Read(p []byte) (int, error) {
 	n, err := s.resp.BodyStream().Read(p)
 	if err == io.EOF {
 		s.eof = true
@@ -42,7 +42,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 // Close ends the body. The connection goes back to the pool when the body
 // was read to its end and the upstream keeps the connection open;
 // otherwise it is closed. It reports an error when the body did not end.
-func (s *Stream) Close() error {
+func (s *Body) Close() error {
 	if !s.active {
 		return nil
 	}
@@ -72,7 +72,7 @@ var errTruncated = errors.New("upstream body did not end")
 //
 // The outcome feeds the cluster's outlier detection, and with circuit
 // breakers a request waiting for a connection counts as pending.
-func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Stream) (err error) {
+func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) (err error) {
 	defer func() { e.Observe(resp.StatusCode(), err) }()
 	p := e.pool
 	p.active.Add(1)
@@ -100,7 +100,7 @@ func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 // roundTrip makes one attempt, which must end by deadline, timeout from
 // now. retry reports whether the attempt failed on a reused connection
 // before the response began.
-func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, timeout time.Duration, s *Stream, cs *clusterState) (retry bool, err error) {
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, timeout time.Duration, s *Body, cs *clusterState) (retry bool, err error) {
 	if timeout <= 0 {
 		return false, fasthttp.ErrTimeout
 	}
@@ -122,7 +122,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		hc.CloseConn(cc)
 		return reused, err
 	}
-	x, hold := conn.(exchanger)
+	x, hold := conn.(writeHolder)
 	hold = hold && !req.IsBodyStream()
 	if hold {
 		x.holdWrites()
@@ -168,7 +168,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 			hc.CloseConn(cc)
 			return false, timeoutErr(err)
 		}
-		*s = Stream{resp: resp, hc: hc, conn: cc, br: br, active: true}
+		*s = Body{resp: resp, hc: hc, conn: cc, br: br, active: true}
 		return false, nil
 	}
 	hc.ReleaseReader(br)

@@ -55,7 +55,7 @@ func answer(c net.Conn, max int, closeAfter time.Duration) {
 	}
 }
 
-func exchange(t *testing.T, e *Endpoint, body []byte, timeout time.Duration) (string, error) {
+func doRequest(t *testing.T, e *Endpoint, body []byte, timeout time.Duration) (string, error) {
 	t.Helper()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -63,19 +63,19 @@ func exchange(t *testing.T, e *Endpoint, body []byte, timeout time.Duration) (st
 	req.SetRequestURI("http://" + e.Addr + "/x")
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetBody(body)
-	var s Stream
+	var s Body
 	err := e.Do(req, resp, timeout, &s)
 	return string(resp.Body()), err
 }
 
-func TestExchangeConnKeepsAliveAndCarriesLargeRequests(t *testing.T) {
+func TestOneWaitConnKeepsAliveAndCarriesLargeRequests(t *testing.T) {
 	addr := serveRaw(t, func(c net.Conn) { answer(c, 0, 0) })
 	c := testCluster(t, NewPools(), config.Cluster{Endpoints: eps(addr)})
 	e := c.Endpoints()[0]
 	for i := range 200 {
 		// Sizes on both sides of what a request may hold.
 		body := bytes.Repeat([]byte("x"), (i%4)*maxHeld/2+i)
-		got, err := exchange(t, e, body, time.Second)
+		got, err := doRequest(t, e, body, time.Second)
 		if err != nil || got != strconv.Itoa(len(body)) {
 			t.Fatalf("request %d: %q, %v", i, got, err)
 		}
@@ -87,13 +87,13 @@ func TestExchangeConnKeepsAliveAndCarriesLargeRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := cc.Conn().(*exchangeConn); !ok {
+	if _, ok := cc.Conn().(*oneWaitConn); !ok {
 		t.Fatalf("pooled connection is %T", cc.Conn())
 	}
 	e.pool.client.ReleaseConn(cc)
 }
 
-func TestExchangeConnRetriesAConnectionTheUpstreamClosed(t *testing.T) {
+func TestOneWaitConnRetriesAConnectionTheUpstreamClosed(t *testing.T) {
 	// Each connection answers once and closes soon after, as an upstream
 	// with a short keep-alive does; the next request finds the pooled
 	// connection dead and goes out again on a new one.
@@ -101,7 +101,7 @@ func TestExchangeConnRetriesAConnectionTheUpstreamClosed(t *testing.T) {
 	c := testCluster(t, NewPools(), config.Cluster{Endpoints: eps(addr)})
 	e := c.Endpoints()[0]
 	for i := range 5 {
-		got, err := exchange(t, e, []byte("abc"), time.Second)
+		got, err := doRequest(t, e, []byte("abc"), time.Second)
 		if err != nil || got != "3" {
 			t.Fatalf("request %d: %q, %v", i, got, err)
 		}
@@ -109,14 +109,14 @@ func TestExchangeConnRetriesAConnectionTheUpstreamClosed(t *testing.T) {
 	}
 }
 
-func TestExchangeConnTimesOut(t *testing.T) {
+func TestOneWaitConnTimesOut(t *testing.T) {
 	addr := serveRaw(t, func(c net.Conn) {
 		defer c.Close()
 		time.Sleep(2 * time.Second)
 	})
 	c := testCluster(t, NewPools(), config.Cluster{Endpoints: eps(addr)})
 	start := time.Now()
-	_, err := exchange(t, c.Endpoints()[0], []byte("abc"), 100*time.Millisecond)
+	_, err := doRequest(t, c.Endpoints()[0], []byte("abc"), 100*time.Millisecond)
 	if !errors.Is(err, fasthttp.ErrTimeout) {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
@@ -125,8 +125,8 @@ func TestExchangeConnTimesOut(t *testing.T) {
 	}
 }
 
-// loopbackExchangeConn returns an exchangeConn on a loopback connection.
-func loopbackExchangeConn(tb testing.TB) *exchangeConn {
+// loopbackOneWaitConn returns an oneWaitConn on a loopback connection.
+func loopbackOneWaitConn(tb testing.TB) *oneWaitConn {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -144,9 +144,9 @@ func loopbackExchangeConn(tb testing.TB) *exchangeConn {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	x, ok := newExchangeConn(c, c.(*net.TCPConn)).(*exchangeConn)
+	x, ok := newOneWaitConn(c, c.(*net.TCPConn)).(*oneWaitConn)
 	if !ok {
-		tb.Fatal("not an exchangeConn")
+		tb.Fatal("not an oneWaitConn")
 	}
 	return x
 }
@@ -155,7 +155,7 @@ func loopbackExchangeConn(tb testing.TB) *exchangeConn {
 // connection within the slack, and is set anew after anything else set
 // one.
 func TestDeadlineSlack(t *testing.T) {
-	x := loopbackExchangeConn(t)
+	x := loopbackOneWaitConn(t)
 	const timeout = 6400 * time.Millisecond // a slack of 100ms
 	start := time.Now()
 	for i := range 50 {
@@ -178,7 +178,7 @@ func TestDeadlineSlack(t *testing.T) {
 func BenchmarkSetDeadline(b *testing.B) {
 	const timeout = 15 * time.Second
 	b.Run("always", func(b *testing.B) {
-		x := loopbackExchangeConn(b)
+		x := loopbackOneWaitConn(b)
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := x.Conn.SetDeadline(time.Now().Add(timeout)); err != nil {
@@ -187,7 +187,7 @@ func BenchmarkSetDeadline(b *testing.B) {
 		}
 	})
 	b.Run("within-slack", func(b *testing.B) {
-		x := loopbackExchangeConn(b)
+		x := loopbackOneWaitConn(b)
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := setDeadline(x, time.Now().Add(timeout), timeout); err != nil {

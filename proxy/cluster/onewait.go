@@ -9,7 +9,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
-// exchangeConn is a cleartext TCP upstream connection that sends a request
+// oneWaitConn is a cleartext TCP upstream connection that sends a request
 // and waits for its response in one poller wait.
 //
 // A plain net.Conn, read right after the request went out, first tries a
@@ -17,7 +17,7 @@ import (
 // parks until the poller says the socket is readable, then reads again:
 // three system calls where two do. Go's poller forgets a readiness that
 // arrived before a read starts waiting, so simply waiting before the first
-// read could miss a response that came quickly. exchangeConn instead holds
+// read could miss a response that came quickly. oneWaitConn instead holds
 // the request's bytes and writes them from inside the wait (RawConn.Read):
 // the wait is registered before the request leaves, so the response's
 // readiness cannot be missed, and the first read finds data.
@@ -25,10 +25,10 @@ import (
 // Only Do's exchanges hold writes; every other use of the connection (a
 // streamed body, a health check, an upgrade) reads and writes as a
 // net.Conn does.
-type exchangeConn struct {
+type oneWaitConn struct {
 	net.Conn
 	tcp  *net.TCPConn
-	sock *sockio.Conn // tcp's socket, for the exchange
+	sock *sockio.Conn // tcp's socket, for SendRecv
 
 	held    []byte // request bytes not yet written
 	holding bool   // Write appends to held
@@ -41,27 +41,27 @@ type exchangeConn struct {
 // as it comes.
 const maxHeld = 16 << 10
 
-// newExchangeConn wraps c, whose socket is tcp's. It returns c unchanged
+// newOneWaitConn wraps c, whose socket is tcp's. It returns c unchanged
 // when the socket cannot be reached.
-func newExchangeConn(c net.Conn, tcp *net.TCPConn) net.Conn {
+func newOneWaitConn(c net.Conn, tcp *net.TCPConn) net.Conn {
 	sock, ok := sockio.New(tcp)
 	if !ok {
 		return c
 	}
-	return &exchangeConn{Conn: c, tcp: tcp, sock: sock}
+	return &oneWaitConn{Conn: c, tcp: tcp, sock: sock}
 }
 
 // holdWrites starts holding the bytes written until awaitResponse.
-func (c *exchangeConn) holdWrites() { c.holding = true }
+func (c *oneWaitConn) holdWrites() { c.holding = true }
 
 // awaitResponse stops holding: the next Read writes what was held, then
 // waits for the response. Nothing held means nothing changes.
-func (c *exchangeConn) awaitResponse() {
+func (c *oneWaitConn) awaitResponse() {
 	c.holding = false
 	c.armed = len(c.held) > 0
 }
 
-func (c *exchangeConn) Write(p []byte) (int, error) {
+func (c *oneWaitConn) Write(p []byte) (int, error) {
 	if !c.holding {
 		return c.Conn.Write(p)
 	}
@@ -80,7 +80,7 @@ func (c *exchangeConn) Write(p []byte) (int, error) {
 // ReadFrom sends a streamed request body as the socket's own ReadFrom
 // does, each read written at once, rather than gathered in fasthttp's
 // write buffer until it is full.
-func (c *exchangeConn) ReadFrom(r io.Reader) (int64, error) {
+func (c *oneWaitConn) ReadFrom(r io.Reader) (int64, error) {
 	c.holding = false
 	if err := c.flushHeld(); err != nil {
 		return 0, err
@@ -88,7 +88,7 @@ func (c *exchangeConn) ReadFrom(r io.Reader) (int64, error) {
 	return c.tcp.ReadFrom(r)
 }
 
-func (c *exchangeConn) flushHeld() error {
+func (c *oneWaitConn) flushHeld() error {
 	if len(c.held) == 0 {
 		return nil
 	}
@@ -97,37 +97,37 @@ func (c *exchangeConn) flushHeld() error {
 	return err
 }
 
-func (c *exchangeConn) Read(p []byte) (int, error) {
+func (c *oneWaitConn) Read(p []byte) (int, error) {
 	if !c.armed {
 		return c.Conn.Read(p)
 	}
 	c.armed = false
-	n, err := c.sock.Exchange(c.held, p)
+	n, err := c.sock.SendRecv(c.held, p)
 	c.held = c.held[:0]
 	return n, err
 }
 
-func (c *exchangeConn) SetDeadline(t time.Time) error {
+func (c *oneWaitConn) SetDeadline(t time.Time) error {
 	c.dl.Forget()
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *exchangeConn) SetReadDeadline(t time.Time) error {
+func (c *oneWaitConn) SetReadDeadline(t time.Time) error {
 	c.dl.Forget()
 	return c.Conn.SetReadDeadline(t)
 }
 
-func (c *exchangeConn) SetWriteDeadline(t time.Time) error {
+func (c *oneWaitConn) SetWriteDeadline(t time.Time) error {
 	c.dl.Forget()
 	return c.Conn.SetWriteDeadline(t)
 }
 
 // setDeadline sets an upstream connection's read and write deadline for a
-// request whose timeout ends at d. An exchangeConn keeps the deadline it
+// request whose timeout ends at d. An oneWaitConn keeps the deadline it
 // has when that is at most deadline.SlackFor(timeout) later (see
 // RATIONALE).
 func setDeadline(conn net.Conn, d time.Time, timeout time.Duration) error {
-	x, ok := conn.(*exchangeConn)
+	x, ok := conn.(*oneWaitConn)
 	if !ok {
 		return conn.SetDeadline(d)
 	}
@@ -137,9 +137,9 @@ func setDeadline(conn net.Conn, d time.Time, timeout time.Duration) error {
 	return nil
 }
 
-// exchanger is an upstream connection that can hold a request's bytes
+// writeHolder is an upstream connection that can hold a request's bytes
 // until its response is awaited.
-type exchanger interface {
+type writeHolder interface {
 	holdWrites()
 	awaitResponse()
 }

@@ -1,4 +1,4 @@
-package proxy
+package listener
 
 import (
 	"io"
@@ -31,7 +31,9 @@ const gatherMax = 8 << 10
 // to slack late.
 type gatherListener struct {
 	net.Listener
-	slack time.Duration
+	slack   time.Duration
+	write   time.Duration // the write progress timeout
+	stalled func()
 }
 
 func (l gatherListener) Accept() (net.Conn, error) {
@@ -41,7 +43,8 @@ func (l gatherListener) Accept() (net.Conn, error) {
 	}
 	// A TCP socket is read with recvfrom and written with sendto (see
 	// package sockio).
-	return &gatherConn{Conn: sockio.Wrap(c), rd: deadline.Read{Slack: l.slack}}, nil
+	return &gatherConn{Conn: sockio.Wrap(c), rd: deadline.Read{Slack: l.slack},
+		wp: writeProgress{timeout: l.write, stalled: l.stalled}}, nil
 }
 
 // gatherConn is a downstream connection that can send a response's writes
@@ -61,12 +64,14 @@ type gatherConn struct {
 	// listener's slack earlier: fasthttp sets one for the idle wait and
 	// another for the header of each request (see package deadline).
 	rd deadline.Read
+	wp writeProgress
 }
 
 func (c *gatherConn) SetReadDeadline(t time.Time) error { return c.rd.Set(c.Conn, t) }
 
 func (c *gatherConn) SetDeadline(t time.Time) error {
 	c.rd.Forget()
+	c.wp.disabled = !t.IsZero() // a hijacked connection's own
 	return c.Conn.SetDeadline(t)
 }
 
@@ -76,6 +81,13 @@ func (c *gatherConn) SetDeadline(t time.Time) error {
 func (c *gatherConn) gather() { c.armed = true }
 
 func (c *gatherConn) Write(p []byte) (int, error) {
+	c.wp.before(c.Conn)
+	n, err := c.write(p)
+	c.wp.after(err)
+	return n, err
+}
+
+func (c *gatherConn) write(p []byte) (int, error) {
 	if !c.armed {
 		return c.Conn.Write(p)
 	}
@@ -129,10 +141,18 @@ func (c *gatherConn) ReadFrom(r io.Reader) (int64, error) {
 			return 0, err
 		}
 	}
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+	if c.wp.timeout > 0 && !c.wp.disabled {
+		r = progressReader{r: r, c: c.Conn, w: &c.wp}
 	}
-	return io.Copy(writerOnly{c.Conn}, r)
+	var n int64
+	var err error
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(writerOnly{c.Conn}, r)
+	}
+	c.wp.after(err)
+	return n, err
 }
 
 // writerOnly hides every method of a writer but Write, so io.Copy does
@@ -148,9 +168,10 @@ func (c *gatherConn) Close() error {
 	return c.Conn.Close()
 }
 
-// gatherResponse asks a cleartext connection to send ctx's response in one
-// write when it is large enough to need two.
-func gatherResponse(ctx *fasthttp.RequestCtx) {
+// GatherResponse asks a cleartext connection to send ctx's response in one
+// write when it is large enough to need two. The handler calls it last,
+// once the response is complete.
+func GatherResponse(ctx *fasthttp.RequestCtx) {
 	if c, ok := ctx.Conn().(*gatherConn); ok && !ctx.Response.IsBodyStream() && len(ctx.Response.Body()) >= gatherMin {
 		c.gather()
 	}

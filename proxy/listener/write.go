@@ -1,0 +1,95 @@
+package listener
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultWriteTimeout bounds how long a write to a client may make no
+// progress when the listener sets no write_timeout: a client that stops
+// reading its response gives back, within it, the upstream connection
+// and the circuit breaker's slot that its request holds.
+const DefaultWriteTimeout = 60 * time.Second
+
+// writeProgress bounds the time a connection's writes may make no
+// progress: before a write it moves the write deadline to now plus the
+// timeout, at most every quarter of the timeout (a deadline costs a call
+// into the runtime's poller), so a write that stalls fails between ¾ of
+// the timeout and the timeout after the last progress.
+type writeProgress struct {
+	timeout time.Duration
+	set     time.Time // when the deadline was last moved
+	// stalled counts a connection whose write timed out, once.
+	stalled  func()
+	counted  atomic.Bool
+	disabled bool // the connection set a deadline of its own
+}
+
+func (w *writeProgress) before(c net.Conn) {
+	if w.timeout <= 0 || w.disabled {
+		return
+	}
+	now := time.Now()
+	if now.Sub(w.set) < w.timeout/4 {
+		return
+	}
+	w.set = now
+	_ = c.SetWriteDeadline(now.Add(w.timeout))
+}
+
+func (w *writeProgress) after(err error) {
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && w.stalled != nil && w.counted.CompareAndSwap(false, true) {
+		w.stalled()
+	}
+}
+
+// progressReader moves a connection's write deadline as a streamed body
+// is read for it: each read follows the write of the one before.
+type progressReader struct {
+	r io.Reader
+	c net.Conn
+	w *writeProgress
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	p.w.before(p.c)
+	return p.r.Read(b)
+}
+
+// progressConn is a TLS connection's socket, its writes bounded by
+// writeProgress.
+type progressConn struct {
+	net.Conn
+	w writeProgress
+}
+
+func (c *progressConn) Write(b []byte) (int, error) {
+	c.w.before(c.Conn)
+	n, err := c.Conn.Write(b)
+	c.w.after(err)
+	return n, err
+}
+
+func (c *progressConn) SetDeadline(t time.Time) error {
+	c.w.disabled = !t.IsZero()
+	return c.Conn.SetDeadline(t)
+}
+
+// progressListener hands out progressConns.
+type progressListener struct {
+	net.Listener
+	timeout time.Duration
+	stalled func()
+}
+
+func (l progressListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &progressConn{Conn: c, w: writeProgress{timeout: l.timeout, stalled: l.stalled}}, nil
+}
