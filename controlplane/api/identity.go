@@ -291,4 +291,3 @@ func (c *Client) Tokens(ctx context.Context) ([]ca.TokenInfo, error) {
 func (c *Client) RevokeToken(ctx context.Context, idOrToken string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/identity/tokens/"+url.PathEscape(ca.TokenID(idOrToken)), nil, nil, nil)
 }
-
