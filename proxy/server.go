@@ -30,6 +30,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
 // Plugins prepares the Wasm filters of a configuration. The proxy calls
@@ -55,6 +56,10 @@ type Options struct {
 	// Plugins runs Wasm filters; nil means a configuration with plugins
 	// is rejected.
 	Plugins Plugins
+	// Mesh is the proxy's workload identity, for listeners and clusters
+	// with `tls: {mesh: true}`; nil means such a configuration is
+	// rejected.
+	Mesh tlsconf.Mesh
 }
 
 // Server is a running proxy.
@@ -63,6 +68,7 @@ type Server struct {
 	metrics *metrics.Metrics
 	plugins Plugins
 	pools   *cluster.Pools
+	mesh    tlsconf.Mesh
 
 	snap atomic.Pointer[Snapshot]
 	// draining closes every HTTP/1.1 connection after its response.
@@ -123,8 +129,10 @@ func NewServer(opts Options) *Server {
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
+		mesh:      opts.Mesh,
 		listeners: map[string]*listener{},
 	}
+	s.pools.SetMesh(opts.Mesh)
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
 }
@@ -339,7 +347,7 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener, error) {
 		if prev := s.listeners[lc.Name]; prev != nil && prev.sameSocket(lc) {
 			continue
 		}
-		l, err := newListener(lc, cfg.Certificates)
+		l, err := newListener(lc, cfg.Certificates, s.mesh)
 		if err != nil {
 			for _, l := range started {
 				l.stop(0)
@@ -457,7 +465,7 @@ func (l *listener) sameSocket(c config.Listener) bool {
 		sameProtocols(l.cfg, c)
 }
 
-func newListener(c config.Listener, certs []config.Certificate) (*listener, error) {
+func newListener(c config.Listener, certs []config.Certificate, mesh tlsconf.Mesh) (*listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -472,7 +480,7 @@ func newListener(c config.Listener, certs []config.Certificate) (*listener, erro
 	if err != nil {
 		return nil, err
 	}
-	f, err := newFront(c, ln.Addr(), certs)
+	f, err := newFront(c, ln.Addr(), certs, mesh)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
