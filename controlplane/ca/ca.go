@@ -46,9 +46,13 @@ const (
 	// RootLifetime is the lifetime of a root the CA makes itself.
 	RootLifetime = 10 * 365 * 24 * time.Hour
 	// backdate is how far before now a certificate starts, for clocks
-	// that run a little behind.
+	// that run a little behind; a tenth of the lifetime at most, so that
+	// a proxy renewing at half of NotBefore..NotAfter renews at about
+	// half of the time it really has.
 	backdate = time.Minute
 )
+
+func backdateFor(life time.Duration) time.Duration { return min(backdate, life/10) }
 
 // Options configure a CA. SecretKey is required.
 type Options struct {
@@ -457,3 +461,7 @@ func fingerprint(der []byte) string {
 func encodeCert(der []byte) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+// AuthorityID is the ID the CA gives the authority of a root: the start
+// of the SHA-256 of its DER.
+func AuthorityID(root *x509.Certificate) string { return fingerprint(root.Raw) }

@@ -26,27 +26,25 @@ func (c *CA) ControlPlaneID() spiffeid.ID {
 // ServingCertificates returns a GetCertificate function for the control
 // plane's API: a certificate for hosts (names and IP addresses) and the
 // control plane's SPIFFE ID, issued by the CA and made anew when half its
-// life has passed or when another authority signs. Between checks of the
-// CA (every few seconds at most) handshakes use the certificate held.
+// life has passed or when another authority signs. While etcd cannot be
+// read, handshakes get the certificate held until it expires.
 func (c *CA) ServingCertificates(hosts []string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	var (
 		mu      sync.Mutex
 		cur     *tls.Certificate
 		signer  string
 		renewAt time.Time
-		checked time.Time
 	)
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		now := time.Now()
-		if cur != nil && now.Before(renewAt) && now.Sub(checked) < 2*time.Second {
-			return cur, nil
-		}
+		// The CA is read on every handshake (one etcd read: proxies
+		// connect once per renewal or bundle poll), so that the
+		// certificate follows a rotation step at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ls, err := c.load(ctx)
-		checked = now
 		if err != nil {
 			if cur != nil && now.Before(cur.Leaf.NotAfter) {
 				return cur, nil // etcd away: keep serving what we hold
@@ -83,7 +81,7 @@ func (c *CA) issueServing(ls *loadedState, hosts []string) (*tls.Certificate, er
 		SerialNumber:          randomSerial(),
 		Subject:               pkix.Name{Organization: []string{"wasmgate"}, CommonName: "wasmgate control plane"},
 		URIs:                  []*url.URL{c.ControlPlaneID().URL()},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-backdateFor(c.life)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -186,7 +186,7 @@ func (c *CA) sign(ctx context.Context, req SignRequest) (*Issued, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"wasmgate"}},
 		URIs:                  []*url.URL{allowed.URL()},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-backdateFor(life)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

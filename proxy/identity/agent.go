@@ -178,7 +178,12 @@ func New(o Options) (*Agent, error) {
 			return &tls.Certificate{}, nil
 		},
 	}
-	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second,
+	// Every request opens a connection of its own, so that the client
+	// certificate it presents is the current one: a connection kept from
+	// before a renewal would carry the previous certificate, or none.
+	// Requests are rare (a renewal per half-life, a bundle poll per
+	// BundleWait), so the handshakes cost nothing that matters.
+	tr := &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, TLSHandshakeTimeout: 5 * time.Second}
 	a.client = &api.Client{Server: o.Server, HTTP: &http.Client{Transport: tr}}
 	a.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmgate_identity_renewals_total",
