@@ -196,16 +196,25 @@ func New(o Options) (*Agent, error) {
 		return 0
 	})
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.renewals, a.expiryMet} {
-			if err := o.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("identity: metrics: %w", err)
-			}
+		if err := a.Register(o.Registerer); err != nil {
+			return nil, err
 		}
 	}
 	if a.svid.Load() != nil {
 		a.markReady()
 	}
 	return a, nil
+}
+
+// Register adds the agent's metrics to reg: the seconds until the
+// certificate expires and the renewals by result.
+func (a *Agent) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{a.renewals, a.expiryMet} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("identity: metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Ready is closed once the agent holds a certificate.
