@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/identity"
 )
 
 type logFlags struct {
@@ -58,6 +59,7 @@ func newRunCmd() *cobra.Command {
 		logs     logFlags
 		etcd     etcdFlags
 		ef       etcdRunFlags
+		idf      identityFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run (-c FILE | --etcd-endpoints URLS)",
@@ -81,6 +83,10 @@ requests in flight get up to the drain timeout.`,
 			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			mesh, err := idf.start(ctx, log)
+			if err != nil {
+				return err
+			}
 			if len(etcd.endpoints) > 0 {
 				if file != "" {
 					return &exitError{code: 2, err: fmt.Errorf("-c and --etcd-endpoints are two sources: give one")}
@@ -96,7 +102,7 @@ requests in flight get up to the drain timeout.`,
 						return &exitError{code: 2, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
-				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir})
+				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh})
 				if err != nil {
 					return err
 				}
@@ -109,7 +115,7 @@ requests in flight get up to the drain timeout.`,
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
 			}
-			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir})
+			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir, mesh: mesh})
 			if err != nil {
 				return err
 			}
@@ -122,6 +128,7 @@ requests in flight get up to the drain timeout.`,
 	etcd.register(cmd, "follow the configuration kept in this etcd cluster (comma-separated client URLs) instead of a file")
 	ef.register(cmd)
 	logs.register(cmd)
+	idf.register(cmd)
 	return cmd
 }
 
@@ -194,12 +201,15 @@ type runOptions struct {
 	version string
 	// checks must pass for /ready.
 	checks []proxy.ReadyCheck
+	// mesh is the workload identity; nil without one.
+	mesh *identity.Agent
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
 // admin endpoints.
 func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
-	srv := proxy.NewServer(proxy.Options{Logger: log})
+	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log}, o.mesh))
+	registerMeshMetrics(srv, o.mesh, log)
 	closeWasm, err := attachWasm(srv, log, o.cacheDir, &cfg.Node, o.blobs)
 	if err != nil {
 		return nil, err
