@@ -154,4 +154,3 @@ func (f *meshFlags) apply(o *controlplane.Options) error {
 	}
 	return nil
 }
-
