@@ -194,9 +194,15 @@ func (h *Handler) bundle(c *ca.CA, w http.ResponseWriter, r *http.Request) error
 		}
 		cancel()
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	b, err := c.WaitBundle(ctx, after)
+	var b ca.Bundle
+	var err error
+	if wait == 0 {
+		b, err = c.Bundle(r.Context())
+	} else {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		b, err = c.WaitBundle(ctx, after)
+		cancel()
+	}
 	if err != nil {
 		return err
 	}
