@@ -193,13 +193,12 @@ func (c *CA) sign(ctx context.Context, req SignRequest) (*Issued, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  false,
 	}
-	// The token is used up before the certificate is made, so that two
-	// proxies racing on a single-use token get one certificate between
-	// them.
-	if tok != nil {
-		if err := c.useToken(ctx, tok); err != nil {
-			return nil, err
-		}
+	name := req.Proxy
+	if name == "" {
+		name = allowed.String()
+	}
+	if err := CheckProxyName(name); err != nil {
+		return nil, refuse("proxy", "%v", err)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ls.signer.cert, csr.PublicKey, ls.signer.key)
 	if err != nil {
@@ -212,12 +211,19 @@ func (c *CA) sign(ctx context.Context, req SignRequest) (*Issued, error) {
 		pem.Encode(&certPEM, &pem.Block{Type: "CERTIFICATE", Bytes: ic})
 	}
 	out := &Issued{ID: allowed.String(), Serial: serial.Text(16), NotAfter: notAfter.UTC(), CertPEM: certPEM.String(), Bundle: ls.bundleOut()}
-	name := req.Proxy
-	if name == "" {
-		name = allowed.String()
+	rec, _ := json.Marshal(ProxyRecord{Proxy: name, ID: out.ID, Serial: out.Serial, NotAfter: out.NotAfter,
+		Authority: ls.signer.id, BundleRevision: ls.rev, IssuedAt: now.UTC()})
+	// The certificate leaves the CA only once the proxy's record is
+	// written and, for a first certificate, the token's use counted in
+	// the same transaction: two proxies racing on a single-use token get
+	// one certificate between them.
+	put := clientv3.OpPut(c.keys.proxy(name), string(rec))
+	if tok != nil {
+		err = c.useToken(ctx, tok, put)
+	} else if _, err = c.cli.Put(ctx, c.keys.proxy(name), string(rec)); err != nil {
+		err = fmt.Errorf("ca: recording the certificate of %q: %w", name, err)
 	}
-	if err := c.record(ctx, name, ProxyRecord{Proxy: name, ID: out.ID, Serial: out.Serial, NotAfter: out.NotAfter,
-		Authority: ls.signer.id, BundleRevision: ls.rev, IssuedAt: now.UTC()}); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -379,17 +385,6 @@ type ProxyRecord struct {
 // recordGrace is how long after its certificate expired a proxy's record
 // is kept.
 const recordGrace = time.Hour
-
-func (c *CA) record(ctx context.Context, name string, r ProxyRecord) error {
-	if err := CheckProxyName(name); err != nil {
-		return refuse("proxy", "%v", err)
-	}
-	b, _ := json.Marshal(r)
-	if _, err := c.cli.Put(ctx, c.keys.proxy(name), string(b)); err != nil {
-		return fmt.Errorf("ca: recording the certificate of %q: %w", name, err)
-	}
-	return nil
-}
 
 // CheckProxyName checks a proxy's name as the CA records it.
 func CheckProxyName(n string) error {

@@ -158,14 +158,15 @@ func (c *CA) checkToken(ctx context.Context, tok string) (*tokenUse, error) {
 }
 
 // useToken counts one use, with compare-and-swap so that a use is counted
-// once however many requests race.
-func (c *CA) useToken(ctx context.Context, u *tokenUse) error {
+// once however many requests race, and applies also in the same
+// transaction.
+func (c *CA) useToken(ctx context.Context, u *tokenUse, also ...clientv3.Op) error {
 	for {
 		u.st.Used++
 		b, _ := json.Marshal(u.st)
 		resp, err := c.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(u.key), "=", u.rev)).
-			Then(clientv3.OpPut(u.key, string(b), clientv3.WithIgnoreLease())).
+			Then(append([]clientv3.Op{clientv3.OpPut(u.key, string(b), clientv3.WithIgnoreLease())}, also...)...).
 			Else(clientv3.OpGet(u.key)).Commit()
 		if err != nil {
 			return fmt.Errorf("using the join token: %w", err)
