@@ -187,8 +187,8 @@ func (h *Handler) bundle(c *ca.CA, w http.ResponseWriter, r *http.Request) error
 	}
 	if name := q.Get("proxy"); name != "" && after > 0 && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		if _, err := c.VerifyPeer(ctx, r.TLS.PeerCertificates); err == nil {
-			if err := c.Acknowledge(ctx, name, after); err != nil {
+		if id, err := c.VerifyPeer(ctx, r.TLS.PeerCertificates); err == nil {
+			if err := c.Acknowledge(ctx, name, id, after); err != nil {
 				h.logger.Debug("recording a proxy's bundle", zap.String("proxy", name), zap.Error(err))
 			}
 		}

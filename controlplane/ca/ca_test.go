@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -420,7 +421,12 @@ func TestRotation(t *testing.T) {
 	if _, err := c.Rotate(ctx, false, nil); !errors.As(err, &pe) || pe.Proxies[0] != "p1" {
 		t.Fatalf("step 2 with p1 behind: %v", err)
 	}
-	if err := c.Acknowledge(ctx, "p1", st.BundleRevision); err != nil {
+	other, _ := c.ID("a", "other")
+	var re *RefusedError
+	if err := c.Acknowledge(ctx, "p1", other, st.BundleRevision); !errors.As(err, &re) {
+		t.Fatalf("another identity acknowledged for p1: %v", err)
+	}
+	if err := c.Acknowledge(ctx, "p1", mustID(t, "spiffe://wasmgate.local/ns/a/sa/b"), st.BundleRevision); err != nil {
 		t.Fatal(err)
 	}
 	st, err = c.Rotate(ctx, false, nil)
@@ -452,7 +458,6 @@ func TestRotation(t *testing.T) {
 	checkSVID(t, iss2, "spiffe://wasmgate.local/ns/a/sa/b")
 	// The old certificate's root is gone: a renewal with it is refused.
 	_, err = c.Sign(ctx, SignRequest{CSR: csrFor(t, key), Peer: oldChain, Proxy: "p1"})
-	var re *RefusedError
 	if !errors.As(err, &re) || !strings.Contains(re.Reason, "not signed by a root of the current trust bundle") {
 		t.Fatalf("renewal with a certificate of a removed root: %v", err)
 	}
@@ -507,4 +512,12 @@ func TestOperatorIntermediate(t *testing.T) {
 	if _, err := New(context.Background(), etcdtest.Client(t), Options{Prefix: etcdtest.Prefix(t), SecretKey: testKey(t), Authority: bad}); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("mismatched key: %v", err)
 	}
+}
+
+func mustID(t *testing.T, s string) spiffeid.ID {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -400,8 +400,9 @@ func CheckProxyName(n string) error {
 }
 
 // Acknowledge records that a proxy holds the bundle of the given
-// revision, for Status and the rotation's progress.
-func (c *CA) Acknowledge(ctx context.Context, proxy string, revision int64) error {
+// revision, for Status and the rotation's progress. id is the verified
+// SPIFFE ID of the caller: a proxy may only speak for its own record.
+func (c *CA) Acknowledge(ctx context.Context, proxy string, id spiffeid.ID, revision int64) error {
 	if err := CheckProxyName(proxy); err != nil {
 		return refuse("proxy", "%v", err)
 	}
@@ -413,6 +414,9 @@ func (c *CA) Acknowledge(ctx context.Context, proxy string, revision int64) erro
 	var r ProxyRecord
 	if json.Unmarshal(resp.Kvs[0].Value, &r) != nil || r.BundleRevision >= revision {
 		return nil
+	}
+	if r.ID != id.String() {
+		return refuse("proxy", "%s may not speak for proxy %q, which is %s", id, proxy, r.ID)
 	}
 	r.BundleRevision = revision
 	b, _ := json.Marshal(r)
