@@ -139,11 +139,16 @@ func startProxy(t testing.TB, a *identity.Agent, yaml string) *proxy.Server {
 }
 
 // hopConfig is a proxy whose listener (mesh or not) sends everything to
-// one cluster (mesh or not).
-func hopConfig(listenerMesh bool, upstream string, clusterMesh bool, expect string) string {
+// one cluster (mesh or not). maxAge, when set, closes the listener's
+// connections after a response once they are that old, so that
+// upstream pools handshake again.
+func hopConfig(listenerMesh bool, upstream string, clusterMesh bool, expect string, maxAge time.Duration) string {
 	ltls, ctls := "", ""
 	if listenerMesh {
-		ltls = "\n    tls: {mesh: true}\n    max_connection_age: 300ms"
+		ltls = "\n    tls: {mesh: true}"
+	}
+	if maxAge > 0 {
+		ltls += "\n    max_connection_age: " + maxAge.String()
 	}
 	if clusterMesh {
 		ctls = fmt.Sprintf("\n    tls: {mesh: true, expected_identities: [%q]}", expect)
@@ -255,9 +260,10 @@ func TestChainRenewRotateRestart(t *testing.T) {
 		agents[sa] = startAgent(t, ctx, cp, sa, log)
 	}
 	app := startApp(t)
-	b := startProxy(t, agents["b"], hopConfig(true, app, false, ""))
-	a := startProxy(t, agents["a"], hopConfig(true, b.Addr("in").String(), true, "spiffe://wasmgate.local/ns/shop/sa/b"))
-	edge := startProxy(t, agents["edge"], hopConfig(false, a.Addr("in").String(), true, "spiffe://wasmgate.local/ns/shop/sa/a"))
+	const age = 300 * time.Millisecond
+	b := startProxy(t, agents["b"], hopConfig(true, app, false, "", age))
+	a := startProxy(t, agents["a"], hopConfig(true, b.Addr("in").String(), true, "spiffe://wasmgate.local/ns/shop/sa/b", age))
+	edge := startProxy(t, agents["edge"], hopConfig(false, a.Addr("in").String(), true, "spiffe://wasmgate.local/ns/shop/sa/a", 0))
 
 	ld := startLoad("http://"+edge.Addr("in").String()+"/", 4)
 	defer func() {
