@@ -245,11 +245,16 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 // TestChainRenewRotateRestart runs edge -> A -> B, mTLS with workload
 // certificates on both hops, under continuous load, while every proxy
-// renews three times, the root rotates, and the control plane is away
-// for longer than a renewal period. No request may fail, and every proxy
-// ends on a certificate of the new root.
+// renews three times (twice at half-life, once more when the new root is
+// activated), the root rotates, and the control plane is away for longer
+// than a renewal period. No request may fail, and every proxy ends on a
+// certificate of the new root.
+//
+// The outage starts right after the rotation, whose activation renewed
+// every certificate, so that each has more life left than the outage
+// plus the control plane's restart lasts, on a loaded machine too.
 func TestChainRenewRotateRestart(t *testing.T) {
-	const life = 10 * time.Second
+	const life = 14 * time.Second
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -267,32 +272,33 @@ func TestChainRenewRotateRestart(t *testing.T) {
 
 	ld := startLoad("http://"+edge.Addr("in").String()+"/", 4)
 	defer func() {
-		if ld.stop != nil {
-			select {
-			case <-ld.stop:
-			default:
-				ld.finish()
-			}
+		select {
+		case <-ld.stop:
+		default:
+			ld.finish()
 		}
 	}()
 	waitFor(t, "the first requests", 10*time.Second, func() bool { return ld.ok.Load() > 10 })
 
-	// Three renewals of every proxy.
+	// Two renewals of every proxy at half-life.
 	seen := map[string]map[string]bool{}
 	for sa, ag := range agents {
 		seen[sa] = map[string]bool{ag.Serial(): true}
 	}
-	waitFor(t, "three renewals of every proxy", 4*life, func() bool {
-		done := true
-		for sa, ag := range agents {
-			seen[sa][ag.Serial()] = true
-			if len(seen[sa]) < 4 {
-				done = false
+	renewals := func(n int) func() bool {
+		return func() bool {
+			done := true
+			for sa, ag := range agents {
+				seen[sa][ag.Serial()] = true
+				if len(seen[sa]) < n+1 {
+					done = false
+				}
 			}
+			return done
 		}
-		return done
-	})
-	t.Logf("three renewals each: %d requests, %d failed", ld.ok.Load(), ld.failed.Load())
+	}
+	waitFor(t, "two renewals of every proxy", 3*life, renewals(2))
+	t.Logf("two renewals each: %d requests, %d failed", ld.ok.Load(), ld.failed.Load())
 
 	// Root rotation, step by step, each step once every proxy caught up.
 	cli := cp.client(t)
@@ -344,6 +350,9 @@ func TestChainRenewRotateRestart(t *testing.T) {
 		return true
 	})
 	t.Logf("rotated: %d requests, %d failed", ld.ok.Load(), ld.failed.Load())
+	if !renewals(3)() {
+		t.Fatalf("serials seen: %v, want at least four per proxy", seen)
+	}
 
 	// The control plane goes away for longer than a renewal period.
 	before := map[string]string{}
@@ -351,7 +360,7 @@ func TestChainRenewRotateRestart(t *testing.T) {
 		before[sa] = ag.Serial()
 	}
 	cp.stop()
-	down := life/2 + life/10
+	down := life/2 + life/20 + 500*time.Millisecond // past the latest half-life renewal
 	okBefore := ld.ok.Load()
 	time.Sleep(down) // the outage itself, not an assertion
 	if ld.ok.Load() == okBefore {
