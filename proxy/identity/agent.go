@@ -351,7 +351,9 @@ func (a *Agent) keepRenewed(ctx context.Context) {
 			}
 			left := time.Until(s.cert.Leaf.NotAfter)
 			life := s.cert.Leaf.NotAfter.Sub(s.cert.Leaf.NotBefore)
-			if left < life/4 {
+			if left <= 0 {
+				a.log.Error("the workload certificate has expired and the control plane refuses to renew it with an expired one; give the proxy a new join token", zap.Error(err))
+			} else if left < life/4 {
 				a.log.Warn("the workload certificate expires soon and cannot be renewed", zap.Duration("expires_in", left), zap.Error(err))
 			} else {
 				a.log.Info("certificate renewal failed; keeping the current one and retrying", zap.Duration("expires_in", left), zap.Error(err))
