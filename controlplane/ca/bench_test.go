@@ -109,16 +109,6 @@ func itoa(i int) string {
 	return string(b)
 }
 
-// TestBurst1000 has 1,000 proxies join at once: every one gets its
-// certificate, within seconds, and the heap stays bounded.
-func TestBurst1000(t *testing.T) {
-	took, grown := burst(t, 1000)
-	t.Logf("1000 concurrent CSRs: %s, heap grew %.1f MiB at its peak", took.Round(time.Millisecond), float64(grown)/(1<<20))
-	if grown > 256<<20 {
-		t.Fatalf("the heap grew by %d MiB for 1000 requests", grown>>20)
-	}
-}
-
 // BenchmarkBurst1000 reports the time of a burst of 1,000 first
 // certificates and the heap's growth at its peak.
 func BenchmarkBurst1000(b *testing.B) {

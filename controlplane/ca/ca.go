@@ -74,9 +74,18 @@ type Options struct {
 	// with, instead of a root the CA makes. It is used when the CA is
 	// first created; a CA that exists keeps its state.
 	Authority *Authority
+	// MaxInFlight bounds the requests Sign serves at once; the others
+	// wait their turn (or their context). Zero means
+	// DefaultMaxInFlight. It keeps a burst of proxies (a fleet starting,
+	// or renewing after an activation) from flooding etcd, and the CA's
+	// memory bounded.
+	MaxInFlight int
 	// Logger receives refusals and changes; nil discards them.
 	Logger *zap.Logger
 }
+
+// DefaultMaxInFlight is the default of Options.MaxInFlight.
+const DefaultMaxInFlight = 64
 
 // Authority is a signing certificate and its key, PEM-encoded. For an
 // intermediate, CertPEM holds the intermediate first, then any
@@ -95,6 +104,8 @@ type CA struct {
 	key    *secret.Key
 	life   time.Duration
 	logger *zap.Logger
+
+	slots chan struct{} // one per request Sign serves at once
 
 	mu     sync.Mutex
 	loaded *loadedState // the state last read, parsed, by revision
@@ -189,7 +200,11 @@ func New(ctx context.Context, cli *clientv3.Client, o Options) (*CA, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	c := &CA{cli: cli, keys: keys{o.Prefix}, td: td, key: o.SecretKey, life: o.Lifetime, logger: o.Logger}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	c := &CA{cli: cli, keys: keys{o.Prefix}, td: td, key: o.SecretKey, life: o.Lifetime, logger: o.Logger,
+		slots: make(chan struct{}, o.MaxInFlight)}
 	resp, err := cli.Get(ctx, c.keys.state())
 	if err != nil {
 		return nil, fmt.Errorf("ca: reading the CA: %w", err)

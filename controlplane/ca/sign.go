@@ -128,7 +128,13 @@ func ParseWorkloadID(s string) (id spiffeid.ID, namespace, serviceAccount string
 // Sign checks and signs a request. A refusal is a *RefusedError and is
 // logged; nothing is issued then, and a join token is not used up.
 func (c *CA) Sign(ctx context.Context, req SignRequest) (*Issued, error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("ca: waiting for a turn to sign: %w", ctx.Err())
+	}
 	out, err := c.sign(ctx, req)
+	<-c.slots
 	if err != nil {
 		var re *RefusedError
 		if errors.As(err, &re) {
