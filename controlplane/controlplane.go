@@ -216,7 +216,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		switch {
 		case o.APITLS != nil:
-			l = tls.NewListener(l, o.APITLS)
+			conf := o.APITLS
+			if s.CA != nil && conf.ClientAuth == tls.NoClientCert {
+				// Renewals authenticate with the proxy's certificate.
+				conf = conf.Clone()
+				conf.ClientAuth = tls.RequestClientCert
+			}
+			l = tls.NewListener(l, conf)
 			s.apiTLS = true
 		case s.CA != nil:
 			l = tls.NewListener(l, s.meshAPITLS(l.Addr()))
