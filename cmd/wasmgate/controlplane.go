@@ -82,6 +82,7 @@ func newControlPlaneCmd() *cobra.Command {
 		tlsKey       string
 		historyLimit int
 		secretFile   string
+		mesh         meshFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -145,6 +146,9 @@ only) and reused by later starts. Tokens never appear in help or logs.`,
 				}
 				o.APITLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{kp}}
 			}
+			if err := mesh.apply(&o); err != nil {
+				return err
+			}
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -178,5 +182,6 @@ only) and reused by later starts. Tokens never appear in help or logs.`,
 	fl.StringVar(&secretFile, "secret-key-file", "", "file of the base64 32-byte key that encrypts certificates' private keys in etcd (needed to store certificates)")
 	etcd.register(cmd, "use this existing etcd cluster (comma-separated client URLs) instead of an embedded one")
 	logs.register(cmd)
+	mesh.register(cmd)
 	return cmd
 }

@@ -194,7 +194,7 @@ prints, history lists, rollback takes, status and diff show.`,
 	cmd.AddCommand(
 		ctlApplyCmd(f), ctlGetCmd(f), ctlDeleteCmd(f), ctlDiffCmd(f), ctlHistoryCmd(f),
 		ctlRollbackCmd(f), ctlStatusCmd(f), ctlPluginCmd(f), ctlRegisterCmd(f),
-		ctlMeshCmd(f),
+		ctlMeshCmd(f), ctlTokenCmd(f), ctlCACmd(f),
 	)
 	return cmd
 }
