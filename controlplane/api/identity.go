@@ -31,40 +31,40 @@ import (
 // SignRequest is the body of POST /v1/identity/sign.
 type SignRequest struct {
 	// CSR is the PEM certificate signing request.
-	CSR string `json:"csr"`
+	CSR string `yaml:"csr" json:"csr"`
 	// JoinToken authenticates a proxy's first request; a renewal sends
 	// its current certificate over mTLS instead.
-	JoinToken string `json:"join_token,omitempty"`
+	JoinToken string `yaml:"join_token,omitempty" json:"join_token,omitempty"`
 	// Proxy names the proxy in the CA's status.
-	Proxy string `json:"proxy,omitempty"`
+	Proxy string `yaml:"proxy,omitempty" json:"proxy,omitempty"`
 	// Lifetime asks for a lifetime shorter than the CA's.
-	Lifetime config.Duration `json:"lifetime,omitempty"`
+	Lifetime config.Duration `yaml:"lifetime,omitempty" json:"lifetime,omitempty"`
 }
 
 // TokenRequest is the body of POST /v1/identity/tokens.
 type TokenRequest struct {
-	Namespace      string          `json:"namespace"`
-	ServiceAccount string          `json:"service_account"`
-	TTL            config.Duration `json:"ttl,omitempty"`
-	Uses           int             `json:"uses,omitempty"`
+	Namespace      string          `yaml:"namespace" json:"namespace"`
+	ServiceAccount string          `yaml:"service_account" json:"service_account"`
+	TTL            config.Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	Uses           int             `yaml:"uses,omitempty" json:"uses,omitempty"`
 }
 
 // TokenCreated is the answer to POST /v1/identity/tokens. Token is shown
 // this once; the control plane keeps only its hash.
 type TokenCreated struct {
-	Token string       `json:"token"`
-	Info  ca.TokenInfo `json:"info"`
+	Token string       `yaml:"token" json:"token"`
+	Info  ca.TokenInfo `yaml:"info" json:"info"`
 }
 
 // TokenList is the answer to GET /v1/identity/tokens.
 type TokenList struct {
-	Items []ca.TokenInfo `json:"items"`
+	Items []ca.TokenInfo `yaml:"items" json:"items"`
 }
 
 // RotateRequest is the body of POST /v1/identity/rotate.
 type RotateRequest struct {
 	// Force takes the step even though proxies have not caught up.
-	Force bool `json:"force,omitempty"`
+	Force bool `yaml:"force,omitempty" json:"force,omitempty"`
 }
 
 // MaxBundleWait bounds the long poll of GET /v1/identity/bundle.
