@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,7 +23,7 @@ const DefaultWriteTimeout = 60 * time.Second
 // the timeout and the timeout after the last progress.
 type writeProgress struct {
 	timeout time.Duration
-	set     time.Time // when the deadline was last moved
+	set     int64 // when the deadline was last moved, in coarse clock time
 	// stalled counts a connection whose write timed out, once.
 	stalled  func()
 	counted  atomic.Bool
@@ -33,12 +34,38 @@ func (w *writeProgress) before(c net.Conn) {
 	if w.timeout <= 0 || w.disabled {
 		return
 	}
-	now := time.Now()
-	if now.Sub(w.set) < w.timeout/4 {
+	now := coarseNow()
+	if time.Duration(now-w.set) < w.timeout/4 {
 		return
 	}
 	w.set = now
-	_ = c.SetWriteDeadline(now.Add(w.timeout))
+	_ = c.SetWriteDeadline(time.Unix(0, now).Add(w.timeout))
+}
+
+// coarseTick is the resolution of coarseNow.
+const coarseTick = 50 * time.Millisecond
+
+// coarse is a clock read by every write: time.Now costs about 100ns on a
+// virtual machine's clock source, as much as a small response's whole
+// write path, and a write deadline needs no finer time than this.
+var coarse struct {
+	once sync.Once
+	now  atomic.Int64
+}
+
+// coarseNow returns the time in Unix nanoseconds, at most coarseTick old.
+// The first call starts the goroutine that keeps it, for the life of the
+// process, as fasthttp keeps its Date header.
+func coarseNow() int64 {
+	coarse.once.Do(func() {
+		coarse.now.Store(time.Now().UnixNano())
+		go func() {
+			for t := range time.Tick(coarseTick) {
+				coarse.now.Store(t.UnixNano())
+			}
+		}()
+	})
+	return coarse.now.Load()
 }
 
 func (w *writeProgress) after(err error) {
