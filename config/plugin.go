@@ -32,6 +32,19 @@ type Plugin struct {
 	AllowedClusters []string `yaml:"allowed_clusters,omitempty" json:"allowed_clusters,omitempty"`
 }
 
+// Native filters, as FilterRef.Native names them.
+const (
+	// NativeForwarded sets the X-Forwarded-* headers and
+	// X-Forwarded-Client-Cert.
+	NativeForwarded = "forwarded"
+	// NativeRateLimit applies the virtual host's and the route's rate
+	// limits.
+	NativeRateLimit = "rate_limit"
+	// NativeHeaders applies the request_headers and response_headers
+	// mutations.
+	NativeHeaders = "headers"
+)
+
 // Failure policies.
 const (
 	FailClosed = "fail_closed"
@@ -39,9 +52,15 @@ const (
 	FailReload = "reload"
 )
 
-// FilterRef attaches a plugin to a virtual host or a route.
+// FilterRef attaches a plugin, or places a native filter, in the filter
+// chain of a virtual host or a route. Exactly one of Plugin and Native is
+// set.
 type FilterRef struct {
-	Plugin string `yaml:"plugin" json:"plugin"`
+	Plugin string `yaml:"plugin,omitempty" json:"plugin,omitempty"`
+	// Native places one of the proxy's own filters (NativeForwarded,
+	// NativeRateLimit, NativeHeaders) at this point of the chain instead of
+	// at its default place.
+	Native string `yaml:"native,omitempty" json:"native,omitempty"`
 	// Config, when set, replaces the plugin's configuration for this
 	// attachment.
 	Config RawConfig `yaml:"config,omitempty" json:"config,omitempty"`

@@ -59,6 +59,11 @@ type Node struct {
 type Listener struct {
 	Name    string `yaml:"name" json:"name"`
 	Address string `yaml:"address" json:"address"`
+	// ReusePort binds the address with SO_REUSEPORT, so that other
+	// processes (another proxy's instances) may serve the same port. Off,
+	// an address that is in use is an error at start. Either way a reload
+	// that keeps the address keeps the socket.
+	ReusePort bool `yaml:"reuse_port,omitempty" json:"reuse_port,omitempty"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are kept and
 	// extended. From any other peer they are dropped and set anew.
 	TrustedProxies []string `yaml:"trusted_proxies,omitempty" json:"trusted_proxies,omitempty"`
@@ -70,6 +75,10 @@ type Listener struct {
 	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes,omitempty" json:"max_request_body_bytes,omitempty"`
 	// IdleTimeout closes a keep-alive connection with no request. Zero means 60s.
 	IdleTimeout Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
+	// WriteTimeout bounds how long a write to a client may make no
+	// progress: a client that stops reading its response is cut off,
+	// releasing the upstream connection its request holds. Zero means 60s.
+	WriteTimeout Duration `yaml:"write_timeout,omitempty" json:"write_timeout,omitempty"`
 	// RequestIDHeader names the request id header; empty means x-request-id.
 	RequestIDHeader string `yaml:"request_id_header,omitempty" json:"request_id_header,omitempty"`
 	// HeaderReadTimeout bounds reading a request's line and headers, from

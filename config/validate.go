@@ -134,6 +134,9 @@ func (c *Config) validateListeners(v *errs) map[string]int {
 		if l.IdleTimeout < 0 {
 			v.add(dot(p, "idle_timeout"), "must not be negative")
 		}
+		if l.WriteTimeout < 0 {
+			v.add(dot(p, "write_timeout"), "must not be negative")
+		}
 		if l.RequestIDHeader != "" && !validHeaderName(l.RequestIDHeader) {
 			v.add(dot(p, "request_id_header"), "%q is not a valid header name", l.RequestIDHeader)
 		}
@@ -526,6 +529,18 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 
 func validateFilterRefs(v *errs, p string, refs []FilterRef, plugins map[string]int) {
 	for i, f := range refs {
+		if f.Native != "" {
+			switch {
+			case f.Plugin != "":
+				v.add(idx(p, i), "plugin and native are exclusive")
+			case f.Native != NativeForwarded && f.Native != NativeRateLimit && f.Native != NativeHeaders:
+				v.add(dot(idx(p, i), "native"), "unknown native filter %q (one of %s, %s, %s)",
+					f.Native, NativeForwarded, NativeRateLimit, NativeHeaders)
+			case len(f.Config) > 0:
+				v.add(dot(idx(p, i), "config"), "a native filter takes its configuration from the route")
+			}
+			continue
+		}
 		if f.Plugin == "" {
 			v.add(dot(idx(p, i), "plugin"), "is required")
 		} else if _, ok := plugins[f.Plugin]; !ok {

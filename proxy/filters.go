@@ -35,6 +35,9 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 			return false
 		}
 		x.streams = append(x.streams, s)
+		if _, ok := f.(filter.HeadersOnly); !ok {
+			x.bodyFilters = true
+		}
 	}
 	req := &x.Ctx.Request
 	hasBody := req.IsBodyStream() || len(req.Body()) > 0
@@ -46,7 +49,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 			return false
 		}
 	}
-	if !hasBody {
+	if !hasBody || !x.bodyFilters {
 		return true
 	}
 	n := req.Header.ContentLength()
@@ -69,6 +72,7 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 // first.
 func (x *exchange) responseHeaderFilters() bool {
 	resp := &x.Ctx.Response
+	x.setServer()
 	end := !x.upBody.Active() && len(x.up.Body()) == 0 && len(resp.Body()) == 0
 	for i := len(x.streams) - 1; i >= 0; i-- {
 		if !x.proceed(x.streams[i].OnResponseHeaders(&x.Exchange, end)) {
@@ -81,7 +85,7 @@ func (x *exchange) responseHeaderFilters() bool {
 // filterFixedBody runs the response body callbacks over a body that is
 // already whole.
 func (x *exchange) filterFixedBody(resp *fasthttp.Response) bool {
-	if len(x.streams) == 0 || len(resp.Body()) == 0 {
+	if !x.bodyFilters || len(resp.Body()) == 0 {
 		return true
 	}
 	body := &filter.Body{B: resp.Body()}

@@ -54,10 +54,12 @@ func (s *bodyCounterStream) Done(*filter.Exchange)  {}
 // nativePlugins serves one native factory for every attachment.
 type nativePlugins struct{ f filter.Factory }
 
-func (p nativePlugins) Prepare(context.Context, []config.Plugin) (PluginSet, error) { return p, nil }
-func (p nativePlugins) Activate(PluginSet)                                          {}
-func (p nativePlugins) Discard(PluginSet)                                           {}
-func (p nativePlugins) Factory(config.FilterRef, string) (filter.Factory, error)    { return p.f, nil }
+func (p nativePlugins) Prepare(context.Context, []config.Plugin, filter.Upstreams) (filter.PluginSet, error) {
+	return p, nil
+}
+func (p nativePlugins) Activate()                                                {}
+func (p nativePlugins) Discard()                                                 {}
+func (p nativePlugins) Factory(config.FilterRef, string) (filter.Factory, error) { return p.f, nil }
 
 // TestRequestBodyFilterStreams sends bodies large enough to stream through
 // a request body filter, with and without a declared length: the upstream

@@ -13,38 +13,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
-	"github.com/wasmgate/wasmgate/proxy/route"
 )
-
-// Plugins prepares the Wasm filters of a configuration. The proxy calls
-// Prepare while building a snapshot, then Activate once the snapshot is
-// live, or Discard when the configuration was rejected after all.
-type Plugins interface {
-	Prepare(ctx context.Context, plugins []config.Plugin) (PluginSet, error)
-	Activate(set PluginSet)
-	Discard(set PluginSet)
-}
-
-// PluginSet gives the filter factory of one attachment.
-type PluginSet interface {
-	Factory(ref config.FilterRef, routeName string) (filter.Factory, error)
-}
 
 // Options configure a Server. The zero value of each field is usable.
 type Options struct {
@@ -54,60 +38,35 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Plugins runs Wasm filters; nil means a configuration with plugins
 	// is rejected.
-	Plugins Plugins
+	Plugins filter.Plugins
 }
 
 // Server is a running proxy.
 type Server struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
-	plugins Plugins
+	plugins filter.Plugins
 	pools   *cluster.Pools
 
 	snap atomic.Pointer[Snapshot]
+	// retiring counts replaced snapshots whose retire has not finished:
+	// Shutdown waits for them.
+	retiring sync.WaitGroup
+	// Replaced listeners drain gently (each connection ends on its own)
+	// until Shutdown begins and cancels retireCtx; then they drain as the
+	// live ones do, until Shutdown's deadline cancels drainCtx.
+	retireCtx, drainCtx       context.Context
+	cancelRetire, cancelDrain context.CancelFunc
 	// draining closes every HTTP/1.1 connection after its response.
 	draining atomic.Bool
 
 	mu        sync.Mutex // serialises Apply and Shutdown
-	listeners map[string]*listener
+	listeners map[string]*listener.Listener
 	accessLog *accesslog.Logger
 	logCfg    config.AccessLog
 	closed    bool
 	version   uint64
-	limiters  limiters // rate limit buckets, kept across reloads
-}
-
-// Snapshot is one immutable configuration as the proxy runs it.
-type Snapshot struct {
-	// Version names the configuration: a counter for files, a revision
-	// for the control plane.
-	Version string
-	// Config is the configuration the snapshot was built from; read only.
-	Config   *config.Config
-	LoadedAt time.Time
-
-	listeners map[string]*listenerSnap
-	// Clusters are the snapshot's clusters by name.
-	Clusters cluster.Set
-	node     *filter.Node
-	log      *accesslog.Logger
-}
-
-// listenerSnap is what the request path of one listener reads.
-type listenerSnap struct {
-	table   *route.Table
-	trusted []netip.Prefix
-	// requestIDKey names the request ID header, in fasthttp's canonical
-	// form.
-	requestIDKey []byte
-	maxBodySize  int64
-	// policies are the routes' retry policies and rate limits; nil when
-	// no route has one.
-	policies map[*route.Route]*routePolicy
-	// maxConnAge closes a connection after a response once it is older.
-	maxConnAge time.Duration
-	// setXFCC sets X-Forwarded-Client-Cert from the client's certificate.
-	setXFCC bool
+	limits    native.Limits // rate limit buckets, kept across reloads
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -123,18 +82,12 @@ func NewServer(opts Options) *Server {
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
-		listeners: map[string]*listener{},
+		listeners: map[string]*listener.Listener{},
 	}
+	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
+	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
-}
-
-// SetPlugins gives the server its Wasm host. It must be called before the
-// first Apply.
-func (s *Server) SetPlugins(p Plugins) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.plugins = p
 }
 
 // Call implements filter.Upstreams against the live snapshot, for requests
@@ -151,6 +104,21 @@ var _ filter.Upstreams = (*Server)(nil)
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// acquire returns the live snapshot with a reference taken, or nil once
+// the server has shut down. The request releases it when it is done.
+func (s *Server) acquire() *Snapshot {
+	for {
+		snap := s.snap.Load()
+		if snap == nil || snap.ref() {
+			return snap
+		}
+		if s.snap.Load() == snap {
+			return nil // released for good: Shutdown
+		}
+		// Replaced and released meanwhile: the new one is live.
+	}
+}
 
 // Snapshot returns the live snapshot, or nil before the first Apply.
 func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
@@ -186,7 +154,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	}
 	discard := func() {
 		if set != nil {
-			s.plugins.Discard(set)
+			set.Discard()
 		}
 	}
 	started, err := s.startListeners(cfg)
@@ -194,49 +162,54 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		discard()
 		return err
 	}
-	logger, err := s.reopenAccessLog(cfg.AccessLog)
+	logger, replacedLog, err := s.reopenAccessLog(cfg.AccessLog)
 	if err != nil {
 		for _, l := range started {
-			l.stop(0)
+			_ = l.Shutdown(context.Background())
 		}
 		discard()
 		return err
 	}
 	snap.log = logger
+	snap.refs.Store(1) // live
 
-	s.snap.Store(snap)
-
-	// Now that the new snapshot is live: serve new listeners, stop the
-	// replaced and removed ones, drop unused pools and plugins.
+	// Now that the new snapshot is live: serve new listeners; the
+	// replaced and removed ones, and a replaced access log, stop when the
+	// last request of the old snapshot is done.
+	var replaced, removed []*listener.Listener
 	for _, l := range started {
-		if prev := s.listeners[l.cfg.Name]; prev != nil {
-			go prev.stop(30 * time.Second)
+		name := l.Config().Name
+		if prev := s.listeners[name]; prev != nil {
+			replaced = append(replaced, prev)
 		}
-		s.listeners[l.cfg.Name] = l
-		l.serve(s)
+		s.listeners[name] = l
+		l.Serve(listener.Handler{Serve: (&handler{srv: s, listener: name}).serve, Error: serveError}, s.log)
 	}
 	for name, l := range s.listeners {
 		if !hasListener(cfg, name) {
 			delete(s.listeners, name)
-			go l.stop(30 * time.Second)
+			removed = append(removed, l)
 			continue
 		}
-		if l.front.tls != nil && !slices.Contains(started, l) {
+		if !slices.Contains(started, l) {
 			// A kept listener serves the certificates it names as they
 			// are now, as it would serve changed files.
-			if err := l.front.tls.SetCertificates(cfg.Certificates); err != nil {
+			if err := l.SetCertificates(cfg.Certificates); err != nil {
 				s.log.Warn("changing TLS certificates failed; the previous ones stay in use",
 					zap.String("listener", name), zap.Error(err))
 			}
 		}
 	}
+	s.snap.Store(snap)
+	s.retireLater(old, replaced, removed, replacedLog)
+
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
 	for _, c := range snap.Clusters {
 		live = append(live, c)
 	}
 	s.pools.Retain(live)
-	if s.plugins != nil && set != nil {
-		s.plugins.Activate(set)
+	if set != nil {
+		set.Activate()
 	}
 	s.metrics.Reloads.WithLabelValues("success").Inc()
 	s.metrics.LastReloadSuccess.Set(1)
@@ -255,94 +228,21 @@ func hasListener(cfg *config.Config, name string) bool {
 	return false
 }
 
-// build compiles cfg into a snapshot, reusing the clusters of old that did
-// not change. On error, plugins it prepared are discarded.
-func (s *Server) build(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
-	snap, set, err := s.compile(ctx, cfg, version, old)
-	if err != nil {
-		if set != nil {
-			s.plugins.Discard(set)
-		}
-		return nil, nil, err
-	}
-	return snap, set, nil
-}
-
-func (s *Server) compile(ctx context.Context, cfg *config.Config, version string, old *Snapshot) (*Snapshot, PluginSet, error) {
-	snap := &Snapshot{
-		Version:   version,
-		Config:    cfg,
-		LoadedAt:  time.Now(),
-		listeners: map[string]*listenerSnap{},
-		Clusters:  cluster.Set{},
-		node:      &filter.Node{ID: cfg.Node.ID, Metadata: cfg.Node.Metadata},
-	}
-	for _, cc := range cfg.Clusters {
-		var prev *cluster.Cluster
-		if old != nil {
-			prev = old.Clusters[cc.Name]
-		}
-		c, err := cluster.Build(cc, prev, s.pools)
-		if err != nil {
-			return nil, nil, err
-		}
-		snap.Clusters[cc.Name] = c
-	}
-	var set PluginSet
-	if len(cfg.Plugins) > 0 {
-		if s.plugins == nil {
-			return nil, nil, errors.New("plugins are configured but this proxy runs without a Wasm host")
-		}
-		var err error
-		if set, err = s.plugins.Prepare(ctx, cfg.Plugins); err != nil {
-			return nil, nil, err
-		}
-	}
-	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set}
-	if set != nil {
-		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {
-			return set.Factory(ref, routeName)
-		}
-	}
+// startListeners binds the listeners of cfg that are new or whose
+// settings changed. A changed listener at the same address takes its
+// predecessor's socket over, so no connection is refused during the
+// switch.
+func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error) {
+	var started []*listener.Listener
 	for _, lc := range cfg.Listeners {
-		deps.Prev = nil
-		if old != nil && old.listeners[lc.Name] != nil {
-			deps.Prev = old.listeners[lc.Name].table
-		}
-		table, err := route.Compile(cfg, lc.Name, deps)
-		if err != nil {
-			return nil, set, err
-		}
-		ls := &listenerSnap{table: table, maxBodySize: lc.MaxRequestBodyBytes}
-		ls.requestIDKey = fasthttp.AppendNormalizedHeaderKey(nil, lc.RequestIDHeader)
-		ls.policies = s.routePolicies(cfg, table)
-		ls.maxConnAge = lc.MaxConnectionAge.D()
-		ls.setXFCC = lc.TLS != nil && lc.TLS.ForwardClientCert == config.ForwardClientCertSanitizeSet
-		for _, p := range lc.TrustedProxies {
-			pfx, err := config.ParsePrefix(p)
-			if err != nil {
-				return nil, set, err
-			}
-			ls.trusted = append(ls.trusted, pfx)
-		}
-		snap.listeners[lc.Name] = ls
-	}
-	return snap, set, nil
-}
-
-// startListeners binds the listeners of cfg that are new or whose socket
-// settings changed. Sockets use SO_REUSEPORT, so a changed listener binds
-// beside the old one and no connection is refused during the switch.
-func (s *Server) startListeners(cfg *config.Config) ([]*listener, error) {
-	var started []*listener
-	for _, lc := range cfg.Listeners {
-		if prev := s.listeners[lc.Name]; prev != nil && prev.sameSocket(lc) {
+		prev := s.listeners[lc.Name]
+		if prev != nil && prev.Same(lc) {
 			continue
 		}
-		l, err := newListener(lc, cfg.Certificates)
+		l, err := listener.New(lc, cfg.Certificates, prev)
 		if err != nil {
 			for _, l := range started {
-				l.stop(0)
+				_ = l.Shutdown(context.Background())
 			}
 			return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 		}
@@ -351,28 +251,64 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener, error) {
 	return started, nil
 }
 
-func (s *Server) reopenAccessLog(c config.AccessLog) (*accesslog.Logger, error) {
-	if s.accessLog != nil && equalAccessLog(s.logCfg, c) {
-		return s.accessLog, nil
+// retireLater gives old, the snapshot just replaced, what it alone used,
+// and drops its live reference: its last request stops the listeners and
+// closes the access log. Shutdown waits for that. A replaced listener
+// retires gently, its connections closed between requests, as its
+// successor serves the same address; a removed one shuts down, its idle
+// connections closed at once.
+func (s *Server) retireLater(old *Snapshot, replaced, removed []*listener.Listener, log *accesslog.Logger) {
+	stop := func() {
+		defer s.retiring.Done()
+		if log != nil {
+			_ = log.Close()
+		}
+		var wg sync.WaitGroup
+		for _, l := range replaced {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = l.Retire(s.retireCtx, s.drainCtx)
+			}()
+		}
+		for _, l := range removed {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = l.Shutdown(s.drainCtx)
+			}()
+		}
+		wg.Wait()
 	}
-	var next *accesslog.Logger
+	s.retiring.Add(1)
+	if old == nil {
+		go stop()
+		return
+	}
+	// Listeners drain in the background: retire runs on the request path.
+	old.retire = func() { go stop() }
+	old.release()
+}
+
+// reopenAccessLog returns the access log of c, and the one it replaces,
+// if any, which the caller closes once no request logs to it any more.
+func (s *Server) reopenAccessLog(c config.AccessLog) (next, replaced *accesslog.Logger, err error) {
+	if s.accessLog != nil && equalAccessLog(s.logCfg, c) {
+		return s.accessLog, nil, nil
+	}
 	if c.Path != "" {
 		fields := c.Fields
 		if len(fields) == 0 {
 			fields = config.DefaultAccessLogFields
 		}
-		var err error
 		next, err = accesslog.Open(c.Path, fields, c.BufferEntries, s.metrics.AccessLogDropped.Inc)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if prev := s.accessLog; prev != nil {
-		// Requests of the old snapshot may still log for a while.
-		time.AfterFunc(time.Minute, func() { _ = prev.Close() })
-	}
+	replaced = s.accessLog
 	s.accessLog, s.logCfg = next, c
-	return next, nil
+	return next, replaced, nil
 }
 
 func equalAccessLog(a, b config.AccessLog) bool {
@@ -388,11 +324,11 @@ func equalAccessLog(a, b config.AccessLog) bool {
 }
 
 // Addr returns the bound address of a listener, or nil.
-func (s *Server) Addr(listener string) net.Addr {
+func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l := s.listeners[listener]; l != nil {
-		return l.ln.Addr()
+	if l := s.listeners[name]; l != nil {
+		return l.Addr()
 	}
 	return nil
 }
@@ -403,24 +339,31 @@ func (s *Server) Addr(listener string) net.Addr {
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // Shutdown stops accepting connections and waits for requests in flight
-// to finish, until ctx is done. Then it closes what is left.
+// to finish, until ctx is done: those of the live snapshot and of replaced
+// ones, on the live listeners and on replaced ones still draining. Then it
+// closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.closed = true
 	ls := s.listeners
-	s.listeners = map[string]*listener{}
+	s.listeners = map[string]*listener.Listener{}
+	live := s.snap.Load()
+	log := s.accessLog
+	s.accessLog = nil
 	s.mu.Unlock()
+	s.cancelRetire()
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
 	for _, l := range ls {
 		wg.Add(1)
-		go func(l *listener) {
+		go func(l *listener.Listener) {
 			defer wg.Done()
-			fronts := make(chan struct{})
-			go func() { l.front.shutdown(ctx); close(fronts) }()
-			defer func() { <-fronts }()
-			if err := l.srv.ShutdownWithContext(ctx); err != nil {
+			if err := l.Shutdown(ctx); err != nil {
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -430,112 +373,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}(l)
 	}
 	wg.Wait()
-	s.pools.Close()
-	s.mu.Lock()
-	if s.accessLog != nil {
-		_ = s.accessLog.Close()
-		s.accessLog = nil
+	// The live snapshot retires as a replaced one does: its last request
+	// closes the access log.
+	s.retireLater(live, nil, nil, log)
+	retired := make(chan struct{})
+	go func() { s.retiring.Wait(); close(retired) }()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		// Replaced listeners close what is left; requests still running
+		// find the access log closed and are not logged.
+		s.cancelDrain()
+		if log != nil {
+			_ = log.Close()
+		}
+		if firstErr == nil {
+			firstErr = ctx.Err()
+		}
 	}
-	s.mu.Unlock()
+	s.cancelDrain()
+	s.pools.Close()
 	return firstErr
 }
 
-// listener is one bound socket and its HTTP server.
-type listener struct {
-	cfg  config.Listener
-	ln   net.Listener
-	srv  *fasthttp.Server
-	done chan struct{}
-	// front serves TLS, HTTP/2 and HTTP/3 for the listener.
-	front *front
-}
-
-func (l *listener) sameSocket(c config.Listener) bool {
-	return l.cfg.Address == c.Address && l.cfg.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
-		l.cfg.IdleTimeout == c.IdleTimeout && l.cfg.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
-		l.cfg.HeaderReadTimeout == c.HeaderReadTimeout && l.cfg.BodyReadTimeout == c.BodyReadTimeout &&
-		sameProtocols(l.cfg, c)
-}
-
-func newListener(c config.Listener, certs []config.Certificate) (*listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", c.Address)
-	if err != nil {
-		return nil, err
+// warnInsecure warns about every cluster that does not verify its
+// endpoints' certificates, each time such a configuration is applied.
+func (s *Server) warnInsecure(cfg *config.Config) {
+	for _, name := range cluster.InsecureClusters(cfg) {
+		s.log.Warn("cluster does not verify its endpoints' TLS certificates (insecure_skip_verify_i_know_what_i_am_doing): anyone on the path can read and change its traffic",
+			zap.String("cluster", name))
 	}
-	f, err := newFront(c, ln.Addr(), certs)
-	if err != nil {
-		_ = ln.Close()
-		return nil, err
-	}
-	return &listener{cfg: c, ln: ln, done: make(chan struct{}), front: f}, nil
-}
-
-// serve starts the listener's HTTP server on the proxy's request path.
-func (l *listener) serve(s *Server) {
-	h := &handler{srv: s, listener: l.cfg.Name}
-	l.srv = &fasthttp.Server{
-		Handler:                      h.serve,
-		ErrorHandler:                 h.serveError,
-		Name:                         "wasmgate",
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		ReadBufferSize:               l.cfg.MaxRequestHeaderBytes,
-		IdleTimeout:                  l.cfg.IdleTimeout.Or(60 * time.Second),
-		ReadTimeout:                  l.cfg.HeaderReadTimeout.Or(DefaultHeaderReadTimeout),
-		HeaderReceived:               headerReceived(l.cfg),
-		StreamRequestBody:            true,
-		MaxRequestBodySize:           maxBodySize(l.cfg.MaxRequestBodyBytes),
-		CloseOnShutdown:              true,
-		DisablePreParseMultipartForm: true,
-		Logger:                       fasthttpLogger{s.log},
-	}
-	var ln net.Listener = l.ln
-	if l.cfg.TLS == nil {
-		ln = gatherListener{ln, readSlack(l.cfg)}
-	}
-	ln = l.front.start(s, l.srv, ln)
-	go func() {
-		defer close(l.done)
-		if err := l.srv.Serve(ln); err != nil {
-			s.log.Error("listener stopped", zap.String("listener", l.cfg.Name), zap.Error(err))
-		}
-	}()
-}
-
-func maxBodySize(n int64) int {
-	if n <= 0 || n > int64(^uint(0)>>1) {
-		return int(^uint(0) >> 1)
-	}
-	return int(n)
-}
-
-// stop closes the socket and lets requests in flight finish, up to grace.
-func (l *listener) stop(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if l.srv == nil {
-		_ = l.ln.Close()
-		l.front.shutdown(ctx)
-		return
-	}
-	fronts := make(chan struct{})
-	go func() { l.front.shutdown(ctx); close(fronts) }()
-	_ = l.srv.ShutdownWithContext(ctx)
-	<-fronts
-}
-
-type fasthttpLogger struct{ log *zap.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.log.Debug(fmt.Sprintf(format, args...))
 }

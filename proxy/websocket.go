@@ -69,7 +69,6 @@ func (x *exchange) websocket(rt *route.Route) {
 		return
 	}
 	x.UpstreamAddr = ep.Addr
-	rt.RequestHeaders.ApplyRequest(&req.Header)
 	x.scratch = rt.RewriteRequest(req, x.scratch)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")

@@ -7,15 +7,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/wasm"
 )
 
-// attachWasm gives srv a Wasm host whose plugins call clusters of the live
-// snapshot and export their metrics with the proxy's. blobs fetches modules
-// named only by sha256; it may be nil. The returned function closes it.
-func attachWasm(srv *proxy.Server, log *zap.Logger, cacheDir string, node *config.Node, blobs func(string) ([]byte, error)) (func(), error) {
+// newWasmHost returns the Wasm host of a proxy: its plugins export their
+// metrics with the proxy's, and call the clusters of the live snapshot
+// once the proxy has applied a configuration. blobs fetches modules named
+// only by sha256; it may be nil.
+func newWasmHost(met *metrics.Metrics, log *zap.Logger, cacheDir string, node *config.Node, blobs func(string) ([]byte, error)) (*wasm.Host, error) {
 	if cacheDir != "" {
 		// A read-only file system (a hardened container) costs a compile
 		// at every start, not the start itself.
@@ -25,19 +26,14 @@ func attachWasm(srv *proxy.Server, log *zap.Logger, cacheDir string, node *confi
 			cacheDir = ""
 		}
 	}
-	m, err := wasm.NewManager(wasm.Options{
+	// The proxy hands the host its upstreams for proxy_http_call.
+	return wasm.NewHost(wasm.Options{
 		CacheDir:   cacheDir,
 		Logger:     log.Named("wasm"),
-		Registerer: srv.Metrics().Registry,
-		Upstreams:  srv,
+		Registerer: met.Registry,
 		Node:       nodeOf(node),
 		Blobs:      blobs,
 	})
-	if err != nil {
-		return nil, err
-	}
-	srv.SetPlugins(wasm.Plugins(m))
-	return func() { _ = m.Close() }, nil
 }
 
 // defaultCacheDir is where compiled Wasm code is kept across restarts.

@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
 type logFlags struct {
@@ -199,11 +200,13 @@ type runOptions struct {
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
 // admin endpoints.
 func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
-	srv := proxy.NewServer(proxy.Options{Logger: log})
-	closeWasm, err := attachWasm(srv, log, o.cacheDir, &cfg.Node, o.blobs)
+	met := metrics.New()
+	host, err := newWasmHost(met, log, o.cacheDir, &cfg.Node, o.blobs)
 	if err != nil {
 		return nil, err
 	}
+	closeWasm := func() { _ = host.Close() }
+	srv := proxy.NewServer(proxy.Options{Logger: log, Metrics: met, Plugins: host})
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.
 	if len(cfg.Listeners) > 0 {

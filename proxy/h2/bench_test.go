@@ -57,21 +57,6 @@ func benchRequest() *http.Request {
 	}
 }
 
-// BenchmarkAdapter measures the adapter alone: a net/http request becomes
-// a pooled fasthttp.RequestCtx, the handler runs, and the response is
-// copied into the ResponseWriter's header map and body.
-func BenchmarkAdapter(b *testing.B) {
-	a := h2.NewAdapter(hello, "HTTP/2", nil)
-	r := benchRequest()
-	w := &recorder{hdr: http.Header{}}
-	conn := &fakeConn{}
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.hdr)
-		a.Serve(conn, w, r)
-	}
-}
-
 // BenchmarkServer measures the server alone over a loopback h2c
 // connection: a client that allocates nothing writes 64 requests at a
 // time in one write (HEADERS only, HPACK-indexed after the first) and reads the

@@ -19,7 +19,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/proxy/filter"
-	"github.com/wasmgate/wasmgate/proxy/h2"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -46,7 +45,7 @@ type Options struct {
 
 // Server serves HTTP/3 with a fasthttp.RequestHandler.
 type Server struct {
-	adapter *h2.Adapter
+	adapter *Adapter
 	tls     *tlsconf.Server
 	srv     *http3.Server
 }
@@ -60,7 +59,7 @@ func NewServer(h fasthttp.RequestHandler, t *tlsconf.Server, opts Options) *Serv
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = 60 * time.Second
 	}
-	s := &Server{adapter: h2.NewAdapter(h, "HTTP/3", opts.Logger), tls: t}
+	s := &Server{adapter: NewAdapter(h, "HTTP/3", opts.Logger), tls: t}
 	s.srv = &http3.Server{
 		TLSConfig: t.Config(),
 		QUICConfig: &quic.Config{

@@ -8,6 +8,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
@@ -21,6 +22,8 @@ type Deps struct {
 	// FilterSet identifies what Filter resolves against (the plugin set);
 	// virtual hosts with filters are reused only under the same set.
 	FilterSet any
+	// Limits keeps rate limit buckets across reloads; nil keeps none.
+	Limits *native.Limits
 	// Prev is the listener's previous table. A virtual host whose
 	// configuration is unchanged, whose clusters are the same objects and
 	// whose filters resolve against the same set is reused from it as it is.
@@ -31,15 +34,36 @@ type Deps struct {
 // configuration.
 func Compile(cfg *config.Config, listener string, d Deps) (*Table, error) {
 	t := newTable()
+	if d.Limits == nil {
+		d.Limits = &native.Limits{}
+	}
+	for i := range cfg.Listeners {
+		lc := &cfg.Listeners[i]
+		if lc.Name != listener {
+			continue
+		}
+		if d.Prev != nil && d.Prev.forwarded != nil && d.Prev.forwarded.Same(lc) {
+			t.forwarded = d.Prev.forwarded
+			break
+		}
+		fwd, err := native.NewForwarded(lc, fmt.Sprintf("listeners[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		t.forwarded = fwd
+	}
+	if t.forwarded == nil {
+		return nil, fmt.Errorf("unknown listener %q", listener)
+	}
 	for i := range cfg.VirtualHosts {
 		vc := &cfg.VirtualHosts[i]
 		if !servesListener(vc, listener) {
 			continue
 		}
-		vh := reusable(vc, listener, d)
+		vh := reusable(vc, listener, t.forwarded, d)
 		if vh == nil {
 			var err error
-			if vh, err = compileVirtualHost(vc, listener, d); err != nil {
+			if vh, err = compileVirtualHost(vc, listener, t.forwarded, d); err != nil {
 				return nil, err
 			}
 		}
@@ -65,7 +89,7 @@ func servesListener(vc *config.VirtualHost, listener string) bool {
 
 // reusable returns the previous table's compiled virtual host for vc when
 // nothing it depends on changed, or nil.
-func reusable(vc *config.VirtualHost, listener string, d Deps) *VirtualHost {
+func reusable(vc *config.VirtualHost, listener string, fwd *native.Forwarded, d Deps) *VirtualHost {
 	if d.Prev == nil {
 		return nil
 	}
@@ -76,11 +100,11 @@ func reusable(vc *config.VirtualHost, listener string, d Deps) *VirtualHost {
 			break
 		}
 	}
-	if prev == nil || prev.listener != listener || !sameVirtualHost(prev.cfg, vc) {
+	if prev == nil || prev.listener != listener || prev.forwarded != fwd || !sameVirtualHost(prev.cfg, vc) {
 		return nil
 	}
 	for _, r := range prev.Routes {
-		if len(r.Filters) > 0 && prev.filters != d.FilterSet {
+		if r.plugins && prev.filters != d.FilterSet {
 			return nil
 		}
 		for _, t := range r.Targets {
@@ -113,11 +137,11 @@ func sameVirtualHost(a, b *config.VirtualHost) bool {
 	return reflect.DeepEqual(ra, rb)
 }
 
-func compileVirtualHost(vc *config.VirtualHost, listener string, d Deps) (*VirtualHost, error) {
+func compileVirtualHost(vc *config.VirtualHost, listener string, fwd *native.Forwarded, d Deps) (*VirtualHost, error) {
 	cfg := *vc
-	vh := &VirtualHost{Name: vc.Name, cfg: &cfg, listener: listener, filters: d.FilterSet}
+	vh := &VirtualHost{Name: vc.Name, cfg: &cfg, listener: listener, filters: d.FilterSet, forwarded: fwd}
 	for j := range vc.Routes {
-		r, err := compileRoute(vc, &vc.Routes[j], listener, d)
+		r, err := compileRoute(vc, &vc.Routes[j], listener, fwd, d)
 		if err != nil {
 			return nil, fmt.Errorf("virtual host %q, route %q: %w", vc.Name, vc.Routes[j].Name, err)
 		}
@@ -126,7 +150,7 @@ func compileVirtualHost(vc *config.VirtualHost, listener string, d Deps) (*Virtu
 	return vh, nil
 }
 
-func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, d Deps) (*Route, error) {
+func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, fwd *native.Forwarded, d Deps) (*Route, error) {
 	r := &Route{Name: rc.Name, VirtualHost: vc.Name, Timeout: rc.Timeout.Or(DefaultTimeout)}
 	m := rc.Match
 	r.foldCase = m.CaseInsensitive
@@ -234,19 +258,64 @@ func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, d D
 	if rc.HostRewrite != "" {
 		r.hostRewrite = []byte(rc.HostRewrite)
 	}
-	r.RequestHeaders = compileMutation(vc.RequestHeaders, rc.RequestHeaders)
-	r.ResponseHeaders = compileMutation(vc.ResponseHeaders, rc.ResponseHeaders)
-
-	if d.Filter != nil {
-		for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
-			for _, ref := range refs {
-				f, err := d.Filter(ref, vc.Name, rc.Name)
-				if err != nil {
-					return nil, fmt.Errorf("filter %q: %w", ref.Plugin, err)
-				}
-				r.Filters = append(r.Filters, f)
-			}
-		}
+	if r.Retry = newRetryPolicy(rc.Retry); r.Retry == nil {
+		r.Retry = newRetryPolicy(vc.Retry)
+	}
+	if err := r.compileChain(vc, rc, fwd, d); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// compileChain builds the route's filter chain: the virtual host's
+// entries, then the route's, with the native filters they do not place
+// at their default places (package native).
+func (r *Route) compileChain(vc *config.VirtualHost, rc *config.Route, fwd *native.Forwarded, d Deps) error {
+	natives := map[string]filter.Factory{config.NativeForwarded: fwd}
+	if rl := d.Limits.NewRateLimit(vc, rc, d.Metrics.RateLimited); rl != nil {
+		natives[config.NativeRateLimit] = rl
+	}
+	if h := native.NewHeaders(vc, rc); h != nil {
+		natives[config.NativeHeaders] = h
+	}
+	placed := map[string]bool{}
+	for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
+		for _, ref := range refs {
+			placed[ref.Native] = ref.Native != ""
+		}
+	}
+	add := func(f filter.Factory) {
+		r.Filters = append(r.Filters, f)
+		if _, ok := f.(filter.HeadersOnly); !ok {
+			r.BodyFilters = true
+		}
+	}
+	for _, name := range []string{config.NativeForwarded, config.NativeRateLimit} {
+		if f := natives[name]; f != nil && !placed[name] {
+			add(f)
+		}
+	}
+	for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
+		for _, ref := range refs {
+			if ref.Native != "" {
+				if f := natives[ref.Native]; f != nil {
+					add(f)
+				}
+				continue
+			}
+			if d.Filter == nil {
+				return fmt.Errorf("filter %q: this proxy runs without a Wasm host", ref.Plugin)
+			}
+			f, err := d.Filter(ref, vc.Name, rc.Name)
+			if err != nil {
+				return fmt.Errorf("filter %q: %w", ref.Plugin, err)
+			}
+			add(f)
+			r.plugins = true
+		}
+	}
+	if f := natives[config.NativeHeaders]; f != nil && !placed[config.NativeHeaders] {
+		add(f)
+	}
+	return nil
 }

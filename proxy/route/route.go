@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
@@ -30,9 +31,10 @@ type VirtualHost struct {
 	Routes []*Route
 
 	// What it was compiled from, so that a later Compile can reuse it.
-	cfg      *config.VirtualHost
-	listener string
-	filters  any
+	cfg       *config.VirtualHost
+	listener  string
+	filters   any
+	forwarded *native.Forwarded
 }
 
 // Match returns the first route that matches req, or nil.
@@ -95,14 +97,19 @@ type Route struct {
 	regexSubst    []byte
 	hostRewrite   []byte
 
-	// RequestHeaders and ResponseHeaders hold the virtual host's mutation
-	// followed by the route's.
-	RequestHeaders  Mutation
-	ResponseHeaders Mutation
-
 	Timeout time.Duration
-	// Filters are the virtual host's filters followed by the route's.
+	// Retry is the route's retry policy, or its virtual host's; nil when
+	// neither has one.
+	Retry *RetryPolicy
+	// Filters are the route's filter chain, native filters and plugins in
+	// the order a request passes them (see package native for the default
+	// order). Responses pass them in reverse.
 	Filters []filter.Factory
+	// BodyFilters reports whether a filter of the chain sees bodies: when
+	// none does, bodies go through unbuffered and unchunked.
+	BodyFilters bool
+	// plugins reports whether the chain holds plugins.
+	plugins bool
 }
 
 // Target is one cluster a route forwards to.

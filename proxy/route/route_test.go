@@ -10,6 +10,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -122,7 +123,11 @@ virtual_hosts:
 	req.SetRequestURI("/")
 	req.Header.Set("X-Client", "client")
 	r := tbl.Find([]byte("x")).Match(&req)
-	r.RequestHeaders.ApplyRequest(&req.Header)
+	h, ok := r.Filters[len(r.Filters)-1].(*native.Headers)
+	if !ok {
+		t.Fatalf("the last filter is %s, want headers", r.Filters[len(r.Filters)-1].Name())
+	}
+	h.Request.ApplyRequest(&req.Header)
 	want := map[string]string{"X-A": "vh", "X-B": "", "X-C": "vh,route", "X-Client": "route"}
 	for k, v := range want {
 		var got []string
@@ -135,7 +140,7 @@ virtual_hosts:
 	}
 
 	var resp fasthttp.Response
-	r.ResponseHeaders.ApplyResponse(&resp.Header)
+	h.Response.ApplyResponse(&resp.Header)
 	for k, v := range map[string]string{"X-A": "route", "X-B": ""} {
 		if got := string(resp.Header.Peek(k)); got != v {
 			t.Errorf("response %s: %q, want %q", k, got, v)

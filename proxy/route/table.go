@@ -3,6 +3,8 @@ package route
 import (
 	"sort"
 	"strings"
+
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 )
 
 // Table finds the virtual host for a Host header: an exact domain first,
@@ -19,6 +21,8 @@ type Table struct {
 	any        *VirtualHost
 	// VirtualHosts are all virtual hosts of the table, in config order.
 	VirtualHosts []*VirtualHost
+	// forwarded is the listener's forwarding filter, shared by its routes.
+	forwarded *native.Forwarded
 }
 
 func newTable() *Table {

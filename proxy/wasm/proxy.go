@@ -2,27 +2,81 @@ package wasm
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/filter"
 )
 
-// Plugins adapts a Manager to the proxy's Plugins interface: the proxy
-// prepares a Set while building a snapshot, then activates it once the
-// snapshot is live or discards it when the configuration is rejected.
-func Plugins(m *Manager) proxy.Plugins { return proxyPlugins{m} }
+// Host is a Manager as the proxy runs it: the proxy's filter.Plugins. The
+// proxy hands it its upstreams with every Prepare, so that the proxy and
+// the host are built in either order and neither needs the other first.
+type Host struct {
+	m  *Manager
+	up liveUpstreams
+}
 
-type proxyPlugins struct{ m *Manager }
+var (
+	_ filter.Plugins   = (*Host)(nil)
+	_ filter.PluginSet = (*Set)(nil)
+)
 
-var _ proxy.PluginSet = (*Set)(nil)
+// NewHost returns a host with no plugins. proxy_http_call reaches the
+// upstreams that the proxy gives to Prepare; opts.Upstreams, when set,
+// serves until then.
+func NewHost(opts Options) (*Host, error) {
+	h := &Host{}
+	if opts.Upstreams != nil {
+		h.up.set(opts.Upstreams)
+	}
+	opts.Upstreams = &h.up
+	m, err := NewManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	h.m = m
+	return h, nil
+}
 
-func (p proxyPlugins) Prepare(ctx context.Context, plugins []config.Plugin) (proxy.PluginSet, error) {
-	set, err := p.m.Prepare(ctx, plugins)
+// Manager returns the host's manager.
+func (h *Host) Manager() *Manager { return h.m }
+
+// Close stops every plugin.
+func (h *Host) Close() error { return h.m.Close() }
+
+// Prepare implements filter.Plugins.
+func (h *Host) Prepare(ctx context.Context, plugins []config.Plugin, up filter.Upstreams) (filter.PluginSet, error) {
+	if up != nil {
+		h.up.set(up)
+	}
+	set, err := h.m.Prepare(ctx, plugins)
 	if err != nil {
 		return nil, err // not a typed nil inside the interface
 	}
 	return set, nil
 }
 
-func (p proxyPlugins) Activate(set proxy.PluginSet) { p.m.Activate(set.(*Set)) }
-func (p proxyPlugins) Discard(set proxy.PluginSet)  { set.(*Set).Close() }
+// Activate makes the set the live one (Manager.Activate).
+func (s *Set) Activate() { s.m.Activate(s) }
+
+// Discard releases a set that never went live.
+func (s *Set) Discard() { s.Close() }
+
+// liveUpstreams is the upstreams the proxy last gave.
+type liveUpstreams struct {
+	p atomic.Pointer[filter.Upstreams]
+}
+
+func (u *liveUpstreams) set(up filter.Upstreams) { u.p.Store(&up) }
+
+func (u *liveUpstreams) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	p := u.p.Load()
+	if p == nil {
+		return fmt.Errorf("%w %q: the proxy has no configuration yet", filter.ErrUnknownCluster, cluster)
+	}
+	return (*p).Call(cluster, req, resp, timeout)
+}

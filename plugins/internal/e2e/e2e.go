@@ -70,18 +70,18 @@ func Start(t *testing.T, yaml string, more map[string]string) *Proxy {
 	}
 
 	reg := prometheus.NewRegistry()
-	srv := proxy.NewServer(proxy.Options{})
-	m, err := wasm.NewManager(wasm.Options{
+	// Plugins' HTTP calls reach the live snapshot's clusters: the proxy
+	// hands them to the host.
+	m, err := wasm.NewHost(wasm.Options{
 		CacheDir:   filepath.Join(os.TempDir(), "wasmgate-wasmtest-cache"),
 		Logger:     zap.NewNop(),
 		Registerer: reg,
-		Upstreams:  srv, // plugins' HTTP calls reach the live snapshot's clusters
 		Node:       &filter.Node{ID: "e2e"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetPlugins(wasm.Plugins(m))
+	srv := proxy.NewServer(proxy.Options{Plugins: m})
 	if err := srv.Apply(context.Background(), cfg, ""); err != nil {
 		m.Close()
 		t.Fatalf("apply: %v", err)

@@ -81,11 +81,11 @@ type IdentityPlugins struct {
 	seen []Seen
 }
 
-func (p *IdentityPlugins) Prepare(context.Context, []config.Plugin) (proxy.PluginSet, error) {
+func (p *IdentityPlugins) Prepare(context.Context, []config.Plugin, filter.Upstreams) (filter.PluginSet, error) {
 	return p, nil
 }
-func (p *IdentityPlugins) Activate(proxy.PluginSet) {}
-func (p *IdentityPlugins) Discard(proxy.PluginSet)  {}
+func (p *IdentityPlugins) Activate() {}
+func (p *IdentityPlugins) Discard()  {}
 func (p *IdentityPlugins) Factory(config.FilterRef, string) (filter.Factory, error) {
 	return p, nil
 }
@@ -134,7 +134,7 @@ func (identityStream) Done(*filter.Exchange)                             {}
 
 // start applies a configuration, {{name}} placeholders filled from vars, to
 // a new proxy and returns it.
-func Start(t testing.TB, yaml string, vars map[string]string, plugins proxy.Plugins) *proxy.Server {
+func Start(t testing.TB, yaml string, vars map[string]string, plugins filter.Plugins) *proxy.Server {
 	t.Helper()
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)

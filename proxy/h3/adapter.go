@@ -1,8 +1,8 @@
 // The Adapter serves requests that arrive through net/http's interfaces
-// (package h3's, on quic-go) with the fasthttp.RequestHandler that serves
+// (quic-go's http3 server) with the fasthttp.RequestHandler that serves
 // HTTP/1.1 and HTTP/2.
 
-package h2
+package h3
 
 import (
 	"io"

@@ -1,4 +1,4 @@
-package proxy
+package listener
 
 import (
 	"context"
@@ -6,16 +6,12 @@ import (
 	"net"
 	"reflect"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy/cluster"
-	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/h2"
 	"github.com/wasmgate/wasmgate/proxy/h3"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
@@ -63,17 +59,11 @@ func newFront(c config.Listener, addr net.Addr, certs []config.Certificate) (*fr
 	return f, nil
 }
 
+// listenUDP binds the HTTP/3 socket. QUIC has no accept queue to hand
+// over: the replacement of a changed listener binds its UDP socket beside
+// the old one's while the old one drains, so it always shares the port.
 func listenUDP(addr string) (net.PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: reusePort}
 	return lc.ListenPacket(context.Background(), "udp", addr)
 }
 
@@ -83,21 +73,13 @@ func sameProtocols(a, b config.Listener) bool {
 	return reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.HTTP2, b.HTTP2) && reflect.DeepEqual(a.HTTP3, b.HTTP3)
 }
 
-// handlerFor returns the request handler of a listener: the one request
-// path that HTTP/1.1, HTTP/2 and HTTP/3 all feed.
-func (s *Server) handlerFor(listener string) fasthttp.RequestHandler {
-	h := &handler{srv: s, listener: listener}
-	return h.serve
-}
-
 // start wires the front into the listener's fasthttp server and starts
 // HTTP/3 and the certificate watchers. It returns the listener that the
 // fasthttp server must serve.
-func (f *front) start(s *Server, srv *fasthttp.Server, ln net.Listener) net.Listener {
+func (f *front) start(handler fasthttp.RequestHandler, log *zap.Logger, srv *fasthttp.Server, ln net.Listener) net.Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	c := f.cfg
-	handler := s.handlerFor(c.Name)
 	tcpHandler := handler
 	if f.altSvc != nil {
 		altSvc := f.altSvc
@@ -111,10 +93,10 @@ func (f *front) start(s *Server, srv *fasthttp.Server, ln net.Listener) net.List
 	if h2on {
 		opts := h2.Options{
 			MaxHeaderBytes: c.MaxRequestHeaderBytes,
-			IdleTimeout:    c.IdleTimeout.Or(60 * time.Second),
-			Logger:         fasthttpLogger{s.log},
+			IdleTimeout:    c.IdleTimeout.Or(DefaultIdleTimeout),
+			Logger:         fasthttpLogger{log},
 			CountError: func(kind string) {
-				if ce := s.log.Check(zap.DebugLevel, "http2 protocol error"); ce != nil {
+				if ce := log.Check(zap.DebugLevel, "http2 protocol error"); ce != nil {
 					ce.Write(zap.String("listener", c.Name), zap.String("error", kind))
 				}
 			},
@@ -132,7 +114,7 @@ func (f *front) start(s *Server, srv *fasthttp.Server, ln net.Listener) net.List
 			srv.NextProto("h2", f.h2.ServeConn)
 		}
 		f.tls.Watch(ctx, func(err error) {
-			s.log.Warn("reloading TLS certificates failed; the previous ones stay in use",
+			log.Warn("reloading TLS certificates failed; the previous ones stay in use",
 				zap.String("listener", c.Name), zap.Error(err))
 		})
 		tl := tlsconf.NewListener(ln, f.tls)
@@ -147,12 +129,12 @@ func (f *front) start(s *Server, srv *fasthttp.Server, ln net.Listener) net.List
 			Allow0RTT:            h.Allow0RTT,
 			MaxConcurrentStreams: h.MaxConcurrentStreams,
 			MaxHeaderBytes:       c.MaxRequestHeaderBytes,
-			IdleTimeout:          c.IdleTimeout.Or(60 * time.Second),
-			Logger:               fasthttpLogger{s.log},
+			IdleTimeout:          c.IdleTimeout.Or(DefaultIdleTimeout),
+			Logger:               fasthttpLogger{log},
 		})
 		go func() {
 			if err := f.h3.Serve(f.udp); err != nil {
-				s.log.Error("http3 listener stopped", zap.String("listener", c.Name), zap.Error(err))
+				log.Error("http3 listener stopped", zap.String("listener", c.Name), zap.Error(err))
 			}
 		}()
 	}
@@ -180,73 +162,5 @@ func (f *front) shutdown(ctx context.Context) {
 	}
 	for ; n > 0; n-- {
 		<-done
-	}
-}
-
-// connIdentity is what a TLS connection (tlsconf.Conn, h3.Conn) tells the
-// request path about itself; it is computed once per connection.
-type connIdentity interface {
-	TLSInfo() *filter.TLSInfo
-	XFCC() []byte
-}
-
-// adaptConn completes what acquire knows of the request's connection: its
-// TLS identity, and the protocol when an HTTP/2 or HTTP/3 front end made
-// the request.
-func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
-	if x.Start.IsZero() {
-		x.Start = time.Now() // HTTP/2 and HTTP/3 requests carry no server time
-	}
-	switch string(ctx.Request.Header.Protocol()) {
-	case "HTTP/2":
-		x.Protocol = "HTTP/2"
-	case "HTTP/3":
-		x.Protocol = "HTTP/3"
-	}
-	if ci, ok := ctx.Conn().(connIdentity); ok {
-		x.conn.TLS = ci.TLSInfo()
-	}
-}
-
-// forwardClientCert removes the X-Forwarded-Client-Cert a client sent and,
-// when the listener says so, sets it from the verified client certificate.
-func (x *exchange) forwardClientCert(ls *listenerSnap, has uint16) {
-	h := &x.Ctx.Request.Header
-	del(h, has, hasXFCC, "X-Forwarded-Client-Cert")
-	if !ls.setXFCC {
-		return
-	}
-	if ci, ok := x.Ctx.Conn().(connIdentity); ok {
-		if v := ci.XFCC(); v != nil {
-			h.SetBytesV("X-Forwarded-Client-Cert", v)
-		}
-	}
-}
-
-// copyTrailers passes the upstream's trailers on once its body has ended.
-func (x *exchange) copyTrailers() {
-	resp := &x.Ctx.Response
-	for k := range x.up.Header.Trailers() {
-		if resp.Header.AddTrailerBytes(k) == nil {
-			resp.Header.SetBytesKV(k, x.up.Header.PeekBytes(k))
-		}
-	}
-}
-
-// setUpstreamScheme makes the request's scheme the endpoint's.
-func setUpstreamScheme(ctx *fasthttp.RequestCtx, ep *cluster.Endpoint) {
-	if ep.TLS() {
-		ctx.Request.URI().SetScheme("https")
-	} else if ctx.IsTLS() {
-		ctx.Request.URI().SetScheme("http")
-	}
-}
-
-// warnInsecure warns about every cluster that does not verify its
-// endpoints' certificates, each time such a configuration is applied.
-func (s *Server) warnInsecure(cfg *config.Config) {
-	for _, name := range cluster.InsecureClusters(cfg) {
-		s.log.Warn("cluster does not verify its endpoints' TLS certificates (insecure_skip_verify_i_know_what_i_am_doing): anyone on the path can read and change its traffic",
-			zap.String("cluster", name))
 	}
 }

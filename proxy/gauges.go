@@ -51,8 +51,6 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	g.s.mu.Lock()
 	defer g.s.mu.Unlock()
 	for name, l := range g.s.listeners {
-		if l.srv != nil {
-			ch <- prometheus.MustNewConstMetric(g.downConns, prometheus.GaugeValue, float64(l.srv.GetOpenConnectionsCount()), name)
-		}
+		ch <- prometheus.MustNewConstMetric(g.downConns, prometheus.GaugeValue, float64(l.OpenConnections()), name)
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package listener
 
 import (
 	"io"
@@ -148,9 +148,10 @@ func (c *gatherConn) Close() error {
 	return c.Conn.Close()
 }
 
-// gatherResponse asks a cleartext connection to send ctx's response in one
-// write when it is large enough to need two.
-func gatherResponse(ctx *fasthttp.RequestCtx) {
+// GatherResponse asks a cleartext connection to send ctx's response in one
+// write when it is large enough to need two. The handler calls it last,
+// once the response is complete.
+func GatherResponse(ctx *fasthttp.RequestCtx) {
 	if c, ok := ctx.Conn().(*gatherConn); ok && !ctx.Response.IsBodyStream() && len(ctx.Response.Body()) >= gatherMin {
 		c.gather()
 	}

@@ -1,0 +1,215 @@
+// Package listener accepts the proxy's downstream connections: it binds a
+// listener's socket, speaks its protocols (cleartext HTTP/1.1 with gathered
+// writes, TLS, HTTP/2 by ALPN or h2c, HTTP/3 on the UDP port of the same
+// address), bounds its reads, and hands every request of every protocol
+// to the one handler it serves.
+//
+// A Listener is one generation of a configured listener. A reload that
+// changes a listener's settings builds a new generation at the same
+// address: it takes the socket over (no second socket is bound, and no
+// connection is refused during the switch), new connections go to it,
+// and the old generation drains its own and stops. SO_REUSEPORT is set
+// only when the configuration asks for it (reuse_port), so that a port
+// another process holds is an error at start rather than shared by
+// accident.
+package listener
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/config"
+)
+
+// Handler is what a listener serves: the proxy's request path.
+type Handler struct {
+	// Serve serves every request, whatever its protocol.
+	Serve fasthttp.RequestHandler
+	// Error answers an HTTP/1.1 request that could not be read.
+	Error func(ctx *fasthttp.RequestCtx, err error)
+}
+
+// Listener is one generation of a configured listener.
+type Listener struct {
+	cfg   config.Listener
+	sock  *socket
+	gen   *generation
+	front *front
+	srv   *fasthttp.Server // nil until Serve
+	done  chan struct{}    // closed when the HTTP/1.1 server returns
+	// retiring closes each HTTP/1.1 connection after its response.
+	retiring atomic.Bool
+}
+
+// New binds c's address, or takes over the socket of prev, the running
+// generation of the same listener, when the address is the same (as
+// configured, or as bound: "127.0.0.1:0" then its port). It also
+// loads the TLS material and binds the HTTP/3 socket, so that a listener
+// that cannot serve fails here. The listener serves nothing until Serve;
+// a listener that is never served must be shut down all the same.
+func New(c config.Listener, certs []config.Certificate, prev *Listener) (*Listener, error) {
+	var sock *socket
+	var gen *generation
+	if prev != nil && (prev.cfg.Address == c.Address || prev.Addr().String() == c.Address) {
+		sock = prev.sock
+		gen = sock.join()
+	}
+	if gen == nil {
+		var err error
+		if sock, err = bind(c.Address, c.ReusePort); err != nil {
+			return nil, err
+		}
+		gen = sock.join()
+	}
+	f, err := newFront(c, sock.ln.Addr(), certs)
+	if err != nil {
+		_ = gen.Close()
+		return nil, err
+	}
+	return &Listener{cfg: c, sock: sock, gen: gen, front: f, done: make(chan struct{})}, nil
+}
+
+// Config returns the configuration the listener was built from.
+func (l *Listener) Config() config.Listener { return l.cfg }
+
+// Addr returns the bound address.
+func (l *Listener) Addr() net.Addr { return l.sock.ln.Addr() }
+
+// Same reports whether c asks for nothing that l does not already do, so
+// that a reload keeps l as it is.
+func (l *Listener) Same(c config.Listener) bool {
+	a := l.cfg
+	return a.Address == c.Address && a.MaxRequestHeaderBytes == c.MaxRequestHeaderBytes &&
+		a.IdleTimeout == c.IdleTimeout && a.MaxRequestBodyBytes == c.MaxRequestBodyBytes &&
+		a.HeaderReadTimeout == c.HeaderReadTimeout && a.BodyReadTimeout == c.BodyReadTimeout &&
+		sameProtocols(a, c)
+}
+
+// SetCertificates makes a kept TLS listener serve the certificates it
+// names as the configuration has them now.
+func (l *Listener) SetCertificates(certs []config.Certificate) error {
+	if l.front.tls == nil {
+		return nil
+	}
+	return l.front.tls.SetCertificates(certs)
+}
+
+// OpenConnections counts the listener's open HTTP/1.1 and HTTP/2
+// connections.
+func (l *Listener) OpenConnections() int {
+	if l.srv == nil {
+		return 0
+	}
+	return int(l.srv.GetOpenConnectionsCount())
+}
+
+// Serve starts serving h, the one handler of the listener. log receives
+// the listener's own errors.
+func (l *Listener) Serve(h Handler, log *zap.Logger) {
+	c := l.cfg
+	l.srv = &fasthttp.Server{
+		ErrorHandler:                 h.Error,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               c.MaxRequestHeaderBytes,
+		IdleTimeout:                  c.IdleTimeout.Or(DefaultIdleTimeout),
+		ReadTimeout:                  c.HeaderReadTimeout.Or(DefaultHeaderReadTimeout),
+		HeaderReceived:               headerReceived(c),
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           maxBodySize(c.MaxRequestBodyBytes),
+		CloseOnShutdown:              true,
+		DisablePreParseMultipartForm: true,
+		Logger:                       fasthttpLogger{log},
+	}
+	var ln net.Listener = l.gen
+	if c.TLS == nil {
+		ln = gatherListener{ln, readSlack(c)}
+	}
+	serve := func(ctx *fasthttp.RequestCtx) {
+		h.Serve(ctx)
+		if l.retiring.Load() {
+			ctx.SetConnectionClose()
+		}
+	}
+	// start installs the handler, with what the front adds to it.
+	ln = l.front.start(serve, log, l.srv, ln)
+	l.sock.serve(l.gen)
+	go func() {
+		defer close(l.done)
+		if err := l.srv.Serve(ln); err != nil {
+			log.Error("listener stopped", zap.String("listener", c.Name), zap.Error(err))
+		}
+	}()
+}
+
+// Shutdown stops accepting connections (the socket stays open while a
+// newer generation holds it), asks HTTP/2 and HTTP/3 clients to go away,
+// and waits for the requests in flight until ctx is done; then it closes
+// what is left.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	if l.srv == nil {
+		_ = l.gen.Close()
+		l.front.shutdown(ctx)
+		return nil
+	}
+	fronts := make(chan struct{})
+	go func() { l.front.shutdown(ctx); close(fronts) }()
+	err := l.srv.ShutdownWithContext(ctx)
+	_ = l.gen.Close()
+	<-fronts
+	<-l.done
+	return err
+}
+
+// retirePoll is how often Retire looks whether the connections it waits
+// for have ended.
+const retirePoll = 20 * time.Millisecond
+
+// Retire stops a replaced generation without cutting a request short: it
+// stops accepting (a newer generation has the socket), closes each
+// HTTP/1.1 keep-alive connection after its next response (Connection:
+// close), sends HTTP/2 and HTTP/3 clients GOAWAY, and lets connections end
+// on their own (an idle one at its idle timeout) until gentle is done.
+// Then it shuts down what is left as Shutdown does, bounded by hard.
+func (l *Listener) Retire(gentle, hard context.Context) error {
+	if l.srv == nil {
+		return l.Shutdown(hard)
+	}
+	l.retiring.Store(true)
+	_ = l.gen.Close()
+	fronts := make(chan struct{})
+	go func() { l.front.shutdown(hard); close(fronts) }()
+	tick := time.NewTicker(retirePoll)
+	defer tick.Stop()
+wait:
+	for l.srv.GetOpenConnectionsCount() > 0 {
+		select {
+		case <-gentle.Done():
+			break wait
+		case <-tick.C:
+		}
+	}
+	err := l.srv.ShutdownWithContext(hard)
+	<-fronts
+	<-l.done
+	return err
+}
+
+func maxBodySize(n int64) int {
+	if n <= 0 || n > int64(^uint(0)>>1) {
+		return int(^uint(0) >> 1)
+	}
+	return int(n)
+}
+
+type fasthttpLogger struct{ log *zap.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.log.Debug(fmt.Sprintf(format, args...))
+}

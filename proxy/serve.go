@@ -1,0 +1,269 @@
+package proxy
+
+// The request path starts here: serve takes a request from the listener
+// and walks it through the stages, each in a file of its own:
+// request.go (made fit to pass on), filters.go (the route's chain),
+// forward.go (the upstream exchange, with retries), response.go (the
+// answer, streamed or whole) and finish.go (metrics and access log).
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/proxy/accesslog"
+	"github.com/wasmgate/wasmgate/proxy/cluster"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/listener"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/route"
+)
+
+// handler serves the requests of one listener.
+type handler struct {
+	srv      *Server
+	listener string
+}
+
+// exchange is the proxy's state for one request. It is pooled; nothing in
+// it may be retained after release.
+type exchange struct {
+	filter.Exchange
+	conn filter.ConnInfo
+
+	h      *handler
+	snap   *Snapshot
+	route  *route.Route
+	stats  *metrics.RouteStats
+	status int
+
+	// upReq is what goes upstream when request body filters stream: the
+	// request's headers with the filters' output as its body.
+	upReq     fasthttp.Request
+	reqFilter *filterReader
+	limit     limitedBody       // a chunked body under the listener's limit
+	up        fasthttp.Response // the upstream's response
+	upBody    cluster.Stream    // its body, when it streams
+	guard     cluster.Guard     // the cluster's admission of the request
+	body      responseBody
+	streams   []filter.Stream
+	// bodyFilters reports whether a stream sees bodies (one that is not
+	// filter.HeadersOnly).
+	bodyFilters bool
+	// serverSet reports whether the response got its Server header
+	// before the response filters.
+	serverSet bool
+	entry     *accesslog.Entry
+	scratch   []byte
+	idBuf     [36]byte
+}
+
+var exchangePool = sync.Pool{New: func() any {
+	x := &exchange{Exchange: *filter.NewExchange()}
+	x.body.x = x
+	return x
+}}
+
+func (h *handler) acquire(ctx *fasthttp.RequestCtx, snap *Snapshot) *exchange {
+	x := exchangePool.Get().(*exchange)
+	x.Exchange.Reset()
+	x.Ctx = ctx
+	x.Conn = &x.conn
+	x.Start = ctx.Time()
+	x.Listener = h.listener
+	x.Protocol = "HTTP/1.1"
+	x.Upstreams = snap.Clusters
+	x.Node = snap.node
+	x.h, x.snap = h, snap
+	x.conn = filter.ConnInfo{ID: ctx.ConnID(), Remote: addrPort(ctx.RemoteAddr()), Local: addrPort(ctx.LocalAddr())}
+	x.adaptConn(ctx)
+	return x
+}
+
+func (x *exchange) release() {
+	for i := range x.streams {
+		x.streams[i] = nil
+	}
+	x.streams = x.streams[:0]
+	x.bodyFilters, x.serverSet = false, false
+	x.snap.release()
+	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
+	x.body.r, x.body.f, x.body.active = nil, nil, false
+	if x.reqFilter != nil || x.limit.active {
+		x.reqFilter = nil
+		x.limit = limitedBody{}
+		x.upReq.Reset()
+	}
+	x.Ctx = nil
+	x.guard.Release()
+	x.up.Reset()
+	exchangePool.Put(x)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// serve is the request path.
+func (h *handler) serve(ctx *fasthttp.RequestCtx) {
+	snap := h.srv.acquire()
+	if snap == nil {
+		// The server has shut down; a last request got through.
+		ctx.Error("shutting down\n", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
+	ls := snap.listeners[h.listener]
+	x := h.acquire(ctx, snap)
+	if h.srv.draining.Load() {
+		defer ctx.SetConnectionClose()
+	} else if ls != nil && ls.maxConnAge > 0 && time.Since(ctx.ConnTime()) >= ls.maxConnAge {
+		// Close an old connection after this response, so that clients
+		// spread again over proxies added since they connected.
+		defer ctx.SetConnectionClose()
+	}
+	if ls == nil {
+		// The listener is being removed; its last requests get 503.
+		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoRoute, "listener_removed")
+		x.finish()
+		return
+	}
+	req := &ctx.Request
+	if !req.Header.IsHTTP11() {
+		if status := checkProtocol(req.Header.Protocol()); status != 0 {
+			x.localError(status, 0, "unsupported_protocol")
+			ctx.SetConnectionClose()
+			x.finish()
+			return
+		}
+	}
+	upgrade := isWebSocketUpgrade(req)
+	x.prepareRequest(ls)
+	if snap.log != nil {
+		x.entry = snap.log.Acquire()
+		x.fillEntry()
+	}
+	// The server streams request bodies, so it does not enforce the
+	// listener's body limit itself.
+	if ls.maxBodySize > 0 && int64(req.Header.ContentLength()) > ls.maxBodySize {
+		x.localError(fasthttp.StatusRequestEntityTooLarge, 0, "request_body_too_large")
+		ctx.SetConnectionClose()
+		x.finish()
+		return
+	}
+	if ls.maxBodySize > 0 && req.Header.ContentLength() < 0 && req.IsBodyStream() {
+		// A chunked body has no length to check up front: count it.
+		x.limit = limitedBody{src: req.BodyStream(), left: ls.maxBodySize, active: true}
+	}
+
+	vh := ls.table.Find(req.Header.Host())
+	var rt *route.Route
+	if vh != nil {
+		rt = vh.Match(req)
+	}
+	if rt == nil {
+		x.localError(fasthttp.StatusNotFound, filter.FlagNoRoute, "route_not_found")
+		x.finish()
+		return
+	}
+	x.route = rt
+	x.VirtualHost, x.Route = vh.Name, rt.Name
+	x.stats = rt.NoTarget()
+
+	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
+		x.answered()
+		return
+	}
+
+	switch rt.Action {
+	case route.Respond:
+		rt.Respond(&ctx.Response)
+	case route.Redirect:
+		x.scratch = rt.WriteRedirect(req, &ctx.Response, ctx.IsTLS(), x.scratch)
+	case route.Forward:
+		if upgrade {
+			x.websocket(rt)
+			x.finish()
+			return
+		}
+		if !x.forward(rt) {
+			x.answered()
+			return
+		}
+	}
+	if len(x.streams) > 0 && !x.responseHeaderFilters() {
+		x.finish()
+		return
+	}
+	if rt.Action == route.Forward {
+		if !x.sendBody() {
+			x.finish()
+			return
+		}
+	} else if x.bodyFilters && !x.filterFixedBody(&ctx.Response) {
+		x.finish()
+		return
+	}
+	if x.body.active {
+		// The body streams after serve returns; finish runs when the
+		// server closes the stream.
+		x.status = ctx.Response.StatusCode()
+		x.stats.Observe(x.status, time.Since(x.Start))
+		return
+	}
+	listener.GatherResponse(ctx)
+	x.finish()
+}
+
+// checkProtocol answers the status for a request whose protocol is not
+// HTTP/1.1: 0 for HTTP/1.0 and the protocols of the HTTP/2 and HTTP/3
+// front ends, 505 for a later HTTP version in an HTTP/1 request line, 400
+// for anything else.
+func checkProtocol(p []byte) int {
+	switch string(p) {
+	case "HTTP/1.0", "HTTP/2", "HTTP/3":
+		return 0
+	}
+	if len(p) == 8 && string(p[:5]) == "HTTP/" && p[6] == '.' && p[5] >= '0' && p[5] <= '9' && p[7] >= '0' && p[7] <= '9' {
+		if p[5] >= '2' {
+			return fasthttp.StatusHTTPVersionNotSupported
+		}
+		if p[5] == '1' {
+			return 0 // HTTP/1.x: served as HTTP/1.1 is (RFC 9112, section 2.3)
+		}
+	}
+	return fasthttp.StatusBadRequest
+}
+
+// connIdentity is what a TLS connection (tlsconf.Conn, h3.Conn) tells the
+// request path about itself; it is computed once per connection.
+type connIdentity interface {
+	TLSInfo() *filter.TLSInfo
+}
+
+// adaptConn completes what acquire knows of the request's connection: its
+// TLS identity, and the protocol when an HTTP/2 or HTTP/3 front end made
+// the request.
+func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
+	if x.Start.IsZero() {
+		x.Start = time.Now() // HTTP/2 and HTTP/3 requests carry no server time
+	}
+	switch string(ctx.Request.Header.Protocol()) {
+	case "HTTP/2":
+		x.Protocol = "HTTP/2"
+	case "HTTP/3":
+		x.Protocol = "HTTP/3"
+	}
+	if ci, ok := ctx.Conn().(connIdentity); ok {
+		x.conn.TLS = ci.TLSInfo()
+	}
+}
