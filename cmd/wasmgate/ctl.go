@@ -170,6 +170,7 @@ configuration, 5 not authenticated or not allowed.`,
 	cmd.AddCommand(
 		ctlApplyCmd(f), ctlGetCmd(f), ctlDeleteCmd(f), ctlDiffCmd(f), ctlHistoryCmd(f),
 		ctlRollbackCmd(f), ctlStatusCmd(f), ctlPluginCmd(f), ctlRegisterCmd(f),
+		ctlMeshCmd(f),
 	)
 	return cmd
 }
@@ -491,6 +492,8 @@ func printItems(out io.Writer, kind resource.Kind, items []api.Item) error {
 		fmt.Fprintln(w, "NAME\tREVISION\tDISCOVERY\tLB\tENDPOINTS")
 	case resource.Plugins:
 		fmt.Fprintln(w, "NAME\tREVISION\tMODULE\tFAILURE POLICY")
+	case resource.AuthorizationPolicies, resource.PeerAuthentications:
+		printMeshHeader(w, kind)
 	}
 	for _, it := range items {
 		v, err := resource.Decode(resource.Ref{Kind: kind, Name: it.Name}, it.Value)
@@ -527,6 +530,8 @@ func printItems(out io.Writer, kind resource.Kind, items []api.Item) error {
 				fp = config.FailClosed
 			}
 			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", x.Name, it.Revision, mod, fp)
+		default:
+			printMeshRow(w, it.Revision, v)
 		}
 	}
 	return w.Flush()

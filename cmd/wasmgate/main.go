@@ -32,6 +32,7 @@ func newRootCmd() *cobra.Command {
 		newValidateCmd(),
 		newBenchCmd(),
 		newPluginCmd(),
+		newSidecarCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
 // Kind names a kind of resource. Its value is the key segment and the
@@ -27,10 +28,23 @@ const (
 	Clusters     Kind = "clusters"
 	Plugins      Kind = "plugins"
 	Certificates Kind = "certificates"
+	// AuthorizationPolicies (policy.AuthorizationPolicy) say who may call
+	// whom in the mesh.
+	AuthorizationPolicies Kind = "authorization_policies"
+	// PeerAuthentications (policy.PeerAuthentication) set the mutual TLS
+	// mode of services. The key segment is "authentication_policies" so
+	// that both mesh kinds sort before "certificates", outside
+	// ConfigRange: a proxy's configuration watch never carries them, and
+	// a sidecar receives only those of its own service through discovery.
+	PeerAuthentications Kind = "authentication_policies"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications}
+
+// MeshKinds are the kinds that config.Config does not hold: they are
+// validated by Check, not by config.Config.Validate.
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -46,8 +60,12 @@ func ParseKind(s string) (Kind, error) {
 		return Plugins, nil
 	case "certificates", "certificate", "certs", "cert":
 		return Certificates, nil
+	case "authorization_policies", "authorization_policy", "authorizationpolicies", "authorizationpolicy", "authz", "ap":
+		return AuthorizationPolicies, nil
+	case "peer_authentications", "peer_authentication", "peerauthentications", "peerauthentication", "authentication_policies", "authentication_policy", "authn", "pa":
+		return PeerAuthentications, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins or certificates)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies or peer_authentications)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -55,6 +73,10 @@ func (k Kind) Singular() string {
 	switch k {
 	case VirtualHosts:
 		return "virtual host"
+	case AuthorizationPolicies:
+		return "authorization policy"
+	case PeerAuthentications:
+		return "peer authentication"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -211,6 +233,10 @@ func New(kind Kind) any {
 		return &config.Plugin{}
 	case Certificates:
 		return &config.Certificate{}
+	case AuthorizationPolicies:
+		return &policy.AuthorizationPolicy{}
+	case PeerAuthentications:
+		return &policy.PeerAuthentication{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -236,6 +262,10 @@ func Normalize(v any) {
 		c.Plugins = []config.Plugin{*x}
 		c.Normalize()
 		*x = c.Plugins[0]
+	case *policy.AuthorizationPolicy:
+		x.Normalize()
+	case *policy.PeerAuthentication:
+		x.Normalize()
 	}
 }
 
@@ -281,6 +311,14 @@ func NameOf(v any) string {
 	case config.Plugin:
 		return x.Name
 	case config.Certificate:
+		return x.Name
+	case *policy.AuthorizationPolicy:
+		return x.Name
+	case *policy.PeerAuthentication:
+		return x.Name
+	case policy.AuthorizationPolicy:
+		return x.Name
+	case policy.PeerAuthentication:
 		return x.Name
 	}
 	return ""

@@ -151,6 +151,17 @@ func fieldErrors(err error, order map[resource.Kind][]string) *ValidationError {
 	return out
 }
 
+// meshErrors names the problems resource.Check found, in resource order.
+func meshErrors(next resource.Set, bad map[resource.Ref]config.Errors) *ValidationError {
+	out := &ValidationError{}
+	for _, r := range next.Refs() {
+		for _, fe := range bad[r] {
+			out.Errors = append(out.Errors, FieldError{Resource: r.String(), Path: fe.Path, Message: fe.Msg})
+		}
+	}
+	return out
+}
+
 // Transient reports whether err is etcd being briefly unavailable (no
 // leader, a leader change, a lost connection, a timeout): the request may
 // succeed if tried again.

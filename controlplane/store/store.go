@@ -348,6 +348,9 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 	if err := checkReferences(next, removed); err != nil {
 		return nil, nil, err
 	}
+	if bad := resource.Check(next); len(bad) > 0 {
+		return nil, nil, meshErrors(next, bad)
+	}
 	if err := s.openCertificates(next, ch.Put); err != nil {
 		return nil, nil, err
 	}

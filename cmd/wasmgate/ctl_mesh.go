@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// ctlMeshCmd holds the mesh policy commands of ctl.
+func ctlMeshCmd(f *ctlFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mesh",
+		Short: "Mesh policy: apply authorization policies and peer authentications, check who may call whom",
+	}
+	cmd.AddCommand(ctlMeshCheckCmd(f), ctlMeshApplyCmd(f))
+	return cmd
+}
+
+// meshCheck is the answer of `ctl mesh check`.
+type meshCheck struct {
+	From        string   `json:"from"`
+	To          string   `json:"to"`
+	Method      string   `json:"method"`
+	Path        string   `json:"path"`
+	Allowed     bool     `json:"allowed"`
+	Reason      string   `json:"reason"`
+	Policy      string   `json:"policy,omitempty"`
+	Rule        int      `json:"rule"`
+	AuditPolicy string   `json:"audit_policy,omitempty"`
+	Mode        string   `json:"mtls_mode"`
+	ModeSource  string   `json:"mtls_mode_source,omitempty"`
+	Considered  []string `json:"policies_considered"`
+	Revision    int64    `json:"revision"`
+}
+
+func ctlMeshCheckCmd(f *ctlFlags) *cobra.Command {
+	var (
+		trustDomain string
+		port        int
+		host        string
+		headers     []string
+		sourceIP    string
+		file        string
+	)
+	cmd := &cobra.Command{
+		Use:   "check FROM TO [METHOD PATH]",
+		Short: "Say whether a call would be allowed, and by which rule, from the live policy",
+		Long: `Evaluate the authorization policies and peer authentications stored in the
+control plane for one call, as the destination's sidecar would.
+
+FROM is the caller: a SPIFFE ID, NAMESPACE/SERVICE-ACCOUNT, or
+SERVICE-ACCOUNT.NAMESPACE (in --trust-domain), or "none" for a plain-text
+caller with no identity. TO is the destination service, SERVICE.NAMESPACE or
+NAMESPACE/SERVICE. METHOD and PATH default to GET /.
+
+With -f FILE it evaluates a policy file instead, to try a change before
+applying it.
+
+Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
+		Example: `  wasmgate ctl mesh check shop/web payments.payments POST /pay
+  wasmgate ctl mesh check spiffe://wasmgate.local/ns/shop/sa/orders payments/payments POST /pay`,
+		Args: cobra.RangeArgs(2, 4),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 3 {
+				return errors.New("give both METHOD and PATH, or neither")
+			}
+			principal, err := parseCaller(args[0], trustDomain)
+			if err != nil {
+				return fmt.Errorf("FROM: %w", err)
+			}
+			ns, svc, err := parseService(args[1])
+			if err != nil {
+				return fmt.Errorf("TO: %w", err)
+			}
+			req := policy.Request{Principal: principal, Method: "GET", Path: "/", Port: port, Host: host}
+			if len(args) == 4 {
+				req.Method, req.Path = args[2], args[3]
+			}
+			if req.Host == "" {
+				req.Host = svc + "." + ns
+			}
+			if sourceIP != "" {
+				if req.SourceIP, err = netip.ParseAddr(sourceIP); err != nil {
+					return fmt.Errorf("--source-ip: %w", err)
+				}
+			}
+			hs := headerList{}
+			for _, h := range headers {
+				k, v, ok := strings.Cut(h, ":")
+				if !ok {
+					return fmt.Errorf("--header %q: want NAME:VALUE", h)
+				}
+				hs = append(hs, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
+			}
+			req.Headers = hs
+
+			var (
+				aps []policy.AuthorizationPolicy
+				pas []policy.PeerAuthentication
+				rev int64
+			)
+			if file != "" {
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				doc, err := policy.Parse(data)
+				if err != nil {
+					return &exitError{code: 4, err: fmt.Errorf("invalid: %s\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+				}
+				aps, pas = doc.AuthorizationPolicies, doc.PeerAuthentications
+			} else {
+				c, err := f.client()
+				if err != nil {
+					return err
+				}
+				if aps, pas, rev, err = livePolicies(cmd.Context(), c); err != nil {
+					return explain(err, f.server)
+				}
+			}
+			set, err := policy.Compile(aps)
+			if err != nil {
+				return fmt.Errorf("the stored policies do not compile: %w", err)
+			}
+			modes, err := policy.CompileModes(pas)
+			if err != nil {
+				return fmt.Errorf("the stored peer authentications do not compile: %w", err)
+			}
+			table := set.For(ns, svc)
+			d := table.Evaluate(&req)
+			mode := modes.For(ns, svc, port)
+			res := meshCheck{
+				From: args[0], To: svc + "." + ns, Method: req.Method, Path: req.Path,
+				Allowed: d.Allowed, Reason: d.Reason.String(), Policy: d.Policy, Rule: d.Rule, AuditPolicy: d.AuditPolicy,
+				Mode: string(mode.Mode), ModeSource: mode.Source, Considered: table.Policies(), Revision: rev,
+			}
+			if principal == "" && mode.Mode == policy.Strict {
+				res.Allowed, res.Policy, res.Rule = false, "", -1
+				res.Reason = "plain text refused: mutual TLS is strict"
+			}
+			if res.Considered == nil {
+				res.Considered = []string{}
+			}
+			out := cmd.OutOrStdout()
+			if done, err := f.print(out, res); done {
+				if err == nil && !res.Allowed {
+					err = &exitError{code: 2, err: errors.New("denied")}
+				}
+				return err
+			}
+			verdict := "ALLOW"
+			if !res.Allowed {
+				verdict = "DENY"
+			}
+			fmt.Fprintf(out, "%s  %s -> %s  %s %s\n", verdict, args[0], res.To, req.Method, req.Path)
+			fmt.Fprintf(out, "  reason: %s", res.Reason)
+			if res.Policy != "" {
+				fmt.Fprintf(out, " (authorization_policies/%s rules[%d])", res.Policy, res.Rule)
+			}
+			fmt.Fprintln(out)
+			if res.AuditPolicy != "" {
+				fmt.Fprintf(out, "  audited by: authorization_policies/%s rules[%d]\n", res.AuditPolicy, d.AuditRule)
+			}
+			src := "default"
+			if res.ModeSource != "" {
+				src = "peer_authentications/" + res.ModeSource
+			}
+			fmt.Fprintf(out, "  mtls: %s (%s)\n", res.Mode, src)
+			from := fmt.Sprintf("revision %d", rev)
+			if file != "" {
+				from = file
+			}
+			fmt.Fprintf(out, "  policies considered: %s (%s)\n", listOrNone(res.Considered), from)
+			if !res.Allowed {
+				return &exitError{code: 2, err: errors.New("denied")}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&trustDomain, "trust-domain", "wasmgate.local", "trust domain of a FROM that is not a SPIFFE ID")
+	fl.IntVar(&port, "port", 0, "the destination's inbound port, for port rules and port-level mTLS")
+	fl.StringVar(&host, "host", "", "Host header (default SERVICE.NAMESPACE)")
+	fl.StringArrayVarP(&headers, "header", "H", nil, "request header NAME:VALUE (repeatable)")
+	fl.StringVar(&sourceIP, "source-ip", "", "the caller's address, for ip_blocks rules")
+	fl.StringVarP(&file, "file", "f", "", "evaluate the policies of this file instead of the live ones (no control plane needed)")
+	return cmd
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
+// headerList is request headers for a check.
+type headerList [][2]string
+
+func (h headerList) Get(name string) (string, bool) {
+	for _, kv := range h {
+		if strings.EqualFold(kv[0], name) {
+			return kv[1], true
+		}
+	}
+	return "", false
+}
+
+// parseCaller turns FROM into a SPIFFE ID ("" for none).
+func parseCaller(s, trustDomain string) (string, error) {
+	switch {
+	case s == "none" || s == "-":
+		return "", nil
+	case strings.HasPrefix(s, "spiffe://"):
+		if _, _, _, ok := policy.ParseSPIFFE(s); !ok {
+			return "", fmt.Errorf("%q is not a workload SPIFFE ID (spiffe://TD/ns/NS/sa/SA)", s)
+		}
+		return s, nil
+	}
+	ns, sa, ok := strings.Cut(s, "/")
+	if !ok {
+		sa, ns, ok = strings.Cut(s, ".")
+	}
+	if !ok || ns == "" || sa == "" || strings.ContainsAny(ns+sa, "/.") {
+		return "", fmt.Errorf("%q is not a SPIFFE ID, NAMESPACE/SERVICE-ACCOUNT, SERVICE-ACCOUNT.NAMESPACE or none", s)
+	}
+	return policy.SPIFFEID(trustDomain, ns, sa), nil
+}
+
+// parseService turns TO into a namespace and a service.
+func parseService(s string) (namespace, service string, err error) {
+	if ns, svc, ok := strings.Cut(s, "/"); ok && ns != "" && svc != "" && !strings.Contains(svc, "/") {
+		return ns, svc, nil
+	}
+	svc, ns, ok := strings.Cut(strings.TrimSuffix(s, ".svc"), ".")
+	if !ok || svc == "" || ns == "" || strings.Contains(ns, ".") {
+		return "", "", fmt.Errorf("%q is not SERVICE.NAMESPACE or NAMESPACE/SERVICE", s)
+	}
+	return ns, svc, nil
+}
+
+// livePolicies reads every authorization policy and peer authentication
+// from the control plane.
+func livePolicies(ctx context.Context, c *api.Client) ([]policy.AuthorizationPolicy, []policy.PeerAuthentication, int64, error) {
+	aList, err := c.List(ctx, resource.AuthorizationPolicies)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	pList, err := c.List(ctx, resource.PeerAuthentications)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	set := resource.Set{}
+	for _, l := range []*api.ItemList{aList, pList} {
+		for _, it := range l.Items {
+			ref, err := resource.ParseRef(it.Resource)
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			v, err := resource.Decode(ref, it.Value)
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			set[ref] = v
+		}
+	}
+	aps, pas := resource.Policies(set)
+	return aps, pas, max(aList.Revision, pList.Revision), nil
+}
+
+func ctlMeshApplyCmd(f *ctlFlags) *cobra.Command {
+	var (
+		file string
+		o    api.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or replace the authorization policies and peer authentications of a file",
+		Long: `Apply a policy file: a YAML or JSON document with authorization_policies and
+peer_authentications lists (see docs/mesh-policy.md). The whole file is
+validated first, locally, and nothing is written if any policy is invalid;
+then each policy is written as one change, in the order of the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("-f FILE is required")
+			}
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			doc, err := policy.Parse(data)
+			if err != nil {
+				return &exitError{code: 4, err: fmt.Errorf("invalid: %s: nothing was changed\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			put := func(ref resource.Ref, v any) error {
+				b, err := json.Marshal(v)
+				if err != nil {
+					return err
+				}
+				res, err := c.Put(cmd.Context(), ref, b, o)
+				if err != nil {
+					return explain(err, f.server)
+				}
+				return printChange(cmd, f, res)
+			}
+			for i := range doc.AuthorizationPolicies {
+				p := &doc.AuthorizationPolicies[i]
+				if err := put(resource.Ref{Kind: resource.AuthorizationPolicies, Name: p.Name}, p); err != nil {
+					return err
+				}
+			}
+			for i := range doc.PeerAuthentications {
+				p := &doc.PeerAuthentications[i]
+				if err := put(resource.Ref{Kind: resource.PeerAuthentications, Name: p.Name}, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&file, "file", "f", "", "policy file (YAML or JSON)")
+	fl.BoolVar(&o.DryRun, "dry-run", false, "validate against the control plane only")
+	fl.StringVarP(&o.Message, "message", "m", "", "note recorded in the history")
+	return cmd
+}
+
+// printMeshHeader and printMeshRow are the table of `ctl get` for the mesh
+// kinds.
+func printMeshHeader(w io.Writer, kind resource.Kind) {
+	if kind == resource.AuthorizationPolicies {
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tACTION\tRULES")
+		return
+	}
+	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
+}
+
+func printMeshRow(w io.Writer, rev int64, v any) {
+	orAll := func(s string) string {
+		if s == "" {
+			return "*"
+		}
+		return s
+	}
+	switch x := v.(type) {
+	case *policy.AuthorizationPolicy:
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Action, len(x.Rules))
+	case *policy.PeerAuthentication:
+		mode := string(x.Mode)
+		if mode == "" {
+			mode = "(inherit)"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
+	}
+}

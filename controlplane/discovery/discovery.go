@@ -1,0 +1,578 @@
+// Package discovery tells each sidecar what it needs and nothing more: the
+// healthy endpoints of the services it calls and the mesh policies of its
+// own service, updated live.
+//
+// A Hub runs in the control plane. It follows etcd with one watch over the
+// registered endpoints (the registry's keys, /<prefix>/endpoints/<service>/<id>,
+// each under its owner's lease, so an endpoint is healthy while its owner
+// keeps the lease alive) and one over the two mesh policy kinds, and keeps
+// one immutable snapshot per service. A sidecar's Watch holds only the set
+// of services it has changed since it last looked; Next hands it the
+// current snapshots of those, shared with every other watcher. So the
+// hub's memory grows with endpoints, not with watchers times endpoints,
+// and etcd sees two watches per hub however many sidecars there are.
+//
+// On a lost watch or an etcd compaction the hub lists the keys again and
+// compares them with what it holds: only services that really changed are
+// sent, so a compaction never resends the world.
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// Endpoints is the snapshot of one service's healthy endpoints. It is
+// immutable and shared between watchers: never modify it.
+type Endpoints struct {
+	Service string
+	// Revision is the etcd revision of the service's latest change (0 when
+	// nothing was ever registered while the hub watched).
+	Revision int64
+	// Items are sorted by id.
+	Items []registry.Endpoint
+}
+
+// Policies are the mesh policies that apply to one service: those of its
+// namespace (for the whole namespace or for it) and the mesh-wide ones.
+// The slices are the watcher's own.
+type Policies struct {
+	// Revision is the etcd revision of the latest policy change the hub
+	// had seen when it made this.
+	Revision      int64
+	Authorization []policy.AuthorizationPolicy
+	Peer          []policy.PeerAuthentication
+}
+
+// Interest is what a sidecar asks for.
+type Interest struct {
+	// Services are the names of the services it calls, as registered.
+	Services []string
+	// Namespace and Service name the sidecar's own service, whose
+	// policies it receives; empty Namespace asks for none.
+	Namespace, Service string
+}
+
+// Update is what changed for one watcher since its last Next.
+type Update struct {
+	// Endpoints holds a snapshot for each service of interest that
+	// changed (every one of them in a watcher's first update), sorted by
+	// service.
+	Endpoints []*Endpoints
+	// Policies is set when the policies of the watcher's service may have
+	// changed (and in the first update when Interest.Namespace is set).
+	Policies *Policies
+}
+
+// Stats counts what a hub did.
+type Stats struct {
+	// Lists is how many times it read every key (once at start, then once
+	// per lost watch or compaction); Events the watch events it applied.
+	Lists, Events int64
+	// Services and Endpoints are the services it tracks and their
+	// endpoints; Watchers the open watches.
+	Services, Endpoints, Watchers int
+}
+
+// Hub follows etcd and serves watchers. Create it with NewHub and run it
+// with Run. It is safe for concurrent use.
+type Hub struct {
+	cli  *clientv3.Client
+	keys resource.Keys
+	log  *zap.Logger
+
+	mu       sync.RWMutex
+	services map[string]*service
+	raw      map[string][]byte                                 // the value of every key the hub follows
+	aps      map[string]map[string]*policy.AuthorizationPolicy // namespace -> name -> policy
+	pas      map[string]map[string]*policy.PeerAuthentication
+	polRev   int64
+	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
+	watchers int
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	lists     atomic.Int64
+	events    atomic.Int64
+}
+
+type service struct {
+	eps  map[string]registry.Endpoint
+	snap *Endpoints
+	subs map[*Watch]struct{}
+}
+
+// NewHub returns a hub over the keys under prefix ("" means /wasmgate).
+// logger may be nil.
+func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return &Hub{
+		cli: cli, keys: resource.NewKeys(prefix), log: logger,
+		services: map[string]*service{}, raw: map[string][]byte{},
+		aps: map[string]map[string]*policy.AuthorizationPolicy{}, pas: map[string]map[string]*policy.PeerAuthentication{},
+		policyWs: map[string]map[*Watch]struct{}{},
+		ready:    make(chan struct{}),
+	}
+}
+
+// Ready is closed once the hub has read etcd a first time.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	s := Stats{Lists: h.lists.Load(), Events: h.events.Load(), Services: len(h.services), Watchers: h.watchers}
+	for _, svc := range h.services {
+		s.Endpoints += len(svc.eps)
+	}
+	return s
+}
+
+// Run follows etcd until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := h.list(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			h.log.Warn("discovery: reading etcd failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		h.readyOnce.Do(func() { close(h.ready) })
+		why := h.watch(ctx, rev)
+		if ctx.Err() == nil {
+			h.log.Info("discovery: watch ended; reading etcd again", zap.String("why", why))
+		}
+	}
+	return nil
+}
+
+// policyRange is the key range of both mesh policy kinds.
+func (h *Hub) policyRange() (begin, end string) {
+	a, b := h.keys.Kind(resource.AuthorizationPolicies), h.keys.Kind(resource.PeerAuthentications)
+	if b < a {
+		a, b = b, a
+	}
+	return a, strings.TrimSuffix(b, "/") + "0" // '0' follows '/'
+}
+
+// list reads every followed key at one revision and applies what differs
+// from the hub's state.
+func (h *Hub) list(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 30*time.Second)
+	defer cancel()
+	begin, end := h.policyRange()
+	resp, err := h.cli.Txn(ctx).Then(
+		clientv3.OpGet(h.keys.EndpointsPrefix(), clientv3.WithPrefix()),
+		clientv3.OpGet(begin, clientv3.WithRange(end)),
+	).Commit()
+	if err != nil {
+		return 0, err
+	}
+	h.lists.Add(1)
+	rev := resp.Header.Revision
+	seen := make(map[string]bool, len(h.raw))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			key := string(kv.Key)
+			seen[key] = true
+			h.put(key, kv.Value, kv.ModRevision)
+		}
+	}
+	for key := range h.raw {
+		if !seen[key] {
+			h.remove(key, rev)
+		}
+	}
+	return rev, nil
+}
+
+// watch applies events from rev+1 until the watch ends, and says why.
+func (h *Hub) watch(ctx context.Context, rev int64) string {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	begin, end := h.policyRange()
+	chans := []clientv3.WatchChan{
+		h.cli.Watch(wctx, h.keys.EndpointsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)),
+		h.cli.Watch(wctx, begin, clientv3.WithRange(end), clientv3.WithRev(rev+1)),
+	}
+	for {
+		var (
+			resp clientv3.WatchResponse
+			ok   bool
+		)
+		select {
+		case <-ctx.Done():
+			return "stopping"
+		case resp, ok = <-chans[0]:
+		case resp, ok = <-chans[1]:
+		}
+		switch {
+		case !ok:
+			return "the watch channel closed"
+		case resp.CompactRevision != 0:
+			return fmt.Sprintf("etcd compacted past revision %d", resp.CompactRevision)
+		case resp.Err() != nil:
+			return resp.Err().Error()
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		h.mu.Lock()
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			if ev.Type == clientv3.EventTypeDelete {
+				h.remove(key, ev.Kv.ModRevision)
+			} else {
+				h.put(key, ev.Kv.Value, ev.Kv.ModRevision)
+			}
+		}
+		h.mu.Unlock()
+		h.events.Add(int64(len(resp.Events)))
+	}
+}
+
+// put applies one key's new value. h.mu is held.
+func (h *Hub) put(key string, value []byte, rev int64) {
+	if old, ok := h.raw[key]; ok && bytes.Equal(old, value) {
+		// A registration renewed with the same value (the registry
+		// rewrites it to refresh its lease): nothing to tell anyone.
+		return
+	}
+	if _, _, ok := h.keys.ParseEndpoint(key); ok {
+		ep, err := registry.DecodeEndpoint(h.keys, key, value)
+		if err != nil {
+			h.log.Error("discovery: ignoring an invalid endpoint", zap.String("key", key), zap.Error(err))
+			return
+		}
+		h.raw[key] = value
+		svc := h.service(ep.Cluster)
+		svc.eps[ep.ID] = ep
+		h.publish(ep.Cluster, svc, rev)
+		return
+	}
+	ref, ok := h.keys.ParseResource(key)
+	if !ok {
+		return
+	}
+	v, err := resource.Decode(ref, value)
+	if err != nil {
+		h.log.Error("discovery: ignoring an invalid policy", zap.String("key", key), zap.Error(err))
+		return
+	}
+	resource.Normalize(v)
+	h.raw[key] = value
+	old := h.removePolicy(ref)
+	switch p := v.(type) {
+	case *policy.AuthorizationPolicy:
+		if h.aps[p.Namespace] == nil {
+			h.aps[p.Namespace] = map[string]*policy.AuthorizationPolicy{}
+		}
+		h.aps[p.Namespace][p.Name] = p
+		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+	case *policy.PeerAuthentication:
+		if h.pas[p.Namespace] == nil {
+			h.pas[p.Namespace] = map[string]*policy.PeerAuthentication{}
+		}
+		h.pas[p.Namespace][p.Name] = p
+		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+	}
+}
+
+// remove applies the deletion of one key. h.mu is held.
+func (h *Hub) remove(key string, rev int64) {
+	if _, ok := h.raw[key]; !ok {
+		return
+	}
+	delete(h.raw, key)
+	if name, id, ok := h.keys.ParseEndpoint(key); ok {
+		if svc := h.services[name]; svc != nil {
+			delete(svc.eps, id)
+			h.publish(name, svc, rev)
+		}
+		return
+	}
+	if ref, ok := h.keys.ParseResource(key); ok {
+		if old := h.removePolicy(ref); old != nil {
+			h.policyChanged(rev, scopeOf(old))
+		}
+	}
+}
+
+type scope struct{ namespace, service string }
+
+func scopeOf(v any) *scope {
+	switch p := v.(type) {
+	case *policy.AuthorizationPolicy:
+		return &scope{p.Namespace, p.Service}
+	case *policy.PeerAuthentication:
+		return &scope{p.Namespace, p.Service}
+	}
+	return nil
+}
+
+// removePolicy forgets a policy and returns it (nil if unknown).
+func (h *Hub) removePolicy(ref resource.Ref) any {
+	switch ref.Kind {
+	case resource.AuthorizationPolicies:
+		for ns, m := range h.aps {
+			if p, ok := m[ref.Name]; ok {
+				delete(m, ref.Name)
+				if len(m) == 0 {
+					delete(h.aps, ns)
+				}
+				return p
+			}
+		}
+	case resource.PeerAuthentications:
+		for ns, m := range h.pas {
+			if p, ok := m[ref.Name]; ok {
+				delete(m, ref.Name)
+				if len(m) == 0 {
+					delete(h.pas, ns)
+				}
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// policyChanged tells the watchers of the scopes that their policies may
+// have changed. h.mu is held.
+func (h *Hub) policyChanged(rev int64, scopes ...*scope) {
+	h.polRev = max(h.polRev, rev)
+	for _, s := range scopes {
+		if s == nil {
+			continue
+		}
+		if s.namespace == policy.RootNamespace {
+			for _, ws := range h.policyWs {
+				for w := range ws {
+					w.markPolicies()
+				}
+			}
+			continue
+		}
+		for w := range h.policyWs[s.namespace] {
+			if s.service == "" || s.service == w.interest.Service {
+				w.markPolicies()
+			}
+		}
+	}
+}
+
+func (h *Hub) service(name string) *service {
+	svc := h.services[name]
+	if svc == nil {
+		svc = &service{eps: map[string]registry.Endpoint{}, subs: map[*Watch]struct{}{}, snap: &Endpoints{Service: name}}
+		h.services[name] = svc
+	}
+	return svc
+}
+
+// publish makes a new snapshot of a service and tells its watchers. h.mu
+// is held.
+func (h *Hub) publish(name string, svc *service, rev int64) {
+	items := make([]registry.Endpoint, 0, len(svc.eps))
+	for _, ep := range svc.eps {
+		items = append(items, ep)
+	}
+	slices.SortFunc(items, func(a, b registry.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	svc.snap = &Endpoints{Service: name, Revision: rev, Items: items}
+	for w := range svc.subs {
+		w.markService(name)
+	}
+	if len(svc.eps) == 0 && len(svc.subs) == 0 {
+		delete(h.services, name)
+	}
+}
+
+// policiesFor collects the policies that apply to one service. h.mu is
+// held for reading.
+func (h *Hub) policiesFor(namespace, svc string) *Policies {
+	p := &Policies{Revision: h.polRev}
+	for _, ns := range []string{policy.RootNamespace, namespace} {
+		for _, ap := range h.aps[ns] {
+			if ap.Service == "" || ap.Service == svc {
+				p.Authorization = append(p.Authorization, *ap)
+			}
+		}
+		for _, pa := range h.pas[ns] {
+			if pa.Service == "" || pa.Service == svc {
+				p.Peer = append(p.Peer, *pa)
+			}
+		}
+		if namespace == policy.RootNamespace {
+			break
+		}
+	}
+	slices.SortFunc(p.Authorization, func(a, b policy.AuthorizationPolicy) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Peer, func(a, b policy.PeerAuthentication) int { return strings.Compare(a.Name, b.Name) })
+	return p
+}
+
+// Watch is one sidecar's subscription. Its memory is the set of services
+// it asked for and those changed since its last Next.
+type Watch struct {
+	hub      *Hub
+	interest Interest
+
+	mu       sync.Mutex
+	dirty    map[string]struct{}
+	policies bool
+	closed   bool
+	signal   chan struct{}
+}
+
+// Watch subscribes to an interest. The first Next returns the current
+// snapshot of every service of interest (and the policies). Close it when
+// done.
+func (h *Hub) Watch(in Interest) *Watch {
+	in.Services = slices.Clone(in.Services)
+	slices.Sort(in.Services)
+	in.Services = slices.Compact(in.Services)
+	w := &Watch{hub: h, interest: in, dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.watchers++
+	for _, name := range in.Services {
+		h.service(name).subs[w] = struct{}{}
+		w.dirty[name] = struct{}{}
+	}
+	if in.Namespace != "" {
+		if h.policyWs[in.Namespace] == nil {
+			h.policyWs[in.Namespace] = map[*Watch]struct{}{}
+		}
+		h.policyWs[in.Namespace][w] = struct{}{}
+		w.policies = true
+	}
+	w.signal <- struct{}{}
+	return w
+}
+
+func (w *Watch) markService(name string) {
+	w.mu.Lock()
+	w.dirty[name] = struct{}{}
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *Watch) markPolicies() {
+	w.mu.Lock()
+	w.policies = true
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *Watch) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// ErrClosed is returned by Next after Close.
+var ErrClosed = fmt.Errorf("discovery: watch closed")
+
+// Next waits until something of interest changed, or ctx ends, and
+// returns what changed. Changes that happen between two calls are merged:
+// a slow watcher gets the latest state, never a backlog.
+func (w *Watch) Next(ctx context.Context) (Update, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return Update{}, ctx.Err()
+		case <-w.signal:
+		}
+		w.mu.Lock()
+		if w.closed {
+			w.mu.Unlock()
+			return Update{}, ErrClosed
+		}
+		names := make([]string, 0, len(w.dirty))
+		for name := range w.dirty {
+			names = append(names, name)
+		}
+		clear(w.dirty)
+		pol := w.policies
+		w.policies = false
+		w.mu.Unlock()
+		if len(names) == 0 && !pol {
+			continue
+		}
+		slices.Sort(names)
+		var u Update
+		w.hub.mu.RLock()
+		for _, name := range names {
+			if svc := w.hub.services[name]; svc != nil {
+				u.Endpoints = append(u.Endpoints, svc.snap)
+			}
+		}
+		if pol {
+			u.Policies = w.hub.policiesFor(w.interest.Namespace, w.interest.Service)
+		}
+		w.hub.mu.RUnlock()
+		return u, nil
+	}
+}
+
+// Interest returns what the watch asked for.
+func (w *Watch) Interest() Interest { return w.interest }
+
+// Close ends the subscription; a Next in progress returns ErrClosed.
+func (w *Watch) Close() {
+	h := w.hub
+	h.mu.Lock()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		h.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	h.watchers--
+	for _, name := range w.interest.Services {
+		if svc := h.services[name]; svc != nil {
+			delete(svc.subs, w)
+			if len(svc.eps) == 0 && len(svc.subs) == 0 {
+				delete(h.services, name)
+			}
+		}
+	}
+	if ws := h.policyWs[w.interest.Namespace]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(h.policyWs, w.interest.Namespace)
+		}
+	}
+	h.mu.Unlock()
+	w.wake()
+}

@@ -1,0 +1,148 @@
+package resource_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/internal/etcdtest"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/store"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m) }
+
+func meshBase() *config.Config {
+	return &config.Config{
+		Listeners:    []config.Listener{{Name: "main", Address: "127.0.0.1:8080"}},
+		VirtualHosts: []config.VirtualHost{{Name: "web", Domains: []string{"*"}, Routes: []config.Route{{Cluster: "api"}}}},
+		Clusters:     []config.Cluster{{Name: "api", Endpoints: []config.Endpoint{{Address: "127.0.0.1:9001"}}}},
+	}
+}
+
+func allowOrders(paths ...string) *policy.AuthorizationPolicy {
+	return &policy.AuthorizationPolicy{Name: "payments-from-orders", Namespace: "payments", Service: "payments", Action: "ALLOW",
+		Rules: []policy.Rule{{
+			From: []policy.Source{{Principals: []string{"spiffe://wasmgate.local/ns/shop/sa/orders"}}},
+			To:   []policy.Operation{{Paths: paths}},
+		}}}
+}
+
+// TestMeshPoliciesInTheStore: policies are resources like the rest:
+// validated before they are written (a bad one changes nothing and its
+// error names the field), versioned, in the history, and rolled back.
+func TestMeshPoliciesInTheStore(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(etcdtest.Client(t), etcdtest.Prefix(t))
+	if _, err := st.Apply(ctx, store.Change{Put: resource.Split(meshBase())}); err != nil {
+		t.Fatal(err)
+	}
+	apRef := resource.Ref{Kind: resource.AuthorizationPolicies, Name: "payments-from-orders"}
+	paRef := resource.Ref{Kind: resource.PeerAuthentications, Name: "shop"}
+	first, err := st.Apply(ctx, store.Change{Author: "sec", Put: resource.Set{
+		apRef: allowOrders("/pay"),
+		paRef: &policy.PeerAuthentication{Name: "shop", Namespace: "shop", Mode: "STRICT"},
+	}})
+	if err != nil {
+		t.Fatalf("applying policies: %v", err)
+	}
+	if len(first.Ops) != 2 {
+		t.Fatalf("ops = %+v, want two creates", first.Ops)
+	}
+	v, rev, err := st.Get(ctx, apRef)
+	if err != nil || rev != first.Revision {
+		t.Fatalf("Get = %v, %d, %v", v, rev, err)
+	}
+	if ap := v.(*policy.AuthorizationPolicy); ap.Action != policy.Allow || ap.Rules[0].To[0].Paths[0] != "/pay" {
+		t.Fatalf("stored policy = %+v, want it normalized to allow", ap)
+	}
+	// The same policy spelled the Istio way is the same resource.
+	if res, err := st.Apply(ctx, store.Change{Put: resource.Set{apRef: allowOrders("/pay")}}); err != nil || len(res.Ops) != 0 {
+		t.Fatalf("re-apply = %+v, %v; want no change", res, err)
+	}
+
+	// A malformed policy is refused with its field path, and nothing changes.
+	bad := allowOrders("/pay", "refund")
+	bad.Rules[0].From[0].Principals = append(bad.Rules[0].From[0].Principals, "spiffe://td/ns/only")
+	_, err = st.Apply(ctx, store.Change{Put: resource.Set{apRef: bad, paRef: &policy.PeerAuthentication{Name: "shop", Namespace: "shop", Mode: "off"}}})
+	var ve *store.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("applying a bad policy: %v, want a ValidationError", err)
+	}
+	want := map[string]bool{
+		"authorization_policies/payments-from-orders rules[0].from[0].principals[1]": true,
+		"authorization_policies/payments-from-orders rules[0].to[0].paths[1]":        true,
+		"authentication_policies/shop mode":                                          true,
+	}
+	for _, fe := range ve.Errors {
+		if !want[fe.Resource+" "+fe.Path] {
+			t.Errorf("unexpected error %s", fe)
+		}
+		delete(want, fe.Resource+" "+fe.Path)
+	}
+	if len(want) > 0 {
+		t.Errorf("missing errors for %v in %v", want, err)
+	}
+	// Two peer authentications for one scope are refused too.
+	_, err = st.Apply(ctx, store.Change{Put: resource.Set{{Kind: resource.PeerAuthentications, Name: "shop-2"}: &policy.PeerAuthentication{Name: "shop-2", Namespace: "shop", Mode: "permissive"}}})
+	if !errors.As(err, &ve) || ve.Errors[0].Resource != "authentication_policies/shop-2" || ve.Errors[0].Path != "service" {
+		t.Fatalf("a second peer authentication for one namespace: %v", err)
+	}
+	if _, rev, _ := st.Get(ctx, apRef); rev != first.Revision {
+		t.Fatalf("a refused change moved the policy to revision %d", rev)
+	}
+
+	// An update is versioned and in the history; a rollback restores it.
+	second, err := st.Apply(ctx, store.Change{Author: "sec", Put: resource.Set{apRef: allowOrders("/pay", "/refund/*")}})
+	if err != nil || len(second.Ops) != 1 || second.Ops[0].Action != "update" {
+		t.Fatalf("update = %+v, %v", second, err)
+	}
+	h, err := st.History(ctx, 1)
+	if err != nil || h[0].Revision != second.Revision || h[0].Ops[0].Resource != apRef.String() {
+		t.Fatalf("history = %+v, %v", h, err)
+	}
+	if _, err := st.Rollback(ctx, first.Revision, store.Change{Author: "sec"}); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	v, _, err = st.Get(ctx, apRef)
+	if err != nil || len(v.(*policy.AuthorizationPolicy).Rules[0].To[0].Paths) != 1 {
+		t.Fatalf("after rollback = %+v, %v", v, err)
+	}
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aps, pas := resource.Policies(snap.Resources)
+	if len(aps) != 1 || len(pas) != 1 || pas[0].Mode != policy.Strict {
+		t.Fatalf("policies in the snapshot = %+v %+v", aps, pas)
+	}
+	// The mesh kinds stay outside the range every proxy watches.
+	keys := st.Keys()
+	begin, end := keys.ConfigRange()
+	for _, k := range resource.MeshKinds {
+		if key := keys.Kind(k); key >= begin && key < end {
+			t.Errorf("%s is inside the proxies' watched range", key)
+		}
+	}
+	// And deleting one is a change like any other.
+	if res, err := st.Apply(ctx, store.Change{Delete: []resource.Ref{paRef}}); err != nil || res.Ops[0].Action != "delete" {
+		t.Fatalf("delete = %+v, %v", res, err)
+	}
+}
+
+func TestParseMeshKinds(t *testing.T) {
+	for in, want := range map[string]resource.Kind{
+		"authorization_policy": resource.AuthorizationPolicies, "AuthorizationPolicy": resource.AuthorizationPolicies,
+		"peer-authentication": resource.PeerAuthentications, "PeerAuthentication": resource.PeerAuthentications,
+		"authentication_policies": resource.PeerAuthentications,
+	} {
+		if got, err := resource.ParseKind(in); err != nil || got != want {
+			t.Errorf("ParseKind(%q) = %v, %v", in, got, err)
+		}
+	}
+	if resource.PeerAuthentications.Singular() != "peer authentication" {
+		t.Errorf("Singular = %q", resource.PeerAuthentications.Singular())
+	}
+}

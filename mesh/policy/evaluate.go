@@ -1,0 +1,437 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Headers looks up a request header by name, without regard to case. An
+// adapter over the proxy's request implements it; Get must not allocate
+// for evaluation to stay allocation-free.
+type Headers interface {
+	Get(name string) (value string, ok bool)
+}
+
+// Request is what a decision is made on: the peer's identity from the
+// mutual TLS handshake and the request line. The evaluator only reads it
+// and keeps nothing of it.
+type Request struct {
+	// Principal is the peer's SPIFFE ID, "" for a plain-text peer.
+	Principal string
+	// SourceIP is the peer's address.
+	SourceIP netip.Addr
+	// Host is the Host header or :authority; Method and Path (with or
+	// without its query) are the request line's.
+	Host, Method, Path string
+	// Port is the inbound port the request arrived on.
+	Port int
+	// Headers may be nil: then every header is absent.
+	Headers Headers
+}
+
+// Reason says why a decision was made.
+type Reason uint8
+
+// The reasons of a decision.
+const (
+	// NoPolicy: no ALLOW policy applies to the destination; allowed.
+	NoPolicy Reason = iota
+	// AllowMatched: a rule of an ALLOW policy matched; allowed.
+	AllowMatched
+	// DenyMatched: a rule of a DENY policy matched; denied.
+	DenyMatched
+	// NoAllowMatched: ALLOW policies apply and none matched; denied.
+	NoAllowMatched
+)
+
+func (r Reason) String() string {
+	switch r {
+	case NoPolicy:
+		return "no allow policy applies"
+	case AllowMatched:
+		return "allowed by policy"
+	case DenyMatched:
+		return "denied by policy"
+	case NoAllowMatched:
+		return "no allow rule matched"
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// Decision is the outcome of one evaluation. Its strings are the
+// compiled policies' own, so making one allocates nothing.
+type Decision struct {
+	Allowed bool
+	Reason  Reason
+	// Policy is the name of the policy that decided (AllowMatched,
+	// DenyMatched), else "". Rule is the index of its matching rule, or -1.
+	Policy string
+	Rule   int
+	// AuditPolicy and AuditRule name the first AUDIT policy and rule that
+	// matched ("" and -1: none); the request should then be logged.
+	AuditPolicy string
+	AuditRule   int
+}
+
+// String describes the decision for a log line or a person.
+func (d Decision) String() string {
+	var b strings.Builder
+	if d.Allowed {
+		b.WriteString("allow: ")
+	} else {
+		b.WriteString("deny: ")
+	}
+	b.WriteString(d.Reason.String())
+	if d.Policy != "" {
+		fmt.Fprintf(&b, " %s rules[%d]", d.Policy, d.Rule)
+	}
+	if d.AuditPolicy != "" {
+		fmt.Fprintf(&b, " (audited by %s rules[%d])", d.AuditPolicy, d.AuditRule)
+	}
+	return b.String()
+}
+
+// Set is a compiled set of authorization policies. It is immutable and
+// safe for concurrent use.
+type Set struct {
+	policies []*compiled
+}
+
+// Table holds the policies that apply to one destination service, split
+// by action, ready for Evaluate. It is immutable and safe for concurrent
+// use: a sidecar builds its own once per policy change and evaluates every
+// inbound request against it.
+type Table struct {
+	deny, allow, audit []*compiled
+}
+
+type compiled struct {
+	name      string
+	namespace string
+	service   string
+	action    Action
+	rules     []rule
+}
+
+type rule struct {
+	from []source
+	to   []operation
+	when []condition
+}
+
+type source struct {
+	principals, notPrincipals []pattern
+	namespaces, notNamespaces []pattern
+	ipBlocks, notIPBlocks     []netip.Prefix
+}
+
+type operation struct {
+	hosts, notHosts     []pattern
+	ports, notPorts     []int
+	methods, notMethods []pattern
+	paths, notPaths     []pattern
+}
+
+// conditionKind is the attribute a condition reads.
+type conditionKind uint8
+
+const (
+	condHeader conditionKind = iota
+	condPrincipal
+	condNamespace
+	condIP
+	condPort
+)
+
+type condition struct {
+	kind         conditionKind
+	header       string
+	values, nots []pattern
+	blocks       []netip.Prefix
+	notBlocks    []netip.Prefix
+	ports        []int
+	notPorts     []int
+}
+
+// Compile validates and compiles policies. Its errors name the field as
+// "<policy name>: <path>". The policies are copied; the caller may change
+// them afterwards.
+func Compile(policies []AuthorizationPolicy) (*Set, error) {
+	s := &Set{policies: make([]*compiled, 0, len(policies))}
+	var errs []string
+	for i := range policies {
+		p := policies[i]
+		p.Normalize()
+		if err := p.Validate(); err != nil {
+			errs = append(errs, fmt.Sprintf("authorization policy %q: %v", p.Name, err))
+			continue
+		}
+		s.policies = append(s.policies, compile(&p))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	// Root first, then namespace-wide, then per service, each by name:
+	// the order names the deciding policy when several match.
+	slices.SortFunc(s.policies, func(a, b *compiled) int {
+		return cmp.Or(cmp.Compare(scopeRank(a), scopeRank(b)), strings.Compare(a.name, b.name))
+	})
+	return s, nil
+}
+
+func scopeRank(c *compiled) int {
+	switch {
+	case c.namespace == RootNamespace:
+		return 0
+	case c.service == "":
+		return 1
+	}
+	return 2
+}
+
+func compile(p *AuthorizationPolicy) *compiled {
+	c := &compiled{name: p.Name, namespace: p.Namespace, service: p.Service, action: cmp.Or(p.Action, Allow)}
+	for _, r := range p.Rules {
+		var cr rule
+		for _, f := range r.From {
+			cr.from = append(cr.from, source{
+				principals:    compilePatterns(f.Principals, false, canonicalPrincipal),
+				notPrincipals: compilePatterns(f.NotPrincipals, false, canonicalPrincipal),
+				namespaces:    compilePatterns(f.Namespaces, false, nil),
+				notNamespaces: compilePatterns(f.NotNamespaces, false, nil),
+				ipBlocks:      blocks(f.IPBlocks),
+				notIPBlocks:   blocks(f.NotIPBlocks),
+			})
+		}
+		for _, o := range r.To {
+			cr.to = append(cr.to, operation{
+				hosts: compilePatterns(o.Hosts, true, nil), notHosts: compilePatterns(o.NotHosts, true, nil),
+				ports: slices.Clone(o.Ports), notPorts: slices.Clone(o.NotPorts),
+				methods: compilePatterns(o.Methods, false, nil), notMethods: compilePatterns(o.NotMethods, false, nil),
+				paths: compilePatterns(o.Paths, false, nil), notPaths: compilePatterns(o.NotPaths, false, nil),
+			})
+		}
+		for _, w := range r.When {
+			cr.when = append(cr.when, compileCondition(w))
+		}
+		c.rules = append(c.rules, cr)
+	}
+	return c
+}
+
+func compileCondition(w Condition) condition {
+	if h, ok := headerKey(w.Key); ok {
+		return condition{kind: condHeader, header: h, values: compilePatterns(w.Values, false, nil), nots: compilePatterns(w.NotValues, false, nil)}
+	}
+	switch w.Key {
+	case "source.principal":
+		return condition{kind: condPrincipal, values: compilePatterns(w.Values, false, canonicalPrincipal), nots: compilePatterns(w.NotValues, false, canonicalPrincipal)}
+	case "source.namespace":
+		return condition{kind: condNamespace, values: compilePatterns(w.Values, false, nil), nots: compilePatterns(w.NotValues, false, nil)}
+	case "source.ip":
+		return condition{kind: condIP, blocks: blocks(w.Values), notBlocks: blocks(w.NotValues)}
+	}
+	ports := func(list []string) []int {
+		var out []int
+		for _, v := range list {
+			n, _ := strconv.Atoi(v)
+			out = append(out, n)
+		}
+		return out
+	}
+	return condition{kind: condPort, ports: ports(w.Values), notPorts: ports(w.NotValues)}
+}
+
+func blocks(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, _ := parseBlock(s)
+		out = append(out, p)
+	}
+	return out
+}
+
+// Len is the number of policies in the set.
+func (s *Set) Len() int { return len(s.policies) }
+
+// For returns the table of the policies that apply to a service of a
+// namespace. It allocates; call it once per set, not per request.
+func (s *Set) For(namespace, service string) *Table {
+	t := &Table{}
+	for _, c := range s.policies {
+		if c.namespace != RootNamespace && (c.namespace != namespace || c.service != "" && c.service != service) {
+			continue
+		}
+		switch c.action {
+		case Deny:
+			t.deny = append(t.deny, c)
+		case Audit:
+			t.audit = append(t.audit, c)
+		default:
+			t.allow = append(t.allow, c)
+		}
+	}
+	return t
+}
+
+// Policies returns the names of the policies in the table: deny, then
+// allow, then audit.
+func (t *Table) Policies() []string {
+	var out []string
+	for _, l := range [][]*compiled{t.deny, t.allow, t.audit} {
+		for _, c := range l {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+// Evaluate decides on one request. It does not allocate.
+func (t *Table) Evaluate(r *Request) Decision {
+	v := view{r: r, path: r.Path, host: r.Host}
+	if i := strings.IndexByte(v.path, '?'); i >= 0 {
+		v.path = v.path[:i]
+	}
+	_, v.namespace, _, _ = ParseSPIFFE(r.Principal)
+	d := Decision{Rule: -1, AuditRule: -1}
+	for _, c := range t.audit {
+		if i := c.match(&v); i >= 0 {
+			d.AuditPolicy, d.AuditRule = c.name, i
+			break
+		}
+	}
+	for _, c := range t.deny {
+		if i := c.match(&v); i >= 0 {
+			d.Reason, d.Policy, d.Rule = DenyMatched, c.name, i
+			return d
+		}
+	}
+	if len(t.allow) == 0 {
+		d.Allowed, d.Reason = true, NoPolicy
+		return d
+	}
+	for _, c := range t.allow {
+		if i := c.match(&v); i >= 0 {
+			d.Allowed, d.Reason, d.Policy, d.Rule = true, AllowMatched, c.name, i
+			return d
+		}
+	}
+	d.Reason = NoAllowMatched
+	return d
+}
+
+// view is a request with what every rule reads worked out once.
+type view struct {
+	r         *Request
+	path      string
+	host      string
+	namespace string
+}
+
+// match returns the index of the first rule that matches, or -1.
+func (c *compiled) match(v *view) int {
+	for i := range c.rules {
+		if c.rules[i].match(v) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (r *rule) match(v *view) bool {
+	if len(r.from) > 0 {
+		ok := false
+		for i := range r.from {
+			if r.from[i].match(v) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(r.to) > 0 {
+		ok := false
+		for i := range r.to {
+			if r.to[i].match(v) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for i := range r.when {
+		if !r.when[i].match(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *source) match(v *view) bool {
+	return listMatch(s.principals, s.notPrincipals, v.r.Principal) &&
+		listMatch(s.namespaces, s.notNamespaces, v.namespace) &&
+		blockMatch(s.ipBlocks, s.notIPBlocks, v.r.SourceIP)
+}
+
+func blockMatch(pos, neg []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	in := func(list []netip.Prefix) bool {
+		for _, p := range list {
+			if a.IsValid() && p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(pos) > 0 && !in(pos) {
+		return false
+	}
+	return len(neg) == 0 || !in(neg)
+}
+
+func portMatch(pos, neg []int, port int) bool {
+	if len(pos) > 0 && !slices.Contains(pos, port) {
+		return false
+	}
+	return len(neg) == 0 || !slices.Contains(neg, port)
+}
+
+func (o *operation) match(v *view) bool {
+	if len(o.hosts)+len(o.notHosts) > 0 {
+		h := v.host
+		if !listMatch(o.hosts, o.notHosts, h) {
+			if bare := stripPort(h); bare == h || !listMatch(o.hosts, o.notHosts, bare) {
+				return false
+			}
+		}
+	}
+	return portMatch(o.ports, o.notPorts, v.r.Port) &&
+		listMatch(o.methods, o.notMethods, v.r.Method) &&
+		listMatch(o.paths, o.notPaths, v.path)
+}
+
+func (c *condition) match(v *view) bool {
+	switch c.kind {
+	case condHeader:
+		var val string
+		if v.r.Headers != nil {
+			val, _ = v.r.Headers.Get(c.header)
+		}
+		return listMatch(c.values, c.nots, val)
+	case condPrincipal:
+		return listMatch(c.values, c.nots, v.r.Principal)
+	case condNamespace:
+		return listMatch(c.values, c.nots, v.namespace)
+	case condIP:
+		return blockMatch(c.blocks, c.notBlocks, v.r.SourceIP)
+	}
+	return portMatch(c.ports, c.notPorts, v.r.Port)
+}

@@ -1,0 +1,371 @@
+package policy_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// headers is a header lookup over a fixed list, for tests.
+type headers map[string]string
+
+func (h headers) Get(name string) (string, bool) {
+	v, ok := h[strings.ToLower(name)]
+	return v, ok
+}
+
+const td = "wasmgate.local"
+
+func id(ns, sa string) string { return policy.SPIFFEID(td, ns, sa) }
+
+func mustCompile(t testing.TB, doc string) *policy.Set {
+	t.Helper()
+	d, err := policy.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	s, err := policy.Compile(d.AuthorizationPolicies)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	return s
+}
+
+// The demo's policy: web may call orders, orders may call payments, web
+// may not call payments; payments denies DELETE from anyone; everything in
+// payments is audited for /admin.
+const demo = `
+authorization_policies:
+  - name: payments-deny-all
+    namespace: payments
+  - name: orders-from-web
+    namespace: shop
+    service: orders
+    action: ALLOW
+    rules:
+      - from: [{principals: ["spiffe://wasmgate.local/ns/shop/sa/web"]}]
+        to: [{methods: [GET, POST], paths: ["/orders*"]}]
+  - name: payments-from-orders
+    namespace: payments
+    service: payments
+    rules:
+      - from: [{principals: ["wasmgate.local/ns/shop/sa/orders"]}]
+        to: [{paths: ["/pay", "/refund/*"]}]
+      - from: [{namespaces: ["ops-*"]}]
+        when:
+          - key: request.headers[x-ticket]
+            values: ["OPS-*"]
+  - name: payments-no-delete
+    namespace: payments
+    action: deny
+    rules:
+      - to: [{methods: [DELETE]}]
+  - name: payments-audit-admin
+    namespace: payments
+    action: AUDIT
+    rules:
+      - to: [{paths: ["/admin/*"]}]
+  - name: mesh-deny-plaintext-admin
+    namespace: wasmgate-system
+    action: DENY
+    rules:
+      - from: [{not_principals: ["*"]}]
+        to: [{paths: ["/admin*"]}]
+`
+
+func TestEvaluateIstioSemantics(t *testing.T) {
+	set := mustCompile(t, demo)
+	orders := set.For("shop", "orders")
+	payments := set.For("payments", "payments")
+	ledger := set.For("payments", "ledger")
+	web := set.For("shop", "web")
+	for _, tc := range []struct {
+		name    string
+		table   *policy.Table
+		req     policy.Request
+		allowed bool
+		reason  policy.Reason
+		by      string
+		rule    int
+		audit   string
+	}{
+		{"web calls orders", orders, policy.Request{Principal: id("shop", "web"), Method: "GET", Path: "/orders/7?x=1"}, true, policy.AllowMatched, "orders-from-web", 0, ""},
+		{"web posts to orders", orders, policy.Request{Principal: id("shop", "web"), Method: "POST", Path: "/orders"}, true, policy.AllowMatched, "orders-from-web", 0, ""},
+		{"web deletes on orders: method not allowed", orders, policy.Request{Principal: id("shop", "web"), Method: "DELETE", Path: "/orders/7"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"payments calls orders: principal not allowed", orders, policy.Request{Principal: id("payments", "payments"), Method: "GET", Path: "/orders"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"plain text to orders", orders, policy.Request{Method: "GET", Path: "/orders"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"orders pays", payments, policy.Request{Principal: id("shop", "orders"), Method: "POST", Path: "/pay"}, true, policy.AllowMatched, "payments-from-orders", 0, ""},
+		{"orders refunds", payments, policy.Request{Principal: id("shop", "orders"), Method: "POST", Path: "/refund/12"}, true, policy.AllowMatched, "payments-from-orders", 0, ""},
+		{"web pays directly", payments, policy.Request{Principal: id("shop", "web"), Method: "POST", Path: "/pay"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"orders deletes: deny wins over allow", payments, policy.Request{Principal: id("shop", "orders"), Method: "DELETE", Path: "/pay"}, false, policy.DenyMatched, "payments-no-delete", 0, ""},
+		{"ops with a ticket", payments, policy.Request{Principal: id("ops-eu", "oncall"), Method: "GET", Path: "/admin/x", Headers: headers{"x-ticket": "OPS-12"}}, true, policy.AllowMatched, "payments-from-orders", 1, "payments-audit-admin"},
+		{"ops without a ticket", payments, policy.Request{Principal: id("ops-eu", "oncall"), Method: "GET", Path: "/pay"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"ops with a wrong ticket", payments, policy.Request{Principal: id("ops-eu", "oncall"), Method: "GET", Path: "/pay", Headers: headers{"x-ticket": "DEV-1"}}, false, policy.NoAllowMatched, "", -1, ""},
+		{"namespace deny-all covers another service", ledger, policy.Request{Principal: id("shop", "orders"), Method: "POST", Path: "/pay"}, false, policy.NoAllowMatched, "", -1, ""},
+		{"plain text to admin: mesh-wide deny first", ledger, policy.Request{Method: "GET", Path: "/admin"}, false, policy.DenyMatched, "mesh-deny-plaintext-admin", 0, ""},
+		{"no allow policy applies", web, policy.Request{Principal: id("x", "y"), Method: "GET", Path: "/"}, true, policy.NoPolicy, "", -1, ""},
+		{"mesh-wide deny applies everywhere", web, policy.Request{Method: "GET", Path: "/admin/users"}, false, policy.DenyMatched, "mesh-deny-plaintext-admin", 0, ""},
+		{"audit does not decide", ledger, policy.Request{Principal: id("shop", "orders"), Method: "GET", Path: "/admin/x"}, false, policy.NoAllowMatched, "", -1, "payments-audit-admin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.table.Evaluate(&tc.req)
+			if d.Allowed != tc.allowed || d.Reason != tc.reason || d.Policy != tc.by || d.Rule != tc.rule || d.AuditPolicy != tc.audit {
+				t.Fatalf("got %s (%+v), want allowed=%v reason=%q policy=%q rule=%d audit=%q", d, d, tc.allowed, tc.reason, tc.by, tc.rule, tc.audit)
+			}
+		})
+	}
+}
+
+func TestRuleParts(t *testing.T) {
+	set := mustCompile(t, `
+authorization_policies:
+  - name: p
+    namespace: ns
+    rules:
+      - to: [{hosts: ["api.example.com", "*.internal"], not_paths: ["/private*"]}]
+      - from: [{ip_blocks: ["10.1.0.0/16"], not_ip_blocks: ["10.1.2.3"]}]
+      - to: [{ports: [8443]}]
+        when: [{key: destination.port, values: ["8443"]}, {key: source.namespace, not_values: ["blocked"]}]
+      - when: [{key: source.principal, values: ["*/sa/robot"]}]
+      - to: [{methods: ["*"], paths: ["*.json"]}]
+`)
+	tab := set.For("ns", "svc")
+	ip := netip.MustParseAddr
+	for _, tc := range []struct {
+		name string
+		req  policy.Request
+		rule int
+	}{
+		{"host exact, any case, with a port", policy.Request{Host: "API.example.com:8080", Path: "/"}, 0},
+		{"host suffix", policy.Request{Host: "db.internal", Path: "/x"}, 0},
+		{"host but a not_path", policy.Request{Host: "db.internal", Path: "/private/x"}, -1},
+		{"ip block", policy.Request{SourceIP: ip("10.1.9.9"), Path: "/"}, 1},
+		{"ip block, mapped v4", policy.Request{SourceIP: ip("::ffff:10.1.9.9"), Path: "/"}, 1},
+		{"ip excluded", policy.Request{SourceIP: ip("10.1.2.3"), Path: "/"}, -1},
+		{"port and conditions", policy.Request{Port: 8443, Principal: id("a", "b"), Path: "/"}, 2},
+		{"port but blocked namespace", policy.Request{Port: 8443, Principal: id("blocked", "b"), Path: "/"}, -1},
+		{"principal suffix", policy.Request{Principal: id("any", "robot"), Path: "/"}, 3},
+		{"path suffix, any method", policy.Request{Method: "PATCH", Path: "/a/b.json"}, 4},
+		{"star needs a value", policy.Request{Path: "/a/b.json"}, -1},
+		{"nothing", policy.Request{Method: "GET", Path: "/"}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tab.Evaluate(&tc.req)
+			if d.Rule != tc.rule || d.Allowed != (tc.rule >= 0) {
+				t.Fatalf("got %s, want rule %d", d, tc.rule)
+			}
+		})
+	}
+}
+
+func TestRulesEdgeCases(t *testing.T) {
+	set := mustCompile(t, `
+authorization_policies:
+  - {name: allow-all, namespace: open, rules: [{}]}
+  - {name: deny-nothing, namespace: open, action: deny}
+  - {name: deny-all, namespace: closed, action: deny, rules: [{}]}
+  - {name: allow-all-too, namespace: closed, rules: [{}]}
+`)
+	if d := set.For("open", "x").Evaluate(&policy.Request{}); !d.Allowed || d.Policy != "allow-all" {
+		t.Errorf("a rule with no parts should allow everything: %s", d)
+	}
+	if d := set.For("closed", "x").Evaluate(&policy.Request{Principal: id("a", "b")}); d.Allowed || d.Policy != "deny-all" {
+		t.Errorf("a deny rule with no parts should deny everything: %s", d)
+	}
+}
+
+func TestValidationNamesFieldPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		paths     []string
+	}{
+		{"missing scope", `authorization_policies: [{rules: [{}]}]`, []string{"authorization_policies[0].name", "authorization_policies[0].namespace"}},
+		{"bad action", `authorization_policies: [{name: a, namespace: n, action: reject}]`, []string{"authorization_policies[0].action"}},
+		{"bad principal", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{principals: ["spiffe://td/ns/x"]}]}]}]`, []string{"authorization_policies[0].rules[0].from[0].principals[0]"}},
+		{"star in the middle", `authorization_policies: [{name: a, namespace: n, rules: [{to: [{paths: ["/a/*/b"]}]}]}]`, []string{"authorization_policies[0].rules[0].to[0].paths[0]"}},
+		{"path without slash", `authorization_policies: [{name: a, namespace: n, rules: [{to: [{paths: ["x"]}]}]}]`, []string{"authorization_policies[0].rules[0].to[0].paths[0]"}},
+		{"lower-case method", `authorization_policies: [{name: a, namespace: n, rules: [{to: [{methods: ["get"]}]}]}]`, []string{"authorization_policies[0].rules[0].to[0].methods[0]"}},
+		{"bad port", `authorization_policies: [{name: a, namespace: n, rules: [{to: [{not_ports: [0]}]}]}]`, []string{"authorization_policies[0].rules[0].to[0].not_ports[0]"}},
+		{"bad ip block", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{ip_blocks: ["10.0.0.0/33"]}]}]}]`, []string{"authorization_policies[0].rules[0].from[0].ip_blocks[0]"}},
+		{"empty source", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{}]}]}]`, []string{"authorization_policies[0].rules[0].from[0]"}},
+		{"bad condition key", `authorization_policies: [{name: a, namespace: n, rules: [{when: [{key: "request.auth.claims[iss]", values: [x]}]}]}]`, []string{"authorization_policies[0].rules[0].when[0].key"}},
+		{"condition without values", `authorization_policies: [{name: a, namespace: n, rules: [{when: [{key: "request.headers[x]"}]}]}]`, []string{"authorization_policies[0].rules[0].when[0]"}},
+		{"bad header name", `authorization_policies: [{name: a, namespace: n, rules: [{when: [{key: "request.headers[a b]", values: [x]}]}]}]`, []string{"authorization_policies[0].rules[0].when[0].key"}},
+		{"service in root", `authorization_policies: [{name: a, namespace: wasmgate-system, service: s}]`, []string{"authorization_policies[0].service"}},
+		{"duplicate", `authorization_policies: [{name: a, namespace: n}, {name: a, namespace: m}]`, []string{"authorization_policies[1].name"}},
+		{"peer mode", `peer_authentications: [{name: a, namespace: n, mode: disable}]`, []string{"peer_authentications[0].mode"}},
+		{"peer ports need a service", `peer_authentications: [{name: a, namespace: n, port_level: {8080: permissive}}]`, []string{"peer_authentications[0].port_level"}},
+		{"peer port", `peer_authentications: [{name: a, namespace: n, service: s, port_level: {70000: strict}}]`, []string{"peer_authentications[0].port_level[70000]"}},
+		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
+		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},
+		{"bad json", `{"authorization_policies": 3}`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := policy.Parse([]byte(tc.doc))
+			var list config.Errors
+			if !errors.As(err, &list) {
+				t.Fatalf("Parse = %v, want config.Errors", err)
+			}
+			var got []string
+			for _, fe := range list {
+				got = append(got, fe.Path)
+			}
+			if tc.paths == nil {
+				if len(list) == 0 || list[0].Msg == "" {
+					t.Fatalf("want a decoding error, got %v", err)
+				}
+				return
+			}
+			if strings.Join(got, ",") != strings.Join(tc.paths, ",") {
+				t.Fatalf("paths = %q, want %q (%v)", got, tc.paths, err)
+			}
+		})
+	}
+}
+
+func TestPeerAuthenticationModes(t *testing.T) {
+	d, err := policy.Parse([]byte(`
+peer_authentications:
+  - {name: mesh, namespace: wasmgate-system, mode: PERMISSIVE}
+  - {name: shop, namespace: shop, mode: STRICT}
+  - {name: legacy, namespace: shop, service: legacy, mode: permissive, port_level: {9090: strict}}
+  - {name: metrics-port, namespace: shop, service: orders, port_level: {9102: permissive}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := policy.CompileModes(d.PeerAuthentications)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ns, svc string
+		port    int
+		want    policy.Resolution
+	}{
+		{"shop", "orders", 8080, policy.Resolution{Mode: policy.Strict, Source: "shop"}},
+		{"shop", "orders", 9102, policy.Resolution{Mode: policy.Permissive, Source: "metrics-port"}},
+		{"shop", "legacy", 8080, policy.Resolution{Mode: policy.Permissive, Source: "legacy"}},
+		{"shop", "legacy", 9090, policy.Resolution{Mode: policy.Strict, Source: "legacy"}},
+		{"other", "x", 80, policy.Resolution{Mode: policy.Permissive, Source: "mesh"}},
+	} {
+		if got := m.For(tc.ns, tc.svc, tc.port); got != tc.want {
+			t.Errorf("For(%s, %s, %d) = %+v, want %+v", tc.ns, tc.svc, tc.port, got, tc.want)
+		}
+	}
+	empty, _ := policy.CompileModes(nil)
+	if got := empty.For("a", "b", 1); got.Mode != policy.Strict {
+		t.Errorf("default mode = %+v, want strict", got)
+	}
+}
+
+func TestParseSPIFFE(t *testing.T) {
+	for _, tc := range []struct {
+		in         string
+		ok         bool
+		td, ns, sa string
+	}{
+		{"spiffe://wasmgate.local/ns/shop/sa/web", true, "wasmgate.local", "shop", "web"},
+		{"spiffe://td/ns/a/sa/b/c", false, "", "", ""},
+		{"spiffe:///ns/a/sa/b", false, "", "", ""},
+		{"spiffe://td/ns//sa/b", false, "", "", ""},
+		{"spiffe://td/ns/a/sa/", false, "", "", ""},
+		{"https://td/ns/a/sa/b", false, "", "", ""},
+		{"", false, "", "", ""},
+	} {
+		td, ns, sa, ok := policy.ParseSPIFFE(tc.in)
+		if ok != tc.ok || td != tc.td || ns != tc.ns || sa != tc.sa {
+			t.Errorf("ParseSPIFFE(%q) = %q %q %q %v", tc.in, td, ns, sa, ok)
+		}
+	}
+}
+
+func TestDecisionString(t *testing.T) {
+	set := mustCompile(t, demo)
+	d := set.For("payments", "payments").Evaluate(&policy.Request{Principal: id("shop", "orders"), Method: "DELETE", Path: "/admin/x"})
+	want := "deny: denied by policy payments-no-delete rules[0] (audited by payments-audit-admin rules[0])"
+	if d.String() != want {
+		t.Fatalf("String() = %q, want %q", d.String(), want)
+	}
+}
+
+func BenchmarkEvaluate(b *testing.B) {
+	tab := mustCompile(b, demo).For("payments", "payments")
+	req := &policy.Request{Principal: id("ops-eu", "oncall"), Method: "GET", Path: "/admin/x?y=1", Headers: headers{"x-ticket": "OPS-12"}, SourceIP: netip.MustParseAddr("10.0.0.1"), Port: 8080}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := tab.Evaluate(req); !d.Allowed {
+			b.Fatal(d)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(demo))
+	f.Add([]byte(`{"authorization_policies":[{"name":"a","namespace":"n","rules":[{"to":[{"paths":["*.x"]}]}]}]}`))
+	f.Add([]byte(`peer_authentications: [{name: a, namespace: n, service: s, port_level: {80: strict}}]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, err := policy.Parse(data)
+		if err != nil {
+			return
+		}
+		set, err := policy.Compile(doc.AuthorizationPolicies)
+		if err != nil {
+			t.Fatalf("a parsed document does not compile: %v", err)
+		}
+		if _, err := policy.CompileModes(doc.PeerAuthentications); err != nil {
+			t.Fatalf("a parsed document's modes do not compile: %v", err)
+		}
+		// The parsed form, written as JSON, reads back the same.
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatalf("a parsed document does not encode: %v", err)
+		}
+		again, err := policy.Parse(b)
+		if err != nil {
+			t.Fatalf("an encoded document does not parse: %v\n%s", err, b)
+		}
+		// Compared as JSON: empty and absent lists are one to JSON.
+		if b2, _ := json.Marshal(again); string(b) != string(b2) {
+			t.Fatalf("the round trip changed the document:\n%s\n%s", b, b2)
+		}
+		for _, p := range doc.AuthorizationPolicies {
+			tab := set.For(p.Namespace, p.Service)
+			tab.Evaluate(&policy.Request{Principal: id(p.Namespace, "x"), Method: "GET", Path: "/a?b", Host: "h:1", Headers: headers{}})
+			tab.Evaluate(&policy.Request{})
+		}
+	})
+}
+
+// TestDocExamples parses every policy document in docs/mesh-policy.md.
+func TestDocExamples(t *testing.T) {
+	b, err := os.ReadFile("../../docs/mesh-policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if !strings.HasPrefix(block, "authorization_policies:") {
+			continue
+		}
+		n++
+		d, err := policy.Parse([]byte(block))
+		if err != nil {
+			t.Errorf("a documented example does not parse: %v\n%s", err, block)
+			continue
+		}
+		if _, err := policy.Compile(d.AuthorizationPolicies); err != nil {
+			t.Errorf("a documented example does not compile: %v", err)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d policy examples in the docs", n)
+	}
+}
