@@ -27,6 +27,11 @@ type ListenerTLS struct {
 	ForwardClientCert string `yaml:"forward_client_cert,omitempty" json:"forward_client_cert,omitempty"`
 	// HandshakeTimeout bounds a TLS handshake. Zero means 10s.
 	HandshakeTimeout Duration `yaml:"handshake_timeout,omitempty" json:"handshake_timeout,omitempty"`
+	// Mesh serves the proxy's workload certificate (SPIFFE SVID, from the
+	// control plane's CA) instead of Certificates, and requires a client
+	// certificate of the mesh's trust bundle. It excludes Certificates,
+	// ClientCAFile and ClientAuth.
+	Mesh bool `yaml:"mesh,omitempty" json:"mesh,omitempty"`
 }
 
 // CertificateFiles names a PEM certificate chain and its private key:
@@ -111,6 +116,14 @@ type ClusterTLS struct {
 	// Anyone on the path can then read and change the traffic; the proxy
 	// logs a warning for every configuration that sets it.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify_i_know_what_i_am_doing,omitempty" json:"insecure_skip_verify_i_know_what_i_am_doing,omitempty"`
+	// Mesh originates mTLS with the proxy's workload certificate and
+	// verifies the endpoints' certificates against the mesh's trust
+	// bundle, instead of CAFile, CertFile and KeyFile.
+	Mesh bool `yaml:"mesh,omitempty" json:"mesh,omitempty"`
+	// ExpectedIdentities are the SPIFFE IDs the endpoints may present
+	// under Mesh ("spiffe://wasmgate.local/ns/shop/sa/orders"). Empty
+	// accepts any identity of the trust domain.
+	ExpectedIdentities []string `yaml:"expected_identities,omitempty" json:"expected_identities,omitempty"`
 }
 
 // TLS client authentication modes.

@@ -89,7 +89,9 @@ func (c *Config) validateCertificates(v *errs) map[string]int {
 }
 
 func validateListenerTLS(v *errs, p string, t *ListenerTLS, certs map[string]int) {
-	if len(t.Certificates) == 0 {
+	if t.Mesh {
+		validateMeshListenerTLS(v, p, t)
+	} else if len(t.Certificates) == 0 {
 		v.add(dot(p, "certificates"), "at least one certificate is required")
 	}
 	names := map[string]int{}
@@ -148,6 +150,7 @@ func validateListenerTLS(v *errs, p string, t *ListenerTLS, certs map[string]int
 }
 
 func validateClusterTLS(v *errs, p string, t *ClusterTLS) {
+	validateMeshClusterTLS(v, p, t)
 	if t.CAFile != "" {
 		checkFile(v, dot(p, "ca_file"), t.CAFile)
 	}

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/ca"
 	"github.com/wasmgate/wasmgate/controlplane/internal/embedded"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
@@ -75,6 +76,26 @@ type Options struct {
 	// stored. Nil refuses every change that leaves a certificate stored.
 	SecretKey *secret.Key
 
+	// Mesh turns the certificate authority on: proxies get workload
+	// certificates from it, and the API is served over TLS with a
+	// certificate it issues (unless APITLS is set). It needs SecretKey,
+	// which keeps the CA's key sealed in etcd.
+	Mesh bool
+	// TrustDomain is the mesh's SPIFFE trust domain; empty means
+	// ca.DefaultTrustDomain.
+	TrustDomain string
+	// CAAuthority is an operator's root or intermediate to sign with,
+	// used when the CA is first created; nil makes a root.
+	CAAuthority *ca.Authority
+	// CertificateLifetime is the lifetime of workload certificates; zero
+	// means ca.DefaultLifetime, and it may not be below ca.MinLifetime
+	// unless AllowShortLifetimes is set (for tests).
+	CertificateLifetime time.Duration
+	AllowShortLifetimes bool
+	// APIHosts are the names and addresses the API's certificate is for,
+	// beside the API address's host, localhost and 127.0.0.1.
+	APIHosts []string
+
 	// Logger receives the control plane's log; nil discards it. The
 	// embedded etcd logs at warning level and above through it.
 	Logger *zap.Logger
@@ -86,12 +107,17 @@ type Server struct {
 	Client *clientv3.Client
 	// Store is the configuration store over Client.
 	Store *store.Store
+	// CA is the mesh's certificate authority, or nil when Options.Mesh
+	// is off.
+	CA *ca.CA
 
 	opts      Options
 	etcd      *embedded.Etcd
 	endpoints []string
 	http      *http.Server
 	listener  net.Listener
+	apiTLS    bool
+	cancel    context.CancelFunc
 	token     string
 	errc      chan error
 	closeOnce sync.Once
@@ -167,6 +193,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		sopts = append(sopts, store.WithSecretKey(o.SecretKey))
 	}
 	s.Store = store.New(cli, o.Prefix, sopts...)
+	if o.Mesh {
+		if err := s.startCA(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	if o.APIAddr != "off" {
 		tokens := o.Tokens
@@ -183,12 +214,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("admin API: %w", err)
 		}
-		if o.APITLS != nil {
+		switch {
+		case o.APITLS != nil:
 			l = tls.NewListener(l, o.APITLS)
+			s.apiTLS = true
+		case s.CA != nil:
+			l = tls.NewListener(l, s.meshAPITLS(l.Addr()))
+			s.apiTLS = true
 		}
 		s.listener = l
+		h := api.NewHandler(s.Store, tokens, o.Logger.Named("api"))
+		if s.CA != nil {
+			h.ServeIdentity(s.CA)
+		}
 		s.http = &http.Server{
-			Handler:           api.NewHandler(s.Store, tokens, o.Logger.Named("api")),
+			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          zap.NewStdLog(o.Logger.Named("api")),
 		}
@@ -233,7 +273,7 @@ func (s *Server) APIURL() string {
 		return ""
 	}
 	scheme := "http"
-	if s.opts.APITLS != nil {
+	if s.apiTLS {
 		scheme = "https"
 	}
 	return scheme + "://" + s.listener.Addr().String()
@@ -249,6 +289,9 @@ func (s *Server) Err() <-chan error { return s.errc }
 // Close stops the API, closes the client and stops the embedded etcd.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s.http.Shutdown(ctx)

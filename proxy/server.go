@@ -28,6 +28,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
 // Options configure a Server. The zero value of each field is usable.
@@ -39,6 +40,10 @@ type Options struct {
 	// Plugins runs Wasm filters; nil means a configuration with plugins
 	// is rejected.
 	Plugins filter.Plugins
+	// Mesh is the proxy's workload identity, for listeners and clusters
+	// with `tls: {mesh: true}`; nil means such a configuration is
+	// rejected.
+	Mesh tlsconf.Mesh
 }
 
 // Server is a running proxy.
@@ -47,6 +52,7 @@ type Server struct {
 	metrics *metrics.Metrics
 	plugins filter.Plugins
 	pools   *cluster.Pools
+	mesh    tlsconf.Mesh
 
 	snap atomic.Pointer[Snapshot]
 	// retiring counts replaced snapshots whose retire has not finished:
@@ -82,8 +88,10 @@ func NewServer(opts Options) *Server {
 		metrics:   opts.Metrics,
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
+		mesh:      opts.Mesh,
 		listeners: map[string]*listener.Listener{},
 	}
+	s.pools.SetMesh(opts.Mesh)
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
 	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	opts.Metrics.Registry.MustRegister(newGauges(s))
@@ -239,7 +247,7 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error
 		if prev != nil && prev.Same(lc) {
 			continue
 		}
-		l, err := listener.New(lc, cfg.Certificates, prev)
+		l, err := listener.New(lc, cfg.Certificates, prev, s.mesh)
 		if err != nil {
 			for _, l := range started {
 				_ = l.Shutdown(context.Background())

@@ -82,6 +82,7 @@ func newControlPlaneCmd() *cobra.Command {
 		tlsKey       string
 		historyLimit int
 		secretFile   string
+		mesh         meshFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -144,6 +145,9 @@ token is generated into DATA-DIR/admin.token.`,
 				}
 				o.APITLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{kp}}
 			}
+			if err := mesh.apply(&o); err != nil {
+				return err
+			}
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -177,5 +181,6 @@ token is generated into DATA-DIR/admin.token.`,
 	fl.StringVar(&secretFile, "secret-key-file", "", "file of the base64 32-byte key that encrypts certificates' private keys in etcd (needed to store certificates)")
 	etcd.register(cmd, "use this existing etcd cluster (comma-separated client URLs) instead of an embedded one")
 	logs.register(cmd)
+	mesh.register(cmd)
 	return cmd
 }

@@ -170,7 +170,7 @@ configuration, 5 not authenticated or not allowed.`,
 	cmd.AddCommand(
 		ctlApplyCmd(f), ctlGetCmd(f), ctlDeleteCmd(f), ctlDiffCmd(f), ctlHistoryCmd(f),
 		ctlRollbackCmd(f), ctlStatusCmd(f), ctlPluginCmd(f), ctlRegisterCmd(f),
-		ctlMeshCmd(f),
+		ctlMeshCmd(f), ctlTokenCmd(f), ctlCACmd(f),
 	)
 	return cmd
 }

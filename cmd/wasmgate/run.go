@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/identity"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
@@ -59,6 +60,7 @@ func newRunCmd() *cobra.Command {
 		logs     logFlags
 		etcd     etcdFlags
 		ef       etcdRunFlags
+		idf      identityFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run (-c FILE | --etcd-endpoints URLS)",
@@ -82,6 +84,10 @@ requests in flight get up to the drain timeout.`,
 			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			mesh, err := idf.start(ctx, log)
+			if err != nil {
+				return err
+			}
 			if len(etcd.endpoints) > 0 {
 				if file != "" {
 					return &exitError{code: 2, err: fmt.Errorf("-c and --etcd-endpoints are two sources: give one")}
@@ -97,7 +103,7 @@ requests in flight get up to the drain timeout.`,
 						return &exitError{code: 2, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
-				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir})
+				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh})
 				if err != nil {
 					return err
 				}
@@ -110,7 +116,7 @@ requests in flight get up to the drain timeout.`,
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("invalid configuration:\n%w", err)}
 			}
-			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir})
+			r, err := startProxy(ctx, cfg, log, runOptions{cacheDir: cacheDir, mesh: mesh})
 			if err != nil {
 				return err
 			}
@@ -123,6 +129,7 @@ requests in flight get up to the drain timeout.`,
 	etcd.register(cmd, "follow the configuration kept in this etcd cluster (comma-separated client URLs) instead of a file")
 	ef.register(cmd)
 	logs.register(cmd)
+	idf.register(cmd)
 	return cmd
 }
 
@@ -195,6 +202,8 @@ type runOptions struct {
 	version string
 	// checks must pass for /ready.
 	checks []proxy.ReadyCheck
+	// mesh is the workload identity; nil without one.
+	mesh *identity.Agent
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
@@ -206,7 +215,8 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 		return nil, err
 	}
 	closeWasm := func() { _ = host.Close() }
-	srv := proxy.NewServer(proxy.Options{Logger: log, Metrics: met, Plugins: host})
+	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host}, o.mesh))
+	registerMeshMetrics(srv, o.mesh, log)
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.
 	if len(cfg.Listeners) > 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/balancer"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
 // Defaults for unset cluster fields.
@@ -121,6 +122,7 @@ type Pools struct {
 	clusters map[string]*clusterState
 	checkers map[*Cluster]*checker
 	metrics  *metrics.Metrics
+	mesh     tlsconf.Mesh // the workload identity for mesh clusters
 }
 
 // NewPools returns an empty registry. m receives the clusters'
@@ -265,7 +267,7 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 		if cfg.CircuitBreakers != nil {
 			k.breaker = cfg.Name
 		}
-		tlsConf, err := clientTLS(cfg, ep.Address)
+		tlsConf, err := clientTLS(cfg, ep.Address, ps.mesh)
 		if err != nil {
 			return nil, err
 		}

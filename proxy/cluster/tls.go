@@ -11,16 +11,25 @@ import (
 )
 
 // clientTLS returns the TLS configuration for an endpoint of cfg, or nil
-// for a cleartext cluster.
-func clientTLS(cfg config.Cluster, addr string) (*tls.Config, error) {
+// for a cleartext cluster. mesh is the proxy's workload identity, for a
+// cluster with `tls: {mesh: true}`.
+func clientTLS(cfg config.Cluster, addr string, mesh tlsconf.Mesh) (*tls.Config, error) {
 	if cfg.TLS == nil {
 		return nil, nil
 	}
-	conf, err := tlsconf.ClientConfig(cfg.TLS, addr, cfg.Protocol)
+	conf, err := tlsconf.ClientConfig(cfg.TLS, addr, cfg.Protocol, tlsconf.WithMesh(mesh))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
 	}
 	return conf, nil
+}
+
+// SetMesh gives the clusters built from now on the proxy's workload
+// identity. Call it before the first Build.
+func (ps *Pools) SetMesh(m tlsconf.Mesh) {
+	ps.mu.Lock()
+	ps.mesh = m
+	ps.mu.Unlock()
 }
 
 // tlsKey identifies the TLS settings of a pool, so that a pool is shared

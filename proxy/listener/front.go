@@ -32,14 +32,14 @@ type front struct {
 
 // newFront loads the TLS material of c and binds its UDP socket, so that a
 // listener that cannot serve fails Apply. addr is the bound TCP address.
-func newFront(c config.Listener, addr net.Addr, certs []config.Certificate) (*front, error) {
+func newFront(c config.Listener, addr net.Addr, certs []config.Certificate, mesh tlsconf.Mesh) (*front, error) {
 	f := &front{cfg: c, cancel: func() {}}
 	if c.TLS != nil {
 		alpn := []string{"h2", "http/1.1"}
 		if c.HTTP2 != nil && c.HTTP2.Disabled {
 			alpn = []string{"http/1.1"}
 		}
-		srv, err := tlsconf.NewServer(*c.TLS, alpn, certs)
+		srv, err := tlsconf.NewServer(*c.TLS, alpn, certs, tlsconf.WithMesh(mesh))
 		if err != nil {
 			return nil, err
 		}

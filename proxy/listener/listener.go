@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
 // Handler is what a listener serves: the proxy's request path.
@@ -53,7 +54,7 @@ type Listener struct {
 // loads the TLS material and binds the HTTP/3 socket, so that a listener
 // that cannot serve fails here. The listener serves nothing until Serve;
 // a listener that is never served must be shut down all the same.
-func New(c config.Listener, certs []config.Certificate, prev *Listener) (*Listener, error) {
+func New(c config.Listener, certs []config.Certificate, prev *Listener, mesh tlsconf.Mesh) (*Listener, error) {
 	var sock *socket
 	var gen *generation
 	if prev != nil && (prev.cfg.Address == c.Address || prev.Addr().String() == c.Address) {
@@ -67,7 +68,7 @@ func New(c config.Listener, certs []config.Certificate, prev *Listener) (*Listen
 		}
 		gen = sock.join()
 	}
-	f, err := newFront(c, sock.ln.Addr(), certs)
+	f, err := newFront(c, sock.ln.Addr(), certs, mesh)
 	if err != nil {
 		_ = gen.Close()
 		return nil, err

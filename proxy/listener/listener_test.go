@@ -24,7 +24,7 @@ func answer(body string) listener.Handler {
 
 func start(t *testing.T, c config.Listener, prev *listener.Listener, body string) *listener.Listener {
 	t.Helper()
-	l, err := listener.New(c, nil, prev)
+	l, err := listener.New(c, nil, prev, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func get(t *testing.T, addr string) string {
 func TestPortSharingIsOptIn(t *testing.T) {
 	first := start(t, config.Listener{Name: "a", Address: "127.0.0.1:0"}, nil, "a")
 	addr := first.Addr().String()
-	_, err := listener.New(config.Listener{Name: "b", Address: addr}, nil, nil)
+	_, err := listener.New(config.Listener{Name: "b", Address: addr}, nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("binding a busy port: %v, want address already in use", err)
 	}
@@ -69,7 +69,7 @@ func TestPortSharingIsOptIn(t *testing.T) {
 // address serves on the socket of the one it replaces, which stops
 // accepting; the socket closes with its last generation.
 func TestNewGenerationTakesTheSocketOver(t *testing.T) {
-	old, err := listener.New(config.Listener{Name: "a", Address: "127.0.0.1:0"}, nil, nil)
+	old, err := listener.New(config.Listener{Name: "a", Address: "127.0.0.1:0"}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestNewGenerationTakesTheSocketOver(t *testing.T) {
 	if got := get(t, addr); got != "old" {
 		t.Fatalf("answered %q, want old", got)
 	}
-	next, err := listener.New(config.Listener{Name: "a", Address: addr, IdleTimeout: config.Duration(5e9)}, nil, old)
+	next, err := listener.New(config.Listener{Name: "a", Address: addr, IdleTimeout: config.Duration(5e9)}, nil, old, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,9 @@ import (
 
 // ClientConfig returns the TLS configuration for connections to addr, an
 // endpoint of a cluster with settings t and the given protocol
-// (config.ProtocolHTTP1 or config.ProtocolHTTP2).
-func ClientConfig(t *config.ClusterTLS, addr, protocol string) (*tls.Config, error) {
+// (config.ProtocolHTTP1 or config.ProtocolHTTP2). A cluster with t.Mesh
+// needs WithMesh.
+func ClientConfig(t *config.ClusterTLS, addr, protocol string, opts ...Option) (*tls.Config, error) {
 	conf := &tls.Config{
 		MinVersion:         parseVersion(t.MinVersion, tls.VersionTLS12),
 		InsecureSkipVerify: t.InsecureSkipVerify,
@@ -38,6 +39,9 @@ func ClientConfig(t *config.ClusterTLS, addr, protocol string) (*tls.Config, err
 		// For an IP address, crypto/tls sends no SNI and verifies the
 		// certificate's IP SANs.
 		conf.ServerName = host
+	}
+	if t.Mesh {
+		return meshClientConfig(applyOptions(opts).mesh, t.ExpectedIdentities, conf)
 	}
 	if t.CAFile != "" && !t.InsecureSkipVerify {
 		ca := sourceFor("ca", t.CAFile, "", loadCA)

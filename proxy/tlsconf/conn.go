@@ -35,7 +35,7 @@ func (s *Server) Identify(cs *tls.ConnectionState) Identity {
 	}
 	var local localIdentity
 	if s != nil {
-		local = s.certificateFor(cs.ServerName).local
+		local = s.local(cs.ServerName)
 	}
 	info.LocalSubject, info.LocalURISANs, info.LocalDNSSANs = local.subject, local.uris, local.dns
 	if len(cs.PeerCertificates) == 0 {
@@ -44,7 +44,9 @@ func (s *Server) Identify(cs *tls.ConnectionState) Identity {
 	leaf := cs.PeerCertificates[0]
 	sum := sha256.Sum256(leaf.Raw)
 	info.PeerPresented = true
-	info.PeerVerified = len(cs.VerifiedChains) > 0
+	// A mesh listener requires and verifies the client's SVID in the
+	// handshake itself, which crypto/tls then reports no chains for.
+	info.PeerVerified = len(cs.VerifiedChains) > 0 || (s != nil && s.cfg.Mesh)
 	info.PeerSubject = leaf.Subject.String()
 	info.PeerURISANs = uriStrings(leaf)
 	info.PeerDNSSANs = leaf.DNSNames

@@ -33,6 +33,7 @@ const DefaultHandshakeTimeout = 10 * time.Second
 type Server struct {
 	cfg   config.ListenerTLS
 	alpn  []string
+	mesh  Mesh // the proxy's workload identity; nil without one
 	base  *tls.Config
 	state atomic.Pointer[serverState]
 
@@ -64,9 +65,9 @@ type localIdentity struct {
 // NewServer loads the certificates and client CAs of cfg. alpn lists the
 // protocols offered, most preferred first. certs are the configuration's
 // in-memory certificates, which cfg's entries may name; NewServer keeps
-// the ones they do.
-func NewServer(cfg config.ListenerTLS, alpn []string, certs []config.Certificate) (*Server, error) {
-	s := &Server{cfg: cfg, alpn: alpn, pems: used(cfg, certs)}
+// the ones they do. A listener with cfg.Mesh needs WithMesh.
+func NewServer(cfg config.ListenerTLS, alpn []string, certs []config.Certificate, opts ...Option) (*Server, error) {
+	s := &Server{cfg: cfg, alpn: alpn, pems: used(cfg, certs), mesh: applyOptions(opts).mesh}
 	s.base = &tls.Config{GetConfigForClient: s.configForClient}
 	if err := s.Reload(); err != nil {
 		return nil, err
@@ -181,6 +182,14 @@ func (s *Server) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 
 func (s *Server) load(pems map[string]config.Certificate) (*serverState, error) {
 	st := &serverState{exact: map[string]*entry{}, wild: map[string]*entry{}}
+	if s.cfg.Mesh {
+		if s.mesh == nil {
+			return nil, ErrNoMesh
+		}
+		st.def = &entry{}
+		st.conf = s.meshServerConfig()
+		return st, nil
+	}
 	for i, cf := range s.cfg.Certificates {
 		var cert tls.Certificate
 		var err error
@@ -291,6 +300,19 @@ func (st *serverState) lookup(name string) *entry {
 // SNI name.
 func (s *Server) certificateFor(name string) *entry {
 	return s.state.Load().lookup(name)
+}
+
+// local describes the proxy's side of a connection: the certificate
+// served for the SNI name, or the workload certificate under mesh.
+func (s *Server) local(name string) localIdentity {
+	if s.cfg.Mesh && s.mesh != nil {
+		c, err := s.mesh.Certificate()
+		if err != nil || c.Leaf == nil {
+			return localIdentity{}
+		}
+		return localIdentity{subject: c.Leaf.Subject.String(), uris: uriStrings(c.Leaf), dns: c.Leaf.DNSNames}
+	}
+	return s.certificateFor(name).local
 }
 
 func parseVersion(v string, def uint16) uint16 {
