@@ -31,40 +31,40 @@ import (
 // SignRequest is the body of POST /v1/identity/sign.
 type SignRequest struct {
 	// CSR is the PEM certificate signing request.
-	CSR string `json:"csr"`
+	CSR string `json:"csr" yaml:"csr"`
 	// JoinToken authenticates a proxy's first request; a renewal sends
 	// its current certificate over mTLS instead.
-	JoinToken string `json:"join_token,omitempty"`
+	JoinToken string `json:"join_token,omitempty" yaml:"join_token,omitempty"`
 	// Proxy names the proxy in the CA's status.
-	Proxy string `json:"proxy,omitempty"`
+	Proxy string `json:"proxy,omitempty" yaml:"proxy,omitempty"`
 	// Lifetime asks for a lifetime shorter than the CA's.
-	Lifetime config.Duration `json:"lifetime,omitempty"`
+	Lifetime config.Duration `json:"lifetime,omitempty" yaml:"lifetime,omitempty"`
 }
 
 // TokenRequest is the body of POST /v1/identity/tokens.
 type TokenRequest struct {
-	Namespace      string          `json:"namespace"`
-	ServiceAccount string          `json:"service_account"`
-	TTL            config.Duration `json:"ttl,omitempty"`
-	Uses           int             `json:"uses,omitempty"`
+	Namespace      string          `json:"namespace" yaml:"namespace"`
+	ServiceAccount string          `json:"service_account" yaml:"service_account"`
+	TTL            config.Duration `json:"ttl,omitempty" yaml:"ttl,omitempty"`
+	Uses           int             `json:"uses,omitempty" yaml:"uses,omitempty"`
 }
 
 // TokenCreated is the answer to POST /v1/identity/tokens. Token is shown
 // this once; the control plane keeps only its hash.
 type TokenCreated struct {
-	Token string       `json:"token"`
-	Info  ca.TokenInfo `json:"info"`
+	Token string       `json:"token" yaml:"token"`
+	Info  ca.TokenInfo `json:"info" yaml:"info"`
 }
 
 // TokenList is the answer to GET /v1/identity/tokens.
 type TokenList struct {
-	Items []ca.TokenInfo `json:"items"`
+	Items []ca.TokenInfo `json:"items" yaml:"items"`
 }
 
 // RotateRequest is the body of POST /v1/identity/rotate.
 type RotateRequest struct {
 	// Force takes the step even though proxies have not caught up.
-	Force bool `json:"force,omitempty"`
+	Force bool `json:"force,omitempty" yaml:"force,omitempty"`
 }
 
 // MaxBundleWait bounds the long poll of GET /v1/identity/bundle.
