@@ -137,7 +137,8 @@ func (s *Settings) Endpoint() registry.Endpoint {
 // into the Guard at once; its endpoints make a new configuration, applied
 // after the debounce. A configuration the proxy rejects is logged and the
 // previous one keeps serving. Run returns ctx's error, or the source's
-// when it refuses the sidecar (discovery.RefusedError).
+// when it refuses the sidecar (discovery.RefusedError), once it no longer
+// uses the source.
 func (s *Sidecar) Run(ctx context.Context) error {
 	defer func() {
 		if s.passthrough != nil {
@@ -145,7 +146,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- s.follow(ctx) }()
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		errc <- s.follow(ctx)
+	}()
+	// The source is the caller's again once Run returns.
+	defer func() { <-followed }()
 	for {
 		select {
 		case <-ctx.Done():
