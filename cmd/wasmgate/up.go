@@ -35,6 +35,7 @@ func newUpCmd() *cobra.Command {
 		listen string
 		admin  string
 		api    string
+		mesh   bool
 		logs   logFlags
 	)
 	cmd := &cobra.Command{
@@ -55,6 +56,9 @@ a second 'up' keeps what was applied.`,
 			defer log.Sync() //nolint:errcheck
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if mesh {
+				return runUpMesh(ctx, cmd.OutOrStdout(), dir, api, log)
+			}
 
 			var backends []string
 			for _, name := range []string{"demo-a", "demo-b"} {
@@ -140,6 +144,7 @@ a second 'up' keeps what was applied.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address of the proxy's listener in the demo configuration")
 	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9901", "address of the proxy's admin endpoints")
 	cmd.Flags().StringVar(&api, "api", controlplane.DefaultAPIAddr, "address of the control plane's API")
+	cmd.Flags().BoolVar(&mesh, "mesh", false, "start a mesh instead: the control plane and web -> orders -> payments, each with its sidecar")
 	logs.register(cmd)
 	return cmd
 }
