@@ -51,6 +51,9 @@ func EndpointID(s *Settings) string { return s.ServiceAccount + ":" + s.Announce
 // services it calls, by registry name. Build reads it only.
 type State struct {
 	Endpoints map[string][]registry.Endpoint
+	// InboundMode is the mode of the inbound listener; empty means
+	// Settings.InboundMode.
+	InboundMode policy.Mode
 }
 
 // Build turns settings and state into the proxy's configuration: an
@@ -65,9 +68,13 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	if s.Protocol == ProtocolHTTP2 || s.Protocol == ProtocolGRPC {
 		appProto = config.ProtocolHTTP2
 	}
+	mode := st.InboundMode
+	if mode == "" {
+		mode = s.InboundMode
+	}
 	cfg := &config.Config{
 		Listeners: []config.Listener{
-			{Name: InboundListener, Address: s.Inbound, TLS: &config.ListenerTLS{Mesh: true}},
+			{Name: InboundListener, Address: s.Inbound, TLS: &config.ListenerTLS{Mesh: true, Permissive: mode == policy.Permissive}},
 			{Name: OutboundListener, Address: s.Outbound, HTTP2: &config.ListenerHTTP2{H2C: true}},
 		},
 		Clusters: []config.Cluster{{

@@ -53,7 +53,9 @@ type Settings struct {
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
 	// Inbound is where peers reach the service (DefaultInbound), with
 	// InboundMode strict (the default: mutual TLS with a mesh certificate
-	// only) or permissive (plain text accepted too, for a migration).
+	// only) or permissive (plain text accepted too, for a migration). A
+	// peer_authentication of the control plane that covers the service
+	// overrides InboundMode.
 	Inbound     string      `yaml:"inbound,omitempty" json:"inbound,omitempty"`
 	InboundMode policy.Mode `yaml:"inbound_mode,omitempty" json:"inbound_mode,omitempty"`
 	// Announce is the address registered for peers to dial; empty means
@@ -128,9 +130,7 @@ func (s *Settings) Validate() error {
 		add("protocol", "unknown protocol %q (want http, http2, grpc or tcp)", s.Protocol)
 	}
 	switch s.InboundMode {
-	case policy.Strict:
-	case policy.Permissive:
-		add("inbound_mode", "permissive (plain text beside mutual TLS on one port) is not served yet; use strict")
+	case policy.Strict, policy.Permissive:
 	default:
 		add("inbound_mode", "unknown mode %q (want strict or permissive)", s.InboundMode)
 	}

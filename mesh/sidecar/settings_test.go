@@ -26,7 +26,7 @@ func TestSettingsValidate(t *testing.T) {
 		{"unknown protocol", func(s *sidecar.Settings) { s.Protocol = "smtp" }, "sidecar.protocol: unknown protocol \"smtp\""},
 		{"tcp", func(s *sidecar.Settings) { s.Protocol = "tcp" }, "sidecar.protocol: tcp is not served yet"},
 		{"grpc", func(s *sidecar.Settings) { s.Protocol = "grpc" }, ""},
-		{"permissive", func(s *sidecar.Settings) { s.InboundMode = "PERMISSIVE" }, "sidecar.inbound_mode: permissive"},
+		{"permissive", func(s *sidecar.Settings) { s.InboundMode = "PERMISSIVE" }, ""},
 		{"unknown mode", func(s *sidecar.Settings) { s.InboundMode = "off" }, "sidecar.inbound_mode: unknown mode \"off\""},
 		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
 		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},

@@ -16,6 +16,11 @@
 //	                    outlier detection and circuit breakers
 //	                 -> anything else: 502 (registry_only) or passed on (allow_any)
 //
+// The inbound listener is strict (a mesh client certificate required) or
+// permissive (plain text accepted beside it): the service's
+// peer_authentication from the control plane decides, else
+// Settings.InboundMode.
+//
 // Policies go straight into the Guard, which the filter reads on every
 // request, so a policy change never rebuilds a listener.
 package sidecar
@@ -215,6 +220,10 @@ func (s *Sidecar) apply(ctx context.Context) {
 		st.Endpoints[k] = v
 	}
 	s.mu.Unlock()
+	// Port-level modes name the app's port, as Istio's do.
+	if r := s.o.Guard.Mode(s.o.Settings.AppPort); r.Source != "" {
+		st.InboundMode = r.Mode
+	}
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, s.passAddr)
 	if b := s.o.Base; b != nil {
 		cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = b.Admin, b.AccessLog, b.Node, b.DrainTimeout, b.ShutdownDelay

@@ -225,4 +225,35 @@ func TestLoopbackMesh(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed during the policy change", failed.Load(), done.Load())
 	}
+
+	// A peer authentication makes orders permissive: plain text is served
+	// beside mTLS (without a peer identity), and payments stays strict.
+	if _, err := m.admin.Put(context.Background(), resource.Ref{Kind: resource.PeerAuthentications, Name: "orders-migration"},
+		[]byte("namespace: default\nservice: orders\nmode: permissive\n"), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := plain.Get("http://" + m.sidecar["orders"].Settings.Inbound + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "orders (called by )" {
+				t.Fatalf("plain text to a permissive inbound: %s %q", resp.Status, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orders' inbound did not become permissive: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, body := call(t, m, "orders"); st != 200 || !strings.Contains(body, "called by spiffe://wasmgate.local/ns/default/sa/web") {
+		t.Fatalf("mTLS to a permissive inbound: %d %q", st, body)
+	}
+	if resp, err := plain.Get("http://" + m.sidecar["payments"].Settings.Inbound + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("plain text to payments, still strict, answered %s", resp.Status)
+	}
 }
