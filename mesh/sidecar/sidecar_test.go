@@ -19,6 +19,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
@@ -147,6 +148,21 @@ func putPolicy(t *testing.T, c *api.Client, name, doc string) {
 	}
 }
 
+// webSeesEndpoints reports whether web's sidecar holds n endpoints of
+// orders.
+func webSeesEndpoints(m *mesh, n int) bool {
+	snap := m.sidecar["web"].Server.Snapshot()
+	if snap == nil || snap.Config == nil {
+		return false
+	}
+	for _, c := range snap.Config.Clusters {
+		if c.Name == "svc.orders.default" {
+			return len(c.Endpoints) == n
+		}
+	}
+	return false
+}
+
 // call asks web's app to call a service through web's sidecar.
 func call(t *testing.T, m *mesh, to string, hdr ...string) (int, string) {
 	t.Helper()
@@ -189,6 +205,23 @@ func TestLoopbackMesh(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("plain text to a strict inbound answered %s", resp.Status)
+	}
+
+	// An endpoint of orders registered at payments' sidecar (a mistake, or
+	// a hijack): web's sidecar expects orders' identity, refuses payments'
+	// certificate in the handshake and retries on orders' real sidecar.
+	bogus := registry.Endpoint{Cluster: "orders.default", ID: "orders:bogus", Address: m.sidecar["payments"].Settings.Inbound}
+	if _, err := registry.RegisterEndpoint(context.Background(), m.cp.Client, "", bogus, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bogus endpoint at web's sidecar", 10*time.Second, func() bool { return webSeesEndpoints(m, 2) })
+	for range 20 {
+		if st, body := call(t, m, "orders"); st != 200 || !strings.HasPrefix(body, "web -> orders (called by") {
+			t.Fatalf("web -> orders beside a bogus endpoint: %d %q", st, body)
+		}
+	}
+	if _, err := registry.DeregisterEndpoint(context.Background(), m.cp.Client, "", bogus.Cluster, bogus.ID); err != nil {
+		t.Fatal(err)
 	}
 
 	// A policy change under load: no allowed call fails, and web -> payments
