@@ -259,6 +259,43 @@ func TestLoopbackMesh(t *testing.T) {
 		t.Fatalf("%d of %d requests failed during the policy change", failed.Load(), done.Load())
 	}
 
+	// A sidecar with outbound_policy allow_any passes a call to a name
+	// outside the mesh on to it.
+	outside := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "outside "+r.URL.Path) })}
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go outside.Serve(ol)
+	defer outside.Close()
+	tok, err := m.admin.CreateToken(context.Background(), api.TokenRequest{Namespace: "default", ServiceAccount: "gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _ := os.ReadFile(m.cp.BundlePath())
+	gwOut := freeAddr(t)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	gw, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
+		Settings:     sidecar.Settings{Service: "gateway", AppPort: 1, Inbound: freeAddr(t), Outbound: gwOut, OutboundPolicy: sidecar.AllowAny},
+		ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token,
+	})
+	scancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close(time.Second)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+gwOut+"/out", nil)
+	req.Host = ol.Addr().String()
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "outside /out" {
+			t.Fatalf("allow_any: %s %q", resp.Status, b)
+		}
+	}
+
 	// A peer authentication makes orders permissive: plain text is served
 	// beside mTLS (without a peer identity), and payments stays strict.
 	if _, err := m.admin.Put(context.Background(), resource.Ref{Kind: resource.PeerAuthentications, Name: "orders-migration"},
