@@ -28,7 +28,7 @@ import (
 
 const adminToken = "sidecar-test-admin-0123456789"
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func freeAddr(t *testing.T) string {
 // calls service X through its sidecar's outbound listener, with the
 // headers given as hdr=NAME:VALUE; anything else answers its name and the
 // peer identity its sidecar saw.
-func app(t *testing.T, name, outbound string) int {
+func app(t testing.TB, name, outbound string) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,7 +85,7 @@ type mesh struct {
 
 // startMesh runs a control plane and web -> orders -> payments, each app
 // with its sidecar, on loopback; payments admits only orders.
-func startMesh(t *testing.T) *mesh {
+func startMesh(t testing.TB) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -131,7 +131,7 @@ func startMesh(t *testing.T) *mesh {
 	return m
 }
 
-func adminClient(t *testing.T, cp *controlplane.Server, roots []byte) *api.Client {
+func adminClient(t testing.TB, cp *controlplane.Server, roots []byte) *api.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(roots) {
@@ -141,7 +141,7 @@ func adminClient(t *testing.T, cp *controlplane.Server, roots []byte) *api.Clien
 		HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
 }
 
-func putPolicy(t *testing.T, c *api.Client, name, doc string) {
+func putPolicy(t testing.TB, c *api.Client, name, doc string) {
 	t.Helper()
 	if _, err := c.Put(context.Background(), resource.Ref{Kind: resource.AuthorizationPolicies, Name: name}, []byte(doc), api.Options{}); err != nil {
 		t.Fatalf("policy %s: %v", name, err)
