@@ -11,15 +11,23 @@ import (
 
 // BenchmarkTwoSidecars sends requests from a client through web's
 // outbound listener, mTLS (HTTP/2) to orders' inbound listener with its
-// policy filter, to orders' app, all on loopback in this process. Besides
-// the time per request it reports cpu-us/op: the process's CPU time (user
-// and system, every goroutine: the client and the app too) per request.
+// policy filter, to orders' app, all on loopback in this process; and,
+// for comparison, from the same client to the app directly. Besides the
+// time per request it reports cpu-us/op: the process's CPU time (user and
+// system, every goroutine: the client and the app too) per request, so
+// the pair of sidecars costs the difference of the two.
 //
 //	go test -run '^$' -bench TwoSidecars -benchtime 20000x ./mesh/sidecar
 func BenchmarkTwoSidecars(b *testing.B) {
 	m := startMesh(b)
+	b.Run("direct", func(b *testing.B) { benchRequests(b, fmt.Sprintf("127.0.0.1:%d", m.apps["orders"])) })
+	b.Run("two-sidecars", func(b *testing.B) { benchRequests(b, m.sidecar["web"].Settings.Outbound) })
+}
+
+// benchRequests sends GET / with Host: orders to addr.
+func benchRequests(b *testing.B, addr string) {
 	req := func(c *http.Client) error {
-		r, _ := http.NewRequest(http.MethodGet, "http://"+m.sidecar["web"].Settings.Outbound+"/", nil)
+		r, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
 		r.Host = "orders"
 		resp, err := c.Do(r)
 		if err != nil {
