@@ -38,7 +38,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.s.AppPort, "app-port", 0, "with --sidecar: the app's port on 127.0.0.1")
 	fl.StringVar(&f.s.Protocol, "protocol", "", "with --sidecar: what the app speaks: http, http2 or grpc (default http)")
 	fl.StringVar(&f.s.Inbound, "inbound", "", "with --sidecar: host:port of the inbound listener for peers (default "+sidecar.DefaultInbound+")")
-	fl.StringVar((*string)(&f.s.InboundMode), "inbound-mode", "", "with --sidecar: strict (the default: mesh mTLS only)")
+	fl.StringVar((*string)(&f.s.InboundMode), "inbound-mode", "", "with --sidecar: strict (the default: mesh mTLS only) or permissive (plain text too, for a migration); the service's peer_authentication wins")
 	fl.StringVar(&f.s.Announce, "announce", "", "with --sidecar: the inbound address registered for peers (default --inbound)")
 	fl.StringVar(&f.s.Outbound, "outbound", "", "with --sidecar: host:port the app sends its calls to (default "+sidecar.DefaultOutbound+")")
 	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
