@@ -43,6 +43,10 @@ const (
 	// NativeHeaders applies the request_headers and response_headers
 	// mutations.
 	NativeHeaders = "headers"
+	// NativeMeshPolicy enforces the mesh's authorization policy of the
+	// sidecar's own service on its inbound listener. Only a proxy run as
+	// a sidecar has it; it is never placed by default.
+	NativeMeshPolicy = "mesh_policy"
 )
 
 // Failure policies.

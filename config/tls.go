@@ -32,6 +32,11 @@ type ListenerTLS struct {
 	// certificate of the mesh's trust bundle. It excludes Certificates,
 	// ClientCAFile and ClientAuth.
 	Mesh bool `yaml:"mesh,omitempty" json:"mesh,omitempty"`
+	// Permissive, with Mesh, also serves clients that speak plain text on
+	// the same port (a connection whose first byte is not a TLS
+	// handshake), for a migration to the mesh: their requests carry no
+	// peer identity.
+	Permissive bool `yaml:"permissive,omitempty" json:"permissive,omitempty"`
 }
 
 // CertificateFiles names a PEM certificate chain and its private key:

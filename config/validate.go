@@ -533,9 +533,9 @@ func validateFilterRefs(v *errs, p string, refs []FilterRef, plugins map[string]
 			switch {
 			case f.Plugin != "":
 				v.add(idx(p, i), "plugin and native are exclusive")
-			case f.Native != NativeForwarded && f.Native != NativeRateLimit && f.Native != NativeHeaders:
-				v.add(dot(idx(p, i), "native"), "unknown native filter %q (one of %s, %s, %s)",
-					f.Native, NativeForwarded, NativeRateLimit, NativeHeaders)
+			case f.Native != NativeForwarded && f.Native != NativeRateLimit && f.Native != NativeHeaders && f.Native != NativeMeshPolicy:
+				v.add(dot(idx(p, i), "native"), "unknown native filter %q (one of %s, %s, %s, %s)",
+					f.Native, NativeForwarded, NativeRateLimit, NativeHeaders, NativeMeshPolicy)
 			case len(f.Config) > 0:
 				v.add(dot(idx(p, i), "config"), "a native filter takes its configuration from the route")
 			}

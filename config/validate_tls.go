@@ -89,6 +89,9 @@ func (c *Config) validateCertificates(v *errs) map[string]int {
 }
 
 func validateListenerTLS(v *errs, p string, t *ListenerTLS, certs map[string]int) {
+	if t.Permissive && !t.Mesh {
+		v.add(dot(p, "permissive"), "needs mesh: true")
+	}
 	if t.Mesh {
 		validateMeshListenerTLS(v, p, t)
 	} else if len(t.Certificates) == 0 {

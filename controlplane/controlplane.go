@@ -27,6 +27,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/ca"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/controlplane/internal/embedded"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
@@ -110,6 +111,10 @@ type Server struct {
 	// CA is the mesh's certificate authority, or nil when Options.Mesh
 	// is off.
 	CA *ca.CA
+	// Hub sends each sidecar the endpoints of the services it calls and
+	// its own policies; the API serves it at api.DiscoveryPath. Nil when
+	// the API is off.
+	Hub *discovery.Hub
 
 	opts      Options
 	etcd      *embedded.Etcd
@@ -118,6 +123,9 @@ type Server struct {
 	listener  net.Listener
 	apiTLS    bool
 	cancel    context.CancelFunc
+	hubStop   context.CancelFunc
+	hubDone   chan struct{}
+	endLong   context.CancelFunc
 	token     string
 	errc      chan error
 	closeOnce sync.Once
@@ -237,7 +245,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		if s.CA != nil {
 			h.ServeIdentity(s.CA)
 		}
+		s.Hub = discovery.NewHub(cli, o.Prefix, o.Logger.Named("discovery"))
+		hctx, hstop := context.WithCancel(context.Background())
+		s.hubStop, s.hubDone = hstop, make(chan struct{})
+		go func() {
+			defer close(s.hubDone)
+			if err := s.Hub.Run(hctx); err != nil && hctx.Err() == nil {
+				s.errc <- fmt.Errorf("discovery hub: %w", err)
+			}
+		}()
+		h.ServeDiscovery(&discovery.Handler{Hub: s.Hub}, s.CA)
+		// Long requests (discovery streams, bundle polls) end with Close.
+		base, endLong := context.WithCancel(context.Background())
+		s.endLong = endLong
 		s.http = &http.Server{
+			BaseContext:       func(net.Listener) context.Context { return base },
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          zap.NewStdLog(o.Logger.Named("api")),
@@ -303,10 +325,19 @@ func (s *Server) Close() error {
 		if s.cancel != nil {
 			s.cancel()
 		}
+		if s.hubStop != nil {
+			s.hubStop()
+		}
+		if s.endLong != nil {
+			s.endLong()
+		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s.http.Shutdown(ctx)
 			cancel()
+		}
+		if s.hubDone != nil {
+			<-s.hubDone
 		}
 		if s.Client != nil {
 			s.Client.Close()

@@ -34,6 +34,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/plugins"
 	"github.com/wasmgate/wasmgate/proxy"
 )
@@ -324,8 +325,12 @@ func TestYAMLDecodes(t *testing.T) {
 			case isWasmgateConfig(keys):
 			case keys["apiVersion"] && keys["kind"]:
 			case path.Base(f.rel) == "compose.yaml":
+			case keys["authorization_policies"] || keys["peer_authentications"]:
+				if _, err := policy.Parse(f.data); err != nil {
+					t.Errorf("%s: not a valid mesh policy file:\n%v", f.rel, err)
+				}
 			default:
-				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object nor a compose file", f.rel, i+1)
+				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object, a compose file nor a mesh policy file", f.rel, i+1)
 			}
 		}
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// with `tls: {mesh: true}`; nil means such a configuration is
 	// rejected.
 	Mesh tlsconf.Mesh
+	// MeshPolicy is the filter that routes place with
+	// `native: mesh_policy` (a sidecar's inbound authorization); nil
+	// means such a configuration is rejected.
+	MeshPolicy filter.Factory
 }
 
 // Server is a running proxy.
@@ -54,6 +58,7 @@ type Server struct {
 	plugins filter.Plugins
 	pools   *cluster.Pools
 	mesh    tlsconf.Mesh
+	policy  filter.Factory
 
 	snap atomic.Pointer[Snapshot]
 	// writeStalls counts connections cut off by the write timeout.
@@ -92,6 +97,7 @@ func NewServer(opts Options) *Server {
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
 		mesh:      opts.Mesh,
+		policy:    opts.MeshPolicy,
 		listeners: map[string]*listener.Listener{},
 	}
 	s.pools.SetMesh(opts.Mesh)

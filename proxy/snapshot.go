@@ -117,7 +117,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 			return nil, nil, err
 		}
 	}
-	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits}
+	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits, MeshPolicy: s.policy}
 	if set != nil {
 		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {
 			return set.Factory(ref, routeName)

@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/identity"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
@@ -61,6 +62,7 @@ func newRunCmd() *cobra.Command {
 		etcd     etcdFlags
 		ef       etcdRunFlags
 		idf      identityFlags
+		sf       sidecarFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run (-c FILE | --etcd-endpoints URLS)",
@@ -87,6 +89,9 @@ requests in flight get up to the drain timeout.`,
 			mesh, err := idf.start(ctx, log)
 			if err != nil {
 				return err
+			}
+			if sf.on {
+				return runSidecar(ctx, &sf, file, mesh, &idf, &etcd, &ef, cacheDir, log)
 			}
 			if len(etcd.endpoints) > 0 {
 				if file != "" {
@@ -130,6 +135,7 @@ requests in flight get up to the drain timeout.`,
 	ef.register(cmd)
 	logs.register(cmd)
 	idf.register(cmd)
+	sf.register(cmd)
 	return cmd
 }
 
@@ -204,6 +210,8 @@ type runOptions struct {
 	checks []proxy.ReadyCheck
 	// mesh is the workload identity; nil without one.
 	mesh *identity.Agent
+	// policy is a sidecar's mesh_policy filter; nil for other proxies.
+	policy filter.Factory
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
@@ -215,7 +223,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 		return nil, err
 	}
 	closeWasm := func() { _ = host.Close() }
-	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host}, o.mesh))
+	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy}, o.mesh))
 	registerMeshMetrics(srv, o.mesh, log)
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.

@@ -44,6 +44,7 @@ func newUpCmd() *cobra.Command {
 		api       string
 		etcdAddr  string
 		accessLog string
+		mesh      bool
 		logs      logFlags
 	)
 	cmd := &cobra.Command{
@@ -106,6 +107,10 @@ Other proxies can follow the same control plane:
 				return err
 			}
 			defer lock.release()
+			if mesh {
+				closeOnce(started)
+				return runUpMesh(ctx, cmd.OutOrStdout(), dir, api, log)
+			}
 			ports := [][2]string{{"--etcd", etcdAddr}, {"--api", api}, {"--admin", admin}}
 			if _, err := os.Stat(filepath.Join(dir, "controlplane", "etcd")); errors.Is(err, fs.ErrNotExist) {
 				// The first start stores the demo, which listens on --listen;
@@ -230,6 +235,7 @@ Other proxies can follow the same control plane:
 	cmd.Flags().StringVar(&api, "api", controlplane.DefaultAPIAddr, "address of the control plane's API")
 	cmd.Flags().StringVar(&etcdAddr, "etcd", controlplane.DefaultEtcdClientAddr, "client address of the embedded etcd, which 'run --etcd-endpoints http://ADDRESS' follows (port 0: any free port)")
 	cmd.Flags().StringVar(&accessLog, "access-log", "", `access log: a file, "stdout", or "off" (default DIR/access.log)`)
+	cmd.Flags().BoolVar(&mesh, "mesh", false, "start a mesh instead: the control plane and web -> orders -> payments, each with its sidecar")
 	logs.register(cmd)
 	return cmd
 }

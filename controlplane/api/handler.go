@@ -22,6 +22,7 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
 // MaxDocumentBytes bounds a request body other than a blob.
@@ -527,6 +528,10 @@ func setName(v any, name string) {
 	case *config.Cluster:
 		x.Name = name
 	case *config.Plugin:
+		x.Name = name
+	case *policy.AuthorizationPolicy:
+		x.Name = name
+	case *policy.PeerAuthentication:
 		x.Name = name
 	}
 }

@@ -616,3 +616,8 @@ func (a *Agent) loadState() error {
 	a.log.Info("serving the stored workload certificate", zap.String("spiffe_id", s.id.String()), zap.Time("not_after", s.cert.Leaf.NotAfter))
 	return nil
 }
+
+// HTTPClient reaches the control plane as the agent does: trusting the
+// current bundle and presenting the current certificate, on a connection
+// of its own per request. Sidecars watch discovery with it.
+func (a *Agent) HTTPClient() *http.Client { return a.client.HTTP }

@@ -24,6 +24,9 @@ type Deps struct {
 	FilterSet any
 	// Limits keeps rate limit buckets across reloads; nil keeps none.
 	Limits *native.Limits
+	// MeshPolicy is the filter that routes place with
+	// `native: mesh_policy`; nil makes such a route an error.
+	MeshPolicy filter.Factory
 	// Prev is the listener's previous table. A virtual host whose
 	// configuration is unchanged, whose clusters are the same objects and
 	// whose filters resolve against the same set is reused from it as it is.
@@ -278,6 +281,9 @@ func (r *Route) compileChain(vc *config.VirtualHost, rc *config.Route, fwd *nati
 	if h := native.NewHeaders(vc, rc); h != nil {
 		natives[config.NativeHeaders] = h
 	}
+	if d.MeshPolicy != nil {
+		natives[config.NativeMeshPolicy] = d.MeshPolicy
+	}
 	placed := map[string]bool{}
 	for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
 		for _, ref := range refs {
@@ -298,6 +304,9 @@ func (r *Route) compileChain(vc *config.VirtualHost, rc *config.Route, fwd *nati
 	for _, refs := range [][]config.FilterRef{vc.Filters, rc.Filters} {
 		for _, ref := range refs {
 			if ref.Native != "" {
+				if ref.Native == config.NativeMeshPolicy && d.MeshPolicy == nil {
+					return fmt.Errorf("filter %q: this proxy enforces no mesh policy (run it as a sidecar)", ref.Native)
+				}
 				if f := natives[ref.Native]; f != nil {
 					add(f)
 				}

@@ -198,6 +198,8 @@ type Listener struct {
 	// this keeps it (see package deadline). Zero sets every deadline as
 	// asked. Set it before the first Accept.
 	ReadSlack time.Duration
+
+	perm permissive
 }
 
 // NewListener wraps inner so that its connections speak TLS as s says.
@@ -207,6 +209,9 @@ func NewListener(inner net.Listener, s *Server) *Listener {
 
 // Accept implements net.Listener.
 func (l *Listener) Accept() (net.Conn, error) {
+	if l.srv.cfg.Permissive {
+		return l.acceptPermissive()
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/identity"
+)
+
+// sidecarFlags are `run --sidecar`'s: the settings of sidecar.Settings,
+// over a `sidecar:` section of the -c file when one is given.
+type sidecarFlags struct {
+	on  bool
+	s   sidecar.Settings
+	ttl time.Duration
+}
+
+func (f *sidecarFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.on, "sidecar", false, "run beside one service of the mesh: inbound mTLS with its policy, outbound calls by name (needs --join-token; -c may give a `sidecar:` section)")
+	fl.StringVar(&f.s.Service, "service", "", "with --sidecar: the service's name")
+	fl.StringVar(&f.s.Namespace, "namespace", "", "with --sidecar: the service's namespace (default \"default\")")
+	fl.StringVar(&f.s.ServiceAccount, "service-account", "", "with --sidecar: the service account of the join token (default: the service)")
+	fl.IntVar(&f.s.AppPort, "app-port", 0, "with --sidecar: the app's port on 127.0.0.1")
+	fl.StringVar(&f.s.Protocol, "protocol", "", "with --sidecar: what the app speaks: http, http2 or grpc (default http)")
+	fl.StringVar(&f.s.Inbound, "inbound", "", "with --sidecar: host:port of the inbound listener for peers (default "+sidecar.DefaultInbound+")")
+	fl.StringVar((*string)(&f.s.InboundMode), "inbound-mode", "", "with --sidecar: strict (the default: mesh mTLS only) or permissive (plain text too, for a migration); the service's peer_authentication wins")
+	fl.StringVar(&f.s.Announce, "announce", "", "with --sidecar: the inbound address registered for peers (default --inbound)")
+	fl.StringVar(&f.s.Outbound, "outbound", "", "with --sidecar: host:port the app sends its calls to (default "+sidecar.DefaultOutbound+")")
+	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
+	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
+	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
+}
+
+// settings merges the file's `sidecar:` section (if any) with the flags,
+// which win, and validates the result.
+func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
+	var s sidecar.Settings
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return s, err
+		}
+		var doc struct {
+			Sidecar sidecar.Settings `yaml:"sidecar"`
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&doc); err != nil {
+			return s, fmt.Errorf("%s: %w", file, err)
+		}
+		s = doc.Sidecar
+	}
+	o := f.s
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&s.Service, o.Service)
+	set(&s.Namespace, o.Namespace)
+	set(&s.ServiceAccount, o.ServiceAccount)
+	set(&s.Protocol, o.Protocol)
+	set(&s.Inbound, o.Inbound)
+	set((*string)(&s.InboundMode), string(o.InboundMode))
+	set(&s.Announce, o.Announce)
+	set(&s.Outbound, o.Outbound)
+	set(&s.OutboundPolicy, o.OutboundPolicy)
+	if o.AppPort != 0 {
+		s.AppPort = o.AppPort
+	}
+	if len(o.Calls) > 0 {
+		s.Calls = o.Calls
+	}
+	s.Normalize()
+	return s, s.Validate()
+}
+
+// runSidecar serves sidecar mode until ctx ends: the workload identity
+// from the control plane, discovery over its API with that identity, the
+// inbound address registered in etcd under a lease (when
+// --etcd-endpoints is given), and a drain that deregisters first.
+func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identity.Agent, idf *identityFlags,
+	etcd *etcdFlags, ef *etcdRunFlags, cacheDir string, log *zap.Logger) error {
+	s, err := f.settings(file)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("invalid sidecar settings:\n%w", err)}
+	}
+	if mesh == nil {
+		return &exitError{code: 2, err: errors.New("--sidecar needs a workload identity: --identity-server and --join-token (wasmgate ctl token create)")}
+	}
+	if ns, sa := spiffeParts(mesh.ID().String()); ns != s.Namespace || sa != s.ServiceAccount {
+		return &exitError{code: 2, err: fmt.Errorf("the workload identity %s is not of namespace %q and service account %q", mesh.ID(), s.Namespace, s.ServiceAccount)}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	guard := policy.NewGuard(s.Namespace, s.Service)
+	r, err := startProxy(ctx, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh,
+		policy: native.NewMeshPolicy(guard, log.Named("policy"))})
+	if err != nil {
+		return err
+	}
+	src := (&discovery.Client{URL: strings.TrimSuffix(idf.server, "/") + api.DiscoveryPath, HTTP: mesh.HTTPClient()}).Watch(s.Interest())
+	defer src.Close()
+	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard,
+		Source: src, Base: ef.bootstrap(), Logger: log.Named("sidecar")})
+	if err != nil {
+		return err
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- sc.Run(ctx) }()
+	select {
+	case <-sc.Ready():
+	case err := <-runErr:
+		cancel()
+		_ = r.wait(ctx)
+		return err
+	case <-ctx.Done():
+		return r.wait(ctx)
+	}
+	log.Info("sidecar serving", zap.String("service", s.Name()), zap.String("spiffe_id", mesh.ID().String()),
+		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()))
+
+	regDone := make(chan struct{})
+	if len(etcd.endpoints) == 0 {
+		log.Warn("the inbound address is not registered: give --etcd-endpoints of the control plane's etcd")
+		close(regDone)
+	} else {
+		cli, err := etcd.client()
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		reg, err := discovery.NewRegistration(cli, ef.prefix, s.Endpoint(), f.ttl, log.Named("registration"))
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		go func() {
+			defer close(regDone)
+			reg.Run(ctx) //nolint:errcheck // returns nil when ctx ends
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-runErr:
+		log.Error("sidecar stopped following the control plane", zap.Error(err))
+		cancel()
+	}
+	// Deregistered before the drain, so that callers stop sending first.
+	<-regDone
+	return r.wait(ctx)
+}
+
+// spiffeParts returns the namespace and service account of a workload's
+// SPIFFE ID.
+func spiffeParts(id string) (namespace, serviceAccount string) {
+	_, ns, sa, _ := policy.ParseSPIFFE(id)
+	return ns, sa
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRunSidecarSettings: bad sidecar settings, from flags or from the
+// file's `sidecar:` section, exit 2 naming the field, before anything
+// starts.
+func TestRunSidecarSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sidecar.yaml")
+	if err := os.WriteFile(file, []byte("sidecar:\n  service: orders\n  app_port: 8080\n  inbound_mode: loose\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no service", []string{"run", "--sidecar", "--app-port", "8080", "--inbound", "10.0.0.1:15006"}, "sidecar.service: is required"},
+		{"no app port", []string{"run", "--sidecar", "--service", "orders", "--inbound", "10.0.0.1:15006"}, "sidecar.app_port: must be a port"},
+		{"wildcard without announce", []string{"run", "--sidecar", "--service", "orders", "--app-port", "8080"}, "sidecar.announce"},
+		{"from the file", []string{"run", "--sidecar", "-c", file, "--inbound", "10.0.0.1:15006"}, "sidecar.inbound_mode: unknown mode \"loose\""},
+		{"file field misspelt", []string{"run", "--sidecar", "-c", writeFile(t, "sidecar:\n  app-port: 8080\n")}, "field app-port not found"},
+		{"no identity", []string{"run", "--sidecar", "--service", "orders", "--app-port", "8080", "--inbound", "10.0.0.1:15006"}, "--sidecar needs a workload identity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := newRootCmd()
+			var out bytes.Buffer
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			cmd.SetArgs(tc.args)
+			err := cmd.Execute()
+			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v (exit %d), want exit 2 with %q", err, exitCode(err), tc.want)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, data string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "f.yaml")
+	if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/store"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
+)
+
+// The demo mesh's policies: payments admits orders only, and the file
+// that lets web call payments directly.
+const (
+	meshDemoPolicy = `authorization_policies:
+- name: payments-callers
+  namespace: default
+  service: payments
+  rules:
+  - from:
+    - principals: [spiffe://wasmgate.local/ns/default/sa/orders]
+`
+	meshDemoAllowWeb = `authorization_policies:
+- name: payments-callers
+  namespace: default
+  service: payments
+  rules:
+  - from:
+    - principals:
+      - spiffe://wasmgate.local/ns/default/sa/orders
+      - spiffe://wasmgate.local/ns/default/sa/web
+`
+)
+
+// meshDemoApp is a demo service: a plain HTTP server that knows nothing
+// of the mesh. /call/NAME calls service NAME through its sidecar's
+// outbound listener; / answers its name and who called it.
+type meshDemoApp struct {
+	name     string
+	outbound string
+	srv      *http.Server
+	port     int
+}
+
+func startMeshDemoApp(name string, next ...string) (*meshDemoApp, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	a := &meshDemoApp{name: name, port: l.Addr().(*net.TCPAddr).Port}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	call := func(w http.ResponseWriter, to string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.outbound+"/", nil)
+		req.Host = to
+		resp, err := hc.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		w.WriteHeader(resp.StatusCode)
+		fmt.Fprintf(w, "%s -> %s", name, b)
+	}
+	a.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if to, ok := strings.CutPrefix(r.URL.Path, "/call/"); ok && to != "" {
+			call(w, to)
+			return
+		}
+		if len(next) > 0 {
+			call(w, next[0])
+			return
+		}
+		fmt.Fprintf(w, "%s (called by %s)\n", name, r.Header.Get(native.PeerIdentityHeader))
+	})}
+	go a.srv.Serve(l) //nolint:errcheck // ends with Close
+	return a, nil
+}
+
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// runUpMesh is `up --mesh`: a control plane with the mesh's CA and three
+// demo services, web -> orders -> payments, each with its own sidecar, in
+// this process on loopback addresses.
+func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap.Logger) error {
+	state := filepath.Join(dir, "mesh")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return err
+	}
+	key, err := localSecretKey(filepath.Join(dir, "secret.key"))
+	if err != nil {
+		return err
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		DataDir: filepath.Join(state, "controlplane"), EtcdClientAddr: "127.0.0.1:0", EtcdPeerAddr: "127.0.0.1:0",
+		APIAddr: apiAddr, Logger: log.Named("controlplane"), SecretKey: key, Mesh: true,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer cp.Close()
+	roots, err := os.ReadFile(cp.BundlePath())
+	if err != nil {
+		return err
+	}
+	allowFile := filepath.Join(state, "allow-web.yaml")
+	if err := os.WriteFile(filepath.Join(state, "policy.yaml"), []byte(meshDemoPolicy), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(allowFile, []byte(meshDemoAllowWeb), 0o644); err != nil {
+		return err
+	}
+	if err := seedMeshPolicy(ctx, cp); err != nil {
+		return err
+	}
+
+	apps := map[string]*meshDemoApp{}
+	calls := map[string][]string{"web": {"orders", "payments"}, "orders": {"payments"}, "payments": nil}
+	next := map[string][]string{"web": {"orders"}, "orders": {"payments"}}
+	var sidecars []*sidecar.Local
+	defer func() {
+		for i := len(sidecars) - 1; i >= 0; i-- {
+			_ = sidecars[i].Close(5 * time.Second)
+		}
+	}()
+	for _, name := range []string{"payments", "orders", "web"} {
+		app, err := startMeshDemoApp(name, next[name]...)
+		if err != nil {
+			return err
+		}
+		defer app.srv.Close()
+		apps[name] = app
+		tok, _, err := cp.CA.CreateToken(ctx, "default", name, time.Minute, 1, "wasmgate up")
+		if err != nil {
+			return err
+		}
+		in, err := freeLoopback()
+		if err != nil {
+			return err
+		}
+		if app.outbound, err = freeLoopback(); err != nil {
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		l, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
+			Settings:     sidecar.Settings{Service: name, AppPort: app.port, Inbound: in, Outbound: app.outbound, Calls: calls[name]},
+			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok, Etcd: cp.Client, TTL: 5 * time.Second,
+			Logger: log.Named("sidecar"),
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("starting %s's sidecar: %w", name, err)
+		}
+		sidecars = append(sidecars, l)
+	}
+
+	web := fmt.Sprintf("http://127.0.0.1:%d", apps["web"].port)
+	fmt.Fprintf(out, "\nwasmgate mesh is up: a control plane and web -> orders -> payments, each with its sidecar.\n\n")
+	fmt.Fprintf(out, "  control plane  %s (admin token in %s)\n", cp.APIURL(), filepath.Join(state, "controlplane", "admin.token"))
+	for _, l := range sidecars {
+		s := l.Settings
+		fmt.Fprintf(out, "  %-9s app 127.0.0.1:%d  inbound %s (mTLS)  outbound %s  %s\n", s.Service, apps[s.Service].port, s.Inbound, s.Outbound, l.Agent.ID())
+	}
+	fmt.Fprintln(out)
+	show := func(what, url string) {
+		// The endpoints reach the callers' sidecars through discovery
+		// moments after registration: try for a few seconds.
+		var st int
+		var body string
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			st, body = demoGet(url)
+			if st != http.StatusServiceUnavailable && st != http.StatusBadGateway || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		fmt.Fprintf(out, "  %s\n    curl %s\n    %d %s\n", what, url, st, strings.TrimSpace(body))
+	}
+	show("allowed: web -> orders -> payments", web+"/")
+	show("denied: web may not call payments directly", web+"/call/payments")
+	fmt.Fprintf(out, "\n  let web call payments, live:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh apply -f %s\n",
+		cp.APIURL(), cp.BundlePath(), filepath.Join(state, "controlplane", "admin.token"), allowFile)
+	fmt.Fprintf(out, "  and ask who may call whom:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh check spiffe://wasmgate.local/ns/default/sa/web payments.default\n\n",
+		cp.APIURL(), cp.BundlePath(), filepath.Join(state, "controlplane", "admin.token"))
+
+	select {
+	case <-ctx.Done():
+	case err := <-cp.Err():
+		log.Error("the control plane stopped", zap.Error(err))
+	}
+	return nil
+}
+
+// seedMeshPolicy stores the demo policy the first time.
+func seedMeshPolicy(ctx context.Context, cp *controlplane.Server) error {
+	doc, err := policy.Parse([]byte(meshDemoPolicy))
+	if err != nil {
+		return fmt.Errorf("the demo policy is invalid (a bug): %w", err)
+	}
+	p := &doc.AuthorizationPolicies[0]
+	ref := resource.Ref{Kind: resource.AuthorizationPolicies, Name: p.Name}
+	snap, err := cp.Store.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := snap.Resources[ref]; ok {
+		return nil
+	}
+	_, err = cp.Store.Apply(ctx, store.Change{Put: resource.Set{ref: p}, Author: "wasmgate up", Action: "apply", Message: "demo mesh policy"})
+	return err
+}
+
+func demoGet(url string) (int, string) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, string(b)
+}

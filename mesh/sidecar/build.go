@@ -1,0 +1,129 @@
+package sidecar
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// Names of what Build makes, as they appear in /config, logs and metrics.
+const (
+	InboundListener  = "inbound"
+	OutboundListener = "outbound"
+	AppCluster       = "app"
+	// PassthroughCluster carries allow_any calls to destinations outside
+	// the mesh.
+	PassthroughCluster = "passthrough"
+	// clusterPrefix names the cluster of a called service:
+	// "svc.orders.default".
+	clusterPrefix = "svc."
+)
+
+// The mesh defaults of every cluster of a called service: retries of
+// what failed before a byte was answered, ejection of an endpoint that
+// fails in a row, and bounds on what one service may hold open.
+var (
+	meshRetry = config.RetryPolicy{
+		RetryOn:    []string{config.RetryOnConnectFailure, config.RetryOnReset, config.RetryOnGatewayError},
+		NumRetries: 2,
+		BackOff:    &config.BackOff{BaseInterval: config.Duration(10 * time.Millisecond), MaxInterval: config.Duration(100 * time.Millisecond)},
+	}
+	meshOutlier = config.OutlierDetection{
+		ConsecutiveGatewayFailure: 5,
+		BaseEjectionTime:          config.Duration(10 * time.Second),
+		MaxEjectionTime:           config.Duration(60 * time.Second),
+		MaxEjectionPercent:        50,
+	}
+	meshBreakers = config.CircuitBreakers{MaxConnections: 4096, MaxPendingRequests: 4096, MaxRequests: 4096, MaxRetries: 64}
+)
+
+// EndpointID is the registry id of a sidecar's endpoint: its service
+// account, then the address it announces. Callers derive the SPIFFE ID to
+// expect from it.
+func EndpointID(s *Settings) string { return s.ServiceAccount + ":" + s.Announce }
+
+// State is what a sidecar knows of the mesh: the endpoints of the
+// services it calls, by registry name. Build reads it only.
+type State struct {
+	Endpoints map[string][]registry.Endpoint
+	// InboundMode is the mode of the inbound listener; empty means
+	// Settings.InboundMode.
+	InboundMode policy.Mode
+}
+
+// Build turns settings and state into the proxy's configuration: an
+// inbound listener with the mesh's mutual TLS and the mesh_policy filter
+// in front of the app, and an outbound listener that routes by name to
+// the peers' inbound listeners over mutual TLS. trustDomain is the
+// mesh's, for the identities expected of peers; passthrough is the
+// address of the forwarder of allow_any ("" when the policy is
+// registry_only).
+func Build(s *Settings, st State, trustDomain, passthrough string) *config.Config {
+	appProto := config.ProtocolHTTP1
+	if s.Protocol == ProtocolHTTP2 || s.Protocol == ProtocolGRPC {
+		appProto = config.ProtocolHTTP2
+	}
+	mode := st.InboundMode
+	if mode == "" {
+		mode = s.InboundMode
+	}
+	cfg := &config.Config{
+		Listeners: []config.Listener{
+			{Name: InboundListener, Address: s.Inbound, TLS: &config.ListenerTLS{Mesh: true, Permissive: mode == policy.Permissive}},
+			{Name: OutboundListener, Address: s.Outbound, HTTP2: &config.ListenerHTTP2{H2C: true}},
+		},
+		Clusters: []config.Cluster{{
+			Name: AppCluster, Endpoints: []config.Endpoint{{Address: "127.0.0.1:" + strconv.Itoa(s.AppPort)}}, Protocol: appProto,
+		}},
+		VirtualHosts: []config.VirtualHost{{
+			Name: InboundListener, Domains: []string{"*"}, Listeners: []string{InboundListener},
+			Filters: []config.FilterRef{{Native: config.NativeMeshPolicy}},
+			Routes:  []config.Route{{Name: "app", Match: config.RouteMatch{Prefix: "/"}, Cluster: AppCluster}},
+		}},
+	}
+	for _, name := range s.Targets() {
+		svc, ns, _ := strings.Cut(name, ".")
+		cl := config.Cluster{
+			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: config.ProtocolHTTP2,
+			LBPolicy:         config.LBLeastRequest,
+			OutlierDetection: &meshOutlier, CircuitBreakers: &meshBreakers,
+			TLS: &config.ClusterTLS{Mesh: true},
+		}
+		ids := map[string]bool{}
+		for _, ep := range st.Endpoints[name] {
+			cl.Endpoints = append(cl.Endpoints, config.Endpoint{Address: ep.Address, Weight: ep.Weight})
+			if sa, _, ok := strings.Cut(ep.ID, ":"); ok && sa != "" {
+				ids[policy.SPIFFEID(trustDomain, ns, sa)] = true
+			}
+		}
+		for id := range ids {
+			cl.TLS.ExpectedIdentities = append(cl.TLS.ExpectedIdentities, id)
+		}
+		slices.Sort(cl.TLS.ExpectedIdentities)
+		cfg.Clusters = append(cfg.Clusters, cl)
+		domains := []string{name, name + ".svc", name + ".svc.cluster.local"}
+		if ns == s.Namespace {
+			domains = append([]string{svc}, domains...)
+		}
+		cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{
+			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
+			Retry:  &meshRetry,
+			Routes: []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
+		})
+	}
+	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener}}
+	if s.OutboundPolicy == AllowAny && passthrough != "" {
+		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: PassthroughCluster, Endpoints: []config.Endpoint{{Address: passthrough}}})
+		outside.Routes = []config.Route{{Name: "passthrough", Match: config.RouteMatch{Prefix: "/"}, Cluster: PassthroughCluster}}
+	} else {
+		outside.Routes = []config.Route{{Name: "registry_only", Match: config.RouteMatch{Prefix: "/"},
+			DirectResponse: &config.DirectResponse{Status: 502, Body: "destination is not a service of the mesh (outbound_policy: registry_only)\n"}}}
+	}
+	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
+	return cfg
+}

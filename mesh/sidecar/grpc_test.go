@@ -1,0 +1,80 @@
+package sidecar_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
+)
+
+// TestGRPCThroughSidecars: a gRPC app (protocol grpc) behind its sidecar,
+// called by a plain gRPC client through its own sidecar's outbound
+// listener (h2c), HTTP/2 over mTLS between them, trailers and all.
+func TestGRPCThroughSidecars(t *testing.T) {
+	m := startMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	roots, err := os.ReadFile(m.cp.BundlePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(l)
+	defer gs.Stop()
+
+	start := func(name string, port int, calls []string, protocol string) *sidecar.Local {
+		tok, err := m.admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
+			Settings:     sidecar.Settings{Service: name, AppPort: port, Protocol: protocol, Inbound: freeAddr(t), Outbound: freeAddr(t), Calls: calls},
+			ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: m.cp.Client, TTL: 2 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close(time.Second) })
+		return sc
+	}
+	start("ledger", l.Addr().(*net.TCPAddr).Port, nil, sidecar.ProtocolGRPC)
+	client := start("billing", 1, []string{"ledger"}, sidecar.ProtocolGRPC)
+
+	conn, err := grpc.NewClient("passthrough:///"+client.Settings.Outbound,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	var resp *healthpb.HealthCheckResponse
+	waitFor(t, "a gRPC call through two sidecars", 10*time.Second, func() bool {
+		resp, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "ledger"})
+		return err == nil
+	})
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("status %v", resp.Status)
+	}
+	// A gRPC error status comes back in the trailers.
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("an unknown service: %v", err)
+	}
+}

@@ -1,0 +1,138 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/identity"
+)
+
+// LocalOptions configure a sidecar run inside this process with a proxy
+// of its own: `wasmgate up --mesh` runs several so, and tests do.
+type LocalOptions struct {
+	// Settings are the sidecar's; they are normalised here.
+	Settings Settings
+	// ControlPlane is the API's https URL; Roots its trust bundle (PEM);
+	// JoinToken gets the first certificate.
+	ControlPlane string
+	Roots        []byte
+	JoinToken    string
+	// Etcd and Prefix register the inbound address (Prefix "" means
+	// /wasmgate); TTL is the lease (zero: 10 s).
+	Etcd   *clientv3.Client
+	Prefix string
+	TTL    time.Duration
+	// Logger may be nil.
+	Logger *zap.Logger
+}
+
+// Local is a running in-process sidecar.
+type Local struct {
+	Settings Settings
+	Agent    *identity.Agent
+	Server   *proxy.Server
+	Guard    *policy.Guard
+
+	cancel  context.CancelFunc
+	runDone chan struct{}
+	regDone chan struct{}
+}
+
+// StartLocal gets a workload certificate, follows discovery over the
+// control plane's API with it, and returns once the proxy serves the
+// first configuration and the inbound address is registered. ctx bounds
+// the start only.
+func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
+	s := o.Settings
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.With(zap.String("sidecar", s.Name()))
+	runCtx, cancel := context.WithCancel(context.Background())
+	l := &Local{Settings: s, cancel: cancel, runDone: make(chan struct{}), regDone: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			cancel()
+		}
+	}()
+	agent, err := identity.New(identity.Options{Server: o.ControlPlane, BootstrapRoots: o.Roots, JoinToken: o.JoinToken,
+		Name: s.Service + "-" + s.Namespace, Logger: log.Named("identity")})
+	if err != nil {
+		return nil, err
+	}
+	if err := agent.Start(ctx, runCtx); err != nil {
+		return nil, err
+	}
+	l.Agent = agent
+	l.Guard = policy.NewGuard(s.Namespace, s.Service)
+	l.Server = proxy.NewServer(proxy.Options{Logger: log.Named("proxy"), Mesh: agent, MeshPolicy: native.NewMeshPolicy(l.Guard, log.Named("policy"))})
+	src := (&discovery.Client{URL: strings.TrimSuffix(o.ControlPlane, "/") + api.DiscoveryPath, HTTP: agent.HTTPClient()}).Watch(s.Interest())
+	sc, err := New(Options{Settings: s, TrustDomain: agent.ID().TrustDomain().Name(), Proxy: l.Server, Guard: l.Guard,
+		Source: src, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	runErr := make(chan error, 1)
+	go func() {
+		defer close(l.runDone)
+		defer src.Close()
+		runErr <- sc.Run(runCtx)
+	}()
+	select {
+	case <-sc.Ready():
+	case err := <-runErr:
+		return nil, err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sidecar %s: no configuration: %w", s.Name(), ctx.Err())
+	}
+	if o.Etcd == nil {
+		close(l.regDone)
+	} else {
+		reg, err := discovery.NewRegistration(o.Etcd, o.Prefix, s.Endpoint(), o.TTL, log.Named("registration"))
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			defer close(l.regDone)
+			reg.Run(runCtx) //nolint:errcheck // nil when runCtx ends
+		}()
+		select {
+		case <-reg.Registered():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sidecar %s: not registered: %w", s.Name(), ctx.Err())
+		}
+	}
+	ok = true
+	return l, nil
+}
+
+// Close deregisters the inbound address, then drains the proxy for up to
+// drain.
+func (l *Local) Close(drain time.Duration) error {
+	l.cancel()
+	<-l.regDone
+	<-l.runDone
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := l.Server.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}

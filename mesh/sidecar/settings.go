@@ -1,0 +1,195 @@
+package sidecar
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// Defaults of Settings.
+const (
+	DefaultOutbound  = "127.0.0.1:15001"
+	DefaultInbound   = "0.0.0.0:15006"
+	DefaultNamespace = "default"
+)
+
+// The application protocols of Settings.Protocol.
+const (
+	ProtocolHTTP  = "http"
+	ProtocolHTTP2 = "http2"
+	ProtocolGRPC  = "grpc"
+	ProtocolTCP   = "tcp"
+)
+
+// The outbound policies of Settings.OutboundPolicy.
+const (
+	// RegistryOnly answers a call to a name the registry does not know
+	// with 502, as Istio's REGISTRY_ONLY does.
+	RegistryOnly = "registry_only"
+	// AllowAny passes a call to a name outside the mesh on to the host it
+	// names, in plain text.
+	AllowAny = "allow_any"
+)
+
+// Settings are a sidecar's own: which service it stands beside and where
+// it listens. They are the `sidecar:` section of a configuration file and
+// the flags of `wasmgate run --sidecar`. Call Normalize, then Validate.
+type Settings struct {
+	// Service, Namespace and ServiceAccount name the service; its SPIFFE
+	// ID is spiffe://<trust domain>/ns/<Namespace>/sa/<ServiceAccount>.
+	// Namespace defaults to "default" and ServiceAccount to Service.
+	Service        string `yaml:"service" json:"service"`
+	Namespace      string `yaml:"namespace,omitempty" json:"namespace,omitempty"`
+	ServiceAccount string `yaml:"service_account,omitempty" json:"service_account,omitempty"`
+	// AppPort is the app's port on 127.0.0.1; Protocol what it speaks:
+	// http (the default), http2, grpc or tcp.
+	AppPort  int    `yaml:"app_port" json:"app_port"`
+	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	// Inbound is where peers reach the service (DefaultInbound), with
+	// InboundMode strict (the default: mutual TLS with a mesh certificate
+	// only) or permissive (plain text accepted too, for a migration). A
+	// peer_authentication of the control plane that covers the service
+	// overrides InboundMode.
+	Inbound     string      `yaml:"inbound,omitempty" json:"inbound,omitempty"`
+	InboundMode policy.Mode `yaml:"inbound_mode,omitempty" json:"inbound_mode,omitempty"`
+	// Announce is the address registered for peers to dial; empty means
+	// Inbound, which must then not be a wildcard.
+	Announce string `yaml:"announce,omitempty" json:"announce,omitempty"`
+	// Outbound is where the app sends its calls to other services
+	// (DefaultOutbound), by name in the Host header.
+	Outbound string `yaml:"outbound,omitempty" json:"outbound,omitempty"`
+	// OutboundPolicy is registry_only (the default) or allow_any.
+	OutboundPolicy string `yaml:"outbound_policy,omitempty" json:"outbound_policy,omitempty"`
+	// Calls are the services the app calls: "orders" (in Namespace),
+	// "orders.shop" or "orders.shop.svc".
+	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
+}
+
+// Normalize fills in the defaults, in place.
+func (s *Settings) Normalize() {
+	if s.Namespace == "" {
+		s.Namespace = DefaultNamespace
+	}
+	if s.ServiceAccount == "" {
+		s.ServiceAccount = s.Service
+	}
+	if s.Protocol == "" {
+		s.Protocol = ProtocolHTTP
+	}
+	if s.Inbound == "" {
+		s.Inbound = DefaultInbound
+	}
+	s.InboundMode = policy.Mode(strings.ToLower(string(s.InboundMode)))
+	if s.InboundMode == "" {
+		s.InboundMode = policy.Strict
+	}
+	if s.Outbound == "" {
+		s.Outbound = DefaultOutbound
+	}
+	if s.OutboundPolicy == "" {
+		s.OutboundPolicy = RegistryOnly
+	}
+	if s.Announce == "" {
+		s.Announce = s.Inbound
+	}
+}
+
+// Validate checks normalised settings; every error names its field under
+// "sidecar.".
+func (s *Settings) Validate() error {
+	var errs config.Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &config.FieldError{Path: "sidecar." + field, Msg: fmt.Sprintf(format, args...)})
+	}
+	label := func(field, v string) {
+		if v == "" {
+			add(field, "is required")
+			return
+		}
+		if len(v) > 63 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || v[0] == '-' || v[len(v)-1] == '-' {
+			add(field, "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", v)
+		}
+	}
+	label("service", s.Service)
+	label("namespace", s.Namespace)
+	label("service_account", s.ServiceAccount)
+	if s.AppPort < 1 || s.AppPort > 65535 {
+		add("app_port", "must be a port, 1 to 65535")
+	}
+	switch s.Protocol {
+	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
+	case ProtocolTCP:
+		add("protocol", "tcp is not served yet; use http, http2 or grpc")
+	default:
+		add("protocol", "unknown protocol %q (want http, http2, grpc or tcp)", s.Protocol)
+	}
+	switch s.InboundMode {
+	case policy.Strict, policy.Permissive:
+	default:
+		add("inbound_mode", "unknown mode %q (want strict or permissive)", s.InboundMode)
+	}
+	switch s.OutboundPolicy {
+	case RegistryOnly, AllowAny:
+	default:
+		add("outbound_policy", "unknown policy %q (want registry_only or allow_any)", s.OutboundPolicy)
+	}
+	addr := func(field, v string) {
+		if _, port, err := net.SplitHostPort(v); err != nil {
+			add(field, "%q is not host:port", v)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(field, "%q has no valid port", v)
+		}
+	}
+	addr("inbound", s.Inbound)
+	addr("outbound", s.Outbound)
+	addr("announce", s.Announce)
+	if h, p, err := net.SplitHostPort(s.Announce); err == nil {
+		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
+			add("announce", "%q is a wildcard that peers cannot dial; give the address peers reach", s.Announce)
+		} else if p == "0" {
+			add("announce", "%q needs a fixed port", s.Announce)
+		}
+	}
+	seen := map[string]int{}
+	for i, c := range s.Calls {
+		name, ok := discovery.ServiceName(c, s.Namespace)
+		if !ok || strings.Count(name, ".") != 1 {
+			add(fmt.Sprintf("calls[%d]", i), "%q is not a service name (orders, orders.shop or orders.shop.svc)", c)
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			add(fmt.Sprintf("calls[%d]", i), "%q names the same service as calls[%d]", c, j)
+		}
+		seen[name] = i
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Name is the service's name in the registry, "SERVICE.NAMESPACE".
+func (s *Settings) Name() string { return s.Service + "." + s.Namespace }
+
+// Targets are the registry names of the services the app calls, sorted.
+func (s *Settings) Targets() []string {
+	out := make([]string, 0, len(s.Calls))
+	for _, c := range s.Calls {
+		if name, ok := discovery.ServiceName(c, s.Namespace); ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Interest is what the sidecar asks discovery for.
+func (s *Settings) Interest() discovery.Interest {
+	return discovery.Interest{Services: s.Targets(), Namespace: s.Namespace, Service: s.Service}
+}

@@ -1,0 +1,102 @@
+package sidecar_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
+)
+
+func TestSettingsValidate(t *testing.T) {
+	good := func() sidecar.Settings {
+		return sidecar.Settings{Service: "orders", AppPort: 8080, Inbound: "10.0.0.7:15006", Calls: []string{"payments", "ledger.bank.svc"}}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*sidecar.Settings)
+		want   string // "" valid; else a substring of the error
+	}{
+		{"defaults", func(*sidecar.Settings) {}, ""},
+		{"no service", func(s *sidecar.Settings) { s.Service = "" }, "sidecar.service: is required"},
+		{"service not a label", func(s *sidecar.Settings) { s.Service = "Orders_1" }, "sidecar.service: \"Orders_1\" is not a DNS label"},
+		{"no app port", func(s *sidecar.Settings) { s.AppPort = 0 }, "sidecar.app_port: must be a port"},
+		{"unknown protocol", func(s *sidecar.Settings) { s.Protocol = "smtp" }, "sidecar.protocol: unknown protocol \"smtp\""},
+		{"tcp", func(s *sidecar.Settings) { s.Protocol = "tcp" }, "sidecar.protocol: tcp is not served yet"},
+		{"grpc", func(s *sidecar.Settings) { s.Protocol = "grpc" }, ""},
+		{"permissive", func(s *sidecar.Settings) { s.InboundMode = "PERMISSIVE" }, ""},
+		{"unknown mode", func(s *sidecar.Settings) { s.InboundMode = "off" }, "sidecar.inbound_mode: unknown mode \"off\""},
+		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
+		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},
+		{"announce given", func(s *sidecar.Settings) { s.Inbound, s.Announce = "0.0.0.0:15006", "10.0.0.7:15006" }, ""},
+		{"bad outbound", func(s *sidecar.Settings) { s.Outbound = "15001" }, "sidecar.outbound: \"15001\" is not host:port"},
+		{"bad call", func(s *sidecar.Settings) { s.Calls = []string{"10.0.0.1"} }, "sidecar.calls[0]: \"10.0.0.1\" is not a service name"},
+		{"same call twice", func(s *sidecar.Settings) { s.Calls = []string{"payments", "payments.default.svc"} }, "sidecar.calls[1]: \"payments.default.svc\" names the same service as calls[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good()
+			tc.change(&s)
+			s.Normalize()
+			err := s.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid settings refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBuild: what a sidecar makes of its settings and the registry is a
+// valid configuration that routes each called service by its names to
+// its peers over mTLS, expecting their identities.
+func TestBuild(t *testing.T) {
+	s := sidecar.Settings{Service: "web", AppPort: 8080, Inbound: "10.0.0.1:15006", Calls: []string{"orders", "ledger.bank"}}
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Endpoint(); got.Cluster != "web.default" || got.ID != "web:10.0.0.1:15006" || got.Address != "10.0.0.1:15006" {
+		t.Fatalf("endpoint = %+v", got)
+	}
+	cfg := sidecar.Build(&s, sidecar.State{Endpoints: map[string][]registry.Endpoint{
+		"orders.default": {{Cluster: "orders.default", ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006"}, {Cluster: "orders.default", ID: "orders:10.0.0.3:15006", Address: "10.0.0.3:15006"}},
+	}}, "example.org", "")
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("invalid configuration: %v", err)
+	}
+	byName := map[string]config.Cluster{}
+	for _, c := range cfg.Clusters {
+		byName[c.Name] = c
+	}
+	orders := byName["svc.orders.default"]
+	if len(orders.Endpoints) != 2 || orders.TLS == nil || !orders.TLS.Mesh || orders.Protocol != config.ProtocolHTTP2 ||
+		!slices.Equal(orders.TLS.ExpectedIdentities, []string{"spiffe://example.org/ns/default/sa/orders"}) ||
+		orders.OutlierDetection == nil || orders.CircuitBreakers == nil {
+		t.Fatalf("orders' cluster = %+v", orders)
+	}
+	if ledger := byName["svc.ledger.bank"]; len(ledger.Endpoints) != 0 || ledger.Discovery != config.DiscoveryRegistry {
+		t.Fatalf("a service with no endpoint yet: %+v", ledger)
+	}
+	if app := byName["app"]; app.Endpoints[0].Address != "127.0.0.1:8080" {
+		t.Fatalf("app cluster = %+v", app)
+	}
+	domains := map[string][]string{}
+	for _, vh := range cfg.VirtualHosts {
+		domains[vh.Name] = vh.Domains
+	}
+	if d := domains["svc.orders.default"]; !slices.Contains(d, "orders") || !slices.Contains(d, "orders.default.svc") {
+		t.Fatalf("orders' names = %v", d)
+	}
+	if d := domains["svc.ledger.bank"]; slices.Contains(d, "ledger") || !slices.Contains(d, "ledger.bank") {
+		t.Fatalf("another namespace's service is not called by its short name: %v", d)
+	}
+	inbound := cfg.Listeners[0]
+	if inbound.TLS == nil || !inbound.TLS.Mesh || cfg.VirtualHosts[0].Filters[0].Native != config.NativeMeshPolicy {
+		t.Fatalf("the inbound listener is not mesh mTLS with the policy filter: %+v %+v", inbound, cfg.VirtualHosts[0])
+	}
+}

@@ -1,0 +1,256 @@
+// Package sidecar runs wasmgate beside one service of the mesh. It turns
+// the sidecar's settings and what discovery tells it (the endpoints of the
+// services it calls, the policies of its own service) into a plain
+// config.Config and hands it to the proxy, one way, debounced: the proxy
+// never learns where the configuration came from.
+//
+// What it builds (Build):
+//
+//	peer sidecar --mTLS--> inbound listener (Settings.Inbound, `tls: {mesh: true}`)
+//	                         -> mesh_policy filter (the service's policy.Guard)
+//	                         -> app on 127.0.0.1:AppPort
+//	app --plain--> outbound listener (Settings.Outbound, 127.0.0.1:15001)
+//	                 -> virtual host by Host: orders, orders.ns, orders.ns.svc
+//	                 -> cluster of the peers' inbound addresses, HTTP/2 over
+//	                    mTLS verifying their SPIFFE IDs, with retries,
+//	                    outlier detection and circuit breakers
+//	                 -> anything else: 502 (registry_only) or passed on (allow_any)
+//
+// The inbound listener is strict (a mesh client certificate required) or
+// permissive (plain text accepted beside it): the service's
+// peer_authentication from the control plane decides, else
+// Settings.InboundMode.
+//
+// Policies go straight into the Guard, which the filter reads on every
+// request, so a policy change never rebuilds a listener.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"reflect"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+)
+
+// Applier makes a configuration live; proxy.Server implements it.
+type Applier interface {
+	Apply(ctx context.Context, cfg *config.Config, version string) error
+}
+
+// Source is a stream of discovery updates: a discovery.Watch in the
+// control plane's process, a discovery.Stream in another.
+type Source interface {
+	Next(ctx context.Context) (discovery.Update, error)
+}
+
+// Options configure a Sidecar.
+type Options struct {
+	// Settings must be normalised and valid.
+	Settings Settings
+	// TrustDomain is the mesh's, for the identities expected of peers.
+	TrustDomain string
+	// Proxy receives every configuration.
+	Proxy Applier
+	// Guard is the service's policy; the proxy's mesh_policy filter must
+	// read the same one.
+	Guard *policy.Guard
+	// Source tells the sidecar what changed.
+	Source Source
+	// Base holds the proxy-local settings copied into every
+	// configuration (admin, access log, node, drain); nil means none.
+	Base *config.Config
+	// Debounce gathers a burst of updates into one configuration; zero
+	// means 20 ms.
+	Debounce time.Duration
+	// Logger may be nil.
+	Logger *zap.Logger
+}
+
+// Sidecar follows discovery and keeps the proxy's configuration and the
+// service's Guard up to date. Create it with New and run it with Run.
+type Sidecar struct {
+	o     Options
+	log   *zap.Logger
+	ready chan struct{}
+
+	mu      sync.Mutex
+	state   State
+	changed chan struct{}
+
+	passthrough *http.Server
+	passAddr    string
+	version     int
+	last        *config.Config
+}
+
+// New returns a sidecar. With allow_any it starts the local forwarder
+// that carries calls to destinations outside the mesh.
+func New(o Options) (*Sidecar, error) {
+	if o.Proxy == nil || o.Guard == nil || o.Source == nil {
+		return nil, errors.New("sidecar: Proxy, Guard and Source are required")
+	}
+	if err := o.Settings.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Debounce <= 0 {
+		o.Debounce = 20 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1),
+		state: State{Endpoints: map[string][]registry.Endpoint{}}}
+	if o.Settings.OutboundPolicy == AllowAny {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: the allow_any forwarder: %w", err)
+		}
+		s.passAddr = ln.Addr().String()
+		s.passthrough = &http.Server{Handler: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = "http", r.In.Host
+			r.Out.Host = r.In.Host
+		}}, ReadHeaderTimeout: 10 * time.Second}
+		go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
+	}
+	return s, nil
+}
+
+// Ready is closed once the first configuration, made after the first
+// update from discovery (so that the service's policies are in force
+// before its inbound listener opens), is live.
+func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
+
+// Endpoint is what the sidecar registers: its inbound address under its
+// service's registry name.
+func (s *Settings) Endpoint() registry.Endpoint {
+	return registry.Endpoint{Cluster: s.Name(), ID: EndpointID(s), Address: s.Announce}
+}
+
+// Run follows the source until ctx ends. An update's policies are loaded
+// into the Guard at once; its endpoints make a new configuration, applied
+// after the debounce. A configuration the proxy rejects is logged and the
+// previous one keeps serving. Run returns ctx's error, or the source's
+// when it refuses the sidecar (discovery.RefusedError), once it no longer
+// uses the source.
+func (s *Sidecar) Run(ctx context.Context) error {
+	defer func() {
+		if s.passthrough != nil {
+			s.passthrough.Close()
+		}
+	}()
+	errc := make(chan error, 1)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		errc <- s.follow(ctx)
+	}()
+	// The source is the caller's again once Run returns.
+	defer func() { <-followed }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case <-s.changed:
+		}
+		timer := time.NewTimer(s.o.Debounce)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+		s.apply(ctx)
+	}
+}
+
+func (s *Sidecar) follow(ctx context.Context) error {
+	for {
+		u, err := s.o.Source.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var refused *discovery.RefusedError
+			if errors.As(err, &refused) {
+				return fmt.Errorf("sidecar: discovery refused %s: %w", s.o.Settings.Name(), err)
+			}
+			s.log.Warn("discovery update", zap.Error(err))
+			continue
+		}
+		if p := u.Policies; p != nil {
+			if err := s.o.Guard.Load(p.Revision, p.Authorization, p.Peer); err != nil {
+				s.log.Error("mesh policies rejected; the previous ones stay in force", zap.Error(err))
+			} else {
+				s.log.Info("mesh policies loaded", zap.Int64("revision", p.Revision),
+					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)))
+			}
+		}
+		s.mu.Lock()
+		for _, e := range u.Endpoints {
+			s.state.Endpoints[e.Service] = e.Items
+		}
+		s.mu.Unlock()
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// apply builds the configuration of the current state and applies it
+// unless it is the one live.
+func (s *Sidecar) apply(ctx context.Context) {
+	s.mu.Lock()
+	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints))}
+	for k, v := range s.state.Endpoints {
+		st.Endpoints[k] = v
+	}
+	s.mu.Unlock()
+	// Port-level modes name the app's port, as Istio's do.
+	if r := s.o.Guard.Mode(s.o.Settings.AppPort); r.Source != "" {
+		st.InboundMode = r.Mode
+	}
+	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, s.passAddr)
+	if b := s.o.Base; b != nil {
+		cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = b.Admin, b.AccessLog, b.Node, b.DrainTimeout, b.ShutdownDelay
+	}
+	cfg.Normalize()
+	if s.last != nil && reflect.DeepEqual(cfg, s.last) {
+		return
+	}
+	if err := cfg.Validate(); err != nil {
+		s.log.Error("sidecar configuration invalid; the previous one keeps serving", zap.Error(err))
+		return
+	}
+	s.version++
+	version := fmt.Sprintf("mesh-%d", s.version)
+	if err := s.o.Proxy.Apply(ctx, cfg, version); err != nil {
+		s.log.Error("sidecar configuration rejected; the previous one keeps serving", zap.String("version", version), zap.Error(err))
+		return
+	}
+	s.last = cfg
+	n := 0
+	for _, eps := range st.Endpoints {
+		n += len(eps)
+	}
+	s.log.Info("sidecar configuration applied", zap.String("version", version), zap.Int("services", len(st.Endpoints)), zap.Int("endpoints", n))
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+}

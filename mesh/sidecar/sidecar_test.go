@@ -1,0 +1,329 @@
+package sidecar_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane"
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/controlplane/secret"
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
+)
+
+const adminToken = "sidecar-test-admin-0123456789"
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// app is a plain HTTP server that knows nothing of the mesh. /call?to=X
+// calls service X through its sidecar's outbound listener, with the
+// headers given as hdr=NAME:VALUE; anything else answers its name and the
+// peer identity its sidecar saw.
+func app(t testing.TB, name, outbound string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if to := r.URL.Query().Get("to"); to != "" {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+outbound+"/from-"+name, nil)
+			req.Host = to
+			for _, h := range r.URL.Query()["hdr"] {
+				k, v, _ := strings.Cut(h, ":")
+				req.Header.Set(k, v)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			w.WriteHeader(resp.StatusCode)
+			fmt.Fprintf(w, "%s -> %s", name, b)
+			return
+		}
+		fmt.Fprintf(w, "%s (called by %s)", name, r.Header.Get(native.PeerIdentityHeader))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close(); tr.CloseIdleConnections() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type mesh struct {
+	cp      *controlplane.Server
+	admin   *api.Client
+	sidecar map[string]*sidecar.Local
+	apps    map[string]int
+}
+
+// startMesh runs a control plane and web -> orders -> payments, each app
+// with its sidecar, on loopback; payments admits only orders.
+func startMesh(t testing.TB) *mesh {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	key, err := secret.ParseKey(secret.NewKeyText())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		DataDir: t.TempDir(), EtcdClientAddr: "127.0.0.1:0", EtcdPeerAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		Logger: zap.NewNop(), SecretKey: key, Mesh: true,
+		Tokens: []api.Token{{Name: "ops", Role: api.RoleAdmin, Secret: adminToken}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	roots, err := os.ReadFile(cp.BundlePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := adminClient(t, cp, roots)
+	putPolicy(t, admin, "payments-callers", "namespace: default\nservice: payments\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders]\n")
+	m := &mesh{cp: cp, admin: admin, sidecar: map[string]*sidecar.Local{}, apps: map[string]int{}}
+	calls := map[string][]string{"web": {"orders", "payments"}, "orders": {"payments"}, "payments": nil}
+	for _, name := range []string{"payments", "orders", "web"} {
+		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := freeAddr(t)
+		in := freeAddr(t)
+		m.apps[name] = app(t, name, out)
+		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
+			Settings:     sidecar.Settings{Service: name, AppPort: m.apps[name], Inbound: in, Outbound: out, Calls: calls[name]},
+			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: cp.Client, TTL: 2 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close(5 * time.Second) })
+		m.sidecar[name] = l
+	}
+	return m
+}
+
+func adminClient(t testing.TB, cp *controlplane.Server, roots []byte) *api.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		t.Fatal("the bundle holds no root")
+	}
+	return &api.Client{Server: cp.APIURL(), Token: adminToken,
+		HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
+}
+
+func putPolicy(t testing.TB, c *api.Client, name, doc string) {
+	t.Helper()
+	if _, err := c.Put(context.Background(), resource.Ref{Kind: resource.AuthorizationPolicies, Name: name}, []byte(doc), api.Options{}); err != nil {
+		t.Fatalf("policy %s: %v", name, err)
+	}
+}
+
+// webSeesEndpoints reports whether web's sidecar holds n endpoints of
+// orders.
+func webSeesEndpoints(m *mesh, n int) bool {
+	snap := m.sidecar["web"].Server.Snapshot()
+	if snap == nil || snap.Config == nil {
+		return false
+	}
+	for _, c := range snap.Config.Clusters {
+		if c.Name == "svc.orders.default" {
+			return len(c.Endpoints) == n
+		}
+	}
+	return false
+}
+
+// call asks web's app to call a service through web's sidecar.
+func call(t *testing.T, m *mesh, to string, hdr ...string) (int, string) {
+	t.Helper()
+	u := fmt.Sprintf("http://127.0.0.1:%d/?to=%s", m.apps["web"], to)
+	for _, h := range hdr {
+		u += "&hdr=" + h
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestLoopbackMesh(t *testing.T) {
+	m := startMesh(t)
+
+	// web -> orders (-> payments, through orders' own sidecar, in the
+	// orders app's answer).
+	if st, body := call(t, m, "orders"); st != 200 || body != "web -> orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {
+		t.Fatalf("web -> orders: %d %q", st, body)
+	}
+	for _, host := range []string{"orders.default", "orders.default.svc", "orders.default.svc.cluster.local:80"} {
+		if st, body := call(t, m, host); st != 200 {
+			t.Fatalf("web -> %s: %d %q", host, st, body)
+		}
+	}
+	// web -> payments: denied by payments' policy, whatever web claims.
+	if st, body := call(t, m, "payments", native.PeerIdentityHeader+":spiffe://wasmgate.local/ns/default/sa/orders"); st != 403 || !strings.Contains(body, "RBAC: access denied") {
+		t.Fatalf("web -> payments: %d %q", st, body)
+	}
+	// A name outside the mesh: registry_only.
+	if st, body := call(t, m, "example.com"); st != 502 || !strings.Contains(body, "registry_only") {
+		t.Fatalf("web -> example.com: %d %q", st, body)
+	}
+	// Plain text to a strict inbound: no HTTP answer.
+	resp, err := http.Get("http://" + m.sidecar["payments"].Settings.Inbound + "/")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("plain text to a strict inbound answered %s", resp.Status)
+	}
+
+	// An endpoint of orders registered at payments' sidecar (a mistake, or
+	// a hijack): web's sidecar expects orders' identity, refuses payments'
+	// certificate in the handshake and retries on orders' real sidecar.
+	bogus := registry.Endpoint{Cluster: "orders.default", ID: "orders:bogus", Address: m.sidecar["payments"].Settings.Inbound}
+	if _, err := registry.RegisterEndpoint(context.Background(), m.cp.Client, "", bogus, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bogus endpoint at web's sidecar", 10*time.Second, func() bool { return webSeesEndpoints(m, 2) })
+	for range 20 {
+		if st, body := call(t, m, "orders"); st != 200 || !strings.HasPrefix(body, "web -> orders (called by") {
+			t.Fatalf("web -> orders beside a bogus endpoint: %d %q", st, body)
+		}
+	}
+	if _, err := registry.DeregisterEndpoint(context.Background(), m.cp.Client, "", bogus.Cluster, bogus.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A policy change under load: no allowed call fails, and web -> payments
+	// becomes allowed.
+	var stop atomic.Bool
+	var failed, done atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if st, _ := call(t, m, "orders"); st != 200 {
+					failed.Add(1)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	start := time.Now()
+	putPolicy(t, m.admin, "payments-callers", "namespace: default\nservice: payments\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders, spiffe://wasmgate.local/ns/default/sa/web]\n")
+	for {
+		if st, _ := call(t, m, "payments"); st == 200 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the policy change did not reach payments' sidecar in 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("the policy change took effect after %v", time.Since(start))
+	stop.Store(true)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests failed during the policy change", failed.Load(), done.Load())
+	}
+
+	// A sidecar with outbound_policy allow_any passes a call to a name
+	// outside the mesh on to it.
+	outside := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "outside "+r.URL.Path) })}
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go outside.Serve(ol)
+	defer outside.Close()
+	tok, err := m.admin.CreateToken(context.Background(), api.TokenRequest{Namespace: "default", ServiceAccount: "gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _ := os.ReadFile(m.cp.BundlePath())
+	gwOut := freeAddr(t)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	gw, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
+		Settings:     sidecar.Settings{Service: "gateway", AppPort: 1, Inbound: freeAddr(t), Outbound: gwOut, OutboundPolicy: sidecar.AllowAny},
+		ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token,
+	})
+	scancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close(time.Second)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+gwOut+"/out", nil)
+	req.Host = ol.Addr().String()
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "outside /out" {
+			t.Fatalf("allow_any: %s %q", resp.Status, b)
+		}
+	}
+
+	// A peer authentication makes orders permissive: plain text is served
+	// beside mTLS (without a peer identity), and payments stays strict.
+	if _, err := m.admin.Put(context.Background(), resource.Ref{Kind: resource.PeerAuthentications, Name: "orders-migration"},
+		[]byte("namespace: default\nservice: orders\nmode: permissive\n"), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := plain.Get("http://" + m.sidecar["orders"].Settings.Inbound + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "orders (called by )" {
+				t.Fatalf("plain text to a permissive inbound: %s %q", resp.Status, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orders' inbound did not become permissive: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, body := call(t, m, "orders"); st != 200 || !strings.Contains(body, "called by spiffe://wasmgate.local/ns/default/sa/web") {
+		t.Fatalf("mTLS to a permissive inbound: %d %q", st, body)
+	}
+	if resp, err := plain.Get("http://" + m.sidecar["payments"].Settings.Inbound + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("plain text to payments, still strict, answered %s", resp.Status)
+	}
+}
