@@ -145,11 +145,10 @@ func TestCompose(t *testing.T) {
 	}
 	// What each service listens on, and what it is.
 	type svc struct {
-		role         string
-		ports        map[int]bool
-		admin        int
-		etcd         int
-		appliedFleet string // the file `ctl apply -f` stores
+		role  string
+		ports map[int]bool
+		admin int
+		etcd  int
 	}
 	svcs := map[string]*svc{}
 	var fleet string

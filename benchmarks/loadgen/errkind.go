@@ -53,8 +53,6 @@ func classify(err error) ErrorKind {
 		transport *quic.TransportError
 		appErr    *quic.ApplicationError
 		h2Stream  http2.StreamError
-		h2Conn    http2.ConnectionError
-		h2GoAway  http2.GoAwayError
 		netErr    net.Error
 	)
 	switch {
@@ -73,15 +71,24 @@ func classify(err error) ErrorKind {
 		return ErrTimeout
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.As(err, &appErr), errors.As(err, &h2GoAway):
+		errors.As(err, &appErr):
 		return ErrReset
-	case errors.As(err, &h2Stream), errors.As(err, &h2Conn):
+	case errors.As(err, &h2Stream): // net/http's stream errors convert to x/net's
 		return ErrProtocol
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return ErrTimeout
 	}
+	// net/http keeps its HTTP/2 connection errors unexported: a GOAWAY
+	// reads "http2: server sent GOAWAY and closed the connection; ..." or
+	// "http2: Transport received GOAWAY from server ...", a connection
+	// error "connection error: PROTOCOL_ERROR". A GOAWAY is matched first,
+	// since its debug data is the peer's own text.
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "GOAWAY"):
+		return ErrReset
+	case strings.Contains(msg, "connection error:"):
+		return ErrProtocol
 	case strings.Contains(msg, "tls:"), strings.Contains(msg, "x509:"):
 		return ErrTLS
 	case strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"),

@@ -19,21 +19,43 @@ import (
 type h2Group struct {
 	r  *runner
 	st *stats // counts the group's bytes on the wire
-	tr *http2.Transport
+	tr *http.Transport
 }
 
 func newH2Group(r *runner, st *stats) *h2Group {
 	g := &h2Group{r: r, st: st}
-	g.tr = &http2.Transport{
-		AllowHTTP:          true, // h2c with prior knowledge for http:// targets
-		DisableCompression: true,
-		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-			ep := r.endpointByAddr(addr)
-			if ep == nil {
-				return nil, fmt.Errorf("dialing %s: not a target of this run", addr)
+	// HTTP/2 only: by ALPN for https:// targets, with prior knowledge (h2c)
+	// for http:// ones. HTTP/1.1 is left out so that a target that does not
+	// speak HTTP/2 fails rather than being measured over HTTP/1.1.
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	protos.SetUnencryptedHTTP2(true)
+	// Both dialers go through dialTCP, which counts the bytes and does the
+	// TLS handshake with the endpoint's own configuration. The transport
+	// would fall back to HTTP/1.1 on a TLS connection without ALPN h2, so
+	// the dialer refuses one.
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		ep := r.endpointByAddr(addr)
+		if ep == nil {
+			return nil, fmt.Errorf("dialing %s: not a target of this run", addr)
+		}
+		conn, err := r.dialTCP(ctx, ep, g.st, time.Now().Add(r.cfg.timeout()))
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := conn.(*tls.Conn); ok {
+			if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+				_ = conn.Close()
+				return nil, fmt.Errorf("%s negotiated ALPN protocol %q, not h2", addr, p)
 			}
-			return r.dialTCP(ctx, ep, g.st, time.Now().Add(r.cfg.timeout()))
-		},
+		}
+		return conn, nil
+	}
+	g.tr = &http.Transport{
+		Protocols:          &protos,
+		DisableCompression: true,
+		DialContext:        dial,
+		DialTLSContext:     dial,
 	}
 	return g
 }

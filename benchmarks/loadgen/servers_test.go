@@ -18,8 +18,6 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 // startFastHTTP serves h on a fresh 127.0.0.1 port and returns its base
@@ -103,16 +101,21 @@ func startH2TLS(t testing.TB, cert *testCert, h http.Handler, clientCAs *x509.Ce
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	if err := http2.ConfigureServer(srv, &http2.Server{}); err != nil {
-		t.Fatal(err)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         &protos,
+		ReadHeaderTimeout: 5 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert.tls}},
 	}
-	srv.TLSConfig.Certificates = []tls.Certificate{cert.tls}
 	if clientCAs != nil {
 		srv.TLSConfig.ClientCAs = clientCAs
 		srv.TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	go func() { _ = srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	// ServeTLS sets the ALPN protocols from Protocols.
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "https://" + ln.Addr().String()
 }
@@ -124,7 +127,10 @@ func startH2C(t testing.TB, h http.Handler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h2c.NewHandler(h, &http2.Server{}), ReadHeaderTimeout: 5 * time.Second}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()

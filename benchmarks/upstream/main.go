@@ -118,7 +118,6 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address (host:port)")
 	flag.Parse()
 	log.Printf("upstream listening on %s", *addr)
-	if err := serve(*addr, newResponses()); err != nil {
-		log.Fatalf("upstream: %v", err)
-	}
+	// serve runs until it fails: it never returns nil.
+	log.Fatalf("upstream: %v", serve(*addr, newResponses()))
 }

@@ -24,6 +24,8 @@ type loop struct {
 	out    []*response
 }
 
+// serve answers on addr from one epoll loop. It returns only when the
+// loop fails, with the error: never nil.
 func serve(addr string, r *responses) error {
 	ln, err := listen(addr)
 	if err != nil {

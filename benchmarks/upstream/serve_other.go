@@ -9,6 +9,8 @@ import (
 
 // serve answers each connection from its own goroutine, with responses of
 // its own, so that refreshing their Date races with no other connection.
+// It returns only when listening or accepting fails, with the error: never
+// nil.
 func serve(addr string, _ *responses) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -21,9 +21,7 @@ func origin(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	go func() {
-		if err := serve(addr, newResponses()); err != nil {
-			panic(err)
-		}
+		panic(serve(addr, newResponses()))
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

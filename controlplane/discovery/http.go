@@ -35,7 +35,8 @@ type Handler struct {
 
 var _ http.Handler = (*Handler)(nil)
 
-// wireUpdate is an Update as sent.
+// wireUpdate is an Update as sent. It keeps Update's fields, in order, so
+// that each converts to the other.
 type wireUpdate struct {
 	Endpoints []*Endpoints `json:"endpoints,omitempty"`
 	Policies  *Policies    `json:"policies,omitempty"`
@@ -87,7 +88,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			return
 		default:
-			if err := enc.Encode(wireUpdate{Endpoints: u.Endpoints, Policies: u.Policies}); err != nil {
+			if err := enc.Encode(wireUpdate(u)); err != nil {
 				return
 			}
 		}
@@ -182,7 +183,7 @@ func (s *Stream) Next(ctx context.Context) (Update, error) {
 			return Update{}, fmt.Errorf("discovery: a bad update from %s: %w", s.c.URL, err)
 		}
 		s.backoff = 0
-		return Update{Endpoints: u.Endpoints, Policies: u.Policies}, nil
+		return Update(u), nil
 	}
 }
 

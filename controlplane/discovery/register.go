@@ -28,8 +28,7 @@ type Registration struct {
 	ttl int64
 	log *zap.Logger
 
-	mu         sync.Mutex
-	registered chan struct{}
+	registered chan struct{} // closed, once, at the first registration
 	once       sync.Once
 }
 

@@ -16,10 +16,16 @@ func ExampleNew() {
 	if err != nil {
 		panic(err)
 	}
-	// The same session cookie reaches the same host on every request.
-	h := HashKey([]byte("session=4f1c2a"))
-	fmt.Println(b.Pick(h) == b.Pick(h))
-	// Output: true
+	// Each request hashes its session cookie, so the same session reaches
+	// the same host on every request.
+	for range 3 {
+		i := b.Pick(HashKey([]byte("session=4f1c2a")))
+		fmt.Println(hosts[i].Key())
+	}
+	// Output:
+	// 10.0.0.2:8080
+	// 10.0.0.2:8080
+	// 10.0.0.2:8080
 }
 
 type exampleHost struct {
