@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/h2"
 	"github.com/wasmgate/wasmgate/proxy/h3"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -203,7 +204,7 @@ func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
 	case "HTTP/3":
 		x.Protocol = "HTTP/3"
 	}
-	if ci, ok := ctx.Conn().(connIdentity); ok {
+	if ci, ok := h1.Unwrap(ctx.Conn()).(connIdentity); ok {
 		x.conn.TLS = ci.TLSInfo()
 	}
 }
@@ -216,7 +217,7 @@ func (x *exchange) forwardClientCert(ls *listenerSnap, has uint16) {
 	if !ls.setXFCC {
 		return
 	}
-	if ci, ok := x.Ctx.Conn().(connIdentity); ok {
+	if ci, ok := h1.Unwrap(x.Ctx.Conn()).(connIdentity); ok {
 		if v := ci.XFCC(); v != nil {
 			h.SetBytesV("X-Forwarded-Client-Cert", v)
 		}

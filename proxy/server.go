@@ -28,6 +28,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -504,6 +505,8 @@ func (l *listener) serve(s *Server) {
 		ln = gatherListener{ln, readSlack(l.cfg)}
 	}
 	ln = l.front.start(s, l.srv, ln)
+	// Last: fasthttp reads only requests whose framing h1 has checked.
+	ln = h1.NewListener(ln)
 	go func() {
 		defer close(l.done)
 		if err := l.srv.Serve(ln); err != nil {
