@@ -17,6 +17,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -490,6 +491,13 @@ func (x *exchange) forward(rt *route.Route) bool {
 		ctx.SetConnectionClose() // the rest of the body is unread
 		return false
 	}
+	if err != nil && h1.Refused(ctx.Conn()) != nil {
+		// The body broke its framing: the client's fault, not the
+		// upstream's.
+		x.localError(h1.Refused(ctx.Conn()).Status, 0, "malformed_request")
+		ctx.SetConnectionClose()
+		return false
+	}
 	if err != nil {
 		x.upstreamError(err)
 		if closeDown || streamed {
@@ -763,6 +771,10 @@ func listed(list []byte, name string) bool {
 func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
+	if fe := h1.ErrorOf(err); fe != nil {
+		h.refused(ctx, fe)
+		return
+	}
 	switch {
 	case errors.As(err, &small):
 		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
@@ -773,6 +785,20 @@ func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		ctx.Error("malformed request\n", fasthttp.StatusBadRequest)
 	}
+}
+
+// refused answers a request that h1 refused for its framing, logged at
+// debug level with the reason.
+func (h *handler) refused(ctx *fasthttp.RequestCtx, fe *h1.Error) {
+	if ce := h.srv.log.Check(zap.DebugLevel, "request refused"); ce != nil {
+		ce.Write(zap.String("listener", h.listener), zap.Stringer("remote", ctx.RemoteAddr()), zap.String("reason", fe.Reason))
+	}
+	if fe.Status == fasthttp.StatusNotImplemented {
+		ctx.Error("not implemented\n", fe.Status)
+	} else {
+		ctx.Error("malformed request\n", fe.Status)
+	}
+	ctx.SetConnectionClose()
 }
 
 // responseBody streams the upstream's body downstream and finishes the
