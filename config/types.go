@@ -78,7 +78,7 @@ type Listener struct {
 	// cut off. Zero means 60s.
 	HeaderReadTimeout Duration `yaml:"header_read_timeout,omitempty" json:"header_read_timeout,omitempty"`
 	// BodyReadTimeout bounds reading a request's body once its headers are
-	// in. Zero means none.
+	// in. Zero means 60s.
 	BodyReadTimeout Duration `yaml:"body_read_timeout,omitempty" json:"body_read_timeout,omitempty"`
 	// MaxConnectionAge closes a keep-alive connection after the first
 	// response once it is this old. Zero means no limit.
