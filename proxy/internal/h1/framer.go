@@ -93,6 +93,8 @@ type Framer struct {
 	methodLen int
 	version   [8]byte
 	versionN  int
+	targetN   int
+	asterisk  bool // the target is "*"
 	trailers  bool // reading trailer fields, not header fields
 	hasCL     bool
 	hasTE     bool
@@ -246,7 +248,8 @@ func (f *Framer) endMessage(off int) {
 
 // startMessage resets what the framer knows of a request.
 func (f *Framer) startMessage() {
-	f.methodLen, f.versionN = 0, 0
+	f.methodLen, f.versionN, f.targetN = 0, 0, 0
+	f.asterisk = false
 	f.trailers, f.hasCL, f.hasTE, f.chunked = false, false, false, false
 	f.hosts = 0
 	f.upgrade, f.connUp = false, false
@@ -288,12 +291,20 @@ func (f *Framer) step(c byte, i int) *Error {
 		return f.methodByte(c)
 	case sTarget:
 		if c == ' ' {
+			if f.targetN == 0 {
+				return badRequest("no request target")
+			}
+			if f.asterisk && (f.methodLen != len("OPTIONS") || string(f.method[:7]) != "OPTIONS") {
+				return badRequest("the asterisk form is for OPTIONS only")
+			}
 			f.st = sVersion
 			return nil
 		}
 		if c <= ' ' || c == 0x7f {
 			return badRequest("invalid character in the request target")
 		}
+		f.asterisk = f.targetN == 0 && c == '*'
+		f.targetN++
 	case sVersion:
 		if c == '\r' {
 			if !f.versionOK() {

@@ -58,6 +58,8 @@ func TestSplit(t *testing.T) {
 		{"trailer names content length", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n", nil, 400},
 		{"a bad second request", get + "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", []string{""}, 400},
 		{"garbage", "\x16\x03\x01\x02\x00", nil, 400},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", []string{""}, 0},
+		{"GET *", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", nil, 400},
 		{"a bad version", "GET / HTTP/1.x\r\nHost: a\r\n\r\n", nil, 400},
 	}
 	for _, tc := range cases {
