@@ -126,6 +126,17 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	// A body that does not go upstream is left unread, and what follows
+	// it on the connection cannot be told from a request: the connection
+	// closes after the response.
+	sent := false
+	if cl := req.Header.ContentLength(); (cl > 0 || cl == -1) && x.Protocol == "HTTP/1.1" {
+		defer func() {
+			if !sent {
+				ctx.SetConnectionClose()
+			}
+		}()
+	}
 	if !req.Header.IsHTTP11() {
 		if status := checkProtocol(req.Header.Protocol()); status != 0 {
 			x.localError(status, 0, "unsupported_protocol")
@@ -191,6 +202,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 			x.answered()
 			return
 		}
+		sent = true
 	}
 	rt.ResponseHeaders.ApplyResponse(&ctx.Response.Header)
 	if len(x.streams) > 0 && !x.responseHeaderFilters() {
@@ -469,6 +481,8 @@ func (x *exchange) forward(rt *route.Route) bool {
 	}
 	x.UpstreamAddr = ep.Addr
 
+	// OPTIONS * goes upstream as it came: fasthttp's URI would send /%2A.
+	asterisk := string(req.Header.RequestURI()) == "*"
 	rt.RequestHeaders.ApplyRequest(&req.Header)
 	x.scratch = rt.RewriteRequest(req, x.scratch)
 	// The downstream connection's fate is not the upstream's: keep the
@@ -481,6 +495,9 @@ func (x *exchange) forward(rt *route.Route) bool {
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 	setUpstreamScheme(ctx, ep)
+	if asterisk {
+		req.SetRequestURI("*")
+	}
 
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
