@@ -104,15 +104,30 @@ func (p *Proxy) value() string {
 }
 
 // Run keeps the registration alive until ctx ends, registering again
-// whenever the lease is lost, and then revokes it.
+// whenever the lease is lost, and then revokes it. A lost registration is
+// logged once, and once more when it is back: while etcd is away, the
+// attempts in between are logged at debug level.
 func (p *Proxy) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	var lostAt time.Time
+	registered := func() {
+		backoff = 100 * time.Millisecond
+		if !lostAt.IsZero() {
+			p.logger.Info("proxy registered again", zap.String("key", p.key), zap.Duration("after", time.Since(lostAt).Round(time.Millisecond)))
+			lostAt = time.Time{}
+		}
+	}
 	for ctx.Err() == nil {
-		err := p.session(ctx)
+		err := p.session(ctx, registered)
 		if ctx.Err() != nil {
 			break
 		}
-		p.logger.Warn("proxy registration lost; registering again", zap.String("key", p.key), zap.Error(err), zap.Duration("in", backoff))
+		if lostAt.IsZero() {
+			lostAt = time.Now()
+			p.logger.Warn("proxy registration lost; registering again until etcd answers", zap.String("key", p.key), zap.Error(err))
+		} else if ce := p.logger.Check(zap.DebugLevel, "registering the proxy failed"); ce != nil {
+			ce.Write(zap.String("key", p.key), zap.Error(err), zap.Duration("retry_in", backoff))
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -122,7 +137,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return nil
 }
 
-func (p *Proxy) session(ctx context.Context) error {
+// session registers under a new lease and keeps it alive, calling
+// registered once the registration is written. It returns when the lease
+// is lost or ctx ends.
+func (p *Proxy) session(ctx context.Context, registered func()) error {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	lease, err := p.cli.Grant(gctx, p.ttl)
 	cancel()
@@ -143,6 +161,7 @@ func (p *Proxy) session(ctx context.Context) error {
 	if err := put(); err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
+	registered()
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
 	ka, err := p.cli.KeepAlive(kctx, lease.ID)
@@ -159,7 +178,11 @@ func (p *Proxy) session(ctx context.Context) error {
 			}
 		case <-p.changed:
 			if err := put(); err != nil {
-				p.logger.Warn("updating proxy registration", zap.String("key", p.key), zap.Error(err))
+				// Quiet: when etcd is away the lease fails too, and Run
+				// says so once.
+				if ce := p.logger.Check(zap.DebugLevel, "updating the proxy registration failed"); ce != nil {
+					ce.Write(zap.String("key", p.key), zap.Error(err))
+				}
 				// Try again on the next change or keep-alive.
 				select {
 				case p.changed <- struct{}{}:
