@@ -200,6 +200,28 @@ func (f *Framer) Feed(b []byte) int {
 				f.st = sChunkDataCR
 			}
 			continue
+		case sValue:
+			// Most values are read by no one here: skip them whole.
+			if f.fld == fOther {
+				j := i
+				for j < len(b) && valueOK[b[j]] {
+					j++
+				}
+				if i = j; i == len(b) {
+					continue
+				}
+			}
+		case sTarget:
+			if f.targetN > 0 {
+				j := i
+				for j < len(b) && targetOK[b[j]] {
+					j++
+				}
+				f.targetN += j - i
+				if i = j; i == len(b) {
+					continue
+				}
+			}
 		}
 		if v := f.step(b[i], i); v != nil {
 			return f.refuse(v, i)
@@ -488,10 +510,10 @@ func (f *Framer) nameDone() *Error {
 		return nil
 	}
 	if look {
-		return badRequest(fmt.Sprintf("field name %q looks like %s", f.name[:f.nameLen], name))
+		return badRequest(fmt.Sprintf("field name %q looks like %s", string(f.name[:f.nameLen]), string(name)))
 	}
-	if f.trailers && f.fld != fOther {
-		return badRequest(fmt.Sprintf("%s in the trailers", name))
+	if f.trailers {
+		return badRequest(string(name) + " in the trailers")
 	}
 	switch f.fld {
 	case fContentLength:
@@ -593,13 +615,13 @@ func (f *Framer) connToken() *Error {
 	if n == 0 || n > maxKept {
 		return nil
 	}
-	switch tok := string(f.kept[:n]); tok {
+	switch string(f.kept[:n]) {
 	case "upgrade":
 		f.connUp = true
 	case "host", "content-length", "transfer-encoding":
 		// Removing the header as the list says would change how the
 		// request is framed or routed.
-		return badRequest("Connection names " + tok)
+		return badRequest("Connection names " + string(f.kept[:n]))
 	}
 	return nil
 }
@@ -645,6 +667,17 @@ var tchar = func() (t [256]bool) {
 }()
 
 func isTchar(c byte) bool { return tchar[c] }
+
+// valueOK are the bytes of a field value other than its end: HTAB, SP,
+// visible characters and obs-text. targetOK are those of a request target
+// after its first byte.
+var valueOK, targetOK = func() (v, t [256]bool) {
+	for c := 0; c < 256; c++ {
+		v[c] = c == '\t' || c >= ' ' && c != 0x7f
+		t[c] = c > ' ' && c != 0x7f
+	}
+	return v, t
+}()
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
