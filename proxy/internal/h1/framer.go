@@ -211,6 +211,18 @@ func (f *Framer) Feed(b []byte) int {
 					continue
 				}
 			}
+		case sName:
+			j := i
+			for j < len(b) && tchar[b[j]] {
+				if f.nameLen < maxKept {
+					f.name[f.nameLen] = lower(b[j])
+				}
+				f.nameLen++
+				j++
+			}
+			if i = j; i == len(b) {
+				continue
+			}
 		case sTarget:
 			if f.targetN > 0 {
 				j := i
