@@ -167,6 +167,11 @@ func exchangeRaw(t *testing.T, addr string, tc corpusCase) (statuses []int, clos
 	}
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "reset")
@@ -432,33 +437,89 @@ func FuzzFraming(f *testing.F) {
 		_ = srv.Shutdown(ctx)
 	})
 	addr := srv.Addr("main").String()
-	f.Fuzz(func(t *testing.T, in []byte) {
-		before := rec.count()
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, _ = c.Write(in)
-		_ = c.(*net.TCPConn).CloseWrite()
-		_, _ = io.Copy(io.Discard, c) // until the proxy closes
-		_ = c.Close()
-
-		msgs, _ := h1.Split(in)
-		next := 0
-		for _, r := range rec.since(before) {
+	// Each input is sent from a loopback address of its own, which the
+	// proxy passes upstream in X-Forwarded-For: a request that reaches the
+	// upstream after its input's turn is still checked against it.
+	var (
+		mu      sync.Mutex
+		seq     int
+		sent    = map[string]*fuzzInput{}
+		checked int
+	)
+	check := func(t *testing.T) {
+		mu.Lock()
+		defer mu.Unlock()
+		recs := rec.since(checked)
+		checked += len(recs)
+		for _, r := range recs {
 			if r.err != "" {
 				t.Fatalf("the upstream could not read what the proxy sent: %s\n%q", r.err, r.raw)
 			}
-			for next < len(msgs) && !sameRequest(msgs[next], r) {
-				next++
+			fi := sent[r.header.Get("X-Forwarded-For")]
+			if fi == nil {
+				t.Fatalf("the upstream received %s from no input sent (X-Forwarded-For %q)", r, r.header.Get("X-Forwarded-For"))
 			}
-			if next == len(msgs) {
-				t.Fatalf("the upstream received %s, which is not among the requests sent: %q", r, in)
+			for fi.next < len(fi.msgs) && !sameRequest(fi.msgs[fi.next], r) {
+				fi.next++
 			}
-			next++
+			if fi.next == len(fi.msgs) {
+				t.Fatalf("the upstream received %s, which is not among the requests sent: %q", r, fi.in)
+			}
+			fi.next++
 		}
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		msgs, _ := h1.Split(in)
+		mu.Lock()
+		seq++
+		src := loopback(seq)
+		sent[src.String()] = &fuzzInput{in: bytes.Clone(in), msgs: msgs}
+		if seq > 1<<16 {
+			delete(sent, loopback(seq-1<<16).String()) // long answered
+		}
+		mu.Unlock()
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write(in)
+		// Every complete request is answered, or the proxy closes (a
+		// refused request is answered, then closed).
+		br := bufio.NewReader(c)
+		for answered := 0; answered < len(msgs); {
+			method, _, _ := bytes.Cut(msgs[answered].Head, []byte(" "))
+			resp, err := http.ReadResponse(br, &http.Request{Method: string(method)})
+			if err != nil {
+				if isTimeout(err) {
+					t.Fatalf("the proxy answered %d of %d requests and did not close: %q", answered, len(msgs), in)
+				}
+				break
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+				answered++
+			}
+		}
+		_ = c.Close()
+		check(t)
 	})
+}
+
+// loopback is the n-th address of 127.1.0.0 to 127.254.255.255.
+func loopback(n int) net.IP {
+	n %= 254 << 16
+	return net.IPv4(127, byte(1+n>>16), byte(n>>8), byte(n))
+}
+
+// fuzzInput is one input of FuzzFraming: the bytes, the requests h1
+// found whole in them, and how many of those the upstream was matched to.
+type fuzzInput struct {
+	in   []byte
+	msgs []h1.Message
+	next int
 }
 
 // sameRequest reports whether the upstream received m: same method, same

@@ -55,6 +55,10 @@ type Conn struct {
 	// pending are bytes read past the end of a request that asked to
 	// upgrade, kept until its answer says what they are.
 	pending []byte
+	// held are the trailers of a chunked body read so far, kept from the
+	// server until they are whole; ready are bytes released, waiting for
+	// the next Read.
+	held, ready []byte
 	// checked is whether the protocol was looked at (ALPN, for TLS).
 	checked bool
 }
@@ -67,8 +71,14 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 func (c *Conn) Err() *Error { return c.f.Err() }
 
 // Read reads the next well-framed bytes; after a violation, it returns
-// the *Error.
+// the *Error. A connection that ends inside a request ends with
+// io.ErrUnexpectedEOF.
 func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.ready) > 0 {
+		n := copy(p, c.ready)
+		c.ready = c.ready[n:]
+		return n, nil
+	}
 	if err := c.f.Err(); err != nil {
 		return 0, err
 	}
@@ -80,31 +90,89 @@ func (c *Conn) Read(p []byte) (int, error) {
 		// protocols.
 		c.f.Answered(nil)
 	}
-	var n int
-	var err error
-	if len(c.pending) > 0 {
-		n = copy(p, c.pending)
-		c.pending = c.pending[n:]
-	} else {
-		n, err = c.Conn.Read(p)
+	for {
+		var n int
+		var err error
+		if len(c.pending) > 0 {
+			n = copy(p, c.pending)
+			c.pending = c.pending[n:]
+		} else {
+			n, err = c.Conn.Read(p)
+		}
+		k := 0
+		if n > 0 {
+			k = c.f.Feed(p[:n])
+		}
+		if err == io.EOF && !c.f.Between() {
+			// The connection ended inside a request. fasthttp takes an
+			// end in a chunked body's trailers for the end of the body,
+			// and would send upstream a request the client never
+			// finished.
+			err = io.ErrUnexpectedEOF
+		}
+		holding, began := c.f.Holding()
+		began = began && n > 0 // as of this read's Feed, if there was one
+		fe := c.f.Err()
+		if fe != nil && holding {
+			c.held = nil // the refused request's trailers
+		}
+		if len(c.held) == 0 && !holding {
+			// The common case: nothing held before, nothing now.
+			if k < n && fe == nil {
+				// The bytes after a request to upgrade wait for its
+				// answer.
+				rest := make([]byte, 0, n-k+len(c.pending))
+				rest = append(rest, p[k:n]...)
+				c.pending = append(rest, c.pending...)
+			}
+			if k == 0 && fe != nil {
+				return 0, fe
+			}
+			if k == 0 && n > 0 && err == nil {
+				continue
+			}
+			if k < n {
+				return k, nil
+			}
+			return k, err
+		}
+		if holding && !began && fe == nil {
+			// The same trailers go on: hold these bytes too.
+			c.held = append(c.held, p[:n]...)
+			if err != nil {
+				c.held = nil
+				return 0, err
+			}
+			continue
+		}
+		// The held bytes are released, followed by what this read hands
+		// on; what follows may be held anew, or wait for an answer.
+		out := append(c.held, p[:k]...)
+		c.held = nil
+		if fe == nil && k < n {
+			rest := append([]byte(nil), p[k:n]...)
+			if holding {
+				c.held = rest
+			} else {
+				c.pending = append(rest, c.pending...)
+			}
+		}
+		m := copy(p, out)
+		c.ready = out[m:]
+		if m == 0 {
+			if fe != nil {
+				return 0, fe
+			}
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if len(c.ready) > 0 || holding {
+			return m, nil
+		}
+		return m, err
 	}
-	if n == 0 {
-		return 0, err
-	}
-	k := c.f.Feed(p[:n])
-	if k < n && c.f.Err() == nil {
-		// The bytes after a request to upgrade wait for its answer.
-		rest := make([]byte, 0, n-k+len(c.pending))
-		rest = append(rest, p[k:n]...)
-		c.pending = append(rest, c.pending...)
-	}
-	if k == 0 && c.f.Err() != nil {
-		return 0, c.f.Err()
-	}
-	if k < n {
-		return k, nil
-	}
-	return k, err
 }
 
 // Write writes p. The first write after a request to upgrade is the

@@ -118,6 +118,16 @@ type Framer struct {
 	// bytes of the current Feed, or -1: bytes past it are held back when a
 	// later violation refuses the request.
 	hold int
+	// holding is true from the line of a chunked body's last chunk to the
+	// end of its trailers: fasthttp takes any failure to read the
+	// trailers' first byte for their end, so it must not see the last
+	// chunk's line end until the trailers are whole (see Feed).
+	// holdFrom is where the holding began in the bytes of the current
+	// Feed (0: before them); held counts the bytes held.
+	holding  bool
+	holdNew  bool // the holding began in the current Feed
+	holdFrom int
+	held     int
 	// observe, when set, is told where requests begin and end and which
 	// bytes are body (see Split).
 	observe func(ev event, off int)
@@ -132,6 +142,17 @@ func (f *Framer) Tunnel() { f.st = sTunnel }
 
 // Tunneling reports whether the framer lets bytes pass unread.
 func (f *Framer) Tunneling() bool { return f.st == sTunnel }
+
+// Between reports whether the framer is between requests: a connection
+// that ends here ends cleanly; one that ends anywhere else cut a request
+// short.
+func (f *Framer) Between() bool {
+	switch f.st {
+	case sLineStart, sLineStartLF, sAwait, sTunnel:
+		return true
+	}
+	return false
+}
 
 // Awaiting reports whether the last request asked to upgrade and its
 // answer has not been written yet.
@@ -161,12 +182,39 @@ func (f *Framer) Answered(head []byte) {
 //     b, or in the header's framing, the bytes before the header's last
 //     line ends, so that the request is never complete;
 //   - the end of a request that asks to upgrade: the bytes after it must
-//     wait for Answered, and be fed again then.
+//     wait for Answered, and be fed again then;
+//   - the trailers of a chunked body that are not whole yet (Holding is
+//     then true): the bytes from the last chunk's line end on were read
+//     but must be held until they are, and then handed on before the
+//     bytes of the Feed that completes them.
 func (f *Framer) Feed(b []byte) int {
 	if f.err != nil {
 		return 0
 	}
 	f.hold = -1
+	f.holdFrom, f.holdNew = 0, false
+	n := f.feed(b)
+	if f.holding && f.err == nil && n == len(b) {
+		f.held += len(b) - f.holdFrom
+		if f.held > maxHeld {
+			f.err = badRequest("trailers too large")
+			return 0
+		}
+		return f.holdFrom
+	}
+	return n
+}
+
+// maxHeld bounds the trailers a Framer holds back.
+const maxHeld = 64 << 10
+
+// Holding reports whether, after the last Feed, the trailers of a chunked
+// body are held back, and whether the holding began in that Feed. The
+// bytes held before it are released by a Feed after which the holding
+// either ended or began anew; a violation while holding refuses them.
+func (f *Framer) Holding() (holding, began bool) { return f.holding, f.holdNew }
+
+func (f *Framer) feed(b []byte) int {
 	i := 0
 	for i < len(b) {
 		switch f.st {
@@ -247,6 +295,9 @@ func (f *Framer) Feed(b []byte) int {
 // hand on.
 func (f *Framer) refuse(v *Error, i int) int {
 	f.err = v
+	if f.holding {
+		i = min(i, f.holdFrom)
+	}
 	if f.hold >= 0 && f.hold < i {
 		return f.hold
 	}
@@ -273,6 +324,7 @@ func (f *Framer) mark(ev event, off int) {
 func (f *Framer) endMessage(off int) {
 	f.mark(evEnd, off)
 	f.hold = -1
+	f.holding, f.held = false, 0
 	if f.upgrade && f.connUp {
 		f.st = sAwait
 		return
@@ -449,6 +501,7 @@ func (f *Framer) step(c byte, i int) *Error {
 		if f.left == 0 {
 			f.trailers = true
 			f.st = sFieldStart
+			f.holding, f.holdNew, f.holdFrom, f.held = true, true, i, 0
 			return nil
 		}
 		f.st = sChunkData

@@ -2,6 +2,9 @@ package h1
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 )
@@ -103,27 +106,38 @@ func checkSplits(t *testing.T, in []byte) {
 	}
 }
 
-// feedAll feeds in through a Framer in pieces of size bytes and returns
-// what it handed on.
+// feedAll reads in through a Conn whose connection delivers it in pieces
+// of size bytes, and returns what the Conn handed on and its violation.
 func feedAll(in []byte, size int) ([]byte, *Error) {
-	var f Framer
+	c := &Conn{Conn: &pieces{in: in, size: size}}
 	var out []byte
-	for len(in) > 0 {
-		piece := in[:min(size, len(in))]
-		in = in[len(piece):]
-		for len(piece) > 0 {
-			n := f.Feed(piece)
-			out = append(out, piece[:n]...)
-			if f.Err() != nil {
-				return out, f.Err()
-			}
-			piece = piece[n:]
-			if f.Awaiting() {
-				f.Answered([]byte("HTTP/1.1 404 Not Found\r\n"))
-			}
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			var fe *Error
+			errors.As(err, &fe)
+			return out, fe
 		}
 	}
-	return out, nil
+}
+
+// pieces is a connection that delivers its bytes size at a time, then
+// io.EOF.
+type pieces struct {
+	net.Conn
+	in   []byte
+	size int
+}
+
+func (p *pieces) Read(b []byte) (int, error) {
+	if len(p.in) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.in[:min(p.size, len(p.in))])
+	p.in = p.in[n:]
+	return n, nil
 }
 
 func TestFeedHoldsBackARefusedRequest(t *testing.T) {
@@ -199,4 +213,72 @@ func FuzzFramer(f *testing.F) {
 			t.Fatalf("handed on %d requests, the stream has %d", len(msgs), len(all))
 		}
 	})
+}
+
+func TestConnEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want error
+	}{
+		{"between requests", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", io.EOF},
+		{"in the trailers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r", io.ErrUnexpectedEOF},
+		{"in a body", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab", io.ErrUnexpectedEOF},
+		{"in a header", "GET / HTTP/1.1\r\nHo", io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			go func() {
+				_, _ = client.Write([]byte(tc.in))
+				_ = client.Close()
+			}()
+			c := Wrap(server)
+			defer c.Close()
+			// io.ReadAll takes io.EOF for the end and returns nil.
+			got, err := io.ReadAll(c)
+			// The trailers are held back until whole: a cut in them
+			// hands on nothing from the last chunk's line end.
+			want, _, _ := strings.Cut(tc.in, "0\r\nX-T")
+			if strings.Contains(tc.in, "0\r\nX-T") {
+				want += "0\r"
+			}
+			if string(got) != want || !errors.Is(err, tc.want) && !(tc.want == io.EOF && err == nil) {
+				t.Errorf("read %q, %v; want %q, then %v", got, err, want, tc.want)
+			}
+		})
+	}
+}
+
+// TestTrailersHeld checks that the line of a chunked body's last chunk is
+// handed on only with whole trailers: fasthttp takes a failure to read
+// the trailers' first byte for the end of the body.
+func TestTrailersHeld(t *testing.T) {
+	const head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+	const get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, tc := range []struct {
+		name, in, out string
+		status        int
+	}{
+		{"whole", head + "0\r\nX-T: 1\r\n\r\n" + get, head + "0\r\nX-T: 1\r\n\r\n" + get, 0},
+		{"no trailers", head + "0\r\n\r\n" + get, head + "0\r\n\r\n" + get, 0},
+		{"a violation in the trailers", head + "0\r\n\x00\r\n\r\n", head + "0\r", 400},
+		{"a violation later in the trailers", head + "0\r\nX-T: 1\r\nBad Name: 2\r\n\r\n", head + "0\r", 400},
+		{"cut in the trailers", head + "0\r\nX-T: 1\r", head + "0\r", 0},
+		{"two, the second cut", head + "0\r\n\r\n" + head + "0\r\nX", head + "0\r\n\r\n" + head + "0\r", 0},
+	} {
+		for _, size := range []int{1, 2, 3, 7, len(tc.in)} {
+			out, fe := feedAll([]byte(tc.in), size)
+			status := 0
+			if fe != nil {
+				status = fe.Status
+			}
+			// A request refused or cut whole may be held back from
+			// before its header's end: any prefix of the expected output
+			// will do then, the last chunk's line end never.
+			whole := string(out) == tc.out || tc.out != tc.in && strings.HasPrefix(tc.out, string(out))
+			if !whole || status != tc.status {
+				t.Errorf("%s, in pieces of %d: handed on %q (%v), want %q (status %d)", tc.name, size, out, fe, tc.out, tc.status)
+			}
+		}
+	}
 }

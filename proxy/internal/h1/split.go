@@ -46,6 +46,10 @@ func Split(b []byte) ([]Message, *Error) {
 		if f.err != nil {
 			return msgs, f.err
 		}
+		if holding, _ := f.Holding(); holding {
+			// All read: the last request waits for its trailers.
+			return msgs, nil
+		}
 		base += n
 		if f.Awaiting() {
 			f.Answered(nil)
