@@ -2,7 +2,13 @@
 
 package h1
 
-import "testing"
+import (
+	"bufio"
+	"bytes"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
 
 // typical is a request as a browser or an SDK sends it.
 var typical = []byte("GET /api/v1/users/42?fields=name,email HTTP/1.1\r\nHost: api.example.com\r\n" +
@@ -28,6 +34,23 @@ func BenchmarkFeed(b *testing.B) {
 	for b.Loop() {
 		if f.Feed(typical) != len(typical) {
 			b.Fatal(f.Err())
+		}
+	}
+}
+
+// BenchmarkFasthttpHeader parses the same request as BenchmarkFeed with
+// fasthttp, for scale: the framer's cost is read against it.
+func BenchmarkFasthttpHeader(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(typical)))
+	var h fasthttp.RequestHeader
+	r := bytes.NewReader(typical)
+	br := bufio.NewReader(r)
+	for b.Loop() {
+		r.Reset(typical)
+		br.Reset(r)
+		if err := h.Read(br); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
