@@ -430,8 +430,14 @@ func TestUnreadableBookkeeping(t *testing.T) {
 	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "unreadable") {
 		t.Fatalf("rollback across the unreadable entry: %v", err)
 	}
-	if _, err := s.Rollback(ctx, third.Revision-1, store.Change{}); err != nil {
-		t.Fatalf("rollback after the unreadable entry: %v", err)
+	// Back to what the unreadable change made: only the change after it
+	// is walked back.
+	if _, err := s.Rollback(ctx, second.Revision, store.Change{}); err != nil {
+		t.Fatalf("rollback to the unreadable entry's own result: %v", err)
+	}
+	got, _, err := s.Get(ctx, resource.Ref{Kind: resource.Clusters, Name: "static"})
+	if err != nil || got.(*config.Cluster).Endpoints[0].Address != "127.0.0.1:9301" {
+		t.Fatalf("after the rollback: %+v, %v", got, err)
 	}
 }
 
