@@ -170,8 +170,11 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 		p.cli.Revoke(rctx, lease.ID)
 		cancel()
 	}()
+	// A write that outlasts the lease is moot: the lease is gone by then,
+	// and Run must hear of it without waiting on the write.
+	putTimeout := min(5*time.Second, time.Duration(p.ttl)*time.Second)
 	put := func() error {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, putTimeout)
 		defer cancel()
 		_, err := p.cli.Put(pctx, p.key, p.value(), clientv3.WithLease(lease.ID))
 		return err
@@ -201,13 +204,18 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 				if ce := p.logger.Check(zap.DebugLevel, "updating the proxy registration failed"); ce != nil {
 					ce.Write(zap.String("key", p.key), zap.Error(err))
 				}
-				// Try again on the next change or keep-alive.
+				// Try again on the next change or keep-alive, unless the
+				// lease ends first.
 				select {
 				case p.changed <- struct{}{}:
 				default:
 				}
 				select {
 				case <-ctx.Done():
+				case _, ok := <-ka:
+					if !ok {
+						return errors.New("the lease expired")
+					}
 				case <-time.After(time.Second):
 				}
 			}
