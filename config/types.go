@@ -34,6 +34,17 @@ type Config struct {
 type Admin struct {
 	// Address is host:port; empty means 127.0.0.1:9901. "off" disables it.
 	Address string `yaml:"address,omitempty" json:"address,omitempty"`
+	// AllowedHosts are the Host names the admin endpoints answer besides
+	// IP addresses and localhost: a request naming any other host gets
+	// 403, so that a web page cannot read the endpoints through a name it
+	// points at this host (DNS rebinding). /healthz and /ready answer any.
+	AllowedHosts []string `yaml:"allowed_hosts,omitempty" json:"allowed_hosts,omitempty"`
+	// Pprof serves Go's profiler under /debug/pprof/. Off by default.
+	Pprof bool `yaml:"pprof,omitempty" json:"pprof,omitempty"`
+	// TokenFile names a file holding a token that every admin request but
+	// /healthz and /ready must present as "Authorization: Bearer TOKEN".
+	// Empty means no token.
+	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
 }
 
 // AccessLog configures the access log. It is written by one goroutine off
@@ -87,7 +98,7 @@ type Listener struct {
 	// cut off. Zero means 60s.
 	HeaderReadTimeout Duration `yaml:"header_read_timeout,omitempty" json:"header_read_timeout,omitempty"`
 	// BodyReadTimeout bounds reading a request's body once its headers are
-	// in. Zero means none.
+	// in. Zero means 60s.
 	BodyReadTimeout Duration `yaml:"body_read_timeout,omitempty" json:"body_read_timeout,omitempty"`
 	// MaxConnectionAge closes a keep-alive connection after the first
 	// response once it is this old. Zero means no limit.

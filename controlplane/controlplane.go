@@ -193,7 +193,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reaching etcd %v: %w", s.endpoints, err)
 	}
-	var sopts []store.Option
+	sopts := []store.Option{store.WithLogger(o.Logger.Named("store"))}
 	if o.HistoryLimit > 0 {
 		sopts = append(sopts, store.WithHistoryLimit(o.HistoryLimit))
 	}

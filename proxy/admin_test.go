@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/internal/testpki"
 )
 
 func TestAccessLog(t *testing.T) {
@@ -322,6 +324,157 @@ virtual_hosts:
 		checked.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/ready", nil))
 		if rec.Code != 503 || rec.Body.String() != "store unreachable\n" {
 			t.Errorf("/ready with a failing check: %d %q", rec.Code, rec.Body.String())
+		}
+	})
+}
+
+func TestAdminGuards(t *testing.T) {
+	_, v := startEchoes(t, "a")
+	leaf := testpki.NewCA(t, "admin-test").Issue(t, testpki.Leaf{CommonName: "site.test", DNS: []string{"site.test"}})
+	v["cert"] = strings.ReplaceAll(string(leaf.CertPEM), "\n", `\n`)
+	v["key"] = strings.ReplaceAll(string(leaf.KeyPEM), "\n", `\n`)
+	v["token"] = filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(v["token"], []byte("s3cret-admin-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const yamlCfg = `
+admin: {address: "off", allowed_hosts: [admin.internal, "ops.internal:9901"], token_file: "{{token}}", pprof: {{pprof}}}
+listeners: [{name: main, address: "127.0.0.1:0"}]
+certificates: [{name: site, cert_pem: "{{cert}}", key_pem: "{{key}}"}]
+clusters: [{name: a, endpoints: [{address: "{{a}}"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    request_headers:
+      set: [{name: Authorization, value: "Bearer upstream-secret"}, {name: X-Env, value: prod}]
+    routes:
+      - match: {prefix: /, headers: [{name: Cookie, exact: "session=cookie-secret"}]}
+        request_headers: {add: [{name: X-Api-Key, value: "key-secret"}]}
+        cluster: a
+`
+	srv := proxy.NewServer(proxy.Options{})
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	h := httptest.NewServer(proxy.NewAdmin(srv).Handler())
+	t.Cleanup(h.Close)
+	get := func(t *testing.T, path, host, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", h.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	t.Run("before the first configuration, only loopback", func(t *testing.T) {
+		if status, _ := get(t, "/metrics", "", ""); status != 200 {
+			t.Errorf("/metrics from 127.0.0.1: %d", status)
+		}
+		if status, _ := get(t, "/metrics", "rebound.example:9901", ""); status != 403 {
+			t.Errorf("/metrics for rebound.example: %d, want 403", status)
+		}
+		if status, _ := get(t, "/debug/pprof/", "", ""); status != 404 {
+			t.Errorf("/debug/pprof/ by default: %d, want 404", status)
+		}
+	})
+
+	v["pprof"] = "false"
+	if err := srv.Apply(context.Background(), parse(t, yamlCfg, v), ""); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("hosts", func(t *testing.T) {
+		for _, tc := range []struct {
+			host   string
+			status int
+		}{
+			{"", 200}, {"localhost:9901", 200}, {"[::1]:9901", 200}, {"10.1.2.3:9901", 200},
+			{"admin.internal", 200}, {"Admin.Internal:1234", 200}, {"ops.internal:9901", 200},
+			{"ops.internal:80", 403}, {"rebound.example", 403}, {"rebound.example:9901", 403}, {"127.0.0.1.nip.io", 403},
+		} {
+			if status, body := get(t, "/clusters", tc.host, "s3cret-admin-token"); status != tc.status {
+				t.Errorf("Host %q: %d %q, want %d", tc.host, status, body, tc.status)
+			}
+		}
+		// Probes answer whatever name they use, without a token.
+		for _, path := range []string{"/healthz", "/ready"} {
+			if status, _ := get(t, path, "lb-probe.example", ""); status != 200 {
+				t.Errorf("%s for another host, without a token: %d", path, status)
+			}
+		}
+	})
+
+	t.Run("token", func(t *testing.T) {
+		for _, tc := range []struct {
+			token  string
+			status int
+		}{{"", 401}, {"wrong", 401}, {"s3cret-admin-token", 200}} {
+			if status, _ := get(t, "/metrics", "", tc.token); status != tc.status {
+				t.Errorf("token %q: %d, want %d", tc.token, status, tc.status)
+			}
+		}
+	})
+
+	t.Run("config hides secrets", func(t *testing.T) {
+		status, body := get(t, "/config", "", "s3cret-admin-token")
+		if status != 200 {
+			t.Fatalf("/config: %d %s", status, body)
+		}
+		keyLine := strings.Split(string(leaf.KeyPEM), "\n")[1]
+		for _, secret := range []string{"PRIVATE KEY", keyLine, "upstream-secret", "cookie-secret", "key-secret", "s3cret-admin-token"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("/config shows %q", secret)
+			}
+		}
+		if !strings.Contains(body, `"REDACTED"`) || !strings.Contains(body, `"prod"`) || !strings.Contains(body, "BEGIN CERTIFICATE") {
+			t.Errorf("/config lost what is no secret: %s", body)
+		}
+		// The live configuration itself keeps its secrets.
+		if srv.Snapshot().Config.Certificates[0].KeyPEM != string(leaf.KeyPEM) {
+			t.Error("redacting /config changed the live configuration")
+		}
+		status, body = get(t, "/config?format=yaml", "", "s3cret-admin-token")
+		if status != 200 || strings.Contains(body, "upstream-secret") || strings.Contains(body, keyLine) {
+			t.Errorf("/config?format=yaml: %d, shows a secret: %s", status, body)
+		}
+	})
+
+	t.Run("pprof only when on", func(t *testing.T) {
+		if status, _ := get(t, "/debug/pprof/", "", "s3cret-admin-token"); status != 404 {
+			t.Errorf("/debug/pprof/ with pprof off: %d", status)
+		}
+		v["pprof"] = "true"
+		if err := srv.Apply(context.Background(), parse(t, yamlCfg, v), ""); err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := get(t, "/debug/pprof/", "", "s3cret-admin-token"); status != 200 {
+			t.Errorf("/debug/pprof/ with pprof on: %d", status)
+		}
+		if status, _ := get(t, "/debug/pprof/", "", ""); status != 401 {
+			t.Errorf("/debug/pprof/ without the token: %d", status)
+		}
+	})
+
+	t.Run("an unreadable token file refuses all", func(t *testing.T) {
+		if err := os.Remove(v["token"]); err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := get(t, "/config", "", "s3cret-admin-token"); status != 503 {
+			t.Errorf("/config with the token file gone: %d, want 503", status)
+		}
+		if status, _ := get(t, "/healthz", "", ""); status != 200 {
+			t.Errorf("/healthz with the token file gone: %d", status)
 		}
 	})
 }

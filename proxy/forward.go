@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
@@ -39,6 +40,8 @@ func (x *exchange) forward(rt *route.Route) bool {
 	}
 	x.UpstreamAddr = ep.Addr
 
+	// OPTIONS * goes upstream as it came: fasthttp's URI would send /%2A.
+	asterisk := string(req.Header.RequestURI()) == "*"
 	x.scratch = rt.RewriteRequest(req, x.scratch)
 	// The downstream connection's fate is not the upstream's: keep the
 	// pooled connection open, and close the downstream one afterwards.
@@ -50,6 +53,9 @@ func (x *exchange) forward(rt *route.Route) bool {
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 	setUpstreamScheme(ctx, ep)
+	if asterisk {
+		req.SetRequestURI("*")
+	}
 
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
@@ -58,6 +64,13 @@ func (x *exchange) forward(rt *route.Route) bool {
 	if err != nil && x.limit.exceeded {
 		x.localError(fasthttp.StatusRequestEntityTooLarge, 0, "request_body_too_large")
 		ctx.SetConnectionClose() // the rest of the body is unread
+		return false
+	}
+	if fe := h1.Refused(ctx.Conn()); err != nil && fe != nil {
+		// The body broke its framing: the client's fault, not the
+		// upstream's.
+		x.localError(fe.Status, 0, "malformed_request")
+		ctx.SetConnectionClose()
 		return false
 	}
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 )
 
 // sendBody hands the upstream's body to the server: streamed as it comes,
@@ -110,10 +111,12 @@ func (x *exchange) setServer() {
 }
 
 // serveError answers requests the server could not parse.
-func serveError(ctx *fasthttp.RequestCtx, err error) {
+func (h *handler) serveError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
-	switch {
+	switch fe := h1.ErrorOf(err); {
+	case fe != nil:
+		h.refused(ctx, fe)
 	case errors.As(err, &small):
 		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -124,6 +127,21 @@ func serveError(ctx *fasthttp.RequestCtx, err error) {
 		ctx.Error("malformed request\n", fasthttp.StatusBadRequest)
 	}
 	ctx.Response.Header.SetServerBytes(serverName)
+}
+
+// refused answers a request that h1 refused for its framing (400, or 501
+// for CONNECT and codings other than chunked), logged at debug level with
+// the reason, and closes the connection.
+func (h *handler) refused(ctx *fasthttp.RequestCtx, fe *h1.Error) {
+	if ce := h.srv.log.Check(zap.DebugLevel, "request refused"); ce != nil {
+		ce.Write(zap.String("listener", h.listener), zap.Stringer("remote", ctx.RemoteAddr()), zap.String("reason", fe.Reason))
+	}
+	if fe.Status == fasthttp.StatusNotImplemented {
+		ctx.Error("not implemented\n", fe.Status)
+	} else {
+		ctx.Error("malformed request\n", fe.Status)
+	}
+	ctx.SetConnectionClose()
 }
 
 // responseBody streams the upstream's body downstream and finishes the

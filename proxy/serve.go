@@ -17,6 +17,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
@@ -140,6 +141,17 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	// A body that does not go upstream is left unread, and what follows
+	// it on the connection cannot be told from a request: the connection
+	// closes after the response.
+	sent := false
+	if cl := req.Header.ContentLength(); (cl > 0 || cl == -1) && x.Protocol == "HTTP/1.1" {
+		defer func() {
+			if !sent {
+				ctx.SetConnectionClose()
+			}
+		}()
+	}
 	if !req.Header.IsHTTP11() {
 		if status := checkProtocol(req.Header.Protocol()); status != 0 {
 			x.localError(status, 0, "unsupported_protocol")
@@ -201,6 +213,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 			x.answered()
 			return
 		}
+		sent = true
 	}
 	if len(x.streams) > 0 && !x.responseHeaderFilters() {
 		x.finish()
@@ -265,7 +278,7 @@ func (x *exchange) adaptConn(ctx *fasthttp.RequestCtx) {
 	case "HTTP/3":
 		x.Protocol = "HTTP/3"
 	}
-	if ci, ok := ctx.Conn().(connIdentity); ok {
+	if ci, ok := h1.Unwrap(ctx.Conn()).(connIdentity); ok {
 		x.conn.TLS = ci.TLSInfo()
 	}
 }

@@ -202,9 +202,10 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		name := l.Config().Name
 		prev := s.listeners[name]
 		s.listeners[name] = l
+		h := &handler{srv: s, listener: name}
 		l.Serve(listener.Handler{
-			Serve:        (&handler{srv: s, listener: name}).serve,
-			Error:        serveError,
+			Serve:        h.serve,
+			Error:        h.serveError,
 			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
 		}, s.log)
 		if prev != nil {

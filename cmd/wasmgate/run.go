@@ -151,6 +151,10 @@ type etcdRunFlags struct {
 	delay     time.Duration
 	// secretFile holds the key that decrypts certificates' private keys.
 	secretFile string
+	// The admin endpoints' guards (config.Admin).
+	adminHosts []string
+	adminPprof bool
+	adminToken string
 }
 
 func (f *etcdRunFlags) register(cmd *cobra.Command) {
@@ -159,6 +163,9 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.cacheFile, "cache-file", defaultCacheFile(".wasmgate"), "file keeping the last good configuration from etcd")
 	fl.StringVar(&f.announce, "register-address", "", "address announced in the control plane's registry (default: the admin address)")
 	fl.StringVar(&f.admin, "admin", config.DefaultAdminAddress, `with --etcd-endpoints: admin endpoints host:port ("off" for none)`)
+	fl.StringSliceVar(&f.adminHosts, "admin-allowed-hosts", nil, "with --etcd-endpoints: Host names the admin endpoints answer besides IP addresses and localhost")
+	fl.BoolVar(&f.adminPprof, "admin-pprof", false, "with --etcd-endpoints: serve Go's profiler under /debug/pprof/ on the admin endpoints")
+	fl.StringVar(&f.adminToken, "admin-token-file", "", "with --etcd-endpoints: file of the bearer token the admin endpoints require (but /healthz and /ready)")
 	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
 	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
@@ -169,7 +176,7 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 // bootstrap is the proxy-local part of the configuration.
 func (f *etcdRunFlags) bootstrap() *config.Config {
 	b := &config.Config{
-		Admin:         config.Admin{Address: f.admin},
+		Admin:         config.Admin{Address: f.admin, AllowedHosts: f.adminHosts, Pprof: f.adminPprof, TokenFile: f.adminToken},
 		AccessLog:     config.AccessLog{Path: f.accessLog},
 		Node:          config.Node{ID: f.nodeID},
 		DrainTimeout:  config.Duration(f.drain),

@@ -18,9 +18,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/config/redact"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
-	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 )
@@ -376,7 +376,7 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request, _ Token) err
 		return err
 	}
 	for i := range cfg.Certificates {
-		cfg.Certificates[i].KeyPEM = secret.Redacted
+		cfg.Certificates[i] = redact.Certificate(cfg.Certificates[i])
 	}
 	doc := ConfigDoc{Revision: snap.Revision, ChangeRevision: snap.ChangeRevision, Config: cfg, Revisions: map[string]int64{}}
 	for ref, rev := range snap.ModRevisions {
@@ -409,13 +409,13 @@ func (h *Handler) list(kind resource.Kind) handlerFunc {
 	}
 }
 
-// redact returns v with the private key of a certificate replaced by
-// secret.Redacted; other resources are returned as they are.
-func redact(v any) any {
+// redactKey returns v with the private key of a certificate replaced by
+// redact.Marker; other resources are returned as they are. The API shows
+// what it stores, to be read, changed and applied back: only the keys,
+// which the store restores when it reads the marker, are hidden.
+func redactKey(v any) any {
 	if c, ok := v.(*config.Certificate); ok {
-		cc := *c
-		cc.KeyPEM = secret.Redacted
-		return &cc
+		return redact.Resource(c)
 	}
 	return v
 }
@@ -430,7 +430,7 @@ func redactRaw(ref resource.Ref, b []byte) json.RawMessage {
 		s, _ := json.Marshal(err.Error())
 		return s
 	}
-	out, _ := resource.Encode(redact(v))
+	out, _ := resource.Encode(redactKey(v))
 	return out
 }
 
@@ -452,7 +452,7 @@ func (h *Handler) get(kind resource.Kind) handlerFunc {
 		var raw json.RawMessage
 		if err != nil {
 			raw, _ = json.Marshal(err.Error())
-		} else if raw, err = resource.Encode(redact(v)); err != nil {
+		} else if raw, err = resource.Encode(redactKey(v)); err != nil {
 			return err
 		}
 		w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(rev, 10)))

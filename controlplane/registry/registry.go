@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,9 +50,6 @@ type Proxy struct {
 	mu      sync.Mutex
 	info    ProxyInfo
 	changed chan struct{}
-	// failedBefore is set when Run said it cannot register, for the
-	// session that registers to say that it did.
-	failedBefore atomic.Bool
 }
 
 // NewProxy returns a registration of info.NodeID under prefix with a lease
@@ -108,27 +104,47 @@ func (p *Proxy) value() string {
 }
 
 // Run keeps the registration alive until ctx ends, registering again
-// whenever the lease is lost, and then revokes it. It logs a registration
-// that was lost, and a proxy that cannot register once, not at every try.
+// whenever the lease is lost, and then revokes it. A lost registration is
+// logged once, and once more when it is back; a proxy that cannot
+// register at all says so once, and once more when it can. The attempts
+// in between are logged at debug level.
 func (p *Proxy) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
-	failing := false // tries failed since the last registration
+	var lostAt time.Time // when a registration was lost, until it is back
+	ever := false        // whether the proxy has registered
+	failing := false     // whether it said it cannot register
+	registered := func() {
+		backoff = 100 * time.Millisecond
+		ever = true
+		switch {
+		case !lostAt.IsZero():
+			p.logger.Info("proxy registered again", zap.String("key", p.key), zap.Duration("after", time.Since(lostAt).Round(time.Millisecond)))
+			lostAt = time.Time{}
+		case failing:
+			p.logger.Info("proxy registered", zap.String("key", p.key))
+			failing = false
+		}
+	}
 	for ctx.Err() == nil {
-		registered, err := p.session(ctx)
+		err := p.session(ctx, registered)
 		if ctx.Err() != nil {
 			break
 		}
 		switch {
-		case registered:
-			failing = false
-			backoff = 100 * time.Millisecond
-			p.logger.Warn("proxy registration lost; registering again", zap.String("key", p.key), zap.Error(err), zap.Duration("in", backoff))
-		case !failing:
+		case ever && lostAt.IsZero():
+			lostAt = time.Now()
+			p.logger.Warn("proxy registration lost; registering again until etcd answers", zap.String("key", p.key), zap.Error(err))
+		case !ever && !failing:
 			failing = true
-			p.failedBefore.Store(true)
 			p.logger.Warn("cannot register the proxy; retrying until it can", zap.String("key", p.key), zap.Error(err))
+		case ever:
+			if ce := p.logger.Check(zap.DebugLevel, "registering the proxy failed"); ce != nil {
+				ce.Write(zap.String("key", p.key), zap.Error(err), zap.Duration("retry_in", backoff))
+			}
 		default:
-			p.logger.Debug("cannot register the proxy", zap.String("key", p.key), zap.Error(err), zap.Duration("retry_in", backoff))
+			if ce := p.logger.Check(zap.DebugLevel, "cannot register the proxy"); ce != nil {
+				ce.Write(zap.String("key", p.key), zap.Error(err), zap.Duration("retry_in", backoff))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -139,56 +155,67 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return nil
 }
 
-// session registers the proxy and keeps it registered until the lease is
-// lost or ctx ends. It reports whether it registered.
-func (p *Proxy) session(ctx context.Context) (registered bool, err error) {
+// session registers under a new lease and keeps it alive, calling
+// registered once the registration is written. It returns when the lease
+// is lost or ctx ends.
+func (p *Proxy) session(ctx context.Context, registered func()) error {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	lease, err := p.cli.Grant(gctx, p.ttl)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("granting lease: %w", err)
+		return fmt.Errorf("granting lease: %w", err)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		p.cli.Revoke(rctx, lease.ID)
 		cancel()
 	}()
+	// A write that outlasts the lease is moot: the lease is gone by then,
+	// and Run must hear of it without waiting on the write.
+	putTimeout := min(5*time.Second, time.Duration(p.ttl)*time.Second)
 	put := func() error {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, putTimeout)
 		defer cancel()
 		_, err := p.cli.Put(pctx, p.key, p.value(), clientv3.WithLease(lease.ID))
 		return err
 	}
 	if err := put(); err != nil {
-		return false, fmt.Errorf("registering: %w", err)
+		return fmt.Errorf("registering: %w", err)
 	}
-	if p.failedBefore.Swap(false) {
-		p.logger.Info("proxy registered", zap.String("key", p.key))
-	}
+	registered()
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
 	ka, err := p.cli.KeepAlive(kctx, lease.ID)
 	if err != nil {
-		return true, fmt.Errorf("keeping the lease alive: %w", err)
+		return fmt.Errorf("keeping the lease alive: %w", err)
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return true, nil
+			return nil
 		case _, ok := <-ka:
 			if !ok {
-				return true, errors.New("the lease expired")
+				return errors.New("the lease expired")
 			}
 		case <-p.changed:
 			if err := put(); err != nil {
-				p.logger.Warn("updating proxy registration", zap.String("key", p.key), zap.Error(err))
-				// Try again on the next change or keep-alive.
+				// Quiet: when etcd is away the lease fails too, and Run
+				// says so once.
+				if ce := p.logger.Check(zap.DebugLevel, "updating the proxy registration failed"); ce != nil {
+					ce.Write(zap.String("key", p.key), zap.Error(err))
+				}
+				// Try again on the next change or keep-alive, unless the
+				// lease ends first.
 				select {
 				case p.changed <- struct{}{}:
 				default:
 				}
 				select {
 				case <-ctx.Done():
+				case _, ok := <-ka:
+					if !ok {
+						return errors.New("the lease expired")
+					}
 				case <-time.After(time.Second):
 				}
 			}

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/config/redact"
 )
 
 // Prefix starts every sealed value.
@@ -125,4 +126,4 @@ func OpenCertificate(k *Key, c config.Certificate) (config.Certificate, error) {
 
 // Redacted is what reads through the control plane's API show in place of
 // a private key.
-const Redacted = "REDACTED"
+const Redacted = redact.Marker

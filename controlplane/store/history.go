@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -50,7 +51,7 @@ func (s *Store) History(ctx context.Context, limit int) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading history: %w", err)
 	}
-	return decodeEntries(resp.Kvs)
+	return decodeEntries(s.keys.HistoryPrefix(), resp.Kvs), nil
 }
 
 // Entry returns the change written at an etcd revision.
@@ -67,16 +68,29 @@ func (s *Store) Entry(ctx context.Context, rev int64) (Entry, error) {
 	return Entry{}, &NotFoundError{What: "change at revision " + strconv.FormatInt(rev, 10)}
 }
 
-func decodeEntries(kvs []*mvccpb.KeyValue) ([]Entry, error) {
+// ActionUnreadable is the action of a history entry whose stored value
+// does not decode: it is listed with its number and revision, and a
+// rollback cannot cross it.
+const ActionUnreadable = "unreadable"
+
+// decodeEntries decodes history entries under prefix. One that does not
+// decode is kept as an ActionUnreadable entry, so that the rest of the
+// history stays readable.
+func decodeEntries(prefix string, kvs []*mvccpb.KeyValue) []Entry {
 	out := make([]Entry, 0, len(kvs))
 	for _, kv := range kvs {
 		e, err := decodeEntry(kv.Value, kv.CreateRevision)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", kv.Key, err)
+		if err != nil || len(kv.Value) > MaxResourceBytes {
+			seq, _ := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), prefix), 10, 64)
+			why := "too large"
+			if err != nil {
+				why = err.Error()
+			}
+			e = Entry{Seq: seq, Revision: kv.CreateRevision, Action: ActionUnreadable, Message: "the stored entry cannot be read: " + why}
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 // historySince returns the changes written after rev, oldest first.
@@ -86,7 +100,7 @@ func (s *Store) historySince(ctx context.Context, rev int64) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading history: %w", err)
 	}
-	return decodeEntries(resp.Kvs)
+	return decodeEntries(s.keys.HistoryPrefix(), resp.Kvs), nil
 }
 
 // Rollback returns the configuration to what it was after the change made
@@ -130,6 +144,12 @@ func (s *Store) Rollback(ctx context.Context, rev int64, ch Change) (*Result, er
 	// resource is its value at rev.
 	state := map[resource.Ref]json.RawMessage{}
 	touched := map[resource.Ref]bool{}
+	for _, e := range entries {
+		if e.Action == ActionUnreadable {
+			return nil, &ValidationError{Errors: []FieldError{{Path: "revision",
+				Message: fmt.Sprintf("history change %d (revision %d) is unreadable, so what it changed is unknown: roll back to a revision after it", e.Seq, e.Revision)}}}
+		}
+	}
 	for _, e := range slices.Backward(entries) {
 		for _, op := range e.Ops {
 			r, err := resource.ParseRef(op.Resource)

@@ -13,9 +13,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
@@ -31,6 +34,19 @@ type Store struct {
 	retries      int
 	now          func() time.Time
 	secret       *secret.Key
+	log          *zap.Logger
+}
+
+// MaxResourceBytes bounds one resource as stored (its JSON encoding). A
+// change that would write a larger one is refused; a larger value found in
+// etcd (written around the control plane) is treated as invalid, as the
+// proxies' watchers treat it. The configuration of a large site fits many
+// times over; a value beyond it is a mistake or an attack.
+const MaxResourceBytes = 1 << 20
+
+// TooLarge is the error for a stored value over MaxResourceBytes.
+func TooLarge(n int) error {
+	return fmt.Errorf("the value is %d bytes, more than the %d bytes a resource may take", n, MaxResourceBytes)
 }
 
 // Option configures a Store.
@@ -45,11 +61,19 @@ func WithHistoryLimit(n int) Option { return func(s *Store) { s.historyLimit = i
 // configuration is refused.
 func WithSecretKey(k *secret.Key) Option { return func(s *Store) { s.secret = k } }
 
+// WithLogger receives what the store repairs: a bookkeeping key (the head
+// of the history) that was found unreadable and written again. Nil
+// discards it.
+func WithLogger(l *zap.Logger) Option { return func(s *Store) { s.log = l } }
+
 // New returns a Store over cli under prefix ("" means /wasmgate).
 func New(cli *clientv3.Client, prefix string, opts ...Option) *Store {
-	s := &Store{cli: cli, keys: resource.NewKeys(prefix), historyLimit: 1000, retries: 32, now: time.Now}
+	s := &Store{cli: cli, keys: resource.NewKeys(prefix), historyLimit: 1000, retries: 32, now: time.Now, log: zap.NewNop()}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
 	}
 	return s
 }
@@ -87,15 +111,37 @@ type head struct {
 	Time   time.Time `json:"time"`
 }
 
-// Snapshot reads every resource at one revision.
+// Snapshot reads every resource at one revision. A head that does not
+// decode is repaired from the history first (see repairHead).
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	for range 3 {
+		snap, badHead, err := s.snapshot(ctx)
+		if err != nil || badHead == nil {
+			return snap, err
+		}
+		if err := s.repairHead(ctx, badHead); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("reading %s: it was unreadable and repairing it raced with other writers three times", s.keys.Head())
+}
+
+// unreadableHead is a head key that does not decode.
+type unreadableHead struct {
+	modRevision int64
+	err         error
+}
+
+// snapshot reads every resource at one revision, or says the head is
+// unreadable.
+func (s *Store) snapshot(ctx context.Context) (*Snapshot, *unreadableHead, error) {
 	ops := []clientv3.Op{clientv3.OpGet(s.keys.Head())}
 	for _, k := range resource.Kinds {
 		ops = append(ops, clientv3.OpGet(s.keys.Kind(k), clientv3.WithPrefix()))
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("reading configuration: %w", err)
+		return nil, nil, fmt.Errorf("reading configuration: %w", err)
 	}
 	snap := &Snapshot{
 		Revision:     resp.Header.Revision,
@@ -106,8 +152,12 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		var h head
-		if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", s.keys.Head(), err)
+		err := json.Unmarshal(kvs[0].Value, &h)
+		if err == nil && h.Seq < 0 {
+			err = fmt.Errorf("negative seq %d", h.Seq)
+		}
+		if err != nil {
+			return nil, &unreadableHead{modRevision: kvs[0].ModRevision, err: err}, nil
 		}
 		snap.Seq = h.Seq
 		snap.headMod = kvs[0].ModRevision
@@ -121,6 +171,10 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 			}
 			snap.Raw[ref] = kv.Value
 			snap.ModRevisions[ref] = kv.ModRevision
+			if len(kv.Value) > MaxResourceBytes {
+				snap.Invalid[ref] = TooLarge(len(kv.Value))
+				continue
+			}
 			v, err := resource.Decode(ref, kv.Value)
 			if err != nil {
 				snap.Invalid[ref] = err
@@ -129,7 +183,38 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 			snap.Resources[ref] = v
 		}
 	}
-	return snap, nil
+	return snap, nil, nil
+}
+
+// repairHead writes the head again from the history: its seq is the
+// highest change number among the history's keys, which a damaged value
+// cannot hide. It writes only if the head is still the unreadable value
+// (another control plane may have repaired or moved it), and logs what it
+// did.
+func (s *Store) repairHead(ctx context.Context, bad *unreadableHead) error {
+	resp, err := s.cli.Get(ctx, s.keys.HistoryPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("reading history to repair %s: %w", s.keys.Head(), err)
+	}
+	var seq int64
+	for _, kv := range resp.Kvs {
+		n, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), s.keys.HistoryPrefix()), 10, 64)
+		if err == nil && n > seq {
+			seq = n
+		}
+	}
+	hb, _ := json.Marshal(head{Seq: seq, Author: "repair", Time: s.now().UTC()})
+	tr, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.keys.Head()), "=", bad.modRevision)).
+		Then(clientv3.OpPut(s.keys.Head(), string(hb))).Commit()
+	if err != nil {
+		return fmt.Errorf("repairing %s: %w", s.keys.Head(), err)
+	}
+	if tr.Succeeded {
+		s.log.Warn("repaired an unreadable bookkeeping key from the history",
+			zap.String("key", s.keys.Head()), zap.String("was", bad.err.Error()), zap.Int64("seq", seq), zap.Int64("revision", tr.Header.Revision))
+	}
+	return nil
 }
 
 // Config assembles the snapshot's resources into a configuration, as
@@ -146,6 +231,9 @@ func (s *Store) Get(ctx context.Context, ref resource.Ref) (any, int64, error) {
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, 0, &NotFoundError{What: ref.String()}
+	}
+	if n := len(resp.Kvs[0].Value); n > MaxResourceBytes {
+		return nil, resp.Kvs[0].ModRevision, TooLarge(n)
 	}
 	v, err := resource.Decode(ref, resp.Kvs[0].Value)
 	if err != nil {
@@ -309,6 +397,10 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 		}
 		if err != nil {
 			return nil, nil, err
+		}
+		if len(b) > MaxResourceBytes {
+			return nil, nil, &ValidationError{Errors: []FieldError{{Resource: r.String(),
+				Message: fmt.Sprintf("is %d bytes once encoded, more than the %d bytes a resource may take: split it", len(b), MaxResourceBytes)}}}
 		}
 		next[r] = v
 		delete(removed, r)

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/internal/etcdtest"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
@@ -359,5 +362,112 @@ func TestInvalidStoredValue(t *testing.T) {
 	}
 	if _, err := s.Apply(ctx, store.Change{Put: resource.Set{{Kind: resource.Clusters, Name: "static"}: &c}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnreadableBookkeeping writes garbage into the head and a history
+// entry with a real etcd client: reads and changes go on, the head is
+// repaired from the history and the repair logged, and a rollback that
+// would cross the unreadable entry is refused with a reason.
+func TestUnreadableBookkeeping(t *testing.T) {
+	cli := etcdtest.Client(t)
+	prefix := etcdtest.Prefix(t)
+	core, logs := observer.New(zap.WarnLevel)
+	s := store.New(cli, prefix, store.WithLogger(zap.New(core)))
+	ctx := context.Background()
+	first := apply(t, s, base())
+	c := base().Clusters[1]
+	c.Endpoints[0].Address = "127.0.0.1:9301"
+	second, err := s.Apply(ctx, store.Change{Put: resource.Set{{Kind: resource.Clusters, Name: "static"}: &c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, garbage := range []string{"\x00\xffnot json", `{"seq":"two"}`, `{"seq":-4}`, ""} {
+		if _, err := cli.Put(ctx, s.Keys().Head(), garbage); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := s.Snapshot(ctx)
+		if err != nil {
+			t.Fatalf("head %q: snapshot: %v", garbage, err)
+		}
+		if snap.Seq != second.Seq || len(snap.Resources) != 4 {
+			t.Fatalf("head %q: seq %d and %d resources, want seq %d and 4", garbage, snap.Seq, len(snap.Resources), second.Seq)
+		}
+		if _, _, err := s.Get(ctx, resource.Ref{Kind: resource.Clusters, Name: "api"}); err != nil {
+			t.Fatalf("head %q: get: %v", garbage, err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("repaired an unreadable bookkeeping key").Len(); n != 4 {
+		t.Errorf("%d repairs logged for 4 damaged heads", n)
+	}
+	resp, err := cli.Get(ctx, s.Keys().Head())
+	if err != nil || len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), fmt.Sprintf(`"seq":%d`, second.Seq)) {
+		t.Fatalf("the head after repair: %v %v", resp, err)
+	}
+
+	// A change goes on from the repaired head.
+	c.Endpoints[0].Address = "127.0.0.1:9302"
+	third, err := s.Apply(ctx, store.Change{Put: resource.Set{{Kind: resource.Clusters, Name: "static"}: &c}})
+	if err != nil || third.Seq != second.Seq+1 {
+		t.Fatalf("change after the repair: %+v, %v", third, err)
+	}
+
+	// An unreadable history entry is listed as such; a rollback that
+	// needs it is refused, one that does not goes through.
+	if _, err := cli.Put(ctx, s.Keys().History(second.Seq), "{broken"); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := s.History(ctx, 0)
+	if err != nil {
+		t.Fatalf("history: %v", err)
+	}
+	if len(hist) != 3 || hist[1].Action != store.ActionUnreadable || hist[1].Seq != second.Seq {
+		t.Fatalf("history: %+v", hist)
+	}
+	_, err = s.Rollback(ctx, first.Revision, store.Change{})
+	var ve *store.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "unreadable") {
+		t.Fatalf("rollback across the unreadable entry: %v", err)
+	}
+	// Back to what the unreadable change made: only the change after it
+	// is walked back.
+	if _, err := s.Rollback(ctx, second.Revision, store.Change{}); err != nil {
+		t.Fatalf("rollback to the unreadable entry's own result: %v", err)
+	}
+	got, _, err := s.Get(ctx, resource.Ref{Kind: resource.Clusters, Name: "static"})
+	if err != nil || got.(*config.Cluster).Endpoints[0].Address != "127.0.0.1:9301" {
+		t.Fatalf("after the rollback: %+v, %v", got, err)
+	}
+}
+
+// TestResourceSizeCap refuses a change with a 10 MB value and treats one
+// written around the control plane as invalid, with a clear error.
+func TestResourceSizeCap(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	apply(t, s, base())
+	big := base().VirtualHosts[0]
+	big.Domains = []string{"*", strings.Repeat("a", 10<<20) + ".example"}
+	_, err := s.Apply(ctx, store.Change{Put: resource.Set{{Kind: resource.VirtualHosts, Name: "web"}: &big}})
+	var ve *store.ValidationError
+	if !errors.As(err, &ve) || ve.Errors[0].Resource != "virtual_hosts/web" || !strings.Contains(err.Error(), "bytes a resource may take") {
+		t.Fatalf("a 10 MB virtual host: %v", err)
+	}
+
+	huge := resource.Ref{Kind: resource.Clusters, Name: "huge"}
+	value := `{"name":"huge","endpoints":[{"address":"127.0.0.1:1"}],"lb_policy":"` + strings.Repeat("x", store.MaxResourceBytes) + `"}`
+	if _, err := s.Client().Put(ctx, s.Keys().Resource(huge), value); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Invalid[huge]; err == nil || !strings.Contains(err.Error(), "bytes a resource may take") {
+		t.Fatalf("a value over the cap in etcd: %v", err)
+	}
+	if _, _, err := s.Get(ctx, huge); err == nil || !strings.Contains(err.Error(), "bytes a resource may take") {
+		t.Fatalf("get of a value over the cap: %v", err)
 	}
 }

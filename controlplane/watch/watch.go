@@ -109,6 +109,9 @@ type Watcher struct {
 
 	mu     sync.Mutex
 	status Status
+	// lostAt is when etcd was found unreachable; zero while it is
+	// reachable. It makes the loss and the return logged once each.
+	lostAt time.Time
 
 	// Owned by Run.
 	values    map[resource.Ref]any
@@ -197,7 +200,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			w.log.Warn("cannot list the configuration from etcd", zap.Error(err), zap.Duration("retry_in", backoff))
+			w.lost("listing the configuration failed", err)
 			if !triedCache {
 				triedCache = true
 				w.loadCache()
@@ -211,6 +214,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 		triedCache = true
+		w.back()
 		w.rebuild(rev)
 		// A reconnect seen before this list is covered by it.
 		select {
@@ -226,7 +230,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 // watchConnection signals reconnected each time the client's connection
-// becomes ready again after it was lost.
+// becomes ready again after it was lost, and reports the loss at once: a
+// watch on a lost connection says nothing until it is back.
 func (w *Watcher) watchConnection(ctx context.Context, reconnected chan<- struct{}) {
 	conn := w.o.Client.ActiveConnection()
 	if conn == nil {
@@ -235,9 +240,13 @@ func (w *Watcher) watchConnection(ctx context.Context, reconnected chan<- struct
 	state := conn.GetState()
 	lost := false
 	for conn.WaitForStateChange(ctx, state) {
+		was := state
 		state = conn.GetState()
 		switch state {
 		case connectivity.TransientFailure, connectivity.Idle, connectivity.Connecting:
+			if was == connectivity.Ready {
+				w.lost("the connection to etcd was lost", nil)
+			}
 			lost = true
 		case connectivity.Ready:
 			if lost {
@@ -248,6 +257,44 @@ func (w *Watcher) watchConnection(ctx context.Context, reconnected chan<- struct
 				}
 			}
 		}
+	}
+}
+
+// lost records that etcd cannot be reached, and says so once: at the
+// first sign, and not again until it is back.
+func (w *Watcher) lost(reason string, err error) {
+	w.mu.Lock()
+	first := w.lostAt.IsZero()
+	if first {
+		w.lostAt = time.Now()
+	}
+	rev, fromCache := w.status.Revision, w.status.FromCache
+	w.mu.Unlock()
+	if !first {
+		if ce := w.log.Check(zap.DebugLevel, "etcd is still unreachable"); ce != nil {
+			ce.Write(zap.String("reason", reason), zap.Error(err))
+		}
+		return
+	}
+	serving := "no configuration yet"
+	switch {
+	case rev > 0 && fromCache:
+		serving = "the cached configuration"
+	case rev > 0:
+		serving = "the configuration it has"
+	}
+	w.log.Warn("etcd is unreachable; the proxy keeps serving "+serving+" and retries until etcd is back",
+		zap.String("reason", reason), zap.Error(err), zap.Int64("revision", rev))
+}
+
+// back records that etcd answered again, and says so once.
+func (w *Watcher) back() {
+	w.mu.Lock()
+	since := w.lostAt
+	w.lostAt = time.Time{}
+	w.mu.Unlock()
+	if !since.IsZero() {
+		w.log.Info("etcd is reachable again", zap.Duration("after", time.Since(since).Round(time.Millisecond)))
 	}
 }
 
@@ -277,9 +324,18 @@ func (w *Watcher) list(ctx context.Context) (int64, error) {
 	return w.rev, nil
 }
 
-// put records one key's new value; a value that does not decode is
-// logged and skipped, keeping the key's previous value.
+// put records one key's new value; a value that does not decode, or is
+// larger than a resource may be (store.MaxResourceBytes), is logged and
+// skipped, keeping the key's previous value.
 func (w *Watcher) put(key string, value []byte) bool {
+	if len(value) > store.MaxResourceBytes {
+		if _, ok := w.keys.ParseResource(key); ok {
+			w.reject(key, store.TooLarge(len(value)))
+		} else if _, _, ok := w.keys.ParseEndpoint(key); ok {
+			w.reject(key, store.TooLarge(len(value)))
+		}
+		return false
+	}
 	if ref, ok := w.keys.ParseResource(key); ok {
 		v, err := resource.Decode(ref, value)
 		if err == nil {

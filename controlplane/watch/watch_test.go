@@ -236,6 +236,9 @@ func TestHostileValuesAreSkipped(t *testing.T) {
 		{"invalid config", keys.Resource(resource.Ref{Kind: resource.VirtualHosts, Name: "web"}), `{"name":"web","domains":["*"],"routes":[{"match":{"path_regex":"(("},"cluster":"api"}]}`, "rejecting the configuration"},
 		{"dangling reference", keys.Resource(resource.Ref{Kind: resource.VirtualHosts, Name: "web"}), `{"name":"web","domains":["*"],"routes":[{"cluster":"nowhere"}]}`, "rejecting the configuration"},
 		{"bad endpoint", keys.Endpoint("api", "x"), `{"address":"not an address"}`, "ignoring an invalid value"},
+		// Over the cap, under etcd's own request limit (1.5 MiB).
+		{"value over the size cap", keys.Resource(resource.Ref{Kind: resource.Clusters, Name: "api"}),
+			`{"name":"api","endpoints":[{"address":"127.0.0.1:9001"}],"lb_policy":"` + strings.Repeat("x", store.MaxResourceBytes) + `"}`, "ignoring an invalid value"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := a.count()
@@ -248,6 +251,11 @@ func TestHostileValuesAreSkipped(t *testing.T) {
 					t.Fatalf("no %q logged", tc.logged)
 				}
 				time.Sleep(5 * time.Millisecond)
+			}
+			for _, e := range logs.FilterMessageSnippet(tc.logged).All() {
+				if reason := fmt.Sprint(e.ContextMap()["error"]); strings.Contains(tc.name, "size cap") && !strings.Contains(reason, "bytes a resource may take") {
+					t.Errorf("logged reason %q does not say the value is too large", reason)
+				}
 			}
 			time.Sleep(50 * time.Millisecond)
 			if a.count() != n {
@@ -477,4 +485,68 @@ func (s *countingStream) RecvMsg(m any) error {
 		}
 	}
 	return err
+}
+
+// TestEtcdLossIsSaidOnce cuts a proxy off etcd: the watcher says so at
+// once, and the registration once when its lease runs out; the retries in
+// between are quiet; each says once that etcd is back.
+func TestEtcdLossIsSaidOnce(t *testing.T) {
+	ep := etcdtest.Endpoints(t)[0]
+	gate := etcdtest.NewGate(t, strings.TrimPrefix(ep, "http://"))
+	watcherCli := etcdtest.ClientOf(t, []string{gate.Endpoint()})
+	cli := etcdtest.Client(t)
+	prefix := etcdtest.Prefix(t)
+	st := store.New(cli, prefix)
+	first, err := st.Apply(context.Background(), store.Change{Put: resource.Split(base())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newApplied()
+	core, logs := observer.New(zap.DebugLevel)
+	startWatcher(t, watch.Options{Client: watcherCli, Prefix: prefix, Apply: a.apply, Logger: zap.New(core),
+		Bootstrap: &config.Config{Node: config.Node{ID: "cut-off"}},
+		Register:  &watch.Registration{Address: "127.0.0.1:9901", TTL: 2 * time.Second}})
+	a.until(t, "the first configuration", atRev(first.Revision))
+	waitLog := func(what string, n int, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); logs.FilterMessageSnippet(what).Len() < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v, %d logs of %q, want %d", within, logs.FilterMessageSnippet(what).Len(), what, n)
+			}
+		}
+	}
+	registered := func() bool {
+		resp, err := cli.Get(context.Background(), resource.NewKeys(prefix).Proxy("cut-off"))
+		return err == nil && len(resp.Kvs) == 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); !registered(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never registered")
+		}
+	}
+
+	gate.Cut()
+	// At once: well before the keepalive (10s + 3s) would tell.
+	waitLog("etcd is unreachable", 1, 3*time.Second)
+	// The lease runs out; registering again fails, and is tried again.
+	waitLog("proxy registration lost", 1, 10*time.Second)
+	waitLog("registering the proxy failed", 1, 15*time.Second)
+
+	gate.Open()
+	waitLog("etcd is reachable again", 1, 15*time.Second)
+	waitLog("proxy registered again", 1, 15*time.Second)
+	for what, n := range map[string]int{"etcd is unreachable": 1, "proxy registration lost": 1, "etcd is reachable again": 1, "proxy registered again": 1} {
+		if got := logs.FilterMessageSnippet(what).Len(); got != n {
+			t.Errorf("%q logged %d times, want %d", what, got, n)
+		}
+	}
+	if n := logs.FilterLevelExact(zap.WarnLevel).Len(); n != 2 {
+		for _, e := range logs.FilterLevelExact(zap.WarnLevel).All() {
+			t.Log(e.Message)
+		}
+		t.Errorf("%d warnings for one outage, want 2", n)
+	}
+	// And the watcher follows changes again.
+	res := setAddr(t, st, "127.0.0.1:9300")
+	a.until(t, "a change after the outage", atRev(res.Revision))
 }

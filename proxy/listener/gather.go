@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/deadline"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
@@ -172,7 +173,7 @@ func (c *gatherConn) Close() error {
 // write when it is large enough to need two. The handler calls it last,
 // once the response is complete.
 func GatherResponse(ctx *fasthttp.RequestCtx) {
-	if c, ok := ctx.Conn().(*gatherConn); ok && !ctx.Response.IsBodyStream() && len(ctx.Response.Body()) >= gatherMin {
+	if c, ok := h1.Unwrap(ctx.Conn()).(*gatherConn); ok && !ctx.Response.IsBodyStream() && len(ctx.Response.Body()) >= gatherMin {
 		c.gather()
 	}
 }

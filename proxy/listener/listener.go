@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -157,6 +158,8 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 	}
 	// start installs the handler, with what the front adds to it.
 	ln = l.front.start(serve, log, l.srv, ln)
+	// Last: fasthttp reads only requests whose framing h1 has checked.
+	ln = h1.NewListener(ln)
 	l.sock.serve(l.gen)
 	go func() {
 		defer close(l.done)

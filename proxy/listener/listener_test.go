@@ -1,12 +1,15 @@
 package listener_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -98,5 +101,62 @@ func TestNewGenerationTakesTheSocketOver(t *testing.T) {
 	if c, err := net.Dial("tcp", addr); err == nil {
 		c.Close()
 		t.Fatal("the socket is still open after its last generation stopped")
+	}
+}
+
+// TestRequestWithFIN: a client that writes its request and half-closes
+// in one segment gets its response and then the connection's end at once,
+// not at the idle timeout. The request before it, on the same connection,
+// leaves the server's read waiting on the poller when the segment comes.
+func TestRequestWithFIN(t *testing.T) {
+	l := start(t, config.Listener{Name: "a", Address: "127.0.0.1:0"}, nil, "ok")
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tcp := c.(*net.TCPConn)
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	const req = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
+		t.Fatalf("first response %q", b)
+	}
+
+	// With TCP_CORK the request waits in the send queue, and the FIN is
+	// set on its segment.
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tcp.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The idle timeout is 60s: an end within the 10s deadline is the FIN's.
+	began := time.Now()
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("after %v and %q: %v, want the connection closed", time.Since(began), rest, err)
+	}
+	if !strings.HasPrefix(string(rest), "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(string(rest), "\r\n\r\nok") {
+		t.Fatalf("second response %q", rest)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/internal/h1"
 )
 
 // Forwarded sets the forwarding headers of one listener: X-Forwarded-For
@@ -126,7 +127,7 @@ func (f *Forwarded) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
 	}
 	del(h, has, hasXFCC, "X-Forwarded-Client-Cert")
 	if f.setXFCC {
-		if ci, ok := x.Ctx.Conn().(connIdentity); ok {
+		if ci, ok := h1.Unwrap(x.Ctx.Conn()).(connIdentity); ok {
 			if v := ci.XFCC(); v != nil {
 				h.SetCanonical(keyXFCC, v)
 			}

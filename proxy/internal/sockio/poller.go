@@ -19,11 +19,15 @@ import (
 // waits.
 //
 // Here a Conn waits with the poller's own wait (runtime_pollWait), which
-// consumes readiness but never drops it. When the last read returned less
-// than it asked for, the socket was empty at that moment; every byte that
-// arrives afterwards is an edge the poller keeps until the next wait, so
-// that wait cannot miss it and the read before it can be skipped. A wait
-// that wakes for data already read costs one read that finds nothing, as
+// consumes readiness but never drops it. When a read found the socket
+// empty (EAGAIN), every byte or FIN that arrives afterwards is an edge the
+// poller keeps until the next wait, so that wait cannot miss it. A read
+// that returns less than it asked for does not say as much: a FIN that
+// came with the data made no edge of its own, and the readiness for both
+// may be spent, so the Conn reads once more at once (Conn.emptied). The
+// read that finds nothing is thus made right after the data's, rather
+// than before the next wait; the wait itself resets nothing. A wait that
+// wakes for data already read costs one read that finds nothing, as
 // before.
 //
 // Both pieces reach into the standard library's internals, the wait by

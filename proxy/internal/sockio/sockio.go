@@ -13,7 +13,8 @@
 // socket of package net is, no call blocks: the hand-off is never needed.
 // nginx, for one, uses recv and send (or writev) for the same reason.
 //
-// A Conn also waits without the read that finds nothing: see poller.go.
+// A Conn also waits on the poller without resetting its readiness: see
+// poller.go.
 // That wait reaches into the runtime's internals, so it is built only with
 // the Go release it was checked against, the release of go.mod; with any
 // other a Conn waits through syscall.RawConn, correct but slower.
@@ -90,8 +91,8 @@ type Conn struct {
 	pollReadFn  func(fd uintptr)      // c.pollRead, bound once
 	pollWriteFn func(fd uintptr)      // c.pollWrite, bound once
 
-	// drained says the last read returned less than it asked for: the
-	// socket was empty then, and with pd the next read waits first.
+	// drained says the last read left the socket empty, a read that
+	// found nothing (EAGAIN) included: with pd the next read waits first.
 	drained bool
 
 	// The read in flight, and for a SendRecv the request it sends first.
@@ -183,10 +184,35 @@ func (c *Conn) read(fd uintptr) bool {
 			c.rerr = io.EOF
 		default:
 			c.rn = n
-			c.drained = n < len(c.rp)
+			c.drained = n < len(c.rp) && c.emptied(fd)
 		}
 		return true
 	}
+}
+
+// emptied reports whether the socket is empty after a read that returned
+// less than it asked for, reading on into the rest of rp what came since.
+// A short read says no data was left, not that no FIN was: a FIN that
+// came with the data (a client that writes its request and half-closes)
+// made no edge of its own, and the poller's readiness for both may be
+// spent already. Only a read that finds nothing (EAGAIN) says that
+// whatever comes next, byte or FIN, is an edge the poller keeps. The
+// peer's FIN or an error leaves the socket not drained: the next read
+// returns it at once.
+func (c *Conn) emptied(fd uintptr) bool {
+	for c.rn < len(c.rp) {
+		n, e := Recv(fd, c.rp[c.rn:])
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return true
+		case e != 0 || n == 0:
+			return false
+		}
+		c.rn += n
+	}
+	return false
 }
 
 // SendRecv sends req, then reads its answer into p as Read does, in one

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,6 +240,63 @@ func TestNoReadinessLost(t *testing.T) {
 		n, err = c.Read(buf)
 		if err != nil || n != 2 || buf[0] != 'b' || buf[1] != byte(i) {
 			t.Fatalf("round %d, the bytes sent after a short read: %q, %v", i, buf[:n], err)
+		}
+	}
+}
+
+// sendWithFIN writes p and half-closes c in one segment: with TCP_CORK
+// the data waits in the send queue, and the FIN is set on its segment.
+func sendWithFIN(t *testing.T, c *net.TCPConn, p []byte) {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := c.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A FIN that comes with the data, in one segment, is read as the end of
+// the stream right after the data: the short read that returns the data
+// spends the poller's readiness for both, and the FIN makes no edge of its
+// own to wake the next read's wait.
+func TestFINWithData(t *testing.T) {
+	for i := range 20 {
+		c, peer := pair(t)
+		buf := make([]byte, 64)
+		// A first exchange leaves the Conn drained, so that its next
+		// read waits on the poller first.
+		if _, err := peer.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(buf); err != nil || n != 1 {
+			t.Fatalf("round %d: first read %q, %v", i, buf[:n], err)
+		}
+		sendWithFIN(t, peer, []byte("GET / HTTP/1.1\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var got []byte
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("round %d: after %q: %v, want io.EOF", i, got, err)
+			}
+		}
+		if string(got) != "GET / HTTP/1.1\r\n\r\n" {
+			t.Fatalf("round %d: read %q", i, got)
 		}
 	}
 }
