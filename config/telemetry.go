@@ -40,7 +40,7 @@ type TelemetrySink struct {
 	Format string `yaml:"format,omitempty" json:"format,omitempty"`
 	// QueueRecords is the queue length between requests and the sink.
 	// Zero means 4096.
-	QueueRecords int `yaml:"queue_records,omitempty" json:"queue_records,omitempty"`
+	QueueRecords int         `yaml:"queue_records,omitempty" json:"queue_records,omitempty"`
 	File         *FileSink   `yaml:"file,omitempty" json:"file,omitempty"`
 	Syslog       *SyslogSink `yaml:"syslog,omitempty" json:"syslog,omitempty"`
 	OTLP         *OTLP       `yaml:"otlp,omitempty" json:"otlp,omitempty"`
