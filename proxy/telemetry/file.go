@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"time"
@@ -11,17 +10,23 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 )
 
-// streamWriter writes one record per line to a stream through a buffer.
+// streamWriter writes one record per line to a stream. It buffers whole
+// lines and hands them over in one Write, so a file rotated between two
+// writes never splits a record.
 type streamWriter struct {
 	out    io.Writer
-	bw     *bufio.Writer
+	buf    []byte
 	closer io.Closer
 }
+
+// streamBuffer is the size past which a batch is written out before it
+// ends.
+const streamBuffer = 64 << 10
 
 var _ writer = (*streamWriter)(nil)
 
 func newStreamWriter(w io.Writer) *streamWriter {
-	return &streamWriter{out: w, bw: bufio.NewWriterSize(w, 64<<10)}
+	return &streamWriter{out: w, buf: make([]byte, 0, streamBuffer)}
 }
 
 // newFileWriter writes to a file that lumberjack rotates by size and age,
@@ -44,18 +49,31 @@ func newFileWriter(c *config.FileSink) *streamWriter {
 	return w
 }
 
-func (w *streamWriter) write(_ context.Context, _ *Record, line []byte) error {
-	_, _ = w.bw.Write(line)
-	return w.bw.WriteByte('\n')
+func (w *streamWriter) write(ctx context.Context, _ *Record, line []byte) error {
+	if len(w.buf) > 0 && len(w.buf)+len(line) >= streamBuffer {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
+	w.buf = append(w.buf, line...)
+	w.buf = append(w.buf, '\n')
+	return nil
 }
 
-func (w *streamWriter) flush(context.Context) error { return w.bw.Flush() }
+func (w *streamWriter) flush(context.Context) error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.out.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
 
-// reset forgets what a failed flush left in the buffer.
-func (w *streamWriter) reset() { w.bw.Reset(w.out) }
+// reset forgets what a failed flush left.
+func (w *streamWriter) reset() { w.buf = w.buf[:0] }
 
 func (w *streamWriter) close() error {
-	err := w.bw.Flush()
+	err := w.flush(context.Background())
 	if w.closer != nil {
 		if cerr := w.closer.Close(); err == nil {
 			err = cerr

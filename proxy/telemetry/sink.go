@@ -82,25 +82,42 @@ func (s *sink) droppedTotal() uint64 {
 	return n
 }
 
-// run empties the queue until stop is closed, then drains.
+// run empties the queue until stop is closed. It sleeps on the queue
+// while it is empty; once woken, it writes what is queued, flushes, and
+// naps for flushEvery before looking again, so that under load requests
+// queue records without waking it and it writes them in batches. A failed
+// write or flush counts the batch as dropped and waits a backoff.
 func (s *sink) run() {
 	defer close(s.done)
-	backoff := time.Duration(0)
+	var backoff time.Duration
+	nap := time.NewTimer(time.Hour)
+	nap.Stop()
 	for {
+		var r *Record
 		select {
-		case r := <-s.queue:
-			ok := s.batch(context.Background(), r)
-			if ok {
-				backoff = 0
-				continue
-			}
-			backoff = nextBackoff(backoff, s.p.opts.backoffMin, s.p.opts.backoffMax)
-			select {
-			case <-time.After(backoff):
-			case <-s.stop:
-			}
+		case r = <-s.queue:
 		case <-s.stop:
 			return
+		}
+		for r != nil {
+			if s.batch(context.Background(), r) {
+				backoff = 0
+				nap.Reset(s.p.opts.flushEvery)
+			} else {
+				backoff = nextBackoff(backoff, s.p.opts.backoffMin, s.p.opts.backoffMax)
+				nap.Reset(backoff)
+			}
+			select {
+			case <-nap.C:
+			case <-s.stop:
+				nap.Stop()
+				return
+			}
+			r = nil
+			select {
+			case r = <-s.queue:
+			default:
+			}
 		}
 	}
 }
@@ -112,25 +129,9 @@ func nextBackoff(cur, lo, hi time.Duration) time.Duration {
 	return min(cur*2, hi)
 }
 
-// batch writes r and whatever else is queued (up to maxBatch), then
-// flushes. It reports whether the receiver took them.
-func (s *sink) batch(ctx context.Context, r *Record) bool {
-	ctx, cancel := context.WithTimeout(ctx, s.p.opts.writeTimeout)
-	defer cancel()
-	if !s.put(ctx, r) {
-		return s.fail()
-	}
-	for range maxBatch - 1 {
-		select {
-		case r := <-s.queue:
-			if !s.put(ctx, r) {
-				return s.fail()
-			}
-			continue
-		default:
-		}
-		break
-	}
+// flush flushes the writer and counts the pending records as sent, or as
+// dropped when it fails.
+func (s *sink) flush(ctx context.Context) bool {
 	if err := s.w.flush(ctx); err != nil {
 		return s.fail()
 	}
@@ -139,6 +140,27 @@ func (s *sink) batch(ctx context.Context, r *Record) bool {
 		s.pending[k] = 0
 	}
 	return true
+}
+
+// batch writes r and whatever else is queued, flushing every maxBatch
+// records and at the end. It reports whether the receiver took them.
+func (s *sink) batch(ctx context.Context, r *Record) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.p.opts.writeTimeout)
+	defer cancel()
+	for n := 1; ; n++ {
+		if !s.put(ctx, r) {
+			return s.fail()
+		}
+		if n%maxBatch == 0 && !s.flush(ctx) {
+			return false
+		}
+		select {
+		case r = <-s.queue:
+			continue
+		default:
+		}
+		return s.flush(ctx)
+	}
 }
 
 // put encodes and writes one record and releases it.
