@@ -15,7 +15,9 @@ var descCertExpiry = prometheus.NewDesc("wasmgate_certificate_expiry_timestamp_s
 // CertificateCollector reports the expiry of the certificates of the
 // configuration live returns (nil before there is one), read when
 // scraped.
-func CertificateCollector(live func() *config.Config) prometheus.Collector { return certCollector(live) }
+func CertificateCollector(live func() *config.Config) prometheus.Collector {
+	return certCollector(live)
+}
 
 type certCollector func() *config.Config
 
