@@ -30,6 +30,8 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // Plugins prepares the Wasm filters of a configuration. The proxy calls
@@ -55,6 +57,11 @@ type Options struct {
 	// Plugins runs Wasm filters; nil means a configuration with plugins
 	// is rejected.
 	Plugins Plugins
+	// Telemetry receives the access records of requests; nil means none.
+	Telemetry *telemetry.Pipeline
+	// Tracer makes a server span per request and a client span per
+	// upstream attempt; nil means no spans.
+	Tracer *tracing.Tracer
 }
 
 // Server is a running proxy.
@@ -63,6 +70,8 @@ type Server struct {
 	metrics *metrics.Metrics
 	plugins Plugins
 	pools   *cluster.Pools
+	tel     *telemetry.Pipeline
+	tracer  *tracing.Tracer
 
 	snap atomic.Pointer[Snapshot]
 	// draining closes every HTTP/1.1 connection after its response.
@@ -124,6 +133,8 @@ func NewServer(opts Options) *Server {
 		plugins:   opts.Plugins,
 		pools:     cluster.NewPools(opts.Metrics),
 		listeners: map[string]*listener{},
+		tel:       opts.Telemetry,
+		tracer:    opts.Tracer,
 	}
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s
