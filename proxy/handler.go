@@ -19,6 +19,8 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // handler serves the requests of one listener.
@@ -51,6 +53,7 @@ type exchange struct {
 	body      responseBody
 	streams   []filter.Stream
 	entry     *accesslog.Entry
+	span      tracing.Span // the request's server span
 	scratch   []byte
 	idBuf     [36]byte
 }
@@ -135,6 +138,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
+	x.span = h.srv.tracer.StartServer(req, x.Listener, x.Start)
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()
@@ -664,6 +668,14 @@ func (x *exchange) finish() {
 	for _, s := range x.streams {
 		s.Done(&x.Exchange)
 	}
+	if x.Route != "" {
+		x.span.SetRoute(x.Route, x.Cluster)
+	}
+	x.span.End(x.status, time.Now())
+	if tel := x.h.srv.tel; tel.Enabled(telemetry.KindAccess) {
+		x.emitAccess(tel)
+	}
+	x.span = tracing.Span{}
 	if e := x.entry; e != nil {
 		e.Duration = time.Since(x.Start)
 		e.Status = x.status
