@@ -124,7 +124,10 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 	req := x.outbound()
 	p := x.retry
 	if p == nil {
-		return ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+		a := x.span.StartAttempt(req, 0, ep.Addr)
+		err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+		a.End(x.up.StatusCode(), err)
+		return err
 	}
 	deadline := time.Now().Add(rt.Timeout)
 	methodOK := p.allowsMethod(req.Header.Method())
@@ -143,7 +146,9 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 			try = p.perTry
 		}
 		streamed := req.IsBodyStream()
+		a := x.span.StartAttempt(req, n, ep.Addr)
 		err := ep.Do(req, &x.up, try, &x.upBody)
+		a.End(x.up.StatusCode(), err)
 		x.UpstreamAddr = ep.Addr
 		again := p.retriable(x.up.StatusCode(), err)
 		if n > 0 {
