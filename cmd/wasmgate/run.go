@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 type logFlags struct {
@@ -182,6 +183,7 @@ type runner struct {
 	delay   time.Duration // shutdown_delay
 	adminA  net.Addr
 	closers []func()
+	tel     *proxyTelemetry
 }
 
 // runOptions are what startProxy needs beyond the configuration.
@@ -194,14 +196,28 @@ type runOptions struct {
 	version string
 	// checks must pass for /ready.
 	checks []proxy.ReadyCheck
+	// telemetry, when not nil, receives the proxy's telemetry once built.
+	telemetry **proxyTelemetry
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
 // admin endpoints.
 func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
-	srv := proxy.NewServer(proxy.Options{Logger: log})
+	tel, err := startTelemetry(cfg.Telemetry, log)
+	if err != nil {
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	srv := proxy.NewServer(proxy.Options{Logger: log, Telemetry: tel.pipe, Tracer: tel.tracer})
+	if err := tel.attach(srv, cfg.Telemetry); err != nil {
+		tel.shutdown(time.Second, log)
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	if o.telemetry != nil {
+		*o.telemetry = tel
+	}
 	closeWasm, err := attachWasm(srv, log, o.cacheDir, &cfg.Node, o.blobs)
 	if err != nil {
+		tel.shutdown(time.Second, log)
 		return nil, err
 	}
 	// A configuration with no listeners is a bootstrap: the control
@@ -214,7 +230,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 		}
 	}
 	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second),
-		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}}
+		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}, tel: tel}
 	adminAddr := cfg.Admin.Address
 	if adminAddr == "" {
 		adminAddr = config.DefaultAdminAddress
@@ -255,9 +271,11 @@ func (r *runner) reload(ctx context.Context, file string) {
 	}
 	if err != nil {
 		r.log.Error("configuration rejected; the previous one keeps serving", zap.String("file", file), zap.Error(err))
+		r.tel.event("config_rejected", telemetry.Error, err.Error(), telemetry.Attr{Key: "file", Value: file})
 		return
 	}
 	r.log.Info("configuration reloaded", zap.String("file", file), zap.String("version", r.srv.Snapshot().Version))
+	r.tel.event("config_applied", telemetry.Info, "configuration reloaded", revisionAttr(r.srv.Snapshot().Version))
 }
 
 // watchFile reloads on file changes and on SIGHUP until ctx is done.
@@ -308,6 +326,7 @@ func (r *runner) wait(ctx context.Context) error {
 	for _, c := range r.closers {
 		c()
 	}
+	r.tel.shutdown(r.drain, r.log)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
