@@ -8,13 +8,13 @@ import (
 
 // jsonEncoder writes a record as one JSON object (no newline). Empty
 // optional fields are left out.
-type jsonEncoder struct{}
+type jsonEncoder struct{ ts timeCache }
 
-func (jsonEncoder) encode(b []byte, r *Record) []byte {
+func (e *jsonEncoder) encode(b []byte, r *Record) []byte {
 	b = append(b, `{"kind":"`...)
 	b = append(b, r.Kind.String()...)
 	b = append(b, `","time":"`...)
-	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = e.ts.append(b, r.Time)
 	b = append(b, '"')
 	switch r.Kind {
 	case KindAccess:
@@ -118,21 +118,26 @@ func jsonDuration(b []byte, key string, d time.Duration) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, so the output is always valid JSON.
+// U+FFFD, so the output is always valid JSON. Runs of bytes that need no
+// escape are copied whole.
 func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
 	b = append(b, '"')
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
+			if c == '"' || c == '\\' {
 				b = append(b, '\\', c)
-			case c < 0x20:
+			} else {
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
 			}
 			i++
+			start = i
 			continue
 		}
 		// At most 4 bytes are converted: the copy stays on the stack.
@@ -143,6 +148,39 @@ func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
 			b = append(b, s[i:i+n]...)
 		}
 		i += n
+		start = i
 	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// timeCache writes times as RFC 3339 in UTC with nanoseconds, trailing
+// zeros trimmed (as time.RFC3339Nano), formatting the date and the clock
+// once per second: consecutive records mostly share their second.
+type timeCache struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05"
+}
+
+func (c *timeCache) append(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	if s := t.Unix(); s != c.sec || c.prefix == nil {
+		c.sec = s
+		c.prefix = t.Truncate(time.Second).AppendFormat(c.prefix[:0], "2006-01-02T15:04:05")
+	}
+	b = append(b, c.prefix...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i >= 1; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z')
 }

@@ -132,7 +132,7 @@ func (p *Pipeline) newSink(sc *config.TelemetrySink) (*sink, error) {
 		q = 4096
 	}
 	s := &sink{name: sc.Name, queue: make(chan *Record, q), p: p, stop: make(chan struct{}), done: make(chan struct{})}
-	s.enc = jsonEncoder{}
+	s.enc = &jsonEncoder{}
 	if sc.Format == "cef" {
 		s.enc = cefEncoder{version: buildinfo.Version()}
 	}
@@ -187,7 +187,9 @@ func (p *Pipeline) Emit(r *Record) {
 }
 
 func (p *Pipeline) unref(r *Record) {
-	if r.refs.Add(-1) == 0 {
+	// The last holder sees 1 and needs no atomic write: nobody else
+	// holds the record any more.
+	if r.refs.Load() == 1 || r.refs.Add(-1) == 0 {
 		p.pool.Put(r)
 	}
 }

@@ -184,24 +184,33 @@ type Event struct {
 // Attr is one key/value pair of an event.
 type Attr struct{ Key, Value string }
 
-// reset empties r for reuse, keeping its buffers.
+// reset empties r for reuse as a record of kind k, keeping its buffers.
+// Only kind k's fields are cleared: the encoders read no other.
 func (r *Record) reset(k Kind) {
-	a, d, f, e := &r.Access, &r.Decision, &r.Flow, &r.Event
-	*a = Access{
-		RequestID: a.RequestID[:0], TraceID: a.TraceID[:0], Method: a.Method[:0], Authority: a.Authority[:0],
-		Path: a.Path[:0], RemoteAddr: a.RemoteAddr[:0], SourceIdentity: a.SourceIdentity[:0],
-		UserAgent: a.UserAgent[:0], Flags: a.Flags[:0],
+	switch k {
+	case KindAccess:
+		a := &r.Access
+		*a = Access{
+			RequestID: a.RequestID[:0], TraceID: a.TraceID[:0], Method: a.Method[:0], Authority: a.Authority[:0],
+			Path: a.Path[:0], RemoteAddr: a.RemoteAddr[:0], SourceIdentity: a.SourceIdentity[:0],
+			UserAgent: a.UserAgent[:0], Flags: a.Flags[:0],
+		}
+	case KindDecision:
+		d := &r.Decision
+		*d = Decision{
+			RequestID: d.RequestID[:0], SourceIdentity: d.SourceIdentity[:0], SourceAddr: d.SourceAddr[:0],
+			DestinationIdentity: d.DestinationIdentity[:0], Method: d.Method[:0], Authority: d.Authority[:0],
+			Path: d.Path[:0], Reason: d.Reason[:0],
+		}
+	case KindFlow:
+		f := &r.Flow
+		*f = Flow{
+			SourceAddr: f.SourceAddr[:0], DestinationAddr: f.DestinationAddr[:0],
+			SourceIdentity: f.SourceIdentity[:0], DestinationIdentity: f.DestinationIdentity[:0],
+		}
+	case KindEvent:
+		r.Event = Event{Attrs: r.Event.Attrs[:0]}
 	}
-	*d = Decision{
-		RequestID: d.RequestID[:0], SourceIdentity: d.SourceIdentity[:0], SourceAddr: d.SourceAddr[:0],
-		DestinationIdentity: d.DestinationIdentity[:0], Method: d.Method[:0], Authority: d.Authority[:0],
-		Path: d.Path[:0], Reason: d.Reason[:0],
-	}
-	*f = Flow{
-		SourceAddr: f.SourceAddr[:0], DestinationAddr: f.DestinationAddr[:0],
-		SourceIdentity: f.SourceIdentity[:0], DestinationIdentity: f.DestinationIdentity[:0],
-	}
-	*e = Event{Attrs: e.Attrs[:0]}
 	r.Kind = k
 	r.Time = time.Time{}
 }
