@@ -178,8 +178,9 @@ func (s Span) SetRoute(route, cluster string) {
 	s.span.SetAttributes(attribute.String("http.route", route), attribute.String("wasmgate.cluster", cluster))
 }
 
-// End ends the span with the response's status; a 5xx marks it an error.
-func (s Span) End(status int, end time.Time) {
+// End ends the span now with the response's status; a 5xx marks it an
+// error.
+func (s Span) End(status int) {
 	if s.span == nil {
 		return
 	}
@@ -189,7 +190,7 @@ func (s Span) End(status int, end time.Time) {
 			s.span.SetStatus(codes.Error, "")
 		}
 	}
-	s.span.End(trace.WithTimestamp(end))
+	s.span.End()
 }
 
 // Attempt is the client span of one upstream attempt. The zero Attempt

@@ -105,7 +105,7 @@ func TestSpansAcrossRetry(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			span.End(status, time.Now())
+			span.End(status)
 			if got := string(span.AppendTraceID(nil)); got != clientTrace {
 				t.Errorf("trace id %s, want the client's %s", got, clientTrace)
 			}
@@ -202,14 +202,14 @@ func TestSampling(t *testing.T) {
 		if s.Sampled() != tc.want {
 			t.Errorf("ratio %v traceparent %q: sampled %v", tc.ratio, tc.traceparent, s.Sampled())
 		}
-		s.End(200, time.Now())
+		s.End(200)
 		_ = tr.Shutdown(context.Background())
 	}
 	var nilTracer *Tracer
 	s := nilTracer.StartServer(&fasthttp.Request{}, "l", time.Now())
 	var out fasthttp.Request
 	s.StartAttempt(&out, 0, "x").End(200, nil)
-	s.End(200, time.Now())
+	s.End(200)
 	if strings.Contains(out.Header.String(), "traceparent") {
 		t.Error("a nil tracer wrote a traceparent")
 	}
