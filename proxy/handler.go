@@ -671,7 +671,7 @@ func (x *exchange) finish() {
 	if x.Route != "" {
 		x.span.SetRoute(x.Route, x.Cluster)
 	}
-	x.span.End(x.status, time.Now())
+	x.span.End(x.status)
 	if tel := x.h.srv.tel; tel.Enabled(telemetry.KindAccess) {
 		x.emitAccess(tel)
 	}
