@@ -214,7 +214,7 @@ func TestPrometheusScrapes(t *testing.T) {
 	red := telemetry.NewRED(0)
 	m.Registry.MustRegister(p.Collector())
 	m.Registry.MustRegister(red.Collectors()...)
-	red.Stats("cart", "payments", []byte("spiffe://mesh/ns/a/sa/web")).Observe(200, time.Millisecond)
+	red.Stats("cart", "payments", "spiffe://mesh/ns/a/sa/web").Observe(200, time.Millisecond)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

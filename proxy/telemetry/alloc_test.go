@@ -48,7 +48,7 @@ func TestEncodeAllocates(t *testing.T) {
 // TestREDAllocates nothing for a known label set.
 func TestREDAllocates(t *testing.T) {
 	red := NewRED(10)
-	id := []byte("spiffe://mesh/ns/a/sa/web")
+	id := "spiffe://mesh/ns/a/sa/web"
 	red.Stats("cart", "payments", id).Observe(200, 0)
 	if n := testing.AllocsPerRun(1000, func() { red.Stats("cart", "payments", id).Observe(503, 0) }); n != 0 {
 		t.Errorf("%v allocations per request", n)

@@ -94,13 +94,12 @@ func (r *RED) newStats(route, destination, identity string) *REDStats {
 	return s
 }
 
-// Stats returns the series of a label set. route and destination should
-// be long-lived strings (from the configuration); identity is copied only
-// the first time a set is seen. A known set costs no lock and no
-// allocation.
-func (r *RED) Stats(route, destination string, identity []byte) *REDStats {
+// Stats returns the series of a label set. The strings should be
+// long-lived (from the configuration and the connection): a new set keeps
+// them. A known set costs no lock and no allocation.
+func (r *RED) Stats(route, destination, identity string) *REDStats {
 	if ids, ok := (*r.table.Load())[redKey{route, destination}]; ok {
-		if s, ok := ids[string(identity)]; ok {
+		if s, ok := ids[identity]; ok {
 			return s
 		}
 	}
@@ -108,13 +107,13 @@ func (r *RED) Stats(route, destination string, identity []byte) *REDStats {
 	defer r.mu.Unlock()
 	old := *r.table.Load()
 	k := redKey{route, destination}
-	if s, ok := old[k][string(identity)]; ok {
+	if s, ok := old[k][identity]; ok {
 		return s
 	}
 	if r.n >= r.max {
 		return r.overStat
 	}
-	id := string(identity)
+	id := identity
 	next := make(map[redKey]map[string]*REDStats, len(old)+1)
 	for kk, v := range old {
 		next[kk] = v

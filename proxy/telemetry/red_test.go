@@ -19,7 +19,7 @@ func TestREDCap(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				id := fmt.Sprintf("spiffe://mesh/ns/a/sa/s%d", (g+i)%5)
-				red.Stats("cart", "payments", []byte(id)).Observe(200+100*(i%4), time.Millisecond)
+				red.Stats("cart", "payments", id).Observe(200+100*(i%4), time.Millisecond)
 			}
 		})
 	}
