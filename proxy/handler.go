@@ -675,6 +675,9 @@ func (x *exchange) finish() {
 	if tel := x.h.srv.tel; tel.Enabled(telemetry.KindAccess) {
 		x.emitAccess(tel)
 	}
+	if red := x.h.srv.red; red != nil && x.Route != "" {
+		red.Stats(x.Route, x.Cluster, x.peerIdentity()).Observe(x.status, time.Since(x.Start))
+	}
 	x.span = tracing.Span{}
 	if e := x.entry; e != nil {
 		e.Duration = time.Since(x.Start)

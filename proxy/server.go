@@ -62,6 +62,9 @@ type Options struct {
 	// Tracer makes a server span per request and a client span per
 	// upstream attempt; nil means no spans.
 	Tracer *tracing.Tracer
+	// RED counts requests per route, destination cluster and source
+	// identity; nil means not.
+	RED *telemetry.RED
 }
 
 // Server is a running proxy.
@@ -72,6 +75,7 @@ type Server struct {
 	pools   *cluster.Pools
 	tel     *telemetry.Pipeline
 	tracer  *tracing.Tracer
+	red     *telemetry.RED
 
 	snap atomic.Pointer[Snapshot]
 	// draining closes every HTTP/1.1 connection after its response.
@@ -135,6 +139,7 @@ func NewServer(opts Options) *Server {
 		listeners: map[string]*listener{},
 		tel:       opts.Telemetry,
 		tracer:    opts.Tracer,
+		red:       opts.RED,
 	}
 	opts.Metrics.Registry.MustRegister(newGauges(s))
 	return s

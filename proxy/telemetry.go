@@ -30,17 +30,22 @@ func (x *exchange) emitAccess(tel *telemetry.Pipeline) {
 		a.BytesSent = int64(len(x.Ctx.Response.Body()))
 	}
 	a.RemoteAddr = x.conn.Remote.AppendTo(a.RemoteAddr)
-	if t := x.conn.TLS; t != nil && t.PeerVerified {
-		for _, san := range t.PeerURISANs {
-			if strings.HasPrefix(san, "spiffe://") {
-				a.SourceIdentity = append(a.SourceIdentity, san...)
-				break
-			}
-		}
-	}
+	a.SourceIdentity = append(a.SourceIdentity, x.peerIdentity()...)
 	a.UserAgent = append(a.UserAgent, req.Header.UserAgent()...)
 	a.Listener, a.VirtualHost, a.Route = x.Listener, x.VirtualHost, x.Route
 	a.Cluster, a.UpstreamHost = x.Cluster, x.UpstreamAddr
 	a.Flags = x.Flags.AppendTo(a.Flags)
 	tel.Emit(r)
+}
+
+// peerIdentity is the SPIFFE ID of a verified client certificate, or "".
+func (x *exchange) peerIdentity() string {
+	if t := x.conn.TLS; t != nil && t.PeerVerified {
+		for _, san := range t.PeerURISANs {
+			if strings.HasPrefix(san, "spiffe://") {
+				return san
+			}
+		}
+	}
+	return ""
 }

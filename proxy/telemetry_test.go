@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/wasmgate/wasmgate/config"
@@ -67,7 +68,10 @@ func TestTelemetryAcrossRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := proxy.NewServer(proxy.Options{Telemetry: pipe, Tracer: tr})
+	red := telemetry.NewRED(0)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(red.Collectors()...)
+	srv := proxy.NewServer(proxy.Options{Telemetry: pipe, Tracer: tr, RED: red})
 	cfg := parse(t, `
 admin: {address: "off"}
 listeners:
@@ -145,6 +149,28 @@ virtual_hosts:
 		if seen[0] != want && seen[1] != want {
 			t.Errorf("no upstream saw traceparent %s (saw %v)", want, seen)
 		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok2xx := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "wasmgate_red_requests_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			labels := map[string]string{}
+			for _, l := range m.Label {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["route"] == "all" && labels["destination"] == "backend" && labels["code_class"] == "2xx" {
+				ok2xx += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if ok2xx != 1 {
+		t.Errorf("RED counted %v 2xx requests of route all to backend, want 1", ok2xx)
 	}
 	var rec map[string]any
 	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &rec); err != nil {
