@@ -207,7 +207,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	if err != nil {
 		return nil, fmt.Errorf("starting telemetry: %w", err)
 	}
-	srv := proxy.NewServer(proxy.Options{Logger: log, Telemetry: tel.pipe, Tracer: tel.tracer})
+	srv := proxy.NewServer(proxy.Options{Logger: log, Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red})
 	if err := tel.attach(srv, cfg.Telemetry); err != nil {
 		tel.shutdown(time.Second, log)
 		return nil, fmt.Errorf("starting telemetry: %w", err)

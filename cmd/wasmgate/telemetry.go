@@ -21,6 +21,7 @@ import (
 type proxyTelemetry struct {
 	pipe    *telemetry.Pipeline
 	tracer  *tracing.Tracer
+	red     *telemetry.RED
 	push    *push.Pusher
 	sampler *telemetry.TrafficSampler
 }
@@ -33,6 +34,9 @@ func startTelemetry(c *config.Telemetry, log *zap.Logger) (*proxyTelemetry, erro
 		return nil, err
 	}
 	t := &proxyTelemetry{pipe: pipe}
+	if c != nil {
+		t.red = telemetry.NewRED(c.MaxSeries)
+	}
 	if c != nil && c.Tracing != nil {
 		if t.tracer, err = tracing.New(c.Tracing, host); err != nil {
 			_ = pipe.Shutdown(context.Background())
@@ -52,6 +56,9 @@ func (t *proxyTelemetry) attach(srv *proxy.Server, c *config.Telemetry) error {
 		}
 		return nil
 	}))
+	if t.red != nil {
+		reg.MustRegister(t.red.Collectors()...)
+	}
 	t.sampler = telemetry.NewTrafficSampler(reg)
 	if c != nil && c.Metrics != nil {
 		host, _ := os.Hostname()
