@@ -516,6 +516,8 @@ func (l *listener) serve(s *Server) {
 		Logger:                       fasthttpLogger{s.log},
 	}
 	var ln net.Listener = l.ln
+	// One flow record per connection when flows have a sink; else ln as is.
+	ln = s.tel.FlowListener(ln, l.cfg.Name)
 	if l.cfg.TLS == nil {
 		ln = gatherListener{ln, readSlack(l.cfg)}
 	}

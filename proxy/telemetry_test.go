@@ -63,7 +63,7 @@ func TestTelemetryAcrossRetry(t *testing.T) {
 	var out bytes.Buffer
 	pipe, err := telemetry.New(&config.Telemetry{
 		Sinks:  []config.TelemetrySink{{Name: "out", Type: "stdout"}},
-		Access: []string{"out"},
+		Access: []string{"out"}, Flow: []string{"out"},
 	}, telemetry.WithStdout(&out))
 	if err != nil {
 		t.Fatal(err)
@@ -172,10 +172,18 @@ virtual_hosts:
 	if ok2xx != 1 {
 		t.Errorf("RED counted %v 2xx requests of route all to backend, want 1", ok2xx)
 	}
-	var rec map[string]any
-	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &rec); err != nil {
-		t.Fatalf("access record %q: %v", out.String(), err)
+	recs := map[string]map[string]any{}
+	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+		var r map[string]any
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("record %q: %v", line, err)
+		}
+		recs[r["kind"].(string)] = r
 	}
+	if f := recs["flow"]; f == nil || f["listener"] != "main" || f["bytes_in"].(float64) == 0 || f["bytes_out"].(float64) == 0 {
+		t.Errorf("flow record %v", f)
+	}
+	rec := recs["access"]
 	if rec["kind"] != "access" || rec["status"] != 200.0 || rec["route"] != "all" || rec["cluster"] != "backend" ||
 		rec["trace_id"] != clientTrace || rec["path"] != "/cart" {
 		t.Errorf("access record %v", rec)
