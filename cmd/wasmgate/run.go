@@ -215,7 +215,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	if o.telemetry != nil {
 		*o.telemetry = tel
 	}
-	closeWasm, err := attachWasm(srv, log, o.cacheDir, &cfg.Node, o.blobs)
+	closeWasm, err := attachWasm(srv, tel.eventLogger(log), o.cacheDir, &cfg.Node, o.blobs)
 	if err != nil {
 		tel.shutdown(time.Second, log)
 		return nil, err

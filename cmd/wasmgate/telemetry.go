@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
@@ -114,3 +118,53 @@ func (t *proxyTelemetry) shutdown(timeout time.Duration, log *zap.Logger) {
 
 // revisionAttr names the configuration version of an event.
 func revisionAttr(v string) telemetry.Attr { return telemetry.Attr{Key: "version", Value: v} }
+
+// pluginFailed is the log message of a failed Wasm plugin instance.
+const pluginFailed = "wasm plugin instance failed; replacing it"
+
+// eventLogger returns log teed into plugin_failed events: the Wasm host
+// says a plugin instance failed only in its log, so the line becomes an
+// event record too, its fields the event's attributes.
+func (t *proxyTelemetry) eventLogger(log *zap.Logger) *zap.Logger {
+	if t == nil || !t.pipe.Enabled(telemetry.KindEvent) {
+		return log
+	}
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewTee(c, &eventCore{t: t})
+	}))
+}
+
+// eventCore turns the log entries of known events into event records.
+type eventCore struct {
+	t      *proxyTelemetry
+	fields []zapcore.Field
+}
+
+func (c *eventCore) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel }
+
+func (c *eventCore) With(fs []zapcore.Field) zapcore.Core {
+	return &eventCore{t: c.t, fields: append(append([]zapcore.Field(nil), c.fields...), fs...)}
+}
+
+func (c *eventCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == pluginFailed {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *eventCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range append(append([]zapcore.Field(nil), c.fields...), fs...) {
+		f.AddTo(enc)
+	}
+	attrs := make([]telemetry.Attr, 0, len(enc.Fields))
+	for k, v := range enc.Fields {
+		attrs = append(attrs, telemetry.Attr{Key: k, Value: fmt.Sprint(v)})
+	}
+	slices.SortFunc(attrs, func(a, b telemetry.Attr) int { return strings.Compare(a.Key, b.Key) })
+	c.t.event("plugin_failed", telemetry.Warning, e.Message, attrs...)
+	return nil
+}
+
+func (c *eventCore) Sync() error { return nil }
