@@ -324,8 +324,9 @@ func TestYAMLDecodes(t *testing.T) {
 			case isWasmgateConfig(keys):
 			case keys["apiVersion"] && keys["kind"]:
 			case path.Base(f.rel) == "compose.yaml":
+			case keys["groups"] || keys["rule_files"]: // Prometheus rules and their unit tests
 			default:
-				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object nor a compose file", f.rel, i+1)
+				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object, a compose file nor Prometheus rules", f.rel, i+1)
 			}
 		}
 	}

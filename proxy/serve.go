@@ -20,6 +20,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // handler serves the requests of one listener.
@@ -58,6 +59,7 @@ type exchange struct {
 	// before the response filters.
 	serverSet bool
 	entry     *accesslog.Entry
+	span      tracing.Span // the request's server span
 	scratch   []byte
 	idBuf     [36]byte
 }
@@ -150,6 +152,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
+	x.span = h.srv.tracer.StartServer(req, x.Listener, x.Start)
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()

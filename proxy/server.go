@@ -29,6 +29,8 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -45,6 +47,15 @@ type Options struct {
 	// with `tls: {mesh: true}`; nil means such a configuration is
 	// rejected.
 	Mesh tlsconf.Mesh
+	// Telemetry receives the access and flow records of requests and
+	// connections; nil means none.
+	Telemetry *telemetry.Pipeline
+	// Tracer makes a server span per request and a client span per
+	// upstream attempt; nil means no spans.
+	Tracer *tracing.Tracer
+	// RED counts requests per route, destination cluster and source
+	// identity; nil means not.
+	RED *telemetry.RED
 }
 
 // Server is a running proxy.
@@ -54,6 +65,9 @@ type Server struct {
 	plugins filter.Plugins
 	pools   *cluster.Pools
 	mesh    tlsconf.Mesh
+	tel     *telemetry.Pipeline
+	tracer  *tracing.Tracer
+	red     *telemetry.RED
 
 	snap atomic.Pointer[Snapshot]
 	// writeStalls counts connections cut off by the write timeout.
@@ -93,6 +107,9 @@ func NewServer(opts Options) *Server {
 		pools:     cluster.NewPools(opts.Metrics),
 		mesh:      opts.Mesh,
 		listeners: map[string]*listener.Listener{},
+		tel:       opts.Telemetry,
+		tracer:    opts.Tracer,
+		red:       opts.RED,
 	}
 	s.pools.SetMesh(opts.Mesh)
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
@@ -200,6 +217,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 			Serve:        (&handler{srv: s, listener: name}).serve,
 			Error:        serveError,
 			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
+			Sockets:      s.flows(name),
 		}, s.log)
 		if prev != nil {
 			// New connections go to l from now on; prev's keep-alive
@@ -417,6 +435,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelDrain()
 	s.pools.Close()
 	return firstErr
+}
+
+// flows wraps a socket of the listener name so that each connection
+// emits one flow record when it closes; nil when flows have no sink.
+func (s *Server) flows(name string) func(net.Listener) net.Listener {
+	if !s.tel.Enabled(telemetry.KindFlow) {
+		return nil
+	}
+	return func(ln net.Listener) net.Listener { return s.tel.FlowListener(ln, name) }
 }
 
 // warnInsecure warns about every cluster that does not verify its

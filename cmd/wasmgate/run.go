@@ -20,6 +20,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/identity"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 type logFlags struct {
@@ -190,6 +191,7 @@ type runner struct {
 	delay   time.Duration // shutdown_delay
 	adminA  net.Addr
 	closers []func()
+	tel     *proxyTelemetry
 }
 
 // runOptions are what startProxy needs beyond the configuration.
@@ -204,30 +206,48 @@ type runOptions struct {
 	checks []proxy.ReadyCheck
 	// mesh is the workload identity; nil without one.
 	mesh *identity.Agent
+	// telemetry, when not nil, receives the proxy's telemetry once built.
+	telemetry **proxyTelemetry
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
 // admin endpoints.
 func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
-	met := metrics.New()
-	host, err := newWasmHost(met, log, o.cacheDir, &cfg.Node, o.blobs)
+	tel, err := startTelemetry(cfg.Telemetry, log)
 	if err != nil {
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	met := metrics.New()
+	host, err := newWasmHost(met, tel.eventLogger(log), o.cacheDir, &cfg.Node, o.blobs)
+	if err != nil {
+		tel.shutdown(time.Second, log)
 		return nil, err
 	}
 	closeWasm := func() { _ = host.Close() }
-	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host}, o.mesh))
+	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host,
+		Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red}, o.mesh))
 	registerMeshMetrics(srv, o.mesh, log)
+	if err := tel.attach(srv, cfg.Telemetry); err != nil {
+		_ = srv.Shutdown(context.Background())
+		closeWasm()
+		tel.shutdown(time.Second, log)
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	if o.telemetry != nil {
+		*o.telemetry = tel
+	}
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.
 	if len(cfg.Listeners) > 0 {
 		if err := srv.Apply(ctx, cfg, o.version); err != nil {
 			_ = srv.Shutdown(context.Background())
 			closeWasm()
+			tel.shutdown(time.Second, log)
 			return nil, fmt.Errorf("starting the proxy: %w", err)
 		}
 	}
 	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second),
-		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}}
+		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}, tel: tel}
 	adminAddr := cfg.Admin.Address
 	if adminAddr == "" {
 		adminAddr = config.DefaultAdminAddress
@@ -268,9 +288,11 @@ func (r *runner) reload(ctx context.Context, file string) {
 	}
 	if err != nil {
 		r.log.Error("configuration rejected; the previous one keeps serving", zap.String("file", file), zap.Error(err))
+		r.tel.event("config_rejected", telemetry.Error, err.Error(), telemetry.Attr{Key: "file", Value: file})
 		return
 	}
 	r.log.Info("configuration reloaded", zap.String("file", file), zap.String("version", r.srv.Snapshot().Version))
+	r.tel.event("config_applied", telemetry.Info, "configuration reloaded", revisionAttr(r.srv.Snapshot().Version))
 }
 
 // watchFile reloads on file changes and on SIGHUP until ctx is done.
@@ -321,6 +343,7 @@ func (r *runner) wait(ctx context.Context) error {
 	for _, c := range r.closers {
 		c()
 	}
+	r.tel.shutdown(r.drain, r.log)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
