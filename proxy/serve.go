@@ -20,6 +20,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
@@ -81,6 +82,9 @@ func (h *handler) acquire(ctx *fasthttp.RequestCtx, snap *Snapshot) *exchange {
 	x.Upstreams = snap.Clusters
 	x.Node = snap.node
 	x.h, x.snap = h, snap
+	if h.srv.tel.Enabled(telemetry.KindDecision) {
+		x.Decisions = x
+	}
 	x.conn = filter.ConnInfo{ID: ctx.ConnID(), Remote: addrPort(ctx.RemoteAddr()), Local: addrPort(ctx.LocalAddr())}
 	x.adaptConn(ctx)
 	return x

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
@@ -48,4 +49,39 @@ func (x *exchange) peerIdentity() string {
 		}
 	}
 	return ""
+}
+
+var _ filter.Decider = (*exchange)(nil)
+
+// Decide emits a decision record of d and the request: an exchange is its
+// own filter.Decider when decisions have a sink. The destination, unless d
+// names one, is the request's cluster, or the route's only cluster before
+// one is picked.
+func (x *exchange) Decide(_ *filter.Exchange, d *filter.Decision) {
+	tel := x.h.srv.tel
+	if !tel.Enabled(telemetry.KindDecision) {
+		return
+	}
+	r := tel.Acquire(telemetry.KindDecision)
+	o, req := &r.Decision, &x.Ctx.Request
+	r.Time = time.Now()
+	o.Verdict = telemetry.Deny
+	if d.Allowed {
+		o.Verdict = telemetry.Allow
+	}
+	o.Source, o.Policy, o.Rule, o.Destination = d.Source, d.Policy, d.Rule, d.Destination
+	if o.Destination == "" {
+		o.Destination = x.Cluster
+	}
+	if o.Destination == "" && x.route != nil && len(x.route.Targets) == 1 {
+		o.Destination = x.route.Targets[0].Cluster.Name
+	}
+	o.RequestID = append(o.RequestID, x.RequestID...)
+	o.SourceAddr = x.conn.Remote.AppendTo(o.SourceAddr)
+	o.SourceIdentity = append(o.SourceIdentity, x.peerIdentity()...)
+	o.Method = append(o.Method, req.Header.Method()...)
+	o.Authority = append(o.Authority, req.Header.Host()...)
+	o.Path = append(o.Path, req.RequestURI()...)
+	o.Reason = append(o.Reason, d.Reason...)
+	tel.Emit(r)
 }
