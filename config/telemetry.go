@@ -119,6 +119,15 @@ type MetricsPush struct {
 	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
 }
 
+// ValidateTelemetry checks the telemetry section alone, as Validate
+// does: for a file that gives a proxy this section only. Its error, when
+// not nil, is an Errors.
+func (c *Config) ValidateTelemetry() error {
+	v := &errs{}
+	c.validateTelemetry(v)
+	return v.err()
+}
+
 // validateTelemetry checks the telemetry section.
 func (c *Config) validateTelemetry(v *errs) {
 	t := c.Telemetry

@@ -104,7 +104,11 @@ requests in flight get up to the drain timeout.`,
 						return &exitError{code: exitInvalid, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
-				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh})
+				boot, err := ef.bootstrap()
+				if err != nil {
+					return err
+				}
+				r, _, err := runFromEtcd(ctx, src, boot, log, runOptions{cacheDir: cacheDir, mesh: mesh})
 				if err != nil {
 					return err
 				}
@@ -146,6 +150,9 @@ type etcdRunFlags struct {
 	delay     time.Duration
 	// secretFile holds the key that decrypts certificates' private keys.
 	secretFile string
+	// localConfig is a file whose telemetry section configures the
+	// proxy's telemetry: the control plane's configuration carries none.
+	localConfig string
 }
 
 func (f *etcdRunFlags) register(cmd *cobra.Command) {
@@ -157,12 +164,14 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
 	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
+	fl.StringVar(&f.localConfig, "local-config", "", "with --etcd-endpoints: a YAML or JSON file holding this proxy's telemetry section (record sinks, tracing, metric push); it may hold nothing else")
 	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
 	fl.DurationVar(&f.delay, "shutdown-delay", 0, "with --etcd-endpoints: how long SIGTERM keeps serving, with /ready failing, before the drain")
 }
 
-// bootstrap is the proxy-local part of the configuration.
-func (f *etcdRunFlags) bootstrap() *config.Config {
+// bootstrap is the proxy-local part of the configuration: the flags, and
+// the telemetry section of --local-config.
+func (f *etcdRunFlags) bootstrap() (*config.Config, error) {
 	b := &config.Config{
 		Admin:         config.Admin{Address: f.admin},
 		AccessLog:     config.AccessLog{Path: f.accessLog},
@@ -170,7 +179,61 @@ func (f *etcdRunFlags) bootstrap() *config.Config {
 		DrainTimeout:  config.Duration(f.drain),
 		ShutdownDelay: config.Duration(f.delay),
 	}
-	return b
+	if f.localConfig != "" {
+		t, err := loadLocalTelemetry(f.localConfig)
+		if err != nil {
+			return nil, &exitError{code: exitInvalid, err: fmt.Errorf("--local-config: %w", err)}
+		}
+		b.Telemetry = t
+	}
+	return b, nil
+}
+
+// loadLocalTelemetry reads the telemetry section of a proxy's local
+// configuration file. The control plane gives the rest of the
+// configuration and the flags the proxy's own settings, so a file that
+// sets anything else is refused rather than partly ignored.
+func loadLocalTelemetry(file string) (*config.Telemetry, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	doc := config.DecodeDocument(data, file)
+	if len(doc.Errors) > 0 {
+		return nil, doc.Errors
+	}
+	cfg := doc.Config
+	for _, s := range []struct {
+		field string
+		set   bool
+		from  string
+	}{
+		{"listeners", len(cfg.Listeners) > 0, "the control plane"},
+		{"virtual_hosts", len(cfg.VirtualHosts) > 0, "the control plane"},
+		{"clusters", len(cfg.Clusters) > 0, "the control plane"},
+		{"plugins", len(cfg.Plugins) > 0, "the control plane"},
+		{"certificates", len(cfg.Certificates) > 0, "the control plane"},
+		{"admin", cfg.Admin != config.Admin{}, "--admin"},
+		{"access_log", cfg.AccessLog.Path != "" || len(cfg.AccessLog.Fields) > 0 || cfg.AccessLog.BufferEntries != 0, "--access-log"},
+		{"node", cfg.Node.ID != "" || len(cfg.Node.Metadata) > 0, "--node-id"},
+		{"drain_timeout", cfg.DrainTimeout != 0, "--drain-timeout"},
+		{"shutdown_delay", cfg.ShutdownDelay != 0, "--shutdown-delay"},
+	} {
+		if s.set {
+			return nil, fmt.Errorf("%s: %s: set by %s with --etcd-endpoints; this file gives the telemetry section only", file, s.field, s.from)
+		}
+	}
+	if cfg.Telemetry == nil {
+		return nil, fmt.Errorf("%s: telemetry: missing; the file gives the proxy's telemetry section", file)
+	}
+	var found config.Errors
+	if err := cfg.ValidateTelemetry(); err != nil && !errors.As(err, &found) {
+		return nil, err
+	}
+	if list := doc.Report(found); len(list) > 0 {
+		return nil, list
+	}
+	return cfg.Telemetry, nil
 }
 
 // registerAddress is the address announced in the registry.
