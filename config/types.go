@@ -28,6 +28,9 @@ type Config struct {
 	Clusters     []Cluster     `yaml:"clusters" json:"clusters"`
 	Plugins      []Plugin      `yaml:"plugins,omitempty" json:"plugins,omitempty"`
 	Certificates []Certificate `yaml:"certificates,omitempty" json:"certificates,omitempty"`
+	// Telemetry sends records, traces and metrics to central receivers;
+	// nil means none beyond the access log and the metrics endpoint.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
 }
 
 // Admin configures the admin listener.

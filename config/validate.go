@@ -18,6 +18,7 @@ func (c *Config) Validate() error {
 		checkHostPort(v, "admin.address", c.Admin.Address)
 	}
 	c.validateAccessLog(v)
+	c.validateTelemetry(v)
 	if c.ShutdownDelay < 0 {
 		v.add("shutdown_delay", "must not be negative")
 	}

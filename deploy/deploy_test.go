@@ -329,8 +329,9 @@ func TestYAMLDecodes(t *testing.T) {
 				if _, err := policy.Parse(f.data); err != nil {
 					t.Errorf("%s: not a valid mesh policy file:\n%v", f.rel, err)
 				}
+			case keys["groups"] || keys["rule_files"]: // Prometheus rules and their unit tests
 			default:
-				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object, a compose file nor a mesh policy file", f.rel, i+1)
+				t.Errorf("%s: document %d is neither a wasmgate configuration, a Kubernetes object, a compose file, a mesh policy file nor Prometheus rules", f.rel, i+1)
 			}
 		}
 	}

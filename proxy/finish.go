@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"github.com/wasmgate/wasmgate/proxy/accesslog"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
-// The last stage: metrics, the filters' log callbacks and the access log,
-// once the response has been handed to the server.
+// The last stage: metrics, the filters' log callbacks, the request's
+// span, its telemetry record and the access log, once the response has been handed to the server.
 
 // finish records the request: metrics, access log, filter log and done
 // callbacks. It runs once, when the response has been handed to the
@@ -31,6 +33,17 @@ func (x *exchange) finish() {
 	for _, s := range x.streams {
 		s.Done(&x.Exchange)
 	}
+	if x.Route != "" {
+		x.span.SetRoute(x.Route, x.Cluster)
+	}
+	x.span.End(x.status)
+	if tel := x.h.srv.tel; tel.Enabled(telemetry.KindAccess) {
+		x.emitAccess(tel)
+	}
+	if red := x.h.srv.red; red != nil && x.Route != "" {
+		red.Stats(x.Route, x.Cluster, x.peerIdentity()).Observe(x.status, time.Since(x.Start))
+	}
+	x.span = tracing.Span{}
 	if e := x.entry; e != nil {
 		e.Duration = time.Since(x.Start)
 		e.Status = x.status

@@ -187,7 +187,10 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 	req := x.outbound()
 	p := rt.Retry
 	if p == nil {
-		return ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+		a := x.span.StartAttempt(req, 0, ep.Addr)
+		err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+		a.End(x.up.StatusCode(), err)
+		return err
 	}
 	deadline := time.Now().Add(rt.Timeout)
 	methodOK := p.AllowsMethod(req.Header.Method())
@@ -206,7 +209,9 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 			try = p.PerTry
 		}
 		streamed := req.IsBodyStream()
+		a := x.span.StartAttempt(req, n, ep.Addr)
 		err := ep.Do(req, &x.up, try, &x.upBody)
+		a.End(x.up.StatusCode(), err)
 		x.UpstreamAddr = ep.Addr
 		again := p.Retriable(x.up.StatusCode(), err)
 		if n > 0 {

@@ -21,6 +21,8 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // handler serves the requests of one listener.
@@ -59,6 +61,7 @@ type exchange struct {
 	// before the response filters.
 	serverSet bool
 	entry     *accesslog.Entry
+	span      tracing.Span // the request's server span
 	scratch   []byte
 	idBuf     [36]byte
 }
@@ -80,6 +83,9 @@ func (h *handler) acquire(ctx *fasthttp.RequestCtx, snap *Snapshot) *exchange {
 	x.Upstreams = snap.Clusters
 	x.Node = snap.node
 	x.h, x.snap = h, snap
+	if h.srv.tel.Enabled(telemetry.KindDecision) {
+		x.Decisions = x
+	}
 	x.conn = filter.ConnInfo{ID: ctx.ConnID(), Remote: addrPort(ctx.RemoteAddr()), Local: addrPort(ctx.LocalAddr())}
 	x.adaptConn(ctx)
 	return x
@@ -162,6 +168,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
+	x.span = h.srv.tracer.StartServer(req, x.Listener, x.Start)
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()

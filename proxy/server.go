@@ -29,6 +29,8 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/listener"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -49,6 +51,15 @@ type Options struct {
 	// `native: mesh_policy` (a sidecar's inbound authorization); nil
 	// means such a configuration is rejected.
 	MeshPolicy filter.Factory
+	// Telemetry receives the access and flow records of requests and
+	// connections; nil means none.
+	Telemetry *telemetry.Pipeline
+	// Tracer makes a server span per request and a client span per
+	// upstream attempt; nil means no spans.
+	Tracer *tracing.Tracer
+	// RED counts requests per route, destination cluster and source
+	// identity; nil means not.
+	RED *telemetry.RED
 }
 
 // Server is a running proxy.
@@ -59,6 +70,9 @@ type Server struct {
 	pools   *cluster.Pools
 	mesh    tlsconf.Mesh
 	policy  filter.Factory
+	tel     *telemetry.Pipeline
+	tracer  *tracing.Tracer
+	red     *telemetry.RED
 
 	snap atomic.Pointer[Snapshot]
 	// writeStalls counts connections cut off by the write timeout.
@@ -99,6 +113,9 @@ func NewServer(opts Options) *Server {
 		mesh:      opts.Mesh,
 		policy:    opts.MeshPolicy,
 		listeners: map[string]*listener.Listener{},
+		tel:       opts.Telemetry,
+		tracer:    opts.Tracer,
+		red:       opts.RED,
 	}
 	s.pools.SetMesh(opts.Mesh)
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
@@ -207,6 +224,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 			Serve:        h.serve,
 			Error:        h.serveError,
 			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
+			Sockets:      s.flows(name),
 		}, s.log)
 		if prev != nil {
 			// New connections go to l from now on; prev's keep-alive
@@ -424,6 +442,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelDrain()
 	s.pools.Close()
 	return firstErr
+}
+
+// flows wraps a socket of the listener name so that each connection
+// emits one flow record when it closes; nil when flows have no sink.
+func (s *Server) flows(name string) func(net.Listener) net.Listener {
+	if !s.tel.Enabled(telemetry.KindFlow) {
+		return nil
+	}
+	return func(ln net.Listener) net.Listener { return s.tel.FlowListener(ln, name) }
 }
 
 // warnInsecure warns about every cluster that does not verify its

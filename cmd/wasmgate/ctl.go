@@ -909,7 +909,7 @@ func ctlStatusCmd(f *ctlFlags) *cobra.Command {
 			}
 			fmt.Fprintf(out, "configuration revision %d; converged: %s (%d of %d proxies run it)\n\n", st.ChangeRevision, conv, at, len(st.Proxies))
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tADDRESS\tVERSION\tREVISION\tSTATE\tUPDATED\tLAST ERROR")
+			fmt.Fprintln(w, "NODE\tADDRESS\tVERSION\tREVISION\tSTATE\tREQ/S\t5XX\tDROPPED\tUPDATED\tLAST ERROR")
 			for _, p := range st.Proxies {
 				state := "current"
 				switch {
@@ -920,8 +920,15 @@ func ctlStatusCmd(f *ctlFlags) *cobra.Command {
 				case p.Revision < st.ChangeRevision:
 					state = "behind"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.NodeID, p.Address, p.Version, runs(p.Revision), state,
-					time.Since(p.Updated).Round(time.Second).String()+" ago", p.LastError)
+				// The last minute's traffic, as the proxy's heartbeat reports it.
+				rate, ratio, dropped := "-", "-", "-"
+				if t := p.Traffic; t != nil {
+					rate = strconv.FormatFloat(t.RequestRate, 'f', 1, 64)
+					ratio = strconv.FormatFloat(t.Ratio5xx*100, 'f', 1, 64) + "%"
+					dropped = strconv.FormatUint(t.TelemetryDropped, 10)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.NodeID, p.Address, p.Version, runs(p.Revision), state,
+					rate, ratio, dropped, time.Since(p.Updated).Round(time.Second).String()+" ago", p.LastError)
 			}
 			return w.Flush()
 		},

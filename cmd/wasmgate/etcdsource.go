@@ -12,10 +12,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/controlplane/watch"
 	"github.com/wasmgate/wasmgate/internal/buildinfo"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 // client connects to the etcd cluster the flags name.
@@ -66,6 +68,8 @@ type etcdSource struct {
 func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, log *zap.Logger, o runOptions) (*runner, *watch.Watcher, error) {
 	var r *runner
 	var w *watch.Watcher
+	var tel *proxyTelemetry
+	o.telemetry = &tel
 	wo := watch.Options{
 		Client:    src.client,
 		Prefix:    src.prefix,
@@ -76,15 +80,19 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		Apply: func(cfg *config.Config, rev int64) error {
 			start := time.Now()
 			change := changeRevision(ctx, src, rev)
-			if err := r.srv.Apply(ctx, cfg, strconv.FormatInt(change, 10)); err != nil {
+			revision := strconv.FormatInt(change, 10)
+			if err := r.srv.Apply(ctx, cfg, revision); err != nil {
+				tel.event("config_rejected", telemetry.Error, err.Error(), revisionAttr(revision))
 				return err
 			}
+			tel.event("config_applied", telemetry.Info, "configuration applied", revisionAttr(revision))
 			log.Info("configuration applied", zap.Int64("revision", change), zap.Int64("etcd_revision", rev), zap.Duration("took", time.Since(start)))
 			return nil
 		},
 	}
 	if src.register != "" {
-		wo.Register = &watch.Registration{Address: src.register, Version: buildinfo.Version()}
+		wo.Register = &watch.Registration{Address: src.register, Version: buildinfo.Version(),
+			Traffic: func() registry.Traffic { return tel.traffic() }}
 	}
 	w, err := watch.New(wo)
 	if err != nil {

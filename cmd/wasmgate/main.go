@@ -81,10 +81,11 @@ const exitCodesHelp = `Exit status (the same for every command):
   1  any other error: a mistyped command or flag, a server that cannot be
      reached, an address in use, another 'up' running in the folder, a
      'bench' run that ended early
-  2  'ctl diff': the local configuration differs from the live one
+  2  'ctl diff': the local configuration differs from the live one;
+     'ctl mesh check': the call would be denied
   3  'ctl': conflict, the configuration changed since the revision given
   4  invalid input: a configuration that does not validate or cannot be
-     read (validate, run -c, ctl apply/diff/delete/rollback), a plugin
+     read (validate, run -c, run --sidecar, ctl apply/diff/delete/rollback), a plugin
      module the host would not load (plugin inspect/test)
   5  'ctl': not authenticated or not allowed
   6  'ctl': not found, such as a resource, or a revision at which no

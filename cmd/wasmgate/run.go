@@ -21,6 +21,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/identity"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 type logFlags struct {
@@ -108,7 +109,11 @@ requests in flight get up to the drain timeout.`,
 						return &exitError{code: exitInvalid, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
-				r, _, err := runFromEtcd(ctx, src, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh})
+				boot, err := ef.bootstrap()
+				if err != nil {
+					return err
+				}
+				r, _, err := runFromEtcd(ctx, src, boot, log, runOptions{cacheDir: cacheDir, mesh: mesh})
 				if err != nil {
 					return err
 				}
@@ -155,6 +160,9 @@ type etcdRunFlags struct {
 	adminHosts []string
 	adminPprof bool
 	adminToken string
+	// localConfig is a file whose telemetry section configures the
+	// proxy's telemetry: the control plane's configuration carries none.
+	localConfig string
 }
 
 func (f *etcdRunFlags) register(cmd *cobra.Command) {
@@ -169,12 +177,14 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
 	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
+	fl.StringVar(&f.localConfig, "local-config", "", "with --etcd-endpoints: a YAML or JSON file holding this proxy's telemetry section (record sinks, tracing, metric push); it may hold nothing else")
 	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
 	fl.DurationVar(&f.delay, "shutdown-delay", 0, "with --etcd-endpoints: how long SIGTERM keeps serving, with /ready failing, before the drain")
 }
 
-// bootstrap is the proxy-local part of the configuration.
-func (f *etcdRunFlags) bootstrap() *config.Config {
+// bootstrap is the proxy-local part of the configuration: the flags, and
+// the telemetry section of --local-config.
+func (f *etcdRunFlags) bootstrap() (*config.Config, error) {
 	b := &config.Config{
 		Admin:         config.Admin{Address: f.admin, AllowedHosts: f.adminHosts, Pprof: f.adminPprof, TokenFile: f.adminToken},
 		AccessLog:     config.AccessLog{Path: f.accessLog},
@@ -182,7 +192,61 @@ func (f *etcdRunFlags) bootstrap() *config.Config {
 		DrainTimeout:  config.Duration(f.drain),
 		ShutdownDelay: config.Duration(f.delay),
 	}
-	return b
+	if f.localConfig != "" {
+		t, err := loadLocalTelemetry(f.localConfig)
+		if err != nil {
+			return nil, &exitError{code: exitInvalid, err: fmt.Errorf("--local-config: %w", err)}
+		}
+		b.Telemetry = t
+	}
+	return b, nil
+}
+
+// loadLocalTelemetry reads the telemetry section of a proxy's local
+// configuration file. The control plane gives the rest of the
+// configuration and the flags the proxy's own settings, so a file that
+// sets anything else is refused rather than partly ignored.
+func loadLocalTelemetry(file string) (*config.Telemetry, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	doc := config.DecodeDocument(data, file)
+	if len(doc.Errors) > 0 {
+		return nil, doc.Errors
+	}
+	cfg := doc.Config
+	for _, s := range []struct {
+		field string
+		set   bool
+		from  string
+	}{
+		{"listeners", len(cfg.Listeners) > 0, "the control plane"},
+		{"virtual_hosts", len(cfg.VirtualHosts) > 0, "the control plane"},
+		{"clusters", len(cfg.Clusters) > 0, "the control plane"},
+		{"plugins", len(cfg.Plugins) > 0, "the control plane"},
+		{"certificates", len(cfg.Certificates) > 0, "the control plane"},
+		{"admin", cfg.Admin.Address != "" || len(cfg.Admin.AllowedHosts) > 0 || cfg.Admin.Pprof || cfg.Admin.TokenFile != "", "--admin"},
+		{"access_log", cfg.AccessLog.Path != "" || len(cfg.AccessLog.Fields) > 0 || cfg.AccessLog.BufferEntries != 0, "--access-log"},
+		{"node", cfg.Node.ID != "" || len(cfg.Node.Metadata) > 0, "--node-id"},
+		{"drain_timeout", cfg.DrainTimeout != 0, "--drain-timeout"},
+		{"shutdown_delay", cfg.ShutdownDelay != 0, "--shutdown-delay"},
+	} {
+		if s.set {
+			return nil, fmt.Errorf("%s: %s: set by %s with --etcd-endpoints; this file gives the telemetry section only", file, s.field, s.from)
+		}
+	}
+	if cfg.Telemetry == nil {
+		return nil, fmt.Errorf("%s: telemetry: missing; the file gives the proxy's telemetry section", file)
+	}
+	var found config.Errors
+	if err := cfg.ValidateTelemetry(); err != nil && !errors.As(err, &found) {
+		return nil, err
+	}
+	if list := doc.Report(found); len(list) > 0 {
+		return nil, list
+	}
+	return cfg.Telemetry, nil
 }
 
 // registerAddress is the address announced in the registry.
@@ -203,6 +267,7 @@ type runner struct {
 	delay   time.Duration // shutdown_delay
 	adminA  net.Addr
 	closers []func()
+	tel     *proxyTelemetry
 }
 
 // runOptions are what startProxy needs beyond the configuration.
@@ -219,30 +284,48 @@ type runOptions struct {
 	mesh *identity.Agent
 	// policy is a sidecar's mesh_policy filter; nil for other proxies.
 	policy filter.Factory
+	// telemetry, when not nil, receives the proxy's telemetry once built.
+	telemetry **proxyTelemetry
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
 // admin endpoints.
 func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runOptions) (*runner, error) {
-	met := metrics.New()
-	host, err := newWasmHost(met, log, o.cacheDir, &cfg.Node, o.blobs)
+	tel, err := startTelemetry(cfg.Telemetry, log)
 	if err != nil {
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	met := metrics.New()
+	host, err := newWasmHost(met, tel.eventLogger(log), o.cacheDir, &cfg.Node, o.blobs)
+	if err != nil {
+		tel.shutdown(time.Second, log)
 		return nil, err
 	}
 	closeWasm := func() { _ = host.Close() }
-	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy}, o.mesh))
+	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy,
+		Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red}, o.mesh))
 	registerMeshMetrics(srv, o.mesh, log)
+	if err := tel.attach(srv, cfg.Telemetry); err != nil {
+		_ = srv.Shutdown(context.Background())
+		closeWasm()
+		tel.shutdown(time.Second, log)
+		return nil, fmt.Errorf("starting telemetry: %w", err)
+	}
+	if o.telemetry != nil {
+		*o.telemetry = tel
+	}
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.
 	if len(cfg.Listeners) > 0 {
 		if err := srv.Apply(ctx, cfg, o.version); err != nil {
 			_ = srv.Shutdown(context.Background())
 			closeWasm()
+			tel.shutdown(time.Second, log)
 			return nil, fmt.Errorf("starting the proxy: %w", err)
 		}
 	}
 	r := &runner{log: log, srv: srv, admin: proxy.NewAdmin(srv, o.checks...), drain: cfg.DrainTimeout.Or(15 * time.Second),
-		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}}
+		delay: time.Duration(cfg.ShutdownDelay), closers: []func(){closeWasm}, tel: tel}
 	adminAddr := cfg.Admin.Address
 	if adminAddr == "" {
 		adminAddr = config.DefaultAdminAddress
@@ -283,9 +366,11 @@ func (r *runner) reload(ctx context.Context, file string) {
 	}
 	if err != nil {
 		r.log.Error("configuration rejected; the previous one keeps serving", zap.String("file", file), zap.Error(err))
+		r.tel.event("config_rejected", telemetry.Error, err.Error(), telemetry.Attr{Key: "file", Value: file})
 		return
 	}
 	r.log.Info("configuration reloaded", zap.String("file", file), zap.String("version", r.srv.Snapshot().Version))
+	r.tel.event("config_applied", telemetry.Info, "configuration reloaded", revisionAttr(r.srv.Snapshot().Version))
 }
 
 // watchFile reloads on file changes and on SIGHUP until ctx is done.
@@ -336,6 +421,7 @@ func (r *runner) wait(ctx context.Context) error {
 	for _, c := range r.closers {
 		c()
 	}
+	r.tel.shutdown(r.drain, r.log)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

@@ -57,13 +57,13 @@ func (f *identityFlags) start(ctx context.Context, log *zap.Logger) (*identity.A
 		return nil, nil
 	}
 	if f.server == "" {
-		return nil, &exitError{code: 2, err: errors.New("--identity-server (or $WASMGATE_SERVER) is required with --join-token")}
+		return nil, &exitError{code: exitInvalid, err: errors.New("--identity-server (or $WASMGATE_SERVER) is required with --join-token")}
 	}
 	tok := f.token
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
 		if err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--join-token-file: %w", err)}
+			return nil, &exitError{code: exitInvalid, err: fmt.Errorf("--join-token-file: %w", err)}
 		}
 		tok = strings.TrimSpace(string(b))
 	}
@@ -71,13 +71,13 @@ func (f *identityFlags) start(ctx context.Context, log *zap.Logger) (*identity.A
 	if f.bundleFile != "" {
 		var err error
 		if roots, err = os.ReadFile(f.bundleFile); err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--trust-bundle-file: %w", err)}
+			return nil, &exitError{code: exitInvalid, err: fmt.Errorf("--trust-bundle-file: %w", err)}
 		}
 	}
 	a, err := identity.New(identity.Options{Server: f.server, BootstrapRoots: roots, JoinToken: tok, Name: f.name,
 		StateDir: f.dir, Logger: log.Named("identity")})
 	if err != nil {
-		return nil, &exitError{code: 2, err: err}
+		return nil, &exitError{code: exitInvalid, err: err}
 	}
 	log.Info("getting a workload certificate", zap.String("control_plane", f.server))
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -130,7 +130,7 @@ func (f *meshFlags) register(cmd *cobra.Command) {
 func (f *meshFlags) apply(o *controlplane.Options) error {
 	if !f.on {
 		if f.certFile != "" || f.keyFile != "" {
-			return &exitError{code: 2, err: errors.New("--ca-cert-file and --ca-key-file need --mesh")}
+			return &exitError{code: exitInvalid, err: errors.New("--ca-cert-file and --ca-key-file need --mesh")}
 		}
 		return nil
 	}
@@ -139,16 +139,16 @@ func (f *meshFlags) apply(o *controlplane.Options) error {
 		return nil
 	}
 	if (f.certFile == "") != (f.keyFile == "") {
-		return &exitError{code: 2, err: errors.New("--ca-cert-file and --ca-key-file go together")}
+		return &exitError{code: exitInvalid, err: errors.New("--ca-cert-file and --ca-key-file go together")}
 	}
 	if f.certFile != "" {
 		cert, err := os.ReadFile(f.certFile)
 		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--ca-cert-file: %w", err)}
+			return &exitError{code: exitInvalid, err: fmt.Errorf("--ca-cert-file: %w", err)}
 		}
 		key, err := os.ReadFile(f.keyFile)
 		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--ca-key-file: %w", err)}
+			return &exitError{code: exitInvalid, err: fmt.Errorf("--ca-key-file: %w", err)}
 		}
 		o.CAAuthority = &ca.Authority{CertPEM: cert, KeyPEM: key}
 	}

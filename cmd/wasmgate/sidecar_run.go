@@ -98,18 +98,22 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	etcd *etcdFlags, ef *etcdRunFlags, cacheDir string, log *zap.Logger) error {
 	s, err := f.settings(file)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("invalid sidecar settings:\n%w", err)}
+		return &exitError{code: exitInvalid, err: fmt.Errorf("invalid sidecar settings:\n%w", err)}
 	}
 	if mesh == nil {
-		return &exitError{code: 2, err: errors.New("--sidecar needs a workload identity: --identity-server and --join-token (wasmgate ctl token create)")}
+		return &exitError{code: exitInvalid, err: errors.New("--sidecar needs a workload identity: --identity-server and --join-token (wasmgate ctl token create)")}
 	}
 	if ns, sa := spiffeParts(mesh.ID().String()); ns != s.Namespace || sa != s.ServiceAccount {
-		return &exitError{code: 2, err: fmt.Errorf("the workload identity %s is not of namespace %q and service account %q", mesh.ID(), s.Namespace, s.ServiceAccount)}
+		return &exitError{code: exitInvalid, err: fmt.Errorf("the workload identity %s is not of namespace %q and service account %q", mesh.ID(), s.Namespace, s.ServiceAccount)}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	guard := policy.NewGuard(s.Namespace, s.Service)
-	r, err := startProxy(ctx, ef.bootstrap(), log, runOptions{cacheDir: cacheDir, mesh: mesh,
+	base, err := ef.bootstrap()
+	if err != nil {
+		return &exitError{code: exitInvalid, err: err}
+	}
+	r, err := startProxy(ctx, base, log, runOptions{cacheDir: cacheDir, mesh: mesh,
 		policy: native.NewMeshPolicy(guard, log.Named("policy"))})
 	if err != nil {
 		return err
@@ -117,7 +121,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	src := (&discovery.Client{URL: strings.TrimSuffix(idf.server, "/") + api.DiscoveryPath, HTTP: mesh.HTTPClient()}).Watch(s.Interest())
 	defer src.Close()
 	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard,
-		Source: src, Base: ef.bootstrap(), Logger: log.Named("sidecar")})
+		Source: src, Base: base, Logger: log.Named("sidecar")})
 	if err != nil {
 		return err
 	}
@@ -147,7 +151,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 		defer cli.Close()
 		reg, err := discovery.NewRegistration(cli, ef.prefix, s.Endpoint(), f.ttl, log.Named("registration"))
 		if err != nil {
-			return &exitError{code: 2, err: err}
+			return &exitError{code: exitInvalid, err: err}
 		}
 		go func() {
 			defer close(regDone)

@@ -35,8 +35,8 @@ func TestRunSidecarSettings(t *testing.T) {
 			cmd.SetErr(&out)
 			cmd.SetArgs(tc.args)
 			err := cmd.Execute()
-			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v (exit %d), want exit 2 with %q", err, exitCode(err), tc.want)
+			if err == nil || exitCode(err) != exitInvalid || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v (exit %d), want exit 4 with %q", err, exitCode(err), tc.want)
 			}
 		})
 	}

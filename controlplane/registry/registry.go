@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -37,6 +38,28 @@ type ProxyInfo struct {
 	LastError string    `json:"last_error,omitempty"`
 	Started   time.Time `json:"started"`
 	Updated   time.Time `json:"updated"`
+	// Traffic is the proxy's last minute, when it reports one.
+	Traffic *Traffic `json:"traffic,omitempty"`
+}
+
+// Traffic is a proxy's last minute of requests and telemetry: three
+// numbers, so that a heartbeat stays small.
+type Traffic struct {
+	// RequestRate is requests per second over the last minute.
+	RequestRate float64 `json:"request_rate"`
+	// Ratio5xx is the share of those requests answered 5xx, 0 to 1.
+	Ratio5xx float64 `json:"ratio_5xx"`
+	// TelemetryDropped is the telemetry records dropped since the proxy
+	// started.
+	TelemetryDropped uint64 `json:"telemetry_dropped"`
+}
+
+// rounded is t as reported: the rate to 0.1/s and the ratio to 0.1%, so
+// that noise does not rewrite the registration.
+func (t Traffic) rounded() Traffic {
+	t.RequestRate = math.Round(t.RequestRate*10) / 10
+	t.Ratio5xx = math.Round(t.Ratio5xx*1000) / 1000
+	return t
 }
 
 // Proxy keeps one proxy's registration alive. Create it with NewProxy, run
@@ -50,6 +73,33 @@ type Proxy struct {
 	mu      sync.Mutex
 	info    ProxyInfo
 	changed chan struct{}
+	traffic      func() Traffic
+	trafficEvery time.Duration
+}
+
+// SetTrafficSource makes Run sample src every period (at least 5s) and
+// update the registration when the rounded figures change. It must be
+// called before Run.
+func (p *Proxy) SetTrafficSource(src func() Traffic, every time.Duration) {
+	p.traffic, p.trafficEvery = src, max(every, 5*time.Second)
+}
+
+// SetTraffic records the proxy's last minute. It never blocks.
+func (p *Proxy) SetTraffic(t Traffic) {
+	t = t.rounded()
+	p.mu.Lock()
+	same := p.info.Traffic != nil && *p.info.Traffic == t
+	if !same {
+		p.info.Traffic = &t
+	}
+	p.mu.Unlock()
+	if same {
+		return
+	}
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
 }
 
 // NewProxy returns a registration of info.NodeID under prefix with a lease
@@ -109,6 +159,20 @@ func (p *Proxy) value() string {
 // register at all says so once, and once more when it can. The attempts
 // in between are logged at debug level.
 func (p *Proxy) Run(ctx context.Context) error {
+	if p.traffic != nil {
+		go func() {
+			t := time.NewTicker(p.trafficEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					p.SetTraffic(p.traffic())
+				}
+			}
+		}()
+	}
 	backoff := 100 * time.Millisecond
 	var lostAt time.Time // when a registration was lost, until it is back
 	ever := false        // whether the proxy has registered

@@ -76,6 +76,9 @@ type Registration struct {
 	Version string
 	// TTL of the registration's lease. Zero means 10s.
 	TTL time.Duration
+	// Traffic, when set, is sampled every 15s and reported with the
+	// registration (the fleet heartbeat).
+	Traffic func() registry.Traffic
 }
 
 // Status is what a Watcher has done so far.
@@ -156,6 +159,9 @@ func New(o Options) (*Watcher, error) {
 			id, _ = os.Hostname()
 		}
 		w.proxy = registry.NewProxy(o.Client, o.Prefix, registry.ProxyInfo{NodeID: id, Address: o.Register.Address, Version: o.Register.Version}, o.Register.TTL, o.Logger)
+		if o.Register.Traffic != nil {
+			w.proxy.SetTrafficSource(o.Register.Traffic, 15*time.Second)
+		}
 	}
 	return w, nil
 }

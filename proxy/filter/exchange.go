@@ -49,6 +49,10 @@ type Exchange struct {
 	// for the access log. It is nil until the first Set.
 	FilterState map[string][]byte
 
+	// Decisions records the policy decisions that filters make (Decide);
+	// nil means they are not recorded. The proxy sets it.
+	Decisions Decider
+
 	local  bool
 	resume chan struct{}
 	timer  *time.Timer

@@ -38,6 +38,11 @@ type Handler struct {
 	// WriteStalled, when set, counts a connection closed because a write
 	// to it made no progress for the write timeout.
 	WriteStalled func()
+	// Sockets, when set, wraps the listener's socket before TLS and the
+	// listener's own layers see its connections, so that what it returns
+	// sees the bytes on the wire (the proxy's flow records). nil leaves the
+	// socket as it is.
+	Sockets func(net.Listener) net.Listener
 }
 
 // Listener is one generation of a configured listener.
@@ -144,6 +149,9 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 		ConnState:                    l.connState,
 	}
 	var ln net.Listener = l.gen
+	if h.Sockets != nil {
+		ln = h.Sockets(ln)
+	}
 	write := c.WriteTimeout.Or(DefaultWriteTimeout)
 	if c.TLS == nil {
 		ln = gatherListener{Listener: ln, slack: readSlack(c), write: write, stalled: h.WriteStalled}

@@ -1,0 +1,53 @@
+package telemetry
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestREDCap(t *testing.T) {
+	red := NewRED(3)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(red.Collectors()...)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 100 {
+				id := fmt.Sprintf("spiffe://mesh/ns/a/sa/s%d", (g+i)%5)
+				red.Stats("cart", "payments", id).Observe(200+100*(i%4), time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if red.n != 3 {
+		t.Errorf("%d label sets, want the cap of 3", red.n)
+	}
+	over := testutil.ToFloat64(red.overflow)
+	if over == 0 {
+		t.Error("nothing counted past the cap")
+	}
+	n, err := testutil.GatherAndCount(reg, "wasmgate_red_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4*6 { // three sets and the overflow set, six classes each
+		t.Errorf("%d request series, want 24", n)
+	}
+	var total float64
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "wasmgate_red_requests_total" {
+			for _, m := range mf.Metric {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if total != 400 {
+		t.Errorf("counted %v requests, want 400", total)
+	}
+}
