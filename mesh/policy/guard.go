@@ -57,3 +57,6 @@ func (g *Guard) Mode(port int) Resolution {
 
 // Revision is the revision of the policies in force.
 func (g *Guard) Revision() int64 { return g.cur.Load().revision }
+
+// Service returns the namespace and name of the service the guard decides for.
+func (g *Guard) Service() (namespace, service string) { return g.namespace, g.service }

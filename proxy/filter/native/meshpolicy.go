@@ -2,6 +2,7 @@ package native
 
 import (
 	"net/netip"
+	"strconv"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
@@ -26,6 +27,8 @@ type MeshPolicy struct {
 	headersOnly
 	guard *policy.Guard
 	log   *zap.Logger
+	// dest names the service in decision records: "service.namespace".
+	dest string
 }
 
 var _ filter.HeadersOnly = (*MeshPolicy)(nil)
@@ -37,7 +40,8 @@ func NewMeshPolicy(g *policy.Guard, logger *zap.Logger) *MeshPolicy {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	return &MeshPolicy{guard: g, log: logger}
+	ns, svc := g.Service()
+	return &MeshPolicy{guard: g, log: logger, dest: svc + "." + ns}
 }
 
 func (m *MeshPolicy) Name() string { return config.NativeMeshPolicy }
@@ -77,6 +81,7 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 		Headers:   headerView{&req.Header},
 	}
 	d := m.guard.Decide(&r)
+	m.record(x, &d)
 	if !d.Allowed {
 		m.log.Info("mesh policy: deny", zap.String("source", principal), zap.Stringer("source_ip", addrStringer{x.Conn.Remote.Addr()}),
 			zap.String("host", r.Host), zap.String("method", r.Method), zap.String("path", r.Path),
@@ -92,6 +97,26 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 		req.Header.Set(PeerIdentityHeader, principal)
 	}
 	return filter.Continue
+}
+
+// record makes the decision a decision record (when the proxy records
+// them): the deciding policy and rule, and the audit rule when one matched.
+func (m *MeshPolicy) record(x *filter.Exchange, d *policy.Decision) {
+	if x.Decisions == nil {
+		return
+	}
+	rec := filter.Decision{Source: "mesh", Allowed: d.Allowed, Policy: d.Policy, Destination: m.dest, Reason: d.Reason.String()}
+	if d.Rule >= 0 && d.Policy != "" {
+		rec.Rule = strconv.Itoa(d.Rule)
+	}
+	x.Decide(&rec)
+	if d.AuditPolicy != "" {
+		rec.Policy, rec.Rule, rec.Reason = d.AuditPolicy, "", "audit"
+		if d.AuditRule >= 0 {
+			rec.Rule = strconv.Itoa(d.AuditRule)
+		}
+		x.Decide(&rec)
+	}
 }
 
 type addrStringer struct{ a netip.Addr }

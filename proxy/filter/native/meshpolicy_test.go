@@ -86,3 +86,34 @@ func BenchmarkMeshPolicyAllow(b *testing.B) {
 		}
 	}
 }
+
+// decisions keeps the decision records a filter makes.
+type decisions []filter.Decision
+
+func (d *decisions) Decide(_ *filter.Exchange, rec *filter.Decision) { *d = append(*d, *rec) }
+
+func TestMeshPolicyRecordsDecisions(t *testing.T) {
+	f := native.NewMeshPolicy(guard(t), nil)
+	for _, tc := range []struct {
+		peer    string
+		allowed bool
+		policy  string
+		rule    string
+	}{
+		{ordersID, true, "callers", "0"},
+		{webID, false, "", ""},
+	} {
+		var got decisions
+		x := exchange(tc.peer, "")
+		x.Decisions = &got
+		f.OnRequestHeaders(x, true)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d decision records, want 1", tc.peer, len(got))
+		}
+		d := got[0]
+		if d.Source != "mesh" || d.Allowed != tc.allowed || d.Policy != tc.policy || d.Rule != tc.rule ||
+			d.Destination != "payments.shop" || d.Reason == "" {
+			t.Errorf("%s: decision record %+v", tc.peer, d)
+		}
+	}
+}
