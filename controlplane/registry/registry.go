@@ -70,9 +70,9 @@ type Proxy struct {
 	ttl    int64
 	logger *zap.Logger
 
-	mu      sync.Mutex
-	info    ProxyInfo
-	changed chan struct{}
+	mu           sync.Mutex
+	info         ProxyInfo
+	changed      chan struct{}
 	traffic      func() Traffic
 	trafficEvery time.Duration
 }
