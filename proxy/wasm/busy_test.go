@@ -1,0 +1,142 @@
+package wasm
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// burnEnv makes the test binary a CPU burner (see TestCPUBurner).
+const burnEnv = "WASMGATE_TEST_BURN"
+
+// TestCPUBurner is not a test: started by startBurners with burnEnv set,
+// it spins until killed.
+func TestCPUBurner(t *testing.T) {
+	if os.Getenv(burnEnv) == "" {
+		t.Skip("a helper process for TestBusyMachine, run only by it")
+	}
+	runtime.GOMAXPROCS(1)
+	x := uint64(1)
+	for {
+		x = x*6364136223846793005 + 1
+	}
+}
+
+// startBurners starts n processes that spin on the CPU until the test ends.
+func startBurners(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCPUBurner$")
+		cmd.Env = append(os.Environ(), burnEnv+"=1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+}
+
+// TestBusyMachine checks that a call's deadline counts the guest's own
+// work, not the time its thread waits: a guest blocked in a host call
+// (a 20 ms sleep against a 5 ms deadline), and a guest computing for a
+// third of its deadline while other processes keep every core busy, are
+// not failed, whichever way calls are stopped.
+func TestBusyMachine(t *testing.T) {
+	for _, stop := range []stopMode{stopInterrupt, stopWatch} {
+		t.Run(stop.String()+"/blocked", func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m := newStopManager(t, stop)
+			m.metrics.unregister()
+			hm, err := newHostMetrics(reg, m.guest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.metrics = hm
+			set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+				p.CallTimeout = config.Duration(5 * time.Millisecond)
+				p.PoolSize = 1
+			}))
+			f := factoryOf(t, set, "faulty")
+			for range 3 {
+				x := newExchange("http://example.com/", "x-fault", "slow")
+				start := time.Now()
+				if st, _ := run(t, f, x); st != filter.Continue || x.Local() {
+					t.Fatalf("a blocked guest failed: status %v, code %d", st, x.Ctx.Response.StatusCode())
+				}
+				if took := time.Since(start); took < 20*time.Millisecond {
+					t.Fatalf("the call took %v, less than its 20 ms sleep", took)
+				}
+			}
+			if c := gather(t, reg, "wasmgate_wasm_instance_failures_total", "faulty"); c != nil {
+				t.Fatalf("failures counted: %v", c)
+			}
+		})
+		t.Run(stop.String()+"/starved", func(t *testing.T) {
+			const timeout = 150 * time.Millisecond
+			m := newStopManager(t, stop)
+			set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+				p.CallTimeout = config.Duration(timeout)
+				p.PoolSize = 1
+			}))
+			f := factoryOf(t, set, "faulty")
+			in := set.plugins["faulty"].slots[0].cur.Load()
+			// spin runs the request headers callback with n spins and
+			// returns its status, wall time and CPU time.
+			spin := func(n int) (filter.Status, time.Duration, time.Duration) {
+				x := newExchange("http://example.com/", "x-fault", "spin", "x-spins", strconv.Itoa(n))
+				s, err := f.NewStream(x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				st := s.OnRequestHeaders(x, true)
+				wall := time.Since(start)
+				in.mu.Lock()
+				cpu := time.Duration(in.cc.lastCPU)
+				in.mu.Unlock()
+				s.OnLog(x)
+				s.Done(x)
+				return st, wall, cpu
+			}
+			// Find a spin count that uses about a quarter of the budget
+			// on an idle thread.
+			spins := 1 << 16
+			for {
+				st, _, cpu := spin(spins)
+				if st != filter.Continue {
+					t.Fatalf("calibrating with %d spins: %v", spins, st)
+				}
+				if cpu >= timeout/8 {
+					t.Logf("%d spins use %v of CPU", spins, cpu)
+					break
+				}
+				spins *= 2
+			}
+
+			startBurners(t, 4*runtime.NumCPU())
+			time.Sleep(200 * time.Millisecond) // let them take the cores
+			var overran int
+			for range 5 {
+				st, wall, cpu := spin(spins)
+				t.Logf("under load: %v of wall time, %v of CPU", wall, cpu)
+				if st != filter.Continue {
+					t.Fatalf("a starved guest failed after %v (CPU %v): status %v", wall, cpu, st)
+				}
+				if wall > timeout {
+					overran++
+				}
+			}
+			t.Logf("%d of 5 calls took longer than the %v deadline by the wall clock", overran, timeout)
+		})
+	}
+}
