@@ -1,10 +1,13 @@
 package wasm
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,5 +141,152 @@ func TestBusyMachine(t *testing.T) {
 			}
 			t.Logf("%d of 5 calls took longer than the %v deadline by the wall clock", overran, timeout)
 		})
+	}
+}
+
+// livePool counts the plugin's live instances.
+func livePool(p *plugin) int {
+	n := 0
+	for i := range p.slots {
+		if in := p.slots[i].cur.Load(); in != nil && !in.dead.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPoolGrowsAndShrinks checks that a pool starts with one instance,
+// grows while concurrent requests find every instance busy, and shrinks
+// back to one once they stay idle.
+func TestPoolGrowsAndShrinks(t *testing.T) {
+	m := newTestManager(t)
+	m.idleAfter = 300 * time.Millisecond
+	set := prepare(t, m, testPlugin("faulty", "faulty", func(p *config.Plugin) {
+		p.PoolSize = 4
+	}))
+	p := set.plugins["faulty"]
+	if n := livePool(p); n != 1 {
+		t.Fatalf("pool starts with %d instances, want 1", n)
+	}
+	f := factoryOf(t, set, "faulty")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				x := newExchange("http://example.com/", "x-fault", "slow")
+				if st, _ := run(t, f, x); st != filter.Continue {
+					t.Errorf("request failed: %v", st)
+					return
+				}
+			}
+		}()
+	}
+	waitFor(t, func() bool { return livePool(p) == 4 })
+	close(stop)
+	wg.Wait()
+	waitFor(t, func() bool { return livePool(p) == 1 })
+	x := newExchange("http://example.com/")
+	if st, _ := run(t, f, x); st != filter.Continue || string(x.Ctx.Request.Header.Peek("x-faulty")) != "ok" {
+		t.Fatalf("after shrinking: %v", st)
+	}
+}
+
+// TestSlowStartReloadUnderLoad reloads a plugin into a version that takes
+// 5 s to start while requests stream through it: Prepare returns at once
+// with the running version in the set, every request is served (none
+// fails or waits for the start), and requests move to the new version by
+// themselves once it is ready.
+func TestSlowStartReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 5 s start")
+	}
+	m := newTestManager(t, func(o *Options) { o.StartWait = 200 * time.Millisecond })
+	v1 := testPlugin("slow", "slowstart", func(p *config.Plugin) { p.Config = []byte("v1"); p.PoolSize = 4 })
+	set := prepare(t, m, v1)
+	f := factoryOf(t, set, "slow")
+
+	var served, failed, onV2 atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				x := newExchange("http://example.com/")
+				s, err := f.NewStream(x)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				st := s.OnRequestHeaders(x, true)
+				s.OnLog(x)
+				s.Done(x)
+				switch v := string(x.Ctx.Request.Header.Peek("x-version")); {
+				case st != filter.Continue || x.Local() || (v != "v1" && v != "v2"):
+					failed.Add(1)
+				case v == "v2":
+					onV2.Add(1)
+					served.Add(1)
+				default:
+					served.Add(1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return served.Load() > 50 })
+
+	v2 := testPlugin("slow", "slowstart", func(p *config.Plugin) {
+		p.Config = []byte("v2")
+		p.VMConfig = []byte("5s")
+		p.PoolSize = 4
+	})
+	start := time.Now()
+	set2, err := m.Prepare(context.Background(), []config.Plugin{v2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Prepare waited %v for a slow start", took)
+	}
+	m.Activate(set2)
+	// An unrelated reload meanwhile is not held up either.
+	start = time.Now()
+	other := testPlugin("other", "addheader")
+	set3, err := m.Prepare(context.Background(), []config.Plugin{v2, other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("an unrelated reload waited %v", took)
+	}
+	m.Activate(set3)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for onV2.Load() < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("requests never moved to the new version (served %d, failed %d)", served.Load(), failed.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("served %d (%d on the new version), failed %d", served.Load(), onV2.Load(), failed.Load())
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d requests failed during the reload", n)
 	}
 }

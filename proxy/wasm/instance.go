@@ -42,6 +42,10 @@ type instance struct {
 
 	// active counts the requests pinned to the instance.
 	active atomic.Int32
+	// lastUsed is when the last request pinned to it finished (monotonic).
+	lastUsed atomic.Int64
+	// retired is set while the pool takes the idle instance out.
+	retired atomic.Bool
 
 	nextID  uint32
 	roots   []uint32 // root context id by attachment index
@@ -341,6 +345,7 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 	if slot == 0 {
 		p.pages.CompareAndSwap(0, in.mem.Size()/65536)
 	}
+	in.lastUsed.Store(monotonic())
 	return in, nil
 }
 

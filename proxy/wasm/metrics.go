@@ -23,6 +23,10 @@ type hostMetrics struct {
 	httpCalls      *prometheus.CounterVec
 	instances      *prometheus.GaugeVec
 	compileSeconds *prometheus.GaugeVec
+	backoff        *prometheus.GaugeVec
+	backoffs       *prometheus.CounterVec
+	grown          *prometheus.CounterVec
+	retired        *prometheus.CounterVec
 }
 
 func newHostMetrics(reg prometheus.Registerer, guest *metricStore) (*hostMetrics, error) {
@@ -52,9 +56,25 @@ func newHostMetrics(reg prometheus.Registerer, guest *metricStore) (*hostMetrics
 			Name: "wasmgate_wasm_compile_seconds",
 			Help: "Time the last start of a plugin spent compiling its module (or loading it from the cache).",
 		}, []string{"plugin"}),
+		backoff: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_wasm_rebuild_backoff_seconds",
+			Help: "Delay before the next rebuild of a plugin whose instances keep failing; 0 when it is healthy.",
+		}, []string{"plugin"}),
+		backoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_rebuild_backoffs_total",
+			Help: "Rebuilds of a plugin instance that were delayed because the plugin kept failing.",
+		}, []string{"plugin"}),
+		grown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instances_grown_total",
+			Help: "Instances added to a plugin's pool because every instance was busy.",
+		}, []string{"plugin"}),
+		retired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instances_retired_total",
+			Help: "Instances removed from a plugin's pool after staying idle.",
+		}, []string{"plugin"}),
 	}
 	h.collectors = []prometheus.Collector{h.failures, h.replacements, h.failedRequests,
-		h.httpCalls, h.instances, h.compileSeconds, guest}
+		h.httpCalls, h.instances, h.compileSeconds, h.backoff, h.backoffs, h.grown, h.retired, guest}
 	if reg == nil {
 		return h, nil
 	}

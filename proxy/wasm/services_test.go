@@ -116,7 +116,7 @@ func TestSharedServices(t *testing.T) {
 	if h == nil || h.GetHistogram().GetSampleCount() != total {
 		t.Fatalf("histogram = %v", h)
 	}
-	if g := gather(t, reg, "wasmgate_wasm_instances", "shared"); g == nil || g.GetGauge().GetValue() != 3 {
+	if g := gather(t, reg, "wasmgate_wasm_instances", "shared"); g == nil || g.GetGauge().GetValue() < 1 || g.GetGauge().GetValue() > 3 {
 		t.Errorf("instances gauge = %v", g)
 	}
 }

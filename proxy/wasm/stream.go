@@ -36,10 +36,22 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	}
 	in := p.pick()
 	if in == nil {
+		// The pool's last instance broke: its replacement is being
+		// built at once; wait for it rather than fail the request.
+		in = p.waitInstance(startTimeout(p.callTimeout))
+	}
+	for in != nil {
+		in.active.Add(1)
+		if !in.retired.Load() {
+			break
+		}
+		in.active.Add(-1) // the pool is retiring it: pick another
+		in = p.pick()
+	}
+	if in == nil {
 		p.release()
 		return f.unavailable(x, errBroken)
 	}
-	in.active.Add(1)
 	s := streamPool.Get().(*stream)
 	s.f, s.p, s.in, s.x = f, p, in, x
 
@@ -363,6 +375,7 @@ func (s *stream) Done(x *filter.Exchange) {
 	in.mu.Lock()
 	s.finish(true)
 	in.mu.Unlock()
+	in.lastUsed.Store(monotonic())
 	in.active.Add(-1)
 	*s = stream{}
 	streamPool.Put(s)
