@@ -532,3 +532,38 @@ func (m *Manager) successor(f *factory) *factory {
 func startTimeout(call time.Duration) time.Duration {
 	return max(20*call, 10*time.Second)
 }
+
+// Stats describe what the running plugins hold.
+type Stats struct {
+	Plugins   int // running plugins
+	Instances int // live instances, over every plugin
+	// LinearMemoryBytes is the size of the live instances' linear
+	// memories, which Go's heap holds.
+	LinearMemoryBytes uint64
+}
+
+// Stats returns what the running plugins hold now.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	plugins := make([]*plugin, 0, len(m.running))
+	for _, p := range m.running {
+		plugins = append(plugins, p)
+	}
+	m.mu.Unlock()
+	st := Stats{Plugins: len(plugins)}
+	for _, p := range plugins {
+		for i := range p.slots {
+			in := p.slots[i].cur.Load()
+			if in == nil {
+				continue
+			}
+			in.mu.Lock()
+			if !in.broken {
+				st.Instances++
+				st.LinearMemoryBytes += uint64(in.mem.Size())
+			}
+			in.mu.Unlock()
+		}
+	}
+	return st
+}

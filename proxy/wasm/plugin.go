@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +97,9 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 	}
 	pool := pc.PoolSize
 	if pool == 0 {
-		pool = runtime.GOMAXPROCS(0) * 2
+		// A guest runs one call at a time and at most GOMAXPROCS
+		// goroutines run at once: more instances would only add memory.
+		pool = runtime.GOMAXPROCS(0)
 	}
 	maxBody := int(pc.MaxBodyBytes)
 	if maxBody == 0 {
@@ -303,6 +306,7 @@ func (p *plugin) shutdown() {
 		p.m.shared.dropPlugin(p)
 		p.rt.Close(context.Background())
 		p.log.Debug("wasm plugin closed")
+		returnMemory()
 	})
 }
 
@@ -323,14 +327,31 @@ func (p *plugin) closeInstances() int {
 	return n
 }
 
+// returnMemory gives the memory of closed plugins (tens of MiB of heap:
+// linear memories and the runtime's module structures) back to the OS at
+// once, rather than at the pace of Go's scavenger, so that a proxy's RSS
+// stays flat across reloads. Closings less than a second apart share one
+// collection.
+func returnMemory() {
+	if !freeing.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(time.Second, func() {
+		freeing.Store(false)
+		debug.FreeOSMemory()
+	})
+}
+
+var freeing atomic.Bool
+
 var (
 	errPluginClosed = errors.New("plugin closed")
 	errBroken       = errors.New("instance broken by an earlier failure")
 )
 
 // pick returns an instance for a new request: an idle one when there is
-// one, else the least busy, and then it asks for one more instance. It
-// returns nil when no instance is live.
+// one, else the least busy, and then, if that one is in a call, it asks
+// for one more instance. It returns nil when no instance is live.
 func (p *plugin) pick() *instance {
 	n := len(p.slots)
 	start := int(p.rr.Add(1) % uint32(n))
@@ -349,7 +370,14 @@ func (p *plugin) pick() *instance {
 			best, bestActive = in, a
 		}
 	}
-	p.grow()
+	// Requests are pinned for their whole life but hold the instance only
+	// during callbacks: grow only when the chosen instance is in a call
+	// now, so that this request would wait for it.
+	if best == nil || !best.mu.TryLock() {
+		p.grow()
+	} else {
+		best.mu.Unlock()
+	}
 	return best
 }
 
