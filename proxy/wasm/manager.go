@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,6 +173,7 @@ type Set struct {
 	plugins  map[string]*plugin // guarded by m.mu once Prepare returned
 	released bool               // guarded by m.mu
 	once     sync.Once
+	meta     atomic.Pointer[metaTables]
 }
 
 // start is a plugin starting in the background. Its fields are guarded
@@ -413,7 +415,7 @@ func (s *Set) Factory(ref config.FilterRef, routeName string) (filter.Factory, e
 		}
 		att = a
 	}
-	return &factory{m: s.m, p: p, att: att, route: routeName}, nil
+	return &factory{m: s.m, p: p, att: att, route: routeName, meta: s.meta.Load()}, nil
 }
 
 // Close releases a set that will not be activated. Closing an active set,
@@ -507,8 +509,12 @@ func (m *Manager) forget(p *plugin) {
 func (m *Manager) successor(f *factory) *factory {
 	m.mu.Lock()
 	var p *plugin
+	meta := f.meta
 	if m.active != nil {
 		p = m.active.plugins[f.p.cfg.Name]
+		if mt := m.active.meta.Load(); mt != nil {
+			meta = mt
+		}
 	}
 	m.mu.Unlock()
 	if p == nil || p == f.p {
@@ -524,7 +530,7 @@ func (m *Manager) successor(f *factory) *factory {
 		}
 		att = a
 	}
-	return &factory{m: m, p: p, att: att, route: f.route}
+	return &factory{m: m, p: p, att: att, route: f.route, meta: meta}
 }
 
 // startTimeout bounds the start of one instance: _initialize, and the

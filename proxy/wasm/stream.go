@@ -15,6 +15,7 @@ type factory struct {
 	p     *plugin
 	att   *attachment
 	route string
+	meta  *metaTables // route and cluster metadata; nil for none
 }
 
 var _ filter.Factory = (*factory)(nil)
