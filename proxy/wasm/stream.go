@@ -3,6 +3,7 @@ package wasm
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -103,7 +104,10 @@ type stream struct {
 	bodyType abi.BufferType
 	bodyEdit bool
 
-	inCallback   bool // a callback of this stream is running
+	inCallback bool // a callback of this stream is running
+	// routeCleared: the guest called proxy_clear_route_cache or changed
+	// the request headers.
+	routeCleared atomic.Bool
 	paused       bool // the last callback paused; the proxy waits
 	resumeNow    bool // continue was asked for during the callback
 	closed       bool
@@ -368,6 +372,12 @@ func (s *stream) finish(del bool) {
 		in.cancelCalls(s.id)
 	}
 }
+
+// RouteCacheCleared reports whether the request's route must be chosen
+// again, as Envoy does, because the guest cleared the route cache or
+// changed the request headers. The proxy asks after the request headers
+// callbacks, on the request's goroutine.
+func (s *stream) RouteCacheCleared() bool { return s.routeCleared.Load() }
 
 // Done implements filter.Stream: it deletes the stream context, unpins the
 // instance and drops the request's reference to the plugin.
