@@ -209,7 +209,9 @@ func (f *filterReader) run() error {
 			}
 			return nil // hold everything and read more
 		default:
-			x.Flags |= filter.FlagFilterFailed
+			if !x.Local() {
+				x.Flags |= filter.FlagFilterFailed
+			}
 			return errors.New("a filter stopped the body")
 		}
 	}

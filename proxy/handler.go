@@ -621,6 +621,11 @@ func (x *exchange) upstreamError(err error) {
 	if err == errAnswered {
 		return
 	}
+	if x.Local() {
+		// A filter answered from its request body callback while the
+		// body streamed upstream: its reply wins, as in Envoy.
+		return
+	}
 	kind := cluster.Classify(err)
 	x.h.srv.metrics.UpstreamErrors.WithLabelValues(x.Cluster, kind.String()).Inc()
 	switch kind {
