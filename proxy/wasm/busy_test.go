@@ -210,7 +210,8 @@ func TestSlowStartReloadUnderLoad(t *testing.T) {
 	}
 	m := newTestManager(t, func(o *Options) { o.StartWait = 200 * time.Millisecond })
 	v1 := testPlugin("slow", "slowstart", func(p *config.Plugin) { p.Config = []byte("v1"); p.PoolSize = 4 })
-	set := prepare(t, m, v1)
+	other := testPlugin("other", "addheader")
+	set := prepare(t, m, v1, other)
 	f := factoryOf(t, set, "slow")
 
 	var served, failed, onV2 atomic.Int64
@@ -256,7 +257,7 @@ func TestSlowStartReloadUnderLoad(t *testing.T) {
 		p.PoolSize = 4
 	})
 	start := time.Now()
-	set2, err := m.Prepare(context.Background(), []config.Plugin{v2})
+	set2, err := m.Prepare(context.Background(), []config.Plugin{v2, other})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +265,9 @@ func TestSlowStartReloadUnderLoad(t *testing.T) {
 		t.Fatalf("Prepare waited %v for a slow start", took)
 	}
 	m.Activate(set2)
-	// An unrelated reload meanwhile is not held up either.
+	// A reload meanwhile (here: the same plugins again, as when another
+	// part of the configuration changed) is not held up either.
 	start = time.Now()
-	other := testPlugin("other", "addheader")
 	set3, err := m.Prepare(context.Background(), []config.Plugin{v2, other})
 	if err != nil {
 		t.Fatal(err)

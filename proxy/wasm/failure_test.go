@@ -76,7 +76,10 @@ func TestFailures(t *testing.T) {
 				resp := s.OnResponseHeaders(x, false)
 				s.OnLog(x)
 				s.Done(x)
-				if took > 5*time.Second {
+				// The deadline counts the guest's CPU time: on a starved
+				// machine a loop's 200ms of CPU can take many seconds of
+				// wall time, but it must end.
+				if took > time.Minute {
 					t.Errorf("failing callback took %v", took)
 				}
 				switch policy {

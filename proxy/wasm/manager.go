@@ -72,6 +72,7 @@ type Manager struct {
 	warm     []*plugin          // started in the background; the manager's reference is dropped at the next Activate
 	active   *Set
 	closed   bool
+	starts   sync.WaitGroup // background starts; Close waits for them
 
 	// stop is how plugins started from now on stop a call that overruns
 	// its deadline; tests set it, the default is stopInterrupt.
@@ -249,6 +250,7 @@ func (m *Manager) launch(pc *config.Plugin) (*plugin, *start, error) {
 		st = &start{done: make(chan struct{})}
 		m.starting[key] = st
 		c := *pc
+		m.starts.Add(1)
 		go m.startInBackground(&c, code, sum, key, st)
 	}
 	return nil, st, nil
@@ -313,6 +315,7 @@ func (m *Manager) await(ctx context.Context, set *Set, name string, st *start) (
 // startInBackground starts a plugin and hands it to the sets that serve
 // its running version meanwhile.
 func (m *Manager) startInBackground(pc *config.Plugin, code []byte, sum, key string, st *start) {
+	defer m.starts.Done()
 	p, err := m.startPlugin(context.Background(), pc, code, sum, key)
 	var old []*plugin
 	m.mu.Lock()
@@ -488,6 +491,9 @@ func (m *Manager) Close() error {
 	for _, p := range warm {
 		p.release()
 	}
+	// Starts still running use the compilation cache: let them end
+	// (they find the manager closed and close what they started).
+	m.starts.Wait()
 	for _, p := range running {
 		p.shutdown()
 	}
