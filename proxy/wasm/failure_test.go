@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -111,7 +112,12 @@ func TestFailures(t *testing.T) {
 // TestPausedRequestOnBrokenInstance checks that a request paused on an
 // instance that breaks meanwhile is answered rather than left waiting.
 func TestPausedRequestOnBrokenInstance(t *testing.T) {
-	m := newTestManager(t)
+	// The call's answer is held until the instance is broken, so that it
+	// cannot arrive first however the goroutines are scheduled.
+	gated := &gatedUpstreams{open: make(chan struct{}), next: testUpstreams(t)}
+	m := newTestManager(t, func(o *Options) { o.Upstreams = gated })
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(gated.open) }) })
 	set := prepare(t, m, testPlugin("auth", "httpcall", func(p *config.Plugin) {
 		p.Config = config.RawConfig("auth")
 		p.AllowedClusters = []string{"auth"}
@@ -127,10 +133,11 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	if st := s.OnRequestHeaders(x, true); st != filter.Pause {
 		t.Fatalf("status %v", st)
 	}
-	// Break the instance before the answer can arrive.
+	// Break the instance, then let the answer arrive.
 	in.mu.Lock()
 	in.p.failed(in, errBroken)
 	in.mu.Unlock()
+	release.Do(func() { close(gated.open) })
 	if !x.Wait(5 * time.Second) {
 		t.Fatal("request left paused")
 	}
@@ -139,6 +146,18 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	}
 	s.OnLog(x)
 	s.Done(x)
+}
+
+// gatedUpstreams holds every call until open is closed, then passes it
+// to next.
+type gatedUpstreams struct {
+	open chan struct{}
+	next filter.Upstreams
+}
+
+func (g *gatedUpstreams) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	<-g.open
+	return g.next.Call(cluster, req, resp, timeout)
 }
 
 // TestStopRunningCall checks the fact the call deadline rests on, in both
