@@ -23,7 +23,9 @@ type Plugin struct {
 	MemoryLimitMB int `yaml:"memory_limit_mb,omitempty" json:"memory_limit_mb,omitempty"`
 	// CallTimeout is the deadline of one call into the guest. Zero means 100ms.
 	CallTimeout Duration `yaml:"call_timeout,omitempty" json:"call_timeout,omitempty"`
-	// PoolSize is the number of module instances. Zero means GOMAXPROCS*2.
+	// PoolSize is the most module instances: the pool starts with one, grows
+	// while requests find every instance busy and shrinks when they stay
+	// idle. Zero means GOMAXPROCS.
 	PoolSize int `yaml:"pool_size,omitempty" json:"pool_size,omitempty"`
 	// MaxBodyBytes bounds a body the plugin buffers. Zero means 1 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes,omitempty" json:"max_body_bytes,omitempty"`

@@ -170,6 +170,8 @@ type Route struct {
 	Retry *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
 	// RateLimit is the route's own token bucket.
 	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// Metadata is data for filters (route_metadata).
+	Metadata *Metadata `yaml:"metadata,omitempty" json:"metadata,omitempty"`
 }
 
 // RouteMatch says which requests a route takes. All given conditions must
@@ -266,6 +268,8 @@ func (m HeaderMutation) IsZero() bool {
 // Cluster is a set of upstream endpoints and how to reach them.
 type Cluster struct {
 	Name string `yaml:"name" json:"name"`
+	// Metadata is data for filters (cluster_metadata).
+	Metadata *Metadata `yaml:"metadata,omitempty" json:"metadata,omitempty"`
 	// Discovery is "static" (the default: Endpoints as written) or
 	// "registry" (endpoints registered with the control plane under leases;
 	// the proxy receives them filled into Endpoints).

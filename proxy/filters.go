@@ -213,11 +213,25 @@ func (f *filterReader) run() error {
 			}
 			return nil // hold everything and read more
 		default:
-			x.Flags |= filter.FlagFilterFailed
+			if !x.Local() {
+				x.Flags |= filter.FlagFilterFailed
+			}
 			return errors.New("a filter stopped the body")
 		}
 	}
 	f.out = body.B
 	f.held = nil
 	return nil
+}
+
+// routeCacheCleared reports whether a filter asked for the route to be
+// chosen again (a Wasm filter's proxy_clear_route_cache, or its change of
+// the request headers).
+func (x *exchange) routeCacheCleared() bool {
+	for _, s := range x.streams {
+		if c, ok := s.(interface{ RouteCacheCleared() bool }); ok && c.RouteCacheCleared() {
+			return true
+		}
+	}
+	return false
 }

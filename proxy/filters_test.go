@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -266,5 +268,93 @@ virtual_hosts:
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("logged %v\nwant   %v", got, want)
+	}
+}
+
+// headerEcho answers every request itself, with the request headers its
+// request callback saw, one "name: value" line each, names lower case.
+type headerEcho struct{}
+
+func (headerEcho) Name() string { return "header-echo" }
+func (headerEcho) NewStream(*filter.Exchange) (filter.Stream, error) {
+	return &headerEchoStream{}, nil
+}
+
+type headerEchoStream struct{ bodyCounterStream }
+
+func (s *headerEchoStream) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
+	var b []byte
+	for k, v := range x.Ctx.Request.Header.All() {
+		b = append(append(append(append(b, bytes.ToLower(k)...), ": "...), v...), '\n')
+	}
+	x.SendLocalResponse(200, b, nil, "header_echo")
+	return filter.Stop
+}
+
+// TestFiltersSeeTheClientsHeaders sends HTTP/1.1 requests with and
+// without a Content-Length: a filter sees the client's headers and those
+// the proxy adds before it (the request id, the forwarding headers), and
+// no Content-Length the client did not send.
+func TestFiltersSeeTheClientsHeaders(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+admin: {address: "off"}
+listeners: [{name: main, address: "127.0.0.1:0"}]
+plugins: [{name: echo, file: native}]
+clusters: [{name: up, endpoints: [{address: "127.0.0.1:1"}]}]
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    filters: [{plugin: echo}]
+    routes: [{match: {prefix: /}, cluster: up}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Plugins: nativePlugins{headerEcho{}}})
+	if err := s.Apply(context.Background(), cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	tests := []struct {
+		name, head, body string
+		want             map[string]string // the client's headers, lower case
+	}{
+		{"POST without a length", "POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n", "",
+			map[string]string{"host": "x", "x-a": "1"}},
+		{"POST with length 0", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n", "",
+			map[string]string{"host": "x", "content-length": "0"}},
+		{"POST with a body", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n", "hello",
+			map[string]string{"host": "x", "content-length": "5"}},
+		{"GET", "GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n", "",
+			map[string]string{"host": "x", "user-agent": "t"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", s.Addr("main").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.head+"\r\n"+tc.body); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+				k, v, _ := strings.Cut(line, ": ")
+				if k == "x-request-id" || strings.HasPrefix(k, "x-forwarded-") {
+					continue // the proxy's own, added before the filters
+				}
+				got[k] = v
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("the filter saw %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

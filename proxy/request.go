@@ -36,6 +36,27 @@ func (x *exchange) prepareRequest(ls *listenerSnap) {
 	del(h, has, hasTE, "TE")
 	del(h, has, hasTrailer, "Trailer")
 	del(h, has, hasUpgrade, "Upgrade")
+	if h.ContentLength() == 0 && len(h.Peek(fasthttp.HeaderContentLength)) > 0 && x.Protocol == "HTTP/1.1" &&
+		!hasRawHeader(h.RawHeaders(), "content-length") {
+		// fasthttp gives a request with neither Content-Length nor
+		// Transfer-Encoding a Content-Length of 0. The client sent none,
+		// so filters see none; the length is 0 all the same.
+		h.Del(fasthttp.HeaderContentLength)
+	}
+}
+
+// hasRawHeader reports whether raw, the header lines as an HTTP/1 request
+// sent them, has a header named name (lower case).
+func hasRawHeader(raw []byte, name string) bool {
+	for len(raw) > 0 {
+		var line []byte
+		line, raw, _ = bytes.Cut(raw, []byte{'\n'})
+		k, _, ok := bytes.Cut(line, []byte{':'})
+		if ok && len(k) == len(name) && bytes.EqualFold(k, []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Hop-by-hop headers, as bits.

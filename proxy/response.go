@@ -43,6 +43,11 @@ func (x *exchange) upstreamError(err error) {
 	if err == errAnswered {
 		return
 	}
+	if x.Local() {
+		// A filter answered from its request body callback while the
+		// body streamed upstream: its reply wins, as in Envoy.
+		return
+	}
 	kind := cluster.Classify(err)
 	if kind == cluster.FailureDownstream {
 		// The client's body failed: not the endpoint's doing, and what is

@@ -116,6 +116,10 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		if set, err = s.plugins.Prepare(ctx, cfg.Plugins, s); err != nil {
 			return nil, nil, err
 		}
+		// Plugins read route and cluster metadata as properties.
+		if u, ok := set.(interface{ UseConfig(*config.Config) }); ok {
+			u.UseConfig(cfg)
+		}
 	}
 	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits, MeshPolicy: s.policy}
 	if set != nil {

@@ -246,3 +246,12 @@ func BenchmarkRequestHello(b *testing.B) {
 func helloRequest(tb testing.TB, f filter.Factory, x *filter.Exchange) {
 	filterRequest(tb, f, x, "x-hello")
 }
+
+// BenchmarkThreadCPU is the cost of one reading of the thread's CPU clock,
+// which a call pays once it reaches its first deadline check.
+func BenchmarkThreadCPU(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		threadCPU()
+	}
+}

@@ -311,6 +311,9 @@ func (in *instance) mapWrite(a []uint64, op mapOp) abi.Status {
 	if x == nil {
 		return abi.StatusNotFound
 	}
+	if mt == abi.MapHTTPRequestHeaders {
+		in.cur.routeCleared.Store(true) // as Envoy: a request header change clears the route cache
+	}
 	return writeField(x, mt, key, val, op)
 }
 
@@ -422,6 +425,9 @@ func hostSetHeaderMapPairs(in *instance, a []uint64) abi.Status {
 	x := in.exchange()
 	if x == nil {
 		return abi.StatusNotFound
+	}
+	if mt == abi.MapHTTPRequestHeaders {
+		in.cur.routeCleared.Store(true)
 	}
 	pairs, ok := parseMap(b, in.pairs[:0])
 	in.pairs = pairs[:0]

@@ -78,7 +78,7 @@ var hostFuncs = []hostFunc{
 	{"proxy_continue_response", 0, -1, func(in *instance, _ []uint64) abi.Status {
 		return continueStream(in, abi.StreamHTTPResponse)
 	}},
-	{"proxy_clear_route_cache", 0, -1, func(*instance, []uint64) abi.Status { return abi.StatusOK }},
+	{"proxy_clear_route_cache", 0, -1, hostClearRouteCache},
 }
 
 // instantiateEnv adds the env host module to a runtime.
@@ -281,4 +281,14 @@ func hostGetStatus(in *instance, a []uint64) abi.Status {
 	}
 	in.scratch = append(in.scratch[:0], msg...)
 	return in.copyOut(in.scratch, u32(a[1]), u32(a[2]))
+}
+
+// hostClearRouteCache records that the request's route must be chosen
+// again once its request headers callbacks have run
+// (stream.RouteCacheCleared).
+func hostClearRouteCache(in *instance, _ []uint64) abi.Status {
+	if in.cur != nil {
+		in.cur.routeCleared.Store(true)
+	}
+	return abi.StatusOK
 }

@@ -52,15 +52,18 @@ func hostHTTPCall(in *instance, a []uint64) abi.Status {
 		return abi.StatusBadArgument
 	}
 	req := fasthttp.AcquireRequest()
+	// Envoy requires :method, :path and :authority to be present, not
+	// non-empty; an empty :authority is filled with the cluster's name.
 	var method, path, authority, scheme []byte
+	var hasMethod, hasPath, hasAuthority bool
 	for _, p := range pairs {
 		switch string(p.k) {
 		case ":method":
-			method = p.v
+			method, hasMethod = p.v, true
 		case ":path":
-			path = p.v
+			path, hasPath = p.v, true
 		case ":authority":
-			authority = p.v
+			authority, hasAuthority = p.v, true
 		case ":scheme":
 			scheme = p.v
 		default:
@@ -69,9 +72,12 @@ func hostHTTPCall(in *instance, a []uint64) abi.Status {
 			}
 		}
 	}
-	if len(method) == 0 || len(path) == 0 || len(authority) == 0 {
+	if !hasMethod || !hasPath || !hasAuthority {
 		fasthttp.ReleaseRequest(req)
 		return abi.StatusBadArgument
+	}
+	if len(authority) == 0 {
+		authority = cluster
 	}
 	req.Header.SetMethodBytes(method)
 	req.SetRequestURIBytes(path)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,10 @@ type instance struct {
 
 	// active counts the requests pinned to the instance.
 	active atomic.Int32
+	// lastUsed is when the last request pinned to it finished (monotonic).
+	lastUsed atomic.Int64
+	// retired is set while the pool takes the idle instance out.
+	retired atomic.Bool
 
 	nextID  uint32
 	roots   []uint32 // root context id by attachment index
@@ -83,29 +88,45 @@ type callbacks struct {
 
 // callCtx is the context of every call into one instance. It carries the
 // instance to host functions and implements the call deadline without
-// allocating. A call stores its deadline; how it is enforced depends on
-// the plugin's stopMode.
+// allocating. A call's deadline is a budget of CPU time, counted on the
+// thread that runs the call: time the thread spends descheduled, or
+// blocked in a host function, does not count (see RATIONALE). How the
+// budget is enforced depends on the plugin's stopMode.
 //
 // With stopInterrupt the guest itself calls checkDeadline (package guard's
-// import) every guard.Interval loop iterations, which fires the context
-// and traps the guest once the deadline has passed. No timer runs.
+// import) every guard.Interval loop iterations. The first check of a call
+// locks the goroutine to its thread and reads the thread's CPU clock;
+// later checks compare the wall clock with a checkpoint before which the
+// budget cannot have been spent (a thread's CPU time never grows faster
+// than the wall clock), and read the CPU clock again only past it. A call
+// that never reaches a check costs no system call; a call in an endless
+// loop is cut off once its thread has used the budget.
 //
 // With stopWatch, a timer fires the context, whose Done channel closing
-// makes wazero close the module. The deadline costs a call a clock read
-// and two atomic stores, not a timer's Reset and Stop: the timer stays
-// armed while calls follow one another, and when it fires it either finds
-// the running call late (and fires the context), or re-arms itself for the
-// running call's deadline, or, between calls, stops. Calls with a longer
-// deadline than the request path's (start-up) stop it when they end, so
-// that an armed timer never fires after the deadline of the call in
-// progress.
+// makes wazero close the module. Each call locks its thread and reads its
+// CPU clock; the timer, when the checkpoint passes, reads that thread's
+// CPU clock from its own goroutine and either fires or re-arms for the
+// budget left. The timer stays armed while calls follow one another: when
+// it fires it either finds the running call over budget (and fires the
+// context), or re-arms itself, or, between calls, stops. Calls with a
+// longer deadline than the request path's (start-up) stop it when they
+// end, so that an armed timer never fires after the deadline of the call
+// in progress.
 type callCtx struct {
 	in    *instance
 	done  chan struct{}
 	fired atomic.Bool
 	timer *time.Timer
 
-	deadline atomic.Int64 // of the running call, in monotonic ns; 0 between calls
+	// deadline is the running call's checkpoint, in monotonic ns: the
+	// wall time before which it cannot have used its budget; 0 between
+	// calls.
+	deadline atomic.Int64
+	budget   atomic.Int64 // CPU ns the running call may use
+	cpuStart atomic.Int64 // the thread's CPU clock when counting began
+	clock    atomic.Int32 // stopWatch: the CPU clock of the call's thread
+	counting bool         // the call holds its thread and cpuStart is set
+	lastCPU  int64        // CPU ns used by the last call that counted
 	armed    atomic.Bool  // the timer is set, or its function is running
 	timed    bool         // the timer enforces the deadline (stopWatch)
 }
@@ -116,22 +137,49 @@ var clockBase = time.Now()
 
 func monotonic() int64 { return int64(time.Since(clockBase)) }
 
-// begin starts the deadline of a call that may run for d.
+// begin starts the deadline of a call that may use d of CPU time. It runs
+// on the goroutine that makes the call.
 func (c *callCtx) begin(d time.Duration) {
+	c.budget.Store(int64(d))
+	if c.timed {
+		c.countFromHere()
+	}
 	c.deadline.Store(monotonic() + int64(d))
 	if c.timed && c.armed.CompareAndSwap(false, true) {
 		c.timer.Reset(d)
 	}
 }
 
+// countFromHere locks the calling goroutine to its thread and starts
+// counting the call's CPU time on it.
+func (c *callCtx) countFromHere() {
+	runtime.LockOSThread()
+	c.counting = true
+	if c.timed {
+		c.clock.Store(threadClock())
+	}
+	c.cpuStart.Store(threadCPU())
+}
+
 // end ends the deadline of the call begun last; long calls disarm the
 // timer, whose next firing may be past the next call's deadline.
 func (c *callCtx) end(long bool) {
 	c.deadline.Store(0)
+	if c.counting {
+		c.lastCPU = threadCPU() - c.cpuStart.Load()
+		c.counting = false
+		runtime.UnlockOSThread()
+	}
 	if long && c.timed {
 		c.timer.Stop()
 		c.armed.Store(false)
 	}
+}
+
+// expire makes the running call's budget spent, as if it had used it all.
+func (c *callCtx) expire() {
+	c.budget.Store(0)
+	c.deadline.Store(1)
 }
 
 // check is the timer's function.
@@ -147,14 +195,24 @@ func (c *callCtx) check() {
 			}
 			continue
 		}
-		if left := dl - monotonic(); left > 0 {
+		now := monotonic()
+		if left := dl - now; left > 0 {
 			c.timer.Reset(time.Duration(left))
 			return
 		}
-		// dl was read before the clock: fire only if its call is still
+		// Past the checkpoint: how much CPU has the call's thread used?
+		left := c.budget.Load() - (clockCPU(c.clock.Load()) - c.cpuStart.Load())
+		// dl was read before the clocks: act only if its call is still
 		// the one running, not a later call that began since.
-		if c.deadline.Load() == dl {
+		if c.deadline.Load() != dl {
+			continue
+		}
+		if left <= 0 {
 			c.fire()
+			return
+		}
+		if c.deadline.CompareAndSwap(dl, now+left) {
+			c.timer.Reset(time.Duration(left))
 			return
 		}
 	}
@@ -177,15 +235,33 @@ func (c *callCtx) fire() {
 }
 
 // checkDeadline is package guard's import: the guest calls it every
-// guard.Interval loop iterations, and traps when it returns non-zero.
+// guard.Interval loop iterations, on the goroutine of the call, and traps
+// when it returns non-zero.
 func checkDeadline(ctx context.Context, stack []uint64) {
 	stack[0] = 0
 	c, ok := ctx.(*callCtx)
 	if !ok {
 		return
 	}
-	if dl := c.deadline.Load(); dl != 0 && monotonic() > dl {
-		c.fire()
+	if dl := c.deadline.Load(); dl != 0 {
+		now := monotonic()
+		switch {
+		case !c.counting:
+			// The first check of the call: count from here. What ran
+			// before it (fewer than guard.Interval iterations) is not
+			// counted, so the checkpoint moves to a full budget ahead.
+			c.countFromHere()
+			if c.budget.Load() > 0 {
+				c.deadline.CompareAndSwap(dl, now+c.budget.Load())
+			}
+		case now > dl:
+			left := c.budget.Load() - (threadCPU() - c.cpuStart.Load())
+			if left <= 0 {
+				c.fire()
+			} else {
+				c.deadline.CompareAndSwap(dl, now+left)
+			}
+		}
 	}
 	if c.fired.Load() {
 		stack[0] = 1
@@ -269,6 +345,7 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 	if slot == 0 {
 		p.pages.CompareAndSwap(0, in.mem.Size()/65536)
 	}
+	in.lastUsed.Store(monotonic())
 	return in, nil
 }
 

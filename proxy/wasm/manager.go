@@ -18,7 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +48,13 @@ type Options struct {
 	// Blobs returns the module with the given sha256 for plugins that name
 	// no file; nil makes such plugins fail to load.
 	Blobs func(sha256 string) ([]byte, error)
+	// StartWait is how long Prepare waits for a plugin whose module or
+	// settings changed before it puts the running version of that plugin
+	// in the Set instead and lets the new one finish starting in the
+	// background; the Set then switches to it by itself, request by
+	// request, once it is ready. Zero means 2s; negative waits for every
+	// start (a plugin with no running version is always waited for).
+	StartWait time.Duration
 }
 
 // Manager owns every running plugin. It is safe for concurrent use.
@@ -57,15 +66,39 @@ type Manager struct {
 	guest   *metricStore
 	shared  *sharedStore
 
-	mu      sync.Mutex
-	running map[string]*plugin // by identity (module digest and settings)
-	active  *Set
-	closed  bool
+	mu       sync.Mutex
+	running  map[string]*plugin // by identity (module digest and settings)
+	starting map[string]*start  // by identity: plugins starting in the background
+	warm     []*plugin          // started in the background; the manager's reference is dropped at the next Activate
+	active   *Set
+	closed   bool
+	starts   sync.WaitGroup // background starts; Close waits for them
 
 	// stop is how plugins started from now on stop a call that overruns
 	// its deadline; tests set it, the default is stopInterrupt.
 	stop stopMode
+
+	// builds bounds the instances built in the background at once.
+	builds chan struct{}
+	// idleAfter is how long an instance beyond a pool's first stays idle
+	// before it is retired; tests shorten it.
+	idleAfter time.Duration
 }
+
+// defaultIdleAfter is how long an idle instance is kept.
+const defaultIdleAfter = 30 * time.Second
+
+// acquireBuild waits for a build slot, or returns false once done closes.
+func (m *Manager) acquireBuild(done <-chan struct{}) bool {
+	select {
+	case m.builds <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+func (m *Manager) releaseBuild() { <-m.builds }
 
 // stopMode is how a plugin's calls that overrun their deadline are
 // stopped (see RATIONALE).
@@ -114,12 +147,17 @@ func NewManager(opts Options) (*Manager, error) {
 		cache = wazero.NewCompilationCache()
 	}
 	m := &Manager{
-		opts:    opts,
-		log:     log,
-		cache:   cache,
-		guest:   newMetricStore(),
-		shared:  newSharedStore(),
-		running: make(map[string]*plugin),
+		opts:     opts,
+		log:      log,
+		cache:    cache,
+		guest:    newMetricStore(),
+		shared:   newSharedStore(),
+		running:  make(map[string]*plugin),
+		starting: make(map[string]*start),
+		// Background builds are CPU-bound: at most half the CPUs, so
+		// requests keep the rest.
+		builds:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+		idleAfter: defaultIdleAfter,
 	}
 	hm, err := newHostMetrics(opts.Registerer, m.guest)
 	if err != nil {
@@ -132,62 +170,188 @@ func NewManager(opts Options) (*Manager, error) {
 // Set is the plugins of one configuration, started and ready to serve.
 // The proxy either activates it or closes it.
 type Set struct {
-	m       *Manager
-	plugins map[string]*plugin
-	once    sync.Once
+	m        *Manager
+	plugins  map[string]*plugin // guarded by m.mu once Prepare returned
+	released bool               // guarded by m.mu
+	once     sync.Once
+	meta     atomic.Pointer[metaTables]
+}
+
+// start is a plugin starting in the background. Its fields are guarded
+// by Manager.mu; done closes when it ended.
+type start struct {
+	done chan struct{}
+	p    *plugin // the started plugin, when err is nil
+	err  error
+	// sets that serve the plugin's running version meanwhile, by name.
+	sets []*Set
 }
 
 // Prepare loads and starts every plugin of the configuration, reusing the
-// running plugins whose module and settings are unchanged. It runs off the
-// request path; on error nothing of the new configuration is kept and the
-// error names the plugin at fault.
+// running plugins whose module and settings are unchanged. Plugins start
+// at once, in the background; Prepare waits for each as Options.StartWait
+// says. It runs off the request path; on error nothing of the new
+// configuration is kept and the error names the plugin at fault.
 func (m *Manager) Prepare(ctx context.Context, plugins []config.Plugin) (*Set, error) {
 	set := &Set{m: m, plugins: make(map[string]*plugin, len(plugins))}
+	starts := make([]*start, len(plugins))
 	for i := range plugins {
-		pc := plugins[i]
-		p, err := m.preparePlugin(ctx, &pc)
+		pc := &plugins[i]
+		if _, dup := set.plugins[pc.Name]; dup {
+			set.release()
+			return nil, fmt.Errorf("plugin %q: defined twice", pc.Name)
+		}
+		set.plugins[pc.Name] = nil
+		p, st, err := m.launch(pc)
 		if err != nil {
 			set.release()
 			return nil, fmt.Errorf("plugin %q: %w", pc.Name, err)
 		}
-		if _, dup := set.plugins[pc.Name]; dup {
-			p.release()
-			set.release()
-			return nil, fmt.Errorf("plugin %q: defined twice", pc.Name)
+		set.plugins[pc.Name], starts[i] = p, st
+	}
+	for i, st := range starts {
+		if st == nil {
+			continue
 		}
-		set.plugins[pc.Name] = p
+		name := plugins[i].Name
+		p, err := m.await(ctx, set, name, st)
+		if err != nil {
+			set.release()
+			return nil, fmt.Errorf("plugin %q: %w", name, err)
+		}
+		m.mu.Lock()
+		set.plugins[name] = p
+		m.mu.Unlock()
 	}
 	return set, nil
 }
 
-func (m *Manager) preparePlugin(ctx context.Context, pc *config.Plugin) (*plugin, error) {
+// launch returns the running plugin for pc when there is one, or the
+// start of a new one, begun in the background unless it already is.
+func (m *Manager) launch(pc *config.Plugin) (*plugin, *start, error) {
 	code, sum, err := m.load(pc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key, err := identity(pc, sum)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return nil, errors.New("manager is closed")
+		return nil, nil, errors.New("manager is closed")
 	}
 	if p := m.running[key]; p != nil && p.acquire() {
-		m.mu.Unlock()
-		return p, nil
+		return p, nil, nil
 	}
-	m.mu.Unlock()
+	st := m.starting[key]
+	if st == nil {
+		st = &start{done: make(chan struct{})}
+		m.starting[key] = st
+		c := *pc
+		m.starts.Add(1)
+		go m.startInBackground(&c, code, sum, key, st)
+	}
+	return nil, st, nil
+}
 
-	p, err := m.startPlugin(ctx, pc, code, sum, key)
-	if err != nil {
-		return nil, err
+// await waits for a start as Options.StartWait says and returns the
+// plugin the set serves for name: the started one, or, when the start
+// takes longer and a version of the plugin runs in the active set, that
+// version, replaced in the set once the start ends.
+func (m *Manager) await(ctx context.Context, set *Set, name string, st *start) (*plugin, error) {
+	wait := m.opts.StartWait
+	if wait == 0 {
+		wait = 2 * time.Second
 	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		select {
+		case <-st.done:
+			m.mu.Lock()
+			p, err := st.p, st.err
+			m.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			if !p.acquire() {
+				return nil, errors.New("plugin closed while starting")
+			}
+			return p, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+			m.mu.Lock()
+			var prev *plugin
+			if m.active != nil {
+				prev = m.active.plugins[name]
+			}
+			select {
+			case <-st.done:
+				m.mu.Unlock()
+				continue // ended meanwhile
+			default:
+			}
+			if prev == nil || !prev.acquire() {
+				m.mu.Unlock()
+				timeout = nil // nothing else can serve it: wait
+				continue
+			}
+			st.sets = append(st.sets, set)
+			m.mu.Unlock()
+			m.log.Info("wasm plugin is still starting; its running version serves until it is ready",
+				zap.String("plugin", name))
+			return prev, nil
+		}
+	}
+}
+
+// startInBackground starts a plugin and hands it to the sets that serve
+// its running version meanwhile.
+func (m *Manager) startInBackground(pc *config.Plugin, code []byte, sum, key string, st *start) {
+	defer m.starts.Done()
+	p, err := m.startPlugin(context.Background(), pc, code, sum, key)
+	var old []*plugin
 	m.mu.Lock()
-	m.running[key] = p
+	delete(m.starting, key)
+	st.p, st.err = p, err
+	switch {
+	case err != nil:
+		if len(st.sets) > 0 {
+			m.log.Error("wasm plugin failed to start; its previous version keeps serving",
+				zap.String("plugin", pc.Name), zap.Error(err))
+		}
+	case m.closed:
+		m.mu.Unlock()
+		close(st.done)
+		p.shutdown()
+		return
+	default:
+		m.running[key] = p
+		m.warm = append(m.warm, p)
+		for _, set := range st.sets {
+			prev := set.plugins[pc.Name]
+			if set.released || prev == nil || !p.acquire() {
+				continue
+			}
+			set.plugins[pc.Name] = p
+			old = append(old, prev)
+		}
+	}
 	m.mu.Unlock()
-	return p, nil
+	close(st.done)
+	// Requests in flight finish on the version they started with; new
+	// ones reach the started plugin through Manager.successor once it
+	// closes.
+	for _, prev := range old {
+		prev.release()
+	}
 }
 
 // load returns the module's bytes and their sha256, checked against the
@@ -238,7 +402,9 @@ func identity(pc *config.Plugin, sum string) (string, error) {
 // set. A ref with its own Config gets a root context of its own,
 // configured with it; attachments with equal configuration share one.
 func (s *Set) Factory(ref config.FilterRef, routeName string) (filter.Factory, error) {
+	s.m.mu.Lock()
 	p := s.plugins[ref.Plugin]
+	s.m.mu.Unlock()
 	if p == nil {
 		return nil, fmt.Errorf("wasm plugin %q is not in this configuration", ref.Plugin)
 	}
@@ -252,7 +418,7 @@ func (s *Set) Factory(ref config.FilterRef, routeName string) (filter.Factory, e
 		}
 		att = a
 	}
-	return &factory{m: s.m, p: p, att: att, route: routeName}, nil
+	return &factory{m: s.m, p: p, att: att, route: routeName, meta: s.meta.Load()}, nil
 }
 
 // Close releases a set that will not be activated. Closing an active set,
@@ -268,7 +434,16 @@ func (s *Set) Close() {
 
 func (s *Set) release() {
 	s.once.Do(func() {
+		s.m.mu.Lock()
+		s.released = true
+		plugins := make([]*plugin, 0, len(s.plugins))
 		for _, p := range s.plugins {
+			if p != nil {
+				plugins = append(plugins, p)
+			}
+		}
+		s.m.mu.Unlock()
+		for _, p := range plugins {
 			p.release()
 		}
 	})
@@ -281,9 +456,14 @@ func (m *Manager) Activate(set *Set) {
 	m.mu.Lock()
 	old := m.active
 	m.active = set
+	warm := m.warm
+	m.warm = nil
 	m.mu.Unlock()
 	if old != nil && old != set {
 		old.release()
+	}
+	for _, p := range warm {
+		p.release()
 	}
 }
 
@@ -298,6 +478,8 @@ func (m *Manager) Close() error {
 	m.closed = true
 	active := m.active
 	m.active = nil
+	warm := m.warm
+	m.warm = nil
 	running := make([]*plugin, 0, len(m.running))
 	for _, p := range m.running {
 		running = append(running, p)
@@ -306,6 +488,12 @@ func (m *Manager) Close() error {
 	if active != nil {
 		active.release()
 	}
+	for _, p := range warm {
+		p.release()
+	}
+	// Starts still running use the compilation cache: let them end
+	// (they find the manager closed and close what they started).
+	m.starts.Wait()
 	for _, p := range running {
 		p.shutdown()
 	}
@@ -326,12 +514,15 @@ func (m *Manager) forget(p *plugin) {
 // same attachment on the plugin of that name in the active set.
 func (m *Manager) successor(f *factory) *factory {
 	m.mu.Lock()
-	set := m.active
-	m.mu.Unlock()
-	if set == nil {
-		return nil
+	var p *plugin
+	meta := f.meta
+	if m.active != nil {
+		p = m.active.plugins[f.p.cfg.Name]
+		if mt := m.active.meta.Load(); mt != nil {
+			meta = mt
+		}
 	}
-	p := set.plugins[f.p.cfg.Name]
+	m.mu.Unlock()
 	if p == nil || p == f.p {
 		return nil
 	}
@@ -345,11 +536,46 @@ func (m *Manager) successor(f *factory) *factory {
 		}
 		att = a
 	}
-	return &factory{m: m, p: p, att: att, route: f.route}
+	return &factory{m: m, p: p, att: att, route: f.route, meta: meta}
 }
 
 // startTimeout bounds the start of one instance: _initialize, and the
 // creation, start and configuration of its root contexts.
 func startTimeout(call time.Duration) time.Duration {
 	return max(20*call, 10*time.Second)
+}
+
+// Stats describe what the running plugins hold.
+type Stats struct {
+	Plugins   int // running plugins
+	Instances int // live instances, over every plugin
+	// LinearMemoryBytes is the size of the live instances' linear
+	// memories, which Go's heap holds.
+	LinearMemoryBytes uint64
+}
+
+// Stats returns what the running plugins hold now.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	plugins := make([]*plugin, 0, len(m.running))
+	for _, p := range m.running {
+		plugins = append(plugins, p)
+	}
+	m.mu.Unlock()
+	st := Stats{Plugins: len(plugins)}
+	for _, p := range plugins {
+		for i := range p.slots {
+			in := p.slots[i].cur.Load()
+			if in == nil {
+				continue
+			}
+			in.mu.Lock()
+			if !in.broken {
+				st.Instances++
+				st.LinearMemoryBytes += uint64(in.mem.Size())
+			}
+			in.mu.Unlock()
+		}
+	}
+	return st
 }

@@ -23,6 +23,10 @@ type hostMetrics struct {
 	httpCalls      *prometheus.CounterVec
 	instances      *prometheus.GaugeVec
 	compileSeconds *prometheus.GaugeVec
+	backoff        *prometheus.GaugeVec
+	backoffs       *prometheus.CounterVec
+	grown          *prometheus.CounterVec
+	retired        *prometheus.CounterVec
 }
 
 func newHostMetrics(reg prometheus.Registerer, guest *metricStore) (*hostMetrics, error) {
@@ -52,9 +56,25 @@ func newHostMetrics(reg prometheus.Registerer, guest *metricStore) (*hostMetrics
 			Name: "wasmgate_wasm_compile_seconds",
 			Help: "Time the last start of a plugin spent compiling its module (or loading it from the cache).",
 		}, []string{"plugin"}),
+		backoff: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_wasm_rebuild_backoff_seconds",
+			Help: "Delay before the next rebuild of a plugin whose instances keep failing; 0 when it is healthy.",
+		}, []string{"plugin"}),
+		backoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_rebuild_backoffs_total",
+			Help: "Rebuilds of a plugin instance that were delayed because the plugin kept failing.",
+		}, []string{"plugin"}),
+		grown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instances_grown_total",
+			Help: "Instances added to a plugin's pool because every instance was busy.",
+		}, []string{"plugin"}),
+		retired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_wasm_instances_retired_total",
+			Help: "Instances removed from a plugin's pool after staying idle.",
+		}, []string{"plugin"}),
 	}
 	h.collectors = []prometheus.Collector{h.failures, h.replacements, h.failedRequests,
-		h.httpCalls, h.instances, h.compileSeconds, guest}
+		h.httpCalls, h.instances, h.compileSeconds, h.backoff, h.backoffs, h.grown, h.retired, guest}
 	if reg == nil {
 		return h, nil
 	}
@@ -175,6 +195,9 @@ func (s *metricStore) labelled(name string) (fqName string, labels, values []str
 	if s.labelSets == nil {
 		s.labelSets = map[string]string{}
 	}
+	if base, pairs, ok := envoyTags(name); ok {
+		return s.withLabels(name, base, pairs)
+	}
 	base, rest, found := strings.Cut(name, ";")
 	if !found {
 		fqName = promName(name)
@@ -184,8 +207,39 @@ func (s *metricStore) labelled(name string) (fqName string, labels, values []str
 		s.labelSets[fqName] = ""
 		return fqName, nil, nil
 	}
+	return s.withLabels(name, base, strings.Split(rest, ";"))
+}
+
+// envoyTags splits a name written with the tag-extraction convention of
+// Envoy's Wasm stats (Istio's stats_tags regexes): "base.key=.=value;.;"
+// repeated, as in "istio_requests_total.reporter=.=destination;.;". It
+// returns the base and "key=value" pairs.
+func envoyTags(name string) (base string, pairs []string, ok bool) {
+	i := strings.Index(name, "=.=")
+	if i < 0 {
+		return "", nil, false
+	}
+	j := strings.LastIndexByte(name[:i], '.')
+	if j <= 0 {
+		return "", nil, false
+	}
+	rest := strings.TrimSuffix(name[j+1:], ";.;")
+	for _, t := range strings.Split(rest, ";.;") {
+		k, v, found := strings.Cut(t, "=.=")
+		if !found {
+			return "", nil, false
+		}
+		pairs = append(pairs, k+"="+v)
+	}
+	return name[:j], pairs, true
+}
+
+// withLabels exports base with the labels of "key=value" pairs, or the
+// whole name without labels when a key is malformed or the keys differ
+// from the first seen under base.
+func (s *metricStore) withLabels(name, base string, pairs []string) (fqName string, labels, values []string) {
 	fqName = promName(base)
-	for _, pair := range strings.Split(rest, ";") {
+	for _, pair := range pairs {
 		k, v, ok := strings.Cut(pair, "=")
 		k = promLabel(k)
 		if !ok || k == "" || k == "plugin" || slices.Contains(labels, k) {

@@ -28,6 +28,11 @@ func TestMetricLabels(t *testing.T) {
 		{"bad2;plugin=x", "wasm_bad2_plugin_x", nil, nil},
 		{"dup;a=1;a=2", "wasm_dup_a_1_a_2", nil, nil},
 		{"keys;my-key=v", "wasm_keys", []string{"my_key"}, []string{"v"}},
+		// Envoy's (Istio's) tag-extraction convention.
+		{"istio_requests_total.reporter=.=destination;.;response_code=.=200;.;", "wasm_istio_requests_total",
+			[]string{"reporter", "response_code"}, []string{"destination", "200"}},
+		{"istio_requests_total.reporter=.=source;.;response_code=.=503;.;", "wasm_istio_requests_total",
+			[]string{"reporter", "response_code"}, []string{"source", "503"}},
 	}
 	for _, tc := range cases {
 		m := s.get(s.define("p", abi.MetricCounter, tc.name))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,9 +54,19 @@ type plugin struct {
 
 	mu          sync.Mutex // serializes attachments and instance replacement
 	attachments atomic.Pointer[[]*attachment]
-	slots       []slot
+	slots       []slot // the pool's capacity; empty slots are filled on demand
 	rr          atomic.Uint32
 	seq         atomic.Uint64 // instance names
+	growing     atomic.Bool   // an instance is being added to the pool
+	availMu     sync.Mutex
+	avail       chan struct{} // closed when an instance is added
+
+	// Failures come in bursts: the first of a burst is logged, the others
+	// counted, and the rebuilds of a burst back off.
+	failMu       sync.Mutex
+	burst        int       // failures in the current burst
+	lastFail     time.Time // of the last failure
+	backoffUntil atomic.Int64
 
 	done      chan struct{} // closed when the plugin closes
 	closeOnce sync.Once
@@ -66,12 +77,10 @@ type plugin struct {
 	pages       atomic.Uint32 // memory of the first instance after start
 }
 
-// slot holds one instance of the pool and the count of its recent
-// failures, which sets the backoff of its replacement.
+// slot holds one instance of the pool, or nil while the pool is smaller
+// than its capacity.
 type slot struct {
-	cur      atomic.Pointer[instance]
-	failures int // guarded by plugin.mu
-	lastFail time.Time
+	cur atomic.Pointer[instance]
 }
 
 // attachment is one root context configuration: the plugin's own (index
@@ -88,7 +97,9 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 	}
 	pool := pc.PoolSize
 	if pool == 0 {
-		pool = runtime.GOMAXPROCS(0) * 2
+		// A guest runs one call at a time and at most GOMAXPROCS
+		// goroutines run at once: more instances would only add memory.
+		pool = runtime.GOMAXPROCS(0)
 	}
 	maxBody := int(pc.MaxBodyBytes)
 	if maxBody == 0 {
@@ -122,19 +133,19 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 	if err := p.inspect(); err != nil {
 		return fail(err)
 	}
-	for i := range p.slots {
-		in, err := p.newInstance(i)
-		if err != nil {
-			p.closeInstances()
-			return fail(err)
-		}
-		p.slots[i].cur.Store(in)
+	// The pool starts with one instance and grows while requests find
+	// every instance busy (see pick and grow).
+	in, err := p.newInstance(0)
+	if err != nil {
+		return fail(err)
 	}
+	p.slots[0].cur.Store(in)
 	m.metrics.compileSeconds.WithLabelValues(pc.Name).Set(p.compileTime.Seconds())
-	m.metrics.instances.WithLabelValues(pc.Name).Add(float64(len(p.slots)))
+	m.metrics.instances.WithLabelValues(pc.Name).Inc()
+	go p.sweep()
 	p.log.Debug("wasm plugin started",
 		zap.String("sha256", sum), zap.Duration("compile", p.compileTime), zap.Stringer("stop", p.stop),
-		zap.Int("instances", len(p.slots)), zap.Uint32("pages", p.pages.Load()))
+		zap.Int("capacity", len(p.slots)), zap.Uint32("pages", p.pages.Load()))
 	return p, nil
 }
 
@@ -295,6 +306,7 @@ func (p *plugin) shutdown() {
 		p.m.shared.dropPlugin(p)
 		p.rt.Close(context.Background())
 		p.log.Debug("wasm plugin closed")
+		returnMemory()
 	})
 }
 
@@ -315,13 +327,31 @@ func (p *plugin) closeInstances() int {
 	return n
 }
 
+// returnMemory gives the memory of closed plugins (tens of MiB of heap:
+// linear memories and the runtime's module structures) back to the OS at
+// once, rather than at the pace of Go's scavenger, so that a proxy's RSS
+// stays flat across reloads. Closings less than a second apart share one
+// collection.
+func returnMemory() {
+	if !freeing.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(time.Second, func() {
+		freeing.Store(false)
+		debug.FreeOSMemory()
+	})
+}
+
+var freeing atomic.Bool
+
 var (
 	errPluginClosed = errors.New("plugin closed")
 	errBroken       = errors.New("instance broken by an earlier failure")
 )
 
 // pick returns an instance for a new request: an idle one when there is
-// one, else the least busy. It returns nil when every instance is broken.
+// one, else the least busy, and then, if that one is in a call, it asks
+// for one more instance. It returns nil when no instance is live.
 func (p *plugin) pick() *instance {
 	n := len(p.slots)
 	start := int(p.rr.Add(1) % uint32(n))
@@ -329,7 +359,7 @@ func (p *plugin) pick() *instance {
 	bestActive := int32(1<<31 - 1)
 	for i := 0; i < n; i++ {
 		in := p.slots[(start+i)%n].cur.Load()
-		if in == nil || in.dead.Load() {
+		if in == nil || in.dead.Load() || in.retired.Load() {
 			continue
 		}
 		a := in.active.Load()
@@ -340,7 +370,114 @@ func (p *plugin) pick() *instance {
 			best, bestActive = in, a
 		}
 	}
+	// Requests are pinned for their whole life but hold the instance only
+	// during callbacks: grow only when the chosen instance is in a call
+	// now, so that this request would wait for it.
+	if best == nil || !best.mu.TryLock() {
+		p.grow()
+	} else {
+		best.mu.Unlock()
+	}
 	return best
+}
+
+// grow adds an instance to the pool in the background, unless the pool is
+// full, an instance is already being added, or the plugin is backing off
+// after failures.
+func (p *plugin) grow() {
+	if p.backoffUntil.Load() > monotonic() || !p.growing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.growing.Store(false)
+		if !p.m.acquireBuild(p.done) {
+			return
+		}
+		defer p.m.releaseBuild()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		free := -1
+		for i := range p.slots {
+			if p.slots[i].cur.Load() == nil {
+				free = i
+				break
+			}
+		}
+		if free < 0 {
+			return
+		}
+		in, err := p.newInstance(free)
+		if err != nil {
+			p.log.Warn("adding a wasm instance", zap.Error(err))
+			p.backoffUntil.Store(monotonic() + int64(time.Second))
+			return
+		}
+		p.added(in)
+		p.m.metrics.instances.WithLabelValues(p.cfg.Name).Inc()
+		p.m.metrics.grown.WithLabelValues(p.cfg.Name).Inc()
+	}()
+}
+
+// sweep retires instances that stayed idle, until the plugin closes.
+func (p *plugin) sweep() {
+	t := time.NewTicker(p.m.idleAfter / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+			p.retireIdle()
+		}
+	}
+}
+
+// errRetired closes an instance the pool no longer needs.
+var errRetired = errors.New("instance retired from an idle pool")
+
+// retireIdle closes the instances idle for longer than the manager's
+// idleAfter, keeping one live instance. An instance with HTTP calls in
+// flight stays.
+func (p *plugin) retireIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	live := 0
+	for i := range p.slots {
+		if in := p.slots[i].cur.Load(); in != nil && !in.dead.Load() {
+			live++
+		}
+	}
+	old := monotonic() - int64(p.m.idleAfter)
+	for i := len(p.slots) - 1; i >= 0 && live > 1; i-- {
+		in := p.slots[i].cur.Load()
+		if in == nil || in.dead.Load() || in.active.Load() != 0 || in.lastUsed.Load() > old {
+			continue
+		}
+		// NewStream counts itself active before it checks retired: one
+		// of the two sees the other.
+		in.retired.Store(true)
+		if in.active.Load() != 0 {
+			in.retired.Store(false)
+			continue
+		}
+		in.mu.Lock()
+		if len(in.calls) > 0 {
+			in.mu.Unlock()
+			in.retired.Store(false)
+			continue
+		}
+		in.discard(errRetired)
+		in.mu.Unlock()
+		p.slots[i].cur.CompareAndSwap(in, nil)
+		live--
+		p.m.metrics.instances.WithLabelValues(p.cfg.Name).Dec()
+		p.m.metrics.retired.WithLabelValues(p.cfg.Name).Inc()
+	}
 }
 
 // failed handles a failed call into in: it counts the failure, throws the
@@ -351,34 +488,94 @@ func (p *plugin) failed(in *instance, err error) {
 	}
 	kind := failureKind(err)
 	p.m.metrics.failures.WithLabelValues(p.cfg.Name, kind).Inc()
-	p.log.Warn("wasm plugin instance failed; replacing it",
-		zap.String("kind", kind), zap.Int("slot", in.slot), zap.Error(err))
+	n := p.noteFailure()
+	if n == 1 {
+		p.log.Warn("wasm plugin instance failed; replacing it (more failures within a minute are counted in metrics, not logged)",
+			zap.String("kind", kind), zap.Int("slot", in.slot), zap.Error(err))
+	} else {
+		p.log.Debug("wasm plugin instance failed again",
+			zap.String("kind", kind), zap.Int("slot", in.slot), zap.Int("burst", n), zap.Error(err))
+	}
 	in.discard(err)
 	p.m.metrics.instances.WithLabelValues(p.cfg.Name).Dec()
-	go p.replace(in)
+	go p.replace(in, n)
 }
 
-// replace puts a new instance in the slot of a broken one. Repeated
-// failures of a slot back off exponentially, from 50ms up to 10s; the
-// reload policy rebuilds the first time at once.
-func (p *plugin) replace(old *instance) {
-	s := &p.slots[old.slot]
-	p.mu.Lock()
-	if time.Since(s.lastFail) > time.Minute {
-		s.failures = 0
+// noteFailure counts a failure in the plugin's current burst (failures
+// less than a minute apart) and returns its rank in the burst.
+func (p *plugin) noteFailure() int {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	now := time.Now()
+	if now.Sub(p.lastFail) > time.Minute {
+		if p.burst > 1 {
+			p.log.Info("wasm plugin failure burst ended", zap.Int("failures", p.burst))
+		}
+		p.burst = 0
 	}
-	s.failures++
-	s.lastFail = time.Now()
-	n := s.failures
-	p.mu.Unlock()
-	delay := 50 * time.Millisecond << min(n-1, 8)
-	if n == 1 && p.cfg.FailurePolicy == config.FailReload {
-		delay = 0
+	p.burst++
+	p.lastFail = now
+	return p.burst
+}
+
+// rebuildDelay is how long a rebuild waits after the n-th failure of a
+// burst: none for the first, then 50ms doubling up to 10s.
+func (p *plugin) rebuildDelay(n int) time.Duration {
+	if n == 1 {
+		return 0
+	}
+	return min(50*time.Millisecond<<min(n-2, 8), 10*time.Second)
+}
+
+// added stores in in its slot and wakes requests waiting for an instance.
+// Callers hold p.mu.
+func (p *plugin) added(in *instance) {
+	p.slots[in.slot].cur.Store(in)
+	p.availMu.Lock()
+	if p.avail != nil {
+		close(p.avail)
+		p.avail = nil
+	}
+	p.availMu.Unlock()
+}
+
+// waitInstance waits, at most d, for a live instance when the pool has
+// none (its last one broke and is being rebuilt).
+func (p *plugin) waitInstance(d time.Duration) *instance {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		p.availMu.Lock()
+		if p.avail == nil {
+			p.avail = make(chan struct{})
+		}
+		ch := p.avail
+		p.availMu.Unlock()
+		if in := p.pick(); in != nil {
+			return in
+		}
+		select {
+		case <-ch:
+		case <-p.done:
+			return nil
+		case <-deadline.C:
+			return nil
+		}
+	}
+}
+
+// replace puts a new instance in the slot of a broken one, in the
+// background: after the burst's backoff, and among at most the manager's
+// bound of concurrent builds, so other requests are served by the rest of
+// the pool meanwhile.
+func (p *plugin) replace(old *instance, n int) {
+	delay := p.rebuildDelay(n)
+	if n > 1 {
+		p.m.metrics.backoffs.WithLabelValues(p.cfg.Name).Inc()
 	}
 	for {
-		if delay > 10*time.Second {
-			delay = 10 * time.Second
-		}
+		p.m.metrics.backoff.WithLabelValues(p.cfg.Name).Set(delay.Seconds())
+		p.backoffUntil.Store(monotonic() + int64(delay))
 		if delay > 0 {
 			t := time.NewTimer(delay)
 			select {
@@ -388,24 +585,34 @@ func (p *plugin) replace(old *instance) {
 			case <-t.C:
 			}
 		}
+		if !p.m.acquireBuild(p.done) {
+			return
+		}
 		p.mu.Lock()
 		select {
 		case <-p.done:
 			p.mu.Unlock()
+			p.m.releaseBuild()
 			return
 		default:
 		}
 		in, err := p.newInstance(old.slot)
 		if err == nil {
-			p.slots[old.slot].cur.Store(in)
+			p.added(in)
 			p.mu.Unlock()
+			p.m.releaseBuild()
+			p.m.metrics.backoff.WithLabelValues(p.cfg.Name).Set(0)
 			p.m.metrics.replacements.WithLabelValues(p.cfg.Name).Inc()
 			p.m.metrics.instances.WithLabelValues(p.cfg.Name).Inc()
 			return
 		}
 		p.mu.Unlock()
-		p.log.Error("recreating wasm instance", zap.Int("slot", old.slot), zap.Error(err))
-		delay = max(2*delay, 50*time.Millisecond)
+		p.m.releaseBuild()
+		if m := p.noteFailure(); m == 1 {
+			p.log.Error("recreating wasm instance", zap.Int("slot", old.slot), zap.Error(err))
+		}
+		p.m.metrics.backoffs.WithLabelValues(p.cfg.Name).Inc()
+		delay = min(max(2*delay, 50*time.Millisecond), 10*time.Second)
 	}
 }
 

@@ -34,200 +34,281 @@ func hostGetProperty(in *instance, a []uint64) abi.Status {
 	return in.copyOut(v, u32(a[2]), u32(a[3]))
 }
 
-// property appends the value at path to in.scratch and returns it.
-func (in *instance) property(path []byte) ([]byte, abi.Status) {
-	out := in.scratch[:0]
-	p := in.p
-	x := in.exchange()
-	str := func(s string) ([]byte, abi.Status) { return append(out, s...), abi.StatusOK }
-	byt := func(b []byte) ([]byte, abi.Status) { return append(out, b...), abi.StatusOK }
-	num := func(n uint64) ([]byte, abi.Status) { return binary.LittleEndian.AppendUint64(out, n), abi.StatusOK }
-	boolean := func(b bool) ([]byte, abi.Status) {
-		if b {
-			return append(out, 1), abi.StatusOK
-		}
-		return append(out, 0), abi.StatusOK
-	}
+// propCtx is what a property's reader gets: the instance, the effective
+// request (nil in a root context), the rest of the path after the table's
+// key, and the buffer to append the value to.
+type propCtx struct {
+	in   *instance
+	x    *filter.Exchange
+	rest []byte
+	out  []byte
+}
 
-	head, rest, _ := bytes.Cut(path, []byte{0})
-	switch string(head) {
-	case "plugin_name":
-		return str(p.cfg.Name)
-	case "plugin_root_id":
-		return str(p.cfg.RootID)
-	case "plugin_vm_id":
-		return str(p.cfg.Name)
-	case "node":
-		n := p.m.opts.Node
-		if n == nil {
+func (c *propCtx) str(s string) ([]byte, abi.Status) { return append(c.out, s...), abi.StatusOK }
+func (c *propCtx) byt(b []byte) ([]byte, abi.Status) { return append(c.out, b...), abi.StatusOK }
+func (c *propCtx) num(n uint64) ([]byte, abi.Status) {
+	return binary.LittleEndian.AppendUint64(c.out, n), abi.StatusOK
+}
+func (c *propCtx) boolean(b bool) ([]byte, abi.Status) {
+	if b {
+		return append(c.out, 1), abi.StatusOK
+	}
+	return append(c.out, 0), abi.StatusOK
+}
+
+// prop reads one property. needsStream: it reads the request, and is
+// NOT_FOUND in a root context.
+type prop struct {
+	read        func(c *propCtx) ([]byte, abi.Status)
+	needsStream bool
+}
+
+// properties is the table of every property the host serves, by path
+// (segments joined by NUL). Paths that take sub-keys of their own (node
+// metadata, route and cluster metadata) are in propertyPrefixes, by their
+// first segment. The README's compatibility table lists them with their
+// Envoy equivalents.
+var properties map[string]prop
+
+// propertyPrefixes serve every path under their first segment.
+var propertyPrefixes map[string]prop
+
+func init() {
+	s := func(f func(c *propCtx) ([]byte, abi.Status)) prop { return prop{read: f, needsStream: true} }
+	tls := func(f func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status)) prop {
+		return s(func(c *propCtx) ([]byte, abi.Status) {
+			if c.x.Conn == nil || c.x.Conn.TLS == nil {
+				return nil, abi.StatusNotFound
+			}
+			return f(c, c.x.Conn.TLS)
+		})
+	}
+	peerPrincipal := tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) {
+		if !t.PeerPresented || !t.PeerVerified {
 			return nil, abi.StatusNotFound
 		}
-		return in.nodeProperty(out, n, rest)
-	}
-	if x == nil {
-		return nil, abi.StatusNotFound
-	}
-	switch string(head) {
-	case "route_name":
-		if x.Route == "" && in.cur.f.route != "" {
-			return str(in.cur.f.route)
+		return first(c.out, t.PeerURISANs)
+	})
+	localPrincipal := tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return first(c.out, t.LocalURISANs) })
+	routeName := s(func(c *propCtx) ([]byte, abi.Status) {
+		if c.x.Route == "" && c.in.cur.f.route != "" {
+			return c.str(c.in.cur.f.route)
 		}
-		return str(x.Route)
-	case "cluster_name":
-		return str(x.Cluster)
-	case "listener_name":
-		return str(x.Listener)
-	case "xds":
-		switch string(rest) {
-		case "route_name":
-			return str(x.Route)
-		case "cluster_name":
-			return str(x.Cluster)
-		case "listener_name":
-			return str(x.Listener)
-		case "virtual_host_name":
-			return str(x.VirtualHost)
-		}
-		return nil, abi.StatusNotFound
-	case "request":
-		req := &x.Ctx.Request
-		switch string(rest) {
-		case "path":
-			return byt(req.URI().RequestURI())
-		case "url_path":
-			u := req.URI().RequestURI()
+		return c.str(c.x.Route)
+	})
+	clusterName := s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Cluster) })
+	listenerName := s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Listener) })
+	requestURI := func(c *propCtx) []byte { return c.x.Ctx.Request.URI().RequestURI() }
+	properties = map[string]prop{
+		"plugin_name":    {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.Name) }},
+		"plugin_root_id": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.RootID) }},
+		"plugin_vm_id":   {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.Name) }},
+
+		"route_name":               routeName,
+		"cluster_name":             clusterName,
+		"listener_name":            listenerName,
+		"xds\x00route_name":        s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Route) }),
+		"xds\x00cluster_name":      clusterName,
+		"xds\x00listener_name":     listenerName,
+		"xds\x00virtual_host_name": s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.VirtualHost) }),
+
+		"request\x00path": s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(requestURI(c)) }),
+		"request\x00url_path": s(func(c *propCtx) ([]byte, abi.Status) {
+			u := requestURI(c)
 			if i := bytes.IndexByte(u, '?'); i >= 0 {
 				u = u[:i]
 			}
-			return byt(u)
-		case "query":
-			u := req.URI().RequestURI()
+			return c.byt(u)
+		}),
+		"request\x00query": s(func(c *propCtx) ([]byte, abi.Status) {
+			u := requestURI(c)
 			if i := bytes.IndexByte(u, '?'); i >= 0 {
-				return byt(u[i+1:])
+				return c.byt(u[i+1:])
 			}
-			return out, abi.StatusOK
-		case "host":
-			return byt(req.Host())
-		case "scheme":
-			return byt(scheme(x))
-		case "method":
-			return byt(req.Header.Method())
-		case "headers":
-			if st := in.collect(abi.MapHTTPRequestHeaders); st != abi.StatusOK {
+			return c.out, abi.StatusOK
+		}),
+		"request\x00host":   s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(c.x.Ctx.Request.Host()) }),
+		"request\x00scheme": s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(scheme(c.x)) }),
+		"request\x00method": s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(c.x.Ctx.Request.Header.Method()) }),
+		"request\x00headers": s(func(c *propCtx) ([]byte, abi.Status) {
+			if st := c.in.collect(abi.MapHTTPRequestHeaders); st != abi.StatusOK {
 				return nil, st
 			}
-			return serialize(out, in.kv), abi.StatusOK
-		case "referer":
-			return byt(req.Header.Referer())
-		case "useragent":
-			return byt(req.Header.UserAgent())
-		case "id":
-			return byt(x.RequestID)
-		case "protocol":
-			return str(x.Protocol)
-		case "time":
-			return num(uint64(x.Start.UnixNano()))
-		case "duration":
-			if x.Start.IsZero() {
+			return serialize(c.out, c.in.kv), abi.StatusOK
+		}),
+		"request\x00referer":   s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(c.x.Ctx.Request.Header.Referer()) }),
+		"request\x00useragent": s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(c.x.Ctx.Request.Header.UserAgent()) }),
+		"request\x00id":        s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(c.x.RequestID) }),
+		"request\x00protocol":  s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Protocol) }),
+		"request\x00time":      s(func(c *propCtx) ([]byte, abi.Status) { return c.num(uint64(c.x.Start.UnixNano())) }),
+		"request\x00duration": s(func(c *propCtx) ([]byte, abi.Status) {
+			if c.x.Start.IsZero() {
 				return nil, abi.StatusNotFound
 			}
-			return num(uint64(time.Since(x.Start)))
-		case "size":
-			return num(uint64(len(req.Body())))
-		case "total_size":
-			return num(uint64(len(req.Body()) + req.Header.Len()))
-		}
-	case "response":
-		resp := &x.Ctx.Response
-		switch string(rest) {
-		case "code":
-			return num(uint64(resp.StatusCode()))
-		case "code_details":
-			return str(x.Details)
-		case "flags":
-			return num(uint64(x.Flags))
-		case "headers":
-			if st := in.collect(abi.MapHTTPResponseHeaders); st != abi.StatusOK {
+			return c.num(uint64(time.Since(c.x.Start)))
+		}),
+		"request\x00size": s(func(c *propCtx) ([]byte, abi.Status) { return c.num(uint64(len(c.x.Ctx.Request.Body()))) }),
+		"request\x00total_size": s(func(c *propCtx) ([]byte, abi.Status) {
+			req := &c.x.Ctx.Request
+			return c.num(uint64(len(req.Body()) + req.Header.Len()))
+		}),
+
+		"response\x00code":         s(func(c *propCtx) ([]byte, abi.Status) { return c.num(uint64(c.x.Ctx.Response.StatusCode())) }),
+		"response\x00code_details": s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Details) }),
+		"response\x00flags":        s(func(c *propCtx) ([]byte, abi.Status) { return c.num(uint64(c.x.Flags)) }),
+		"response\x00headers": s(func(c *propCtx) ([]byte, abi.Status) {
+			if st := c.in.collect(abi.MapHTTPResponseHeaders); st != abi.StatusOK {
 				return nil, st
 			}
-			return serialize(out, in.kv), abi.StatusOK
-		case "size":
-			return num(uint64(len(resp.Body())))
-		case "total_size":
-			return num(uint64(len(resp.Body()) + resp.Header.Len()))
-		case "grpc_status":
-			if v := resp.Header.Peek("grpc-status"); v != nil {
-				return byt(v)
+			return serialize(c.out, c.in.kv), abi.StatusOK
+		}),
+		"response\x00size": s(func(c *propCtx) ([]byte, abi.Status) { return c.num(uint64(len(c.x.Ctx.Response.Body()))) }),
+		"response\x00total_size": s(func(c *propCtx) ([]byte, abi.Status) {
+			resp := &c.x.Ctx.Response
+			return c.num(uint64(len(resp.Body()) + resp.Header.Len()))
+		}),
+		"response\x00grpc_status": s(func(c *propCtx) ([]byte, abi.Status) {
+			if v := c.x.Ctx.Response.Header.Peek("grpc-status"); v != nil {
+				return c.byt(v)
 			}
 			return nil, abi.StatusNotFound
-		}
-	case "source", "destination":
-		if x.Conn == nil {
-			return nil, abi.StatusNotFound
-		}
-		ap := x.Conn.Remote
-		if string(head) == "destination" {
-			ap = x.Conn.Local
-		}
-		return addrProperty(out, ap, rest)
-	case "upstream":
-		if x.UpstreamAddr == "" {
-			return nil, abi.StatusNotFound
-		}
-		ap, err := netip.ParseAddrPort(x.UpstreamAddr)
-		if err != nil {
-			if string(rest) == "address" {
-				return str(x.UpstreamAddr)
+		}),
+
+		"source\x00address":      s(func(c *propCtx) ([]byte, abi.Status) { return connAddr(c, false, "address") }),
+		"source\x00port":         s(func(c *propCtx) ([]byte, abi.Status) { return connAddr(c, false, "port") }),
+		"destination\x00address": s(func(c *propCtx) ([]byte, abi.Status) { return connAddr(c, true, "address") }),
+		"destination\x00port":    s(func(c *propCtx) ([]byte, abi.Status) { return connAddr(c, true, "port") }),
+		// The mesh identities of the two ends: the verified peer
+		// certificate's URI SAN (a SPIFFE ID), and the local one's.
+		"source\x00principal":      peerPrincipal,
+		"destination\x00principal": localPrincipal,
+		"upstream\x00address":      s(func(c *propCtx) ([]byte, abi.Status) { return upstreamAddr(c, "address") }),
+		"upstream\x00port":         s(func(c *propCtx) ([]byte, abi.Status) { return upstreamAddr(c, "port") }),
+
+		"connection\x00id": s(func(c *propCtx) ([]byte, abi.Status) {
+			if c.x.Conn == nil {
+				return nil, abi.StatusNotFound
 			}
-			return nil, abi.StatusNotFound
-		}
-		return addrProperty(out, ap, rest)
-	case "connection":
-		c := x.Conn
-		if c == nil {
-			return nil, abi.StatusNotFound
-		}
-		if string(rest) == "id" {
-			return num(c.ID)
-		}
-		t := c.TLS
-		if t == nil {
-			if string(rest) == "mtls" {
-				return boolean(false)
+			return c.num(c.x.Conn.ID)
+		}),
+		"connection\x00mtls": s(func(c *propCtx) ([]byte, abi.Status) {
+			if c.x.Conn == nil {
+				return nil, abi.StatusNotFound
 			}
-			return nil, abi.StatusNotFound
-		}
-		switch string(rest) {
-		case "mtls":
-			return boolean(t.PeerPresented && t.PeerVerified)
-		case "requested_server_name":
-			return str(t.ServerName)
-		case "tls_version":
-			return str(t.Version)
-		case "alpn":
-			return str(t.ALPN)
-		case "subject_local_certificate":
-			return str(t.LocalSubject)
-		case "subject_peer_certificate":
-			return str(t.PeerSubject)
-		case "uri_san_local_certificate":
-			return first(out, t.LocalURISANs)
-		case "uri_san_peer_certificate":
-			return first(out, t.PeerURISANs)
-		case "dns_san_local_certificate":
-			return first(out, t.LocalDNSSANs)
-		case "dns_san_peer_certificate":
-			return first(out, t.PeerDNSSANs)
-		case "sha256_peer_certificate_digest":
-			return str(t.PeerSHA256)
-		}
-	default:
-		// Anything else is filter state set by a plugin.
-		if v, ok := x.FilterState[stateKey(path)]; ok {
-			return byt(v)
+			t := c.x.Conn.TLS
+			return c.boolean(t != nil && t.PeerPresented && t.PeerVerified)
+		}),
+		"connection\x00requested_server_name":     tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return c.str(t.ServerName) }),
+		"connection\x00tls_version":               tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return c.str(t.Version) }),
+		"connection\x00alpn":                      tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return c.str(t.ALPN) }),
+		"connection\x00subject_local_certificate": tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return c.str(t.LocalSubject) }),
+		"connection\x00subject_peer_certificate":  tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return c.str(t.PeerSubject) }),
+		"connection\x00uri_san_local_certificate": localPrincipal,
+		"connection\x00uri_san_peer_certificate":  peerPrincipal,
+		"connection\x00dns_san_local_certificate": tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return first(c.out, t.LocalDNSSANs) }),
+		"connection\x00dns_san_peer_certificate":  tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) { return first(c.out, t.PeerDNSSANs) }),
+		"connection\x00sha256_peer_certificate_digest": tls(func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status) {
+			if t.PeerSHA256 == "" {
+				return nil, abi.StatusNotFound
+			}
+			return c.str(t.PeerSHA256)
+		}),
+	}
+	propertyPrefixes = map[string]prop{
+		"node": {read: func(c *propCtx) ([]byte, abi.Status) {
+			n := c.in.p.m.opts.Node
+			if n == nil {
+				return nil, abi.StatusNotFound
+			}
+			return c.in.nodeProperty(c.out, n, c.rest)
+		}},
+		"route_metadata": s(func(c *propCtx) ([]byte, abi.Status) {
+			meta := c.in.cur.f.meta
+			if meta == nil {
+				return nil, abi.StatusNotFound
+			}
+			name := c.x.Route
+			if name == "" {
+				name = c.in.cur.f.route
+			}
+			return metadataProperty(c, meta.routes[name])
+		}),
+		"cluster_metadata": s(func(c *propCtx) ([]byte, abi.Status) {
+			meta := c.in.cur.f.meta
+			if meta == nil {
+				return nil, abi.StatusNotFound
+			}
+			return metadataProperty(c, meta.clusters[c.x.Cluster])
+		}),
+	}
+}
+
+// property appends the value at path to in.scratch and returns it.
+func (in *instance) property(path []byte) ([]byte, abi.Status) {
+	c := propCtx{in: in, x: in.exchange(), out: in.scratch[:0]}
+	pr, ok := properties[string(path)]
+	if !ok {
+		head, rest, _ := bytes.Cut(path, []byte{0})
+		if pr, ok = propertyPrefixes[string(head)]; ok {
+			c.rest = rest
 		}
 	}
-	return nil, abi.StatusNotFound
+	if !ok {
+		// Anything else is filter state set by a plugin.
+		if c.x != nil {
+			if v, found := c.x.FilterState[stateKey(path)]; found {
+				return c.byt(v)
+			}
+		}
+		return nil, abi.StatusNotFound
+	}
+	if pr.needsStream && c.x == nil {
+		return nil, abi.StatusNotFound
+	}
+	return pr.read(&c)
+}
+
+// readOnly reports whether a property path belongs to the host (the
+// table's), which proxy_set_property may not write.
+func readOnly(path []byte) bool {
+	if _, ok := properties[string(path)]; ok {
+		return true
+	}
+	head, _, _ := bytes.Cut(path, []byte{0})
+	if _, ok := propertyPrefixes[string(head)]; ok {
+		return true
+	}
+	for k := range properties {
+		if h, _, _ := strings.Cut(k, "\x00"); h == string(head) {
+			return true
+		}
+	}
+	return false
+}
+
+func connAddr(c *propCtx, local bool, field string) ([]byte, abi.Status) {
+	if c.x.Conn == nil {
+		return nil, abi.StatusNotFound
+	}
+	ap := c.x.Conn.Remote
+	if local {
+		ap = c.x.Conn.Local
+	}
+	return addrProperty(c.out, ap, []byte(field))
+}
+
+func upstreamAddr(c *propCtx, field string) ([]byte, abi.Status) {
+	if c.x.UpstreamAddr == "" {
+		return nil, abi.StatusNotFound
+	}
+	ap, err := netip.ParseAddrPort(c.x.UpstreamAddr)
+	if err != nil {
+		if field == "address" {
+			return c.str(c.x.UpstreamAddr)
+		}
+		return nil, abi.StatusNotFound
+	}
+	return addrProperty(c.out, ap, []byte(field))
 }
 
 func first(out []byte, vs []string) ([]byte, abi.Status) {
@@ -304,12 +385,8 @@ func hostSetProperty(in *instance, a []uint64) abi.Status {
 	if x == nil {
 		return abi.StatusNotFound
 	}
-	head, _, _ := bytes.Cut(path, []byte{0})
-	switch string(head) {
-	case "request", "response", "source", "destination", "connection", "upstream",
-		"node", "plugin_name", "plugin_root_id", "plugin_vm_id", "route_name",
-		"cluster_name", "listener_name", "xds":
-		return abi.StatusNotFound // read only
+	if readOnly(path) {
+		return abi.StatusNotFound
 	}
 	x.SetState(stateKey(path), append([]byte(nil), val...))
 	return abi.StatusOK

@@ -3,6 +3,7 @@ package wasm
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
@@ -15,6 +16,7 @@ type factory struct {
 	p     *plugin
 	att   *attachment
 	route string
+	meta  *metaTables // route and cluster metadata; nil for none
 }
 
 var _ filter.Factory = (*factory)(nil)
@@ -36,10 +38,22 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	}
 	in := p.pick()
 	if in == nil {
+		// The pool's last instance broke: its replacement is being
+		// built at once; wait for it rather than fail the request.
+		in = p.waitInstance(startTimeout(p.callTimeout))
+	}
+	for in != nil {
+		in.active.Add(1)
+		if !in.retired.Load() {
+			break
+		}
+		in.active.Add(-1) // the pool is retiring it: pick another
+		in = p.pick()
+	}
+	if in == nil {
 		p.release()
 		return f.unavailable(x, errBroken)
 	}
-	in.active.Add(1)
 	s := streamPool.Get().(*stream)
 	s.f, s.p, s.in, s.x = f, p, in, x
 
@@ -90,7 +104,10 @@ type stream struct {
 	bodyType abi.BufferType
 	bodyEdit bool
 
-	inCallback   bool // a callback of this stream is running
+	inCallback bool // a callback of this stream is running
+	// routeCleared: the guest called proxy_clear_route_cache or changed
+	// the request headers.
+	routeCleared atomic.Bool
 	paused       bool // the last callback paused; the proxy waits
 	resumeNow    bool // continue was asked for during the callback
 	closed       bool
@@ -356,6 +373,12 @@ func (s *stream) finish(del bool) {
 	}
 }
 
+// RouteCacheCleared reports whether the request's route must be chosen
+// again, as Envoy does, because the guest cleared the route cache or
+// changed the request headers. The proxy asks after the request headers
+// callbacks, on the request's goroutine.
+func (s *stream) RouteCacheCleared() bool { return s.routeCleared.Load() }
+
 // Done implements filter.Stream: it deletes the stream context, unpins the
 // instance and drops the request's reference to the plugin.
 func (s *stream) Done(x *filter.Exchange) {
@@ -363,6 +386,7 @@ func (s *stream) Done(x *filter.Exchange) {
 	in.mu.Lock()
 	s.finish(true)
 	in.mu.Unlock()
+	in.lastUsed.Store(monotonic())
 	in.active.Add(-1)
 	*s = stream{}
 	streamPool.Put(s)

@@ -302,3 +302,42 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRouteCacheCleared checks that a stream asks for its route to be
+// chosen again after its guest changed the request headers, as Envoy
+// clears the route cache then, and not otherwise.
+func TestRouteCacheCleared(t *testing.T) {
+	m := newTestManager(t)
+	set := prepare(t, m, testPlugin("features", "features"))
+	f := factoryOf(t, set, "features")
+	for _, tt := range []struct {
+		headers []string
+		want    bool
+	}{
+		{nil, true}, // features adds x-config to every request
+		{[]string{"x-rewrite", "/elsewhere"}, true},
+	} {
+		x := newExchange("http://example.com/", tt.headers...)
+		s, err := f.NewStream(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.OnRequestHeaders(x, true)
+		got := s.(interface{ RouteCacheCleared() bool }).RouteCacheCleared()
+		s.OnLog(x)
+		s.Done(x)
+		if got != tt.want {
+			t.Errorf("headers %v: RouteCacheCleared = %v, want %v", tt.headers, got, tt.want)
+		}
+	}
+	// Before the guest changed anything, the route stands.
+	x := newExchange("http://example.com/")
+	s, err := f.NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.(interface{ RouteCacheCleared() bool }).RouteCacheCleared() {
+		t.Error("a new stream asks for a new route")
+	}
+	s.Done(x)
+}

@@ -5,11 +5,13 @@
 //	oom     allocate until memory runs out
 //	trap    a nil pointer dereference (a wasm trap in the guest)
 //	slow    pause for 20ms inside the callback, then go on
+//	spin    compute for x-spins iterations (CPU only), then go on
 //
 // Without x-fault it adds x-faulty: ok and continues.
 package main
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
@@ -47,6 +49,16 @@ func (*stream) OnHttpRequestHeaders(int, bool) types.Action {
 		*nilp = 1
 	case "slow":
 		time.Sleep(20 * time.Millisecond)
+	case "spin":
+		v, _ := proxywasm.GetHttpRequestHeader("x-spins")
+		n, _ := strconv.Atoi(v)
+		x := uint32(spins) | 1
+		for i := 0; i < n; i++ {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+		}
+		spins = int(x & 1)
 	}
 	_ = proxywasm.AddHttpRequestHeader("x-faulty", "ok")
 	return types.ActionContinue

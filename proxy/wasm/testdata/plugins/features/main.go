@@ -8,8 +8,10 @@
 //	                      (integers as decimal, bools as true/false)
 //	x-set-prop: <k>=<v>   set a property
 //	x-remove: <name>      remove a request header
-//	x-body: buffer|chunk  buffer: upper-case the whole request body once
-//	                      complete; chunk: append "|" to every chunk
+//	x-body: buffer|chunk|reject  buffer: upper-case the whole request body once
+//	                      complete; chunk: append "|" to every chunk;
+//	                      reject: answer 403 "rejected by body" once the
+//	                      body is complete
 //
 // Every request gets x-config: <plugin configuration>, and every response
 // x-seen-status: <:status> and x-root-id: <plugin_root_id>. Response
@@ -142,6 +144,12 @@ func (s *stream) OnHttpRequestBody(size int, end bool) types.Action {
 		must(proxywasm.ReplaceHttpRequestBody(bytes.ToUpper(b)))
 	case "chunk":
 		must(proxywasm.AppendHttpRequestBody([]byte("|")))
+	case "reject":
+		if !end {
+			return types.ActionPause
+		}
+		must(proxywasm.SendHttpResponse(403, nil, []byte("rejected by body"), -1))
+		return types.ActionPause
 	}
 	return types.ActionContinue
 }

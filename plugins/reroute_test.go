@@ -1,0 +1,64 @@
+package plugins_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wasmgate/wasmgate/plugins/internal/e2e"
+)
+
+// TestRouteChosenAgain checks that a filter that rewrites :path in its
+// request headers callback sends the request by the route the new path
+// matches, as Envoy does after a filter clears the route cache.
+// TestRouteChosenAgain checks that a filter that rewrites :path in its
+// request headers callback sends the request by the route the new path
+// matches, as Envoy does after a filter clears the route cache: the new
+// route's cluster gets the request. The chain that ran, the route's
+// header mutations among it, stays the first route's.
+func TestRouteChosenAgain(t *testing.T) {
+	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/features.wasm")
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "other "+r.URL.Path)
+	}))
+	t.Cleanup(other.Close)
+	p := e2e.Start(t, `
+listeners:
+- name: main
+  address: 127.0.0.1:0
+clusters:
+- name: backend
+  endpoints: [{address: "{{backend}}"}]
+- name: other
+  endpoints: [{address: "{{other}}"}]
+plugins:
+- name: features
+  file: {{wasm}}
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  filters: [{plugin: features}]
+  routes:
+  - name: old
+    match: {prefix: /old}
+    cluster: backend
+  - name: new
+    match: {prefix: /new}
+    cluster: other
+`, map[string]string{"wasm": wasmFile, "other": strings.TrimPrefix(other.URL, "http://")})
+	req, _ := http.NewRequest("GET", p.URL+"/old/doc", nil)
+	req.Header.Set("x-rewrite", "/new/doc")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	got := strings.TrimSuffix(string(body), "-end") // features marks response bodies
+	if resp.StatusCode != 200 || got != "other /new/doc" {
+		t.Fatalf("got %d %q, want 200 \"other /new/doc\" (the new route's cluster, the new path)", resp.StatusCode, got)
+	}
+}
