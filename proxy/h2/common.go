@@ -1,39 +1,5 @@
 package h2
 
-// commonValues are header values common enough to be worth not
-// allocating: net/http's header map holds strings, so any other value is
-// copied out of the fasthttp response once per request.
-var commonValues = func() map[string]string {
-	m := map[string]string{}
-	for _, v := range []string{
-		"application/json", "application/json; charset=utf-8", "text/plain", "text/plain; charset=utf-8",
-		"text/html", "text/html; charset=utf-8", "application/grpc", "application/grpc+proto",
-		"application/octet-stream", "text/event-stream", "gzip", "br", "deflate", "identity",
-		"no-cache", "no-store", "chunked", "close", "keep-alive", "nosniff", "bytes", "*",
-		"Accept-Encoding", "Origin", "0",
-	} {
-		m[v] = v
-	}
-	return m
-}()
-
-// equalFold reports whether b equals the lowercase ASCII s, ignoring case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
 type nopLogger struct{}
 
 func (nopLogger) Printf(string, ...any) {}

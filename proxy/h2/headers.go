@@ -1,9 +1,12 @@
 package h2
 
 import (
+	"slices"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"slices"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/headerval"
 )
 
 type blockKind uint8
@@ -230,7 +233,7 @@ func (sc *serverConn) onField(f hpack.HeaderField) {
 			return
 		}
 	case "expect":
-		if equalFold([]byte(value), "100-continue") {
+		if headerval.EqualFold([]byte(value), "100-continue") {
 			hb.expect = true
 			return
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/headerval"
 )
 
 const (
@@ -308,7 +310,7 @@ func (sc *serverConn) writeField(name, value string, index bool) {
 // the buffer in place.
 func (sc *serverConn) writeValue(name string, v []byte, index bool) {
 	if index {
-		if s, ok := commonValues[string(v)]; ok {
+		if s, ok := headerval.Common(v); ok {
 			sc.writeField(name, s, true)
 			return
 		}

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/headerval"
 )
 
 // Adapter serves requests that arrive through net/http's interfaces with a
@@ -235,100 +237,66 @@ func copyBody(w http.ResponseWriter, resp *fasthttp.Response, buf []byte) bool {
 func headerName(k []byte) (string, bool) {
 	switch len(k) {
 	case 4:
-		if equalFold(k, "date") {
+		if headerval.EqualFold(k, "date") {
 			return "Date", false
 		}
 	case 6:
-		if equalFold(k, "server") {
+		if headerval.EqualFold(k, "server") {
 			return "Server", false
 		}
 	case 7:
-		if equalFold(k, "trailer") || equalFold(k, "upgrade") {
+		if headerval.EqualFold(k, "trailer") || headerval.EqualFold(k, "upgrade") {
 			return "", true
 		}
-		if equalFold(k, "alt-svc") {
+		if headerval.EqualFold(k, "alt-svc") {
 			return "Alt-Svc", false
 		}
 	case 10:
-		if equalFold(k, "connection") || equalFold(k, "keep-alive") {
+		if headerval.EqualFold(k, "connection") || headerval.EqualFold(k, "keep-alive") {
 			return "", true
 		}
-		if equalFold(k, "set-cookie") {
+		if headerval.EqualFold(k, "set-cookie") {
 			return "Set-Cookie", false
 		}
 	case 12:
-		if equalFold(k, "content-type") {
+		if headerval.EqualFold(k, "content-type") {
 			return "Content-Type", false
 		}
-		if equalFold(k, "x-request-id") {
+		if headerval.EqualFold(k, "x-request-id") {
 			return "X-Request-Id", false
 		}
 	case 13:
-		if equalFold(k, "cache-control") {
+		if headerval.EqualFold(k, "cache-control") {
 			return "Cache-Control", false
 		}
-		if equalFold(k, "last-modified") {
+		if headerval.EqualFold(k, "last-modified") {
 			return "Last-Modified", false
 		}
 	case 14:
-		if equalFold(k, "content-length") {
+		if headerval.EqualFold(k, "content-length") {
 			return "", true
 		}
 	case 16:
-		if equalFold(k, "proxy-connection") {
+		if headerval.EqualFold(k, "proxy-connection") {
 			return "", true
 		}
-		if equalFold(k, "content-encoding") {
+		if headerval.EqualFold(k, "content-encoding") {
 			return "Content-Encoding", false
 		}
 	case 17:
-		if equalFold(k, "transfer-encoding") {
+		if headerval.EqualFold(k, "transfer-encoding") {
 			return "", true
 		}
 	}
 	return http.CanonicalHeaderKey(string(k)), false
 }
 
-// commonValues are header values common enough to be worth not
-// allocating: net/http's header map holds strings, so any other value is
-// copied out of the fasthttp response once per request.
-var commonValues = func() map[string]string {
-	m := map[string]string{}
-	for _, v := range []string{
-		"application/json", "application/json; charset=utf-8", "text/plain", "text/plain; charset=utf-8",
-		"text/html", "text/html; charset=utf-8", "application/grpc", "application/grpc+proto",
-		"application/octet-stream", "text/event-stream", "gzip", "br", "deflate", "identity",
-		"no-cache", "no-store", "chunked", "close", "keep-alive", "nosniff", "bytes", "*",
-		"Accept-Encoding", "Origin", "0",
-	} {
-		m[v] = v
-	}
-	return m
-}()
-
 // value returns v as a string, without allocating for common values.
 func value(v []byte) string {
-	if s, ok := commonValues[string(v)]; ok {
+	if s, ok := headerval.Common(v); ok {
 		return s
 	}
 	return string(v)
-}
-
-// equalFold reports whether b equals the lowercase ASCII s, ignoring case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }
 
 type nopLogger struct{}
