@@ -26,21 +26,28 @@ const (
 
 // The mesh defaults of every cluster of a called service: retries of
 // what failed before a byte was answered, ejection of an endpoint that
-// fails in a row, and bounds on what one service may hold open.
-var (
-	meshRetry = config.RetryPolicy{
+// fails in a row, and bounds on what one service may hold open. Each
+// build gets its own values: normalizing a configuration writes to them.
+func meshRetry() *config.RetryPolicy {
+	return &config.RetryPolicy{
 		RetryOn:    []string{config.RetryOnConnectFailure, config.RetryOnReset, config.RetryOnGatewayError},
 		NumRetries: 2,
 		BackOff:    &config.BackOff{BaseInterval: config.Duration(10 * time.Millisecond), MaxInterval: config.Duration(100 * time.Millisecond)},
 	}
-	meshOutlier = config.OutlierDetection{
+}
+
+func meshOutlier() *config.OutlierDetection {
+	return &config.OutlierDetection{
 		ConsecutiveGatewayFailure: 5,
 		BaseEjectionTime:          config.Duration(10 * time.Second),
 		MaxEjectionTime:           config.Duration(60 * time.Second),
 		MaxEjectionPercent:        50,
 	}
-	meshBreakers = config.CircuitBreakers{MaxConnections: 4096, MaxPendingRequests: 4096, MaxRequests: 4096, MaxRetries: 64}
-)
+}
+
+func meshBreakers() *config.CircuitBreakers {
+	return &config.CircuitBreakers{MaxConnections: 4096, MaxPendingRequests: 4096, MaxRequests: 4096, MaxRetries: 64}
+}
 
 // EndpointID is the registry id of a sidecar's endpoint: its service
 // account, then the address it announces. Callers derive the SPIFFE ID to
@@ -91,7 +98,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		cl := config.Cluster{
 			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: config.ProtocolHTTP2,
 			LBPolicy:         config.LBLeastRequest,
-			OutlierDetection: &meshOutlier, CircuitBreakers: &meshBreakers,
+			OutlierDetection: meshOutlier(), CircuitBreakers: meshBreakers(),
 			TLS: &config.ClusterTLS{Mesh: true},
 		}
 		ids := map[string]bool{}
@@ -112,7 +119,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		}
 		cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{
 			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
-			Retry:  &meshRetry,
+			Retry:  meshRetry(),
 			Routes: []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
 		})
 	}

@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +99,35 @@ func TestBuild(t *testing.T) {
 	inbound := cfg.Listeners[0]
 	if inbound.TLS == nil || !inbound.TLS.Mesh || cfg.VirtualHosts[0].Filters[0].Native != config.NativeMeshPolicy {
 		t.Fatalf("the inbound listener is not mesh mTLS with the policy filter: %+v %+v", inbound, cfg.VirtualHosts[0])
+	}
+}
+
+// Two builds share nothing a normalization writes to: sidecars in one
+// process build and normalize their configurations concurrently.
+func TestBuildsShareNoDefaults(t *testing.T) {
+	s := sidecar.Settings{Service: "web", AppPort: 8080, Inbound: "10.0.0.1:15006", Calls: []string{"orders"}}
+	s.Normalize()
+	st := sidecar.State{Endpoints: map[string][]registry.Endpoint{
+		"orders.default": {{Cluster: "orders.default", ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006"}},
+	}}
+	a, b := sidecar.Build(&s, st, "example.org", ""), sidecar.Build(&s, st, "example.org", "")
+	seen := map[any]bool{}
+	for _, cfg := range []*config.Config{a, b} {
+		for _, c := range cfg.Clusters {
+			for _, p := range []any{c.OutlierDetection, c.CircuitBreakers} {
+				if p != nil && !reflect.ValueOf(p).IsNil() && seen[p] {
+					t.Fatalf("cluster %s shares %T with another build", c.Name, p)
+				}
+				seen[p] = true
+			}
+		}
+		for _, vh := range cfg.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Retry != nil && seen[r.Retry] {
+					t.Fatalf("a route shares its retry policy with another build")
+				}
+				seen[r.Retry] = true
+			}
+		}
 	}
 }
