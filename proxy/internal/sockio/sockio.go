@@ -147,6 +147,9 @@ func (c *Conn) pollRead(fd uintptr) {
 			c.drained = false
 		}
 		if c.read(fd) {
+			if c.rerr == nil && c.rn < len(c.rp) {
+				c.drained = c.emptied(fd)
+			}
 			return
 		}
 		c.drained = true
@@ -184,21 +187,22 @@ func (c *Conn) read(fd uintptr) bool {
 			c.rerr = io.EOF
 		default:
 			c.rn = n
-			c.drained = n < len(c.rp) && c.emptied(fd)
 		}
 		return true
 	}
 }
 
-// emptied reports whether the socket is empty after a read that returned
-// less than it asked for, reading on into the rest of rp what came since.
-// A short read says no data was left, not that no FIN was: a FIN that
+// emptied reports whether the socket is empty after a read of Read that
+// returned less than it asked for, reading on into the rest of rp what
+// came since. A short read says no data was left, not that no FIN was: a FIN that
 // came with the data (a client that writes its request and half-closes)
 // made no edge of its own, and the poller's readiness for both may be
 // spent already. Only a read that finds nothing (EAGAIN) says that
 // whatever comes next, byte or FIN, is an edge the poller keeps. The
 // peer's FIN or an error leaves the socket not drained: the next read
-// returns it at once.
+// returns it at once. A SendRecv's read needs none of this, and pays for
+// no such read: the next SendRecv forgets readiness and sends first, and
+// a Read after a SendRecv reads before it waits.
 func (c *Conn) emptied(fd uintptr) bool {
 	for c.rn < len(c.rp) {
 		n, e := Recv(fd, c.rp[c.rn:])

@@ -248,22 +248,26 @@ func TestNoReadinessLost(t *testing.T) {
 // the data waits in the send queue, and the FIN is set on its segment.
 func sendWithFIN(t *testing.T, c *net.TCPConn, p []byte) {
 	t.Helper()
+	if err := writeWithFIN(c, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeWithFIN(c *net.TCPConn, p []byte) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
 	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
+		return errors.Join(err, serr)
 	}
 	if _, err := c.Write(p); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
+	return c.CloseWrite()
 }
 
 // A FIN that comes with the data, in one segment, is read as the end of
@@ -297,6 +301,33 @@ func TestFINWithData(t *testing.T) {
 		}
 		if string(got) != "GET / HTTP/1.1\r\n\r\n" {
 			t.Fatalf("round %d: read %q", i, got)
+		}
+	}
+}
+
+// An answer to SendRecv that comes with the peer's FIN (a response whose
+// end is the connection's) is followed by io.EOF at the next Read: the
+// short read of SendRecv leaves the Conn to read before it waits.
+func TestSendRecvAnswerWithFIN(t *testing.T) {
+	for i := range 20 {
+		c, peer := pair(t)
+		go func() {
+			req := make([]byte, 64)
+			if _, err := peer.Read(req); err != nil {
+				return
+			}
+			writeWithFIN(peer, []byte("HTTP/1.1 200 OK\r\n\r\nbody")) // a failure shows as a wrong read
+		}()
+		buf := make([]byte, 64)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.s.SendRecv([]byte("GET / HTTP/1.1\r\n\r\n"), buf)
+		got := append([]byte(nil), buf[:n]...)
+		for err == nil {
+			n, err = c.Read(buf)
+			got = append(got, buf[:n]...)
+		}
+		if err != io.EOF || string(got) != "HTTP/1.1 200 OK\r\n\r\nbody" {
+			t.Fatalf("round %d: read %q, then %v; want the answer, then io.EOF", i, got, err)
 		}
 	}
 }
