@@ -24,9 +24,10 @@ import (
 // poller keeps until the next wait, so that wait cannot miss it. A read
 // that returns less than it asked for does not say as much: a FIN that
 // came with the data made no edge of its own, and the readiness for both
-// may be spent, so the Conn reads once more at once (Conn.emptied). The
-// read that finds nothing is thus made right after the data's, rather
-// than before the next wait; the wait itself resets nothing. A wait that
+// may be spent, so the Conn must learn whether the socket is empty: the
+// kernel says so with the read itself where TCP_INQ is on (inq.go), and
+// otherwise the Conn reads once more at once (Conn.emptied). The wait
+// itself resets nothing. A wait that
 // wakes for data already read costs one read that finds nothing, as
 // before.
 //

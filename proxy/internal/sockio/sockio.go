@@ -13,8 +13,10 @@
 // socket of package net is, no call blocks: the hand-off is never needed.
 // nginx, for one, uses recv and send (or writev) for the same reason.
 //
-// A Conn also waits on the poller without resetting its readiness: see
-// poller.go.
+// A Conn also waits on the poller without resetting its readiness (see
+// poller.go), and a server's Conn learns from each read whether it left
+// the socket empty (inq.go), so that a read does not follow a wait, nor
+// a wait a read that finds nothing.
 // That wait reaches into the runtime's internals, so it is built only with
 // the Go release it was checked against, the release of go.mod; with any
 // other a Conn waits through syscall.RawConn, correct but slower.
@@ -95,6 +97,15 @@ type Conn struct {
 	// found nothing (EAGAIN) included: with pd the next read waits first.
 	drained bool
 
+	// With inq, Read reads with recvmsg(2) and the socket's TCP_INQ
+	// option on: the kernel says with each read how much is left behind
+	// it, a FIN counting as something (inq.go). msg, iov and oob are that
+	// read's arguments, kept here so that it allocates nothing.
+	inq bool
+	msg syscall.Msghdr
+	iov syscall.Iovec
+	oob [oobSize]byte
+
 	// The read in flight, and for a SendRecv the request it sends first.
 	rp    []byte
 	rn    int
@@ -146,7 +157,11 @@ func (c *Conn) pollRead(fd uintptr) {
 			}
 			c.drained = false
 		}
-		if c.read(fd) {
+		if c.inq {
+			if c.readInq(fd) {
+				return
+			}
+		} else if c.read(fd) {
 			if c.rerr == nil && c.rn < len(c.rp) {
 				c.drained = c.emptied(fd)
 			}
@@ -347,7 +362,9 @@ func (c *TCPConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
 func (c *TCPConn) Write(p []byte) (int, error) { return c.s.Write(p) }
 
 // Wrap returns c as a TCPConn when it is a *net.TCPConn, and c itself
-// otherwise.
+// otherwise. Its Reads learn from each read whether the socket is left
+// empty (see inq.go), as a server's reads of its clients want to: a
+// client's next request comes after a wait, rarely before.
 func Wrap(c net.Conn) net.Conn {
 	tcp, ok := c.(*net.TCPConn)
 	if !ok {
@@ -357,5 +374,6 @@ func Wrap(c net.Conn) net.Conn {
 	if !ok {
 		return c
 	}
+	s.watchInq()
 	return &TCPConn{TCPConn: tcp, s: s}
 }

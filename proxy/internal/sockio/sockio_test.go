@@ -5,6 +5,7 @@ package sockio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -275,8 +276,15 @@ func writeWithFIN(c *net.TCPConn, p []byte) error {
 // spends the poller's readiness for both, and the FIN makes no edge of its
 // own to wake the next read's wait.
 func TestFINWithData(t *testing.T) {
+	for _, inq := range []bool{true, false} {
+		t.Run(fmt.Sprintf("inq=%v", inq), func(t *testing.T) { testFINWithData(t, inq) })
+	}
+}
+
+func testFINWithData(t *testing.T, inq bool) {
 	for i := range 20 {
 		c, peer := pair(t)
+		c.s.inq = inq
 		buf := make([]byte, 64)
 		// A first exchange leaves the Conn drained, so that its next
 		// read waits on the poller first.
@@ -329,5 +337,48 @@ func TestSendRecvAnswerWithFIN(t *testing.T) {
 		if err != io.EOF || string(got) != "HTTP/1.1 200 OK\r\n\r\nbody" {
 			t.Fatalf("round %d: read %q, then %v; want the answer, then io.EOF", i, got, err)
 		}
+	}
+}
+
+// With TCP_INQ, each read says whether it left the socket empty: a short
+// read of data alone does (the next read waits first, with no read that
+// finds nothing), a read with more behind it or with the peer's FIN
+// behind it does not.
+func TestReadKnowsWhatIsLeft(t *testing.T) {
+	c, peer := pair(t)
+	if !c.s.inq {
+		t.Fatal("TCP_INQ is not on: this kernel predates Linux 4.18, or setting it failed")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	read := func(size int) (string, bool) {
+		t.Helper()
+		buf := make([]byte, size)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n]), c.s.drained
+	}
+	if _, err := peer.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if got, drained := read(64); got != "data" || !drained {
+		t.Fatalf("data alone: read %q, drained %v; want \"data\", true", got, drained)
+	}
+	if _, err := peer.Write([]byte("more than asked")); err != nil {
+		t.Fatal(err)
+	}
+	if got, drained := read(4); got != "more" || drained {
+		t.Fatalf("more behind: read %q, drained %v; want \"more\", false", got, drained)
+	}
+	if got, drained := read(64); got != " than asked" || !drained {
+		t.Fatalf("the rest: read %q, drained %v; want \" than asked\", true", got, drained)
+	}
+	sendWithFIN(t, peer, []byte("last"))
+	if got, drained := read(64); got != "last" || drained {
+		t.Fatalf("data and FIN: read %q, drained %v; want \"last\", false", got, drained)
+	}
+	if n, err := c.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Fatalf("after the FIN: %d, %v; want io.EOF", n, err)
 	}
 }
