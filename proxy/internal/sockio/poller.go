@@ -27,9 +27,8 @@ import (
 // may be spent, so the Conn must learn whether the socket is empty: the
 // kernel says so with the read itself where TCP_INQ is on (inq.go), and
 // otherwise the Conn reads once more at once (Conn.emptied). The wait
-// itself resets nothing. A wait that
-// wakes for data already read costs one read that finds nothing, as
-// before.
+// itself resets nothing. A wait that wakes for data already read costs
+// one read that finds nothing, as before.
 //
 // Both pieces reach into the standard library's internals, the wait by
 // linkname (the runtime provides it to internal/poll under that name) and
