@@ -310,3 +310,39 @@ func appendHPACKString(b []byte, s string) []byte {
 	}
 	return append(b, s...)
 }
+
+// Filters see the Content-Length an HTTP/2 client sent, and none when it
+// sent none, whether its stream ended with its headers or its body
+// streamed. (Go's client sends "content-length: 0" for a POST, PUT or
+// PATCH without a body, and none for a GET.)
+func TestFiltersSeeTheClientsLength(t *testing.T) {
+	p := prototest.NewPKI(t)
+	plugins := &prototest.IdentityPlugins{}
+	srv := prototest.Start(t, webConfig, map[string]string{
+		"cert": p.CertFile, "key": p.KeyFile, "clientca": p.ClientCAFile, "web": prototest.Echo(t),
+	}, plugins)
+	c := &http.Client{Transport: prototest.H2Transport(p.ClientTLS("h2"))}
+	for _, tt := range []struct {
+		name, method string
+		body         io.Reader
+		want         string // the Content-Length the filter sees; "" for none
+	}{
+		{"GET", http.MethodGet, nil, ""},
+		{"POST with no body", http.MethodPost, nil, "0"},
+		{"POST of unknown length", http.MethodPost, struct{ io.Reader }{strings.NewReader("streamed")}, ""},
+		{"POST with a length", http.MethodPost, strings.NewReader("hello"), "5"},
+		{"DELETE", http.MethodDelete, nil, ""},
+	} {
+		req, _ := http.NewRequest(tt.method, "https://"+srv.Addr("tls").String()+"/length", tt.body)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		s := plugins.Last(t)
+		if got := s.Headers["content-length"]; resp.ProtoMajor != 2 || got != tt.want {
+			t.Errorf("%s over %s: the filter saw Content-Length %q, want %q (headers %v)", tt.name, resp.Proto, got, tt.want, s.Headers)
+		}
+	}
+}

@@ -327,7 +327,11 @@ func (sc *serverConn) endRequest() error {
 	if hb.endStream {
 		st.remoteClosed = true
 		st.eof = true
-		req.Header.SetContentLength(0)
+		if hb.contentLength == 0 {
+			// Only the client's: filters see the headers it sent, and a
+			// request without a body has a length of 0 all the same.
+			req.Header.SetContentLength(0)
+		}
 	} else {
 		st.expectContinue = hb.expect
 		req.SetBodyStream(&st.body, int(hb.contentLength))

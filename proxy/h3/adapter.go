@@ -105,8 +105,10 @@ func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, st *adapte
 			h.Add(k, v)
 		}
 	}
+	// A request without a body keeps the Content-Length its client sent,
+	// if any: filters see the headers it sent, and its length is 0 all
+	// the same.
 	if r.Body == nil || r.Body == http.NoBody {
-		h.SetContentLength(0)
 		return
 	}
 	n := int(r.ContentLength)
@@ -122,13 +124,13 @@ func (a *Adapter) fillRequest(req *fasthttp.Request, r *http.Request, st *adapte
 			// waits for its first bytes, which are then passed on first.
 			k, err := readSome(r.Body, st.peek[:])
 			if k == 0 && err == io.EOF {
-				h.SetContentLength(0)
 				return
 			}
 			body.head = st.peek[:k]
 			switch {
 			case err == io.EOF:
-				n = k // the whole body: it goes with a Content-Length
+				// The whole body, but of a length the client did not
+				// send: it goes chunked, as a body still coming does.
 				body.r = ended
 			case err != nil:
 				body.r = errBody{err}

@@ -69,6 +69,9 @@ type Seen struct {
 	Protocol string
 	TLS      *filter.TLSInfo
 	Path     string
+	// Headers are the request's headers as the filter saw them, names in
+	// lower case.
+	Headers map[string]string
 }
 
 // identityPlugins stands in for the Wasm host: every plugin is a native
@@ -110,8 +113,12 @@ func (p *IdentityPlugins) All() []Seen {
 type identityStream struct{ p *IdentityPlugins }
 
 func (s identityStream) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
+	headers := map[string]string{}
+	for k, v := range x.Ctx.Request.Header.All() {
+		headers[strings.ToLower(string(k))] = string(v)
+	}
 	s.p.mu.Lock()
-	s.p.seen = append(s.p.seen, Seen{Protocol: x.Protocol, TLS: x.Conn.TLS, Path: string(x.Ctx.Path())})
+	s.p.seen = append(s.p.seen, Seen{Protocol: x.Protocol, TLS: x.Conn.TLS, Path: string(x.Ctx.Path()), Headers: headers})
 	s.p.mu.Unlock()
 	return filter.Continue
 }
