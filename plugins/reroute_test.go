@@ -13,16 +13,14 @@ import (
 
 // TestRouteChosenAgain checks that a filter that rewrites :path in its
 // request headers callback sends the request by the route the new path
-// matches, as Envoy does after a filter clears the route cache.
-// TestRouteChosenAgain checks that a filter that rewrites :path in its
-// request headers callback sends the request by the route the new path
 // matches, as Envoy does after a filter clears the route cache: the new
-// route's cluster gets the request. The chain that ran, the route's
-// header mutations among it, stays the first route's.
+// route's cluster gets the request, with the new route's request header
+// mutations, and the response gets the new route's response mutations.
+// The filters that ran are those of the first route's chain.
 func TestRouteChosenAgain(t *testing.T) {
 	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/features.wasm")
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "other "+r.URL.Path)
+		io.WriteString(w, "other "+r.URL.Path+" "+r.Header.Get("x-route"))
 	}))
 	t.Cleanup(other.Close)
 	p := e2e.Start(t, `
@@ -45,9 +43,13 @@ virtual_hosts:
   - name: old
     match: {prefix: /old}
     cluster: backend
+    request_headers: {set: [{name: x-route, value: old}]}
+    response_headers: {set: [{name: x-route-out, value: old}]}
   - name: new
     match: {prefix: /new}
     cluster: other
+    request_headers: {set: [{name: x-route, value: new}]}
+    response_headers: {set: [{name: x-route-out, value: new}]}
 `, map[string]string{"wasm": wasmFile, "other": strings.TrimPrefix(other.URL, "http://")})
 	req, _ := http.NewRequest("GET", p.URL+"/old/doc", nil)
 	req.Header.Set("x-rewrite", "/new/doc")
@@ -58,7 +60,10 @@ virtual_hosts:
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	got := strings.TrimSuffix(string(body), "-end") // features marks response bodies
-	if resp.StatusCode != 200 || got != "other /new/doc" {
-		t.Fatalf("got %d %q, want 200 \"other /new/doc\" (the new route's cluster, the new path)", resp.StatusCode, got)
+	if resp.StatusCode != 200 || got != "other /new/doc new" {
+		t.Fatalf("got %d %q, want 200 \"other /new/doc new\" (the new route's cluster, the new path, the new route's request headers)", resp.StatusCode, got)
+	}
+	if out := resp.Header.Values("x-route-out"); len(out) != 1 || out[0] != "new" {
+		t.Fatalf("response x-route-out %q, want the new route's [new]", out)
 	}
 }

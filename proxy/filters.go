@@ -8,6 +8,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/route"
 )
 
@@ -24,7 +25,9 @@ const (
 
 // requestFilters creates the route's filter streams and runs the request
 // callbacks. It reports false when the exchange was answered instead.
-func (x *exchange) requestFilters(rt *route.Route) bool {
+// When a filter's request headers callback clears the route cache, the
+// route is chosen again before the next filter runs (chooseRouteAgain).
+func (x *exchange) requestFilters(rt *route.Route, ls *listenerSnap) bool {
 	for _, f := range rt.Filters {
 		s, err := f.NewStream(&x.Exchange)
 		if err != nil {
@@ -44,9 +47,13 @@ func (x *exchange) requestFilters(rt *route.Route) bool {
 	if n := req.Header.ContentLength(); n == 0 {
 		hasBody = false
 	}
-	for _, s := range x.streams {
+	for i := 0; i < len(x.streams); i++ {
+		s := x.streams[i]
 		if !x.proceed(s.OnRequestHeaders(&x.Exchange, !hasBody)) {
 			return false
+		}
+		if c, ok := s.(routeCacheClearer); ok && c.RouteCacheCleared() {
+			x.chooseRouteAgain(ls)
 		}
 	}
 	if !hasBody || !x.bodyFilters {
@@ -224,14 +231,61 @@ func (f *filterReader) run() error {
 	return nil
 }
 
+// routeCacheClearer is a stream that can ask for the route to be chosen
+// again: a Wasm filter's, after proxy_clear_route_cache or a change of the
+// request headers in its request headers callback.
+type routeCacheClearer interface{ RouteCacheCleared() bool }
+
 // routeCacheCleared reports whether a filter asked for the route to be
-// chosen again (a Wasm filter's proxy_clear_route_cache, or its change of
-// the request headers).
+// chosen again.
 func (x *exchange) routeCacheCleared() bool {
 	for _, s := range x.streams {
-		if c, ok := s.(interface{ RouteCacheCleared() bool }); ok && c.RouteCacheCleared() {
+		if c, ok := s.(routeCacheClearer); ok && c.RouteCacheCleared() {
 			return true
 		}
 	}
 	return false
 }
+
+// chooseRouteAgain chooses the request's route again from its headers as
+// they are now, as Envoy does after a filter clears the route cache. The
+// chain's filters stay those of the first route (in Envoy the chain
+// belongs to the listener, not the route), except what Envoy takes from
+// the route that is finally chosen: its cluster, timeouts and policies,
+// and its header mutations. So the first route's headers filter gives way
+// to the new route's: one that has not run yet applies the new route's
+// request mutations, and on the way back the response mutations are the
+// new route's. A request that matches no route any more keeps the first.
+func (x *exchange) chooseRouteAgain(ls *listenerSnap) {
+	req := &x.Ctx.Request
+	vh := ls.table.Find(req.Header.Host())
+	if vh == nil {
+		return
+	}
+	rt := vh.Match(req)
+	if rt == nil || rt == x.route {
+		return
+	}
+	x.route = rt
+	x.VirtualHost, x.Route = vh.Name, rt.Name
+	x.stats = rt.NoTarget()
+
+	next := noHeaders // the new route's headers filter
+	for _, f := range rt.Filters {
+		if h, ok := f.(*native.Headers); ok {
+			next = h
+		}
+	}
+	for i, s := range x.streams {
+		if _, ok := s.(*native.Headers); ok {
+			x.streams[i] = next // in place: requestFilters walks x.streams
+			return
+		}
+	}
+	if next != noHeaders {
+		x.streams = append(x.streams, next) // the default place: last
+	}
+}
+
+// noHeaders stands in for the headers filter of a route that has none.
+var noHeaders = &native.Headers{}

@@ -200,22 +200,16 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	x.VirtualHost, x.Route = vh.Name, rt.Name
 	x.stats = rt.NoTarget()
 
-	if len(rt.Filters) > 0 && !x.requestFilters(rt) {
-		x.answered()
-		return
-	}
-	if x.routeCacheCleared() {
-		// A filter cleared the route cache or changed the request
-		// headers: choose the route again, as Envoy does. The filters
-		// that ran stay those of the first route.
-		if vh2 := ls.table.Find(req.Header.Host()); vh2 != nil {
-			if rt2 := vh2.Match(req); rt2 != nil && rt2 != rt {
-				rt = rt2
-				x.route = rt
-				x.VirtualHost, x.Route = vh2.Name, rt.Name
-				x.stats = rt.NoTarget()
-			}
+	if len(rt.Filters) > 0 {
+		if !x.requestFilters(rt, ls) {
+			x.answered()
+			return
 		}
+		if x.routeCacheCleared() {
+			// A filter cleared the route cache in a body callback.
+			x.chooseRouteAgain(ls)
+		}
+		rt = x.route
 	}
 
 	switch rt.Action {
