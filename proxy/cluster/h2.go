@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // h2Client sends requests to one endpoint over HTTP/2: h2 over TLS, or
@@ -43,7 +45,10 @@ func newH2Client(k poolKey, tlsConf *tls.Config) *h2Client {
 			if err != nil {
 				return nil, err
 			}
-			return c.track(raw), nil
+			// The connection's one reader waits for frames most of its
+			// life: sockio's reads save it the read that finds nothing
+			// before each wait.
+			return c.track(sockio.Wrap(raw)), nil
 		},
 	}
 	if tlsConf != nil {
