@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 )
 
@@ -34,20 +36,7 @@ func TestDiscoveryServed(t *testing.T) {
 		t.Fatalf("a policy alone: %v", err)
 	}
 
-	tc, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "shop", ServiceAccount: "orders"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	iss, err := meshClient(t, s, "", nil).Sign(ctx, api.SignRequest{CSR: newCSR(t, key), JoinToken: tc.Token, Proxy: "orders-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	pair, err := tls.X509KeyPair([]byte(iss.CertPEM), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := workloadCert(ctx, t, s, admin, "shop", "orders")
 	stream := func(token string, cert *tls.Certificate) *discovery.Client {
 		c := meshClient(t, s, token, cert)
 		h := http.Header{}
@@ -85,5 +74,114 @@ func TestDiscoveryServed(t *testing.T) {
 				t.Fatalf("got %v, want status %d", err, tc.status)
 			}
 		})
+	}
+}
+
+// workloadCert gets a workload certificate of ns/sa from the control
+// plane's CA, as a sidecar does: a join token, then a CSR.
+func workloadCert(ctx context.Context, t *testing.T, s *controlplane.Server, admin *api.Client, ns, sa string) tls.Certificate {
+	t.Helper()
+	tc, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: ns, ServiceAccount: sa})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := meshClient(t, s, "", nil).Sign(ctx, api.SignRequest{CSR: newCSR(t, key), JoinToken: tc.Token, Proxy: sa + "-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	pair, err := tls.X509KeyPair([]byte(iss.CertPEM), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+// TestWorkloadRegistersItself: a sidecar registers its own endpoint
+// through the API with its workload certificate, no etcd credentials and
+// no token; it may register only as the service of its identity, under
+// ids of its service account; its registration is renewed while it runs
+// and removed when it stops.
+func TestWorkloadRegistersItself(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := startMesh(t)
+	admin := meshClient(t, s, meshAdmin, nil)
+	pair := workloadCert(ctx, t, s, admin, "shop", "orders")
+	self := meshClient(t, s, "", &pair)
+
+	for _, tc := range []struct {
+		name, cluster, id string
+		status            int // 0: registered
+	}{
+		{"its own service", "orders.shop", "orders:10.0.0.2:15006", 0},
+		{"another service", "payments.shop", "orders:10.0.0.2:15006", http.StatusForbidden},
+		{"its service in another namespace", "orders.bank", "orders:10.0.0.2:15006", http.StatusForbidden},
+		{"an id of another identity", "orders.shop", "payments:10.0.0.2:15006", http.StatusForbidden},
+		{"an invalid address", "orders.shop", "orders:x", http.StatusUnprocessableEntity},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := "10.0.0.2:15006"
+			if tc.status == http.StatusUnprocessableEntity {
+				addr = "not an address"
+			}
+			_, err := self.RegisterEndpoint(ctx, tc.cluster, tc.id, api.EndpointRequest{Address: addr})
+			var ae *api.Error
+			switch {
+			case tc.status == 0 && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.status != 0 && (!errors.As(err, &ae) || ae.Status != tc.status):
+				t.Fatalf("got %v, want status %d", err, tc.status)
+			}
+		})
+	}
+	if err := self.DeregisterEndpoint(ctx, "payments.shop", "orders:10.0.0.2:15006"); err == nil {
+		t.Fatal("a workload deregistered another service's endpoint")
+	}
+	if err := self.DeregisterEndpoint(ctx, "orders.shop", "orders:10.0.0.2:15006"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Registration keeps it registered (renewals in a lease of 2 s) and
+	// removes it when it stops.
+	ep := registry.Endpoint{Cluster: "orders.shop", ID: "orders:10.0.0.3:15006", Address: "10.0.0.3:15006"}
+	reg, err := api.NewRegistration(self, ep, 2*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(rctx) }()
+	select {
+	case <-reg.Registered():
+	case <-ctx.Done():
+		t.Fatal("not registered")
+	}
+	listed := func() int {
+		t.Helper()
+		l, err := admin.Endpoints(ctx, "orders.shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+	time.Sleep(3 * time.Second) // past the lease of 2 s: only renewals keep it
+	if n := listed(); n != 1 {
+		t.Fatalf("after more than the lease, %d endpoints listed; want 1", n)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := listed(); n != 0 {
+		t.Fatalf("after the registration stopped, %d endpoints listed; want 0", n)
+	}
+
+	// A registration the control plane refuses ends with the refusal.
+	bad, _ := api.NewRegistration(self, registry.Endpoint{Cluster: "payments.shop", ID: "orders:10.0.0.4:15006", Address: "10.0.0.4:15006"}, 0, nil)
+	var ae *api.Error
+	if err := bad.Run(ctx); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		t.Fatalf("a refused registration ended with %v; want 403", err)
 	}
 }

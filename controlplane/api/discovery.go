@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/wasmgate/wasmgate/controlplane/ca"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
@@ -18,7 +19,8 @@ const DiscoveryPath = "/v1/discovery"
 // when c is not nil, with its mesh certificate over mutual TLS: a sidecar
 // so authenticated may ask only for the policies of its own identity (the
 // namespace of its SPIFFE ID, and its service account as the service).
-// Call it before the handler serves.
+// With c, sidecars also register their own endpoints with their
+// certificates (handleEndpoint). Call it before the handler serves.
 func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 	inner := *d
 	inner.Authorize = func(r *http.Request, in discovery.Interest) error {
@@ -31,18 +33,11 @@ func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 		}
 		return nil
 	}
+	h.workloads = c
 	h.mux.HandleFunc("GET "+DiscoveryPath, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" && c != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-			id, err := c.VerifyPeer(ctx, r.TLS.PeerCertificates)
-			cancel()
-			if err != nil {
-				h.writeError(w, r, http.StatusUnauthorized, ErrorBody{Code: "unauthorized", Message: "the client certificate: " + err.Error()})
-				return
-			}
-			_, ns, sa, ok := policy.ParseSPIFFE(id.String())
+		if h.presentsWorkloadCert(r) {
+			ns, sa, ok := h.workload(w, r)
 			if !ok {
-				h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf("%s is not a workload identity", id)})
 				return
 			}
 			inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), certIdentityKey{}, [2]string{ns, sa})))
@@ -61,6 +56,64 @@ func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 			return
 		}
 		inner.ServeHTTP(w, r)
+	})
+}
+
+// presentsWorkloadCert reports whether r authenticates with a mesh client
+// certificate rather than a bearer token.
+func (h *Handler) presentsWorkloadCert(r *http.Request) bool {
+	return r.Header.Get("Authorization") == "" && h.workloads != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0
+}
+
+// workload verifies r's mesh client certificate and returns the namespace
+// and service account of its SPIFFE ID; it answers the error itself when
+// it returns false.
+func (h *Handler) workload(w http.ResponseWriter, r *http.Request) (namespace, serviceAccount string, ok bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	id, err := h.workloads.VerifyPeer(ctx, r.TLS.PeerCertificates)
+	cancel()
+	if err != nil {
+		h.writeError(w, r, http.StatusUnauthorized, ErrorBody{Code: "unauthorized", Message: "the client certificate: " + err.Error()})
+		return "", "", false
+	}
+	_, ns, sa, ok := policy.ParseSPIFFE(id.String())
+	if !ok {
+		h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf("%s is not a workload identity", id)})
+		return "", "", false
+	}
+	return ns, sa, true
+}
+
+// handleEndpoint serves the registration of an endpoint: with a bearer
+// token of the register role, of any endpoint; with a mesh client
+// certificate, of the caller's own only. A workload of service account SA
+// in namespace NS registers as the service SA.NS (the mesh names a
+// service by its identity), under ids that begin "SA:", from which its
+// callers derive the identity to expect. So a sidecar needs no
+// credentials of etcd, and cannot put itself in another service's place.
+func (h *Handler) handleEndpoint(pattern string, fn handlerFunc) {
+	byToken := h.withToken(RoleRegister, fn)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if !h.presentsWorkloadCert(r) {
+			byToken(w, r)
+			return
+		}
+		ns, sa, ok := h.workload(w, r)
+		if !ok {
+			return
+		}
+		if cluster, id := r.PathValue("cluster"), r.PathValue("id"); cluster != sa+"."+ns || !strings.HasPrefix(id, sa+":") {
+			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf(
+				"the certificate is of %s/%s: it registers only endpoints of the service %s.%s, with ids %s:ADDRESS, not %s/%s",
+				ns, sa, sa, ns, sa, cluster, id)})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		tok := Token{Name: policy.SPIFFEID(h.workloads.TrustDomain().Name(), ns, sa), Role: RoleRegister}
+		if err := fn(w, r.WithContext(ctx), tok); err != nil {
+			h.fail(w, r, err)
+		}
 	})
 }
 

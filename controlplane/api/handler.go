@@ -19,6 +19,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/config/redact"
+	"github.com/wasmgate/wasmgate/controlplane/ca"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/store"
@@ -35,6 +36,9 @@ type Handler struct {
 	logger  *zap.Logger
 	mux     *http.ServeMux
 	timeout time.Duration
+	// workloads verifies mesh client certificates, once ServeDiscovery
+	// set it: sidecars then register their own endpoints with them.
+	workloads *ca.CA
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -64,8 +68,8 @@ func NewHandler(st *store.Store, tokens []Token, logger *zap.Logger) *Handler {
 	h.handle("GET /v1/blobs", RoleRead, h.listBlobs)
 	h.handle("GET /v1/blobs/{sha256}", RoleRead, h.getBlob)
 	h.handle("GET /v1/endpoints", RoleRead, h.listEndpoints)
-	h.handle("PUT /v1/endpoints/{cluster}/{id}", RoleRegister, h.registerEndpoint)
-	h.handle("DELETE /v1/endpoints/{cluster}/{id}", RoleRegister, h.deregisterEndpoint)
+	h.handleEndpoint("PUT /v1/endpoints/{cluster}/{id}", h.registerEndpoint)
+	h.handleEndpoint("DELETE /v1/endpoints/{cluster}/{id}", h.deregisterEndpoint)
 	return h
 }
 
@@ -74,7 +78,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 type handlerFunc func(w http.ResponseWriter, r *http.Request, tok Token) error
 
 func (h *Handler) handle(pattern string, role Role, fn handlerFunc) {
-	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	h.mux.HandleFunc(pattern, h.withToken(role, fn))
+}
+
+// withToken serves fn to a caller whose bearer token has at least role.
+func (h *Handler) withToken(role Role, fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := authenticate(h.tokens, r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wasmgate"`)
@@ -91,7 +100,7 @@ func (h *Handler) handle(pattern string, role Role, fn handlerFunc) {
 		if err := fn(w, r.WithContext(ctx), tok); err != nil {
 			h.fail(w, r, err)
 		}
-	})
+	}
 }
 
 func badRequest(format string, args ...any) error {
