@@ -62,7 +62,7 @@ type mesh struct {
 var _ tlsconf.Mesh = (*mesh)(nil)
 
 func (m *mesh) Certificate() (*tls.Certificate, error) { return m.cert, nil }
-func (m *mesh) TrustBundle() *x509bundle.Bundle      { return m.bundle }
+func (m *mesh) TrustBundle() *x509bundle.Bundle        { return m.bundle }
 
 func (c *ca) identity(t *testing.T, sa string) *mesh {
 	t.Helper()
