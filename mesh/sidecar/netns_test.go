@@ -231,8 +231,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// netnsMesh is the control plane in a namespace that routes between three
-// others, each holding an app and its sidecar (web -> orders -> payments),
+// netnsMesh is the control plane in a namespace that routes between four
+// others, each holding an app and its sidecar (web -> orders -> payments,
+// and db, a plain TCP app that web and orders call),
 // all as separate processes joined by veth pairs.
 type netnsMesh struct {
 	ns    map[string]*netnstest.NS

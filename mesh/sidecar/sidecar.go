@@ -21,6 +21,11 @@
 // peer_authentication from the control plane decides, else
 // Settings.InboundMode.
 //
+// Opaque TCP (an app of protocol tcp, Settings.TCPCalls, and intercepted
+// connections bound for a TCP service) is carried by TCP, a relay beside
+// the proxy (package relay), which receives the TCP services' endpoints
+// from the same updates.
+//
 // Policies go straight into the Guard, which the filter reads on every
 // request, so a policy change never rebuilds a listener.
 package sidecar
