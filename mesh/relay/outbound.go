@@ -133,11 +133,18 @@ func (o *Outbound) SetTelemetry(p *telemetry.Pipeline) { o.tel.Store(p) }
 
 // Update replaces the endpoints of every TCP service, by registry name.
 // Connections already relayed are left as they are. A service absent from
-// eps has no endpoints: its connections are refused.
-func (o *Outbound) Update(eps map[string][]Endpoint) error {
+// eps has no endpoints: its connections are refused. others are the
+// addresses of endpoints of services the relay does not carry (the HTTP
+// ones): an intercepted connection to one of them is never taken for a
+// TCP service by its IP alone.
+func (o *Outbound) Update(eps map[string][]Endpoint, others []netip.Addr) error {
 	svcs := make(map[string]*service, len(eps))
 	byAddr := map[netip.AddrPort]string{}
 	byIP := map[netip.Addr]string{}
+	shared := map[netip.Addr]bool{}
+	for _, a := range others {
+		shared[a.Unmap()] = true
+	}
 	for name, list := range eps {
 		s := &service{name: name}
 		var ids []string
@@ -148,7 +155,11 @@ func (o *Outbound) Update(eps map[string][]Endpoint) error {
 			}
 			if ap, err := netip.ParseAddrPort(e.Address); err == nil {
 				byAddr[ap] = name
-				byIP[ap.Addr().Unmap()] = name
+				ip := ap.Addr().Unmap()
+				if o, ok := byIP[ip]; ok && o != name {
+					shared[ip] = true
+				}
+				byIP[ip] = name
 			}
 		}
 		if len(s.hosts) > 0 {
@@ -171,6 +182,9 @@ func (o *Outbound) Update(eps map[string][]Endpoint) error {
 		s.tls = conf
 		svcs[name] = s
 	}
+	for ip := range shared {
+		delete(byIP, ip)
+	}
 	o.services.Store(&svcs)
 	o.byAddr.Store(&byAddr)
 	o.byIP.Store(&byIP)
@@ -180,7 +194,8 @@ func (o *Outbound) Update(eps map[string][]Endpoint) error {
 // Lookup returns the TCP service an intercepted connection was going to,
 // by its original destination: an endpoint's address, else an endpoint's
 // IP address on any port (the app's own port on that host, which the
-// peer's interception sends to its sidecar).
+// peer's interception sends to its sidecar) unless another service has
+// an endpoint at that IP too.
 func (o *Outbound) Lookup(dst netip.AddrPort) (string, bool) {
 	if m := o.byAddr.Load(); m != nil {
 		if name, ok := (*m)[dst]; ok {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -198,7 +199,7 @@ func outbound(t *testing.T, c *ca, sa string, tel *telemetry.Pipeline, eps ...re
 		t.Fatal(err)
 	}
 	t.Cleanup(out.Close)
-	if err := out.Update(map[string][]relay.Endpoint{"db.default": eps}); err != nil {
+	if err := out.Update(map[string][]relay.Endpoint{"db.default": eps}, nil); err != nil {
 		t.Fatal(err)
 	}
 	a, err := out.Listen("db.default", "127.0.0.1:0")
@@ -349,5 +350,40 @@ peer_authentications:
 	web := outbound(t, c, "web", nil, relay.Endpoint{Address: permissive, Identity: dbID})
 	if got := call(t, web, "tls"); got != "db: tls\n" {
 		t.Fatalf("permissive, mTLS: %q", got)
+	}
+}
+
+// TestLookup: an intercepted connection's original destination finds a
+// TCP service by an endpoint's address, or by its IP when no other
+// service has an endpoint there.
+func TestLookup(t *testing.T) {
+	c := newCA(t)
+	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	err = out.Update(map[string][]relay.Endpoint{
+		"db.default":    {{Address: "10.0.0.1:15006"}, {Address: "10.0.0.9:15006"}},
+		"cache.default": {{Address: "10.0.0.2:15006"}, {Address: "10.0.0.9:15007"}},
+	}, []netip.Addr{netip.MustParseAddr("10.0.0.2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dst, want string
+	}{
+		{"10.0.0.1:5432", "db.default"},
+		{"10.0.0.1:15006", "db.default"},
+		{"10.0.0.2:6379", ""},               // an HTTP service's endpoint is there too
+		{"10.0.0.2:15006", "cache.default"}, // but not at this address
+		{"10.0.0.9:80", ""},                 // two TCP services there
+		{"10.0.0.9:15007", "cache.default"},
+		{"10.0.0.3:5432", ""},
+	} {
+		got, ok := out.Lookup(netip.MustParseAddrPort(tc.dst))
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("Lookup(%s) = %q %v, want %q", tc.dst, got, ok, tc.want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"go.uber.org/zap"
@@ -142,7 +143,15 @@ func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 		}
 		eps[name] = list
 	}
-	if err := t.out.Update(eps); err != nil {
+	var others []netip.Addr
+	for _, name := range s.Targets() {
+		for _, ep := range st.Endpoints[name] {
+			if ap, err := netip.ParseAddrPort(ep.Address); err == nil {
+				others = append(others, ap.Addr())
+			}
+		}
+	}
+	if err := t.out.Update(eps, others); err != nil {
 		return err
 	}
 	return errors.Join(errs...)
