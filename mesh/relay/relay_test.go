@@ -39,7 +39,7 @@ type ca struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newCA(t *testing.T) *ca {
+func newCA(t testing.TB) *ca {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u, _ := url.Parse("spiffe://" + td)
@@ -65,7 +65,7 @@ var _ tlsconf.Mesh = (*mesh)(nil)
 func (m *mesh) Certificate() (*tls.Certificate, error) { return m.cert, nil }
 func (m *mesh) TrustBundle() *x509bundle.Bundle        { return m.bundle }
 
-func (c *ca) identity(t *testing.T, sa string) *mesh {
+func (c *ca) identity(t testing.TB, sa string) *mesh {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u, _ := url.Parse(policy.SPIFFEID(td, "default", sa))
@@ -85,7 +85,7 @@ func (c *ca) identity(t *testing.T, sa string) *mesh {
 
 // echoApp answers each line with "name: line" and closes once the client
 // has finished sending.
-func echoApp(t *testing.T, name string) int {
+func echoApp(t testing.TB, name string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -161,7 +161,7 @@ func (r *records) all(t *testing.T) []map[string]any {
 
 // inbound serves a TCP app "db" behind a sidecar with the given policies
 // and returns its address.
-func inbound(t *testing.T, c *ca, o relay.InboundOptions, policies string) string {
+func inbound(t testing.TB, c *ca, o relay.InboundOptions, policies string) string {
 	t.Helper()
 	o.Mesh = c.identity(t, "db")
 	o.Guard = policy.NewGuard("default", "db")
@@ -192,7 +192,7 @@ func inbound(t *testing.T, c *ca, o relay.InboundOptions, policies string) strin
 
 // outbound is the sidecar of sa, with a local port for db at the given
 // endpoints.
-func outbound(t *testing.T, c *ca, sa string, tel *telemetry.Pipeline, eps ...relay.Endpoint) string {
+func outbound(t testing.TB, c *ca, sa string, tel *telemetry.Pipeline, eps ...relay.Endpoint) string {
 	t.Helper()
 	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, sa), Telemetry: tel, ConnectTimeout: 2 * time.Second})
 	if err != nil {
@@ -386,4 +386,45 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%s) = %q %v, want %q", tc.dst, got, ok, tc.want)
 		}
 	}
+}
+
+// BenchmarkRelay: round trips of 1 KiB lines on one connection relayed
+// through both sidecars (app -> outbound -> mTLS -> inbound -> app), and
+// a new connection per operation (two handshakes' worth of the caller's
+// and the peer's work, and the policy decision).
+func BenchmarkRelay(b *testing.B) {
+	c := newCA(b)
+	db := inbound(b, c, relay.InboundOptions{}, webOnly)
+	web := outbound(b, c, "web", nil, relay.Endpoint{Address: db, Identity: policy.SPIFFEID(td, "default", "db")})
+	line := strings.Repeat("x", 1023)
+	b.Run("round trip 1KiB", func(b *testing.B) {
+		conn, err := net.Dial("tcp", web)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		b.ReportAllocs()
+		b.SetBytes(1024)
+		for b.Loop() {
+			io.WriteString(conn, line+"\n")
+			if _, err := r.ReadString('\n'); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("connection", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			conn, err := net.Dial("tcp", web)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.WriteString(conn, "x\n")
+			if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+				b.Fatal(err)
+			}
+			conn.Close()
+		}
+	})
 }
