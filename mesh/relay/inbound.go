@@ -99,21 +99,22 @@ func NewInbound(o InboundOptions) (*Inbound, error) {
 // now on.
 func (in *Inbound) SetTelemetry(p *telemetry.Pipeline) { in.tel.Store(p) }
 
-// Serve accepts peers on ln until it is closed; it returns nil then.
-func (in *Inbound) Serve(ln net.Listener) error {
+// Serve accepts peers on ln until it is closed.
+func (in *Inbound) Serve(ln net.Listener) {
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			return err
+			// Out of descriptors, say: wait a little, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			in.log.Warn("accepting a peer", zap.Error(err))
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		if !in.cs.add(c) {
 			continue
 		}

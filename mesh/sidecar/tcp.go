@@ -97,7 +97,7 @@ func (t *TCP) Start(tel *telemetry.Pipeline) error {
 		t.inLn = ln
 		go func() {
 			defer close(t.done)
-			_ = t.in.Serve(ln)
+			t.in.Serve(ln)
 		}()
 	} else {
 		close(t.done)
