@@ -187,6 +187,9 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	vh := ls.table.Find(req.Header.Host())
+	if ls.byDestination && vh == ls.table.CatchAll() {
+		vh = byDestination(ls.table, vh, x.conn.Local)
+	}
 	var rt *route.Route
 	if vh != nil {
 		rt = vh.Match(req)

@@ -60,6 +60,17 @@ type Options struct {
 	// RED counts requests per route, destination cluster and source
 	// identity; nil means not.
 	RED *telemetry.RED
+	// Sockets, when set, wraps the socket of each listener before the
+	// proxy's own layers (flow records, TLS) see its connections; it
+	// returns ln as it is for a listener it leaves alone. A sidecar takes
+	// the intercepted opaque TCP out of its outbound listener so.
+	Sockets func(listener string, ln net.Listener) net.Listener
+	// RouteByDestination names the listeners on which a request whose
+	// Host matches only the catch-all virtual host ("*") is routed by the
+	// address the client connected to, when a virtual host has it as a
+	// domain: the connection's local address, which Sockets may report as
+	// the original destination of a redirected connection.
+	RouteByDestination []string
 }
 
 // Server is a running proxy.
@@ -73,6 +84,8 @@ type Server struct {
 	tel     *telemetry.Pipeline
 	tracer  *tracing.Tracer
 	red     *telemetry.RED
+	sockets func(string, net.Listener) net.Listener
+	byDest  []string
 
 	snap atomic.Pointer[Snapshot]
 	// writeStalls counts connections cut off by the write timeout.
@@ -116,6 +129,8 @@ func NewServer(opts Options) *Server {
 		tel:       opts.Telemetry,
 		tracer:    opts.Tracer,
 		red:       opts.RED,
+		sockets:   opts.Sockets,
+		byDest:    opts.RouteByDestination,
 	}
 	s.pools.SetMesh(opts.Mesh)
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
@@ -447,10 +462,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // flows wraps a socket of the listener name so that each connection
 // emits one flow record when it closes; nil when flows have no sink.
 func (s *Server) flows(name string) func(net.Listener) net.Listener {
-	if !s.tel.Enabled(telemetry.KindFlow) {
+	flows := s.tel.Enabled(telemetry.KindFlow)
+	if !flows && s.sockets == nil {
 		return nil
 	}
-	return func(ln net.Listener) net.Listener { return s.tel.FlowListener(ln, name) }
+	return func(ln net.Listener) net.Listener {
+		if s.sockets != nil {
+			ln = s.sockets(name, ln)
+		}
+		if flows {
+			ln = s.tel.FlowListener(ln, name)
+		}
+		return ln
+	}
 }
 
 // warnInsecure warns about every cluster that does not verify its

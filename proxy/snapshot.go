@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,9 @@ type listenerSnap struct {
 	maxBodySize  int64
 	// maxConnAge closes a connection after a response once it is older.
 	maxConnAge time.Duration
+	// byDestination routes by the connection's local address what only
+	// the catch-all virtual host matches (Options.RouteByDestination).
+	byDestination bool
 }
 
 // build compiles cfg into a snapshot, reusing the clusters of old that did
@@ -139,6 +143,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		ls := &listenerSnap{table: table, maxBodySize: lc.MaxRequestBodyBytes}
 		ls.requestIDKey = fasthttp.AppendNormalizedHeaderKey(nil, lc.RequestIDHeader)
 		ls.maxConnAge = lc.MaxConnectionAge.D()
+		ls.byDestination = slices.Contains(s.byDest, lc.Name)
 		snap.listeners[lc.Name] = ls
 	}
 	return snap, set, nil

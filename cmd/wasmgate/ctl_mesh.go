@@ -52,6 +52,7 @@ func ctlMeshCheckCmd(f *ctlFlags) *cobra.Command {
 		headers     []string
 		sourceIP    string
 		file        string
+		tcp         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check FROM TO [METHOD PATH]",
@@ -89,6 +90,12 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 			}
 			if req.Host == "" {
 				req.Host = svc + "." + ns
+			}
+			if tcp {
+				if len(args) == 4 || host != "" || len(headers) > 0 {
+					return errors.New("--tcp: a connection has no METHOD, PATH, --host or --header")
+				}
+				req = policy.Request{Principal: principal, Port: port, Connection: true}
 			}
 			if sourceIP != "" {
 				if req.SourceIP, err = netip.ParseAddr(sourceIP); err != nil {
@@ -195,6 +202,7 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 	fl.StringArrayVarP(&headers, "header", "H", nil, "request header NAME:VALUE (repeatable)")
 	fl.StringVar(&sourceIP, "source-ip", "", "the caller's address, for ip_blocks rules")
 	fl.StringVarP(&file, "file", "f", "", "evaluate the policies of this file instead of the live ones (no control plane needed)")
+	fl.BoolVar(&tcp, "tcp", false, "a connection to a service of protocol tcp, not an HTTP request: rules that need HTTP attributes apply as Istio applies them to TCP")
 	return cmd
 }
 

@@ -163,4 +163,12 @@ authorization_policies:
 	if _, err := runCLI(t, append(base, "shop/web", "orders.shop", "GET")...); err == nil {
 		t.Fatal("METHOD without PATH was accepted")
 	}
+	// A connection has no headers: the rule that needs one never allows it.
+	out, err = runCLI(t, append(base, "--tcp", "shop/web", "orders.shop")...)
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(out, "no allow rule matched") {
+		t.Fatalf("a TCP connection against a rule with a header: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, append(base, "--tcp", "-H", "X-Tenant: acme", "shop/web", "orders.shop")...); err == nil {
+		t.Fatal("--tcp with a header was accepted")
+	}
 }

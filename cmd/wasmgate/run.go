@@ -286,6 +286,9 @@ type runOptions struct {
 	policy filter.Factory
 	// telemetry, when not nil, receives the proxy's telemetry once built.
 	telemetry **proxyTelemetry
+	// proxyOptions, when set, completes the proxy's options (a sidecar's
+	// interception).
+	proxyOptions func(*proxy.Options)
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
@@ -302,8 +305,12 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 		return nil, err
 	}
 	closeWasm := func() { _ = host.Close() }
-	srv := proxy.NewServer(meshOptions(proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy,
-		Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red}, o.mesh))
+	popts := proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy,
+		Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red}
+	if o.proxyOptions != nil {
+		o.proxyOptions(&popts)
+	}
+	srv := proxy.NewServer(meshOptions(popts, o.mesh))
 	registerMeshMetrics(srv, o.mesh, log)
 	if err := tel.attach(srv, cfg.Telemetry); err != nil {
 		_ = srv.Shutdown(context.Background())

@@ -24,9 +24,10 @@ import (
 // sidecarFlags are `run --sidecar`'s: the settings of sidecar.Settings,
 // over a `sidecar:` section of the -c file when one is given.
 type sidecarFlags struct {
-	on  bool
-	s   sidecar.Settings
-	ttl time.Duration
+	on       bool
+	s        sidecar.Settings
+	tcpCalls []string
+	ttl      time.Duration
 }
 
 func (f *sidecarFlags) register(cmd *cobra.Command) {
@@ -36,13 +37,14 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.s.Namespace, "namespace", "", "with --sidecar: the service's namespace (default \"default\")")
 	fl.StringVar(&f.s.ServiceAccount, "service-account", "", "with --sidecar: the service account of the join token (default: the service)")
 	fl.IntVar(&f.s.AppPort, "app-port", 0, "with --sidecar: the app's port on 127.0.0.1")
-	fl.StringVar(&f.s.Protocol, "protocol", "", "with --sidecar: what the app speaks: http, http2 or grpc (default http)")
+	fl.StringVar(&f.s.Protocol, "protocol", "", "with --sidecar: what the app speaks: http, http2, grpc or tcp (opaque bytes; default http)")
 	fl.StringVar(&f.s.Inbound, "inbound", "", "with --sidecar: host:port of the inbound listener for peers (default "+sidecar.DefaultInbound+")")
 	fl.StringVar((*string)(&f.s.InboundMode), "inbound-mode", "", "with --sidecar: strict (the default: mesh mTLS only) or permissive (plain text too, for a migration); the service's peer_authentication wins")
 	fl.StringVar(&f.s.Announce, "announce", "", "with --sidecar: the inbound address registered for peers (default --inbound)")
 	fl.StringVar(&f.s.Outbound, "outbound", "", "with --sidecar: host:port the app sends its calls to (default "+sidecar.DefaultOutbound+")")
 	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
 	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
+	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
 }
 
@@ -86,6 +88,13 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	if len(o.Calls) > 0 {
 		s.Calls = o.Calls
 	}
+	if len(f.tcpCalls) > 0 {
+		calls, err := sidecar.ParseTCPCalls(f.tcpCalls)
+		if err != nil {
+			return s, fmt.Errorf("--tcp-calls: %w", err)
+		}
+		s.TCPCalls = calls
+	}
 	s.Normalize()
 	return s, s.Validate()
 }
@@ -113,15 +122,20 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	if err != nil {
 		return &exitError{code: exitInvalid, err: err}
 	}
+	tcp, err := sidecar.NewTCP(&s, mesh, guard, log.Named("sidecar"))
+	if err != nil {
+		return err
+	}
+	var tel *proxyTelemetry
 	r, err := startProxy(ctx, base, log, runOptions{cacheDir: cacheDir, mesh: mesh,
-		policy: native.NewMeshPolicy(guard, log.Named("policy"))})
+		policy: native.NewMeshPolicy(guard, log.Named("policy")), telemetry: &tel, proxyOptions: tcp.ProxyOptions})
 	if err != nil {
 		return err
 	}
 	src := (&discovery.Client{URL: strings.TrimSuffix(idf.server, "/") + api.DiscoveryPath, HTTP: mesh.HTTPClient()}).Watch(s.Interest())
 	defer src.Close()
 	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard,
-		Source: src, Base: base, Logger: log.Named("sidecar")})
+		Source: src, Base: base, TCP: tcp, Logger: log.Named("sidecar")})
 	if err != nil {
 		return err
 	}
@@ -136,6 +150,13 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	case <-ctx.Done():
 		return r.wait(ctx)
 	}
+	// The policies are in force: a TCP app's inbound may open.
+	if err := tcp.Start(tel.pipe); err != nil {
+		cancel()
+		_ = r.wait(ctx)
+		return &exitError{code: exitInvalid, err: err}
+	}
+	defer tcp.Close()
 	log.Info("sidecar serving", zap.String("service", s.Name()), zap.String("spiffe_id", mesh.ID().String()),
 		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()))
 

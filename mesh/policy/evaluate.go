@@ -31,6 +31,12 @@ type Request struct {
 	Port int
 	// Headers may be nil: then every header is absent.
 	Headers Headers
+	// Connection marks an opaque TCP connection (a service of protocol
+	// tcp) rather than an HTTP request: it has no host, method, path or
+	// headers. As in Istio, a rule that names any of them never matches
+	// a connection in an ALLOW or AUDIT policy, and is matched without
+	// them in a DENY policy, so that such a rule fails closed.
+	Connection bool
 }
 
 // Reason says why a decision was made.
@@ -121,6 +127,11 @@ type rule struct {
 	from []source
 	to   []operation
 	when []condition
+	// l7 marks a rule that reads an HTTP attribute (hosts, methods,
+	// paths, request headers); l4 is the same rule without them, what a
+	// DENY policy matches a connection with.
+	l7 bool
+	l4 *rule
 }
 
 type source struct {
@@ -218,9 +229,34 @@ func compile(p *AuthorizationPolicy) *compiled {
 		for _, w := range r.When {
 			cr.when = append(cr.when, compileCondition(w))
 		}
+		cr.l4 = layer4(&cr)
+		cr.l7 = cr.l4 != nil
 		c.rules = append(c.rules, cr)
 	}
 	return c
+}
+
+// layer4 returns r without its HTTP attributes, or nil when it has none.
+func layer4(r *rule) *rule {
+	l7 := false
+	l4 := &rule{from: r.from}
+	for _, o := range r.to {
+		if len(o.hosts)+len(o.notHosts)+len(o.methods)+len(o.notMethods)+len(o.paths)+len(o.notPaths) > 0 {
+			l7 = true
+		}
+		l4.to = append(l4.to, operation{ports: o.ports, notPorts: o.notPorts})
+	}
+	for _, w := range r.when {
+		if w.kind == condHeader {
+			l7 = true
+			continue
+		}
+		l4.when = append(l4.when, w)
+	}
+	if !l7 {
+		return nil
+	}
+	return l4
 }
 
 func compileCondition(w Condition) condition {
@@ -335,7 +371,14 @@ type view struct {
 // match returns the index of the first rule that matches, or -1.
 func (c *compiled) match(v *view) int {
 	for i := range c.rules {
-		if c.rules[i].match(v) {
+		r := &c.rules[i]
+		if v.r.Connection && r.l7 {
+			if c.action != Deny {
+				continue
+			}
+			r = r.l4
+		}
+		if r.match(v) {
 			return i
 		}
 	}

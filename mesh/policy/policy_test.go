@@ -369,3 +369,69 @@ func TestDocExamples(t *testing.T) {
 		t.Fatalf("found %d policy examples in the docs", n)
 	}
 }
+
+// TestConnections: a TCP connection has no HTTP attributes. As in Istio,
+// an ALLOW or AUDIT rule that names one never matches it; a DENY rule
+// matches it without them (it fails closed); rules of identities, IP
+// blocks and ports apply as to requests.
+func TestConnections(t *testing.T) {
+	set := mustCompile(t, `
+authorization_policies:
+  - name: db-callers
+    namespace: shop
+    service: db
+    rules:
+      - from: [{principals: ["spiffe://wasmgate.local/ns/shop/sa/web"]}]
+      - from: [{principals: ["spiffe://wasmgate.local/ns/shop/sa/orders"]}]
+        to: [{methods: [GET]}]
+      - from: [{namespaces: [ops]}]
+        to: [{ports: [5432]}]
+  - name: db-no-batch
+    namespace: shop
+    service: db
+    action: deny
+    rules:
+      - from: [{principals: ["spiffe://wasmgate.local/ns/shop/sa/batch"]}]
+        to: [{paths: ["/admin"]}]
+      - from: [{principals: ["spiffe://wasmgate.local/ns/shop/sa/cron"]}]
+        when: [{key: "request.headers[x-job]", values: [nightly]}]
+  - name: db-audit
+    namespace: shop
+    service: db
+    action: audit
+    rules:
+      - to: [{methods: ["*"]}]
+`)
+	db := set.For("shop", "db")
+	conn := func(principal string, port int) *policy.Request {
+		return &policy.Request{Principal: principal, Port: port, Connection: true, SourceIP: netip.MustParseAddr("10.0.0.9")}
+	}
+	for _, tc := range []struct {
+		name    string
+		req     *policy.Request
+		allowed bool
+		reason  policy.Reason
+		by      string
+		rule    int
+	}{
+		{"an allowed identity", conn(id("shop", "web"), 5432), true, policy.AllowMatched, "db-callers", 0},
+		{"a rule with methods never allows a connection", conn(id("shop", "orders"), 5432), false, policy.NoAllowMatched, "", -1},
+		{"the same rule allows an HTTP request", &policy.Request{Principal: id("shop", "orders"), Method: "GET", Path: "/"}, true, policy.AllowMatched, "db-callers", 1},
+		{"ports are layer 4", conn(id("ops", "oncall"), 5432), true, policy.AllowMatched, "db-callers", 2},
+		{"another port", conn(id("ops", "oncall"), 5433), false, policy.NoAllowMatched, "", -1},
+		{"a deny with paths matches without them", conn(id("shop", "batch"), 5432), false, policy.DenyMatched, "db-no-batch", 0},
+		{"a deny with a header condition matches without it", conn(id("shop", "cron"), 5432), false, policy.DenyMatched, "db-no-batch", 1},
+		{"the deny's HTTP request without the path passes it", &policy.Request{Principal: id("shop", "batch"), Method: "GET", Path: "/x"}, false, policy.NoAllowMatched, "", -1},
+		{"plain text", conn("", 5432), false, policy.NoAllowMatched, "", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := db.Evaluate(tc.req)
+			if d.Allowed != tc.allowed || d.Reason != tc.reason || d.Policy != tc.by || d.Rule != tc.rule {
+				t.Fatalf("got %s (%+v), want allowed=%v reason=%q policy=%q rule=%d", d, d, tc.allowed, tc.reason, tc.by, tc.rule)
+			}
+			if tc.req.Connection && d.AuditPolicy != "" {
+				t.Fatalf("an audit rule of methods matched a connection: %s", d)
+			}
+		})
+	}
+}

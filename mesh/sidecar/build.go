@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,19 +81,24 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		mode = s.InboundMode
 	}
 	cfg := &config.Config{
-		Listeners: []config.Listener{
+		Listeners: []config.Listener{{Name: OutboundListener, Address: s.Outbound, HTTP2: &config.ListenerHTTP2{H2C: true}}},
+	}
+	// A TCP app's inbound is the relay's (package relay), not an HTTP
+	// listener.
+	if s.Protocol != ProtocolTCP {
+		cfg.Listeners = append([]config.Listener{
 			{Name: InboundListener, Address: s.Inbound, TLS: &config.ListenerTLS{Mesh: true, Permissive: mode == policy.Permissive}},
-			{Name: OutboundListener, Address: s.Outbound, HTTP2: &config.ListenerHTTP2{H2C: true}},
-		},
-		Clusters: []config.Cluster{{
+		}, cfg.Listeners...)
+		cfg.Clusters = []config.Cluster{{
 			Name: AppCluster, Endpoints: []config.Endpoint{{Address: "127.0.0.1:" + strconv.Itoa(s.AppPort)}}, Protocol: appProto,
-		}},
-		VirtualHosts: []config.VirtualHost{{
+		}}
+		cfg.VirtualHosts = []config.VirtualHost{{
 			Name: InboundListener, Domains: []string{"*"}, Listeners: []string{InboundListener},
 			Filters: []config.FilterRef{{Native: config.NativeMeshPolicy}},
 			Routes:  []config.Route{{Name: "app", Match: config.RouteMatch{Prefix: "/"}, Cluster: AppCluster}},
-		}},
+		}}
 	}
+	addrs := destinations(s.Targets(), st.Endpoints)
 	for _, name := range s.Targets() {
 		svc, ns, _ := strings.Cut(name, ".")
 		cl := config.Cluster{
@@ -117,6 +123,10 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		if ns == s.Namespace {
 			domains = append([]string{svc}, domains...)
 		}
+		// The addresses of its endpoints, for an intercepted call whose
+		// Host names no service: the outbound listener routes it by its
+		// original destination (proxy.Options.RouteByDestination).
+		domains = append(domains, addrs[name]...)
 		cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{
 			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
 			Retry:  meshRetry(),
@@ -133,4 +143,40 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	}
 	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
 	return cfg
+}
+
+// destinations returns, per service, the IP addresses of its endpoints
+// that belong to it alone and that an intercepted connection can have as
+// its original destination (not loopback, not a wildcard), sorted. The
+// explicit outbound listener is on loopback, so a loopback endpoint never
+// catches a call to a name outside the mesh.
+func destinations(names []string, eps map[string][]registry.Endpoint) map[string][]string {
+	owner := map[netip.Addr]string{}
+	for _, name := range names {
+		for _, ep := range eps[name] {
+			ap, err := netip.ParseAddrPort(ep.Address)
+			if err != nil {
+				continue
+			}
+			a := ap.Addr().Unmap()
+			if !a.Is4() || a.IsLoopback() || a.IsUnspecified() {
+				continue
+			}
+			if o, ok := owner[a]; ok && o != name {
+				owner[a] = "" // shared: ambiguous
+				continue
+			}
+			owner[a] = name
+		}
+	}
+	out := map[string][]string{}
+	for a, name := range owner {
+		if name != "" {
+			out[name] = append(out[name], a.String())
+		}
+	}
+	for _, l := range out {
+		slices.Sort(l)
+	}
+	return out
 }

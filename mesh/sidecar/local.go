@@ -43,6 +43,8 @@ type Local struct {
 	Agent    *identity.Agent
 	Server   *proxy.Server
 	Guard    *policy.Guard
+	// TCP relays the app's opaque TCP.
+	TCP *TCP
 
 	cancel  context.CancelFunc
 	runDone chan struct{}
@@ -82,10 +84,15 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	}
 	l.Agent = agent
 	l.Guard = policy.NewGuard(s.Namespace, s.Service)
-	l.Server = proxy.NewServer(proxy.Options{Logger: log.Named("proxy"), Mesh: agent, MeshPolicy: native.NewMeshPolicy(l.Guard, log.Named("policy"))})
+	if l.TCP, err = NewTCP(&s, agent, l.Guard, log); err != nil {
+		return nil, err
+	}
+	popts := proxy.Options{Logger: log.Named("proxy"), Mesh: agent, MeshPolicy: native.NewMeshPolicy(l.Guard, log.Named("policy"))}
+	l.TCP.ProxyOptions(&popts)
+	l.Server = proxy.NewServer(popts)
 	src := (&discovery.Client{URL: strings.TrimSuffix(o.ControlPlane, "/") + api.DiscoveryPath, HTTP: agent.HTTPClient()}).Watch(s.Interest())
 	sc, err := New(Options{Settings: s, TrustDomain: agent.ID().TrustDomain().Name(), Proxy: l.Server, Guard: l.Guard,
-		Source: src, Logger: log})
+		Source: src, TCP: l.TCP, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +109,15 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("sidecar %s: no configuration: %w", s.Name(), ctx.Err())
 	}
+	// The policies are in force: the TCP inbound may open.
+	if err := l.TCP.Start(nil); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			l.TCP.Close()
+		}
+	}()
 	if o.Etcd == nil {
 		close(l.regDone)
 	} else {
@@ -131,6 +147,7 @@ func (l *Local) Close(drain time.Duration) error {
 	<-l.runDone
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	defer l.TCP.Close()
 	if err := l.Server.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

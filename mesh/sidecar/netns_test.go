@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
@@ -73,10 +76,79 @@ func nsApp(t *testing.T, ns *netnstest.NS, name string) {
 			fmt.Fprintf(w, "%s -> %s", name, b)
 			return
 		}
+		if r.URL.Path == "/ws" {
+			// A WebSocket echo that says who called.
+			c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for {
+				typ, msg, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				reply := fmt.Sprintf("%s (called by %s): %s", name, r.Header.Get(native.PeerIdentityHeader), msg)
+				if c.WriteMessage(typ, []byte(reply)) != nil {
+					return
+				}
+			}
+		}
 		fmt.Fprintf(w, "%s (called by %s)", name, r.Header.Get(native.PeerIdentityHeader))
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close(); tr.CloseIdleConnections() })
+}
+
+// nsTCPApp serves a plain TCP app on 127.0.0.1:8080 of ns that knows
+// nothing of HTTP or the mesh: it answers each line with its name and the
+// line, and closes once the client has finished sending.
+func nsTCPApp(t *testing.T, ns *netnstest.NS, name string) {
+	t.Helper()
+	var l net.Listener
+	ns.MustDo(func() error {
+		var err error
+		l, err = net.Listen("tcp", "127.0.0.1:8080")
+		return err
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					if _, err := fmt.Fprintf(c, "%s: %s\n", name, sc.Text()); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+}
+
+// tcpCall connects from ns to addr, sends lines, ends its side, and
+// returns everything it read until the other side closed.
+func tcpCall(t *testing.T, ns *netnstest.NS, addr string, lines ...string) (string, error) {
+	t.Helper()
+	c, err := nsDialer(ns)(context.Background(), "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, l := range lines {
+		if _, err := io.WriteString(c, l+"\n"); err != nil {
+			return "", err
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	return string(b), err
 }
 
 // process runs the wasmgate binary inside a namespace until the test
@@ -159,8 +231,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// netnsMesh is the control plane in a namespace that routes between three
-// others, each holding an app and its sidecar (web -> orders -> payments),
+// netnsMesh is the control plane in a namespace that routes between four
+// others, each holding an app and its sidecar (web -> orders -> payments,
+// and db, a plain TCP app that web and orders call),
 // all as separate processes joined by veth pairs.
 type netnsMesh struct {
 	ns    map[string]*netnstest.NS
@@ -188,7 +261,7 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	start := time.Now()
 	router := n.Namespace("cp")
 	router.MustRun("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-	names := []string{"web", "orders", "payments"}
+	names := []string{"web", "orders", "payments", "db"}
 	m := &netnsMesh{ns: map[string]*netnstest.NS{}, addr: map[string]netip.Addr{}, gw: map[string]netip.Addr{}, start: start}
 	ns, addr, gw := m.ns, m.addr, m.gw
 	for _, name := range names {
@@ -224,14 +297,21 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	defer cancel()
 	waitFor(t, "the control plane's API", 20*time.Second, func() bool { _, err := admin.Status(ctx); return err == nil })
 	putPolicy(t, admin, "payments-callers", "namespace: default\nservice: payments\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders]\n")
+	// db speaks opaque TCP: only web may connect.
+	putPolicy(t, admin, "db-callers", "namespace: default\nservice: db\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/web]\n")
 
-	calls := map[string]string{"web": "orders,payments", "orders": "payments", "payments": ""}
+	calls := map[string]string{"web": "orders,payments", "orders": "payments", "payments": "", "db": ""}
+	tcpCalls := map[string]string{"web": "db=15432", "orders": "db=15432"}
 	for _, name := range names {
 		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: name})
 		if err != nil {
 			t.Fatal(err)
 		}
-		nsApp(t, ns[name], name)
+		if name == "db" {
+			nsTCPApp(t, ns[name], name)
+		} else {
+			nsApp(t, ns[name], name)
+		}
 		own := filepath.Join(dir, name)
 		if err := os.MkdirAll(own, 0o755); err != nil {
 			t.Fatal(err)
@@ -248,6 +328,12 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			"--etcd-endpoints", "http://" + etcdAddr, "--registration-ttl", "2s", "--access-log", "", "--log-level", "info"}
 		if calls[name] != "" {
 			args = append(args, "--calls", calls[name])
+		}
+		if tcpCalls[name] != "" {
+			args = append(args, "--tcp-calls", tcpCalls[name])
+		}
+		if name == "db" {
+			args = append(args, "--protocol", "tcp")
 		}
 		if name == "web" && webUID != 0 {
 			if err := os.Chown(own, webUID, webUID); err != nil {
@@ -267,7 +353,7 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			return err == nil && len(l.Items) == 1
 		})
 	}
-	t.Logf("control plane and three sidecars up in %v", time.Since(start))
+	t.Logf("control plane and four sidecars up in %v", time.Since(start))
 	return m
 }
 
@@ -320,6 +406,32 @@ func TestNetnsMesh(t *testing.T) {
 	// From here on, what crosses orders' link is between sidecars only.
 	capture := router.Capture(gw["orders"], 0)
 
+	// A WebSocket from web's app through both sidecars to orders' app:
+	// the upgrade passes orders' policy, then the frames are relayed (the
+	// hop between sidecars is HTTP/1.1 over mTLS for an upgrade). web may
+	// not call payments, so its upgrade is refused with 403.
+	ws := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return nsDialer(ns["web"])(ctx, network, "127.0.0.1:15001")
+	}}
+	wc, resp, err := ws.Dial("ws://orders/ws", nil)
+	if err != nil {
+		t.Fatalf("WebSocket web -> orders: %v (%v)", err, resp)
+	}
+	for _, msg := range []string{"hello over a websocket", "and again"} {
+		if err := wc.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		wc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, got, err := wc.ReadMessage()
+		if want := "orders (called by spiffe://wasmgate.local/ns/default/sa/web): " + msg; err != nil || string(got) != want {
+			t.Fatalf("WebSocket echo: %q %v, want %q", got, err, want)
+		}
+	}
+	wc.Close()
+	if _, resp, err := ws.Dial("ws://payments/ws", nil); err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("WebSocket web -> payments: %v %v, want a 403 at the upgrade", err, resp)
+	}
+
 	// A policy change through the API under load: no allowed request fails.
 	var stop atomic.Bool
 	var failed, done atomic.Int64
@@ -357,12 +469,56 @@ func TestNetnsMesh(t *testing.T) {
 	if capture.Frames() == 0 {
 		t.Fatal("the capture saw no frame between the sidecars")
 	}
-	for _, plain := range []string{"/from-web", "HTTP/1.1", "spiffe://wasmgate.local/ns/default/sa/web"} {
+	for _, plain := range []string{"/from-web", "HTTP/1.1", "spiffe://wasmgate.local/ns/default/sa/web", "hello over a websocket", "websocket"} {
 		if capture.Contains([]byte(plain)) {
 			t.Fatalf("%q crossed the wire in plain text", plain)
 		}
 	}
 	t.Logf("%d frames (%d bytes) between the sidecars, none in plain text; the test took %v", capture.Frames(), capture.Len(), time.Since(start))
+}
+
+// TestNetnsTCP: db's app speaks plain TCP and knows nothing of the mesh.
+// web's app reaches it through a local port of its sidecar, relayed over
+// mTLS; orders, which db's policy does not name, has its connections
+// closed by db's sidecar; a policy change applies to the next connection;
+// nothing crosses db's link in plain text.
+func TestNetnsTCP(t *testing.T) {
+	m := startNetnsMesh(t, 0)
+	ns, admin := m.ns, m.admin
+	capture := m.ns["cp"].Capture(m.gw["db"], 0)
+	call := func(from string, lines ...string) string {
+		t.Helper()
+		out, err := tcpCall(t, ns[from], "127.0.0.1:15432", lines...)
+		if err != nil {
+			t.Fatalf("%s -> db: %v", from, err)
+		}
+		return out
+	}
+	waitFor(t, "web -> db", 10*time.Second, func() bool { return call("web", "ping") == "db: ping\n" })
+	if got := call("web", "select 1 -- from web", "select 2 -- from web"); got != "db: select 1 -- from web\ndb: select 2 -- from web\n" {
+		t.Fatalf("web -> db: %q", got)
+	}
+	// orders is allowed for a while, so that its refusal afterwards is
+	// the policy's, not a sidecar that does not know db yet.
+	putPolicy(t, admin, "db-callers", "namespace: default\nservice: db\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/web, spiffe://wasmgate.local/ns/default/sa/orders]\n")
+	waitFor(t, "orders -> db allowed", 10*time.Second, func() bool { return call("orders", "ping") == "db: ping\n" })
+	// Only web again; a rule of HTTP methods cannot allow a connection.
+	putPolicy(t, admin, "db-callers", "namespace: default\nservice: db\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/web]\n"+
+		"- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders]\n  to:\n  - methods: [GET]\n")
+	waitFor(t, "orders -> db denied", 10*time.Second, func() bool { return call("orders", "select 1 -- from orders") == "" })
+	if got := call("web", "select 3 -- from web"); got != "db: select 3 -- from web\n" {
+		t.Fatalf("web -> db after the change: %q", got)
+	}
+	capture.Stop()
+	if capture.Frames() == 0 {
+		t.Fatal("the capture saw no frame on db's link")
+	}
+	for _, plain := range []string{"select 1 -- from web", "db: select", "from orders", "ping"} {
+		if capture.Contains([]byte(plain)) {
+			t.Fatalf("%q crossed db's link in plain text", plain)
+		}
+	}
+	t.Logf("%d frames (%d bytes) on db's link, none in plain text", capture.Frames(), capture.Len())
 }
 
 // TestNetnsTransparent: with web's namespace intercepted by `wasmgate
@@ -394,7 +550,23 @@ func TestNetnsTransparent(t *testing.T) {
 	if st, body, err := get("payments"); err != nil || st != 403 {
 		t.Fatalf("intercepted web -> payments: %d %q %v", st, body, err)
 	}
-	if st, body, err := get("example.com"); err != nil || st != 502 {
-		t.Fatalf("intercepted call outside the mesh: %d %q %v", st, body, err)
+	// A Host that names no service: the original destination, orders'
+	// address, does.
+	if st, body, err := get("example.com"); err != nil || st != 200 || body != "orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {
+		t.Fatalf("intercepted call by orders' address: %d %q %v", st, body, err)
+	}
+	// Neither the Host nor the address is of the mesh: registry_only.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+m.gw["web"].String()+":80/", nil)
+	req.Host = "example.com"
+	if resp, err := app.Do(req); err != nil || resp.StatusCode != 502 {
+		t.Fatalf("intercepted call outside the mesh: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Opaque TCP to db's address, on its app's port: the sidecar finds db
+	// by the original destination and relays over mTLS.
+	out, err := tcpCall(t, m.ns["web"], m.addr["db"].String()+":8080", "select 1 -- intercepted")
+	if err != nil || out != "db: select 1 -- intercepted\n" {
+		t.Fatalf("intercepted web -> db: %q %v", out, err)
 	}
 }

@@ -69,6 +69,38 @@ type Settings struct {
 	// Calls are the services the app calls: "orders" (in Namespace),
 	// "orders.shop" or "orders.shop.svc".
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
+	// TCPCalls are the services of protocol tcp the app calls: opaque
+	// bytes, relayed over mutual TLS, with no Host to route by.
+	TCPCalls []TCPCall `yaml:"tcp_calls,omitempty" json:"tcp_calls,omitempty"`
+}
+
+// TCPCall is a service of protocol tcp that the app calls.
+type TCPCall struct {
+	// Service names it as Calls do.
+	Service string `yaml:"service" json:"service"`
+	// Listen is the local address the app connects to for it (explicit
+	// mode: "127.0.0.1:15432"). Empty means the app reaches it by the
+	// service's address only, through the interception of its outbound
+	// connections (transparent mode).
+	Listen string `yaml:"listen,omitempty" json:"listen,omitempty"`
+}
+
+// ParseTCPCalls reads the flag form of TCPCalls: "db=127.0.0.1:15432"
+// (or "db=15432", on 127.0.0.1) for explicit mode, "db" for transparent
+// mode only.
+func ParseTCPCalls(list []string) ([]TCPCall, error) {
+	var out []TCPCall
+	for _, v := range list {
+		name, listen, _ := strings.Cut(strings.TrimSpace(v), "=")
+		if _, err := strconv.Atoi(listen); err == nil {
+			listen = "127.0.0.1:" + listen
+		}
+		if name == "" {
+			return nil, fmt.Errorf("%q: want SERVICE, SERVICE=PORT or SERVICE=HOST:PORT", v)
+		}
+		out = append(out, TCPCall{Service: name, Listen: listen})
+	}
+	return out, nil
 }
 
 // Normalize fills in the defaults, in place.
@@ -123,9 +155,7 @@ func (s *Settings) Validate() error {
 		add("app_port", "must be a port, 1 to 65535")
 	}
 	switch s.Protocol {
-	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
-	case ProtocolTCP:
-		add("protocol", "tcp is not served yet; use http, http2 or grpc")
+	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:
 	default:
 		add("protocol", "unknown protocol %q (want http, http2, grpc or tcp)", s.Protocol)
 	}
@@ -168,6 +198,33 @@ func (s *Settings) Validate() error {
 		}
 		seen[name] = i
 	}
+	listens := map[string]int{}
+	for i, c := range s.TCPCalls {
+		field := fmt.Sprintf("tcp_calls[%d]", i)
+		name, ok := discovery.ServiceName(c.Service, s.Namespace)
+		if !ok || strings.Count(name, ".") != 1 {
+			add(field+".service", "%q is not a service name (db, db.shop or db.shop.svc)", c.Service)
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			if j < len(s.Calls) {
+				add(field+".service", "%q is also calls[%d]: a service is called over HTTP or over TCP, not both", c.Service, j)
+			} else {
+				add(field+".service", "%q names the same service as tcp_calls[%d]", c.Service, j-len(s.Calls))
+			}
+		}
+		seen[name] = len(s.Calls) + i
+		if c.Listen == "" {
+			continue
+		}
+		addr(field+".listen", c.Listen)
+		if j, dup := listens[c.Listen]; dup {
+			add(field+".listen", "%q is also the address of tcp_calls[%d]", c.Listen, j)
+		} else if c.Listen == s.Outbound || c.Listen == s.Inbound {
+			add(field+".listen", "%q is the sidecar's outbound or inbound address", c.Listen)
+		}
+		listens[c.Listen] = i
+	}
 	if len(errs) > 0 {
 		return errs
 	}
@@ -189,7 +246,22 @@ func (s *Settings) Targets() []string {
 	return slices.Compact(out)
 }
 
+// TCPTargets are the registry names of the TCP services the app calls,
+// sorted.
+func (s *Settings) TCPTargets() []string {
+	out := make([]string, 0, len(s.TCPCalls))
+	for _, c := range s.TCPCalls {
+		if name, ok := discovery.ServiceName(c.Service, s.Namespace); ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Interest is what the sidecar asks discovery for.
 func (s *Settings) Interest() discovery.Interest {
-	return discovery.Interest{Services: s.Targets(), Namespace: s.Namespace, Service: s.Service}
+	svcs := append(s.Targets(), s.TCPTargets()...)
+	slices.Sort(svcs)
+	return discovery.Interest{Services: slices.Compact(svcs), Namespace: s.Namespace, Service: s.Service}
 }

@@ -25,7 +25,27 @@ func TestSettingsValidate(t *testing.T) {
 		{"service not a label", func(s *sidecar.Settings) { s.Service = "Orders_1" }, "sidecar.service: \"Orders_1\" is not a DNS label"},
 		{"no app port", func(s *sidecar.Settings) { s.AppPort = 0 }, "sidecar.app_port: must be a port"},
 		{"unknown protocol", func(s *sidecar.Settings) { s.Protocol = "smtp" }, "sidecar.protocol: unknown protocol \"smtp\""},
-		{"tcp", func(s *sidecar.Settings) { s.Protocol = "tcp" }, "sidecar.protocol: tcp is not served yet"},
+		{"tcp", func(s *sidecar.Settings) { s.Protocol = "tcp" }, ""},
+		{"tcp calls", func(s *sidecar.Settings) {
+			s.TCPCalls = []sidecar.TCPCall{{Service: "db", Listen: "127.0.0.1:15432"}, {Service: "cache.shop"}}
+		}, ""},
+		{"tcp call also over http", func(s *sidecar.Settings) { s.TCPCalls = []sidecar.TCPCall{{Service: "payments.default"}} },
+			"sidecar.tcp_calls[0].service: \"payments.default\" is also calls[0]"},
+		{"tcp call twice", func(s *sidecar.Settings) {
+			s.TCPCalls = []sidecar.TCPCall{{Service: "db"}, {Service: "db.default.svc"}}
+		},
+			"sidecar.tcp_calls[1].service: \"db.default.svc\" names the same service as tcp_calls[0]"},
+		{"tcp call bad listen", func(s *sidecar.Settings) { s.TCPCalls = []sidecar.TCPCall{{Service: "db", Listen: "15432"}} },
+			"sidecar.tcp_calls[0].listen: \"15432\" is not host:port"},
+		{"tcp calls on one port", func(s *sidecar.Settings) {
+			s.TCPCalls = []sidecar.TCPCall{{Service: "db", Listen: "127.0.0.1:15432"}, {Service: "cache", Listen: "127.0.0.1:15432"}}
+		}, "sidecar.tcp_calls[1].listen: \"127.0.0.1:15432\" is also the address of tcp_calls[0]"},
+		{"tcp call on the outbound port", func(s *sidecar.Settings) {
+			s.TCPCalls = []sidecar.TCPCall{{Service: "db", Listen: sidecar.DefaultOutbound}}
+		},
+			"sidecar.tcp_calls[0].listen: \"127.0.0.1:15001\" is the sidecar's outbound"},
+		{"tcp call not a name", func(s *sidecar.Settings) { s.TCPCalls = []sidecar.TCPCall{{Service: "10.0.0.1"}} },
+			"sidecar.tcp_calls[0].service: \"10.0.0.1\" is not a service name"},
 		{"grpc", func(s *sidecar.Settings) { s.Protocol = "grpc" }, ""},
 		{"permissive", func(s *sidecar.Settings) { s.InboundMode = "PERMISSIVE" }, ""},
 		{"unknown mode", func(s *sidecar.Settings) { s.InboundMode = "off" }, "sidecar.inbound_mode: unknown mode \"off\""},
@@ -90,7 +110,8 @@ func TestBuild(t *testing.T) {
 	for _, vh := range cfg.VirtualHosts {
 		domains[vh.Name] = vh.Domains
 	}
-	if d := domains["svc.orders.default"]; !slices.Contains(d, "orders") || !slices.Contains(d, "orders.default.svc") {
+	if d := domains["svc.orders.default"]; !slices.Contains(d, "orders") || !slices.Contains(d, "orders.default.svc") ||
+		!slices.Contains(d, "10.0.0.2") || !slices.Contains(d, "10.0.0.3") {
 		t.Fatalf("orders' names = %v", d)
 	}
 	if d := domains["svc.ledger.bank"]; slices.Contains(d, "ledger") || !slices.Contains(d, "ledger.bank") {
@@ -129,5 +150,59 @@ func TestBuildsShareNoDefaults(t *testing.T) {
 				seen[r.Retry] = true
 			}
 		}
+	}
+}
+
+// TestBuildTCP: a TCP app has no HTTP inbound (the relay serves it); its
+// TCP callees are the relay's too, not the outbound listener's; an
+// endpoint address shared by two services, or on loopback, routes no
+// intercepted call.
+func TestBuildTCP(t *testing.T) {
+	s := sidecar.Settings{Service: "db", Protocol: "tcp", AppPort: 5432, Inbound: "10.0.0.9:15006",
+		Calls: []string{"orders", "audit"}, TCPCalls: []sidecar.TCPCall{{Service: "cache", Listen: "127.0.0.1:16379"}}}
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Interest().Services; !slices.Equal(got, []string{"audit.default", "cache.default", "orders.default"}) {
+		t.Fatalf("interest = %v", got)
+	}
+	cfg := sidecar.Build(&s, sidecar.State{Endpoints: map[string][]registry.Endpoint{
+		"orders.default": {{ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006"}, {ID: "orders:10.0.0.5:15006", Address: "10.0.0.5:15006"}},
+		"audit.default":  {{ID: "audit:10.0.0.5:15007", Address: "10.0.0.5:15007"}, {ID: "audit:127.0.0.1:15008", Address: "127.0.0.1:15008"}},
+		"cache.default":  {{ID: "cache:10.0.0.8:15006", Address: "10.0.0.8:15006"}},
+	}}, "example.org", "")
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("invalid configuration: %v", err)
+	}
+	if len(cfg.Listeners) != 1 || cfg.Listeners[0].Name != sidecar.OutboundListener {
+		t.Fatalf("listeners = %+v, want the outbound only", cfg.Listeners)
+	}
+	for _, c := range cfg.Clusters {
+		if c.Name == sidecar.AppCluster || strings.Contains(c.Name, "cache") {
+			t.Fatalf("cluster %s in a TCP app's HTTP configuration", c.Name)
+		}
+	}
+	domains := map[string][]string{}
+	for _, vh := range cfg.VirtualHosts {
+		domains[vh.Name] = vh.Domains
+	}
+	if d := domains["svc.orders.default"]; !slices.Contains(d, "10.0.0.2") || slices.Contains(d, "10.0.0.5") {
+		t.Fatalf("orders' domains = %v", d)
+	}
+	if d := domains["svc.audit.default"]; slices.Contains(d, "10.0.0.5") || slices.Contains(d, "127.0.0.1") {
+		t.Fatalf("audit's domains = %v", d)
+	}
+}
+
+func TestParseTCPCalls(t *testing.T) {
+	got, err := sidecar.ParseTCPCalls([]string{"db=15432", "cache.shop=10.0.0.1:6379", "queue"})
+	want := []sidecar.TCPCall{{Service: "db", Listen: "127.0.0.1:15432"}, {Service: "cache.shop", Listen: "10.0.0.1:6379"}, {Service: "queue"}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("got %+v %v, want %+v", got, err, want)
+	}
+	if _, err := sidecar.ParseTCPCalls([]string{"=15432"}); err == nil {
+		t.Fatal("a call without a service was accepted")
 	}
 }

@@ -21,6 +21,11 @@
 // peer_authentication from the control plane decides, else
 // Settings.InboundMode.
 //
+// Opaque TCP (an app of protocol tcp, Settings.TCPCalls, and intercepted
+// connections bound for a TCP service) is carried by TCP, a relay beside
+// the proxy (package relay), which receives the TCP services' endpoints
+// from the same updates.
+//
 // Policies go straight into the Guard, which the filter reads on every
 // request, so a policy change never rebuilds a listener.
 package sidecar
@@ -68,6 +73,10 @@ type Options struct {
 	Guard *policy.Guard
 	// Source tells the sidecar what changed.
 	Source Source
+	// TCP relays the app's opaque TCP (Settings.TCPCalls and an app of
+	// protocol tcp); it receives the endpoints of the TCP services. nil
+	// when the sidecar carries HTTP only.
+	TCP *TCP
 	// Base holds the proxy-local settings copied into every
 	// configuration (admin, access log, node, drain); nil means none.
 	Base *config.Config
@@ -223,6 +232,11 @@ func (s *Sidecar) apply(ctx context.Context) {
 	// Port-level modes name the app's port, as Istio's do.
 	if r := s.o.Guard.Mode(s.o.Settings.AppPort); r.Source != "" {
 		st.InboundMode = r.Mode
+	}
+	if s.o.TCP != nil {
+		if err := s.o.TCP.update(&s.o.Settings, st, s.o.TrustDomain); err != nil {
+			s.log.Error("TCP services' endpoints rejected; the previous ones stay in force", zap.Error(err))
+		}
 	}
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, s.passAddr)
 	if b := s.o.Base; b != nil {

@@ -57,6 +57,9 @@ func insertLen(lens []int, n int) []int {
 	return lens
 }
 
+// CatchAll returns the virtual host of domain "*", or nil.
+func (t *Table) CatchAll() *VirtualHost { return t.any }
+
 // maxHost bounds the host names the table lowercases on the stack; longer
 // Host headers only match "*".
 const maxHost = 255

@@ -1,0 +1,342 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/balancer"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
+)
+
+// OutboundOptions configure an Outbound.
+type OutboundOptions struct {
+	// Mesh is the sidecar's workload identity, presented to peers.
+	Mesh tlsconf.Mesh
+	// Telemetry receives flow records; nil means none.
+	Telemetry *telemetry.Pipeline
+	// ConnectTimeout bounds a dial with its handshake; zero means
+	// DefaultConnectTimeout. IdleTimeout closes a connection silent both
+	// ways; zero means DefaultIdleTimeout.
+	ConnectTimeout, IdleTimeout time.Duration
+	// Attempts is how many endpoints a connection tries before it is
+	// refused; zero means 3 (the first and two retries, as the mesh's
+	// HTTP clusters).
+	Attempts int
+	// Logger may be nil.
+	Logger *zap.Logger
+}
+
+// Endpoint is one peer sidecar of a TCP service: the inbound address it
+// registered and the SPIFFE ID required of it.
+type Endpoint struct {
+	Address  string
+	Weight   int
+	Identity string
+}
+
+// Outbound carries the app's connections to TCP services: from a local
+// port of its own per service (Listen), or handed over after an
+// interception (Handle, Intercept). Create it with NewOutbound and give it
+// the services' endpoints with Update. It is safe for concurrent use.
+type Outbound struct {
+	o   OutboundOptions
+	log *zap.Logger
+	cs  conns
+	tel atomic.Pointer[telemetry.Pipeline]
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	// services are by registry name, replaced whole on Update.
+	services atomic.Pointer[map[string]*service]
+	// byAddr finds a service by an endpoint's address, then by its IP
+	// alone, for intercepted connections.
+	byAddr atomic.Pointer[map[netip.AddrPort]string]
+	byIP   atomic.Pointer[map[netip.Addr]string]
+}
+
+// service is one TCP service's endpoints as of an Update, immutable.
+type service struct {
+	name  string
+	hosts []*host
+	bal   balancer.Balancer // nil without endpoints
+	tls   *tls.Config
+}
+
+// host is an endpoint with the connections open to it, for the balancer.
+type host struct {
+	addr   string
+	weight int
+	active atomic.Int64
+}
+
+func (h *host) Weight() int           { return h.weight }
+func (h *host) ActiveRequests() int64 { return h.active.Load() }
+func (h *host) Key() string           { return h.addr }
+
+var _ balancer.Host = (*host)(nil)
+
+// pickOther asks the balancer for a host not in skip, trying a few times,
+// then takes the first host not tried.
+func pickOther(b balancer.Balancer, n int, skip []int) int {
+	for range 4 {
+		if i := b.Pick(0); i >= 0 && !slices.Contains(skip, i) {
+			return i
+		}
+	}
+	for i := range n {
+		if !slices.Contains(skip, i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// NewOutbound returns an Outbound without services.
+func NewOutbound(o OutboundOptions) (*Outbound, error) {
+	if o.Mesh == nil {
+		return nil, errors.New("relay: an outbound needs Mesh")
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	out := &Outbound{o: o, log: o.Logger}
+	out.tel.Store(o.Telemetry)
+	empty := map[string]*service{}
+	out.services.Store(&empty)
+	return out, nil
+}
+
+// SetTelemetry replaces OutboundOptions.Telemetry, for connections from
+// now on.
+func (o *Outbound) SetTelemetry(p *telemetry.Pipeline) { o.tel.Store(p) }
+
+// Update replaces the endpoints of every TCP service, by registry name.
+// Connections already relayed are left as they are. A service absent from
+// eps has no endpoints: its connections are refused. others are the
+// addresses of endpoints of services the relay does not carry (the HTTP
+// ones): an intercepted connection to one of them is never taken for a
+// TCP service by its IP alone.
+func (o *Outbound) Update(eps map[string][]Endpoint, others []netip.Addr) error {
+	svcs := make(map[string]*service, len(eps))
+	byAddr := map[netip.AddrPort]string{}
+	byIP := map[netip.Addr]string{}
+	shared := map[netip.Addr]bool{}
+	for _, a := range others {
+		shared[a.Unmap()] = true
+	}
+	for name, list := range eps {
+		s := &service{name: name}
+		var ids []string
+		for _, e := range list {
+			s.hosts = append(s.hosts, &host{addr: e.Address, weight: max(e.Weight, 1)})
+			if e.Identity != "" && !slices.Contains(ids, e.Identity) {
+				ids = append(ids, e.Identity)
+			}
+			if ap, err := netip.ParseAddrPort(e.Address); err == nil {
+				byAddr[ap] = name
+				ip := ap.Addr().Unmap()
+				if o, ok := byIP[ip]; ok && o != name {
+					shared[ip] = true
+				}
+				byIP[ip] = name
+			}
+		}
+		if len(s.hosts) > 0 {
+			hosts := make([]balancer.Host, len(s.hosts))
+			for i, h := range s.hosts {
+				hosts[i] = h
+			}
+			b, err := balancer.New(config.LBLeastRequest, hosts, balancer.Options{})
+			if err != nil {
+				return fmt.Errorf("relay: service %s: %w", name, err)
+			}
+			s.bal = b
+		}
+		slices.Sort(ids)
+		conf, err := tlsconf.ClientConfig(&config.ClusterTLS{Mesh: true, ExpectedIdentities: ids, ALPN: []string{ALPN}},
+			"", config.ProtocolHTTP1, tlsconf.WithMesh(o.o.Mesh))
+		if err != nil {
+			return fmt.Errorf("relay: service %s: %w", name, err)
+		}
+		s.tls = conf
+		svcs[name] = s
+	}
+	for ip := range shared {
+		delete(byIP, ip)
+	}
+	o.services.Store(&svcs)
+	o.byAddr.Store(&byAddr)
+	o.byIP.Store(&byIP)
+	return nil
+}
+
+// Lookup returns the TCP service an intercepted connection was going to,
+// by its original destination: an endpoint's address, else an endpoint's
+// IP address on any port (the app's own port on that host, which the
+// peer's interception sends to its sidecar) unless another service has
+// an endpoint at that IP too.
+func (o *Outbound) Lookup(dst netip.AddrPort) (string, bool) {
+	if m := o.byAddr.Load(); m != nil {
+		if name, ok := (*m)[dst]; ok {
+			return name, true
+		}
+	}
+	if m := o.byIP.Load(); m != nil {
+		if name, ok := (*m)[dst.Addr().Unmap()]; ok {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// Listen relays every connection accepted at addr to the service name
+// (explicit mode: the app connects to its local port for the service).
+// The listener lives until Close.
+func (o *Outbound) Listen(name, addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("relay: the local port of %s: %w", name, err)
+	}
+	o.mu.Lock()
+	o.listeners = append(o.listeners, ln)
+	o.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			o.Handle(c, name)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// Handle relays c, a connection of the app, to the service name, on a
+// goroutine of its own; it closes c when done.
+func (o *Outbound) Handle(c net.Conn, name string) {
+	if !o.cs.add(c) {
+		return
+	}
+	go func() {
+		defer o.cs.done(c)
+		o.relay(c, name)
+	}()
+}
+
+// Close stops the local listeners and ends every relayed connection.
+func (o *Outbound) Close() {
+	o.mu.Lock()
+	for _, ln := range o.listeners {
+		_ = ln.Close()
+	}
+	o.listeners = nil
+	o.mu.Unlock()
+	o.cs.closeAll()
+}
+
+func (o *Outbound) relay(down net.Conn, name string) {
+	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: name}
+	defer func() { f.emit(o.tel.Load()) }()
+	if cert, err := o.o.Mesh.Certificate(); err == nil && cert.Leaf != nil && len(cert.Leaf.URIs) > 0 {
+		f.sourceID = cert.Leaf.URIs[0].String()
+	}
+	s := (*o.services.Load())[name]
+	if s == nil || s.bal == nil {
+		o.log.Warn("no endpoint of the service", zap.String("service", name))
+		f.reason = reasonUpstream
+		_ = down.Close()
+		return
+	}
+	up, h, err := o.dial(s)
+	if err != nil {
+		o.log.Warn("no endpoint of the service could be reached", zap.String("service", name), zap.Error(err))
+		f.reason = reasonUpstream
+		_ = down.Close()
+		return
+	}
+	defer h.active.Add(-1)
+	if !o.cs.add(up) {
+		_ = down.Close()
+		return
+	}
+	defer o.cs.done(up)
+	cs := up.ConnectionState()
+	f.destination = h.addr
+	f.destID = tlsconf.PeerSPIFFEID(&cs)
+	f.tlsVersion, f.cipher = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
+	f.n = &counts{}
+	f.reason = pipe(down, up, f.n, o.o.IdleTimeout)
+}
+
+// dial reaches an endpoint of s over mutual TLS, trying others when one
+// cannot be reached or is not who it should be. The host's count of open
+// connections is raised; the caller lowers it.
+func (o *Outbound) dial(s *service) (*tls.Conn, *host, error) {
+	var tried []int
+	var errs []error
+	for range min(o.o.Attempts, len(s.hosts)) {
+		i := pickOther(s.bal, len(s.hosts), tried)
+		if i < 0 {
+			break
+		}
+		tried = append(tried, i)
+		h := s.hosts[i]
+		h.active.Add(1)
+		c, err := o.dialOne(s, h.addr)
+		if err == nil {
+			return c, h, nil
+		}
+		h.active.Add(-1)
+		errs = append(errs, fmt.Errorf("%s: %w", h.addr, err))
+	}
+	return nil, nil, errors.Join(errs...)
+}
+
+func (o *Outbound) dialOne(s *service, addr string) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.o.ConnectTimeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conf := s.tls.Clone()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		conf.ServerName = host
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	if tc.ConnectionState().NegotiatedProtocol != ALPN {
+		_ = tc.Close()
+		return nil, errors.New("the peer does not relay opaque TCP (no ALPN " + ALPN + ")")
+	}
+	return tc, nil
+}

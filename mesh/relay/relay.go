@@ -1,0 +1,218 @@
+// Package relay carries the opaque TCP of the mesh's `protocol: tcp`
+// services between sidecars: bytes, never parsed, inside mutual TLS with
+// the sidecars' SVIDs, and the destination's authorization policy decided
+// once per connection with the caller's identity from the handshake.
+//
+//	app --plain--> Outbound: a local port per TCP service (explicit), or an
+//	               intercepted connection found by its original destination
+//	               -> an endpoint of the service from the registry (least
+//	                  connections, another endpoint when one cannot be reached)
+//	               -> mTLS with the caller's SVID, ALPN "wasmgate-tcp",
+//	                  the service's SPIFFE IDs required of the peer
+//	Inbound:       mTLS terminated with the service's SVID (strict), or plain
+//	               text accepted too (permissive)
+//	               -> the service's policy.Guard decides on the peer's identity
+//	               -> denied: the connection closes; allowed: bytes to the app
+//	                  on 127.0.0.1:APP_PORT
+//
+// Every connection makes a flow record and every decision a decision
+// record, when the proxy's telemetry has sinks for them.
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+)
+
+// ALPN is the application protocol both ends of an opaque TCP hop name in
+// their handshake. An HTTP cluster offers h2 or http/1.1 and is refused
+// by a TCP inbound, and the other way round, so that bytes of one kind
+// never reach an app of the other.
+const ALPN = "wasmgate-tcp"
+
+// Defaults.
+const (
+	// DefaultConnectTimeout bounds a dial and its handshake.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleTimeout closes a relayed connection on which neither side
+	// sent anything for this long.
+	DefaultIdleTimeout = time.Hour
+)
+
+// The close reasons of flow records.
+const (
+	reasonPeerClosed = "peer_closed"
+	reasonDenied     = "policy_denied"
+	reasonUpstream   = "upstream_unreachable"
+	reasonTimeout    = "timeout"
+	reasonError      = "error"
+	reasonShutdown   = "local_close"
+)
+
+// conns tracks open connections so that Close ends them.
+type conns struct {
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add registers c; it returns false once closing began (c is then
+// closed).
+func (cs *conns) add(c net.Conn) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		_ = c.Close()
+		return false
+	}
+	if cs.open == nil {
+		cs.open = map[net.Conn]struct{}{}
+	}
+	cs.open[c] = struct{}{}
+	cs.wg.Add(1)
+	return true
+}
+
+func (cs *conns) done(c net.Conn) {
+	cs.mu.Lock()
+	delete(cs.open, c)
+	cs.mu.Unlock()
+	cs.wg.Done()
+}
+
+// closeAll closes every connection and waits for their goroutines.
+func (cs *conns) closeAll() {
+	cs.mu.Lock()
+	cs.closed = true
+	for c := range cs.open {
+		_ = c.Close()
+	}
+	cs.mu.Unlock()
+	cs.wg.Wait()
+}
+
+// counts are the bytes of one relayed connection.
+type counts struct {
+	in, out atomic.Int64 // from the downstream, to the downstream
+}
+
+// pipe copies bytes both ways between down and up until both directions
+// ended, passing a half close on (a client that ends its request with
+// shutdown(SHUT_WR) still gets the answer), or until neither side sent
+// anything for idle. It returns why it ended.
+func pipe(down, up net.Conn, n *counts, idle time.Duration) string {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var reason atomic.Pointer[string]
+	note := func(r string) { reason.CompareAndSwap(nil, &r) }
+	copyOne := func(dst, src net.Conn, count *atomic.Int64) {
+		buf := make([]byte, 32<<10)
+		for {
+			_ = src.SetReadDeadline(time.Now().Add(idle))
+			k, err := src.Read(buf)
+			if k > 0 {
+				last.Store(time.Now().UnixNano())
+				count.Add(int64(k))
+				if _, werr := dst.Write(buf[:k]); werr != nil {
+					note(reasonError)
+					_ = src.Close()
+					return
+				}
+			}
+			if err == nil {
+				continue
+			}
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				if time.Since(time.Unix(0, last.Load())) < idle {
+					continue
+				}
+				note(reasonTimeout)
+				_ = dst.Close()
+				_ = src.Close()
+				return
+			case errors.Is(err, io.EOF):
+				note(reasonPeerClosed)
+				closeWrite(dst)
+				return
+			default:
+				if !errors.Is(err, net.ErrClosed) {
+					note(reasonError)
+				}
+				_ = dst.Close()
+				return
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		copyOne(down, up, &n.out)
+		close(done)
+	}()
+	copyOne(up, down, &n.in)
+	<-done
+	_ = down.Close()
+	_ = up.Close()
+	if r := reason.Load(); r != nil {
+		return *r
+	}
+	return reasonShutdown
+}
+
+// closeWrite ends the writing half of c, or all of it when it has no
+// half close.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		if hc.CloseWrite() == nil {
+			return
+		}
+	}
+	_ = c.Close()
+}
+
+// flow is what a flow record says about one relayed connection.
+type flow struct {
+	listener            string
+	start               time.Time
+	source, destination string
+	sourceID, destID    string
+	tlsVersion, cipher  string
+	n                   *counts
+	reason              string
+}
+
+func (f *flow) emit(p *telemetry.Pipeline) {
+	if !p.Enabled(telemetry.KindFlow) {
+		return
+	}
+	r := p.Acquire(telemetry.KindFlow)
+	fl := &r.Flow
+	r.Time = f.start
+	fl.Listener = f.listener
+	fl.SourceAddr = append(fl.SourceAddr, f.source...)
+	fl.DestinationAddr = append(fl.DestinationAddr, f.destination...)
+	fl.SourceIdentity = append(fl.SourceIdentity, f.sourceID...)
+	fl.DestinationIdentity = append(fl.DestinationIdentity, f.destID...)
+	if f.n != nil {
+		fl.BytesIn, fl.BytesOut = f.n.in.Load(), f.n.out.Load()
+	}
+	fl.Duration = time.Since(f.start)
+	fl.TLSVersion, fl.TLSCipher = f.tlsVersion, f.cipher
+	fl.CloseReason = f.reason
+	p.Emit(r)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,158 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/mesh/relay"
+	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
+)
+
+// TCP is the part of a sidecar that carries opaque TCP (package relay):
+// the inbound of an app of protocol tcp, the local ports of the TCP
+// services the app calls, and the connections its interception sends to
+// the outbound listener that are bound for a TCP service. Create it with
+// NewTCP, give its ProxyOptions to the proxy, then Start it.
+type TCP struct {
+	s   Settings
+	out *relay.Outbound
+	in  *relay.Inbound
+
+	inLn net.Listener
+	done chan struct{}
+}
+
+// NewTCP prepares the relay of settings s (normalised and valid). mesh is
+// the sidecar's workload identity, guard its service's policy.
+func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger) (*TCP, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: mesh, Logger: log.Named("tcp-outbound")})
+	if err != nil {
+		return nil, err
+	}
+	t := &TCP{s: *s, out: out, done: make(chan struct{})}
+	if s.Protocol == ProtocolTCP {
+		t.in, err = relay.NewInbound(relay.InboundOptions{Mesh: mesh, Guard: guard, AppPort: s.AppPort, Mode: s.InboundMode,
+			Destination: s.Name(), Logger: log.Named("tcp-inbound")})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// ProxyOptions sets what the proxy needs for the sidecar's interception:
+// its outbound listener hands connections bound for a TCP service to the
+// relay, and routes by original destination a request whose Host names
+// no service.
+func (t *TCP) ProxyOptions(o *proxy.Options) {
+	o.Sockets = func(listener string, ln net.Listener) net.Listener {
+		if listener != OutboundListener {
+			return ln
+		}
+		return t.out.Intercept(ln)
+	}
+	o.RouteByDestination = []string{OutboundListener}
+}
+
+// Start opens the local port of each TCP service the app calls and, for
+// a TCP app, the inbound listener for peers. Flow and decision records go
+// to tel (nil: none): the proxy's telemetry, made after its options.
+func (t *TCP) Start(tel *telemetry.Pipeline) error {
+	t.out.SetTelemetry(tel)
+	if t.in != nil {
+		t.in.SetTelemetry(tel)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close()
+		}
+	}()
+	for i, c := range t.s.TCPCalls {
+		if c.Listen == "" {
+			continue
+		}
+		name, _ := discovery.ServiceName(c.Service, t.s.Namespace)
+		if _, err := t.out.Listen(name, c.Listen); err != nil {
+			return fmt.Errorf("sidecar.tcp_calls[%d].listen: %w", i, err)
+		}
+	}
+	if t.in != nil {
+		ln, err := net.Listen("tcp", t.s.Inbound)
+		if err != nil {
+			return fmt.Errorf("sidecar.inbound: %w", err)
+		}
+		t.inLn = ln
+		go func() {
+			defer close(t.done)
+			t.in.Serve(ln)
+		}()
+	} else {
+		close(t.done)
+	}
+	ok = true
+	return nil
+}
+
+// InboundAddr is the address of a TCP app's inbound listener, or nil.
+func (t *TCP) InboundAddr() net.Addr {
+	if t.inLn == nil {
+		return nil
+	}
+	return t.inLn.Addr()
+}
+
+// Close stops the listeners and ends every relayed connection.
+func (t *TCP) Close() {
+	if t.inLn != nil {
+		_ = t.inLn.Close()
+		<-t.done
+		t.in.Close()
+	}
+	t.out.Close()
+}
+
+// update gives the relay the endpoints of the TCP services of st.
+func (t *TCP) update(s *Settings, st State, trustDomain string) error {
+	eps := map[string][]relay.Endpoint{}
+	var errs []error
+	for _, name := range s.TCPTargets() {
+		_, ns, _ := strings.Cut(name, ".")
+		list := []relay.Endpoint{}
+		for _, ep := range st.Endpoints[name] {
+			e := relay.Endpoint{Address: ep.Address, Weight: ep.Weight}
+			if sa, _, ok := strings.Cut(ep.ID, ":"); ok && sa != "" {
+				e.Identity = policy.SPIFFEID(trustDomain, ns, sa)
+			} else {
+				errs = append(errs, fmt.Errorf("endpoint %q of %s names no service account; it is not used", ep.ID, name))
+				continue
+			}
+			list = append(list, e)
+		}
+		eps[name] = list
+	}
+	var others []netip.Addr
+	for _, name := range s.Targets() {
+		for _, ep := range st.Endpoints[name] {
+			if ap, err := netip.ParseAddrPort(ep.Address); err == nil {
+				others = append(others, ap.Addr())
+			}
+		}
+	}
+	if err := t.out.Update(eps, others); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
