@@ -101,8 +101,9 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 
 // runSidecar serves sidecar mode until ctx ends: the workload identity
 // from the control plane, discovery over its API with that identity, the
-// inbound address registered in etcd under a lease (when
-// --etcd-endpoints is given), and a drain that deregisters first.
+// inbound address registered under a lease (through the API with that
+// identity, or in etcd directly when --etcd-endpoints is given), and a
+// drain that deregisters first.
 func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identity.Agent, idf *identityFlags,
 	etcd *etcdFlags, ef *etcdRunFlags, cacheDir string, log *zap.Logger) error {
 	s, err := f.settings(file)
@@ -162,8 +163,19 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 
 	regDone := make(chan struct{})
 	if len(etcd.endpoints) == 0 {
-		log.Warn("the inbound address is not registered: give --etcd-endpoints of the control plane's etcd")
-		close(regDone)
+		// Through the control plane's API, with the workload certificate:
+		// the sidecar holds no credentials of etcd.
+		client := &api.Client{Server: idf.server, HTTP: mesh.HTTPClient()}
+		reg, err := api.NewRegistration(client, s.Endpoint(), f.ttl, log.Named("registration"))
+		if err != nil {
+			return &exitError{code: exitInvalid, err: err}
+		}
+		go func() {
+			defer close(regDone)
+			if err := reg.Run(ctx); err != nil {
+				log.Error("the inbound address is not registered", zap.Error(err))
+			}
+		}()
 	} else {
 		cli, err := etcd.client()
 		if err != nil {

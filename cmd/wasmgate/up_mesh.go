@@ -163,7 +163,7 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		l, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
 			Settings:     sidecar.Settings{Service: name, AppPort: app.port, Inbound: in, Outbound: app.outbound, Calls: calls[name]},
-			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok, Etcd: cp.Client, TTL: 5 * time.Second,
+			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok, TTL: 5 * time.Second,
 			Logger: log.Named("sidecar"),
 		})
 		cancel()

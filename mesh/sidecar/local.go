@@ -28,11 +28,15 @@ type LocalOptions struct {
 	ControlPlane string
 	Roots        []byte
 	JoinToken    string
-	// Etcd and Prefix register the inbound address (Prefix "" means
-	// /wasmgate); TTL is the lease (zero: 10 s).
-	Etcd   *clientv3.Client
-	Prefix string
-	TTL    time.Duration
+	// The inbound address is registered through the control plane's API
+	// with the workload certificate; or, with Etcd, in that etcd under
+	// Prefix ("" means /wasmgate). TTL is the lease (zero: 10 s).
+	// Unregistered leaves it out of the registry: a sidecar no one calls,
+	// such as a gateway's.
+	Etcd         *clientv3.Client
+	Prefix       string
+	TTL          time.Duration
+	Unregistered bool
 	// Logger may be nil.
 	Logger *zap.Logger
 }
@@ -118,19 +122,31 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 			l.TCP.Close()
 		}
 	}()
-	if o.Etcd == nil {
+	if o.Unregistered {
 		close(l.regDone)
 	} else {
-		reg, err := discovery.NewRegistration(o.Etcd, o.Prefix, s.Endpoint(), o.TTL, log.Named("registration"))
+		var reg interface {
+			Run(context.Context) error
+			Registered() <-chan struct{}
+		}
+		if o.Etcd != nil {
+			reg, err = discovery.NewRegistration(o.Etcd, o.Prefix, s.Endpoint(), o.TTL, log.Named("registration"))
+		} else {
+			client := &api.Client{Server: o.ControlPlane, HTTP: agent.HTTPClient()}
+			reg, err = api.NewRegistration(client, s.Endpoint(), o.TTL, log.Named("registration"))
+		}
 		if err != nil {
 			return nil, err
 		}
+		regErr := make(chan error, 1)
 		go func() {
 			defer close(l.regDone)
-			reg.Run(runCtx) //nolint:errcheck // nil when runCtx ends
+			regErr <- reg.Run(runCtx)
 		}()
 		select {
 		case <-reg.Registered():
+		case err := <-regErr:
+			return nil, fmt.Errorf("sidecar %s: not registered: %w", s.Name(), err)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("sidecar %s: not registered: %w", s.Name(), ctx.Err())
 		}

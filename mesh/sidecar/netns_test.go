@@ -320,12 +320,14 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 		if err := os.WriteFile(myBundle, roots, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// A sidecar gets no etcd endpoint: it registers through the
+		// control plane's API with its workload certificate.
 		args := []string{"run", "--sidecar", "--service", name, "--app-port", "8080",
 			"--inbound", addr[name].String() + ":15006",
 			"--identity-server", "https://" + gw[name].String() + ":9900", "--join-token", tok.Token,
 			"--trust-bundle-file", myBundle, "--identity-dir", filepath.Join(own, "identity"),
 			"--wasm-cache-dir", filepath.Join(own, "wasm"), "--cache-file", filepath.Join(own, "cache"),
-			"--etcd-endpoints", "http://" + etcdAddr, "--registration-ttl", "2s", "--access-log", "", "--log-level", "info"}
+			"--registration-ttl", "2s", "--access-log", "", "--log-level", "info"}
 		if calls[name] != "" {
 			args = append(args, "--calls", calls[name])
 		}

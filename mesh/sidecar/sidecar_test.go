@@ -120,7 +120,7 @@ func startMesh(t testing.TB) *mesh {
 		m.apps[name] = app(t, name, out)
 		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
 			Settings:     sidecar.Settings{Service: name, AppPort: m.apps[name], Inbound: in, Outbound: out, Calls: calls[name]},
-			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: cp.Client, TTL: 2 * time.Second,
+			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: 2 * time.Second,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -277,7 +277,7 @@ func TestLoopbackMesh(t *testing.T) {
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	gw, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
 		Settings:     sidecar.Settings{Service: "gateway", AppPort: 1, Inbound: freeAddr(t), Outbound: gwOut, OutboundPolicy: sidecar.AllowAny},
-		ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token,
+		ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token, Unregistered: true,
 	})
 	scancel()
 	if err != nil {
