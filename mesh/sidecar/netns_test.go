@@ -154,7 +154,7 @@ func tcpCall(t *testing.T, ns *netnstest.NS, addr string, lines ...string) (stri
 // process runs the wasmgate binary inside a namespace until the test
 // ends, then stops it with SIGTERM; its output is shown when the test
 // fails.
-func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) {
+func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	var out bytes.Buffer
 	var mu sync.Mutex
@@ -180,6 +180,7 @@ func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) {
 			mu.Unlock()
 		}
 	})
+	return cmd
 }
 
 type writerFunc func([]byte) (int, error)
@@ -241,6 +242,11 @@ type netnsMesh struct {
 	gw    map[string]netip.Addr // the router's address on the service's link
 	admin *api.Client
 	start time.Time
+
+	net   *netnstest.Net
+	bin   string
+	dir   string
+	roots []byte // the trust bundle
 }
 
 // webUID, when not 0, runs web's sidecar as that user, with web's
@@ -262,7 +268,8 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	router := n.Namespace("cp")
 	router.MustRun("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	names := []string{"web", "orders", "payments", "db"}
-	m := &netnsMesh{ns: map[string]*netnstest.NS{}, addr: map[string]netip.Addr{}, gw: map[string]netip.Addr{}, start: start}
+	m := &netnsMesh{ns: map[string]*netnstest.NS{}, addr: map[string]netip.Addr{}, gw: map[string]netip.Addr{}, start: start,
+		net: n, bin: bin, dir: dir}
 	ns, addr, gw := m.ns, m.addr, m.gw
 	for _, name := range names {
 		ns[name] = n.Namespace(name)
@@ -287,6 +294,7 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	bundle := filepath.Join(data, "trust-bundle.pem")
 	waitFor(t, "the control plane's trust bundle", 20*time.Second, func() bool { _, err := os.Stat(bundle); return err == nil })
 	roots, _ := os.ReadFile(bundle)
+	m.roots = roots
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(roots)
 	admin := &api.Client{Server: "https://" + gw["web"].String() + ":9900", Token: adminToken, HTTP: &http.Client{
