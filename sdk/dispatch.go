@@ -267,6 +267,11 @@ func onDelete(id uint32) {
 	}
 	delete(roots, id)
 	lastRoot = nil
+	for k := range metricIDs {
+		if k.root == id {
+			delete(metricIDs, k)
+		}
+	}
 }
 
 func onTick(id uint32) {

@@ -55,6 +55,9 @@ type Options struct {
 	// request, once it is ready. Zero means 2s; negative waits for every
 	// start (a plugin with no running version is always waited for).
 	StartWait time.Duration
+	// IdleTimeout is how long an instance beyond a pool's first stays
+	// idle before it is retired. Zero means 30s.
+	IdleTimeout time.Duration
 }
 
 // Manager owns every running plugin. It is safe for concurrent use.
@@ -160,6 +163,9 @@ func NewManager(opts Options) (*Manager, error) {
 		// requests keep the rest.
 		builds:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 		idleAfter: defaultIdleAfter,
+	}
+	if opts.IdleTimeout > 0 {
+		m.idleAfter = opts.IdleTimeout
 	}
 	hm, err := newHostMetrics(opts.Registerer, m.guest)
 	if err != nil {

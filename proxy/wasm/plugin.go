@@ -152,6 +152,7 @@ func (p *plugin) shutdown() {
 		v.mu.Unlock()
 		p.log.Debug("wasm plugin closed")
 		v.release()
+		returnMemory()
 		close(p.done)
 	})
 }

@@ -204,6 +204,7 @@ func (v *vm) start(ctx context.Context, pc *config.Plugin, code []byte, sum stri
 	v.m.metrics.compileSeconds.WithLabelValues(v.name).Set(v.compileTime.Seconds())
 	v.m.metrics.instances.WithLabelValues(v.name).Inc()
 	go v.sweep()
+	returnMemory()
 	v.log.Debug("wasm VM started",
 		zap.String("sha256", sum), zap.Duration("compile", v.compileTime), zap.Stringer("stop", v.stop),
 		zap.Int("capacity", len(v.slots)), zap.Uint32("pages", v.pages.Load()))
@@ -418,11 +419,14 @@ func (v *vm) dropRoots(atts []*attachment) {
 	}
 }
 
-// returnMemory gives the memory of closed plugins (tens of MiB of heap:
-// linear memories and the runtime's module structures) back to the OS at
-// once, rather than at the pace of Go's scavenger, so that a proxy's RSS
-// stays flat across reloads. Closings less than a second apart share one
-// collection.
+// returnMemory gives freed memory back to the OS at once, rather than at
+// the pace of Go's scavenger: the memory of closed VMs and plugins and of
+// retired instances (tens of MiB of heap: linear memories and the
+// runtime's module structures), and the garbage a VM's start leaves (the
+// module's bytes, its rewrite, compiled code read from the cache before
+// it is mapped: as much again as the code). So a proxy's RSS stays flat
+// across reloads and falls back when a pool shrinks. Calls less than a
+// second apart share one collection.
 func returnMemory() {
 	if !freeing.CompareAndSwap(false, true) {
 		return
@@ -568,6 +572,7 @@ func (v *vm) retireIdle() {
 		live--
 		v.m.metrics.instances.WithLabelValues(v.name).Dec()
 		v.m.metrics.retired.WithLabelValues(v.name).Inc()
+		returnMemory()
 	}
 }
 
@@ -706,4 +711,3 @@ func (v *vm) replace(old *instance, n int) {
 		delay = min(max(2*delay, 50*time.Millisecond), 10*time.Second)
 	}
 }
-
