@@ -235,9 +235,9 @@ func (c *memChild) rss() float64 {
 }
 
 // drive sends requests to url at rate per second for d, from workers
-// goroutines, and returns the requests that did not get 200 and the
-// highest RSS of child seen meanwhile.
-func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, peak float64) {
+// goroutines, and returns the requests answered, those that did not get
+// 200, and the highest RSS of child seen meanwhile.
+func drive(t *testing.T, c *memChild, rate int, d time.Duration) (done, failed int, peak float64) {
 	url := "http://" + c.addr + "/orders/1"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
 	work := make(chan struct{}, rate)
@@ -254,11 +254,12 @@ func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, pe
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
+				mu.Lock()
+				done++
 				if !ok {
-					mu.Lock()
 					failed++
-					mu.Unlock()
 				}
+				mu.Unlock()
 			}
 		}()
 	}
@@ -279,7 +280,7 @@ func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, pe
 	tick.Stop()
 	close(work)
 	wg.Wait()
-	return failed, peak
+	return done, failed, peak
 }
 
 // TestMemory prints the proxy's resident memory with the first-party
@@ -308,7 +309,7 @@ func TestMemory(t *testing.T) {
 	// pool to shrink (5 s idle, checked every 2.5 s) and the freed memory
 	// to go back to the OS.
 	idle := func(c *memChild) string {
-		if failed, _ := drive(t, c, 500, time.Second); failed > 0 {
+		if _, failed, _ := drive(t, c, 500, time.Second); failed > 0 {
 			t.Errorf("%d requests failed", failed)
 		}
 		time.Sleep(10 * time.Second)
@@ -326,9 +327,9 @@ func TestMemory(t *testing.T) {
 	}
 
 	c := startMemChild(t, all, be, cache)
-	failed, peak := drive(t, c, 2000, 10*time.Second)
+	done, failed, peak := drive(t, c, 2000, 10*time.Second)
 	st := c.command(t, "stats", "stats ")
-	t.Logf("%-36s at 2,000 req/s for 10 s: peak VmRSS %6.1f MiB, %d failed (%s)", all, peak, failed, st)
+	t.Logf("%-36s at 2,000 req/s for 10 s: peak VmRSS %6.1f MiB, %d requests, %d failed (%s)", all, peak, done, failed, st)
 	if failed > 0 {
 		t.Errorf("%d requests failed at 2,000 req/s", failed)
 	}
