@@ -3,6 +3,8 @@ package wasm
 import (
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 )
@@ -235,5 +237,64 @@ func closed(p *plugin) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestVMSharedMetrics checks that two plugins of one VM defining the same
+// metric each count their own requests under their own name, that the
+// VM's host metrics carry its vm_id, and that closing one plugin stops
+// its timer and queue subscription while the other goes on.
+func TestVMSharedMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newTestManager(t, withRegistry(reg))
+	set := prepare(t, m,
+		sharing("s1", "shared", "sv", "", ""),
+		sharing("s2", "shared", "sv", "", ""),
+	)
+	for plugin, n := range map[string]int{"s1": 3, "s2": 2} {
+		f := factoryOf(t, set, plugin)
+		for range n {
+			run(t, f, newExchange("http://example.com/"))
+		}
+	}
+	for plugin, want := range map[string]float64{"s1": 3, "s2": 2} {
+		if c := gather(t, reg, "wasm_requests", plugin); c == nil || c.GetCounter().GetValue() != want {
+			t.Errorf("wasm_requests{plugin=%q} = %v, want %v", plugin, c, want)
+		}
+	}
+	if g := gather(t, reg, "wasmgate_wasm_instances", "sv"); g == nil || g.GetGauge().GetValue() != 1 {
+		t.Errorf("wasmgate_wasm_instances{plugin=\"sv\"} = %v, want 1", g)
+	}
+	in := set.plugins["s1"].vm.slots[0].cur.Load()
+	in.mu.Lock()
+	ticks := len(in.ticks)
+	in.mu.Unlock()
+	if ticks != 2 {
+		t.Fatalf("%d root contexts tick, want 2", ticks)
+	}
+
+	s2 := set.plugins["s2"]
+	set2 := prepare(t, m, sharing("s1", "shared", "sv", "", ""))
+	waitFor(t, func() bool { return closed(s2) })
+	in.mu.Lock()
+	ticks = len(in.ticks)
+	in.mu.Unlock()
+	if ticks != 1 {
+		t.Errorf("%d root contexts tick after s2 closed, want 1", ticks)
+	}
+	in.mu.Lock()
+	m.shared.mu.Lock()
+	for _, q := range m.shared.queues {
+		for _, sub := range q.subs {
+			if sub.in == in && in.rootSet[sub.root] == nil {
+				t.Errorf("queue %d still tells deleted root context %d", q.id, sub.root)
+			}
+		}
+	}
+	m.shared.mu.Unlock()
+	in.mu.Unlock()
+	run(t, factoryOf(t, set2, "s1"), newExchange("http://example.com/"))
+	if c := gather(t, reg, "wasm_requests", "s1"); c == nil || c.GetCounter().GetValue() != 4 {
+		t.Errorf("wasm_requests{plugin=\"s1\"} = %v after s2 closed, want 4", c)
 	}
 }
