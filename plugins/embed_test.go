@@ -19,8 +19,8 @@ func TestNames(t *testing.T) {
 	}
 }
 
-// TestShippedModulesAreFresh rebuilds every module the way its
-// go:generate line does (from <name>/module for a single filter, from
+// TestShippedModulesAreFresh rebuilds every module the way its generate
+// directive does (from <name>/module for a single filter, from
 // firstparty itself for the module holding all three) and checks that
 // the embedded module is byte for byte the fresh build: a change to a
 // plugin or the SDK must come with its rebuilt modules
