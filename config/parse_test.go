@@ -218,6 +218,11 @@ func TestParseErrors(t *testing.T) {
 			{"plugins[0].memory_limit_mb", 12, "must be between 1 and 4096"},
 		}},
 
+		{"plugins sharing a vm_id disagree", base + "plugins:\n- {name: a, file: m.wasm, vm_id: v, root_id: a}\n- {name: b, file: n.wasm, vm_id: v, pool_size: 2}\n- {name: c, file: n.wasm, vm_id: w}\n", []wantErr{
+			{"plugins[1].file", 10, `differs from plugins[0] (a), which shares vm_id "v": plugins in one VM must agree on it`},
+			{"plugins[1].pool_size", 10, `differs from plugins[0] (a), which shares vm_id "v": plugins in one VM must agree on it`},
+		}},
+
 		// JSON input.
 		{"JSON unknown field", `{
   "listeners": [

@@ -9,8 +9,17 @@ type Plugin struct {
 	// SHA256 is the module's content address (lowercase hex). Alone, it names
 	// a blob held by the control plane.
 	SHA256 string `yaml:"sha256,omitempty" json:"sha256,omitempty"`
-	// RootID selects the root context inside the module; empty is valid.
+	// RootID selects the root context inside the module (the guest reads
+	// it as the plugin_root_id property); empty is valid.
 	RootID string `yaml:"root_id,omitempty" json:"root_id,omitempty"`
+	// VMID names the VM the plugin runs in, as Envoy's vm_id does: plugins
+	// with the same vm_id run in one VM (one compiled module, one pool of
+	// instances, one guest runtime per instance), each with its own root
+	// context, configuration, failure policy, logs and metrics. They must
+	// agree on what makes the VM: file or sha256, vm_config,
+	// memory_limit_mb, pool_size and call_timeout. Empty gives the plugin
+	// a VM of its own.
+	VMID string `yaml:"vm_id,omitempty" json:"vm_id,omitempty"`
 	// VMConfig is passed to proxy_on_vm_start; Config to proxy_on_configure.
 	// Each is a string (raw bytes) or a mapping (passed as JSON).
 	VMConfig RawConfig `yaml:"vm_config,omitempty" json:"vm_config,omitempty"`

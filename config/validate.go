@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -234,6 +235,7 @@ var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]int {
 	seen := map[string]int{}
+	vms := map[string]int{} // vm_id: the first plugin that names it
 	for i, pl := range c.Plugins {
 		p := idx("plugins", i)
 		checkName(v, dot(p, "name"), pl.Name, i, seen, "plugin")
@@ -263,6 +265,30 @@ func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]in
 		for j, name := range pl.AllowedClusters {
 			if _, ok := clusters[name]; !ok {
 				v.add(idx(dot(p, "allowed_clusters"), j), "unknown cluster %q", name)
+			}
+		}
+		if pl.VMID == "" {
+			continue
+		}
+		first, ok := vms[pl.VMID]
+		if !ok {
+			vms[pl.VMID] = i
+			continue
+		}
+		f := &c.Plugins[first]
+		for _, d := range []struct {
+			field string
+			same  bool
+		}{
+			{"file", pl.File == f.File},
+			{"sha256", pl.SHA256 == f.SHA256},
+			{"vm_config", bytes.Equal(pl.VMConfig, f.VMConfig)},
+			{"memory_limit_mb", pl.MemoryLimitMB == f.MemoryLimitMB},
+			{"pool_size", pl.PoolSize == f.PoolSize},
+			{"call_timeout", pl.CallTimeout == f.CallTimeout},
+		} {
+			if !d.same {
+				v.add(dot(p, d.field), "differs from plugins[%d] (%s), which shares vm_id %q: plugins in one VM must agree on it", first, f.Name, pl.VMID)
 			}
 		}
 	}

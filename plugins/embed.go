@@ -1,7 +1,9 @@
-// Package plugins holds wasmgate's first-party Wasm filters, each a main
-// package built with the Go SDK to a .wasm module committed beside its
-// source: authz, encryption and telemetry. The modules are embedded here
-// so that the wasmgate binary ships them.
+// Package plugins holds wasmgate's first-party Wasm filters, authz,
+// encryption and telemetry, each a package built with the Go SDK, from its
+// module/ main package, to a .wasm module committed beside its source;
+// and firstparty, one module holding the three, selected by root_id,
+// which several plugins sharing a vm_id run in one VM. The modules are
+// embedded here so that the wasmgate binary ships them.
 package plugins
 
 import (
@@ -28,7 +30,7 @@ func Names() []string {
 }
 
 // Module returns the module of the named plugin ("authz", "encryption",
-// "telemetry"). The bytes are shared: callers must not change them.
+// "telemetry", "firstparty"). The bytes are shared: callers must not change them.
 func Module(name string) ([]byte, error) {
 	if strings.ContainsAny(name, "/.") {
 		return nil, fmt.Errorf("no embedded plugin %q", name)

@@ -31,49 +31,55 @@ const (
 	memCacheEnv   = "WASMGATE_MEMORY_CACHE"
 )
 
-// pluginYAML configures each first-party plugin as a sidecar would: authz
-// with an inline key and a rule, encryption with a policy and a key,
-// telemetry sampling every request. %d varies with each reload.
-var pluginYAML = map[string]string{
-	"authz": `- name: authz
-  file: %[1]s/authz/authz.wasm
-  config:
+// pluginConfig configures each first-party plugin as a sidecar would:
+// authz with an inline key and a rule, encryption with a policy and a
+// key, telemetry sampling every request. %d varies with each reload.
+var pluginConfig = map[string]string{
+	"authz": `  config:
     jwt: {optional: true, jwks: {keys: [{kty: oct, kid: k1, k: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0}]}}
     principal_header: x-principal
     rules:
     - {action: allow, paths: ["/*"]}
-    - {action: deny, paths: ["/admin%[2]d"]}
+    - {action: deny, paths: ["/admin%d"]}
     default: allow
 `,
-	"encryption": `- name: encryption
-  file: %[1]s/encryption/encryption.wasm
-  config:
+	"encryption": `  config:
     policies:
-    - {name: public%[2]d, path_prefix: /public, require: none}
+    - {name: public%d, path_prefix: /public, require: none}
     default: {require: none}
     keys: {k1: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
     active_key: k1
     encrypt_headers: [x-token]
     decrypt_headers: [x-token]
 `,
-	"telemetry": `- name: telemetry
-  file: %[1]s/telemetry/telemetry.wasm
-  config:
+	"telemetry": `  config:
     sample_rate: 1
-    trace_id_header: x-trace-id%[2]d
+    trace_id_header: x-trace-id%d
 `,
 }
 
+// oneVM prefixes a case whose plugins run from firstparty.wasm in one VM
+// (vm_id firstparty, each selected by its root_id) rather than each from
+// its own module.
+const oneVM = "one-vm:"
+
 // memoryConfig is the proxy's configuration for a case: the plugins named
-// (comma separated; "none" for none) on the one route.
+// (comma separated; "none" for none; after oneVM for firstparty.wasm) on
+// the one route.
 func memoryConfig(dir, backend, plugins string, gen int) string {
 	var b strings.Builder
 	b.WriteString("listeners:\n- name: main\n  address: 127.0.0.1:0\nclusters:\n- name: backend\n  endpoints: [{address: \"" + backend + "\"}]\n")
 	var filters []string
 	if plugins != "none" {
 		b.WriteString("plugins:\n")
-		for _, name := range strings.Split(plugins, ",") {
-			fmt.Fprintf(&b, pluginYAML[name], dir, gen)
+		names, combined := strings.CutPrefix(plugins, oneVM)
+		for _, name := range strings.Split(names, ",") {
+			if combined {
+				fmt.Fprintf(&b, "- name: %s\n  file: %s/firstparty/firstparty.wasm\n  vm_id: firstparty\n  root_id: %s\n", name, dir, name)
+			} else {
+				fmt.Fprintf(&b, "- name: %s\n  file: %s/%s/%s.wasm\n", name, dir, name, name)
+			}
+			fmt.Fprintf(&b, pluginConfig[name], gen)
 			filters = append(filters, "{plugin: "+name+"}")
 		}
 	}
@@ -95,7 +101,9 @@ func TestMemoryChild(t *testing.T) {
 	}
 	dir, _ := filepath.Abs(".")
 	backend := os.Getenv(memBackendEnv)
-	host, err := wasm.NewHost(wasm.Options{CacheDir: os.Getenv(memCacheEnv), Logger: zap.NewNop()})
+	// Instances beyond a pool's first retire after 5 s idle, rather than
+	// 30, so that the idle figures show a pool that shrank.
+	host, err := wasm.NewHost(wasm.Options{CacheDir: os.Getenv(memCacheEnv), Logger: zap.NewNop(), IdleTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +132,9 @@ func TestMemoryChild(t *testing.T) {
 			st := m.Stats()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			fmt.Printf("stats rss=%d code=%d heap=%d linear=%d instances=%d goruntime=%d\n",
+			fmt.Printf("stats rss=%d code=%d heap=%d linear=%d vms=%d instances=%d goruntime=%d\n",
 				procKB("/proc/self/status", "VmRSS:")<<10, execAnonRSS()<<10, ms.HeapInuse,
-				st.LinearMemoryBytes, st.Instances, ms.Sys-ms.HeapSys)
+				st.LinearMemoryBytes, st.VMs, st.Instances, ms.Sys-ms.HeapSys)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -227,9 +235,9 @@ func (c *memChild) rss() float64 {
 }
 
 // drive sends requests to url at rate per second for d, from workers
-// goroutines, and returns the requests that did not get 200 and the
-// highest RSS of child seen meanwhile.
-func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, peak float64) {
+// goroutines, and returns the requests answered, those that did not get
+// 200, and the highest RSS of child seen meanwhile.
+func drive(t *testing.T, c *memChild, rate int, d time.Duration) (done, failed int, peak float64) {
 	url := "http://" + c.addr + "/orders/1"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
 	work := make(chan struct{}, rate)
@@ -246,11 +254,12 @@ func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, pe
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
+				mu.Lock()
+				done++
 				if !ok {
-					mu.Lock()
 					failed++
-					mu.Unlock()
 				}
+				mu.Unlock()
 			}
 		}()
 	}
@@ -271,12 +280,13 @@ func drive(t *testing.T, c *memChild, rate int, d time.Duration) (failed int, pe
 	tick.Stop()
 	close(work)
 	wg.Wait()
-	return failed, peak
+	return done, failed, peak
 }
 
 // TestMemory prints the proxy's resident memory with the first-party
 // filters, each case in a fresh process: no filter; each filter alone;
-// all three idle, at 2,000 requests a second, and after 100 reloads.
+// all three from their own modules; all three from firstparty.wasm in one
+// VM idle, at 2,000 requests a second, and before and after 100 reloads.
 // VmRSS from /proc; compiled code is the anonymous executable mappings;
 // linear memory is the instances' memories. Run with WASMGATE_MEMORY=1.
 func TestMemory(t *testing.T) {
@@ -289,34 +299,53 @@ func TestMemory(t *testing.T) {
 	defer backend.Close()
 	be := strings.TrimPrefix(backend.URL, "http://")
 	cache := filepath.Join(os.TempDir(), "wasmgate-memory-cache")
-	all := "authz,encryption,telemetry"
-	startMemChild(t, all, be, cache) // fills the compilation cache
+	three := "authz,encryption,telemetry"
+	all := oneVM + three
+	// Fill the compilation cache.
+	startMemChild(t, three, be, cache)
+	startMemChild(t, all, be, cache)
 
+	// idle serves 500 requests a second for a second, then waits for the
+	// pool to shrink (5 s idle, checked every 2.5 s) and the freed memory
+	// to go back to the OS.
 	idle := func(c *memChild) string {
-		if failed, _ := drive(t, c, 500, time.Second); failed > 0 {
+		if _, failed, _ := drive(t, c, 500, time.Second); failed > 0 {
 			t.Errorf("%d requests failed", failed)
 		}
-		time.Sleep(3 * time.Second)
+		time.Sleep(10 * time.Second)
 		return c.command(t, "stats", "stats ")
 	}
-	for _, tc := range []string{"none", "authz", "encryption", "telemetry", all} {
+	cases := []string{"none", "authz", "encryption", "telemetry", three,
+		oneVM + "authz", oneVM + "encryption", oneVM + "telemetry", all}
+	if only := os.Getenv("WASMGATE_MEMORY_CASES"); only != "" {
+		cases = strings.Split(only, " ")
+	}
+	for _, tc := range cases {
 		c := startMemChild(t, tc, be, cache)
 		st := idle(c)
-		t.Logf("%-28s idle: VmRSS %6.1f MiB  (%s)", tc, c.rss(), st)
+		t.Logf("%-36s idle: VmRSS %6.1f MiB  (%s)", tc, c.rss(), st)
 	}
 
 	c := startMemChild(t, all, be, cache)
-	failed, peak := drive(t, c, 2000, 10*time.Second)
+	done, failed, peak := drive(t, c, 2000, 10*time.Second)
 	st := c.command(t, "stats", "stats ")
-	t.Logf("%-28s at 2,000 req/s for 10 s: peak VmRSS %6.1f MiB, %d failed (%s)", all, peak, failed, st)
+	t.Logf("%-36s at 2,000 req/s for 10 s: peak VmRSS %6.1f MiB, %d requests, %d failed (%s)", all, peak, done, failed, st)
+	if failed > 0 {
+		t.Errorf("%d requests failed at 2,000 req/s", failed)
+	}
 
+	// The first reloads fill the proxy's caches; flat means flat after
+	// them.
 	c = startMemChild(t, all, be, cache)
+	for range 10 {
+		c.command(t, "reload", "ok")
+	}
 	before := idle(c)
 	rssBefore := c.rss()
 	for range 100 {
 		c.command(t, "reload", "ok")
 	}
 	after := idle(c)
-	t.Logf("%-28s before 100 reloads: VmRSS %6.1f MiB (%s)", all, rssBefore, before)
-	t.Logf("%-28s after 100 reloads:  VmRSS %6.1f MiB (%s)", all, c.rss(), after)
+	t.Logf("%-36s before 100 reloads: VmRSS %6.1f MiB (%s)", all, rssBefore, before)
+	t.Logf("%-36s after 100 reloads:  VmRSS %6.1f MiB (%s)", all, c.rss(), after)
 }

@@ -2,6 +2,10 @@ package sdk
 
 import (
 	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
@@ -98,8 +102,9 @@ func onConfigure(id, size uint32) bool {
 	enterRoot(root)
 	defer leave()
 	refreshLogLevel()
-	if newFilter == nil {
-		logf(abi.LogLevelCritical, "the plugin registered no filter: call sdk.Register from an init function")
+	nf, err := filterOf()
+	if err != nil {
+		logf(abi.LogLevelCritical, "%v", err)
 		return false
 	}
 	cfg, err := readBuffer(abi.BufferPluginConfiguration, size)
@@ -107,7 +112,7 @@ func onConfigure(id, size uint32) bool {
 		logf(abi.LogLevelError, "reading the plugin configuration: %v", err)
 		return false
 	}
-	f, err := newFilter(cfg)
+	f, err := nf(cfg)
 	if err != nil {
 		logf(abi.LogLevelError, "plugin configuration rejected: %v", err)
 		return false
@@ -117,6 +122,32 @@ func onConfigure(id, size uint32) bool {
 	}
 	root.filter = f
 	return true
+}
+
+// filterOf returns the function that builds the filter of a root
+// context: the one registered for its root_id, else Register's.
+func filterOf() (NewFilterFunc, error) {
+	if len(byRootID) > 0 {
+		id, err := PropertyString("plugin_root_id")
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if f := byRootID[id]; f != nil {
+			return f, nil
+		}
+		if newFilter == nil {
+			names := make([]string, 0, len(byRootID))
+			for n := range byRootID {
+				names = append(names, strconv.Quote(n))
+			}
+			sort.Strings(names)
+			return nil, fmt.Errorf("no filter for root_id %q: this module holds %s", id, strings.Join(names, ", "))
+		}
+	}
+	if newFilter == nil {
+		return nil, errors.New("the plugin registered no filter: call sdk.Register from an init function")
+	}
+	return newFilter, nil
 }
 
 func readBuffer(t abi.BufferType, size uint32) ([]byte, error) {
@@ -236,6 +267,11 @@ func onDelete(id uint32) {
 	}
 	delete(roots, id)
 	lastRoot = nil
+	for k := range metricIDs {
+		if k.root == id {
+			delete(metricIDs, k)
+		}
+	}
 }
 
 func onTick(id uint32) {

@@ -49,6 +49,14 @@
 // one calls back in that request's context, so the callback can Resume
 // the request or Respond to it.
 //
+// # Several filters in one module
+//
+// A module may hold several filters, each registered with RegisterRoot
+// under a root_id; each configuration gets the filter its root_id (the
+// plugin_root_id property) names. A host that runs several plugins in
+// one VM (wasmgate's and Envoy's vm_id) then runs them all on one Go
+// runtime, which is most of a Go module's memory.
+//
 // # Errors
 //
 // Functions that call the host return errors that wrap ErrNotFound,

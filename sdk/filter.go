@@ -74,6 +74,7 @@ type NewFilterFunc func(config []byte) (Filter, error)
 
 var (
 	newFilter NewFilterFunc
+	byRootID  map[string]NewFilterFunc
 	vmStart   func(vmConfig []byte) error
 )
 
@@ -85,6 +86,20 @@ var (
 // newFilter runs in that configuration's root context, where Tick,
 // RegisterQueue and HTTPCall may be set up for the configuration.
 func Register(f NewFilterFunc) { newFilter = f }
+
+// RegisterRoot installs the filter that configurations with the given
+// root_id select, so that one module can hold several filters and a host
+// can run them all in one VM (one Go runtime) as several plugins sharing
+// a vm_id. Call it from an init function of package main, once per
+// filter. A configuration whose root_id (the plugin_root_id property)
+// names no filter registered this way gets Register's filter, or is
+// rejected when there is none.
+func RegisterRoot(rootID string, f NewFilterFunc) {
+	if byRootID == nil {
+		byRootID = make(map[string]NewFilterFunc)
+	}
+	byRootID[rootID] = f
+}
 
 // OnVMStart installs a function that sees the plugin's vm_config when an
 // instance of the module starts, before any configuration. An error stops

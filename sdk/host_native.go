@@ -251,7 +251,11 @@ func hostDequeue(id uint32) ([]byte, abi.Status) {
 }
 
 func hostDefineMetric(kind abi.MetricType, name string) (uint32, abi.Status) {
-	k := metricKey{kind, name}
+	// Like wasmgate's host, one definition per configuration.
+	k := metricKey{kind: kind, name: name}
+	if curRoot != nil {
+		k.root = curRoot.id
+	}
 	id, ok := mem.metrics[k]
 	if !ok {
 		id = uint32(len(mem.metrics)+1)<<2 | uint32(kind)

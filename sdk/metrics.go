@@ -3,7 +3,8 @@ package sdk
 import "github.com/wasmgate/wasmgate/sdk/abi"
 
 // Metrics live in the host and are shared by every instance of the
-// plugin. A name is defined once per kind; defining it again returns the
+// plugin; a host may name them after the configuration (the root
+// context) that defined them. A name is defined once per kind; defining it again returns the
 // same metric. Names are free-form: the host exports them with the
 // characters Prometheus does not allow replaced by "_".
 
@@ -16,16 +17,22 @@ type Gauge struct{ id uint32 }
 // Histogram records a distribution of values (milliseconds, bytes...).
 type Histogram struct{ id uint32 }
 
-// metricIDs caches definitions: defining a metric is a host call.
+// metricIDs caches definitions: defining a metric is a host call. The
+// key holds the root context, since a host that runs several plugin
+// configurations in one VM names each one's metrics after its plugin.
 var metricIDs = map[metricKey]uint32{}
 
 type metricKey struct {
+	root uint32
 	kind abi.MetricType
 	name string
 }
 
 func define(kind abi.MetricType, name string) (uint32, error) {
-	k := metricKey{kind, name}
+	k := metricKey{kind: kind, name: name}
+	if curRoot != nil {
+		k.root = curRoot.id
+	}
 	if id, ok := metricIDs[k]; ok {
 		return id, nil
 	}

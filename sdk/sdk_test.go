@@ -21,9 +21,9 @@ func reset(t *testing.T) {
 	lastRoot = nil
 	calls = map[uint32]*pendingCall{}
 	metricIDs = map[metricKey]uint32{}
-	newFilter, vmStart = nil, nil
+	newFilter, byRootID, vmStart = nil, nil, nil
 	minLevel = LevelTrace
-	t.Cleanup(func() { newFilter, vmStart = nil, nil })
+	t.Cleanup(func() { newFilter, byRootID, vmStart = nil, nil, nil })
 }
 
 // configure starts root context 1 with cfg.
@@ -160,6 +160,75 @@ func TestConfigRejected(t *testing.T) {
 	}
 	if len(mem.logs) != 1 || !strings.Contains(mem.logs[0], "bad config") {
 		t.Errorf("logs %v", mem.logs)
+	}
+}
+
+// TestRegisterRoot: a module with several filters gives each root
+// context the filter its root_id names, falls back to Register's, and
+// rejects a root_id it does not hold when there is none.
+func TestRegisterRoot(t *testing.T) {
+	named := func(name string) NewFilterFunc {
+		return func(cfg []byte) (Filter, error) { return &recorder{cfg: name + ":" + string(cfg)}, nil }
+	}
+	for _, tc := range []struct {
+		rootID   string
+		fallback bool
+		want     string // the filter's cfg; "" for rejected
+	}{
+		{"a", false, "a:x"},
+		{"b", false, "b:x"},
+		{"c", false, ""},
+		{"", false, ""},
+		{"c", true, "default:x"},
+	} {
+		t.Run(tc.rootID, func(t *testing.T) {
+			reset(t)
+			RegisterRoot("a", named("a"))
+			RegisterRoot("b", named("b"))
+			if tc.fallback {
+				Register(named("default"))
+			}
+			if tc.rootID != "" {
+				mem.props["plugin_root_id"] = []byte(tc.rootID)
+			}
+			ok := configure(t, "x")
+			if tc.want == "" {
+				if ok {
+					t.Fatalf("root_id %q accepted", tc.rootID)
+				}
+				if logs := strings.Join(mem.logs, "\n"); !strings.Contains(logs, `holds "a", "b"`) {
+					t.Errorf("logs %v", mem.logs)
+				}
+				return
+			}
+			if !ok {
+				t.Fatalf("root_id %q rejected: %v", tc.rootID, mem.logs)
+			}
+			if got := roots[1].filter.(*recorder).cfg; got != tc.want {
+				t.Errorf("filter %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMetricsPerRoot: two root contexts defining the same name get a
+// definition each, so a host can name each after its plugin.
+func TestMetricsPerRoot(t *testing.T) {
+	reset(t)
+	ids := map[uint32]uint32{}
+	for _, root := range []uint32{1, 2} {
+		onContextCreate(root, 0)
+		enterRoot(rootOf(root))
+		c, err := NewCounter("hits")
+		again, _ := NewCounter("hits")
+		leave()
+		if err != nil || c != again {
+			t.Fatalf("root %d: %v, %v != %v", root, err, c, again)
+		}
+		ids[root] = c.id
+	}
+	if ids[1] == ids[2] {
+		t.Errorf("both roots share metric id %d", ids[1])
 	}
 }
 

@@ -90,7 +90,7 @@ func newPluginBuildCmd() *cobra.Command {
 The same source and Go version give the same bytes. The module is written to
 DIR/<name of DIR>.wasm unless -o says otherwise; its size and sha256 are printed.`,
 		Example: `  wasmgate plugin build sdk/examples/hello
-  wasmgate plugin build -o /tmp/authz.wasm plugins/authz`,
+  wasmgate plugin build -o /tmp/authz.wasm plugins/authz/module`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := filepath.Abs(args[0])

@@ -601,16 +601,21 @@ clusters:
     discovery: registry
   - name: demo-b
     discovery: registry
-# The first-party filters, stored by the control plane as blobs.
+# The first-party filters, stored by the control plane as blobs: the
+# three from one module in one VM (vm_id), each selected by its root_id.
 plugins:
   - name: telemetry
     sha256: %[2]s
+    vm_id: firstparty
+    root_id: telemetry
     config:
       sample_rate: 1
       trace_id_header: x-trace-id
       service_name: wasmgate-demo
   - name: encryption
     sha256: %[3]s
+    vm_id: firstparty
+    root_id: encryption
     config:
       default: {require: none}
       keys: {demo: "%[5]s"}
@@ -619,6 +624,8 @@ plugins:
       redact_headers: [authorization, cookie]
   - name: authz
     sha256: %[4]s
+    vm_id: firstparty
+    root_id: authz
     config:
       jwt:
         issuer: wasmgate-demo
@@ -657,7 +664,7 @@ virtual_hosts:
       - name: default
         match: {prefix: /}
         cluster: demo
-`, listen, shas["telemetry"], shas["encryption"], shas["authz"],
+`, listen, shas["firstparty"], shas["firstparty"], shas["firstparty"],
 		base64.StdEncoding.EncodeToString([]byte("wasmgate-demo-key-32-bytes-long!")),
 		base64.RawURLEncoding.EncodeToString([]byte(demoSecret)))
 }

@@ -85,7 +85,7 @@ func BenchmarkGuestCall(b *testing.B) {
 				p.PoolSize = 1
 				p.CallTimeout = config.Duration(time.Minute)
 			}))
-			in := set.plugins["addheader"].slots[0].cur.Load()
+			in := set.plugins["addheader"].vm.slots[0].cur.Load()
 			marker := in.mod.ExportedFunction(abi.MarkerV020)
 			b.ReportAllocs()
 			cpu := processCPU()
@@ -156,7 +156,7 @@ func BenchmarkCompile(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.ReportMetric(set.plugins["features"].compileTime.Seconds()*1000, "compile-ms")
+		b.ReportMetric(set.plugins["features"].vm.compileTime.Seconds()*1000, "compile-ms")
 		set.Close()
 		m.Close()
 	}
@@ -168,7 +168,7 @@ func BenchmarkCompile(b *testing.B) {
 func BenchmarkInstance(b *testing.B) {
 	m := newTestManager(b)
 	set := prepare(b, m, testPlugin("features", "features", func(p *config.Plugin) { p.PoolSize = 1 }))
-	p := set.plugins["features"]
+	p := set.plugins["features"].vm
 	rss0 := rssBytes()
 	var keep []*instance
 	b.ResetTimer()

@@ -92,7 +92,7 @@ func TestBusyMachine(t *testing.T) {
 				p.PoolSize = 1
 			}))
 			f := factoryOf(t, set, "faulty")
-			in := set.plugins["faulty"].slots[0].cur.Load()
+			in := set.plugins["faulty"].vm.slots[0].cur.Load()
 			// spin runs the request headers callback with n spins and
 			// returns its status, wall time and CPU time.
 			spin := func(n int) (filter.Status, time.Duration, time.Duration) {
@@ -146,9 +146,10 @@ func TestBusyMachine(t *testing.T) {
 
 // livePool counts the plugin's live instances.
 func livePool(p *plugin) int {
+	v := p.vm
 	n := 0
-	for i := range p.slots {
-		if in := p.slots[i].cur.Load(); in != nil && !in.dead.Load() {
+	for i := range v.slots {
+		if in := v.slots[i].cur.Load(); in != nil && !in.dead.Load() {
 			n++
 		}
 	}

@@ -135,7 +135,7 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	}
 	// Break the instance, then let the answer arrive.
 	in.mu.Lock()
-	in.p.failed(in, errBroken)
+	in.vm.failed(in, errBroken)
 	in.mu.Unlock()
 	release.Do(func() { close(gated.open) })
 	if !x.Wait(5 * time.Second) {
@@ -174,7 +174,7 @@ func TestStopRunningCall(t *testing.T) {
 				p.CallTimeout = config.Duration(time.Minute)
 				p.PoolSize = 1
 			}))
-			if got := set.plugins["faulty"].stop; got != stop {
+			if got := set.plugins["faulty"].vm.stop; got != stop {
 				t.Fatalf("plugin stops calls by %v, want %v", got, stop)
 			}
 			f := factoryOf(t, set, "faulty")

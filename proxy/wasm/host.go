@@ -124,7 +124,7 @@ func hostLog(in *instance, a []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	if ce := in.p.log.Check(zapLevel(lvl), ""); ce != nil {
+	if ce := in.logger().Check(zapLevel(lvl), ""); ce != nil {
 		ce.Message = string(msg)
 		ce.Write(zap.Uint32("context_id", in.curID))
 	}
@@ -144,7 +144,7 @@ func zapLevel(l abi.LogLevel) zapcore.Level {
 }
 
 func hostGetLogLevel(in *instance, a []uint64) abi.Status {
-	core := in.p.log.Core()
+	core := in.logger().Core()
 	lvl := abi.LogLevelCritical
 	switch {
 	case core.Enabled(zapcore.DebugLevel):
@@ -183,7 +183,7 @@ func hostSetEffectiveContext(in *instance, a []uint64) abi.Status {
 		in.enterStream(s)
 		return abi.StatusOK
 	}
-	if _, ok := in.rootSet[id]; ok {
+	if in.rootSet[id] != nil {
 		in.enterRoot(id)
 		return abi.StatusOK
 	}

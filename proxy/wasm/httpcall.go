@@ -22,6 +22,7 @@ type httpCall struct {
 	owner    uint32 // the context that made the call
 	root     uint32 // the root context that hears the answer
 	cluster  string
+	p        *plugin // that made the call
 	req      *fasthttp.Request
 	resp     *fasthttp.Response
 	err      error
@@ -41,9 +42,10 @@ func hostHTTPCall(in *instance, a []uint64) abi.Status {
 	if in.curRoot == 0 {
 		return abi.StatusBadArgument
 	}
-	if !in.p.allows(cluster) {
-		in.p.log.Debug("wasm http call to a cluster not allowed", zap.ByteString("cluster", cluster))
-		in.p.m.metrics.httpCalls.WithLabelValues(in.p.cfg.Name, "denied").Inc()
+	p := in.curP
+	if p == nil || !p.allows(cluster) {
+		in.logger().Debug("wasm http call to a cluster not allowed", zap.ByteString("cluster", cluster))
+		in.vm.m.metrics.httpCalls.WithLabelValues(in.pluginName(), "denied").Inc()
 		return abi.StatusBadArgument
 	}
 	pairs, ok := parseMap(hdrs, in.pairs[:0])
@@ -101,6 +103,7 @@ func hostHTTPCall(in *instance, a []uint64) abi.Status {
 		owner:   in.curID,
 		root:    in.curRoot,
 		cluster: string(cluster),
+		p:       p,
 		req:     req,
 		resp:    fasthttp.AcquireResponse(),
 	}
@@ -116,7 +119,7 @@ func hostHTTPCall(in *instance, a []uint64) abi.Status {
 
 // runCall sends the call and delivers its answer to the root context.
 func (in *instance) runCall(c *httpCall, timeout time.Duration) {
-	up := in.p.m.opts.Upstreams
+	up := in.vm.m.opts.Upstreams
 	if up == nil {
 		c.err = errNoUpstreams
 	} else {
@@ -125,9 +128,9 @@ func (in *instance) runCall(c *httpCall, timeout time.Duration) {
 	result := "ok"
 	if c.err != nil {
 		result = "error"
-		in.p.log.Debug("wasm http call failed", zap.String("cluster", c.cluster), zap.Error(c.err))
+		c.p.log.Debug("wasm http call failed", zap.String("cluster", c.cluster), zap.Error(c.err))
 	}
-	in.p.m.metrics.httpCalls.WithLabelValues(in.p.cfg.Name, result).Inc()
+	in.vm.m.metrics.httpCalls.WithLabelValues(c.p.cfg.Name, result).Inc()
 
 	in.mu.Lock()
 	delete(in.calls, c.id)
@@ -144,7 +147,7 @@ func (in *instance) runCall(c *httpCall, timeout time.Duration) {
 		in.leave()
 		in.callResp = nil
 		if err != nil {
-			in.p.failed(in, err)
+			in.vm.failed(in, err)
 		}
 	}
 	in.mu.Unlock()
@@ -206,7 +209,7 @@ func (in *instance) runTicks(root uint32, t *ticker) {
 		_, err := in.invoke(in.fn.tick, uint64(root))
 		in.leave()
 		if err != nil {
-			in.p.failed(in, err)
+			in.vm.failed(in, err)
 		}
 		in.mu.Unlock()
 	}

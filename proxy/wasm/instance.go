@@ -25,7 +25,7 @@ import (
 // call answer, holds mu. Requests are pinned to an instance for their
 // whole life, as streams of one Envoy worker are pinned to its VM.
 type instance struct {
-	p    *plugin
+	vm   *vm
 	slot int
 	mod  api.Module
 	mem  api.Memory
@@ -49,13 +49,15 @@ type instance struct {
 
 	nextID  uint32
 	roots   []uint32 // root context id by attachment index
-	rootSet map[uint32]int
+	rootSet map[uint32]*attachment
 	streams map[uint32]*stream
 
-	// The effective context: a stream, or a root context when cur is nil.
+	// The effective context: a stream, or a root context when cur is nil;
+	// curP is the plugin it belongs to (nil outside any context).
 	cur     *stream
 	curRoot uint32
 	curID   uint32
+	curP    *plugin
 
 	// Buffers visible during the callback that owns them.
 	vmConfig     []byte
@@ -277,14 +279,15 @@ var (
 )
 
 // newInstance instantiates the module, runs its start function and starts
-// a root context per attachment. Callers hold p.mu (or own p exclusively).
-func (p *plugin) newInstance(slot int) (*instance, error) {
+// a root context per attachment of every plugin of the VM. Callers hold
+// v.mu.
+func (v *vm) newInstance(slot int) (*instance, error) {
 	in := &instance{
-		p:       p,
+		vm:      v,
 		slot:    slot,
 		closed:  make(chan struct{}),
 		nextID:  1,
-		rootSet: make(map[uint32]int),
+		rootSet: make(map[uint32]*attachment),
 		streams: make(map[uint32]*stream),
 		ticks:   make(map[uint32]*ticker),
 		calls:   make(map[uint32]*httpCall),
@@ -292,12 +295,12 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 		kv:      make([]kv, 0, 32),
 	}
 	in.cc.in, in.cc.done = in, make(chan struct{})
-	in.cc.timed = p.stop == stopWatch
+	in.cc.timed = v.stop == stopWatch
 	in.cc.timer = time.AfterFunc(time.Hour, in.cc.check)
 	in.cc.timer.Stop()
 
-	logw := &guestWriter{log: p.log}
-	name := p.cfg.Name + "#" + strconv.FormatUint(p.seq.Add(1), 10)
+	logw := &guestWriter{log: v.log}
+	name := v.name + "#" + strconv.FormatUint(v.seq.Add(1), 10)
 	mc := wazero.NewModuleConfig().
 		WithName(name).
 		WithStartFunctions().
@@ -309,8 +312,8 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 		WithStderr(logw)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.cc.begin(startTimeout(p.callTimeout))
-	mod, err := p.rt.InstantiateModule(&in.cc, p.compiled, mc)
+	in.cc.begin(startTimeout(v.callTimeout))
+	mod, err := v.rt.InstantiateModule(&in.cc, v.compiled, mc)
 	in.cc.end(true)
 	if err != nil {
 		return nil, fmt.Errorf("instantiating module: %w", err)
@@ -329,7 +332,7 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 	}
 	if in.fn.start != nil {
 		if _, err := in.invokeLong(in.fn.start); err != nil {
-			return fail(fmt.Errorf("%s: %w", p.startFn, err))
+			return fail(fmt.Errorf("%s: %w", v.startFn, err))
 		}
 		if in.fn.main != nil {
 			if _, err := in.invokeLong(in.fn.main, 0, 0); err != nil {
@@ -337,13 +340,13 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 			}
 		}
 	}
-	for _, a := range *p.attachments.Load() {
+	for _, a := range v.atts {
 		if err := in.startRoot(a); err != nil {
 			return fail(err)
 		}
 	}
 	if slot == 0 {
-		p.pages.CompareAndSwap(0, in.mem.Size()/65536)
+		v.pages.CompareAndSwap(0, in.mem.Size()/65536)
 	}
 	in.lastUsed.Store(monotonic())
 	return in, nil
@@ -352,7 +355,7 @@ func (p *plugin) newInstance(slot int) (*instance, error) {
 func (in *instance) lookup() {
 	m := in.mod
 	f := &in.fn
-	f.alloc = m.ExportedFunction(in.p.allocFn)
+	f.alloc = m.ExportedFunction(in.vm.allocFn)
 	f.contextCreate = m.ExportedFunction("proxy_on_context_create")
 	f.vmStart = m.ExportedFunction("proxy_on_vm_start")
 	f.configure = m.ExportedFunction("proxy_on_configure")
@@ -368,30 +371,35 @@ func (in *instance) lookup() {
 	f.httpCallResponse = m.ExportedFunction("proxy_on_http_call_response")
 	f.tick = m.ExportedFunction("proxy_on_tick")
 	f.queueReady = m.ExportedFunction("proxy_on_queue_ready")
-	if in.p.startFn != "" {
-		f.start = m.ExportedFunction(in.p.startFn)
+	if in.vm.startFn != "" {
+		f.start = m.ExportedFunction(in.vm.startFn)
 	}
-	if in.p.mainFn {
+	if in.vm.mainFn {
 		f.main = m.ExportedFunction("main")
 	}
 	f.guardStart = m.ExportedFunction(guard.Start)
 }
 
 // startRoot creates, starts and configures the root context of an
-// attachment. Callers hold in.mu.
-func (in *instance) startRoot(a *attachment) error {
+// attachment; on error the instance does not keep it. Callers hold in.mu.
+func (in *instance) startRoot(a *attachment) (err error) {
 	id := in.newID()
 	for len(in.roots) <= a.index {
 		in.roots = append(in.roots, 0)
 	}
 	in.roots[a.index] = id
-	in.rootSet[id] = a.index
+	in.rootSet[id] = a
 	in.enterRoot(id)
-	defer in.leave()
+	defer func() {
+		in.leave()
+		if err != nil {
+			in.dropRoot(a) // the error returned says what went wrong
+		}
+	}()
 	if _, err := in.invokeLong(in.fn.contextCreate, uint64(id), 0); err != nil {
 		return fmt.Errorf("proxy_on_context_create: %w", err)
 	}
-	in.vmConfig = in.p.cfg.VMConfig
+	in.vmConfig = in.vm.vmConfig
 	ok, err := in.invokeLong(in.fn.vmStart, uint64(id), uint64(len(in.vmConfig)))
 	in.vmConfig = nil
 	if err != nil {
@@ -412,6 +420,32 @@ func (in *instance) startRoot(a *attachment) error {
 	return nil
 }
 
+// dropRoot deletes the root context of an attachment, with its timer,
+// its HTTP calls and its queue subscriptions (proxy_on_done, then
+// proxy_on_delete, as Envoy deletes the root context of a removed
+// plugin). It returns the error of a call that failed, which leaves the
+// instance broken. Callers hold in.mu.
+func (in *instance) dropRoot(a *attachment) (err error) {
+	if a.index >= len(in.roots) || in.roots[a.index] == 0 {
+		return nil
+	}
+	id := in.roots[a.index]
+	in.roots[a.index] = 0
+	in.setTick(id, 0)
+	in.cancelCalls(id)
+	in.vm.m.shared.dropRoot(in, id)
+	if !in.broken {
+		in.enterRoot(id)
+		_, err = in.invokeLong(in.fn.done, uint64(id))
+		if err == nil {
+			_, err = in.invokeLong(in.fn.delete_, uint64(id))
+		}
+		in.leave()
+	}
+	delete(in.rootSet, id)
+	return err
+}
+
 func (in *instance) newID() uint32 {
 	id := in.nextID
 	in.nextID++
@@ -423,28 +457,49 @@ func (in *instance) newID() uint32 {
 
 // enterRoot makes a root context the effective one.
 func (in *instance) enterRoot(id uint32) {
-	in.cur, in.curRoot, in.curID = nil, id, id
+	in.cur, in.curRoot, in.curID, in.curP = nil, id, id, nil
+	if a := in.rootSet[id]; a != nil {
+		in.curP = a.p
+	}
 }
 
 // enterStream makes a stream the effective context.
 func (in *instance) enterStream(s *stream) {
-	in.cur, in.curRoot, in.curID = s, s.root, s.id
+	in.cur, in.curRoot, in.curID, in.curP = s, s.root, s.id, s.p
 }
 
 func (in *instance) leave() {
-	in.cur, in.curRoot, in.curID = nil, 0, 0
+	in.cur, in.curRoot, in.curID, in.curP = nil, 0, 0, nil
+}
+
+// logger is the log of the effective context's plugin, or of the VM
+// outside any context.
+func (in *instance) logger() *zap.Logger {
+	if in.curP != nil {
+		return in.curP.log
+	}
+	return in.vm.log
+}
+
+// pluginName names the effective context's plugin in metrics: the
+// plugin's name, or the VM's outside any context.
+func (in *instance) pluginName() string {
+	if in.curP != nil {
+		return in.curP.cfg.Name
+	}
+	return in.vm.name
 }
 
 // invoke calls fn with args under the instance's call deadline and returns
 // its first result. A nil fn (a callback the module does not export)
 // returns 0. Callers hold in.mu.
 func (in *instance) invoke(fn api.Function, args ...uint64) (uint64, error) {
-	return in.invokeWithin(in.p.callTimeout, false, fn, args...)
+	return in.invokeWithin(in.vm.callTimeout, false, fn, args...)
 }
 
 // invokeLong is invoke with the start-up deadline.
 func (in *instance) invokeLong(fn api.Function, args ...uint64) (uint64, error) {
-	return in.invokeWithin(startTimeout(in.p.callTimeout), true, fn, args...)
+	return in.invokeWithin(startTimeout(in.vm.callTimeout), true, fn, args...)
 }
 
 func (in *instance) invokeWithin(d time.Duration, long bool, fn api.Function, args ...uint64) (r uint64, err error) {
@@ -489,7 +544,7 @@ func (in *instance) alloc(size uint32) (uint32, bool) {
 	}
 	in.allocStack[0] = uint64(size)
 	if err := in.fn.alloc.CallWithStack(&in.cc, in.allocStack[:]); err != nil {
-		in.p.failedAlloc(in, err)
+		in.vm.failedAlloc(in, err)
 		return 0, false
 	}
 	ptr := uint32(in.allocStack[0])
@@ -498,8 +553,8 @@ func (in *instance) alloc(size uint32) (uint32, bool) {
 
 // failedAlloc notes a failure inside the allocator; the outer call sees the
 // instance broken once it returns.
-func (p *plugin) failedAlloc(in *instance, err error) {
-	p.log.Warn("wasm allocator failed", zap.Error(err))
+func (v *vm) failedAlloc(in *instance, err error) {
+	in.logger().Warn("wasm allocator failed", zap.Error(err))
 	in.allocErr = true
 }
 
@@ -536,7 +591,7 @@ func (in *instance) discard(cause error) {
 	// fires.
 	in.cc.timer.Stop()
 	close(in.closed)
-	in.p.m.shared.dropInstance(in)
+	in.vm.m.shared.dropInstance(in)
 	for _, s := range in.streams {
 		s.instanceLost(cause)
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	// request, once it is ready. Zero means 2s; negative waits for every
 	// start (a plugin with no running version is always waited for).
 	StartWait time.Duration
+	// IdleTimeout is how long an instance beyond a pool's first stays
+	// idle before it is retired. Zero means 30s.
+	IdleTimeout time.Duration
 }
 
 // Manager owns every running plugin. It is safe for concurrent use.
@@ -68,6 +71,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	running  map[string]*plugin // by identity (module digest and settings)
+	vms      map[string]*vm     // by VM identity (vmIdentity)
 	starting map[string]*start  // by identity: plugins starting in the background
 	warm     []*plugin          // started in the background; the manager's reference is dropped at the next Activate
 	active   *Set
@@ -153,11 +157,15 @@ func NewManager(opts Options) (*Manager, error) {
 		guest:    newMetricStore(),
 		shared:   newSharedStore(),
 		running:  make(map[string]*plugin),
+		vms:      make(map[string]*vm),
 		starting: make(map[string]*start),
 		// Background builds are CPU-bound: at most half the CPUs, so
 		// requests keep the rest.
 		builds:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 		idleAfter: defaultIdleAfter,
+	}
+	if opts.IdleTimeout > 0 {
+		m.idleAfter = opts.IdleTimeout
 	}
 	hm, err := newHostMetrics(opts.Registerer, m.guest)
 	if err != nil {
@@ -497,6 +505,15 @@ func (m *Manager) Close() error {
 	for _, p := range running {
 		p.shutdown()
 	}
+	m.mu.Lock()
+	vms := make([]*vm, 0, len(m.vms))
+	for _, v := range m.vms {
+		vms = append(vms, v)
+	}
+	m.mu.Unlock()
+	for _, v := range vms {
+		v.shutdown()
+	}
 	m.metrics.unregister()
 	return m.cache.Close(context.Background())
 }
@@ -506,6 +523,15 @@ func (m *Manager) forget(p *plugin) {
 	m.mu.Lock()
 	if m.running[p.key] == p {
 		delete(m.running, p.key)
+	}
+	m.mu.Unlock()
+}
+
+// forgetVM drops a closed VM from the sharing table.
+func (m *Manager) forgetVM(v *vm) {
+	m.mu.Lock()
+	if m.vms[v.key] == v {
+		delete(m.vms, v.key)
 	}
 	m.mu.Unlock()
 }
@@ -548,7 +574,8 @@ func startTimeout(call time.Duration) time.Duration {
 // Stats describe what the running plugins hold.
 type Stats struct {
 	Plugins   int // running plugins
-	Instances int // live instances, over every plugin
+	VMs       int // running VMs: plugins that share a vm_id share one
+	Instances int // live instances, over every VM
 	// LinearMemoryBytes is the size of the live instances' linear
 	// memories, which Go's heap holds.
 	LinearMemoryBytes uint64
@@ -557,15 +584,15 @@ type Stats struct {
 // Stats returns what the running plugins hold now.
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
-	plugins := make([]*plugin, 0, len(m.running))
-	for _, p := range m.running {
-		plugins = append(plugins, p)
+	vms := make([]*vm, 0, len(m.vms))
+	for _, v := range m.vms {
+		vms = append(vms, v)
 	}
+	st := Stats{Plugins: len(m.running), VMs: len(vms)}
 	m.mu.Unlock()
-	st := Stats{Plugins: len(plugins)}
-	for _, p := range plugins {
-		for i := range p.slots {
-			in := p.slots[i].cur.Load()
+	for _, v := range vms {
+		for i := range v.slots {
+			in := v.slots[i].cur.Load()
 			if in == nil {
 				continue
 			}

@@ -328,7 +328,7 @@ func hostDefineMetric(in *instance, a []uint64) abi.Status {
 	if len(name) == 0 {
 		return abi.StatusBadArgument
 	}
-	id := in.p.m.guest.define(in.p.cfg.Name, kind, string(name))
+	id := in.vm.m.guest.define(in.pluginName(), kind, string(name))
 	if !in.mem.WriteUint32Le(u32(a[3]), id) {
 		return abi.StatusInvalidMemoryAccess
 	}
@@ -336,7 +336,7 @@ func hostDefineMetric(in *instance, a []uint64) abi.Status {
 }
 
 func hostIncrementMetric(in *instance, a []uint64) abi.Status {
-	m := in.p.m.guest.get(u32(a[0]))
+	m := in.vm.m.guest.get(u32(a[0]))
 	if m == nil {
 		return abi.StatusNotFound
 	}
@@ -356,7 +356,7 @@ func hostIncrementMetric(in *instance, a []uint64) abi.Status {
 }
 
 func hostRecordMetric(in *instance, a []uint64) abi.Status {
-	m := in.p.m.guest.get(u32(a[0]))
+	m := in.vm.m.guest.get(u32(a[0]))
 	if m == nil {
 		return abi.StatusNotFound
 	}
@@ -384,7 +384,7 @@ func hostRecordMetric(in *instance, a []uint64) abi.Status {
 }
 
 func hostGetMetric(in *instance, a []uint64) abi.Status {
-	m := in.p.m.guest.get(u32(a[0]))
+	m := in.vm.m.guest.get(u32(a[0]))
 	if m == nil {
 		return abi.StatusNotFound
 	}

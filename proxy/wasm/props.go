@@ -100,9 +100,14 @@ func init() {
 	listenerName := s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Listener) })
 	requestURI := func(c *propCtx) []byte { return c.x.Ctx.Request.URI().RequestURI() }
 	properties = map[string]prop{
-		"plugin_name":    {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.Name) }},
-		"plugin_root_id": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.RootID) }},
-		"plugin_vm_id":   {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.p.cfg.Name) }},
+		"plugin_name": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.pluginName()) }},
+		"plugin_root_id": {read: func(c *propCtx) ([]byte, abi.Status) {
+			if c.in.curP == nil {
+				return nil, abi.StatusNotFound
+			}
+			return c.str(c.in.curP.cfg.RootID)
+		}},
+		"plugin_vm_id": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.vm.name) }},
 
 		"route_name":               routeName,
 		"cluster_name":             clusterName,
@@ -216,7 +221,7 @@ func init() {
 	}
 	propertyPrefixes = map[string]prop{
 		"node": {read: func(c *propCtx) ([]byte, abi.Status) {
-			n := c.in.p.m.opts.Node
+			n := c.in.vm.m.opts.Node
 			if n == nil {
 				return nil, abi.StatusNotFound
 			}

@@ -7,9 +7,9 @@ import (
 )
 
 // sharedStore holds the data and queues that instances share. Like
-// Envoy's, both are scoped by VM id, which here is the plugin's name:
-// every instance of a plugin, and the plugin after a reload, see the same
-// keys and queues.
+// Envoy's, both are scoped by VM id: the plugin's vm_id, or its name when
+// it has none. Every instance of a VM, the plugins that share it, and
+// the plugins after a reload see the same keys and queues.
 type sharedStore struct {
 	mu     sync.Mutex
 	data   map[string]map[string]*sharedValue
@@ -52,9 +52,9 @@ func hostGetSharedData(in *instance, a []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
-	v := st.data[in.p.cfg.Name][string(key)]
+	v := st.data[in.vm.name][string(key)]
 	if v == nil {
 		st.mu.Unlock()
 		return abi.StatusNotFound
@@ -78,13 +78,13 @@ func hostSetSharedData(in *instance, a []uint64) abi.Status {
 		return abi.StatusInvalidMemoryAccess
 	}
 	cas := u32(a[4])
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	vm := st.data[in.p.cfg.Name]
+	vm := st.data[in.vm.name]
 	if vm == nil {
 		vm = make(map[string]*sharedValue)
-		st.data[in.p.cfg.Name] = vm
+		st.data[in.vm.name] = vm
 	}
 	v := vm[string(key)]
 	if v == nil {
@@ -116,9 +116,9 @@ func hostRegisterSharedQueue(in *instance, a []uint64) abi.Status {
 	if in.curRoot == 0 {
 		return abi.StatusBadArgument
 	}
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
-	k := queueKey([]byte(in.p.cfg.Name), name)
+	k := queueKey([]byte(in.vm.name), name)
 	q := st.queues[k]
 	if q == nil {
 		st.nextQ++
@@ -151,9 +151,9 @@ func hostResolveSharedQueue(in *instance, a []uint64) abi.Status {
 		return abi.StatusInvalidMemoryAccess
 	}
 	if len(vm) == 0 {
-		vm = []byte(in.p.cfg.Name)
+		vm = []byte(in.vm.name)
 	}
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
 	q := st.queues[queueKey(vm, name)]
 	st.mu.Unlock()
@@ -171,7 +171,7 @@ func hostEnqueueSharedQueue(in *instance, a []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
 	q := st.byID[u32(a[0])]
 	if q == nil {
@@ -196,7 +196,7 @@ func hostEnqueueSharedQueue(in *instance, a []uint64) abi.Status {
 }
 
 func hostDequeueSharedQueue(in *instance, a []uint64) abi.Status {
-	st := in.p.m.shared
+	st := in.vm.m.shared
 	st.mu.Lock()
 	q := st.byID[u32(a[0])]
 	if q == nil {
@@ -225,7 +225,7 @@ func (in *instance) queueReady(root, id uint32) {
 	_, err := in.invoke(in.fn.queueReady, uint64(root), uint64(id))
 	in.leave()
 	if err != nil {
-		in.p.failed(in, err)
+		in.vm.failed(in, err)
 	}
 }
 
@@ -248,15 +248,15 @@ func (st *sharedStore) dropInstance(in *instance) {
 	}
 }
 
-// dropPlugin forgets a closed plugin's subscriptions. Data and queued
-// items stay for the plugin that replaces it.
-func (st *sharedStore) dropPlugin(p *plugin) {
+// dropRoot forgets the queue subscriptions of a deleted root context.
+// Data and queued items stay for the plugin that replaces it.
+func (st *sharedStore) dropRoot(in *instance, root uint32) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, q := range st.queues {
 		kept := q.subs[:0]
 		for _, s := range q.subs {
-			if s.in.p != p {
+			if s.in != in || s.root != root {
 				kept = append(kept, s)
 			}
 		}

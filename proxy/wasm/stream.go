@@ -36,11 +36,12 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 		}
 		return f.unavailable(x, errPluginClosed)
 	}
-	in := p.pick()
+	v := p.vm
+	in := v.pick()
 	if in == nil {
 		// The pool's last instance broke: its replacement is being
 		// built at once; wait for it rather than fail the request.
-		in = p.waitInstance(startTimeout(p.callTimeout))
+		in = v.waitInstance(startTimeout(v.callTimeout))
 	}
 	for in != nil {
 		in.active.Add(1)
@@ -48,7 +49,7 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 			break
 		}
 		in.active.Add(-1) // the pool is retiring it: pick another
-		in = p.pick()
+		in = v.pick()
 	}
 	if in == nil {
 		p.release()
@@ -70,7 +71,7 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	_, err := in.invoke(in.fn.contextCreate, uint64(s.id), uint64(s.root))
 	in.leave()
 	if err != nil {
-		p.failed(in, err)
+		v.failed(in, err)
 		s.failed, s.pendingFail = true, true
 		if p.cfg.FailurePolicy == config.FailOpen {
 			return s, nil
@@ -136,7 +137,7 @@ func (s *stream) callback(fn func(in *instance) (uint64, error), pauseStatus fil
 	in.leave()
 	s.inCallback = false
 	if err != nil {
-		in.p.failed(in, err)
+		in.vm.failed(in, err)
 		return s.fail(err)
 	}
 	if s.x.Local() || s.closed {
@@ -355,7 +356,7 @@ func (s *stream) finish(del bool) {
 		}
 		in.leave()
 		if err != nil {
-			in.p.failed(in, err)
+			in.vm.failed(in, err)
 		}
 	}
 	s.finished = true
@@ -365,7 +366,7 @@ func (s *stream) finish(del bool) {
 			_, err := in.invoke(in.fn.delete_, uint64(s.id))
 			in.leave()
 			if err != nil {
-				in.p.failed(in, err)
+				in.vm.failed(in, err)
 			}
 		}
 		delete(in.streams, s.id)

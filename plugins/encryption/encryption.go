@@ -1,13 +1,12 @@
-// Command encryption is wasmgate's encryption policy plugin: it requires
+// Package encryption is wasmgate's encryption policy plugin: it requires
 // TLS or mTLS, a minimum TLS version and allowed SPIFFE peers on the
 // routes it matches, adds HSTS, encrypts named request headers with
 // AES-256-GCM before they go upstream (and decrypts named response
 // headers on the way back), and names the headers logs must redact.
 //
-// Rebuild encryption.wasm beside this file with:
-//
-//go:generate sh -c "GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 go build -buildmode=c-shared -trimpath -buildvcs=false -o encryption.wasm ."
-package main
+// The module encryption.wasm beside this file is built from ./module;
+// ../firstparty holds it with the other first-party filters.
+package encryption
 
 import (
 	"encoding/json"
@@ -79,9 +78,13 @@ type encryption struct {
 	rejected, encrypted, decrypted, decryptFailed sdk.Counter
 }
 
-func main() {}
+// RootID is the root_id that selects this filter in a module holding
+// several (../firstparty).
+const RootID = "encryption"
 
-func init() { sdk.Register(newFilter) }
+// New builds the filter of one configuration: the function the module
+// registers with the SDK.
+func New(config []byte) (sdk.Filter, error) { return newFilter(config) }
 
 func newFilter(raw []byte) (sdk.Filter, error) {
 	var c Config

@@ -1,12 +1,11 @@
-// Command authz is wasmgate's authorization plugin: it authenticates
+// Package authz is wasmgate's authorization plugin: it authenticates
 // requests by JWT (HS256, RS256, ES256) or by the mTLS peer's SPIFFE ID,
 // applies RBAC rules with default deny, and can ask an external
 // authorization service.
 //
-// Rebuild authz.wasm beside this file with:
-//
-//go:generate sh -c "GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 go build -buildmode=c-shared -trimpath -buildvcs=false -o authz.wasm ."
-package main
+// The module authz.wasm beside this file is built from ./module;
+// ../firstparty holds it with the other first-party filters.
+package authz
 
 import (
 	"encoding/binary"
@@ -108,9 +107,13 @@ type reqState struct {
 	fetched       bool
 }
 
-func main() {}
+// RootID is the root_id that selects this filter in a module holding
+// several (../firstparty).
+const RootID = "authz"
 
-func init() { sdk.Register(newFilter) }
+// New builds the filter of one configuration: the function the module
+// registers with the SDK.
+func New(config []byte) (sdk.Filter, error) { return newFilter(config) }
 
 func newFilter(raw []byte) (sdk.Filter, error) {
 	var c Config

@@ -1,12 +1,11 @@
-// Command telemetry is wasmgate's telemetry plugin: request counts and
+// Package telemetry is wasmgate's telemetry plugin: request counts and
 // latency histograms through the host's metrics, W3C trace context
 // propagated or started, and a span per request exported in batches to an
 // OTLP/HTTP (JSON) collector.
 //
-// Rebuild telemetry.wasm beside this file with:
-//
-//go:generate sh -c "GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 go build -buildmode=c-shared -trimpath -buildvcs=false -o telemetry.wasm ."
-package main
+// The module telemetry.wasm beside this file is built from ./module;
+// ../firstparty holds it with the other first-party filters.
+package telemetry
 
 import (
 	"encoding/binary"
@@ -91,9 +90,13 @@ type state struct {
 	tp      [traceparentLen]byte // the traceparent sent upstream
 }
 
-func main() {}
+// RootID is the root_id that selects this filter in a module holding
+// several (../firstparty).
+const RootID = "telemetry"
 
-func init() { sdk.Register(newFilter) }
+// New builds the filter of one configuration: the function the module
+// registers with the SDK.
+func New(config []byte) (sdk.Filter, error) { return newFilter(config) }
 
 func newFilter(raw []byte) (sdk.Filter, error) {
 	cfg, err := parseConfig(raw)
