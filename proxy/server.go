@@ -445,9 +445,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // flows wraps a socket of the listener name so that each connection
-// emits one flow record when it closes; nil when flows have no sink.
+// emits one flow record when it closes, while flows have a sink (the
+// pipeline may be reconfigured); nil without telemetry.
 func (s *Server) flows(name string) func(net.Listener) net.Listener {
-	if !s.tel.Enabled(telemetry.KindFlow) {
+	if s.tel == nil {
 		return nil
 	}
 	return func(ln net.Listener) net.Listener { return s.tel.FlowListener(ln, name) }
