@@ -314,6 +314,9 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	if o.telemetry != nil {
 		*o.telemetry = tel
 	}
+	if o.mesh != nil {
+		o.mesh.OnRotation(func(r identity.Rotation) { tel.pipe.CertificateRotated(r.ID, r.Serial, r.NotAfter, r.Authority) })
+	}
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.
 	if len(cfg.Listeners) > 0 {
