@@ -46,7 +46,7 @@ func BenchmarkAccessDecisionFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := p.sinks[0]
+	s := p.tab.Load().sinks[0]
 	// idle waits, asleep so as not to add to the figure, while the queue
 	// is more than a quarter full.
 	idle := func() {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/wasmgate/wasmgate/config"
 )
 
 // writer delivers records to one receiver. Only its sink's goroutine
@@ -48,6 +50,7 @@ const maxBatch = 512
 // it into a writer.
 type sink struct {
 	name  string
+	cfg   config.TelemetrySink
 	queue chan *Record
 	enc   encoder
 	w     writer
