@@ -83,9 +83,8 @@ func TestMeshFlowRecord(t *testing.T) {
 	app := startApp(t)
 
 	var out bytes.Buffer
-	pipe, err := telemetry.New(&config.Telemetry{
-		Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}}, Flow: []string{"out"},
-	}, telemetry.WithStdout(&out))
+	telCfg := &config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}}, Flow: []string{"out"}}
+	pipe, err := telemetry.New(telCfg, telemetry.WithStdout(&out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +92,9 @@ func TestMeshFlowRecord(t *testing.T) {
 		cfg, err := config.Parse([]byte(yaml), "flow.yaml")
 		if err != nil {
 			t.Fatal(err)
+		}
+		if o.Telemetry != nil {
+			cfg.Telemetry = telCfg
 		}
 		s := proxy.NewServer(o)
 		if err := s.Apply(ctx, cfg, "1"); err != nil {
