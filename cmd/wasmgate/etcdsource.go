@@ -79,6 +79,9 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		Logger:    log.Named("watch"),
 		Apply: func(cfg *config.Config, rev int64) error {
 			start := time.Now()
+			// The telemetry section is the proxy's own, from
+			// --local-config: the control plane's carries none.
+			cfg.Telemetry = bootstrap.Telemetry
 			change := changeRevision(ctx, src, rev)
 			revision := strconv.FormatInt(change, 10)
 			if err := r.srv.Apply(ctx, cfg, revision); err != nil {
