@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // FlowListener wraps l, a listener's socket beneath any TLS, so that
@@ -36,7 +38,9 @@ func (l *flowListener) Accept() (net.Conn, error) {
 	if err != nil || !l.p.Enabled(KindFlow) {
 		return c, err
 	}
-	return &FlowConn{Conn: c, p: l.p, listener: l.name, start: time.Now()}, nil
+	// The socket is read and written as the listener's own layers would
+	// have (package sockio): they see a FlowConn, not the socket.
+	return &FlowConn{Conn: sockio.Wrap(c), p: l.p, listener: l.name, start: time.Now()}, nil
 }
 
 // FlowConn is a connection that counts its bytes and emits a flow record
@@ -99,6 +103,21 @@ func (c *FlowConn) Read(b []byte) (int, error) {
 func (c *FlowConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.out.Add(int64(n))
+	c.noteErr(err)
+	return n, err
+}
+
+// ReadFrom writes what r holds to the socket by the socket's own ReadFrom
+// (splice from another socket), counting the bytes.
+func (c *FlowConn) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{c.Conn}, r)
+	}
+	c.out.Add(n)
 	c.noteErr(err)
 	return n, err
 }
