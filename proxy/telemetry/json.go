@@ -117,6 +117,15 @@ func jsonDuration(b []byte, key string, d time.Duration) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonPlain says which bytes go into a JSON string as they are: printable
+// ASCII but the double quote and the backslash.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, so the output is always valid JSON. Runs of bytes that need no
 // escape are copied whole.
@@ -125,7 +134,7 @@ func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if jsonPlain[c] {
 			i++
 			continue
 		}

@@ -285,6 +285,7 @@ func (p *Pipeline) newSink(sc *config.TelemetrySink) (*sink, error) {
 	default:
 		err = fmt.Errorf("unknown sink type %q", sc.Type)
 	}
+	s.app, _ = s.w.(recordAppender)
 	return s, err
 }
 
@@ -313,7 +314,9 @@ func (p *Pipeline) Emit(r *Record) {
 		p.pool.Put(r)
 		return
 	}
-	r.refs.Store(int32(len(sinks)))
+	// A plain store: an atomic one would wait for the record's cache
+	// line, last written by a sink on another core.
+	r.refs = int32(len(sinks))
 	for _, s := range sinks {
 		select {
 		case s.queue <- r:
@@ -327,7 +330,7 @@ func (p *Pipeline) Emit(r *Record) {
 func (p *Pipeline) unref(r *Record) {
 	// The last holder sees 1 and needs no atomic write: nobody else
 	// holds the record any more.
-	if r.refs.Load() == 1 || r.refs.Add(-1) == 0 {
+	if atomic.LoadInt32(&r.refs) == 1 || atomic.AddInt32(&r.refs, -1) == 0 {
 		p.pool.Put(r)
 	}
 }

@@ -23,6 +23,12 @@ type writer interface {
 	close() error
 }
 
+// recordAppender is a writer that encodes records into its own buffer
+// itself, sparing a copy: the sink calls appendRecord instead of write.
+type recordAppender interface {
+	appendRecord(ctx context.Context, enc encoder, r *Record) error
+}
+
 // encoder writes a record in a format.
 type encoder interface {
 	encode(b []byte, r *Record) []byte
@@ -54,6 +60,7 @@ type sink struct {
 	queue chan *Record
 	enc   encoder
 	w     writer
+	app   recordAppender // w, when it appends records itself
 	p     *Pipeline
 
 	sent    [numKinds]atomic.Uint64
@@ -168,8 +175,13 @@ func (s *sink) batch(ctx context.Context, r *Record) bool {
 
 // put encodes and writes one record and releases it.
 func (s *sink) put(ctx context.Context, r *Record) bool {
-	s.buf = s.enc.encode(s.buf[:0], r)
-	err := s.w.write(ctx, r, s.buf)
+	var err error
+	if s.app != nil {
+		err = s.app.appendRecord(ctx, s.enc, r)
+	} else {
+		s.buf = s.enc.encode(s.buf[:0], r)
+		err = s.w.write(ctx, r, s.buf)
+	}
 	s.pending[r.Kind]++
 	s.p.unref(r)
 	return err == nil
