@@ -27,7 +27,8 @@ type Pipeline struct {
 	pool   sync.Pool
 	closed atomic.Bool
 
-	// mu serialises reconfiguration and Shutdown.
+	// mu is held from Prepare to Commit or Discard, and by Shutdown:
+	// changes happen one at a time, each against the table in force.
 	mu sync.Mutex
 	// retiring are sinks a reconfiguration removed, still draining;
 	// retired counts the drops of those that are done. Both under rmu.
@@ -128,9 +129,8 @@ func New(cfg *config.Telemetry, opt ...Option) (*Pipeline, error) {
 
 // Change is a reconfiguration of a pipeline, prepared but not yet in
 // force: Commit puts it in force, Discard drops it. Exactly one of them
-// must be called, before the pipeline is prepared again: reconfigurations
-// are serialised by their caller (the proxy's Apply). A nil Change does
-// nothing.
+// must be called, soon: from Prepare until then, other changes and
+// Shutdown wait. A nil Change does nothing.
 type Change struct {
 	p     *Pipeline
 	next  *table
@@ -147,6 +147,7 @@ func (p *Pipeline) Prepare(cfg *config.Telemetry) (*Change, error) {
 	if p == nil {
 		return nil, nil
 	}
+	p.mu.Lock()
 	cur := p.tab.Load()
 	c := &Change{p: p, next: &table{}}
 	if cfg == nil {
@@ -195,7 +196,6 @@ func (c *Change) Commit() {
 		return
 	}
 	p := c.p
-	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed.Load() {
 		c.discard()
@@ -218,6 +218,7 @@ func (c *Change) Discard() {
 		return
 	}
 	c.discard()
+	c.p.mu.Unlock()
 }
 
 func (c *Change) discard() {
