@@ -66,10 +66,11 @@ func TestDeniedRequestEmitsDecision(t *testing.T) {
 	t.Cleanup(func() { _ = up.Shutdown() })
 
 	var out bytes.Buffer
-	pipe, err := telemetry.New(&config.Telemetry{
+	telCfg := &config.Telemetry{
 		Sinks:  []config.TelemetrySink{{Name: "out", Type: "stdout"}},
 		Access: []string{"out"}, Decision: []string{"out"},
-	}, telemetry.WithStdout(&out))
+	}
+	pipe, err := telemetry.New(telCfg, telemetry.WithStdout(&out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +87,7 @@ virtual_hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Telemetry = telCfg
 	s := NewServer(Options{Plugins: nativePlugins{authz{}}, Telemetry: pipe})
 	if err := s.Apply(context.Background(), cfg, ""); err != nil {
 		t.Fatal(err)

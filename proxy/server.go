@@ -52,7 +52,8 @@ type Options struct {
 	// means such a configuration is rejected.
 	MeshPolicy filter.Factory
 	// Telemetry receives the access and flow records of requests and
-	// connections; nil means none.
+	// connections; nil means none. Apply reconfigures it with the
+	// configuration's telemetry section.
 	Telemetry *telemetry.Pipeline
 	// Tracer makes a server span per request and a client span per
 	// upstream attempt; nil means no spans.
@@ -201,11 +202,19 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	if version == "" {
 		version = fmt.Sprintf("%d", s.version)
 	}
-	snap, set, err := s.build(ctx, cfg, version, old)
+	// The telemetry sinks the configuration adds are built first, and
+	// put in force with the snapshot.
+	tel, err := s.tel.Prepare(cfg.Telemetry)
 	if err != nil {
 		return err
 	}
+	snap, set, err := s.build(ctx, cfg, version, old)
+	if err != nil {
+		tel.Discard()
+		return err
+	}
 	discard := func() {
+		tel.Discard()
 		if set != nil {
 			set.Discard()
 		}
@@ -264,6 +273,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		}
 	}
 	s.snap.Store(snap)
+	tel.Commit()
 	s.retireLater(old, replaced, removed, replacedLog)
 
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
@@ -460,17 +470,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // flows wraps a socket of the listener name so that each connection
-// emits one flow record when it closes; nil when flows have no sink.
+// emits one flow record when it closes, while flows have a sink (the
+// pipeline may be reconfigured); nil without telemetry.
 func (s *Server) flows(name string) func(net.Listener) net.Listener {
-	flows := s.tel.Enabled(telemetry.KindFlow)
-	if !flows && s.sockets == nil {
+	if s.tel == nil && s.sockets == nil {
 		return nil
 	}
 	return func(ln net.Listener) net.Listener {
 		if s.sockets != nil {
 			ln = s.sockets(name, ln)
 		}
-		if flows {
+		if s.tel != nil {
 			ln = s.tel.FlowListener(ln, name)
 		}
 		return ln

@@ -61,10 +61,11 @@ func TestTelemetryAcrossRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	pipe, err := telemetry.New(&config.Telemetry{
+	telCfg := &config.Telemetry{
 		Sinks:  []config.TelemetrySink{{Name: "out", Type: "stdout"}},
 		Access: []string{"out"}, Flow: []string{"out"},
-	}, telemetry.WithStdout(&out))
+	}
+	pipe, err := telemetry.New(telCfg, telemetry.WithStdout(&out))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +91,7 @@ virtual_hosts:
         cluster: backend
         retry_policy: {retry_on: [5xx], num_retries: 1, back_off: {base_interval: 1ms}}
 `, vars{"a": strings.TrimPrefix(a.URL, "http://"), "b": strings.TrimPrefix(b.URL, "http://")})
+	cfg.Telemetry = telCfg
 	if err := srv.Apply(context.Background(), cfg, ""); err != nil {
 		t.Fatal(err)
 	}

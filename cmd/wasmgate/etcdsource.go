@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -70,6 +73,7 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 	var w *watch.Watcher
 	var tel *proxyTelemetry
 	o.telemetry = &tel
+	local := &localTelemetry{t: bootstrap.Telemetry}
 	wo := watch.Options{
 		Client:    src.client,
 		Prefix:    src.prefix,
@@ -79,6 +83,11 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 		Logger:    log.Named("watch"),
 		Apply: func(cfg *config.Config, rev int64) error {
 			start := time.Now()
+			// The telemetry section is the proxy's own, from
+			// --local-config: the control plane's carries none.
+			local.mu.Lock()
+			defer local.mu.Unlock()
+			cfg.Telemetry = local.t
 			change := changeRevision(ctx, src, rev)
 			revision := strconv.FormatInt(change, 10)
 			if err := r.srv.Apply(ctx, cfg, revision); err != nil {
@@ -117,12 +126,61 @@ func runFromEtcd(ctx context.Context, src etcdSource, bootstrap *config.Config, 
 	if err != nil {
 		return nil, nil, err
 	}
+	if o.localConfig != "" {
+		// Before the first configuration: SIGHUP must not end the
+		// process once the proxy serves.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		go r.watchLocalConfig(ctx, hup, o.localConfig, local)
+	}
 	go func() {
 		if err := w.Run(ctx); err != nil {
 			log.Error("the control plane watcher stopped", zap.Error(err))
 		}
 	}()
 	return r, w, nil
+}
+
+// localTelemetry is the telemetry section of --local-config, with which
+// every configuration from the control plane is applied.
+type localTelemetry struct {
+	mu sync.Mutex // held while a configuration is applied with t
+	t  *config.Telemetry
+}
+
+// watchLocalConfig reads --local-config again at each signal on hup until
+// ctx is done.
+func (r *runner) watchLocalConfig(ctx context.Context, hup chan os.Signal, file string, local *localTelemetry) {
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reloadLocalConfig(file, local)
+		}
+	}
+}
+
+// reloadLocalConfig puts the telemetry section of file in force: sinks
+// whose settings did not change keep their queues. A bad file is logged
+// and a config_rejected event, and the running telemetry stays.
+func (r *runner) reloadLocalConfig(file string, local *localTelemetry) {
+	t, err := loadLocalTelemetry(file)
+	if err == nil {
+		local.mu.Lock()
+		if err = r.tel.pipe.Reconfigure(t); err == nil {
+			local.t = t
+		}
+		local.mu.Unlock()
+	}
+	if err != nil {
+		r.log.Error("--local-config rejected; the running telemetry stays", zap.String("file", file), zap.Error(err))
+		r.tel.event("config_rejected", telemetry.Error, err.Error(), telemetry.Attr{Key: "file", Value: file})
+		return
+	}
+	r.log.Info("telemetry reloaded", zap.String("file", file))
+	r.tel.event("config_applied", telemetry.Info, "telemetry reloaded", telemetry.Attr{Key: "file", Value: file})
 }
 
 // changeRevision is the revision of the latest change at or before etcd

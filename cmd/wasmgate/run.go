@@ -113,7 +113,7 @@ requests in flight get up to the drain timeout.`,
 				if err != nil {
 					return err
 				}
-				r, _, err := runFromEtcd(ctx, src, boot, log, runOptions{cacheDir: cacheDir, mesh: mesh})
+				r, _, err := runFromEtcd(ctx, src, boot, log, runOptions{cacheDir: cacheDir, mesh: mesh, localConfig: ef.localConfig})
 				if err != nil {
 					return err
 				}
@@ -177,7 +177,7 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.accessLog, "access-log", "stdout", `with --etcd-endpoints: access log path ("" for none)`)
 	fl.StringVar(&f.nodeID, "node-id", "", "with --etcd-endpoints: this proxy's id (default: the host name)")
 	fl.StringVar(&f.secretFile, "secret-key-file", "", "with --etcd-endpoints: file of the control plane's secret key, to decrypt certificates' private keys")
-	fl.StringVar(&f.localConfig, "local-config", "", "with --etcd-endpoints: a YAML or JSON file holding this proxy's telemetry section (record sinks, tracing, metric push); it may hold nothing else")
+	fl.StringVar(&f.localConfig, "local-config", "", "with --etcd-endpoints: a YAML or JSON file holding this proxy's telemetry section (record sinks, tracing, metric push); it may hold nothing else; SIGHUP reads its sinks and kinds again")
 	fl.DurationVar(&f.drain, "drain-timeout", 15*time.Second, "with --etcd-endpoints: how long SIGTERM waits for requests in flight")
 	fl.DurationVar(&f.delay, "shutdown-delay", 0, "with --etcd-endpoints: how long SIGTERM keeps serving, with /ready failing, before the drain")
 }
@@ -289,6 +289,9 @@ type runOptions struct {
 	// proxyOptions, when set, completes the proxy's options (a sidecar's
 	// interception).
 	proxyOptions func(*proxy.Options)
+	// localConfig, following the control plane, is read again on SIGHUP
+	// for its telemetry section.
+	localConfig string
 }
 
 // startProxy applies cfg to a new proxy with a Wasm host and serves its
@@ -320,6 +323,9 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	}
 	if o.telemetry != nil {
 		*o.telemetry = tel
+	}
+	if o.mesh != nil {
+		o.mesh.OnRotation(func(r identity.Rotation) { tel.pipe.CertificateRotated(r.ID, r.Serial, r.NotAfter, r.Authority) })
 	}
 	// A configuration with no listeners is a bootstrap: the control
 	// plane's watcher applies the rest.

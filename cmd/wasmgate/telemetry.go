@@ -21,7 +21,9 @@ import (
 
 // proxyTelemetry is the telemetry of a running proxy: the record
 // pipeline, the tracer and the metric push, built from the configuration
-// the proxy starts with. A later reload does not change them.
+// the proxy starts with. A reload changes the pipeline's sinks and kinds
+// (the proxy's Apply reconfigures it); the tracer, the metric push and
+// the RED metrics' cap stay as they started.
 type proxyTelemetry struct {
 	pipe    *telemetry.Pipeline
 	tracer  *tracing.Tracer

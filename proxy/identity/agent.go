@@ -101,6 +101,28 @@ type Agent struct {
 
 	renewals  *prometheus.CounterVec
 	expiryMet prometheus.GaugeFunc
+	rotated   atomic.Pointer[func(Rotation)]
+}
+
+// Rotation is a renewed workload certificate, in use for new handshakes.
+type Rotation struct {
+	// ID is the certificate's SPIFFE ID, Serial its serial number in hex.
+	ID, Serial string
+	NotAfter   time.Time
+	// Authority names the CA key that signed it.
+	Authority string
+}
+
+// OnRotation makes fn learn of every certificate renewed from now on,
+// right after it is swapped in (the proxy's certificate_rotated event).
+// fn runs on the agent's goroutine and must not block; nil stops the
+// calls.
+func (a *Agent) OnRotation(fn func(Rotation)) {
+	if fn == nil {
+		a.rotated.Store(nil)
+		return
+	}
+	a.rotated.Store(&fn)
 }
 
 var _ tlsconf.Mesh = (*Agent)(nil)
@@ -403,8 +425,12 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	a.renewals.WithLabelValues("ok").Inc()
-	a.log.Info("workload certificate issued", zap.String("spiffe_id", next.id.String()), zap.String("serial", next.cert.Leaf.SerialNumber.Text(16)),
+	serial := next.cert.Leaf.SerialNumber.Text(16)
+	a.log.Info("workload certificate issued", zap.String("spiffe_id", next.id.String()), zap.String("serial", serial),
 		zap.Time("not_after", next.cert.Leaf.NotAfter), zap.String("authority", next.signer))
+	if fn := a.rotated.Load(); fn != nil && cur != nil {
+		(*fn)(Rotation{ID: next.id.String(), Serial: serial, NotAfter: next.cert.Leaf.NotAfter, Authority: next.signer})
+	}
 	a.markReady()
 	return nil
 }

@@ -94,6 +94,9 @@ type progressConn struct {
 	w writeProgress
 }
 
+// NetConn returns the socket.
+func (c *progressConn) NetConn() net.Conn { return c.Conn }
+
 func (c *progressConn) Write(b []byte) (int, error) {
 	c.w.before(c.Conn)
 	n, err := c.Conn.Write(b)

@@ -10,9 +10,10 @@ func TestEmitAllocates(t *testing.T) {
 	p := &Pipeline{}
 	p.pool.New = func() any { return new(Record) }
 	s := &sink{name: "s", queue: make(chan *Record, 1), p: p}
-	p.sinks = []*sink{s}
-	p.routes[KindAccess] = []*sink{s}
-	p.routes[KindDecision] = []*sink{s}
+	tab := &table{sinks: []*sink{s}}
+	tab.routes[KindAccess] = []*sink{s}
+	tab.routes[KindDecision] = []*sink{s}
+	p.tab.Store(tab)
 	// Warm the pool and the records' buffers.
 	for range 10 {
 		p.Emit(fillSample(p, KindAccess))

@@ -88,7 +88,7 @@ func TestBackPressure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_ = p.Shutdown(ctx)
-	s := p.sinks[0]
+	s := p.tab.Load().sinks[0]
 	var sent, dropped, queueFull uint64
 	for k := range numKinds {
 		sent += s.sent[k].Load()

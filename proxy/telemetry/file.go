@@ -60,6 +60,16 @@ func (w *streamWriter) write(ctx context.Context, _ *Record, line []byte) error 
 	return nil
 }
 
+// appendRecord encodes r straight into the batch, sparing the copy that
+// write makes, and writes the batch out once it reaches streamBuffer.
+func (w *streamWriter) appendRecord(ctx context.Context, enc encoder, r *Record) error {
+	w.buf = append(enc.encode(w.buf, r), '\n')
+	if len(w.buf) >= streamBuffer {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
 func (w *streamWriter) flush(context.Context) error {
 	if len(w.buf) == 0 {
 		return nil

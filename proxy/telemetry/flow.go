@@ -5,22 +5,25 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
-// FlowListener wraps l so that every connection it accepts emits one flow
-// record when it is closed: addresses, bytes each way, duration, the TLS
-// version and cipher and the peer's SPIFFE ID when the connection is a
-// *tls.Conn (wrap the listener after TLS to see them), and why it closed.
-// listener names the listener in the records. When flows have no sink, l
-// is returned as it is.
+// FlowListener wraps l, a listener's socket beneath any TLS, so that
+// every connection it accepts emits one flow record when it is closed:
+// addresses, bytes each way on the wire, duration, why it closed, and,
+// when TLS is spoken over it, the version, cipher suite and both sides'
+// SPIFFE IDs that the TLS layer reports through ObserveHandshake.
+// listener names the listener in the records.
+//
+// Whether flows have a sink is looked at for each accepted connection,
+// so that a reconfigured pipeline starts or stops recording the flows of
+// a running listener; a connection accepted while flows have no sink is
+// returned as it is.
 func (p *Pipeline) FlowListener(l net.Listener, listener string) net.Listener {
-	if !p.Enabled(KindFlow) {
-		return l
-	}
 	return &flowListener{Listener: l, p: p, name: listener}
 }
 
@@ -32,10 +35,12 @@ type flowListener struct {
 
 func (l *flowListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if err != nil || !l.p.Enabled(KindFlow) {
+		return c, err
 	}
-	return &FlowConn{Conn: c, p: l.p, listener: l.name, start: time.Now()}, nil
+	// The socket is read and written as the listener's own layers would
+	// have (package sockio): they see a FlowConn, not the socket.
+	return &FlowConn{Conn: sockio.Wrap(c), p: l.p, listener: l.name, start: time.Now()}, nil
 }
 
 // FlowConn is a connection that counts its bytes and emits a flow record
@@ -49,7 +54,21 @@ type FlowConn struct {
 	// reason is why the connection ended, when the peer or an error
 	// ended it; empty means closed by the proxy.
 	reason atomic.Pointer[string]
+	tls    atomic.Pointer[flowTLS]
 	once   sync.Once
+}
+
+// flowTLS is what the handshake over a FlowConn taught it.
+type flowTLS struct {
+	version, cipher uint16
+	peer, local     string
+}
+
+// ObserveHandshake records the TLS handshake made over the connection
+// (tlsconf.HandshakeObserver): its flow record will carry the version,
+// the cipher suite and the SPIFFE IDs.
+func (c *FlowConn) ObserveHandshake(version, cipher uint16, peer, local string) {
+	c.tls.Store(&flowTLS{version: version, cipher: cipher, peer: peer, local: local})
 }
 
 var (
@@ -88,6 +107,21 @@ func (c *FlowConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom writes what r holds to the socket by the socket's own ReadFrom
+// (splice from another socket), counting the bytes.
+func (c *FlowConn) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{c.Conn}, r)
+	}
+	c.out.Add(n)
+	c.noteErr(err)
+	return n, err
+}
+
 // Close closes the connection and, the first time, emits its flow record.
 func (c *FlowConn) Close() error {
 	err := c.Conn.Close()
@@ -112,20 +146,11 @@ func (c *FlowConn) emit() {
 	if p := c.reason.Load(); p != nil {
 		f.CloseReason = *p
 	}
-	if tc, ok := c.Conn.(*tls.Conn); ok {
-		st := tc.ConnectionState()
-		if st.HandshakeComplete {
-			f.TLSVersion = tls.VersionName(st.Version)
-			f.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
-			if len(st.PeerCertificates) > 0 {
-				for _, u := range st.PeerCertificates[0].URIs {
-					if s := u.String(); strings.HasPrefix(s, "spiffe://") {
-						f.SourceIdentity = append(f.SourceIdentity, s...)
-						break
-					}
-				}
-			}
-		}
+	if t := c.tls.Load(); t != nil {
+		f.TLSVersion = tls.VersionName(t.version)
+		f.TLSCipher = tls.CipherSuiteName(t.cipher)
+		f.SourceIdentity = append(f.SourceIdentity, t.peer...)
+		f.DestinationIdentity = append(f.DestinationIdentity, t.local...)
 	}
 	c.p.Emit(r)
 }

@@ -19,58 +19,58 @@ func (e *jsonEncoder) encode(b []byte, r *Record) []byte {
 	switch r.Kind {
 	case KindAccess:
 		a := &r.Access
-		b = jsonBytes(b, "request_id", a.RequestID)
-		b = jsonBytes(b, "trace_id", a.TraceID)
-		b = jsonBytes(b, "method", a.Method)
-		b = jsonBytes(b, "authority", a.Authority)
-		b = jsonBytes(b, "path", a.Path)
-		b = jsonString(b, "protocol", a.Protocol)
-		b = jsonInt(b, "status", int64(a.Status))
-		b = jsonDuration(b, "duration_ms", a.Duration)
-		b = jsonInt(b, "bytes_received", a.BytesReceived)
-		b = jsonInt(b, "bytes_sent", a.BytesSent)
-		b = jsonBytes(b, "remote_address", a.RemoteAddr)
-		b = jsonBytes(b, "source_identity", a.SourceIdentity)
-		b = jsonBytes(b, "user_agent", a.UserAgent)
-		b = jsonString(b, "listener", a.Listener)
-		b = jsonString(b, "virtual_host", a.VirtualHost)
-		b = jsonString(b, "route", a.Route)
-		b = jsonString(b, "cluster", a.Cluster)
-		b = jsonString(b, "upstream_host", a.UpstreamHost)
-		b = jsonBytes(b, "response_flags", a.Flags)
+		b = jsonBytes(b, `,"request_id":`, a.RequestID)
+		b = jsonBytes(b, `,"trace_id":`, a.TraceID)
+		b = jsonBytes(b, `,"method":`, a.Method)
+		b = jsonBytes(b, `,"authority":`, a.Authority)
+		b = jsonBytes(b, `,"path":`, a.Path)
+		b = jsonString(b, `,"protocol":`, a.Protocol)
+		b = jsonInt(b, `,"status":`, int64(a.Status))
+		b = jsonDuration(b, `,"duration_ms":`, a.Duration)
+		b = jsonInt(b, `,"bytes_received":`, a.BytesReceived)
+		b = jsonInt(b, `,"bytes_sent":`, a.BytesSent)
+		b = jsonBytes(b, `,"remote_address":`, a.RemoteAddr)
+		b = jsonBytes(b, `,"source_identity":`, a.SourceIdentity)
+		b = jsonBytes(b, `,"user_agent":`, a.UserAgent)
+		b = jsonString(b, `,"listener":`, a.Listener)
+		b = jsonString(b, `,"virtual_host":`, a.VirtualHost)
+		b = jsonString(b, `,"route":`, a.Route)
+		b = jsonString(b, `,"cluster":`, a.Cluster)
+		b = jsonString(b, `,"upstream_host":`, a.UpstreamHost)
+		b = jsonBytes(b, `,"response_flags":`, a.Flags)
 	case KindDecision:
 		d := &r.Decision
-		b = jsonString(b, "verdict", d.Verdict.String())
-		b = jsonString(b, "source", d.Source)
-		b = jsonString(b, "policy", d.Policy)
-		b = jsonString(b, "rule", d.Rule)
-		b = jsonBytes(b, "request_id", d.RequestID)
-		b = jsonBytes(b, "source_identity", d.SourceIdentity)
-		b = jsonBytes(b, "source_address", d.SourceAddr)
-		b = jsonString(b, "destination", d.Destination)
-		b = jsonBytes(b, "destination_identity", d.DestinationIdentity)
-		b = jsonBytes(b, "method", d.Method)
-		b = jsonBytes(b, "authority", d.Authority)
-		b = jsonBytes(b, "path", d.Path)
-		b = jsonBytes(b, "reason", d.Reason)
+		b = jsonString(b, `,"verdict":`, d.Verdict.String())
+		b = jsonString(b, `,"source":`, d.Source)
+		b = jsonString(b, `,"policy":`, d.Policy)
+		b = jsonString(b, `,"rule":`, d.Rule)
+		b = jsonBytes(b, `,"request_id":`, d.RequestID)
+		b = jsonBytes(b, `,"source_identity":`, d.SourceIdentity)
+		b = jsonBytes(b, `,"source_address":`, d.SourceAddr)
+		b = jsonString(b, `,"destination":`, d.Destination)
+		b = jsonBytes(b, `,"destination_identity":`, d.DestinationIdentity)
+		b = jsonBytes(b, `,"method":`, d.Method)
+		b = jsonBytes(b, `,"authority":`, d.Authority)
+		b = jsonBytes(b, `,"path":`, d.Path)
+		b = jsonBytes(b, `,"reason":`, d.Reason)
 	case KindFlow:
 		f := &r.Flow
-		b = jsonBytes(b, "source_address", f.SourceAddr)
-		b = jsonBytes(b, "destination_address", f.DestinationAddr)
-		b = jsonBytes(b, "source_identity", f.SourceIdentity)
-		b = jsonBytes(b, "destination_identity", f.DestinationIdentity)
-		b = jsonString(b, "listener", f.Listener)
-		b = jsonInt(b, "bytes_in", f.BytesIn)
-		b = jsonInt(b, "bytes_out", f.BytesOut)
-		b = jsonDuration(b, "duration_ms", f.Duration)
-		b = jsonString(b, "tls_version", f.TLSVersion)
-		b = jsonString(b, "tls_cipher", f.TLSCipher)
-		b = jsonString(b, "close_reason", f.CloseReason)
+		b = jsonBytes(b, `,"source_address":`, f.SourceAddr)
+		b = jsonBytes(b, `,"destination_address":`, f.DestinationAddr)
+		b = jsonBytes(b, `,"source_identity":`, f.SourceIdentity)
+		b = jsonBytes(b, `,"destination_identity":`, f.DestinationIdentity)
+		b = jsonString(b, `,"listener":`, f.Listener)
+		b = jsonInt(b, `,"bytes_in":`, f.BytesIn)
+		b = jsonInt(b, `,"bytes_out":`, f.BytesOut)
+		b = jsonDuration(b, `,"duration_ms":`, f.Duration)
+		b = jsonString(b, `,"tls_version":`, f.TLSVersion)
+		b = jsonString(b, `,"tls_cipher":`, f.TLSCipher)
+		b = jsonString(b, `,"close_reason":`, f.CloseReason)
 	case KindEvent:
 		e := &r.Event
-		b = jsonString(b, "type", e.Type)
-		b = jsonString(b, "severity", e.Severity.String())
-		b = jsonString(b, "message", e.Message)
+		b = jsonString(b, `,"type":`, e.Type)
+		b = jsonString(b, `,"severity":`, e.Severity.String())
+		b = jsonString(b, `,"message":`, e.Message)
 		if len(e.Attrs) > 0 {
 			b = append(b, `,"attrs":{`...)
 			for i, a := range e.Attrs {
@@ -87,11 +87,10 @@ func (e *jsonEncoder) encode(b []byte, r *Record) []byte {
 	return append(b, '}')
 }
 
-func jsonKey(b []byte, key string) []byte {
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	return append(b, '"', ':')
-}
+// The field writers take the key as it is written, comma and colon
+// included (`,"route":`), so that it goes out in one append.
+
+func jsonKey(b []byte, key string) []byte { return append(b, key...) }
 
 func jsonString(b []byte, key, v string) []byte {
 	if v == "" {
@@ -117,6 +116,26 @@ func jsonDuration(b []byte, key string, d time.Duration) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain8 reports whether none of the eight bytes of x needs escaping or a
+// look as UTF-8: none is below 0x20, a double quote, a backslash or
+// 0x80 and above. (The tests for a zero byte, x-0x01.. & ^x & 0x80..,
+// may flag a byte above a flagged one, never miss one.)
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := x^(ones*'"'), x^(ones*'\\')
+	low := (x - ones*0x20) & ^x
+	return (low|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs == 0
+}
+
+// jsonPlain says which bytes go into a JSON string as they are: printable
+// ASCII but the double quote and the backslash.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, so the output is always valid JSON. Runs of bytes that need no
 // escape are copied whole.
@@ -125,7 +144,7 @@ func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if jsonPlain[c] {
 			i++
 			continue
 		}

@@ -35,7 +35,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.p.sinks {
+	for _, s := range c.p.tab.Load().sinks {
 		for k := range numKinds {
 			ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(s.sent[k].Load()), s.name, k.String())
 			for r := range numReasons {

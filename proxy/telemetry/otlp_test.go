@@ -155,7 +155,7 @@ func TestOTLPReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Shutdown(ctx10s(t))
-	s := p.sinks[0]
+	s := p.tab.Load().sinks[0]
 	p.Emit(fillSample(p, KindEvent))
 	deadline := time.Now().Add(10 * time.Second)
 	for s.dropped[KindEvent][dropSendFailed].Load() == 0 {

@@ -11,7 +11,6 @@
 package telemetry
 
 import (
-	"sync/atomic"
 	"time"
 )
 
@@ -64,8 +63,11 @@ type Record struct {
 	Flow     Flow
 	Event    Event
 
-	// refs counts the sinks still holding the record.
-	refs atomic.Int32
+	// refs counts the sinks still holding the record. Emit sets it with
+	// a plain store before the record is queued anywhere (the queues
+	// order it before every sink's read); sinks then count it down
+	// atomically.
+	refs int32
 }
 
 // Access is one request.

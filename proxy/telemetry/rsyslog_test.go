@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,8 +185,12 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// writeTestPKI writes a CA and a server certificate for 127.0.0.1 into
-// dir (ca.pem, server.pem, server.key) and returns the CA's path.
+// testClientID is the SPIFFE ID of writeTestPKI's client certificate.
+const testClientID = "spiffe://test.local/ns/shop/sa/web"
+
+// writeTestPKI writes a CA (ca.pem), a server certificate for 127.0.0.1
+// (server.pem, server.key) and a client certificate (client.pem,
+// client.key) it signs, and returns the CA's path.
 func writeTestPKI(t *testing.T, dir string) string {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -228,6 +233,27 @@ func writeTestPKI(t *testing.T, dir string) string {
 	write("ca.pem", "CERTIFICATE", caDER)
 	write("server.pem", "CERTIFICATE", der)
 	write("server.key", "PRIVATE KEY", keyDER)
+	// A client certificate whose URI SAN is a SPIFFE ID.
+	ckey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := url.Parse(testClientID)
+	ctmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "web"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), URIs: []*url.URL{id},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cder, err := x509.CreateCertificate(rand.Reader, ctmpl, caCert, &ckey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckeyDER, err := x509.MarshalPKCS8PrivateKey(ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("client.pem", "CERTIFICATE", cder)
+	write("client.key", "PRIVATE KEY", ckeyDER)
 	return filepath.Join(dir, "ca.pem")
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/wasmgate/wasmgate/config"
 )
 
 // writer delivers records to one receiver. Only its sink's goroutine
@@ -19,6 +21,12 @@ type writer interface {
 	reset()
 	// close releases the writer for good.
 	close() error
+}
+
+// recordAppender is a writer that encodes records into its own buffer
+// itself, sparing a copy: the sink calls appendRecord instead of write.
+type recordAppender interface {
+	appendRecord(ctx context.Context, enc encoder, r *Record) error
 }
 
 // encoder writes a record in a format.
@@ -48,9 +56,11 @@ const maxBatch = 512
 // it into a writer.
 type sink struct {
 	name  string
+	cfg   config.TelemetrySink
 	queue chan *Record
 	enc   encoder
 	w     writer
+	app   recordAppender // w, when it appends records itself
 	p     *Pipeline
 
 	sent    [numKinds]atomic.Uint64
@@ -165,8 +175,13 @@ func (s *sink) batch(ctx context.Context, r *Record) bool {
 
 // put encodes and writes one record and releases it.
 func (s *sink) put(ctx context.Context, r *Record) bool {
-	s.buf = s.enc.encode(s.buf[:0], r)
-	err := s.w.write(ctx, r, s.buf)
+	var err error
+	if s.app != nil {
+		err = s.app.appendRecord(ctx, s.enc, r)
+	} else {
+		s.buf = s.enc.encode(s.buf[:0], r)
+		err = s.w.write(ctx, r, s.buf)
+	}
 	s.pending[r.Kind]++
 	s.p.unref(r)
 	return err == nil

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +166,7 @@ func (c *Conn) Handshake() error {
 		}
 		cs := c.Conn.ConnectionState()
 		c.id = c.srv.Identify(&cs)
+		observeHandshake(c.Conn.NetConn(), &cs, c.id.Info)
 	})
 	return c.err
 }
@@ -185,6 +187,44 @@ func (c *Conn) XFCC() []byte {
 		return nil
 	}
 	return c.id.XFCC
+}
+
+// HandshakeObserver is a connection beneath TLS that learns the outcome
+// of the handshake made over it: the proxy's flow records take the TLS
+// version, cipher suite and identities from it. It is told once, by the
+// goroutine that made the handshake; peer is the verified peer's SPIFFE
+// ID and local the proxy's own, each "" when there is none.
+type HandshakeObserver interface {
+	ObserveHandshake(version, cipher uint16, peer, local string)
+}
+
+// observeHandshake tells the first HandshakeObserver beneath c, looking
+// through the connections in between by their NetConn method.
+func observeHandshake(c net.Conn, cs *tls.ConnectionState, info *filter.TLSInfo) {
+	for {
+		if o, ok := c.(HandshakeObserver); ok {
+			var peer string
+			if info.PeerVerified {
+				peer = firstSPIFFE(info.PeerURISANs)
+			}
+			o.ObserveHandshake(cs.Version, cs.CipherSuite, peer, firstSPIFFE(info.LocalURISANs))
+			return
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
+}
+
+func firstSPIFFE(uris []string) string {
+	for _, u := range uris {
+		if strings.HasPrefix(u, "spiffe://") {
+			return u
+		}
+	}
+	return ""
 }
 
 // Listener accepts TLS connections as *Conn. The handshake happens on the

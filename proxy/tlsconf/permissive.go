@@ -105,6 +105,9 @@ type peekedConn struct {
 	has   bool
 }
 
+// NetConn returns the connection that was sorted.
+func (c *peekedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *peekedConn) Read(p []byte) (int, error) {
 	if c.has && len(p) > 0 {
 		p[0], c.has = c.first, false

@@ -1,0 +1,7 @@
+package telemetry
+
+// Names the external tests of the package use.
+var (
+	WriteTestPKI = writeTestPKI
+	TestClientID = testClientID
+)
