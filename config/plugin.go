@@ -30,7 +30,8 @@ type Plugin struct {
 	FailurePolicy string `yaml:"failure_policy,omitempty" json:"failure_policy,omitempty"`
 	// MemoryLimitMB caps each instance's linear memory. Zero means 256.
 	MemoryLimitMB int `yaml:"memory_limit_mb,omitempty" json:"memory_limit_mb,omitempty"`
-	// CallTimeout is the deadline of one call into the guest. Zero means 100ms.
+	// CallTimeout is the CPU time one call into the guest may use. Zero
+	// means 1s.
 	CallTimeout Duration `yaml:"call_timeout,omitempty" json:"call_timeout,omitempty"`
 	// PoolSize is the most module instances: the pool starts with one, grows
 	// while requests find every instance busy and shrinks when they stay

@@ -15,7 +15,7 @@ import (
 // Defaults of config.Plugin's zero values.
 const (
 	defaultMemoryLimitMB = 256
-	defaultCallTimeout   = 100 * time.Millisecond
+	defaultCallTimeout   = time.Second
 	defaultMaxBodyBytes  = 1 << 20
 )
 
