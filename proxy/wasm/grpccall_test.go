@@ -1,0 +1,301 @@
+package wasm
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/cluster"
+	"github.com/wasmgate/wasmgate/proxy/filter"
+)
+
+// rawCodec is the gRPC server's codec: protobuf messages (the health
+// service's) as protobuf, and the echo service's messages as raw bytes.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	switch m := v.(type) {
+	case *[]byte:
+		return *m, nil
+	case []byte:
+		return m, nil
+	case proto.Message:
+		return proto.Marshal(m)
+	}
+	return nil, errors.New("rawCodec: unsupported message")
+}
+
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	switch m := v.(type) {
+	case *[]byte:
+		*m = append((*m)[:0], b...)
+		return nil
+	case proto.Message:
+		return proto.Unmarshal(b, m)
+	}
+	return errors.New("rawCodec: unsupported message")
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// grpcUpstream is a real grpc-go server: grpc.health.v1.Health, and
+// wasmgate.test.Echo with Chat (echoes each message upper-cased, sends
+// header x-hello and x-token-seen, trailer x-count) and Hang (sends its
+// headers, waits for its client to go and reports how on ended).
+type grpcUpstream struct {
+	addr    string
+	started chan struct{}
+	ended   chan error
+}
+
+func startGRPCUpstream(t *testing.T) *grpcUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &grpcUpstream{addr: ln.Addr().String(), started: make(chan struct{}, 16), ended: make(chan error, 16)}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	hs := health.NewServer()
+	hs.SetServingStatus("svc-a", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("svc-b", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "wasmgate.test.Echo",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{
+			{StreamName: "Chat", Handler: echoChat, ServerStreams: true, ClientStreams: true},
+			{StreamName: "Hang", Handler: u.hang, ServerStreams: true, ClientStreams: true},
+		},
+	}, struct{}{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return u
+}
+
+func echoChat(_ any, ss grpc.ServerStream) error {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	seen := strings.Join(md.Get("x-token"), ",")
+	if err := ss.SendHeader(metadata.Pairs("x-hello", "world", "x-token-seen", seen)); err != nil {
+		return err
+	}
+	n := 0
+	for {
+		var b []byte
+		if err := ss.RecvMsg(&b); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+		n++
+		up := []byte(strings.ToUpper(string(b)))
+		if err := ss.SendMsg(&up); err != nil {
+			return err
+		}
+	}
+	ss.SetTrailer(metadata.Pairs("x-count", string(rune('0'+n))))
+	return nil
+}
+
+func (u *grpcUpstream) hang(_ any, ss grpc.ServerStream) error {
+	u.started <- struct{}{}
+	if err := ss.SendHeader(metadata.Pairs("x-hang", "1")); err != nil {
+		return err
+	}
+	<-ss.Context().Done()
+	u.ended <- ss.Context().Err()
+	return status.Error(codes.Canceled, "gone")
+}
+
+// grpcClusters builds real clusters: "grpc" (HTTP/2, h2c) and "h1"
+// (HTTP/1.1) to the server.
+func grpcClusters(t *testing.T, addr string) cluster.Set {
+	t.Helper()
+	ps := cluster.NewPools()
+	set := cluster.Set{}
+	for name, proto := range map[string]string{"grpc": config.ProtocolHTTP2, "h1": ""} {
+		c, err := cluster.Build(config.Cluster{Name: name, Protocol: proto,
+			Endpoints: []config.Endpoint{{Address: addr}}}, nil, ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set[name] = c
+	}
+	return set
+}
+
+func startGRPCPlugin(t *testing.T, up filter.Upstreams) (*Manager, filter.Factory) {
+	t.Helper()
+	m := newTestManager(t, func(o *Options) { o.Upstreams = up })
+	set := prepare(t, m, testPlugin("grpc", "grpccall", func(p *config.Plugin) {
+		p.PoolSize = 1
+		p.CallTimeout = config.Duration(time.Second)
+		p.AllowedClusters = []string{"grpc", "h1", "nope"}
+	}))
+	return m, factoryOf(t, set, "grpc")
+}
+
+// ask sends one request through the plugin and returns its local reply.
+func ask(t *testing.T, f filter.Factory, target string) string {
+	t.Helper()
+	x := newExchange("http://example.com" + target)
+	run(t, f, x)
+	if !x.Local() {
+		t.Fatalf("%s: the plugin did not answer", target)
+	}
+	return string(x.Ctx.Response.Body())
+}
+
+// TestGRPCCall drives proxy_grpc_call from a real module to a real
+// grpc-go server: answers, statuses as gRPC defines them, a deadline, and
+// the statuses proxy_grpc_call returns for clusters it cannot use.
+func TestGRPCCall(t *testing.T) {
+	u := startGRPCUpstream(t)
+	_, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	const health = "/unary?cluster=grpc&service=grpc.health.v1.Health&method=Check"
+
+	t.Run("answered", func(t *testing.T) {
+		for svc, want := range map[string]healthpb.HealthCheckResponse_ServingStatus{
+			"svc-a": healthpb.HealthCheckResponse_SERVING,
+			"svc-b": healthpb.HealthCheckResponse_NOT_SERVING,
+			"":      healthpb.HealthCheckResponse_SERVING,
+		} {
+			got := ask(t, f, health+"&timeout=5000&svc="+svc)
+			b, err := hex.DecodeString(strings.TrimPrefix(got, "ok "))
+			if !strings.HasPrefix(got, "ok ") || err != nil {
+				t.Fatalf("svc %q: %q", svc, got)
+			}
+			var resp healthpb.HealthCheckResponse
+			if err := proto.Unmarshal(b, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Status != want {
+				t.Errorf("svc %q: status %v, want %v", svc, resp.Status, want)
+			}
+		}
+	})
+	tests := []struct {
+		name, target, want string
+	}{
+		{"unknown service name", health + "&svc=svc-z", "status 5 unknown service"},
+		{"unknown method", "/unary?cluster=grpc&service=grpc.health.v1.Health&method=Nope", "status 12 unknown method Nope for service grpc.health.v1.Health"},
+		{"unknown service", "/unary?cluster=grpc&service=no.Such&method=Check", "status 12 unknown service no.Such"},
+		{"deadline", "/unary?cluster=grpc&service=wasmgate.test.Echo&method=Hang&timeout=200", "status 4 "},
+		{"unknown cluster", "/unary?cluster=nope&service=s&method=m", "refused proxy_grpc_call: parse_failure"},
+		{"cluster not allowed", "/unary?cluster=other&service=s&method=m", "refused proxy_grpc_call: parse_failure"},
+		{"HTTP/1.1 cluster", "/unary?cluster=h1&service=s&method=m", "refused proxy_grpc_call: bad_argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ask(t, f, tt.target); !strings.HasPrefix(got, tt.want) {
+				t.Errorf("got %q, want it to start with %q", got, tt.want)
+			}
+		})
+	}
+	// The server saw the call end: its deadline passed (grpc-timeout),
+	// or the host reset the stream at it.
+	select {
+	case err := <-u.ended:
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			t.Errorf("Hang ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never saw the call end")
+	}
+}
+
+// TestGRPCStream drives proxy_grpc_stream and proxy_grpc_send from a real
+// module: initial metadata, every message in order, trailing metadata and
+// the close, each in its callback.
+func TestGRPCStream(t *testing.T) {
+	u := startGRPCUpstream(t)
+	_, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	got := ask(t, f, "/stream?cluster=grpc&service=wasmgate.test.Echo&method=Chat&n=3")
+	want := strings.Join([]string{
+		"initial x-hello=world x-token-seen=abc",
+		"message M1", "message M2", "message M3",
+		"trailing x-count=3",
+		"close ok",
+	}, "\n")
+	if got != want {
+		t.Errorf("transcript:\n%s\nwant:\n%s", got, want)
+	}
+	got = ask(t, f, "/stream?cluster=grpc&service=wasmgate.test.Echo&method=Nope&n=1")
+	if !strings.HasSuffix(got, "close grpc status 12: unknown method Nope for service wasmgate.test.Echo") {
+		t.Errorf("unknown method: %q", got)
+	}
+}
+
+// TestGRPCCancel checks proxy_grpc_cancel: the server sees its stream
+// cancelled, the token is gone (a send after answers NOT_FOUND) and no
+// callback follows.
+func TestGRPCCancel(t *testing.T) {
+	u := startGRPCUpstream(t)
+	_, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	got := ask(t, f, "/cancel?cluster=grpc&service=wasmgate.test.Echo&method=Hang")
+	if got != "cancelled proxy_grpc_send: not_found" {
+		t.Errorf("got %q", got)
+	}
+	select {
+	case err := <-u.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Hang ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never saw the stream cancelled")
+	}
+}
+
+// TestGRPCStreamEndsWithItsInstance checks that a stream opened in a root
+// context, which outlives its request, ends when its plugin closes.
+func TestGRPCStreamEndsWithItsInstance(t *testing.T) {
+	u := startGRPCUpstream(t)
+	m, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	if got := ask(t, f, "/background?cluster=grpc&service=wasmgate.test.Echo&method=Hang"); got != "opened" {
+		t.Fatalf("got %q", got)
+	}
+	select {
+	case <-u.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream never reached the server")
+	}
+	m.Close()
+	select {
+	case <-u.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream outlived its plugin")
+	}
+}
+
+// TestGRPCLimit checks the bound on the calls and streams an instance
+// has open: past it proxy_grpc_stream answers INTERNAL_FAILURE.
+func TestGRPCLimit(t *testing.T) {
+	u := startGRPCUpstream(t)
+	old := maxGRPCCalls
+	maxGRPCCalls = 2
+	t.Cleanup(func() { maxGRPCCalls = old })
+	_, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	const bg = "/background?cluster=grpc&service=wasmgate.test.Echo&method=Hang"
+	for i := 0; i < 2; i++ {
+		if got := ask(t, f, bg); got != "opened" {
+			t.Fatalf("stream %d: %q", i, got)
+		}
+	}
+	if got := ask(t, f, bg); got != "refused proxy_grpc_stream: internal_failure" {
+		t.Errorf("past the limit: %q", got)
+	}
+}
