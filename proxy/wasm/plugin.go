@@ -441,8 +441,8 @@ func (p *plugin) sweep() {
 var errRetired = errors.New("instance retired from an idle pool")
 
 // retireIdle closes the instances idle for longer than the manager's
-// idleAfter, keeping one live instance. An instance with HTTP calls in
-// flight stays.
+// idleAfter, keeping one live instance. An instance with HTTP calls, or
+// gRPC calls or streams, in flight stays.
 func (p *plugin) retireIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -466,7 +466,7 @@ func (p *plugin) retireIdle() {
 			continue
 		}
 		in.mu.Lock()
-		if len(in.calls) > 0 {
+		if len(in.calls) > 0 || len(in.grpc.calls) > 0 {
 			in.mu.Unlock()
 			in.retired.Store(false)
 			continue
