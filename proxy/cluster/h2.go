@@ -199,13 +199,19 @@ func (c *h2Client) stream(ctx context.Context, req *fasthttp.Request, body io.Re
 	if res.Body == http.NoBody {
 		return http.NoBody, nil
 	}
-	return &h2Stream{res: res, resp: resp}, nil
+	s := &h2Stream{res: res, resp: resp}
+	// The transport watches ctx only until the response headers, and
+	// again once it has sent the whole body: in between, closing the
+	// response body is what resets the stream.
+	s.stop = context.AfterFunc(ctx, func() { _ = res.Body.Close() })
+	return s, nil
 }
 
 // h2Stream is the response body of a stream opened for a filter.
 type h2Stream struct {
 	res  *http.Response
 	resp *fasthttp.Response
+	stop func() bool
 }
 
 // Read reads the body; at its end the response's trailers are added to
@@ -219,7 +225,10 @@ func (s *h2Stream) Read(p []byte) (int, error) {
 }
 
 // Close ends the exchange: a stream still open is reset.
-func (s *h2Stream) Close() error { return s.res.Body.Close() }
+func (s *h2Stream) Close() error {
+	s.stop()
+	return s.res.Body.Close()
+}
 
 func addTrailers(resp *fasthttp.Response, tr http.Header) {
 	for k, vs := range tr {
