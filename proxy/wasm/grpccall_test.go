@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmgate/wasmgate/config"
@@ -298,4 +300,70 @@ func TestGRPCLimit(t *testing.T) {
 	if got := ask(t, f, bg); got != "refused proxy_grpc_stream: internal_failure" {
 		t.Errorf("past the limit: %q", got)
 	}
+}
+
+// grpcServiceProto serializes an envoy.config.core.v3.GrpcService with
+// envoy_grpc {cluster_name, authority} and initial_metadata.
+func grpcServiceProto(cluster, authority string, md ...[2]string) []byte {
+	var eg []byte
+	eg = protowire.AppendTag(eg, 1, protowire.BytesType)
+	eg = protowire.AppendString(eg, cluster)
+	if authority != "" {
+		eg = protowire.AppendTag(eg, 2, protowire.BytesType)
+		eg = protowire.AppendString(eg, authority)
+	}
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendBytes(b, eg)
+	b = protowire.AppendTag(b, 3, protowire.BytesType) // timeout, ignored
+	b = protowire.AppendBytes(b, []byte{0x08, 0x05})
+	for _, kv := range md {
+		var h []byte
+		h = protowire.AppendTag(h, 1, protowire.BytesType)
+		h = protowire.AppendString(h, kv[0])
+		h = protowire.AppendTag(h, 2, protowire.BytesType)
+		h = protowire.AppendString(h, kv[1])
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendBytes(b, h)
+	}
+	return b
+}
+
+// TestGRPCService checks how proxy_grpc_call reads its service argument:
+// a serialized GrpcService naming a cluster, or else a cluster's name.
+func TestGRPCService(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+		want grpcTarget
+		ok   bool
+	}{
+		{"cluster name", []byte("grpc"), grpcTarget{cluster: "grpc"}, true},
+		{"name that parses as protobuf", []byte("h1"), grpcTarget{cluster: "h1"}, true},
+		{"GrpcService", grpcServiceProto("grpc", "auth.local", [2]string{"x-key", "v"}),
+			grpcTarget{cluster: "grpc", authority: "auth.local", metadata: [][2]string{{"x-key", "v"}}}, true},
+		{"empty", nil, grpcTarget{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := parseGRPCService(tt.in)
+			if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// FuzzGRPCService feeds arbitrary service arguments to the parser: it
+// never fails on a non-empty argument, and names a cluster.
+func FuzzGRPCService(f *testing.F) {
+	f.Add([]byte("grpc"))
+	f.Add(grpcServiceProto("c", "a", [2]string{"k", "v"}))
+	f.Add([]byte{0x0a, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := parseGRPCService(b)
+		if ok != (len(b) > 0) || (ok && got.cluster == "") {
+			t.Fatalf("parseGRPCService(%x) = %+v, %v", b, got, ok)
+		}
+	})
 }
