@@ -124,14 +124,24 @@ func (u *grpcUpstream) hang(_ any, ss grpc.ServerStream) error {
 }
 
 // grpcClusters builds real clusters: "grpc" (HTTP/2, h2c) and "h1"
-// (HTTP/1.1) to the server.
+// (HTTP/1.1) to the server, and "down" (HTTP/2) to a closed port.
 func grpcClusters(t *testing.T, addr string) cluster.Set {
 	t.Helper()
 	ps := cluster.NewPools()
 	set := cluster.Set{}
-	for name, proto := range map[string]string{"grpc": config.ProtocolHTTP2, "h1": ""} {
-		c, err := cluster.Build(config.Cluster{Name: name, Protocol: proto,
-			Endpoints: []config.Endpoint{{Address: addr}}}, nil, ps)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := closed.Addr().String()
+	closed.Close()
+	for name, c := range map[string]struct{ proto, addr string }{
+		"grpc": {config.ProtocolHTTP2, addr},
+		"h1":   {"", addr},
+		"down": {config.ProtocolHTTP2, downAddr},
+	} {
+		c, err := cluster.Build(config.Cluster{Name: name, Protocol: c.proto,
+			Endpoints: []config.Endpoint{{Address: c.addr}}}, nil, ps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +156,7 @@ func startGRPCPlugin(t *testing.T, up filter.Upstreams) (*Manager, filter.Factor
 	set := prepare(t, m, testPlugin("grpc", "grpccall", func(p *config.Plugin) {
 		p.PoolSize = 1
 		p.CallTimeout = config.Duration(time.Second)
-		p.AllowedClusters = []string{"grpc", "h1", "nope"}
+		p.AllowedClusters = []string{"grpc", "h1", "down", "nope"}
 	}))
 	return m, factoryOf(t, set, "grpc")
 }
@@ -197,6 +207,7 @@ func TestGRPCCall(t *testing.T) {
 		{"unknown method", "/unary?cluster=grpc&service=grpc.health.v1.Health&method=Nope", "status 12 unknown method Nope for service grpc.health.v1.Health"},
 		{"unknown service", "/unary?cluster=grpc&service=no.Such&method=Check", "status 12 unknown service no.Such"},
 		{"deadline", "/unary?cluster=grpc&service=wasmgate.test.Echo&method=Hang&timeout=200", "status 4 "},
+		{"unreachable", "/unary?cluster=down&service=s&method=m&timeout=5000", "status 14 "},
 		{"unknown cluster", "/unary?cluster=nope&service=s&method=m", "refused proxy_grpc_call: parse_failure"},
 		{"cluster not allowed", "/unary?cluster=other&service=s&method=m", "refused proxy_grpc_call: parse_failure"},
 		{"HTTP/1.1 cluster", "/unary?cluster=h1&service=s&method=m", "refused proxy_grpc_call: bad_argument"},
