@@ -274,24 +274,47 @@ func TestGRPCCancel(t *testing.T) {
 }
 
 // TestGRPCStreamEndsWithItsInstance checks that a stream opened in a root
-// context, which outlives its request, ends when its plugin closes.
+// context, which outlives its request, ends when its instance is replaced
+// after a failure, and when its plugin closes.
 func TestGRPCStreamEndsWithItsInstance(t *testing.T) {
 	u := startGRPCUpstream(t)
 	m, f := startGRPCPlugin(t, grpcClusters(t, u.addr))
-	if got := ask(t, f, "/background?cluster=grpc&service=wasmgate.test.Echo&method=Hang"); got != "opened" {
-		t.Fatalf("got %q", got)
+	open := func() {
+		t.Helper()
+		if got := ask(t, f, "/background?cluster=grpc&service=wasmgate.test.Echo&method=Hang"); got != "opened" {
+			t.Fatalf("got %q", got)
+		}
+		select {
+		case <-u.started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the stream never reached the server")
+		}
 	}
-	select {
-	case <-u.started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stream never reached the server")
+	ended := func(what string) {
+		t.Helper()
+		select {
+		case <-u.ended:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the stream outlived its %s", what)
+		}
 	}
+
+	open()
+	x := newExchange("http://example.com/")
+	st, err := f.NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := st.(*stream).in
+	in.mu.Lock()
+	in.p.failed(in, errors.New("instance failed"))
+	in.mu.Unlock()
+	st.Done(x)
+	ended("instance")
+
+	open()
 	m.Close()
-	select {
-	case <-u.ended:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stream outlived its plugin")
-	}
+	ended("plugin")
 }
 
 // TestGRPCLimit checks the bound on the calls and streams an instance
