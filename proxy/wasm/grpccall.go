@@ -729,11 +729,14 @@ func newSendQueue(done <-chan struct{}) *sendQueue {
 }
 
 // push adds a message, framed; it fails when the queue holds too much.
+// Once the exchange has ended (the upstream may answer and close before
+// the guest hears of it) the message is dropped, as Envoy drops a message
+// sent on a stream that the upstream closed.
 func (q *sendQueue) push(msg []byte) bool {
 	q.mu.Lock()
 	if q.aborted || q.end {
 		q.mu.Unlock()
-		return false
+		return true
 	}
 	if len(q.buf)-q.off+5+len(msg) > maxGRPCQueued {
 		q.mu.Unlock()
