@@ -469,10 +469,11 @@ func headerPairs(h *fasthttp.ResponseHeader) []kv {
 }
 
 // grpcFailure is the status of a call whose exchange failed: its deadline
-// passed, or the upstream could not be reached (before the response
-// began, code) or broke off.
+// passed, or else code: the upstream could not be reached, or broke off.
 func (in *instance) grpcFailure(c *grpcCall, err error, code uint32) (uint32, string) {
-	if errors.Is(c.ctx.Err(), context.DeadlineExceeded) {
+	// The upstream, told the deadline by grpc-timeout, may give up on it
+	// (resetting the stream) before the call's own timer fires.
+	if dl, ok := c.ctx.Deadline(); ok && !time.Now().Before(dl) {
 		return grpcDeadlineExceeded, "upstream request timeout"
 	}
 	in.p.log.Debug("wasm gRPC call failed", zap.Uint32("token", c.token), zap.Error(err))
