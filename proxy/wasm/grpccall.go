@@ -88,16 +88,15 @@ type grpcState struct {
 // belongs to the root context that was effective when it was opened, as
 // in Envoy, and hears its callbacks there.
 type grpcCall struct {
-	token   uint32
-	root    uint32
-	stream  bool
-	target  filter.StreamCluster
-	req     *fasthttp.Request
-	body    io.Reader
-	q       *sendQueue // a stream's messages, nil for a call
-	ctx     context.Context
-	cancel  context.CancelFunc
-	timeout time.Duration
+	token  uint32
+	root   uint32
+	stream bool
+	target filter.StreamCluster
+	req    *fasthttp.Request
+	body   io.Reader
+	q      *sendQueue // a stream's messages, nil for a call
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Guarded by the instance's lock.
 	done        bool // cancelled, or its last callback delivered
@@ -170,7 +169,7 @@ func (in *instance) openGRPC(a []uint64, stream bool, msg []byte, timeout time.D
 	req.Header.SetHost(authority)
 	req.Header.SetContentType("application/grpc")
 	if timeout > 0 {
-		req.Header.Set("grpc-timeout", strconv.FormatInt(timeout.Milliseconds(), 10)+"m")
+		req.Header.Set("grpc-timeout", grpcTimeout(timeout))
 	}
 	for _, h := range target.metadata {
 		req.Header.Add(h[0], h[1])
@@ -190,7 +189,7 @@ func (in *instance) openGRPC(a []uint64, stream bool, msg []byte, timeout time.D
 			cancel()
 		}()
 	}
-	c := &grpcCall{root: in.curRoot, stream: stream, target: sc, req: req, timeout: timeout}
+	c := &grpcCall{root: in.curRoot, stream: stream, target: sc, req: req}
 	if timeout > 0 {
 		c.ctx, c.cancel = context.WithTimeout(g.base, timeout)
 	} else {
@@ -215,6 +214,15 @@ func (in *instance) openGRPC(a []uint64, stream bool, msg []byte, timeout time.D
 	g.calls[c.token] = c
 	go in.runGRPC(c)
 	return abi.StatusOK
+}
+
+// grpcTimeout formats a grpc-timeout value: at most 8 digits, so
+// milliseconds, or seconds rounded up past 99999999 ms.
+func grpcTimeout(d time.Duration) string {
+	if ms := d.Milliseconds(); ms <= 99999999 {
+		return strconv.FormatInt(ms, 10) + "m"
+	}
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10) + "S"
 }
 
 // next returns the next token of a kind that is not in use.

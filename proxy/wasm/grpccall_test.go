@@ -401,3 +401,16 @@ func FuzzGRPCService(f *testing.F) {
 		}
 	})
 }
+
+func TestGRPCTimeoutHeader(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		200 * time.Millisecond:        "200m",
+		99999999 * time.Millisecond:   "99999999m",
+		100000000 * time.Millisecond:  "100000S",
+		4294967295 * time.Millisecond: "4294968S",
+	} {
+		if got := grpcTimeout(d); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}
