@@ -8,11 +8,11 @@ import (
 	"net"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -119,8 +119,9 @@ func (u *grpcUpstream) hang(_ any, ss grpc.ServerStream) error {
 		return err
 	}
 	<-ss.Context().Done()
-	u.ended <- ss.Context().Err()
-	return status.Error(codes.Canceled, "gone")
+	err := ss.Context().Err()
+	u.ended <- err
+	return status.FromContextError(err).Err()
 }
 
 // grpcClusters builds real clusters: "grpc" (HTTP/2, h2c) and "h1"
@@ -413,4 +414,94 @@ func TestGRPCTimeoutHeader(t *testing.T) {
 			t.Errorf("%v: %q, want %q", d, got, want)
 		}
 	}
+}
+
+// TestGRPCThroughHost checks that the upstreams the proxy hands the host
+// with Prepare carry gRPC calls: before the first, the cluster is
+// unknown.
+func TestGRPCThroughHost(t *testing.T) {
+	u := startGRPCUpstream(t)
+	h, err := NewHost(Options{CacheDir: testCacheDir, StartWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	plugins := []config.Plugin{testPlugin("grpc", "grpccall", func(p *config.Plugin) {
+		p.PoolSize = 1
+		p.AllowedClusters = []string{"grpc"}
+	})}
+	const check = "/unary?cluster=grpc&service=grpc.health.v1.Health&method=Check&svc=svc-a"
+	for _, tt := range []struct {
+		up   filter.Upstreams
+		want string
+	}{
+		{nil, "refused proxy_grpc_call: parse_failure"},
+		{grpcClusters(t, u.addr), "ok 0801"},
+	} {
+		ps, err := h.Prepare(context.Background(), plugins, tt.up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := ps.(*Set)
+		set.Activate()
+		if got := ask(t, factoryOf(t, set, "grpc"), check); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// TestGRPCConcurrent hammers calls and streams from concurrent requests
+// on a pool of instances: every request hears exactly its own answers.
+func TestGRPCConcurrent(t *testing.T) {
+	u := startGRPCUpstream(t)
+	m := newTestManager(t, func(o *Options) { o.Upstreams = grpcClusters(t, u.addr) })
+	set := prepare(t, m, testPlugin("grpc", "grpccall", func(p *config.Plugin) {
+		p.PoolSize = 2
+		p.CallTimeout = config.Duration(time.Second)
+		p.AllowedClusters = []string{"grpc"}
+	}))
+	f := factoryOf(t, set, "grpc")
+	const transcript = "initial x-hello=world x-token-seen=abc\nmessage M1\nmessage M2\ntrailing x-count=2\nclose ok"
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 8 {
+				x := newExchange("http://example.com/stream?cluster=grpc&service=wasmgate.test.Echo&method=Chat&n=2")
+				want := transcript
+				if (g+i)%2 == 0 {
+					x = newExchange("http://example.com/unary?cluster=grpc&service=grpc.health.v1.Health&method=Check&svc=svc-b&timeout=5000")
+					want = "ok 0802"
+				}
+				if err := answer(f, x); err != nil {
+					t.Error(err)
+					return
+				}
+				if got := string(x.Ctx.Response.Body()); got != want {
+					t.Errorf("got %q, want %q", got, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// answer sends a request the plugin answers itself; it is run's core,
+// safe to call from any goroutine.
+func answer(f filter.Factory, x *filter.Exchange) error {
+	s, err := f.NewStream(x)
+	if err != nil {
+		return err
+	}
+	defer s.Done(x)
+	if s.OnRequestHeaders(x, true) == filter.Pause && !x.Wait(10*time.Second) {
+		return errors.New("paused request was never resumed")
+	}
+	s.OnLog(x)
+	if !x.Local() {
+		return errors.New("the plugin did not answer")
+	}
+	return nil
 }
