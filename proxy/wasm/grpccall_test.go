@@ -64,7 +64,7 @@ type grpcUpstream struct {
 	ended   chan error
 }
 
-func startGRPCUpstream(t *testing.T) *grpcUpstream {
+func startGRPCUpstream(t testing.TB) *grpcUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,7 +126,7 @@ func (u *grpcUpstream) hang(_ any, ss grpc.ServerStream) error {
 
 // grpcClusters builds real clusters: "grpc" (HTTP/2, h2c) and "h1"
 // (HTTP/1.1) to the server, and "down" (HTTP/2) to a closed port.
-func grpcClusters(t *testing.T, addr string) cluster.Set {
+func grpcClusters(t testing.TB, addr string) cluster.Set {
 	t.Helper()
 	ps := cluster.NewPools()
 	set := cluster.Set{}
@@ -504,4 +504,24 @@ func answer(f filter.Factory, x *filter.Exchange) error {
 		return errors.New("the plugin did not answer")
 	}
 	return nil
+}
+
+// BenchmarkGRPCUnary measures a request that a plugin answers after one
+// unary gRPC call (grpc.health.v1.Health/Check to a local grpc-go server
+// over h2c): the request's wait for the call, the call, and its callback.
+func BenchmarkGRPCUnary(b *testing.B) {
+	u := startGRPCUpstream(b)
+	m := newTestManager(b, func(o *Options) { o.Upstreams = grpcClusters(b, u.addr) })
+	set := prepare(b, m, testPlugin("grpc", "grpccall", func(p *config.Plugin) {
+		p.PoolSize = 1
+		p.AllowedClusters = []string{"grpc"}
+	}))
+	f := factoryOf(b, set, "grpc")
+	b.ReportAllocs()
+	for b.Loop() {
+		x := newExchange("http://example.com/unary?cluster=grpc&service=grpc.health.v1.Health&method=Check&svc=svc-a&timeout=5000")
+		if err := answer(f, x); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
