@@ -248,6 +248,12 @@ func TestGRPCStream(t *testing.T) {
 	if got != want {
 		t.Errorf("transcript:\n%s\nwant:\n%s", got, want)
 	}
+	// No message, the sending side closed with proxy_grpc_close.
+	got = ask(t, f, "/stream?cluster=grpc&service=wasmgate.test.Echo&method=Chat&n=0")
+	want = "initial x-hello=world x-token-seen=abc\ntrailing x-count=0\nclose ok"
+	if got != want {
+		t.Errorf("closed at once:\n%s\nwant:\n%s", got, want)
+	}
 	got = ask(t, f, "/stream?cluster=grpc&service=wasmgate.test.Echo&method=Nope&n=1")
 	if !strings.HasSuffix(got, "close grpc status 12: unknown method Nope for service wasmgate.test.Echo") {
 		t.Errorf("unknown method: %q", got)
