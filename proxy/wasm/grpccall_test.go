@@ -23,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
 // rawCodec is the gRPC server's codec: protobuf messages (the health
@@ -528,6 +529,101 @@ func BenchmarkGRPCUnary(b *testing.B) {
 		x := newExchange("http://example.com/unary?cluster=grpc&service=grpc.health.v1.Health&method=Check&svc=svc-a&timeout=5000")
 		if err := answer(f, x); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestGRPCTokens checks the statuses of proxy_grpc_send, _cancel and
+// _close for each kind of token, as Envoy answers them, on a call made
+// through the host functions themselves.
+func TestGRPCTokens(t *testing.T) {
+	u := startGRPCUpstream(t)
+	m, _ := startGRPCPlugin(t, grpcClusters(t, u.addr))
+	set := prepare(t, m, testPlugin("raw", "minimal", func(p *config.Plugin) {
+		p.PoolSize = 1
+		p.AllowedClusters = []string{"grpc"}
+	}))
+	x := newExchange("http://example.com/")
+	st, err := factoryOf(t, set, "raw").NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.(*stream)
+	defer s.Done(x)
+	in := s.in
+	hostCall := func(fn func(*instance, []uint64) abi.Status, args ...uint64) abi.Status {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.enterStream(s)
+		defer in.leave()
+		return fn(in, args)
+	}
+	const base = 0x8000
+	write := func(off uint32, b []byte) {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if !in.mem.Write(base+off, b) {
+			t.Fatal("writing guest memory")
+		}
+	}
+	write(0, []byte("grpc"))
+	write(16, []byte("wasmgate.test.Echo"))
+	write(48, []byte("Hang"))
+	token := func() uint32 {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		v, _ := in.mem.ReadUint32Le(base + 64)
+		return v
+	}
+	if st := hostCall(hostGRPCCall, base, 4, base+16, 18, base+48, 4, 0, 0, 0, 0, 0, base+64); st != abi.StatusOK {
+		t.Fatalf("proxy_grpc_call: %v", st)
+	}
+	call := token()
+	if st := hostCall(hostGRPCStream, base, 4, base+16, 18, base+48, 4, 0, 0, base+64); st != abi.StatusOK {
+		t.Fatalf("proxy_grpc_stream: %v", st)
+	}
+	strm := token()
+	if call&3 != 1 || strm&3 != 2 {
+		t.Fatalf("tokens %d, %d", call, strm)
+	}
+	for range 2 {
+		select {
+		case <-u.started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the call and the stream never reached the server")
+		}
+	}
+	tests := []struct {
+		name string
+		fn   func(*instance, []uint64) abi.Status
+		args []uint64
+		want abi.Status
+	}{
+		{"send on a call", hostGRPCSend, []uint64{uint64(call), base, 1, 0}, abi.StatusBadArgument},
+		{"send on an HTTP call's token", hostGRPCSend, []uint64{4, base, 1, 0}, abi.StatusBadArgument},
+		{"send on an unknown stream", hostGRPCSend, []uint64{uint64(strm) + 400, base, 1, 0}, abi.StatusNotFound},
+		{"send with end", hostGRPCSend, []uint64{uint64(strm), base, 1, 1}, abi.StatusOK},
+		{"send after the end", hostGRPCSend, []uint64{uint64(strm), base, 1, 0}, abi.StatusBadArgument},
+		{"cancel an HTTP call's token", hostGRPCCancel, []uint64{8}, abi.StatusBadArgument},
+		{"cancel an unknown call", hostGRPCCancel, []uint64{uint64(call) + 400}, abi.StatusNotFound},
+		{"close the call", hostGRPCClose, []uint64{uint64(call)}, abi.StatusOK},
+		{"close it again", hostGRPCClose, []uint64{uint64(call)}, abi.StatusNotFound},
+		{"cancel the stream", hostGRPCCancel, []uint64{uint64(strm)}, abi.StatusOK},
+		{"cancel it again", hostGRPCCancel, []uint64{uint64(strm)}, abi.StatusNotFound},
+	}
+	for _, tt := range tests {
+		if got := hostCall(tt.fn, tt.args...); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	for range 2 {
+		select {
+		case err := <-u.ended:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("the server saw %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the server never saw the call and the stream end")
 		}
 	}
 }
