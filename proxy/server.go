@@ -156,6 +156,18 @@ func (s *Server) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Resp
 
 var _ filter.Upstreams = (*Server)(nil)
 
+// StreamCluster implements filter.StreamUpstreams against the live
+// snapshot, for the gRPC calls and streams that filters open.
+func (s *Server) StreamCluster(name string) (filter.StreamCluster, error) {
+	snap := s.snap.Load()
+	if snap == nil {
+		return nil, fmt.Errorf("%w %q: no configuration yet", filter.ErrUnknownCluster, name)
+	}
+	return snap.Clusters.StreamCluster(name)
+}
+
+var _ filter.StreamUpstreams = (*Server)(nil)
+
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 

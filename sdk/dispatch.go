@@ -252,6 +252,9 @@ func onLog(id uint32) {
 
 func onDelete(id uint32) {
 	if r := streams.del(id); r != nil {
+		if len(grpcPending) > 0 {
+			dropGRPC(r)
+		}
 		if len(calls) > 0 {
 			for k, c := range calls {
 				if c.stream == r {

@@ -8,10 +8,13 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -338,6 +341,44 @@ func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	return e.pool.client.DoTimeout(req, resp, timeout)
 }
 
+// Stream implements filter.StreamCluster: it opens a streaming exchange
+// with an endpoint of an HTTP/2 cluster.
+func (c *Cluster) Stream(ctx context.Context, req *fasthttp.Request, body io.Reader, resp *fasthttp.Response) (io.ReadCloser, error) {
+	hs := c.hosts.Load()
+	if hs.lb == nil {
+		return nil, ErrNoEndpoint
+	}
+	i := hs.lb.Pick(0)
+	if i < 0 {
+		return nil, ErrNoEndpoint
+	}
+	e := hs.eps[i]
+	if e.pool.h2 == nil {
+		return nil, fmt.Errorf("cluster %q: %w", c.Name, filter.ErrNotHTTP2)
+	}
+	e.pool.requests.Add(1)
+	e.pool.active.Add(1)
+	rc, err := e.pool.h2.stream(ctx, req, body, resp)
+	if err != nil || rc == http.NoBody {
+		e.pool.active.Add(-1)
+		return rc, err
+	}
+	return &activeStream{ReadCloser: rc, active: &e.pool.active}, nil
+}
+
+// activeStream counts a stream among its endpoint's active requests until
+// it is closed.
+type activeStream struct {
+	io.ReadCloser
+	active *atomic.Int64
+	once   sync.Once
+}
+
+func (s *activeStream) Close() error {
+	s.once.Do(func() { s.active.Add(-1) })
+	return s.ReadCloser.Close()
+}
+
 // ErrNoEndpoint is returned when a cluster has no endpoint to send to.
 var ErrNoEndpoint = errors.New("no endpoint available")
 
@@ -354,4 +395,18 @@ func (s Set) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response
 		return fmt.Errorf("%w %q", filter.ErrUnknownCluster, cluster)
 	}
 	return c.Call(req, resp, timeout)
+}
+
+var _ filter.StreamUpstreams = Set(nil)
+
+// StreamCluster implements filter.StreamUpstreams.
+func (s Set) StreamCluster(name string) (filter.StreamCluster, error) {
+	c, ok := s[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", filter.ErrUnknownCluster, name)
+	}
+	if c.cfg.Protocol != config.ProtocolHTTP2 {
+		return nil, fmt.Errorf("cluster %q: %w", name, filter.ErrNotHTTP2)
+	}
+	return c, nil
 }

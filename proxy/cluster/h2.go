@@ -90,29 +90,7 @@ func (c *h2Conn) Close() error {
 func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &h2Exchange{cancel: cancel}
-	hr := &http.Request{
-		Method:     string(req.Header.Method()),
-		URL:        &url.URL{Scheme: c.scheme, Host: c.addr, Opaque: string(req.RequestURI())},
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     make(http.Header, 8),
-		Host:       string(req.Header.Host()),
-	}
-	grpc := false
-	for k, v := range req.Header.All() {
-		switch {
-		case hopByHop(k):
-			continue
-		case len(k) == 12 && bytes.EqualFold(k, []byte("content-type")):
-			grpc = bytes.HasPrefix(v, []byte("application/grpc"))
-		}
-		name := string(k)
-		hr.Header[name] = append(hr.Header[name], string(v))
-	}
-	if grpc {
-		// gRPC needs trailers, and says so.
-		hr.Header["Te"] = []string{"trailers"}
-	}
+	hr := c.newRequest(req)
 	n := req.Header.ContentLength()
 	switch {
 	case req.IsBodyStream():
@@ -160,6 +138,107 @@ func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 	resp.SetBodyStream(x, int(res.ContentLength))
 	*s = Body{resp: resp, active: true}
 	return nil
+}
+
+// newRequest converts req's request line and headers for the transport.
+func (c *h2Client) newRequest(req *fasthttp.Request) *http.Request {
+	hr := &http.Request{
+		Method:     string(req.Header.Method()),
+		URL:        &url.URL{Scheme: c.scheme, Host: c.addr, Opaque: string(req.RequestURI())},
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     make(http.Header, 8),
+		Host:       string(req.Header.Host()),
+	}
+	grpc := false
+	for k, v := range req.Header.All() {
+		switch {
+		case hopByHop(k):
+			continue
+		case len(k) == 12 && bytes.EqualFold(k, []byte("content-type")):
+			grpc = bytes.HasPrefix(v, []byte("application/grpc"))
+		}
+		name := string(k)
+		hr.Header[name] = append(hr.Header[name], string(v))
+	}
+	if grpc {
+		// gRPC needs trailers, and says so.
+		hr.Header["Te"] = []string{"trailers"}
+	}
+	return hr
+}
+
+// stream opens an exchange whose request body is read from body as the
+// transport sends it, for gRPC calls that filters make
+// (filter.StreamCluster).
+func (c *h2Client) stream(ctx context.Context, req *fasthttp.Request, body io.Reader, resp *fasthttp.Response) (io.ReadCloser, error) {
+	hr := c.newRequest(req)
+	rc, ok := body.(io.ReadCloser)
+	if !ok {
+		rc = io.NopCloser(body)
+	}
+	hr.Body, hr.ContentLength = rc, -1
+	if br, ok := body.(*bytes.Reader); ok {
+		hr.ContentLength = int64(br.Len())
+	}
+	res, err := c.tr.RoundTrip(hr.WithContext(ctx))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true)
+	resp.SetStatusCode(res.StatusCode)
+	for k, vs := range res.Header {
+		for _, v := range vs {
+			resp.Header.Add(k, v)
+		}
+	}
+	if res.Body == http.NoBody {
+		return http.NoBody, nil
+	}
+	s := &h2Stream{res: res, resp: resp}
+	// The transport watches ctx only until the response headers, and
+	// again once it has sent the whole body: in between, closing the
+	// response body is what resets the stream.
+	s.stop = context.AfterFunc(ctx, func() { _ = res.Body.Close() })
+	return s, nil
+}
+
+// h2Stream is the response body of a stream opened for a filter.
+type h2Stream struct {
+	res  *http.Response
+	resp *fasthttp.Response
+	stop func() bool
+}
+
+// Read reads the body; at its end the response's trailers are added to
+// resp.Header as trailers.
+func (s *h2Stream) Read(p []byte) (int, error) {
+	n, err := s.res.Body.Read(p)
+	if err == io.EOF {
+		addTrailers(s.resp, s.res.Trailer)
+	}
+	return n, err
+}
+
+// Close ends the exchange: a stream still open is reset.
+func (s *h2Stream) Close() error {
+	s.stop()
+	return s.res.Body.Close()
+}
+
+func addTrailers(resp *fasthttp.Response, tr http.Header) {
+	for k, vs := range tr {
+		if resp.Header.AddTrailer(k) != nil {
+			continue
+		}
+		for _, v := range vs {
+			resp.Header.Add(k, v)
+		}
+	}
 }
 
 // call sends a request made by a filter and reads the whole response.
@@ -217,14 +296,7 @@ type h2Exchange struct {
 func (x *h2Exchange) Read(p []byte) (int, error) {
 	n, err := x.res.Body.Read(p)
 	if err == io.EOF {
-		for k, vs := range x.res.Trailer {
-			if x.resp.Header.AddTrailer(k) != nil {
-				continue
-			}
-			for _, v := range vs {
-				x.resp.Header.Add(k, v)
-			}
-		}
+		addTrailers(x.resp, x.res.Trailer)
 	}
 	return n, err
 }

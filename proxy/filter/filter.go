@@ -16,6 +16,9 @@
 package filter
 
 import (
+	"context"
+	"errors"
+	"io"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -102,3 +105,33 @@ type Upstreams interface {
 	// that does not exist.
 	Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error
 }
+
+// StreamUpstreams is implemented by Upstreams whose clusters also carry
+// exchanges that stream both ways: the gRPC calls and streams that filters
+// open (proxy_grpc_call, proxy_grpc_stream).
+type StreamUpstreams interface {
+	// StreamCluster returns the named cluster of the live configuration.
+	// It returns ErrUnknownCluster for a cluster that does not exist and
+	// ErrNotHTTP2 for one whose endpoints are not reached over HTTP/2.
+	StreamCluster(name string) (StreamCluster, error)
+}
+
+// StreamCluster opens streaming exchanges with the endpoints of one
+// cluster. It is safe for concurrent use.
+type StreamCluster interface {
+	// Stream sends req's headers to an endpoint, then body, which the
+	// transport reads on a goroutine of its own until io.EOF (a body
+	// that is also an io.Closer is closed when the exchange no longer
+	// needs it). It returns once the response headers have arrived in
+	// resp (status and headers; resp's body is unused). The returned
+	// body streams the response: at its io.EOF the response's trailers
+	// are added to resp.Header as trailers. A response that ended with
+	// its headers returns http.NoBody. Cancelling ctx ends the exchange,
+	// resetting the stream if it is still open; so does closing the
+	// body. The caller must close the body.
+	Stream(ctx context.Context, req *fasthttp.Request, body io.Reader, resp *fasthttp.Response) (io.ReadCloser, error)
+}
+
+// ErrNotHTTP2 is returned by StreamUpstreams.StreamCluster for a cluster
+// whose protocol is not http2: gRPC needs HTTP/2.
+var ErrNotHTTP2 = errors.New("cluster protocol is not http2")

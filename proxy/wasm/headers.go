@@ -87,7 +87,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 			return abi.StatusNotFound
 		}
 	case abi.MapGRPCCallInitialMetadata, abi.MapGRPCCallTrailingMetadata:
-		return abi.StatusNotFound
+		return in.collectGRPC(mt)
 	default:
 		return abi.StatusBadArgument
 	}
@@ -236,7 +236,7 @@ func hostGetHeaderMapValue(in *instance, a []uint64) abi.Status {
 		}
 		v, found = in.responseValue(c.resp, key)
 	case abi.MapGRPCCallInitialMetadata, abi.MapGRPCCallTrailingMetadata:
-		return abi.StatusNotFound
+		v, found = in.grpcMetaValue(mt, key)
 	default:
 		return abi.StatusBadArgument
 	}

@@ -50,11 +50,11 @@ var hostFuncs = []hostFunc{
 	{"proxy_send_local_response", 8, -1, hostSendLocalResponse},
 
 	{"proxy_http_call", 10, -1, hostHTTPCall},
-	{"proxy_grpc_call", 12, -1, hostUnimplemented},
-	{"proxy_grpc_stream", 9, -1, hostUnimplemented},
-	{"proxy_grpc_send", 4, -1, hostUnimplemented},
-	{"proxy_grpc_cancel", 1, -1, hostUnimplemented},
-	{"proxy_grpc_close", 1, -1, hostUnimplemented},
+	{"proxy_grpc_call", 12, -1, hostGRPCCall},
+	{"proxy_grpc_stream", 9, -1, hostGRPCStream},
+	{"proxy_grpc_send", 4, -1, hostGRPCSend},
+	{"proxy_grpc_cancel", 1, -1, hostGRPCCancel},
+	{"proxy_grpc_close", 1, -1, hostGRPCClose},
 
 	{"proxy_set_shared_data", 5, -1, hostSetSharedData},
 	{"proxy_get_shared_data", 5, -1, hostGetSharedData},
@@ -265,6 +265,9 @@ func hostSendLocalResponse(in *instance, a []uint64) abi.Status {
 }
 
 func hostGetStatus(in *instance, a []uint64) abi.Status {
+	if st, ok := in.grpcStatus(a); ok {
+		return st
+	}
 	c := in.callResp
 	if c == nil {
 		return abi.StatusNotFound

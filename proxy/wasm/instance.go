@@ -75,6 +75,7 @@ type instance struct {
 	ticks    map[uint32]*ticker
 	calls    map[uint32]*httpCall
 	nextCall uint32
+	grpc     grpcState
 }
 
 type kv struct{ k, v []byte }

@@ -73,6 +73,20 @@ type liveUpstreams struct {
 
 func (u *liveUpstreams) set(up filter.Upstreams) { u.p.Store(&up) }
 
+// StreamCluster implements filter.StreamUpstreams when the proxy's
+// upstreams do.
+func (u *liveUpstreams) StreamCluster(name string) (filter.StreamCluster, error) {
+	p := u.p.Load()
+	if p == nil {
+		return nil, fmt.Errorf("%w %q: the proxy has no configuration yet", filter.ErrUnknownCluster, name)
+	}
+	su, ok := (*p).(filter.StreamUpstreams)
+	if !ok {
+		return nil, errNoStreams
+	}
+	return su.StreamCluster(name)
+}
+
 func (u *liveUpstreams) Call(cluster string, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
 	p := u.p.Load()
 	if p == nil {

@@ -422,8 +422,10 @@ func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) 
 			return nil, nil, abi.StatusNotFound
 		}
 		return in.pluginConfig, nil, abi.StatusOK
-	case abi.BufferDownstreamData, abi.BufferUpstreamData,
-		abi.BufferGRPCCallMessage, abi.BufferForeignFunctionArgs:
+	case abi.BufferGRPCCallMessage:
+		b, st := in.grpcMessage()
+		return b, nil, st
+	case abi.BufferDownstreamData, abi.BufferUpstreamData, abi.BufferForeignFunctionArgs:
 		return nil, nil, abi.StatusNotFound
 	}
 	return nil, nil, abi.StatusBadArgument

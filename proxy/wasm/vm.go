@@ -536,8 +536,8 @@ func (v *vm) sweep() {
 var errRetired = errors.New("instance retired from an idle pool")
 
 // retireIdle closes the instances idle for longer than the manager's
-// idleAfter, keeping one live instance. An instance with HTTP calls in
-// flight stays.
+// idleAfter, keeping one live instance. An instance with HTTP calls, or
+// gRPC calls or streams, in flight stays.
 func (v *vm) retireIdle() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -561,7 +561,7 @@ func (v *vm) retireIdle() {
 			continue
 		}
 		in.mu.Lock()
-		if len(in.calls) > 0 {
+		if len(in.calls) > 0 || len(in.grpc.calls) > 0 {
 			in.mu.Unlock()
 			in.retired.Store(false)
 			continue
