@@ -116,17 +116,6 @@ func jsonDuration(b []byte, key string, d time.Duration) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// plain8 reports whether none of the eight bytes of x needs escaping or a
-// look as UTF-8: none is below 0x20, a double quote, a backslash or
-// 0x80 and above. (The tests for a zero byte, x-0x01.. & ^x & 0x80..,
-// may flag a byte above a flagged one, never miss one.)
-func plain8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	quote, backslash := x^(ones*'"'), x^(ones*'\\')
-	low := (x - ones*0x20) & ^x
-	return (low|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs == 0
-}
-
 // jsonPlain says which bytes go into a JSON string as they are: printable
 // ASCII but the double quote and the backslash.
 var jsonPlain = func() (t [256]bool) {

@@ -111,8 +111,6 @@ func instantiateEnv(ctx context.Context, rt wazero.Runtime) error {
 
 func u32(v uint64) uint32 { return api.DecodeU32(v) }
 
-func hostUnimplemented(*instance, []uint64) abi.Status { return abi.StatusUnimplemented }
-
 func hostCallForeignFunction(*instance, []uint64) abi.Status { return abi.StatusNotFound }
 
 func hostLog(in *instance, a []uint64) abi.Status {
