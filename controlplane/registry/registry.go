@@ -230,6 +230,12 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 		return fmt.Errorf("granting lease: %w", err)
 	}
 	defer func() {
+		if ctx.Err() == nil {
+			// Lost, not stopped: the lease is gone or goes with its TTL,
+			// and a revoke would only hold up Run's word of the loss
+			// while etcd does not answer.
+			return
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		p.cli.Revoke(rctx, lease.ID)
 		cancel()
@@ -254,6 +260,16 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 		return fmt.Errorf("keeping the lease alive: %w", err)
 	}
 	for {
+		// The lease's end first: a change waiting to be written (a write
+		// that failed is tried again) must not hold up word of it.
+		select {
+		case _, ok := <-ka:
+			if !ok {
+				return errors.New("the lease expired")
+			}
+			continue
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return nil
