@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -47,7 +48,33 @@ type Etcd struct {
 }
 
 // Start starts the member and waits until it serves.
+//
+// A port picked free (an empty address or port 0) must be known before
+// the member starts, so it is found by listening and closing, and another
+// process may take it before etcd binds it. Start then picks again, a few
+// times, rather than fail.
 func Start(c Config) (*Etcd, error) {
+	picked := picksPort(c.ClientAddr) || picksPort(c.PeerAddr)
+	for attempt := 1; ; attempt++ {
+		e, err := start(c)
+		if err == nil || !picked || attempt == 5 || !inUse(err) {
+			return e, err
+		}
+	}
+}
+
+// picksPort reports whether addr leaves the port to be picked.
+func picksPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return addr == "" || err == nil && port == "0"
+}
+
+// inUse reports whether err is a listener's "address already in use".
+func inUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func start(c Config) (*Etcd, error) {
 	if c.Dir == "" {
 		return nil, fmt.Errorf("embedded etcd: a data directory is required")
 	}
