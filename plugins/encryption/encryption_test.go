@@ -124,9 +124,11 @@ func TestHeaderEncryption(t *testing.T) {
 		"encrypt_headers": ["x-echo-ssn", "x-card"], "decrypt_headers": ["x-echo-ssn", "x-echo-bad"]}`)
 	res := do(t, h, wasmtest.NewRequest("GET /", "x-echo-ssn", "123-45-6789", "x-card", "4111", "x-echo-bad", "enc:v1:k1:AAAA"))
 	up := res.Upstream.Header
-	for _, name := range []string{"x-echo-ssn", "x-card"} {
+	// The whole plain value must not show; a short piece of it may, by
+	// chance, in the base64 of the ciphertext.
+	for name, plain := range map[string]string{"x-echo-ssn": "123-45-6789", "x-card": "4111"} {
 		v := up.Get(name)
-		if !strings.HasPrefix(v, "enc:v1:k2:") || strings.Contains(v, "123") || strings.Contains(v, "4111") {
+		if !strings.HasPrefix(v, "enc:v1:k2:") || strings.Contains(v, plain) {
 			t.Errorf("upstream %s = %q", name, v)
 		}
 	}
