@@ -73,6 +73,10 @@ var properties map[string]prop
 // propertyPrefixes serve every path under their first segment.
 var propertyPrefixes map[string]prop
 
+// propertyHeads holds the first segment of every path the host serves,
+// and of every prefix: a path under one of them belongs to the host.
+var propertyHeads map[string]bool
+
 func init() {
 	s := func(f func(c *propCtx) ([]byte, abi.Status)) prop { return prop{read: f, needsStream: true} }
 	tls := func(f func(c *propCtx, t *filter.TLSInfo) ([]byte, abi.Status)) prop {
@@ -246,6 +250,14 @@ func init() {
 			return metadataProperty(c, meta.clusters[c.x.Cluster])
 		}),
 	}
+	propertyHeads = make(map[string]bool, len(properties)+len(propertyPrefixes))
+	for k := range properties {
+		head, _, _ := strings.Cut(k, "\x00")
+		propertyHeads[head] = true
+	}
+	for k := range propertyPrefixes {
+		propertyHeads[k] = true
+	}
 }
 
 // property appends the value at path to in.scratch and returns it.
@@ -276,19 +288,8 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 // readOnly reports whether a property path belongs to the host (the
 // table's), which proxy_set_property may not write.
 func readOnly(path []byte) bool {
-	if _, ok := properties[string(path)]; ok {
-		return true
-	}
 	head, _, _ := bytes.Cut(path, []byte{0})
-	if _, ok := propertyPrefixes[string(head)]; ok {
-		return true
-	}
-	for k := range properties {
-		if h, _, _ := strings.Cut(k, "\x00"); h == string(head) {
-			return true
-		}
-	}
-	return false
+	return propertyHeads[string(head)]
 }
 
 func connAddr(c *propCtx, local bool, field string) ([]byte, abi.Status) {
