@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,4 +261,61 @@ spin:
 		t.Fatalf("fired after %v of CPU, before the budget of %v", used, d)
 	}
 	t.Logf("cut off after %v of CPU, %v of wall time (%d spins)", used, time.Since(start), spins)
+}
+
+// TestCheckDeadline drives the guard's check directly, as a guest's loop
+// would: a call that ends within half its budget of wall time never locks
+// its thread or reads the CPU clock; a call blocked past its budget (no
+// CPU used) is not cut off; and a call that spins is cut off after at
+// least its budget of CPU and at most one and a half.
+func TestCheckDeadline(t *testing.T) {
+	c := &callCtx{done: make(chan struct{})}
+	const d = 60 * time.Millisecond
+	var stack [1]uint64
+	check := func() bool { checkDeadline(c, stack[:]); return stack[0] != 0 }
+
+	for range 100 {
+		c.begin(d)
+		for range 3 {
+			if check() {
+				t.Fatal("a short call was cut off")
+			}
+		}
+		if c.counting {
+			t.Fatal("a short call counts its CPU time")
+		}
+		c.end(false)
+	}
+
+	c.begin(d)
+	check()
+	time.Sleep(3 * d) // blocked: past the checkpoint, little CPU used
+	for range 3 {
+		if check() {
+			t.Fatal("a blocked call was cut off")
+		}
+	}
+	c.end(false)
+
+	// The thread stays the test's, so that its CPU clock is the call's.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c.begin(d)
+	start := time.Now()
+	check()
+	cpu0 := threadCPU()
+	for !check() {
+		for range 1000 {
+			stack[0]++
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatal("a spinning call was never cut off")
+		}
+	}
+	used := time.Duration(threadCPU() - cpu0)
+	c.end(false)
+	if used < d || used > 3*d/2+10*time.Millisecond {
+		t.Fatalf("cut off after %v of CPU, want between %v and %v", used, d, 3*d/2)
+	}
+	t.Logf("cut off after %v of CPU, %v of wall time", used, time.Since(start))
 }

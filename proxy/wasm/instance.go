@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strconv"
 	"sync"
@@ -98,12 +99,15 @@ type callbacks struct {
 //
 // With stopInterrupt the guest itself calls checkDeadline (package guard's
 // import) every guard.Interval loop iterations. The first check of a call
-// locks the goroutine to its thread and reads the thread's CPU clock;
-// later checks compare the wall clock with a checkpoint before which the
-// budget cannot have been spent (a thread's CPU time never grows faster
-// than the wall clock), and read the CPU clock again only past it. A call
-// that never reaches a check costs no system call; a call in an endless
-// loop is cut off once its thread has used the budget.
+// reads the wall clock and sets a checkpoint half a budget ahead: before
+// it, the call cannot have used half its budget (a thread's CPU time never
+// grows faster than the wall clock), and checks read nothing but the wall
+// clock. Past it, a check locks the goroutine to its thread, reads the
+// thread's CPU clock and from then counts a whole budget of CPU time. A
+// call that ends before its checkpoint, nearly every call, costs no system
+// call and no clock read at its start or end; a call that ends past it
+// has had at least its budget of CPU time, and a call in an endless loop
+// is cut off after at most one and a half budgets.
 //
 // With stopWatch, a timer fires the context, whose Done channel closing
 // makes wazero close the module. Each call locks its thread and reads its
@@ -128,6 +132,7 @@ type callCtx struct {
 	budget   atomic.Int64 // CPU ns the running call may use
 	cpuStart atomic.Int64 // the thread's CPU clock when counting began
 	clock    atomic.Int32 // stopWatch: the CPU clock of the call's thread
+	checked  bool         // stopInterrupt: the call has made its first check
 	counting bool         // the call holds its thread and cpuStart is set
 	lastCPU  int64        // CPU ns used by the last call that counted
 	armed    atomic.Bool  // the timer is set, or its function is running
@@ -144,11 +149,14 @@ func monotonic() int64 { return int64(time.Since(clockBase)) }
 // on the goroutine that makes the call.
 func (c *callCtx) begin(d time.Duration) {
 	c.budget.Store(int64(d))
-	if c.timed {
-		c.countFromHere()
+	if !c.timed {
+		// No clock yet: the first check reads it (checkDeadline).
+		c.deadline.Store(math.MaxInt64)
+		return
 	}
+	c.countFromHere()
 	c.deadline.Store(monotonic() + int64(d))
-	if c.timed && c.armed.CompareAndSwap(false, true) {
+	if c.armed.CompareAndSwap(false, true) {
 		c.timer.Reset(d)
 	}
 }
@@ -168,6 +176,7 @@ func (c *callCtx) countFromHere() {
 // timer, whose next firing may be past the next call's deadline.
 func (c *callCtx) end(long bool) {
 	c.deadline.Store(0)
+	c.checked = false
 	if c.counting {
 		c.lastCPU = threadCPU() - c.cpuStart.Load()
 		c.counting = false
@@ -249,15 +258,19 @@ func checkDeadline(ctx context.Context, stack []uint64) {
 	if dl := c.deadline.Load(); dl != 0 {
 		now := monotonic()
 		switch {
+		case !c.checked:
+			// The first check of the call: until half a budget of wall
+			// time has passed, the call cannot have used half its budget.
+			c.checked = true
+			c.deadline.CompareAndSwap(dl, now+c.budget.Load()/2)
+		case now <= dl:
 		case !c.counting:
-			// The first check of the call: count from here. What ran
-			// before it (fewer than guard.Interval iterations) is not
-			// counted, so the checkpoint moves to a full budget ahead.
+			// Past the checkpoint: count the thread's CPU time from here,
+			// a whole budget. What ran before (at most half a budget, and
+			// the iterations since the last check) is not counted.
 			c.countFromHere()
-			if c.budget.Load() > 0 {
-				c.deadline.CompareAndSwap(dl, now+c.budget.Load())
-			}
-		case now > dl:
+			c.deadline.CompareAndSwap(dl, now+c.budget.Load())
+		default:
 			left := c.budget.Load() - (threadCPU() - c.cpuStart.Load())
 			if left <= 0 {
 				c.fire()
