@@ -23,12 +23,18 @@ type hotPath struct {
 
 func newHotPath(tb testing.TB, yaml string, method, uri, host string) *hotPath {
 	tb.Helper()
+	return newHotPathWith(tb, Options{}, yaml, method, uri, host)
+}
+
+// newHotPathWith is newHotPath with the server's options.
+func newHotPathWith(tb testing.TB, opts Options, yaml string, method, uri, host string) *hotPath {
+	tb.Helper()
 	cfg, err := config.Parse([]byte(yaml), "bench.yaml")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cfg.Listeners[0].Address = "127.0.0.1:0"
-	s := NewServer(Options{})
+	s := NewServer(opts)
 	if err := s.Apply(context.Background(), cfg, ""); err != nil {
 		tb.Fatal(err)
 	}
