@@ -48,18 +48,22 @@ const (
 // of the mesh. /call/NAME calls service NAME through its sidecar's
 // outbound listener; / answers its name and who called it.
 type meshDemoApp struct {
-	name     string
+	name string
+	ln   net.Listener
+	srv  *http.Server
+	port int
+	// outbound is set once, by serve, before the first request.
 	outbound string
-	srv      *http.Server
-	port     int
 }
 
-func startMeshDemoApp(name string, next ...string) (*meshDemoApp, error) {
+// newMeshDemoApp binds the app's port; it serves once serve is called,
+// with its sidecar's outbound address, and connections wait until then.
+func newMeshDemoApp(name string, next ...string) (*meshDemoApp, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	a := &meshDemoApp{name: name, port: l.Addr().(*net.TCPAddr).Port}
+	a := &meshDemoApp{name: name, ln: l, port: l.Addr().(*net.TCPAddr).Port}
 	hc := &http.Client{Timeout: 10 * time.Second}
 	call := func(w http.ResponseWriter, to string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+a.outbound+"/", nil)
@@ -85,22 +89,26 @@ func startMeshDemoApp(name string, next ...string) (*meshDemoApp, error) {
 		}
 		fmt.Fprintf(w, "%s (called by %s)\n", name, r.Header.Get(native.PeerIdentityHeader))
 	})}
-	go a.srv.Serve(l) //nolint:errcheck // ends with Close
 	return a, nil
 }
 
-func freeLoopback() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
+// serve starts serving, calling other services through outbound.
+func (a *meshDemoApp) serve(outbound string) {
+	a.outbound = outbound
+	go a.srv.Serve(a.ln) //nolint:errcheck // ends with close
+}
+
+func (a *meshDemoApp) close() {
+	_ = a.srv.Close()
+	_ = a.ln.Close()
 }
 
 // runUpMesh is `up --mesh`: a control plane with the mesh's CA and three
 // demo services, web -> orders -> payments, each with its own sidecar, in
-// this process on loopback addresses.
+// this process on loopback addresses. The apps' and sidecars' ports are
+// the kernel's picks at the binds of the sockets that serve them (port
+// 0), never ports found free beforehand, which another process could take
+// before the bind.
 func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap.Logger) error {
 	state := filepath.Join(dir, "mesh")
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -143,26 +151,19 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 		}
 	}()
 	for _, name := range []string{"payments", "orders", "web"} {
-		app, err := startMeshDemoApp(name, next[name]...)
+		app, err := newMeshDemoApp(name, next[name]...)
 		if err != nil {
 			return err
 		}
-		defer app.srv.Close()
+		defer app.close()
 		apps[name] = app
 		tok, _, err := cp.CA.CreateToken(ctx, "default", name, time.Minute, 1, "wasmgate up")
 		if err != nil {
 			return err
 		}
-		in, err := freeLoopback()
-		if err != nil {
-			return err
-		}
-		if app.outbound, err = freeLoopback(); err != nil {
-			return err
-		}
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		l, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
-			Settings:     sidecar.Settings{Service: name, AppPort: app.port, Inbound: in, Outbound: app.outbound, Calls: calls[name]},
+			Settings:     sidecar.Settings{Service: name, AppPort: app.port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
 			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok, TTL: 5 * time.Second,
 			Logger: log.Named("sidecar"),
 		})
@@ -171,6 +172,7 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 			return fmt.Errorf("starting %s's sidecar: %w", name, err)
 		}
 		sidecars = append(sidecars, l)
+		app.serve(l.Settings.Outbound)
 	}
 
 	web := fmt.Sprintf("http://127.0.0.1:%d", apps["web"].port)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +31,9 @@ func (s *syncBuffer) String() string {
 }
 
 // TestUpMesh: `up --mesh` prints an allowed call through two sidecars, a
-// denied one, and the ctl command that changes the policy.
+// denied one, and the ctl command that changes the policy. The sidecars'
+// addresses it prints are the ones their sockets were bound at (port 0),
+// served while it runs.
 func TestUpMesh(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -44,6 +48,24 @@ func TestUpMesh(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("up --mesh printed no banner in 60 s:\n%s", out.String())
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	printed := regexp.MustCompile(`(?m)^  (\S+) +app \S+  inbound (\S+) \(mTLS\)  outbound (\S+)  spiffe://`).FindAllStringSubmatch(out.String(), -1)
+	if len(printed) != 3 {
+		t.Errorf("want 3 sidecars in the banner, got %d:\n%s", len(printed), out.String())
+	}
+	for _, m := range printed {
+		for _, addr := range m[2:] {
+			if _, port, _ := net.SplitHostPort(addr); port == "0" || port == "" {
+				t.Errorf("%s: printed %q, not a bound address", m[1], addr)
+				continue
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Errorf("%s: nothing serves %s: %v", m[1], addr, err)
+				continue
+			}
+			c.Close()
 		}
 	}
 	cancel()

@@ -46,7 +46,7 @@ func TestGRPCThroughSidecars(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
-			Settings:     sidecar.Settings{Service: name, AppPort: port, Protocol: protocol, Inbound: freeAddr(t), Outbound: freeAddr(t), Calls: calls},
+			Settings:     sidecar.Settings{Service: name, AppPort: port, Protocol: protocol, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls},
 			ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: m.cp.Client, TTL: 2 * time.Second,
 		})
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +23,12 @@ import (
 // LocalOptions configure a sidecar run inside this process with a proxy
 // of its own: `wasmgate up --mesh` runs several so, and tests do.
 type LocalOptions struct {
-	// Settings are the sidecar's; they are normalised here.
+	// Settings are the sidecar's; they are normalised here. Inbound and
+	// Outbound may have port 0: the proxy binds them to ports the kernel
+	// picks as it makes the sockets, so no other process can take a port
+	// between its pick and the bind, and an inbound of port 0 with no
+	// Announce announces its bound address. Local.Settings has the
+	// addresses as bound.
 	Settings Settings
 	// ControlPlane is the API's https URL; Roots its trust bundle (PEM);
 	// JoinToken gets the first certificate.
@@ -62,7 +69,7 @@ type Local struct {
 func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	s := o.Settings
 	s.Normalize()
-	if err := s.Validate(); err != nil {
+	if err := s.validate(true); err != nil {
 		return nil, err
 	}
 	log := o.Logger
@@ -122,6 +129,15 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 			l.TCP.Close()
 		}
 	}()
+	// The listeners keep their sockets across reloads: the addresses
+	// bound now are the sidecar's for its life.
+	in := l.Server.Addr(InboundListener)
+	if s.Protocol == ProtocolTCP {
+		in = l.TCP.InboundAddr()
+	}
+	s.Inbound, s.Announce = boundAddr(s.Inbound, in), boundAddr(s.Announce, in)
+	s.Outbound = boundAddr(s.Outbound, l.Server.Addr(OutboundListener))
+	l.Settings = s
 	if o.Unregistered {
 		close(l.regDone)
 	} else {
@@ -153,6 +169,18 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	}
 	ok = true
 	return l, nil
+}
+
+// boundAddr is addr with the port of the socket bound for it when addr
+// leaves the port to the kernel (port 0); addr otherwise, its host kept
+// as given.
+func boundAddr(addr string, bound net.Addr) string {
+	host, port, err := net.SplitHostPort(addr)
+	a, ok := bound.(*net.TCPAddr)
+	if err != nil || port != "0" || !ok {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(a.Port))
 }
 
 // Close deregisters the inbound address, then drains the proxy for up to

@@ -134,7 +134,12 @@ func (s *Settings) Normalize() {
 
 // Validate checks normalised settings; every error names its field under
 // "sidecar.".
-func (s *Settings) Validate() error {
+func (s *Settings) Validate() error { return s.validate(false) }
+
+// validate is Validate. With announceBound, an Announce of port 0 that is
+// the Inbound itself passes: the caller binds the inbound in this process
+// and announces the port the kernel gives it (StartLocal).
+func (s *Settings) validate(announceBound bool) error {
 	var errs config.Errors
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &config.FieldError{Path: "sidecar." + field, Msg: fmt.Sprintf(format, args...)})
@@ -182,7 +187,7 @@ func (s *Settings) Validate() error {
 	if h, p, err := net.SplitHostPort(s.Announce); err == nil {
 		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
 			add("announce", "%q is a wildcard that peers cannot dial; give the address peers reach", s.Announce)
-		} else if p == "0" {
+		} else if p == "0" && !(announceBound && s.Announce == s.Inbound) {
 			add("announce", "%q needs a fixed port", s.Announce)
 		}
 	}

@@ -52,6 +52,10 @@ func TestSettingsValidate(t *testing.T) {
 		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
 		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},
 		{"announce given", func(s *sidecar.Settings) { s.Inbound, s.Announce = "0.0.0.0:15006", "10.0.0.7:15006" }, ""},
+		// Only StartLocal, which binds the inbound itself, announces the
+		// port an inbound of port 0 gets.
+		{"inbound of port 0", func(s *sidecar.Settings) { s.Inbound = "127.0.0.1:0" }, "sidecar.announce: \"127.0.0.1:0\" needs a fixed port"},
+		{"port 0 with an announce", func(s *sidecar.Settings) { s.Inbound, s.Announce = "0.0.0.0:0", "10.0.0.7:15006" }, ""},
 		{"bad outbound", func(s *sidecar.Settings) { s.Outbound = "15001" }, "sidecar.outbound: \"15001\" is not host:port"},
 		{"bad call", func(s *sidecar.Settings) { s.Calls = []string{"10.0.0.1"} }, "sidecar.calls[0]: \"10.0.0.1\" is not a service name"},
 		{"same call twice", func(s *sidecar.Settings) { s.Calls = []string{"payments", "payments.default.svc"} }, "sidecar.calls[1]: \"payments.default.svc\" names the same service as calls[0]"},

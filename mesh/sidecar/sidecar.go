@@ -62,7 +62,9 @@ type Source interface {
 
 // Options configure a Sidecar.
 type Options struct {
-	// Settings must be normalised and valid.
+	// Settings must be normalised and valid. Announce is the
+	// registration's, not the sidecar's: an inbound of port 0, announced
+	// once bound (StartLocal), passes as its own announce.
 	Settings Settings
 	// TrustDomain is the mesh's, for the identities expected of peers.
 	TrustDomain string
@@ -110,7 +112,7 @@ func New(o Options) (*Sidecar, error) {
 	if o.Proxy == nil || o.Guard == nil || o.Source == nil {
 		return nil, errors.New("sidecar: Proxy, Guard and Source are required")
 	}
-	if err := o.Settings.Validate(); err != nil {
+	if err := o.Settings.validate(true); err != nil {
 		return nil, err
 	}
 	if o.Debounce <= 0 {

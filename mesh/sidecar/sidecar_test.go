@@ -28,26 +28,18 @@ import (
 
 const adminToken = "sidecar-test-admin-0123456789"
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // app is a plain HTTP server that knows nothing of the mesh. /call?to=X
 // calls service X through its sidecar's outbound listener, with the
 // headers given as hdr=NAME:VALUE; anything else answers its name and the
-// peer identity its sidecar saw.
-func app(t testing.TB, name, outbound string) int {
+// peer identity its sidecar saw. It binds its port at once and serves
+// once serve has its sidecar's outbound address.
+func app(t testing.TB, name string) (port int, serve func(outbound string)) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var outbound string
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,9 +63,11 @@ func app(t testing.TB, name, outbound string) int {
 		}
 		fmt.Fprintf(w, "%s (called by %s)", name, r.Header.Get(native.PeerIdentityHeader))
 	})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close(); tr.CloseIdleConnections() })
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { srv.Close(); l.Close(); tr.CloseIdleConnections() })
+	return l.Addr().(*net.TCPAddr).Port, func(out string) {
+		outbound = out
+		go srv.Serve(l)
+	}
 }
 
 type mesh struct {
@@ -115,11 +109,10 @@ func startMesh(t testing.TB) *mesh {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := freeAddr(t)
-		in := freeAddr(t)
-		m.apps[name] = app(t, name, out)
+		port, serve := app(t, name)
+		m.apps[name] = port
 		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
-			Settings:     sidecar.Settings{Service: name, AppPort: m.apps[name], Inbound: in, Outbound: out, Calls: calls[name]},
+			Settings:     sidecar.Settings{Service: name, AppPort: port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
 			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: 2 * time.Second,
 		})
 		if err != nil {
@@ -127,6 +120,7 @@ func startMesh(t testing.TB) *mesh {
 		}
 		t.Cleanup(func() { l.Close(5 * time.Second) })
 		m.sidecar[name] = l
+		serve(l.Settings.Outbound)
 	}
 	return m
 }
@@ -273,10 +267,9 @@ func TestLoopbackMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	roots, _ := os.ReadFile(m.cp.BundlePath())
-	gwOut := freeAddr(t)
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	gw, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
-		Settings:     sidecar.Settings{Service: "gateway", AppPort: 1, Inbound: freeAddr(t), Outbound: gwOut, OutboundPolicy: sidecar.AllowAny},
+		Settings:     sidecar.Settings{Service: "gateway", AppPort: 1, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", OutboundPolicy: sidecar.AllowAny},
 		ControlPlane: m.cp.APIURL(), Roots: roots, JoinToken: tok.Token, Unregistered: true,
 	})
 	scancel()
@@ -284,7 +277,7 @@ func TestLoopbackMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gw.Close(time.Second)
-	req, _ := http.NewRequest(http.MethodGet, "http://"+gwOut+"/out", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+gw.Settings.Outbound+"/out", nil)
 	req.Host = ol.Addr().String()
 	if resp, err := http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
