@@ -23,20 +23,24 @@ type openRun struct {
 	duration    time.Duration
 	warmup      time.Duration
 	url         string
+	headers     []string // extra request headers, "Name: value"
 	// saveTo, if set, receives the report as printed, for inspection.
 	saveTo string
 }
 
 func (o openRun) argv() []string {
-	return pinned(o.cpu, o.nice,
+	argv := pinned(o.cpu, o.nice,
 		o.bin, "bench",
 		"-o", "json", "-q",
 		"-c", strconv.Itoa(o.connections),
 		"--rate", strconv.FormatFloat(o.rate, 'f', -1, 64),
 		"-d", o.duration.String(),
 		"--warmup", o.warmup.String(),
-		o.url,
 	)
+	for _, h := range o.headers {
+		argv = append(argv, "-H", h)
+	}
+	return append(argv, o.url)
 }
 
 // openResult is the part of `wasmgate bench -o json` the suite reads.

@@ -51,6 +51,14 @@ type results struct {
 	PairedWarmup   string   `json:"paired_warmup,omitempty"`
 	PairedFailed   string   `json:"paired_failed,omitempty"`
 	Paired         []sample `json:"paired,omitempty"`
+	// The filters' paired phase, with the same cycles and lengths: its
+	// runs at saturation (wrk) and at the fixed PairedRate (wasmgate
+	// bench), the filter scenarios and nginx, Round being the cycle.
+	PairedFilters       []sample `json:"paired_filters,omitempty"`
+	PairedFixed         []sample `json:"paired_fixed,omitempty"`
+	PairedRate          float64  `json:"paired_rate,omitempty"`
+	PairedRateSkipped   string   `json:"paired_rate_skipped,omitempty"`
+	PairedFiltersFailed string   `json:"paired_filters_failed,omitempty"`
 }
 
 type scenarioInfo struct {
