@@ -267,13 +267,13 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 	w("Two measures of what the filters cost, and why both:\n\n")
 	w("- **At saturation** (wrk, closed loop) every set runs as fast as it can: **req/s vs no filter** is the throughput the target is about. " +
 		"But its **proxy CPU µs/req over no filter** is not the filters' work alone. A slower set serves fewer requests a second, so the load core (wrk and the upstream) " +
-		"more often waits idle for the proxy, and the proxy pays, in kernel time, for waking it: on this paravirtualised machine a profile of the proxy under the chain " +
-		"found about 16% of its CPU in the interrupt-enable path under the socket wake-up. That kernel time per request grows as the rate falls, so the saturated " +
+		"more often waits idle for the proxy, and the proxy pays, in kernel time, for waking it; on a paravirtualised machine such as this one a wake-up is dear " +
+		"(a profile of the proxy under the chain at saturation found about 16%% of its CPU under the socket wake-up, in the hypervisor's interrupt-enable path). That kernel time per request grows as the rate falls, so the saturated " +
 		"difference over no filter overstates the filters' own cost, the more so the slower the set.\n")
 	if hasFixed {
 		w("- **At a fixed rate** (%s req/s, below every set's saturation) every set serves the same requests a second, so the kernel's work per request "+
 			"(wake-ups, socket reads and writes) is the same in every row, and **over no filter** is the filters' own CPU time per request. "+
-			"Every row's CPU per request is higher here than at saturation, because each request wakes the proxy on its own instead of in a batch: "+
+			"The absolute CPU per request differs from the saturated table's in every row (at a fixed rate the proxy serves fewer requests per wake-up): "+
 			"compare the differences over no filter across the two tables, not the absolute figures.\n\n", rate)
 	} else {
 		w("- There are no fixed-rate runs in this run (%s), so the CPU cost below is the saturated one only, with the bias above.\n\n", orDash(res.PairedRateSkipped))
@@ -309,7 +309,7 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 			1/n.vsBase, vsLo, vsHi, n.behind, n.ratioed, 1/n.cpuVs, 1/n.cpuHi, 1/n.cpuLo)
 		if len(ngFixed) > 0 && ngFixed[0].hasBase {
 			f := ngFixed[0]
-			w("; at the fixed rate, proxy CPU per request %.3f× nginx's (%.3f–%.3f), %+.2f µs", 1/f.cpuVs, 1/f.cpuHi, 1/f.cpuLo, -f.over)
+			w("; at the fixed rate, proxy CPU per request %.3f× nginx's (%.3f–%.3f), %.2f µs more", 1/f.cpuVs, 1/f.cpuHi, 1/f.cpuLo, -f.over)
 		}
 		w(".\n\n")
 	} else if nginx == nil || len(ngSat) == 0 {

@@ -435,7 +435,7 @@ func renderMarkdown(res *results) string {
 		"Medians are taken per column across rounds.\n", plural(res.Rounds, "round"), res.Warmup, res.Duration)
 	if _, ok := groupPayload(res); ok {
 		w("- **Other groups** (filters, HTTPS, HTTP/3, reload): their scenarios are interleaved with the HTTP/1.1 ones in the same rounds, "+
-			"but measure the first payload only, with a shorter run (%s after a %s warm-up) to keep a full run near 20 minutes, and have no fixed-rate run. "+
+			"but measure the first payload only, with a shorter run (%s after a %s warm-up) to keep a full run near 20 minutes, and have no fixed-rate run in the rounds. "+
 			"A proxy serving TLS reads the suite's self-signed certificate; the driver checks every proxy over the protocol it serves (https for TLS) before measuring.\n",
 			orDash(res.GroupDuration), orDash(res.GroupWarmup))
 	}
