@@ -279,22 +279,38 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 		w("- There are no fixed-rate runs in this run (%s), so the CPU cost below is the saturated one only, with the bias above.\n\n", orDash(res.PairedRateSkipped))
 	}
 
+	var disturbed []string
+	for _, m := range []struct {
+		sums []pairedSummary
+		how  string
+	}{{sat, "at saturation"}, {fixed, "at the fixed rate"}, {ngSat, "at saturation"}, {ngFixed, "at the fixed rate"}} {
+		for _, s := range m.sums {
+			if s.others > res.MaxOtherPct {
+				disturbed = append(disturbed, s.scenario.Label+" "+m.how)
+			}
+		}
+	}
+	if len(disturbed) > 0 {
+		w("**Other work on the machine used more than %.0f%% of a pinned core in the median cycle of %s: those rows are disturbed.**\n\n",
+			res.MaxOtherPct, strings.Join(disturbed, ", "))
+	}
+
 	w("#### At saturation (wrk)\n\n")
-	w("| filters on the route | cycles | req/s | proxy CPU µs/req | proxy CPU | req/s vs no filter (quartiles) | proxy CPU µs/req over no filter (quartiles) |\n")
-	w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	w("| filters on the route | cycles | req/s | proxy CPU µs/req | proxy CPU | req/s vs no filter (quartiles) | proxy CPU µs/req over no filter (quartiles) | others' CPU |\n")
+	w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	row := func(s pairedSummary, label string) {
 		vs, over := "—", "—"
 		if s.hasBase && s.scenario.Name != "filter-none" && s.scenario.Group == groupFilters {
 			vs = fmt.Sprintf("%.3f× (%.3f–%.3f)", s.vsBase, s.vsLo, s.vsHi)
 			over = fmt.Sprintf("%+.2f (%+.2f to %+.2f)", s.over, s.overLo, s.overHi)
 		}
-		w("| %s | %d | %s | %.2f | %.0f%% | %s | %s |\n", label, s.cycles, thousands(s.rps), s.cpu, s.cpuPct, vs, over)
+		w("| %s | %d | %s | %.2f | %.0f%% | %s | %s | %.0f%% |\n", label, s.cycles, thousands(s.rps), s.cpu, s.cpuPct, vs, over, s.others)
 	}
 	for _, sc := range scens {
 		if s, ok := findPaired(sat, sc.Name); ok {
 			row(s, sc.Label)
 		} else {
-			w("| %s | — | — | — | — | — | not run |\n", sc.Label)
+			w("| %s | — | — | — | — | — | — | not run |\n", sc.Label)
 		}
 	}
 	for _, s := range ngSat {
@@ -309,7 +325,7 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 			1/n.vsBase, vsLo, vsHi, n.behind, n.ratioed, 1/n.cpuVs, 1/n.cpuHi, 1/n.cpuLo)
 		if len(ngFixed) > 0 && ngFixed[0].hasBase {
 			f := ngFixed[0]
-			w("; at the fixed rate, proxy CPU per request %.3f× nginx's (%.3f–%.3f), %.2f µs more", 1/f.cpuVs, 1/f.cpuHi, 1/f.cpuLo, -f.over)
+			w("; at the fixed rate, proxy CPU per request %.3f× nginx's (%.3f–%.3f), a difference of %+.2f µs", 1/f.cpuVs, 1/f.cpuHi, 1/f.cpuLo, -f.over)
 		}
 		w(".\n\n")
 	} else if nginx == nil || len(ngSat) == 0 {
@@ -318,8 +334,8 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 
 	if hasFixed {
 		w("#### At a fixed %s req/s (`wasmgate bench --rate`)\n\n", rate)
-		w("| filters on the route | cycles | achieved req/s | p99 | proxy CPU µs/req | proxy CPU | proxy CPU µs/req over no filter (quartiles) | errors |\n")
-		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		w("| filters on the route | cycles | achieved req/s | p99 | proxy CPU µs/req | proxy CPU | proxy CPU µs/req over no filter (quartiles) | errors | others' CPU |\n")
+		w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		var short []string
 		frow := func(s pairedSummary, label string) {
 			over := "—"
@@ -329,13 +345,13 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 			if s.rps < 0.97*res.PairedRate {
 				short = append(short, fmt.Sprintf("%s (%s req/s)", label, thousands(s.rps)))
 			}
-			w("| %s | %d | %s | %s | %.2f | %.0f%% | %s | %d |\n", label, s.cycles, thousands(s.rps), latency(s.p99), s.cpu, s.cpuPct, over, s.errors)
+			w("| %s | %d | %s | %s | %.2f | %.0f%% | %s | %d | %.0f%% |\n", label, s.cycles, thousands(s.rps), latency(s.p99), s.cpu, s.cpuPct, over, s.errors, s.others)
 		}
 		for _, sc := range scens {
 			if s, ok := findPaired(fixed, sc.Name); ok {
 				frow(s, sc.Label)
 			} else {
-				w("| %s | — | — | — | — | — | — | not run |\n", sc.Label)
+				w("| %s | — | — | — | — | — | — | not run | — |\n", sc.Label)
 			}
 		}
 		for _, s := range ngFixed {

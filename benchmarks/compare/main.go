@@ -678,7 +678,7 @@ func (r *runner) openLoop(ctx context.Context, scenario, payload string, round i
 		url:         url,
 		saveTo:      filepath.Join(r.opt.scratch, fmt.Sprintf("bench-%s-%s-round%d.json", scenario, payload, round)),
 	}
-	res, err := o.run(ctx)
+	res, _, err := o.run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open loop: %w", err)
 	}

@@ -64,7 +64,8 @@ func parseOpen(out []byte) (openResult, error) {
 	return r, nil
 }
 
-func (o openRun) run(ctx context.Context) (openResult, error) {
+// run executes bench and returns its report and the CPU time it used.
+func (o openRun) run(ctx context.Context) (openResult, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.warmup+o.duration+30*time.Second)
 	defer cancel()
 	argv := o.argv()
@@ -77,6 +78,11 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 		favour(cmd.Process.Pid, o.nice)
 		err = cmd.Wait()
 	}
+	var cpu time.Duration
+	if cmd.ProcessState != nil {
+		// taskset execs bench in place: this is bench's own CPU time.
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if o.saveTo != "" {
 		_ = os.WriteFile(o.saveTo, stdout.Bytes(), 0o644)
 		_ = os.WriteFile(o.saveTo+".stderr", stderr.Bytes(), 0o644)
@@ -85,11 +91,11 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 	r, perr := parseOpen(stdout.Bytes())
 	if perr != nil {
 		if err != nil {
-			return r, fmt.Errorf("wasmgate bench %s: %w: %s", o.url, err, bytes.TrimSpace(stderr.Bytes()))
+			return r, cpu, fmt.Errorf("wasmgate bench %s: %w: %s", o.url, err, bytes.TrimSpace(stderr.Bytes()))
 		}
-		return r, perr
+		return r, cpu, perr
 	}
-	return r, nil
+	return r, cpu, nil
 }
 
 // benchAvailable reports whether bin has a working bench command.

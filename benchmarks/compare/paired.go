@@ -199,7 +199,7 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 	if r.opt.pairedWarmup > 0 {
 		w := o
 		w.duration = r.opt.pairedWarmup
-		if _, err := w.run(ctx); err != nil {
+		if _, _, err := w.run(ctx); err != nil {
 			return sample{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -210,18 +210,51 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 	if err != nil {
 		return sample{}, fmt.Errorf("proxy CPU time: %w", err)
 	}
+	upBefore, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
+	coresBefore, err := readCPUTimes()
+	if err != nil {
+		return sample{}, err
+	}
 	start := time.Now()
-	res, err := o.run(ctx)
+	res, benchCPU, err := o.run(ctx)
 	if err != nil {
 		return sample{}, err
 	}
 	wall := time.Since(start)
+	coresAfter, err := readCPUTimes()
+	if err != nil {
+		return sample{}, err
+	}
+	upAfter, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
 	after, err := groupRuntime(pid, r.hz)
 	if err != nil {
 		return sample{}, fmt.Errorf("proxy CPU time: %w", err)
 	}
 	smp := fixedSample(res, after-before, o.duration)
 	smp.Scenario, smp.Payload, smp.Round, smp.WallS, smp.Attempts = s.name, p.Name, cycle, wall.Seconds(), 1
+
+	// The cores over the whole bench process, as measure reads them
+	// around a wrk run, in clock ticks.
+	hz := float64(r.hz)
+	proxyTicks := (after - before).Seconds() * hz
+	upTicks := float64(upAfter - upBefore)
+	load := delta(coresBefore[r.opt.loadCPU], coresAfter[r.opt.loadCPU])
+	prox := delta(coresBefore[r.opt.proxyCPU], coresAfter[r.opt.proxyCPU])
+	smp.LoadCoreBusyPct = pct(float64(load.busy()), float64(load.total))
+	smp.ProxyCoreBusyPct = pct(float64(prox.busy()), float64(prox.total))
+	smp.LoadCoreOtherPct = max(0, pct(float64(load.task+load.steal)-upTicks-benchCPU.Seconds()*hz, float64(load.total)))
+	smp.ProxyCoreOtherPct = max(0, pct(float64(prox.task+prox.steal)-proxyTicks, float64(prox.total)))
+	if res.Responses > 0 {
+		perReq := 1e6 / hz / float64(res.Responses)
+		smp.UpstreamCPUUSPerReq = upTicks * perReq
+		smp.ProxyCoreUSPerReq = float64(prox.busy()) * perReq
+	}
 	return smp, nil
 }
 
@@ -252,6 +285,7 @@ type pairedSummary struct {
 	scenario               scenarioInfo
 	cycles                 int
 	rps, cpu, cpuPct, p99  float64 // medians over cycles; p99 in µs
+	others                 float64 // median share of a pinned core used by other processes
 	errors                 int64   // over cycles
 	vsBase, vsLo, vsHi     float64 // req/s ratio: median, first and third quartiles
 	cpuVs, cpuLo, cpuHi    float64 // CPU per request ratio, the same
@@ -283,7 +317,7 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 	}
 	var out []pairedSummary
 	for _, sc := range scens {
-		var rps, cpu, pct, p99, vs, cpuVs, over []float64
+		var rps, cpu, pct, p99, oth, vs, cpuVs, over []float64
 		ps := pairedSummary{scenario: sc}
 		for cycle := 1; cycle <= cycles; cycle++ {
 			s, ok := by[key{sc.Name, cycle}]
@@ -291,6 +325,7 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 				continue
 			}
 			rps, cpu, pct, p99 = append(rps, s.RPS), append(cpu, s.ProxyCPUUSPerReq), append(pct, s.ProxyCPUPct), append(p99, float64(s.P99US))
+			oth = append(oth, s.interference())
 			ps.errors += s.Errors
 			b, ok := by[key{base, cycle}]
 			if !ok || b.RPS <= 0 || b.ProxyCPUUSPerReq <= 0 {
@@ -309,7 +344,7 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 		if len(rps) == 0 {
 			continue
 		}
-		ps.cycles, ps.rps, ps.cpu, ps.cpuPct, ps.p99 = len(rps), median(rps), median(cpu), median(pct), median(p99)
+		ps.cycles, ps.rps, ps.cpu, ps.cpuPct, ps.p99, ps.others = len(rps), median(rps), median(cpu), median(pct), median(p99), median(oth)
 		if len(vs) > 0 {
 			ps.hasBase, ps.ratioed = true, len(vs)
 			ps.vsBase, ps.vsLo, ps.vsHi = quartiles(vs)

@@ -274,11 +274,11 @@ func TestReportPairedFilters(t *testing.T) {
 		"- **At a fixed rate** (5,000 req/s, below every set's saturation)",
 		"| no filter | 5 | 30,000 | 30.00 | 99% | — | — |",
 		"| hello (minimal Go filter) | 5 | 25,000 | 36.00 | 99% | 0.833× (0.833–0.833) | +6.00 (+4.80 to +6.00) |",
-		"| authz | — | — | — | — | — | not run |",
+		"| authz | — | — | — | — | — | — | not run |",
 		"| telemetry + authz + encryption | 5 | 12,000 | 70.00 | 99% | 0.400× (0.400–0.400) | +40.00 (+32.00 to +40.00) |",
 		"| nginx (no filter; reference) | 5 | 60,000 | 15.00 | 99% | — | — |",
 		"No filter beside nginx, per cycle: req/s 0.500× nginx's (0.500–0.500; ahead in 0 of 5 cycles), proxy CPU per request 2.000× nginx's (2.000–2.000); " +
-			"at the fixed rate, proxy CPU per request 2.000× nginx's (2.000–2.000), 20.00 µs more.",
+			"at the fixed rate, proxy CPU per request 2.000× nginx's (2.000–2.000), a difference of +20.00 µs.",
 		"#### At a fixed 5,000 req/s (`wasmgate bench --rate`)",
 		"| hello (minimal Go filter) | 5 | 5,000 | 800 µs | 43.00 | 22% | +3.00 (+2.40 to +3.00) | 0 |",
 		"| nginx (no filter; reference) | 5 | 5,000 | 800 µs | 20.00 | 10% | — | 0 |",
@@ -311,6 +311,27 @@ func TestReportPairedFiltersVariants(t *testing.T) {
 		if !strings.Contains(md, "chained add under 25 µs of proxy CPU per request: at the fixed rate (the filters' own cost) **met**, +20.00 µs (+16.00 to +20.00); "+
 			"at saturation (with the kernel time of the lower rate) **met**, +20.00 µs (+16.00 to +20.00).\n") {
 			t.Error("agreeing verdicts are not given side by side without a note")
+		}
+	})
+	t.Run("disturbed", func(t *testing.T) {
+		res := pairedFilterResults()
+		res.MaxOtherPct = 10
+		if strings.Contains(renderMarkdown(res), "disturbed") {
+			t.Error("a quiet paired phase is flagged as disturbed")
+		}
+		for i := range res.PairedFixed {
+			if s := &res.PairedFixed[i]; s.Scenario == "filter-hello" {
+				s.ProxyCoreOtherPct = float64(20 + s.Round)
+			}
+		}
+		md := renderMarkdown(res)
+		for _, want := range []string{
+			"| hello (minimal Go filter) | 5 | 5,000 | 800 µs | 43.00 | 22% | +3.00 (+2.40 to +3.00) | 0 | 23% |",
+			"**Other work on the machine used more than 10% of a pinned core in the median cycle of hello (minimal Go filter) at the fixed rate: those rows are disturbed.**",
+		} {
+			if !strings.Contains(md, want) {
+				t.Errorf("RESULTS.md lacks %q", want)
+			}
 		}
 	})
 	t.Run("a set below the rate", func(t *testing.T) {
