@@ -334,6 +334,8 @@ func TestParseFlags(t *testing.T) {
 		{"unknown payload", []string{"-bin", "/b", "-payloads", "1m"}, false},
 		{"short duration", []string{"-bin", "/b", "-duration", "100ms"}, false},
 		{"report only", []string{"-report-only"}, true},
+		{"negative paired rate", []string{"-bin", "/b", "-paired-rate", "-1"}, false},
+		{"no paired rate", []string{"-bin", "/b", "-paired-rate", "0"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -362,6 +364,10 @@ func TestOpenLoop(t *testing.T) {
 	}
 	if r.Throughput != 4999.5 || r.Errors != 1 || r.Latency.P99 != 2500*time.Microsecond {
 		t.Errorf("parsed %+v", r)
+	}
+	o.headers, o.warmup = []string{"x-secret: 1"}, 0
+	if got, want := strings.Join(o.argv(), " "), "taskset -c 0 /b/wasmgate bench -o json -q -c 64 --rate 5000 -d 5s --warmup 0s -H x-secret: 1 http://x/64"; got != want {
+		t.Errorf("argv with a header = %q, want %q", got, want)
 	}
 	if _, err := parseOpen([]byte("not json")); err == nil {
 		t.Error("want an error for output that is not JSON")

@@ -60,10 +60,12 @@ type options struct {
 	h3Streams      int
 	reloadInterval time.Duration
 
-	// The paired phase: cycles of short back-to-back runs of every
-	// proxied HTTP/1.1 scenario, all started once.
+	// The paired phases: cycles of short back-to-back runs of every
+	// proxied HTTP/1.1 scenario, all started once; then the same for the
+	// filters group, with fixed-rate runs at pairedRate (0: none).
 	pairedCycles            int
 	pairedDur, pairedWarmup time.Duration
+	pairedRate              float64
 }
 
 // payload is one response body the upstream serves.
@@ -138,6 +140,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&opt.pairedCycles, "paired", 10, "cycles of the paired phase after the rounds: every proxied http1 scenario started once, then short runs of each back to back in every cycle (0: skip)")
 	fs.DurationVar(&opt.pairedDur, "paired-duration", 2*time.Second, "measured wrk run of each scenario and payload in a paired cycle (whole seconds)")
 	fs.DurationVar(&opt.pairedWarmup, "paired-warmup", 500*time.Millisecond, "warm-up before each paired run")
+	fs.Float64Var(&opt.pairedRate, "paired-rate", 5000, "in the filters' paired phase, also send each filter set (and nginx) this many requests a second with `wasmgate bench --rate`, for -paired-duration after -paired-warmup, to measure proxy CPU per request at one rate for all; keep it below every filter set's saturation (0: skip)")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up and at most 1 paired cycle (overrides -rounds, -duration, -warmup, -paired)")
 	if err := fs.Parse(args); err != nil {
@@ -162,8 +165,8 @@ func parseFlags(args []string) (options, error) {
 	if opt.rounds < 1 || opt.duration < time.Second || opt.connections < 1 || opt.threads < 1 || opt.warmup < 0 {
 		return opt, errors.New("-rounds, -connections and -threads must be positive, -duration at least 1s")
 	}
-	if opt.pairedCycles < 0 || opt.pairedCycles > 0 && (opt.pairedDur < time.Second || opt.pairedWarmup < 0) {
-		return opt, errors.New("-paired must not be negative, -paired-duration at least 1s and -paired-warmup not negative")
+	if opt.pairedCycles < 0 || opt.pairedCycles > 0 && (opt.pairedDur < time.Second || opt.pairedWarmup < 0 || opt.pairedRate < 0) {
+		return opt, errors.New("-paired must not be negative, -paired-duration at least 1s, -paired-warmup and -paired-rate not negative")
 	}
 	if opt.groupDuration < time.Second || opt.groupWarmup < 0 || opt.h2Streams < 1 || opt.h3Connections < 1 || opt.h3Streams < 1 || opt.reloadInterval <= 0 {
 		return opt, errors.New("-group-duration must be at least 1s; -h2-streams, -h3-connections, -h3-streams and -reload-interval positive")
@@ -303,13 +306,10 @@ func (r *runner) run(ctx context.Context) error {
 		res.Scenarios = append(res.Scenarios, info)
 	}
 
-	switch {
-	case r.opt.openRate <= 0:
+	if r.opt.openRate <= 0 {
 		r.openSkipped = "disabled (-open-rate 0)"
-	case needBuilt("wasmgate")(r) != "":
-		r.openSkipped = needBuilt("wasmgate")(r)
-	default:
-		r.openSkipped = benchAvailable(r.binPath("wasmgate"))
+	} else {
+		r.openSkipped = r.benchMissing()
 	}
 	if r.openSkipped != "" {
 		log.Printf("no open-loop runs: %s", r.openSkipped)
@@ -367,6 +367,24 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		res.Paired = paired
 		res.PairedCycles, res.PairedDuration, res.PairedWarmup = r.opt.pairedCycles, r.opt.pairedDur.String(), r.opt.pairedWarmup.String()
+
+		rate := r.opt.pairedRate
+		switch why := r.benchMissing(); {
+		case rate <= 0:
+			res.PairedRateSkipped = "disabled (-paired-rate 0)"
+		case why != "":
+			res.PairedRateSkipped = why
+			rate = 0
+		}
+		sat, fixed, err := r.runPairedFilters(ctx, active, rate)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Printf("filters' paired phase failed: %v", err)
+			res.PairedFiltersFailed = err.Error()
+		}
+		res.PairedFilters, res.PairedFixed, res.PairedRate = sat, fixed, rate
 	}
 	for i := range res.Scenarios {
 		sc := &res.Scenarios[i]
@@ -383,6 +401,14 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	return writeReport(r.opt.root, res)
+}
+
+// benchMissing returns why `wasmgate bench --rate` cannot run, or "".
+func (r *runner) benchMissing() string {
+	if why := needBuilt("wasmgate")(r); why != "" {
+		return why
+	}
+	return benchAvailable(r.binPath("wasmgate"))
 }
 
 // retryBudget returns how many samples may be measured again for
@@ -652,7 +678,7 @@ func (r *runner) openLoop(ctx context.Context, scenario, payload string, round i
 		url:         url,
 		saveTo:      filepath.Join(r.opt.scratch, fmt.Sprintf("bench-%s-%s-round%d.json", scenario, payload, round)),
 	}
-	res, err := o.run(ctx)
+	res, _, err := o.run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open loop: %w", err)
 	}

@@ -23,20 +23,24 @@ type openRun struct {
 	duration    time.Duration
 	warmup      time.Duration
 	url         string
+	headers     []string // extra request headers, "Name: value"
 	// saveTo, if set, receives the report as printed, for inspection.
 	saveTo string
 }
 
 func (o openRun) argv() []string {
-	return pinned(o.cpu, o.nice,
+	argv := pinned(o.cpu, o.nice,
 		o.bin, "bench",
 		"-o", "json", "-q",
 		"-c", strconv.Itoa(o.connections),
 		"--rate", strconv.FormatFloat(o.rate, 'f', -1, 64),
 		"-d", o.duration.String(),
 		"--warmup", o.warmup.String(),
-		o.url,
 	)
+	for _, h := range o.headers {
+		argv = append(argv, "-H", h)
+	}
+	return append(argv, o.url)
 }
 
 // openResult is the part of `wasmgate bench -o json` the suite reads.
@@ -60,7 +64,8 @@ func parseOpen(out []byte) (openResult, error) {
 	return r, nil
 }
 
-func (o openRun) run(ctx context.Context) (openResult, error) {
+// run executes bench and returns its report and the CPU time it used.
+func (o openRun) run(ctx context.Context) (openResult, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.warmup+o.duration+30*time.Second)
 	defer cancel()
 	argv := o.argv()
@@ -73,6 +78,11 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 		favour(cmd.Process.Pid, o.nice)
 		err = cmd.Wait()
 	}
+	var cpu time.Duration
+	if cmd.ProcessState != nil {
+		// taskset execs bench in place: this is bench's own CPU time.
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if o.saveTo != "" {
 		_ = os.WriteFile(o.saveTo, stdout.Bytes(), 0o644)
 		_ = os.WriteFile(o.saveTo+".stderr", stderr.Bytes(), 0o644)
@@ -81,11 +91,11 @@ func (o openRun) run(ctx context.Context) (openResult, error) {
 	r, perr := parseOpen(stdout.Bytes())
 	if perr != nil {
 		if err != nil {
-			return r, fmt.Errorf("wasmgate bench %s: %w: %s", o.url, err, bytes.TrimSpace(stderr.Bytes()))
+			return r, cpu, fmt.Errorf("wasmgate bench %s: %w: %s", o.url, err, bytes.TrimSpace(stderr.Bytes()))
 		}
-		return r, perr
+		return r, cpu, perr
 	}
-	return r, nil
+	return r, cpu, nil
 }
 
 // benchAvailable reports whether bin has a working bench command.

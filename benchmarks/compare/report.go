@@ -51,6 +51,14 @@ type results struct {
 	PairedWarmup   string   `json:"paired_warmup,omitempty"`
 	PairedFailed   string   `json:"paired_failed,omitempty"`
 	Paired         []sample `json:"paired,omitempty"`
+	// The filters' paired phase, with the same cycles and lengths: its
+	// runs at saturation (wrk) and at the fixed PairedRate (wasmgate
+	// bench), the filter scenarios and nginx, Round being the cycle.
+	PairedFilters       []sample `json:"paired_filters,omitempty"`
+	PairedFixed         []sample `json:"paired_fixed,omitempty"`
+	PairedRate          float64  `json:"paired_rate,omitempty"`
+	PairedRateSkipped   string   `json:"paired_rate_skipped,omitempty"`
+	PairedFiltersFailed string   `json:"paired_filters_failed,omitempty"`
 }
 
 type scenarioInfo struct {
@@ -427,7 +435,7 @@ func renderMarkdown(res *results) string {
 		"Medians are taken per column across rounds.\n", plural(res.Rounds, "round"), res.Warmup, res.Duration)
 	if _, ok := groupPayload(res); ok {
 		w("- **Other groups** (filters, HTTPS, HTTP/3, reload): their scenarios are interleaved with the HTTP/1.1 ones in the same rounds, "+
-			"but measure the first payload only, with a shorter run (%s after a %s warm-up) to keep a full run near 20 minutes, and have no fixed-rate run. "+
+			"but measure the first payload only, with a shorter run (%s after a %s warm-up) to keep a full run near 20 minutes, and have no fixed-rate run in the rounds. "+
 			"A proxy serving TLS reads the suite's self-signed certificate; the driver checks every proxy over the protocol it serves (https for TLS) before measuring.\n",
 			orDash(res.GroupDuration), orDash(res.GroupWarmup))
 	}
