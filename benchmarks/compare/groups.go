@@ -267,8 +267,8 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 	w("Two measures of what the filters cost, and why both:\n\n")
 	w("- **At saturation** (wrk, closed loop) every set runs as fast as it can: **req/s vs no filter** is the throughput the target is about. " +
 		"But its **proxy CPU µs/req over no filter** is not the filters' work alone. A slower set serves fewer requests a second, so the load core (wrk and the upstream) " +
-		"more often waits idle for the proxy, and the proxy pays, in kernel time, for waking it; on a paravirtualised machine such as this one a wake-up is dear " +
-		"(a profile of the proxy under the chain at saturation found about 16%% of its CPU under the socket wake-up, in the hypervisor's interrupt-enable path). That kernel time per request grows as the rate falls, so the saturated " +
+		"more often waits idle for the proxy, and the proxy pays, in kernel time, for waking it; on a paravirtualised machine a wake-up is dear " +
+		"(on the 2-core VM of the committed results, a profile of the proxy under the chain at saturation, taken when this method was chosen, found about 16%% of its CPU under the socket wake-up, in the hypervisor's interrupt-enable path). That kernel time per request grows as the rate falls, so the saturated " +
 		"difference over no filter overstates the filters' own cost, the more so the slower the set.\n")
 	if hasFixed {
 		w("- **At a fixed rate** (%s req/s, below every set's saturation) every set serves the same requests a second, so the kernel's work per request "+
