@@ -22,12 +22,14 @@ func TestForwarderProxiesToUpstream(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
+	client := &http.Client{Timeout: 5 * time.Second}
 	upAddr := freeAddr(t)
 	up := start(t, filepath.Join(bin, "upstream"), "-addr", upAddr)
+	// The upstream holds its port before the forwarder's is picked, or
+	// the kernel may hand out the same port twice.
+	waitUp(t, client, "http://"+upAddr+"/64")
 	fwAddr := freeAddr(t)
 	start(t, filepath.Join(bin, "forwarder"), "-addr", fwAddr, "-upstream", upAddr)
-	client := &http.Client{Timeout: 5 * time.Second}
-	waitUp(t, client, "http://"+upAddr+"/64")
 	waitUp(t, client, "http://"+fwAddr+"/64")
 
 	tests := []struct {

@@ -134,7 +134,7 @@ type callCtx struct {
 	clock    atomic.Int32 // stopWatch: the CPU clock of the call's thread
 	checked  bool         // stopInterrupt: the call has made its first check
 	counting bool         // the call holds its thread and cpuStart is set
-	lastCPU  int64        // CPU ns used by the last call that counted
+	lastCPU  int64        // CPU ns counted in the last call; 0 when it counted none
 	armed    atomic.Bool  // the timer is set, or its function is running
 	timed    bool         // the timer enforces the deadline (stopWatch)
 }
@@ -177,6 +177,7 @@ func (c *callCtx) countFromHere() {
 func (c *callCtx) end(long bool) {
 	c.deadline.Store(0)
 	c.checked = false
+	c.lastCPU = 0
 	if c.counting {
 		c.lastCPU = threadCPU() - c.cpuStart.Load()
 		c.counting = false
