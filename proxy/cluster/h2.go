@@ -239,8 +239,7 @@ func (c *h2Client) open(req *fasthttp.Request, x *h2Stream, mem []byte, length i
 		}
 		// The connection ended, or was told to go away, since the stream
 		// was reserved: nothing was sent, another connection is tried.
-		cc.pending--
-		cc.maybeIdleLocked()
+		cc.unreserveLocked()
 		cc.mu.Unlock()
 	}
 	x.cc = cc
@@ -250,8 +249,7 @@ func (c *h2Client) open(req *fasthttp.Request, x *h2Stream, mem []byte, length i
 		authority = s2b(c.addr)
 	}
 	if cc.maxHeaderList > 0 && requestHeaderSize(req, authority) > uint64(cc.maxHeaderList) {
-		cc.pending--
-		cc.maybeIdleLocked()
+		cc.unreserveLocked()
 		cc.mu.Unlock()
 		return errH2HeadersTooLarge
 	}
@@ -309,19 +307,18 @@ func requestHeaderSize(req *fasthttp.Request, authority []byte) uint64 {
 
 // encodeLocked encodes req's header block into cc.hbuf and returns it.
 // Names are lowercased, hop-by-hop fields dropped and :authority is
-// authority. Field strings are interned per connection: the encoder's
-// dynamic table keeps them.
+// authority.
 func (cc *h2Conn) encodeLocked(req *fasthttp.Request, scheme string, authority []byte, length int64) []byte {
 	cc.hbuf.Reset()
 	method := req.Header.Method()
-	cc.field(":method", cc.intern(method))
-	cc.field(":scheme", scheme)
-	cc.field(":authority", cc.intern(authority))
+	cc.fieldLocked(strMethod, method)
+	cc.henc.WriteField(hpack.HeaderField{Name: ":scheme", Value: scheme})
+	cc.fieldLocked(strAuthority, authority)
 	path := req.RequestURI()
 	if len(path) == 0 {
 		path = strSlash
 	}
-	cc.field(":path", cc.intern(path))
+	cc.fieldLocked(strPath, path)
 	grpc := false
 	for k, v := range req.Header.All() {
 		switch {
@@ -330,41 +327,65 @@ func (cc *h2Conn) encodeLocked(req *fasthttp.Request, scheme string, authority [
 		case len(k) == 12 && bytes.EqualFold(k, []byte("content-type")):
 			grpc = bytes.HasPrefix(v, []byte("application/grpc"))
 		}
-		cc.field(cc.internName(k), cc.intern(v))
+		cc.fieldLocked(cc.lowerName(k), v)
 	}
 	if grpc {
 		// gRPC needs trailers, and says so.
-		cc.field("te", "trailers")
+		cc.henc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
 	}
 	if length > 0 || length == 0 && (string(method) == "POST" || string(method) == "PUT" || string(method) == "PATCH") {
-		cc.lower = strconv.AppendInt(cc.lower[:0], length, 10)
-		cc.field("content-length", cc.intern(cc.lower))
+		cc.num = strconv.AppendInt(cc.num[:0], length, 10)
+		cc.fieldLocked(strContentLength, cc.num)
 	}
 	return cc.hbuf.Bytes()
 }
 
-var strSlash = []byte("/")
+var (
+	strSlash         = []byte("/")
+	strMethod        = []byte(":method")
+	strAuthority     = []byte(":authority")
+	strPath          = []byte(":path")
+	strContentLength = []byte("content-length")
+)
 
-func (cc *h2Conn) field(name, value string) {
-	cc.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+// h2Field is what a connection remembers of a request field name: its
+// string, and the value it carried last.
+type h2Field struct {
+	name, value string
+	seen        bool
 }
 
-// intern returns b as a string, the same one each time while the
-// connection has room for it.
-func (cc *h2Conn) intern(b []byte) string {
-	if s, ok := cc.values[string(b)]; ok {
-		return s
+// fieldLocked encodes one field; name is lowercase. A value is indexed
+// in HPACK's dynamic table from the second request in a row that
+// carries it: a stable value (user-agent, x-forwarded-proto) is then sent
+// as an index, while a value that changes with each request (x-request-id)
+// goes as a literal that takes no place in either peer's table and evicts
+// nothing. The strings are kept per connection, for the encoder's table
+// keeps them too.
+func (cc *h2Conn) fieldLocked(name, value []byte) {
+	f := cc.fields[string(name)]
+	if f == nil {
+		if len(cc.fields) >= h2MaxFields {
+			cc.henc.WriteField(hpack.HeaderField{Name: string(name), Value: string(value), Sensitive: true})
+			return
+		}
+		f = &h2Field{name: string(name)}
+		cc.fields[f.name] = f
 	}
-	s := string(b)
-	if len(b) <= h2MaxInternedLen && len(cc.values) < h2MaxInterned {
-		cc.values[s] = s
+	if f.seen && f.value == string(value) {
+		cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
+		return
 	}
-	return s
+	v := string(value)
+	if len(v) <= h2MaxFieldLen {
+		f.value, f.seen = v, true
+	}
+	cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: v, Sensitive: true})
 }
 
-// internName returns the lowercase of name, interned.
-func (cc *h2Conn) internName(name []byte) string {
-	lower := name
+// lowerName returns name in lowercase, in a buffer of cc's when it must
+// change.
+func (cc *h2Conn) lowerName(name []byte) []byte {
 	for i, c := range name {
 		if 'A' <= c && c <= 'Z' {
 			cc.lower = append(cc.lower[:0], name...)
@@ -373,18 +394,10 @@ func (cc *h2Conn) internName(name []byte) string {
 					cc.lower[j] = c + 'a' - 'A'
 				}
 			}
-			lower = cc.lower
-			break
+			return cc.lower
 		}
 	}
-	if s, ok := cc.names[string(lower)]; ok {
-		return s
-	}
-	s := string(lower)
-	if len(cc.names) < h2MaxInterned {
-		cc.names[s] = s
-	}
-	return s
+	return name
 }
 
 // hopByHop reports whether a request header describes the downstream
@@ -434,6 +447,7 @@ type h2Stream struct {
 	remoteEnded bool // the response ended
 	localEnded  bool // the request ended
 	removed     bool // no longer open on the connection
+	wakePending bool // in the connection's wake list
 	err         error
 
 	// The caller's.

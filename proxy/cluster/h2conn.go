@@ -35,9 +35,9 @@ const (
 	// h2KeptOut bounds the output buffers a connection keeps between
 	// writes.
 	h2KeptOut = 64 << 10
-	// Bounds of a connection's interned request field names and values.
-	h2MaxInterned    = 256
-	h2MaxInternedLen = 128
+	// Bounds of the request fields a connection remembers (h2Field).
+	h2MaxFields   = 256
+	h2MaxFieldLen = 1024
 
 	// A connection that has read nothing for h2SendPingTimeout is sent a
 	// PING, and closed when its answer takes more than h2PingTimeout: a
@@ -88,7 +88,8 @@ type h2Dial struct {
 }
 
 // reserve returns a connection with a stream reserved for the caller,
-// who must open it (h2Conn.open) or give it back (h2Conn.unreserve).
+// who must open it (h2Conn.openLocked) or give it back
+// (h2Conn.unreserveLocked).
 func (t *h2Transport) reserve() (*h2Conn, error) {
 	for {
 		t.mu.Lock()
@@ -202,7 +203,11 @@ func (t *h2Transport) connect() (*h2Conn, error) {
 type h2Conn struct {
 	t    *h2Transport
 	conn net.Conn
+	br   *bufio.Reader
 	fr   *http2.Framer
+	// wake holds the streams whose callers the frames read wake, once no
+	// more frames can be read without waiting.
+	wake []*h2Stream
 	// settings is closed once the peer's first SETTINGS is read.
 	settings chan struct{}
 	// reads counts frames read, for the ping timer.
@@ -220,9 +225,9 @@ type h2Conn struct {
 	sendCond sync.Cond
 	henc     *hpack.Encoder
 	hbuf     bytes.Buffer
-	names    map[string]string
-	values   map[string]string
+	fields   map[string]*h2Field
 	lower    []byte
+	num      []byte
 
 	streams  map[uint32]*h2Stream
 	pending  int // streams reserved, not yet open
@@ -266,8 +271,7 @@ func newH2Conn(t *h2Transport, conn net.Conn) *h2Conn {
 		settings:      make(chan struct{}),
 		readerDone:    make(chan struct{}),
 		streams:       make(map[uint32]*h2Stream),
-		names:         make(map[string]string),
-		values:        make(map[string]string),
+		fields:        make(map[string]*h2Field),
 		nextID:        1,
 		maxStreams:    h2MaxStreams,
 		maxFrame:      16 << 10,
@@ -278,7 +282,8 @@ func newH2Conn(t *h2Transport, conn net.Conn) *h2Conn {
 	}
 	cc.wcond.L = &cc.mu
 	cc.sendCond.L = &cc.mu
-	cc.fr = http2.NewFramer(&cc.out, bufio.NewReaderSize(conn, 32<<10))
+	cc.br = bufio.NewReaderSize(conn, 32<<10)
+	cc.fr = http2.NewFramer(&cc.out, cc.br)
 	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.fr.MaxHeaderListSize = h2MaxHeaderList
 	cc.fr.SetReuseFrames()
@@ -347,11 +352,9 @@ func (cc *h2Conn) reserve() bool {
 	return true
 }
 
-func (cc *h2Conn) unreserve() {
-	cc.mu.Lock()
+func (cc *h2Conn) unreserveLocked() {
 	cc.pending--
 	cc.maybeIdleLocked()
-	cc.mu.Unlock()
 }
 
 // openLocked gives s the next stream id, on a reserved stream.
@@ -565,6 +568,11 @@ func (cc *h2Conn) readLoop() {
 // readFrames reads frames until the connection fails; the error says why.
 func (cc *h2Conn) readFrames() error {
 	for {
+		if len(cc.wake) > 0 && !cc.frameBuffered() {
+			cc.mu.Lock()
+			cc.wakeAllLocked()
+			cc.mu.Unlock()
+		}
 		f, err := cc.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -603,6 +611,44 @@ func (cc *h2Conn) readFrames() error {
 			return err
 		}
 	}
+}
+
+// wakeLocked wakes s's caller, or has it woken once the frames already
+// read are handled: a response whose HEADERS and DATA came together
+// wakes its caller once, whole.
+func (cc *h2Conn) wakeLocked(s *h2Stream) {
+	if !s.wakePending {
+		s.wakePending = true
+		cc.wake = append(cc.wake, s)
+	}
+	if !cc.frameBuffered() {
+		cc.wakeAllLocked()
+	}
+}
+
+func (cc *h2Conn) wakeAllLocked() {
+	for i, s := range cc.wake {
+		s.wakePending = false
+		s.cond.Broadcast()
+		cc.wake[i] = nil
+	}
+	cc.wake = cc.wake[:0]
+}
+
+// frameBuffered reports whether the next frame is wholly in the read
+// buffer, so that reading it cannot wait for the peer. A HEADERS frame
+// that CONTINUATION frames follow does not count.
+func (cc *h2Conn) frameBuffered() bool {
+	n := cc.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := cc.br.Peek(9)
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	if http2.FrameType(h[3]) == http2.FrameHeaders && http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 {
+		return false
+	}
+	return n >= 9+length
 }
 
 // streamLocked returns the open stream id, or nil. An id we never opened
@@ -670,7 +716,7 @@ func (cc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		cc.remoteEndLocked(s)
 	}
-	s.cond.Broadcast()
+	cc.wakeLocked(s)
 	return nil
 }
 
@@ -728,7 +774,7 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 		}
 		cc.remoteEndLocked(s)
 	}
-	s.cond.Broadcast()
+	cc.wakeLocked(s)
 	return nil
 }
 
