@@ -106,7 +106,8 @@ func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 }
 
 func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
-	x := &h2Stream{resp: resp}
+	x := h2Streams.Get().(*h2Stream)
+	x.resp = resp
 	var mem []byte
 	length := int64(0)
 	if req.IsBodyStream() {
@@ -123,12 +124,16 @@ func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 		return err
 	}
 	cc := x.cc
-	timer := time.AfterFunc(timeout, x.expire)
+	if x.timer == nil {
+		x.timer = time.AfterFunc(timeout, x.expire)
+	} else {
+		x.timer.Reset(timeout)
+	}
 	cc.mu.Lock()
 	for !x.gotHeaders && x.err == nil {
 		x.cond.Wait()
 	}
-	timer.Stop()
+	stopped := x.timer.Stop()
 	if !x.gotHeaders {
 		err := x.err
 		cc.mu.Unlock()
@@ -152,6 +157,11 @@ func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	}
 	if ended {
 		x.finish()
+		if stopped && !x.sending {
+			// Nothing refers to x any more: no timer to fire, no body
+			// sender, and the caller has no stream.
+			x.recycle()
+		}
 		return nil
 	}
 	resp.SetBodyStream(x, int(x.expect))
@@ -288,6 +298,7 @@ func (c *h2Client) open(req *fasthttp.Request, x *h2Stream, mem []byte, length i
 	cc.flushLocked()
 	cc.mu.Unlock()
 	if x.body.src != nil {
+		x.sending = true
 		go x.sendBody(length)
 	}
 	return nil
@@ -451,6 +462,8 @@ type h2Stream struct {
 	err         error
 
 	// The caller's.
+	timer         *time.Timer // do's wait for the response headers
+	sending       bool        // a goroutine sends the request body
 	resp          *fasthttp.Response
 	body          h2RequestBody
 	closeBody     io.Closer // a filter's body, closed when the exchange ends
@@ -462,6 +475,22 @@ type h2Stream struct {
 }
 
 var errH2Closed = errors.New("http2: the exchange was closed")
+
+// h2Streams holds streams for do's exchanges, with their timer and read
+// buffer.
+var h2Streams = sync.Pool{New: func() any { return new(h2Stream) }}
+
+// recycle puts x back in h2Streams. Only do's exchange that ended whole
+// within do recycles its stream: one that a caller reads, or whose timer
+// fired or whose body a goroutine sends, is left to the collector.
+func (x *h2Stream) recycle() {
+	buf := x.buf[:0]
+	if cap(buf) > 16<<10 {
+		buf = nil
+	}
+	*x = h2Stream{timer: x.timer, buf: buf}
+	h2Streams.Put(x)
+}
 
 // failLocked fails the stream with err, unless its response was complete:
 // a reset after it only stops the request body (RFC 9113, 8.1).
@@ -563,6 +592,9 @@ func (x *h2Stream) finish() {
 	cc := x.cc
 	cc.mu.Lock()
 	x.failLocked(errH2Closed)
+	if x.wakePending {
+		cc.unwakeLocked(x)
+	}
 	if !x.removed {
 		if cc.err == nil {
 			cc.fr.WriteRSTStream(x.id, http2.ErrCodeCancel)

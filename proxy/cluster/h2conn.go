@@ -568,7 +568,7 @@ func (cc *h2Conn) readLoop() {
 // readFrames reads frames until the connection fails; the error says why.
 func (cc *h2Conn) readFrames() error {
 	for {
-		if len(cc.wake) > 0 && !cc.frameBuffered() {
+		if !cc.frameBuffered() {
 			cc.mu.Lock()
 			cc.wakeAllLocked()
 			cc.mu.Unlock()
@@ -624,6 +624,20 @@ func (cc *h2Conn) wakeLocked(s *h2Stream) {
 	if !cc.frameBuffered() {
 		cc.wakeAllLocked()
 	}
+}
+
+// unwakeLocked takes s out of the wake list.
+func (cc *h2Conn) unwakeLocked(s *h2Stream) {
+	for i, w := range cc.wake {
+		if w == s {
+			last := len(cc.wake) - 1
+			cc.wake[i] = cc.wake[last]
+			cc.wake[last] = nil
+			cc.wake = cc.wake[:last]
+			break
+		}
+	}
+	s.wakePending = false
 }
 
 func (cc *h2Conn) wakeAllLocked() {
