@@ -18,6 +18,44 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
+// The HTTP/2 client is this package's own, on x/net/http2's Framer and
+// hpack, rather than net/http's Transport limited to HTTP/2. Between two
+// sidecars (BenchmarkTwoSidecars in mesh/sidecar) the Transport cost the
+// pair 91 to 108 µs of CPU per request on a quiet machine, about 35 more
+// than HTTP/1.1 over the same mTLS: a goroutine per request, a pipe for
+// each body, http.Header maps both ways, a timer and a context per
+// request. Here:
+//
+//   - A request writes its own frames: they are appended to the
+//     connection's output under its lock and written by whichever
+//     goroutine finds no write in progress, so a request with a small
+//     body is one TLS record and one system call, and frames queued
+//     during a write go out together in the next. The reader never
+//     writes (a peer that does not read cannot stop it): what it queues
+//     (SETTINGS and PING acknowledgements, WINDOW_UPDATE) goes through
+//     the connection's writer goroutine.
+//   - One reader goroutine per connection; a request waits on a
+//     condition of its stream, woken once the frames already read are
+//     handled, so a response whose HEADERS and DATA came together is
+//     read into the fasthttp.Response whole and no stream is left for
+//     the proxy to copy. Only a streamed request body has a goroutine of
+//     its own.
+//   - Request fields go to HPACK's dynamic table from the second request
+//     in a row that carries the same value: a value that changes with
+//     every request (x-request-id) is a literal that neither peer's table
+//     keeps, and evicts nothing.
+//
+// BenchmarkH2ClientDo (this client and the proxy's HTTP/2 server over
+// loopback h2c, in one process) went from 63.5 µs of CPU, 60 allocations
+// and 5.9 KB per request with the Transport to 23 µs, 10 and 480 B. The
+// pair of sidecars, measured alternately on the same shared two-core
+// machine, went from 93 to 97 µs per request to 63 to 69 µs, where
+// HTTP/1.1 between them costs 57 to 63 µs. What is left of the
+// difference is in the protocol's shape on both ends: the response is
+// handed from each connection's reader to the goroutine that waits for
+// it, and the server hands each stream to a worker and its response to a
+// writer, where HTTP/1.1 reads and writes on the request's goroutine.
+
 const (
 	// h2StreamWindow is what one stream may receive ahead of its reader,
 	// and h2ConnWindow what all the streams of a connection may.
