@@ -8,21 +8,24 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // h2Client sends requests to one endpoint over HTTP/2: h2 over TLS, or
-// h2c with prior knowledge. Streams share its connections, which net/http's
-// Transport, limited to HTTP/2, opens as needed.
+// h2c with prior knowledge. Streams share its connections, which its
+// transport opens as needed (h2conn.go).
 type h2Client struct {
-	tr     *http.Transport
+	tr     *h2Transport
 	scheme string
 	addr   string
 	conns  atomic.Int64
@@ -30,54 +33,48 @@ type h2Client struct {
 
 func newH2Client(k poolKey, tlsConf *tls.Config) *h2Client {
 	c := &h2Client{addr: k.addr, scheme: "http"}
-	dialer := &net.Dialer{Timeout: k.connectTimeout}
-	var protocols http.Protocols
-	c.tr = &http.Transport{
-		DisableCompression: true,
-		IdleConnTimeout:    k.idleTimeout,
-		// Ping a connection that has been silent this long and drop it
-		// when the ping is not answered: a dead peer is found before a
-		// request waits on it.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
-		// The endpoint's address, whatever the request's host.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			raw, err := dialer.DialContext(ctx, "tcp", c.addr)
-			if err != nil {
-				return nil, err
-			}
-			// The connection's one reader waits for frames most of its
-			// life: sockio's reads save it the read that finds nothing
-			// before each wait.
-			return c.track(sockio.Wrap(raw)), nil
-		},
+	c.tr = &h2Transport{
+		addr:            k.addr,
+		dialer:          net.Dialer{Timeout: k.connectTimeout},
+		connectTimeout:  k.connectTimeout,
+		idleTimeout:     k.idleTimeout,
+		sendPingTimeout: h2SendPingTimeout,
+		pingTimeout:     h2PingTimeout,
+		// The connection's one reader waits for frames most of its life:
+		// sockio's reads save it the read that finds nothing before each
+		// wait.
+		wrap: func(raw net.Conn) net.Conn { return c.track(sockio.Wrap(raw)) },
 	}
 	if tlsConf != nil {
 		c.scheme = "https"
 		conf := tlsConf.Clone()
 		conf.NextProtos = []string{"h2"}
-		c.tr.TLSClientConfig = conf
-		c.tr.TLSHandshakeTimeout = k.connectTimeout
-		protocols.SetHTTP2(true)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
+		if conf.ServerName == "" {
+			// The endpoint's host, as net/http names it.
+			conf.ServerName = k.addr
+			if host, _, err := net.SplitHostPort(k.addr); err == nil {
+				conf.ServerName = host
+			}
+		}
+		c.tr.tlsConf = conf
 	}
-	c.tr.Protocols = &protocols
 	return c
 }
 
 func (c *h2Client) track(conn net.Conn) net.Conn {
 	c.conns.Add(1)
-	return &h2Conn{Conn: conn, n: &c.conns}
+	return &h2CountedConn{Conn: conn, n: &c.conns}
 }
 
-// h2Conn counts itself out of its client's connections once closed.
-type h2Conn struct {
+// h2CountedConn counts itself out of its client's connections once
+// closed.
+type h2CountedConn struct {
 	net.Conn
 	n    *atomic.Int64
 	once sync.Once
 }
 
-func (c *h2Conn) Close() error {
+func (c *h2CountedConn) Close() error {
 	c.once.Do(func() { c.n.Add(-1) })
 	return c.Conn.Close()
 }
@@ -85,160 +82,136 @@ func (c *h2Conn) Close() error {
 // do sends req and reads the response headers into resp. A body is left
 // streaming in s, and the response's trailers are added to resp.Header as
 // trailers when it ends; closing s ends the exchange, resetting the stream
-// if it is still open. timeout bounds the exchange up to the response
-// headers: a gRPC stream lives as long as its peers keep it.
+// if it is still open. A body that had wholly arrived with the headers,
+// without trailers, is read into resp instead. timeout bounds the
+// exchange up to the response headers: a gRPC stream lives as long as its
+// peers keep it.
+//
+// A request the endpoint did not process (GOAWAY, REFUSED_STREAM) is sent
+// once more, on another connection, when its body is not a stream.
 func (c *h2Client) do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	x := &h2Exchange{cancel: cancel}
-	hr := c.newRequest(req)
-	n := req.Header.ContentLength()
-	switch {
-	case req.IsBodyStream():
-		x.body.src = req.BodyStream()
-		hr.Body = &x.body
-		hr.ContentLength = int64(n)
-		if n < 0 {
-			hr.ContentLength = -1
+	deadline := time.Now().Add(timeout)
+	for attempt := 0; ; attempt++ {
+		left := timeout
+		if attempt > 0 {
+			if left = time.Until(deadline); left <= 0 {
+				return fasthttp.ErrTimeout
+			}
 		}
-	case len(req.Body()) > 0:
-		x.body.src = bytes.NewReader(req.Body())
-		hr.Body = &x.body
-		hr.ContentLength = int64(len(req.Body()))
+		err := c.try(req, resp, left, s)
+		if err == nil || attempt > 0 || req.IsBodyStream() || !errors.Is(err, errH2Unsent) {
+			return err
+		}
 	}
-	hr = hr.WithContext(ctx)
+}
 
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(timeout, func() {
-		timedOut.Store(true)
-		cancel()
-	})
-	res, err := c.tr.RoundTrip(hr)
-	timer.Stop()
-	if err != nil {
-		x.finish()
-		if timedOut.Load() {
-			return fasthttp.ErrTimeout
+func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
+	x := h2Streams.Get().(*h2Stream)
+	x.resp = resp
+	var mem []byte
+	length := int64(0)
+	if req.IsBodyStream() {
+		x.body.src = req.BodyStream()
+		length = int64(req.Header.ContentLength())
+		if length < 0 {
+			length = -1
 		}
+	} else {
+		mem = req.Body()
+		length = int64(len(mem))
+	}
+	if err := c.open(req, x, mem, length); err != nil {
 		return err
 	}
-	resp.Reset()
-	resp.Header.SetNoDefaultContentType(true)
-	resp.SetStatusCode(res.StatusCode)
-	for k, vs := range res.Header {
-		for _, v := range vs {
-			resp.Header.Add(k, v)
+	cc := x.cc
+	if x.timer == nil {
+		x.timer = time.AfterFunc(timeout, x.expire)
+	} else {
+		x.timer.Reset(timeout)
+	}
+	cc.mu.Lock()
+	for !x.gotHeaders && x.err == nil {
+		x.cond.Wait()
+	}
+	stopped := x.timer.Stop()
+	if !x.gotHeaders {
+		err := x.err
+		cc.mu.Unlock()
+		x.finish()
+		return err
+	}
+	ended := x.remoteEnded && len(x.trailer) == 0
+	body := x.buf[x.off:]
+	cc.mu.Unlock()
+
+	x.copyHeaders()
+	if ended {
+		// The whole response is here: no stream to keep.
+		if len(body) == 0 {
+			resp.Header.SetContentLength(0)
+		} else if len(body) <= SmallBody {
+			resp.SetBody(body)
+		} else {
+			ended = false
 		}
 	}
-	if res.Body == http.NoBody {
+	if ended {
 		x.finish()
-		resp.Header.SetContentLength(0)
+		if stopped && !x.sending {
+			// Nothing refers to x any more: no timer to fire, no body
+			// sender, and the caller has no stream.
+			x.recycle()
+		}
 		return nil
 	}
-	x.res, x.resp = res, resp
-	resp.SetBodyStream(x, int(res.ContentLength))
+	resp.SetBodyStream(x, int(x.expect))
 	*s = Body{resp: resp, active: true}
 	return nil
 }
 
-// newRequest converts req's request line and headers for the transport.
-func (c *h2Client) newRequest(req *fasthttp.Request) *http.Request {
-	hr := &http.Request{
-		Method:     string(req.Header.Method()),
-		URL:        &url.URL{Scheme: c.scheme, Host: c.addr, Opaque: string(req.RequestURI())},
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     make(http.Header, 8),
-		Host:       string(req.Header.Host()),
-	}
-	grpc := false
-	for k, v := range req.Header.All() {
-		switch {
-		case hopByHop(k):
-			continue
-		case len(k) == 12 && bytes.EqualFold(k, []byte("content-type")):
-			grpc = bytes.HasPrefix(v, []byte("application/grpc"))
-		}
-		name := string(k)
-		hr.Header[name] = append(hr.Header[name], string(v))
-	}
-	if grpc {
-		// gRPC needs trailers, and says so.
-		hr.Header["Te"] = []string{"trailers"}
-	}
-	return hr
-}
-
 // stream opens an exchange whose request body is read from body as the
 // transport sends it, for gRPC calls that filters make
-// (filter.StreamCluster).
+// (filter.StreamCluster). Cancelling ctx ends the exchange.
 func (c *h2Client) stream(ctx context.Context, req *fasthttp.Request, body io.Reader, resp *fasthttp.Response) (io.ReadCloser, error) {
-	hr := c.newRequest(req)
-	rc, ok := body.(io.ReadCloser)
-	if !ok {
-		rc = io.NopCloser(body)
+	x := &h2Stream{resp: resp, ctx: ctx}
+	x.body.src = body
+	if cl, ok := body.(io.Closer); ok {
+		x.closeBody = cl
 	}
-	hr.Body, hr.ContentLength = rc, -1
+	length := int64(-1)
 	if br, ok := body.(*bytes.Reader); ok {
-		hr.ContentLength = int64(br.Len())
+		length = int64(br.Len())
+		if length == 0 {
+			x.body.src = nil
+		}
 	}
-	res, err := c.tr.RoundTrip(hr.WithContext(ctx))
-	if err != nil {
+	if err := c.open(req, x, nil, length); err != nil {
+		x.closeSource()
+		return nil, err
+	}
+	x.stopCtx = context.AfterFunc(ctx, x.cancel)
+	cc := x.cc
+	cc.mu.Lock()
+	for !x.gotHeaders && x.err == nil {
+		x.cond.Wait()
+	}
+	if !x.gotHeaders {
+		err := x.err
+		cc.mu.Unlock()
+		x.finish()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, err
 	}
-	resp.Reset()
-	resp.Header.SetNoDefaultContentType(true)
-	resp.SetStatusCode(res.StatusCode)
-	for k, vs := range res.Header {
-		for _, v := range vs {
-			resp.Header.Add(k, v)
-		}
-	}
-	if res.Body == http.NoBody {
+	empty := x.remoteEnded && x.received == 0 && len(x.trailer) == 0
+	cc.mu.Unlock()
+	x.copyHeaders()
+	if empty {
+		x.finish()
 		return http.NoBody, nil
 	}
-	s := &h2Stream{res: res, resp: resp}
-	// The transport watches ctx only until the response headers, and
-	// again once it has sent the whole body: in between, closing the
-	// response body is what resets the stream.
-	s.stop = context.AfterFunc(ctx, func() { _ = res.Body.Close() })
-	return s, nil
-}
-
-// h2Stream is the response body of a stream opened for a filter.
-type h2Stream struct {
-	res  *http.Response
-	resp *fasthttp.Response
-	stop func() bool
-}
-
-// Read reads the body; at its end the response's trailers are added to
-// resp.Header as trailers.
-func (s *h2Stream) Read(p []byte) (int, error) {
-	n, err := s.res.Body.Read(p)
-	if err == io.EOF {
-		addTrailers(s.resp, s.res.Trailer)
-	}
-	return n, err
-}
-
-// Close ends the exchange: a stream still open is reset.
-func (s *h2Stream) Close() error {
-	s.stop()
-	return s.res.Body.Close()
-}
-
-func addTrailers(resp *fasthttp.Response, tr http.Header) {
-	for k, vs := range tr {
-		if resp.Header.AddTrailer(k) != nil {
-			continue
-		}
-		for _, v := range vs {
-			resp.Header.Add(k, v)
-		}
-	}
+	return x, nil
 }
 
 // call sends a request made by a filter and reads the whole response.
@@ -257,6 +230,185 @@ func (c *h2Client) call(req *fasthttp.Request, resp *fasthttp.Response, timeout 
 	}
 	resp.SetBody(body)
 	return nil
+}
+
+// open opens a stream for req on a connection with one free and sends
+// its headers, with mem when the body is in memory and fits the peer's
+// windows. Any other body is sent by a goroutine of its own from x.body.
+// length is the body's, -1 when unknown.
+func (c *h2Client) open(req *fasthttp.Request, x *h2Stream, mem []byte, length int64) error {
+	var cc *h2Conn
+	for {
+		var err error
+		if cc, err = c.tr.reserve(); err != nil {
+			return err
+		}
+		cc.mu.Lock()
+		if cc.err == nil && !cc.goneAway {
+			break
+		}
+		// The connection ended, or was told to go away, since the stream
+		// was reserved: nothing was sent, another connection is tried.
+		cc.unreserveLocked()
+		cc.mu.Unlock()
+	}
+	x.cc = cc
+	x.cond.L = &cc.mu
+	authority := req.Header.Host()
+	if len(authority) == 0 {
+		authority = s2b(c.addr)
+	}
+	if cc.maxHeaderList > 0 && requestHeaderSize(req, authority) > uint64(cc.maxHeaderList) {
+		cc.unreserveLocked()
+		cc.mu.Unlock()
+		return errH2HeadersTooLarge
+	}
+	cc.openLocked(x)
+	x.head = req.Header.IsHead()
+	inline := len(mem) > 0 && int64(len(mem)) <= min(x.sendWindow, cc.sendWindow)
+	if len(mem) > 0 && !inline {
+		x.body.src = bytes.NewReader(mem)
+	}
+	endStream := x.body.src == nil && !inline
+	block := cc.encodeLocked(req, c.scheme, authority, length)
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), int(cc.maxFrame))]
+		block = block[len(frag):]
+		if first {
+			cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: x.id, BlockFragment: frag,
+				EndStream: endStream, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			cc.fr.WriteContinuation(x.id, len(block) == 0, frag)
+		}
+	}
+	if inline {
+		x.sendWindow -= int64(len(mem))
+		cc.sendWindow -= int64(len(mem))
+		for len(mem) > 0 {
+			n := min(len(mem), int(cc.maxFrame))
+			cc.fr.WriteData(x.id, n == len(mem), mem[:n])
+			mem = mem[n:]
+		}
+	}
+	if x.body.src == nil {
+		x.localEnded = true
+	}
+	cc.flushLocked()
+	cc.mu.Unlock()
+	if x.body.src != nil {
+		x.sending = true
+		go x.sendBody(length)
+	}
+	return nil
+}
+
+var errH2HeadersTooLarge = errors.New("http2: request headers exceed the endpoint's SETTINGS_MAX_HEADER_LIST_SIZE")
+
+// requestHeaderSize is the size of req's header list as HTTP/2 counts it
+// (RFC 9113, 6.5.2), near enough to hold it to the peer's limit.
+func requestHeaderSize(req *fasthttp.Request, authority []byte) uint64 {
+	n := uint64(len(req.Header.Method())+len(req.RequestURI())+len(authority)) + 4*32 + 20
+	for k, v := range req.Header.All() {
+		n += uint64(len(k)+len(v)) + 32
+	}
+	return n
+}
+
+// encodeLocked encodes req's header block into cc.hbuf and returns it.
+// Names are lowercased, hop-by-hop fields dropped and :authority is
+// authority.
+func (cc *h2Conn) encodeLocked(req *fasthttp.Request, scheme string, authority []byte, length int64) []byte {
+	cc.hbuf.Reset()
+	method := req.Header.Method()
+	cc.fieldLocked(strMethod, method)
+	cc.henc.WriteField(hpack.HeaderField{Name: ":scheme", Value: scheme})
+	cc.fieldLocked(strAuthority, authority)
+	path := req.RequestURI()
+	if len(path) == 0 {
+		path = strSlash
+	}
+	cc.fieldLocked(strPath, path)
+	grpc := false
+	for k, v := range req.Header.All() {
+		switch {
+		case hopByHop(k):
+			continue
+		case len(k) == 12 && bytes.EqualFold(k, []byte("content-type")):
+			grpc = bytes.HasPrefix(v, []byte("application/grpc"))
+		}
+		cc.fieldLocked(cc.lowerName(k), v)
+	}
+	if grpc {
+		// gRPC needs trailers, and says so.
+		cc.henc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
+	}
+	if length > 0 || length == 0 && (string(method) == "POST" || string(method) == "PUT" || string(method) == "PATCH") {
+		cc.num = strconv.AppendInt(cc.num[:0], length, 10)
+		cc.fieldLocked(strContentLength, cc.num)
+	}
+	return cc.hbuf.Bytes()
+}
+
+var (
+	strSlash         = []byte("/")
+	strMethod        = []byte(":method")
+	strAuthority     = []byte(":authority")
+	strPath          = []byte(":path")
+	strContentLength = []byte("content-length")
+)
+
+// h2Field is what a connection remembers of a request field name: its
+// string, and the value it carried last.
+type h2Field struct {
+	name, value string
+	seen        bool
+}
+
+// fieldLocked encodes one field; name is lowercase. A value is indexed
+// in HPACK's dynamic table from the second request in a row that
+// carries it: a stable value (user-agent, x-forwarded-proto) is then sent
+// as an index, while a value that changes with each request (x-request-id)
+// goes as a literal that takes no place in either peer's table and evicts
+// nothing. The strings are kept per connection, for the encoder's table
+// keeps them too.
+func (cc *h2Conn) fieldLocked(name, value []byte) {
+	f := cc.fields[string(name)]
+	if f == nil {
+		if len(cc.fields) >= h2MaxFields {
+			cc.henc.WriteField(hpack.HeaderField{Name: string(name), Value: string(value), Sensitive: true})
+			return
+		}
+		f = &h2Field{name: string(name)}
+		cc.fields[f.name] = f
+	}
+	if f.seen && f.value == string(value) {
+		cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
+		return
+	}
+	v := string(value)
+	if len(v) <= h2MaxFieldLen {
+		f.value, f.seen = v, true
+	}
+	cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: v, Sensitive: true})
+}
+
+// lowerName returns name in lowercase, in a buffer of cc's when it must
+// change.
+func (cc *h2Conn) lowerName(name []byte) []byte {
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			cc.lower = append(cc.lower[:0], name...)
+			for j := i; j < len(name); j++ {
+				if c := name[j]; 'A' <= c && c <= 'Z' {
+					cc.lower[j] = c + 'a' - 'A'
+				}
+			}
+			return cc.lower
+		}
+	}
+	return name
 }
 
 // hopByHop reports whether a request header describes the downstream
@@ -281,40 +433,328 @@ func hopByHop(k []byte) bool {
 	return false
 }
 
-// h2Exchange is one request in flight on an HTTP/2 endpoint; it is the
-// response's body stream.
-type h2Exchange struct {
-	cancel context.CancelFunc
-	body   h2RequestBody
-	res    *http.Response
-	resp   *fasthttp.Response
-	done   atomic.Bool
+// h2Stream is one request in flight on an HTTP/2 connection; it is the
+// response's body stream. Its state is guarded by its connection's mu.
+type h2Stream struct {
+	cc   *h2Conn
+	id   uint32
+	cond sync.Cond // the caller waits on it for headers and data
+
+	sendWindow int64
+	recvWindow int64
+	// unacked is what the caller read since the stream's last
+	// WINDOW_UPDATE.
+	unacked  int64
+	buf      []byte // received, unread
+	off      int
+	received int64
+	expect   int64 // content-length, -1 when unknown
+
+	head        bool // the request's method is HEAD
+	gotHeaders  bool
+	status      int
+	header      []hpack.HeaderField
+	trailer     []hpack.HeaderField
+	remoteEnded bool // the response ended
+	localEnded  bool // the request ended
+	removed     bool // no longer open on the connection
+	wakePending bool // in the connection's wake list
+	err         error
+
+	// The caller's.
+	timer         *time.Timer // do's wait for the response headers
+	sending       bool        // a goroutine sends the request body
+	resp          *fasthttp.Response
+	body          h2RequestBody
+	closeBody     io.Closer // a filter's body, closed when the exchange ends
+	bodyClosed    atomic.Bool
+	ctx           context.Context
+	stopCtx       func() bool
+	trailersAdded bool
+	done          atomic.Bool
+}
+
+var errH2Closed = errors.New("http2: the exchange was closed")
+
+// h2Streams holds streams for do's exchanges, with their timer and read
+// buffer.
+var h2Streams = sync.Pool{New: func() any { return new(h2Stream) }}
+
+// recycle puts x back in h2Streams. Only do's exchange that ended whole
+// within do recycles its stream: one that a caller reads, or whose timer
+// fired or whose body a goroutine sends, is left to the collector.
+func (x *h2Stream) recycle() {
+	buf := x.buf[:0]
+	if cap(buf) > 16<<10 {
+		buf = nil
+	}
+	*x = h2Stream{timer: x.timer, buf: buf}
+	h2Streams.Put(x)
+}
+
+// failLocked fails the stream with err, unless its response was complete:
+// a reset after it only stops the request body (RFC 9113, 8.1).
+func (x *h2Stream) failLocked(err error) {
+	if x.err == nil && !x.remoteEnded {
+		x.err = err
+	}
+	x.cond.Broadcast()
+}
+
+// expire ends the wait for the response headers.
+func (x *h2Stream) expire() {
+	x.cc.mu.Lock()
+	if !x.gotHeaders {
+		x.failLocked(fasthttp.ErrTimeout)
+	}
+	x.cc.mu.Unlock()
+}
+
+// cancel ends the exchange when its context is done.
+func (x *h2Stream) cancel() {
+	x.cc.mu.Lock()
+	x.failLocked(x.ctx.Err())
+	x.cc.mu.Unlock()
+	x.finish()
+}
+
+// copyHeaders sets resp's status and headers from the response's. The
+// headers are set once, before the caller reads them.
+func (x *h2Stream) copyHeaders() {
+	resp := x.resp
+	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true)
+	resp.SetStatusCode(x.status)
+	var name [64]byte
+	for _, hf := range x.header {
+		if hf.Name == "trailer" {
+			continue // the trailers say their own names when they come
+		}
+		resp.Header.AddBytesKV(canonicalName(name[:0], hf.Name), s2b(hf.Value))
+	}
 }
 
 // Read reads the response body; at its end the response's trailers are
 // added to resp.Header as trailers.
-func (x *h2Exchange) Read(p []byte) (int, error) {
-	n, err := x.res.Body.Read(p)
-	if err == io.EOF {
-		addTrailers(x.resp, x.res.Trailer)
+func (x *h2Stream) Read(p []byte) (int, error) {
+	cc := x.cc
+	cc.mu.Lock()
+	for x.off == len(x.buf) && !x.remoteEnded && x.err == nil {
+		x.cond.Wait()
 	}
-	return n, err
+	if x.off < len(x.buf) {
+		n := copy(p, x.buf[x.off:])
+		x.off += n
+		if x.off == len(x.buf) {
+			x.buf, x.off = x.buf[:0], 0
+		}
+		if !x.remoteEnded && !x.removed {
+			x.unacked += int64(n)
+			if x.unacked >= h2StreamWindow/2 && cc.err == nil {
+				cc.fr.WriteWindowUpdate(x.id, uint32(x.unacked))
+				x.recvWindow += x.unacked
+				x.unacked = 0
+			}
+		}
+		cc.creditLocked(int64(n), false)
+		cc.flushLocked()
+		cc.mu.Unlock()
+		return n, nil
+	}
+	err := x.err
+	cc.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if !x.trailersAdded {
+		x.trailersAdded = true
+		addTrailers(x.resp, x.trailer)
+	}
+	return 0, io.EOF
 }
 
 // Close ends the exchange: a stream still open is reset.
-func (x *h2Exchange) Close() error {
-	_ = x.res.Body.Close()
+func (x *h2Stream) Close() error {
 	x.finish()
 	return nil
 }
 
-func (x *h2Exchange) finish() {
+// finish ends the exchange once: the stream, if still open, is reset, its
+// unread data gives back its connection window, and the request body is
+// read no more.
+func (x *h2Stream) finish() {
 	if x.done.Swap(true) {
 		return
 	}
-	x.cancel()
+	if x.stopCtx != nil {
+		x.stopCtx()
+	}
+	cc := x.cc
+	cc.mu.Lock()
+	x.failLocked(errH2Closed)
+	if x.wakePending {
+		cc.unwakeLocked(x)
+	}
+	if !x.removed {
+		if cc.err == nil {
+			cc.fr.WriteRSTStream(x.id, http2.ErrCodeCancel)
+		}
+		cc.removeLocked(x)
+	}
+	if rest := len(x.buf) - x.off; rest > 0 {
+		x.buf, x.off = x.buf[:0], 0
+		cc.creditLocked(int64(rest), false)
+	}
+	cc.flushLocked()
+	cc.mu.Unlock()
 	x.body.detach()
+	x.closeSource()
 }
+
+func (x *h2Stream) closeSource() {
+	if x.closeBody != nil && !x.bodyClosed.Swap(true) {
+		_ = x.closeBody.Close()
+	}
+}
+
+// sendBody sends the request body from x.body, as the peer's windows
+// allow, and ends the stream with it. A body that fails to read resets
+// the stream and fails the exchange as the downstream's failure.
+func (x *h2Stream) sendBody(length int64) {
+	bp := h2BodyBufs.Get().(*[]byte)
+	defer h2BodyBufs.Put(bp)
+	buf := *bp
+	var sent int64
+	for {
+		n, err := x.body.Read(buf)
+		if n > 0 {
+			sent += int64(n)
+			if length >= 0 && sent > length {
+				x.abort(&DownstreamError{Err: errors.New("request body longer than its content-length")})
+				return
+			}
+			if !x.sendData(buf[:n], false) {
+				return
+			}
+		}
+		switch {
+		case err == io.EOF:
+			if length >= 0 && sent != length {
+				x.abort(&DownstreamError{Err: io.ErrUnexpectedEOF})
+				return
+			}
+			x.sendData(nil, true)
+			if x.ctx != nil {
+				// A filter's body is done with once sent, as net/http does.
+				x.closeSource()
+			}
+			return
+		case errors.Is(err, errDetached):
+			return
+		case err != nil:
+			x.abort(&DownstreamError{Err: err})
+			return
+		}
+	}
+}
+
+var h2BodyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// sendData sends p as DATA frames, waiting for the windows and for queued
+// output to drain, and ends the request with end. It reports false when
+// the stream or its connection is no longer open.
+func (x *h2Stream) sendData(p []byte, end bool) bool {
+	cc := x.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for {
+		for !x.removed && x.err == nil && cc.err == nil &&
+			(len(p) > 0 && min(x.sendWindow, cc.sendWindow) <= 0 || cc.writing && len(cc.out.b) > h2OutHighWater) {
+			cc.sendCond.Wait()
+		}
+		if x.removed || x.err != nil || cc.err != nil {
+			return false
+		}
+		n := min(int64(len(p)), x.sendWindow, cc.sendWindow, int64(cc.maxFrame))
+		last := end && n == int64(len(p))
+		cc.fr.WriteData(x.id, last, p[:n])
+		x.sendWindow -= n
+		cc.sendWindow -= n
+		p = p[n:]
+		if last {
+			x.localEnded = true
+			if x.remoteEnded {
+				cc.removeLocked(x)
+			}
+		}
+		cc.flushLocked()
+		if len(p) == 0 && (!end || last) {
+			return true
+		}
+	}
+}
+
+// abort resets the stream for a request body that could not be read.
+func (x *h2Stream) abort(err error) {
+	cc := x.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if x.removed {
+		return
+	}
+	x.failLocked(err)
+	if cc.err == nil {
+		cc.fr.WriteRSTStream(x.id, http2.ErrCodeCancel)
+	}
+	cc.removeLocked(x)
+	cc.flushLocked()
+}
+
+// addTrailers adds trailer fields to resp.Header as trailers. A name
+// fasthttp refuses as a trailer is dropped.
+func addTrailers(resp *fasthttp.Response, fields []hpack.HeaderField) {
+	var name [64]byte
+	var okBuf [16]bool
+	ok := okBuf[:0]
+	if len(fields) > len(okBuf) {
+		ok = make([]bool, 0, len(fields))
+	}
+	for i, f := range fields {
+		k := canonicalName(name[:0], f.Name)
+		first := i
+		for j := range i {
+			if fields[j].Name == f.Name {
+				first = j
+				break
+			}
+		}
+		if first == i {
+			ok = append(ok, resp.Header.AddTrailerBytes(k) == nil)
+		} else {
+			ok = append(ok, ok[first])
+		}
+		if ok[i] {
+			resp.Header.AddBytesKV(k, s2b(f.Value))
+		}
+	}
+}
+
+// canonicalName appends name in its canonical form (Content-Type) to dst.
+func canonicalName(dst []byte, name string) []byte {
+	upper := true
+	for i := range len(name) {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		upper = c == '-'
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// s2b returns s's bytes, which must not be changed.
+func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // h2RequestBody hands the request body to the transport, which reads it
 // on a goroutine of its own and may still be reading when the response has
