@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net's HTTP/2 server is the independent peer these tests need: its ServeConn serves one connection, so one can be shut down (GOAWAY) while the others serve, which net/http's server does not offer.
+
 package cluster
 
 import (
@@ -443,7 +445,6 @@ func TestH2ClientGoAway(t *testing.T) {
 type rawPeer struct {
 	conn net.Conn
 	fr   *http2.Framer
-	dec  *hpack.Decoder
 }
 
 // listenRaw accepts connections and hands each, after the preface and the
