@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -87,6 +86,7 @@ func (r *Registration) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("granting lease: %w", err)
 	}
+	granted := time.Now()
 	defer func() {
 		// Deregister on the way out: delete first, so that callers stop at
 		// once, then revoke.
@@ -106,19 +106,15 @@ func (r *Registration) session(ctx context.Context) error {
 	r.once.Do(func() { close(r.registered) })
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
-	ka, err := r.cli.KeepAlive(kctx, lease.ID)
+	lost, err := registry.KeepLease(kctx, r.cli, lease.ID, lease.TTL, granted)
 	if err != nil {
-		return fmt.Errorf("keeping the lease alive: %w", err)
+		return err
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-ka:
-			if !ok {
-				return errors.New("the lease expired")
-			}
-		}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-lost:
+		return err
 	}
 }
 

@@ -229,6 +229,7 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 	if err != nil {
 		return fmt.Errorf("granting lease: %w", err)
 	}
+	granted := time.Now()
 	defer func() {
 		if ctx.Err() == nil {
 			// Lost, not stopped: the lease is gone or goes with its TTL,
@@ -255,28 +256,23 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 	registered()
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
-	ka, err := p.cli.KeepAlive(kctx, lease.ID)
+	lost, err := KeepLease(kctx, p.cli, lease.ID, lease.TTL, granted)
 	if err != nil {
-		return fmt.Errorf("keeping the lease alive: %w", err)
+		return err
 	}
 	for {
 		// The lease's end first: a change waiting to be written (a write
 		// that failed is tried again) must not hold up word of it.
 		select {
-		case _, ok := <-ka:
-			if !ok {
-				return errors.New("the lease expired")
-			}
-			continue
+		case err := <-lost:
+			return err
 		default:
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-ka:
-			if !ok {
-				return errors.New("the lease expired")
-			}
+		case err := <-lost:
+			return err
 		case <-p.changed:
 			if err := put(); err != nil {
 				// Quiet: when etcd is away the lease fails too, and Run
@@ -292,10 +288,8 @@ func (p *Proxy) session(ctx context.Context, registered func()) error {
 				}
 				select {
 				case <-ctx.Done():
-				case _, ok := <-ka:
-					if !ok {
-						return errors.New("the lease expired")
-					}
+				case err := <-lost:
+					return err
 				case <-time.After(time.Second):
 				}
 			}
