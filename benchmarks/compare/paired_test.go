@@ -284,9 +284,9 @@ func TestReportPairedFilters(t *testing.T) {
 		"| nginx (no filter; reference) | 5 | 5,000 | 800 µs | 20.00 | 10% | — | 0 |",
 		"**Targets (issues 4 and 16), judged on these paired runs**",
 		"- The minimal Go filter keeps at least 0.8× the no-filter req/s (at saturation, the only throughput measure): **met**, 0.833× (0.833–0.833).",
-		"- The minimal Go filter adds at most 5 µs of proxy CPU per request: at the fixed rate (the filters' own cost) **met**, +3.00 µs (+2.40 to +3.00); " +
+		"- The minimal Go filter adds at most 5 µs of proxy CPU per request: at the fixed rate (with the wake-ups of an idle proxy) **met**, +3.00 µs (+2.40 to +3.00); " +
 			"at saturation (with the kernel time of the lower rate) **not met**, +6.00 µs (+4.80 to +6.00). The two verdicts differ",
-		"- The three first-party filters chained add under 25 µs of proxy CPU per request: at the fixed rate (the filters' own cost) **met**, +20.00 µs",
+		"- The three first-party filters chained add under 25 µs of proxy CPU per request: at the fixed rate (with the wake-ups of an idle proxy) **met**, +20.00 µs",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q", want)
@@ -308,7 +308,7 @@ func TestReportPairedFiltersVariants(t *testing.T) {
 			}
 		}
 		md := renderMarkdown(res)
-		if !strings.Contains(md, "chained add under 25 µs of proxy CPU per request: at the fixed rate (the filters' own cost) **met**, +20.00 µs (+16.00 to +20.00); "+
+		if !strings.Contains(md, "chained add under 25 µs of proxy CPU per request: at the fixed rate (with the wake-ups of an idle proxy) **met**, +20.00 µs (+16.00 to +20.00); "+
 			"at saturation (with the kernel time of the lower rate) **met**, +20.00 µs (+16.00 to +20.00).\n") {
 			t.Error("agreeing verdicts are not given side by side without a note")
 		}
@@ -344,7 +344,7 @@ func TestReportPairedFiltersVariants(t *testing.T) {
 		md := renderMarkdown(res)
 		for _, want := range []string{
 			"**Below the rate**: telemetry + authz + encryption (4,100 req/s) did not sustain 5,000 req/s",
-			"at the fixed rate (the filters' own cost) **met**, +20.00 µs (+16.00 to +20.00), but at 4,100 req/s, below the rate (see above);",
+			"at the fixed rate (with the wake-ups of an idle proxy) **met**, +20.00 µs (+16.00 to +20.00), but at 4,100 req/s, below the rate (see above);",
 		} {
 			if !strings.Contains(md, want) {
 				t.Errorf("RESULTS.md lacks %q", want)
