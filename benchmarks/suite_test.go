@@ -7,12 +7,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/wasmgate/wasmgate/internal/testaddr"
 )
 
 func TestForwarderProxiesToUpstream(t *testing.T) {
@@ -23,12 +24,10 @@ func TestForwarderProxiesToUpstream(t *testing.T) {
 	}
 
 	client := &http.Client{Timeout: 5 * time.Second}
-	upAddr := freeAddr(t)
+	upAddr := testaddr.Free(t)
 	up := start(t, filepath.Join(bin, "upstream"), "-addr", upAddr)
-	// The upstream holds its port before the forwarder's is picked, or
-	// the kernel may hand out the same port twice.
 	waitUp(t, client, "http://"+upAddr+"/64")
-	fwAddr := freeAddr(t)
+	fwAddr := testaddr.Free(t)
 	start(t, filepath.Join(bin, "forwarder"), "-addr", fwAddr, "-upstream", upAddr)
 	waitUp(t, client, "http://"+fwAddr+"/64")
 
@@ -63,16 +62,6 @@ func TestForwarderProxiesToUpstream(t *testing.T) {
 			t.Fatalf("status %d with the upstream down, want %d", status, http.StatusBadGateway)
 		}
 	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func start(t *testing.T, argv ...string) *exec.Cmd {

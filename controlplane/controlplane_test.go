@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wasmgate/wasmgate/internal/testaddr"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -129,15 +130,6 @@ func TestStartEmbedded(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestExternalCluster runs three etcd members (Debian's etcd-server) on
 // loopback, points a control plane and a watcher at them, and kills one
 // member in the middle of a stream of changes.
@@ -157,7 +149,7 @@ func TestExternalCluster(t *testing.T) {
 	var members []*member
 	var initial []string
 	for i := range 3 {
-		m := &member{name: fmt.Sprintf("m%d", i), client: freePort(t), peer: freePort(t)}
+		m := &member{name: fmt.Sprintf("m%d", i), client: testaddr.Free(t), peer: testaddr.Free(t)}
 		members = append(members, m)
 		initial = append(initial, m.name+"=http://"+m.peer)
 	}

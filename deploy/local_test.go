@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wasmgate/wasmgate/internal/testaddr"
 )
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -36,25 +37,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// freeAddrs returns n loopback addresses free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 // TestLocalDemo runs local/demo.sh as an operator would, with the binary
 // built here and free ports: the two proxies serve the fleet
 // configuration over both backends, and Ctrl-C (SIGINT to the process
@@ -69,7 +51,7 @@ func TestLocalDemo(t *testing.T) {
 		}
 	}
 	bin := wasmgateBin(t)
-	a := freeAddrs(t, 8)
+	a := testaddr.FreeN(t, 8)
 	port := a[3][strings.LastIndex(a[3], ":")+1:]
 	portA := a[6][strings.LastIndex(a[6], ":")+1:]
 	portB := a[7][strings.LastIndex(a[7], ":")+1:]

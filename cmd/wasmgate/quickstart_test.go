@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,18 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// freeAddr is a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/wasmgate/wasmgate/internal/testaddr"
+)
 
 // startProcIn is startProc with a working directory.
 func startProcIn(t *testing.T, dir string, args ...string) *proc {
@@ -92,7 +82,7 @@ func TestREADMEQuickstart(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	listen, admin, api, etcd, admin2 := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	listen, admin, api, etcd, admin2 := testaddr.Free(t), testaddr.Free(t), testaddr.Free(t), testaddr.Free(t), testaddr.Free(t)
 	// The README's addresses, moved to free ports; its commands, run with
 	// the binary built for the tests.
 	moved := strings.NewReplacer(

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmgate/wasmgate/internal/testaddr"
+
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -31,18 +33,6 @@ import (
 
 const adminSecret = "chain-test-admin-secret-0123456789"
 
-// freeAddr returns a loopback address free at the time of the call, for
-// a server that must come back on the same address after a restart.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // meshCP is a control plane with the mesh on, restartable on the same
 // addresses and data.
 type meshCP struct {
@@ -58,7 +48,7 @@ func startMeshCP(t testing.TB, life time.Duration) *meshCP {
 		t.Fatal(err)
 	}
 	cp := &meshCP{t: t, opts: controlplane.Options{
-		DataDir: t.TempDir(), EtcdClientAddr: freeAddr(t), EtcdPeerAddr: freeAddr(t), APIAddr: freeAddr(t),
+		DataDir: t.TempDir(), EtcdClientAddr: testaddr.Free(t), EtcdPeerAddr: testaddr.Free(t), APIAddr: testaddr.Free(t),
 		Tokens: []api.Token{{Name: "admin", Role: api.RoleAdmin, Secret: adminSecret}}, SecretKey: key,
 		Mesh: true, CertificateLifetime: life, AllowShortLifetimes: true,
 	}}
