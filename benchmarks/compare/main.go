@@ -711,30 +711,17 @@ func (r *runner) measure(ctx context.Context, lr loadRunner, d time.Duration, pr
 			return sample{}, fmt.Errorf("proxy CPU time: %w", err)
 		}
 	}
-	upBefore, err := groupTicks(r.upProc.cmd.Process.Pid)
-	if err != nil {
-		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
-	}
-	coresBefore, err := readCPUTimes()
-	if err != nil {
-		return sample{}, err
-	}
 	start := time.Now()
-
-	wr, wrkCPU, err := lr.runFor(ctx, d)
+	var wr loadResult
+	var wrkCPU time.Duration
+	m, err := r.around(func() (err error) {
+		wr, wrkCPU, err = lr.runFor(ctx, d)
+		return err
+	})
 	if err != nil {
 		return sample{}, err
 	}
-
 	wall := time.Since(start).Seconds()
-	coresAfter, err := readCPUTimes()
-	if err != nil {
-		return sample{}, err
-	}
-	upAfter, err := groupTicks(r.upProc.cmd.Process.Pid)
-	if err != nil {
-		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
-	}
 	if proxy != nil {
 		if proxyAfter, err = groupTicks(proxy.cmd.Process.Pid); err != nil {
 			return sample{}, fmt.Errorf("proxy CPU time: %w", err)
@@ -743,10 +730,7 @@ func (r *runner) measure(ctx context.Context, lr loadRunner, d time.Duration, pr
 
 	hz := float64(r.hz)
 	proxyTicks := float64(proxyAfter - proxyBefore)
-	upTicks := float64(upAfter - upBefore)
 	wrkTicks := wrkCPU.Seconds() * hz
-	load := delta(coresBefore[r.opt.loadCPU], coresAfter[r.opt.loadCPU])
-	prox := delta(coresBefore[r.opt.proxyCPU], coresAfter[r.opt.proxyCPU])
 
 	s := sample{
 		RPS:      wr.rps(),
@@ -762,26 +746,69 @@ func (r *runner) measure(ctx context.Context, lr loadRunner, d time.Duration, pr
 		WallS:    wall,
 		Attempts: 1,
 
-		ProxyCPUPct:       100 * proxyTicks / hz / wall,
-		UpstreamCPUPct:    100 * upTicks / hz / wall,
-		WrkCPUPct:         100 * wrkTicks / hz / wall,
-		LoadCoreBusyPct:   pct(float64(load.busy()), float64(load.total)),
-		ProxyCoreBusyPct:  pct(float64(prox.busy()), float64(prox.total)),
-		LoadCoreOtherPct:  max(0, pct(float64(load.task+load.steal)-upTicks-wrkTicks, float64(load.total))),
-		ProxyCoreOtherPct: max(0, pct(float64(prox.task+prox.steal)-proxyTicks, float64(prox.total))),
+		ProxyCPUPct:    100 * proxyTicks / hz / wall,
+		UpstreamCPUPct: 100 * m.upTicks / hz / wall,
+		WrkCPUPct:      100 * wrkTicks / hz / wall,
 	}
-	if wr.Requests > 0 {
-		perReq := 1e6 / hz / float64(wr.Requests) // µs per tick per request
-		s.UpstreamCPUUSPerReq = upTicks * perReq
-		if proxy != nil {
-			s.ProxyCPUUSPerReq = proxyTicks * perReq
-			s.ProxyCoreUSPerReq = float64(prox.busy()) * perReq
-		}
+	m.fill(&s, proxyTicks, wrkTicks, wr.Requests, hz)
+	if wr.Requests > 0 && proxy != nil {
+		s.ProxyCPUUSPerReq = proxyTicks * 1e6 / hz / float64(wr.Requests)
 	}
 	if proxy == nil {
 		s.ProxyCPUPct = 0
+		s.ProxyCoreUSPerReq = 0
 	}
 	return s, nil
+}
+
+// machine is what a measured run's surroundings used over it: the
+// upstream's CPU time and the times of the two pinned cores.
+type machine struct {
+	upTicks     float64
+	load, proxy cpuTimes
+}
+
+// around runs run, reading before and after it the upstream's CPU time
+// and the times of the load and proxy cores.
+func (r *runner) around(run func() error) (machine, error) {
+	upBefore, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return machine{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
+	coresBefore, err := readCPUTimes()
+	if err != nil {
+		return machine{}, err
+	}
+	if err := run(); err != nil {
+		return machine{}, err
+	}
+	coresAfter, err := readCPUTimes()
+	if err != nil {
+		return machine{}, err
+	}
+	upAfter, err := groupTicks(r.upProc.cmd.Process.Pid)
+	if err != nil {
+		return machine{}, fmt.Errorf("upstream CPU time: %w", err)
+	}
+	return machine{
+		upTicks: float64(upAfter - upBefore),
+		load:    delta(coresBefore[r.opt.loadCPU], coresAfter[r.opt.loadCPU]),
+		proxy:   delta(coresBefore[r.opt.proxyCPU], coresAfter[r.opt.proxyCPU]),
+	}, nil
+}
+
+// fill sets s's figures of the cores and the upstream, given the ticks
+// the proxy and the load generator used (hz a second) for requests.
+func (m machine) fill(s *sample, proxyTicks, loadTicks float64, requests int64, hz float64) {
+	s.LoadCoreBusyPct = pct(float64(m.load.busy()), float64(m.load.total))
+	s.ProxyCoreBusyPct = pct(float64(m.proxy.busy()), float64(m.proxy.total))
+	s.LoadCoreOtherPct = max(0, pct(float64(m.load.task+m.load.steal)-m.upTicks-loadTicks, float64(m.load.total)))
+	s.ProxyCoreOtherPct = max(0, pct(float64(m.proxy.task+m.proxy.steal)-proxyTicks, float64(m.proxy.total)))
+	if requests > 0 {
+		perReq := 1e6 / hz / float64(requests) // µs per tick per request
+		s.UpstreamCPUUSPerReq = m.upTicks * perReq
+		s.ProxyCoreUSPerReq = float64(m.proxy.busy()) * perReq
+	}
 }
 
 // waitQuiet waits, within what is left of the run's budget, until other

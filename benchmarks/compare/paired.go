@@ -210,28 +210,17 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 	if err != nil {
 		return sample{}, fmt.Errorf("proxy CPU time: %w", err)
 	}
-	upBefore, err := groupTicks(r.upProc.cmd.Process.Pid)
-	if err != nil {
-		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
-	}
-	coresBefore, err := readCPUTimes()
-	if err != nil {
-		return sample{}, err
-	}
 	start := time.Now()
-	res, benchCPU, err := o.run(ctx)
+	var res openResult
+	var benchCPU time.Duration
+	m, err := r.around(func() (err error) {
+		res, benchCPU, err = o.run(ctx)
+		return err
+	})
 	if err != nil {
 		return sample{}, err
 	}
 	wall := time.Since(start)
-	coresAfter, err := readCPUTimes()
-	if err != nil {
-		return sample{}, err
-	}
-	upAfter, err := groupTicks(r.upProc.cmd.Process.Pid)
-	if err != nil {
-		return sample{}, fmt.Errorf("upstream CPU time: %w", err)
-	}
 	after, err := groupRuntime(pid, r.hz)
 	if err != nil {
 		return sample{}, fmt.Errorf("proxy CPU time: %w", err)
@@ -242,19 +231,7 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 	// The cores over the whole bench process, as measure reads them
 	// around a wrk run, in clock ticks.
 	hz := float64(r.hz)
-	proxyTicks := (after - before).Seconds() * hz
-	upTicks := float64(upAfter - upBefore)
-	load := delta(coresBefore[r.opt.loadCPU], coresAfter[r.opt.loadCPU])
-	prox := delta(coresBefore[r.opt.proxyCPU], coresAfter[r.opt.proxyCPU])
-	smp.LoadCoreBusyPct = pct(float64(load.busy()), float64(load.total))
-	smp.ProxyCoreBusyPct = pct(float64(prox.busy()), float64(prox.total))
-	smp.LoadCoreOtherPct = max(0, pct(float64(load.task+load.steal)-upTicks-benchCPU.Seconds()*hz, float64(load.total)))
-	smp.ProxyCoreOtherPct = max(0, pct(float64(prox.task+prox.steal)-proxyTicks, float64(prox.total)))
-	if res.Responses > 0 {
-		perReq := 1e6 / hz / float64(res.Responses)
-		smp.UpstreamCPUUSPerReq = upTicks * perReq
-		smp.ProxyCoreUSPerReq = float64(prox.busy()) * perReq
-	}
+	m.fill(&smp, (after-before).Seconds()*hz, benchCPU.Seconds()*hz, res.Responses, hz)
 	return smp, nil
 }
 
