@@ -13,12 +13,14 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 // The demo mesh's policies: payments admits orders only, and the file
@@ -141,6 +143,23 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 		return err
 	}
 
+	// The three sidecars' records (access, policy decisions, flows,
+	// events) go to one file, through one pipeline they share.
+	records := filepath.Join(state, "records.log")
+	base := &config.Config{Telemetry: &config.Telemetry{
+		Sinks:  []config.TelemetrySink{{Name: "records", Type: "file", File: &config.FileSink{Path: records, MaxSizeMB: 10, MaxBackups: 2}}},
+		Access: []string{"records"}, Decision: []string{"records"}, Flow: []string{"records"}, Event: []string{"records"},
+	}}
+	tel, err := telemetry.New(base.Telemetry, telemetry.WithLogger(log.Named("telemetry")))
+	if err != nil {
+		return fmt.Errorf("starting the sidecars' telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
 	apps := map[string]*meshDemoApp{}
 	calls := map[string][]string{"web": {"orders", "payments"}, "orders": {"payments"}, "payments": nil}
 	next := map[string][]string{"web": {"orders"}, "orders": {"payments"}}
@@ -165,7 +184,7 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 		l, err := sidecar.StartLocal(sctx, sidecar.LocalOptions{
 			Settings:     sidecar.Settings{Service: name, AppPort: app.port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
 			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok, TTL: 5 * time.Second,
-			Logger: log.Named("sidecar"),
+			Base: base, Telemetry: tel, Logger: log.Named("sidecar"),
 		})
 		cancel()
 		if err != nil {
@@ -182,6 +201,7 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 		s := l.Settings
 		fmt.Fprintf(out, "  %-9s app 127.0.0.1:%d  inbound %s (mTLS)  outbound %s  %s\n", s.Service, apps[s.Service].port, s.Inbound, s.Outbound, l.Agent.ID())
 	}
+	fmt.Fprintf(out, "  records        %s (access, policy decisions, flows and events of the three sidecars, one JSON object a line)\n", records)
 	fmt.Fprintln(out)
 	show := func(what, url string) {
 		// The endpoints reach the callers' sidecars through discovery

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -39,7 +41,8 @@ func TestUpMesh(t *testing.T) {
 	defer cancel()
 	var out syncBuffer
 	errc := make(chan error, 1)
-	go func() { errc <- runUpMesh(ctx, &out, t.TempDir(), "127.0.0.1:0", zap.NewNop()) }()
+	dir := t.TempDir()
+	go func() { errc <- runUpMesh(ctx, &out, dir, "127.0.0.1:0", zap.NewNop()) }()
 	deadline := time.After(60 * time.Second)
 	for !strings.Contains(out.String(), "mesh check") {
 		select {
@@ -66,6 +69,21 @@ func TestUpMesh(t *testing.T) {
 				continue
 			}
 			c.Close()
+		}
+	}
+	// The denied call is a decision record in the printed records file.
+	records := filepath.Join(dir, "mesh", "records.log")
+	if !strings.Contains(out.String(), records) {
+		t.Errorf("the banner does not name the records file %s", records)
+	}
+	denied := regexp.MustCompile(`"kind":"decision".*"verdict":"deny".*"source_identity":"spiffe://wasmgate.local/ns/default/sa/web"`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(records); denied.Match(b) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(records)
+			t.Fatalf("no record of web's denied call in %s:\n%s", records, b)
 		}
 	}
 	cancel()

@@ -12,12 +12,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/identity"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 // LocalOptions configure a sidecar run inside this process with a proxy
@@ -44,6 +46,14 @@ type LocalOptions struct {
 	Prefix       string
 	TTL          time.Duration
 	Unregistered bool
+	// Base holds the proxy-local settings copied into every configuration
+	// the sidecar applies, as Options.Base; nil means none.
+	Base *config.Config
+	// Telemetry, when set, takes the sidecar's records (access, policy
+	// decisions, flows) and its certificate_rotated events, to the sinks
+	// Base.Telemetry configures. Sidecars may share one pipeline with the
+	// same Base.Telemetry.
+	Telemetry *telemetry.Pipeline
 	// Logger may be nil.
 	Logger *zap.Logger
 }
@@ -98,12 +108,16 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	if l.TCP, err = NewTCP(&s, agent, l.Guard, log); err != nil {
 		return nil, err
 	}
-	popts := proxy.Options{Logger: log.Named("proxy"), Mesh: agent, MeshPolicy: native.NewMeshPolicy(l.Guard, log.Named("policy"))}
+	if tel := o.Telemetry; tel != nil {
+		agent.OnRotation(func(r identity.Rotation) { tel.CertificateRotated(r.ID, r.Serial, r.NotAfter, r.Authority) })
+	}
+	popts := proxy.Options{Logger: log.Named("proxy"), Mesh: agent, MeshPolicy: native.NewMeshPolicy(l.Guard, log.Named("policy")),
+		Telemetry: o.Telemetry}
 	l.TCP.ProxyOptions(&popts)
 	l.Server = proxy.NewServer(popts)
 	src := (&discovery.Client{URL: strings.TrimSuffix(o.ControlPlane, "/") + api.DiscoveryPath, HTTP: agent.HTTPClient()}).Watch(s.Interest())
 	sc, err := New(Options{Settings: s, TrustDomain: agent.ID().TrustDomain().Name(), Proxy: l.Server, Guard: l.Guard,
-		Source: src, TCP: l.TCP, Logger: log})
+		Source: src, Base: o.Base, TCP: l.TCP, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +135,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 		return nil, fmt.Errorf("sidecar %s: no configuration: %w", s.Name(), ctx.Err())
 	}
 	// The policies are in force: the TCP inbound may open.
-	if err := l.TCP.Start(nil); err != nil {
+	if err := l.TCP.Start(o.Telemetry); err != nil {
 		return nil, err
 	}
 	defer func() {

@@ -80,7 +80,8 @@ type Options struct {
 	// when the sidecar carries HTTP only.
 	TCP *TCP
 	// Base holds the proxy-local settings copied into every
-	// configuration (admin, access log, node, drain); nil means none.
+	// configuration (admin, access log, node, drain, telemetry); nil
+	// means none.
 	Base *config.Config
 	// Debounce gathers a burst of updates into one configuration; zero
 	// means 20 ms.
@@ -243,6 +244,7 @@ func (s *Sidecar) apply(ctx context.Context) {
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, s.passAddr)
 	if b := s.o.Base; b != nil {
 		cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = b.Admin, b.AccessLog, b.Node, b.DrainTimeout, b.ShutdownDelay
+		cfg.Telemetry = b.Telemetry
 	}
 	cfg.Normalize()
 	if s.last != nil && reflect.DeepEqual(cfg, s.last) {

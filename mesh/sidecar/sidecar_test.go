@@ -1,14 +1,17 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
@@ -24,6 +28,7 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 const adminToken = "sidecar-test-admin-0123456789"
@@ -75,11 +80,20 @@ type mesh struct {
 	admin   *api.Client
 	sidecar map[string]*sidecar.Local
 	apps    map[string]int
+	// records is the file of the sidecars' records (startMeshRecords).
+	records string
 }
 
 // startMesh runs a control plane and web -> orders -> payments, each app
 // with its sidecar, on loopback; payments admits only orders.
-func startMesh(t testing.TB) *mesh {
+func startMesh(t testing.TB) *mesh { return startMeshWith(t, false) }
+
+// startMeshRecords is startMesh with the sidecars' records (access,
+// decision, flow, event) written to one file, m.records, through one
+// pipeline they share, as `up --mesh` runs them.
+func startMeshRecords(t testing.TB) *mesh { return startMeshWith(t, true) }
+
+func startMeshWith(t testing.TB, records bool) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -103,6 +117,19 @@ func startMesh(t testing.TB) *mesh {
 	admin := adminClient(t, cp, roots)
 	putPolicy(t, admin, "payments-callers", "namespace: default\nservice: payments\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders]\n")
 	m := &mesh{cp: cp, admin: admin, sidecar: map[string]*sidecar.Local{}, apps: map[string]int{}}
+	var base *config.Config
+	var tel *telemetry.Pipeline
+	if records {
+		m.records = filepath.Join(t.TempDir(), "records.log")
+		base = &config.Config{Telemetry: &config.Telemetry{
+			Sinks:  []config.TelemetrySink{{Name: "file", Type: "file", File: &config.FileSink{Path: m.records}}},
+			Access: []string{"file"}, Decision: []string{"file"}, Flow: []string{"file"}, Event: []string{"file"},
+		}}
+		if tel, err = telemetry.New(base.Telemetry); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	}
 	calls := map[string][]string{"web": {"orders", "payments"}, "orders": {"payments"}, "payments": nil}
 	for _, name := range []string{"payments", "orders", "web"} {
 		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: name})
@@ -114,6 +141,7 @@ func startMesh(t testing.TB) *mesh {
 		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
 			Settings:     sidecar.Settings{Service: name, AppPort: port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
 			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: 2 * time.Second,
+			Base: base, Telemetry: tel,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -174,7 +202,7 @@ func call(t *testing.T, m *mesh, to string, hdr ...string) (int, string) {
 }
 
 func TestLoopbackMesh(t *testing.T) {
-	m := startMesh(t)
+	m := startMeshRecords(t)
 
 	// web -> orders (-> payments, through orders' own sidecar, in the
 	// orders app's answer).
@@ -190,6 +218,18 @@ func TestLoopbackMesh(t *testing.T) {
 	if st, body := call(t, m, "payments", native.PeerIdentityHeader+":spiffe://wasmgate.local/ns/default/sa/orders"); st != 403 || !strings.Contains(body, "RBAC: access denied") {
 		t.Fatalf("web -> payments: %d %q", st, body)
 	}
+	// The denial is a decision record of payments' sidecar, naming the
+	// caller by its certificate, not by the header it sent.
+	waitFor(t, "the denial's decision record", 10*time.Second, func() bool {
+		return hasRecord(t, m.records, map[string]string{"kind": "decision", "verdict": "deny", "destination": "payments.default",
+			"source_identity": "spiffe://wasmgate.local/ns/default/sa/web"})
+	})
+	// The allowed calls' access records at orders' inbound, and the flows
+	// of the connections between sidecars once they close.
+	if !hasRecord(t, m.records, map[string]string{"kind": "access", "source_identity": "spiffe://wasmgate.local/ns/default/sa/web", "status": "200"}) {
+		t.Errorf("no access record of web's call at orders' sidecar in %s", m.records)
+	}
+
 	// A name outside the mesh: registry_only.
 	if st, body := call(t, m, "example.com"); st != 502 || !strings.Contains(body, "registry_only") {
 		t.Fatalf("web -> example.com: %d %q", st, body)
@@ -319,4 +359,31 @@ func TestLoopbackMesh(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("plain text to payments, still strict, answered %s", resp.Status)
 	}
+}
+
+// hasRecord reports whether the records file holds a record with every
+// field of want (numbers compared as written).
+func hasRecord(t testing.TB, path string, want map[string]string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) != nil {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if fmt.Sprint(rec[k]) != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
