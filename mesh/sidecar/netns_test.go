@@ -335,7 +335,8 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			"--identity-server", "https://" + gw[name].String() + ":9900", "--join-token", tok.Token,
 			"--trust-bundle-file", myBundle, "--identity-dir", filepath.Join(own, "identity"),
 			"--wasm-cache-dir", filepath.Join(own, "wasm"), "--cache-file", filepath.Join(own, "cache"),
-			"--registration-ttl", "2s", "--access-log", "", "--log-level", "info"}
+			"--registration-ttl", "2s", "--access-log", "", "--log-level", "info",
+			"--local-config", localTelemetry(t, own)}
 		if calls[name] != "" {
 			args = append(args, "--calls", calls[name])
 		}
@@ -400,6 +401,12 @@ func TestNetnsMesh(t *testing.T) {
 	if st, body := get("payments", native.PeerIdentityHeader+":spiffe://wasmgate.local/ns/default/sa/orders"); st != 403 || !strings.Contains(body, "RBAC: access denied") {
 		t.Fatalf("web -> payments: %d %q", st, body)
 	}
+	// The denial is a decision record of payments' sidecar (its
+	// --local-config sends them to a file), naming web by its certificate.
+	waitFor(t, "the denial's decision record at payments", 10*time.Second, func() bool {
+		return hasRecord(t, filepath.Join(m.dir, "payments", "records.log"), map[string]string{"kind": "decision", "verdict": "deny",
+			"destination": "payments.default", "source_identity": "spiffe://wasmgate.local/ns/default/sa/web"})
+	})
 	// Plain text to a strict inbound, from web's namespace: refused.
 	c, err := nsDialer(ns["web"])(ctx, "tcp", addr["orders"].String()+":15006")
 	if err != nil {
@@ -587,4 +594,17 @@ func TestNetnsTransparent(t *testing.T) {
 	if err != nil || out != "db: select 1 -- intercepted\n" {
 		t.Fatalf("intercepted web -> db: %q %v", out, err)
 	}
+}
+
+// localTelemetry writes a sidecar's --local-config: its records (access,
+// decision, flow, event) to dir/records.log.
+func localTelemetry(t *testing.T, dir string) string {
+	t.Helper()
+	file := filepath.Join(dir, "telemetry.yaml")
+	doc := "telemetry:\n  sinks:\n  - {name: file, type: file, file: {path: " + filepath.Join(dir, "records.log") + "}}\n" +
+		"  access: [file]\n  decision: [file]\n  flow: [file]\n  event: [file]\n"
+	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
