@@ -261,6 +261,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 			Error:        h.serveError,
 			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
 			Sockets:      s.flows(name),
+			Flows:        s.tel,
 		}, s.log)
 		if prev != nil {
 			// New connections go to l from now on; prev's keep-alive

@@ -1,17 +1,23 @@
 package h3_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 const h3Config = `
@@ -183,6 +189,81 @@ func TestFiltersSeeTheClientsLength(t *testing.T) {
 		s := plugins.Last(t)
 		if got := s.Headers["content-length"]; resp.ProtoMajor != 3 || got != tt.want {
 			t.Errorf("%s over %s: the filter saw Content-Length %q, want %q (headers %v)", tt.name, resp.Proto, got, tt.want, s.Headers)
+		}
+	}
+}
+
+// TestHTTP3FlowRecord: an HTTP/3 connection makes one flow record when it
+// closes, as a TCP connection does: the listener, both addresses, the
+// QUIC bytes each way, TLS 1.3 with its cipher, the client's verified
+// SPIFFE ID, and that the client closed it.
+func TestHTTP3FlowRecord(t *testing.T) {
+	p := prototest.NewPKI(t)
+	records := filepath.Join(t.TempDir(), "records.log")
+	yaml := strings.NewReplacer("{{cert}}", p.CertFile, "{{key}}", p.KeyFile, "{{clientca}}", p.ClientCAFile,
+		"{{web}}", prototest.Echo(t)).Replace(h3Config)
+	yaml = strings.Replace(yaml, "plugins:\n- name: identity\n  file: identity.wasm\n", "", 1)
+	yaml = strings.Replace(yaml, "  filters: [{plugin: identity}]\n", "", 1)
+	yaml += "telemetry:\n  sinks: [{name: file, type: file, file: {path: " + records + "}}]\n  flow: [file]\n"
+	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := telemetry.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.Shutdown(context.Background())
+	srv := proxy.NewServer(proxy.Options{Telemetry: pipe})
+	if err := srv.Apply(context.Background(), cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	addr := srv.Addr("edge").String()
+
+	tr := &http3.Transport{TLSClientConfig: p.ClientTLS()}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for range 2 {
+		resp, err := c.Get("https://" + addr + "/flow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 3 || resp.StatusCode != 200 {
+			t.Fatalf("proto %s status %d", resp.Proto, resp.StatusCode)
+		}
+	}
+	tr.Close()
+
+	var rec map[string]any
+	for deadline := time.Now().Add(10 * time.Second); rec == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(records)
+			t.Fatalf("no flow record of the HTTP/3 connection in 10 s:\n%s", b)
+		}
+		b, _ := os.ReadFile(records)
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			var r map[string]any
+			if json.Unmarshal(line, &r) == nil && r["kind"] == "flow" {
+				rec = r
+			}
+		}
+	}
+	for k, want := range map[string]any{"listener": "edge", "destination_address": addr, "tls_version": "TLS 1.3",
+		"source_identity": "spiffe://td/ns/x/sa/y", "close_reason": "peer_closed"} {
+		if rec[k] != want {
+			t.Errorf("%s = %v, want %v (record %v)", k, rec[k], want, rec)
+		}
+	}
+	if rec["tls_cipher"] == "" || rec["source_address"] == "" {
+		t.Errorf("no cipher or source address: %v", rec)
+	}
+	// Two requests of a few hundred bytes each way, and the handshake:
+	// more than a kilobyte, less than a hundred.
+	for _, k := range []string{"bytes_in", "bytes_out"} {
+		if n, _ := rec[k].(float64); n < 1000 || n > 100000 {
+			t.Errorf("%s = %v", k, rec[k])
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -41,6 +42,10 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Logger receives the adapter's logs; nil means none.
 	Logger fasthttp.Logger
+	// Flows, when set, receives a flow record of every connection once it
+	// has closed, naming Listener, while flows have a sink.
+	Flows    *telemetry.Pipeline
+	Listener string
 }
 
 // Server serves HTTP/3 with a fasthttp.RequestHandler.
@@ -71,10 +76,55 @@ func NewServer(h fasthttp.RequestHandler, t *tlsconf.Server, opts Options) *Serv
 		MaxHeaderBytes: opts.MaxHeaderBytes,
 		IdleTimeout:    opts.IdleTimeout,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, &Conn{qc: c, srv: t})
+			conn := &Conn{qc: c, srv: t}
+			if opts.Flows != nil {
+				start := time.Now()
+				context.AfterFunc(c.Context(), func() { conn.emitFlow(opts.Flows, opts.Listener, start) })
+			}
+			return context.WithValue(ctx, connKey{}, conn)
 		},
 	}
 	return s
+}
+
+// emitFlow emits the flow record of the connection, which has closed:
+// the bytes are the QUIC packets' (UDP's headers left out), as quic-go
+// counts them.
+func (c *Conn) emitFlow(p *telemetry.Pipeline, listener string, start time.Time) {
+	st := c.qc.ConnectionStats()
+	f := telemetry.ConnFlow{Listener: listener, Source: c.qc.RemoteAddr(), Destination: c.qc.LocalAddr(), Start: start,
+		BytesIn: int64(st.BytesReceived), BytesOut: int64(st.BytesSent), CloseReason: closeReason(context.Cause(c.qc.Context()))}
+	cs := c.qc.ConnectionState().TLS
+	if cs.HandshakeComplete {
+		f.TLSVersion, f.TLSCipher = cs.Version, cs.CipherSuite
+		f.SourceIdentity, f.DestinationIdentity = c.identity().SPIFFE()
+	}
+	p.EmitFlow(&f)
+}
+
+// closeReason names why a QUIC connection ended, as flow records do.
+func closeReason(err error) string {
+	var app *quic.ApplicationError
+	var tr *quic.TransportError
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	switch {
+	case errors.As(err, &idle), errors.As(err, &hs):
+		return "timeout"
+	case errors.As(err, &app):
+		if app.Remote {
+			return "peer_closed"
+		}
+		return "local_close"
+	case errors.As(err, &tr) && tr.ErrorCode == quic.NoError:
+		if tr.Remote {
+			return "peer_closed"
+		}
+		return "local_close"
+	case errors.Is(err, quic.ErrServerClosed):
+		return "local_close"
+	}
+	return "error"
 }
 
 // Serve serves QUIC on pc until Shutdown.

@@ -14,6 +14,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/h2"
 	"github.com/wasmgate/wasmgate/proxy/h3"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -76,7 +77,7 @@ func sameProtocols(a, b config.Listener) bool {
 // start wires the front into the listener's fasthttp server and starts
 // HTTP/3 and the certificate watchers. It returns the listener that the
 // fasthttp server must serve.
-func (f *front) start(handler fasthttp.RequestHandler, log *zap.Logger, srv *fasthttp.Server, ln net.Listener) net.Listener {
+func (f *front) start(handler fasthttp.RequestHandler, log *zap.Logger, srv *fasthttp.Server, ln net.Listener, flows *telemetry.Pipeline) net.Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	c := f.cfg
@@ -131,6 +132,8 @@ func (f *front) start(handler fasthttp.RequestHandler, log *zap.Logger, srv *fas
 			MaxHeaderBytes:       c.MaxRequestHeaderBytes,
 			IdleTimeout:          c.IdleTimeout.Or(DefaultIdleTimeout),
 			Logger:               fasthttpLogger{log},
+			Flows:                flows,
+			Listener:             c.Name,
 		})
 		go func() {
 			if err := f.h3.Serve(f.udp); err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/internal/h1"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -43,6 +44,9 @@ type Handler struct {
 	// sees the bytes on the wire (the proxy's flow records). nil leaves the
 	// socket as it is.
 	Sockets func(net.Listener) net.Listener
+	// Flows, when set, receives the flow records of the listener's HTTP/3
+	// connections, which have no socket of their own to wrap.
+	Flows *telemetry.Pipeline
 }
 
 // Listener is one generation of a configured listener.
@@ -165,7 +169,7 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 		}
 	}
 	// start installs the handler, with what the front adds to it.
-	ln = l.front.start(serve, log, l.srv, ln)
+	ln = l.front.start(serve, log, l.srv, ln, h.Flows)
 	// Last: fasthttp reads only requests whose framing h1 has checked.
 	ln = h1.NewListener(ln)
 	l.sock.serve(l.gen)

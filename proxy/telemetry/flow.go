@@ -130,27 +130,61 @@ func (c *FlowConn) Close() error {
 }
 
 func (c *FlowConn) emit() {
-	r := c.p.Acquire(KindFlow)
-	f := &r.Flow
-	r.Time = c.start
-	f.Listener = c.listener
-	if a := c.Conn.RemoteAddr(); a != nil {
-		f.SourceAddr = append(f.SourceAddr, a.String()...)
-	}
-	if a := c.Conn.LocalAddr(); a != nil {
-		f.DestinationAddr = append(f.DestinationAddr, a.String()...)
-	}
-	f.BytesIn, f.BytesOut = c.in.Load(), c.out.Load()
-	f.Duration = time.Since(c.start)
-	f.CloseReason = "local_close"
+	f := ConnFlow{Listener: c.listener, Source: c.Conn.RemoteAddr(), Destination: c.Conn.LocalAddr(), Start: c.start,
+		BytesIn: c.in.Load(), BytesOut: c.out.Load(), CloseReason: "local_close"}
 	if p := c.reason.Load(); p != nil {
 		f.CloseReason = *p
 	}
 	if t := c.tls.Load(); t != nil {
-		f.TLSVersion = tls.VersionName(t.version)
-		f.TLSCipher = tls.CipherSuiteName(t.cipher)
-		f.SourceIdentity = append(f.SourceIdentity, t.peer...)
-		f.DestinationIdentity = append(f.DestinationIdentity, t.local...)
+		f.TLSVersion, f.TLSCipher, f.SourceIdentity, f.DestinationIdentity = t.version, t.cipher, t.peer, t.local
 	}
-	c.p.Emit(r)
+	c.p.emitFlow(&f)
+}
+
+// ConnFlow is what the flow record of a connection says, for one that is
+// not read through a FlowConn: a QUIC connection, whose bytes the QUIC
+// stack counts.
+type ConnFlow struct {
+	Listener            string
+	Source, Destination net.Addr
+	// Start is when the connection was accepted; it ended now.
+	Start             time.Time
+	BytesIn, BytesOut int64
+	// TLSVersion and TLSCipher are crypto/tls's numbers, zero for clear
+	// text; the identities are the SPIFFE IDs of a verified peer and of
+	// the proxy's certificate, "" when there is none.
+	TLSVersion, TLSCipher               uint16
+	SourceIdentity, DestinationIdentity string
+	// CloseReason is peer_closed, local_close, timeout or error.
+	CloseReason string
+}
+
+// EmitFlow emits f's flow record when flows have a sink.
+func (p *Pipeline) EmitFlow(f *ConnFlow) {
+	if p.Enabled(KindFlow) {
+		p.emitFlow(f)
+	}
+}
+
+func (p *Pipeline) emitFlow(c *ConnFlow) {
+	r := p.Acquire(KindFlow)
+	f := &r.Flow
+	r.Time = c.Start
+	f.Listener = c.Listener
+	if c.Source != nil {
+		f.SourceAddr = append(f.SourceAddr, c.Source.String()...)
+	}
+	if c.Destination != nil {
+		f.DestinationAddr = append(f.DestinationAddr, c.Destination.String()...)
+	}
+	f.BytesIn, f.BytesOut = c.BytesIn, c.BytesOut
+	f.Duration = time.Since(c.Start)
+	f.CloseReason = c.CloseReason
+	if c.TLSVersion != 0 {
+		f.TLSVersion = tls.VersionName(c.TLSVersion)
+		f.TLSCipher = tls.CipherSuiteName(c.TLSCipher)
+	}
+	f.SourceIdentity = append(f.SourceIdentity, c.SourceIdentity...)
+	f.DestinationIdentity = append(f.DestinationIdentity, c.DestinationIdentity...)
+	p.Emit(r)
 }

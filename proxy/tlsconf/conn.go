@@ -58,6 +58,18 @@ func (s *Server) Identify(cs *tls.ConnectionState) Identity {
 	return Identity{Info: info, XFCC: AppendXFCC(nil, info)}
 }
 
+// SPIFFE returns the SPIFFE IDs of the connection's verified peer and of
+// the proxy's certificate, each "" when there is none.
+func (id *Identity) SPIFFE() (peer, local string) {
+	if id.Info == nil {
+		return "", ""
+	}
+	if id.Info.PeerVerified {
+		peer = firstSPIFFE(id.Info.PeerURISANs)
+	}
+	return peer, firstSPIFFE(id.Info.LocalURISANs)
+}
+
 // AppendXFCC appends the X-Forwarded-Client-Cert element that describes
 // info's peer, in Envoy's format:
 //
@@ -203,11 +215,8 @@ type HandshakeObserver interface {
 func observeHandshake(c net.Conn, cs *tls.ConnectionState, info *filter.TLSInfo) {
 	for {
 		if o, ok := c.(HandshakeObserver); ok {
-			var peer string
-			if info.PeerVerified {
-				peer = firstSPIFFE(info.PeerURISANs)
-			}
-			o.ObserveHandshake(cs.Version, cs.CipherSuite, peer, firstSPIFFE(info.LocalURISANs))
+			peer, local := (&Identity{Info: info}).SPIFFE()
+			o.ObserveHandshake(cs.Version, cs.CipherSuite, peer, local)
 			return
 		}
 		u, ok := c.(interface{ NetConn() net.Conn })
