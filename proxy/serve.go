@@ -168,7 +168,7 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
-	x.span = h.srv.tracer.StartServer(req, x.Listener, x.Start)
+	x.span = snap.tracer.StartServer(req, x.Listener, x.Start)
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()

@@ -55,9 +55,15 @@ type Options struct {
 	// connections; nil means none. Apply reconfigures it with the
 	// configuration's telemetry section.
 	Telemetry *telemetry.Pipeline
-	// Tracer makes a server span per request and a client span per
-	// upstream attempt; nil means no spans.
+	// Tracer, when set, makes a server span per request and a client span
+	// per upstream attempt whatever the configuration's
+	// telemetry.tracing says (an embedder's own exporter). nil: the
+	// server makes them as telemetry.tracing says, with an exporter it
+	// rebuilds when that section changes.
 	Tracer *tracing.Tracer
+	// Hostname names this proxy in the resource of its spans and pushed
+	// metrics; "" means the machine's host name.
+	Hostname string
 	// RED counts requests per route, destination cluster and source
 	// identity; nil means not.
 	RED *telemetry.RED
@@ -83,10 +89,13 @@ type Server struct {
 	mesh    tlsconf.Mesh
 	policy  filter.Factory
 	tel     *telemetry.Pipeline
-	tracer  *tracing.Tracer
 	red     *telemetry.RED
-	sockets func(string, net.Listener) net.Listener
-	byDest  []string
+	// fixedTracer is Options.Tracer; without it, out.tracer follows the
+	// configuration.
+	fixedTracer *tracing.Tracer
+	hostname    string
+	sockets     func(string, net.Listener) net.Listener
+	byDest      []string
 
 	snap atomic.Pointer[Snapshot]
 	// writeStalls counts connections cut off by the write timeout.
@@ -106,6 +115,7 @@ type Server struct {
 	listeners map[string]*listener.Listener
 	accessLog *accesslog.Logger
 	logCfg    config.AccessLog
+	out       outputs // the span exporter and metric push in force
 	closed    bool
 	version   uint64
 	limits    native.Limits // rate limit buckets, kept across reloads
@@ -120,18 +130,19 @@ func NewServer(opts Options) *Server {
 		opts.Metrics = metrics.New()
 	}
 	s := &Server{
-		log:       opts.Logger,
-		metrics:   opts.Metrics,
-		plugins:   opts.Plugins,
-		pools:     cluster.NewPools(opts.Metrics),
-		mesh:      opts.Mesh,
-		policy:    opts.MeshPolicy,
-		listeners: map[string]*listener.Listener{},
-		tel:       opts.Telemetry,
-		tracer:    opts.Tracer,
-		red:       opts.RED,
-		sockets:   opts.Sockets,
-		byDest:    opts.RouteByDestination,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		plugins:     opts.Plugins,
+		pools:       cluster.NewPools(opts.Metrics),
+		mesh:        opts.Mesh,
+		policy:      opts.MeshPolicy,
+		listeners:   map[string]*listener.Listener{},
+		tel:         opts.Telemetry,
+		red:         opts.RED,
+		fixedTracer: opts.Tracer,
+		hostname:    hostnameOr(opts.Hostname),
+		sockets:     opts.Sockets,
+		byDest:      opts.RouteByDestination,
 	}
 	s.pools.SetMesh(opts.Mesh)
 	s.retireCtx, s.cancelRetire = context.WithCancel(context.Background())
@@ -220,13 +231,20 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	if err != nil {
 		return err
 	}
-	snap, set, err := s.build(ctx, cfg, version, old)
+	outs, err := s.prepareOutputs(cfg.Telemetry)
 	if err != nil {
 		tel.Discard()
 		return err
 	}
+	snap, set, err := s.build(ctx, cfg, version, old)
+	if err != nil {
+		tel.Discard()
+		outs.discard()
+		return err
+	}
 	discard := func() {
 		tel.Discard()
+		outs.discard()
 		if set != nil {
 			set.Discard()
 		}
@@ -245,6 +263,8 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		return err
 	}
 	snap.log = logger
+	s.commitOutputs(outs)
+	snap.tracer = s.tracerNow()
 	snap.refs.Store(1) // live
 
 	// Now that the new snapshot is live: serve new listeners; the
@@ -287,7 +307,7 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 	}
 	s.snap.Store(snap)
 	tel.Commit()
-	s.retireLater(old, replaced, removed, replacedLog)
+	s.retireLater(old, replaced, removed, replacedLog, outs.oldTracer)
 
 	live := make([]*cluster.Cluster, 0, len(snap.Clusters))
 	for _, c := range snap.Clusters {
@@ -343,12 +363,13 @@ func (s *Server) startListeners(cfg *config.Config) ([]*listener.Listener, error
 // retires gently, its connections closed between requests, as its
 // successor serves the same address; a removed one shuts down, its idle
 // connections closed at once.
-func (s *Server) retireLater(old *Snapshot, replaced, removed []*listener.Listener, log *accesslog.Logger) {
+func (s *Server) retireLater(old *Snapshot, replaced, removed []*listener.Listener, log *accesslog.Logger, tracer *tracing.Tracer) {
 	stop := func() {
 		defer s.retiring.Done()
 		if log != nil {
 			_ = log.Close()
 		}
+		s.stopTracer(tracer)
 		var wg sync.WaitGroup
 		for _, l := range replaced {
 			wg.Add(1)
@@ -461,7 +482,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	// The live snapshot retires as a replaced one does: its last request
 	// closes the access log.
-	s.retireLater(live, nil, nil, log)
+	s.retireLater(live, nil, nil, log, nil)
 	retired := make(chan struct{})
 	go func() { s.retiring.Wait(); close(retired) }()
 	select {
@@ -479,6 +500,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelDrain()
 	s.pools.Close()
+	// The spans and metrics of the last requests go out, even past ctx's
+	// end, for at most 5 seconds.
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	s.stopOutputs(octx)
+	cancel()
 	return firstErr
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/route"
+	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // Snapshot is one immutable configuration as the proxy runs it. Each
@@ -34,6 +35,8 @@ type Snapshot struct {
 	Clusters cluster.Set
 	node     *filter.Node
 	log      *accesslog.Logger
+	// tracer makes the spans of the snapshot's requests; nil: none.
+	tracer *tracing.Tracer
 
 	// refs counts the requests using the snapshot, and one more while it
 	// is live. The last release runs retire.

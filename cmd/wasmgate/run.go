@@ -309,18 +309,13 @@ func startProxy(ctx context.Context, cfg *config.Config, log *zap.Logger, o runO
 	}
 	closeWasm := func() { _ = host.Close() }
 	popts := proxy.Options{Logger: log, Metrics: met, Plugins: host, MeshPolicy: o.policy,
-		Telemetry: tel.pipe, Tracer: tel.tracer, RED: tel.red}
+		Telemetry: tel.pipe, RED: tel.red}
 	if o.proxyOptions != nil {
 		o.proxyOptions(&popts)
 	}
 	srv := proxy.NewServer(meshOptions(popts, o.mesh))
 	registerMeshMetrics(srv, o.mesh, log)
-	if err := tel.attach(srv, cfg.Telemetry); err != nil {
-		_ = srv.Shutdown(context.Background())
-		closeWasm()
-		tel.shutdown(time.Second, log)
-		return nil, fmt.Errorf("starting telemetry: %w", err)
-	}
+	tel.attach(srv)
 	if o.telemetry != nil {
 		*o.telemetry = tel
 	}

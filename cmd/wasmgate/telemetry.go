@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -15,26 +14,22 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
-	"github.com/wasmgate/wasmgate/proxy/telemetry/push"
-	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )
 
 // proxyTelemetry is the telemetry of a running proxy: the record
-// pipeline, the tracer and the metric push, built from the configuration
-// the proxy starts with. A reload changes the pipeline's sinks and kinds
-// (the proxy's Apply reconfigures it); the tracer, the metric push and
-// the RED metrics' cap stay as they started.
+// pipeline and the RED metrics (when it starts with a telemetry
+// section). A reload changes the pipeline's sinks and kinds and the RED
+// metrics' cap; the proxy itself runs the span exporter and the metric
+// push, rebuilt when their settings change (the proxy's Apply does all of
+// it).
 type proxyTelemetry struct {
 	pipe    *telemetry.Pipeline
-	tracer  *tracing.Tracer
 	red     *telemetry.RED
-	push    *push.Pusher
 	sampler *telemetry.TrafficSampler
 }
 
 // startTelemetry builds the parts c configures (nil configures none).
 func startTelemetry(c *config.Telemetry, log *zap.Logger) (*proxyTelemetry, error) {
-	host, _ := os.Hostname()
 	pipe, err := telemetry.New(c, telemetry.WithLogger(log.Named("telemetry")))
 	if err != nil {
 		return nil, err
@@ -43,18 +38,11 @@ func startTelemetry(c *config.Telemetry, log *zap.Logger) (*proxyTelemetry, erro
 	if c != nil {
 		t.red = telemetry.NewRED(c.MaxSeries)
 	}
-	if c != nil && c.Tracing != nil {
-		if t.tracer, err = tracing.New(c.Tracing, host); err != nil {
-			_ = pipe.Shutdown(context.Background())
-			return nil, err
-		}
-	}
 	return t, nil
 }
 
-// attach registers the telemetry metrics on srv's registry and starts the
-// metric push, if configured.
-func (t *proxyTelemetry) attach(srv *proxy.Server, c *config.Telemetry) error {
+// attach registers the telemetry metrics on srv's registry.
+func (t *proxyTelemetry) attach(srv *proxy.Server) {
 	reg := srv.Metrics().Registry
 	reg.MustRegister(t.pipe.Collector(), telemetry.CertificateCollector(func() *config.Config {
 		if s := srv.Snapshot(); s != nil {
@@ -66,15 +54,6 @@ func (t *proxyTelemetry) attach(srv *proxy.Server, c *config.Telemetry) error {
 		reg.MustRegister(t.red.Collectors()...)
 	}
 	t.sampler = telemetry.NewTrafficSampler(reg)
-	if c != nil && c.Metrics != nil {
-		host, _ := os.Hostname()
-		p, err := push.Start(c.Metrics, reg, host)
-		if err != nil {
-			return err
-		}
-		t.push = p
-	}
-	return nil
 }
 
 // event records one of the proxy's own events.
@@ -102,14 +81,6 @@ func (t *proxyTelemetry) traffic() registry.Traffic {
 func (t *proxyTelemetry) shutdown(timeout time.Duration, log *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if t.push != nil {
-		if err := t.push.Shutdown(ctx); err != nil {
-			log.Warn("pushing the last metrics", zap.Error(err))
-		}
-	}
-	if err := t.tracer.Shutdown(ctx); err != nil {
-		log.Warn("exporting the last spans", zap.Error(err))
-	}
 	if err := t.pipe.Shutdown(ctx); err != nil {
 		log.Warn("flushing telemetry sinks", zap.Error(err))
 	}

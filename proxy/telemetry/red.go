@@ -31,7 +31,7 @@ type RED struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	overflow prometheus.Counter
-	max      int
+	max      int // guarded by mu
 
 	mu sync.Mutex
 	n  int
@@ -70,6 +70,18 @@ func NewRED(maxSeries int) *RED {
 	r.overStat = r.newStats(Overflow, Overflow, Overflow)
 	r.overStat.overflow = r.overflow
 	return r
+}
+
+// SetMaxSeries changes the cap of label sets (zero means
+// DefaultMaxSeries). Sets already counted stay counted; while they are
+// as many as the cap or more, new ones are counted under _overflow.
+func (r *RED) SetMaxSeries(n int) {
+	if n <= 0 {
+		n = DefaultMaxSeries
+	}
+	r.mu.Lock()
+	r.max = n
+	r.mu.Unlock()
 }
 
 // Collectors returns the metrics to register.

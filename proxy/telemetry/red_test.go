@@ -51,3 +51,25 @@ func TestREDCap(t *testing.T) {
 		t.Errorf("counted %v requests, want 400", total)
 	}
 }
+
+// TestREDSetMaxSeries: a cap lowered below the sets counted keeps them
+// and sends new ones to the overflow set; raised, it takes new ones again.
+func TestREDSetMaxSeries(t *testing.T) {
+	red := NewRED(3)
+	for _, id := range []string{"a", "b"} {
+		if s := red.Stats("r", "d", id); s == red.overStat {
+			t.Fatalf("%s overflowed under the cap", id)
+		}
+	}
+	red.SetMaxSeries(1)
+	if s := red.Stats("r", "d", "a"); s == red.overStat {
+		t.Error("a set counted before the cap was lowered went to the overflow set")
+	}
+	if s := red.Stats("r", "d", "c"); s != red.overStat {
+		t.Error("a new set past the lowered cap was counted")
+	}
+	red.SetMaxSeries(3)
+	if s := red.Stats("r", "d", "c"); s == red.overStat {
+		t.Error("a new set under the raised cap went to the overflow set")
+	}
+}
