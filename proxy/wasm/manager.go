@@ -84,6 +84,8 @@ type Manager struct {
 
 	// builds bounds the instances built in the background at once.
 	builds chan struct{}
+	// compiles serialises the compilations of the same module bytes.
+	compiles keyedMutex
 	// idleAfter is how long an instance beyond a pool's first stays idle
 	// before it is retired; tests shorten it.
 	idleAfter time.Duration

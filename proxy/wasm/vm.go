@@ -252,7 +252,9 @@ func (v *vm) compile(ctx context.Context, code []byte, pages uint32) (wazero.Com
 			}
 		}
 		start := time.Now()
+		unlock := v.m.compiles.lock(sha256.Sum256(run))
 		compiled, err := v.rt.CompileModule(ctx, run)
+		unlock()
 		v.compileTime = time.Since(start)
 		if err == nil {
 			return compiled, nil
