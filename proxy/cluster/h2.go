@@ -442,8 +442,8 @@ type h2Stream struct {
 
 	sendWindow int64
 	recvWindow int64
-	// unacked is what the caller read since the stream's last
-	// WINDOW_UPDATE.
+	// unacked is what the caller read, and the padding that came, since
+	// the stream's last WINDOW_UPDATE.
 	unacked  int64
 	buf      []byte // received, unread
 	off      int
@@ -548,14 +548,7 @@ func (x *h2Stream) Read(p []byte) (int, error) {
 		if x.off == len(x.buf) {
 			x.buf, x.off = x.buf[:0], 0
 		}
-		if !x.remoteEnded && !x.removed {
-			x.unacked += int64(n)
-			if x.unacked >= h2StreamWindow/2 && cc.err == nil {
-				cc.fr.WriteWindowUpdate(x.id, uint32(x.unacked))
-				x.recvWindow += x.unacked
-				x.unacked = 0
-			}
-		}
+		x.creditLocked(int64(n), false)
 		cc.creditLocked(int64(n), false)
 		cc.flushLocked()
 		cc.mu.Unlock()
@@ -571,6 +564,27 @@ func (x *h2Stream) Read(p []byte) (int, error) {
 		addTrailers(x.resp, x.trailer)
 	}
 	return 0, io.EOF
+}
+
+// creditLocked gives back n bytes of the stream's receive window,
+// sending a WINDOW_UPDATE once half of it is owed, while the response may
+// still send. fromReader says the reader calls: it queues the frame for
+// the writer goroutine; the caller flushes it otherwise.
+func (x *h2Stream) creditLocked(n int64, fromReader bool) {
+	cc := x.cc
+	if x.remoteEnded || x.removed {
+		return
+	}
+	x.unacked += n
+	if x.unacked < h2StreamWindow/2 || cc.err != nil {
+		return
+	}
+	cc.fr.WriteWindowUpdate(x.id, uint32(x.unacked))
+	x.recvWindow += x.unacked
+	x.unacked = 0
+	if fromReader {
+		cc.kickLocked()
+	}
 }
 
 // Close ends the exchange: a stream still open is reset.

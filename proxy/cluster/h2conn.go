@@ -808,10 +808,10 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	s.recvWindow -= n
-	// Padding is consumed as it arrives.
+	// Padding is consumed as it arrives: both windows get it back.
 	if pad := n - int64(len(data)); pad > 0 {
 		cc.creditLocked(pad, true)
-		s.recvWindow += pad
+		s.creditLocked(pad, true)
 	}
 	s.received += int64(len(data))
 	if s.expect >= 0 && s.received > s.expect {

@@ -1,0 +1,77 @@
+package cluster
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// headerBlock encodes name, value pairs as a header block of its own.
+func headerBlock(kv ...string) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for i := 0; i < len(kv); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return buf.Bytes()
+}
+
+func rawClient(t *testing.T, addr string) *h2Client {
+	t.Helper()
+	c := newH2Client(poolKey{addr: addr, connectTimeout: 5 * time.Second, idleTimeout: time.Minute, http2: true}, nil)
+	t.Cleanup(c.tr.CloseIdleConnections)
+	return c
+}
+
+// TestH2ClientPaddingGivesBackStreamWindow has the peer pad its DATA
+// frames heavily. Padding counts against the stream's window as it
+// arrives (RFC 9113, 6.1 and 6.9.1), so it must be given back with the
+// stream's WINDOW_UPDATE too: else the stream stalls once the padding adds
+// up to half the window.
+func TestH2ClientPaddingGivesBackStreamWindow(t *testing.T) {
+	const frame = 1 + 255 + 1 // a byte of data, 255 of padding, the pad length
+	const frames = h2StreamWindow / frame
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		id, err := p.readHeaders()
+		if err != nil {
+			return
+		}
+		p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200"), EndHeaders: true})
+		// The client's SETTINGS_INITIAL_WINDOW_SIZE, used up.
+		window := int64(h2StreamWindow - frames*frame)
+		pad := make([]byte, 255)
+		for range frames {
+			p.fr.WriteDataPadded(id, false, []byte{'x'}, pad)
+		}
+		// The window comes back as the client reads, or the stream is
+		// stuck: the peer gives up and closes the connection.
+		p.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for window < frame {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == id {
+				window += int64(wu.Increment)
+			}
+		}
+		p.fr.WriteData(id, true, []byte("end"))
+		io.Copy(io.Discard, p.conn)
+	})
+	c := rawClient(t, addr)
+	var resp fasthttp.Response
+	var s Body
+	if err := c.do(get("/"), &resp, 5*time.Second, &s); err != nil {
+		t.Fatal(err)
+	}
+	b := readAll(t, &resp, &s)
+	if want := strings.Repeat("x", frames) + "end"; string(b) != want {
+		t.Errorf("%d bytes, want %d", len(b), len(want))
+	}
+}
