@@ -727,6 +727,11 @@ func (cc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		cc.resetLocked(s, http2.ErrCodeProtocol, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol, Cause: errors.New(why)})
 		return nil
 	}
+	if f.Truncated {
+		// Fields beyond our SETTINGS_MAX_HEADER_LIST_SIZE were dropped: the
+		// response, or its trailers, would be passed on without them.
+		return protocolErr("header list larger than SETTINGS_MAX_HEADER_LIST_SIZE")
+	}
 	if !s.gotHeaders {
 		status, ok := parseStatus(f.PseudoValue("status"))
 		if !ok {

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -73,5 +75,63 @@ func TestH2ClientPaddingGivesBackStreamWindow(t *testing.T) {
 	b := readAll(t, &resp, &s)
 	if want := strings.Repeat("x", frames) + "end"; string(b) != want {
 		t.Errorf("%d bytes, want %d", len(b), len(want))
+	}
+}
+
+// TestH2ClientTruncatedHeaders has the peer answer with a header list
+// larger than the client's SETTINGS_MAX_HEADER_LIST_SIZE: the response
+// is refused rather than passed on with fields missing, and the
+// connection goes on serving (its HPACK state is intact).
+func TestH2ClientTruncatedHeaders(t *testing.T) {
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		value := strings.Repeat("a", 8000)
+		var buf bytes.Buffer
+		enc := hpack.NewEncoder(&buf)
+		for {
+			id, err := p.readHeaders()
+			if err != nil {
+				return
+			}
+			if id > 1 {
+				p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200", "x-after", "ok"), EndHeaders: true, EndStream: true})
+				continue
+			}
+			// 130 fields of 8 KB keep within 1 MiB, the 131st does not; it
+			// comes in the last fragment, so that the framer reads the block
+			// whole.
+			buf.Reset()
+			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			for i := range 130 {
+				enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-f%03d", i), Value: value})
+			}
+			head := append([]byte(nil), buf.Bytes()...)
+			buf.Reset()
+			enc.WriteField(hpack.HeaderField{Name: "x-last", Value: value})
+			last := buf.Bytes()
+			first := true
+			for len(head) > 0 {
+				frag := head[:min(len(head), 16<<10)]
+				head = head[len(frag):]
+				if first {
+					p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: true})
+					first = false
+				} else {
+					p.fr.WriteContinuation(id, false, frag)
+				}
+			}
+			p.fr.WriteContinuation(id, true, last)
+		}
+	})
+	c := rawClient(t, addr)
+	var resp fasthttp.Response
+	var s Body
+	err := c.do(get("/"), &resp, 5*time.Second, &s)
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+		t.Errorf("a truncated header list: %v (status %d, %d header bytes)", err, resp.StatusCode(), len(resp.Header.Header()))
+	}
+	s.Close()
+	if err := c.do(get("/"), &resp, 5*time.Second, &s); err != nil || string(resp.Header.Peek("X-After")) != "ok" {
+		t.Errorf("after: %v, %q", err, resp.Header.Peek("X-After"))
 	}
 }
