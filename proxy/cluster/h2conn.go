@@ -820,6 +820,7 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 	}
 	s.received += int64(len(data))
 	if s.expect >= 0 && s.received > s.expect {
+		cc.creditLocked(int64(len(data)), true) // the data is dropped
 		cc.resetLocked(s, http2.ErrCodeProtocol, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol, Cause: errors.New("body longer than its content-length")})
 		return nil
 	}

@@ -135,3 +135,56 @@ func TestH2ClientTruncatedHeaders(t *testing.T) {
 		t.Errorf("after: %v, %q", err, resp.Header.Peek("X-After"))
 	}
 }
+
+// TestH2ClientLongerThanContentLength has the peer send more DATA than
+// its content-length says, again and again: the stream is reset, and
+// the DATA frame that went over is given back to the connection's window
+// like any other (RFC 9113, 6.9), which otherwise runs dry.
+func TestH2ClientLongerThanContentLength(t *testing.T) {
+	const frame = 16 << 10
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		window := int64(65535) // and the WINDOW_UPDATEs that follow
+		data := make([]byte, frame)
+		for {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					p.fr.WriteSettingsAck()
+				}
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					window += int64(f.Increment)
+				}
+			case *http2.MetaHeadersFrame:
+				if window < frame {
+					// The client gave back too little to go on.
+					p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: headerBlock(":status", "503"), EndHeaders: true, EndStream: true})
+					continue
+				}
+				p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: headerBlock(":status", "200", "content-length", "1"), EndHeaders: true})
+				p.fr.WriteData(f.StreamID, false, data)
+				window -= frame
+			}
+		}
+	})
+	c := rawClient(t, addr)
+	var resp fasthttp.Response
+	var s Body
+	// More than the connection's window in all.
+	for i := range h2ConnWindow/frame + 8 {
+		err := c.do(get("/"), &resp, 5*time.Second, &s)
+		if err == nil && s.Active() {
+			// The headers came alone: the DATA fails the body.
+			_, err = io.ReadAll(&s)
+		}
+		s.Close()
+		var se http2.StreamError
+		if !errors.As(err, &se) {
+			t.Fatalf("request %d: %v, status %d", i, err, resp.StatusCode())
+		}
+	}
+}
