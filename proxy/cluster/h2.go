@@ -189,9 +189,12 @@ func (c *h2Client) stream(ctx context.Context, req *fasthttp.Request, body io.Re
 		x.closeSource()
 		return nil, err
 	}
-	x.stopCtx = context.AfterFunc(ctx, x.cancel)
+	// A context already done runs cancel at once, on a goroutine of its
+	// own: stopCtx is set under mu, where finish reads it.
+	stop := context.AfterFunc(ctx, x.cancel)
 	cc := x.cc
 	cc.mu.Lock()
+	x.stopCtx = stop
 	for !x.gotHeaders && x.err == nil {
 		x.cond.Wait()
 	}
@@ -469,7 +472,7 @@ type h2Stream struct {
 	closeBody     io.Closer // a filter's body, closed when the exchange ends
 	bodyClosed    atomic.Bool
 	ctx           context.Context
-	stopCtx       func() bool
+	stopCtx       func() bool // set and read under the connection's mu
 	trailersAdded bool
 	done          atomic.Bool
 }
@@ -600,11 +603,9 @@ func (x *h2Stream) finish() {
 	if x.done.Swap(true) {
 		return
 	}
-	if x.stopCtx != nil {
-		x.stopCtx()
-	}
 	cc := x.cc
 	cc.mu.Lock()
+	stop := x.stopCtx
 	x.failLocked(errH2Closed)
 	if x.wakePending {
 		cc.unwakeLocked(x)
@@ -621,6 +622,9 @@ func (x *h2Stream) finish() {
 	}
 	cc.flushLocked()
 	cc.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	x.body.detach()
 	x.closeSource()
 }

@@ -1,10 +1,14 @@
+//lint:file-ignore SA1019 startH2Peer serves with x/net's HTTP/2 server (h2_test.go says why).
+
 package cluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -185,6 +189,25 @@ func TestH2ClientLongerThanContentLength(t *testing.T) {
 		var se http2.StreamError
 		if !errors.As(err, &se) {
 			t.Fatalf("request %d: %v, status %d", i, err, resp.StatusCode())
+		}
+	}
+}
+
+// TestH2ClientStreamCancelledContext opens filters' exchanges whose
+// context ends at once: each fails with the context's error, and the
+// exchange's end does not race with its setting up (go test -race).
+func TestH2ClientStreamCancelledContext(t *testing.T) {
+	p := startH2Peer(t, false, http2.Server{}, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	})
+	c := p.client(t)
+	for range 2000 {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var resp fasthttp.Response
+		_, err := c.stream(ctx, get("/"), bytes.NewReader(nil), &resp)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v, want the context's", err)
 		}
 	}
 }
