@@ -148,7 +148,11 @@ func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	if ended {
 		// The whole response is here: no stream to keep.
 		if len(body) == 0 {
-			resp.Header.SetContentLength(0)
+			if !x.head {
+				// The answer to HEAD keeps the length it names, that of
+				// the content a GET would have.
+				resp.Header.SetContentLength(0)
+			}
 		} else if len(body) <= SmallBody {
 			resp.SetBody(body)
 		} else {

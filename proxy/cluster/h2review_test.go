@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -208,6 +209,44 @@ func TestH2ClientStreamCancelledContext(t *testing.T) {
 		_, err := c.stream(ctx, get("/"), bytes.NewReader(nil), &resp)
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err %v, want the context's", err)
+		}
+	}
+}
+
+// TestH2ClientHeadKeepsContentLength asks for HEAD and a conditional GET:
+// the answers' Content-Length names the representation they describe
+// (RFC 9110, 8.6), and is passed on as the endpoint gave it, not as the
+// length of the empty content that came.
+func TestH2ClientHeadKeepsContentLength(t *testing.T) {
+	p := startH2Peer(t, false, http2.Server{}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1234")
+		if r.Header.Get("If-None-Match") != "" {
+			w.WriteHeader(304)
+			return
+		}
+		w.WriteHeader(200)
+		if r.Method != "HEAD" {
+			w.Write(make([]byte, 1234))
+		}
+	})
+	c := p.client(t)
+	for _, cond := range []bool{false, true} {
+		req := get("/")
+		req.Header.SetMethod("HEAD")
+		want := 200
+		if cond {
+			req.Header.SetMethod("GET")
+			req.Header.Set("If-None-Match", `"v1"`)
+			want = 304
+		}
+		var resp fasthttp.Response
+		var s Body
+		if err := c.do(req, &resp, 5*time.Second, &s); err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, &resp, &s)
+		if resp.StatusCode() != want || resp.Header.ContentLength() != 1234 {
+			t.Errorf("%d: Content-Length %d, want 1234 (%s)", resp.StatusCode(), resp.Header.ContentLength(), strconv.Quote(string(resp.Header.Header())))
 		}
 	}
 }
