@@ -556,7 +556,6 @@ func (x *h2Stream) Read(p []byte) (int, error) {
 			x.buf, x.off = x.buf[:0], 0
 		}
 		x.creditLocked(int64(n), false)
-		cc.creditLocked(int64(n), false)
 		cc.flushLocked()
 		cc.mu.Unlock()
 		return n, nil
@@ -601,8 +600,7 @@ func (x *h2Stream) Close() error {
 }
 
 // finish ends the exchange once: the stream, if still open, is reset, its
-// unread data gives back its connection window, and the request body is
-// read no more.
+// unread data dropped, and the request body read no more.
 func (x *h2Stream) finish() {
 	if x.done.Swap(true) {
 		return
@@ -620,10 +618,7 @@ func (x *h2Stream) finish() {
 		}
 		cc.removeLocked(x)
 	}
-	if rest := len(x.buf) - x.off; rest > 0 {
-		x.buf, x.off = x.buf[:0], 0
-		cc.creditLocked(int64(rest), false)
-	}
+	x.buf, x.off = x.buf[:0], 0
 	cc.flushLocked()
 	cc.mu.Unlock()
 	if stop != nil {

@@ -58,7 +58,9 @@ import (
 
 const (
 	// h2StreamWindow is what one stream may receive ahead of its reader,
-	// and h2ConnWindow what all the streams of a connection may.
+	// and h2ConnWindow what a connection may have in flight: it is given
+	// back as data arrives, so that the stream windows alone bound what
+	// is held unread.
 	h2StreamWindow = 1 << 20
 	h2ConnWindow   = 16 << 20
 	// h2MaxHeaderList bounds a response's header block, as
@@ -408,8 +410,7 @@ func (cc *h2Conn) openLocked(s *h2Stream) {
 	cc.streams[s.id] = s
 }
 
-// removeLocked ends s on the connection: it gives back its stream and
-// the connection window its unread data holds.
+// removeLocked ends s on the connection: it gives back its stream.
 func (cc *h2Conn) removeLocked(s *h2Stream) {
 	if s.removed {
 		return
@@ -793,18 +794,19 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	cc.recvWindow -= n
+	// The connection's window is given back as data arrives, not as it is
+	// read: each stream's window bounds what it holds unread, and a stream
+	// whose reader is slow must not starve the others.
+	cc.creditLocked(n)
 	s, err := cc.streamLocked(f.StreamID)
 	if s == nil || s.remoteEnded {
-		// A stream we reset, or one already ended: the data is dropped and
-		// its share of the connection window given back.
-		cc.creditLocked(n, true)
+		// A stream we reset, or one already ended: the data is dropped.
 		if s != nil {
 			cc.resetLocked(s, http2.ErrCodeStreamClosed, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed})
 		}
 		return err
 	}
 	if !s.gotHeaders || n > s.recvWindow {
-		cc.creditLocked(n, true)
 		code := http2.ErrCodeFlowControl
 		if !s.gotHeaders {
 			code = http2.ErrCodeProtocol
@@ -813,14 +815,12 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	s.recvWindow -= n
-	// Padding is consumed as it arrives: both windows get it back.
+	// Padding is consumed as it arrives.
 	if pad := n - int64(len(data)); pad > 0 {
-		cc.creditLocked(pad, true)
 		s.creditLocked(pad, true)
 	}
 	s.received += int64(len(data))
 	if s.expect >= 0 && s.received > s.expect {
-		cc.creditLocked(int64(len(data)), true) // the data is dropped
 		cc.resetLocked(s, http2.ErrCodeProtocol, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol, Cause: errors.New("body longer than its content-length")})
 		return nil
 	}
@@ -837,9 +837,9 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 }
 
 // creditLocked gives back n bytes of the connection's receive window,
-// sending a WINDOW_UPDATE once a quarter of it is owed. fromReader says
-// the reader calls: it queues the frame for the writer goroutine.
-func (cc *h2Conn) creditLocked(n int64, fromReader bool) {
+// sending a WINDOW_UPDATE once a quarter of it is owed. It is the
+// reader's: the frame goes through the writer goroutine.
+func (cc *h2Conn) creditLocked(n int64) {
 	cc.unacked += n
 	if cc.unacked < h2ConnWindow/4 || cc.err != nil {
 		return
@@ -847,11 +847,7 @@ func (cc *h2Conn) creditLocked(n int64, fromReader bool) {
 	cc.fr.WriteWindowUpdate(0, uint32(cc.unacked))
 	cc.recvWindow += cc.unacked
 	cc.unacked = 0
-	if fromReader {
-		cc.kickLocked()
-	} else {
-		cc.flushLocked()
-	}
+	cc.kickLocked()
 }
 
 func (cc *h2Conn) onSettings(f *http2.SettingsFrame) error {

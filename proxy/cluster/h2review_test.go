@@ -250,3 +250,64 @@ func TestH2ClientHeadKeepsContentLength(t *testing.T) {
 		}
 	}
 }
+
+// TestH2ClientSlowReadersHoldUpNoOthers leaves as many large responses
+// unread as the connection's window holds stream windows: another
+// response on the connection still comes. Each stream's window bounds
+// what it holds unread; the connection's is given back as data arrives,
+// so that slow readers starve no other stream (RFC 9113, 5.2.2).
+func TestH2ClientSlowReadersHoldUpNoOthers(t *testing.T) {
+	p := startH2Peer(t, false, http2.Server{}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(make([]byte, 2*h2StreamWindow))
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	c := p.client(t)
+	const slow = h2ConnWindow / h2StreamWindow
+	for range slow {
+		resp := new(fasthttp.Response)
+		s := new(Body)
+		if err := c.do(get("/big"), resp, 5*time.Second, s); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+	// Every slow stream's window is full.
+	c.tr.mu.Lock()
+	cc := c.tr.conns[0]
+	c.tr.mu.Unlock()
+	for full := false; !full; time.Sleep(time.Millisecond) {
+		cc.mu.Lock()
+		held := 0
+		for _, s := range cc.streams {
+			held += len(s.buf) - s.off
+		}
+		full = held == slow*h2StreamWindow
+		cc.mu.Unlock()
+	}
+	got := make(chan string, 1)
+	go func() {
+		var resp fasthttp.Response
+		var s Body
+		if err := c.do(get("/small"), &resp, 5*time.Second, &s); err != nil {
+			got <- err.Error()
+			return
+		}
+		b := resp.Body()
+		if s.Active() {
+			b, _ = io.ReadAll(&s)
+			s.Close()
+		}
+		got <- string(b)
+	}()
+	select {
+	case b := <-got:
+		if b != "ok" {
+			t.Errorf("body %q", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a small response waits behind unread ones")
+	}
+}
