@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,5 +310,195 @@ func TestH2ClientSlowReadersHoldUpNoOthers(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a small response waits behind unread ones")
+	}
+}
+
+// answerAll answers each request on the peer's connection with answer,
+// given the request's stream and :path; SETTINGS are acknowledged.
+func (p *rawPeer) answerAll(answer func(p *rawPeer, id uint32, path string)) {
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				p.fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			answer(p, f.StreamID, f.PseudoValue("path"))
+		}
+	}
+}
+
+// TestH2ClientMalformedResponses has the peer answer with responses
+// RFC 9113 calls malformed (8.1.1, 8.2, 8.3): each fails its exchange
+// with a stream error, and the connection goes on serving. Interim
+// responses (100, 103) before the final one are passed over.
+func TestH2ClientMalformedResponses(t *testing.T) {
+	headers := func(p *rawPeer, id uint32, end bool, kv ...string) {
+		p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(kv...), EndHeaders: true, EndStream: end})
+	}
+	cases := map[string]func(p *rawPeer, id uint32){
+		"/uppercase-name":        func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", "X-Up", "1") },
+		"/pseudo-after-regular":  func(p *rawPeer, id uint32) { headers(p, id, true, "x-a", "1", ":status", "200") },
+		"/no-status":             func(p *rawPeer, id uint32) { headers(p, id, true, "x-a", "1") },
+		"/bad-status":            func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "2x0") },
+		"/request-pseudo-header": func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", ":path", "/") },
+		"/interim-ends":          func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "103") },
+		"/data-first":            func(p *rawPeer, id uint32) { p.fr.WriteData(id, true, []byte("x")) },
+		"/shorter": func(p *rawPeer, id uint32) {
+			headers(p, id, false, ":status", "200", "content-length", "5")
+			p.fr.WriteData(id, true, []byte("abc"))
+		},
+		"/longer": func(p *rawPeer, id uint32) {
+			headers(p, id, false, ":status", "200", "content-length", "2")
+			p.fr.WriteData(id, true, []byte("abc"))
+		},
+		"/bad-length": func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", "content-length", "-1") },
+		"/open-trailers": func(p *rawPeer, id uint32) {
+			headers(p, id, false, ":status", "200")
+			p.fr.WriteData(id, false, []byte("abc"))
+			headers(p, id, false, "x-t", "1")
+		},
+		"/pseudo-trailers": func(p *rawPeer, id uint32) {
+			headers(p, id, false, ":status", "200")
+			headers(p, id, true, ":status", "200")
+		},
+	}
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		p.answerAll(func(p *rawPeer, id uint32, path string) {
+			if bad := cases[path]; bad != nil {
+				bad(p, id)
+				return
+			}
+			headers(p, id, false, ":status", "100")
+			headers(p, id, false, ":status", "103", "link", "</a.css>; rel=preload")
+			headers(p, id, false, ":status", "200", "content-length", "2")
+			p.fr.WriteData(id, true, []byte("ok"))
+		})
+	})
+	c := rawClient(t, addr)
+	for path := range cases {
+		t.Run(path[1:], func(t *testing.T) {
+			var resp fasthttp.Response
+			var s Body
+			err := c.do(get(path), &resp, 5*time.Second, &s)
+			if err == nil && s.Active() {
+				_, err = io.ReadAll(&s)
+			}
+			s.Close()
+			var se http2.StreamError
+			if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+				t.Errorf("err %v, status %d, want a stream's PROTOCOL_ERROR", err, resp.StatusCode())
+			}
+			if err := c.do(get("/"), &resp, 5*time.Second, &s); err != nil || resp.StatusCode() != 200 || string(readAll(t, &resp, &s)) != "ok" {
+				t.Errorf("the next exchange: %v, %d", err, resp.StatusCode())
+			}
+		})
+	}
+	if n := c.conns.Load(); n != 1 {
+		t.Errorf("%d connections: a malformed response ended its connection", n)
+	}
+}
+
+// TestH2ClientPeerSettingsMidConnection has the peer change its settings
+// while requests are open: a larger SETTINGS_INITIAL_WINDOW_SIZE lets a
+// request body that waits on it go on (RFC 9113, 6.9.2), and a lower
+// SETTINGS_MAX_CONCURRENT_STREAMS sends the next request to another
+// connection.
+func TestH2ClientPeerSettingsMidConnection(t *testing.T) {
+	const bodyLen = 1000
+	var conns atomic.Int32
+	addr := listenRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(p *rawPeer) {
+		if conns.Add(1) > 1 {
+			p.answerAll(func(p *rawPeer, id uint32, path string) { p.respond(id, "second") })
+			return
+		}
+		got := 0
+		for {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			d, ok := f.(*http2.DataFrame)
+			if !ok {
+				continue
+			}
+			got += len(d.Data())
+			if got == 10 {
+				// The stream's window is used up: more of it, and no
+				// more than one stream.
+				p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: bodyLen},
+					http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+			}
+			if d.StreamEnded() {
+				p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: d.StreamID, BlockFragment: headerBlock(":status", "200"), EndHeaders: true})
+				p.fr.WriteData(d.StreamID, false, []byte(strconv.Itoa(got)))
+				io.Copy(io.Discard, p.conn)
+				return
+			}
+		}
+	})
+	c := rawClient(t, addr)
+	req := get("/")
+	req.Header.SetMethod("POST")
+	req.SetBody(make([]byte, bodyLen))
+	var resp fasthttp.Response
+	var s Body
+	if err := c.do(req, &resp, 5*time.Second, &s); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	buf := make([]byte, 16)
+	n, err := s.Read(buf)
+	if err != nil || string(buf[:n]) != strconv.Itoa(bodyLen) {
+		t.Fatalf("the peer got %q, %v", buf[:n], err)
+	}
+	var resp2 fasthttp.Response
+	var s2 Body
+	if err := c.do(get("/"), &resp2, 5*time.Second, &s2); err != nil || string(readAll(t, &resp2, &s2)) != "second" {
+		t.Errorf("the second request: %v", err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// TestH2ClientResponseBeforeRequestEnds has the peer answer whole before
+// the request body ends and reset the stream with NO_ERROR, asking the
+// client to stop sending (RFC 9113, 8.1): the response stands, the body
+// is read no more, and the connection goes on serving.
+func TestH2ClientResponseBeforeRequestEnds(t *testing.T) {
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		p.answerAll(func(p *rawPeer, id uint32, path string) {
+			p.respond(id, "early")
+			if path == "/early" {
+				p.fr.WriteRSTStream(id, http2.ErrCodeNo)
+			}
+		})
+	})
+	c := rawClient(t, addr)
+	body := &abortableBody{data: make(chan []byte, 1), aborted: make(chan struct{})}
+	body.data <- []byte("first")
+	req := get("/early")
+	req.Header.SetMethod("POST")
+	req.SetBodyStream(body, -1)
+	var resp fasthttp.Response
+	var s Body
+	if err := c.do(req, &resp, 5*time.Second, &s); err != nil {
+		t.Fatal(err)
+	}
+	if b := readAll(t, &resp, &s); string(b) != "early" || resp.StatusCode() != 200 {
+		t.Errorf("%d %q", resp.StatusCode(), b)
+	}
+	<-body.aborted
+	if err := c.do(get("/"), &resp, 5*time.Second, &s); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, &resp, &s)
+	if n := c.conns.Load(); n != 1 {
+		t.Errorf("%d connections", n)
 	}
 }
