@@ -40,6 +40,7 @@ func newH2Client(k poolKey, tlsConf *tls.Config) *h2Client {
 		idleTimeout:     k.idleTimeout,
 		sendPingTimeout: h2SendPingTimeout,
 		pingTimeout:     h2PingTimeout,
+		pingInterval:    h2PingInterval,
 		// The connection's one reader waits for frames most of its life:
 		// sockio's reads save it the read that finds nothing before each
 		// wait.

@@ -84,6 +84,13 @@ const (
 	// dead peer is found before a request waits on it.
 	h2SendPingTimeout = 30 * time.Second
 	h2PingTimeout     = 10 * time.Second
+	// h2PingInterval is the least time between two pings while the peer
+	// sends no response HEADERS or DATA between them: grpc-go's servers
+	// close a connection pinged more often than that (their keepalive
+	// enforcement's MinTime, 5 minutes by default, "too_many_pings"), and
+	// a gRPC stream may stay quiet for longer. The margin covers the
+	// pings' delays on the way.
+	h2PingInterval = 5*time.Minute + 30*time.Second
 )
 
 var (
@@ -114,6 +121,7 @@ type h2Transport struct {
 	idleTimeout     time.Duration
 	sendPingTimeout time.Duration
 	pingTimeout     time.Duration
+	pingInterval    time.Duration
 	// wrap is applied to each raw connection before TLS.
 	wrap func(net.Conn) net.Conn
 
@@ -294,6 +302,8 @@ type h2Conn struct {
 	pingPending bool
 	pingData    [8]byte
 	lastReads   uint64
+	lastPing    time.Time // when the last PING went
+	streamed    bool      // HEADERS or DATA read since the last PING
 }
 
 // h2Out is the connection's output buffer, the framer's writer.
@@ -566,7 +576,17 @@ func (cc *h2Conn) checkHealth() {
 		cc.pingTimer.Reset(cc.t.sendPingTimeout)
 		return
 	}
+	if !cc.streamed && !cc.lastPing.IsZero() {
+		// Quiet since the last ping: another one this soon counts as
+		// abuse for some servers (h2PingInterval).
+		if wait := cc.t.pingInterval - time.Since(cc.lastPing); wait > 0 {
+			cc.pingTimer.Reset(wait)
+			return
+		}
+	}
 	cc.pingPending = true
+	cc.lastPing = time.Now()
+	cc.streamed = false
 	binary.BigEndian.PutUint64(cc.pingData[:], binary.BigEndian.Uint64(cc.pingData[:])+1)
 	cc.fr.WritePing(false, cc.pingData)
 	cc.kickLocked()
@@ -716,6 +736,7 @@ func (cc *h2Conn) streamLocked(id uint32) (*h2Stream, error) {
 func (cc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.streamed = true
 	s, err := cc.streamLocked(f.StreamID)
 	if s == nil {
 		return err
@@ -790,6 +811,7 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 	data := f.Data()
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.streamed = true
 	if n > cc.recvWindow {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}

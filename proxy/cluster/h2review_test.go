@@ -5,9 +5,11 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +20,11 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 )
 
 // headerBlock encodes name, value pairs as a header block of its own.
@@ -500,5 +507,75 @@ func TestH2ClientResponseBeforeRequestEnds(t *testing.T) {
 	readAll(t, &resp, &s)
 	if n := c.conns.Load(); n != 1 {
 		t.Errorf("%d connections", n)
+	}
+}
+
+// TestH2ClientQuietGRPCStream keeps a gRPC server stream open and quiet
+// for several of the client's ping intervals, against grpc-go's server:
+// it closes a connection whose client pings a quiet stream more often than
+// its keepalive enforcement allows (MinTime, 5 minutes by default; more
+// than two such pings). The stream must live on. Both sides' times are
+// scaled down alike.
+func TestH2ClientQuietGRPCStream(t *testing.T) {
+	const scale = 3000
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Minute / scale}))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+
+	c := rawClient(t, ln.Addr().String())
+	c.tr.sendPingTimeout = h2SendPingTimeout / scale
+	c.tr.pingTimeout = 5 * time.Second // not scaled: a loaded machine answers late
+	c.tr.pingInterval = h2PingInterval / scale
+	req := get("/grpc.health.v1.Health/Watch")
+	req.Header.SetMethod("POST")
+	req.Header.SetContentType("application/grpc")
+	var resp fasthttp.Response
+	// An empty HealthCheckRequest: the server's own health.
+	rc, err := c.stream(t.Context(), req, bytes.NewReader(make([]byte, 5)), &resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	readStatus := func() healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		var prefix [5]byte
+		if _, err := io.ReadFull(rc, prefix[:]); err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		msg := make([]byte, binary.BigEndian.Uint32(prefix[1:]))
+		if _, err := io.ReadFull(rc, msg); err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		var m healthpb.HealthCheckResponse
+		if err := proto.Unmarshal(msg, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Status
+	}
+	if s := readStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("status %v", s)
+	}
+	// Quiet while the client sends pings, or until the connection ends.
+	c.tr.mu.Lock()
+	cc := c.tr.conns[0]
+	c.tr.mu.Unlock()
+	for {
+		cc.mu.Lock()
+		pings, ended := binary.BigEndian.Uint64(cc.pingData[:]), cc.err != nil
+		cc.mu.Unlock()
+		if pings >= 6 || ended {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if s := readStatus(); s != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status %v", s)
 	}
 }
