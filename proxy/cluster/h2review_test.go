@@ -579,3 +579,71 @@ func TestH2ClientQuietGRPCStream(t *testing.T) {
 		t.Fatalf("status %v", s)
 	}
 }
+
+// TestH2ClientPeerHeaderTableSize has the peer shrink its HPACK table to
+// nothing (SETTINGS_HEADER_TABLE_SIZE 0) once the client has indexed
+// fields in it: the client's next header block starts with the table
+// size update (RFC 7541, 4.2 and 6.3) and refers to no entry of the old
+// table.
+func TestH2ClientPeerHeaderTableSize(t *testing.T) {
+	errs := make(chan error, 8)
+	addr := listenRaw(t, nil, func(p *rawPeer) {
+		p.fr.ReadMetaHeaders = nil // the blocks are decoded here
+		dec := hpack.NewDecoder(4096, nil)
+		n := 0
+		for {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					p.fr.WriteSettingsAck()
+				}
+			case *http2.HeadersFrame:
+				n++
+				block := f.HeaderBlockFragment()
+				if n == 3 && block[0]&0xe0 != 0x20 {
+					errs <- fmt.Errorf("the block after the change starts with %#x, not a table size update", block[0])
+				}
+				fields, err := dec.DecodeFull(block)
+				if err != nil {
+					errs <- err
+					return
+				}
+				stable := ""
+				for _, hf := range fields {
+					if hf.Name == "x-stable" {
+						stable = hf.Value
+					}
+				}
+				if stable != "v" {
+					errs <- fmt.Errorf("request %d: x-stable %q", n, stable)
+				}
+				if n == 2 {
+					p.fr.WriteSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+					dec.SetAllowedMaxDynamicTableSize(0)
+				}
+				p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: headerBlock(":status", "200"), EndHeaders: true, EndStream: true})
+				if n == 3 {
+					close(errs)
+				}
+			}
+		}
+	})
+	c := rawClient(t, addr)
+	for range 3 {
+		req := get("/")
+		req.Header.Set("X-Stable", "v")
+		var resp fasthttp.Response
+		var s Body
+		if err := c.do(req, &resp, 5*time.Second, &s); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	for err := range errs {
+		t.Error(err)
+	}
+}
