@@ -286,7 +286,11 @@ func TestH2ClientSlowReadersHoldUpNoOthers(t *testing.T) {
 	c.tr.mu.Lock()
 	cc := c.tr.conns[0]
 	c.tr.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
 	for full := false; !full; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow streams' windows did not fill")
+		}
 		cc.mu.Lock()
 		held := 0
 		for _, s := range cc.streams {
@@ -565,7 +569,8 @@ func TestH2ClientQuietGRPCStream(t *testing.T) {
 	c.tr.mu.Lock()
 	cc := c.tr.conns[0]
 	c.tr.mu.Unlock()
-	for {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
 		cc.mu.Lock()
 		pings, ended := binary.BigEndian.Uint64(cc.pingData[:]), cc.err != nil
 		cc.mu.Unlock()
