@@ -40,6 +40,7 @@ func newH2Client(k poolKey, tlsConf *tls.Config) *h2Client {
 		idleTimeout:     k.idleTimeout,
 		sendPingTimeout: h2SendPingTimeout,
 		pingTimeout:     h2PingTimeout,
+		pingInterval:    h2PingInterval,
 		// The connection's one reader waits for frames most of its life:
 		// sockio's reads save it the read that finds nothing before each
 		// wait.
@@ -148,7 +149,11 @@ func (c *h2Client) try(req *fasthttp.Request, resp *fasthttp.Response, timeout t
 	if ended {
 		// The whole response is here: no stream to keep.
 		if len(body) == 0 {
-			resp.Header.SetContentLength(0)
+			if !x.head {
+				// The answer to HEAD keeps the length it names, that of
+				// the content a GET would have.
+				resp.Header.SetContentLength(0)
+			}
 		} else if len(body) <= SmallBody {
 			resp.SetBody(body)
 		} else {
@@ -189,9 +194,12 @@ func (c *h2Client) stream(ctx context.Context, req *fasthttp.Request, body io.Re
 		x.closeSource()
 		return nil, err
 	}
-	x.stopCtx = context.AfterFunc(ctx, x.cancel)
+	// A context already done runs cancel at once, on a goroutine of its
+	// own: stopCtx is set under mu, where finish reads it.
+	stop := context.AfterFunc(ctx, x.cancel)
 	cc := x.cc
 	cc.mu.Lock()
+	x.stopCtx = stop
 	for !x.gotHeaders && x.err == nil {
 		x.cond.Wait()
 	}
@@ -442,8 +450,8 @@ type h2Stream struct {
 
 	sendWindow int64
 	recvWindow int64
-	// unacked is what the caller read since the stream's last
-	// WINDOW_UPDATE.
+	// unacked is what the caller read, and the padding that came, since
+	// the stream's last WINDOW_UPDATE.
 	unacked  int64
 	buf      []byte // received, unread
 	off      int
@@ -469,7 +477,7 @@ type h2Stream struct {
 	closeBody     io.Closer // a filter's body, closed when the exchange ends
 	bodyClosed    atomic.Bool
 	ctx           context.Context
-	stopCtx       func() bool
+	stopCtx       func() bool // set and read under the connection's mu
 	trailersAdded bool
 	done          atomic.Bool
 }
@@ -548,15 +556,7 @@ func (x *h2Stream) Read(p []byte) (int, error) {
 		if x.off == len(x.buf) {
 			x.buf, x.off = x.buf[:0], 0
 		}
-		if !x.remoteEnded && !x.removed {
-			x.unacked += int64(n)
-			if x.unacked >= h2StreamWindow/2 && cc.err == nil {
-				cc.fr.WriteWindowUpdate(x.id, uint32(x.unacked))
-				x.recvWindow += x.unacked
-				x.unacked = 0
-			}
-		}
-		cc.creditLocked(int64(n), false)
+		x.creditLocked(int64(n), false)
 		cc.flushLocked()
 		cc.mu.Unlock()
 		return n, nil
@@ -573,6 +573,27 @@ func (x *h2Stream) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// creditLocked gives back n bytes of the stream's receive window,
+// sending a WINDOW_UPDATE once half of it is owed, while the response may
+// still send. fromReader says the reader calls: it queues the frame for
+// the writer goroutine; the caller flushes it otherwise.
+func (x *h2Stream) creditLocked(n int64, fromReader bool) {
+	cc := x.cc
+	if x.remoteEnded || x.removed {
+		return
+	}
+	x.unacked += n
+	if x.unacked < h2StreamWindow/2 || cc.err != nil {
+		return
+	}
+	cc.fr.WriteWindowUpdate(x.id, uint32(x.unacked))
+	x.recvWindow += x.unacked
+	x.unacked = 0
+	if fromReader {
+		cc.kickLocked()
+	}
+}
+
 // Close ends the exchange: a stream still open is reset.
 func (x *h2Stream) Close() error {
 	x.finish()
@@ -580,17 +601,14 @@ func (x *h2Stream) Close() error {
 }
 
 // finish ends the exchange once: the stream, if still open, is reset, its
-// unread data gives back its connection window, and the request body is
-// read no more.
+// unread data dropped, and the request body read no more.
 func (x *h2Stream) finish() {
 	if x.done.Swap(true) {
 		return
 	}
-	if x.stopCtx != nil {
-		x.stopCtx()
-	}
 	cc := x.cc
 	cc.mu.Lock()
+	stop := x.stopCtx
 	x.failLocked(errH2Closed)
 	if x.wakePending {
 		cc.unwakeLocked(x)
@@ -601,12 +619,12 @@ func (x *h2Stream) finish() {
 		}
 		cc.removeLocked(x)
 	}
-	if rest := len(x.buf) - x.off; rest > 0 {
-		x.buf, x.off = x.buf[:0], 0
-		cc.creditLocked(int64(rest), false)
-	}
+	x.buf, x.off = x.buf[:0], 0
 	cc.flushLocked()
 	cc.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	x.body.detach()
 	x.closeSource()
 }

@@ -58,7 +58,9 @@ import (
 
 const (
 	// h2StreamWindow is what one stream may receive ahead of its reader,
-	// and h2ConnWindow what all the streams of a connection may.
+	// and h2ConnWindow what a connection may have in flight: it is given
+	// back as data arrives, so that the stream windows alone bound what
+	// is held unread.
 	h2StreamWindow = 1 << 20
 	h2ConnWindow   = 16 << 20
 	// h2MaxHeaderList bounds a response's header block, as
@@ -82,6 +84,13 @@ const (
 	// dead peer is found before a request waits on it.
 	h2SendPingTimeout = 30 * time.Second
 	h2PingTimeout     = 10 * time.Second
+	// h2PingInterval is the least time between two pings while the peer
+	// sends no response HEADERS or DATA between them: grpc-go's servers
+	// close a connection pinged more often than that (their keepalive
+	// enforcement's MinTime, 5 minutes by default, "too_many_pings"), and
+	// a gRPC stream may stay quiet for longer. The margin covers the
+	// pings' delays on the way.
+	h2PingInterval = 5*time.Minute + 30*time.Second
 )
 
 var (
@@ -112,6 +121,7 @@ type h2Transport struct {
 	idleTimeout     time.Duration
 	sendPingTimeout time.Duration
 	pingTimeout     time.Duration
+	pingInterval    time.Duration
 	// wrap is applied to each raw connection before TLS.
 	wrap func(net.Conn) net.Conn
 
@@ -292,6 +302,8 @@ type h2Conn struct {
 	pingPending bool
 	pingData    [8]byte
 	lastReads   uint64
+	lastPing    time.Time // when the last PING went
+	streamed    bool      // HEADERS or DATA read since the last PING
 }
 
 // h2Out is the connection's output buffer, the framer's writer.
@@ -408,8 +420,7 @@ func (cc *h2Conn) openLocked(s *h2Stream) {
 	cc.streams[s.id] = s
 }
 
-// removeLocked ends s on the connection: it gives back its stream and
-// the connection window its unread data holds.
+// removeLocked ends s on the connection: it gives back its stream.
 func (cc *h2Conn) removeLocked(s *h2Stream) {
 	if s.removed {
 		return
@@ -565,7 +576,17 @@ func (cc *h2Conn) checkHealth() {
 		cc.pingTimer.Reset(cc.t.sendPingTimeout)
 		return
 	}
+	if !cc.streamed && !cc.lastPing.IsZero() {
+		// Quiet since the last ping: another one this soon counts as
+		// abuse for some servers (h2PingInterval).
+		if wait := cc.t.pingInterval - time.Since(cc.lastPing); wait > 0 {
+			cc.pingTimer.Reset(wait)
+			return
+		}
+	}
 	cc.pingPending = true
+	cc.lastPing = time.Now()
+	cc.streamed = false
 	binary.BigEndian.PutUint64(cc.pingData[:], binary.BigEndian.Uint64(cc.pingData[:])+1)
 	cc.fr.WritePing(false, cc.pingData)
 	cc.kickLocked()
@@ -715,6 +736,7 @@ func (cc *h2Conn) streamLocked(id uint32) (*h2Stream, error) {
 func (cc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.streamed = true
 	s, err := cc.streamLocked(f.StreamID)
 	if s == nil {
 		return err
@@ -726,6 +748,11 @@ func (cc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	protocolErr := func(why string) error {
 		cc.resetLocked(s, http2.ErrCodeProtocol, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol, Cause: errors.New(why)})
 		return nil
+	}
+	if f.Truncated {
+		// Fields beyond our SETTINGS_MAX_HEADER_LIST_SIZE were dropped: the
+		// response, or its trailers, would be passed on without them.
+		return protocolErr("header list larger than SETTINGS_MAX_HEADER_LIST_SIZE")
 	}
 	if !s.gotHeaders {
 		status, ok := parseStatus(f.PseudoValue("status"))
@@ -784,22 +811,24 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 	data := f.Data()
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.streamed = true
 	if n > cc.recvWindow {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	cc.recvWindow -= n
+	// The connection's window is given back as data arrives, not as it is
+	// read: each stream's window bounds what it holds unread, and a stream
+	// whose reader is slow must not starve the others.
+	cc.creditLocked(n)
 	s, err := cc.streamLocked(f.StreamID)
 	if s == nil || s.remoteEnded {
-		// A stream we reset, or one already ended: the data is dropped and
-		// its share of the connection window given back.
-		cc.creditLocked(n, true)
+		// A stream we reset, or one already ended: the data is dropped.
 		if s != nil {
 			cc.resetLocked(s, http2.ErrCodeStreamClosed, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed})
 		}
 		return err
 	}
 	if !s.gotHeaders || n > s.recvWindow {
-		cc.creditLocked(n, true)
 		code := http2.ErrCodeFlowControl
 		if !s.gotHeaders {
 			code = http2.ErrCodeProtocol
@@ -810,8 +839,7 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 	s.recvWindow -= n
 	// Padding is consumed as it arrives.
 	if pad := n - int64(len(data)); pad > 0 {
-		cc.creditLocked(pad, true)
-		s.recvWindow += pad
+		s.creditLocked(pad, true)
 	}
 	s.received += int64(len(data))
 	if s.expect >= 0 && s.received > s.expect {
@@ -831,9 +859,9 @@ func (cc *h2Conn) onData(f *http2.DataFrame) error {
 }
 
 // creditLocked gives back n bytes of the connection's receive window,
-// sending a WINDOW_UPDATE once a quarter of it is owed. fromReader says
-// the reader calls: it queues the frame for the writer goroutine.
-func (cc *h2Conn) creditLocked(n int64, fromReader bool) {
+// sending a WINDOW_UPDATE once a quarter of it is owed. It is the
+// reader's: the frame goes through the writer goroutine.
+func (cc *h2Conn) creditLocked(n int64) {
 	cc.unacked += n
 	if cc.unacked < h2ConnWindow/4 || cc.err != nil {
 		return
@@ -841,11 +869,7 @@ func (cc *h2Conn) creditLocked(n int64, fromReader bool) {
 	cc.fr.WriteWindowUpdate(0, uint32(cc.unacked))
 	cc.recvWindow += cc.unacked
 	cc.unacked = 0
-	if fromReader {
-		cc.kickLocked()
-	} else {
-		cc.flushLocked()
-	}
+	cc.kickLocked()
 }
 
 func (cc *h2Conn) onSettings(f *http2.SettingsFrame) error {
