@@ -262,7 +262,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			BaseContext:       func(net.Listener) context.Context { return base },
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          zap.NewStdLog(o.Logger.Named("api")),
+			// Agents keep their connections alive between requests and
+			// close them after 30 s idle; a client that does not is
+			// closed after this.
+			IdleTimeout: 2 * time.Minute,
+			ErrorLog:    zap.NewStdLog(o.Logger.Named("api")),
 		}
 		go func() {
 			if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -193,21 +192,8 @@ func New(o Options) (*Agent, error) {
 		// bundle, which changes, in VerifyConnection.
 		InsecureSkipVerify: true,
 		VerifyConnection:   func(cs tls.ConnectionState) error { return a.verifyControlPlane(cs, host) },
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if s := a.svid.Load(); s != nil {
-				return s.cert, nil
-			}
-			return &tls.Certificate{}, nil
-		},
 	}
-	// Every request opens a connection of its own, so that the client
-	// certificate it presents is the current one: a connection kept from
-	// before a renewal would carry the previous certificate, or none.
-	// Requests are rare (a renewal per half-life, a bundle poll per
-	// BundleWait), so the handshakes cost nothing that matters.
-	tr := &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true,
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, TLSHandshakeTimeout: 5 * time.Second}
-	a.client = &api.Client{Server: o.Server, HTTP: &http.Client{Transport: tr}}
+	a.client = &api.Client{Server: o.Server, HTTP: &http.Client{Transport: &certTransport{a: a, tls: tc}}}
 	a.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmgate_identity_renewals_total",
 		Help: "Certificate requests to the control plane's CA, by result."}, []string{"result"})
 	a.expiryMet = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "wasmgate_identity_certificate_expiry_seconds",
@@ -644,6 +630,6 @@ func (a *Agent) loadState() error {
 }
 
 // HTTPClient reaches the control plane as the agent does: trusting the
-// current bundle and presenting the current certificate, on a connection
-// of its own per request. Sidecars watch discovery with it.
+// current bundle and presenting the current certificate (certTransport).
+// Sidecars watch discovery and keep their registration with it.
 func (a *Agent) HTTPClient() *http.Client { return a.client.HTTP }
