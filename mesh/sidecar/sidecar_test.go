@@ -86,14 +86,17 @@ type mesh struct {
 
 // startMesh runs a control plane and web -> orders -> payments, each app
 // with its sidecar, on loopback; payments admits only orders.
-func startMesh(t testing.TB) *mesh { return startMeshWith(t, false) }
+func startMesh(t testing.TB) *mesh { return startMeshWith(t, false, 2*time.Second) }
 
 // startMeshRecords is startMesh with the sidecars' records (access,
 // decision, flow, event) written to one file, m.records, through one
 // pipeline they share, as `up --mesh` runs them.
-func startMeshRecords(t testing.TB) *mesh { return startMeshWith(t, true) }
+func startMeshRecords(t testing.TB) *mesh { return startMeshWith(t, true, 2*time.Second) }
 
-func startMeshWith(t testing.TB, records bool) *mesh {
+// startMeshWith is startMesh with the records of startMeshRecords or
+// not, and the sidecars' registrations under leases of ttl (tests take a
+// short one, for losses to show soon).
+func startMeshWith(t testing.TB, records bool, ttl time.Duration) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -140,7 +143,7 @@ func startMeshWith(t testing.TB, records bool) *mesh {
 		m.apps[name] = port
 		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
 			Settings:     sidecar.Settings{Service: name, AppPort: port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
-			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: 2 * time.Second,
+			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: ttl,
 			Base: base, Telemetry: tel,
 		})
 		if err != nil {
