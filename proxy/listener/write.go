@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/sockio"
 )
 
 // DefaultWriteTimeout bounds how long a write to a client may make no
@@ -121,5 +123,9 @@ func (l progressListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &progressConn{Conn: c, w: writeProgress{timeout: l.timeout, stalled: l.stalled}}, nil
+	// TLS reads the socket with recvmsg and TCP_INQ, as a clear-text
+	// listener's connections are read (package sockio): a read that
+	// empties the socket says so, and the next waits without first
+	// finding nothing.
+	return &progressConn{Conn: sockio.Wrap(c), w: writeProgress{timeout: l.timeout, stalled: l.stalled}}, nil
 }
