@@ -600,6 +600,18 @@ func (in *instance) grpcForget(c *grpcCall) {
 	}
 }
 
+// cancelGRPC cancels the gRPC calls and streams a root context opened, as
+// Envoy does when it deletes the context: they hear no more callbacks,
+// and their upstream streams are reset. Callers hold in.mu.
+func (in *instance) cancelGRPC(root uint32) {
+	for _, c := range in.grpc.calls {
+		if c.root == root {
+			c.done = true
+			in.grpcForget(c)
+		}
+	}
+}
+
 // grpcToken finds the call or stream of a token: BAD_ARGUMENT for a token
 // that cannot be a gRPC one, NOT_FOUND for one not open.
 func (in *instance) grpcToken(token uint32) (*grpcCall, abi.Status) {

@@ -329,6 +329,39 @@ func TestGRPCStreamEndsWithItsInstance(t *testing.T) {
 	ended("plugin")
 }
 
+// TestGRPCStreamEndsWithItsRoot checks that a stream a root context
+// opened ends when a reload removes that root's plugin while its VM lives
+// on for another plugin: as in Envoy, deleting the context resets what it
+// still has open.
+func TestGRPCStreamEndsWithItsRoot(t *testing.T) {
+	u := startGRPCUpstream(t)
+	m := newTestManager(t, func(o *Options) { o.Upstreams = grpcClusters(t, u.addr) })
+	plugin := func(name string) config.Plugin {
+		return sharing(name, "grpccall", "shared", "", name, func(p *config.Plugin) {
+			p.PoolSize = 1
+			p.AllowedClusters = []string{"grpc"}
+		})
+	}
+	set := prepare(t, m, plugin("one"), plugin("two"))
+	if got := ask(t, factoryOf(t, set, "one"), "/background?cluster=grpc&service=wasmgate.test.Echo&method=Hang"); got != "opened" {
+		t.Fatalf("got %q", got)
+	}
+	select {
+	case <-u.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream never reached the server")
+	}
+	next := prepare(t, m, plugin("two"))
+	if next.plugins["two"].vm != set.plugins["two"].vm {
+		t.Fatal("the reload did not keep the shared VM")
+	}
+	select {
+	case <-u.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream outlived its root context")
+	}
+}
+
 // TestGRPCLimit checks the bound on the calls and streams an instance
 // has open: past it proxy_grpc_stream answers INTERNAL_FAILURE.
 func TestGRPCLimit(t *testing.T) {

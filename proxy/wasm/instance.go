@@ -457,6 +457,9 @@ func (in *instance) dropRoot(a *attachment) (err error) {
 		}
 		in.leave()
 	}
+	// What the context still had open ends with it, after its last
+	// callbacks (on_done may close its streams itself).
+	in.cancelGRPC(id)
 	delete(in.rootSet, id)
 	return err
 }
