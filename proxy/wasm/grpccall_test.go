@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -303,6 +304,11 @@ func TestGRPCStreamEndsWithItsInstance(t *testing.T) {
 		select {
 		case <-u.ended:
 		case <-time.After(5 * time.Second):
+			// Say where every goroutine waits: the step of the stream's
+			// end that stalled.
+			var b strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&b, 2)
+			t.Log(b.String())
 			t.Fatalf("the stream outlived its %s", what)
 		}
 	}
