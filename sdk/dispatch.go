@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,11 @@ var (
 	// lastRoot is the root context found last: requests nearly always
 	// belong to the same configuration as the one before.
 	lastRoot *rootContext
+	// rootList holds the same root contexts as roots. A module holding
+	// several filters, chained on one route, switches root at every
+	// callback; a scan of a few pointers finds it without the runtime's
+	// map lookup (hashing, probing: several calls and loops in a guest).
+	rootList []*rootContext
 
 	// The context of the running callback: its root, and its request
 	// when it is a request's.
@@ -48,16 +54,35 @@ func rootOf(id uint32) *rootContext {
 	if r := lastRoot; r != nil && r.id == id {
 		return r
 	}
-	r := roots[id]
+	var r *rootContext
+	if len(rootList) <= scannedRoots {
+		for _, c := range rootList {
+			if c.id == id {
+				r = c
+				break
+			}
+		}
+	} else {
+		r = roots[id]
+	}
 	if r != nil {
 		lastRoot = r
 	}
 	return r
 }
 
+// scannedRoots is how many root contexts rootOf scans before it uses the
+// map instead.
+const scannedRoots = 16
+
 func onContextCreate(id, parent uint32) {
 	if parent == 0 {
-		roots[id] = &rootContext{id: id}
+		if old := roots[id]; old != nil {
+			dropRoot(old)
+		}
+		r := &rootContext{id: id}
+		roots[id] = r
+		rootList = append(rootList, r)
 		return
 	}
 	root := rootOf(parent)
@@ -268,12 +293,22 @@ func onDelete(id uint32) {
 		}
 		return
 	}
-	delete(roots, id)
+	if r := roots[id]; r != nil {
+		dropRoot(r)
+	}
 	lastRoot = nil
 	for k := range metricIDs {
 		if k.root == id {
 			delete(metricIDs, k)
 		}
+	}
+}
+
+// dropRoot forgets a root context.
+func dropRoot(r *rootContext) {
+	delete(roots, r.id)
+	if i := slices.Index(rootList, r); i >= 0 {
+		rootList = slices.Delete(rootList, i, i+1)
 	}
 }
 

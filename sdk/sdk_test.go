@@ -16,7 +16,7 @@ import (
 func reset(t *testing.T) {
 	t.Helper()
 	mem = newMemHost()
-	roots = map[uint32]*rootContext{}
+	roots, rootList = map[uint32]*rootContext{}, nil
 	streams = streamTable{}
 	lastRoot = nil
 	calls = map[uint32]*pendingCall{}

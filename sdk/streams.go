@@ -15,7 +15,7 @@ type streamTable struct {
 	n     int
 }
 
-const streamSlots = 64
+const streamSlots = 512
 
 func (t *streamTable) get(id uint32) *Request {
 	if r := t.slots[id%streamSlots]; r != nil && r.id == id {
