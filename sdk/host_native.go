@@ -33,6 +33,7 @@ type memHost struct {
 	metrics   map[metricKey]uint32
 	values    map[uint32]int64
 	effective uint32
+	foreign   map[string]func(args []byte) ([]byte, abi.Status)
 }
 
 type localResponse struct {
@@ -314,4 +315,12 @@ func memProperty(v any) []byte {
 		return binary.LittleEndian.AppendUint64(nil, uint64(v))
 	}
 	return nil
+}
+
+func hostCallForeign(name string, args []byte) ([]byte, abi.Status) {
+	fn := mem.foreign[name]
+	if fn == nil {
+		return nil, abi.StatusNotFound
+	}
+	return fn(args)
 }

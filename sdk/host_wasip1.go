@@ -222,3 +222,9 @@ func hostGetProperty(path []byte) ([]byte, abi.Status) {
 func hostSetProperty(path, value []byte) abi.Status {
 	return abi.Status(proxy_set_property(bptr(path), uint32(len(path)), bptr(value), uint32(len(value))))
 }
+
+func hostCallForeign(name string, args []byte) ([]byte, abi.Status) {
+	p, n := outPtrs()
+	st := abi.Status(proxy_call_foreign_function(sptr(name), uint32(len(name)), bptr(args), uint32(len(args)), p, n))
+	return take(outPtr, outLen), st
+}

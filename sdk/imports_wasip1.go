@@ -101,3 +101,6 @@ func proxy_get_property(path unsafe.Pointer, pathN uint32, ptr, n unsafe.Pointer
 
 //go:wasmimport env proxy_set_property
 func proxy_set_property(path unsafe.Pointer, pathN uint32, val unsafe.Pointer, valN uint32) uint32
+
+//go:wasmimport env proxy_call_foreign_function
+func proxy_call_foreign_function(name unsafe.Pointer, nameN uint32, args unsafe.Pointer, argsN uint32, ptr, n unsafe.Pointer) uint32

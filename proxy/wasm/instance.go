@@ -73,6 +73,10 @@ type instance struct {
 
 	allocErr bool // the allocator failed inside the current call
 
+	// Of the foreign functions (foreign.go).
+	aeads      aeadCache
+	foreignOut []byte
+
 	ticks    map[uint32]*ticker
 	calls    map[uint32]*httpCall
 	nextCall uint32
