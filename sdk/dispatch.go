@@ -43,6 +43,11 @@ var (
 	free []*Request // requests kept for reuse
 )
 
+// maxFree bounds the requests kept for reuse: as many as an instance
+// has open at once under load (a few per connection of a busy proxy), so
+// that opening one does not allocate.
+const maxFree = 256
+
 func enterRoot(root *rootContext) { curRoot, curStream = root, nil }
 
 func enterStream(r *Request) { curRoot, curStream = r.root, r }
@@ -288,7 +293,7 @@ func onDelete(id uint32) {
 			}
 		}
 		*r = Request{}
-		if len(free) < 64 {
+		if len(free) < maxFree {
 			free = append(free, r)
 		}
 		return
