@@ -108,11 +108,12 @@ if ! go build -o "$tmp/bin/wasmgate" ./cmd/wasmgate 2>"$tmp/wasmgate-build.log";
 	rm -f "$tmp/bin/wasmgate"
 fi
 # The filters group's Wasm modules: the minimal Go filter built from the
-# SDK's example, and the first-party filters embedded in the binary.
+# SDK's example, and the first-party filters embedded in the binary (each
+# alone, and the module holding the three, which the chain runs in one VM).
 if [ -x "$tmp/bin/wasmgate" ]; then
 	"$tmp/bin/wasmgate" plugin build sdk/examples/hello -o "$tmp/bin/hello.wasm" >/dev/null ||
 		log "the hello example does not build; its scenario will be skipped"
-	for p in authz encryption telemetry; do
+	for p in authz encryption telemetry firstparty; do
 		"$tmp/bin/wasmgate" plugin extract "$p" -o "$tmp/bin/$p.wasm" >/dev/null ||
 			log "cannot extract $p; its scenarios will be skipped"
 	done

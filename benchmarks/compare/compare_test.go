@@ -290,7 +290,11 @@ func TestPeerTemplatesRender(t *testing.T) {
 				want = append(want, "/c/cert")
 			}
 			for _, name := range s.filters {
-				want = append(want, "/b/"+name+".wasm", "- plugin: "+name)
+				if s.oneVM {
+					want = append(want, "/b/firstparty.wasm", "vm_id: firstparty\n    root_id: "+name, "- plugin: "+name)
+				} else {
+					want = append(want, "/b/"+name+".wasm", "- plugin: "+name)
+				}
 			}
 			if s.http3 && s.peer == "wasmgate" {
 				want = append(want, "http3:\n      enabled: true")

@@ -275,7 +275,7 @@ func TestReportPairedFilters(t *testing.T) {
 		"| no filter | 5 | 30,000 | 30.00 | 99% | — | — |",
 		"| hello (minimal Go filter) | 5 | 25,000 | 36.00 | 99% | 0.833× (0.833–0.833) | +6.00 (+4.80 to +6.00) |",
 		"| authz | — | — | — | — | — | — | not run |",
-		"| telemetry + authz + encryption | 5 | 12,000 | 70.00 | 99% | 0.400× (0.400–0.400) | +40.00 (+32.00 to +40.00) |",
+		"| telemetry + authz + encryption (one VM) | 5 | 12,000 | 70.00 | 99% | 0.400× (0.400–0.400) | +40.00 (+32.00 to +40.00) |",
 		"| nginx (no filter; reference) | 5 | 60,000 | 15.00 | 99% | — | — |",
 		"No filter beside nginx, per cycle: req/s 0.500× nginx's (0.500–0.500; ahead in 0 of 5 cycles), proxy CPU per request 2.000× nginx's (2.000–2.000); " +
 			"at the fixed rate, proxy CPU per request 2.000× nginx's (2.000–2.000), a difference of +20.00 µs.",
@@ -343,7 +343,7 @@ func TestReportPairedFiltersVariants(t *testing.T) {
 		}
 		md := renderMarkdown(res)
 		for _, want := range []string{
-			"**Below the rate**: telemetry + authz + encryption (4,100 req/s) did not sustain 5,000 req/s",
+			"**Below the rate**: telemetry + authz + encryption (one VM) (4,100 req/s) did not sustain 5,000 req/s",
 			"at the fixed rate (with the wake-ups of an idle proxy) **met**, +20.00 µs (+16.00 to +20.00), but at 4,100 req/s, below the rate (see above);",
 		} {
 			if !strings.Contains(md, want) {

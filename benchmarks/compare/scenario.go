@@ -38,6 +38,10 @@ type scenario struct {
 	http3 bool
 	// filters are the Wasm filters on wasmgate's route, in order.
 	filters []string
+	// oneVM runs the filters from the module holding the three
+	// first-party filters, in one VM (vm_id), each selected by its
+	// root_id: the way `wasmgate up` ships them.
+	oneVM bool
 	// reload has the configuration rewritten during the run.
 	reload bool
 }
@@ -91,16 +95,25 @@ func (s scenario) fields(f peerFields, cert *certFiles, binDir string) peerField
 		f.TLS = cert
 	}
 	for _, name := range s.filters {
-		f.Plugins = append(f.Plugins, pluginSpec{Name: name, File: filepath.Join(binDir, name+".wasm"), Config: filterConfigs[name]})
+		p := pluginSpec{Name: name, File: filepath.Join(binDir, name+".wasm"), Config: filterConfigs[name]}
+		if s.oneVM {
+			p.File, p.VMID, p.RootID = filepath.Join(binDir, firstPartyModule), "firstparty", name
+		}
+		f.Plugins = append(f.Plugins, p)
 	}
 	return f
 }
+
+// firstPartyModule is the module holding the three first-party filters.
+const firstPartyModule = "firstparty.wasm"
 
 // pluginSpec is one Wasm filter in wasmgate's configuration.
 type pluginSpec struct {
 	Name   string
 	File   string
 	Config string // JSON, which is YAML too
+	// VMID and RootID, when set, are the plugin's vm_id and root_id.
+	VMID, RootID string
 }
 
 // filterConfigs are the configurations of the filters the filters group
@@ -236,23 +249,29 @@ func scenarios() []scenario {
 	}
 
 	// Filters: wasmgate, the same route, with and without Wasm filters.
+	// A single filter runs from its own module; the three chained run
+	// as `wasmgate up` ships them, from one module in one VM.
 	filterSets := []struct {
 		name, label string
 		filters     []string
+		oneVM       bool
 	}{
-		{"none", "no filter", nil},
-		{"hello", "hello (minimal Go filter)", []string{"hello"}},
-		{"authz", "authz", []string{"authz"}},
-		{"encryption", "encryption", []string{"encryption"}},
-		{"telemetry", "telemetry", []string{"telemetry"}},
-		{"chain", "telemetry + authz + encryption", []string{"telemetry", "authz", "encryption"}},
+		{"none", "no filter", nil, false},
+		{"hello", "hello (minimal Go filter)", []string{"hello"}, false},
+		{"authz", "authz", []string{"authz"}, false},
+		{"encryption", "encryption", []string{"encryption"}, false},
+		{"telemetry", "telemetry", []string{"telemetry"}, false},
+		{"chain", "telemetry + authz + encryption (one VM)", []string{"telemetry", "authz", "encryption"}, true},
 	}
 	for _, fs := range filterSets {
 		s := p["wasmgate"]
 		s.name, s.label, s.group, s.peer, s.load = "filter-"+fs.name, fs.label, groupFilters, "wasmgate", loadWrk
-		s.filters, s.base = fs.filters, "filter-none"
+		s.filters, s.oneVM, s.base = fs.filters, fs.oneVM, "filter-none"
 		checks := []func(*runner) string{s.missing}
 		for _, f := range fs.filters {
+			if fs.oneVM {
+				f = "firstparty"
+			}
 			checks = append(checks, needBuilt(f+".wasm"))
 		}
 		s.missing = needAll(checks...)
