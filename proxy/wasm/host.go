@@ -111,7 +111,6 @@ func instantiateEnv(ctx context.Context, rt wazero.Runtime) error {
 
 func u32(v uint64) uint32 { return api.DecodeU32(v) }
 
-
 func hostLog(in *instance, a []uint64) abi.Status {
 	lvl := abi.LogLevel(u32(a[0]))
 	if lvl > abi.LogLevelCritical {
