@@ -2,24 +2,121 @@ package wasm
 
 import (
 	"bytes"
+	"compress/zlib"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
-// Foreign functions are what proxy_call_foreign_function offers: Envoy's
-// extension point for work a host does better than a guest. Envoy's own
-// (compress, expr_evaluate, ...) are Envoy's; wasmgate offers these, and
-// NOT_FOUND for any other name, as Envoy does for a name it lacks. A guest
-// that uses them keeps a fallback of its own for other hosts.
+// Foreign functions are what proxy_call_foreign_function offers: a
+// host's extension point for work it does better than a guest. wasmgate
+// offers those of Envoy's that a filter written for Envoy may call and
+// that mean something here, and its own; NOT_FOUND for any other name, as
+// Envoy answers for a name it lacks (its CEL expressions, expr_create and
+// expr_evaluate, and its signing functions, are not here).
 var foreignFuncs = map[string]func(in *instance, args []byte) ([]byte, abi.Status){
-	// AES-GCM with the host's instructions: a guest's software AES is
-	// tens of times slower, and reads key-dependent tables, which leaks
-	// timing. The first-party encryption filter seals with these.
+	// Envoy's.
+	"clear_route_cache":      foreignClearRouteCache,
+	"compress":               foreignCompress,
+	"uncompress":             foreignUncompress,
+	"set_envoy_filter_state": foreignSetFilterState,
+	"declare_property":       foreignDeclareProperty,
+
+	// wasmgate's: AES-GCM with the host's instructions. A guest's
+	// software AES is tens of times slower, and reads key-dependent
+	// tables, which leaks timing. The first-party encryption filter seals
+	// with these, and in the guest on other hosts.
 	"wasmgate_aes_gcm_seal": foreignAESGCM(true),
 	"wasmgate_aes_gcm_open": foreignAESGCM(false),
+}
+
+// foreignClearRouteCache is proxy_clear_route_cache, as Envoy offers it to
+// filters written before that function existed.
+func foreignClearRouteCache(in *instance, _ []byte) ([]byte, abi.Status) {
+	return nil, hostClearRouteCache(in, nil)
+}
+
+// foreignCompress compresses its argument in the zlib format (RFC 1950),
+// as Envoy's does with zlib's compress().
+func foreignCompress(in *instance, args []byte) ([]byte, abi.Status) {
+	var b bytes.Buffer
+	w, _ := zlib.NewWriterLevel(&b, zlib.DefaultCompression)
+	if _, err := w.Write(args); err != nil || w.Close() != nil {
+		return nil, abi.StatusSerializationFailure
+	}
+	return b.Bytes(), abi.StatusOK
+}
+
+// foreignUncompress undoes compress: SERIALIZATION_FAILURE for bytes that
+// are not zlib, or that inflate past the plugin's max_body_bytes (Envoy
+// sets no bound, which lets a guest's few bytes take the host's memory).
+func foreignUncompress(in *instance, args []byte) ([]byte, abi.Status) {
+	r, err := zlib.NewReader(bytes.NewReader(args))
+	if err != nil {
+		return nil, abi.StatusSerializationFailure
+	}
+	limit := int64(defaultMaxBodyBytes)
+	if in.curP != nil {
+		limit = int64(in.curP.maxBody)
+	}
+	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil || int64(len(out)) > limit {
+		return nil, abi.StatusSerializationFailure
+	}
+	return out, abi.StatusOK
+}
+
+// foreignSetFilterState is Envoy's set_envoy_filter_state: a serialized
+// SetEnvoyFilterStateArguments (path 1, value 2, span 3) sets the
+// request's filter state under path, with no prefix (unlike
+// proxy_set_property, whose keys start with "wasm."), for the access log
+// and the other filters. Outside a request it is NOT_FOUND.
+func foreignSetFilterState(in *instance, args []byte) ([]byte, abi.Status) {
+	var path, value []byte
+	err := eachField(args, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if typ == protowire.BytesType {
+			switch num {
+			case 1:
+				path = v
+			case 2:
+				value = v
+			}
+		}
+		return true
+	})
+	if err != nil || len(path) == 0 {
+		return nil, abi.StatusBadArgument
+	}
+	x := in.exchange()
+	if x == nil {
+		return nil, abi.StatusNotFound
+	}
+	x.SetState(string(path), append([]byte(nil), value...))
+	return nil, abi.StatusOK
+}
+
+// foreignDeclareProperty is Envoy's declare_property: a serialized
+// DeclarePropertyArguments (name 1, readonly 2, type 3, schema 4, span 5)
+// that declares a property the guest then sets. Here every property may
+// be set without being declared, so a well-formed declaration is
+// accepted and nothing more; its type is not enforced.
+func foreignDeclareProperty(in *instance, args []byte) ([]byte, abi.Status) {
+	var name []byte
+	err := eachField(args, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if num == 1 && typ == protowire.BytesType {
+			name = v
+		}
+		return true
+	})
+	if err != nil || len(name) == 0 {
+		return nil, abi.StatusBadArgument
+	}
+	return nil, abi.StatusOK
 }
 
 func hostCallForeignFunction(in *instance, a []uint64) abi.Status {

@@ -2,11 +2,19 @@ package wasm
 
 import (
 	"bytes"
+	"compress/zlib"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"strconv"
+	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
@@ -77,5 +85,105 @@ func BenchmarkForeignAESGCM(b *testing.B) {
 		if _, st := seal(in, args); st != abi.StatusOK {
 			b.Fatal(st)
 		}
+	}
+}
+
+// TestEnvoyForeignFunctions calls Envoy's foreign functions from a module
+// built with the public proxy-wasm Go SDK, as a filter written for Envoy
+// would: compress and uncompress (against a stream C zlib made),
+// set_envoy_filter_state, declare_property, clear_route_cache, and a name
+// the host lacks.
+func TestEnvoyForeignFunctions(t *testing.T) {
+	m := newTestManager(t)
+	f := factoryOf(t, prepare(t, m, testPlugin("f", "features")), "f")
+	call := func(name string, arg []byte) (string, *filter.Exchange) {
+		t.Helper()
+		x := newExchange("http://example.com/", "x-foreign", name, "x-foreign-arg", hex.EncodeToString(arg))
+		run(t, f, x)
+		return string(x.Ctx.Request.Header.Peek("x-foreign-result")), x
+	}
+	unhex := func(s string) []byte {
+		t.Helper()
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			t.Fatalf("result %q", s)
+		}
+		return b
+	}
+
+	text := bytes.Repeat([]byte("hello wasm "), 40)
+	got, _ := call("compress", text)
+	z, err := zlib.NewReader(bytes.NewReader(unhex(got)))
+	if err != nil {
+		t.Fatalf("compress gave no zlib stream: %v", err)
+	}
+	if back, err := io.ReadAll(z); err != nil || !bytes.Equal(back, text) {
+		t.Fatalf("compress: %q, %v", back, err)
+	}
+	// zlib.compress(b"hello hello hello hello") in CPython, which is C
+	// zlib, as Envoy uses.
+	if got, _ := call("uncompress", unhex("789ccb48cdc9c957c8402701680308b1")); string(unhex(got)) != "hello hello hello hello" {
+		t.Errorf("uncompress of C zlib's stream: %q", got)
+	}
+	if got, _ := call("uncompress", []byte("not zlib")); !failed(got, "serialization", abi.StatusSerializationFailure) {
+		t.Errorf("uncompress of garbage: %q", got)
+	}
+
+	var args []byte
+	args = protowire.AppendTag(args, 1, protowire.BytesType)
+	args = protowire.AppendString(args, "envoy.example.key")
+	args = protowire.AppendTag(args, 2, protowire.BytesType)
+	args = protowire.AppendString(args, "value-1")
+	args = protowire.AppendTag(args, 3, protowire.VarintType)
+	args = protowire.AppendVarint(args, 1)
+	if got, x := call("set_envoy_filter_state", args); got != "" || string(x.FilterState["envoy.example.key"]) != "value-1" {
+		t.Errorf("set_envoy_filter_state: %q, state %q", got, x.FilterState)
+	}
+	if got, _ := call("set_envoy_filter_state", []byte{0xff}); !failed(got, "bad argument", abi.StatusBadArgument) {
+		t.Errorf("set_envoy_filter_state of garbage: %q", got)
+	}
+
+	var decl []byte
+	decl = protowire.AppendTag(decl, 1, protowire.BytesType)
+	decl = protowire.AppendString(decl, "my_property")
+	decl = protowire.AppendTag(decl, 3, protowire.VarintType)
+	decl = protowire.AppendVarint(decl, 1)
+	if got, _ := call("declare_property", decl); got != "" {
+		t.Errorf("declare_property: %q", got)
+	}
+	if got, _ := call("expr_create", []byte("request.path")); !failed(got, "not found", abi.StatusNotFound) {
+		t.Errorf("a function the host lacks: %q", got)
+	}
+
+	// clear_route_cache marks the stream as proxy_clear_route_cache does.
+	s := &stream{}
+	in := &instance{cur: s}
+	if _, st := foreignFuncs["clear_route_cache"](in, nil); st != abi.StatusOK || !s.RouteCacheCleared() {
+		t.Errorf("clear_route_cache: %v, cleared %v", st, s.RouteCacheCleared())
+	}
+}
+
+// failed reports whether a result the features module wrote is the
+// proxy-wasm Go SDK's error for a status: "error:" and the status's text,
+// or its number for the statuses that SDK does not name.
+func failed(result, text string, st abi.Status) bool {
+	return strings.HasPrefix(result, "error:") &&
+		(strings.Contains(result, text) || strings.HasSuffix(result, "status code: "+strconv.Itoa(int(st))))
+}
+
+// TestUncompressBound checks that uncompress stops at the plugin's
+// max_body_bytes, where Envoy's inflates without bound.
+func TestUncompressBound(t *testing.T) {
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	w.Write(make([]byte, 2<<20)) // 2 MiB of zeros: a few KiB compressed
+	w.Close()
+	in := &instance{curP: &plugin{maxBody: 1 << 20}}
+	if _, st := foreignFuncs["uncompress"](in, b.Bytes()); st != abi.StatusSerializationFailure {
+		t.Errorf("2 MiB past a 1 MiB bound: %v", st)
+	}
+	in.curP.maxBody = 4 << 20
+	if out, st := foreignFuncs["uncompress"](in, b.Bytes()); st != abi.StatusOK || len(out) != 2<<20 {
+		t.Errorf("2 MiB within a 4 MiB bound: %d bytes, %v", len(out), st)
 	}
 }

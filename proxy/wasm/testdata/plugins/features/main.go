@@ -7,6 +7,9 @@
 //	x-prop: <path>        read a property (dot separated) into x-prop-value
 //	                      (integers as decimal, bools as true/false)
 //	x-set-prop: <k>=<v>   set a property
+//	x-foreign: <name>     call that foreign function with x-foreign-arg
+//	                      (hex); its result (hex) or error goes to
+//	                      x-foreign-result
 //	x-remove: <name>      remove a request header
 //	x-body: buffer|chunk|reject  buffer: upper-case the whole request body once
 //	                      complete; chunk: append "|" to every chunk;
@@ -21,6 +24,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"strconv"
 	"strings"
 
@@ -84,6 +88,16 @@ func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
 	if kv, err := proxywasm.GetHttpRequestHeader("x-set-prop"); err == nil {
 		k, v, _ := strings.Cut(kv, "=")
 		must(proxywasm.SetProperty(strings.Split(k, "."), []byte(v)))
+	}
+	if name, err := proxywasm.GetHttpRequestHeader("x-foreign"); err == nil {
+		arg, _ := proxywasm.GetHttpRequestHeader("x-foreign-arg")
+		a, _ := hex.DecodeString(arg)
+		ret, err := proxywasm.CallForeignFunction(name, a)
+		if err != nil {
+			must(proxywasm.ReplaceHttpRequestHeader("x-foreign-result", "error:"+err.Error()))
+		} else {
+			must(proxywasm.ReplaceHttpRequestHeader("x-foreign-result", hex.EncodeToString(ret)))
+		}
 	}
 	if hs, err := proxywasm.GetHttpRequestHeaders(); err == nil {
 		must(proxywasm.ReplaceHttpRequestHeader("x-header-count", strconv.Itoa(len(hs))))
