@@ -151,8 +151,22 @@ func onConfigure(id, size uint32) bool {
 		f = BaseFilter{}
 	}
 	root.filter = f
+	if d, ok := f.(CallbackDeclarer); ok {
+		declareCallbacks(d.Callbacks())
+	}
 	return true
 }
+
+// declareCallbacks tells the host which callbacks the filter of the
+// effective root context needs (wasmgate's foreign function
+// wasmgate_callbacks: the set, 4 bytes little-endian). Hosts without it
+// call every callback, which is right too.
+func declareCallbacks(c Callbacks) {
+	b := [4]byte{byte(c), byte(c >> 8), byte(c >> 16), byte(c >> 24)}
+	_, _ = CallForeignFunction(callbacksFunction, b[:])
+}
+
+const callbacksFunction = "wasmgate_callbacks"
 
 // filterOf returns the function that builds the filter of a root
 // context: the one registered for its root_id, else Register's.

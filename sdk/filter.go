@@ -105,3 +105,30 @@ func RegisterRoot(rootID string, f NewFilterFunc) {
 // instance of the module starts, before any configuration. An error stops
 // the instance from starting.
 func OnVMStart(f func(vmConfig []byte) error) { vmStart = f }
+
+// Callbacks is a set of Filter methods.
+type Callbacks uint32
+
+// The Filter methods, as Callbacks.
+const (
+	CallbackRequestHeaders Callbacks = 1 << iota
+	CallbackRequestBody
+	CallbackRequestTrailers
+	CallbackResponseHeaders
+	CallbackResponseBody
+	CallbackResponseTrailers
+	CallbackLog
+)
+
+// CallbackDeclarer is implemented by a Filter that says which of its
+// methods do anything: a host that knows (wasmgate) then skips calling
+// the guest for the others, each of which would only have continued. A
+// call into a guest and back costs the proxy a few hundred nanoseconds,
+// and a filter usually needs two or three of its seven callbacks.
+// Callbacks is asked once per configuration, after the filter is built,
+// and may depend on the configuration; a method it leaves out is never
+// called again for that configuration. Other hosts call every method as
+// usual.
+type CallbackDeclarer interface {
+	Callbacks() Callbacks
+}

@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"strings"
@@ -160,6 +161,43 @@ func TestConfigRejected(t *testing.T) {
 	}
 	if len(mem.logs) != 1 || !strings.Contains(mem.logs[0], "bad config") {
 		t.Errorf("logs %v", mem.logs)
+	}
+}
+
+// declaring is a filter that says which callbacks it needs.
+type declaring struct {
+	BaseFilter
+	needs Callbacks
+}
+
+func (f *declaring) Callbacks() Callbacks { return f.needs }
+
+// TestCallbacksDeclared checks that a filter implementing
+// CallbackDeclarer has its set passed to the host's wasmgate_callbacks
+// when it is configured, and that a host without that function (the
+// others) still configures it.
+func TestCallbacksDeclared(t *testing.T) {
+	reset(t)
+	Register(func([]byte) (Filter, error) {
+		return &declaring{needs: CallbackRequestHeaders | CallbackLog}, nil
+	})
+	if !configure(t, "") {
+		t.Fatalf("a host without wasmgate_callbacks refused the filter: %v", mem.logs)
+	}
+	var got []byte
+	mem.foreign = map[string]func([]byte) ([]byte, abi.Status){
+		"wasmgate_callbacks": func(b []byte) ([]byte, abi.Status) { got = b; return nil, abi.StatusOK },
+	}
+	if !configure(t, "") {
+		t.Fatal(mem.logs)
+	}
+	if want := []byte{1 | 1<<6, 0, 0, 0}; !bytes.Equal(got, want) {
+		t.Errorf("declared %v, want %v", got, want)
+	}
+	got = nil
+	Register(func([]byte) (Filter, error) { return &recorder{}, nil })
+	if !configure(t, "") || got != nil {
+		t.Errorf("a filter that declares nothing declared %v", got)
 	}
 }
 

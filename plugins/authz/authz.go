@@ -224,6 +224,10 @@ func (f *authz) validate() error {
 	return nil
 }
 
+// Callbacks tells the host that the filter decides on the request's
+// headers alone.
+func (f *authz) Callbacks() sdk.Callbacks { return sdk.CallbackRequestHeaders }
+
 func (f *authz) OnRequestHeaders(r *sdk.Request) sdk.Action {
 	st := &reqState{}
 	r.SetData(st)

@@ -313,6 +313,16 @@ func redactPath(p string) string {
 	return path
 }
 
+// Callbacks tells the host what the filter uses: the response's headers
+// only for HSTS or headers to decrypt.
+func (f *encryption) Callbacks() sdk.Callbacks {
+	c := sdk.CallbackRequestHeaders
+	if f.hsts != "" || len(f.cfg.DecryptHeaders) > 0 {
+		c |= sdk.CallbackResponseHeaders
+	}
+	return c
+}
+
 func (f *encryption) OnResponseHeaders(w *sdk.Response) sdk.Action {
 	if f.hsts != "" {
 		if v, err := sdk.PropertyString("connection", "tls_version"); err == nil && v != "" {

@@ -189,6 +189,16 @@ func (t *telemetry) OnRequestHeaders(r *sdk.Request) sdk.Action {
 	return sdk.Continue
 }
 
+// Callbacks tells the host what the filter uses: the response's headers
+// only to send the trace id back.
+func (t *telemetry) Callbacks() sdk.Callbacks {
+	c := sdk.CallbackRequestHeaders | sdk.CallbackLog
+	if t.cfg.TraceIDHeader != "" {
+		c |= sdk.CallbackResponseHeaders
+	}
+	return c
+}
+
 func (t *telemetry) OnResponseHeaders(w *sdk.Response) sdk.Action {
 	if t.cfg.TraceIDHeader == "" {
 		return sdk.Continue

@@ -33,6 +33,42 @@ var foreignFuncs = map[string]func(in *instance, args []byte) ([]byte, abi.Statu
 	// with these, and in the guest on other hosts.
 	"wasmgate_aes_gcm_seal": foreignAESGCM(true),
 	"wasmgate_aes_gcm_open": foreignAESGCM(false),
+
+	// wasmgate's: the stream callbacks a root context's filter needs.
+	"wasmgate_callbacks": foreignCallbacks,
+}
+
+// The stream callbacks, as bits of the set wasmgate_callbacks declares
+// (the Go SDK's sdk.Callbacks).
+const (
+	cbRequestHeaders = 1 << iota
+	cbRequestBody
+	cbRequestTrailers
+	cbResponseHeaders
+	cbResponseBody
+	cbResponseTrailers
+	cbLog // proxy_on_done and proxy_on_log
+
+	allCallbacks      = 1<<iota - 1
+	callbacksDeclared = 1 << 31
+)
+
+// foreignCallbacks is wasmgate_callbacks: called in a root context with
+// a set of callbacks (4 bytes, little-endian), it says that the filter of
+// that configuration does nothing in the others, so that the host skips
+// them for its requests: each would have cost a call into the guest only
+// to continue. Requests already open keep every callback. BAD_ARGUMENT
+// outside a root context or for other bytes.
+func foreignCallbacks(in *instance, args []byte) ([]byte, abi.Status) {
+	if len(args) != 4 || in.cur != nil {
+		return nil, abi.StatusBadArgument
+	}
+	a := in.rootSet[in.curRoot]
+	if a == nil {
+		return nil, abi.StatusBadArgument
+	}
+	a.needs.Store(binary.LittleEndian.Uint32(args)&allCallbacks | callbacksDeclared)
+	return nil, abi.StatusOK
 }
 
 // foreignClearRouteCache is proxy_clear_route_cache, as Envoy offers it to

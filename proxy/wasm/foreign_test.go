@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
@@ -185,5 +186,39 @@ func TestUncompressBound(t *testing.T) {
 	in.curP.maxBody = 4 << 20
 	if out, st := foreignFuncs["uncompress"](in, b.Bytes()); st != abi.StatusOK || len(out) != 2<<20 {
 		t.Errorf("2 MiB within a 4 MiB bound: %d bytes, %v", len(out), st)
+	}
+}
+
+// TestDeclaredCallbacks checks wasmgate_callbacks: a configuration whose
+// filter declares that it needs the request headers alone is not called
+// for the response (no x-seen-status, no "-end" on the body), while the
+// same module configured otherwise is; a declaration outside a root
+// context is refused.
+func TestDeclaredCallbacks(t *testing.T) {
+	m := newTestManager(t)
+	set := prepare(t, m,
+		testPlugin("all", "features", func(p *config.Plugin) { p.Config = config.RawConfig("all") }),
+		testPlugin("some", "features", func(p *config.Plugin) { p.Config = config.RawConfig("request-headers-only") }),
+	)
+	for _, tc := range []struct {
+		plugin string
+		called bool
+	}{{"all", true}, {"some", false}} {
+		x := newExchange("http://example.com/")
+		run(t, factoryOf(t, set, tc.plugin), x)
+		if got := string(x.Ctx.Request.Header.Peek("x-config")); got == "" {
+			t.Errorf("%s: the request headers callback did not run", tc.plugin)
+		}
+		seen := len(x.Ctx.Response.Header.Peek("x-seen-status")) > 0
+		ended := bytes.HasSuffix(x.Ctx.Response.Body(), []byte("-end"))
+		if seen != tc.called || ended != tc.called {
+			t.Errorf("%s: response headers called %v, response body called %v; want %v", tc.plugin, seen, ended, tc.called)
+		}
+	}
+	if _, st := foreignFuncs["wasmgate_callbacks"](&instance{cur: &stream{}}, []byte{1, 0, 0, 0}); st != abi.StatusBadArgument {
+		t.Errorf("declared in a request's context: %v", st)
+	}
+	if _, st := foreignFuncs["wasmgate_callbacks"](&instance{}, []byte{1}); st != abi.StatusBadArgument {
+		t.Errorf("declared with one byte: %v", st)
 	}
 }

@@ -53,6 +53,10 @@ type attachment struct {
 	p      *plugin
 	index  int // in the VM: the slot of instance.roots that holds its id
 	config []byte
+	// needs is the set of stream callbacks its root context declared it
+	// needs (wasmgate_callbacks), with callbacksDeclared; 0 until then:
+	// every callback.
+	needs atomic.Uint32
 }
 
 // startPlugin starts a plugin: in the VM its settings name (started now

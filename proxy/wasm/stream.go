@@ -65,6 +65,10 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 		return s, nil
 	}
 	s.root = in.roots[f.att.index]
+	s.needs = allCallbacks
+	if n := f.att.needs.Load(); n != 0 {
+		s.needs = n
+	}
 	s.id = in.newID()
 	in.streams[s.id] = s
 	in.enterStream(s)
@@ -99,6 +103,9 @@ type stream struct {
 	x    *filter.Exchange
 	id   uint32
 	root uint32
+	// needs is the set of callbacks the guest is called for; the others
+	// continue without it (wasmgate_callbacks).
+	needs uint32
 
 	// body is the chunk of the current body callback.
 	body     *filter.Body
@@ -121,9 +128,12 @@ type stream struct {
 var _ filter.Stream = (*stream)(nil)
 
 // callback runs one stream callback and turns its action into a Status.
-func (s *stream) callback(fn func(in *instance) (uint64, error), pauseStatus filter.Status) filter.Status {
+func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), pauseStatus filter.Status) filter.Status {
 	if s.failed {
 		return s.skip()
+	}
+	if s.needs&cb == 0 {
+		return filter.Continue
 	}
 	in := s.in
 	in.mu.Lock()
@@ -246,7 +256,7 @@ func eos(b bool) uint64 {
 
 // OnRequestHeaders implements filter.Stream.
 func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
-	return s.callback(func(in *instance) (uint64, error) {
+	return s.callback(cbRequestHeaders, func(in *instance) (uint64, error) {
 		n := 0
 		if in.collect(abi.MapHTTPRequestHeaders) == abi.StatusOK {
 			n = len(in.kv)
@@ -272,11 +282,11 @@ func (s *stream) onBody(t abi.BufferType, body *filter.Body, endOfStream bool) f
 	if endOfStream {
 		pause = filter.Pause
 	}
-	fn := s.in.fn.requestBody
+	fn, cb := s.in.fn.requestBody, uint32(cbRequestBody)
 	if t == abi.BufferHTTPResponseBody {
-		fn = s.in.fn.responseBody
+		fn, cb = s.in.fn.responseBody, cbResponseBody
 	}
-	st := s.callback(func(in *instance) (uint64, error) {
+	st := s.callback(cb, func(in *instance) (uint64, error) {
 		s.body, s.bodyType, s.bodyEdit = body, t, false
 		r, err := in.invoke(fn, uint64(s.id), uint64(len(body.B)), eos(endOfStream))
 		s.body = nil
@@ -303,7 +313,7 @@ func (s *stream) onBody(t abi.BufferType, body *filter.Body, endOfStream bool) f
 
 // OnRequestTrailers implements filter.Stream.
 func (s *stream) OnRequestTrailers(x *filter.Exchange) filter.Status {
-	return s.callback(func(in *instance) (uint64, error) {
+	return s.callback(cbRequestTrailers, func(in *instance) (uint64, error) {
 		n := 0
 		if in.collect(abi.MapHTTPRequestTrailers) == abi.StatusOK {
 			n = len(in.kv)
@@ -314,7 +324,7 @@ func (s *stream) OnRequestTrailers(x *filter.Exchange) filter.Status {
 
 // OnResponseHeaders implements filter.Stream.
 func (s *stream) OnResponseHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
-	return s.callback(func(in *instance) (uint64, error) {
+	return s.callback(cbResponseHeaders, func(in *instance) (uint64, error) {
 		n := 0
 		if in.collect(abi.MapHTTPResponseHeaders) == abi.StatusOK {
 			n = len(in.kv)
@@ -325,7 +335,7 @@ func (s *stream) OnResponseHeaders(x *filter.Exchange, endOfStream bool) filter.
 
 // OnResponseTrailers implements filter.Stream.
 func (s *stream) OnResponseTrailers(x *filter.Exchange) filter.Status {
-	return s.callback(func(in *instance) (uint64, error) {
+	return s.callback(cbResponseTrailers, func(in *instance) (uint64, error) {
 		n := 0
 		if in.collect(abi.MapHTTPResponseTrailers) == abi.StatusOK {
 			n = len(in.kv)
@@ -346,7 +356,7 @@ func (s *stream) OnLog(x *filter.Exchange) {
 // Callers hold in.mu.
 func (s *stream) finish(del bool) {
 	in := s.in
-	if !s.finished && s.id != 0 && !in.broken && !s.failed {
+	if !s.finished && s.id != 0 && !in.broken && !s.failed && s.needs&cbLog != 0 {
 		s.finished = true
 		in.enterStream(s)
 		r, err := in.invoke(in.fn.done, uint64(s.id))

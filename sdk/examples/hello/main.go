@@ -38,6 +38,11 @@ func init() {
 	})
 }
 
+// Callbacks tells a host that knows (wasmgate) to call the filter for the
+// request's headers only: it skips the other callbacks, which would only
+// continue.
+func (h *hello) Callbacks() sdk.Callbacks { return sdk.CallbackRequestHeaders }
+
 func (h *hello) OnRequestHeaders(r *sdk.Request) sdk.Action {
 	if r.Path() == "/hello" {
 		h.served.Inc()

@@ -16,6 +16,9 @@
 //	                      reject: answer 403 "rejected by body" once the
 //	                      body is complete
 //
+// With the configuration "request-headers-only" it tells the host
+// (wasmgate_callbacks) that it needs the request headers callback alone.
+//
 // Every request gets x-config: <plugin configuration>, and every response
 // x-seen-status: <:status> and x-root-id: <plugin_root_id>. Response
 // bodies get "-end" appended.
@@ -53,6 +56,13 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 	}
 	if string(c) == "reject" {
 		return types.OnPluginStartStatusFailed
+	}
+	if string(c) == "request-headers-only" {
+		// wasmgate_callbacks: only the request headers callback.
+		if _, err := proxywasm.CallForeignFunction("wasmgate_callbacks", []byte{1, 0, 0, 0}); err != nil {
+			proxywasm.LogErrorf("declaring callbacks: %v", err)
+			return types.OnPluginStartStatusFailed
+		}
 	}
 	p.config = string(c)
 	return types.OnPluginStartStatusOK
