@@ -148,6 +148,11 @@ const (
 const (
 	ProtocolHTTP1 = "http1"
 	ProtocolHTTP2 = "http2"
+	// ProtocolDownstream sends each request in the protocol it came in
+	// on, as Envoy's use_downstream_protocol_config: HTTP/2 and HTTP/3
+	// requests (gRPC among them) over HTTP/2, HTTP/1.1 ones over
+	// HTTP/1.1. The mesh's clusters use it.
+	ProtocolDownstream = "downstream"
 )
 
 // EffectiveClientAuth returns the client authentication mode with its

@@ -302,8 +302,9 @@ type Cluster struct {
 	// healthy, requests are balanced over all of them. Nil means 50; 0
 	// never panics (no healthy endpoint means 503).
 	PanicThreshold *int `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
-	// Protocol is http1 (the default) or http2 (h2 over TLS, h2c without),
-	// which gRPC needs.
+	// Protocol is http1 (the default), http2 (h2 over TLS, h2c without),
+	// which gRPC needs, or downstream: each request in the protocol it
+	// came in on (HTTP/2 and HTTP/3 over HTTP/2, HTTP/1.1 over HTTP/1.1).
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
 	// TLS is TLS to the endpoints; nil means cleartext.
 	TLS *ClusterTLS `yaml:"tls,omitempty" json:"tls,omitempty"`

@@ -57,12 +57,15 @@ func (c *Config) validateProtocols(v *errs) {
 		cl := &c.Clusters[i]
 		p := idx("clusters", i)
 		switch cl.Protocol {
-		case "", ProtocolHTTP1, ProtocolHTTP2:
+		case "", ProtocolHTTP1, ProtocolHTTP2, ProtocolDownstream:
 		default:
-			v.add(dot(p, "protocol"), "unknown protocol %q (want http1 or http2)", cl.Protocol)
+			v.add(dot(p, "protocol"), "unknown protocol %q (want http1, http2 or downstream)", cl.Protocol)
 		}
 		if cl.TLS != nil {
 			validateClusterTLS(v, dot(p, "tls"), cl.TLS)
+			if cl.Protocol == ProtocolDownstream && len(cl.TLS.ALPN) > 0 {
+				v.add(dot(dot(p, "tls"), "alpn"), "must be empty with protocol downstream: each request's protocol chooses it")
+			}
 		}
 	}
 }

@@ -85,6 +85,9 @@ virtual_hosts:
   http3: {enabled: true}`, want: []string{"listeners[0].http3.enabled: HTTP/3 needs TLS 1.3"}},
 		{name: "cluster protocol", cluster: `
   protocol: spdy`, want: []string{`clusters[0].protocol: unknown protocol "spdy"`}},
+		{name: "downstream protocol with alpn", cluster: `
+  protocol: downstream
+  tls: {alpn: [h2]}`, want: []string{"clusters[0].tls.alpn: must be empty with protocol downstream"}},
 		{name: "cluster client cert half", cluster: `
   tls: {cert_file: c.crt}`, want: []string{"clusters[0].tls: cert_file and key_file go together"}},
 		{name: "cluster sni", cluster: `

@@ -167,6 +167,16 @@ func setUpstreamScheme(ctx *fasthttp.RequestCtx, ep *cluster.Endpoint) {
 	}
 }
 
+// do makes one attempt of the upstream exchange with ep: a request that
+// came in multiplexed (HTTP/2, HTTP/3) goes out over HTTP/2 when the
+// cluster's protocol is downstream.
+func (x *exchange) do(ep *cluster.Endpoint, req *fasthttp.Request, timeout time.Duration) error {
+	if x.Protocol == "HTTP/2" || x.Protocol == "HTTP/3" {
+		return ep.DoMultiplexed(req, &x.up, timeout, &x.upBody)
+	}
+	return ep.Do(req, &x.up, timeout, &x.upBody)
+}
+
 // errAnswered says the exchange has been answered already: nothing is
 // left for upstreamError to do.
 var errAnswered = errors.New("answered")
@@ -188,7 +198,7 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 	p := rt.Retry
 	if p == nil {
 		a := x.span.StartAttempt(req, 0, ep.Addr)
-		err := ep.Do(req, &x.up, rt.Timeout, &x.upBody)
+		err := x.do(ep, req, rt.Timeout)
 		a.End(x.up.StatusCode(), err)
 		return err
 	}
@@ -210,7 +220,7 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 		}
 		streamed := req.IsBodyStream()
 		a := x.span.StartAttempt(req, n, ep.Addr)
-		err := ep.Do(req, &x.up, try, &x.upBody)
+		err := x.do(ep, req, try)
 		a.End(x.up.StatusCode(), err)
 		x.UpstreamAddr = ep.Addr
 		again := p.Retriable(x.up.StatusCode(), err)

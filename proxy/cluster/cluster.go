@@ -59,6 +59,10 @@ type Endpoint struct {
 	Addr   string
 	weight int
 	pool   *pool
+	// mux is, for a cluster whose protocol is downstream, the HTTP/2
+	// pool that carries the requests that came in multiplexed (pool
+	// carries the HTTP/1.1 ones); nil otherwise.
+	mux *pool
 
 	c       *Cluster
 	state   *hostState
@@ -74,22 +78,48 @@ var _ balancer.Host = (*Endpoint)(nil)
 func (e *Endpoint) Weight() int { return e.weight }
 
 // ActiveRequests implements balancer.Host.
-func (e *Endpoint) ActiveRequests() int64 { return e.pool.active.Load() }
+func (e *Endpoint) ActiveRequests() int64 {
+	if e.mux != nil {
+		return e.pool.active.Load() + e.mux.active.Load()
+	}
+	return e.pool.active.Load()
+}
 
 // Key implements balancer.Host.
 func (e *Endpoint) Key() string { return e.Addr }
 
 // Conns is the number of open connections to the endpoint.
 func (e *Endpoint) Conns() int {
-	if e.pool.h2 != nil {
-		return int(e.pool.h2.conns.Load())
+	if e.mux != nil {
+		return e.pool.conns() + e.mux.conns()
 	}
-	return e.pool.client.ConnsCount()
+	return e.pool.conns()
+}
+
+func (p *pool) conns() int {
+	if p.h2 != nil {
+		return int(p.h2.conns.Load())
+	}
+	return p.client.ConnsCount()
 }
 
 // Requests is the number of requests sent to the endpoint since its pool
 // was created.
-func (e *Endpoint) Requests() uint64 { return e.pool.requests.Load() }
+func (e *Endpoint) Requests() uint64 {
+	if e.mux != nil {
+		return e.pool.requests.Load() + e.mux.requests.Load()
+	}
+	return e.pool.requests.Load()
+}
+
+// multiplexed returns the pool for a request that came in on HTTP/2 or
+// HTTP/3: the HTTP/2 pool of a downstream cluster, else the only one.
+func (e *Endpoint) multiplexed() *pool {
+	if e.mux != nil {
+		return e.mux
+	}
+	return e.pool
+}
 
 // pool is the connection pool of one endpoint address.
 type pool struct {
@@ -213,6 +243,9 @@ func (ps *Pools) Retain(live []*Cluster) {
 	for _, c := range live {
 		for _, e := range c.endpoints {
 			used[e.pool.key] = true
+			if e.mux != nil {
+				used[e.mux.key] = true
+			}
 		}
 	}
 	ps.mu.Lock()
@@ -270,11 +303,24 @@ func Build(cfg config.Cluster, prev *Cluster, ps *Pools) (*Cluster, error) {
 		if cfg.CircuitBreakers != nil {
 			k.breaker = cfg.Name
 		}
-		tlsConf, err := clientTLS(cfg, ep.Address, ps.mesh)
+		proto := cfg.Protocol
+		if proto == config.ProtocolDownstream {
+			proto = config.ProtocolHTTP1
+		}
+		tlsConf, err := clientTLS(cfg, ep.Address, proto, ps.mesh)
 		if err != nil {
 			return nil, err
 		}
 		e := &Endpoint{Addr: ep.Address, weight: ep.Weight, pool: ps.get(k, tlsConf)}
+		if cfg.Protocol == config.ProtocolDownstream {
+			mk := k
+			mk.http2 = true
+			muxConf, err := clientTLS(cfg, ep.Address, config.ProtocolHTTP2, ps.mesh)
+			if err != nil {
+				return nil, err
+			}
+			e.mux = ps.get(mk, muxConf)
+		}
 		if e.weight == 0 {
 			e.weight = 1
 		}
@@ -353,17 +399,18 @@ func (c *Cluster) Stream(ctx context.Context, req *fasthttp.Request, body io.Rea
 		return nil, ErrNoEndpoint
 	}
 	e := hs.eps[i]
-	if e.pool.h2 == nil {
+	p := e.multiplexed()
+	if p.h2 == nil {
 		return nil, fmt.Errorf("cluster %q: %w", c.Name, filter.ErrNotHTTP2)
 	}
-	e.pool.requests.Add(1)
-	e.pool.active.Add(1)
-	rc, err := e.pool.h2.stream(ctx, req, body, resp)
+	p.requests.Add(1)
+	p.active.Add(1)
+	rc, err := p.h2.stream(ctx, req, body, resp)
 	if err != nil || rc == http.NoBody {
-		e.pool.active.Add(-1)
+		p.active.Add(-1)
 		return rc, err
 	}
-	return &activeStream{ReadCloser: rc, active: &e.pool.active}, nil
+	return &activeStream{ReadCloser: rc, active: &p.active}, nil
 }
 
 // activeStream counts a stream among its endpoint's active requests until
@@ -405,7 +452,7 @@ func (s Set) StreamCluster(name string) (filter.StreamCluster, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q", filter.ErrUnknownCluster, name)
 	}
-	if c.cfg.Protocol != config.ProtocolHTTP2 {
+	if c.cfg.Protocol != config.ProtocolHTTP2 && c.cfg.Protocol != config.ProtocolDownstream {
 		return nil, fmt.Errorf("cluster %q: %w", name, filter.ErrNotHTTP2)
 	}
 	return c, nil

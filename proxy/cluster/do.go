@@ -72,9 +72,19 @@ var errTruncated = errors.New("upstream body did not end")
 //
 // The outcome feeds the cluster's outlier detection, and with circuit
 // breakers a request waiting for a connection counts as pending.
-func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) (err error) {
+func (e *Endpoint) Do(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
+	return e.do(e.pool, req, resp, timeout, s)
+}
+
+// DoMultiplexed is Do for a request that came in on HTTP/2 or HTTP/3: a
+// cluster whose protocol is downstream sends it over HTTP/2 (what gRPC
+// needs, trailers and all), where Do would use HTTP/1.1.
+func (e *Endpoint) DoMultiplexed(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) error {
+	return e.do(e.multiplexed(), req, resp, timeout, s)
+}
+
+func (e *Endpoint) do(p *pool, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration, s *Body) (err error) {
 	defer func() { e.Observe(resp.StatusCode(), err) }()
-	p := e.pool
 	p.active.Add(1)
 	p.requests.Add(1)
 	defer p.active.Add(-1)

@@ -10,14 +10,14 @@ import (
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
-// clientTLS returns the TLS configuration for an endpoint of cfg, or nil
-// for a cleartext cluster. mesh is the proxy's workload identity, for a
-// cluster with `tls: {mesh: true}`.
-func clientTLS(cfg config.Cluster, addr string, mesh tlsconf.Mesh) (*tls.Config, error) {
+// clientTLS returns the TLS configuration for an endpoint of cfg spoken to
+// in protocol, or nil for a cleartext cluster. mesh is the proxy's
+// workload identity, for a cluster with `tls: {mesh: true}`.
+func clientTLS(cfg config.Cluster, addr, protocol string, mesh tlsconf.Mesh) (*tls.Config, error) {
 	if cfg.TLS == nil {
 		return nil, nil
 	}
-	conf, err := tlsconf.ClientConfig(cfg.TLS, addr, cfg.Protocol, tlsconf.WithMesh(mesh))
+	conf, err := tlsconf.ClientConfig(cfg.TLS, addr, protocol, tlsconf.WithMesh(mesh))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cfg.Name, err)
 	}
@@ -44,7 +44,8 @@ func tlsKey(t *config.ClusterTLS) string {
 // TLS reports whether the endpoint is reached over TLS.
 func (e *Endpoint) TLS() bool { return e.pool.tls != nil }
 
-// HTTP2 reports whether the endpoint speaks HTTP/2.
+// HTTP2 reports whether the endpoint speaks HTTP/2 to requests that came
+// in on HTTP/1.1 (a downstream cluster speaks it to the others).
 func (e *Endpoint) HTTP2() bool { return e.pool.h2 != nil }
 
 // Dial opens a connection of its own to the endpoint, over TLS when the
