@@ -102,7 +102,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	for _, name := range s.Targets() {
 		svc, ns, _ := strings.Cut(name, ".")
 		cl := config.Cluster{
-			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: config.ProtocolHTTP2,
+			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: config.ProtocolDownstream,
 			LBPolicy:         config.LBLeastRequest,
 			OutlierDetection: meshOutlier(), CircuitBreakers: meshBreakers(),
 			TLS: &config.ClusterTLS{Mesh: true},

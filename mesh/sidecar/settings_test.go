@@ -99,7 +99,7 @@ func TestBuild(t *testing.T) {
 		byName[c.Name] = c
 	}
 	orders := byName["svc.orders.default"]
-	if len(orders.Endpoints) != 2 || orders.TLS == nil || !orders.TLS.Mesh || orders.Protocol != config.ProtocolHTTP2 ||
+	if len(orders.Endpoints) != 2 || orders.TLS == nil || !orders.TLS.Mesh || orders.Protocol != config.ProtocolDownstream ||
 		!slices.Equal(orders.TLS.ExpectedIdentities, []string{"spiffe://example.org/ns/default/sa/orders"}) ||
 		orders.OutlierDetection == nil || orders.CircuitBreakers == nil {
 		t.Fatalf("orders' cluster = %+v", orders)
