@@ -1,14 +1,10 @@
 package h2_test
 
 import (
-	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"testing"
-
-	"golang.org/x/net/http2"
 
 	"github.com/wasmgate/wasmgate/proxy/internal/prototest"
 )
@@ -50,11 +46,9 @@ virtual_hosts:
 	url := "http://" + srv.Addr("plain").String() + "/"
 
 	h1 := &http.Client{Transport: &http.Transport{}}
-	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}}}
+	var prior http.Protocols
+	prior.SetUnencryptedHTTP2(true) // h2c by prior knowledge
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &prior}}
 	for _, tc := range []struct {
 		name   string
 		client *http.Client
