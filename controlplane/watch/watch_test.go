@@ -503,6 +503,14 @@ func TestEtcdLossIsSaidOnce(t *testing.T) {
 	}
 	a := newApplied()
 	core, logs := observer.New(zap.DebugLevel)
+	t.Cleanup(func() {
+		if t.Failed() {
+			// The whole story of the outage, for the step that was late.
+			for _, e := range logs.All() {
+				t.Logf("%s %s %s %v", e.Time.Format("15:04:05.000"), e.Level, e.Message, e.ContextMap())
+			}
+		}
+	})
 	startWatcher(t, watch.Options{Client: watcherCli, Prefix: prefix, Apply: a.apply, Logger: zap.New(core),
 		Bootstrap: &config.Config{Node: config.Node{ID: "cut-off"}},
 		Register:  &watch.Registration{Address: "127.0.0.1:9901", TTL: 2 * time.Second}})
