@@ -43,6 +43,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.s.Announce, "announce", "", "with --sidecar: the inbound address registered for peers (default --inbound)")
 	fl.StringVar(&f.s.Outbound, "outbound", "", "with --sidecar: host:port the app sends its calls to (default "+sidecar.DefaultOutbound+")")
 	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
+	fl.StringVar(&f.s.HopProtocol, "hop-protocol", "", "with --sidecar: how calls cross to the peers' sidecars: http2 (default: every call in HTTP/2) or downstream (each in the protocol the app used)")
 	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
@@ -82,6 +83,7 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	set(&s.Announce, o.Announce)
 	set(&s.Outbound, o.Outbound)
 	set(&s.OutboundPolicy, o.OutboundPolicy)
+	set(&s.HopProtocol, o.HopProtocol)
 	if o.AppPort != 0 {
 		s.AppPort = o.AppPort
 	}

@@ -98,11 +98,15 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 			Routes:  []config.Route{{Name: "app", Match: config.RouteMatch{Prefix: "/"}, Cluster: AppCluster}},
 		}}
 	}
+	hop := config.ProtocolHTTP2
+	if s.HopProtocol == HopDownstream {
+		hop = config.ProtocolDownstream
+	}
 	addrs := destinations(s.Targets(), st.Endpoints)
 	for _, name := range s.Targets() {
 		svc, ns, _ := strings.Cut(name, ".")
 		cl := config.Cluster{
-			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: config.ProtocolDownstream,
+			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: hop,
 			LBPolicy:         config.LBLeastRequest,
 			OutlierDetection: meshOutlier(), CircuitBreakers: meshBreakers(),
 			TLS: &config.ClusterTLS{Mesh: true},

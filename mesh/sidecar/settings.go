@@ -27,6 +27,18 @@ const (
 	ProtocolTCP   = "tcp"
 )
 
+// The protocols of Settings.HopProtocol: how requests cross between
+// sidecars.
+const (
+	// HopHTTP2 carries every request in HTTP/2, whatever the app speaks:
+	// one multiplexed connection per peer endpoint.
+	HopHTTP2 = "http2"
+	// HopDownstream carries each request in the protocol the app sent it
+	// in (HTTP/1.1 as HTTP/1.1, HTTP/2 and gRPC as HTTP/2), as Istio
+	// does by default: cheaper per request, more connections.
+	HopDownstream = "downstream"
+)
+
 // The outbound policies of Settings.OutboundPolicy.
 const (
 	// RegistryOnly answers a call to a name the registry does not know
@@ -66,6 +78,9 @@ type Settings struct {
 	Outbound string `yaml:"outbound,omitempty" json:"outbound,omitempty"`
 	// OutboundPolicy is registry_only (the default) or allow_any.
 	OutboundPolicy string `yaml:"outbound_policy,omitempty" json:"outbound_policy,omitempty"`
+	// HopProtocol is how the app's calls cross to the peers' sidecars:
+	// http2 (the default) or downstream.
+	HopProtocol string `yaml:"hop_protocol,omitempty" json:"hop_protocol,omitempty"`
 	// Calls are the services the app calls: "orders" (in Namespace),
 	// "orders.shop" or "orders.shop.svc".
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
@@ -127,6 +142,9 @@ func (s *Settings) Normalize() {
 	if s.OutboundPolicy == "" {
 		s.OutboundPolicy = RegistryOnly
 	}
+	if s.HopProtocol == "" {
+		s.HopProtocol = HopHTTP2
+	}
 	if s.Announce == "" {
 		s.Announce = s.Inbound
 	}
@@ -173,6 +191,11 @@ func (s *Settings) validate(announceBound bool) error {
 	case RegistryOnly, AllowAny:
 	default:
 		add("outbound_policy", "unknown policy %q (want registry_only or allow_any)", s.OutboundPolicy)
+	}
+	switch s.HopProtocol {
+	case HopHTTP2, HopDownstream:
+	default:
+		add("hop_protocol", "unknown protocol %q (want http2 or downstream)", s.HopProtocol)
 	}
 	addr := func(field, v string) {
 		if _, port, err := net.SplitHostPort(v); err != nil {

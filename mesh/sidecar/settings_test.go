@@ -50,6 +50,8 @@ func TestSettingsValidate(t *testing.T) {
 		{"permissive", func(s *sidecar.Settings) { s.InboundMode = "PERMISSIVE" }, ""},
 		{"unknown mode", func(s *sidecar.Settings) { s.InboundMode = "off" }, "sidecar.inbound_mode: unknown mode \"off\""},
 		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
+		{"hop protocol downstream", func(s *sidecar.Settings) { s.HopProtocol = "downstream" }, ""},
+		{"unknown hop protocol", func(s *sidecar.Settings) { s.HopProtocol = "h3" }, "sidecar.hop_protocol: unknown protocol \"h3\""},
 		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},
 		{"announce given", func(s *sidecar.Settings) { s.Inbound, s.Announce = "0.0.0.0:15006", "10.0.0.7:15006" }, ""},
 		// Only StartLocal, which binds the inbound itself, announces the
@@ -99,7 +101,7 @@ func TestBuild(t *testing.T) {
 		byName[c.Name] = c
 	}
 	orders := byName["svc.orders.default"]
-	if len(orders.Endpoints) != 2 || orders.TLS == nil || !orders.TLS.Mesh || orders.Protocol != config.ProtocolDownstream ||
+	if len(orders.Endpoints) != 2 || orders.TLS == nil || !orders.TLS.Mesh || orders.Protocol != config.ProtocolHTTP2 ||
 		!slices.Equal(orders.TLS.ExpectedIdentities, []string{"spiffe://example.org/ns/default/sa/orders"}) ||
 		orders.OutlierDetection == nil || orders.CircuitBreakers == nil {
 		t.Fatalf("orders' cluster = %+v", orders)
@@ -124,6 +126,14 @@ func TestBuild(t *testing.T) {
 	inbound := cfg.Listeners[0]
 	if inbound.TLS == nil || !inbound.TLS.Mesh || cfg.VirtualHosts[0].Filters[0].Native != config.NativeMeshPolicy {
 		t.Fatalf("the inbound listener is not mesh mTLS with the policy filter: %+v %+v", inbound, cfg.VirtualHosts[0])
+	}
+	// hop_protocol downstream: calls keep the app's protocol between
+	// sidecars.
+	s.HopProtocol = sidecar.HopDownstream
+	for _, c := range sidecar.Build(&s, sidecar.State{}, "example.org", "").Clusters {
+		if c.Name == "svc.orders.default" && c.Protocol != config.ProtocolDownstream {
+			t.Errorf("with hop_protocol downstream, orders' cluster speaks %q", c.Protocol)
+		}
 	}
 }
 
