@@ -397,8 +397,12 @@ func TestNetnsMesh(t *testing.T) {
 	if st, body := get("orders.default.svc"); st != 200 || body != "web -> orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {
 		t.Fatalf("web -> orders: %d %q", st, body)
 	}
-	// Denied by payments' policy, whatever web claims to be.
-	if st, body := get("payments", native.PeerIdentityHeader+":spiffe://wasmgate.local/ns/default/sa/orders"); st != 403 || !strings.Contains(body, "RBAC: access denied") {
+	// Denied by payments' policy, whatever web claims to be, once
+	// payments' endpoint reached web's sidecar too (it registers apart
+	// from orders: until then the call is 503 no_healthy_upstream).
+	spoof := native.PeerIdentityHeader + ":spiffe://wasmgate.local/ns/default/sa/orders"
+	waitFor(t, "payments' endpoint at web", 10*time.Second, func() bool { st, _ := get("payments", spoof); return st != 503 })
+	if st, body := get("payments", spoof); st != 403 || !strings.Contains(body, "RBAC: access denied") {
 		t.Fatalf("web -> payments: %d %q", st, body)
 	}
 	// The denial is a decision record of payments' sidecar (its
