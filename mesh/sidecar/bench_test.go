@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wasmgate/wasmgate/mesh/sidecar"
 )
 
 // BenchmarkTwoSidecars sends requests from a client through web's
@@ -22,12 +24,18 @@ import (
 // register under the default lease (10 s), renewed every third of it, as
 // in production: the tests' 2 s lease would add its renewals' work, done
 // per second and not per request, to the slower of the two.
+// two-sidecars-downstream is the same with hop_protocol: downstream, so
+// the client's HTTP/1.1 crosses in HTTP/1.1 (over mTLS) where the default
+// upgrades it to HTTP/2; its mesh runs beside the first, idle while the
+// other is measured.
 //
 //	go test -run '^$' -bench TwoSidecars -benchtime 20000x ./mesh/sidecar
 func BenchmarkTwoSidecars(b *testing.B) {
 	m := startMeshWith(b, false, 10*time.Second)
+	down := startMeshHop(b, false, 10*time.Second, sidecar.HopDownstream)
 	b.Run("direct", func(b *testing.B) { benchRequests(b, fmt.Sprintf("127.0.0.1:%d", m.apps["orders"])) })
 	b.Run("two-sidecars", func(b *testing.B) { benchRequests(b, m.sidecar["web"].Settings.Outbound) })
+	b.Run("two-sidecars-downstream", func(b *testing.B) { benchRequests(b, down.sidecar["web"].Settings.Outbound) })
 }
 
 // benchRequests sends GET / with Host: orders to addr.

@@ -98,6 +98,13 @@ func startMeshRecords(t testing.TB) *mesh { return startMeshWith(t, true, 2*time
 // short one, for losses to show soon).
 func startMeshWith(t testing.TB, records bool, ttl time.Duration) *mesh {
 	t.Helper()
+	return startMeshHop(t, records, ttl, "")
+}
+
+// startMeshHop is startMeshWith with the sidecars' hop_protocol set to
+// hop ("" for the default).
+func startMeshHop(t testing.TB, records bool, ttl time.Duration, hop string) *mesh {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	key, err := secret.ParseKey(secret.NewKeyText())
@@ -142,7 +149,7 @@ func startMeshWith(t testing.TB, records bool, ttl time.Duration) *mesh {
 		port, serve := app(t, name)
 		m.apps[name] = port
 		l, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
-			Settings:     sidecar.Settings{Service: name, AppPort: port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name]},
+			Settings:     sidecar.Settings{Service: name, AppPort: port, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Calls: calls[name], HopProtocol: hop},
 			ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, TTL: ttl,
 			Base: base, Telemetry: tel,
 		})
