@@ -397,3 +397,19 @@ func hasRecord(t testing.TB, path string, want map[string]string) bool {
 	}
 	return false
 }
+
+// TestHopProtocol: by default web's HTTP/1.1 call reaches orders' sidecar
+// in HTTP/2; with hop_protocol downstream, in HTTP/1.1. Each is read from
+// the access record of orders' inbound listener, as an operator would.
+func TestHopProtocol(t *testing.T) {
+	for _, c := range []struct{ hop, want string }{{"", "HTTP/2"}, {sidecar.HopDownstream, "HTTP/1.1"}} {
+		m := startMeshHop(t, true, 2*time.Second, c.hop)
+		if st, body := call(t, m, "orders"); st != 200 {
+			t.Fatalf("hop_protocol %q: web -> orders: %d %q", c.hop, st, body)
+		}
+		waitFor(t, "orders' access record of web's call", 10*time.Second, func() bool {
+			return hasRecord(t, m.records, map[string]string{"kind": "access", "status": "200",
+				"source_identity": "spiffe://wasmgate.local/ns/default/sa/web", "protocol": c.want})
+		})
+	}
+}
