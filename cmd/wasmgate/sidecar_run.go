@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.s.Outbound, "outbound", "", "with --sidecar: host:port the app sends its calls to (default "+sidecar.DefaultOutbound+")")
 	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
 	fl.StringVar(&f.s.HopProtocol, "hop-protocol", "", "with --sidecar: how calls cross to the peers' sidecars: http2 (default: every call in HTTP/2) or downstream (each in the protocol the app used)")
+	fl.IntVar(&f.s.Concurrency, "concurrency", 0, "with --sidecar: how many threads run the sidecar's code at once (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
 	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
@@ -87,6 +89,9 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	if o.AppPort != 0 {
 		s.AppPort = o.AppPort
 	}
+	if o.Concurrency != 0 {
+		s.Concurrency = o.Concurrency
+	}
 	if len(o.Calls) > 0 {
 		s.Calls = o.Calls
 	}
@@ -117,6 +122,10 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	if ns, sa := spiffeParts(mesh.ID().String()); ns != s.Namespace || sa != s.ServiceAccount {
 		return &exitError{code: exitInvalid, err: fmt.Errorf("the workload identity %s is not of namespace %q and service account %q", mesh.ID(), s.Namespace, s.ServiceAccount)}
+	}
+	// The sidecar's threads: its setting, else $GOMAXPROCS, else one.
+	if s.Concurrency != 0 || os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(s.Threads())
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -161,7 +170,8 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	defer tcp.Close()
 	log.Info("sidecar serving", zap.String("service", s.Name()), zap.String("spiffe_id", mesh.ID().String()),
-		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()))
+		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()),
+		zap.Int("threads", runtime.GOMAXPROCS(0)))
 
 	regDone := make(chan struct{})
 	if len(etcd.endpoints) == 0 {

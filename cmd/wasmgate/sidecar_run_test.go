@@ -26,6 +26,8 @@ func TestRunSidecarSettings(t *testing.T) {
 		{"wildcard without announce", []string{"run", "--sidecar", "--service", "orders", "--app-port", "8080"}, "sidecar.announce"},
 		{"from the file", []string{"run", "--sidecar", "-c", file, "--inbound", "10.0.0.1:15006"}, "sidecar.inbound_mode: unknown mode \"loose\""},
 		{"file field misspelt", []string{"run", "--sidecar", "-c", writeFile(t, "sidecar:\n  app-port: 8080\n")}, "field app-port not found"},
+		{"negative concurrency", []string{"run", "--sidecar", "--service", "orders", "--app-port", "8080", "--inbound", "10.0.0.1:15006", "--concurrency", "-2"}, "sidecar.concurrency: must be 1 to 1024 threads"},
+		{"concurrency from the file", []string{"run", "--sidecar", "-c", writeFile(t, "sidecar:\n  service: orders\n  app_port: 8080\n  concurrency: 5000\n"), "--inbound", "10.0.0.1:15006"}, "sidecar.concurrency"},
 		{"no identity", []string{"run", "--sidecar", "--service", "orders", "--app-port", "8080", "--inbound", "10.0.0.1:15006"}, "--sidecar needs a workload identity"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

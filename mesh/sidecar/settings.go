@@ -17,6 +17,10 @@ const (
 	DefaultOutbound  = "127.0.0.1:15001"
 	DefaultInbound   = "0.0.0.0:15006"
 	DefaultNamespace = "default"
+	// DefaultConcurrency is one thread, as Linkerd's proxies run by
+	// default: a sidecar's load is its app's, and a second thread made
+	// the pair of sidecars cost more CPU per request, not less.
+	DefaultConcurrency = 1
 )
 
 // The application protocols of Settings.Protocol.
@@ -81,6 +85,12 @@ type Settings struct {
 	// HopProtocol is how the app's calls cross to the peers' sidecars:
 	// http2 (the default) or downstream.
 	HopProtocol string `yaml:"hop_protocol,omitempty" json:"hop_protocol,omitempty"`
+	// Concurrency is how many threads may run the sidecar's Go code at
+	// once (GOMAXPROCS) when it runs as a process of its own; 0 means
+	// DefaultConcurrency. It bounds the sidecar's CPU beside its app, and
+	// each thread more costs wake-ups per request (measured in
+	// RATIONALE.md).
+	Concurrency int `yaml:"concurrency,omitempty" json:"concurrency,omitempty"`
 	// Calls are the services the app calls: "orders" (in Namespace),
 	// "orders.shop" or "orders.shop.svc".
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
@@ -116,6 +126,15 @@ func ParseTCPCalls(list []string) ([]TCPCall, error) {
 		out = append(out, TCPCall{Service: name, Listen: listen})
 	}
 	return out, nil
+}
+
+// Threads is the GOMAXPROCS of a sidecar running as a process of its own:
+// Concurrency, or DefaultConcurrency when that is 0.
+func (s *Settings) Threads() int {
+	if s.Concurrency > 0 {
+		return s.Concurrency
+	}
+	return DefaultConcurrency
 }
 
 // Normalize fills in the defaults, in place.
@@ -196,6 +215,9 @@ func (s *Settings) validate(announceBound bool) error {
 	case HopHTTP2, HopDownstream:
 	default:
 		add("hop_protocol", "unknown protocol %q (want http2 or downstream)", s.HopProtocol)
+	}
+	if s.Concurrency < 0 || s.Concurrency > 1024 {
+		add("concurrency", "must be 1 to 1024 threads (0 for the default, %d)", DefaultConcurrency)
 	}
 	addr := func(field, v string) {
 		if _, port, err := net.SplitHostPort(v); err != nil {

@@ -52,6 +52,8 @@ func TestSettingsValidate(t *testing.T) {
 		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
 		{"hop protocol downstream", func(s *sidecar.Settings) { s.HopProtocol = "downstream" }, ""},
 		{"unknown hop protocol", func(s *sidecar.Settings) { s.HopProtocol = "h3" }, "sidecar.hop_protocol: unknown protocol \"h3\""},
+		{"two threads", func(s *sidecar.Settings) { s.Concurrency = 2 }, ""},
+		{"negative threads", func(s *sidecar.Settings) { s.Concurrency = -1 }, "sidecar.concurrency: must be 1 to 1024 threads"},
 		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},
 		{"announce given", func(s *sidecar.Settings) { s.Inbound, s.Announce = "0.0.0.0:15006", "10.0.0.7:15006" }, ""},
 		// Only StartLocal, which binds the inbound itself, announces the
