@@ -206,7 +206,7 @@ var (
 
 // wasmgateBin builds the binary once for the tests of the package;
 // TestMain removes it.
-func wasmgateBin(t *testing.T) string {
+func wasmgateBin(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		if binDir, binErr = os.MkdirTemp("", "wasmgate-bin-"); binErr != nil {
@@ -602,7 +602,7 @@ func TestNetnsTransparent(t *testing.T) {
 
 // localTelemetry writes a sidecar's --local-config: its records (access,
 // decision, flow, event) to dir/records.log.
-func localTelemetry(t *testing.T, dir string) string {
+func localTelemetry(t testing.TB, dir string) string {
 	t.Helper()
 	file := filepath.Join(dir, "telemetry.yaml")
 	doc := "telemetry:\n  sinks:\n  - {name: file, type: file, file: {path: " + filepath.Join(dir, "records.log") + "}}\n" +

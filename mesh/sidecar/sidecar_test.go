@@ -107,24 +107,8 @@ func startMeshHop(t testing.TB, records bool, ttl time.Duration, hop string) *me
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	key, err := secret.ParseKey(secret.NewKeyText())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{
-		DataDir: t.TempDir(), EtcdClientAddr: "127.0.0.1:0", EtcdPeerAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
-		Logger: zap.NewNop(), SecretKey: key, Mesh: true,
-		Tokens: []api.Token{{Name: "ops", Role: api.RoleAdmin, Secret: adminToken}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
-	roots, err := os.ReadFile(cp.BundlePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := adminClient(t, cp, roots)
+	cp, admin, roots := startControlPlane(t)
+	var err error
 	putPolicy(t, admin, "payments-callers", "namespace: default\nservice: payments\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/orders]\n")
 	m := &mesh{cp: cp, admin: admin, sidecar: map[string]*sidecar.Local{}, apps: map[string]int{}}
 	var base *config.Config
@@ -161,6 +145,33 @@ func startMeshHop(t testing.TB, records bool, ttl time.Duration, hop string) *me
 		serve(l.Settings.Outbound)
 	}
 	return m
+}
+
+// startControlPlane runs a mesh control plane on loopback, with its
+// embedded etcd, for the test; it returns an admin client of its API and
+// the trust bundle.
+func startControlPlane(t testing.TB) (*controlplane.Server, *api.Client, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	key, err := secret.ParseKey(secret.NewKeyText())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		DataDir: t.TempDir(), EtcdClientAddr: "127.0.0.1:0", EtcdPeerAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		Logger: zap.NewNop(), SecretKey: key, Mesh: true,
+		Tokens: []api.Token{{Name: "ops", Role: api.RoleAdmin, Secret: adminToken}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	roots, err := os.ReadFile(cp.BundlePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, adminClient(t, cp, roots), roots
 }
 
 func adminClient(t testing.TB, cp *controlplane.Server, roots []byte) *api.Client {
