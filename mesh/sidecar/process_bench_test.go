@@ -54,7 +54,7 @@ func BenchmarkSidecarProcesses(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			cpu := func() time.Duration { return procCPU(b, pair.pids...) }
 			benchRequestsCPU(b, pair.outbound, cpu, 2*time.Second, "pair-cpu-us/op", "pair-req-cpu-us/op")
-			for i, svc := range []string{"web", "orders"} {
+			for i, svc := range []string{"orders", "web"} {
 				b.ReportMetric(float64(procRSS(b, pair.pids[i]))/(1<<20), svc+"-rss-MB")
 			}
 		})
@@ -69,11 +69,45 @@ func BenchmarkSidecarProcesses(b *testing.B) {
 	})
 }
 
-// processPair is web's and orders' sidecars as processes.
+// processPair is web's and orders' sidecars as processes, or the two
+// processes that stand in their place.
 type processPair struct {
 	outbound string // web's outbound listener
-	pids     []int  // web's, then orders'
-	stop     func()
+	pids     []int  // in the order started
+	quit     os.Signal
+	cmds     []*exec.Cmd
+	outs     []*bytes.Buffer
+}
+
+func (p *processPair) start(b *testing.B, bin string, args ...string) {
+	b.Helper()
+	cmd := exec.Command(bin, args...)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p.cmds, p.outs, p.pids = append(p.cmds, cmd), append(p.outs, out), append(p.pids, cmd.Process.Pid)
+}
+
+// stop ends the processes and waits for them; their output is then in
+// p.outs.
+func (p *processPair) stop() {
+	for _, c := range p.cmds {
+		c.Process.Signal(p.quit)
+	}
+	for _, c := range p.cmds {
+		c.Wait()
+	}
+	p.cmds = nil
+}
+
+func (p *processPair) output() string {
+	var all []string
+	for _, o := range p.outs {
+		all = append(all, o.String())
+	}
+	return strings.Join(all, "\n")
 }
 
 // startProcessPair runs a control plane in this process, orders' app, and
@@ -92,18 +126,7 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 	}
 	ordersPort, serve := app(b, "orders")
 	serve("")
-	pair := &processPair{}
-	var cmds []*exec.Cmd
-	var outs []*bytes.Buffer
-	pair.stop = func() {
-		for _, c := range cmds {
-			c.Process.Signal(syscall.SIGTERM)
-		}
-		for _, c := range cmds {
-			c.Wait()
-		}
-		cmds = nil
-	}
+	pair := &processPair{quit: syscall.SIGTERM}
 	b.Cleanup(pair.stop)
 	for _, svc := range []struct {
 		name, calls string
@@ -130,22 +153,8 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 		if threads != 0 {
 			args = append(args, "--concurrency", strconv.Itoa(threads))
 		}
-		cmd := exec.Command(bin, args...)
-		out := &bytes.Buffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		cmds, outs = append(cmds, cmd), append(outs, out)
-		pair.pids = append([]int{cmd.Process.Pid}, pair.pids...)
+		pair.start(b, bin, args...)
 		pair.outbound = outbound
-	}
-	fail := func(what string) {
-		pair.stop()
-		for _, o := range outs {
-			b.Log(o.String())
-		}
-		b.Fatal(what)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -154,7 +163,8 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 			break
 		}
 		if time.Now().After(deadline) {
-			fail("web's sidecar does not reach orders within 30s")
+			pair.stop()
+			b.Fatalf("web's sidecar does not reach orders within 30s:\n%s", pair.output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -279,36 +289,18 @@ func startNginxPair(b *testing.B, appPort int) *processPair {
 			"proxy_ssl_protocols TLSv1.3; proxy_ssl_certificate %s; proxy_ssl_certificate_key %s;\n"+
 			"proxy_ssl_trusted_certificate %s; proxy_ssl_verify on; proxy_ssl_name inbound.pair; proxy_ssl_session_reuse on; } }\n",
 		inboundAddr, outboundAddr, write("outbound.pem", pemBlock("CERTIFICATE", cliCert.Raw)), write("outbound.key", keyPEM(b, cliKey)), ca))
-	pair := &processPair{outbound: outboundAddr}
-	var cmds []*exec.Cmd
-	var outs []*bytes.Buffer
-	pair.stop = func() {
-		for _, c := range cmds {
-			c.Process.Signal(syscall.SIGQUIT)
-		}
-		for _, c := range cmds {
-			c.Wait()
-		}
-		cmds = nil
-	}
+	pair := &processPair{outbound: outboundAddr, quit: syscall.SIGQUIT}
 	b.Cleanup(pair.stop)
-	for _, conf := range []string{outbound, inbound} {
-		cmd := exec.Command(bin, "-p", dir, "-c", write(fmt.Sprintf("nginx-%d.conf", len(cmds)), []byte(conf)))
-		out := &bytes.Buffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		cmds, outs = append(cmds, cmd), append(outs, out)
-		pair.pids = append(pair.pids, cmd.Process.Pid)
+	for i, conf := range []string{outbound, inbound} {
+		pair.start(b, bin, "-p", dir, "-c", write(fmt.Sprintf("nginx-%d.conf", i), []byte(conf)))
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for getOrders(pair.outbound) != nil {
+	for err := getOrders(pair.outbound); err != nil; err = getOrders(pair.outbound) {
 		if time.Now().After(deadline) {
+			pair.stop()
 			logs, _ := os.ReadFile(filepath.Join(dir, "outbound-error.log"))
 			more, _ := os.ReadFile(filepath.Join(dir, "inbound-error.log"))
-			pair.stop()
-			b.Fatalf("nginx pair does not answer: %v\n%s\n%s\n%s", getOrders(pair.outbound), logs, more, outs)
+			b.Fatalf("nginx pair does not answer: %v\n%s\n%s\n%s", err, logs, more, pair.output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
