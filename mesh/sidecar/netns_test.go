@@ -153,7 +153,7 @@ func tcpCall(t *testing.T, ns *netnstest.NS, addr string, lines ...string) (stri
 
 // process runs the wasmgate binary inside a namespace until the test
 // ends, then stops it with SIGTERM; its output is shown when the test
-// fails.
+// fails, and read by outputOf.
 func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	var out bytes.Buffer
@@ -164,6 +164,8 @@ func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) *exec.C
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	outputs.Store(cmd, func() string { mu.Lock(); defer mu.Unlock(); return out.String() })
+	t.Cleanup(func() { outputs.Delete(cmd) })
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -181,6 +183,17 @@ func process(t *testing.T, ns *netnstest.NS, bin string, args ...string) *exec.C
 		}
 	})
 	return cmd
+}
+
+// outputs holds, for each command process runs, what it wrote so far.
+var outputs sync.Map // *exec.Cmd -> func() string
+
+// outputOf is what cmd, run by process, wrote so far.
+func outputOf(cmd *exec.Cmd) string {
+	if f, ok := outputs.Load(cmd); ok {
+		return f.(func() string)()
+	}
+	return ""
 }
 
 type writerFunc func([]byte) (int, error)
@@ -243,6 +256,9 @@ type netnsMesh struct {
 	admin *api.Client
 	start time.Time
 
+	// sidecars are the sidecars' processes, by service.
+	sidecars map[string]*exec.Cmd
+
 	net   *netnstest.Net
 	bin   string
 	dir   string
@@ -269,7 +285,7 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	router.MustRun("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	names := []string{"web", "orders", "payments", "db"}
 	m := &netnsMesh{ns: map[string]*netnstest.NS{}, addr: map[string]netip.Addr{}, gw: map[string]netip.Addr{}, start: start,
-		net: n, bin: bin, dir: dir}
+		sidecars: map[string]*exec.Cmd{}, net: n, bin: bin, dir: dir}
 	ns, addr, gw := m.ns, m.addr, m.gw
 	for _, name := range names {
 		ns[name] = n.Namespace(name)
@@ -353,10 +369,10 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			ns[name].MustRun(bin, "sidecar", "iptables", "--uid", strconv.Itoa(webUID), "--inbound-port", "15006", "--outbound-port", "15001",
 				"--exclude-outbound-ports", "9900,2379")
 			args = append([]string{"--reuid", strconv.Itoa(webUID), "--regid", strconv.Itoa(webUID), "--clear-groups", bin}, args...)
-			process(t, ns[name], "setpriv", args...)
+			m.sidecars[name] = process(t, ns[name], "setpriv", args...)
 			continue
 		}
-		process(t, ns[name], bin, args...)
+		m.sidecars[name] = process(t, ns[name], bin, args...)
 	}
 	for _, name := range names {
 		waitFor(t, name+" registered", 30*time.Second, func() bool {
@@ -389,6 +405,18 @@ func TestNetnsMesh(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
+	}
+
+	// Each sidecar runs one thread (concurrency's default) unless
+	// $GOMAXPROCS, which the sidecars inherit, says otherwise, and says so.
+	threads := "1"
+	if n := os.Getenv("GOMAXPROCS"); n != "" {
+		threads = n
+	}
+	for name, cmd := range m.sidecars {
+		if out := outputOf(cmd); !strings.Contains(out, "sidecar serving") || !strings.Contains(out, `"threads": `+threads+`}`) {
+			t.Errorf("%s's sidecar does not say it serves with %s threads:\n%s", name, threads, out)
+		}
 	}
 
 	// Outbound by name becomes the peer's inbound, once orders' endpoint
