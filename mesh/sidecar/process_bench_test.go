@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/internal/testaddr"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 )
 
@@ -131,15 +132,15 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 	for _, svc := range []struct {
 		name, calls string
 		appPort     int
-	}{{"orders", "", ordersPort}, {"web", "orders", freePort(b)}} {
+	}{{"orders", "", ordersPort}, {"web", "orders", port(b, testaddr.Free(b))}} {
 		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: svc.name})
 		if err != nil {
 			b.Fatal(err)
 		}
 		own := filepath.Join(dir, svc.name)
-		outbound := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+		outbound := testaddr.Free(b)
 		args := []string{"run", "--sidecar", "--service", svc.name, "--app-port", strconv.Itoa(svc.appPort),
-			"--inbound", fmt.Sprintf("127.0.0.1:%d", freePort(b)), "--outbound", outbound,
+			"--inbound", testaddr.Free(b), "--outbound", outbound,
 			"--identity-server", cp.APIURL(), "--join-token", tok.Token, "--trust-bundle-file", bundle,
 			"--identity-dir", filepath.Join(own, "identity"), "--wasm-cache-dir", filepath.Join(own, "wasm"),
 			"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off",
@@ -188,14 +189,15 @@ func getOrders(addr string) error {
 	return nil
 }
 
-func freePort(t testing.TB) int {
+// port is the port of the address addr.
+func port(t testing.TB, addr string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	_, p, err := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		t.Fatalf("%q has no port", addr)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return n
 }
 
 func mkdir(t testing.TB, dir string) string {
@@ -270,8 +272,7 @@ func startNginxPair(b *testing.B, appPort int) *processPair {
 	srvCert, srvKey := newCert(b, caCert, caKey, "inbound.pair")
 	cliCert, cliKey := newCert(b, caCert, caKey, "outbound.pair")
 	ca := write("ca.pem", pemBlock("CERTIFICATE", caCert.Raw))
-	inboundAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-	outboundAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	inboundAddr, outboundAddr := testaddr.Free(b), testaddr.Free(b)
 	common := "daemon off; master_process off; worker_processes 1; pid %[1]s/%[2]s.pid; error_log %[1]s/%[2]s-error.log;\n" +
 		"events { worker_connections 1024; }\n" +
 		"http { access_log %[1]s/%[2]s-access.log; client_body_temp_path %[1]s; proxy_temp_path %[1]s;\n" +
