@@ -95,7 +95,9 @@ func (x *exchange) filterFixedBody(resp *fasthttp.Response) bool {
 	if !x.bodyFilters || len(resp.Body()) == 0 {
 		return true
 	}
-	body := &filter.Body{B: resp.Body()}
+	body := &x.fixedBody
+	body.B = resp.Body()
+	defer func() { body.B = nil }()
 	for i := len(x.streams) - 1; i >= 0; i-- {
 		if !x.proceedBody(x.streams[i].OnResponseBody(&x.Exchange, body, true)) {
 			return false

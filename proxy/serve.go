@@ -53,6 +53,7 @@ type exchange struct {
 	upBody    cluster.Body      // its body, when it streams
 	guard     cluster.Guard     // the cluster's admission of the request
 	body      responseBody
+	fixedBody filter.Body // a whole response body, as the filters see it
 	streams   []filter.Stream
 	// bodyFilters reports whether a stream sees bodies (one that is not
 	// filter.HeadersOnly).

@@ -46,8 +46,9 @@ type Exchange struct {
 	Node *Node
 
 	// FilterState carries values that filters set for later filters and
-	// for the access log. It is nil until the first Set.
+	// for the access log; SetState writes it. It may be nil when empty.
 	FilterState map[string][]byte
+	stateBuf    []byte // the values of FilterState
 
 	// Decisions records the policy decisions that filters make (Decide);
 	// nil means they are not recorded. The proxy sets it.
@@ -97,14 +98,28 @@ func NewExchange() *Exchange {
 	return &Exchange{resume: make(chan struct{}, 1)}
 }
 
-// Reset makes x ready for a new request. The proxy calls it.
+// maxKeptState is the most filter state, in bytes, that an exchange keeps
+// room for from one request to the next.
+const maxKeptState = 16 << 10
+
+// Reset makes x ready for a new request. The proxy calls it. The filter
+// state's map and the room for its values are kept, emptied, so that a
+// filter setting state on every request does not allocate.
 func (x *Exchange) Reset() {
 	resume, timer := x.resume, x.timer
 	select {
 	case <-resume:
 	default:
 	}
-	*x = Exchange{resume: resume, timer: timer, RequestID: x.RequestID[:0]}
+	state, stateBuf := x.FilterState, x.stateBuf[:0]
+	if len(state) > 64 {
+		state = nil
+	}
+	clear(state)
+	if cap(stateBuf) > maxKeptState {
+		stateBuf = nil
+	}
+	*x = Exchange{resume: resume, timer: timer, RequestID: x.RequestID[:0], FilterState: state, stateBuf: stateBuf}
 }
 
 // SendLocalResponse replaces the response with one made by the proxy and
@@ -157,12 +172,15 @@ func (x *Exchange) Wait(d time.Duration) bool {
 	}
 }
 
-// SetState records a filter state value.
+// SetState records a copy of a filter state value. The copies live until
+// the exchange is reset.
 func (x *Exchange) SetState(key string, value []byte) {
 	if x.FilterState == nil {
 		x.FilterState = make(map[string][]byte)
 	}
-	x.FilterState[key] = value
+	start := len(x.stateBuf)
+	x.stateBuf = append(x.stateBuf, value...)
+	x.FilterState[key] = x.stateBuf[start:len(x.stateBuf):len(x.stateBuf)]
 }
 
 // Flags are the reasons for a response, as Envoy's response flags.

@@ -132,7 +132,7 @@ func foreignSetFilterState(in *instance, args []byte) ([]byte, abi.Status) {
 	if x == nil {
 		return nil, abi.StatusNotFound
 	}
-	x.SetState(string(path), append([]byte(nil), value...))
+	x.SetState(string(path), value)
 	return nil, abi.StatusOK
 }
 

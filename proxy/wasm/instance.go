@@ -66,10 +66,15 @@ type instance struct {
 	callResp     *httpCall
 
 	scratch []byte // serialized maps and properties
-	kv      []kv
-	pairs   []kv
-	keys    []byte
-	status  [8]byte
+	prop    propCtx
+	// keyBuf and stateKeys make the names of filter state entries
+	// (props.go).
+	keyBuf    []byte
+	stateKeys map[string]string
+	kv        []kv
+	pairs     []kv
+	keys      []byte
+	status    [8]byte
 
 	allocErr bool // the allocator failed inside the current call
 

@@ -262,7 +262,10 @@ func init() {
 
 // property appends the value at path to in.scratch and returns it.
 func (in *instance) property(path []byte) ([]byte, abi.Status) {
-	c := propCtx{in: in, x: in.exchange(), out: in.scratch[:0]}
+	// In the instance, not on the stack: the readers take its address
+	// through a function value, which would move it to the heap.
+	c := &in.prop
+	*c = propCtx{in: in, x: in.exchange(), out: in.scratch[:0]}
 	pr, ok := properties[string(path)]
 	if !ok {
 		head, rest, _ := bytes.Cut(path, []byte{0})
@@ -273,7 +276,7 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 	if !ok {
 		// Anything else is filter state set by a plugin.
 		if c.x != nil {
-			if v, found := c.x.FilterState[stateKey(path)]; found {
+			if v, found := c.x.FilterState[string(in.stateKeyBytes(path))]; found {
 				return c.byt(v)
 			}
 		}
@@ -282,7 +285,7 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 	if pr.needsStream && c.x == nil {
 		return nil, abi.StatusNotFound
 	}
-	return pr.read(&c)
+	return pr.read(c)
 }
 
 // readOnly reports whether a property path belongs to the host (the
@@ -360,12 +363,11 @@ func (in *instance) nodeProperty(out []byte, n *filter.Node, rest []byte) ([]byt
 	return nil, abi.StatusNotFound
 }
 
-// stateKey names the filter state entry of a property path: "wasm." and
-// the path's segments joined by dots.
-func stateKey(path []byte) string {
-	var b strings.Builder
-	b.Grow(len(filterStatePrefix) + len(path))
-	b.WriteString(filterStatePrefix)
+// stateKeyBytes names the filter state entry of a property path: "wasm."
+// and the path's segments joined by dots. The name is built in the
+// instance's key buffer, valid until the next call.
+func (in *instance) stateKeyBytes(path []byte) []byte {
+	b := append(in.keyBuf[:0], filterStatePrefix...)
 	for i, c := range path {
 		if c == 0 {
 			if i == len(path)-1 {
@@ -373,9 +375,31 @@ func stateKey(path []byte) string {
 			}
 			c = '.'
 		}
-		b.WriteByte(c)
+		b = append(b, c)
 	}
-	return b.String()
+	in.keyBuf = b
+	return b
+}
+
+// maxStateKeys bounds the filter state names an instance keeps, so that a
+// plugin making up a new name on every request cannot grow it for ever.
+const maxStateKeys = 256
+
+// stateKey returns the name of path's filter state entry as a string.
+// The names a plugin uses request after request are made once.
+func (in *instance) stateKey(path []byte) string {
+	b := in.stateKeyBytes(path)
+	if k, ok := in.stateKeys[string(b)]; ok {
+		return k
+	}
+	k := string(b)
+	if len(in.stateKeys) < maxStateKeys {
+		if in.stateKeys == nil {
+			in.stateKeys = make(map[string]string)
+		}
+		in.stateKeys[k] = k
+	}
+	return k
 }
 
 func hostSetProperty(in *instance, a []uint64) abi.Status {
@@ -394,6 +418,6 @@ func hostSetProperty(in *instance, a []uint64) abi.Status {
 	if readOnly(path) {
 		return abi.StatusNotFound
 	}
-	x.SetState(stateKey(path), append([]byte(nil), val...))
+	x.SetState(in.stateKey(path), val)
 	return abi.StatusOK
 }
