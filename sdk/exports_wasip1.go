@@ -50,32 +50,6 @@ func proxyOnResponseTrailers(id, n uint32) uint32 { return uint32(onResponseTrai
 //go:wasmexport proxy_on_log
 func proxyOnLog(id uint32) { onLog(id) }
 
-// wasmgate's host calls a module that exports the two functions below
-// with them in place of three of the ABI's calls (proxy/wasm/README.md):
-// each call into a guest and back is a fixed cost of every request. Other
-// hosts do not know them and call the ABI's functions.
-
-// wasmgate_on_request_headers is proxy_on_context_create and
-// proxy_on_request_headers in one call: a request's context is made with
-// its first callback.
-//
-//go:wasmexport wasmgate_on_request_headers
-func wasmgateOnRequestHeaders(id, root, n, eos uint32) uint32 {
-	onContextCreate(id, root)
-	return uint32(onRequestHeaders(id, n, eos != 0))
-}
-
-// wasmgate_on_end is proxy_on_log (when log is not 0) and proxy_on_delete
-// in one call.
-//
-//go:wasmexport wasmgate_on_end
-func wasmgateOnEnd(id, log uint32) {
-	if log != 0 {
-		onLog(id)
-	}
-	onDelete(id)
-}
-
 //go:wasmexport proxy_on_delete
 func proxyOnDelete(id uint32) { onDelete(id) }
 

@@ -65,8 +65,6 @@ type instance struct {
 	pluginConfig []byte
 	callResp     *httpCall
 
-	entries atomic.Uint64 // calls into the guest, for tests
-
 	scratch []byte // serialized maps and properties
 	prop    propCtx
 	// keyBuf and stateKeys make the names of filter state entries
@@ -99,14 +97,6 @@ type callbacks struct {
 	responseHeaders, responseBody, responseTrailers              api.Function
 	httpCallResponse, tick, queueReady, start, main              api.Function
 	guardStart                                                   api.Function // the module's start section, moved by package guard
-
-	// wasmgate's own exports, which the Go SDK's modules have
-	// (README.md, "Fewer calls per request"): lazy is set when the module
-	// has both, with the right types, and no proxy_on_done; then a
-	// request's context is made with its first callback and deleted with
-	// its log.
-	createRequestHeaders, end api.Function
-	lazy                      bool
 }
 
 // callCtx is the context of every call into one instance. It carries the
@@ -386,27 +376,6 @@ func (v *vm) newInstance(slot int) (*instance, error) {
 	return in, nil
 }
 
-// exportedAs returns the module's function name if it takes params i32s
-// and returns results i32s, or nil.
-func exportedAs(m api.Module, name string, params, results int) api.Function {
-	fn := m.ExportedFunction(name)
-	if fn == nil {
-		return nil
-	}
-	d := fn.Definition()
-	if len(d.ParamTypes()) != params || len(d.ResultTypes()) != results {
-		return nil
-	}
-	for _, ts := range [][]api.ValueType{d.ParamTypes(), d.ResultTypes()} {
-		for _, t := range ts {
-			if t != api.ValueTypeI32 {
-				return nil
-			}
-		}
-	}
-	return fn
-}
-
 func (in *instance) lookup() {
 	m := in.mod
 	f := &in.fn
@@ -426,9 +395,6 @@ func (in *instance) lookup() {
 	f.httpCallResponse = m.ExportedFunction("proxy_on_http_call_response")
 	f.tick = m.ExportedFunction("proxy_on_tick")
 	f.queueReady = m.ExportedFunction("proxy_on_queue_ready")
-	f.createRequestHeaders = exportedAs(m, "wasmgate_on_request_headers", 4, 1)
-	f.end = exportedAs(m, "wasmgate_on_end", 2, 0)
-	f.lazy = f.createRequestHeaders != nil && f.end != nil && f.contextCreate != nil && f.done == nil
 	if in.vm.startFn != "" {
 		f.start = m.ExportedFunction(in.vm.startFn)
 	}
@@ -570,7 +536,6 @@ func (in *instance) invokeWithin(d time.Duration, long bool, fn api.Function, ar
 	if fn == nil {
 		return 0, nil
 	}
-	in.entries.Add(1)
 	n := copy(in.stack[:], args)
 	if n < len(args) {
 		return 0, errors.New("too many arguments")

@@ -71,11 +71,6 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	}
 	s.id = in.newID()
 	in.streams[s.id] = s
-	if in.fn.lazy {
-		// The guest makes the context with its first callback.
-		return s, nil
-	}
-	s.created = true
 	in.enterStream(s)
 	_, err := in.invoke(in.fn.contextCreate, uint64(s.id), uint64(s.root))
 	in.leave()
@@ -117,11 +112,6 @@ type stream struct {
 	bodyType abi.BufferType
 	bodyEdit bool
 
-	// created: the guest has the stream's context (made at once, or,
-	// for a module with wasmgate's exports, with its first callback);
-	// gone: the guest deleted it with its log (wasmgate_on_end).
-	created, gone bool
-
 	inCallback bool // a callback of this stream is running
 	// routeCleared: the guest called proxy_clear_route_cache or changed
 	// the request headers.
@@ -153,11 +143,7 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	}
 	s.paused, s.resumeNow, s.inCallback = false, false, true
 	in.enterStream(s)
-	var action uint64
-	err := s.create(in, cb)
-	if err == nil {
-		action, err = fn(in)
-	}
+	action, err := fn(in)
 	in.leave()
 	s.inCallback = false
 	if err != nil {
@@ -174,18 +160,6 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 		return pauseStatus
 	}
 	return filter.Continue
-}
-
-// create makes the stream's context in the guest before callback cb,
-// unless the guest has it or cb makes it (wasmgate_on_request_headers).
-// Callers hold in.mu, in the stream's context.
-func (s *stream) create(in *instance, cb uint32) error {
-	if s.created || cb == cbRequestHeaders {
-		return nil
-	}
-	s.created = true
-	_, err := in.invoke(in.fn.contextCreate, uint64(s.id), uint64(s.root))
-	return err
 }
 
 // skip answers a callback after the plugin failed.
@@ -287,10 +261,6 @@ func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.S
 		if in.collect(abi.MapHTTPRequestHeaders) == abi.StatusOK {
 			n = len(in.kv)
 		}
-		if !s.created {
-			s.created = true
-			return in.invoke(in.fn.createRequestHeaders, uint64(s.id), uint64(s.root), uint64(n), eos(endOfStream))
-		}
 		return in.invoke(in.fn.requestHeaders, uint64(s.id), uint64(n), eos(endOfStream))
 	}, filter.Pause)
 }
@@ -389,20 +359,10 @@ func (s *stream) finish(del bool) {
 	if !s.finished && s.id != 0 && !in.broken && !s.failed && s.needs&cbLog != 0 {
 		s.finished = true
 		in.enterStream(s)
-		var err error
-		if in.fn.lazy {
-			// No on_done to defer the end: log and delete in one call.
-			if err = s.create(in, cbLog); err == nil {
-				s.gone = true
-				_, err = in.invoke(in.fn.end, uint64(s.id), 1)
-			}
-		} else {
-			var r uint64
-			r, err = in.invoke(in.fn.done, uint64(s.id))
-			if err == nil {
-				s.doneDeferred = in.fn.done != nil && uint32(r) == 0
-				_, err = in.invoke(in.fn.log, uint64(s.id))
-			}
+		r, err := in.invoke(in.fn.done, uint64(s.id))
+		if err == nil {
+			s.doneDeferred = in.fn.done != nil && uint32(r) == 0
+			_, err = in.invoke(in.fn.log, uint64(s.id))
 		}
 		in.leave()
 		if err != nil {
@@ -411,7 +371,7 @@ func (s *stream) finish(del bool) {
 	}
 	s.finished = true
 	if del && s.id != 0 {
-		if !in.broken && s.created && !s.gone {
+		if !in.broken {
 			in.enterStream(s)
 			_, err := in.invoke(in.fn.delete_, uint64(s.id))
 			in.leave()
