@@ -94,6 +94,30 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 	return abi.StatusOK
 }
 
+// fieldCount is the number of fields collect gathers from a stream's map,
+// which a callback passes to the guest, counted without gathering them.
+func (in *instance) fieldCount(mt abi.MapType) int {
+	x := in.exchange()
+	if x == nil {
+		return 0
+	}
+	switch mt {
+	case abi.MapHTTPRequestHeaders:
+		h := &x.Ctx.Request.Header
+		n := 4 + h.Len() // the pseudo-headers, and every field but Host
+		if len(h.Host()) > 0 {
+			n--
+		}
+		return n
+	case abi.MapHTTPResponseHeaders:
+		return 1 + x.Ctx.Response.Header.Len()
+	}
+	if in.collect(mt) != abi.StatusOK {
+		return 0
+	}
+	return len(in.kv)
+}
+
 func (in *instance) collectResponse(resp *fasthttp.Response) {
 	in.kv = append(in.kv, kv{pStatus, strconv.AppendInt(in.status[:0], int64(resp.StatusCode()), 10)})
 	for k, v := range resp.Header.All() {

@@ -257,10 +257,7 @@ func eos(b bool) uint64 {
 // OnRequestHeaders implements filter.Stream.
 func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
 	return s.callback(cbRequestHeaders, func(in *instance) (uint64, error) {
-		n := 0
-		if in.collect(abi.MapHTTPRequestHeaders) == abi.StatusOK {
-			n = len(in.kv)
-		}
+		n := in.fieldCount(abi.MapHTTPRequestHeaders)
 		return in.invoke(in.fn.requestHeaders, uint64(s.id), uint64(n), eos(endOfStream))
 	}, filter.Pause)
 }
@@ -314,10 +311,7 @@ func (s *stream) onBody(t abi.BufferType, body *filter.Body, endOfStream bool) f
 // OnRequestTrailers implements filter.Stream.
 func (s *stream) OnRequestTrailers(x *filter.Exchange) filter.Status {
 	return s.callback(cbRequestTrailers, func(in *instance) (uint64, error) {
-		n := 0
-		if in.collect(abi.MapHTTPRequestTrailers) == abi.StatusOK {
-			n = len(in.kv)
-		}
+		n := in.fieldCount(abi.MapHTTPRequestTrailers)
 		return in.invoke(in.fn.requestTrailers, uint64(s.id), uint64(n))
 	}, filter.Pause)
 }
@@ -325,10 +319,7 @@ func (s *stream) OnRequestTrailers(x *filter.Exchange) filter.Status {
 // OnResponseHeaders implements filter.Stream.
 func (s *stream) OnResponseHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
 	return s.callback(cbResponseHeaders, func(in *instance) (uint64, error) {
-		n := 0
-		if in.collect(abi.MapHTTPResponseHeaders) == abi.StatusOK {
-			n = len(in.kv)
-		}
+		n := in.fieldCount(abi.MapHTTPResponseHeaders)
 		return in.invoke(in.fn.responseHeaders, uint64(s.id), uint64(n), eos(endOfStream))
 	}, filter.Pause)
 }
@@ -336,10 +327,7 @@ func (s *stream) OnResponseHeaders(x *filter.Exchange, endOfStream bool) filter.
 // OnResponseTrailers implements filter.Stream.
 func (s *stream) OnResponseTrailers(x *filter.Exchange) filter.Status {
 	return s.callback(cbResponseTrailers, func(in *instance) (uint64, error) {
-		n := 0
-		if in.collect(abi.MapHTTPResponseTrailers) == abi.StatusOK {
-			n = len(in.kv)
-		}
+		n := in.fieldCount(abi.MapHTTPResponseTrailers)
 		return in.invoke(in.fn.responseTrailers, uint64(s.id), uint64(n))
 	}, filter.Pause)
 }
