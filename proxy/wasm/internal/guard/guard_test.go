@@ -149,8 +149,8 @@ func TestCheckStopsEndlessLoop(t *testing.T) {
 
 // TestRenumbering runs a module whose functions call each other directly
 // and through a table, in nested loops and blocks with results and loop
-// parameters: the new import shifts every function's index by one, and
-// the results must not change. sum(n) adds 1..n; twice(n) calls sum and
+// parameters: the new imports shift every function's index by Copies,
+// and the results must not change. sum(n) adds 1..n; twice(n) calls sum and
 // doubles it; indirect(n) calls sum through table slot 0.
 func TestRenumbering(t *testing.T) {
 	// (func $sum (param $n i32) (result i32) (local $s i32)
@@ -427,5 +427,33 @@ func TestLegacyExceptions(t *testing.T) {
 	rw := &rewrite{fuel: 0}
 	if n := bytes.Count(out, rw.checkCode(0)); n != 2 {
 		t.Fatalf("%d checks in the rewrite, want 2", n)
+	}
+}
+
+// TestCopiesKeepLayout: the rewritten module imports Check Copies times,
+// and together they take a multiple of 128 bytes of wazero's context, so
+// that what follows them keeps its offsets modulo 128 (package comment).
+func TestCopiesKeepLayout(t *testing.T) {
+	if Copies*importSize%128 != 0 {
+		t.Fatalf("%d imports of %d bytes move the context's globals by %d bytes, not a multiple of 128",
+			Copies, importSize, Copies*importSize)
+	}
+	bin := module(typeVoid, sec(3, 1, 0), code(spin))
+	out, err := Instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := newRuntime(t, nil).CompileModule(context.Background(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range cm.ImportedFunctions() {
+		if mod, name, _ := f.Import(); mod == Module && name == Check {
+			n++
+		}
+	}
+	if n != Copies {
+		t.Fatalf("the rewritten module imports %s.%s %d times, want %d", Module, Check, n, Copies)
 	}
 }
