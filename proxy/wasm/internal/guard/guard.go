@@ -22,9 +22,9 @@
 // Each imported function takes 24 bytes of the context wazero keeps for an
 // instance, ahead of the module's globals, its tables and the rest, which
 // the guest's machine code reads and writes all the time. A single import
-// moved them all by 32 bytes, and with that layout the first-party filters'
-// Go guest ran about a fifth slower than the same module unrewritten
-// (benchmarks/COMPONENTS.md). Copies imports move them by 384 bytes, a
+// moved them all by 32 bytes, and with that layout the first-party filters
+// ran 20% to 80% slower than the same module unrewritten, depending on
+// where the context landed (benchmarks/COMPONENTS.md). Copies imports move them by 384 bytes, a
 // multiple of 128, and Go allocates that context (1 KiB or more for any
 // module importing the proxy-wasm ABI) at an address aligned to 128 bytes:
 // everything in it keeps its place within the cache lines it had in the
