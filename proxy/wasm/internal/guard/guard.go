@@ -24,14 +24,15 @@
 // the guest's machine code reads and writes all the time. A single import
 // moved them all by 32 bytes, and with that layout the first-party filters
 // ran 20% to 80% slower than the same module unrewritten, depending on
-// where the context landed (benchmarks/COMPONENTS.md). Copies imports move them by 384 bytes, a
-// multiple of 128, and Go allocates that context (1 KiB or more for any
-// module importing the proxy-wasm ABI) at an address aligned to 128 bytes:
-// everything in it keeps its place within the cache lines it had in the
-// module before the rewrite. The new imports
-// shift the index of every function the module defines by Copies;
-// Instrument renumbers them everywhere (calls, ref.func, exports, element
-// segments, the "name" section). The module's start function,
+// where the context landed (benchmarks/COMPONENTS.md). Copies imports
+// move them by 384 bytes, a multiple of 128; Go allocates a context of
+// 1 KiB or more (the first-party module's, with its 41 imports, is about
+// 1.2 KiB) at an address aligned to 128 bytes, so everything in it keeps
+// its place within the cache lines it had before the rewrite. A smaller
+// context may change allocation class and alignment with the rewrite. The
+// new imports shift the index of every function the module defines by
+// Copies; Instrument renumbers them everywhere (calls, ref.func, exports,
+// element segments, the "name" section). The module's start function,
 // which would run while the module is instantiated, before the host has
 // set a deadline, is exported as Start instead, for the host to call once
 // instantiation is done. DWARF sections (".debug_*") describe code
