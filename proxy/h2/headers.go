@@ -137,7 +137,7 @@ func (sc *serverConn) onField(f hpack.HeaderField) {
 		switch {
 		case len(name) > 0 && name[0] == ':':
 			hb.fail("trailer_pseudo")
-		case !validFieldName(name) || !validFieldValue(value):
+		case !headerval.H2Name(name) || !validFieldValue(value):
 			hb.fail("trailer_invalid")
 		case connectionSpecific(name):
 			hb.fail("trailer_connection_specific")
@@ -159,7 +159,7 @@ func (sc *serverConn) onField(f hpack.HeaderField) {
 		switch name {
 		case ":method":
 			bit = pseudoMethod
-			if !validMethod(value) {
+			if !headerval.Token(value) {
 				hb.fail("pseudo_method_invalid")
 				return
 			}
@@ -199,7 +199,7 @@ func (sc *serverConn) onField(f hpack.HeaderField) {
 		return
 	}
 	hb.regular = true
-	if !validFieldName(name) {
+	if !headerval.H2Name(name) {
 		hb.fail("header_name_invalid")
 		return
 	}
@@ -408,49 +408,6 @@ var connectionSpecificFields = []string{"connection", "keep-alive", "proxy-conne
 // connectionSpecific reports whether name is a connection-specific field.
 func connectionSpecific(name string) bool {
 	return slices.Contains(connectionSpecificFields, name)
-}
-
-// tokenLower holds the characters of a token (RFC 9110) but upper case
-// letters, which HTTP/2 field names must not have.
-var tokenLower, token [256]bool
-
-func init() {
-	for c := '0'; c <= '9'; c++ {
-		tokenLower[c], token[c] = true, true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		tokenLower[c], token[c] = true, true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		token[c] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		tokenLower[c], token[c] = true, true
-	}
-}
-
-func validFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenLower[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-func validMethod(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !token[s[i]] {
-			return false
-		}
-	}
-	return true
 }
 
 // validFieldValue applies RFC 9113, 8.2.1: no NUL, CR or LF, and no

@@ -1,6 +1,7 @@
-// Package headerval holds what the HTTP/2 and HTTP/3 front ends share
-// about header values: the common values they hand out without copying,
-// and a case-insensitive name test that does not allocate.
+// Package headerval holds what the HTTP/2 and HTTP/3 front ends and the
+// HTTP/2 client share about header fields: the common values they hand
+// out without copying, a case-insensitive name test that does not
+// allocate, and the syntax of names.
 package headerval
 
 // common are header values common enough to be worth not allocating:
@@ -38,6 +39,52 @@ func EqualFold(b []byte, s string) bool {
 			c += 'a' - 'A'
 		}
 		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenLower holds the characters of a token (RFC 9110) but upper case
+// letters, which HTTP/2 field names must not have.
+var tokenLower, token [256]bool
+
+func init() {
+	for c := '0'; c <= '9'; c++ {
+		tokenLower[c], token[c] = true, true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		tokenLower[c], token[c] = true, true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		token[c] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		tokenLower[c], token[c] = true, true
+	}
+}
+
+// H2Name reports whether s is a field name HTTP/2 allows (RFC 9113,
+// 8.2.1): a token with no upper case letter.
+func H2Name(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenLower[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// Token reports whether s is a token (RFC 9110, 5.6.2), as a method is.
+func Token(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !token[s[i]] {
 			return false
 		}
 	}
