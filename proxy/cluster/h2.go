@@ -496,7 +496,16 @@ func (x *h2Stream) recycle() {
 	if cap(buf) > 16<<10 {
 		buf = nil
 	}
-	*x = h2Stream{timer: x.timer, buf: buf}
+	header, trailer := x.header[:0], x.trailer[:0]
+	if cap(header) > 64 {
+		header = nil
+	}
+	if cap(trailer) > 64 {
+		trailer = nil
+	}
+	clear(header[:cap(header)])
+	clear(trailer[:cap(trailer)])
+	*x = h2Stream{timer: x.timer, buf: buf, header: header, trailer: trailer}
 	h2Streams.Put(x)
 }
 

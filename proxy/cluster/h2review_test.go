@@ -357,6 +357,8 @@ func TestH2ClientMalformedResponses(t *testing.T) {
 		"/no-status":             func(p *rawPeer, id uint32) { headers(p, id, true, "x-a", "1") },
 		"/bad-status":            func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "2x0") },
 		"/request-pseudo-header": func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", ":path", "/") },
+		"/duplicate-status":      func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", ":status", "204") },
+		"/bad-value":             func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", "x-a", "1\r\n2") },
 		"/interim-ends":          func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "103") },
 		"/data-first":            func(p *rawPeer, id uint32) { p.fr.WriteData(id, true, []byte("x")) },
 		"/shorter": func(p *rawPeer, id uint32) {
