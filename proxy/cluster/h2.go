@@ -368,10 +368,13 @@ var (
 )
 
 // h2Field is what a connection remembers of a request field name: its
-// string, and the value it carried last.
+// string, the value it carried last, and the string of the value it
+// carries as an index.
 type h2Field struct {
-	name, value string
-	seen        bool
+	name  string
+	last  []byte
+	seen  bool
+	value string
 }
 
 // fieldLocked encodes one field; name is lowercase. A value is indexed
@@ -380,26 +383,38 @@ type h2Field struct {
 // as an index, while a value that changes with each request (x-request-id)
 // goes as a literal that takes no place in either peer's table and evicts
 // nothing. The strings are kept per connection, for the encoder's table
-// keeps them too.
+// keeps them too; a literal is encoded without making a string of it.
 func (cc *h2Conn) fieldLocked(name, value []byte) {
 	f := cc.fields[string(name)]
 	if f == nil {
 		if len(cc.fields) >= h2MaxFields {
-			cc.henc.WriteField(hpack.HeaderField{Name: string(name), Value: string(value), Sensitive: true})
+			cc.literalLocked(string(name), value)
 			return
 		}
 		f = &h2Field{name: string(name)}
 		cc.fields[f.name] = f
 	}
-	if f.seen && f.value == string(value) {
+	if f.seen && bytes.Equal(f.last, value) {
+		if f.value != string(value) {
+			f.value = string(value)
+		}
 		cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
 		return
 	}
-	v := string(value)
-	if len(v) <= h2MaxFieldLen {
-		f.value, f.seen = v, true
+	f.seen = len(value) <= h2MaxFieldLen
+	if f.seen {
+		f.last = append(f.last[:0], value...)
 	}
-	cc.henc.WriteField(hpack.HeaderField{Name: f.name, Value: v, Sensitive: true})
+	cc.literalLocked(f.name, value)
+}
+
+// literalLocked encodes a field as a literal never indexed. Its value is
+// copied to a buffer of cc's, so that value does not escape: the encoder
+// keeps nothing of a field it does not index, but the compiler cannot
+// know that.
+func (cc *h2Conn) literalLocked(name string, value []byte) {
+	cc.lit = append(cc.lit[:0], value...)
+	cc.henc.WriteField(hpack.HeaderField{Name: name, Value: b2s(cc.lit), Sensitive: true})
 }
 
 // lowerName returns name in lowercase, in a buffer of cc's when it must
@@ -782,6 +797,10 @@ func canonicalName(dst []byte, name string) []byte {
 
 // s2b returns s's bytes, which must not be changed.
 func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// b2s returns b's bytes as a string, without a copy: b must not change
+// while the string is in use.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // h2RequestBody hands the request body to the transport, which reads it
 // on a goroutine of its own and may still be reading when the response has

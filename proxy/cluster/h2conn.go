@@ -289,6 +289,7 @@ type h2Conn struct {
 	fields   map[string]*h2Field
 	lower    []byte
 	num      []byte
+	lit      []byte
 
 	streams  map[uint32]*h2Stream
 	pending  int // streams reserved, not yet open
