@@ -32,6 +32,7 @@ type h2Block struct {
 	remain    uint32 // what the header list may still take
 	regular   bool   // a regular field was seen
 	invalid   error  // the first malformed field: a stream error
+	selfDep   bool   // the stream depends on itself: a stream error
 	truncated bool   // fields beyond h2MaxHeaderList were dropped
 }
 
@@ -57,7 +58,7 @@ func (cc *h2Conn) readBlockFrame(fh http2.FrameHeader) error {
 	b := &cc.blk
 	end := fh.Flags.Has(http2.FlagHeadersEndHeaders) // the same bit for CONTINUATION
 	if fh.Type == http2.FrameHeaders {
-		var selfDep error
+		selfDep := false
 		if fh.StreamID == 0 {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
@@ -78,12 +79,12 @@ func (cc *h2Conn) readBlockFrame(fh http2.FrameHeader) error {
 			}
 			if binary.BigEndian.Uint32(p)&(1<<31-1) == fh.StreamID {
 				// A stream that depends on itself (RFC 9113, 5.3.1).
-				selfDep = errSelfDependency
+				selfDep = true
 			}
 			p = p[5:]
 		}
 		clear(b.fields)
-		*b = h2Block{id: fh.StreamID, endStream: fh.Flags.Has(http2.FlagHeadersEndStream), fields: b.fields[:0], remain: h2MaxHeaderList, invalid: selfDep}
+		*b = h2Block{id: fh.StreamID, endStream: fh.Flags.Has(http2.FlagHeadersEndStream), fields: b.fields[:0], remain: h2MaxHeaderList, selfDep: selfDep}
 		cc.dec.SetEmitEnabled(true)
 	}
 	// A peer far beyond the header list's bound, or going on after a
@@ -100,6 +101,9 @@ func (cc *h2Conn) readBlockFrame(fh http2.FrameHeader) error {
 	}
 	if err := cc.dec.Close(); err != nil {
 		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if b.invalid == nil && b.selfDep {
+		b.invalid = errSelfDependency
 	}
 	if b.invalid != nil {
 		return http2.StreamError{StreamID: b.id, Code: http2.ErrCodeProtocol, Cause: b.invalid}

@@ -359,8 +359,11 @@ func TestH2ClientMalformedResponses(t *testing.T) {
 		"/request-pseudo-header": func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", ":path", "/") },
 		"/duplicate-status":      func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", ":status", "204") },
 		"/bad-value":             func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "200", "x-a", "1\r\n2") },
-		"/interim-ends":          func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "103") },
-		"/data-first":            func(p *rawPeer, id uint32) { p.fr.WriteData(id, true, []byte("x")) },
+		"/self-dependency": func(p *rawPeer, id uint32) {
+			p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200"), EndHeaders: true, EndStream: true, Priority: http2.PriorityParam{StreamDep: id, Weight: 15}})
+		},
+		"/interim-ends": func(p *rawPeer, id uint32) { headers(p, id, true, ":status", "103") },
+		"/data-first":   func(p *rawPeer, id uint32) { p.fr.WriteData(id, true, []byte("x")) },
 		"/shorter": func(p *rawPeer, id uint32) {
 			headers(p, id, false, ":status", "200", "content-length", "5")
 			p.fr.WriteData(id, true, []byte("abc"))
