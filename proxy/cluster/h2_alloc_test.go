@@ -3,13 +3,10 @@
 package cluster
 
 import (
-	"net"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/wasmgate/wasmgate/proxy/h2"
 )
 
 // TestH2ClientAllocations holds an exchange on a warm connection to no
@@ -20,27 +17,11 @@ import (
 // own, which allocates nothing either (TestServerAllocations in
 // proxy/h2), so what is counted is both ends of the exchange.
 func TestH2ClientAllocations(t *testing.T) {
-	srv := h2.NewServer(func(ctx *fasthttp.RequestCtx) {
+	c := localH2(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetContentType("text/plain")
 		ctx.Response.Header.Set("X-Upstream", "a")
 		ctx.Response.SetBodyString("hello")
-	}, h2.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _ = srv.ServeConn(c) }()
-		}
-	}()
-	c := newH2Client(poolKey{addr: ln.Addr().String(), connectTimeout: 5 * time.Second, idleTimeout: time.Minute, http2: true}, nil)
-	t.Cleanup(c.tr.CloseIdleConnections)
+	})
 	var req fasthttp.Request
 	var resp fasthttp.Response
 	req.SetRequestURI("/api/v1/items?page=2")

@@ -21,26 +21,10 @@ import (
 //
 //	go test -run '^$' -bench H2ClientDo -benchmem ./proxy/cluster
 func BenchmarkH2ClientDo(b *testing.B) {
-	srv := h2.NewServer(func(ctx *fasthttp.RequestCtx) {
+	c := localH2(b, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetContentType("text/plain")
 		ctx.Response.SetBodyString("hello")
-	}, h2.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _ = srv.ServeConn(c) }()
-		}
-	}()
-	c := newH2Client(poolKey{addr: ln.Addr().String(), connectTimeout: 5 * time.Second, idleTimeout: time.Minute, http2: true}, nil)
-	defer c.tr.CloseIdleConnections()
+	})
 	var streamed atomic.Int64
 	b.ReportAllocs()
 	before := cpuTime()
@@ -78,4 +62,27 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// localH2 serves h with the proxy's own HTTP/2 server over loopback h2c
+// and returns a client of it; both end with tb.
+func localH2(tb testing.TB, h fasthttp.RequestHandler) *h2Client {
+	srv := h2.NewServer(h, h2.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = srv.ServeConn(c) }()
+		}
+	}()
+	c := newH2Client(poolKey{addr: ln.Addr().String(), connectTimeout: 5 * time.Second, idleTimeout: time.Minute, http2: true}, nil)
+	tb.Cleanup(c.tr.CloseIdleConnections)
+	return c
 }
