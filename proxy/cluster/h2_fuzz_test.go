@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,33 +50,41 @@ func FuzzH2ClientFrames(f *testing.F) {
 		fr.WriteData(3, true, nil)
 	})
 
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		// Every connection is answered so: the client may open another
-		// after a GOAWAY.
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
+	// One listener for the whole run, answering with the input of the
+	// moment: a listener per input left tens of thousands of connections
+	// in TIME_WAIT, from ports that a new listener could then not take,
+	// where connections to one loopback address may reuse them.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	var answer atomic.Pointer[[]byte]
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			data := *answer.Load()
+			// Every connection is answered so: the client may open
+			// another after a GOAWAY.
+			go func() {
+				defer c.Close()
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, preface); err != nil {
 					return
 				}
-				go func() {
-					defer c.Close()
-					preface := make([]byte, len(http2.ClientPreface))
-					if _, err := io.ReadFull(c, preface); err != nil {
-						return
-					}
-					http2.NewFramer(c, nil).WriteSettings()
-					c.Write(data)
-					c.(*net.TCPConn).CloseWrite()
-					io.Copy(io.Discard, c)
-				}()
-			}
-		}()
+				http2.NewFramer(c, nil).WriteSettings()
+				c.Write(data)
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		answer.Store(&data)
 		c := newH2Client(poolKey{addr: ln.Addr().String(), connectTimeout: 5 * time.Second, idleTimeout: time.Minute, http2: true}, nil)
 		defer c.tr.CloseIdleConnections()
 		var resp fasthttp.Response
