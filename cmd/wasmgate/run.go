@@ -413,11 +413,9 @@ func (r *runner) watchFile(ctx context.Context, file string) {
 // accepting, and requests in flight get up to the drain timeout.
 func (r *runner) wait(ctx context.Context) error {
 	<-ctx.Done()
-	if r.delay > 0 {
-		// Connections close after their responses from before /ready
-		// fails, so that no one who saw it fail gets a kept-alive answer.
-		r.srv.StartDraining()
-	}
+	// Connections close after their responses from before /ready fails,
+	// so that no one who saw it fail gets a kept-alive answer.
+	r.srv.StartDraining()
 	r.admin.SetDraining()
 	if r.delay > 0 {
 		r.log.Info("failing /ready and closing connections after their responses before the drain", zap.Duration("shutdown_delay", r.delay))

@@ -114,11 +114,12 @@ func (cc *h2Conn) readBlockFrame(fh http2.FrameHeader) error {
 // onField receives each field the HPACK decoder emits.
 func (cc *h2Conn) onField(f hpack.HeaderField) {
 	b := &cc.blk
+	pseudo := strings.HasPrefix(f.Name, ":")
 	switch {
 	case !httpguts.ValidHeaderFieldValue(f.Value):
 		// The value stays out of the error: it may be a secret.
 		b.invalid = fmt.Errorf("invalid value of header %q", f.Name)
-	case strings.HasPrefix(f.Name, ":"):
+	case pseudo:
 		switch {
 		case b.regular:
 			b.invalid = errPseudoAfterRegular
@@ -147,7 +148,7 @@ func (cc *h2Conn) onField(f hpack.HeaderField) {
 		return
 	}
 	b.remain -= size
-	if f.Name[0] != ':' {
+	if !pseudo {
 		b.fields = append(b.fields, f)
 	}
 }
