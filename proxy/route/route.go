@@ -337,9 +337,8 @@ func (r *Route) WriteRedirect(req *fasthttp.Request, resp *fasthttp.Response, tl
 		b = appendInt(b, rd.Port)
 	case rd.Host == "" && rd.Scheme == "":
 		// Same scheme and host: keep the request's port.
-		if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.Contains(host[i:], []byte("]")) {
-			b = append(b, host[i:]...)
-		}
+		_, port := splitPort(host)
+		b = append(b, port...)
 	}
 	uri := req.URI()
 	switch {
@@ -360,11 +359,31 @@ func (r *Route) WriteRedirect(req *fasthttp.Request, resp *fasthttp.Response, tl
 	return b
 }
 
+// stripPort returns host without its port.
 func stripPort(host []byte) []byte {
-	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.Contains(host[i:], []byte("]")) {
-		return host[:i]
+	h, _ := splitPort(host)
+	return h
+}
+
+// splitPort splits a Host value into the host and its port with the
+// colon (":8080"). Only a port of one to five digits is split off, after
+// a name, an IPv4 address or a bracketed IPv6 address, as Envoy strips a
+// port: a filter may set :authority to "example.com:80-canary", which has
+// no port, and "::1" is an address, not "::" and port 1.
+func splitPort(host []byte) (h, port []byte) {
+	i := bytes.LastIndexByte(host, ':')
+	if i < 0 || len(host)-i-1 < 1 || len(host)-i-1 > 5 {
+		return host, nil
 	}
-	return host
+	for _, c := range host[i+1:] {
+		if c < '0' || c > '9' {
+			return host, nil
+		}
+	}
+	if bytes.IndexByte(host[:i], ':') >= 0 && host[i-1] != ']' {
+		return host, nil
+	}
+	return host[:i], host[i:]
 }
 
 func appendInt(b []byte, n int) []byte {
