@@ -218,6 +218,15 @@ func TestParseErrors(t *testing.T) {
 			{"plugins[0].memory_limit_mb", 12, "must be between 1 and 4096"},
 		}},
 
+		{"plugin bad stats_tags", base + "plugins:\n- name: p\n  file: p.wasm\n  stats_tags:\n  - {tag_name: value, regex: '(_value=(['}\n  - {tag_name: plugin, fixed_value: x}\n  - {tag_name: code, regex: 'code'}\n  - {tag_name: value, regex: '(a)', fixed_value: b}\n  - {regex: '(a)'}\n", []wantErr{
+			{"plugins[0].stats_tags[0].regex", 12, "missing closing ]: `[`"},
+			{"plugins[0].stats_tags[1].tag_name", 13, `"plugin" is not a label name this proxy can export (letters, digits, '_', '.', '-', not starting with a digit or "__", and not "plugin")`},
+			{"plugins[0].stats_tags[2].regex", 14, "needs a capture group: the first is cut from the metric's name, the second (or the first) is the value"},
+			{"plugins[0].stats_tags[3].tag_name", 15, `"value" names the same label as stats_tags[0]`},
+			{"plugins[0].stats_tags[3]", 15, "exactly one of regex and fixed_value is required"},
+			{"plugins[0].stats_tags[4].tag_name", 16, "is required"},
+		}},
+
 		{"plugins sharing a vm_id disagree", base + "plugins:\n- {name: a, file: m.wasm, vm_id: v, root_id: a}\n- {name: b, file: n.wasm, vm_id: v, pool_size: 2}\n- {name: c, file: n.wasm, vm_id: w}\n", []wantErr{
 			{"plugins[1].file", 10, `differs from plugins[0] (a), which shares vm_id "v": plugins in one VM must agree on it`},
 			{"plugins[1].pool_size", 10, `differs from plugins[0] (a), which shares vm_id "v": plugins in one VM must agree on it`},

@@ -42,6 +42,22 @@ type Plugin struct {
 	// AllowedClusters are the clusters the plugin may call with
 	// proxy_http_call. Empty means none.
 	AllowedClusters []string `yaml:"allowed_clusters,omitempty" json:"allowed_clusters,omitempty"`
+	// StatsTags extract labels from the names of the metrics the plugin
+	// defines, as Envoy's stats_config.stats_tags do for its stats.
+	StatsTags []StatsTag `yaml:"stats_tags,omitempty" json:"stats_tags,omitempty"`
+}
+
+// StatsTag is one label of a plugin's metrics, as Envoy's TagSpecifier:
+// taken from the metric's name by a regular expression, or fixed.
+type StatsTag struct {
+	// TagName is the label's name.
+	TagName string `yaml:"tag_name" json:"tag_name"`
+	// Regex is searched for in the metric's name. Its first capture group
+	// is cut from the name; its second, or the first when there is only
+	// one, is the label's value.
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+	// FixedValue is the label's value on every metric of the plugin.
+	FixedValue string `yaml:"fixed_value,omitempty" json:"fixed_value,omitempty"`
 }
 
 // Native filters, as FilterRef.Native names them.

@@ -267,6 +267,7 @@ func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]in
 				v.add(idx(dot(p, "allowed_clusters"), j), "unknown cluster %q", name)
 			}
 		}
+		validateStatsTags(v, dot(p, "stats_tags"), pl.StatsTags)
 		if pl.VMID == "" {
 			continue
 		}
@@ -293,6 +294,58 @@ func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]in
 		}
 	}
 	return seen
+}
+
+// validateStatsTags checks a plugin's stats_tags: a label name each, used
+// once, that Prometheus accepts once dots and dashes become '_' (and not
+// "plugin", which the proxy sets), and exactly one of a regular expression
+// with a capture group and a fixed value.
+func validateStatsTags(v *errs, p string, tags []StatsTag) {
+	seen := map[string]int{}
+	for i, t := range tags {
+		tp := idx(p, i)
+		label := PromLabel(t.TagName)
+		switch {
+		case t.TagName == "":
+			v.add(dot(tp, "tag_name"), "is required")
+		case label == "" || label == "plugin":
+			v.add(dot(tp, "tag_name"), "%q is not a label name this proxy can export (letters, digits, '_', '.', '-', not starting with a digit or \"__\", and not \"plugin\")", t.TagName)
+		default:
+			if first, dup := seen[label]; dup {
+				v.add(dot(tp, "tag_name"), "%q names the same label as stats_tags[%d]", t.TagName, first)
+			} else {
+				seen[label] = i
+			}
+		}
+		switch {
+		case (t.Regex == "") == (t.FixedValue == ""):
+			v.add(tp, "exactly one of regex and fixed_value is required")
+		case t.Regex != "":
+			re, err := regexp.Compile(t.Regex)
+			if err != nil {
+				v.add(dot(tp, "regex"), "%s", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			} else if re.NumSubexp() == 0 {
+				v.add(dot(tp, "regex"), "needs a capture group: the first is cut from the metric's name, the second (or the first) is the value")
+			}
+		}
+	}
+}
+
+// PromLabel turns a tag or label key into a Prometheus label name: other
+// characters than letters, digits and '_' become '_'. It returns "" for a
+// key Prometheus would refuse however written: empty, starting with a
+// digit, or with "__" (reserved).
+func PromLabel(k string) string {
+	if k == "" || (k[0] >= '0' && k[0] <= '9') || strings.HasPrefix(k, "__") {
+		return ""
+	}
+	b := []byte(k)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[string]int) {

@@ -328,6 +328,7 @@ func (m *Manager) startInBackground(pc *config.Plugin, code []byte, sum, key str
 	defer m.starts.Done()
 	p, err := m.startPlugin(context.Background(), pc, code, sum, key)
 	var old []*plugin
+	live := false // the live set switched to p
 	m.mu.Lock()
 	delete(m.starting, key)
 	st.p, st.err = p, err
@@ -352,9 +353,13 @@ func (m *Manager) startInBackground(pc *config.Plugin, code []byte, sum, key str
 			}
 			set.plugins[pc.Name] = p
 			old = append(old, prev)
+			live = live || set == m.active
 		}
 	}
 	m.mu.Unlock()
+	if live {
+		m.guest.activate(map[string]string{pc.Name: p.tags.signature()})
+	}
 	close(st.done)
 	// Requests in flight finish on the version they started with; new
 	// ones reach the started plugin through Manager.successor once it
@@ -468,7 +473,12 @@ func (m *Manager) Activate(set *Set) {
 	m.active = set
 	warm := m.warm
 	m.warm = nil
+	sigs := make(map[string]string, len(set.plugins))
+	for name, p := range set.plugins {
+		sigs[name] = p.tags.signature()
+	}
 	m.mu.Unlock()
+	m.guest.activate(sigs)
 	if old != nil && old != set {
 		old.release()
 	}

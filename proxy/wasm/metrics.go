@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/sdk/abi"
 )
 
@@ -104,9 +105,9 @@ func (h *hostMetrics) unregister() {
 }
 
 // metricStore holds the metrics plugins define. A metric is named by its
-// plugin, kind and name, so the instances of a plugin, and the plugin
-// after a reload, share it. Ids index a copy-on-write list, so updates
-// take no lock.
+// plugin, kind, name and the plugin's stats_tags, so the instances of a
+// plugin, and the plugin after a reload, share it. Ids index a
+// copy-on-write list, so updates take no lock.
 type metricStore struct {
 	mu    sync.Mutex
 	byKey map[metricKey]uint32
@@ -114,18 +115,24 @@ type metricStore struct {
 	// labelSets holds the label keys of each exported name, joined by
 	// commas, to keep every metric family consistent.
 	labelSets map[string]string
+	// current is the stats_tags signature of each plugin of the live
+	// configuration: a metric defined under other stats_tags is no longer
+	// exported.
+	current map[string]string
 }
 
 type metricKey struct {
 	plugin, name string
 	kind         abi.MetricType
+	tags         string // the plugin's stats_tags signature
 }
 
 type guestMetric struct {
 	plugin, name string
-	fqName       string
-	// labels and values come from a name of the form
-	// "base;key=value;key=value".
+	tags         *tagger
+	// fqName, labels and values are the exported name and labels, from
+	// the name and the plugin's stats_tags; guarded by metricStore.mu.
+	fqName         string
 	labels, values []string
 	kind           abi.MetricType
 	value          atomic.Int64 // counter (as uint64 bits) or gauge
@@ -144,7 +151,7 @@ type histogram struct {
 }
 
 func newMetricStore() *metricStore {
-	s := &metricStore{byKey: make(map[metricKey]uint32)}
+	s := &metricStore{byKey: make(map[metricKey]uint32), current: make(map[string]string)}
 	empty := []*guestMetric{}
 	s.list.Store(&empty)
 	return s
@@ -152,16 +159,16 @@ func newMetricStore() *metricStore {
 
 // define returns the id of a metric, creating it on first use. Ids start
 // at 1; the kind is kept in the id's low two bits, as Envoy does.
-func (s *metricStore) define(plugin string, kind abi.MetricType, name string) uint32 {
-	k := metricKey{plugin, name, kind}
+func (s *metricStore) define(plugin string, kind abi.MetricType, name string, tags *tagger) uint32 {
+	k := metricKey{plugin, name, kind, tags.signature()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id, ok := s.byKey[k]; ok {
 		return id
 	}
 	old := *s.list.Load()
-	m := &guestMetric{plugin: plugin, name: name, kind: kind}
-	m.fqName, m.labels, m.values = s.labelled(name)
+	m := &guestMetric{plugin: plugin, name: name, tags: tags, kind: kind}
+	m.fqName, m.labels, m.values = s.labelled(name, tags)
 	if kind == abi.MetricHistogram {
 		m.hist = &histogram{}
 	}
@@ -185,29 +192,66 @@ func (s *metricStore) get(id uint32) *guestMetric {
 	return m
 }
 
-// labelled splits a metric name of the form "base;key=value;key=value"
-// into a Prometheus name and labels, as Envoy's tag extraction does for
-// its own stats. Every metric of one name must carry the same label keys,
-// or a scrape would fail: a name whose keys differ from the first seen
-// under it, or that is malformed, is exported whole, without labels.
-// s.mu must be held.
-func (s *metricStore) labelled(name string) (fqName string, labels, values []string) {
+// labelled splits a metric name into a Prometheus name and labels: first
+// by the plugin's stats_tags, then by the conventions filters use without
+// them, Envoy's Wasm stats convention ("base.key=.=value;.;") or
+// "base;key=value;key=value". Every metric of one name must carry the
+// same label keys, or a scrape would fail: a name whose keys differ from
+// the first seen under it, or that is malformed, is exported whole,
+// without labels. s.mu must be held.
+func (s *metricStore) labelled(name string, tags *tagger) (fqName string, labels, values []string) {
 	if s.labelSets == nil {
 		s.labelSets = map[string]string{}
 	}
-	if base, pairs, ok := envoyTags(name); ok {
+	base, pairs := tags.extract(name)
+	if b, more, ok := envoyTags(base); ok {
+		base, pairs = b, append(pairs, more...)
+	} else if b, rest, found := strings.Cut(base, ";"); found {
+		base, pairs = b, append(pairs, strings.Split(rest, ";")...)
+	}
+	if len(pairs) > 0 {
 		return s.withLabels(name, base, pairs)
 	}
-	base, rest, found := strings.Cut(name, ";")
-	if !found {
-		fqName = promName(name)
-		if prev, ok := s.labelSets[fqName]; ok && prev != "" {
-			return fqName + "_unlabelled", nil, nil
-		}
-		s.labelSets[fqName] = ""
-		return fqName, nil, nil
+	fqName = promName(base)
+	if prev, ok := s.labelSets[fqName]; ok && prev != "" {
+		return fqName + "_unlabelled", nil, nil
 	}
-	return s.withLabels(name, base, strings.Split(rest, ";"))
+	s.labelSets[fqName] = ""
+	return fqName, nil, nil
+}
+
+// exported reports whether m is defined under the stats_tags its plugin
+// has in the live configuration (or its plugin is in none). s.mu must be
+// held.
+func (s *metricStore) exported(m *guestMetric) bool {
+	cur, ok := s.current[m.plugin]
+	return !ok || cur == m.tags.signature()
+}
+
+// activate records the stats_tags signature of each plugin of the
+// configuration now live. When one changed, metrics are named again, in
+// the order they were defined, so that the families exported are those
+// of the tags in force; those defined under other tags are no longer
+// exported.
+func (s *metricStore) activate(sigs map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := false
+	for plugin, sig := range sigs {
+		if cur, ok := s.current[plugin]; !ok || cur != sig {
+			s.current[plugin] = sig
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	s.labelSets = map[string]string{}
+	for _, m := range *s.list.Load() {
+		if s.exported(m) {
+			m.fqName, m.labels, m.values = s.labelled(m.name, m.tags)
+		}
+	}
 }
 
 // envoyTags splits a name written with the tag-extraction convention of
@@ -241,7 +285,7 @@ func (s *metricStore) withLabels(name, base string, pairs []string) (fqName stri
 	fqName = promName(base)
 	for _, pair := range pairs {
 		k, v, ok := strings.Cut(pair, "=")
-		k = promLabel(k)
+		k = config.PromLabel(k)
 		if !ok || k == "" || k == "plugin" || slices.Contains(labels, k) {
 			return promName(name), nil, nil
 		}
@@ -253,20 +297,6 @@ func (s *metricStore) withLabels(name, base string, pairs []string) (fqName stri
 	}
 	s.labelSets[fqName] = sig
 	return fqName, labels, values
-}
-
-// promLabel turns a guest's label key into a Prometheus label name.
-func promLabel(k string) string {
-	if k == "" || (k[0] >= '0' && k[0] <= '9') || strings.HasPrefix(k, "__") {
-		return ""
-	}
-	b := []byte(k)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
 }
 
 // promName turns a guest's metric name into a Prometheus one.
@@ -290,7 +320,12 @@ func (s *metricStore) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector.
 func (s *metricStore) Collect(ch chan<- prometheus.Metric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, m := range *s.list.Load() {
+		if !s.exported(m) {
+			continue
+		}
 		desc := prometheus.NewDesc(m.fqName, "Defined by a wasm plugin.", append([]string{"plugin"}, m.labels...), nil)
 		lv := append([]string{m.plugin}, m.values...)
 		var pm prometheus.Metric
@@ -328,7 +363,11 @@ func hostDefineMetric(in *instance, a []uint64) abi.Status {
 	if len(name) == 0 {
 		return abi.StatusBadArgument
 	}
-	id := in.vm.m.guest.define(in.pluginName(), kind, string(name))
+	var tags *tagger
+	if in.curP != nil {
+		tags = in.curP.tags
+	}
+	id := in.vm.m.guest.define(in.pluginName(), kind, string(name), tags)
 	if !in.mem.WriteUint32Le(u32(a[3]), id) {
 		return abi.StatusInvalidMemoryAccess
 	}

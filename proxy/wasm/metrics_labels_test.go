@@ -35,14 +35,14 @@ func TestMetricLabels(t *testing.T) {
 			[]string{"reporter", "response_code"}, []string{"source", "503"}},
 	}
 	for _, tc := range cases {
-		m := s.get(s.define("p", abi.MetricCounter, tc.name))
+		m := s.get(s.define("p", abi.MetricCounter, tc.name, nil))
 		if m.fqName != tc.fq || !reflect.DeepEqual(m.labels, tc.labels) || !reflect.DeepEqual(m.values, tc.values) {
 			t.Errorf("%q: got %s %v %v, want %s %v %v", tc.name, m.fqName, m.labels, m.values, tc.fq, tc.labels, tc.values)
 		}
 		m.value.Add(1)
 	}
 	// A labelled family and then a flat metric of the same name.
-	if m := s.get(s.define("p", abi.MetricCounter, "http.requests")); m.fqName != "wasm_http_requests_unlabelled" {
+	if m := s.get(s.define("p", abi.MetricCounter, "http.requests", nil)); m.fqName != "wasm_http_requests_unlabelled" {
 		t.Errorf("flat name over a labelled family: %s", m.fqName)
 	}
 	reg := prometheus.NewRegistry()

@@ -33,6 +33,8 @@ type plugin struct {
 
 	maxBody int
 	allowed []string
+	// tags name the metrics the plugin defines (stats_tags).
+	tags *tagger
 
 	// refs counts the sets and the requests that use the plugin; at zero
 	// it closes, and it cannot be acquired again.
@@ -79,6 +81,7 @@ func (m *Manager) startPlugin(ctx context.Context, pc *config.Plugin, code []byt
 		log:     m.log.With(zap.String("plugin", pc.Name)),
 		maxBody: maxBody,
 		allowed: append([]string(nil), pc.AllowedClusters...),
+		tags:    newTagger(pc.StatsTags),
 		done:    make(chan struct{}),
 	}
 	p.refs.Store(1)

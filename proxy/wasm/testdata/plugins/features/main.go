@@ -7,6 +7,7 @@
 //	x-prop: <path>        read a property (dot separated) into x-prop-value
 //	                      (integers as decimal, bools as true/false)
 //	x-set-prop: <k>=<v>   set a property
+//	x-count: <name>       define the counter <name> and add 1 to it
 //	x-foreign: <name>     call that foreign function with x-foreign-arg
 //	                      (hex); its result (hex) or error goes to
 //	                      x-foreign-result
@@ -98,6 +99,11 @@ func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
 	if kv, err := proxywasm.GetHttpRequestHeader("x-set-prop"); err == nil {
 		k, v, _ := strings.Cut(kv, "=")
 		must(proxywasm.SetProperty(strings.Split(k, "."), []byte(v)))
+	}
+	if name, err := proxywasm.GetHttpRequestHeader("x-count"); err == nil {
+		// A counter named by the request, as the SDK's metrics example
+		// names one by a header's value.
+		proxywasm.DefineCounterMetric(name).Increment(1)
 	}
 	if name, err := proxywasm.GetHttpRequestHeader("x-foreign"); err == nil {
 		arg, _ := proxywasm.GetHttpRequestHeader("x-foreign-arg")
