@@ -67,3 +67,50 @@ virtual_hosts:
 		t.Fatalf("response x-route-out %q, want the new route's [new]", out)
 	}
 }
+
+// TestAuthorityChosenAgain: a filter that appends to :authority, as the
+// proxy-wasm Go SDK's http_routing example does ("127.0.0.1:8080" becomes
+// "127.0.0.1:8080-canary"), reaches the virtual host of the new
+// authority, "*-canary": only a numeric port is stripped before matching.
+func TestAuthorityChosenAgain(t *testing.T) {
+	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/features.wasm")
+	canary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "canary "+r.Host)
+	}))
+	t.Cleanup(canary.Close)
+	p := e2e.Start(t, `
+listeners:
+- name: main
+  address: 127.0.0.1:0
+clusters:
+- name: backend
+  endpoints: [{address: "{{backend}}"}]
+- name: canary
+  endpoints: [{address: "{{canary}}"}]
+plugins:
+- name: features
+  file: {{wasm}}
+virtual_hosts:
+- name: canary
+  domains: ["*-canary"]
+  filters: [{plugin: features}]
+  routes: [{name: canary, match: {prefix: /}, cluster: canary}]
+- name: primary
+  domains: ["*"]
+  filters: [{plugin: features}]
+  routes: [{name: primary, match: {prefix: /}, cluster: backend}]
+`, map[string]string{"wasm": wasmFile, "canary": strings.TrimPrefix(canary.URL, "http://")})
+	authority := strings.TrimPrefix(p.URL, "http://") + "-canary"
+	req, _ := http.NewRequest("GET", p.URL+"/", nil)
+	req.Header.Set("x-authority", authority)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	got := strings.TrimSuffix(string(body), "-end")
+	if want := "canary " + authority; resp.StatusCode != 200 || got != want {
+		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, got, want)
+	}
+}
