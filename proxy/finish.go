@@ -23,6 +23,9 @@ func (x *exchange) finish() {
 	}
 	if x.status == 0 {
 		x.status = ctx.Response.StatusCode()
+		if x.grpcFrom != 0 {
+			x.status = x.grpcFrom
+		}
 		if x.stats != nil {
 			x.stats.Observe(x.status, time.Since(x.Start))
 		}

@@ -86,6 +86,7 @@ func (x *exchange) localError(status int, flag filter.Flags, details string) {
 	resp.SetBodyString(details + "\n")
 	x.Flags |= flag
 	x.Details = details
+	x.grpcLocalReply()
 }
 
 // answered finishes an exchange that a filter or the proxy answered
@@ -93,6 +94,9 @@ func (x *exchange) localError(status int, flag filter.Flags, details string) {
 // that saw the request, as Envoy encodes its local replies, so that they
 // can add to it (HSTS, a trace id) and count it.
 func (x *exchange) answered() {
+	if x.Local() {
+		x.grpcLocalReply()
+	}
 	if len(x.streams) > 0 && x.responseHeaderFilters() && x.bodyFilters {
 		x.filterFixedBody(&x.Ctx.Response)
 	}

@@ -61,10 +61,13 @@ type exchange struct {
 	// serverSet reports whether the response got its Server header
 	// before the response filters.
 	serverSet bool
-	entry     *accesslog.Entry
-	span      tracing.Span // the request's server span
-	scratch   []byte
-	idBuf     [36]byte
+	// grpcFrom is the HTTP status of a local reply given gRPC's shape
+	// (grpcLocalReply), or 0.
+	grpcFrom int
+	entry    *accesslog.Entry
+	span     tracing.Span // the request's server span
+	scratch  []byte
+	idBuf    [36]byte
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -97,7 +100,7 @@ func (x *exchange) release() {
 		x.streams[i] = nil
 	}
 	x.streams = x.streams[:0]
-	x.bodyFilters, x.serverSet = false, false
+	x.bodyFilters, x.serverSet, x.grpcFrom = false, false, 0
 	x.snap.release()
 	x.h, x.snap, x.route, x.stats, x.entry, x.status = nil, nil, nil, nil, nil, 0
 	x.body.r, x.body.f, x.body.active = nil, nil, false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +77,17 @@ func TestGRPCThroughSidecars(t *testing.T) {
 	// A gRPC error status comes back in the trailers.
 	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("an unknown service: %v", err)
+	}
+
+	// A denial by ledger's policy reaches the client as gRPC's
+	// PERMISSION_DENIED with the reason, not as an HTTP 403 the client
+	// must guess from, as Envoy answers a gRPC request itself.
+	putPolicy(t, m.admin, "ledger-callers", "namespace: default\nservice: ledger\nrules:\n- from:\n  - principals: [spiffe://wasmgate.local/ns/default/sa/nobody]\n")
+	waitFor(t, "the policy to deny billing", 10*time.Second, func() bool {
+		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "ledger"})
+		return err != nil
+	})
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), "RBAC: access denied") {
+		t.Fatalf("a denied call: %v, want PermissionDenied, RBAC: access denied...", err)
 	}
 }

@@ -54,9 +54,12 @@ type Exchange struct {
 	// nil means they are not recorded. The proxy sets it.
 	Decisions Decider
 
-	local  bool
-	resume chan struct{}
-	timer  *time.Timer
+	local bool
+	// localGRPC is the gRPC status of a filter's local response, plus
+	// one; zero for none.
+	localGRPC int64
+	resume    chan struct{}
+	timer     *time.Timer
 }
 
 // Node is the identity of this proxy.
@@ -125,21 +128,40 @@ func (x *Exchange) Reset() {
 // SendLocalResponse replaces the response with one made by the proxy and
 // ends the filter chain. Called from outside a callback (an HTTP call
 // answer, say), it must be followed by Resume.
+//
+// As Envoy's local replies, the response has the filter's headers, a
+// Content-Type of text/plain when it has a body and the filter gave none,
+// and no Content-Type without a body.
 func (x *Exchange) SendLocalResponse(status int, body []byte, headers [][2]string, details string) {
 	resp := &x.Ctx.Response
 	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true) // Reset forgets the server's setting
 	resp.SetStatusCode(status)
 	for _, h := range headers {
 		resp.Header.Add(h[0], h[1])
 	}
 	if len(body) > 0 {
 		resp.SetBody(body)
+		if len(resp.Header.ContentType()) == 0 {
+			resp.Header.SetContentType("text/plain")
+		}
 	}
 	x.local = true
 	x.Flags |= FlagLocalResponse
 	if details != "" {
 		x.Details = details
 	}
+}
+
+// SetLocalGRPCStatus gives the gRPC status of the local response a filter
+// sent (proxy_send_local_response's grpc_status). It is sent only when
+// the request is a gRPC one, as in Envoy; without it, the status follows
+// from the HTTP one.
+func (x *Exchange) SetLocalGRPCStatus(code uint32) { x.localGRPC = int64(code) + 1 }
+
+// LocalGRPCStatus returns what SetLocalGRPCStatus gave, if anything.
+func (x *Exchange) LocalGRPCStatus() (uint32, bool) {
+	return uint32(x.localGRPC - 1), x.localGRPC > 0
 }
 
 // Local reports whether a filter has answered the request itself.

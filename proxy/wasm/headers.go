@@ -485,5 +485,3 @@ func hostSetHeaderMapPairs(in *instance, a []uint64) abi.Status {
 	}
 	return abi.StatusOK
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -249,12 +249,13 @@ func hostSendLocalResponse(in *instance, a []uint64) abi.Status {
 	if code < 100 || code > 999 {
 		return abi.StatusBadArgument
 	}
-	headers := make([][2]string, 0, len(pairs)+1)
+	headers := make([][2]string, 0, len(pairs))
 	for _, p := range pairs {
 		headers = append(headers, [2]string{string(p.k), string(p.v)})
 	}
 	if g := u32(a[7]); g != abi.NoGRPCStatus {
-		headers = append(headers, [2]string{"grpc-status", itoa(int64(g))})
+		// Before sendLocal, which may resume the request.
+		s.x.SetLocalGRPCStatus(g)
 	}
 	s.sendLocal(code, body, headers, string(details))
 	return abi.StatusOK

@@ -2,7 +2,8 @@
 // properties. What it does to a request is chosen by request headers, so
 // one module serves many tests:
 //
-//	x-local: <code>       answer locally with that status and body "local"
+//	x-local: <code>       answer locally with that status and body "local",
+//	                      and the gRPC status x-local-grpc when given
 //	x-rewrite: <path>     rewrite :path; x-authority rewrites :authority
 //	x-prop: <path>        read a property (dot separated) into x-prop-value
 //	                      (integers as decimal, bools as true/false)
@@ -81,7 +82,11 @@ func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
 	must(proxywasm.AddHttpRequestHeader("x-config", s.p.config))
 	if code, err := proxywasm.GetHttpRequestHeader("x-local"); err == nil {
 		n, _ := strconv.Atoi(code)
-		must(proxywasm.SendHttpResponse(uint32(n), [][2]string{{"x-local", "yes"}}, []byte("local"), -1))
+		grpc := int64(-1)
+		if g, err := proxywasm.GetHttpRequestHeader("x-local-grpc"); err == nil {
+			grpc, _ = strconv.ParseInt(g, 10, 32)
+		}
+		must(proxywasm.SendHttpResponse(uint32(n), [][2]string{{"x-local", "yes"}}, []byte("local"), int32(grpc)))
 		return types.ActionPause
 	}
 	if p, err := proxywasm.GetHttpRequestHeader("x-rewrite"); err == nil {
