@@ -18,6 +18,10 @@ import (
 // server (or, for a streamed body, when the body is done).
 func (x *exchange) finish() {
 	ctx := x.Ctx
+	if x.Local() {
+		// A response filter's own answer, made after answered's turn.
+		x.grpcLocalReply()
+	}
 	if !x.serverSet {
 		x.setServer()
 	}

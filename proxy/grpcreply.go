@@ -12,16 +12,19 @@ import (
 // replies: HTTP status 200 and a trailers-only response, content-type
 // application/grpc, grpc-status (the one the filter gave, else the one
 // the HTTP status maps to) and the body as grpc-message. A filter's own
-// grpc-status header is kept. Other requests are left alone.
+// grpc-status header is kept, and so is an answer that already has that
+// shape (one given it before, or a filter's own). Other requests are left
+// alone.
 //
 // Metrics, traces and the access log record the HTTP status the answer
 // stands for (503 for no healthy upstream, 403 for a denial), so that a
 // failed gRPC call counts as the failure it is.
 func (x *exchange) grpcLocalReply() {
-	if x.grpcFrom != 0 || !isGRPC(x.Ctx.Request.Header.ContentType()) {
+	resp := &x.Ctx.Response
+	if !isGRPC(x.Ctx.Request.Header.ContentType()) ||
+		resp.StatusCode() == fasthttp.StatusOK && isGRPC(resp.Header.ContentType()) {
 		return
 	}
-	resp := &x.Ctx.Response
 	x.grpcFrom = resp.StatusCode()
 	h := &resp.Header
 	if len(h.Peek("grpc-status")) == 0 {
