@@ -230,6 +230,9 @@ func hostCloseStream(in *instance, a []uint64) abi.Status {
 	return abi.StatusOK
 }
 
+// maxGRPCStatus is the largest gRPC status code (UNAUTHENTICATED).
+const maxGRPCStatus = 16
+
 func hostSendLocalResponse(in *instance, a []uint64) abi.Status {
 	s := in.cur
 	if s == nil {
@@ -253,8 +256,9 @@ func hostSendLocalResponse(in *instance, a []uint64) abi.Status {
 	for _, p := range pairs {
 		headers = append(headers, [2]string{string(p.k), string(p.v)})
 	}
-	if g := u32(a[7]); g != abi.NoGRPCStatus {
-		// Before sendLocal, which may resume the request.
+	if g := u32(a[7]); g <= maxGRPCStatus {
+		// Before sendLocal, which may resume the request. As in Envoy,
+		// only a known status counts (SDKs send -1 for none).
 		s.x.SetLocalGRPCStatus(g)
 	}
 	s.sendLocal(code, body, headers, string(details))

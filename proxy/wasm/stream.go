@@ -153,7 +153,7 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	if s.x.Local() || s.closed {
 		return filter.Stop
 	}
-	if abi.Action(uint32(action)) == abi.ActionPause && !s.resumeNow {
+	if stops(cb, action) && !s.resumeNow {
 		if pauseStatus == filter.Pause {
 			s.paused = true
 		}
@@ -161,6 +161,27 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	}
 	return filter.Continue
 }
+
+// stops reports whether a callback's result holds the stream, as Envoy
+// reads the results of every SDK, not only the ABI's CONTINUE (0) and
+// PAUSE (1): for headers, 1, 3 (StopAllIterationAndBuffer), 4
+// (StopAllIterationAndWatermark) and larger stop, and 2
+// (ContinueAndEndStream) goes on; for bodies and trailers, anything but 0
+// stops (a body's StopIterationAndWatermark and StopIterationNoBuffer
+// buffer here as StopIterationAndBuffer does).
+func stops(cb uint32, action uint64) bool {
+	switch a := abi.Action(uint32(action)); {
+	case a == abi.ActionContinue:
+		return false
+	case cb == cbRequestHeaders || cb == cbResponseHeaders:
+		return a != actionContinueAndEndStream
+	}
+	return true
+}
+
+// actionContinueAndEndStream is the C++ SDK's FilterHeadersStatus
+// ContinueAndEndStream, which Envoy treats as CONTINUE.
+const actionContinueAndEndStream abi.Action = 2
 
 // skip answers a callback after the plugin failed.
 func (s *stream) skip() filter.Status {
