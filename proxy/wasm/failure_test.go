@@ -90,7 +90,7 @@ func TestFailures(t *testing.T) {
 						t.Errorf("fail_open: %v/%v local=%v", st, resp, x.Local())
 					}
 				default:
-					if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
+					if st != filter.Stop || x.Ctx.Response.StatusCode() != 503 || x.Flags&filter.FlagFilterFailed == 0 {
 						t.Errorf("%s: status %v code %d flags %v", policy, st, x.Ctx.Response.StatusCode(), x.Flags)
 					}
 				}
@@ -142,7 +142,7 @@ func TestPausedRequestOnBrokenInstance(t *testing.T) {
 	if !x.Wait(5 * time.Second) {
 		t.Fatal("request left paused")
 	}
-	if x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
+	if x.Ctx.Response.StatusCode() != 503 || x.Flags&filter.FlagFilterFailed == 0 {
 		t.Fatalf("code %d flags %v", x.Ctx.Response.StatusCode(), x.Flags)
 	}
 	s.OnLog(x)
@@ -200,7 +200,7 @@ func TestStopRunningCall(t *testing.T) {
 			}
 			select {
 			case st := <-done:
-				if st != filter.Stop || x.Ctx.Response.StatusCode() != 500 {
+				if st != filter.Stop || x.Ctx.Response.StatusCode() != 503 {
 					t.Errorf("status %v, code %d", st, x.Ctx.Response.StatusCode())
 				}
 				t.Logf("the loop stopped %v after its deadline passed", time.Since(start))

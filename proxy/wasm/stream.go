@@ -204,8 +204,10 @@ func (s *stream) fail(err error) filter.Status {
 		return filter.Continue
 	}
 	if first {
+		// As Envoy fails the stream of a failed plugin: 503 (to a gRPC
+		// request, UNAVAILABLE), details wasm_fail_stream.
 		s.x.Flags |= filter.FlagFilterFailed
-		s.x.SendLocalResponse(500, nil, nil, "wasm_plugin_failed")
+		s.x.SendLocalResponse(503, nil, nil, "wasm_fail_stream")
 	}
 	return filter.Stop
 }

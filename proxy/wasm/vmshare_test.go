@@ -190,7 +190,7 @@ func TestVMSharedFailure(t *testing.T) {
 
 	// The closed plugin's request traps the instance: it fails closed.
 	x := newExchange("http://example.com/", "x-fault", "trap")
-	if st, _ := run(t, fClosed, x); st != filter.Stop || x.Ctx.Response.StatusCode() != 500 {
+	if st, _ := run(t, fClosed, x); st != filter.Stop || x.Ctx.Response.StatusCode() != 503 {
 		t.Fatalf("trapping request of the fail_closed plugin: %v, %d", st, x.Ctx.Response.StatusCode())
 	}
 	if !in.dead.Load() {
@@ -202,7 +202,7 @@ func TestVMSharedFailure(t *testing.T) {
 		t.Errorf("fail_open plugin's request in flight: %v, local %v", st, xOpen.Local())
 	}
 	xClosed.Ctx.Response.SetStatusCode(200)
-	if st := sClosed.OnResponseHeaders(xClosed, false); st != filter.Stop || xClosed.Ctx.Response.StatusCode() != 500 {
+	if st := sClosed.OnResponseHeaders(xClosed, false); st != filter.Stop || xClosed.Ctx.Response.StatusCode() != 503 {
 		t.Errorf("fail_closed plugin's request in flight: %v, %d", st, xClosed.Ctx.Response.StatusCode())
 	}
 	for _, s := range []struct {

@@ -282,7 +282,7 @@ func TestHandWrittenModule(t *testing.T) {
 
 	x = newExchange("http://example.com/trap")
 	_, resp := run(t, f, x)
-	if resp != filter.Stop || x.Ctx.Response.StatusCode() != 500 || x.Flags&filter.FlagFilterFailed == 0 {
+	if resp != filter.Stop || x.Ctx.Response.StatusCode() != 503 || x.Flags&filter.FlagFilterFailed == 0 {
 		t.Fatalf("trap: status %v, code %d, flags %v", resp, x.Ctx.Response.StatusCode(), x.Flags)
 	}
 	waitFor(t, func() bool {
