@@ -98,7 +98,9 @@ func (r *Request) Resume() error {
 	return check("proxy_continue_stream", hostContinueStream(abi.StreamHTTPRequest))
 }
 
-// Close ends the request: the host answers 503 and closes the connection.
+// Close ends the request without an answer, as Envoy resets a stream:
+// over HTTP/1.1 the connection closes, over HTTP/2 and HTTP/3 the stream
+// is reset. The access log records 503 (details wasm_close_stream).
 func (r *Request) Close() error {
 	return check("proxy_close_stream", hostCloseStream(abi.StreamHTTPRequest))
 }

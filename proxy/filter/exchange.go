@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -151,6 +152,15 @@ func (x *Exchange) SendLocalResponse(status int, body []byte, headers [][2]strin
 	if details != "" {
 		x.Details = details
 	}
+}
+
+// ResetStream ends the request without an answer, as Envoy resets a
+// stream: the HTTP/1.1 connection closes with nothing written, an HTTP/2
+// stream gets RST_STREAM (NO_ERROR), an HTTP/3 one is cancelled. A local
+// response set too is what the proxy records, not what it sends.
+func (x *Exchange) ResetStream() {
+	x.Ctx.HijackSetNoResponse(true)
+	x.Ctx.Hijack(func(net.Conn) {})
 }
 
 // SetLocalGRPCStatus gives the gRPC status of the local response a filter

@@ -84,6 +84,8 @@ func (st *stream) release() {
 	st.ctx.Request.Reset()
 	st.ctx.Response.Reset()
 	st.ctx.ResetUserValues()
+	st.ctx.Hijack(nil)
+	st.ctx.HijackSetNoResponse(false)
 	if cap(st.buf) > maxKeptBody {
 		st.buf = nil
 	}
@@ -130,6 +132,15 @@ func (st *stream) callHandler() (ok bool) {
 		}
 	}()
 	st.sc.srv.handler(&st.ctx)
+	if st.ctx.Hijacked() {
+		// The handler ended the request without an answer
+		// (filter.Exchange.ResetStream): the stream is reset, as Envoy
+		// resets a stream a filter closes.
+		st.sc.mu.Lock()
+		st.sc.resetLocked(st, http2.ErrCodeNo)
+		st.sc.mu.Unlock()
+		return false
+	}
 	return true
 }
 

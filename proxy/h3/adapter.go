@@ -81,15 +81,20 @@ func (a *Adapter) Serve(conn net.Conn, w http.ResponseWriter, r *http.Request) {
 	ctx.Init2(conn, a.logger, false)
 	a.fillRequest(&ctx.Request, r, st)
 	a.handler(ctx)
-	ok := writeResponse(w, &ctx.Response, r.Method == http.MethodHead, st)
+	// A handler that ended the request without an answer
+	// (filter.Exchange.ResetStream) has the stream cancelled.
+	reset := ctx.Hijacked()
+	ok := reset || writeResponse(w, &ctx.Response, r.Method == http.MethodHead, st)
 	ctx.Request.Reset()
 	ctx.Response.Reset()
 	ctx.ResetUserValues()
+	ctx.Hijack(nil)
+	ctx.HijackSetNoResponse(false)
 	st.body = requestBody{}
 	adapterPool.Put(st)
-	if !ok {
-		// The upstream broke off mid-body: let the client see a reset
-		// stream rather than a clean end.
+	if !ok || reset {
+		// The upstream broke off mid-body, or the request was reset: let
+		// the client see a reset stream rather than a clean end.
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -248,10 +248,11 @@ func (s *stream) close() {
 		return
 	}
 	s.closed = true
-	s.x.Ctx.SetConnectionClose()
 	if !s.x.Local() {
+		// What the proxy records: the client gets no answer.
 		s.x.SendLocalResponse(503, nil, nil, "wasm_close_stream")
 	}
+	s.x.ResetStream()
 	if !s.inCallback && s.paused {
 		s.paused = false
 		s.x.Resume()

@@ -3,10 +3,12 @@
 ;; FilterHeadersStatus: ContinueAndEndStream 2, StopAllIterationAndBuffer
 ;; 3, StopAllIterationAndWatermark 4). Request headers, the request body
 ;; and response headers return the length of :path less one: "/" gives 0,
-;; "/ab" gives 2, "/abcd" gives 4.
+;; "/ab" gives 2, "/abcd" gives 4. A :path of ten bytes ("/closeabcd")
+;; closes the request with proxy_close_stream instead.
 (module
   (import "env" "proxy_get_header_map_value"
     (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
 
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 8192))
@@ -35,6 +37,10 @@
     (if (i32.eqz (call $get (i32.const 0) (i32.const 1024) (i32.const 5)
                             (i32.const 512) (i32.const 516)))
       (then (global.set $result (i32.sub (i32.load (i32.const 516)) (i32.const 1)))))
+    (if (i32.eq (global.get $result) (i32.const 9))
+      (then
+        (drop (call $close (i32.const 0)))
+        (global.set $result (i32.const 0))))
     (global.get $result))
 
   (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
