@@ -67,3 +67,41 @@ func BenchmarkAdapter(b *testing.B) {
 		a.Serve(conn, w, r)
 	}
 }
+
+// TestAdapterReset: a handler that ends the request without an answer
+// (filter.Exchange.ResetStream hijacks it with no response) has the
+// stream aborted, which quic-go's server turns into a cancelled stream;
+// nothing is written, and the pooled context serves the next request as
+// usual.
+func TestAdapterReset(t *testing.T) {
+	reset := func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/reset" {
+			ctx.HijackSetNoResponse(true)
+			ctx.Hijack(func(net.Conn) {})
+			return
+		}
+		hello(ctx)
+	}
+	a := h3.NewAdapter(reset, "HTTP/3", nil)
+	r := benchRequest()
+	r.RequestURI = "/reset"
+	w := &recorder{hdr: http.Header{}}
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Errorf("recovered %v, want http.ErrAbortHandler", p)
+			}
+		}()
+		a.Serve(&fakeConn{}, w, r)
+	}()
+	if w.status != 0 || w.n != 0 {
+		t.Errorf("a reset request was answered: status %d, %d bytes", w.status, w.n)
+	}
+	for range 3 {
+		w = &recorder{hdr: http.Header{}}
+		a.Serve(&fakeConn{}, w, benchRequest())
+		if w.status != 200 || w.n != len("hello") {
+			t.Fatalf("after a reset: status %d, %d bytes", w.status, w.n)
+		}
+	}
+}
