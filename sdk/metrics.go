@@ -63,8 +63,12 @@ func NewHistogram(name string) (Histogram, error) {
 	return Histogram{id}, err
 }
 
-// Add adds n to the counter.
+// Add adds n to the counter; adding 0 does nothing (Envoy refuses an
+// increment of 0).
 func (c Counter) Add(n uint64) error {
+	if n == 0 {
+		return nil
+	}
 	return check("proxy_increment_metric", hostIncrementMetric(c.id, int64(n)))
 }
 

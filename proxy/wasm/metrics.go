@@ -382,7 +382,8 @@ func hostIncrementMetric(in *instance, a []uint64) abi.Status {
 	delta := int64(a[1])
 	switch m.kind {
 	case abi.MetricCounter:
-		if delta < 0 {
+		// As Envoy: a counter only goes up, by at least 1.
+		if delta <= 0 {
 			return abi.StatusBadArgument
 		}
 		m.value.Add(delta)
@@ -401,7 +402,10 @@ func hostRecordMetric(in *instance, a []uint64) abi.Status {
 	}
 	v := a[1]
 	switch m.kind {
-	case abi.MetricCounter, abi.MetricGauge:
+	case abi.MetricCounter:
+		// Envoy adds a recorded value to a counter; a gauge takes it.
+		m.value.Add(int64(v))
+	case abi.MetricGauge:
 		m.value.Store(int64(v))
 	case abi.MetricHistogram:
 		h := m.hist
@@ -432,7 +436,8 @@ func hostGetMetric(in *instance, a []uint64) abi.Status {
 	case abi.MetricCounter, abi.MetricGauge:
 		v = uint64(m.value.Load())
 	default:
-		v = m.hist.count.Load()
+		// As Envoy: a histogram has no single value to read.
+		return abi.StatusBadArgument
 	}
 	if !in.mem.WriteUint64Le(u32(a[1]), v) {
 		return abi.StatusInvalidMemoryAccess
