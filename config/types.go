@@ -69,6 +69,12 @@ type Node struct {
 	Metadata map[string]string `yaml:"metadata,omitempty" json:"metadata,omitempty"`
 }
 
+// Listener traffic directions (Listener.TrafficDirection).
+const (
+	DirectionInbound  = "inbound"
+	DirectionOutbound = "outbound"
+)
+
 // Listener is a downstream socket.
 type Listener struct {
 	Name    string `yaml:"name" json:"name"`
@@ -78,6 +84,11 @@ type Listener struct {
 	// an address that is in use is an error at start. Either way a reload
 	// that keeps the address keeps the socket.
 	ReusePort bool `yaml:"reuse_port,omitempty" json:"reuse_port,omitempty"`
+	// TrafficDirection is "inbound" (traffic to the service this proxy
+	// stands before), "outbound" (its calls to others) or empty, as
+	// Envoy's listener traffic_direction; filters read it as the
+	// listener_direction property. A sidecar sets it on its listeners.
+	TrafficDirection string `yaml:"traffic_direction,omitempty" json:"traffic_direction,omitempty"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are kept and
 	// extended. From any other peer they are dropped and set anew.
 	TrustedProxies []string `yaml:"trusted_proxies,omitempty" json:"trusted_proxies,omitempty"`

@@ -122,6 +122,11 @@ func (c *Config) validateListeners(v *errs) map[string]int {
 			v.add(dot(p, "address"), "address %q is already used by listeners[%d]", l.Address, first)
 		}
 		addrs[l.Address] = i
+		switch l.TrafficDirection {
+		case "", DirectionInbound, DirectionOutbound:
+		default:
+			v.add(dot(p, "traffic_direction"), "unknown direction %q (want inbound or outbound)", l.TrafficDirection)
+		}
 		for j, cidr := range l.TrustedProxies {
 			if _, err := parsePrefix(cidr); err != nil {
 				v.add(idx(dot(p, "trusted_proxies"), j), "%q is not an IP address or CIDR", cidr)

@@ -81,13 +81,15 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		mode = s.InboundMode
 	}
 	cfg := &config.Config{
-		Listeners: []config.Listener{{Name: OutboundListener, Address: s.Outbound, HTTP2: &config.ListenerHTTP2{H2C: true}}},
+		Listeners: []config.Listener{{Name: OutboundListener, Address: s.Outbound, TrafficDirection: config.DirectionOutbound,
+			HTTP2: &config.ListenerHTTP2{H2C: true}}},
 	}
 	// A TCP app's inbound is the relay's (package relay), not an HTTP
 	// listener.
 	if s.Protocol != ProtocolTCP {
 		cfg.Listeners = append([]config.Listener{
-			{Name: InboundListener, Address: s.Inbound, TLS: &config.ListenerTLS{Mesh: true, Permissive: mode == policy.Permissive}},
+			{Name: InboundListener, Address: s.Inbound, TrafficDirection: config.DirectionInbound,
+				TLS: &config.ListenerTLS{Mesh: true, Permissive: mode == policy.Permissive}},
 		}, cfg.Listeners...)
 		cfg.Clusters = []config.Cluster{{
 			Name: AppCluster, Endpoints: []config.Endpoint{{Address: "127.0.0.1:" + strconv.Itoa(s.AppPort)}}, Protocol: appProto,

@@ -129,6 +129,10 @@ func TestBuild(t *testing.T) {
 	if inbound.TLS == nil || !inbound.TLS.Mesh || cfg.VirtualHosts[0].Filters[0].Native != config.NativeMeshPolicy {
 		t.Fatalf("the inbound listener is not mesh mTLS with the policy filter: %+v %+v", inbound, cfg.VirtualHosts[0])
 	}
+	// Filters tell the two apart by listener_direction, as in Envoy.
+	if inbound.TrafficDirection != config.DirectionInbound || cfg.Listeners[1].TrafficDirection != config.DirectionOutbound {
+		t.Fatalf("traffic directions: inbound %q, outbound %q", inbound.TrafficDirection, cfg.Listeners[1].TrafficDirection)
+	}
 	// hop_protocol downstream: calls keep the app's protocol between
 	// sidecars.
 	s.HopProtocol = sidecar.HopDownstream

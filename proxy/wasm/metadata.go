@@ -17,6 +17,9 @@ import (
 type metaTables struct {
 	routes   map[string]*config.Metadata
 	clusters map[string]*config.Metadata
+	// directions are the listeners' traffic directions, as Envoy's
+	// TrafficDirection enum: 1 inbound, 2 outbound (0 unset is left out).
+	directions map[string]uint64
 }
 
 // UseConfig gives the set the configuration it serves, whose route and
@@ -24,7 +27,15 @@ type metaTables struct {
 // after Prepare and before it asks for factories; factories made before
 // see no metadata.
 func (s *Set) UseConfig(cfg *config.Config) {
-	t := &metaTables{routes: map[string]*config.Metadata{}, clusters: map[string]*config.Metadata{}}
+	t := &metaTables{routes: map[string]*config.Metadata{}, clusters: map[string]*config.Metadata{}, directions: map[string]uint64{}}
+	for _, l := range cfg.Listeners {
+		switch l.TrafficDirection {
+		case config.DirectionInbound:
+			t.directions[l.Name] = 1
+		case config.DirectionOutbound:
+			t.directions[l.Name] = 2
+		}
+	}
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
 			if r.Metadata != nil {

@@ -102,6 +102,13 @@ func init() {
 	})
 	clusterName := s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Cluster) })
 	listenerName := s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Listener) })
+	listenerDirection := s(func(c *propCtx) ([]byte, abi.Status) {
+		var d uint64
+		if meta := c.in.cur.f.meta; meta != nil {
+			d = meta.directions[c.x.Listener]
+		}
+		return c.num(d)
+	})
 	requestURI := func(c *propCtx) []byte { return c.x.Ctx.Request.URI().RequestURI() }
 	properties = map[string]prop{
 		"plugin_name": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.pluginName()) }},
@@ -113,13 +120,15 @@ func init() {
 		}},
 		"plugin_vm_id": {read: func(c *propCtx) ([]byte, abi.Status) { return c.str(c.in.vm.name) }},
 
-		"route_name":               routeName,
-		"cluster_name":             clusterName,
-		"listener_name":            listenerName,
-		"xds\x00route_name":        s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Route) }),
-		"xds\x00cluster_name":      clusterName,
-		"xds\x00listener_name":     listenerName,
-		"xds\x00virtual_host_name": s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.VirtualHost) }),
+		"route_name":                routeName,
+		"cluster_name":              clusterName,
+		"listener_name":             listenerName,
+		"xds\x00route_name":         s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.Route) }),
+		"xds\x00cluster_name":       clusterName,
+		"xds\x00listener_name":      listenerName,
+		"listener_direction":        listenerDirection,
+		"xds\x00listener_direction": listenerDirection,
+		"xds\x00virtual_host_name":  s(func(c *propCtx) ([]byte, abi.Status) { return c.str(c.x.VirtualHost) }),
 
 		"request\x00path": s(func(c *propCtx) ([]byte, abi.Status) { return c.byt(requestURI(c)) }),
 		"request\x00url_path": s(func(c *propCtx) ([]byte, abi.Status) {

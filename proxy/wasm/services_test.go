@@ -125,6 +125,7 @@ func TestProperties(t *testing.T) {
 	m := newTestManager(t)
 	set := prepare(t, m, testPlugin("props", "features", func(p *config.Plugin) { p.RootID = "rid" }))
 	set.UseConfig(&config.Config{
+		Listeners: []config.Listener{{Name: "main", TrafficDirection: config.DirectionInbound}},
 		VirtualHosts: []config.VirtualHost{{Name: "vh", Routes: []config.Route{{Name: "route-a",
 			Metadata: &config.Metadata{FilterMetadata: map[string]map[string]any{
 				"wasmgate": {"team": "payments", "tier": 1},
@@ -180,6 +181,8 @@ func TestProperties(t *testing.T) {
 		{"route_name", "route-a", false},
 		{"cluster_name", "backend", false},
 		{"xds.virtual_host_name", "vh", false},
+		{"listener_direction", "\x01\x00\x00\x00\x00\x00\x00\x00", false}, // INBOUND, an int64
+		{"xds.listener_direction", "\x01\x00\x00\x00\x00\x00\x00\x00", false},
 		{"node.id", "node-1", false},
 		{"node.metadata.zone", "z1", false},
 		{"upstream.address", "error:error status returned by host: not found", false},
