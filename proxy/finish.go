@@ -18,8 +18,9 @@ import (
 // server (or, for a streamed body, when the body is done).
 func (x *exchange) finish() {
 	ctx := x.Ctx
-	if x.Local() {
-		// A response filter's own answer, made after answered's turn.
+	if x.Local() && !x.body.active {
+		// A response filter's own answer, made after answered's turn
+		// (not one made while a body streamed: that response is sent).
 		x.grpcLocalReply()
 	}
 	if !x.serverSet {
