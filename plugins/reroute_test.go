@@ -114,3 +114,56 @@ virtual_hosts:
 		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, got, want)
 	}
 }
+
+// TestNoRouteThroughFilters: a request that matches none of its virtual
+// host's routes still passes the virtual host's filters, as Envoy's
+// filters run before its router picks a route: one that a filter
+// rewrites into a route's path is served by that route, and one that
+// still matches nothing is answered 404 route_not_found after the
+// filters' response callbacks (features marks responses with
+// x-seen-status).
+func TestNoRouteThroughFilters(t *testing.T) {
+	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/features.wasm")
+	p := e2e.Start(t, `
+listeners:
+- name: main
+  address: 127.0.0.1:0
+clusters:
+- name: backend
+  endpoints: [{address: "{{backend}}"}]
+plugins:
+- name: features
+  file: {{wasm}}
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  filters: [{plugin: features}]
+  routes:
+  - name: v2
+    match: {prefix: /v2/}
+    cluster: backend
+`, map[string]string{"wasm": wasmFile})
+	get := func(path, rewrite string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.URL+path, nil)
+		if rewrite != "" {
+			req.Header.Set("x-rewrite", rewrite)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+	resp, body := get("/v1/items", "/v2/items")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"path":"/v2/items"`) {
+		t.Fatalf("a request rewritten into a route: %d %s", resp.StatusCode, body)
+	}
+	resp, body = get("/v1/items", "")
+	if resp.StatusCode != 404 || !strings.HasPrefix(body, "route_not_found") || resp.Header.Get("x-seen-status") != "404" {
+		t.Fatalf("no route: %d %q, x-seen-status %q; want 404 route_not_found seen by the filter",
+			resp.StatusCode, body, resp.Header.Get("x-seen-status"))
+	}
+}

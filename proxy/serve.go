@@ -196,7 +196,9 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	var rt *route.Route
 	if vh != nil {
-		rt = vh.Match(req)
+		if rt = vh.Match(req); rt == nil {
+			rt = vh.NoRoute // the virtual host's filters may still reroute it
+		}
 	}
 	if rt == nil {
 		x.localError(fasthttp.StatusNotFound, filter.FlagNoRoute, "route_not_found")
@@ -205,7 +207,9 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	x.route = rt
 	x.VirtualHost, x.Route = vh.Name, rt.Name
-	x.stats = rt.NoTarget()
+	if !rt.Fallback {
+		x.stats = rt.NoTarget()
+	}
 
 	if len(rt.Filters) > 0 {
 		if !x.requestFilters(rt, ls) {
@@ -221,6 +225,11 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 
 	switch rt.Action {
 	case route.Respond:
+		if rt.Fallback {
+			// Still no route after the virtual host's filters.
+			x.localError(fasthttp.StatusNotFound, filter.FlagNoRoute, "route_not_found")
+			break
+		}
 		rt.Respond(&ctx.Response)
 	case route.Redirect:
 		x.scratch = rt.WriteRedirect(req, &ctx.Response, ctx.IsTLS(), x.scratch)

@@ -150,6 +150,16 @@ func compileVirtualHost(vc *config.VirtualHost, listener string, fwd *native.For
 		}
 		vh.Routes = append(vh.Routes, r)
 	}
+	if len(vc.Filters) > 0 {
+		nr := &config.Route{Match: config.RouteMatch{Prefix: "/"},
+			DirectResponse: &config.DirectResponse{Status: 404, Body: "route_not_found\n"}}
+		r, err := compileRoute(vc, nr, listener, fwd, d)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %q, its filters: %w", vc.Name, err)
+		}
+		r.Fallback = true
+		vh.NoRoute = r
+	}
 	return vh, nil
 }
 

@@ -29,6 +29,12 @@ const DefaultTimeout = 15 * time.Second
 type VirtualHost struct {
 	Name   string
 	Routes []*Route
+	// NoRoute answers a request that matches none of Routes when the
+	// virtual host has filters of its own: 404 through those filters
+	// (and its native ones), which may still rewrite the request into
+	// one that matches, as Envoy's filters run before its router picks
+	// a route. Nil without such filters.
+	NoRoute *Route
 
 	// What it was compiled from, so that a later Compile can reuse it.
 	cfg       *config.VirtualHost
@@ -110,6 +116,8 @@ type Route struct {
 	BodyFilters bool
 	// plugins reports whether the chain holds plugins.
 	plugins bool
+	// Fallback marks a virtual host's NoRoute.
+	Fallback bool
 }
 
 // Target is one cluster a route forwards to.
