@@ -49,3 +49,46 @@ func TestGetBufferBytesRange(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderMapSize answers proxy_get_header_map_size as Envoy does: the
+// sum of the names' and values' lengths (HeaderMap::byteSize), not the
+// size of the map serialized.
+func TestHeaderMapSize(t *testing.T) {
+	m := newTestManager(t)
+	set := prepare(t, m, testPlugin("size", "minimal"))
+	x := newExchange("http://example.com/size")
+	st, err := factoryOf(t, set, "size").NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.(*stream)
+	defer s.Done(x)
+	in := s.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.enterStream(s)
+	defer in.leave()
+	// What the filter gets from proxy_get_header_map_pairs, summed.
+	const ptrAt, lenAt = 520, 524
+	if st := hostGetHeaderMapPairs(in, []uint64{uint64(abi.MapHTTPRequestHeaders), ptrAt, lenAt}); st != abi.StatusOK {
+		t.Fatal(st)
+	}
+	ptr, _ := in.mem.ReadUint32Le(ptrAt)
+	n, _ := in.mem.ReadUint32Le(lenAt)
+	b, _ := in.mem.Read(ptr, n)
+	pairs, ok := parseMap(append([]byte(nil), b...), nil)
+	if !ok || len(pairs) < 4 {
+		t.Fatalf("pairs: %v %d", ok, len(pairs))
+	}
+	want := 0
+	for _, p := range pairs {
+		want += len(p.k) + len(p.v)
+	}
+	const sizeAt = 512
+	if st := hostGetHeaderMapSize(in, []uint64{uint64(abi.MapHTTPRequestHeaders), sizeAt}); st != abi.StatusOK {
+		t.Fatal(st)
+	}
+	if got, _ := in.mem.ReadUint32Le(sizeAt); int(got) != want {
+		t.Errorf("size %d, want %d", got, want)
+	}
+}

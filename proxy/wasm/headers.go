@@ -170,13 +170,13 @@ func serialize(dst []byte, kvs []kv) []byte {
 	return dst
 }
 
-func serializedSize(kvs []kv) int {
-	if len(kvs) == 0 {
-		return 0
-	}
-	n := 4 + 8*len(kvs)
+// byteSize is what proxy_get_header_map_size answers, as Envoy's
+// HeaderMap::byteSize: the sum of the names' and values' lengths, not
+// the size of the serialized map.
+func byteSize(kvs []kv) int {
+	n := 0
 	for _, e := range kvs {
-		n += len(e.k) + len(e.v) + 2
+		n += len(e.k) + len(e.v)
 	}
 	return n
 }
@@ -221,7 +221,7 @@ func hostGetHeaderMapSize(in *instance, a []uint64) abi.Status {
 	if st := in.collect(abi.MapType(u32(a[0]))); st != abi.StatusOK {
 		return st
 	}
-	if !in.mem.WriteUint32Le(u32(a[1]), uint32(serializedSize(in.kv))) {
+	if !in.mem.WriteUint32Le(u32(a[1]), uint32(byteSize(in.kv))) {
 		return abi.StatusInvalidMemoryAccess
 	}
 	return abi.StatusOK
