@@ -11,21 +11,9 @@ import (
 // serves ranges: cut short at the end, and empty (not an error) when the
 // range starts past it.
 func TestGetBufferBytesRange(t *testing.T) {
-	m := newTestManager(t)
-	set := prepare(t, m, testPlugin("range", "minimal"))
-	x := newExchange("http://example.com/range")
-	st, err := factoryOf(t, set, "range").NewStream(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := st.(*stream)
-	defer s.Done(x)
+	s := inCallback(t)
 	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	s.body, s.bodyType = &filter.Body{B: []byte("0123456789")}, abi.BufferHTTPRequestBody
-	in.enterStream(s)
-	defer in.leave()
 	const ptrAt, sizeAt = 512, 516
 	for _, tc := range []struct {
 		start, length uint64
@@ -54,20 +42,7 @@ func TestGetBufferBytesRange(t *testing.T) {
 // sum of the names' and values' lengths (HeaderMap::byteSize), not the
 // size of the map serialized.
 func TestHeaderMapSize(t *testing.T) {
-	m := newTestManager(t)
-	set := prepare(t, m, testPlugin("size", "minimal"))
-	x := newExchange("http://example.com/size")
-	st, err := factoryOf(t, set, "size").NewStream(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := st.(*stream)
-	defer s.Done(x)
-	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.enterStream(s)
-	defer in.leave()
+	in := inCallback(t).in
 	// What the filter gets from proxy_get_header_map_pairs, summed.
 	const ptrAt, lenAt = 520, 524
 	if st := hostGetHeaderMapPairs(in, []uint64{uint64(abi.MapHTTPRequestHeaders), ptrAt, lenAt}); st != abi.StatusOK {
@@ -91,4 +66,28 @@ func TestHeaderMapSize(t *testing.T) {
 	if got, _ := in.mem.ReadUint32Le(sizeAt); int(got) != want {
 		t.Errorf("size %d, want %d", got, want)
 	}
+}
+
+// inCallback returns a stream of the minimal module on a request, with
+// its instance held as during one of its callbacks, so that a test can
+// call host functions directly; all is released when the test ends.
+func inCallback(t *testing.T) *stream {
+	t.Helper()
+	m := newTestManager(t)
+	set := prepare(t, m, testPlugin("direct", "minimal"))
+	x := newExchange("http://example.com/direct")
+	st, err := factoryOf(t, set, "direct").NewStream(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.(*stream)
+	in := s.in
+	in.mu.Lock()
+	in.enterStream(s)
+	t.Cleanup(func() {
+		in.leave()
+		in.mu.Unlock()
+		s.Done(x)
+	})
+	return s
 }

@@ -12,20 +12,7 @@ import (
 // record and moved either way by an increment; a histogram takes records
 // only, and has no value to get.
 func TestMetricCalls(t *testing.T) {
-	m := newTestManager(t)
-	set := prepare(t, m, testPlugin("metrics", "minimal"))
-	x := newExchange("http://example.com/metrics")
-	st, err := factoryOf(t, set, "metrics").NewStream(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := st.(*stream)
-	defer s.Done(x)
-	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.enterStream(s)
-	defer in.leave()
+	in := inCallback(t).in
 
 	const nameAt, idAt, valueAt = 2048, 2100, 2104
 	define := func(kind abi.MetricType, name string) uint64 {
