@@ -123,6 +123,27 @@ type Listener struct {
 	HTTP2 *ListenerHTTP2 `yaml:"http2,omitempty" json:"http2,omitempty"`
 	// HTTP3 serves HTTP/3 on the same port over UDP; nil means off.
 	HTTP3 *ListenerHTTP3 `yaml:"http3,omitempty" json:"http3,omitempty"`
+	// TCPProxy makes the listener carry opaque TCP to a cluster, through
+	// network (L4) Wasm filters, as Envoy's tcp_proxy; nil means the
+	// listener serves HTTP. A TCP listener has no virtual hosts, HTTP/2
+	// or HTTP/3.
+	TCPProxy *TCPProxy `yaml:"tcp_proxy,omitempty" json:"tcp_proxy,omitempty"`
+}
+
+// TCPProxy is what a TCP listener does with each connection: it opens
+// one to an endpoint of Cluster and copies bytes both ways, through
+// Filters.
+type TCPProxy struct {
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Filters are network filters: Wasm plugins called with the
+	// connection's bytes (proxy_on_new_connection,
+	// proxy_on_downstream_data, proxy_on_upstream_data, ...), in order
+	// for the client's bytes and in reverse order for the upstream's, as
+	// Envoy orders read and write filters.
+	Filters []FilterRef `yaml:"filters,omitempty" json:"filters,omitempty"`
+	// IdleTimeout closes a connection on which neither side sent anything
+	// for this long. Zero means one hour, as Envoy's tcp_proxy.
+	IdleTimeout Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
 }
 
 // VirtualHost groups routes under a set of domains.

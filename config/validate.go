@@ -32,6 +32,7 @@ func (c *Config) Validate() error {
 	c.validateProtocols(v)
 	c.validateResilience(v)
 	plugins := c.validatePlugins(v, clusters)
+	c.validateTCPProxies(v, clusters, plugins)
 	c.validateVirtualHosts(v, listeners, clusters, plugins)
 	return v.err()
 }
@@ -149,6 +150,37 @@ func (c *Config) validateListeners(v *errs) map[string]int {
 		}
 	}
 	return seen
+}
+
+// validateTCPProxies checks the listeners that carry opaque TCP.
+func (c *Config) validateTCPProxies(v *errs, clusters, plugins map[string]int) {
+	for i, l := range c.Listeners {
+		t := l.TCPProxy
+		if t == nil {
+			continue
+		}
+		p := dot(idx("listeners", i), "tcp_proxy")
+		if t.Cluster == "" {
+			v.add(dot(p, "cluster"), "is required")
+		} else if _, ok := clusters[t.Cluster]; !ok {
+			v.add(dot(p, "cluster"), "unknown cluster %q", t.Cluster)
+		}
+		for j, f := range t.Filters {
+			if f.Native != "" {
+				v.add(dot(idx(dot(p, "filters"), j), "native"), "native filters are HTTP filters; a TCP listener takes Wasm plugins only")
+			}
+		}
+		validateFilterRefs(v, dot(p, "filters"), t.Filters, plugins)
+		if t.IdleTimeout < 0 {
+			v.add(dot(p, "idle_timeout"), "must not be negative")
+		}
+		if l.HTTP2 != nil {
+			v.add(dot(idx("listeners", i), "http2"), "a TCP listener (tcp_proxy) serves no HTTP/2")
+		}
+		if l.HTTP3 != nil {
+			v.add(dot(idx("listeners", i), "http3"), "a TCP listener (tcp_proxy) serves no HTTP/3")
+		}
+	}
 }
 
 // ParsePrefix parses an IP address or a CIDR.
@@ -363,6 +395,8 @@ func (c *Config) validateVirtualHosts(v *errs, listeners, clusters, plugins map[
 		for j, l := range vh.Listeners {
 			if _, ok := listeners[l]; !ok {
 				v.add(idx(dot(p, "listeners"), j), "unknown listener %q", l)
+			} else if lc := c.Listeners[listeners[l]]; lc.TCPProxy != nil {
+				v.add(idx(dot(p, "listeners"), j), "listener %q carries TCP (tcp_proxy), not HTTP", l)
 			}
 		}
 		if len(vh.Domains) == 0 {

@@ -275,14 +275,18 @@ func (s *Server) Apply(ctx context.Context, cfg *config.Config, version string) 
 		name := l.Config().Name
 		prev := s.listeners[name]
 		s.listeners[name] = l
-		h := &handler{srv: s, listener: name}
-		l.Serve(listener.Handler{
-			Serve:        h.serve,
-			Error:        h.serveError,
-			WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
-			Sockets:      s.flows(name),
-			Flows:        s.tel,
-		}, s.log)
+		if l.Config().TCPProxy != nil {
+			l.ServeTCP(func(c net.Conn) { s.serveTCP(name, c) }, s.flows(name), s.log)
+		} else {
+			h := &handler{srv: s, listener: name}
+			l.Serve(listener.Handler{
+				Serve:        h.serve,
+				Error:        h.serveError,
+				WriteStalled: s.writeStalls.WithLabelValues(name).Inc,
+				Sockets:      s.flows(name),
+				Flows:        s.tel,
+			}, s.log)
+		}
 		if prev != nil {
 			// New connections go to l from now on; prev's keep-alive
 			// ones move over after their next response.

@@ -79,6 +79,8 @@ type listenerSnap struct {
 	// byDestination routes by the connection's local address what only
 	// the catch-all virtual host matches (Options.RouteByDestination).
 	byDestination bool
+	// tcp is a TCP listener's (tcp_proxy) part; table is nil then.
+	tcp *tcpListener
 }
 
 // build compiles cfg into a snapshot, reusing the clusters of old that did
@@ -135,6 +137,14 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 		}
 	}
 	for _, lc := range cfg.Listeners {
+		if lc.TCPProxy != nil {
+			tl, err := compileTCP(lc.TCPProxy, lc.Name, snap.Clusters, set)
+			if err != nil {
+				return nil, set, err
+			}
+			snap.listeners[lc.Name] = &listenerSnap{tcp: tl}
+			continue
+		}
 		deps.Prev = nil
 		if old != nil && old.listeners[lc.Name] != nil {
 			deps.Prev = old.listeners[lc.Name].table

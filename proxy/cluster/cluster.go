@@ -365,6 +365,21 @@ func (c *Cluster) Pick(ctx *fasthttp.RequestCtx) *Endpoint {
 	return hs.eps[i]
 }
 
+// PickConn chooses an endpoint for a connection of a TCP listener; key
+// (a hash of the client's address) is what a consistent-hash cluster
+// hashes. It returns nil when the cluster has none.
+func (c *Cluster) PickConn(key uint64) *Endpoint {
+	hs := c.hosts.Load()
+	if hs.lb == nil {
+		return nil
+	}
+	i := hs.lb.Pick(key)
+	if i < 0 {
+		return nil
+	}
+	return hs.eps[i]
+}
+
 // Call sends a request made by a filter to an endpoint of the cluster and
 // reads the whole response.
 func (c *Cluster) Call(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {

@@ -52,13 +52,24 @@ func (e *Endpoint) HTTP2() bool { return e.pool.h2 != nil }
 // cluster says so (offering only http/1.1), for a request that takes the
 // connection over, as a WebSocket does.
 func (e *Endpoint) Dial(ctx context.Context) (net.Conn, error) {
+	return e.dial(ctx, []string{"http/1.1"})
+}
+
+// DialOpaque opens a connection of its own to the endpoint for opaque
+// bytes (a TCP listener's), over TLS when the cluster says so, offering
+// no application protocol.
+func (e *Endpoint) DialOpaque(ctx context.Context) (net.Conn, error) {
+	return e.dial(ctx, nil)
+}
+
+func (e *Endpoint) dial(ctx context.Context, alpn []string) (net.Conn, error) {
 	d := net.Dialer{Timeout: e.pool.key.connectTimeout}
 	c, err := d.DialContext(ctx, "tcp", e.Addr)
 	if err != nil || e.pool.tls == nil {
 		return c, err
 	}
 	conf := e.pool.tls.Clone()
-	conf.NextProtos = []string{"http/1.1"}
+	conf.NextProtos = alpn
 	tc := tls.Client(c, conf)
 	hctx, cancel := context.WithTimeout(ctx, e.pool.key.connectTimeout)
 	defer cancel()

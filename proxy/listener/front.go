@@ -37,7 +37,10 @@ func newFront(c config.Listener, addr net.Addr, certs []config.Certificate, mesh
 	f := &front{cfg: c, cancel: func() {}}
 	if c.TLS != nil {
 		alpn := []string{"h2", "http/1.1"}
-		if c.HTTP2 != nil && c.HTTP2.Disabled {
+		switch {
+		case c.TCPProxy != nil:
+			alpn = nil // opaque bytes: no application protocol to agree on
+		case c.HTTP2 != nil && c.HTTP2.Disabled:
 			alpn = []string{"http/1.1"}
 		}
 		srv, err := tlsconf.NewServer(*c.TLS, alpn, certs, tlsconf.WithMesh(mesh))
@@ -71,7 +74,8 @@ func listenUDP(addr string) (net.PacketConn, error) {
 // sameProtocols reports whether two listener configurations speak alike,
 // so that a reload may keep the running listener.
 func sameProtocols(a, b config.Listener) bool {
-	return reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.HTTP2, b.HTTP2) && reflect.DeepEqual(a.HTTP3, b.HTTP3)
+	return reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.HTTP2, b.HTTP2) && reflect.DeepEqual(a.HTTP3, b.HTTP3) &&
+		(a.TCPProxy == nil) == (b.TCPProxy == nil)
 }
 
 // start wires the front into the listener's fasthttp server and starts

@@ -2,7 +2,8 @@
 // listener's socket, speaks its protocols (cleartext HTTP/1.1 with gathered
 // writes, TLS, HTTP/2 by ALPN or h2c, HTTP/3 on the UDP port of the same
 // address), bounds its reads, and hands every request of every protocol
-// to the one handler it serves.
+// to the one handler it serves. A TCP listener (tcp_proxy) hands it
+// connections instead (ServeTCP).
 //
 // A Listener is one generation of a configured listener. A reload that
 // changes a listener's settings builds a new generation at the same
@@ -56,6 +57,7 @@ type Listener struct {
 	gen   *generation
 	front *front
 	srv   *fasthttp.Server // nil until Serve
+	tcp   *tcpConns        // a TCP listener's connections; nil until ServeTCP
 	done  chan struct{}    // closed when the HTTP/1.1 server returns
 	// retiring closes each HTTP/1.1 connection after its response.
 	retiring atomic.Bool
@@ -119,8 +121,13 @@ func (l *Listener) SetCertificates(certs []config.Certificate) error {
 }
 
 // OpenConnections counts the listener's open HTTP/1.1 and HTTP/2
-// connections.
-func (l *Listener) OpenConnections() int { return int(l.conns.Load()) }
+// connections, or a TCP listener's connections.
+func (l *Listener) OpenConnections() int {
+	if l.tcp != nil {
+		return l.tcp.count()
+	}
+	return int(l.conns.Load())
+}
 
 // connState counts open connections: a hijacked one (WebSocket) lives on
 // by itself.
@@ -186,6 +193,9 @@ func (l *Listener) Serve(h Handler, log *zap.Logger) {
 // and waits for the requests in flight until ctx is done; then it closes
 // what is left.
 func (l *Listener) Shutdown(ctx context.Context) error {
+	if l.tcp != nil {
+		return l.tcp.stop(l, ctx, ctx)
+	}
 	if l.srv == nil {
 		_ = l.gen.Close()
 		l.front.shutdown(ctx)
@@ -220,6 +230,9 @@ const retirePoll = 20 * time.Millisecond
 // on their own (an idle one at its idle timeout) until gentle is done.
 // Then it shuts down what is left as Shutdown does, bounded by hard.
 func (l *Listener) Retire(gentle, hard context.Context) error {
+	if l.tcp != nil {
+		return l.tcp.stop(l, gentle, hard)
+	}
 	if l.srv == nil {
 		return l.Shutdown(hard)
 	}

@@ -51,6 +51,9 @@ const (
 
 	allCallbacks      = 1<<iota - 1
 	callbacksDeclared = 1 << 31
+	// cbNetwork marks a network filter's callbacks, which a connection's
+	// context always has.
+	cbNetwork = 1 << 30
 )
 
 // foreignCallbacks is wasmgate_callbacks: called in a root context with

@@ -32,7 +32,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 	in.kv = in.kv[:0]
 	switch mt {
 	case abi.MapHTTPRequestHeaders:
-		x := in.exchange()
+		x := in.httpExchange()
 		if x == nil {
 			return abi.StatusNotFound
 		}
@@ -49,13 +49,13 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 			in.kv = append(in.kv, kv{k, v})
 		}
 	case abi.MapHTTPResponseHeaders:
-		x := in.exchange()
+		x := in.httpExchange()
 		if x == nil {
 			return abi.StatusNotFound
 		}
 		in.collectResponse(&x.Ctx.Response)
 	case abi.MapHTTPRequestTrailers, abi.MapHTTPResponseTrailers:
-		x := in.exchange()
+		x := in.httpExchange()
 		if x == nil {
 			return abi.StatusNotFound
 		}
@@ -97,7 +97,7 @@ func (in *instance) collect(mt abi.MapType) abi.Status {
 // fieldCount is the number of fields collect gathers from a stream's map,
 // which a callback passes to the guest, counted without gathering them.
 func (in *instance) fieldCount(mt abi.MapType) int {
-	x := in.exchange()
+	x := in.httpExchange()
 	if x == nil {
 		return 0
 	}
@@ -237,7 +237,7 @@ func hostGetHeaderMapValue(in *instance, a []uint64) abi.Status {
 	found := false
 	switch mt {
 	case abi.MapHTTPRequestHeaders, abi.MapHTTPRequestTrailers:
-		x := in.exchange()
+		x := in.httpExchange()
 		if x == nil {
 			return abi.StatusNotFound
 		}
@@ -248,7 +248,7 @@ func hostGetHeaderMapValue(in *instance, a []uint64) abi.Status {
 			found = v != nil
 		}
 	case abi.MapHTTPResponseHeaders, abi.MapHTTPResponseTrailers:
-		x := in.exchange()
+		x := in.httpExchange()
 		if x == nil {
 			return abi.StatusNotFound
 		}
@@ -331,7 +331,7 @@ func (in *instance) mapWrite(a []uint64, op mapOp) abi.Status {
 	default:
 		return abi.StatusBadArgument
 	}
-	x := in.exchange()
+	x := in.httpExchange()
 	if x == nil {
 		return abi.StatusNotFound
 	}
@@ -446,7 +446,7 @@ func hostSetHeaderMapPairs(in *instance, a []uint64) abi.Status {
 	default:
 		return abi.StatusBadArgument
 	}
-	x := in.exchange()
+	x := in.httpExchange()
 	if x == nil {
 		return abi.StatusNotFound
 	}

@@ -198,10 +198,17 @@ func hostContinueStream(in *instance, a []uint64) abi.Status {
 	return continueStream(in, abi.StreamType(u32(a[0])))
 }
 
+// continueStream is proxy_continue_stream, as Envoy answers it: the
+// request or response of an HTTP stream, or the client's side of a
+// connection (continueReading); the upstream side is UNIMPLEMENTED, and a
+// direction the context does not have is OK and does nothing.
 func continueStream(in *instance, t abi.StreamType) abi.Status {
+	network := false
 	switch t {
 	case abi.StreamHTTPRequest, abi.StreamHTTPResponse:
-	case abi.StreamDownstream, abi.StreamUpstream:
+	case abi.StreamDownstream:
+		network = true
+	case abi.StreamUpstream:
 		return abi.StatusUnimplemented
 	default:
 		return abi.StatusBadArgument
@@ -210,15 +217,21 @@ func continueStream(in *instance, t abi.StreamType) abi.Status {
 	if s == nil {
 		return abi.StatusNotFound
 	}
-	s.resume()
+	if network == (s.net != nil) {
+		s.resume()
+	}
 	return abi.StatusOK
 }
 
+// hostCloseStream is proxy_close_stream: an HTTP stream is reset, a
+// connection closed (either side closes both here); as in Envoy, a
+// direction the context does not have is OK and does nothing.
 func hostCloseStream(in *instance, a []uint64) abi.Status {
+	network := false
 	switch abi.StreamType(u32(a[0])) {
 	case abi.StreamHTTPRequest, abi.StreamHTTPResponse:
 	case abi.StreamDownstream, abi.StreamUpstream:
-		return abi.StatusUnimplemented
+		network = true
 	default:
 		return abi.StatusBadArgument
 	}
@@ -226,7 +239,9 @@ func hostCloseStream(in *instance, a []uint64) abi.Status {
 	if s == nil {
 		return abi.StatusNotFound
 	}
-	s.close()
+	if network == (s.net != nil) {
+		s.close()
+	}
 	return abi.StatusOK
 }
 

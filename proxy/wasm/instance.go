@@ -97,6 +97,9 @@ type callbacks struct {
 	responseHeaders, responseBody, responseTrailers              api.Function
 	httpCallResponse, tick, queueReady, start, main              api.Function
 	guardStart                                                   api.Function // the module's start section, moved by package guard
+	// The network (L4) filter's.
+	newConnection, downstreamData, upstreamData api.Function
+	downstreamClose, upstreamClose              api.Function
 }
 
 // callCtx is the context of every call into one instance. It carries the
@@ -395,6 +398,11 @@ func (in *instance) lookup() {
 	f.httpCallResponse = m.ExportedFunction("proxy_on_http_call_response")
 	f.tick = m.ExportedFunction("proxy_on_tick")
 	f.queueReady = m.ExportedFunction("proxy_on_queue_ready")
+	f.newConnection = m.ExportedFunction("proxy_on_new_connection")
+	f.downstreamData = m.ExportedFunction("proxy_on_downstream_data")
+	f.upstreamData = m.ExportedFunction("proxy_on_upstream_data")
+	f.downstreamClose = m.ExportedFunction("proxy_on_downstream_connection_close")
+	f.upstreamClose = m.ExportedFunction("proxy_on_upstream_connection_close")
 	if in.vm.startFn != "" {
 		f.start = m.ExportedFunction(in.vm.startFn)
 	}
@@ -668,9 +676,20 @@ func containsAny(s string, subs ...string) bool {
 
 var _ context.Context = (*callCtx)(nil)
 
-// exchangeOf returns the exchange of the effective stream, or nil.
+// exchange returns the exchange of the effective stream, or nil. A
+// connection's (a network filter's) has no HTTP request: see
+// httpExchange.
 func (in *instance) exchange() *filter.Exchange {
 	if in.cur == nil {
+		return nil
+	}
+	return in.cur.x
+}
+
+// httpExchange returns the exchange of the effective stream when it is an
+// HTTP request's, or nil.
+func (in *instance) httpExchange() *filter.Exchange {
+	if in.cur == nil || in.cur.x.Ctx == nil {
 		return nil
 	}
 	return in.cur.x

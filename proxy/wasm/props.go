@@ -57,10 +57,12 @@ func (c *propCtx) boolean(b bool) ([]byte, abi.Status) {
 }
 
 // prop reads one property. needsStream: it reads the request, and is
-// NOT_FOUND in a root context.
+// NOT_FOUND in a root context. needsHTTP: it reads the HTTP request or
+// response, and is NOT_FOUND in a network filter's context too.
 type prop struct {
 	read        func(c *propCtx) ([]byte, abi.Status)
 	needsStream bool
+	needsHTTP   bool
 }
 
 // properties is the table of every property the host serves, by path
@@ -259,6 +261,12 @@ func init() {
 			return metadataProperty(c, meta.clusters[c.x.Cluster])
 		}),
 	}
+	for k, pr := range properties {
+		if strings.HasPrefix(k, "request\x00") || strings.HasPrefix(k, "response\x00") {
+			pr.needsHTTP = true
+			properties[k] = pr
+		}
+	}
 	propertyHeads = make(map[string]bool, len(properties)+len(propertyPrefixes))
 	for k := range properties {
 		head, _, _ := strings.Cut(k, "\x00")
@@ -291,7 +299,7 @@ func (in *instance) property(path []byte) ([]byte, abi.Status) {
 		}
 		return nil, abi.StatusNotFound
 	}
-	if pr.needsStream && c.x == nil {
+	if pr.needsStream && c.x == nil || pr.needsHTTP && c.x.Ctx == nil {
 		return nil, abi.StatusNotFound
 	}
 	return pr.read(c)

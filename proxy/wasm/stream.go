@@ -29,12 +29,23 @@ var streamPool = sync.Pool{New: func() any { return new(stream) }}
 // stream context there. A request that reaches a plugin closed by a reload
 // is served by the plugin that replaced it.
 func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
+	s, err := f.open(x, nil)
+	if s == nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// open pins a request, or a connection (nc set), to an instance of the
+// plugin and creates its context there. It returns nil and the error
+// NewStream answers when the plugin has no usable instance.
+func (f *factory) open(x *filter.Exchange, nc *filter.NetConn) (*stream, error) {
 	p := f.p
 	if !p.acquire() {
 		if next := f.m.successor(f); next != nil {
-			return next.NewStream(x)
+			return next.open(x, nc)
 		}
-		return f.unavailable(x, errPluginClosed)
+		return nil, f.unavailable(errPluginClosed)
 	}
 	v := p.vm
 	in := v.pick()
@@ -53,10 +64,10 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	}
 	if in == nil {
 		p.release()
-		return f.unavailable(x, errBroken)
+		return nil, f.unavailable(errBroken)
 	}
 	s := streamPool.Get().(*stream)
-	s.f, s.p, s.in, s.x = f, p, in, x
+	s.f, s.p, s.in, s.x, s.net = f, p, in, x, nc
 
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -68,6 +79,9 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	s.needs = allCallbacks
 	if n := f.att.needs.Load(); n != 0 {
 		s.needs = n
+	}
+	if nc != nil {
+		s.needs = cbNetwork | cbLog
 	}
 	s.id = in.newID()
 	in.streams[s.id] = s
@@ -84,23 +98,26 @@ func (f *factory) NewStream(x *filter.Exchange) (filter.Stream, error) {
 	return s, nil
 }
 
-// unavailable answers for a plugin that has no usable instance.
-func (f *factory) unavailable(x *filter.Exchange, cause error) (filter.Stream, error) {
+// unavailable is the error for a plugin that has no usable instance.
+func (f *factory) unavailable(cause error) error {
 	f.m.metrics.failedRequests.WithLabelValues(f.p.cfg.Name, f.p.cfg.FailurePolicy).Inc()
 	if f.p.cfg.FailurePolicy == config.FailOpen {
-		return nil, fmt.Errorf("wasm plugin %q: %v: %w", f.p.cfg.Name, cause, filter.ErrFailOpen)
+		return fmt.Errorf("wasm plugin %q: %v: %w", f.p.cfg.Name, cause, filter.ErrFailOpen)
 	}
-	return nil, fmt.Errorf("wasm plugin %q: %w", f.p.cfg.Name, cause)
+	return fmt.Errorf("wasm plugin %q: %w", f.p.cfg.Name, cause)
 }
 
 // stream is a request's context in a plugin instance: a filter.Stream.
 // Its fields are guarded by the instance's lock, since HTTP call answers
 // and broken instances reach it from other goroutines.
 type stream struct {
-	f    *factory
-	p    *plugin
-	in   *instance
-	x    *filter.Exchange
+	f  *factory
+	p  *plugin
+	in *instance
+	x  *filter.Exchange
+	// net is the connection of a network filter's context; nil for an
+	// HTTP request's. x is then the connection's, with no request.
+	net  *filter.NetConn
 	id   uint32
 	root uint32
 	// needs is the set of callbacks the guest is called for; the others
@@ -203,6 +220,11 @@ func (s *stream) fail(err error) filter.Status {
 	if s.p.cfg.FailurePolicy == config.FailOpen {
 		return filter.Continue
 	}
+	if s.net != nil {
+		// As Envoy fails a connection: it closes.
+		s.net.Control.Close()
+		return filter.Stop
+	}
 	if first {
 		// As Envoy fails the stream of a failed plugin: 503 (to a gRPC
 		// request, UNAVAILABLE), details wasm_fail_stream.
@@ -222,7 +244,7 @@ func (s *stream) instanceLost(error) {
 	if s.paused && !s.inCallback {
 		s.paused = false
 		s.fail(errBroken)
-		s.x.Resume()
+		s.wake()
 		return
 	}
 	s.pendingFail = true
@@ -237,17 +259,30 @@ func (s *stream) resume() {
 	}
 	if s.paused {
 		s.paused = false
-		s.x.Resume()
+		s.wake()
 	}
 }
 
+// wake lets the proxy go on with a paused request or connection.
+func (s *stream) wake() {
+	if s.net != nil {
+		s.net.Control.ResumeDownstream()
+		return
+	}
+	s.x.Resume()
+}
+
 // close is proxy_close_stream: the request ends with 503 and the
-// connection closes.
+// connection closes. A network filter's connection closes.
 func (s *stream) close() {
 	if s.closed {
 		return
 	}
 	s.closed = true
+	if s.net != nil {
+		s.net.Control.Close()
+		return
+	}
 	if !s.x.Local() {
 		// What the proxy records: the client gets no answer.
 		s.x.SendLocalResponse(503, nil, nil, "wasm_close_stream")
@@ -261,6 +296,9 @@ func (s *stream) close() {
 
 // sendLocal is proxy_send_local_response.
 func (s *stream) sendLocal(code int, body []byte, headers [][2]string, details string) {
+	if s.net != nil {
+		return // as Envoy: a connection has no HTTP response to send
+	}
 	if details == "" {
 		details = "wasm_local_response"
 	}
@@ -447,7 +485,14 @@ func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) 
 	case abi.BufferGRPCCallMessage:
 		b, st := in.grpcMessage()
 		return b, nil, st
-	case abi.BufferDownstreamData, abi.BufferUpstreamData, abi.BufferForeignFunctionArgs:
+	case abi.BufferDownstreamData, abi.BufferUpstreamData:
+		// A connection's bytes, in the data callback of their direction.
+		s := in.cur
+		if s == nil || s.net == nil || s.body == nil || s.bodyType != t {
+			return nil, nil, abi.StatusNotFound
+		}
+		return s.body.B, s.body, abi.StatusOK
+	case abi.BufferForeignFunctionArgs:
 		return nil, nil, abi.StatusNotFound
 	}
 	return nil, nil, abi.StatusBadArgument

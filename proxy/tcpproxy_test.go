@@ -1,0 +1,183 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmgate/wasmgate/proxy/internal/testpki"
+)
+
+// tcpEcho is a TCP server that greets each connection with its name and
+// a newline, then echoes what it reads until the client's end, then
+// closes.
+func tcpEcho(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, name+"\n")
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+const tcpProxyConfig = `
+listeners:
+- name: tcp
+  address: 127.0.0.1:0
+  tcp_proxy: {cluster: {{cluster}}}
+clusters:
+- name: echo
+  endpoints: [{address: "{{dead}}"}, {address: "{{echo}}"}]
+- name: other
+  endpoints: [{address: "{{other}}"}]
+- name: nowhere
+  endpoints: [{address: "{{dead}}"}]
+`
+
+// greet dials the TCP listener and reads the upstream's greeting.
+func greet(t *testing.T, e *env) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", e.srv.Addr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	name, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("greeting: %v", err)
+	}
+	return c, r, strings.TrimSpace(name)
+}
+
+// TestTCPProxy: a TCP listener carries bytes both ways to an endpoint of
+// its cluster, trying another when one cannot be reached, passes
+// half-closes on, moves megabytes in both directions at once without
+// loss, and a reload sends new connections to the new cluster while an
+// open one stays where it is.
+func TestTCPProxy(t *testing.T) {
+	v := vars{"echo": tcpEcho(t, "echo"), "other": tcpEcho(t, "other"), "dead": deadAddr(t), "cluster": "echo"}
+	e := newEnv(t, tcpProxyConfig, v)
+
+	// Round robin puts every other connection on the dead endpoint
+	// first: each reaches the echo all the same.
+	for range 6 {
+		c, _, name := greet(t, e)
+		if name != "echo" {
+			t.Fatalf("greeting %q", name)
+		}
+		c.Close()
+	}
+
+	c, r, _ := greet(t, e)
+	const size = 8 << 20
+	sent := make([]byte, size)
+	rand.Read(sent)
+	go func() {
+		_, _ = c.Write(sent)
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("reading the echo: %v after %d bytes", err, len(got))
+	}
+	if !bytes.Equal(got, sent) {
+		t.Fatalf("echoed %d bytes, not the %d sent", len(got), len(sent))
+	}
+
+	open, or, _ := greet(t, e)
+	v["cluster"] = "other"
+	if err := e.srv.Apply(context.Background(), parse(t, tcpProxyConfig, v), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, name := greet(t, e); name != "other" {
+		t.Errorf("after the reload, a new connection reached %q", name)
+	}
+	io.WriteString(open, "still here\n")
+	if line, err := or.ReadString('\n'); err != nil || line != "still here\n" {
+		t.Errorf("the connection opened before the reload: %q, %v", line, err)
+	}
+
+	// No endpoint can be reached: the client's connection closes.
+	v["cluster"] = "nowhere"
+	if err := e.srv.Apply(context.Background(), parse(t, tcpProxyConfig, v), ""); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", e.srv.Addr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(nc); err != nil || len(b) > 0 {
+		t.Errorf("with no endpoint: %q, %v; want the connection closed", b, err)
+	}
+}
+
+// TestTCPProxyTLS: a TCP listener with tls terminates it, verified by the
+// client against the CA, and carries the plaintext bytes to the cluster.
+func TestTCPProxyTLS(t *testing.T) {
+	ca := testpki.NewCA(t, "tcp test CA")
+	dir := t.TempDir()
+	certFile, keyFile := ca.Issue(t, testpki.Leaf{CommonName: "db.example.com", DNS: []string{"db.example.com"}}).Write(t, dir, "db")
+	e := newEnv(t, `
+listeners:
+- name: tcp
+  address: 127.0.0.1:0
+  tls: {certificates: [{cert_file: "{{cert}}", key_file: "{{key}}"}]}
+  tcp_proxy: {cluster: echo}
+clusters:
+- name: echo
+  endpoints: [{address: "{{echo}}"}]
+`, vars{"cert": certFile, "key": keyFile, "echo": tcpEcho(t, "echo")})
+	c, err := tls.Dial("tcp", e.srv.Addr("tcp").String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	io.WriteString(c, "over tls\n")
+	for _, want := range []string{"echo\n", "over tls\n"} {
+		if line, err := r.ReadString('\n'); err != nil || line != want {
+			t.Fatalf("read %q, %v; want %q", line, err, want)
+		}
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "" {
+		t.Errorf("ALPN %q: a TCP listener offers none", p)
+	}
+}
