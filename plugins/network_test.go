@@ -182,3 +182,52 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNetworkFilterFailure: a network filter that fails closes its
+// connection when fail_closed, and lets it go on without the filter when
+// fail_open; either way other connections are served, by a rebuilt
+// instance.
+func TestNetworkFilterFailure(t *testing.T) {
+	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/tcpfilter.wasm")
+	for _, policy := range []string{"fail_closed", "fail_open"} {
+		t.Run(policy, func(t *testing.T) {
+			echo := newEchoServer(t)
+			p := e2e.Start(t, networkConfig+"  failure_policy: "+policy+"\n",
+				map[string]string{"wasm": wasmFile, "echo": echo.ln.Addr().String()})
+			addr := strings.TrimPrefix(p.URL, "http://")
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			io.WriteString(c, "PANIC\n")
+			if policy == "fail_closed" {
+				if rest, err := io.ReadAll(r); err != nil || len(rest) > 0 {
+					t.Errorf("after the failure: %q, %v; want the connection closed", rest, err)
+				}
+			} else {
+				// Without the filter: the line passes as it is, and the
+				// answer is no longer upper-cased.
+				if got, err := r.ReadString('\n'); err != nil || got != "PANIC\n" {
+					t.Errorf("after the failure: %q, %v", got, err)
+				}
+				io.WriteString(c, "after\n")
+				if got, err := r.ReadString('\n'); err != nil || got != "after\n" {
+					t.Errorf("then: %q, %v", got, err)
+				}
+			}
+			c2, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			_ = c2.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c2, "next\n")
+			if got, err := bufio.NewReader(c2).ReadString('\n'); err != nil || got != "NEXT\n" {
+				t.Errorf("another connection: %q, %v", got, err)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@
 //     connection from outside any callback (proxy_continue_stream);
 //   - a line "PROPS" is replaced by the properties the filter sees:
 //     "listener=L cluster=C region=R source=ADDR upstream=ADDR mtls=B";
+//   - a line "PANIC" panics in the guest (the plugin fails);
 //   - the upstream's bytes reach the client upper-cased.
 //
 // Counters: connections (on_new_connection), closes_remote and
@@ -96,6 +97,8 @@ func (c *conn) OnDownstreamData(size int, end bool) types.Action {
 		return types.ActionPause // wait for the rest of the line
 	}
 	switch {
+	case bytes.HasPrefix(data, []byte("PANIC\n")):
+		panic("tcpfilter: asked to panic")
 	case bytes.HasPrefix(data, []byte("DENY\n")):
 		if err := proxywasm.CloseDownstream(); err != nil {
 			proxywasm.LogCriticalf("close: %v", err)
