@@ -138,7 +138,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 	}
 	for _, lc := range cfg.Listeners {
 		if lc.TCPProxy != nil {
-			tl, err := compileTCP(lc.TCPProxy, lc.Name, snap.Clusters, set)
+			tl, err := compileTCP(lc.TCPProxy, lc.Name, snap.Clusters, set, s.metrics)
 			if err != nil {
 				return nil, set, err
 			}

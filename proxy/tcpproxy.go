@@ -10,11 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 )
 
 // A listener with tcp_proxy carries opaque TCP, as Envoy's tcp_proxy
@@ -50,6 +52,7 @@ const tcpBufferLimit = 1 << 20
 // tcpListener is what a TCP listener's connections read from the
 // snapshot.
 type tcpListener struct {
+	stats   *metrics.TCPStats
 	cluster *cluster.Cluster
 	name    string // the cluster's
 	filters []filter.NetworkFactory
@@ -57,8 +60,9 @@ type tcpListener struct {
 }
 
 // compileTCP builds the TCP part of a listener's snapshot.
-func compileTCP(t *config.TCPProxy, listener string, clusters cluster.Set, set filter.PluginSet) (*tcpListener, error) {
-	tl := &tcpListener{cluster: clusters[t.Cluster], name: t.Cluster, idle: t.IdleTimeout.Or(DefaultTCPIdleTimeout)}
+func compileTCP(t *config.TCPProxy, listener string, clusters cluster.Set, set filter.PluginSet, m *metrics.Metrics) (*tcpListener, error) {
+	tl := &tcpListener{cluster: clusters[t.Cluster], name: t.Cluster, idle: t.IdleTimeout.Or(DefaultTCPIdleTimeout),
+		stats: m.TCP(listener, t.Cluster)}
 	if tl.cluster == nil {
 		return nil, errors.New("listener " + listener + ": unknown cluster " + t.Cluster)
 	}
@@ -111,6 +115,9 @@ func (s *Server) serveTCP(name string, c net.Conn) {
 	// The snapshot's reference is for the set-up only: a connection may
 	// live for hours, and its filters hold their plugins themselves.
 	snap.release()
+	tl.stats.Connections.Inc()
+	tl.stats.Active.Inc()
+	defer tl.stats.Active.Dec()
 	t := &tcpConn{
 		down: c, x: x, tl: tl, heldAt: -1,
 		events: make(chan tcpEvent), resume: make(chan struct{}, 1), closed: make(chan struct{}),
@@ -146,6 +153,7 @@ type tcpSide struct {
 	closeSent  bool // the half-close went to the writer
 	wr         chan []byte
 	heldAck    chan struct{} // the reader's answer, held back
+	read       prometheus.Counter
 }
 
 // waiting is how many of the side's bytes the connection holds.
@@ -195,8 +203,8 @@ func (t *tcpConn) Close() { t.once.Do(func() { close(t.closed) }) }
 // run drives the connection to its end.
 func (t *tcpConn) run() {
 	defer t.finish()
-	t.ds = tcpSide{name: "downstream", wr: make(chan []byte, 1)}
-	t.us = tcpSide{name: "upstream", wr: make(chan []byte, 1)}
+	t.ds = tcpSide{name: "downstream", wr: make(chan []byte, 1), read: t.tl.stats.BytesDown}
+	t.us = tcpSide{name: "upstream", wr: make(chan []byte, 1), read: t.tl.stats.BytesUp}
 	nc := &filter.NetConn{X: t.x, Control: t}
 	for _, f := range t.tl.filters {
 		st, err := f.NewConnection(nc)
@@ -303,6 +311,7 @@ func (t *tcpConn) connect() bool {
 		cancel()
 		if err != nil {
 			e.Observe(0, err)
+			t.tl.stats.ConnectFailures.Inc()
 			t.log.Debug("upstream connect failed", zap.String("endpoint", e.Addr), zap.Error(err))
 			if t.isClosed() {
 				return false
@@ -413,6 +422,7 @@ func (t *tcpConn) event(ev tcpEvent) bool {
 		return false
 	}
 	s.buf.B = append(s.buf.B, ev.data...)
+	s.read.Add(float64(len(ev.data)))
 	if s.waiting() > tcpBufferLimit {
 		s.heldAck = ev.ack
 	} else {

@@ -118,6 +118,15 @@ func TestTCPProxy(t *testing.T) {
 	if !bytes.Equal(got, sent) {
 		t.Fatalf("echoed %d bytes, not the %d sent", len(got), len(sent))
 	}
+	if n := gatheredSum(t, e, "wasmgate_tcp_connections_total"); n != 7 {
+		t.Errorf("connections counted: %v, want 7", n)
+	}
+	if n := gatheredSum(t, e, "wasmgate_upstream_errors_total"); n < 3 {
+		t.Errorf("connect failures counted: %v, want at least 3 (every other connection tried the dead endpoint)", n)
+	}
+	if n := gatheredSum(t, e, "wasmgate_tcp_received_bytes_total"); n < 2*size {
+		t.Errorf("bytes counted: %v, want at least %d", n, 2*size)
+	}
 
 	open, or, _ := greet(t, e)
 	v["cluster"] = "other"

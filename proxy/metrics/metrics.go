@@ -34,7 +34,34 @@ type Metrics struct {
 	// UpstreamErrors counts failed upstream exchanges by cluster and kind.
 	UpstreamErrors *prometheus.CounterVec
 
+	tcpConns  *prometheus.CounterVec
+	tcpActive *prometheus.GaugeVec
+	tcpBytes  *prometheus.CounterVec
+
 	resilience
+}
+
+// TCPStats are the pre-resolved metrics of a TCP listener's connections
+// to one cluster.
+type TCPStats struct {
+	Connections prometheus.Counter
+	Active      prometheus.Gauge
+	// BytesDown counts the client's bytes read, BytesUp the upstream's.
+	BytesDown, BytesUp prometheus.Counter
+	// ConnectFailures counts endpoints that could not be reached
+	// (wasmgate_upstream_errors_total, kind connect).
+	ConnectFailures prometheus.Counter
+}
+
+// TCP returns the metrics of a TCP listener's connections to cluster.
+func (m *Metrics) TCP(listener, cluster string) *TCPStats {
+	return &TCPStats{
+		Connections:     m.tcpConns.WithLabelValues(listener, cluster),
+		Active:          m.tcpActive.WithLabelValues(listener),
+		BytesDown:       m.tcpBytes.WithLabelValues(listener, "downstream"),
+		BytesUp:         m.tcpBytes.WithLabelValues(listener, "upstream"),
+		ConnectFailures: m.UpstreamErrors.WithLabelValues(cluster, "connect"),
+	}
 }
 
 // New creates the metrics on a new registry, with Go and process
@@ -76,6 +103,18 @@ func New() *Metrics {
 			Name: "wasmgate_upstream_errors_total",
 			Help: "Failed upstream exchanges by cluster and kind (connect, timeout, reset, overflow).",
 		}, []string{"cluster", "kind"}),
+		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_tcp_connections_total",
+			Help: "Connections accepted by TCP listeners (tcp_proxy), by listener and cluster.",
+		}, []string{"listener", "cluster"}),
+		tcpActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmgate_tcp_active_connections",
+			Help: "Open connections of TCP listeners (tcp_proxy).",
+		}, []string{"listener"}),
+		tcpBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmgate_tcp_received_bytes_total",
+			Help: "Bytes TCP listeners read, from the client (direction downstream) or the upstream (upstream).",
+		}, []string{"listener", "direction"}),
 	}
 	m.resilience = newResilience()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -91,7 +130,7 @@ func New() *Metrics {
 		m.Reloads.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.duration, m.Reloads, m.LastReloadSuccess, m.LastReloadTime,
-		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, build,
+		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, m.tcpConns, m.tcpActive, m.tcpBytes, build,
 		m.ejections, m.healthTransitions, m.retries, m.overflows, m.rateLimited, m.healthyEndpoints, m.panicMode,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

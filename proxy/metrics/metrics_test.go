@@ -16,6 +16,7 @@ func TestDocumentedSeriesBeforeAnyEvent(t *testing.T) {
 	m := metrics.New()
 	m.Route("public", "default", "demo")
 	m.Cluster("demo")
+	m.TCP("db", "demo")
 
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
