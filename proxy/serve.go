@@ -144,8 +144,10 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 		// spread again over proxies added since they connected.
 		defer ctx.SetConnectionClose()
 	}
-	if ls == nil {
-		// The listener is being removed; its last requests get 503.
+	if ls == nil || ls.table == nil {
+		// The listener is being removed, or now carries TCP; its last
+		// requests get 503.
+		defer ctx.SetConnectionClose()
 		x.localError(fasthttp.StatusServiceUnavailable, filter.FlagNoRoute, "listener_removed")
 		x.finish()
 		return

@@ -69,10 +69,17 @@ clusters:
   endpoints: [{address: "{{dead}}"}]
 `
 
-// greet dials the TCP listener and reads the upstream's greeting.
+// greet dials the TCP listener named tcp and reads the upstream's
+// greeting.
 func greet(t *testing.T, e *env) (net.Conn, *bufio.Reader, string) {
 	t.Helper()
-	c, err := net.Dial("tcp", e.srv.Addr("tcp").String())
+	return greetAt(t, e.srv.Addr("tcp").String())
+}
+
+// greetAt dials addr and reads the upstream's greeting.
+func greetAt(t *testing.T, addr string) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,3 +255,60 @@ clusters:
 		}
 	}
 }
+
+// TestListenerTurnsTCP: a reload that makes an HTTP listener a TCP one at
+// the same address, and back, serves the new kind on new connections;
+// a keep-alive HTTP connection of the old kind gets 503 and is closed, as
+// for a removed listener, and never reaches the TCP path.
+func TestListenerTurnsTCP(t *testing.T) {
+	addr := freeAddr(t)
+	httpCfg := `
+listeners:
+- name: edge
+  address: "{{addr}}"
+clusters:
+- name: echo
+  endpoints: [{address: "{{echo}}"}]
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  routes:
+  - name: static
+    match: {prefix: /}
+    direct_response: {status: 200, body: "http\n"}
+`
+	tcpCfg := `
+listeners:
+- name: edge
+  address: "{{addr}}"
+  tcp_proxy: {cluster: echo}
+clusters:
+- name: echo
+  endpoints: [{address: "{{echo}}"}]
+`
+	v := vars{"addr": addr, "echo": tcpEcho(t, "echo")}
+	e := newEnv(t, httpCfg, v)
+	old := dialRaw(t, addr)
+	if resp, body := old.roundTrip(t, "GET", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || string(body) != "http\n" {
+		t.Fatalf("before: %d %q", resp.StatusCode, body)
+	}
+	if err := e.srv.Apply(context.Background(), parse(t, tcpCfg, v), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, name := greetAt(t, addr); name != "echo" {
+		t.Errorf("a new connection after the switch reached %q", name)
+	}
+	if resp, _ := old.roundTrip(t, "GET", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 503 || !resp.Close {
+		t.Errorf("the old keep-alive connection: %d (close %v), want 503 and close", resp.StatusCode, resp.Close)
+	}
+	if err := e.srv.Apply(context.Background(), parse(t, httpCfg, v), ""); err != nil {
+		t.Fatal(err)
+	}
+	fresh := dialRaw(t, addr)
+	if resp, body := fresh.roundTrip(t, "GET", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || string(body) != "http\n" {
+		t.Errorf("after switching back: %d %q", resp.StatusCode, body)
+	}
+}
+
+// freeAddr is a loopback address free at the time of the call.
+func freeAddr(t *testing.T) string { return deadAddr(t) }
