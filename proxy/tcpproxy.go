@@ -41,8 +41,13 @@ const DefaultTCPIdleTimeout = time.Hour
 // gives up, when the cluster has that many.
 const tcpConnectAttempts = 3
 
-// tcpReadSize is the most one read of either side takes.
-const tcpReadSize = 32 << 10
+// A reader starts with tcpReadMin bytes of buffer, so that an idle or
+// chatty connection costs little, and doubles it, up to tcpReadMax, each
+// time a read fills it.
+const (
+	tcpReadMin = 4 << 10
+	tcpReadMax = 32 << 10
+)
 
 // tcpBufferLimit is how many bytes of one side a connection holds, while
 // a filter holds them or the other side is slow, before it stops reading
@@ -341,10 +346,11 @@ func (t *tcpConn) isClosed() bool {
 
 // read hands the driver what c sends, a chunk at a time, until c ends.
 func (t *tcpConn) read(c net.Conn, s *tcpSide) {
-	buf := make([]byte, tcpReadSize)
+	buf := make([]byte, tcpReadMin)
 	ack := make(chan struct{}, 1)
 	for {
 		n, err := c.Read(buf)
+		full := n == len(buf)
 		if n > 0 {
 			select {
 			case t.events <- tcpEvent{side: s, data: buf[:n], ack: ack}:
@@ -356,6 +362,9 @@ func (t *tcpConn) read(c net.Conn, s *tcpSide) {
 			case <-t.closed:
 				return
 			}
+		}
+		if full && len(buf) < tcpReadMax {
+			buf = make([]byte, 2*len(buf))
 		}
 		if err != nil {
 			select {
