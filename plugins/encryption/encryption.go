@@ -289,6 +289,12 @@ func (f *encryption) OnRequestHeaders(r *sdk.Request) sdk.Action {
 		}
 	}
 	for i, name := range f.cfg.EncryptHeaders {
+		if found, handled := f.keys.sealHeaderInHost(f.encAAD[i]); handled {
+			if found {
+				f.encrypted.Inc()
+			}
+			continue
+		}
 		v, ok := r.Header().Lookup(name)
 		if !ok {
 			continue

@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/base64"
 	"encoding/binary"
 	"io"
 
@@ -33,6 +34,9 @@ var foreignFuncs = map[string]func(in *instance, args []byte) ([]byte, abi.Statu
 	// with these, and in the guest on other hosts.
 	"wasmgate_aes_gcm_seal": foreignAESGCM(true),
 	"wasmgate_aes_gcm_open": foreignAESGCM(false),
+	// wasmgate's: a header of the stream sealed in place, in one call
+	// where the guest would make three (get, seal, replace) and encode.
+	"wasmgate_seal_header": foreignSealHeader,
 
 	// wasmgate's: the stream callbacks a root context's filter needs.
 	"wasmgate_callbacks": foreignCallbacks,
@@ -222,6 +226,73 @@ func foreignAESGCM(seal bool) func(in *instance, args []byte) ([]byte, abi.Statu
 }
 
 const gcmNonceSize = 12
+
+// foreignSealHeader seals the value of one header of the effective
+// stream with AES-GCM and writes it back as prefix followed by the
+// unpadded base64url of nonce and ciphertext, as the encryption filter's
+// sealed form. Its arguments: the map type, then the lengths of the key,
+// the nonce, the header's name (lower-case; also the additional data)
+// and the prefix, each a little-endian u32, then those bytes. OK with no
+// bytes: sealed; EMPTY: the stream has no such header; NOT_FOUND outside
+// an HTTP stream; BAD_ARGUMENT for anything malformed. A request header
+// change clears the route cache, as proxy_replace_header_map_value's.
+func foreignSealHeader(in *instance, args []byte) ([]byte, abi.Status) {
+	if len(args) < 20 {
+		return nil, abi.StatusBadArgument
+	}
+	mt := abi.MapType(binary.LittleEndian.Uint32(args))
+	kn := uint64(binary.LittleEndian.Uint32(args[4:]))
+	nn := uint64(binary.LittleEndian.Uint32(args[8:]))
+	hn := uint64(binary.LittleEndian.Uint32(args[12:]))
+	pn := uint64(binary.LittleEndian.Uint32(args[16:]))
+	rest := args[20:]
+	if (kn != 16 && kn != 24 && kn != 32) || nn != gcmNonceSize || hn == 0 ||
+		kn+nn+hn+pn != uint64(len(rest)) || (mt != abi.MapHTTPRequestHeaders && mt != abi.MapHTTPResponseHeaders) {
+		return nil, abi.StatusBadArgument
+	}
+	key, nonce := rest[:kn], rest[kn:kn+nn]
+	name, prefix := rest[kn+nn:kn+nn+hn], rest[kn+nn+hn:]
+	if name[0] == ':' || !validHeaderValue(prefix) {
+		return nil, abi.StatusBadArgument
+	}
+	x := in.httpExchange()
+	if x == nil {
+		return nil, abi.StatusNotFound
+	}
+	var value []byte
+	if mt == abi.MapHTTPRequestHeaders {
+		value = x.Ctx.Request.Header.PeekBytes(name)
+	} else {
+		value = x.Ctx.Response.Header.PeekBytes(name)
+	}
+	if value == nil {
+		return nil, abi.StatusEmpty
+	}
+	aead := in.aeads.get(key)
+	// nonce || ciphertext, then the header's new value after it, in the
+	// instance's buffer: the value is read from the header before it is
+	// replaced.
+	sealed := aead.Seal(append(in.foreignOut[:0], nonce...), nonce, value, name)
+	n := len(sealed)
+	out := append(sealed, prefix...)
+	out = base64.RawURLEncoding.AppendEncode(out, sealed)
+	in.foreignOut = out[:0]
+	if mt == abi.MapHTTPRequestHeaders {
+		in.cur.routeCleared.Store(true)
+	}
+	return nil, writeField(x, mt, name, out[n:], opReplace)
+}
+
+// validHeaderValue reports whether b may be part of a header value: no
+// control characters but tab.
+func validHeaderValue(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // aeadCache keeps an instance's AES-GCM ciphers by key, so that a filter
 // sealing with the same few keys request after request does not expand

@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"io"
@@ -73,6 +74,68 @@ func TestForeignAESGCM(t *testing.T) {
 	}
 	if _, st := open(in, aeadArgs(key, nonce, aad, []byte("short"))); st != abi.StatusBadArgument {
 		t.Errorf("open of less than a tag: %v", st)
+	}
+}
+
+// sealHeaderArgs makes wasmgate_seal_header's arguments.
+func sealHeaderArgs(mt abi.MapType, key, nonce, name, prefix []byte) []byte {
+	var a []byte
+	for _, n := range []int{int(mt), len(key), len(nonce), len(name), len(prefix)} {
+		a = binary.LittleEndian.AppendUint32(a, uint32(n))
+	}
+	return append(append(append(append(a, key...), nonce...), name...), prefix...)
+}
+
+// TestForeignSealHeader: wasmgate_seal_header writes a header's sealed
+// form in place (prefix, then base64url of nonce and the AES-GCM of the
+// value with the name as additional data), says EMPTY for a header the
+// request lacks, clears the route cache, and refuses what is malformed.
+func TestForeignSealHeader(t *testing.T) {
+	seal := foreignFuncs["wasmgate_seal_header"]
+	key, nonce := bytes.Repeat([]byte{3}, 32), bytes.Repeat([]byte{9}, 12)
+	name, prefix := []byte("x-secret"), []byte("enc:v1:k1:")
+	in := &instance{}
+	if _, st := seal(in, sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, name, prefix)); st != abi.StatusNotFound {
+		t.Errorf("outside a stream: %v, want NOT_FOUND", st)
+	}
+	x := newExchange("http://example.com/", "X-Secret", "4111-1111-1111-1111")
+	in.cur = &stream{x: x}
+	if _, st := seal(in, sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, name, prefix)); st != abi.StatusOK {
+		t.Fatalf("seal: %v", st)
+	}
+	got := string(x.Ctx.Request.Header.Peek("x-secret"))
+	encoded, ok := strings.CutPrefix(got, string(prefix))
+	if !ok {
+		t.Fatalf("sealed value %q lacks the prefix", got)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(encoded)
+	if err != nil || !bytes.Equal(raw[:12], nonce) {
+		t.Fatalf("sealed value %q: %v", got, err)
+	}
+	block, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(block)
+	if plain, err := aead.Open(nil, raw[:12], raw[12:], name); err != nil || string(plain) != "4111-1111-1111-1111" {
+		t.Errorf("opened %q, %v", plain, err)
+	}
+	if !in.cur.routeCleared.Load() {
+		t.Error("a request header sealed in place did not clear the route cache")
+	}
+	if _, st := seal(in, sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, []byte("x-absent"), prefix)); st != abi.StatusEmpty {
+		t.Errorf("absent header: %v, want EMPTY", st)
+	}
+	for what, args := range map[string][]byte{
+		"short":          {1, 2},
+		"map type":       sealHeaderArgs(abi.MapHTTPCallResponseHeaders, key, nonce, name, prefix),
+		"key size":       sealHeaderArgs(abi.MapHTTPRequestHeaders, key[:20], nonce, name, prefix),
+		"nonce size":     sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce[:8], name, prefix),
+		"no name":        sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, nil, prefix),
+		"pseudo-header":  sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, []byte(":path"), prefix),
+		"CR LF prefix":   sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, name, []byte("a\r\nb: c")),
+		"trailing bytes": append(sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, name, prefix), 0),
+	} {
+		if _, st := seal(in, args); st != abi.StatusBadArgument {
+			t.Errorf("%s: %v, want BAD_ARGUMENT", what, st)
+		}
 	}
 }
 
@@ -221,4 +284,30 @@ func TestDeclaredCallbacks(t *testing.T) {
 	if _, st := foreignFuncs["wasmgate_callbacks"](&instance{}, []byte{1}); st != abi.StatusBadArgument {
 		t.Errorf("declared with one byte: %v", st)
 	}
+}
+
+// FuzzForeignSealHeader: whatever its arguments, wasmgate_seal_header
+// neither panics nor answers other than OK, EMPTY or BAD_ARGUMENT in a
+// request, and a header it writes holds no control character.
+func FuzzForeignSealHeader(f *testing.F) {
+	key, nonce := bytes.Repeat([]byte{3}, 32), bytes.Repeat([]byte{9}, 12)
+	f.Add(sealHeaderArgs(abi.MapHTTPRequestHeaders, key, nonce, []byte("x-secret"), []byte("enc:v1:k1:")))
+	f.Add(sealHeaderArgs(abi.MapHTTPResponseHeaders, key[:16], nonce, []byte("x-secret"), nil))
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, args []byte) {
+		x := newExchange("http://example.com/", "X-Secret", "4111-1111-1111-1111")
+		x.Ctx.Response.Header.Set("x-secret", "v")
+		in := &instance{cur: &stream{x: x}}
+		_, st := foreignFuncs["wasmgate_seal_header"](in, args)
+		switch st {
+		case abi.StatusOK, abi.StatusEmpty, abi.StatusBadArgument:
+		default:
+			t.Fatalf("status %v", st)
+		}
+		for _, v := range [][]byte{x.Ctx.Request.Header.Peek("x-secret"), x.Ctx.Response.Header.Peek("x-secret")} {
+			if !validHeaderValue(v) {
+				t.Fatalf("header value %q", v)
+			}
+		}
+	})
 }
