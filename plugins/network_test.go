@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -229,5 +231,53 @@ func TestNetworkFilterFailure(t *testing.T) {
 				t.Errorf("another connection: %q, %v", got, err)
 			}
 		})
+	}
+}
+
+// TestSDKNetworkFilter: a network filter written with wasmgate's own SDK
+// (sdk/examples/linefilter, built here with the Go toolchain) holds a
+// line until its end, lets allowed lines through, and closes the
+// connection before a denied one reaches the upstream.
+func TestSDKNetworkFilter(t *testing.T) {
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go toolchain to build the example")
+	}
+	wasmFile := filepath.Join(t.TempDir(), "linefilter.wasm")
+	cmd := exec.Command(gotool, "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-o", wasmFile, ".")
+	cmd.Dir = "../sdk/examples/linefilter"
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the example: %v\n%s", err, b)
+	}
+	echo := newEchoServer(t)
+	cfg := strings.Replace(networkConfig, "tcpfilter", "linefilter", 2) + `  config: {"deny": ["FLUSHALL", "config"]}` + "\n"
+	p := e2e.Start(t, cfg, map[string]string{"wasm": wasmFile, "echo": echo.ln.Addr().String()})
+	c, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	io.WriteString(c, "GET ke")
+	time.Sleep(20 * time.Millisecond)
+	io.WriteString(c, "y\r\nSET a 1\r\n")
+	for _, want := range []string{"GET key\r\n", "SET a 1\r\n"} {
+		if got, err := r.ReadString('\n'); err != nil || got != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	io.WriteString(c, "Config set dir /tmp\r\n")
+	if rest, err := io.ReadAll(r); err != nil || len(rest) > 0 {
+		t.Errorf("after a denied line: %q, %v; want the connection closed", rest, err)
+	}
+	waitFor(t, func() bool { return p.Metric("linefilter.denied") == 1 })
+	if n := p.Metric("linefilter.connections"); n != 1 {
+		t.Errorf("connections counted %v", n)
+	}
+	waitFor(t, func() bool { return len(echo.received()) == 1 })
+	if got := echo.received()[0]; got != "GET key\r\nSET a 1\r\n" {
+		t.Errorf("the upstream received %q", got)
 	}
 }

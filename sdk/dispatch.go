@@ -102,7 +102,7 @@ func onContextCreate(id, parent uint32) {
 		r = new(Request)
 	}
 	*r = Request{id: id, root: root}
-	r.resp.r = r
+	r.resp.r, r.conn.r = r, r
 	streams.put(r)
 }
 
@@ -288,6 +288,10 @@ func onResponseTrailers(id, _ uint32) Action {
 func onLog(id uint32) {
 	r, f := stream(id)
 	if r == nil {
+		return
+	}
+	if r.isConn {
+		leave() // a connection's: OnConnectionClose has told the filter
 		return
 	}
 	f.OnLog(r)

@@ -53,6 +53,22 @@ func proxyOnLog(id uint32) { onLog(id) }
 //go:wasmexport proxy_on_delete
 func proxyOnDelete(id uint32) { onDelete(id) }
 
+//go:wasmexport proxy_on_new_connection
+func proxyOnNewConnection(id uint32) uint32 { return uint32(onNewConnection(id)) }
+
+//go:wasmexport proxy_on_downstream_data
+func proxyOnDownstreamData(id, size, eos uint32) uint32 {
+	return uint32(onConnData(id, size, eos != 0, false))
+}
+
+//go:wasmexport proxy_on_upstream_data
+func proxyOnUpstreamData(id, size, eos uint32) uint32 {
+	return uint32(onConnData(id, size, eos != 0, true))
+}
+
+//go:wasmexport proxy_on_downstream_connection_close
+func proxyOnDownstreamConnectionClose(id, peer uint32) { onDownstreamClose(id, peer) }
+
 //go:wasmexport proxy_on_http_call_response
 func proxyOnHTTPCallResponse(root, token, headers, bodySize, trailers uint32) {
 	onHTTPCallResponse(root, token, headers, bodySize, trailers)

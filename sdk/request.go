@@ -17,6 +17,10 @@ type Request struct {
 	bodySize    uint32
 	endOfStream bool
 	resp        Response
+	// isConn: the context is a connection's (a network filter's), not
+	// a request's; conn is its view.
+	isConn bool
+	conn   Conn
 }
 
 // Response is the response to a Request, as a filter sees it.

@@ -597,3 +597,102 @@ func TestStreamTable(t *testing.T) {
 		t.Errorf("len = %d after removing all", st.len())
 	}
 }
+
+// netFilter is a network filter: it holds the client's bytes until a
+// line ends, upper-cases the upstream's, counts its connections in their
+// state, and records how each closed.
+type netFilter struct {
+	BaseFilter
+	closes []Peer
+	logs   int
+}
+
+func (f *netFilter) OnNewConnection(c *Conn) Action {
+	c.SetState(0)
+	return Continue
+}
+
+func (f *netFilter) OnDownstreamData(c *Conn, end bool) Action {
+	b, err := c.Downstream()
+	if err != nil {
+		return Continue
+	}
+	if !end && !bytes.HasSuffix(b, []byte("\n")) {
+		return Pause
+	}
+	c.SetState(c.State().(int) + 1)
+	if string(b) == "close\n" {
+		c.Close()
+		return Pause
+	}
+	return Continue
+}
+
+func (f *netFilter) OnUpstreamData(c *Conn, end bool) Action {
+	b, _ := c.Upstream()
+	c.SetUpstream(bytes.ToUpper(b))
+	return Continue
+}
+
+func (f *netFilter) OnConnectionClose(c *Conn, peer Peer) { f.closes = append(f.closes, peer) }
+
+func (f *netFilter) OnLog(*Request) { f.logs++ }
+
+// TestNetworkFilter: a Filter that implements NetworkFilter gets a
+// connection's callbacks, reads and replaces its bytes, keeps state per
+// connection, resumes and closes it, and is told how it closed; OnLog is
+// not called for a connection. A Filter that does not implement it
+// continues.
+func TestNetworkFilter(t *testing.T) {
+	reset(t)
+	f := &netFilter{}
+	Register(func([]byte) (Filter, error) { return f, nil })
+	if !configure(t, "") {
+		t.Fatal("configure failed")
+	}
+	onContextCreate(2, 1)
+	if a := onNewConnection(2); a != Continue {
+		t.Fatalf("new connection: %v", a)
+	}
+	mem.buffers[abi.BufferDownstreamData] = []byte("par")
+	if a := onConnData(2, 3, false, false); a != Pause {
+		t.Errorf("a partial line: %v, want pause", a)
+	}
+	mem.buffers[abi.BufferDownstreamData] = []byte("partial\n")
+	if a := onConnData(2, 8, false, false); a != Continue {
+		t.Errorf("a whole line: %v", a)
+	}
+	mem.buffers[abi.BufferUpstreamData] = []byte("answer")
+	if a := onConnData(2, 6, true, true); a != Continue || string(mem.buffers[abi.BufferUpstreamData]) != "ANSWER" {
+		t.Errorf("upstream data: %v %q", a, mem.buffers[abi.BufferUpstreamData])
+	}
+	mem.buffers[abi.BufferDownstreamData] = []byte("close\n")
+	onConnData(2, 6, false, false)
+	if len(mem.closed) != 1 || mem.closed[0] != abi.StreamDownstream {
+		t.Errorf("closed streams %v, want the downstream", mem.closed)
+	}
+	if got := streams.get(2).conn.State(); got != 2 {
+		t.Errorf("state %v, want 2 lines", got)
+	}
+	onDownstreamClose(2, uint32(abi.PeerLocal))
+	onLog(2)
+	onDelete(2)
+	if !reflect.DeepEqual(f.closes, []Peer{PeerLocal}) || f.logs != 0 {
+		t.Errorf("closes %v, logs %d", f.closes, f.logs)
+	}
+	if curRoot != nil || curStream != nil {
+		t.Error("a callback left its context entered")
+	}
+
+	reset(t)
+	Register(func([]byte) (Filter, error) { return &recorder{}, nil })
+	configure(t, "")
+	onContextCreate(2, 1)
+	if a := onNewConnection(2); a != Continue {
+		t.Errorf("an HTTP filter on a connection: %v", a)
+	}
+	mem.buffers[abi.BufferDownstreamData] = []byte("x")
+	if a := onConnData(2, 1, false, false); a != Continue {
+		t.Errorf("an HTTP filter's bytes: %v", a)
+	}
+}
