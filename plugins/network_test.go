@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -279,5 +280,53 @@ func TestSDKNetworkFilter(t *testing.T) {
 	waitFor(t, func() bool { return len(echo.received()) == 1 })
 	if got := echo.received()[0]; got != "GET key\r\nSET a 1\r\n" {
 		t.Errorf("the upstream received %q", got)
+	}
+}
+
+// TestNetworkFilterConcurrent: connections in parallel through a network
+// filter each get their own context and their own bytes back, whatever
+// instance of the plugin's pool serves them.
+func TestNetworkFilterConcurrent(t *testing.T) {
+	wasmFile, _ := filepath.Abs("../proxy/wasm/testdata/tcpfilter.wasm")
+	echo := newEchoServer(t)
+	p := e2e.Start(t, networkConfig, map[string]string{"wasm": wasmFile, "echo": echo.ln.Addr().String()})
+	addr := strings.TrimPrefix(p.URL, "http://")
+	const conns, lines = 32, 50
+	errs := make(chan error, conns)
+	for i := range conns {
+		go func() {
+			errs <- func() error {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				r := bufio.NewReader(c)
+				for j := range lines {
+					msg := fmt.Sprintf("conn %d line %d\n", i, j)
+					if _, err := io.WriteString(c, msg); err != nil {
+						return err
+					}
+					got, err := r.ReadString('\n')
+					if err != nil {
+						return err
+					}
+					if got != strings.ToUpper(msg) {
+						return fmt.Errorf("sent %q, got %q", msg, got)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	waitFor(t, func() bool { return p.Metric("done") == conns })
+	if n := p.Metric("connections"); n != conns {
+		t.Errorf("connections %v, want %d", n, conns)
 	}
 }
