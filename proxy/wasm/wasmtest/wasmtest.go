@@ -12,6 +12,10 @@
 //	h, err := wasmtest.Load("authz.wasm", wasmtest.Options{Config: cfg})
 //	res, err := h.Do(wasmtest.NewRequest("GET /admin", "authorization", "Bearer ..."))
 //	// res.Status, res.Header, res.Body, res.Upstream, res.Logs
+//
+// Connect runs the plugin as a network (L4) filter instead: a Conn takes
+// a connection's bytes in each direction and returns what the filter lets
+// through.
 package wasmtest
 
 import (
@@ -78,6 +82,7 @@ type Options struct {
 type Harness struct {
 	shared *state
 	f      filter.Factory
+	cfg    config.RawConfig // Configure's; nil for the plugin's own
 }
 
 type state struct {
@@ -174,7 +179,7 @@ func (h *Harness) Configure(cfg []byte) (*Harness, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Harness{shared: h.shared, f: f}, nil
+	return &Harness{shared: h.shared, f: f, cfg: config.RawConfig(cfg)}, nil
 }
 
 // Close stops the plugin. Views made by Configure stop with it.

@@ -133,3 +133,56 @@ func BenchmarkHarness(b *testing.B) {
 		}
 	}
 }
+
+// TestConn drives a network filter (the host's tcpfilter test module,
+// built with the proxy-wasm Go SDK) with no socket: held partial lines
+// gather, bytes are rewritten both ways, a held line comes out when the
+// filter's tick resumes it, a denied line closes the connection, and the
+// close and log callbacks run once per connection.
+func TestConn(t *testing.T) {
+	h, err := wasmtest.Load("../testdata/tcpfilter.wasm", wasmtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := h.Connect(wasmtest.ConnOptions{Remote: "10.1.2.3:5555", Cluster: "redis"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, err := c.Downstream([]byte("hel"), false); err != nil || up != nil {
+		t.Errorf("a partial line: %q, %v; want it held", up, err)
+	}
+	if up, err := c.Downstream([]byte("lo secret\n"), false); err != nil || string(up) != "hello ******\n" {
+		t.Errorf("the whole line: %q, %v", up, err)
+	}
+	if down, err := c.Upstream([]byte("pong\n"), false); err != nil || string(down) != "PONG\n" {
+		t.Errorf("upstream: %q, %v", down, err)
+	}
+	if up, err := c.Downstream([]byte("PROPS\n"), false); err != nil || !strings.Contains(string(up), "source=10.1.2.3:5555") ||
+		!strings.Contains(string(up), "cluster=redis") {
+		t.Errorf("properties: %q, %v", up, err)
+	}
+	if up, err := c.Downstream([]byte("HOLD\n"), false); err != nil || up != nil {
+		t.Errorf("HOLD: %q, %v; want it held", up, err)
+	}
+	if up, err := c.Resume(); err != nil || string(up) != "HOLD\n" {
+		t.Errorf("after the tick: %q, %v", up, err)
+	}
+	c.Close()
+	if _, err := c.Downstream([]byte("late\n"), false); err != wasmtest.ErrClosed {
+		t.Errorf("after Close: %v", err)
+	}
+
+	c2, err := h.Connect(wasmtest.ConnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Downstream([]byte("DENY\n"), false); err != wasmtest.ErrClosed || !c2.Closed() {
+		t.Errorf("DENY: %v, closed %v", err, c2.Closed())
+	}
+	for name, want := range map[string]float64{"connections": 2, "closes_remote": 1, "closes_local": 1, "done": 2} {
+		if got, _ := h.Metric(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
