@@ -1,17 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -263,6 +266,7 @@ func newPluginTestCmd() *cobra.Command {
 		headers, clusters         []string
 		tlsVersion, peer          string
 		debug                     bool
+		tcpDown, tcpUp            []string
 	)
 	cmd := &cobra.Command{
 		Use:   "test FILE|builtin:NAME",
@@ -272,7 +276,9 @@ runs, and print the request as it would reach the upstream (which answers 200
 "upstream"), the response the client would get, the plugin's logs and metrics.`,
 		Example: `  wasmgate plugin test hello.wasm --request 'GET /hello' --config '{"greeting":"hi"}'
   wasmgate plugin test authz.wasm --request 'GET /admin' -H 'authorization: Bearer eyJ...' \
-      --config "$(cat authz.json)" --cluster jwks=http://127.0.0.1:9000`,
+      --config "$(cat authz.json)" --cluster jwks=http://127.0.0.1:9000
+  wasmgate plugin test linefilter.wasm --config '{"deny":["FLUSHALL"]}' \
+      --tcp 'GET a\r\n' --tcp 'FLUSH' --tcp 'ALL\r\n'      # a network (L4) filter`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := wasmtest.Options{Config: []byte(cfg), VMConfig: []byte(vmCfg)}
@@ -298,6 +304,9 @@ runs, and print the request as it would reach the upstream (which answers 200
 				return &exitError{code: exitInvalid, err: err}
 			}
 			defer h.Close()
+			if len(tcpDown) > 0 || len(tcpUp) > 0 {
+				return testConnection(cmd.OutOrStdout(), h, tcpDown, tcpUp, tlsVersion, peer)
+			}
 			req := wasmtest.NewRequest(request)
 			for _, hv := range headers {
 				k, v, ok := strings.Cut(hv, ":")
@@ -335,7 +344,89 @@ runs, and print the request as it would reach the upstream (which answers 200
 	f.StringVar(&tlsVersion, "tls", "", "pretend the client connected with TLS of this version (TLSv1.2, TLSv1.3)")
 	f.StringVar(&peer, "peer", "", "pretend the client presented a verified certificate with this URI SAN (implies --tls)")
 	f.BoolVar(&debug, "debug", false, "show the plugin's debug logs")
+	f.StringArrayVar(&tcpDown, "tcp", nil, "run the plugin as a network (L4) filter: bytes the client sends, one read each (repeatable; Go escapes such as \\r\\n)")
+	f.StringArrayVar(&tcpUp, "tcp-upstream", nil, "bytes the upstream sends back, after the client's (repeatable; with --tcp)")
 	return cmd
+}
+
+// testConnection runs one connection through the plugin as a network
+// filter: the client's reads, then the upstream's, then the client's
+// close, and prints what each direction passed on.
+func testConnection(w io.Writer, h *wasmtest.Harness, down, up []string, tlsVersion, peer string) error {
+	var o wasmtest.ConnOptions
+	if tlsVersion != "" || peer != "" {
+		o.TLS = &filter.TLSInfo{Version: cmp.Or(tlsVersion, "TLSv1.3")}
+		if peer != "" {
+			o.TLS.PeerPresented, o.TLS.PeerVerified = true, true
+			o.TLS.PeerURISANs = []string{peer}
+		}
+	}
+	fmt.Fprintln(w, "connection (network filter)")
+	logStart := len(h.Logs())
+	c, err := h.Connect(o)
+	switch {
+	case errors.Is(err, wasmtest.ErrClosed):
+		fmt.Fprintln(w, "  closed by the plugin when it opened")
+	case errors.Is(err, wasmtest.ErrNotResumed):
+		fmt.Fprintln(w, "  held by the plugin when it opened, never let go")
+	case err != nil:
+		return err
+	}
+	step := func(label string, raw string, send func([]byte, bool) ([]byte, error)) bool {
+		b := unescape(raw)
+		out, err := send(b, false)
+		fmt.Fprintf(w, "  %s %q: ", label, b)
+		switch {
+		case errors.Is(err, wasmtest.ErrClosed):
+			fmt.Fprintln(w, "the plugin closed the connection")
+			return false
+		case err != nil:
+			fmt.Fprintln(w, err)
+			return false
+		case out == nil:
+			fmt.Fprintln(w, "held")
+		default:
+			fmt.Fprintf(w, "passed on %q\n", out)
+		}
+		return true
+	}
+	if err == nil {
+		ok := true
+		for _, s := range down {
+			if ok = step("client sent", s, c.Downstream); !ok {
+				break
+			}
+		}
+		for _, s := range up {
+			if !ok {
+				break
+			}
+			ok = step("upstream sent", s, c.Upstream)
+		}
+		c.Close()
+	}
+	if logs := h.Logs()[logStart:]; len(logs) > 0 {
+		fmt.Fprintln(w, "logs")
+		for _, l := range logs {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	if m, err := h.Metrics(); err == nil && len(m) > 0 {
+		fmt.Fprintln(w, "metrics")
+		for _, n := range slices.Sorted(maps.Keys(m)) {
+			fmt.Fprintf(w, "  %s = %g\n", n, m[n])
+		}
+	}
+	return nil
+}
+
+// unescape reads Go escapes (\r, \n, \x00, ...) in s; s as it is when
+// it has none that parse.
+func unescape(s string) []byte {
+	if u, err := strconv.Unquote(`"` + strings.ReplaceAll(s, `"`, `\"`) + `"`); err == nil {
+		return []byte(u)
+	}
+	return []byte(s)
 }
 
 // proxyTo answers a cluster's calls by forwarding them to target.

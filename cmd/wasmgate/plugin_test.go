@@ -78,3 +78,23 @@ func TestPluginBuiltins(t *testing.T) {
 		t.Errorf("extract: %v\n%s", err, out)
 	}
 }
+
+// TestPluginTestTCP: plugin test --tcp runs a network filter through one
+// connection and prints what each read passed on, held or closed.
+func TestPluginTestTCP(t *testing.T) {
+	wasm := "../../proxy/wasm/testdata/tcpfilter.wasm"
+	out, err := runCLI(t, "plugin", "test", wasm, "--tcp", `par`, "--tcp", `tial secret\n`, "--tcp-upstream", `ok\n`)
+	if err != nil {
+		t.Fatalf("test: %v\n%s", err, out)
+	}
+	for _, want := range []string{`client sent "par": held`, `client sent "tial secret\n": passed on "partial ******\n"`,
+		`upstream sent "ok\n": passed on "OK\n"`, "connections = 1", "closes_remote = 1", "done = 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runCLI(t, "plugin", "test", wasm, "--tcp", `DENY\n`, "--tcp", `never\n`)
+	if err != nil || !strings.Contains(out, "the plugin closed the connection") || strings.Contains(out, "never") {
+		t.Errorf("a denied line: %v\n%s", err, out)
+	}
+}
