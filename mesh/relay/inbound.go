@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
@@ -56,7 +57,7 @@ type Inbound struct {
 	app  string
 	self string // the sidecar's SPIFFE ID, for flow records
 	log  *zap.Logger
-	cs   conns
+	cs   conntrack.Set
 	tel  atomic.Pointer[telemetry.Pipeline]
 }
 
@@ -115,11 +116,11 @@ func (in *Inbound) Serve(ln net.Listener) {
 			continue
 		}
 		backoff = 0
-		if !in.cs.add(c) {
+		if !in.cs.Add(c) {
 			continue
 		}
 		go func() {
-			defer in.cs.done(c)
+			defer in.cs.Done(c)
 			in.serve(c)
 		}()
 	}
@@ -127,7 +128,7 @@ func (in *Inbound) Serve(ln net.Listener) {
 
 // Close ends every connection and waits for them; close the listener
 // first.
-func (in *Inbound) Close() { in.cs.closeAll() }
+func (in *Inbound) Close() { in.cs.CloseAll(); in.cs.Wait() }
 
 // mode is the mode in force: the service's peer_authentication, else the
 // sidecar's own.
@@ -168,11 +169,11 @@ func (in *Inbound) serve(raw net.Conn) {
 		_ = down.Close()
 		return
 	}
-	if !in.cs.add(up) {
+	if !in.cs.Add(up) {
 		_ = down.Close()
 		return
 	}
-	defer in.cs.done(up)
+	defer in.cs.Done(up)
 	f.n = &counts{}
 	f.reason = pipe(down, up, f.n, in.o.IdleTimeout)
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/proxy/balancer"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
@@ -53,7 +54,7 @@ type Endpoint struct {
 type Outbound struct {
 	o   OutboundOptions
 	log *zap.Logger
-	cs  conns
+	cs  conntrack.Set
 	tel atomic.Pointer[telemetry.Pipeline]
 
 	mu        sync.Mutex
@@ -240,11 +241,11 @@ func (o *Outbound) Listen(name, addr string) (net.Addr, error) {
 // Handle relays c, a connection of the app, to the service name, on a
 // goroutine of its own; it closes c when done.
 func (o *Outbound) Handle(c net.Conn, name string) {
-	if !o.cs.add(c) {
+	if !o.cs.Add(c) {
 		return
 	}
 	go func() {
-		defer o.cs.done(c)
+		defer o.cs.Done(c)
 		o.relay(c, name)
 	}()
 }
@@ -257,7 +258,8 @@ func (o *Outbound) Close() {
 	}
 	o.listeners = nil
 	o.mu.Unlock()
-	o.cs.closeAll()
+	o.cs.CloseAll()
+	o.cs.Wait()
 }
 
 func (o *Outbound) relay(down net.Conn, name string) {
@@ -281,11 +283,11 @@ func (o *Outbound) relay(down net.Conn, name string) {
 		return
 	}
 	defer h.active.Add(-1)
-	if !o.cs.add(up) {
+	if !o.cs.Add(up) {
 		_ = down.Close()
 		return
 	}
-	defer o.cs.done(up)
+	defer o.cs.Done(up)
 	cs := up.ConnectionState()
 	f.destination = h.addr
 	f.destID = tlsconf.PeerSPIFFEID(&cs)

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,49 +53,6 @@ const (
 	reasonError      = "error"
 	reasonShutdown   = "local_close"
 )
-
-// conns tracks open connections so that Close ends them.
-type conns struct {
-	mu     sync.Mutex
-	open   map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-}
-
-// add registers c; it returns false once closing began (c is then
-// closed).
-func (cs *conns) add(c net.Conn) bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if cs.closed {
-		_ = c.Close()
-		return false
-	}
-	if cs.open == nil {
-		cs.open = map[net.Conn]struct{}{}
-	}
-	cs.open[c] = struct{}{}
-	cs.wg.Add(1)
-	return true
-}
-
-func (cs *conns) done(c net.Conn) {
-	cs.mu.Lock()
-	delete(cs.open, c)
-	cs.mu.Unlock()
-	cs.wg.Done()
-}
-
-// closeAll closes every connection and waits for their goroutines.
-func (cs *conns) closeAll() {
-	cs.mu.Lock()
-	cs.closed = true
-	for c := range cs.open {
-		_ = c.Close()
-	}
-	cs.mu.Unlock()
-	cs.wg.Wait()
-}
 
 // counts are the bytes of one relayed connection.
 type counts struct {

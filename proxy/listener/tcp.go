@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
@@ -18,7 +18,7 @@ import (
 // goroutine of its own, which must close it. sockets, when set, wraps the
 // socket first, as Handler.Sockets does.
 func (l *Listener) ServeTCP(serve func(net.Conn), sockets func(net.Listener) net.Listener, log *zap.Logger) {
-	l.tcp = &tcpConns{open: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	l.tcp = &tcpConns{done: make(chan struct{})}
 	var ln net.Listener = l.gen
 	if sockets != nil {
 		ln = sockets(ln)
@@ -37,12 +37,11 @@ func (l *Listener) ServeTCP(serve func(net.Conn), sockets func(net.Listener) net
 				}
 				return
 			}
-			if !l.tcp.add(c) {
-				_ = c.Close()
+			if !l.tcp.open.Add(c) {
 				continue
 			}
 			go func() {
-				defer l.tcp.remove(c)
+				defer l.tcp.open.Done(c)
 				serve(c)
 			}()
 		}
@@ -51,33 +50,11 @@ func (l *Listener) ServeTCP(serve func(net.Conn), sockets func(net.Listener) net
 
 // tcpConns are the open connections of a TCP listener.
 type tcpConns struct {
-	mu      sync.Mutex
-	open    map[net.Conn]struct{}
-	closing bool
-	done    chan struct{} // closed when the accept loop returns
+	open conntrack.Set
+	done chan struct{} // closed when the accept loop returns
 }
 
-func (t *tcpConns) add(c net.Conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closing {
-		return false
-	}
-	t.open[c] = struct{}{}
-	return true
-}
-
-func (t *tcpConns) remove(c net.Conn) {
-	t.mu.Lock()
-	delete(t.open, c)
-	t.mu.Unlock()
-}
-
-func (t *tcpConns) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.open)
-}
+func (t *tcpConns) count() int { return t.open.Len() }
 
 // stop stops accepting, lets the open connections end by themselves
 // until gentle is done, then closes those left; hard bounds the wait for
@@ -95,23 +72,14 @@ func (t *tcpConns) stop(l *Listener, gentle, hard context.Context) error {
 		}
 		select {
 		case <-soft:
-			t.closeAll()
+			t.open.CloseAll()
 			closed = true
 		case <-hard.Done():
-			t.closeAll()
+			t.open.CloseAll()
 			return hard.Err()
 		case <-tick.C:
 		}
 	}
 	l.front.shutdown(hard)
 	return nil
-}
-
-func (t *tcpConns) closeAll() {
-	t.mu.Lock()
-	t.closing = true
-	for c := range t.open {
-		_ = c.Close()
-	}
-	t.mu.Unlock()
 }
