@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy/accesslog"
 	"github.com/wasmgate/wasmgate/proxy/cluster"
 	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
@@ -124,7 +125,7 @@ func (s *Server) serveTCP(name string, c net.Conn) {
 	tl.stats.Active.Inc()
 	defer tl.stats.Active.Dec()
 	t := &tcpConn{
-		down: c, x: x, tl: tl, heldAt: -1,
+		srv: s, down: c, x: x, tl: tl, heldAt: -1,
 		events: make(chan tcpEvent), resume: make(chan struct{}, 1), closed: make(chan struct{}),
 		log: s.log.With(zap.String("listener", name), zap.Uint64("connection", x.Conn.ID)),
 	}
@@ -159,6 +160,8 @@ type tcpSide struct {
 	wr         chan []byte
 	heldAck    chan struct{} // the reader's answer, held back
 	read       prometheus.Counter
+	received   int64 // bytes read from the side's end
+	sent       int64 // bytes written to the other end
 }
 
 // waiting is how many of the side's bytes the connection holds.
@@ -169,6 +172,7 @@ func (s *tcpSide) done() bool { return s.closeSent && s.writing == 0 }
 
 // tcpConn is one connection of a TCP listener.
 type tcpConn struct {
+	srv     *Server
 	down    net.Conn
 	up      net.Conn // nil until connected
 	x       *filter.Exchange
@@ -190,6 +194,17 @@ type tcpConn struct {
 	connected bool // on_new_connection has passed every filter
 	// downPeer is who ended the client's side, as the filters hear it.
 	downPeer filter.PeerType
+	// why is the access log's details when the connection did not end
+	// with both sides' ends (with x.Flags).
+	why string
+}
+
+// fail records why the connection ends early, the first reason only.
+func (t *tcpConn) fail(flag filter.Flags, why string) {
+	if t.why == "" {
+		t.x.Flags |= flag
+		t.why = why
+	}
 }
 
 var _ filter.NetControl = (*tcpConn)(nil)
@@ -219,6 +234,7 @@ func (t *tcpConn) run() {
 			}
 			t.log.Warn("network filter failed; closing the connection", zap.String("filter", f.Name()), zap.Error(err))
 			t.downPeer = filter.PeerLocal
+			t.fail(filter.FlagFilterFailed, "filter_failed")
 			return
 		}
 		t.streams = append(t.streams, st)
@@ -242,9 +258,11 @@ func (t *tcpConn) run() {
 			}
 		case <-t.closed:
 			t.downPeer = filter.PeerLocal
+			t.fail(0, "filter_closed")
 			return
 		case <-idle.C:
 			t.downPeer = filter.PeerLocal
+			t.fail(0, "idle_timeout")
 			t.log.Debug("connection idle; closing")
 			return
 		}
@@ -332,6 +350,11 @@ func (t *tcpConn) connect() bool {
 	}
 	t.log.Debug("no endpoint of the cluster could be reached", zap.String("cluster", t.tl.name))
 	t.downPeer = filter.PeerLocal
+	if tried == nil {
+		t.fail(filter.FlagNoHealthyUpstream, "no_healthy_upstream")
+	} else {
+		t.fail(filter.FlagUpstreamConnectFailure, "upstream_connect_failure")
+	}
 	return false
 }
 
@@ -409,11 +432,15 @@ func (t *tcpConn) event(ev tcpEvent) bool {
 		if ev.err != nil {
 			if s == &t.us {
 				t.downPeer = filter.PeerRemote // the client went away
+				t.fail(filter.FlagDownstreamTerminated, "downstream_write_failed")
+			} else {
+				t.fail(filter.FlagUpstreamReset, "upstream_write_failed")
 			}
 			return false
 		}
 		s.writing = 0
 		if ev.data != nil {
+			s.sent += int64(len(ev.data))
 			s.spare = ev.data[:0]
 		}
 		if s.heldAck != nil && s.waiting() <= tcpBufferLimit {
@@ -427,11 +454,15 @@ func (t *tcpConn) event(ev tcpEvent) bool {
 		// A reset, or a failed read: nothing more moves either way.
 		if s == &t.ds {
 			t.downPeer = filter.PeerRemote
+			t.fail(filter.FlagDownstreamTerminated, "downstream_reset")
+		} else {
+			t.fail(filter.FlagUpstreamReset, "upstream_reset")
 		}
 		return false
 	}
 	s.buf.B = append(s.buf.B, ev.data...)
 	s.read.Add(float64(len(ev.data)))
+	s.received += int64(len(ev.data))
 	if s.waiting() > tcpBufferLimit {
 		s.heldAck = ev.ack
 	} else {
@@ -458,6 +489,7 @@ func (t *tcpConn) downstream(i int) bool {
 	for ; i < len(t.streams); i++ {
 		if t.streams[i].OnDownstreamData(&t.ds.buf, t.ds.ended) != filter.Continue {
 			if t.isClosed() {
+				t.fail(0, "filter_closed")
 				return false
 			}
 			t.heldAt = i
@@ -475,7 +507,11 @@ func (t *tcpConn) downstream(i int) bool {
 func (t *tcpConn) upstream() bool {
 	for i := len(t.streams) - 1; i >= 0; i-- {
 		if t.streams[i].OnUpstreamData(&t.us.buf, t.us.ended) != filter.Continue {
-			return !t.isClosed()
+			if t.isClosed() {
+				t.fail(0, "filter_closed")
+				return false
+			}
+			return true
 		}
 	}
 	t.pass(&t.us)
@@ -532,6 +568,35 @@ func (t *tcpConn) finish() {
 	for _, st := range t.streams {
 		st.Done()
 	}
+	t.accessLog()
+}
+
+// accessLog writes the connection's line to the live access log, if
+// there is one: protocol TCP, the bytes each way, the duration, the
+// upstream, and why it ended when it ended early (details, and flags).
+func (t *tcpConn) accessLog() {
+	snap := t.srv.acquire()
+	if snap == nil {
+		return
+	}
+	defer snap.release()
+	if snap.log == nil {
+		return
+	}
+	e := snap.log.Acquire()
+	x := t.x
+	e.Start, e.Duration = x.Start, time.Since(x.Start)
+	e.RemoteAddr = x.Conn.Remote.AppendTo(e.RemoteAddr)
+	e.Protocol, e.Listener = "TCP", x.Listener
+	e.UpstreamClust, e.UpstreamHost = x.Cluster, x.UpstreamAddr
+	e.BytesReceived, e.BytesSent = t.ds.received, t.us.sent
+	e.Flags, e.Details = x.Flags, t.why
+	for i, d := range snap.log.Dynamic() {
+		if v, ok := x.FilterState[d.Name]; ok && d.Source == accesslog.FilterState {
+			e.SetDynamic(i, v)
+		}
+	}
+	snap.log.Log(e)
 }
 
 // closeWrite half-closes c when it can (TCP, or TLS with close_notify),

@@ -6,8 +6,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +59,9 @@ func deadAddr(t *testing.T) string {
 }
 
 const tcpProxyConfig = `
+access_log:
+  path: "{{log}}"
+  fields: [start_time, downstream_remote_address, protocol, listener, upstream_cluster, upstream_host, bytes_received, bytes_sent, duration_ms, response_flags, details]
 listeners:
 - name: tcp
   address: 127.0.0.1:0
@@ -99,7 +105,8 @@ func greetAt(t *testing.T, addr string) (net.Conn, *bufio.Reader, string) {
 // loss, and a reload sends new connections to the new cluster while an
 // open one stays where it is.
 func TestTCPProxy(t *testing.T) {
-	v := vars{"echo": tcpEcho(t, "echo"), "other": tcpEcho(t, "other"), "dead": deadAddr(t), "cluster": "echo"}
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	v := vars{"echo": tcpEcho(t, "echo"), "other": tcpEcho(t, "other"), "dead": deadAddr(t), "cluster": "echo", "log": logFile}
 	e := newEnv(t, tcpProxyConfig, v)
 
 	// Round robin puts every other connection on the dead endpoint
@@ -163,6 +170,33 @@ func TestTCPProxy(t *testing.T) {
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if b, err := io.ReadAll(nc); err != nil || len(b) > 0 {
 		t.Errorf("with no endpoint: %q, %v; want the connection closed", b, err)
+	}
+
+	// Each connection has its access log line: the 8 MiB echo's, and the
+	// one that found no endpoint, with its reason.
+	var lines []map[string]any
+	var big, failed bool
+	for deadline := time.Now().Add(10 * time.Second); !(big && failed) && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		lines = lines[:0]
+		b, _ := os.ReadFile(logFile)
+		for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+			var m map[string]any
+			if json.Unmarshal(l, &m) == nil {
+				lines = append(lines, m)
+			}
+		}
+		for _, m := range lines {
+			big = big || m["bytes_received"] == float64(size) && m["bytes_sent"] == float64(size+len("echo\n")) && m["upstream_cluster"] == "echo"
+			failed = failed || m["details"] == "upstream_connect_failure" && m["upstream_cluster"] == "nowhere" && m["response_flags"] == "UF"
+		}
+	}
+	for _, m := range lines {
+		if m["protocol"] != "TCP" || m["listener"] != "tcp" {
+			t.Errorf("access log line %v", m)
+		}
+	}
+	if !big || !failed {
+		t.Errorf("access log lacks the 8 MiB echo (%v) or the failed connect (%v):\n%v", big, failed, lines)
 	}
 }
 
