@@ -118,9 +118,6 @@ func (s *Server) serveTCP(name string, c net.Conn) {
 	x.Conn = &filter.ConnInfo{ID: tcpConnIDs.Add(1), Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr()), TLS: tlsInfo}
 	x.Listener, x.Cluster = name, tl.name
 	x.Upstreams, x.Node, x.Start = snap.Clusters, snap.node, time.Now()
-	// The snapshot's reference is for the set-up only: a connection may
-	// live for hours, and its filters hold their plugins themselves.
-	snap.release()
 	tl.stats.Connections.Inc()
 	tl.stats.Active.Inc()
 	defer tl.stats.Active.Dec()
@@ -129,7 +126,14 @@ func (s *Server) serveTCP(name string, c net.Conn) {
 		events: make(chan tcpEvent), resume: make(chan struct{}, 1), closed: make(chan struct{}),
 		log: s.log.With(zap.String("listener", name), zap.Uint64("connection", x.Conn.ID)),
 	}
-	t.run()
+	ok := t.open()
+	// The snapshot's reference is for the set-up only: a connection may
+	// live for hours, and its filters hold their plugins themselves.
+	snap.release()
+	if ok {
+		t.run()
+	}
+	t.finish()
 }
 
 // tcpEvent is what a reader or a writer tells the driver.
@@ -148,8 +152,7 @@ type tcpEvent struct {
 // tcpSide is one direction of a connection: the bytes read from one end
 // on their way to the other.
 type tcpSide struct {
-	name string // "downstream" (the client's bytes) or "upstream"
-	buf  filter.Body
+	buf filter.Body
 	// out has passed the filters and waits for the writer; spare is a
 	// buffer the writer gave back.
 	out, spare []byte
@@ -220,11 +223,11 @@ func (t *tcpConn) ResumeDownstream() {
 // Close implements filter.NetControl.
 func (t *tcpConn) Close() { t.once.Do(func() { close(t.closed) }) }
 
-// run drives the connection to its end.
-func (t *tcpConn) run() {
-	defer t.finish()
-	t.ds = tcpSide{name: "downstream", wr: make(chan []byte, 1), read: t.tl.stats.BytesDown}
-	t.us = tcpSide{name: "upstream", wr: make(chan []byte, 1), read: t.tl.stats.BytesUp}
+// open makes the connection's filter states. It reports false when one
+// failed and the connection must close.
+func (t *tcpConn) open() bool {
+	t.ds = tcpSide{wr: make(chan []byte, 1), read: t.tl.stats.BytesDown}
+	t.us = tcpSide{wr: make(chan []byte, 1), read: t.tl.stats.BytesUp}
 	nc := &filter.NetConn{X: t.x, Control: t}
 	for _, f := range t.tl.filters {
 		st, err := f.NewConnection(nc)
@@ -235,10 +238,15 @@ func (t *tcpConn) run() {
 			t.log.Warn("network filter failed; closing the connection", zap.String("filter", f.Name()), zap.Error(err))
 			t.downPeer = filter.PeerLocal
 			t.fail(filter.FlagFilterFailed, "filter_failed")
-			return
+			return false
 		}
 		t.streams = append(t.streams, st)
 	}
+	return true
+}
+
+// run drives the connection to its end.
+func (t *tcpConn) run() {
 	go t.read(t.down, &t.ds)
 	go t.write(t.down, &t.us)
 	if !t.newConnection(0) {
