@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/internal/testpki"
+	"github.com/wasmgate/wasmgate/proxy/wasm"
 )
 
 // tcpEcho is a TCP server that greets each connection with its name and
@@ -234,9 +235,12 @@ clusters:
 	}
 }
 
-// BenchmarkTCPProxy is 64 KiB echoed through a TCP listener with no
-// filter, one round trip at a time on one connection: the proxy's cost
-// per byte, and per connection's chunk, with the echo on loopback.
+// BenchmarkTCPProxy is 64 KiB echoed through a TCP listener, one round
+// trip at a time on one connection, with the echo on loopback: the
+// proxy's cost per byte and per chunk. none has no filter; wasm has the
+// host's tcpfilter test module (built with the proxy-wasm Go SDK), which
+// reads every chunk both ways, holds the client's until a line ends and
+// upper-cases the upstream's: a filter that touches every byte.
 func BenchmarkTCPProxy(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -252,41 +256,58 @@ func BenchmarkTCPProxy(b *testing.B) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	cfg := `
+	wasmFile, _ := filepath.Abs("wasm/testdata/tcpfilter.wasm")
+	for _, set := range []struct{ name, filters string }{
+		{"none", ""},
+		{"wasm", "\n    filters: [{plugin: tcpfilter}]"},
+	} {
+		b.Run(set.name, func(b *testing.B) {
+			cfg := `
 listeners:
 - name: tcp
   address: 127.0.0.1:0
-  tcp_proxy: {cluster: echo}
+  tcp_proxy:
+    cluster: echo` + set.filters + `
 clusters:
 - name: echo
   endpoints: [{address: "` + ln.Addr().String() + `"}]
+plugins:
+- {name: tcpfilter, file: "` + wasmFile + `"}
 `
-	parsed, err := config.Parse([]byte(cfg), "bench.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := proxy.NewServer(proxy.Options{})
-	if err := srv.Apply(context.Background(), parsed, ""); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	c, err := net.Dial("tcp", srv.Addr("tcp").String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	msg := make([]byte, 64<<10)
-	back := make([]byte, len(msg))
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, back); err != nil {
-			b.Fatal(err)
-		}
+			parsed, err := config.Parse([]byte(cfg), "bench.yaml")
+			if err != nil {
+				b.Fatal(err)
+			}
+			host, err := wasm.NewHost(wasm.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer host.Close()
+			srv := proxy.NewServer(proxy.Options{Plugins: host})
+			if err := srv.Apply(context.Background(), parsed, ""); err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Shutdown(context.Background())
+			c, err := net.Dial("tcp", srv.Addr("tcp").String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := bytes.Repeat([]byte("A"), 64<<10)
+			msg[len(msg)-1] = '\n'
+			back := make([]byte, len(msg))
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
