@@ -350,24 +350,16 @@ func (c *Cluster) Endpoints() []*Endpoint { return c.endpoints }
 // Pick chooses an endpoint for a request, or returns nil when the cluster
 // has none. It is lock-free and allocates nothing.
 func (c *Cluster) Pick(ctx *fasthttp.RequestCtx) *Endpoint {
-	hs := c.hosts.Load()
-	if hs.lb == nil {
-		return nil
-	}
 	var h uint64
 	if c.hash.kind != hashNone {
 		h = c.hash.of(ctx)
 	}
-	i := hs.lb.Pick(h)
-	if i < 0 {
-		return nil
-	}
-	return hs.eps[i]
+	return c.PickConn(h)
 }
 
-// PickConn chooses an endpoint for a connection of a TCP listener; key
-// (a hash of the client's address) is what a consistent-hash cluster
-// hashes. It returns nil when the cluster has none.
+// PickConn chooses an endpoint for key, what a consistent-hash cluster
+// hashes (a request's hash policy, or a TCP listener's client address).
+// It returns nil when the cluster has none.
 func (c *Cluster) PickConn(key uint64) *Endpoint {
 	hs := c.hosts.Load()
 	if hs.lb == nil {

@@ -89,19 +89,20 @@ func (n netStream) data(t abi.BufferType, data *filter.Body, endOfStream bool) f
 }
 
 // OnDownstreamClose implements filter.NetworkStream.
-func (n netStream) OnDownstreamClose(peer filter.PeerType) {
-	s := n.s
-	s.callback(cbNetwork, func(in *instance) (uint64, error) {
-		_, err := in.invoke(in.fn.downstreamClose, uint64(s.id), uint64(peer))
-		return 0, err
-	}, filter.Pause)
-}
+func (n netStream) OnDownstreamClose(peer filter.PeerType) { n.closed(false, peer) }
 
 // OnUpstreamClose implements filter.NetworkStream.
-func (n netStream) OnUpstreamClose(peer filter.PeerType) {
+func (n netStream) OnUpstreamClose(peer filter.PeerType) { n.closed(true, peer) }
+
+// closed calls proxy_on_downstream_connection_close, or the upstream's.
+func (n netStream) closed(upstream bool, peer filter.PeerType) {
 	s := n.s
 	s.callback(cbNetwork, func(in *instance) (uint64, error) {
-		_, err := in.invoke(in.fn.upstreamClose, uint64(s.id), uint64(peer))
+		fn := in.fn.downstreamClose
+		if upstream {
+			fn = in.fn.upstreamClose
+		}
+		_, err := in.invoke(fn, uint64(s.id), uint64(peer))
 		return 0, err
 	}, filter.Pause)
 }

@@ -1,6 +1,7 @@
 package wasmtest
 
 import (
+	"cmp"
 	"errors"
 	"net/netip"
 	"sync"
@@ -87,14 +88,14 @@ func (h *Harness) Connect(o ConnOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	remote, err := netip.ParseAddrPort(or(o.Remote, "10.0.0.7:40000"))
+	remote, err := netip.ParseAddrPort(cmp.Or(o.Remote, "10.0.0.7:40000"))
 	if err != nil {
 		return nil, err
 	}
 	x := filter.NewExchange()
 	x.Conn = &filter.ConnInfo{ID: 1, Remote: remote, Local: netip.MustParseAddrPort("192.0.2.1:8443"), TLS: o.TLS}
-	x.Listener, x.Cluster = or(o.Listener, "main"), or(o.Cluster, "backend")
-	x.UpstreamAddr = or(o.Upstream, "192.0.2.9:6379")
+	x.Listener, x.Cluster = cmp.Or(o.Listener, "main"), cmp.Or(o.Cluster, "backend")
+	x.UpstreamAddr = cmp.Or(o.Upstream, "192.0.2.9:6379")
 	x.Node = h.shared.opts.Node
 	x.Start = time.Now()
 	c := &Conn{h: h, ctl: &connControl{resumed: make(chan struct{}, 1)}}
@@ -115,13 +116,6 @@ func (h *Harness) Connect(o ConnOptions) (*Conn, error) {
 		return c, ErrClosed
 	}
 	return c, ErrNotResumed
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // waitResume waits PauseTimeout for the filter to resume the connection
