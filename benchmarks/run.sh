@@ -9,17 +9,18 @@
 # --keep-scratch  keep the temporary directory (configs, logs) after the run
 # Every other argument goes to the compare program, e.g. --rounds 5,
 # --duration 20s, --warmup 3s, --connections 128, --scenarios nginx,wasmgate
-# (or groups: http1, filters, https, h3, reload), --payloads 16k,
+# (or groups: http1, filters, https, h3, reload, mesh), --payloads 16k,
 # --group-duration 10s, --proxy-cpu 1, --load-cpu 0, --nice -5 (favour the
 # pinned processes over other work on a shared machine), --open-rate 0 (no
 # fixed-rate latency runs).
 #
 # Default run: the http1 group, 3 rounds x 6 scenarios x 2 payloads x (2 s
 # warm-up + 10 s of wrk + 6 s of fixed-rate wasmgate bench), about 12
-# minutes; then the filters, https, h3 and reload groups, 3 rounds x 18
-# scenarios x (1 s warm-up + 5 s), about 6.5 more (17 minutes measured
-# on a quiet machine); plus the builds. About 22
-# at most when other work on the machine forces waits and retries.
+# minutes; then the filters, https, h3, reload and mesh groups, 3 rounds x
+# 21 scenarios x (1 s warm-up + 5 s), about 7.5 more (18 minutes measured
+# on a quiet machine); plus the builds. About 23 at most when other work
+# on the machine forces waits and retries; then the paired phases, about
+# 11 more for the filters' and the mesh's.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

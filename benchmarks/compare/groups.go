@@ -214,6 +214,10 @@ func renderGroups(w func(string, ...any), res *results) {
 				failed, on.rewrites, ratio(on.vsBase))
 		}
 	}
+
+	if has(groupMesh) {
+		renderMesh(w, res, pl, common)
+	}
 }
 
 // renderPairedFilters writes the filters' paired phase and judges the
@@ -455,9 +459,9 @@ func renderGroupsSVG(res *results) string {
 		panelTop = 34
 		margin   = 16
 	)
-	colors := map[string]string{groupFilters: "#4c78a8", groupHTTPS: "#f58518", groupH3: "#54a24b", groupReload: "#e45756"}
+	colors := map[string]string{groupFilters: "#4c78a8", groupHTTPS: "#f58518", groupH3: "#54a24b", groupReload: "#e45756", groupMesh: "#72b7b2"}
 	titles := map[string]string{groupFilters: "Wasm filters, HTTP/1.1", groupHTTPS: "HTTPS: HTTP/1.1 and HTTP/2 over TLS",
-		groupH3: "HTTP/3", groupReload: "Reload under load (wrk with a Lua counter)"}
+		groupH3: "HTTP/3", groupReload: "Reload under load (wrk with a Lua counter)", groupMesh: "Mesh: two proxies in a row (CPU of both)"}
 	type row struct {
 		head  string // a group heading, or
 		s     summary

@@ -140,7 +140,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&opt.pairedCycles, "paired", 10, "cycles of the paired phase after the rounds: every proxied http1 scenario started once, then short runs of each back to back in every cycle (0: skip)")
 	fs.DurationVar(&opt.pairedDur, "paired-duration", 2*time.Second, "measured wrk run of each scenario and payload in a paired cycle (whole seconds)")
 	fs.DurationVar(&opt.pairedWarmup, "paired-warmup", 500*time.Millisecond, "warm-up before each paired run")
-	fs.Float64Var(&opt.pairedRate, "paired-rate", 5000, "in the filters' paired phase, also send each filter set (and nginx) this many requests a second with `wasmgate bench --rate`, for -paired-duration after -paired-warmup, to measure proxy CPU per request at one rate for all; keep it below every filter set's saturation (0: skip)")
+	fs.Float64Var(&opt.pairedRate, "paired-rate", 5000, "in the filters' and the mesh's paired phases, also send each filter set (and nginx) and each pair this many requests a second with `wasmgate bench --rate`, for -paired-duration after -paired-warmup, to measure proxy CPU per request at one rate for all; keep it below every filter set's saturation (0: skip)")
 	fs.BoolVar(&opt.reportOnly, "report-only", false, "regenerate RESULTS.md and results.svg from results.json, without measuring")
 	fs.BoolVar(&opt.quick, "quick", false, "smoke run: 1 round of 3 s with 1 s warm-up and at most 1 paired cycle (overrides -rounds, -duration, -warmup, -paired)")
 	if err := fs.Parse(args); err != nil {
@@ -241,6 +241,8 @@ type runner struct {
 	// quietLeft is how much longer, over the whole run, the suite may wait
 	// for the pinned cores to be idle before a measurement.
 	quietLeft time.Duration
+	// mesh is the mesh group's control plane, once started.
+	mesh *meshPlane
 }
 
 func (r *runner) binPath(name string) string { return filepath.Join(r.opt.binDir, name) }
@@ -385,6 +387,16 @@ func (r *runner) run(ctx context.Context) error {
 			res.PairedFiltersFailed = err.Error()
 		}
 		res.PairedFilters, res.PairedFixed, res.PairedRate = sat, fixed, rate
+
+		sat, fixed, err = r.runPairedMesh(ctx, active, rate)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Printf("mesh paired phase failed: %v", err)
+			res.PairedMeshFailed = err.Error()
+		}
+		res.PairedMesh, res.PairedMeshFixed = sat, fixed
 	}
 	for i := range res.Scenarios {
 		sc := &res.Scenarios[i]
@@ -455,7 +467,7 @@ func (r *runner) startUpstream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, p, false, addr, r.payloads()); err != nil {
+	if err := waitReady(ctx, p, false, addr, "", r.payloads()); err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	r.upstream, r.upProc = addr, p
@@ -596,12 +608,15 @@ func (r *runner) startProxy(ctx context.Context, s scenario, dirName string, pls
 	if s.env != nil {
 		env = s.env(f)
 	}
-	argv := pinned(r.opt.proxyCPU, r.opt.nice, s.argv(r, cfg, f)...)
-	proxy, err := r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, argv...)
+	argv, err := s.argv(ctx, r, cfg, f)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if err := waitReady(ctx, proxy, s.tls(), listen, pls); err != nil {
+	proxy, err := r.reg.start(s.name, filepath.Join(dir, s.name+".log"), env, pinned(r.opt.proxyCPU, r.opt.nice, argv...)...)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := waitReady(ctx, proxy, s.tls(), listen, s.host, pls); err != nil {
 		r.reg.stop(proxy)
 		return nil, "", nil, err
 	}
@@ -631,9 +646,12 @@ func (r *runner) loadFor(s scenario, target string, p payload) (loadRunner, stri
 		script:      filepath.Join(r.opt.root, "wrk", "report.lua"),
 		url:         url,
 	}
+	if s.host != "" {
+		w.headers = append(w.headers, "Host: "+s.host)
+	}
 	switch s.group {
 	case groupFilters:
-		w.headers = []string{filterHeader}
+		w.headers = append(w.headers, filterHeader)
 	case groupReload:
 		// Both reload scenarios count non-2xx answers in Lua, which slows
 		// wrk down the same for both.
@@ -863,9 +881,9 @@ func pct(part, whole float64) float64 {
 	return 100 * part / whole
 }
 
-// waitReady polls addr until every payload comes back whole, p exits, or
-// 20 seconds pass.
-func waitReady(ctx context.Context, p *process, useTLS bool, addr string, payloads []payload) error {
+// waitReady polls addr, with the Host header host when it is not empty,
+// until every payload comes back whole, p exits, or 20 seconds pass.
+func waitReady(ctx context.Context, p *process, useTLS bool, addr, host string, payloads []payload) error {
 	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
 	scheme := "http://"
 	if useTLS {
@@ -880,7 +898,7 @@ func waitReady(ctx context.Context, p *process, useTLS bool, addr string, payloa
 		if p.exited() {
 			return fmt.Errorf("%s exited (%v): %s", p.name, p.waitErr, p.logTail(2000))
 		}
-		last = checkPayloads(ctx, client, scheme+addr, payloads)
+		last = checkPayloads(ctx, client, scheme+addr, host, payloads)
 		if last == nil {
 			return nil
 		}
@@ -893,11 +911,14 @@ func waitReady(ctx context.Context, p *process, useTLS bool, addr string, payloa
 	return fmt.Errorf("%s did not answer on %s within 20s: %v; log: %s", p.name, addr, last, p.logTail(2000))
 }
 
-func checkPayloads(ctx context.Context, client *http.Client, base string, payloads []payload) error {
+func checkPayloads(ctx context.Context, client *http.Client, base, host string, payloads []payload) error {
 	for _, pl := range payloads {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+pl.Path, nil)
 		if err != nil {
 			return err
+		}
+		if host != "" {
+			req.Host = host
 		}
 		resp, err := client.Do(req)
 		if err != nil {

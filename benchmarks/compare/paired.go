@@ -62,6 +62,33 @@ func pairedFilterScenarios(active []scenario) []scenario {
 	return out
 }
 
+// pairedMeshScenarios returns the mesh group's scenarios among active; nil
+// unless the sidecars and another pair are active.
+func pairedMeshScenarios(active []scenario) []scenario {
+	var out []scenario
+	hasSidecars := false
+	for _, s := range active {
+		if s.group == groupMesh {
+			out = append(out, s)
+			hasSidecars = hasSidecars || s.name == "mesh-sidecars"
+		}
+	}
+	if !hasSidecars || len(out) < 2 {
+		return nil
+	}
+	return out
+}
+
+// runPairedMesh runs the mesh group's paired phase over active, on the
+// first payload, as runPairedFilters does the filters'.
+func (r *runner) runPairedMesh(ctx context.Context, active []scenario, rate float64) (sat, fixed []sample, err error) {
+	scens := pairedMeshScenarios(active)
+	if scens == nil {
+		return nil, nil, nil
+	}
+	return r.runPhase(ctx, pairedPhase{what: "mesh", scens: scens, pls: r.payloads()[:1], headers: []string{"Host: " + meshHost}, rate: rate})
+}
+
 // pairedPhase is one paired phase: the scenarios started together, and
 // what each cycle runs.
 type pairedPhase struct {
@@ -262,6 +289,7 @@ type pairedSummary struct {
 	scenario               scenarioInfo
 	cycles                 int
 	rps, cpu, cpuPct, p99  float64 // medians over cycles; p99 in µs
+	cpuQ1, cpuQ3           float64 // quartiles over cycles of the CPU per request
 	others                 float64 // median share of a pinned core used by other processes
 	errors                 int64   // over cycles
 	vsBase, vsLo, vsHi     float64 // req/s ratio: median, first and third quartiles
@@ -321,7 +349,8 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 		if len(rps) == 0 {
 			continue
 		}
-		ps.cycles, ps.rps, ps.cpu, ps.cpuPct, ps.p99, ps.others = len(rps), median(rps), median(cpu), median(pct), median(p99), median(oth)
+		ps.cycles, ps.rps, ps.cpuPct, ps.p99, ps.others = len(rps), median(rps), median(pct), median(p99), median(oth)
+		ps.cpu, ps.cpuQ1, ps.cpuQ3 = quartiles(cpu)
 		if len(vs) > 0 {
 			ps.hasBase, ps.ratioed = true, len(vs)
 			ps.vsBase, ps.vsLo, ps.vsHi = quartiles(vs)

@@ -59,6 +59,11 @@ type results struct {
 	PairedRate          float64  `json:"paired_rate,omitempty"`
 	PairedRateSkipped   string   `json:"paired_rate_skipped,omitempty"`
 	PairedFiltersFailed string   `json:"paired_filters_failed,omitempty"`
+	// The mesh group's paired phase, the same way: its pairs at saturation
+	// and at PairedRate.
+	PairedMesh       []sample `json:"paired_mesh,omitempty"`
+	PairedMeshFixed  []sample `json:"paired_mesh_fixed,omitempty"`
+	PairedMeshFailed string   `json:"paired_mesh_failed,omitempty"`
 }
 
 type scenarioInfo struct {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -25,8 +26,12 @@ type scenario struct {
 	config string
 	// argv returns the command that runs the proxy, given the rendered
 	// config file (if any) and the fields it was rendered with. Nil for
-	// the direct scenario.
-	argv func(r *runner, cfgPath string, f peerFields) []string
+	// the direct scenario. A pair of proxies (the mesh group) runs as one
+	// shell whose process group holds both.
+	argv func(ctx context.Context, r *runner, cfgPath string, f peerFields) ([]string, error)
+	// host, when set, is the Host header of every request: the mesh
+	// group's client calls the service by name.
+	host string
 	// env returns extra environment for the proxy, or nil.
 	env func(f peerFields) []string
 	// missing returns why the scenario cannot run on this machine, or "".
@@ -63,7 +68,7 @@ const (
 	groupReload  = "reload"
 )
 
-var groups = []string{groupHTTP1, groupFilters, groupHTTPS, groupH3, groupReload}
+var groups = []string{groupHTTP1, groupFilters, groupHTTPS, groupH3, groupReload, groupMesh}
 
 // tls reports whether the proxy listens with TLS.
 func (s scenario) tls() bool { return s.load != loadWrk && s.load != "" }
@@ -84,6 +89,8 @@ type peerFields struct {
 	// Route is the name of wasmgate's route ("all"); the reload scenario
 	// alternates between two names.
 	Route string
+	// Mutual, for the nginx pair of the mesh group, is its mutual TLS.
+	Mutual *mutualFiles
 }
 
 // fields completes f, which holds the addresses and the directory, for s:
@@ -170,8 +177,8 @@ func peers() map[string]scenario {
 		"forwarder": {
 			name:  "forwarder",
 			label: "bare fasthttp forwarder",
-			argv: func(r *runner, _ string, f peerFields) []string {
-				return []string{r.binPath("forwarder"), "-addr", f.Listen, "-upstream", f.Upstream}
+			argv: func(_ context.Context, r *runner, _ string, f peerFields) ([]string, error) {
+				return []string{r.binPath("forwarder"), "-addr", f.Listen, "-upstream", f.Upstream}, nil
 			},
 			missing: needBuilt("forwarder"),
 		},
@@ -179,8 +186,8 @@ func peers() map[string]scenario {
 			name:   "wasmgate",
 			label:  "wasmgate",
 			config: "wasmgate.yaml",
-			argv: func(r *runner, cfg string, _ peerFields) []string {
-				return []string{r.binPath("wasmgate"), "run", "-c", cfg}
+			argv: func(_ context.Context, r *runner, cfg string, _ peerFields) ([]string, error) {
+				return []string{r.binPath("wasmgate"), "run", "-c", cfg}, nil
 			},
 			missing: needBuilt("wasmgate"),
 		},
@@ -188,8 +195,8 @@ func peers() map[string]scenario {
 			name:   "nginx",
 			label:  "nginx",
 			config: "nginx.conf",
-			argv: func(_ *runner, cfg string, f peerFields) []string {
-				return []string{"nginx", "-p", f.Dir, "-c", cfg, "-e", filepath.Join(f.Dir, "nginx-error.log")}
+			argv: func(_ context.Context, _ *runner, cfg string, f peerFields) ([]string, error) {
+				return []string{"nginx", "-p", f.Dir, "-c", cfg, "-e", filepath.Join(f.Dir, "nginx-error.log")}, nil
 			},
 			missing: needBinary("nginx"),
 		},
@@ -197,8 +204,8 @@ func peers() map[string]scenario {
 			name:   "haproxy",
 			label:  "HAProxy",
 			config: "haproxy.cfg",
-			argv: func(_ *runner, cfg string, _ peerFields) []string {
-				return []string{"haproxy", "-db", "-f", cfg}
+			argv: func(_ context.Context, _ *runner, cfg string, _ peerFields) ([]string, error) {
+				return []string{"haproxy", "-db", "-f", cfg}, nil
 			},
 			missing: needBinary("haproxy"),
 		},
@@ -206,8 +213,8 @@ func peers() map[string]scenario {
 			name:   "caddy",
 			label:  "Caddy",
 			config: "Caddyfile",
-			argv: func(_ *runner, cfg string, _ peerFields) []string {
-				return []string{"caddy", "run", "--config", cfg, "--adapter", "caddyfile"}
+			argv: func(_ context.Context, _ *runner, cfg string, _ peerFields) ([]string, error) {
+				return []string{"caddy", "run", "--config", cfg, "--adapter", "caddyfile"}, nil
 			},
 			// Caddy keeps state under $HOME and the XDG directories even
 			// with automatic HTTPS off: keep it inside the scratch directory.
@@ -320,7 +327,9 @@ func scenarios() []scenario {
 		s.base = "reload-off"
 		out = append(out, s)
 	}
-	return out
+
+	// Mesh: one request through two proxies in a row (mesh.go).
+	return addMeshScenarios(out)
 }
 
 // renderConfig renders peers/<name> into dir and returns the path written.
