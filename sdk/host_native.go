@@ -113,6 +113,9 @@ func hostSetBuffer(t abi.BufferType, start, size uint32, data []byte) abi.Status
 	if !ok {
 		return abi.StatusNotFound
 	}
+	if start != 0 && int(start) < len(b) {
+		return abi.StatusBadArgument // as Envoy: from the start, or at the end
+	}
 	s := min(int(start), len(b))
 	e := len(b)
 	if int(size) < e-s {

@@ -531,11 +531,17 @@ func hostSetBufferBytes(in *instance, a []uint64) abi.Status {
 	if body == nil {
 		return abi.StatusBadArgument
 	}
+	start := uint64(u32(a[1]))
+	if start != 0 && start < uint64(len(b)) {
+		// Envoy's buffers replace from the start or append at the end,
+		// and refuse any other place.
+		return abi.StatusBadArgument
+	}
 	v, ok := in.mem.Read(u32(a[3]), u32(a[4]))
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	body.B = splice(b, uint64(u32(a[1])), uint64(u32(a[2])), v)
+	body.B = splice(b, start, uint64(u32(a[2])), v)
 	in.cur.bodyEdit = true
 	return abi.StatusOK
 }
