@@ -170,6 +170,13 @@ type tcpSide struct {
 // waiting is how many of the side's bytes the connection holds.
 func (s *tcpSide) waiting() int { return len(s.buf.B) + len(s.out) + max(s.writing, 0) }
 
+// waiting is s.waiting() under the lock of the filters' bytes.
+func (t *tcpConn) waiting(s *tcpSide) int {
+	t.dataMu.Lock()
+	defer t.dataMu.Unlock()
+	return s.waiting()
+}
+
 // done reports whether the side has ended and its end reached the other.
 func (s *tcpSide) done() bool { return s.closeSent && s.writing == 0 }
 
@@ -184,6 +191,10 @@ type tcpConn struct {
 	log     *zap.Logger
 
 	events chan tcpEvent
+	// dataMu guards ds.buf and us.buf against a filter that reads or
+	// changes the bytes it holds from outside its callbacks (filter.NetConn
+	// Data); the driver, their only other user, takes it to change them.
+	dataMu sync.Mutex
 	resume chan struct{} // ResumeDownstream
 	closed chan struct{} // Close
 	once   sync.Once
@@ -228,7 +239,7 @@ func (t *tcpConn) Close() { t.once.Do(func() { close(t.closed) }) }
 func (t *tcpConn) open() bool {
 	t.ds = tcpSide{wr: make(chan []byte, 1), read: t.tl.stats.BytesDown}
 	t.us = tcpSide{wr: make(chan []byte, 1), read: t.tl.stats.BytesUp}
-	nc := &filter.NetConn{X: t.x, Control: t}
+	nc := &filter.NetConn{X: t.x, Control: t, Data: &t.dataMu}
 	for _, f := range t.tl.filters {
 		st, err := f.NewConnection(nc)
 		if err != nil {
@@ -307,7 +318,10 @@ func (t *tcpConn) proceed() bool {
 		if !t.newConnection(i + 1) {
 			return false
 		}
-		if !t.connected || len(t.ds.buf.B) == 0 && !t.ds.ended {
+		t.dataMu.Lock()
+		none := len(t.ds.buf.B) == 0
+		t.dataMu.Unlock()
+		if !t.connected || none && !t.ds.ended {
 			return true
 		}
 		return t.downstream(0) // the bytes that came meanwhile
@@ -451,7 +465,7 @@ func (t *tcpConn) event(ev tcpEvent) bool {
 			s.sent += int64(len(ev.data))
 			s.spare = ev.data[:0]
 		}
-		if s.heldAck != nil && s.waiting() <= tcpBufferLimit {
+		if s.heldAck != nil && t.waiting(s) <= tcpBufferLimit {
 			s.heldAck <- struct{}{}
 			s.heldAck = nil
 		}
@@ -468,10 +482,13 @@ func (t *tcpConn) event(ev tcpEvent) bool {
 		}
 		return false
 	}
+	t.dataMu.Lock()
 	s.buf.B = append(s.buf.B, ev.data...)
+	waiting := s.waiting()
+	t.dataMu.Unlock()
 	s.read.Add(float64(len(ev.data)))
 	s.received += int64(len(ev.data))
-	if s.waiting() > tcpBufferLimit {
+	if waiting > tcpBufferLimit {
 		s.heldAck = ev.ack
 	} else {
 		ev.ack <- struct{}{}
@@ -529,12 +546,14 @@ func (t *tcpConn) upstream() bool {
 // pass moves the side's bytes, which the filters let through, to its
 // writer's queue.
 func (t *tcpConn) pass(s *tcpSide) {
+	t.dataMu.Lock()
 	if len(s.out) == 0 {
 		s.out, s.buf.B = s.buf.B, s.out[:0]
 	} else {
 		s.out = append(s.out, s.buf.B...)
 		s.buf.B = s.buf.B[:0]
 	}
+	t.dataMu.Unlock()
 	s.endOut = s.ended
 	t.flush(s)
 }

@@ -1,6 +1,10 @@
 package filter
 
-import "github.com/wasmgate/wasmgate/config"
+import (
+	"sync"
+
+	"github.com/wasmgate/wasmgate/config"
+)
 
 // Network filters act on the bytes of a TCP connection that a listener
 // with tcp_proxy carries to a cluster, as Envoy's network (L4) filters
@@ -71,6 +75,12 @@ type NetConn struct {
 	X *Exchange
 	// Control acts on the connection from any goroutine.
 	Control NetControl
+	// Data, when set, guards the connection's bytes: the proxy holds it
+	// while it changes them, and a filter that reads or changes bytes it
+	// holds outside its data callbacks (as Envoy lets a Wasm filter, from
+	// a timer) holds it meanwhile. The proxy never holds it while it
+	// calls a filter.
+	Data sync.Locker
 }
 
 // NetControl is what a network filter may do to its connection.

@@ -84,6 +84,12 @@ func (n netStream) data(t abi.BufferType, data *filter.Body, endOfStream bool) f
 		s.body, s.bodyType = data, t
 		r, err := in.invoke(fn, uint64(s.id), uint64(len(data.B)), eos(endOfStream))
 		s.body = nil
+		// Bytes the guest holds stay in its reach, as Envoy keeps them,
+		// until a data callback of their direction lets them go.
+		s.held[netDirection(t)] = nil
+		if err == nil && uint32(r) != 0 {
+			s.held[netDirection(t)] = data
+		}
 		return r, err
 	}, filter.Pause)
 }

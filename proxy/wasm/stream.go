@@ -128,6 +128,11 @@ type stream struct {
 	body     *filter.Body
 	bodyType abi.BufferType
 	bodyEdit bool
+	// held are a connection's bytes, client's and upstream's, that the
+	// guest's last data callback of their direction did not let go: it
+	// may read and change them from other callbacks until it does, as
+	// Envoy keeps them (s.net.Data guards them there).
+	held [2]*filter.Body
 
 	inCallback bool // a callback of this stream is running
 	// routeCleared: the guest called proxy_clear_route_cache or changed
@@ -486,19 +491,51 @@ func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) 
 		b, st := in.grpcMessage()
 		return b, nil, st
 	case abi.BufferDownstreamData, abi.BufferUpstreamData:
-		// A connection's bytes, in the data callback of their direction.
+		// A connection's bytes, in the data callback of their direction,
+		// or held by the guest (lockData guards them then).
 		s := in.cur
-		if s == nil || s.net == nil || s.body == nil || s.bodyType != t {
+		if s == nil || s.net == nil {
 			return nil, nil, abi.StatusNotFound
 		}
-		return s.body.B, s.body, abi.StatusOK
+		if s.body != nil && s.bodyType == t {
+			return s.body.B, s.body, abi.StatusOK
+		}
+		if h := s.held[netDirection(t)]; h != nil {
+			return h.B, h, abi.StatusOK
+		}
+		return nil, nil, abi.StatusNotFound
 	case abi.BufferForeignFunctionArgs:
 		return nil, nil, abi.StatusNotFound
 	}
 	return nil, nil, abi.StatusBadArgument
 }
 
+// lockData takes the lock of a connection's bytes (filter.NetConn Data)
+// when t is one of its data buffers, and returns its release: the guest
+// may reach bytes it holds from outside their callback, while the proxy
+// gathers the next read into them.
+func (in *instance) lockData(t abi.BufferType) func() {
+	if t != abi.BufferDownstreamData && t != abi.BufferUpstreamData {
+		return func() {}
+	}
+	s := in.cur
+	if s == nil || s.net == nil || s.net.Data == nil {
+		return func() {}
+	}
+	s.net.Data.Lock()
+	return s.net.Data.Unlock
+}
+
+// netDirection is the index in stream.held of a connection's data buffer.
+func netDirection(t abi.BufferType) int {
+	if t == abi.BufferUpstreamData {
+		return 1
+	}
+	return 0
+}
+
 func hostGetBufferBytes(in *instance, a []uint64) abi.Status {
+	defer in.lockData(abi.BufferType(u32(a[0])))()
 	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
 	if st != abi.StatusOK {
 		return st
@@ -512,6 +549,7 @@ func hostGetBufferBytes(in *instance, a []uint64) abi.Status {
 }
 
 func hostGetBufferStatus(in *instance, a []uint64) abi.Status {
+	defer in.lockData(abi.BufferType(u32(a[0])))()
 	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
 	if st != abi.StatusOK {
 		return st
@@ -524,6 +562,7 @@ func hostGetBufferStatus(in *instance, a []uint64) abi.Status {
 
 func hostSetBufferBytes(in *instance, a []uint64) abi.Status {
 	t := abi.BufferType(u32(a[0]))
+	defer in.lockData(t)()
 	b, body, st := in.buffer(t)
 	if st != abi.StatusOK {
 		return st

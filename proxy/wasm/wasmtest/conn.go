@@ -22,9 +22,12 @@ import (
 //	down, err := c.Upstream([]byte("+PONG\r\n"), false) // what reaches the client
 //	c.Close()                                           // the client goes away
 type Conn struct {
-	h    *Harness
-	st   filter.NetworkStream
-	ctl  *connControl
+	h   *Harness
+	st  filter.NetworkStream
+	ctl *connControl
+	// mu guards down and up, which the filter may reach from a timer
+	// while it holds them (filter.NetConn Data).
+	mu   sync.Mutex
 	down filter.Body
 	up   filter.Body
 	done bool
@@ -99,7 +102,7 @@ func (h *Harness) Connect(o ConnOptions) (*Conn, error) {
 	x.Node = h.shared.opts.Node
 	x.Start = time.Now()
 	c := &Conn{h: h, ctl: &connControl{resumed: make(chan struct{}, 1)}}
-	st, err := f.NewConnection(&filter.NetConn{X: x, Control: c.ctl})
+	st, err := f.NewConnection(&filter.NetConn{X: x, Control: c.ctl, Data: &c.mu})
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +171,9 @@ func (c *Conn) data(buf *filter.Body, b []byte, end, up bool) ([]byte, error) {
 	if c.done {
 		return nil, ErrClosed
 	}
+	c.mu.Lock()
 	buf.B = append(buf.B, b...)
+	c.mu.Unlock()
 	var st filter.Status
 	if up {
 		st = c.st.OnUpstreamData(buf, end)
@@ -187,6 +192,8 @@ func (c *Conn) data(buf *filter.Body, b []byte, end, up bool) ([]byte, error) {
 
 // take returns the bytes of buf, which go on, and empties it.
 func (c *Conn) take(buf *filter.Body) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := append([]byte(nil), buf.B...)
 	buf.B = buf.B[:0]
 	return out

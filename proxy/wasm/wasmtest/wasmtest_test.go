@@ -165,7 +165,7 @@ func TestConn(t *testing.T) {
 	if up, err := c.Downstream([]byte("HOLD\n"), false); err != nil || up != nil {
 		t.Errorf("HOLD: %q, %v; want it held", up, err)
 	}
-	if up, err := c.Resume(); err != nil || string(up) != "HOLD\n" {
+	if up, err := c.Resume(); err != nil || string(up) != "HELD BY TICK\n" {
 		t.Errorf("after the tick: %q, %v", up, err)
 	}
 	c.Close()

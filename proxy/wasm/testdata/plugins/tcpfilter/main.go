@@ -6,8 +6,10 @@
 //   - "secret" in them is replaced by "******";
 //   - a line "DENY" closes the connection (proxy_close_stream) before it
 //     reaches the upstream;
-//   - a line "HOLD" is held until the next tick, which continues the
-//     connection from outside any callback (proxy_continue_stream);
+//   - a line "HOLD" is held until the next tick, which rewrites the held
+//     bytes to "HELD BY TICK" and continues the connection, both from
+//     outside any callback (proxy_set_buffer_bytes on the held
+//     DOWNSTREAM_DATA, as Envoy keeps it, and proxy_continue_stream);
 //   - a line "PROPS" is replaced by the properties the filter sees:
 //     "listener=L cluster=C region=R source=ADDR upstream=ADDR mtls=B";
 //   - a line "PANIC" panics in the guest (the plugin fails);
@@ -62,6 +64,12 @@ func (p *plugin) OnTick() {
 		delete(p.held, id)
 		if err := proxywasm.SetEffectiveContext(id); err != nil {
 			continue
+		}
+		data, err := proxywasm.GetDownstreamData(0, 1<<20)
+		if err != nil || !bytes.HasPrefix(data, []byte("HOLD\n")) {
+			proxywasm.LogCriticalf("held bytes: %q, %v", data, err)
+		} else if err := proxywasm.ReplaceDownstreamData(append([]byte("HELD BY TICK\n"), data[len("HOLD\n"):]...)); err != nil {
+			proxywasm.LogCriticalf("replace held bytes: %v", err)
 		}
 		if err := proxywasm.ContinueTcpStream(); err != nil {
 			proxywasm.LogCriticalf("continue: %v", err)
