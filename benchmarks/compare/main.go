@@ -775,6 +775,10 @@ func (r *runner) measure(ctx context.Context, lr loadRunner, d time.Duration, pr
 	if proxy == nil {
 		s.ProxyCPUPct = 0
 		s.ProxyCoreUSPerReq = 0
+	} else if kb, err := groupPSS(proxy.cmd.Process.Pid); err == nil {
+		// Read once the load has stopped, so it takes none of the run's
+		// time: the memory the proxy kept for it.
+		s.ProxyPSSKB = kb
 	}
 	return s, nil
 }

@@ -111,7 +111,14 @@ func (r *runner) meshPlane(ctx context.Context) (*meshPlane, error) {
 		}
 	}
 	data := filepath.Join(dir, "data")
-	argv := pinned(r.opt.loadCPU, r.opt.nice, r.binPath("wasmgate"), "controlplane", "--mesh",
+	// The control plane runs from a copy of the binary: pages of one file
+	// mapped by two processes are shared, and the memory table divides
+	// them between the proxy measured and the control plane (groupPSS).
+	bin := filepath.Join(dir, "wasmgate-controlplane")
+	if err := copyFile(r.binPath("wasmgate"), bin); err != nil {
+		return nil, err
+	}
+	argv := pinned(r.opt.loadCPU, r.opt.nice, bin, "controlplane", "--mesh",
 		"--secret-key-file", keyFile, "--token-file", tokensFile, "--data-dir", data,
 		"--listen", addrs[0], "--etcd-listen-client", addrs[1], "--etcd-listen-peer", addrs[2], "--log-format", "json")
 	proc, err := r.reg.start("controlplane", filepath.Join(dir, "controlplane.log"), nil, argv...)
@@ -426,4 +433,13 @@ func renderMesh(w func(string, ...any), res *results, pl payload, common string)
 		w(".")
 	}
 	w("\n\n")
+}
+
+// copyFile copies the executable src to dst.
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }

@@ -221,3 +221,59 @@ func TestReportMesh(t *testing.T) {
 		t.Error("the plot has no mesh panel")
 	}
 }
+
+// TestGroupPSSOfThisProcess reads this test's own process group, whose
+// memory is at least the few MiB any Go program holds.
+func TestGroupPSSOfThisProcess(t *testing.T) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	st, err := parseProcStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := groupPSS(st.pgrp)
+	if err != nil {
+		t.Fatalf("groupPSS(own group %d): %v", st.pgrp, err)
+	}
+	if kb < 1024 || kb > 16<<20 {
+		t.Errorf("groupPSS = %d KiB, not a Go test binary's", kb)
+	}
+}
+
+func TestKibField(t *testing.T) {
+	b := []byte("Rss:               12345 kB\nPss:                6789 kB\nPss_Dirty:          100 kB\n")
+	if kb, ok := kibField(b, "Pss:"); !ok || kb != 6789 {
+		t.Errorf("Pss = %d, %v", kb, ok)
+	}
+	if _, ok := kibField(b, "VmRSS:"); ok {
+		t.Error("found a field that is not there")
+	}
+}
+
+func TestReportMemory(t *testing.T) {
+	res := meshResults()
+	nginx := []int64{3584, 4096} // KiB, its two runs
+	for i := range res.Samples {
+		switch res.Samples[i].Scenario {
+		case "mesh-sidecars":
+			res.Samples[i].ProxyPSSKB = 80 << 10
+		case "nginx":
+			res.Samples[i].ProxyPSSKB, nginx = nginx[0], nginx[1:]
+		}
+	}
+	md := renderMarkdown(res)
+	for _, want := range []string{
+		"## Memory\n\nEach proxy's memory, read when each of its measured runs in the rounds ended",
+		"| two wasmgate sidecars (mTLS, HTTP/2 between them, policy, records) | mesh (both proxies) | 80.0 MiB | 80.0 MiB | 1 |",
+		"| nginx | HTTP/1.1 | 3.8 MiB | 4.0 MiB | 2 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("RESULTS.md lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "| direct (no proxy) | HTTP/1.1 |") {
+		t.Error("a row of memory for the direct scenario, which has no proxy")
+	}
+}

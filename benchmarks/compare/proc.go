@@ -359,3 +359,58 @@ func clockTicks() uint64 {
 	}
 	return 100 // USER_HZ on every Linux architecture the suite runs on
 }
+
+// groupPSS returns the proportional set size, in KiB, of the live
+// processes of group pgid: each one's resident memory, with every page it
+// shares with other processes (an nginx master and its worker, say)
+// divided among them, so that the sum counts shared pages once. It reads
+// the Pss line of /proc/PID/smaps_rollup, or VmRSS of /proc/PID/status
+// where that is missing.
+func groupPSS(pgid int) (int64, error) {
+	var sum int64
+	var firstErr error
+	err := eachInGroup(pgid, func(dir string, _ procStat) {
+		kb, err := processPSS(dir)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		sum += kb
+	})
+	if err == nil {
+		err = firstErr
+	}
+	return sum, err
+}
+
+// processPSS reads one process's proportional set size, in KiB, from its
+// /proc directory.
+func processPSS(dir string) (int64, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, "smaps_rollup")); err == nil {
+		if kb, ok := kibField(b, "Pss:"); ok {
+			return kb, nil
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return 0, err
+	}
+	if kb, ok := kibField(b, "VmRSS:"); ok {
+		return kb, nil
+	}
+	return 0, fmt.Errorf("%s: no Pss or VmRSS", dir)
+}
+
+// kibField returns the value of the line "name N kB" of a /proc file.
+func kibField(b []byte, name string) (int64, bool) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return 0, false
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb, err == nil
+		}
+	}
+	return 0, false
+}

@@ -116,6 +116,9 @@ type sample struct {
 	LoadCoreBusyPct   float64 `json:"load_core_busy_pct"`
 	ProxyCoreBusyPct  float64 `json:"proxy_core_busy_pct"`
 	ProxyCoreUSPerReq float64 `json:"proxy_core_us_per_req"`
+	// ProxyPSSKB is the proportional set size of the proxy's processes
+	// (groupPSS) once the run ended, in KiB; 0 where not read.
+	ProxyPSSKB int64 `json:"proxy_pss_kb,omitempty"`
 	// Process time (user, system) and steal on each pinned core not
 	// accounted to the processes pinned there: other tenants of the machine.
 	LoadCoreOtherPct  float64 `json:"load_core_other_pct"`
@@ -401,6 +404,8 @@ func renderMarkdown(res *results) string {
 		}
 		w("\n")
 	}
+
+	renderMemory(w, res)
 
 	w("## How to read these figures\n\n")
 	w("- **req/s** is throughput at saturation of a closed loop: each of the %d connections sends its next request as soon as the previous answer arrives. "+
@@ -753,4 +758,44 @@ func renderPaired(w func(string, ...any), res *results) {
 			w("wasmgate's req/s against each, as the median of per-cycle ratios (quartiles): %s.\n\n", strings.Join(against, "; "))
 		}
 	}
+}
+
+// groupTitles name the groups in the memory table.
+var groupTitles = map[string]string{groupHTTP1: "HTTP/1.1", groupFilters: "Wasm filters", groupHTTPS: "HTTPS",
+	groupH3: "HTTP/3", groupReload: "reload", groupMesh: "mesh (both proxies)"}
+
+// renderMemory writes each proxy's memory over the rounds, from the
+// samples that carry it.
+func renderMemory(w func(string, ...any), res *results) {
+	type row struct {
+		label, group string
+		kb           []float64
+	}
+	var rows []row
+	for _, sc := range res.Scenarios {
+		r := row{label: sc.Label, group: groupTitles[sc.group()]}
+		for _, s := range res.Samples {
+			if s.Scenario == sc.Name && s.ProxyPSSKB > 0 {
+				r.kb = append(r.kb, float64(s.ProxyPSSKB))
+			}
+		}
+		if len(r.kb) > 0 {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("## Memory\n\n")
+	w("Each proxy's memory, read when each of its measured runs in the rounds ended (the load stopped, the proxy still running): the proportional set size of its processes " +
+		"(the `Pss` of `/proc/PID/smaps_rollup`, summed over the proxy's process group): resident memory, with the pages that processes share, such as an nginx master and its worker, " +
+		"divided among them so that each counts once. Median and largest over the scenario's runs (every payload, every round), in MiB. In the mesh group it is both proxies of a pair together, " +
+		"the wasmgate binary's pages once for the two (the mesh's control plane runs from a copy of the binary, so it shares none of them). " +
+		"A Go program's figure includes heap its runtime has not yet given back to the system.\n\n")
+	w("| scenario | group | memory (PSS), median | largest | runs |\n")
+	w("| --- | --- | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		w("| %s | %s | %.1f MiB | %.1f MiB | %d |\n", r.label, r.group, median(r.kb)/1024, slices.Max(r.kb)/1024, len(r.kb))
+	}
+	w("\n")
 }
