@@ -197,7 +197,7 @@ func meshResults() *results {
 
 func TestReportMesh(t *testing.T) {
 	md := renderMarkdown(meshResults())
-	for _, want := range []string{
+	wantAll(t, md,
 		"## Mesh: one request through two proxies",
 		"| two wasmgate sidecars (mTLS, HTTP/2 between them, policy, records) | 18,000 | 3.00 ms | 6.00 ms | 55.00 | 99% | 0.95× | 1.06× | 0 | 0% |",
 		"| two nginx (mutual TLS 1.3, HTTP/1.1 between them, access logs) | 13,000 | 3.00 ms | 6.00 ms | 76.00 | 99% | 0.68× | 1.46× | 0 | 0% |",
@@ -206,14 +206,10 @@ func TestReportMesh(t *testing.T) {
 		"| two wasmgate, plain HTTP/1.1 (no mesh) | 4 | 18,136 | 52.50 (50.00–55.00) | 98% | — | 0.625× (0.625–0.625) | 0 | 0% |",
 		"#### At a fixed 5,000 req/s (`wasmgate bench --rate`)",
 		"| two wasmgate sidecars (mTLS, HTTP/2 between them, policy, records) | 4 | 5,000 | 115.50 (110.00–121.00) | 50% | +10.50 (+10.00 to +11.00) | 1.100× (1.100–1.100) | 0 | 0% |",
-		"**Target (issue 18), judged on these paired runs**: one request through the two sidecars costs the pair at most 60 µs of proxy CPU: " +
-			"at saturation **met**, 52.50 µs (50.00–55.00); at the fixed 5,000 req/s (with the wake-ups of an idle core) **not met**, 115.50 µs (110.00–121.00). " +
+		"**Target (issue 18), judged on these paired runs**: one request through the two sidecars costs the pair at most 60 µs of proxy CPU: "+
+			"at saturation **met**, 52.50 µs (50.00–55.00); at the fixed 5,000 req/s (with the wake-ups of an idle core) **not met**, 115.50 µs (110.00–121.00). "+
 			"The nginx pair, measured the same way: 84.00 µs at saturation, 105.00 at the fixed rate.",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("RESULTS.md lacks %q", want)
-		}
-	}
+	)
 	if strings.Contains(md, "%!") {
 		t.Error("RESULTS.md holds a formatting error")
 	}
@@ -225,17 +221,10 @@ func TestReportMesh(t *testing.T) {
 // TestGroupPSSOfThisProcess reads this test's own process group, whose
 // memory is at least the few MiB any Go program holds.
 func TestGroupPSSOfThisProcess(t *testing.T) {
-	b, err := os.ReadFile("/proc/self/stat")
+	pgrp := ownGroup(t)
+	kb, err := groupPSS(pgrp)
 	if err != nil {
-		t.Skip("no /proc")
-	}
-	st, err := parseProcStat(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := groupPSS(st.pgrp)
-	if err != nil {
-		t.Fatalf("groupPSS(own group %d): %v", st.pgrp, err)
+		t.Fatalf("groupPSS(own group %d): %v", pgrp, err)
 	}
 	if kb < 1024 || kb > 16<<20 {
 		t.Errorf("groupPSS = %d KiB, not a Go test binary's", kb)
@@ -264,16 +253,36 @@ func TestReportMemory(t *testing.T) {
 		}
 	}
 	md := renderMarkdown(res)
-	for _, want := range []string{
+	wantAll(t, md,
 		"## Memory\n\nEach proxy's memory, read when each of its measured runs in the rounds ended",
 		"| two wasmgate sidecars (mTLS, HTTP/2 between them, policy, records) | mesh (both proxies) | 80.0 MiB | 80.0 MiB | 1 |",
 		"| nginx | HTTP/1.1 | 3.8 MiB | 4.0 MiB | 2 |",
-	} {
+	)
+	if strings.Contains(md, "| direct (no proxy) | HTTP/1.1 |") {
+		t.Error("a row of memory for the direct scenario, which has no proxy")
+	}
+}
+
+// wantAll fails t for each of wants that the report md lacks.
+func wantAll(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q", want)
 		}
 	}
-	if strings.Contains(md, "| direct (no proxy) | HTTP/1.1 |") {
-		t.Error("a row of memory for the direct scenario, which has no proxy")
+}
+
+// ownGroup is the process group of this test binary.
+func ownGroup(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip("no /proc")
 	}
+	st, err := parseProcStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.pgrp
 }
