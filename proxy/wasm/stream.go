@@ -492,7 +492,7 @@ func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) 
 		return b, nil, st
 	case abi.BufferDownstreamData, abi.BufferUpstreamData:
 		// A connection's bytes, in the data callback of their direction,
-		// or held by the guest (lockData guards them then).
+		// or held by the guest (dataLock guards them then).
 		s := in.cur
 		if s == nil || s.net == nil {
 			return nil, nil, abi.StatusNotFound
@@ -510,20 +510,18 @@ func (in *instance) buffer(t abi.BufferType) ([]byte, *filter.Body, abi.Status) 
 	return nil, nil, abi.StatusBadArgument
 }
 
-// lockData takes the lock of a connection's bytes (filter.NetConn Data)
-// when t is one of its data buffers, and returns its release: the guest
-// may reach bytes it holds from outside their callback, while the proxy
-// gathers the next read into them.
-func (in *instance) lockData(t abi.BufferType) func() {
+// dataLock is the lock of a connection's bytes (filter.NetConn Data)
+// when t is one of its data buffers, or nil: the guest may reach bytes it
+// holds from outside their callback, while the proxy gathers the next
+// read into them.
+func (in *instance) dataLock(t abi.BufferType) sync.Locker {
 	if t != abi.BufferDownstreamData && t != abi.BufferUpstreamData {
-		return func() {}
+		return nil
 	}
-	s := in.cur
-	if s == nil || s.net == nil || s.net.Data == nil {
-		return func() {}
+	if s := in.cur; s != nil && s.net != nil {
+		return s.net.Data
 	}
-	s.net.Data.Lock()
-	return s.net.Data.Unlock
+	return nil
 }
 
 // netDirection is the index in stream.held of a connection's data buffer.
@@ -535,7 +533,10 @@ func netDirection(t abi.BufferType) int {
 }
 
 func hostGetBufferBytes(in *instance, a []uint64) abi.Status {
-	defer in.lockData(abi.BufferType(u32(a[0])))()
+	if l := in.dataLock(abi.BufferType(u32(a[0]))); l != nil {
+		l.Lock()
+		defer l.Unlock()
+	}
 	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
 	if st != abi.StatusOK {
 		return st
@@ -549,7 +550,10 @@ func hostGetBufferBytes(in *instance, a []uint64) abi.Status {
 }
 
 func hostGetBufferStatus(in *instance, a []uint64) abi.Status {
-	defer in.lockData(abi.BufferType(u32(a[0])))()
+	if l := in.dataLock(abi.BufferType(u32(a[0]))); l != nil {
+		l.Lock()
+		defer l.Unlock()
+	}
 	b, _, st := in.buffer(abi.BufferType(u32(a[0])))
 	if st != abi.StatusOK {
 		return st
@@ -562,7 +566,10 @@ func hostGetBufferStatus(in *instance, a []uint64) abi.Status {
 
 func hostSetBufferBytes(in *instance, a []uint64) abi.Status {
 	t := abi.BufferType(u32(a[0]))
-	defer in.lockData(t)()
+	if l := in.dataLock(t); l != nil {
+		l.Lock()
+		defer l.Unlock()
+	}
 	b, body, st := in.buffer(t)
 	if st != abi.StatusOK {
 		return st
