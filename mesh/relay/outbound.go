@@ -35,6 +35,13 @@ type OutboundOptions struct {
 	// refused; zero means 3 (the first and two retries, as the mesh's
 	// HTTP clusters).
 	Attempts int
+	// Outside is what becomes of an intercepted connection outside the
+	// mesh that does not speak HTTP; SetOutside changes it.
+	Outside Outside
+	// DetectTimeout is how long such a connection may stay silent
+	// before it is taken for one whose server speaks first; zero means
+	// DefaultDetectTimeout.
+	DetectTimeout time.Duration
 	// Logger may be nil.
 	Logger *zap.Logger
 }
@@ -65,6 +72,16 @@ type Outbound struct {
 	// alone, for intercepted connections.
 	byAddr atomic.Pointer[map[netip.AddrPort]string]
 	byIP   atomic.Pointer[map[netip.Addr]string]
+
+	// queue hands intercepted connections to the HTTP listener's
+	// generations (Intercept); closed ends what waits on it.
+	queue  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+	// outside is an Outside; dials are the local addresses of the
+	// passthrough's connections (netip.AddrPort).
+	outside atomic.Int32
+	dials   sync.Map
 }
 
 // service is one TCP service's endpoints as of an Update, immutable.
@@ -121,7 +138,11 @@ func NewOutbound(o OutboundOptions) (*Outbound, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	out := &Outbound{o: o, log: o.Logger}
+	if o.DetectTimeout <= 0 {
+		o.DetectTimeout = DefaultDetectTimeout
+	}
+	out := &Outbound{o: o, log: o.Logger, queue: make(chan net.Conn), closed: make(chan struct{})}
+	out.outside.Store(int32(o.Outside))
 	out.tel.Store(o.Telemetry)
 	empty := map[string]*service{}
 	out.services.Store(&empty)
@@ -250,8 +271,10 @@ func (o *Outbound) Handle(c net.Conn, name string) {
 	}()
 }
 
-// Close stops the local listeners and ends every relayed connection.
+// Close stops the local listeners and ends every relayed connection, and
+// those intercepted that no generation of the HTTP listener took.
 func (o *Outbound) Close() {
+	o.once.Do(func() { close(o.closed) })
 	o.mu.Lock()
 	for _, ln := range o.listeners {
 		_ = ln.Close()
@@ -263,11 +286,8 @@ func (o *Outbound) Close() {
 }
 
 func (o *Outbound) relay(down net.Conn, name string) {
-	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: name}
+	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: name, sourceID: o.identity()}
 	defer func() { f.emit(o.tel.Load()) }()
-	if cert, err := o.o.Mesh.Certificate(); err == nil && cert.Leaf != nil && len(cert.Leaf.URIs) > 0 {
-		f.sourceID = cert.Leaf.URIs[0].String()
-	}
 	s := (*o.services.Load())[name]
 	if s == nil || s.bal == nil {
 		o.log.Warn("no endpoint of the service", zap.String("service", name))

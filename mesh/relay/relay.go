@@ -15,6 +15,11 @@
 //	               -> denied: the connection closes; allowed: bytes to the app
 //	                  on 127.0.0.1:APP_PORT
 //
+// An intercepted connection bound for a host outside the mesh that does
+// not speak HTTP (Intercept tells by its first bytes) is closed under
+// registry_only, or relayed in plain TCP to its original destination
+// under allow_any (Outside).
+//
 // Every connection makes a flow record and every decision a decision
 // record, when the proxy's telemetry has sinks for them.
 package relay
@@ -52,6 +57,9 @@ const (
 	reasonTimeout    = "timeout"
 	reasonError      = "error"
 	reasonShutdown   = "local_close"
+	// reasonOutside: a connection to a host outside the mesh, refused
+	// by outbound_policy registry_only.
+	reasonOutside = "outside_mesh"
 )
 
 // counts are the bytes of one relayed connection.

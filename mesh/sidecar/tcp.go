@@ -37,7 +37,7 @@ func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: mesh, Logger: log.Named("tcp-outbound")})
+	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: mesh, Outside: outside(s.OutboundPolicy), Logger: log.Named("tcp-outbound")})
 	if err != nil {
 		return nil, err
 	}
@@ -50,6 +50,15 @@ func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger
 		}
 	}
 	return t, nil
+}
+
+// outside is what the relay does with a connection outside the mesh that
+// does not speak HTTP, under an outbound policy.
+func outside(policy string) relay.Outside {
+	if policy == AllowAny {
+		return relay.OutsidePass
+	}
+	return relay.OutsideRefuse
 }
 
 // ProxyOptions sets what the proxy needs for the sidecar's interception:

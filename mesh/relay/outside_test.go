@@ -1,0 +1,189 @@
+package relay_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/mesh/relay"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
+)
+
+func TestLooksHTTP(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                             "more",
+		"G":                            "more",
+		"GET":                          "more",
+		"GET ":                         "more",
+		"GET /":                        "http",
+		"POST /orders HTTP/1.1\r\n":    "http",
+		"OPTIONS * HTTP/1.1":           "http",
+		"PRI * HTTP/2.0\r\n":           "http",
+		"CONNECT db:5432 HTTP/1.1":     "http",
+		"GET h":                        "more",
+		"GET http:/":                   "more",
+		"GET http://a/":                "http",
+		"GET HTTPS://a/":               "http",
+		"GET hello":                    "other",
+		"SET k v\r\n":                  "other", // Redis' inline command
+		"PING\r\n":                     "other",
+		"\x16\x03\x01\x02\x00":         "other", // a TLS ClientHello
+		"\x00\x00\x00\x08\x04\xd2":     "other", // PostgreSQL's SSLRequest
+		"*1\r\n$4\r\nPING\r\n":         "other", // Redis' RESP
+		"get / HTTP/1.1":               "other", // methods are case-sensitive
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZ /": "other",
+		" GET /":                       "other",
+	} {
+		if got := relay.LooksHTTP([]byte(in)); got != want {
+			t.Errorf("%q: %s, want %s", in, got, want)
+		}
+	}
+}
+
+// outsideServer listens on loopback: it greets first when greet is set,
+// then echoes each line it reads as "outside: LINE".
+func outsideServer(t *testing.T, greet string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if greet != "" {
+					io.WriteString(c, greet+"\n")
+				}
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fmt.Fprintf(c, "outside: %s\n", sc.Text())
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// TestInterceptOutside: intercepted connections bound outside the mesh.
+// One that speaks HTTP reaches the HTTP listener with its original
+// destination as its local address and its bytes intact; any other is
+// closed with registry_only and relayed to its destination with
+// allow_any, a server that speaks first included; a flow record tells
+// each.
+func TestInterceptOutside(t *testing.T) {
+	c := newCA(t)
+	var out records
+	tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
+		Flow: []string{"out"}}, telemetry.WithStdout(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every connection was going to dst, as iptables would say.
+	var dst atomic.Pointer[netip.AddrPort]
+	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) {
+		if d := dst.Load(); d != nil {
+			return *d, nil
+		}
+		return netip.AddrPort{}, errors.New("not redirected")
+	})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		fmt.Fprintf(w, "http %s %s to %s", r.Method, r.URL.Path, local)
+	})}
+	go srv.Serve(il)
+	t.Cleanup(func() { srv.Close() })
+	echo, greeter := outsideServer(t, ""), outsideServer(t, "220 greeter ready")
+	to := func(d netip.AddrPort) { dst.Store(&d) }
+
+	// HTTP, the listener's own generations take it.
+	to(echo)
+	resp, err := http.Get("http://" + ln.Addr().String() + "/orders/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "http GET /orders/1 to " + echo.String(); string(body) != want {
+		t.Fatalf("HTTP outside the mesh: %q, want %q", body, want)
+	}
+
+	// registry_only: closed, whatever it sends.
+	for _, first := range []string{"\x16\x03\x01 a TLS client", "SET k v"} {
+		if got := call(t, ln.Addr().String(), first); got != "" {
+			t.Fatalf("registry_only relayed %q: %q", first, got)
+		}
+	}
+
+	// allow_any: the bytes reach the destination and come back.
+	o.SetOutside(relay.OutsidePass)
+	if got := call(t, ln.Addr().String(), "\x16\x03\x01 a TLS client", "second line"); got != "outside: \x16\x03\x01 a TLS client\noutside: second line\n" {
+		t.Fatalf("allow_any: %q", got)
+	}
+	// A server that speaks first: the client waits for its greeting.
+	to(greeter)
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(conn)
+	if l, err := rd.ReadString('\n'); err != nil || l != "220 greeter ready\n" {
+		t.Fatalf("greeting: %q %v", l, err)
+	}
+	io.WriteString(conn, "EHLO web\n")
+	if l, err := rd.ReadString('\n'); err != nil || l != "outside: EHLO web\n" {
+		t.Fatalf("after the greeting: %q %v", l, err)
+	}
+	conn.Close()
+	// An address where nothing listens: the client is closed.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().(*net.TCPAddr).AddrPort()
+	dead.Close()
+	to(deadAddr)
+	if got := call(t, ln.Addr().String(), "\x00binary"); got != "" {
+		t.Fatalf("to a closed port: %q", got)
+	}
+
+	// Two refusals, two passed, one unreachable.
+	waitRecords(t, &out, 5)
+	var reasons []string
+	for _, r := range out.all(t) {
+		if r["kind"] != "flow" || r["listener"] != "outbound" || r["source_identity"] != "spiffe://wasmgate.local/ns/default/sa/web" {
+			t.Errorf("record %v", r)
+		}
+		reasons = append(reasons, fmt.Sprintf("%v %v", r["destination_address"], r["close_reason"]))
+	}
+	want := []string{echo.String() + " outside_mesh", echo.String() + " outside_mesh", echo.String() + " peer_closed",
+		greeter.String() + " peer_closed", deadAddr.String() + " upstream_unreachable"}
+	slices.Sort(reasons)
+	slices.Sort(want)
+	if strings.Join(reasons, "|") != strings.Join(want, "|") {
+		t.Fatalf("flows %q, want %q", reasons, want)
+	}
+}
