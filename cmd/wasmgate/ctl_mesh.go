@@ -294,9 +294,10 @@ func ctlMeshApplyCmd(f *ctlFlags) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or replace the authorization policies and peer authentications of a file",
-		Long: `Apply a policy file: a YAML or JSON document with authorization_policies and
-peer_authentications lists (see docs/mesh-policy.md). The whole file is
+		Short: "Create or replace the authorization policies, peer authentications and outbound traffic policies of a file",
+		Long: `Apply a policy file: a YAML or JSON document with authorization_policies,
+peer_authentications and outbound_traffic_policies lists (see
+docs/mesh-policy.md). The whole file is
 validated first, locally, and nothing is written if any policy is invalid;
 then each policy is written as one change, in the order of the file.`,
 		Args: cobra.NoArgs,
@@ -339,6 +340,12 @@ then each policy is written as one change, in the order of the file.`,
 					return err
 				}
 			}
+			for i := range doc.OutboundTrafficPolicies {
+				p := &doc.OutboundTrafficPolicies[i]
+				if err := put(resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: p.Name}, p); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
@@ -352,8 +359,12 @@ then each policy is written as one change, in the order of the file.`,
 // printMeshHeader and printMeshRow are the table of `ctl get` for the mesh
 // kinds.
 func printMeshHeader(w io.Writer, kind resource.Kind) {
-	if kind == resource.AuthorizationPolicies {
+	switch kind {
+	case resource.AuthorizationPolicies:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tACTION\tRULES")
+		return
+	case resource.OutboundTrafficPolicies:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE")
 		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
@@ -375,5 +386,7 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 			mode = "(inherit)"
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
+	case *policy.OutboundTrafficPolicy:
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
 	}
 }

@@ -65,8 +65,11 @@ authorization_policies:
         to: [{methods: [POST], paths: ["/pay*"]}]
 peer_authentications:
   - {name: payments, namespace: payments, mode: STRICT}
+outbound_traffic_policies:
+  - {name: shop-egress, namespace: shop, mode: ALLOW_ANY}
 `)
-	if out, code := ctl("mesh", "apply", "-f", policies); code != 0 || !strings.Contains(out, "create  authorization_policies/payments-from-orders") {
+	if out, code := ctl("mesh", "apply", "-f", policies); code != 0 || !strings.Contains(out, "create  authorization_policies/payments-from-orders") ||
+		!strings.Contains(out, "create  authorization_outbound/shop-egress") {
 		t.Fatalf("mesh apply: %d %s", code, out)
 	}
 	for _, tc := range []struct {
@@ -96,6 +99,9 @@ peer_authentications:
 	}
 	if out, code := ctl("get", "pa"); code != 0 || !regexp.MustCompile(`payments\s+\d+\s+payments\s+\*\s+strict\s+0`).MatchString(out) {
 		t.Errorf("get pa: %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "outbound_traffic_policies"); code != 0 || !regexp.MustCompile(`shop-egress\s+\d+\s+shop\s+\*\s+allow_any`).MatchString(out) {
+		t.Errorf("get outbound_traffic_policies: %d\n%s", code, out)
 	}
 
 	// A live change: web may now pay too.

@@ -542,6 +542,8 @@ func setName(v any, name string) {
 		x.Name = name
 	case *policy.PeerAuthentication:
 		x.Name = name
+	case *policy.OutboundTrafficPolicy:
+		x.Name = name
 	}
 }
 

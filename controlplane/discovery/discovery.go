@@ -55,6 +55,7 @@ type Policies struct {
 	Revision      int64
 	Authorization []policy.AuthorizationPolicy
 	Peer          []policy.PeerAuthentication
+	Outbound      []policy.OutboundTrafficPolicy
 }
 
 // Interest is what a sidecar asks for.
@@ -99,6 +100,7 @@ type Hub struct {
 	raw      map[string][]byte                                 // the value of every key the hub follows
 	aps      map[string]map[string]*policy.AuthorizationPolicy // namespace -> name -> policy
 	pas      map[string]map[string]*policy.PeerAuthentication
+	ots      map[string]map[string]*policy.OutboundTrafficPolicy
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
 	watchers int
@@ -125,6 +127,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		cli: cli, keys: resource.NewKeys(prefix), log: logger,
 		services: map[string]*service{}, raw: map[string][]byte{},
 		aps: map[string]map[string]*policy.AuthorizationPolicy{}, pas: map[string]map[string]*policy.PeerAuthentication{},
+		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
 		policyWs: map[string]map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -171,11 +174,18 @@ func (h *Hub) Run(ctx context.Context) error {
 	return nil
 }
 
-// policyRange is the key range of both mesh policy kinds.
+// policyRange is the key range of every mesh policy kind, which nothing
+// else sorts between.
 func (h *Hub) policyRange() (begin, end string) {
-	a, b := h.keys.Kind(resource.AuthorizationPolicies), h.keys.Kind(resource.PeerAuthentications)
-	if b < a {
-		a, b = b, a
+	var a, b string
+	for _, k := range resource.MeshKinds {
+		p := h.keys.Kind(k)
+		if a == "" || p < a {
+			a = p
+		}
+		if p > b {
+			b = p
+		}
 	}
 	return a, strings.TrimSuffix(b, "/") + "0" // '0' follows '/'
 }
@@ -302,6 +312,12 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		}
 		h.pas[p.Namespace][p.Name] = p
 		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+	case *policy.OutboundTrafficPolicy:
+		if h.ots[p.Namespace] == nil {
+			h.ots[p.Namespace] = map[string]*policy.OutboundTrafficPolicy{}
+		}
+		h.ots[p.Namespace][p.Name] = p
+		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
 	}
 }
 
@@ -333,6 +349,8 @@ func scopeOf(v any) *scope {
 		return &scope{p.Namespace, p.Service}
 	case *policy.PeerAuthentication:
 		return &scope{p.Namespace, p.Service}
+	case *policy.OutboundTrafficPolicy:
+		return &scope{p.Namespace, p.Service}
 	}
 	return nil
 }
@@ -356,6 +374,16 @@ func (h *Hub) removePolicy(ref resource.Ref) any {
 				delete(m, ref.Name)
 				if len(m) == 0 {
 					delete(h.pas, ns)
+				}
+				return p
+			}
+		}
+	case resource.OutboundTrafficPolicies:
+		for ns, m := range h.ots {
+			if p, ok := m[ref.Name]; ok {
+				delete(m, ref.Name)
+				if len(m) == 0 {
+					delete(h.ots, ns)
 				}
 				return p
 			}
@@ -429,12 +457,18 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 				p.Peer = append(p.Peer, *pa)
 			}
 		}
+		for _, ot := range h.ots[ns] {
+			if ot.Service == "" || ot.Service == svc {
+				p.Outbound = append(p.Outbound, *ot)
+			}
+		}
 		if namespace == policy.RootNamespace {
 			break
 		}
 	}
 	slices.SortFunc(p.Authorization, func(a, b policy.AuthorizationPolicy) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(p.Peer, func(a, b policy.PeerAuthentication) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Outbound, func(a, b policy.OutboundTrafficPolicy) int { return strings.Compare(a.Name, b.Name) })
 	return p
 }
 

@@ -75,6 +75,9 @@ func describe(u discovery.Update) string {
 		for _, p := range u.Policies.Peer {
 			names = append(names, "peer:"+p.Name)
 		}
+		for _, p := range u.Policies.Outbound {
+			names = append(names, "outbound:"+p.Name+"="+string(p.Mode))
+		}
 		parts = append(parts, "policies=["+strings.Join(names, ",")+"]")
 	}
 	return strings.Join(parts, " ")
@@ -101,6 +104,8 @@ func putPolicy(t *testing.T, cli *clientv3.Client, prefix string, v any) {
 		ref = resource.Ref{Kind: resource.AuthorizationPolicies, Name: p.Name}
 	case *policy.PeerAuthentication:
 		ref = resource.Ref{Kind: resource.PeerAuthentications, Name: p.Name}
+	case *policy.OutboundTrafficPolicy:
+		ref = resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: p.Name}
 	}
 	b, err := resource.Encode(v)
 	if err != nil {
@@ -164,6 +169,12 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 	if got := describe(next(t, pay)); got != "policies=[payments-deny-all,peer:mesh]" {
 		t.Fatalf("payments after a mesh-wide policy: %s", got)
 	}
+	// An outbound traffic policy of shop reaches web, not payments.
+	putPolicy(t, cli, prefix, &policy.OutboundTrafficPolicy{Name: "shop-egress", Namespace: "shop", Mode: policy.AllowAny})
+	if got := describe(next(t, web)); got != "policies=[peer:mesh,outbound:shop-egress=allow_any]" {
+		t.Fatalf("web after its namespace's outbound traffic policy: %s", got)
+	}
+	quiet(t, pay, "payments after an outbound traffic policy of shop")
 
 	// Deregistration, and a lease that expires, remove endpoints.
 	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "orders.shop", "10.0.0.1:15006"); err != nil {

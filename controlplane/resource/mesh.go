@@ -9,13 +9,15 @@ import (
 
 // Check validates the resources of the mesh kinds in a set, which
 // config.Config.Validate does not see: each policy on its own, and, across
-// the set, that no two peer authentications set the mode of one scope. It
+// the set, that no two peer authentications (or outbound traffic
+// policies) set the mode of one scope. It
 // returns the problems of each invalid resource, with paths inside it;
 // the set is valid when the map is empty. Resources are checked as they
 // are (call Normalize first).
 func Check(s Set) map[Ref]config.Errors {
 	out := map[Ref]config.Errors{}
 	scopes := map[[2]string]string{}
+	outScopes := map[[2]string]string{}
 	for _, r := range s.Refs() {
 		var err error
 		switch v := s[r].(type) {
@@ -26,9 +28,19 @@ func Check(s Set) map[Ref]config.Errors {
 			if err == nil {
 				scope := [2]string{v.Namespace, v.Service}
 				if first, dup := scopes[scope]; dup {
-					err = config.Errors{{Path: "service", Msg: fmt.Sprintf("%s already sets the mode of %s; one peer authentication per namespace or service", Ref{PeerAuthentications, first}, scopeName(v))}}
+					err = config.Errors{{Path: "service", Msg: fmt.Sprintf("%s already sets the mode of %s; one peer authentication per namespace or service", Ref{PeerAuthentications, first}, scopeOf(v.Namespace, v.Service))}}
 				} else {
 					scopes[scope] = r.Name
+				}
+			}
+		case *policy.OutboundTrafficPolicy:
+			err = v.Validate()
+			if err == nil {
+				scope := [2]string{v.Namespace, v.Service}
+				if first, dup := outScopes[scope]; dup {
+					err = config.Errors{{Path: "service", Msg: fmt.Sprintf("%s already sets the outbound mode of %s; one outbound traffic policy per namespace or service", Ref{OutboundTrafficPolicies, first}, scopeOf(v.Namespace, v.Service))}}
+				} else {
+					outScopes[scope] = r.Name
 				}
 			}
 		default:
@@ -46,11 +58,11 @@ func Check(s Set) map[Ref]config.Errors {
 	return out
 }
 
-func scopeName(p *policy.PeerAuthentication) string {
-	if p.Service == "" {
-		return "namespace " + p.Namespace
+func scopeOf(namespace, service string) string {
+	if service == "" {
+		return "namespace " + namespace
 	}
-	return "service " + p.Namespace + "/" + p.Service
+	return "service " + namespace + "/" + service
 }
 
 // Policies returns the mesh policies of a set, sorted by name.

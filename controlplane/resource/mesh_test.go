@@ -90,6 +90,25 @@ func TestMeshPoliciesInTheStore(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Errors[0].Resource != "authentication_policies/shop-2" || ve.Errors[0].Path != "service" {
 		t.Fatalf("a second peer authentication for one namespace: %v", err)
 	}
+	// So are two outbound traffic policies for one scope, and a mode
+	// that is not one.
+	otp := func(name, mode string) resource.Set {
+		return resource.Set{{Kind: resource.OutboundTrafficPolicies, Name: name}: &policy.OutboundTrafficPolicy{Name: name, Namespace: "shop", Mode: policy.OutboundMode(mode)}}
+	}
+	if _, err := st.Apply(ctx, store.Change{Put: otp("shop-egress", "ALLOW_ANY")}); err != nil {
+		t.Fatalf("an outbound traffic policy: %v", err)
+	}
+	_, err = st.Apply(ctx, store.Change{Put: otp("shop-egress-2", "registry_only")})
+	if !errors.As(err, &ve) || ve.Errors[0].Resource != "authorization_outbound/shop-egress-2" || ve.Errors[0].Path != "service" {
+		t.Fatalf("a second outbound traffic policy for one namespace: %v", err)
+	}
+	_, err = st.Apply(ctx, store.Change{Put: otp("shop-egress", "deny")})
+	if !errors.As(err, &ve) || ve.Errors[0].Path != "mode" {
+		t.Fatalf("an outbound traffic policy of mode deny: %v", err)
+	}
+	if _, err := st.Apply(ctx, store.Change{Delete: []resource.Ref{{Kind: resource.OutboundTrafficPolicies, Name: "shop-egress"}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, rev, _ := st.Get(ctx, apRef); rev != first.Revision {
 		t.Fatalf("a refused change moved the policy to revision %d", rev)
 	}
@@ -137,6 +156,7 @@ func TestParseMeshKinds(t *testing.T) {
 		"authorization_policy": resource.AuthorizationPolicies, "AuthorizationPolicy": resource.AuthorizationPolicies,
 		"peer-authentication": resource.PeerAuthentications, "PeerAuthentication": resource.PeerAuthentications,
 		"authentication_policies": resource.PeerAuthentications,
+		"outbound_traffic_policy": resource.OutboundTrafficPolicies, "OutboundTrafficPolicy": resource.OutboundTrafficPolicies,
 	} {
 		if got, err := resource.ParseKind(in); err != nil || got != want {
 			t.Errorf("ParseKind(%q) = %v, %v", in, got, err)

@@ -37,14 +37,19 @@ const (
 	// ConfigRange: a proxy's configuration watch never carries them, and
 	// a sidecar receives only those of its own service through discovery.
 	PeerAuthentications Kind = "authentication_policies"
+	// OutboundTrafficPolicies (policy.OutboundTrafficPolicy) set what
+	// sidecars do with calls outside the mesh. The key segment
+	// "authorization_outbound" sorts between the other two mesh kinds,
+	// inside the range discovery watches and outside ConfigRange.
+	OutboundTrafficPolicies Kind = "authorization_outbound"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -64,8 +69,10 @@ func ParseKind(s string) (Kind, error) {
 		return AuthorizationPolicies, nil
 	case "peer_authentications", "peer_authentication", "peerauthentications", "peerauthentication", "authentication_policies", "authentication_policy", "authn", "pa":
 		return PeerAuthentications, nil
+	case "outbound_traffic_policies", "outbound_traffic_policy", "outboundtrafficpolicies", "outboundtrafficpolicy", "authorization_outbound", "otp":
+		return OutboundTrafficPolicies, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies or peer_authentications)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications or outbound_traffic_policies)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -77,6 +84,8 @@ func (k Kind) Singular() string {
 		return "authorization policy"
 	case PeerAuthentications:
 		return "peer authentication"
+	case OutboundTrafficPolicies:
+		return "outbound traffic policy"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -237,6 +246,8 @@ func New(kind Kind) any {
 		return &policy.AuthorizationPolicy{}
 	case PeerAuthentications:
 		return &policy.PeerAuthentication{}
+	case OutboundTrafficPolicies:
+		return &policy.OutboundTrafficPolicy{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -265,6 +276,8 @@ func Normalize(v any) {
 	case *policy.AuthorizationPolicy:
 		x.Normalize()
 	case *policy.PeerAuthentication:
+		x.Normalize()
+	case *policy.OutboundTrafficPolicy:
 		x.Normalize()
 	}
 }
@@ -319,6 +332,10 @@ func NameOf(v any) string {
 	case policy.AuthorizationPolicy:
 		return x.Name
 	case policy.PeerAuthentication:
+		return x.Name
+	case *policy.OutboundTrafficPolicy:
+		return x.Name
+	case policy.OutboundTrafficPolicy:
 		return x.Name
 	}
 	return ""

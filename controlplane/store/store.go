@@ -459,7 +459,7 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 	// A control plane of a mesh may hold policies and nothing for proxies
 	// yet: sidecars build their own configuration.
 	meshOnly := len(cfg.Listeners)+len(cfg.VirtualHosts)+len(cfg.Clusters)+len(cfg.Plugins)+len(cfg.Certificates) == 0 &&
-		len(order[resource.AuthorizationPolicies])+len(order[resource.PeerAuthentications]) > 0
+		len(order[resource.AuthorizationPolicies])+len(order[resource.PeerAuthentications])+len(order[resource.OutboundTrafficPolicies]) > 0
 	if err := cfg.Validate(); err != nil && !meshOnly {
 		return nil, nil, fieldErrors(err, order)
 	}

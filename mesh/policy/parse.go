@@ -16,6 +16,9 @@ import (
 type Document struct {
 	AuthorizationPolicies []AuthorizationPolicy `json:"authorization_policies,omitempty" yaml:"authorization_policies,omitempty"`
 	PeerAuthentications   []PeerAuthentication  `json:"peer_authentications,omitempty" yaml:"peer_authentications,omitempty"`
+	// OutboundTrafficPolicies set what sidecars do with calls outside
+	// the mesh.
+	OutboundTrafficPolicies []OutboundTrafficPolicy `json:"outbound_traffic_policies,omitempty" yaml:"outbound_traffic_policies,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -41,6 +44,14 @@ func Parse(data []byte) (*Document, error) {
 		p := &doc.PeerAuthentications[i]
 		p.Normalize()
 		path := fmt.Sprintf("peer_authentications[%d]", i)
+		all = append(all, prefixed(path, p.Validate())...)
+		all = append(all, duplicate(names, path, p.Name, i)...)
+	}
+	names = map[string]int{}
+	for i := range doc.OutboundTrafficPolicies {
+		p := &doc.OutboundTrafficPolicies[i]
+		p.Normalize()
+		path := fmt.Sprintf("outbound_traffic_policies[%d]", i)
 		all = append(all, prefixed(path, p.Validate())...)
 		all = append(all, duplicate(names, path, p.Name, i)...)
 	}

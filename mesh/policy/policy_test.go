@@ -202,6 +202,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"peer mode", `peer_authentications: [{name: a, namespace: n, mode: disable}]`, []string{"peer_authentications[0].mode"}},
 		{"peer ports need a service", `peer_authentications: [{name: a, namespace: n, port_level: {8080: permissive}}]`, []string{"peer_authentications[0].port_level"}},
 		{"peer port", `peer_authentications: [{name: a, namespace: n, service: s, port_level: {70000: strict}}]`, []string{"peer_authentications[0].port_level[70000]"}},
+		{"outbound mode", `outbound_traffic_policies: [{name: a, namespace: n, mode: deny}]`, []string{"outbound_traffic_policies[0].mode"}},
+		{"outbound mode missing", `outbound_traffic_policies: [{name: a, namespace: n}]`, []string{"outbound_traffic_policies[0].mode"}},
+		{"outbound duplicate", `outbound_traffic_policies: [{name: a, namespace: n, mode: allow_any}, {name: a, namespace: m, mode: allow_any}]`, []string{"outbound_traffic_policies[1].name"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
 		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},
 		{"bad json", `{"authorization_policies": 3}`, nil},
@@ -262,6 +265,33 @@ peer_authentications:
 	empty, _ := policy.CompileModes(nil)
 	if got := empty.For("a", "b", 1); got.Mode != policy.Strict {
 		t.Errorf("default mode = %+v, want strict", got)
+	}
+}
+
+func TestOutboundTrafficPolicies(t *testing.T) {
+	d, err := policy.Parse([]byte(`
+outbound_traffic_policies:
+  - {name: mesh, namespace: wasmgate-system, mode: REGISTRY_ONLY}
+  - {name: shop, namespace: shop, mode: ALLOW_ANY}
+  - {name: vault, namespace: shop, service: vault, mode: registry_only}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ns, svc string
+		want    policy.OutboundResolution
+	}{
+		{"shop", "orders", policy.OutboundResolution{Mode: policy.AllowAny, Source: "shop"}},
+		{"shop", "vault", policy.OutboundResolution{Mode: policy.RegistryOnly, Source: "vault"}},
+		{"other", "x", policy.OutboundResolution{Mode: policy.RegistryOnly, Source: "mesh"}},
+	} {
+		if got, ok := policy.OutboundFor(d.OutboundTrafficPolicies, tc.ns, tc.svc); !ok || got != tc.want {
+			t.Errorf("OutboundFor(%s, %s) = %+v %v, want %+v", tc.ns, tc.svc, got, ok, tc.want)
+		}
+	}
+	if _, ok := policy.OutboundFor(d.OutboundTrafficPolicies[1:], "other", "x"); ok {
+		t.Error("a service no policy covers has a mode")
 	}
 }
 

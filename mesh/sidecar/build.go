@@ -62,6 +62,9 @@ type State struct {
 	// InboundMode is the mode of the inbound listener; empty means
 	// Settings.InboundMode.
 	InboundMode policy.Mode
+	// OutboundPolicy is registry_only or allow_any, from the service's
+	// outbound traffic policy; empty means Settings.OutboundPolicy.
+	OutboundPolicy string
 }
 
 // Build turns settings and state into the proxy's configuration: an
@@ -140,7 +143,11 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		})
 	}
 	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener}}
-	if s.OutboundPolicy == AllowAny && passthrough != "" {
+	outbound := st.OutboundPolicy
+	if outbound == "" {
+		outbound = s.OutboundPolicy
+	}
+	if outbound == AllowAny && passthrough != "" {
 		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: PassthroughCluster, Endpoints: []config.Endpoint{{Address: passthrough}}})
 		outside.Routes = []config.Route{{Name: "passthrough", Match: config.RouteMatch{Prefix: "/"}, Cluster: PassthroughCluster}}
 	} else {

@@ -25,6 +25,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/mesh/internal/netnstest"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
@@ -105,10 +106,18 @@ func nsApp(t *testing.T, ns *netnstest.NS, name string) {
 // line, and closes once the client has finished sending.
 func nsTCPApp(t *testing.T, ns *netnstest.NS, name string) {
 	t.Helper()
+	nsLineServer(t, ns, "127.0.0.1:8080", name, "")
+}
+
+// nsLineServer listens on addr in ns and answers each line of a
+// connection with "name: line", after a greeting of its own when greet is
+// not empty (a protocol whose server speaks first).
+func nsLineServer(t *testing.T, ns *netnstest.NS, addr, name, greet string) {
+	t.Helper()
 	var l net.Listener
 	ns.MustDo(func() error {
 		var err error
-		l, err = net.Listen("tcp", "127.0.0.1:8080")
+		l, err = net.Listen("tcp", addr)
 		return err
 	})
 	go func() {
@@ -119,6 +128,11 @@ func nsTCPApp(t *testing.T, ns *netnstest.NS, name string) {
 			}
 			go func() {
 				defer c.Close()
+				if greet != "" {
+					if _, err := io.WriteString(c, greet+"\n"); err != nil {
+						return
+					}
+				}
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
 					if _, err := fmt.Fprintf(c, "%s: %s\n", name, sc.Text()); err != nil {
@@ -626,6 +640,83 @@ func TestNetnsTransparent(t *testing.T) {
 	if err != nil || out != "db: select 1 -- intercepted\n" {
 		t.Fatalf("intercepted web -> db: %q %v", out, err)
 	}
+	// A TCP server outside the mesh, on the router: a connection that does
+	// not speak HTTP (here a TLS record's first bytes) is refused by
+	// registry_only, and a flow record says why.
+	outside := m.gw["web"].String() + ":7000"
+	nsLineServer(t, m.ns["cp"], outside, "outside", "")
+	if out, _ := tcpCall(t, m.ns["web"], outside, "\x16\x03\x01 not HTTP"); out != "" {
+		t.Fatalf("registry_only let a connection outside the mesh through: %q", out)
+	}
+	records := filepath.Join(m.dir, "web", "records.log")
+	waitFor(t, "web's flow record of the refusal", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(records)
+		return bytes.Contains(b, []byte(`"destination_address":"`+outside+`"`)) && bytes.Contains(b, []byte(`"close_reason":"outside_mesh"`))
+	})
+	web := m.gw["web"].String() + ":7080"
+	m.ns["cp"].MustDo(func() error {
+		l, err := net.Listen("tcp", web)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a web site outside the mesh") })}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		return nil
+	})
+	getOutside := func() (int, string) {
+		resp, err := app.Get("http://" + web + "/")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := getOutside(); st != 502 {
+		t.Fatalf("registry_only, an HTTP call outside the mesh: %d %q", st, body)
+	}
+
+	// The namespace's outbound traffic policy, applied in the control
+	// plane, turns web's sidecar to allow_any live: the same bytes reach
+	// the server now, a server that speaks first greets the app, and an
+	// HTTP call outside the mesh is passed on.
+	otp := resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: "default-egress"}
+	if _, err := m.admin.Put(context.Background(), otp, []byte("namespace: default\nmode: allow_any\n"), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "allow_any in web's sidecar", 10*time.Second, func() bool {
+		out, _ := tcpCall(t, m.ns["web"], outside, "\x16\x03\x01 not HTTP")
+		return out == "outside: \x16\x03\x01 not HTTP\n"
+	})
+	greeter := m.gw["web"].String() + ":7001"
+	nsLineServer(t, m.ns["cp"], greeter, "greeter", "220 greeter ready")
+	conn, err := nsDialer(m.ns["web"])(context.Background(), "tcp", greeter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(conn)
+	if l, err := rd.ReadString('\n'); err != nil || l != "220 greeter ready\n" {
+		t.Fatalf("a server that speaks first, through allow_any: %q %v", l, err)
+	}
+	io.WriteString(conn, "EHLO web\n")
+	if l, err := rd.ReadString('\n'); err != nil || l != "greeter: EHLO web\n" {
+		t.Fatalf("after the greeting: %q %v", l, err)
+	}
+	if st, body := getOutside(); st != 200 || body != "a web site outside the mesh" {
+		t.Fatalf("allow_any, an HTTP call outside the mesh: %d %q", st, body)
+	}
+	// Deleted, the sidecar's own setting, registry_only, is back.
+	if _, err := m.admin.Delete(context.Background(), otp, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registry_only in web's sidecar again", 10*time.Second, func() bool {
+		out, _ := tcpCall(t, m.ns["web"], outside, "\x16\x03\x01 not HTTP")
+		st, _ := getOutside()
+		return out == "" && st == 502
+	})
 }
 
 // localTelemetry writes a sidecar's --local-config: its records (access,

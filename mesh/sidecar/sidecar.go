@@ -14,7 +14,13 @@
 //	                 -> cluster of the peers' inbound addresses, HTTP/2 over
 //	                    mTLS verifying their SPIFFE IDs, with retries,
 //	                    outlier detection and circuit breakers
-//	                 -> anything else: 502 (registry_only) or passed on (allow_any)
+//	                 -> anything else: 502 (registry_only) or passed on (allow_any);
+//	                    intercepted bytes that are not HTTP: closed or relayed
+//	                    to their original destination (package relay)
+//
+// The outbound policy is the service's outbound traffic policy from the
+// control plane (its own, its namespace's or the mesh's), else
+// Settings.OutboundPolicy.
 //
 // The inbound listener is strict (a mesh client certificate required) or
 // permissive (plain text accepted beside it): the service's
@@ -39,6 +45,7 @@ import (
 	"net/http/httputil"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -97,18 +104,25 @@ type Sidecar struct {
 	log   *zap.Logger
 	ready chan struct{}
 
-	mu      sync.Mutex
-	state   State
-	changed chan struct{}
+	mu             sync.Mutex
+	state          State
+	outboundSource string // the outbound traffic policy in force, or ""
+	changed        chan struct{}
 
+	// outbound is the outbound policy in force: the service's
+	// outbound traffic policy from the control plane, else
+	// Settings.OutboundPolicy.
+	outbound atomic.Pointer[string]
+	// passthrough is the forwarder of allow_any's HTTP calls, started
+	// the first time allow_any is in force.
+	passMu      sync.Mutex
 	passthrough *http.Server
 	passAddr    string
 	version     int
 	last        *config.Config
 }
 
-// New returns a sidecar. With allow_any it starts the local forwarder
-// that carries calls to destinations outside the mesh.
+// New returns a sidecar.
 func New(o Options) (*Sidecar, error) {
 	if o.Proxy == nil || o.Guard == nil || o.Source == nil {
 		return nil, errors.New("sidecar: Proxy, Guard and Source are required")
@@ -124,19 +138,44 @@ func New(o Options) (*Sidecar, error) {
 	}
 	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1),
 		state: State{Endpoints: map[string][]registry.Endpoint{}}}
-	if o.Settings.OutboundPolicy == AllowAny {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("sidecar: the allow_any forwarder: %w", err)
+	mode := o.Settings.OutboundPolicy
+	s.outbound.Store(&mode)
+	if mode == AllowAny {
+		if _, err := s.forwarder(); err != nil {
+			return nil, err
 		}
-		s.passAddr = ln.Addr().String()
-		s.passthrough = &http.Server{Handler: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-			r.Out.URL.Scheme, r.Out.URL.Host = "http", r.In.Host
-			r.Out.Host = r.In.Host
-		}}, ReadHeaderTimeout: 10 * time.Second}
-		go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
 	}
 	return s, nil
+}
+
+// forwarder returns the address of the local forwarder that carries
+// allow_any's HTTP calls to destinations outside the mesh, starting it
+// on first use. It serves only while allow_any is in force: the app
+// could reach it directly, so under registry_only it answers 502.
+func (s *Sidecar) forwarder() (string, error) {
+	s.passMu.Lock()
+	defer s.passMu.Unlock()
+	if s.passthrough != nil {
+		return s.passAddr, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("sidecar: the allow_any forwarder: %w", err)
+	}
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.Out.URL.Scheme, r.Out.URL.Host = "http", r.In.Host
+		r.Out.Host = r.In.Host
+	}}
+	s.passAddr = ln.Addr().String()
+	s.passthrough = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if *s.outbound.Load() != AllowAny {
+			http.Error(w, "destination is not a service of the mesh (outbound_policy: registry_only)", http.StatusBadGateway)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
+	return s.passAddr, nil
 }
 
 // Ready is closed once the first configuration, made after the first
@@ -158,6 +197,8 @@ func (s *Settings) Endpoint() registry.Endpoint {
 // uses the source.
 func (s *Sidecar) Run(ctx context.Context) error {
 	defer func() {
+		s.passMu.Lock()
+		defer s.passMu.Unlock()
 		if s.passthrough != nil {
 			s.passthrough.Close()
 		}
@@ -203,15 +244,19 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			s.log.Warn("discovery update", zap.Error(err))
 			continue
 		}
+		s.mu.Lock()
 		if p := u.Policies; p != nil {
 			if err := s.o.Guard.Load(p.Revision, p.Authorization, p.Peer); err != nil {
 				s.log.Error("mesh policies rejected; the previous ones stay in force", zap.Error(err))
 			} else {
 				s.log.Info("mesh policies loaded", zap.Int64("revision", p.Revision),
-					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)))
+					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)),
+					zap.Int("outbound_traffic", len(p.Outbound)))
 			}
+			st := &s.o.Settings
+			r, _ := policy.OutboundFor(p.Outbound, st.Namespace, st.Service)
+			s.state.OutboundPolicy, s.outboundSource = string(r.Mode), r.Source
 		}
-		s.mu.Lock()
 		for _, e := range u.Endpoints {
 			s.state.Endpoints[e.Service] = e.Items
 		}
@@ -227,21 +272,38 @@ func (s *Sidecar) follow(ctx context.Context) error {
 // unless it is the one live.
 func (s *Sidecar) apply(ctx context.Context) {
 	s.mu.Lock()
-	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints))}
+	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints)), OutboundPolicy: s.state.OutboundPolicy}
 	for k, v := range s.state.Endpoints {
 		st.Endpoints[k] = v
 	}
+	source := s.outboundSource
 	s.mu.Unlock()
+	mode := st.OutboundPolicy
+	if mode == "" {
+		mode = s.o.Settings.OutboundPolicy
+	}
+	if prev := s.outbound.Swap(&mode); *prev != mode {
+		s.log.Info("outbound policy changed", zap.String("outbound_policy", mode), zap.String("from", *prev),
+			zap.String("outbound_traffic_policy", source))
+	}
+	passAddr := ""
+	if mode == AllowAny {
+		var err error
+		if passAddr, err = s.forwarder(); err != nil {
+			s.log.Error("allow_any's HTTP calls are refused", zap.Error(err))
+		}
+	}
 	// Port-level modes name the app's port, as Istio's do.
 	if r := s.o.Guard.Mode(s.o.Settings.AppPort); r.Source != "" {
 		st.InboundMode = r.Mode
 	}
 	if s.o.TCP != nil {
+		s.o.TCP.out.SetOutside(outside(mode))
 		if err := s.o.TCP.update(&s.o.Settings, st, s.o.TrustDomain); err != nil {
 			s.log.Error("TCP services' endpoints rejected; the previous ones stay in force", zap.Error(err))
 		}
 	}
-	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, s.passAddr)
+	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, passAddr)
 	if b := s.o.Base; b != nil {
 		cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = b.Admin, b.AccessLog, b.Node, b.DrainTimeout, b.ShutdownDelay
 		cfg.Telemetry = b.Telemetry
