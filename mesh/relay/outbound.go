@@ -72,6 +72,11 @@ type Outbound struct {
 	// alone, for intercepted connections.
 	byAddr atomic.Pointer[map[netip.AddrPort]string]
 	byIP   atomic.Pointer[map[netip.Addr]string]
+	// aliases are more IPs of TCP services (SetAliases); others are the
+	// IPs of endpoints of the services the relay does not carry, which
+	// an alias never takes.
+	aliases atomic.Pointer[map[netip.Addr]string]
+	others  atomic.Pointer[map[netip.Addr]bool]
 
 	// queue hands intercepted connections to the HTTP listener's
 	// generations (Intercept); closed ends what waits on it.
@@ -164,8 +169,10 @@ func (o *Outbound) Update(eps map[string][]Endpoint, others []netip.Addr) error 
 	byAddr := map[netip.AddrPort]string{}
 	byIP := map[netip.Addr]string{}
 	shared := map[netip.Addr]bool{}
+	notOurs := map[netip.Addr]bool{}
 	for _, a := range others {
 		shared[a.Unmap()] = true
+		notOurs[a.Unmap()] = true
 	}
 	for name, list := range eps {
 		s := &service{name: name}
@@ -210,23 +217,47 @@ func (o *Outbound) Update(eps map[string][]Endpoint, others []netip.Addr) error 
 	o.services.Store(&svcs)
 	o.byAddr.Store(&byAddr)
 	o.byIP.Store(&byIP)
+	o.others.Store(&notOurs)
 	return nil
+}
+
+// SetAliases gives the relay more addresses of TCP services, by IP: those
+// their names resolve to where the app runs (a Kubernetes Service's
+// cluster IP, which the app connects to and the interception reports as
+// the original destination). An intercepted connection to an alias, on
+// any port, is relayed to its service, unless an endpoint of a service
+// answers for that address first, or the IP is an endpoint's of a
+// service the relay does not carry.
+func (o *Outbound) SetAliases(m map[netip.Addr]string) {
+	own := make(map[netip.Addr]string, len(m))
+	for ip, name := range m {
+		own[ip.Unmap()] = name
+	}
+	o.aliases.Store(&own)
 }
 
 // Lookup returns the TCP service an intercepted connection was going to,
 // by its original destination: an endpoint's address, else an endpoint's
 // IP address on any port (the app's own port on that host, which the
 // peer's interception sends to its sidecar) unless another service has
-// an endpoint at that IP too.
+// an endpoint at that IP too, else an alias (SetAliases).
 func (o *Outbound) Lookup(dst netip.AddrPort) (string, bool) {
 	if m := o.byAddr.Load(); m != nil {
 		if name, ok := (*m)[dst]; ok {
 			return name, true
 		}
 	}
+	ip := dst.Addr().Unmap()
 	if m := o.byIP.Load(); m != nil {
-		if name, ok := (*m)[dst.Addr().Unmap()]; ok {
+		if name, ok := (*m)[ip]; ok {
 			return name, true
+		}
+	}
+	if m := o.aliases.Load(); m != nil {
+		if name, ok := (*m)[ip]; ok {
+			if others := o.others.Load(); others == nil || !(*others)[ip] {
+				return name, true
+			}
 		}
 	}
 	return "", false

@@ -370,10 +370,17 @@ func TestLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The names resolve to cluster IPs; one alias is an endpoint's IP.
+	out.SetAliases(map[netip.Addr]string{
+		netip.MustParseAddr("10.96.0.10"): "db.default",
+		netip.MustParseAddr("10.0.0.2"):   "db.default", // an HTTP service's endpoint
+		netip.MustParseAddr("10.0.0.1"):   "cache.default",
+	})
 	for _, tc := range []struct {
 		dst, want string
 	}{
-		{"10.0.0.1:5432", "db.default"},
+		{"10.96.0.10:5432", "db.default"},
+		{"10.0.0.1:5432", "db.default"}, // the endpoint wins over the alias
 		{"10.0.0.1:15006", "db.default"},
 		{"10.0.0.2:6379", ""},               // an HTTP service's endpoint is there too
 		{"10.0.0.2:15006", "cache.default"}, // but not at this address

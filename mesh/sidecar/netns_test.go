@@ -380,6 +380,17 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			if err := os.Chown(own, webUID, webUID); err != nil {
 				t.Fatal(err)
 			}
+			// In web's namespace db's name resolves to a cluster IP, as a
+			// Kubernetes Service's does: `ip netns exec` puts this file
+			// over /etc/hosts for the processes it starts.
+			etc := filepath.Join("/etc/netns", ns[name].Name())
+			if err := os.MkdirAll(etc, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(etc) })
+			if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n"+dbClusterIP+" db db.default db.default.svc\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			ns[name].MustRun(bin, "sidecar", "iptables", "--uid", strconv.Itoa(webUID), "--inbound-port", "15006", "--outbound-port", "15001",
 				"--exclude-outbound-ports", "9900,2379")
 			args = append([]string{"--reuid", strconv.Itoa(webUID), "--regid", strconv.Itoa(webUID), "--clear-groups", bin}, args...)
@@ -397,6 +408,10 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	t.Logf("control plane and four sidecars up in %v", time.Since(start))
 	return m
 }
+
+// dbClusterIP is the address db's name resolves to in web's namespace in
+// TestNetnsTransparent: no host has it; only the interception reaches it.
+const dbClusterIP = "10.96.0.10"
 
 // TestNetnsMesh: calls by name over mTLS, a denial, a refused plain-text
 // inbound, a live policy change under load, and no plain text on the wire.
@@ -640,6 +655,12 @@ func TestNetnsTransparent(t *testing.T) {
 	if err != nil || out != "db: select 1 -- intercepted\n" {
 		t.Fatalf("intercepted web -> db: %q %v", out, err)
 	}
+	// By its name: the app connects to the cluster IP db's name resolves
+	// to; web's sidecar resolved the name too and relays to db.
+	waitFor(t, "an intercepted connection to db's cluster IP", 10*time.Second, func() bool {
+		out, err := tcpCall(t, m.ns["web"], dbClusterIP+":5432", "select 2 -- by name")
+		return err == nil && out == "db: select 2 -- by name\n"
+	})
 	// A TCP server outside the mesh, on the router: a connection that does
 	// not speak HTTP (here a TLS record's first bytes) is refused by
 	// registry_only, and a flow record says why.

@@ -1,11 +1,15 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -29,7 +33,19 @@ type TCP struct {
 
 	inLn net.Listener
 	done chan struct{}
+
+	// The names of the TCP services the app calls are resolved as the
+	// app resolves them, every resolveEvery, until stop (resolve).
+	lookup       func(ctx context.Context, host string) ([]netip.Addr, error)
+	resolveEvery time.Duration
+	stop         chan struct{}
+	resolved     sync.WaitGroup
+	log          *zap.Logger
 }
+
+// resolveEvery is how often a sidecar resolves the names of the TCP
+// services its app calls.
+const resolveEvery = 30 * time.Second
 
 // NewTCP prepares the relay of settings s (normalised and valid). mesh is
 // the sidecar's workload identity, guard its service's policy.
@@ -41,7 +57,11 @@ func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger
 	if err != nil {
 		return nil, err
 	}
-	t := &TCP{s: *s, out: out, done: make(chan struct{})}
+	t := &TCP{s: *s, out: out, done: make(chan struct{}), stop: make(chan struct{}), log: log,
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		resolveEvery: resolveEvery}
 	if s.Protocol == ProtocolTCP {
 		t.in, err = relay.NewInbound(relay.InboundOptions{Mesh: mesh, Guard: guard, AppPort: s.AppPort, Mode: s.InboundMode,
 			Destination: s.Name(), Logger: log.Named("tcp-inbound")})
@@ -111,8 +131,95 @@ func (t *TCP) Start(tel *telemetry.Pipeline) error {
 	} else {
 		close(t.done)
 	}
+	if len(t.s.TCPTargets()) > 0 {
+		t.resolved.Add(1)
+		go func() {
+			defer t.resolved.Done()
+			t.resolveLoop()
+		}()
+	}
 	ok = true
 	return nil
+}
+
+// resolveLoop resolves the names of the TCP services the app calls now
+// and every t.resolveEvery, and gives the relay the addresses they
+// resolve to, so that an intercepted connection to one (a Kubernetes
+// Service's cluster IP: the app connects to db:5432) finds its service.
+func (t *TCP) resolveLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-t.stop
+		cancel()
+	}()
+	var last map[netip.Addr]string
+	for {
+		aliases := t.resolve(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if !maps.Equal(aliases, last) {
+			for ip, name := range aliases {
+				if last[ip] != name {
+					t.log.Info("a TCP service's name resolves to an address; connections to it are relayed to the service",
+						zap.String("service", name), zap.String("address", ip.String()))
+				}
+			}
+			t.out.SetAliases(aliases)
+			last = aliases
+		}
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(t.resolveEvery):
+		}
+	}
+}
+
+// resolve looks up, for each TCP service the app calls, the names the app
+// may know it by (hostNames), and returns the addresses found, by
+// service. An address two services resolve to, loopback and the
+// unspecified address are left out.
+func (t *TCP) resolve(ctx context.Context) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	clash := map[netip.Addr]bool{}
+	for _, name := range t.s.TCPTargets() {
+		for _, host := range hostNames(name, t.s.Namespace) {
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ips, err := t.lookup(lctx, host)
+			cancel()
+			if err != nil {
+				continue
+			}
+			for _, ip := range ips {
+				ip = ip.Unmap()
+				if ip.IsLoopback() || ip.IsUnspecified() {
+					continue
+				}
+				if o, ok := out[ip]; ok && o != name {
+					clash[ip] = true
+				}
+				out[ip] = name
+			}
+		}
+	}
+	for ip := range clash {
+		delete(out, ip)
+	}
+	return out
+}
+
+// hostNames are the names an app may use for the service name
+// ("db.shop"): "db.shop" and "db.shop.svc" (which Kubernetes' DNS search
+// domains complete), and "db" alone from the service's own namespace.
+func hostNames(name, namespace string) []string {
+	svc, ns, _ := strings.Cut(name, ".")
+	out := []string{name, name + ".svc"}
+	if ns == namespace {
+		out = append([]string{svc}, out...)
+	}
+	return out
 }
 
 // InboundAddr is the address of a TCP app's inbound listener, or nil.
@@ -125,6 +232,12 @@ func (t *TCP) InboundAddr() net.Addr {
 
 // Close stops the listeners and ends every relayed connection.
 func (t *TCP) Close() {
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+	}
+	t.resolved.Wait()
 	if t.inLn != nil {
 		_ = t.inLn.Close()
 		<-t.done
