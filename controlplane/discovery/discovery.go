@@ -357,36 +357,28 @@ func scopeOf(v any) *scope {
 
 // removePolicy forgets a policy and returns it (nil if unknown).
 func (h *Hub) removePolicy(ref resource.Ref) any {
+	var p any
 	switch ref.Kind {
 	case resource.AuthorizationPolicies:
-		for ns, m := range h.aps {
-			if p, ok := m[ref.Name]; ok {
-				delete(m, ref.Name)
-				if len(m) == 0 {
-					delete(h.aps, ns)
-				}
-				return p
-			}
-		}
+		p = forget(h.aps, ref.Name)
 	case resource.PeerAuthentications:
-		for ns, m := range h.pas {
-			if p, ok := m[ref.Name]; ok {
-				delete(m, ref.Name)
-				if len(m) == 0 {
-					delete(h.pas, ns)
-				}
-				return p
-			}
-		}
+		p = forget(h.pas, ref.Name)
 	case resource.OutboundTrafficPolicies:
-		for ns, m := range h.ots {
-			if p, ok := m[ref.Name]; ok {
-				delete(m, ref.Name)
-				if len(m) == 0 {
-					delete(h.ots, ns)
-				}
-				return p
+		p = forget(h.ots, ref.Name)
+	}
+	return p
+}
+
+// forget removes the policy name from a map of policies by namespace and
+// returns it, or nil.
+func forget[P any](byNS map[string]map[string]*P, name string) any {
+	for ns, m := range byNS {
+		if p, ok := m[name]; ok {
+			delete(m, name)
+			if len(m) == 0 {
+				delete(byNS, ns)
 			}
+			return p
 		}
 	}
 	return nil

@@ -31,34 +31,40 @@ func Parse(data []byte) (*Document, error) {
 		return nil, err
 	}
 	var all config.Errors
-	names := map[string]int{}
-	for i := range doc.AuthorizationPolicies {
-		p := &doc.AuthorizationPolicies[i]
-		p.Normalize()
-		path := fmt.Sprintf("authorization_policies[%d]", i)
-		all = append(all, prefixed(path, p.Validate())...)
-		all = append(all, duplicate(names, path, p.Name, i)...)
-	}
-	names = map[string]int{}
-	for i := range doc.PeerAuthentications {
-		p := &doc.PeerAuthentications[i]
-		p.Normalize()
-		path := fmt.Sprintf("peer_authentications[%d]", i)
-		all = append(all, prefixed(path, p.Validate())...)
-		all = append(all, duplicate(names, path, p.Name, i)...)
-	}
-	names = map[string]int{}
-	for i := range doc.OutboundTrafficPolicies {
-		p := &doc.OutboundTrafficPolicies[i]
-		p.Normalize()
-		path := fmt.Sprintf("outbound_traffic_policies[%d]", i)
-		all = append(all, prefixed(path, p.Validate())...)
-		all = append(all, duplicate(names, path, p.Name, i)...)
-	}
+	all = append(all, checkList("authorization_policies", doc.AuthorizationPolicies)...)
+	all = append(all, checkList("peer_authentications", doc.PeerAuthentications)...)
+	all = append(all, checkList("outbound_traffic_policies", doc.OutboundTrafficPolicies)...)
 	if len(all) > 0 {
 		return nil, all
 	}
 	return doc, nil
+}
+
+// resourceOf is a policy kind as a document lists it.
+type resourceOf[T any] interface {
+	*T
+	Normalize()
+	Validate() error
+	name() string
+}
+
+func (p *AuthorizationPolicy) name() string   { return p.Name }
+func (p *PeerAuthentication) name() string    { return p.Name }
+func (p *OutboundTrafficPolicy) name() string { return p.Name }
+
+// checkList normalizes and validates each policy of one list of a
+// document, and refuses a name used twice; paths start at key[i].
+func checkList[T any, P resourceOf[T]](key string, list []T) config.Errors {
+	var all config.Errors
+	names := map[string]int{}
+	for i := range list {
+		p := P(&list[i])
+		p.Normalize()
+		path := fmt.Sprintf("%s[%d]", key, i)
+		all = append(all, prefixed(path, p.Validate())...)
+		all = append(all, duplicate(names, path, p.name(), i)...)
+	}
+	return all
 }
 
 func duplicate(seen map[string]int, path, name string, i int) config.Errors {

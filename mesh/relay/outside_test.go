@@ -50,36 +50,6 @@ func TestLooksHTTP(t *testing.T) {
 	}
 }
 
-// outsideServer listens on loopback: it greets first when greet is set,
-// then echoes each line it reads as "outside: LINE".
-func outsideServer(t *testing.T, greet string) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if greet != "" {
-					io.WriteString(c, greet+"\n")
-				}
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "outside: %s\n", sc.Text())
-				}
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
-}
-
 // TestInterceptOutside: intercepted connections bound outside the mesh.
 // One that speaks HTTP reaches the HTTP listener with its original
 // destination as its local address and its bytes intact; any other is
@@ -117,7 +87,7 @@ func TestInterceptOutside(t *testing.T) {
 	})}
 	go srv.Serve(il)
 	t.Cleanup(func() { srv.Close() })
-	echo, greeter := outsideServer(t, ""), outsideServer(t, "220 greeter ready")
+	echo, greeter := lineServer(t, "outside", ""), lineServer(t, "outside", "220 greeter ready")
 	to := func(d netip.AddrPort) { dst.Store(&d) }
 
 	// HTTP, the listener's own generations take it.

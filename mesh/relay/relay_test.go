@@ -87,6 +87,13 @@ func (c *ca) identity(t testing.TB, sa string) *mesh {
 // has finished sending.
 func echoApp(t testing.TB, name string) int {
 	t.Helper()
+	return int(lineServer(t, name, "").Port())
+}
+
+// lineServer listens on loopback: it greets first when greet is set,
+// then answers each line it reads with "name: line".
+func lineServer(t testing.TB, name, greet string) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +107,9 @@ func echoApp(t testing.TB, name string) int {
 			}
 			go func() {
 				defer c.Close()
+				if greet != "" {
+					io.WriteString(c, greet+"\n")
+				}
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
 					fmt.Fprintf(c, "%s: %s\n", name, sc.Text())
@@ -107,7 +117,7 @@ func echoApp(t testing.TB, name string) int {
 			}()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 // call sends lines to addr, ends its side and reads until the other
