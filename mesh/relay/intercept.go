@@ -16,6 +16,10 @@ import (
 //
 //   - a connection to an endpoint of a TCP service is relayed here and
 //     never reaches the HTTP listener;
+//   - a connection to an address of an HTTP service (an endpoint's IP,
+//     or one its name resolves to: SetAliases) goes to the HTTP listener,
+//     as below, without waiting for its first bytes, so that a client
+//     that connects ahead of its first request is served;
 //   - any other redirected connection is sniffed (see sniff): one that
 //     speaks HTTP is returned with its original destination as its local
 //     address, which is where the app believes it is connected, so that
@@ -100,6 +104,10 @@ func (o *Outbound) route(c net.Conn, dstOf func(net.Conn) (netip.AddrPort, error
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if name, ok := o.Lookup(dst); ok {
 		o.Handle(c, name)
+		return
+	}
+	if o.isHTTP(dst.Addr()) {
+		o.serveHTTP(&redirected{Conn: c, dst: net.TCPAddrFromAddrPort(dst)})
 		return
 	}
 	if !o.cs.Add(c) {

@@ -73,10 +73,11 @@ type Outbound struct {
 	byAddr atomic.Pointer[map[netip.AddrPort]string]
 	byIP   atomic.Pointer[map[netip.Addr]string]
 	// aliases are more IPs of TCP services (SetAliases); others are the
-	// IPs of endpoints of the services the relay does not carry, which
-	// an alias never takes.
-	aliases atomic.Pointer[map[netip.Addr]string]
-	others  atomic.Pointer[map[netip.Addr]bool]
+	// IPs of endpoints of the services the relay does not carry (HTTP),
+	// which an alias never takes, and httpAliases more IPs of those.
+	aliases     atomic.Pointer[map[netip.Addr]string]
+	others      atomic.Pointer[map[netip.Addr]bool]
+	httpAliases atomic.Pointer[map[netip.Addr]bool]
 
 	// queue hands intercepted connections to the HTTP listener's
 	// generations (Intercept); closed ends what waits on it.
@@ -221,19 +222,37 @@ func (o *Outbound) Update(eps map[string][]Endpoint, others []netip.Addr) error 
 	return nil
 }
 
-// SetAliases gives the relay more addresses of TCP services, by IP: those
-// their names resolve to where the app runs (a Kubernetes Service's
-// cluster IP, which the app connects to and the interception reports as
-// the original destination). An intercepted connection to an alias, on
-// any port, is relayed to its service, unless an endpoint of a service
-// answers for that address first, or the IP is an endpoint's of a
-// service the relay does not carry.
-func (o *Outbound) SetAliases(m map[netip.Addr]string) {
-	own := make(map[netip.Addr]string, len(m))
-	for ip, name := range m {
+// SetAliases gives the relay more addresses of the services the app
+// calls, by IP: those their names resolve to where the app runs (a
+// Kubernetes Service's cluster IP, which the app connects to and the
+// interception reports as the original destination). An intercepted
+// connection to an alias of a TCP service (tcp), on any port, is relayed
+// to its service, unless an endpoint of a service answers for that
+// address first, or the IP is an endpoint's of a service the relay does
+// not carry. One to an alias of an HTTP service (http) goes to the HTTP
+// listener at once, as one to an HTTP endpoint's IP does, unsniffed.
+func (o *Outbound) SetAliases(tcp map[netip.Addr]string, http map[netip.Addr]bool) {
+	own := make(map[netip.Addr]string, len(tcp))
+	for ip, name := range tcp {
 		own[ip.Unmap()] = name
 	}
 	o.aliases.Store(&own)
+	hs := make(map[netip.Addr]bool, len(http))
+	for ip := range http {
+		hs[ip.Unmap()] = true
+	}
+	o.httpAliases.Store(&hs)
+}
+
+// isHTTP tells whether ip is known as an address of an HTTP service of
+// the mesh: an endpoint's, or an alias.
+func (o *Outbound) isHTTP(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if m := o.others.Load(); m != nil && (*m)[ip] {
+		return true
+	}
+	m := o.httpAliases.Load()
+	return m != nil && (*m)[ip]
 }
 
 // Lookup returns the TCP service an intercepted connection was going to,

@@ -140,6 +140,28 @@ func TestInterceptOutside(t *testing.T) {
 		t.Fatalf("to a closed port: %q", got)
 	}
 
+	// An address of an HTTP service of the mesh (here, as its name
+	// resolved): served as HTTP, even when the client waits before its
+	// first request, as a client that connects ahead does.
+	o.SetAliases(nil, map[netip.Addr]bool{echo.Addr(): true})
+	to(echo)
+	late, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	time.Sleep(3 * relay.DefaultDetectTimeout)
+	late.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(late, "GET /late HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(late), nil)
+	if err != nil {
+		t.Fatalf("a late request to an HTTP service's address: %v", err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	if want := "http GET /late to " + echo.String(); string(body) != want {
+		t.Fatalf("a late request: %q, want %q", body, want)
+	}
+
 	// Two refusals, two passed, one unreachable.
 	waitRecords(t, &out, 5)
 	var reasons []string

@@ -385,7 +385,7 @@ func TestLookup(t *testing.T) {
 		netip.MustParseAddr("10.96.0.10"): "db.default",
 		netip.MustParseAddr("10.0.0.2"):   "db.default", // an HTTP service's endpoint
 		netip.MustParseAddr("10.0.0.1"):   "cache.default",
-	})
+	}, nil)
 	for _, tc := range []struct {
 		dst, want string
 	}{

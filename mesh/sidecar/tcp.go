@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -131,7 +132,7 @@ func (t *TCP) Start(tel *telemetry.Pipeline) error {
 	} else {
 		close(t.done)
 	}
-	if len(t.s.TCPTargets()) > 0 {
+	if len(t.s.TCPTargets())+len(t.s.Targets()) > 0 {
 		t.resolved.Add(1)
 		go func() {
 			defer t.resolved.Done()
@@ -142,10 +143,11 @@ func (t *TCP) Start(tel *telemetry.Pipeline) error {
 	return nil
 }
 
-// resolveLoop resolves the names of the TCP services the app calls now
-// and every t.resolveEvery, and gives the relay the addresses they
-// resolve to, so that an intercepted connection to one (a Kubernetes
-// Service's cluster IP: the app connects to db:5432) finds its service.
+// resolveLoop resolves the names of the services the app calls now and
+// every t.resolveEvery, and gives the relay the addresses they resolve
+// to, so that an intercepted connection to one (a Kubernetes Service's
+// cluster IP: the app connects to db:5432) finds its TCP service, or
+// goes to the HTTP listener without being sniffed.
 func (t *TCP) resolveLoop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -153,21 +155,22 @@ func (t *TCP) resolveLoop() {
 		<-t.stop
 		cancel()
 	}()
-	var last map[netip.Addr]string
+	var lastTCP map[netip.Addr]string
+	var lastHTTP map[netip.Addr]bool
 	for {
-		aliases := t.resolve(ctx)
+		tcp, http := t.resolve(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if !maps.Equal(aliases, last) {
-			for ip, name := range aliases {
-				if last[ip] != name {
+		if !maps.Equal(tcp, lastTCP) || !maps.Equal(http, lastHTTP) {
+			for ip, name := range tcp {
+				if lastTCP[ip] != name {
 					t.log.Info("a TCP service's name resolves to an address; connections to it are relayed to the service",
 						zap.String("service", name), zap.String("address", ip.String()))
 				}
 			}
-			t.out.SetAliases(aliases)
-			last = aliases
+			t.out.SetAliases(tcp, http)
+			lastTCP, lastHTTP = tcp, http
 		}
 		select {
 		case <-t.stop:
@@ -177,37 +180,64 @@ func (t *TCP) resolveLoop() {
 	}
 }
 
-// resolve looks up, for each TCP service the app calls, the names the app
-// may know it by (hostNames), and returns the addresses found, by
-// service. An address two services resolve to, loopback and the
-// unspecified address are left out.
-func (t *TCP) resolve(ctx context.Context) map[netip.Addr]string {
+// resolve looks up, for each service the app calls, the names the app
+// may know it by (hostNames), and returns the addresses found: the TCP
+// services' by service, the HTTP services' as a set. An address that
+// two TCP services, or a TCP and an HTTP service, resolve to, loopback
+// and the unspecified address are left out.
+func (t *TCP) resolve(ctx context.Context) (tcp map[netip.Addr]string, http map[netip.Addr]bool) {
 	out := map[netip.Addr]string{}
 	clash := map[netip.Addr]bool{}
-	for _, name := range t.s.TCPTargets() {
+	const httpService = "" // out's value for an HTTP service's address
+	tcpNames := t.s.TCPTargets()
+	// Every name at once: a resolver that does not answer costs the
+	// timeout once, not once a name.
+	type query struct {
+		owner, host string
+		ips         []netip.Addr
+	}
+	var queries []*query
+	for _, name := range append(tcpNames, t.s.Targets()...) {
+		owner := httpService
+		if slices.Contains(tcpNames, name) {
+			owner = name
+		}
 		for _, host := range hostNames(name, t.s.Namespace) {
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			ips, err := t.lookup(lctx, host)
-			cancel()
-			if err != nil {
-				continue
-			}
-			for _, ip := range ips {
-				ip = ip.Unmap()
-				if ip.IsLoopback() || ip.IsUnspecified() {
-					continue
-				}
-				if o, ok := out[ip]; ok && o != name {
-					clash[ip] = true
-				}
-				out[ip] = name
-			}
+			queries = append(queries, &query{owner: owner, host: host})
 		}
 	}
-	for ip := range clash {
-		delete(out, ip)
+	var wg sync.WaitGroup
+	for _, q := range queries {
+		wg.Go(func() {
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			q.ips, _ = t.lookup(lctx, q.host)
+		})
 	}
-	return out
+	wg.Wait()
+	for _, q := range queries {
+		for _, ip := range q.ips {
+			ip = ip.Unmap()
+			if ip.IsLoopback() || ip.IsUnspecified() {
+				continue
+			}
+			if o, ok := out[ip]; ok && o != q.owner {
+				clash[ip] = true
+			}
+			out[ip] = q.owner
+		}
+	}
+	tcp, http = map[netip.Addr]string{}, map[netip.Addr]bool{}
+	for ip, owner := range out {
+		switch {
+		case clash[ip]:
+		case owner == httpService:
+			http[ip] = true
+		default:
+			tcp[ip] = owner
+		}
+	}
+	return tcp, http
 }
 
 // hostNames are the names an app may use for the service name
