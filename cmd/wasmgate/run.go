@@ -109,7 +109,7 @@ requests in flight get up to the drain timeout.`,
 						return &exitError{code: exitInvalid, err: fmt.Errorf("--secret-key-file: %w", err)}
 					}
 				}
-				boot, err := ef.bootstrap()
+				boot, err := ef.bootstrap(false)
 				if err != nil {
 					return err
 				}
@@ -184,7 +184,10 @@ func (f *etcdRunFlags) register(cmd *cobra.Command) {
 
 // bootstrap is the proxy-local part of the configuration: the flags, and
 // the telemetry section of --local-config.
-func (f *etcdRunFlags) bootstrap() (*config.Config, error) {
+//
+// A sidecar (sidecar true) builds its configuration itself: its
+// --local-config may give plugins too, for its filters.
+func (f *etcdRunFlags) bootstrap(sidecar bool) (*config.Config, error) {
 	b := &config.Config{
 		Admin:         config.Admin{Address: f.admin, AllowedHosts: f.adminHosts, Pprof: f.adminPprof, TokenFile: f.adminToken},
 		AccessLog:     config.AccessLog{Path: f.accessLog},
@@ -193,11 +196,11 @@ func (f *etcdRunFlags) bootstrap() (*config.Config, error) {
 		ShutdownDelay: config.Duration(f.delay),
 	}
 	if f.localConfig != "" {
-		t, err := loadLocalTelemetry(f.localConfig)
+		t, plugins, err := loadLocalConfig(f.localConfig, sidecar)
 		if err != nil {
 			return nil, &exitError{code: exitInvalid, err: fmt.Errorf("--local-config: %w", err)}
 		}
-		b.Telemetry = t
+		b.Telemetry, b.Plugins = t, plugins
 	}
 	return b, nil
 }
@@ -207,13 +210,22 @@ func (f *etcdRunFlags) bootstrap() (*config.Config, error) {
 // configuration and the flags the proxy's own settings, so a file that
 // sets anything else is refused rather than partly ignored.
 func loadLocalTelemetry(file string) (*config.Telemetry, error) {
+	t, _, err := loadLocalConfig(file, false)
+	return t, err
+}
+
+// loadLocalConfig is loadLocalTelemetry for a proxy that may take
+// plugins from the file too (a sidecar's, withPlugins; they are checked
+// with the configuration the sidecar builds); then the telemetry section
+// may be left out.
+func loadLocalConfig(file string, withPlugins bool) (*config.Telemetry, []config.Plugin, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	doc := config.DecodeDocument(data, file)
 	if len(doc.Errors) > 0 {
-		return nil, doc.Errors
+		return nil, nil, doc.Errors
 	}
 	cfg := doc.Config
 	for _, s := range []struct {
@@ -224,7 +236,7 @@ func loadLocalTelemetry(file string) (*config.Telemetry, error) {
 		{"listeners", len(cfg.Listeners) > 0, "the control plane"},
 		{"virtual_hosts", len(cfg.VirtualHosts) > 0, "the control plane"},
 		{"clusters", len(cfg.Clusters) > 0, "the control plane"},
-		{"plugins", len(cfg.Plugins) > 0, "the control plane"},
+		{"plugins", len(cfg.Plugins) > 0 && !withPlugins, "the control plane"},
 		{"certificates", len(cfg.Certificates) > 0, "the control plane"},
 		{"admin", cfg.Admin.Address != "" || len(cfg.Admin.AllowedHosts) > 0 || cfg.Admin.Pprof || cfg.Admin.TokenFile != "", "--admin"},
 		{"access_log", cfg.AccessLog.Path != "" || len(cfg.AccessLog.Fields) > 0 || cfg.AccessLog.BufferEntries != 0, "--access-log"},
@@ -232,21 +244,26 @@ func loadLocalTelemetry(file string) (*config.Telemetry, error) {
 		{"drain_timeout", cfg.DrainTimeout != 0, "--drain-timeout"},
 		{"shutdown_delay", cfg.ShutdownDelay != 0, "--shutdown-delay"},
 	} {
+		if s.set && withPlugins {
+			return nil, nil, fmt.Errorf("%s: %s: set by the sidecar or by %s; this file gives the telemetry section and plugins only", file, s.field, s.from)
+		}
 		if s.set {
-			return nil, fmt.Errorf("%s: %s: set by %s with --etcd-endpoints; this file gives the telemetry section only", file, s.field, s.from)
+			return nil, nil, fmt.Errorf("%s: %s: set by %s with --etcd-endpoints; this file gives the telemetry section only", file, s.field, s.from)
 		}
 	}
-	if cfg.Telemetry == nil {
-		return nil, fmt.Errorf("%s: telemetry: missing; the file gives the proxy's telemetry section", file)
+	if cfg.Telemetry == nil && (!withPlugins || len(cfg.Plugins) == 0) {
+		return nil, nil, fmt.Errorf("%s: telemetry: missing; the file gives the proxy's telemetry section", file)
 	}
 	var found config.Errors
-	if err := cfg.ValidateTelemetry(); err != nil && !errors.As(err, &found) {
-		return nil, err
+	if cfg.Telemetry != nil {
+		if err := cfg.ValidateTelemetry(); err != nil && !errors.As(err, &found) {
+			return nil, nil, err
+		}
 	}
 	if list := doc.Report(found); len(list) > 0 {
-		return nil, list
+		return nil, nil, list
 	}
-	return cfg.Telemetry, nil
+	return cfg.Telemetry, cfg.Plugins, nil
 }
 
 // registerAddress is the address announced in the registry.

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/mesh/policy"
@@ -48,6 +49,8 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.s.Concurrency, "concurrency", 0, "with --sidecar: how many threads run the sidecar's code at once (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
 	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
+	fl.StringSliceVar(&f.s.InboundFilters, "inbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every request from a peer passes through after the mesh policy (comma-separated, in order)")
+	fl.StringSliceVar(&f.s.OutboundFilters, "outbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every call of the app passes through (comma-separated, in order)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
 }
 
@@ -95,6 +98,12 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	if len(o.Calls) > 0 {
 		s.Calls = o.Calls
 	}
+	if len(o.InboundFilters) > 0 {
+		s.InboundFilters = o.InboundFilters
+	}
+	if len(o.OutboundFilters) > 0 {
+		s.OutboundFilters = o.OutboundFilters
+	}
 	if len(f.tcpCalls) > 0 {
 		calls, err := sidecar.ParseTCPCalls(f.tcpCalls)
 		if err != nil {
@@ -130,9 +139,12 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	guard := policy.NewGuard(s.Namespace, s.Service)
-	base, err := ef.bootstrap()
+	base, err := ef.bootstrap(true)
 	if err != nil {
 		return &exitError{code: exitInvalid, err: err}
+	}
+	if err := checkSidecarConfig(&s, base, mesh.ID().TrustDomain().Name()); err != nil {
+		return &exitError{code: exitInvalid, err: fmt.Errorf("invalid sidecar configuration:\n%w", err)}
 	}
 	tcp, err := sidecar.NewTCP(&s, mesh, guard, log.Named("sidecar"))
 	if err != nil {
@@ -219,4 +231,18 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 func spiffeParts(id string) (namespace, serviceAccount string) {
 	_, ns, sa, _ := policy.ParseSPIFFE(id)
 	return ns, sa
+}
+
+// checkSidecarConfig checks, before the sidecar starts, what its
+// configurations are made of: its filters name plugins of --local-config,
+// and a configuration built with them (as yet without endpoints) is
+// valid, the plugins' own fields included.
+func checkSidecarConfig(s *sidecar.Settings, base *config.Config, trustDomain string) error {
+	if err := s.CheckFilters(base.Plugins); err != nil {
+		return err
+	}
+	cfg := sidecar.Build(s, sidecar.State{}, trustDomain, "")
+	sidecar.WithBase(cfg, base)
+	cfg.Normalize()
+	return cfg.Validate()
 }

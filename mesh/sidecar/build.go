@@ -99,7 +99,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		}}
 		cfg.VirtualHosts = []config.VirtualHost{{
 			Name: InboundListener, Domains: []string{"*"}, Listeners: []string{InboundListener},
-			Filters: []config.FilterRef{{Native: config.NativeMeshPolicy}},
+			Filters: append([]config.FilterRef{{Native: config.NativeMeshPolicy}}, filterRefs(s.InboundFilters)...),
 			Routes:  []config.Route{{Name: "app", Match: config.RouteMatch{Prefix: "/"}, Cluster: AppCluster}},
 		}}
 	}
@@ -138,11 +138,13 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		domains = append(domains, addrs[name]...)
 		cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{
 			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
-			Retry:  meshRetry(),
-			Routes: []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
+			Filters: filterRefs(s.OutboundFilters),
+			Retry:   meshRetry(),
+			Routes:  []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
 		})
 	}
-	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener}}
+	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener},
+		Filters: filterRefs(s.OutboundFilters)}
 	outbound := st.OutboundPolicy
 	if outbound == "" {
 		outbound = s.OutboundPolicy
@@ -156,6 +158,15 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	}
 	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
 	return cfg
+}
+
+// filterRefs attaches the plugins names, in order.
+func filterRefs(names []string) []config.FilterRef {
+	var out []config.FilterRef
+	for _, n := range names {
+		out = append(out, config.FilterRef{Plugin: n})
+	}
+	return out
 }
 
 // destinations returns, per service, the IP addresses of its endpoints

@@ -82,6 +82,9 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	if err := s.validate(true); err != nil {
 		return nil, err
 	}
+	if len(s.InboundFilters)+len(s.OutboundFilters) > 0 {
+		return nil, errors.New("sidecar: an in-process sidecar runs no Wasm filters; run it as `wasmgate run --sidecar`")
+	}
 	log := o.Logger
 	if log == nil {
 		log = zap.NewNop()

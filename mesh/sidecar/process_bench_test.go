@@ -80,7 +80,7 @@ type processPair struct {
 	outs     []*bytes.Buffer
 }
 
-func (p *processPair) start(b *testing.B, bin string, args ...string) {
+func (p *processPair) start(b testing.TB, bin string, args ...string) {
 	b.Helper()
 	cmd := exec.Command(bin, args...)
 	out := &bytes.Buffer{}
@@ -139,12 +139,8 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 		}
 		own := filepath.Join(dir, svc.name)
 		outbound := testaddr.Free(b)
-		args := []string{"run", "--sidecar", "--service", svc.name, "--app-port", strconv.Itoa(svc.appPort),
-			"--inbound", testaddr.Free(b), "--outbound", outbound,
-			"--identity-server", cp.APIURL(), "--join-token", tok.Token, "--trust-bundle-file", bundle,
-			"--identity-dir", filepath.Join(own, "identity"), "--wasm-cache-dir", filepath.Join(own, "wasm"),
-			"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off",
-			"--local-config", localTelemetry(b, mkdir(b, own))}
+		args := sidecarArgs(b, cp.APIURL(), tok.Token, bundle, own, svc.name, svc.appPort, outbound)
+		args = append(args, "--local-config", localTelemetry(b, mkdir(b, own)))
 		if svc.calls != "" {
 			args = append(args, "--calls", svc.calls)
 		}
@@ -170,6 +166,16 @@ func startProcessPair(b *testing.B, bin, hop string, threads int) *processPair {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return pair
+}
+
+// sidecarArgs are the arguments of `wasmgate run --sidecar` for the
+// service svc on loopback, its files under own, without --local-config.
+func sidecarArgs(t testing.TB, controlPlane, token, bundle, own, svc string, appPort int, outbound string) []string {
+	return []string{"run", "--sidecar", "--service", svc, "--app-port", strconv.Itoa(appPort),
+		"--inbound", testaddr.Free(t), "--outbound", outbound,
+		"--identity-server", controlPlane, "--join-token", token, "--trust-bundle-file", bundle,
+		"--identity-dir", filepath.Join(own, "identity"), "--wasm-cache-dir", filepath.Join(own, "wasm"),
+		"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off"}
 }
 
 // getOrders sends one call to orders through the outbound listener addr.

@@ -97,6 +97,13 @@ type Settings struct {
 	// TCPCalls are the services of protocol tcp the app calls: opaque
 	// bytes, relayed over mutual TLS, with no Host to route by.
 	TCPCalls []TCPCall `yaml:"tcp_calls,omitempty" json:"tcp_calls,omitempty"`
+	// InboundFilters are Wasm plugins, by name, that every request from
+	// a peer passes through once the mesh policy admitted it, in order;
+	// OutboundFilters those every call of the app passes through, to a
+	// service of the mesh or outside it. The plugins are the proxy's
+	// (Options.Base, --local-config's plugins:).
+	InboundFilters  []string `yaml:"inbound_filters,omitempty" json:"inbound_filters,omitempty"`
+	OutboundFilters []string `yaml:"outbound_filters,omitempty" json:"outbound_filters,omitempty"`
 }
 
 // TCPCall is a service of protocol tcp that the app calls.
@@ -274,6 +281,49 @@ func (s *Settings) validate(announceBound bool) error {
 			add(field+".listen", "%q is the sidecar's outbound or inbound address", c.Listen)
 		}
 		listens[c.Listen] = i
+	}
+	for _, f := range s.filterLists() {
+		field, list := f.field, f.names
+		names := map[string]int{}
+		for i, name := range list {
+			path := fmt.Sprintf("%s[%d]", field, i)
+			if j, dup := names[name]; dup {
+				add(path, "%q is also %s[%d]", name, field, j)
+			} else if name == "" {
+				add(path, "is empty; name a plugin")
+			}
+			names[name] = i
+		}
+	}
+	if field := "inbound_filters"; len(s.InboundFilters) > 0 && s.Protocol == ProtocolTCP {
+		add(field, "an app of protocol tcp has no HTTP requests to filter")
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+type filterList struct {
+	field string
+	names []string
+}
+
+func (s *Settings) filterLists() []filterList {
+	return []filterList{{"inbound_filters", s.InboundFilters}, {"outbound_filters", s.OutboundFilters}}
+}
+
+// CheckFilters reports the sidecar's filters that name no plugin of
+// plugins, with their field paths.
+func (s *Settings) CheckFilters(plugins []config.Plugin) error {
+	var errs config.Errors
+	for _, f := range s.filterLists() {
+		for i, name := range f.names {
+			if !slices.ContainsFunc(plugins, func(p config.Plugin) bool { return p.Name == name }) {
+				errs = append(errs, &config.FieldError{Path: fmt.Sprintf("sidecar.%s[%d]", f.field, i),
+					Msg: fmt.Sprintf("no plugin %q (the sidecar's plugins are those of --local-config)", name)})
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return errs

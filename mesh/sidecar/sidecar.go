@@ -178,6 +178,17 @@ func (s *Sidecar) forwarder() (string, error) {
 	return s.passAddr, nil
 }
 
+// WithBase copies into cfg, a configuration Build made, the proxy-local
+// settings of base (admin, access log, node, drain, telemetry, and the
+// plugins the sidecar's filters name); a nil base copies nothing.
+func WithBase(cfg, base *config.Config) {
+	if base == nil {
+		return
+	}
+	cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = base.Admin, base.AccessLog, base.Node, base.DrainTimeout, base.ShutdownDelay
+	cfg.Telemetry, cfg.Plugins = base.Telemetry, base.Plugins
+}
+
 // Ready is closed once the first configuration, made after the first
 // update from discovery (so that the service's policies are in force
 // before its inbound listener opens), is live.
@@ -304,10 +315,7 @@ func (s *Sidecar) apply(ctx context.Context) {
 		}
 	}
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, passAddr)
-	if b := s.o.Base; b != nil {
-		cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = b.Admin, b.AccessLog, b.Node, b.DrainTimeout, b.ShutdownDelay
-		cfg.Telemetry = b.Telemetry
-	}
+	WithBase(cfg, s.o.Base)
 	cfg.Normalize()
 	if s.last != nil && reflect.DeepEqual(cfg, s.last) {
 		return
