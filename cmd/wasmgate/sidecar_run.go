@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 	"github.com/wasmgate/wasmgate/proxy/filter/native"
 	"github.com/wasmgate/wasmgate/proxy/identity"
+	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 // sidecarFlags are `run --sidecar`'s: the settings of sidecar.Settings,
@@ -156,6 +159,14 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	if err != nil {
 		return err
 	}
+	var reload chan os.Signal
+	if ef.localConfig != "" {
+		// Before the first configuration: SIGHUP must not end the
+		// process once the proxy serves.
+		reload = make(chan os.Signal, 1)
+		signal.Notify(reload, syscall.SIGHUP)
+		defer signal.Stop(reload)
+	}
 	src := (&discovery.Client{URL: strings.TrimSuffix(idf.server, "/") + api.DiscoveryPath, HTTP: mesh.HTTPClient()}).Watch(s.Interest())
 	defer src.Close()
 	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard,
@@ -165,6 +176,18 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- sc.Run(ctx) }()
+	if reload != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-reload:
+					reloadSidecarLocal(ctx, ef.localConfig, &s, base, mesh.ID().TrustDomain().Name(), sc, tel, log)
+				}
+			}
+		}()
+	}
 	select {
 	case <-sc.Ready():
 	case err := <-runErr:
@@ -245,4 +268,34 @@ func checkSidecarConfig(s *sidecar.Settings, base *config.Config, trustDomain st
 	sidecar.WithBase(cfg, base)
 	cfg.Normalize()
 	return cfg.Validate()
+}
+
+// reloadSidecarLocal reads a sidecar's --local-config again (at SIGHUP)
+// and applies a configuration with its plugins at once (a plugin whose
+// module or VM settings changed gets a new VM; one whose configuration
+// alone changed keeps its VM with a new root context); then its
+// telemetry goes in force, sinks whose settings did not change keeping
+// their queues. A file that does not load, with which the sidecar's
+// configuration would not be valid, or whose plugins the proxy refuses,
+// is logged and a config_rejected event, and what runs stays.
+func reloadSidecarLocal(ctx context.Context, file string, s *sidecar.Settings, boot *config.Config, trustDomain string, sc *sidecar.Sidecar, tel *proxyTelemetry, log *zap.Logger) {
+	next := *boot
+	t, plugins, err := loadLocalConfig(file, true)
+	if err == nil {
+		next.Telemetry, next.Plugins = t, plugins
+		err = checkSidecarConfig(s, &next, trustDomain)
+	}
+	if err == nil {
+		err = sc.Rebase(ctx, &next)
+	}
+	if err == nil && tel != nil {
+		err = tel.pipe.Reconfigure(t)
+	}
+	if err != nil {
+		log.Error("--local-config rejected; the running telemetry and plugins stay", zap.String("file", file), zap.Error(err))
+		tel.event("config_rejected", telemetry.Error, err.Error(), telemetry.Attr{Key: "file", Value: file})
+		return
+	}
+	log.Info("local configuration reloaded", zap.String("file", file), zap.Int("plugins", len(plugins)))
+	tel.event("config_applied", telemetry.Info, "local configuration reloaded", telemetry.Attr{Key: "file", Value: file})
 }

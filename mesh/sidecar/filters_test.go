@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,10 +26,17 @@ import (
 // proxy-wasm Go SDK, unchanged (proxy/wasm/testdata/addheader.wasm adds
 // x-wasm: 1 to the request), so orders' app sees the header twice. A
 // filter that names no plugin stops a sidecar at start, with the field's
-// path.
+// path. orders' second inbound filter is the first-party authz module,
+// first with a configuration that allows every request: a new
+// configuration that denies, read at SIGHUP, takes effect without a
+// restart, and a file that does not load changes nothing.
 func TestSidecarWasmFilters(t *testing.T) {
 	bin := wasmgateBin(t)
 	module, err := filepath.Abs("../../proxy/wasm/testdata/addheader.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz, err := filepath.Abs("../../plugins/authz/authz.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +63,14 @@ func TestSidecarWasmFilters(t *testing.T) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	ordersPort := l.Addr().(*net.TCPAddr).Port
+	ordersLocal := filepath.Join(dir, "orders-local.yaml")
+	writeOrders := func(gate string) {
+		doc := "plugins:\n- {name: tag, file: " + module + "}\n- {name: gate, file: " + authz + ", config: " + gate + "}\n"
+		if err := os.WriteFile(ordersLocal, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeOrders(`{"default": "allow"}`)
 
 	pair := &processPair{quit: syscall.SIGTERM}
 	t.Cleanup(pair.stop)
@@ -66,7 +83,7 @@ func TestSidecarWasmFilters(t *testing.T) {
 	}
 	webOut := testaddr.Free(t)
 	orders := sidecarArgs(t, cp.APIURL(), token("orders"), bundle, mkdir(t, filepath.Join(dir, "orders")), "orders", ordersPort, testaddr.Free(t))
-	pair.start(t, bin, append(orders, "--local-config", plugins, "--inbound-filters", "tag")...)
+	pair.start(t, bin, append(orders, "--local-config", ordersLocal, "--inbound-filters", "tag,gate")...)
 	web := sidecarArgs(t, cp.APIURL(), token("web"), bundle, mkdir(t, filepath.Join(dir, "web")), "web", port(t, testaddr.Free(t)), webOut)
 	pair.start(t, bin, append(web, "--local-config", plugins, "--outbound-filters", "tag", "--calls", "orders")...)
 
@@ -100,6 +117,71 @@ func TestSidecarWasmFilters(t *testing.T) {
 			t.Fatalf("web -> orders through the filters: %q %v\n%s", got, err, pair.output())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// orders' gate now denies: SIGHUP, and the calls are refused by it
+	// from then on. Calls run all along, from four clients: each is
+	// answered by the old gate or the new, none fails.
+	writeOrders(`{"default": "deny"}`)
+	var (
+		mu       sync.Mutex
+		failures []string
+		denied   atomic.Bool
+		calls    atomic.Int64
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				got, err := call()
+				calls.Add(1)
+				switch {
+				case err == nil && got == "200 x-wasm=1,1":
+				case err == nil && (strings.HasPrefix(got, "403 ") || strings.HasPrefix(got, "401 ")):
+					denied.Store(true)
+				default:
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%q %v", got, err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := syscall.Kill(pair.pids[0], syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !denied.Load() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if !denied.Load() || len(failures) > 0 {
+		t.Fatalf("the reload under load: denied %v, %d failed of %d: %q\n%s", denied.Load(), len(failures), calls.Load(), failures, pair.output())
+	}
+	t.Logf("%d calls across the reload, none failed", calls.Load())
+	// A file that names a module that is not there: rejected, the gate
+	// still denies.
+	if err := os.WriteFile(ordersLocal, []byte("plugins:\n- {name: tag, file: /nonexistent.wasm}\n- {name: gate, file: "+authz+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pair.pids[0], syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got, err := call(); err != nil || !(strings.HasPrefix(got, "403 ") || strings.HasPrefix(got, "401 ")) {
+		t.Fatalf("after a bad file: %q %v\n%s", got, err, pair.output())
+	}
+	if !strings.Contains(pair.outs[0].String(), "--local-config rejected") {
+		t.Fatalf("orders' sidecar did not say it rejected the file:\n%s", pair.outs[0].String())
 	}
 
 	// A filter that names no plugin: the sidecar does not start.

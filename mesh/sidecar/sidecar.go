@@ -105,6 +105,8 @@ type Sidecar struct {
 	ready chan struct{}
 
 	mu             sync.Mutex
+	base           *config.Config // Options.Base, then Rebase's
+	rebases        chan rebase
 	state          State
 	outboundSource string // the outbound traffic policy in force, or ""
 	changed        chan struct{}
@@ -136,7 +138,7 @@ func New(o Options) (*Sidecar, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1),
+	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1), base: o.Base, rebases: make(chan rebase),
 		state: State{Endpoints: map[string][]registry.Endpoint{}}}
 	mode := o.Settings.OutboundPolicy
 	s.outbound.Store(&mode)
@@ -176,6 +178,31 @@ func (s *Sidecar) forwarder() (string, error) {
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
 	return s.passAddr, nil
+}
+
+// Rebase replaces Options.Base (the proxy's local configuration read
+// again: its telemetry and plugins) and applies a configuration with it
+// at once. When the proxy refuses that configuration (a plugin whose
+// module does not load), the previous base and configuration stay and
+// the error is returned. Run must be running.
+func (s *Sidecar) Rebase(ctx context.Context, b *config.Config) error {
+	req := rebase{base: b, done: make(chan error, 1)}
+	select {
+	case s.rebases <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type rebase struct {
+	base *config.Config
+	done chan error
 }
 
 // WithBase copies into cfg, a configuration Build made, the proxy-local
@@ -228,6 +255,19 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return ctx.Err()
 		case err := <-errc:
 			return err
+		case req := <-s.rebases:
+			s.mu.Lock()
+			old := s.base
+			s.base = req.base
+			s.mu.Unlock()
+			err := s.apply(ctx)
+			if err != nil {
+				s.mu.Lock()
+				s.base = old
+				s.mu.Unlock()
+			}
+			req.done <- err
+			continue
 		case <-s.changed:
 		}
 		timer := time.NewTimer(s.o.Debounce)
@@ -237,7 +277,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-timer.C:
 		}
-		s.apply(ctx)
+		_ = s.apply(ctx) // logged; the previous configuration keeps serving
 	}
 }
 
@@ -281,13 +321,13 @@ func (s *Sidecar) follow(ctx context.Context) error {
 
 // apply builds the configuration of the current state and applies it
 // unless it is the one live.
-func (s *Sidecar) apply(ctx context.Context) {
+func (s *Sidecar) apply(ctx context.Context) error {
 	s.mu.Lock()
 	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints)), OutboundPolicy: s.state.OutboundPolicy}
 	for k, v := range s.state.Endpoints {
 		st.Endpoints[k] = v
 	}
-	source := s.outboundSource
+	source, base := s.outboundSource, s.base
 	s.mu.Unlock()
 	mode := st.OutboundPolicy
 	if mode == "" {
@@ -315,20 +355,20 @@ func (s *Sidecar) apply(ctx context.Context) {
 		}
 	}
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, passAddr)
-	WithBase(cfg, s.o.Base)
+	WithBase(cfg, base)
 	cfg.Normalize()
 	if s.last != nil && reflect.DeepEqual(cfg, s.last) {
-		return
+		return nil
 	}
 	if err := cfg.Validate(); err != nil {
 		s.log.Error("sidecar configuration invalid; the previous one keeps serving", zap.Error(err))
-		return
+		return err
 	}
 	s.version++
 	version := fmt.Sprintf("mesh-%d", s.version)
 	if err := s.o.Proxy.Apply(ctx, cfg, version); err != nil {
 		s.log.Error("sidecar configuration rejected; the previous one keeps serving", zap.String("version", version), zap.Error(err))
-		return
+		return err
 	}
 	s.last = cfg
 	n := 0
@@ -341,4 +381,5 @@ func (s *Sidecar) apply(ctx context.Context) {
 	default:
 		close(s.ready)
 	}
+	return nil
 }
