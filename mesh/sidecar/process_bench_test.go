@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,13 +78,13 @@ type processPair struct {
 	pids     []int  // in the order started
 	quit     os.Signal
 	cmds     []*exec.Cmd
-	outs     []*bytes.Buffer
+	outs     []*lockedBuffer
 }
 
 func (p *processPair) start(b testing.TB, bin string, args ...string) {
 	b.Helper()
 	cmd := exec.Command(bin, args...)
-	out := &bytes.Buffer{}
+	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -101,6 +102,24 @@ func (p *processPair) stop() {
 		c.Wait()
 	}
 	p.cmds = nil
+}
+
+// lockedBuffer is a process's output, read while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (p *processPair) output() string {
