@@ -198,7 +198,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 		return r.wait(ctx)
 	}
 	// The policies are in force: a TCP app's inbound may open.
-	if err := tcp.Start(tel.pipe); err != nil {
+	if err := tcp.Start(tel.pipe, r.srv.Metrics()); err != nil {
 		cancel()
 		_ = r.wait(ctx)
 		return &exitError{code: exitInvalid, err: err}

@@ -16,6 +16,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
@@ -37,6 +38,8 @@ type InboundOptions struct {
 	Destination string
 	// Telemetry receives flow and decision records; nil means none.
 	Telemetry *telemetry.Pipeline
+	// Metrics count the connections (SetMetrics); nil means not.
+	Metrics *metrics.Metrics
 	// HandshakeTimeout bounds a peer's handshake (and, when permissive,
 	// its first byte); zero means tlsconf.DefaultHandshakeTimeout.
 	// ConnectTimeout bounds the dial to the app; zero means
@@ -59,6 +62,7 @@ type Inbound struct {
 	log  *zap.Logger
 	cs   conntrack.Set
 	tel  atomic.Pointer[telemetry.Pipeline]
+	met  meter
 }
 
 // NewInbound checks the options and prepares the TLS side.
@@ -93,12 +97,17 @@ func NewInbound(o InboundOptions) (*Inbound, error) {
 		in.self = cert.Leaf.URIs[0].String()
 	}
 	in.tel.Store(o.Telemetry)
+	in.met.m.Store(o.Metrics)
 	return in, nil
 }
 
 // SetTelemetry replaces InboundOptions.Telemetry, for connections from
 // now on.
 func (in *Inbound) SetTelemetry(p *telemetry.Pipeline) { in.tel.Store(p) }
+
+// SetMetrics has connections from now on counted in m (listener
+// mesh-tcp-inbound, cluster app).
+func (in *Inbound) SetMetrics(m *metrics.Metrics) { in.met.m.Store(m) }
 
 // Serve accepts peers on ln until it is closed.
 func (in *Inbound) Serve(ln net.Listener) {
@@ -142,6 +151,8 @@ func (in *Inbound) mode() policy.Mode {
 func (in *Inbound) serve(raw net.Conn) {
 	f := flow{listener: "inbound", start: time.Now(), source: addrString(raw.RemoteAddr()), destination: addrString(raw.LocalAddr()), destID: in.self}
 	defer func() { f.emit(in.tel.Load()) }()
+	st := in.met.stats(listenerInbound, clusterApp)
+	defer st.open()()
 	down, principal, ok := in.accept(raw, &f)
 	if !ok {
 		return
@@ -164,6 +175,7 @@ func (in *Inbound) serve(raw net.Conn) {
 	}
 	up, err := net.DialTimeout("tcp", in.app, in.o.ConnectTimeout)
 	if err != nil {
+		st.connectFailed()
 		in.log.Warn("the app refused a connection", zap.String("app", in.app), zap.Error(err))
 		f.reason = reasonUpstream
 		_ = down.Close()
@@ -174,7 +186,7 @@ func (in *Inbound) serve(raw net.Conn) {
 		return
 	}
 	defer in.cs.Done(up)
-	f.n = &counts{}
+	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, in.o.IdleTimeout)
 }
 

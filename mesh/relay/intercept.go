@@ -155,6 +155,7 @@ func (o *Outbound) sniffed(c net.Conn, dst netip.AddrPort) {
 		f := flow{listener: "outbound", start: time.Now(), source: addrString(c.RemoteAddr()), destination: dst.String(),
 			sourceID: o.identity(), reason: reasonOutside}
 		o.log.Debug("a connection to a host outside the mesh refused (outbound_policy: registry_only)", zapAddr("destination", dst))
+		o.met.stats(listenerOutbound, clusterBlackhole).open()()
 		_ = c.Close()
 		f.emit(o.tel.Load())
 		return

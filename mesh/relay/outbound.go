@@ -17,6 +17,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/proxy/balancer"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
@@ -27,6 +28,8 @@ type OutboundOptions struct {
 	Mesh tlsconf.Mesh
 	// Telemetry receives flow records; nil means none.
 	Telemetry *telemetry.Pipeline
+	// Metrics count the connections (SetMetrics); nil means not.
+	Metrics *metrics.Metrics
 	// ConnectTimeout bounds a dial with its handshake; zero means
 	// DefaultConnectTimeout. IdleTimeout closes a connection silent both
 	// ways; zero means DefaultIdleTimeout.
@@ -63,6 +66,7 @@ type Outbound struct {
 	log *zap.Logger
 	cs  conntrack.Set
 	tel atomic.Pointer[telemetry.Pipeline]
+	met meter
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -150,6 +154,7 @@ func NewOutbound(o OutboundOptions) (*Outbound, error) {
 	out := &Outbound{o: o, log: o.Logger, queue: make(chan net.Conn), closed: make(chan struct{})}
 	out.outside.Store(int32(o.Outside))
 	out.tel.Store(o.Telemetry)
+	out.met.m.Store(o.Metrics)
 	empty := map[string]*service{}
 	out.services.Store(&empty)
 	return out, nil
@@ -158,6 +163,10 @@ func NewOutbound(o OutboundOptions) (*Outbound, error) {
 // SetTelemetry replaces OutboundOptions.Telemetry, for connections from
 // now on.
 func (o *Outbound) SetTelemetry(p *telemetry.Pipeline) { o.tel.Store(p) }
+
+// SetMetrics has connections from now on counted in m (listener
+// mesh-tcp-outbound; cluster svc.SERVICE, passthrough or blackhole).
+func (o *Outbound) SetMetrics(m *metrics.Metrics) { o.met.m.Store(m) }
 
 // Update replaces the endpoints of every TCP service, by registry name.
 // Connections already relayed are left as they are. A service absent from
@@ -338,6 +347,8 @@ func (o *Outbound) Close() {
 func (o *Outbound) relay(down net.Conn, name string) {
 	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: name, sourceID: o.identity()}
 	defer func() { f.emit(o.tel.Load()) }()
+	st := o.met.stats(listenerOutbound, "svc."+name)
+	defer st.open()()
 	s := (*o.services.Load())[name]
 	if s == nil || s.bal == nil {
 		o.log.Warn("no endpoint of the service", zap.String("service", name))
@@ -345,7 +356,7 @@ func (o *Outbound) relay(down net.Conn, name string) {
 		_ = down.Close()
 		return
 	}
-	up, h, err := o.dial(s)
+	up, h, err := o.dial(s, st)
 	if err != nil {
 		o.log.Warn("no endpoint of the service could be reached", zap.String("service", name), zap.Error(err))
 		f.reason = reasonUpstream
@@ -362,14 +373,14 @@ func (o *Outbound) relay(down net.Conn, name string) {
 	f.destination = h.addr
 	f.destID = tlsconf.PeerSPIFFEID(&cs)
 	f.tlsVersion, f.cipher = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
-	f.n = &counts{}
+	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, o.o.IdleTimeout)
 }
 
 // dial reaches an endpoint of s over mutual TLS, trying others when one
 // cannot be reached or is not who it should be. The host's count of open
 // connections is raised; the caller lowers it.
-func (o *Outbound) dial(s *service) (*tls.Conn, *host, error) {
+func (o *Outbound) dial(s *service, st tcpStats) (*tls.Conn, *host, error) {
 	var tried []int
 	var errs []error
 	for range min(o.o.Attempts, len(s.hosts)) {
@@ -385,6 +396,7 @@ func (o *Outbound) dial(s *service) (*tls.Conn, *host, error) {
 			return c, h, nil
 		}
 		h.active.Add(-1)
+		st.connectFailed()
 		errs = append(errs, fmt.Errorf("%s: %w", h.addr, err))
 	}
 	return nil, nil, errors.Join(errs...)

@@ -136,8 +136,11 @@ func (o *Outbound) passthrough(down net.Conn, dst netip.AddrPort) {
 	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: dst.String(),
 		sourceID: o.identity()}
 	defer func() { f.emit(o.tel.Load()) }()
+	st := o.met.stats(listenerOutbound, clusterPass)
+	defer st.open()()
 	up, err := (&net.Dialer{Timeout: o.o.ConnectTimeout}).Dial("tcp", dst.String())
 	if err != nil {
+		st.connectFailed()
 		o.log.Info("a host outside the mesh could not be reached", zapAddr("destination", dst), zap.Error(err))
 		f.reason = reasonUpstream
 		_ = down.Close()
@@ -156,7 +159,7 @@ func (o *Outbound) passthrough(down net.Conn, dst netip.AddrPort) {
 		return
 	}
 	defer o.cs.Done(up)
-	f.n = &counts{}
+	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, o.o.IdleTimeout)
 }
 

@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/mesh/relay"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
@@ -64,7 +67,8 @@ func TestInterceptOutside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, ConnectTimeout: 2 * time.Second})
+	met := metrics.New()
+	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, Metrics: met, ConnectTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +181,11 @@ func TestInterceptOutside(t *testing.T) {
 	slices.Sort(want)
 	if strings.Join(reasons, "|") != strings.Join(want, "|") {
 		t.Fatalf("flows %q, want %q", reasons, want)
+	}
+	// And in the metrics: two refused, three passed on (one of which
+	// found nothing there).
+	black, pass := met.TCP("mesh-tcp-outbound", "blackhole"), met.TCP("mesh-tcp-outbound", "passthrough")
+	if b, p, f := testutil.ToFloat64(black.Connections), testutil.ToFloat64(pass.Connections), testutil.ToFloat64(pass.ConnectFailures); b != 2 || p != 3 || f != 1 {
+		t.Fatalf("connections: blackhole %v, passthrough %v (connect failures %v); want 2, 3 (1)", b, p, f)
 	}
 }

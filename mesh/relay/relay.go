@@ -31,6 +31,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
@@ -62,9 +65,66 @@ const (
 	reasonOutside = "outside_mesh"
 )
 
-// counts are the bytes of one relayed connection.
+// counts are the bytes of one relayed connection, and the listener's
+// byte counters they go to as well (nil: none).
 type counts struct {
-	in, out atomic.Int64 // from the downstream, to the downstream
+	in, out       atomic.Int64 // from the downstream, to the downstream
+	inTot, outTot prometheus.Counter
+}
+
+// The listener labels of the relay's wasmgate_tcp_* series, and the
+// cluster labels of connections that go to no service: passed on outside
+// the mesh, refused as outside it, or to the local app.
+const (
+	listenerOutbound = "mesh-tcp-outbound"
+	listenerInbound  = "mesh-tcp-inbound"
+	clusterPass      = "passthrough"
+	clusterBlackhole = "blackhole"
+	clusterApp       = "app"
+)
+
+// meter counts a relay's connections in the proxy's metrics
+// (wasmgate_tcp_connections_total, wasmgate_tcp_active_connections,
+// wasmgate_tcp_received_bytes_total, wasmgate_upstream_errors_total), by
+// listener and cluster; with no metrics set it counts nothing.
+type meter struct {
+	m atomic.Pointer[metrics.Metrics]
+}
+
+// tcpStats are one listener's and cluster's series, or none.
+type tcpStats struct{ s *metrics.TCPStats }
+
+func (m *meter) stats(listener, cluster string) tcpStats {
+	if mm := m.m.Load(); mm != nil {
+		return tcpStats{mm.TCP(listener, cluster)}
+	}
+	return tcpStats{}
+}
+
+// open counts a connection accepted and open; done counts it closed.
+func (t tcpStats) open() (done func()) {
+	if t.s == nil {
+		return func() {}
+	}
+	t.s.Connections.Inc()
+	t.s.Active.Inc()
+	return t.s.Active.Dec
+}
+
+func (t tcpStats) connectFailed() {
+	if t.s != nil {
+		t.s.ConnectFailures.Inc()
+	}
+}
+
+// counts returns a connection's byte counts, which also go to the
+// listener's byte counters.
+func (t tcpStats) counts() *counts {
+	c := &counts{}
+	if t.s != nil {
+		c.inTot, c.outTot = t.s.BytesDown, t.s.BytesUp
+	}
+	return c
 }
 
 // pipe copies bytes both ways between down and up until both directions
@@ -76,7 +136,7 @@ func pipe(down, up net.Conn, n *counts, idle time.Duration) string {
 	last.Store(time.Now().UnixNano())
 	var reason atomic.Pointer[string]
 	note := func(r string) { reason.CompareAndSwap(nil, &r) }
-	copyOne := func(dst, src net.Conn, count *atomic.Int64) {
+	copyOne := func(dst, src net.Conn, count *atomic.Int64, total prometheus.Counter) {
 		buf := make([]byte, 32<<10)
 		for {
 			_ = src.SetReadDeadline(time.Now().Add(idle))
@@ -84,6 +144,9 @@ func pipe(down, up net.Conn, n *counts, idle time.Duration) string {
 			if k > 0 {
 				last.Store(time.Now().UnixNano())
 				count.Add(int64(k))
+				if total != nil {
+					total.Add(float64(k))
+				}
 				if _, werr := dst.Write(buf[:k]); werr != nil {
 					note(reasonError)
 					_ = src.Close()
@@ -118,10 +181,10 @@ func pipe(down, up net.Conn, n *counts, idle time.Duration) string {
 	}
 	done := make(chan struct{})
 	go func() {
-		copyOne(down, up, &n.out)
+		copyOne(down, up, &n.out, n.outTot)
 		close(done)
 	}()
-	copyOne(up, down, &n.in)
+	copyOne(up, down, &n.in, n.inTot)
 	<-done
 	_ = down.Close()
 	_ = up.Close()

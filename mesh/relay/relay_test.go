@@ -21,12 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/relay"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
@@ -239,10 +241,25 @@ func TestRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := inbound(t, c, relay.InboundOptions{Telemetry: tel}, webOnly)
+	met := metrics.New()
+	db := inbound(t, c, relay.InboundOptions{Telemetry: tel, Metrics: met}, webOnly)
 	dbID := policy.SPIFFEID(td, "default", "db")
 	web := outbound(t, c, "web", tel, relay.Endpoint{Address: db, Identity: dbID})
 	orders := outbound(t, c, "orders", tel, relay.Endpoint{Address: db, Identity: dbID})
+	defer func() {
+		// Both connections reached db's inbound; web's got through,
+		// with its bytes each way.
+		st := met.TCP("mesh-tcp-inbound", "app")
+		if n := testutil.ToFloat64(st.Connections); n != 2 {
+			t.Errorf("wasmgate_tcp_connections_total of db's inbound = %v, want 2", n)
+		}
+		if in, out := testutil.ToFloat64(st.BytesDown), testutil.ToFloat64(st.BytesUp); in != 18 || out != 26 {
+			t.Errorf("wasmgate_tcp_received_bytes_total of db's inbound = %v down, %v up; want 18 and 26", in, out)
+		}
+		if n := testutil.ToFloat64(st.Active); n != 0 {
+			t.Errorf("wasmgate_tcp_active_connections of db's inbound = %v after the calls", n)
+		}
+	}()
 
 	if got := call(t, web, "select 1", "select 2"); got != "db: select 1\ndb: select 2\n" {
 		t.Fatalf("web -> db: %q", got)

@@ -138,7 +138,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 		return nil, fmt.Errorf("sidecar %s: no configuration: %w", s.Name(), ctx.Err())
 	}
 	// The policies are in force: the TCP inbound may open.
-	if err := l.TCP.Start(o.Telemetry); err != nil {
+	if err := l.TCP.Start(o.Telemetry, l.Server.Metrics()); err != nil {
 		return nil, err
 	}
 	defer func() {

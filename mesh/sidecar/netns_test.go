@@ -592,6 +592,25 @@ func TestNetnsTCP(t *testing.T) {
 	if got := call("web", "select 3 -- from web"); got != "db: select 3 -- from web\n" {
 		t.Fatalf("web -> db after the change: %q", got)
 	}
+	// The relays count their connections in the sidecars' metrics.
+	metricsOf := func(ns *netnstest.NS) string {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: nsDialer(ns)}}
+		resp, err := hc.Get("http://127.0.0.1:9901/metrics")
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for ns, series := range map[string]string{
+		"web": `wasmgate_tcp_connections_total{cluster="svc.db.default",listener="mesh-tcp-outbound"}`,
+		"db":  `wasmgate_tcp_connections_total{cluster="app",listener="mesh-tcp-inbound"}`,
+	} {
+		if m := metricsOf(m.ns[ns]); !strings.Contains(m, series) {
+			t.Errorf("%s's sidecar has no %s:\n%s", ns, series, grepLines(m, "wasmgate_tcp_"))
+		}
+	}
 	capture.Stop()
 	if capture.Frames() == 0 {
 		t.Fatal("the capture saw no frame on db's link")
@@ -751,4 +770,15 @@ func localTelemetry(t testing.TB, dir string) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/relay"
 	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
@@ -98,11 +99,14 @@ func (t *TCP) ProxyOptions(o *proxy.Options) {
 
 // Start opens the local port of each TCP service the app calls and, for
 // a TCP app, the inbound listener for peers. Flow and decision records go
-// to tel (nil: none): the proxy's telemetry, made after its options.
-func (t *TCP) Start(tel *telemetry.Pipeline) error {
+// to tel (nil: none): the proxy's telemetry, made after its options; the
+// connections are counted in met (nil: not), the proxy's metrics.
+func (t *TCP) Start(tel *telemetry.Pipeline, met *metrics.Metrics) error {
 	t.out.SetTelemetry(tel)
+	t.out.SetMetrics(met)
 	if t.in != nil {
 		t.in.SetTelemetry(tel)
+		t.in.SetMetrics(met)
 	}
 	ok := false
 	defer func() {
