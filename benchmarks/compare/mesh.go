@@ -48,6 +48,11 @@ func meshScenarios() []scenario {
 			peer: "wasmgate", argv: sidecarPair, missing: wasmgate,
 		},
 		{
+			name: "mesh-sidecars-wasm", label: "two wasmgate sidecars as above, orders' inbound through the telemetry and authz Wasm filters (one VM)",
+			peer: "wasmgate", argv: sidecarPair, filters: []string{"telemetry", "authz"}, oneVM: true,
+			missing: needAll(wasmgate, needBuilt(firstPartyModule)),
+		},
+		{
 			name: "mesh-plain", label: "two wasmgate, plain HTTP/1.1 (no mesh)",
 			peer: "wasmgate", config: "wasmgate.yaml", argv: plainPair, missing: wasmgate,
 		},
@@ -177,7 +182,8 @@ func (r *runner) meshPlane(ctx context.Context) (*meshPlane, error) {
 // sidecarPair is web's and orders' sidecars, `wasmgate run --sidecar`
 // each, as the mesh's demo runs them: orders' app is the suite's upstream;
 // web's outbound listener is f.Listen. Their records (access, decision,
-// flow, event) go to a file.
+// flow, event) go to a file. f.Plugins, when set, are orders' inbound
+// filters, from its --local-config.
 func sidecarPair(ctx context.Context, r *runner, _ string, f peerFields) ([]string, error) {
 	m, err := r.meshPlane(ctx)
 	if err != nil {
@@ -193,11 +199,31 @@ func sidecarPair(ctx context.Context, r *runner, _ string, f peerFields) ([]stri
 	if err := os.WriteFile(telemetry, []byte(doc), 0o644); err != nil {
 		return nil, err
 	}
+	ordersLocal, filters := telemetry, ""
+	if len(f.Plugins) > 0 {
+		var b strings.Builder
+		b.WriteString(doc + "plugins:\n")
+		var names []string
+		for _, p := range f.Plugins {
+			fmt.Fprintf(&b, "- name: %s\n  file: %s\n", p.Name, p.File)
+			if p.VMID != "" {
+				fmt.Fprintf(&b, "  vm_id: %s\n  root_id: %s\n", p.VMID, p.RootID)
+			}
+			if p.Config != "" {
+				fmt.Fprintf(&b, "  config: %s\n", p.Config)
+			}
+			names = append(names, p.Name)
+		}
+		ordersLocal, filters = filepath.Join(f.Dir, "orders-local.yaml"), strings.Join(names, ",")
+		if err := os.WriteFile(ordersLocal, []byte(b.String()), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	var cmds [][]string
 	for _, svc := range []struct {
-		name, calls, outbound string
-		appPort               int
-	}{{"orders", "", "", upstreamPort}, {"web", meshHost, f.Listen, 0}} {
+		name, calls, outbound, local, filters string
+		appPort                               int
+	}{{"orders", "", "", ordersLocal, filters, upstreamPort}, {"web", meshHost, f.Listen, telemetry, "", 0}} {
 		inbound, err := freeAddr()
 		if err != nil {
 			return nil, err
@@ -221,9 +247,12 @@ func sidecarPair(ctx context.Context, r *runner, _ string, f peerFields) ([]stri
 			"--inbound", inbound, "--outbound", svc.outbound,
 			"--identity-server", m.api, "--join-token-file", m.tokens[svc.name], "--trust-bundle-file", m.bundle,
 			"--identity-dir", filepath.Join(own, "identity"), "--wasm-cache-dir", filepath.Join(own, "wasm"),
-			"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off", "--local-config", telemetry}
+			"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off", "--local-config", svc.local}
 		if svc.calls != "" {
 			argv = append(argv, "--calls", svc.calls)
+		}
+		if svc.filters != "" {
+			argv = append(argv, "--inbound-filters", svc.filters)
 		}
 		cmds = append(cmds, argv)
 	}
@@ -337,7 +366,9 @@ func renderMesh(w func(string, ...any), res *results, pl payload, common string)
 		"(access, decision, flow, event) written to a file as JSON lines. **Two wasmgate, plain HTTP/1.1** is the same path without the mesh: "+
 		"two `wasmgate run` with the http1 group's configuration, one forwarding to the other; no TLS, no identity, no policy, no records. "+
 		"**Two nginx** stand in for the sidecars: HTTP/1.1 over mutual TLS 1.3 between them (P-256 certificates, connections and sessions kept), "+
-		"an access log line per request at each. Both proxies of a pair are pinned to CPU %d, as two sidecars on one host share it; "+
+		"an access log line per request at each. **Two wasmgate sidecars, orders' inbound through Wasm filters** adds, after the policy, the first-party "+
+		"telemetry and authz filters from one VM (`plugins/firstparty/firstparty.wasm`, the filters group's configurations) as the sidecar's "+
+		"`--inbound-filters`. Both proxies of a pair are pinned to CPU %d, as two sidecars on one host share it; "+
 		"**pair CPU** is the CPU time of both, per request. %s; wrk, %d connections, keep-alive.\n\n",
 		meshHost, res.ProxyCPU, strings.ToUpper(common[:1])+common[1:], res.Connections)
 	w("| path | req/s | p50 | p99 | pair CPU µs/req | pair CPU | req/s vs no mesh | CPU/req vs no mesh | errors | others' CPU |\n")

@@ -149,7 +149,7 @@ func TestPairedMeshScenarios(t *testing.T) {
 	for _, s := range got {
 		names = append(names, s.name)
 	}
-	if strings.Join(names, ",") != "mesh-sidecars,mesh-plain,mesh-nginx" {
+	if strings.Join(names, ",") != "mesh-sidecars,mesh-sidecars-wasm,mesh-plain,mesh-nginx" {
 		t.Errorf("paired mesh scenarios = %v", names)
 	}
 	for _, s := range got {
