@@ -294,10 +294,10 @@ func ctlMeshApplyCmd(f *ctlFlags) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or replace the authorization policies, peer authentications and outbound traffic policies of a file",
+		Short: "Create or replace the authorization policies, peer authentications, outbound traffic policies and Wasm plugins of a file",
 		Long: `Apply a policy file: a YAML or JSON document with authorization_policies,
-peer_authentications and outbound_traffic_policies lists (see
-docs/mesh-policy.md). The whole file is
+peer_authentications, outbound_traffic_policies and wasm_plugins lists
+(see docs/mesh-policy.md and docs/mesh.md). The whole file is
 validated first, locally, and nothing is written if any policy is invalid;
 then each policy is written as one change, in the order of the file.`,
 		Args: cobra.NoArgs,
@@ -346,6 +346,12 @@ then each policy is written as one change, in the order of the file.`,
 					return err
 				}
 			}
+			for i := range doc.WasmPlugins {
+				p := &doc.WasmPlugins[i]
+				if err := put(resource.Ref{Kind: resource.WasmPlugins, Name: p.Name}, p); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
@@ -365,6 +371,9 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 		return
 	case resource.OutboundTrafficPolicies:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE")
+		return
+	case resource.WasmPlugins:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPRIORITY\tMODULE")
 		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
@@ -388,5 +397,7 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
+	case *policy.WasmPlugin:
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\t%.12s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode, x.Priority, x.SHA256)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -116,6 +118,24 @@ authorization_policies:
 	}
 	if out, code := ctl("mesh", "check", "shop/web", "payments.payments", "POST", "/pay"); code != 0 || !strings.Contains(out, "payments-from-web rules[0]") {
 		t.Errorf("after the change: exit %d\n%s", code, out)
+	}
+
+	// A Wasm plugin whose module the control plane does not hold is
+	// refused, naming the field; pushed, the module makes it valid.
+	module := write("tag.wasm", "\x00asm\x01\x00\x00\x00")
+	sum := sha256.Sum256([]byte("\x00asm\x01\x00\x00\x00"))
+	wasm := write("wasm.yaml", fmt.Sprintf("wasm_plugins:\n  - {name: orders-tag, namespace: shop, service: orders, sha256: %x}\n", sum))
+	if out, code := ctl("mesh", "apply", "-f", wasm); code == 0 || !strings.Contains(out, "sha256") || !strings.Contains(out, "push the module first") {
+		t.Fatalf("a Wasm plugin of no stored module: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("plugin", "push", module); code != 0 {
+		t.Fatalf("plugin push: %d %s", code, out)
+	}
+	if out, code := ctl("mesh", "apply", "-f", wasm); code != 0 || !strings.Contains(out, "create  attached_plugins/orders-tag") {
+		t.Fatalf("a Wasm plugin: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "wasm_plugins"); code != 0 || !regexp.MustCompile(`orders-tag\s+\d+\s+shop\s+orders\s+inbound\s+0\s+`+fmt.Sprintf("%.12x", sum[:6])).MatchString(out) {
+		t.Errorf("get wasm_plugins: %d\n%s", code, out)
 	}
 
 	// A malformed file is refused with its field path; nothing changes.

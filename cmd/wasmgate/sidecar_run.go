@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -154,7 +158,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 		return err
 	}
 	var tel *proxyTelemetry
-	r, err := startProxy(ctx, base, log, runOptions{cacheDir: cacheDir, mesh: mesh,
+	r, err := startProxy(ctx, base, log, runOptions{cacheDir: cacheDir, mesh: mesh, blobs: meshBlobs(idf.server, mesh),
 		policy: native.NewMeshPolicy(guard, log.Named("policy")), telemetry: &tel, proxyOptions: tcp.ProxyOptions})
 	if err != nil {
 		return err
@@ -299,3 +303,38 @@ func reloadSidecarLocal(ctx context.Context, file string, s *sidecar.Settings, b
 	log.Info("local configuration reloaded", zap.String("file", file), zap.Int("plugins", len(plugins)))
 	tel.event("config_applied", telemetry.Info, "local configuration reloaded", telemetry.Attr{Key: "file", Value: file})
 }
+
+// meshBlobs fetches the module of a Wasm plugin of the control plane
+// through its API, with the workload certificate, and checks its digest.
+func meshBlobs(server string, mesh *identity.Agent) func(sha string) ([]byte, error) {
+	return func(sha string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+"/v1/blobs/"+sha, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := mesh.HTTPClient().Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("module %s from the control plane: %w", sha, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxModuleBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("module %s from the control plane: %w", sha, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("module %s from the control plane: %s: %s", sha, resp.Status, strings.TrimSpace(string(b)))
+		}
+		if len(b) > maxModuleBytes {
+			return nil, fmt.Errorf("module %s from the control plane: larger than %d bytes", sha, maxModuleBytes)
+		}
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != sha {
+			return nil, fmt.Errorf("module %s from the control plane: its digest is %x", sha, sum)
+		}
+		return b, nil
+	}
+}
+
+// maxModuleBytes bounds a module fetched from the control plane.
+const maxModuleBytes = 256 << 20

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/controlplane/ca"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
@@ -122,4 +123,47 @@ type certIdentityKey struct{}
 func certIdentity(r *http.Request) (namespace, serviceAccount string, ok bool) {
 	v, ok := r.Context().Value(certIdentityKey{}).([2]string)
 	return v[0], v[1], ok
+}
+
+// handleBlob serves a module: with a bearer token of the read role, any;
+// with a mesh client certificate, one that a Wasm plugin of the caller's
+// namespace, or of the whole mesh, names, so that a sidecar fetches the
+// modules of its filters and nothing else.
+func (h *Handler) handleBlob(pattern string, fn handlerFunc) {
+	byToken := h.withToken(RoleRead, fn)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if !h.presentsWorkloadCert(r) {
+			byToken(w, r)
+			return
+		}
+		ns, sa, ok := h.workload(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		snap, err := h.st.Snapshot(ctx)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		sha := r.PathValue("sha256")
+		named := false
+		for ref, v := range snap.Resources {
+			if p, ok := v.(*policy.WasmPlugin); ok && ref.Kind == resource.WasmPlugins && p.SHA256 == sha &&
+				(p.Namespace == ns || p.Namespace == policy.RootNamespace) {
+				named = true
+				break
+			}
+		}
+		if !named {
+			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf(
+				"the certificate is of %s/%s: it reads only the modules of the Wasm plugins of namespace %s or of the mesh", ns, sa, ns)})
+			return
+		}
+		tok := Token{Name: policy.SPIFFEID(h.workloads.TrustDomain().Name(), ns, sa), Role: RoleRead}
+		if err := fn(w, r.WithContext(ctx), tok); err != nil {
+			h.fail(w, r, err)
+		}
+	})
 }

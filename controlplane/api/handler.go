@@ -66,7 +66,7 @@ func NewHandler(st *store.Store, tokens []Token, logger *zap.Logger) *Handler {
 	h.handle("GET /v1/status", RoleRead, h.status)
 	h.handle("PUT /v1/blobs", RoleAdmin, h.putBlob)
 	h.handle("GET /v1/blobs", RoleRead, h.listBlobs)
-	h.handle("GET /v1/blobs/{sha256}", RoleRead, h.getBlob)
+	h.handleBlob("GET /v1/blobs/{sha256}", h.getBlob)
 	h.handle("GET /v1/endpoints", RoleRead, h.listEndpoints)
 	h.handleEndpoint("PUT /v1/endpoints/{cluster}/{id}", h.registerEndpoint)
 	h.handleEndpoint("DELETE /v1/endpoints/{cluster}/{id}", h.deregisterEndpoint)
@@ -543,6 +543,8 @@ func setName(v any, name string) {
 	case *policy.PeerAuthentication:
 		x.Name = name
 	case *policy.OutboundTrafficPolicy:
+		x.Name = name
+	case *policy.WasmPlugin:
 		x.Name = name
 	}
 }

@@ -56,6 +56,7 @@ type Policies struct {
 	Authorization []policy.AuthorizationPolicy
 	Peer          []policy.PeerAuthentication
 	Outbound      []policy.OutboundTrafficPolicy
+	Wasm          []policy.WasmPlugin
 }
 
 // Interest is what a sidecar asks for.
@@ -101,6 +102,7 @@ type Hub struct {
 	aps      map[string]map[string]*policy.AuthorizationPolicy // namespace -> name -> policy
 	pas      map[string]map[string]*policy.PeerAuthentication
 	ots      map[string]map[string]*policy.OutboundTrafficPolicy
+	wps      map[string]map[string]*policy.WasmPlugin
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
 	watchers int
@@ -128,6 +130,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		services: map[string]*service{}, raw: map[string][]byte{},
 		aps: map[string]map[string]*policy.AuthorizationPolicy{}, pas: map[string]map[string]*policy.PeerAuthentication{},
 		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
+		wps:      map[string]map[string]*policy.WasmPlugin{},
 		policyWs: map[string]map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -318,6 +321,12 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		}
 		h.ots[p.Namespace][p.Name] = p
 		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+	case *policy.WasmPlugin:
+		if h.wps[p.Namespace] == nil {
+			h.wps[p.Namespace] = map[string]*policy.WasmPlugin{}
+		}
+		h.wps[p.Namespace][p.Name] = p
+		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
 	}
 }
 
@@ -351,6 +360,8 @@ func scopeOf(v any) *scope {
 		return &scope{p.Namespace, p.Service}
 	case *policy.OutboundTrafficPolicy:
 		return &scope{p.Namespace, p.Service}
+	case *policy.WasmPlugin:
+		return &scope{p.Namespace, p.Service}
 	}
 	return nil
 }
@@ -365,6 +376,8 @@ func (h *Hub) removePolicy(ref resource.Ref) any {
 		p = forget(h.pas, ref.Name)
 	case resource.OutboundTrafficPolicies:
 		p = forget(h.ots, ref.Name)
+	case resource.WasmPlugins:
+		p = forget(h.wps, ref.Name)
 	}
 	return p
 }
@@ -454,6 +467,11 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 				p.Outbound = append(p.Outbound, *ot)
 			}
 		}
+		for _, wp := range h.wps[ns] {
+			if wp.Service == "" || wp.Service == svc {
+				p.Wasm = append(p.Wasm, *wp)
+			}
+		}
 		if namespace == policy.RootNamespace {
 			break
 		}
@@ -461,6 +479,7 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 	slices.SortFunc(p.Authorization, func(a, b policy.AuthorizationPolicy) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(p.Peer, func(a, b policy.PeerAuthentication) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(p.Outbound, func(a, b policy.OutboundTrafficPolicy) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Wasm, func(a, b policy.WasmPlugin) int { return strings.Compare(a.Name, b.Name) })
 	return p
 }
 

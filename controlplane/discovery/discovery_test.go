@@ -78,6 +78,9 @@ func describe(u discovery.Update) string {
 		for _, p := range u.Policies.Outbound {
 			names = append(names, "outbound:"+p.Name+"="+string(p.Mode))
 		}
+		for _, p := range u.Policies.Wasm {
+			names = append(names, "wasm:"+p.Name)
+		}
 		parts = append(parts, "policies=["+strings.Join(names, ",")+"]")
 	}
 	return strings.Join(parts, " ")
@@ -106,6 +109,8 @@ func putPolicy(t *testing.T, cli *clientv3.Client, prefix string, v any) {
 		ref = resource.Ref{Kind: resource.PeerAuthentications, Name: p.Name}
 	case *policy.OutboundTrafficPolicy:
 		ref = resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: p.Name}
+	case *policy.WasmPlugin:
+		ref = resource.Ref{Kind: resource.WasmPlugins, Name: p.Name}
 	}
 	b, err := resource.Encode(v)
 	if err != nil {
@@ -175,6 +180,12 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 		t.Fatalf("web after its namespace's outbound traffic policy: %s", got)
 	}
 	quiet(t, pay, "payments after an outbound traffic policy of shop")
+	// A Wasm plugin of web reaches web only.
+	putPolicy(t, cli, prefix, &policy.WasmPlugin{Name: "web-waf", Namespace: "shop", Service: "web", Mode: policy.WasmInbound, SHA256: strings.Repeat("a", 64)})
+	if got := describe(next(t, web)); got != "policies=[peer:mesh,outbound:shop-egress=allow_any,wasm:web-waf]" {
+		t.Fatalf("web after its Wasm plugin: %s", got)
+	}
+	quiet(t, pay, "payments after a Wasm plugin of web")
 
 	// Deregistration, and a lease that expires, remove endpoints.
 	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "orders.shop", "10.0.0.1:15006"); err != nil {

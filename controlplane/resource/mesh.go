@@ -33,6 +33,8 @@ func Check(s Set) map[Ref]config.Errors {
 					scopes[scope] = r.Name
 				}
 			}
+		case *policy.WasmPlugin:
+			err = v.Validate()
 		case *policy.OutboundTrafficPolicy:
 			err = v.Validate()
 			if err == nil {

@@ -2,6 +2,8 @@ package resource_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"testing"
 
@@ -164,5 +166,40 @@ func TestParseMeshKinds(t *testing.T) {
 	}
 	if resource.PeerAuthentications.Singular() != "peer authentication" {
 		t.Errorf("Singular = %q", resource.PeerAuthentications.Singular())
+	}
+}
+
+// TestMeshOnlyStore: a control plane of a mesh holds policies and
+// nothing for proxies: its last policy can go, and a Wasm plugin is
+// refused until its module is stored, with the field's path.
+func TestMeshOnlyStore(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(etcdtest.Client(t), etcdtest.Prefix(t))
+	ref := resource.Ref{Kind: resource.AuthorizationPolicies, Name: "payments-from-orders"}
+	if _, err := st.Apply(ctx, store.Change{Put: resource.Set{ref: allowOrders("/pay")}}); err != nil {
+		t.Fatalf("a policy alone: %v", err)
+	}
+	module := []byte("\x00asm\x01\x00\x00\x00")
+	sum := sha256.Sum256(module)
+	sha := hex.EncodeToString(sum[:])
+	wp := resource.Ref{Kind: resource.WasmPlugins, Name: "orders-waf"}
+	plugin := resource.Set{wp: &policy.WasmPlugin{Name: "orders-waf", Namespace: "shop", Service: "orders", SHA256: sha}}
+	_, err := st.Apply(ctx, store.Change{Put: plugin})
+	var ve *store.ValidationError
+	if !errors.As(err, &ve) || ve.Errors[0].Resource != "attached_plugins/orders-waf" || ve.Errors[0].Path != "sha256" {
+		t.Fatalf("a Wasm plugin whose module is not stored: %v", err)
+	}
+	if _, err := st.PutBlob(ctx, module); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(ctx, store.Change{Put: plugin}); err != nil {
+		t.Fatalf("a Wasm plugin whose module is stored: %v", err)
+	}
+	v, _, err := st.Get(ctx, wp)
+	if err != nil || v.(*policy.WasmPlugin).Mode != policy.WasmInbound {
+		t.Fatalf("the stored plugin: %+v %v, want mode inbound by default", v, err)
+	}
+	if _, err := st.Apply(ctx, store.Change{Delete: []resource.Ref{ref, wp}}); err != nil {
+		t.Fatalf("deleting the last policies: %v", err)
 	}
 }

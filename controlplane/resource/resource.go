@@ -42,14 +42,19 @@ const (
 	// "authorization_outbound" sorts between the other two mesh kinds,
 	// inside the range discovery watches and outside ConfigRange.
 	OutboundTrafficPolicies Kind = "authorization_outbound"
+	// WasmPlugins (policy.WasmPlugin) run proxy-wasm filters in
+	// sidecars. The key segment "attached_plugins" sorts before the other
+	// mesh kinds and after nothing else, so that discovery's one range
+	// spans the four, outside ConfigRange.
+	WasmPlugins Kind = "attached_plugins"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -71,8 +76,10 @@ func ParseKind(s string) (Kind, error) {
 		return PeerAuthentications, nil
 	case "outbound_traffic_policies", "outbound_traffic_policy", "outboundtrafficpolicies", "outboundtrafficpolicy", "authorization_outbound", "otp":
 		return OutboundTrafficPolicies, nil
+	case "wasm_plugins", "wasm_plugin", "wasmplugins", "wasmplugin", "attached_plugins", "wp":
+		return WasmPlugins, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications or outbound_traffic_policies)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies or wasm_plugins)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -86,6 +93,8 @@ func (k Kind) Singular() string {
 		return "peer authentication"
 	case OutboundTrafficPolicies:
 		return "outbound traffic policy"
+	case WasmPlugins:
+		return "Wasm plugin"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -248,6 +257,8 @@ func New(kind Kind) any {
 		return &policy.PeerAuthentication{}
 	case OutboundTrafficPolicies:
 		return &policy.OutboundTrafficPolicy{}
+	case WasmPlugins:
+		return &policy.WasmPlugin{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -278,6 +289,8 @@ func Normalize(v any) {
 	case *policy.PeerAuthentication:
 		x.Normalize()
 	case *policy.OutboundTrafficPolicy:
+		x.Normalize()
+	case *policy.WasmPlugin:
 		x.Normalize()
 	}
 }
@@ -336,6 +349,10 @@ func NameOf(v any) string {
 	case *policy.OutboundTrafficPolicy:
 		return x.Name
 	case policy.OutboundTrafficPolicy:
+		return x.Name
+	case *policy.WasmPlugin:
+		return x.Name
+	case policy.WasmPlugin:
 		return x.Name
 	}
 	return ""

@@ -23,6 +23,7 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
 // Store reads and changes the configuration under one prefix. It is safe
@@ -457,13 +458,14 @@ func (s *Store) plan(ctx context.Context, snap *Snapshot, ch Change) (*Result, c
 	}
 	cfg.Normalize()
 	// A control plane of a mesh may hold policies and nothing for proxies
-	// yet: sidecars build their own configuration.
+	// yet: sidecars build their own configuration. So may one whose last
+	// policy goes, when it held nothing for proxies before either.
 	meshOnly := len(cfg.Listeners)+len(cfg.VirtualHosts)+len(cfg.Clusters)+len(cfg.Plugins)+len(cfg.Certificates) == 0 &&
-		len(order[resource.AuthorizationPolicies])+len(order[resource.PeerAuthentications])+len(order[resource.OutboundTrafficPolicies]) > 0
+		(meshResources(order) > 0 || !holdsProxyConfig(snap.Resources))
 	if err := cfg.Validate(); err != nil && !meshOnly {
 		return nil, nil, fieldErrors(err, order)
 	}
-	blobs, err := s.checkBlobs(ctx, cfg)
+	blobs, err := s.checkBlobs(ctx, blobRefs(cfg, next))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -633,17 +635,57 @@ func checkReferences(next resource.Set, removed map[resource.Ref]bool) error {
 	return nil
 }
 
-// checkBlobs reports plugins that name a blob the store does not hold and
-// returns the digests of those it does.
-func (s *Store) checkBlobs(ctx context.Context, cfg *config.Config) ([]string, error) {
+// meshResources counts the resources of the mesh kinds in order.
+func meshResources(order map[resource.Kind][]string) int {
+	n := 0
+	for _, k := range resource.MeshKinds {
+		n += len(order[k])
+	}
+	return n
+}
+
+// holdsProxyConfig tells whether set has a resource of a kind proxies
+// follow.
+func holdsProxyConfig(set resource.Set) bool {
+	for r := range set {
+		if !slices.Contains(resource.MeshKinds, r.Kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// blobRef is a resource that names a blob.
+type blobRef struct{ resource, sha256 string }
+
+// blobRefs lists the blobs the plugins of cfg and the Wasm plugins of
+// set name.
+func blobRefs(cfg *config.Config, set resource.Set) []blobRef {
+	var out []blobRef
+	for _, p := range cfg.Plugins {
+		if p.SHA256 != "" && p.File == "" {
+			out = append(out, blobRef{"plugins/" + p.Name, p.SHA256})
+		}
+	}
+	for _, r := range set.Refs() {
+		if p, ok := set[r].(*policy.WasmPlugin); ok && p.SHA256 != "" {
+			out = append(out, blobRef{r.String(), p.SHA256})
+		}
+	}
+	return out
+}
+
+// checkBlobs reports the resources that name a blob the store does not
+// hold and returns the digests of those it does.
+func (s *Store) checkBlobs(ctx context.Context, refs []blobRef) ([]string, error) {
 	var shas []string
 	var ops []clientv3.Op
-	for _, p := range cfg.Plugins {
-		if p.SHA256 == "" || p.File != "" || slices.Contains(shas, p.SHA256) {
+	for _, b := range refs {
+		if slices.Contains(shas, b.sha256) {
 			continue
 		}
-		shas = append(shas, p.SHA256)
-		ops = append(ops, clientv3.OpGet(s.keys.BlobMeta(p.SHA256), clientv3.WithCountOnly()))
+		shas = append(shas, b.sha256)
+		ops = append(ops, clientv3.OpGet(s.keys.BlobMeta(b.sha256), clientv3.WithCountOnly()))
 	}
 	if len(ops) == 0 {
 		return nil, nil
@@ -657,10 +699,10 @@ func (s *Store) checkBlobs(ctx context.Context, cfg *config.Config) ([]string, e
 		have[shas[i]] = r.GetResponseRange().Count > 0
 	}
 	var missing []FieldError
-	for _, p := range cfg.Plugins {
-		if p.SHA256 != "" && p.File == "" && !have[p.SHA256] {
-			missing = append(missing, FieldError{Resource: "plugins/" + p.Name, Path: "sha256",
-				Message: fmt.Sprintf("no blob %s is stored; push the module first (wasmgate ctl plugin push FILE)", p.SHA256)})
+	for _, b := range refs {
+		if !have[b.sha256] {
+			missing = append(missing, FieldError{Resource: b.resource, Path: "sha256",
+				Message: fmt.Sprintf("no blob %s is stored; push the module first (wasmgate ctl plugin push FILE)", b.sha256)})
 		}
 	}
 	if len(missing) > 0 {

@@ -19,6 +19,8 @@ type Document struct {
 	// OutboundTrafficPolicies set what sidecars do with calls outside
 	// the mesh.
 	OutboundTrafficPolicies []OutboundTrafficPolicy `json:"outbound_traffic_policies,omitempty" yaml:"outbound_traffic_policies,omitempty"`
+	// WasmPlugins run proxy-wasm filters in sidecars.
+	WasmPlugins []WasmPlugin `json:"wasm_plugins,omitempty" yaml:"wasm_plugins,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -34,6 +36,7 @@ func Parse(data []byte) (*Document, error) {
 	all = append(all, checkList("authorization_policies", doc.AuthorizationPolicies)...)
 	all = append(all, checkList("peer_authentications", doc.PeerAuthentications)...)
 	all = append(all, checkList("outbound_traffic_policies", doc.OutboundTrafficPolicies)...)
+	all = append(all, checkList("wasm_plugins", doc.WasmPlugins)...)
 	if len(all) > 0 {
 		return nil, all
 	}
@@ -51,6 +54,7 @@ type resourceOf[T any] interface {
 func (p *AuthorizationPolicy) name() string   { return p.Name }
 func (p *PeerAuthentication) name() string    { return p.Name }
 func (p *OutboundTrafficPolicy) name() string { return p.Name }
+func (p *WasmPlugin) name() string            { return p.Name }
 
 // checkList normalizes and validates each policy of one list of a
 // document, and refuses a name used twice; paths start at key[i].

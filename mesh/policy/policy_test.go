@@ -205,6 +205,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"outbound mode", `outbound_traffic_policies: [{name: a, namespace: n, mode: deny}]`, []string{"outbound_traffic_policies[0].mode"}},
 		{"outbound mode missing", `outbound_traffic_policies: [{name: a, namespace: n}]`, []string{"outbound_traffic_policies[0].mode"}},
 		{"outbound duplicate", `outbound_traffic_policies: [{name: a, namespace: n, mode: allow_any}, {name: a, namespace: m, mode: allow_any}]`, []string{"outbound_traffic_policies[1].name"}},
+		{"wasm without module", `wasm_plugins: [{name: a, namespace: n}]`, []string{"wasm_plugins[0].sha256"}},
+		{"wasm mode", `wasm_plugins: [{name: a, namespace: n, mode: sideways, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]`, []string{"wasm_plugins[0].mode"}},
+		{"wasm failure policy", `wasm_plugins: [{name: a, namespace: n, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", failure_policy: retry}]`, []string{"wasm_plugins[0].failure_policy"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
 		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},
 		{"bad json", `{"authorization_policies": 3}`, nil},
@@ -292,6 +295,30 @@ outbound_traffic_policies:
 	}
 	if _, ok := policy.OutboundFor(d.OutboundTrafficPolicies[1:], "other", "x"); ok {
 		t.Error("a service no policy covers has a mode")
+	}
+}
+
+func TestWasmPluginsOfAService(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	d, err := policy.Parse([]byte(`
+wasm_plugins:
+  - {name: mesh-stats, namespace: wasmgate-system, mode: CLIENT, sha256: ` + sha + `}
+  - {name: shop-waf, namespace: shop, priority: 10, sha256: ` + sha + `}
+  - {name: orders-auth, namespace: shop, service: orders, mode: SERVER, priority: 20, sha256: ` + sha + `, config: {issuer: x}}
+  - {name: orders-zz, namespace: shop, service: orders, sha256: ` + sha + `}
+  - {name: other, namespace: shop, service: payments, sha256: ` + sha + `}
+  - {name: elsewhere, namespace: bank, sha256: ` + sha + `}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range policy.WasmFor(d.WasmPlugins, "shop", "orders") {
+		got = append(got, string(p.Mode)+":"+p.PluginName())
+	}
+	want := "inbound:mesh.orders-auth inbound:mesh.shop-waf inbound:mesh.orders-zz outbound:mesh.mesh-stats"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("WasmFor = %q, want %q", got, want)
 	}
 }
 

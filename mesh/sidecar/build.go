@@ -65,6 +65,9 @@ type State struct {
 	// OutboundPolicy is registry_only or allow_any, from the service's
 	// outbound traffic policy; empty means Settings.OutboundPolicy.
 	OutboundPolicy string
+	// Wasm are the service's Wasm plugins from the control plane, in the
+	// order they run (policy.WasmFor).
+	Wasm []policy.WasmPlugin
 }
 
 // Build turns settings and state into the proxy's configuration: an
@@ -87,6 +90,24 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		Listeners: []config.Listener{{Name: OutboundListener, Address: s.Outbound, TrafficDirection: config.DirectionOutbound,
 			HTTP2: &config.ListenerHTTP2{H2C: true}}},
 	}
+	// The control plane's Wasm plugins run before the sidecar's own, on
+	// each side; a TCP app has no inbound to filter.
+	var inbound, outbound []config.FilterRef
+	for _, wp := range st.Wasm {
+		if wp.Mode == policy.WasmInbound && s.Protocol == ProtocolTCP {
+			continue
+		}
+		cfg.Plugins = append(cfg.Plugins, config.Plugin{Name: wp.PluginName(), SHA256: wp.SHA256, RootID: wp.RootID,
+			Config: wp.Config, FailurePolicy: wp.FailurePolicy})
+		ref := config.FilterRef{Plugin: wp.PluginName()}
+		if wp.Mode == policy.WasmInbound {
+			inbound = append(inbound, ref)
+		} else {
+			outbound = append(outbound, ref)
+		}
+	}
+	inbound = append(inbound, filterRefs(s.InboundFilters)...)
+	outbound = append(outbound, filterRefs(s.OutboundFilters)...)
 	// A TCP app's inbound is the relay's (package relay), not an HTTP
 	// listener.
 	if s.Protocol != ProtocolTCP {
@@ -99,7 +120,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		}}
 		cfg.VirtualHosts = []config.VirtualHost{{
 			Name: InboundListener, Domains: []string{"*"}, Listeners: []string{InboundListener},
-			Filters: append([]config.FilterRef{{Native: config.NativeMeshPolicy}}, filterRefs(s.InboundFilters)...),
+			Filters: append([]config.FilterRef{{Native: config.NativeMeshPolicy}}, inbound...),
 			Routes:  []config.Route{{Name: "app", Match: config.RouteMatch{Prefix: "/"}, Cluster: AppCluster}},
 		}}
 	}
@@ -138,18 +159,18 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		domains = append(domains, addrs[name]...)
 		cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{
 			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
-			Filters: filterRefs(s.OutboundFilters),
+			Filters: outbound,
 			Retry:   meshRetry(),
 			Routes:  []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
 		})
 	}
 	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener},
-		Filters: filterRefs(s.OutboundFilters)}
-	outbound := st.OutboundPolicy
-	if outbound == "" {
-		outbound = s.OutboundPolicy
+		Filters: outbound}
+	policyOut := st.OutboundPolicy
+	if policyOut == "" {
+		policyOut = s.OutboundPolicy
 	}
-	if outbound == AllowAny && passthrough != "" {
+	if policyOut == AllowAny && passthrough != "" {
 		cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: PassthroughCluster, Endpoints: []config.Endpoint{{Address: passthrough}}})
 		outside.Routes = []config.Route{{Name: "passthrough", Match: config.RouteMatch{Prefix: "/"}, Cluster: PassthroughCluster}}
 	} else {

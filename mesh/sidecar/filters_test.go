@@ -3,6 +3,8 @@ package sidecar_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/internal/testaddr"
 )
 
@@ -118,6 +121,60 @@ func TestSidecarWasmFilters(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+
+	// A Wasm plugin of the control plane for orders' inbound: its module
+	// pushed as a blob, the plugin applied; orders' sidecar fetches the
+	// module with its certificate and runs it before its own filters.
+	mod, err := os.ReadFile(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := admin.PushBlob(ctx, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	central := resource.Ref{Kind: resource.WasmPlugins, Name: "orders-tag"}
+	doc := fmt.Sprintf(`{"name": "orders-tag", "namespace": "default", "service": "orders", "mode": "SERVER", "sha256": %q}`, blob.SHA256)
+	if _, err := admin.Put(ctx, central, []byte(doc), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCall := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := call()
+			if err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("calls answer %q %v, want %q\n%s", got, err, want, pair.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCall("200 x-wasm=1,1,1")
+	// A workload reads the modules of its namespace's Wasm plugins only.
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "web", "identity", "svid.pem"), filepath.Join(dir, "web", "identity", "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(roots)
+	asWeb := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}}}
+	for sha, want := range map[string]int{blob.SHA256: http.StatusOK, strings.Repeat("ab", 32): http.StatusForbidden} {
+		resp, err := asWeb.Get(cp.APIURL() + "/v1/blobs/" + sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("web's certificate reading blob %.12s: %d, want %d", sha, resp.StatusCode, want)
+		}
+	}
+	if _, err := admin.Delete(ctx, central, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	waitCall("200 x-wasm=1,1")
 
 	// orders' gate now denies: SIGHUP, and the calls are refused by it
 	// from then on. Calls run all along, from four clients: each is

@@ -44,6 +44,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,7 +214,9 @@ func WithBase(cfg, base *config.Config) {
 		return
 	}
 	cfg.Admin, cfg.AccessLog, cfg.Node, cfg.DrainTimeout, cfg.ShutdownDelay = base.Admin, base.AccessLog, base.Node, base.DrainTimeout, base.ShutdownDelay
-	cfg.Telemetry, cfg.Plugins = base.Telemetry, base.Plugins
+	cfg.Telemetry = base.Telemetry
+	// The sidecar's own plugins, then the control plane's (Build's).
+	cfg.Plugins = append(slices.Clone(base.Plugins), cfg.Plugins...)
 }
 
 // Ready is closed once the first configuration, made after the first
@@ -302,11 +305,12 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			} else {
 				s.log.Info("mesh policies loaded", zap.Int64("revision", p.Revision),
 					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)),
-					zap.Int("outbound_traffic", len(p.Outbound)))
+					zap.Int("outbound_traffic", len(p.Outbound)), zap.Int("wasm_plugins", len(p.Wasm)))
 			}
 			st := &s.o.Settings
 			r, _ := policy.OutboundFor(p.Outbound, st.Namespace, st.Service)
 			s.state.OutboundPolicy, s.outboundSource = string(r.Mode), r.Source
+			s.state.Wasm = policy.WasmFor(p.Wasm, st.Namespace, st.Service)
 		}
 		for _, e := range u.Endpoints {
 			s.state.Endpoints[e.Service] = e.Items
@@ -323,7 +327,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 // unless it is the one live.
 func (s *Sidecar) apply(ctx context.Context) error {
 	s.mu.Lock()
-	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints)), OutboundPolicy: s.state.OutboundPolicy}
+	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints)), OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm}
 	for k, v := range s.state.Endpoints {
 		st.Endpoints[k] = v
 	}
