@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -93,7 +94,21 @@ func (h *Handler) workload(w http.ResponseWriter, r *http.Request) (namespace, s
 // callers derive the identity to expect. So a sidecar needs no
 // credentials of etcd, and cannot put itself in another service's place.
 func (h *Handler) handleEndpoint(pattern string, fn handlerFunc) {
-	byToken := h.withToken(RoleRegister, fn)
+	h.handleTokenOrWorkload(pattern, RoleRegister, fn, func(r *http.Request, ns, sa string) error {
+		if cluster, id := r.PathValue("cluster"), r.PathValue("id"); cluster != sa+"."+ns || !strings.HasPrefix(id, sa+":") {
+			return fmt.Errorf("the certificate is of %s/%s: it registers only endpoints of the service %s.%s, with ids %s:ADDRESS, not %s/%s",
+				ns, sa, sa, ns, sa, cluster, id)
+		}
+		return nil
+	})
+}
+
+// handleTokenOrWorkload serves pattern to a caller with a bearer token of
+// role, or with a mesh client certificate whose namespace ns and service
+// account sa allowed admits (a non-nil error is the 403's message); fn
+// runs with a token of role named by the certificate's SPIFFE ID.
+func (h *Handler) handleTokenOrWorkload(pattern string, role Role, fn handlerFunc, allowed func(r *http.Request, ns, sa string) error) {
+	byToken := h.withToken(role, fn)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if !h.presentsWorkloadCert(r) {
 			byToken(w, r)
@@ -103,16 +118,20 @@ func (h *Handler) handleEndpoint(pattern string, fn handlerFunc) {
 		if !ok {
 			return
 		}
-		if cluster, id := r.PathValue("cluster"), r.PathValue("id"); cluster != sa+"."+ns || !strings.HasPrefix(id, sa+":") {
-			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf(
-				"the certificate is of %s/%s: it registers only endpoints of the service %s.%s, with ids %s:ADDRESS, not %s/%s",
-				ns, sa, sa, ns, sa, cluster, id)})
-			return
-		}
 		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 		defer cancel()
-		tok := Token{Name: policy.SPIFFEID(h.workloads.TrustDomain().Name(), ns, sa), Role: RoleRegister}
-		if err := fn(w, r.WithContext(ctx), tok); err != nil {
+		r = r.WithContext(ctx)
+		if err := allowed(r, ns, sa); err != nil {
+			var he *Error
+			if errors.As(err, &he) {
+				h.fail(w, r, err)
+				return
+			}
+			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: err.Error()})
+			return
+		}
+		tok := Token{Name: policy.SPIFFEID(h.workloads.TrustDomain().Name(), ns, sa), Role: role}
+		if err := fn(w, r, tok); err != nil {
 			h.fail(w, r, err)
 		}
 	})
@@ -130,40 +149,18 @@ func certIdentity(r *http.Request) (namespace, serviceAccount string, ok bool) {
 // namespace, or of the whole mesh, names, so that a sidecar fetches the
 // modules of its filters and nothing else.
 func (h *Handler) handleBlob(pattern string, fn handlerFunc) {
-	byToken := h.withToken(RoleRead, fn)
-	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if !h.presentsWorkloadCert(r) {
-			byToken(w, r)
-			return
-		}
-		ns, sa, ok := h.workload(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-		defer cancel()
-		snap, err := h.st.Snapshot(ctx)
+	h.handleTokenOrWorkload(pattern, RoleRead, fn, func(r *http.Request, ns, sa string) error {
+		snap, err := h.st.Snapshot(r.Context())
 		if err != nil {
-			h.fail(w, r, err)
-			return
+			return &Error{http.StatusServiceUnavailable, ErrorBody{Code: "unavailable", Message: err.Error()}}
 		}
 		sha := r.PathValue("sha256")
-		named := false
 		for ref, v := range snap.Resources {
 			if p, ok := v.(*policy.WasmPlugin); ok && ref.Kind == resource.WasmPlugins && p.SHA256 == sha &&
 				(p.Namespace == ns || p.Namespace == policy.RootNamespace) {
-				named = true
-				break
+				return nil
 			}
 		}
-		if !named {
-			h.writeError(w, r, http.StatusForbidden, ErrorBody{Code: "forbidden", Message: fmt.Sprintf(
-				"the certificate is of %s/%s: it reads only the modules of the Wasm plugins of namespace %s or of the mesh", ns, sa, ns)})
-			return
-		}
-		tok := Token{Name: policy.SPIFFEID(h.workloads.TrustDomain().Name(), ns, sa), Role: RoleRead}
-		if err := fn(w, r.WithContext(ctx), tok); err != nil {
-			h.fail(w, r, err)
-		}
+		return fmt.Errorf("the certificate is of %s/%s: it reads only the modules of the Wasm plugins of namespace %s or of the mesh", ns, sa, ns)
 	})
 }

@@ -304,30 +304,54 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 	old := h.removePolicy(ref)
 	switch p := v.(type) {
 	case *policy.AuthorizationPolicy:
-		if h.aps[p.Namespace] == nil {
-			h.aps[p.Namespace] = map[string]*policy.AuthorizationPolicy{}
-		}
-		h.aps[p.Namespace][p.Name] = p
-		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+		keep(h.aps, p)
 	case *policy.PeerAuthentication:
-		if h.pas[p.Namespace] == nil {
-			h.pas[p.Namespace] = map[string]*policy.PeerAuthentication{}
-		}
-		h.pas[p.Namespace][p.Name] = p
-		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+		keep(h.pas, p)
 	case *policy.OutboundTrafficPolicy:
-		if h.ots[p.Namespace] == nil {
-			h.ots[p.Namespace] = map[string]*policy.OutboundTrafficPolicy{}
-		}
-		h.ots[p.Namespace][p.Name] = p
-		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+		keep(h.ots, p)
 	case *policy.WasmPlugin:
-		if h.wps[p.Namespace] == nil {
-			h.wps[p.Namespace] = map[string]*policy.WasmPlugin{}
-		}
-		h.wps[p.Namespace][p.Name] = p
-		h.policyChanged(rev, scopeOf(old), &scope{p.Namespace, p.Service})
+		keep(h.wps, p)
+	default:
+		return
 	}
+	h.policyChanged(rev, scopeOf(old), scopeOf(v))
+}
+
+// scoped is a mesh policy: it applies to a namespace, or to one service
+// of it.
+type scoped interface {
+	Scope() (namespace, service, name string)
+}
+
+// keep adds p to a map of policies by namespace and name.
+func keep[P any, PP interface {
+	*P
+	scoped
+}](byNS map[string]map[string]*P, p PP) {
+	ns, _, name := p.Scope()
+	if byNS[ns] == nil {
+		byNS[ns] = map[string]*P{}
+	}
+	byNS[ns][name] = (*P)(p)
+}
+
+// collect appends to out the policies of byNS in namespace ns that apply
+// to the service svc, sorted by name.
+func collect[P any, PP interface {
+	*P
+	scoped
+}](byNS map[string]map[string]*P, ns, svc string, out []P) []P {
+	for _, p := range byNS[ns] {
+		if _, s, _ := PP(p).Scope(); s == "" || s == svc {
+			out = append(out, *p)
+		}
+	}
+	slices.SortFunc(out, func(a, b P) int {
+		_, _, x := PP(&a).Scope()
+		_, _, y := PP(&b).Scope()
+		return strings.Compare(x, y)
+	})
+	return out
 }
 
 // remove applies the deletion of one key. h.mu is held.
@@ -353,15 +377,9 @@ func (h *Hub) remove(key string, rev int64) {
 type scope struct{ namespace, service string }
 
 func scopeOf(v any) *scope {
-	switch p := v.(type) {
-	case *policy.AuthorizationPolicy:
-		return &scope{p.Namespace, p.Service}
-	case *policy.PeerAuthentication:
-		return &scope{p.Namespace, p.Service}
-	case *policy.OutboundTrafficPolicy:
-		return &scope{p.Namespace, p.Service}
-	case *policy.WasmPlugin:
-		return &scope{p.Namespace, p.Service}
+	if p, ok := v.(scoped); ok {
+		ns, svc, _ := p.Scope()
+		return &scope{ns, svc}
 	}
 	return nil
 }
@@ -452,34 +470,14 @@ func (h *Hub) publish(name string, svc *service, rev int64) {
 func (h *Hub) policiesFor(namespace, svc string) *Policies {
 	p := &Policies{Revision: h.polRev}
 	for _, ns := range []string{policy.RootNamespace, namespace} {
-		for _, ap := range h.aps[ns] {
-			if ap.Service == "" || ap.Service == svc {
-				p.Authorization = append(p.Authorization, *ap)
-			}
-		}
-		for _, pa := range h.pas[ns] {
-			if pa.Service == "" || pa.Service == svc {
-				p.Peer = append(p.Peer, *pa)
-			}
-		}
-		for _, ot := range h.ots[ns] {
-			if ot.Service == "" || ot.Service == svc {
-				p.Outbound = append(p.Outbound, *ot)
-			}
-		}
-		for _, wp := range h.wps[ns] {
-			if wp.Service == "" || wp.Service == svc {
-				p.Wasm = append(p.Wasm, *wp)
-			}
-		}
+		p.Authorization = collect(h.aps, ns, svc, p.Authorization)
+		p.Peer = collect(h.pas, ns, svc, p.Peer)
+		p.Outbound = collect(h.ots, ns, svc, p.Outbound)
+		p.Wasm = collect(h.wps, ns, svc, p.Wasm)
 		if namespace == policy.RootNamespace {
 			break
 		}
 	}
-	slices.SortFunc(p.Authorization, func(a, b policy.AuthorizationPolicy) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(p.Peer, func(a, b policy.PeerAuthentication) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(p.Outbound, func(a, b policy.OutboundTrafficPolicy) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(p.Wasm, func(a, b policy.WasmPlugin) int { return strings.Compare(a.Name, b.Name) })
 	return p
 }
 

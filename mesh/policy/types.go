@@ -163,3 +163,25 @@ func (p *PeerAuthentication) Normalize() {
 		p.PortLevel[port] = Mode(strings.ToLower(string(m)))
 	}
 }
+
+// Scope is the namespace and the service (empty: every service of the
+// namespace) a resource of the mesh applies to; its name is the third
+// part of what names it.
+func (p *AuthorizationPolicy) Scope() (namespace, service, name string) {
+	return p.Namespace, p.Service, p.Name
+}
+
+// Scope is as AuthorizationPolicy's.
+func (p *PeerAuthentication) Scope() (namespace, service, name string) {
+	return p.Namespace, p.Service, p.Name
+}
+
+// Scope is as AuthorizationPolicy's.
+func (p *OutboundTrafficPolicy) Scope() (namespace, service, name string) {
+	return p.Namespace, p.Service, p.Name
+}
+
+// Scope is as AuthorizationPolicy's.
+func (p *WasmPlugin) Scope() (namespace, service, name string) {
+	return p.Namespace, p.Service, p.Name
+}
