@@ -252,12 +252,26 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}()
 	// The source is the caller's again once Run returns.
 	defer func() { <-followed }()
+	// A configuration the proxy refused (a module the control plane did
+	// not serve, say) is tried again after a backoff, up to retryMax,
+	// even when nothing else changes.
+	var retry <-chan time.Time
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-errc:
 			return err
+		case <-retry:
+			retry = nil
+			if s.apply(ctx) != nil {
+				backoff = min(2*backoff, retryMax)
+				retry = time.After(backoff)
+			} else {
+				backoff = 0
+			}
+			continue
 		case req := <-s.rebases:
 			s.mu.Lock()
 			old := s.base
@@ -280,9 +294,25 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-timer.C:
 		}
-		_ = s.apply(ctx) // logged; the previous configuration keeps serving
+		// Logged; the previous configuration keeps serving.
+		if s.apply(ctx) != nil {
+			if backoff == 0 {
+				backoff = retryMin
+			}
+			if retry == nil {
+				retry = time.After(backoff)
+			}
+		} else {
+			retry, backoff = nil, 0
+		}
 	}
 }
+
+// The backoff of a configuration the proxy refused.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
 
 func (s *Sidecar) follow(ctx context.Context) error {
 	for {
