@@ -37,6 +37,8 @@ const (
 	meshPairCPUBudgetUS = 60.0
 	// meshTrustDomain is the control plane's default trust domain.
 	meshTrustDomain = "wasmgate.local"
+	// meshWasmNamespace is the namespace of the pair with Wasm filters.
+	meshWasmNamespace = "wasm"
 )
 
 // meshScenarios returns the mesh group's scenarios.
@@ -79,7 +81,7 @@ type meshPlane struct {
 	proc   *process
 	api    string            // https://host:port
 	bundle string            // the trust bundle, PEM
-	tokens map[string]string // service -> join token file
+	tokens map[string]string // namespace/service -> join token file
 }
 
 // meshPlane starts the control plane on first use.
@@ -145,12 +147,13 @@ func (r *runner) meshPlane(ctx context.Context) (*meshPlane, error) {
 	}
 	// The first token waits for the API and its CA.
 	deadline := time.Now().Add(60 * time.Second)
-	for _, svc := range []string{"web", "orders"} {
+	for _, id := range []string{"default/web", "default/orders", meshWasmNamespace + "/web", meshWasmNamespace + "/orders"} {
+		ns, svc, _ := strings.Cut(id, "/")
 		for {
-			out, err := ctl("token", "create", "--namespace", "default", "--service-account", svc, "--uses", "1000", "--ttl", "24h")
+			out, err := ctl("token", "create", "--namespace", ns, "--service-account", svc, "--uses", "1000", "--ttl", "24h")
 			if err == nil {
-				m.tokens[svc] = filepath.Join(dir, svc+".token")
-				if err := os.WriteFile(m.tokens[svc], out, 0o600); err != nil {
+				m.tokens[id] = filepath.Join(dir, ns+"-"+svc+".token")
+				if err := os.WriteFile(m.tokens[id], out, 0o600); err != nil {
 					return fail(err)
 				}
 				break
@@ -166,8 +169,11 @@ func (r *runner) meshPlane(ctx context.Context) (*meshPlane, error) {
 		}
 	}
 	policy := filepath.Join(dir, "policy.yaml")
-	doc := fmt.Sprintf("authorization_policies:\n  - name: orders-callers\n    namespace: default\n    service: orders\n"+
-		"    rules:\n      - from:\n          - principals: [spiffe://%s/ns/default/sa/web]\n", meshTrustDomain)
+	doc := "authorization_policies:\n"
+	for _, ns := range []string{"default", meshWasmNamespace} {
+		doc += fmt.Sprintf("  - name: orders-callers-%s\n    namespace: %s\n    service: orders\n"+
+			"    rules:\n      - from:\n          - principals: [spiffe://%s/ns/%s/sa/web]\n", ns, ns, meshTrustDomain, ns)
+	}
 	if err := os.WriteFile(policy, []byte(doc), 0o644); err != nil {
 		return fail(err)
 	}
@@ -199,8 +205,12 @@ func sidecarPair(ctx context.Context, r *runner, _ string, f peerFields) ([]stri
 	if err := os.WriteFile(telemetry, []byte(doc), 0o644); err != nil {
 		return nil, err
 	}
-	ordersLocal, filters := telemetry, ""
+	// The pair with filters is in a namespace of its own: both pairs run
+	// at once in the paired phase, and web calls its own namespace's
+	// orders (registered under orders.NAMESPACE), never the other pair's.
+	ordersLocal, filters, ns := telemetry, "", "default"
 	if len(f.Plugins) > 0 {
+		ns = meshWasmNamespace
 		var b strings.Builder
 		b.WriteString(doc + "plugins:\n")
 		var names []string
@@ -245,7 +255,7 @@ func sidecarPair(ctx context.Context, r *runner, _ string, f peerFields) ([]stri
 		own := filepath.Join(f.Dir, svc.name)
 		argv := []string{r.binPath("wasmgate"), "run", "--sidecar", "--service", svc.name, "--app-port", strconv.Itoa(svc.appPort),
 			"--inbound", inbound, "--outbound", svc.outbound,
-			"--identity-server", m.api, "--join-token-file", m.tokens[svc.name], "--trust-bundle-file", m.bundle,
+			"--namespace", ns, "--identity-server", m.api, "--join-token-file", m.tokens[ns+"/"+svc.name], "--trust-bundle-file", m.bundle,
 			"--identity-dir", filepath.Join(own, "identity"), "--wasm-cache-dir", filepath.Join(own, "wasm"),
 			"--cache-file", filepath.Join(own, "cache"), "--access-log", "", "--admin", "off", "--local-config", svc.local}
 		if svc.calls != "" {
@@ -368,7 +378,8 @@ func renderMesh(w func(string, ...any), res *results, pl payload, common string)
 		"**Two nginx** stand in for the sidecars: HTTP/1.1 over mutual TLS 1.3 between them (P-256 certificates, connections and sessions kept), "+
 		"an access log line per request at each. **Two wasmgate sidecars, orders' inbound through Wasm filters** adds, after the policy, the first-party "+
 		"telemetry and authz filters from one VM (`plugins/firstparty/firstparty.wasm`, the filters group's configurations) as the sidecar's "+
-		"`--inbound-filters`. Both proxies of a pair are pinned to CPU %d, as two sidecars on one host share it; "+
+		"`--inbound-filters`; its two services are in a namespace of their own, so that neither pair's web calls the other's orders when both run. "+
+		"Both proxies of a pair are pinned to CPU %d, as two sidecars on one host share it; "+
 		"**pair CPU** is the CPU time of both, per request. %s; wrk, %d connections, keep-alive.\n\n",
 		meshHost, res.ProxyCPU, strings.ToUpper(common[:1])+common[1:], res.Connections)
 	w("| path | req/s | p50 | p99 | pair CPU µs/req | pair CPU | req/s vs no mesh | CPU/req vs no mesh | errors | others' CPU |\n")
