@@ -58,6 +58,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.StringSliceVar(&f.s.InboundFilters, "inbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every request from a peer passes through after the mesh policy (comma-separated, in order)")
 	fl.StringSliceVar(&f.s.OutboundFilters, "outbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every call of the app passes through (comma-separated, in order)")
+	fl.DurationVar((*time.Duration)(&f.s.ProtocolDetectionTimeout), "protocol-detection-timeout", 0, "with --sidecar: how long an intercepted connection bound outside the mesh may stay silent before it is taken for a protocol whose server speaks first (default 100ms)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
 }
 
@@ -101,6 +102,9 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	}
 	if o.Concurrency != 0 {
 		s.Concurrency = o.Concurrency
+	}
+	if o.ProtocolDetectionTimeout != 0 {
+		s.ProtocolDetectionTimeout = o.ProtocolDetectionTimeout
 	}
 	if len(o.Calls) > 0 {
 		s.Calls = o.Calls

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
@@ -91,6 +92,11 @@ type Settings struct {
 	// each thread more costs wake-ups per request (measured in
 	// RATIONALE.md).
 	Concurrency int `yaml:"concurrency,omitempty" json:"concurrency,omitempty"`
+	// ProtocolDetectionTimeout is how long an intercepted connection
+	// bound outside the mesh may stay silent before it is taken for a
+	// protocol whose server speaks first; zero means 100 ms (Istio's
+	// protocolDetectionTimeout).
+	ProtocolDetectionTimeout config.Duration `yaml:"protocol_detection_timeout,omitempty" json:"protocol_detection_timeout,omitempty"`
 	// Calls are the services the app calls: "orders" (in Namespace),
 	// "orders.shop" or "orders.shop.svc".
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
@@ -222,6 +228,9 @@ func (s *Settings) validate(announceBound bool) error {
 	case HopHTTP2, HopDownstream:
 	default:
 		add("hop_protocol", "unknown protocol %q (want http2 or downstream)", s.HopProtocol)
+	}
+	if d := time.Duration(s.ProtocolDetectionTimeout); d < 0 || d > 10*time.Second {
+		add("protocol_detection_timeout", "must be 0 (100ms) to 10s, not %v", d)
 	}
 	if s.Concurrency < 0 || s.Concurrency > 1024 {
 		add("concurrency", "must be 1 to 1024 threads (0 for the default, %d)", DefaultConcurrency)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
@@ -52,6 +53,7 @@ func TestSettingsValidate(t *testing.T) {
 		{"unknown outbound policy", func(s *sidecar.Settings) { s.OutboundPolicy = "open" }, "sidecar.outbound_policy: unknown policy"},
 		{"hop protocol downstream", func(s *sidecar.Settings) { s.HopProtocol = "downstream" }, ""},
 		{"unknown hop protocol", func(s *sidecar.Settings) { s.HopProtocol = "h3" }, "sidecar.hop_protocol: unknown protocol \"h3\""},
+		{"detection timeout", func(s *sidecar.Settings) { s.ProtocolDetectionTimeout = config.Duration(time.Minute) }, "sidecar.protocol_detection_timeout: must be 0 (100ms) to 10s"},
 		{"a filter twice", func(s *sidecar.Settings) { s.InboundFilters = []string{"waf", "waf"} }, "sidecar.inbound_filters[1]: \"waf\" is also inbound_filters[0]"},
 		{"an empty filter", func(s *sidecar.Settings) { s.OutboundFilters = []string{""} }, "sidecar.outbound_filters[0]: is empty"},
 		{"inbound filters of a TCP app", func(s *sidecar.Settings) { s.Protocol = "tcp"; s.InboundFilters = []string{"waf"} }, "sidecar.inbound_filters: an app of protocol tcp"},

@@ -55,7 +55,8 @@ func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: mesh, Outside: outside(s.OutboundPolicy), Logger: log.Named("tcp-outbound")})
+	out, err := relay.NewOutbound(relay.OutboundOptions{Mesh: mesh, Outside: outside(s.OutboundPolicy),
+		DetectTimeout: time.Duration(s.ProtocolDetectionTimeout), Logger: log.Named("tcp-outbound")})
 	if err != nil {
 		return nil, err
 	}
