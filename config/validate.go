@@ -270,6 +270,10 @@ func (c *Config) validateClusters(v *errs) map[string]int {
 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
+// IsSHA256 tells whether s is a module's digest as plugins name one: 64
+// lowercase hex digits.
+func IsSHA256(s string) bool { return sha256Pattern.MatchString(s) }
+
 func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]int {
 	seen := map[string]int{}
 	vms := map[string]int{} // vm_id: the first plugin that names it

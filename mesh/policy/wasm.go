@@ -2,7 +2,6 @@ package policy
 
 import (
 	"cmp"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -59,8 +58,6 @@ func (p *WasmPlugin) Normalize() {
 	}
 }
 
-var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // Validate checks one plugin on its own; its errors are a config.Errors
 // whose paths start inside it ("sha256"). That its module is stored is
 // the control plane's check.
@@ -75,7 +72,7 @@ func (p *WasmPlugin) Validate() error {
 	switch {
 	case p.SHA256 == "":
 		c.add("sha256", "is required: the digest of a module the control plane holds (wasmgate ctl plugin push FILE)")
-	case !sha256Pattern.MatchString(p.SHA256):
+	case !config.IsSHA256(p.SHA256):
 		c.add("sha256", "must be 64 lowercase hex digits")
 	}
 	switch p.FailurePolicy {

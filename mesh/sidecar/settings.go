@@ -44,14 +44,14 @@ const (
 	HopDownstream = "downstream"
 )
 
-// The outbound policies of Settings.OutboundPolicy.
+// The outbound policies of Settings.OutboundPolicy: the modes of the
+// control plane's outbound traffic policies, which win over it.
 const (
-	// RegistryOnly answers a call to a name the registry does not know
-	// with 502, as Istio's REGISTRY_ONLY does.
-	RegistryOnly = "registry_only"
-	// AllowAny passes a call to a name outside the mesh on to the host it
-	// names, in plain text.
-	AllowAny = "allow_any"
+	// RegistryOnly refuses a call outside the mesh: 502 for HTTP, a
+	// closed connection otherwise, as Istio's REGISTRY_ONLY does.
+	RegistryOnly = string(policy.RegistryOnly)
+	// AllowAny passes a call outside the mesh on, in plain text.
+	AllowAny = string(policy.AllowAny)
 )
 
 // Settings are a sidecar's own: which service it stands beside and where

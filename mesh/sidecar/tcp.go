@@ -77,8 +77,8 @@ func NewTCP(s *Settings, mesh tlsconf.Mesh, guard *policy.Guard, log *zap.Logger
 
 // outside is what the relay does with a connection outside the mesh that
 // does not speak HTTP, under an outbound policy.
-func outside(policy string) relay.Outside {
-	if policy == AllowAny {
+func outside(mode string) relay.Outside {
+	if mode == AllowAny {
 		return relay.OutsidePass
 	}
 	return relay.OutsideRefuse
