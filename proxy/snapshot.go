@@ -37,6 +37,10 @@ type Snapshot struct {
 	log      *accesslog.Logger
 	// tracer makes the spans of the snapshot's requests; nil: none.
 	tracer *tracing.Tracer
+	// plugins are the snapshot's Wasm plugins (nil: none), for the
+	// network filters of connections the proxy carries for others
+	// (ServeOpaque).
+	plugins filter.PluginSet
 
 	// refs counts the requests using the snapshot, and one more while it
 	// is live. The last release runs retire.
@@ -130,6 +134,7 @@ func (s *Server) compile(ctx context.Context, cfg *config.Config, version string
 			u.UseConfig(cfg)
 		}
 	}
+	snap.plugins = set
 	deps := route.Deps{Clusters: snap.Clusters, Metrics: s.metrics, FilterSet: set, Limits: &s.limits, MeshPolicy: s.policy}
 	if set != nil {
 		deps.Filter = func(ref config.FilterRef, _, routeName string) (filter.Factory, error) {

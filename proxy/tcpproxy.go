@@ -63,6 +63,12 @@ type tcpListener struct {
 	name    string // the cluster's
 	filters []filter.NetworkFactory
 	idle    time.Duration
+	// dial, when set, connects the upstream instead of the cluster
+	// (ServeOpaque): the connection and its address.
+	dial func(ctx context.Context) (net.Conn, string, error)
+	// noLog leaves the connection out of the access log: its caller
+	// records it (ServeOpaque).
+	noLog bool
 }
 
 // compileTCP builds the TCP part of a listener's snapshot.
@@ -114,21 +120,31 @@ func (s *Server) serveTCP(name string, c net.Conn) {
 		return
 	}
 	tl := ls.tcp
-	x := filter.NewExchange()
-	x.Conn = &filter.ConnInfo{ID: tcpConnIDs.Add(1), Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr()), TLS: tlsInfo}
-	x.Listener, x.Cluster = name, tl.name
-	x.Upstreams, x.Node, x.Start = snap.Clusters, snap.node, time.Now()
 	tl.stats.Connections.Inc()
 	tl.stats.Active.Inc()
 	defer tl.stats.Active.Dec()
-	t := &tcpConn{
+	s.newTCPConn(snap, c, tl, name, tlsInfo).serve(snap)
+}
+
+// newTCPConn makes the state of connection c of listener, with snap
+// acquired.
+func (s *Server) newTCPConn(snap *Snapshot, c net.Conn, tl *tcpListener, listener string, tlsInfo *filter.TLSInfo) *tcpConn {
+	x := filter.NewExchange()
+	x.Conn = &filter.ConnInfo{ID: tcpConnIDs.Add(1), Remote: addrPort(c.RemoteAddr()), Local: addrPort(c.LocalAddr()), TLS: tlsInfo}
+	x.Listener, x.Cluster = listener, tl.name
+	x.Upstreams, x.Node, x.Start = snap.Clusters, snap.node, time.Now()
+	return &tcpConn{
 		srv: s, down: c, x: x, tl: tl, heldAt: -1,
 		events: make(chan tcpEvent), resume: make(chan struct{}, 1), closed: make(chan struct{}),
-		log: s.log.With(zap.String("listener", name), zap.Uint64("connection", x.Conn.ID)),
+		log: s.log.With(zap.String("listener", listener), zap.Uint64("connection", x.Conn.ID)),
 	}
+}
+
+// serve drives the connection to its end and releases snap, once the
+// filters' states are made: a connection may live for hours, and its
+// filters hold their plugins themselves.
+func (t *tcpConn) serve(snap *Snapshot) {
 	ok := t.open()
-	// The snapshot's reference is for the set-up only: a connection may
-	// live for hours, and its filters hold their plugins themselves.
 	snap.release()
 	if ok {
 		t.run()
@@ -332,6 +348,9 @@ func (t *tcpConn) proceed() bool {
 // connect dials an endpoint of the cluster, another when one cannot be
 // reached, and starts reading and writing the upstream.
 func (t *tcpConn) connect() bool {
+	if t.tl.dial != nil {
+		return t.connectWith(t.tl.dial)
+	}
 	cl := t.tl.cluster
 	key := maphash.Comparable(tcpHashSeed, t.x.Conn.Remote.Addr())
 	var tried *cluster.Endpoint
@@ -344,14 +363,7 @@ func (t *tcpConn) connect() bool {
 			continue
 		}
 		tried = e
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-t.closed:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := t.dialContext()
 		c, err := e.DialOpaque(ctx)
 		cancel()
 		if err != nil {
@@ -363,11 +375,7 @@ func (t *tcpConn) connect() bool {
 			}
 			continue
 		}
-		t.up = c
-		t.x.UpstreamAddr = e.Addr
-		go t.read(c, &t.us)
-		go t.write(c, &t.ds)
-		t.flush(&t.ds)
+		t.attach(c, e.Addr)
 		return true
 	}
 	t.log.Debug("no endpoint of the cluster could be reached", zap.String("cluster", t.tl.name))
@@ -378,6 +386,46 @@ func (t *tcpConn) connect() bool {
 		t.fail(filter.FlagUpstreamConnectFailure, "upstream_connect_failure")
 	}
 	return false
+}
+
+// connectWith connects the upstream with dial, which gives up when the
+// connection is closed meanwhile.
+func (t *tcpConn) connectWith(dial func(ctx context.Context) (net.Conn, string, error)) bool {
+	ctx, cancel := t.dialContext()
+	c, addr, err := dial(ctx)
+	cancel()
+	if err != nil {
+		t.log.Debug("upstream connect failed", zap.Error(err))
+		t.downPeer = filter.PeerLocal
+		t.fail(filter.FlagUpstreamConnectFailure, "upstream_connect_failure")
+		return false
+	}
+	t.attach(c, addr)
+	return true
+}
+
+// dialContext is the context of a dial: cancelled when the connection is
+// closed meanwhile, or by cancel.
+func (t *tcpConn) dialContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-t.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// attach starts reading and writing the upstream c, at addr, and passes
+// on what the client sent meanwhile.
+func (t *tcpConn) attach(c net.Conn, addr string) {
+	t.up = c
+	t.x.UpstreamAddr = addr
+	go t.read(c, &t.us)
+	go t.write(c, &t.ds)
+	t.flush(&t.ds)
 }
 
 func (t *tcpConn) isClosed() bool {
@@ -602,6 +650,9 @@ func (t *tcpConn) finish() {
 // there is one: protocol TCP, the bytes each way, the duration, the
 // upstream, and why it ended when it ended early (details, and flags).
 func (t *tcpConn) accessLog() {
+	if t.tl.noLog {
+		return
+	}
 	snap := t.srv.acquire()
 	if snap == nil {
 		return
