@@ -16,6 +16,8 @@ import (
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/internal/conntrack"
 	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/proxy"
+	"github.com/wasmgate/wasmgate/proxy/filter"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/tlsconf"
@@ -63,6 +65,10 @@ type Inbound struct {
 	cs   conntrack.Set
 	tel  atomic.Pointer[telemetry.Pipeline]
 	met  meter
+	// srv describes a peer's handshake to network filters; filters are
+	// those of the connections the policy admitted (SetFilters).
+	srv     *tlsconf.Server
+	filters atomic.Pointer[Filters]
 }
 
 // NewInbound checks the options and prepares the TLS side.
@@ -92,7 +98,7 @@ func NewInbound(o InboundOptions) (*Inbound, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	in := &Inbound{o: o, tls: srv.Config(), app: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.AppPort)), log: o.Logger}
+	in := &Inbound{o: o, tls: srv.Config(), srv: srv, app: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.AppPort)), log: o.Logger}
 	if cert, err := o.Mesh.Certificate(); err == nil && cert.Leaf != nil && len(cert.Leaf.URIs) > 0 {
 		in.self = cert.Leaf.URIs[0].String()
 	}
@@ -108,6 +114,11 @@ func (in *Inbound) SetTelemetry(p *telemetry.Pipeline) { in.tel.Store(p) }
 // SetMetrics has connections from now on counted in m (listener
 // mesh-tcp-inbound, cluster app).
 func (in *Inbound) SetMetrics(m *metrics.Metrics) { in.met.m.Store(m) }
+
+// SetFilters has the connections the policy admits from now on pass
+// through f's network filters on their way to the app; nil, or no
+// plugins, through none.
+func (in *Inbound) SetFilters(f *Filters) { in.filters.Store(f) }
 
 // Serve accepts peers on ln until it is closed.
 func (in *Inbound) Serve(ln net.Listener) {
@@ -173,19 +184,48 @@ func (in *Inbound) serve(raw net.Conn) {
 		in.log.Info("mesh policy: audit", zap.String("source", principal), zap.String("destination", in.o.Destination),
 			zap.String("policy", d.AuditPolicy), zap.Int("rule", d.AuditRule), zap.String("protocol", "tcp"))
 	}
-	up, err := net.DialTimeout("tcp", in.app, in.o.ConnectTimeout)
-	if err != nil {
-		st.connectFailed()
-		in.log.Warn("the app refused a connection", zap.String("app", in.app), zap.Error(err))
+	var up net.Conn
+	defer func() {
+		if up != nil {
+			in.cs.Done(up)
+		}
+	}()
+	// connect dials the app.
+	connect := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, in.o.ConnectTimeout)
+		defer cancel()
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", in.app)
+		if err != nil {
+			st.connectFailed()
+			in.log.Warn("the app refused a connection", zap.String("app", in.app), zap.Error(err))
+			return err
+		}
+		if !in.cs.Add(c) {
+			return net.ErrClosed
+		}
+		up = c
+		return nil
+	}
+	if fl := in.filters.Load(); fl.on() {
+		var info *filter.TLSInfo
+		if tc, ok := down.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			info = in.srv.Identify(&cs).Info
+		}
+		f.n, f.reason = fl.serve(down, proxy.OpaqueOptions{Listener: listenerInbound, Cluster: clusterApp, TLS: info, Idle: in.o.IdleTimeout,
+			Dial: func(ctx context.Context) (net.Conn, string, error) {
+				if err := connect(ctx); err != nil {
+					return nil, "", err
+				}
+				return up, in.app, nil
+			}}, st)
+		return
+	}
+	if connect(context.Background()) != nil {
 		f.reason = reasonUpstream
 		_ = down.Close()
 		return
 	}
-	if !in.cs.Add(up) {
-		_ = down.Close()
-		return
-	}
-	defer in.cs.Done(up)
 	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, in.o.IdleTimeout)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/internal/conntrack"
+	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/balancer"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
@@ -67,6 +68,9 @@ type Outbound struct {
 	cs  conntrack.Set
 	tel atomic.Pointer[telemetry.Pipeline]
 	met meter
+	// filters are the network filters of the connections to services
+	// (SetFilters).
+	filters atomic.Pointer[Filters]
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -167,6 +171,11 @@ func (o *Outbound) SetTelemetry(p *telemetry.Pipeline) { o.tel.Store(p) }
 // SetMetrics has connections from now on counted in m (listener
 // mesh-tcp-outbound; cluster svc.SERVICE, passthrough or blackhole).
 func (o *Outbound) SetMetrics(m *metrics.Metrics) { o.met.m.Store(m) }
+
+// SetFilters has the connections to services from now on pass through
+// f's network filters; nil, or no plugins, through none. Connections
+// outside the mesh pass through none.
+func (o *Outbound) SetFilters(f *Filters) { o.filters.Store(f) }
 
 // Update replaces the endpoints of every TCP service, by registry name.
 // Connections already relayed are left as they are. A service absent from
@@ -347,7 +356,8 @@ func (o *Outbound) Close() {
 func (o *Outbound) relay(down net.Conn, name string) {
 	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: name, sourceID: o.identity()}
 	defer func() { f.emit(o.tel.Load()) }()
-	st := o.met.stats(listenerOutbound, "svc."+name)
+	cluster := "svc." + name
+	st := o.met.stats(listenerOutbound, cluster)
 	defer st.open()()
 	s := (*o.services.Load())[name]
 	if s == nil || s.bal == nil {
@@ -356,23 +366,47 @@ func (o *Outbound) relay(down net.Conn, name string) {
 		_ = down.Close()
 		return
 	}
-	up, h, err := o.dial(s, st)
-	if err != nil {
-		o.log.Warn("no endpoint of the service could be reached", zap.String("service", name), zap.Error(err))
+	var up *tls.Conn
+	var h *host
+	defer func() {
+		if up != nil {
+			h.active.Add(-1)
+			o.cs.Done(up)
+		}
+	}()
+	// connect reaches an endpoint of the service.
+	connect := func(ctx context.Context) error {
+		c, ch, err := o.dial(ctx, s, st)
+		if err != nil {
+			o.log.Warn("no endpoint of the service could be reached", zap.String("service", name), zap.Error(err))
+			return err
+		}
+		if !o.cs.Add(c) {
+			ch.active.Add(-1)
+			return net.ErrClosed
+		}
+		up, h = c, ch
+		cs := c.ConnectionState()
+		f.destination = h.addr
+		f.destID = tlsconf.PeerSPIFFEID(&cs)
+		f.tlsVersion, f.cipher = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
+		return nil
+	}
+	if fl := o.filters.Load(); fl.on() {
+		f.n, f.reason = fl.serve(down, proxy.OpaqueOptions{Listener: listenerOutbound, Cluster: cluster, Idle: o.o.IdleTimeout,
+			Dial: func(ctx context.Context) (net.Conn, string, error) {
+				if err := connect(ctx); err != nil {
+					return nil, "", err
+				}
+				return up, h.addr, nil
+			}}, st)
+		return
+	}
+	if err := connect(context.Background()); err != nil {
 		f.reason = reasonUpstream
 		_ = down.Close()
 		return
 	}
-	defer h.active.Add(-1)
-	if !o.cs.Add(up) {
-		_ = down.Close()
-		return
-	}
-	defer o.cs.Done(up)
-	cs := up.ConnectionState()
-	f.destination = h.addr
-	f.destID = tlsconf.PeerSPIFFEID(&cs)
-	f.tlsVersion, f.cipher = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
 	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, o.o.IdleTimeout)
 }
@@ -380,7 +414,7 @@ func (o *Outbound) relay(down net.Conn, name string) {
 // dial reaches an endpoint of s over mutual TLS, trying others when one
 // cannot be reached or is not who it should be. The host's count of open
 // connections is raised; the caller lowers it.
-func (o *Outbound) dial(s *service, st tcpStats) (*tls.Conn, *host, error) {
+func (o *Outbound) dial(ctx context.Context, s *service, st tcpStats) (*tls.Conn, *host, error) {
 	var tried []int
 	var errs []error
 	for range min(o.o.Attempts, len(s.hosts)) {
@@ -391,7 +425,7 @@ func (o *Outbound) dial(s *service, st tcpStats) (*tls.Conn, *host, error) {
 		tried = append(tried, i)
 		h := s.hosts[i]
 		h.active.Add(1)
-		c, err := o.dialOne(s, h.addr)
+		c, err := o.dialOne(ctx, s, h.addr)
 		if err == nil {
 			return c, h, nil
 		}
@@ -402,8 +436,8 @@ func (o *Outbound) dial(s *service, st tcpStats) (*tls.Conn, *host, error) {
 	return nil, nil, errors.Join(errs...)
 }
 
-func (o *Outbound) dialOne(s *service, addr string) (*tls.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), o.o.ConnectTimeout)
+func (o *Outbound) dialOne(ctx context.Context, s *service, addr string) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.o.ConnectTimeout)
 	defer cancel()
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {

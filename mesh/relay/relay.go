@@ -20,6 +20,10 @@
 // registry_only, or relayed in plain TCP to its original destination
 // under allow_any (Outside).
 //
+// A side with network filters (SetFilters: Wasm plugins of the sidecar's
+// proxy) carries its connections through them with the proxy's TCP driver
+// (proxy.Server.ServeOpaque) instead of copying the bytes itself.
+//
 // Every connection makes a flow record and every decision a decision
 // record, when the proxy's telemetry has sinks for them.
 package relay
@@ -33,6 +37,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
@@ -63,7 +69,51 @@ const (
 	// reasonOutside: a connection to a host outside the mesh, refused
 	// by outbound_policy registry_only.
 	reasonOutside = "outside_mesh"
+	// A network filter closed the connection, or failed (and its plugin
+	// fails closed).
+	reasonFilterClosed = "filter_closed"
+	reasonFilterFailed = "filter_failed"
 )
+
+// Filters are the network filters, Wasm plugins of the sidecar's proxy,
+// that the connections of one side of the relay pass through, as a TCP
+// listener's connections do (proxy.Server.ServeOpaque): on the outbound,
+// before the connection to the service is made; on the inbound, after the
+// policy admitted the peer and before the app is dialled.
+type Filters struct {
+	Proxy *proxy.Server
+	// Plugins are plugins of the proxy's configuration, in order.
+	Plugins []config.FilterRef
+}
+
+// on reports whether f has filters to run.
+func (f *Filters) on() bool { return f != nil && f.Proxy != nil && len(f.Plugins) > 0 }
+
+// serve carries down's bytes through the filters to what dial connects,
+// as pipe does without them, and returns the flow's byte counts and why
+// it ended.
+func (f *Filters) serve(down net.Conn, o proxy.OpaqueOptions, st tcpStats) (*counts, string) {
+	o.Filters, o.Stats = f.Plugins, st.s
+	r := f.Proxy.ServeOpaque(down, o)
+	n := &counts{}
+	n.in.Store(r.Received)
+	n.out.Store(r.Sent)
+	switch r.Reason {
+	case "":
+		return n, reasonPeerClosed
+	case "filter_closed":
+		return n, reasonFilterClosed
+	case "filter_failed":
+		return n, reasonFilterFailed
+	case "idle_timeout":
+		return n, reasonTimeout
+	case "upstream_connect_failure":
+		return n, reasonUpstream
+	case "local_close":
+		return n, reasonShutdown
+	}
+	return n, reasonError
+}
 
 // counts are the bytes of one relayed connection, and the listener's
 // byte counters they go to as well (nil: none).
