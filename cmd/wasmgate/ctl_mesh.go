@@ -373,7 +373,7 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE")
 		return
 	case resource.WasmPlugins:
-		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPRIORITY\tMODULE")
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tTYPE\tPRIORITY\tMODULE")
 		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
@@ -398,6 +398,6 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
 	case *policy.WasmPlugin:
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\t%.12s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode, x.Priority, x.SHA256)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%.12s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode, x.Type, x.Priority, x.SHA256)
 	}
 }

@@ -134,7 +134,7 @@ authorization_policies:
 	if out, code := ctl("mesh", "apply", "-f", wasm); code != 0 || !strings.Contains(out, "create  attached_plugins/orders-tag") {
 		t.Fatalf("a Wasm plugin: exit %d\n%s", code, out)
 	}
-	if out, code := ctl("get", "wasm_plugins"); code != 0 || !regexp.MustCompile(`orders-tag\s+\d+\s+shop\s+orders\s+inbound\s+0\s+`+fmt.Sprintf("%.12x", sum[:6])).MatchString(out) {
+	if out, code := ctl("get", "wasm_plugins"); code != 0 || !regexp.MustCompile(`orders-tag\s+\d+\s+shop\s+orders\s+inbound\s+http\s+0\s+`+fmt.Sprintf("%.12x", sum[:6])).MatchString(out) {
 		t.Errorf("get wasm_plugins: %d\n%s", code, out)
 	}
 

@@ -58,6 +58,8 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.StringSliceVar(&f.s.InboundFilters, "inbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every request from a peer passes through after the mesh policy (comma-separated, in order)")
 	fl.StringSliceVar(&f.s.OutboundFilters, "outbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every call of the app passes through (comma-separated, in order)")
+	fl.StringSliceVar(&f.s.InboundNetworkFilters, "inbound-network-filters", nil, "with --sidecar, for an app of protocol tcp: Wasm plugins of --local-config, by name, that run as network filters on every connection from a peer after the mesh policy (comma-separated, in order)")
+	fl.StringSliceVar(&f.s.OutboundNetworkFilters, "outbound-network-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that run as network filters on every connection of the app to a TCP service (comma-separated, in order)")
 	fl.DurationVar((*time.Duration)(&f.s.ProtocolDetectionTimeout), "protocol-detection-timeout", 0, "with --sidecar: how long an intercepted connection bound outside the mesh may stay silent before it is taken for a protocol whose server speaks first (default 100ms)")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
 }
@@ -114,6 +116,12 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	}
 	if len(o.OutboundFilters) > 0 {
 		s.OutboundFilters = o.OutboundFilters
+	}
+	if len(o.InboundNetworkFilters) > 0 {
+		s.InboundNetworkFilters = o.InboundNetworkFilters
+	}
+	if len(o.OutboundNetworkFilters) > 0 {
+		s.OutboundNetworkFilters = o.OutboundNetworkFilters
 	}
 	if len(f.tcpCalls) > 0 {
 		calls, err := sidecar.ParseTCPCalls(f.tcpCalls)
@@ -206,7 +214,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 		return r.wait(ctx)
 	}
 	// The policies are in force: a TCP app's inbound may open.
-	if err := tcp.Start(tel.pipe, r.srv.Metrics()); err != nil {
+	if err := tcp.Start(tel.pipe, r.srv); err != nil {
 		cancel()
 		_ = r.wait(ctx)
 		return &exitError{code: exitInvalid, err: err}

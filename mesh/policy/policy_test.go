@@ -207,6 +207,7 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"outbound duplicate", `outbound_traffic_policies: [{name: a, namespace: n, mode: allow_any}, {name: a, namespace: m, mode: allow_any}]`, []string{"outbound_traffic_policies[1].name"}},
 		{"wasm without module", `wasm_plugins: [{name: a, namespace: n}]`, []string{"wasm_plugins[0].sha256"}},
 		{"wasm mode", `wasm_plugins: [{name: a, namespace: n, mode: sideways, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]`, []string{"wasm_plugins[0].mode"}},
+		{"wasm type", `wasm_plugins: [{name: a, namespace: n, type: udp, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]`, []string{"wasm_plugins[0].type"}},
 		{"wasm failure policy", `wasm_plugins: [{name: a, namespace: n, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", failure_policy: retry}]`, []string{"wasm_plugins[0].failure_policy"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
 		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},
@@ -308,15 +309,16 @@ wasm_plugins:
   - {name: orders-zz, namespace: shop, service: orders, sha256: ` + sha + `}
   - {name: other, namespace: shop, service: payments, sha256: ` + sha + `}
   - {name: elsewhere, namespace: bank, sha256: ` + sha + `}
+  - {name: orders-lines, namespace: shop, service: orders, type: NETWORK, sha256: ` + sha + `}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for _, p := range policy.WasmFor(d.WasmPlugins, "shop", "orders") {
-		got = append(got, string(p.Mode)+":"+p.PluginName())
+		got = append(got, string(p.Mode)+":"+string(p.Type)+":"+p.PluginName())
 	}
-	want := "inbound:mesh.orders-auth inbound:mesh.shop-waf inbound:mesh.orders-zz outbound:mesh.mesh-stats"
+	want := "inbound:http:mesh.orders-auth inbound:http:mesh.shop-waf inbound:network:mesh.orders-lines inbound:http:mesh.orders-zz outbound:http:mesh.mesh-stats"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("WasmFor = %q, want %q", got, want)
 	}

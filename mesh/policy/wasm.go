@@ -20,6 +20,20 @@ const (
 	WasmOutbound WasmMode = "outbound"
 )
 
+// WasmType is what a WasmPlugin filters, Istio's PluginType.
+type WasmType string
+
+// The types of a WasmPlugin (Istio's HTTP and NETWORK accepted too).
+const (
+	// WasmHTTP filters the requests of HTTP services: an HTTP filter.
+	WasmHTTP WasmType = "http"
+	// WasmNetwork filters the connections of TCP services (protocol
+	// tcp), byte for byte, as Envoy's network Wasm filter before
+	// tcp_proxy: inbound, those of peers the policy admitted to a TCP
+	// app; outbound, those of the app to TCP services.
+	WasmNetwork WasmType = "network"
+)
+
 // WasmPlugin runs a proxy-wasm filter in the sidecars of a namespace, of
 // one service, or of the whole mesh (RootNamespace), as Istio's
 // WasmPlugin does. Its module is a blob of the control plane, named by
@@ -33,6 +47,8 @@ type WasmPlugin struct {
 	Service string `json:"service,omitempty" yaml:"service,omitempty"`
 	// Mode is inbound (the default) or outbound.
 	Mode WasmMode `json:"mode,omitempty" yaml:"mode,omitempty"`
+	// Type is http (the default) or network.
+	Type WasmType `json:"type,omitempty" yaml:"type,omitempty"`
 	// Priority orders the plugins of one mode of a sidecar: higher runs
 	// first, as in Istio; then by name.
 	Priority int `json:"priority,omitempty" yaml:"priority,omitempty"`
@@ -45,9 +61,16 @@ type WasmPlugin struct {
 	FailurePolicy string           `json:"failure_policy,omitempty" yaml:"failure_policy,omitempty"`
 }
 
-// Normalize spells the mode in its canonical lower case (Istio's SERVER
-// and CLIENT become inbound and outbound) and fills in inbound, in place.
+// Normalize spells the mode and the type in their canonical lower case
+// (Istio's SERVER and CLIENT become inbound and outbound, HTTP and
+// NETWORK http and network) and fills in inbound and http, in place.
 func (p *WasmPlugin) Normalize() {
+	switch t := WasmType(strings.ToLower(string(p.Type))); t {
+	case "", "unspecified_plugin_type":
+		p.Type = WasmHTTP
+	default:
+		p.Type = t
+	}
 	switch m := WasmMode(strings.ToLower(string(p.Mode))); m {
 	case "", "server":
 		p.Mode = WasmInbound
@@ -68,6 +91,11 @@ func (p *WasmPlugin) Validate() error {
 	case WasmInbound, WasmOutbound:
 	default:
 		c.add("mode", "%q is not a mode (want inbound or outbound)", p.Mode)
+	}
+	switch p.Type {
+	case WasmHTTP, WasmNetwork:
+	default:
+		c.add("type", "%q is not a type (want http or network)", p.Type)
 	}
 	switch {
 	case p.SHA256 == "":

@@ -90,24 +90,9 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 		Listeners: []config.Listener{{Name: OutboundListener, Address: s.Outbound, TrafficDirection: config.DirectionOutbound,
 			HTTP2: &config.ListenerHTTP2{H2C: true}}},
 	}
-	// The control plane's Wasm plugins run before the sidecar's own, on
-	// each side; a TCP app has no inbound to filter.
-	var inbound, outbound []config.FilterRef
-	for _, wp := range st.Wasm {
-		if wp.Mode == policy.WasmInbound && s.Protocol == ProtocolTCP {
-			continue
-		}
-		cfg.Plugins = append(cfg.Plugins, config.Plugin{Name: wp.PluginName(), SHA256: wp.SHA256, RootID: wp.RootID,
-			Config: wp.Config, FailurePolicy: wp.FailurePolicy})
-		ref := config.FilterRef{Plugin: wp.PluginName()}
-		if wp.Mode == policy.WasmInbound {
-			inbound = append(inbound, ref)
-		} else {
-			outbound = append(outbound, ref)
-		}
-	}
-	inbound = append(inbound, filterRefs(s.InboundFilters)...)
-	outbound = append(outbound, filterRefs(s.OutboundFilters)...)
+	w := wasmFilters(s, st)
+	cfg.Plugins = w.plugins
+	inbound, outbound := w.inbound, w.outbound
 	// A TCP app's inbound is the relay's (package relay), not an HTTP
 	// listener.
 	if s.Protocol != ProtocolTCP {
@@ -179,6 +164,55 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	}
 	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
 	return cfg
+}
+
+// filters are the Wasm filters of a sidecar: the control plane's plugins
+// of its service, which run before the sidecar's own on each side, as
+// HTTP filters of its listeners and as network filters of the TCP relay.
+type filters struct {
+	plugins                 []config.Plugin // the control plane's that apply
+	inbound, outbound       []config.FilterRef
+	netInbound, netOutbound []config.FilterRef
+}
+
+func wasmFilters(s *Settings, st State) filters {
+	var w filters
+	tcpApp, tcpCalls := s.Protocol == ProtocolTCP, len(s.TCPTargets()) > 0
+	for _, wp := range st.Wasm {
+		ref := config.FilterRef{Plugin: wp.PluginName()}
+		var list *[]config.FilterRef
+		switch inbound := wp.Mode == policy.WasmInbound; {
+		case wp.Type == policy.WasmNetwork && inbound && tcpApp:
+			list = &w.netInbound
+		case wp.Type == policy.WasmNetwork && !inbound && tcpCalls:
+			list = &w.netOutbound
+		case wp.Type == policy.WasmNetwork:
+			continue // no connection of the side is a TCP service's
+		case inbound && tcpApp:
+			continue // a TCP app has no HTTP requests
+		case inbound:
+			list = &w.inbound
+		default:
+			list = &w.outbound
+		}
+		*list = append(*list, ref)
+		w.plugins = append(w.plugins, config.Plugin{Name: wp.PluginName(), SHA256: wp.SHA256, RootID: wp.RootID,
+			Config: wp.Config, FailurePolicy: wp.FailurePolicy})
+	}
+	w.inbound = append(w.inbound, filterRefs(s.InboundFilters)...)
+	w.outbound = append(w.outbound, filterRefs(s.OutboundFilters)...)
+	w.netInbound = append(w.netInbound, filterRefs(s.InboundNetworkFilters)...)
+	w.netOutbound = append(w.netOutbound, filterRefs(s.OutboundNetworkFilters)...)
+	return w
+}
+
+// NetworkFilters returns the plugins of the configuration Build makes
+// that run as network filters on the TCP relay's connections: inbound,
+// those of peers to a TCP app; outbound, those of the app to TCP
+// services. The control plane's come first, then the sidecar's own.
+func NetworkFilters(s *Settings, st State) (inbound, outbound []config.FilterRef) {
+	w := wasmFilters(s, st)
+	return w.netInbound, w.netOutbound
 }
 
 // filterRefs attaches the plugins names, in order.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -248,4 +249,175 @@ func TestSidecarWasmFilters(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), `sidecar.inbound_filters[1]: no plugin "waf"`) {
 		t.Fatalf("a filter of no plugin: %v\n%s", err, out)
 	}
+}
+
+// TestSidecarNetworkFilters: Wasm plugins as network filters on the
+// mesh's opaque TCP. db is an app of protocol tcp (a line echo); its
+// sidecar runs a filter built with the proxy-wasm Go SDK, unchanged
+// (proxy/wasm/testdata/tcpfilter.wasm), on every connection from a peer
+// (--inbound-network-filters): the filter sees the connection as
+// Envoy's network filter does (listener, cluster, mutual TLS, the app's
+// address upstream), changes the bytes each way, and closes a connection
+// before a denied line reaches the app. A WasmPlugin of the control plane
+// of type NETWORK for web's outbound then runs the same module on web's
+// connections to db, before they leave web's sidecar; deleted, it stops.
+func TestSidecarNetworkFilters(t *testing.T) {
+	bin := wasmgateBin(t)
+	module, err := filepath.Abs("../../proxy/wasm/testdata/tcpfilter.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cp, admin, roots := startControlPlane(t)
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "trust-bundle.pem")
+	if err := os.WriteFile(bundle, roots, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dbLocal := filepath.Join(dir, "db-local.yaml")
+	if err := os.WriteFile(dbLocal, []byte("plugins:\n- {name: lines, file: "+module+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// db's app echoes lines and keeps what it received.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var (
+		mu       sync.Mutex
+		received strings.Builder
+	)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					mu.Lock()
+					received.WriteString(line)
+					mu.Unlock()
+					if _, werr := c.Write([]byte(line)); err != nil || werr != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	appPort := l.Addr().(*net.TCPAddr).Port
+
+	pair := &processPair{quit: syscall.SIGTERM}
+	t.Cleanup(pair.stop)
+	token := func(sa string) string {
+		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: sa})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
+	}
+	db := sidecarArgs(t, cp.APIURL(), token("db"), bundle, mkdir(t, filepath.Join(dir, "db")), "db", appPort, testaddr.Free(t))
+	pair.start(t, bin, append(db, "--protocol", "tcp", "--local-config", dbLocal, "--inbound-network-filters", "lines")...)
+	dbLocalPort := testaddr.Free(t)
+	web := sidecarArgs(t, cp.APIURL(), token("web"), bundle, mkdir(t, filepath.Join(dir, "web")), "web", port(t, testaddr.Free(t)), testaddr.Free(t))
+	pair.start(t, bin, append(web, "--tcp-calls", "db="+dbLocalPort)...)
+
+	// talk sends lines on one connection to db through web's sidecar and
+	// returns the lines that come back until the connection ends.
+	talk := func(lines ...string) ([]string, error) {
+		c, err := net.DialTimeout("tcp", dbLocalPort, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(c)
+		var got []string
+		for _, line := range lines {
+			if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+				return got, err
+			}
+			back, err := r.ReadString('\n')
+			if err != nil {
+				return got, err
+			}
+			got = append(got, strings.TrimSuffix(back, "\n"))
+		}
+		return got, nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := talk("hello")
+		if err == nil && len(got) == 1 && got[0] == "HELLO" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web -> db through db's network filter: %q %v\n%s", got, err, pair.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := talk("a secret", "PROPS")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("lines: %q %v", got, err)
+	}
+	if got[0] != "A ******" {
+		t.Errorf("a line with a secret came back %q, want it masked by the filter", got[0])
+	}
+	for _, want := range []string{"LISTENER=MESH-TCP-INBOUND", "CLUSTER=APP", "MTLS=TRUE", "UPSTREAM=127.0.0.1:" + strconv.Itoa(appPort),
+		"REQUEST_PATH=ERROR STATUS RETURNED BY HOST: NOT FOUND"} {
+		if !strings.Contains(got[1], want) {
+			t.Errorf("db's filter saw %q, which lacks %q", got[1], want)
+		}
+	}
+	// A denied line closes the connection before it reaches the app.
+	got, err = talk("one", "DENY", "two")
+	if err == nil || len(got) != 1 || got[0] != "ONE" {
+		t.Errorf("a connection past a denied line: %q %v, want ONE then its end", got, err)
+	}
+	mu.Lock()
+	seen := received.String()
+	mu.Unlock()
+	if strings.Contains(seen, "secret") || strings.Contains(seen, "DENY") || strings.Contains(seen, "two") {
+		t.Errorf("db's app received %q past its filter", seen)
+	}
+
+	// The control plane's network plugin for web's outbound.
+	mod, err := os.ReadFile(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := admin.PushBlob(ctx, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	central := resource.Ref{Kind: resource.WasmPlugins, Name: "web-lines"}
+	doc := fmt.Sprintf(`{"name": "web-lines", "namespace": "default", "service": "web", "mode": "CLIENT", "type": "NETWORK", "sha256": %q}`, blob.SHA256)
+	if _, err := admin.Put(ctx, central, []byte(doc), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	props := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := talk("PROPS")
+			if err == nil && len(got) == 1 && strings.Contains(got[0], want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("PROPS answered %q %v, want %q\n%s", got, err, want, pair.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// web's filter answers PROPS first, from web's side.
+	props("LISTENER=MESH-TCP-OUTBOUND CLUSTER=SVC.DB.DEFAULT")
+	if _, err := admin.Delete(ctx, central, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	props("LISTENER=MESH-TCP-INBOUND")
 }

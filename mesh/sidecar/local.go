@@ -82,7 +82,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	if err := s.validate(true); err != nil {
 		return nil, err
 	}
-	if len(s.InboundFilters)+len(s.OutboundFilters) > 0 {
+	if len(s.InboundFilters)+len(s.OutboundFilters)+len(s.InboundNetworkFilters)+len(s.OutboundNetworkFilters) > 0 {
 		return nil, errors.New("sidecar: an in-process sidecar runs no Wasm filters; run it as `wasmgate run --sidecar`")
 	}
 	log := o.Logger
@@ -138,7 +138,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 		return nil, fmt.Errorf("sidecar %s: no configuration: %w", s.Name(), ctx.Err())
 	}
 	// The policies are in force: the TCP inbound may open.
-	if err := l.TCP.Start(o.Telemetry, l.Server.Metrics()); err != nil {
+	if err := l.TCP.Start(o.Telemetry, l.Server); err != nil {
 		return nil, err
 	}
 	defer func() {

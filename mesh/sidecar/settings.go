@@ -110,6 +110,14 @@ type Settings struct {
 	// (Options.Base, --local-config's plugins:).
 	InboundFilters  []string `yaml:"inbound_filters,omitempty" json:"inbound_filters,omitempty"`
 	OutboundFilters []string `yaml:"outbound_filters,omitempty" json:"outbound_filters,omitempty"`
+	// InboundNetworkFilters are Wasm plugins, by name, that run as
+	// network filters (proxy_on_new_connection, proxy_on_downstream_data,
+	// ...) on every connection from a peer to an app of protocol tcp
+	// once the mesh policy admitted it, in order;
+	// OutboundNetworkFilters on every connection of the app to a TCP
+	// service of the mesh.
+	InboundNetworkFilters  []string `yaml:"inbound_network_filters,omitempty" json:"inbound_network_filters,omitempty"`
+	OutboundNetworkFilters []string `yaml:"outbound_network_filters,omitempty" json:"outbound_network_filters,omitempty"`
 }
 
 // TCPCall is a service of protocol tcp that the app calls.
@@ -307,6 +315,9 @@ func (s *Settings) validate(announceBound bool) error {
 	if field := "inbound_filters"; len(s.InboundFilters) > 0 && s.Protocol == ProtocolTCP {
 		add(field, "an app of protocol tcp has no HTTP requests to filter")
 	}
+	if field := "inbound_network_filters"; len(s.InboundNetworkFilters) > 0 && s.Protocol != ProtocolTCP {
+		add(field, "network filters run on the connections of an app of protocol tcp; this app's are HTTP requests (inbound_filters)")
+	}
 	if len(errs) > 0 {
 		return errs
 	}
@@ -319,7 +330,8 @@ type filterList struct {
 }
 
 func (s *Settings) filterLists() []filterList {
-	return []filterList{{"inbound_filters", s.InboundFilters}, {"outbound_filters", s.OutboundFilters}}
+	return []filterList{{"inbound_filters", s.InboundFilters}, {"outbound_filters", s.OutboundFilters},
+		{"inbound_network_filters", s.InboundNetworkFilters}, {"outbound_network_filters", s.OutboundNetworkFilters}}
 }
 
 // CheckFilters reports the sidecar's filters that name no plugin of

@@ -9,6 +9,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 )
 
@@ -57,6 +58,9 @@ func TestSettingsValidate(t *testing.T) {
 		{"a filter twice", func(s *sidecar.Settings) { s.InboundFilters = []string{"waf", "waf"} }, "sidecar.inbound_filters[1]: \"waf\" is also inbound_filters[0]"},
 		{"an empty filter", func(s *sidecar.Settings) { s.OutboundFilters = []string{""} }, "sidecar.outbound_filters[0]: is empty"},
 		{"inbound filters of a TCP app", func(s *sidecar.Settings) { s.Protocol = "tcp"; s.InboundFilters = []string{"waf"} }, "sidecar.inbound_filters: an app of protocol tcp"},
+		{"inbound network filters of an HTTP app", func(s *sidecar.Settings) { s.InboundNetworkFilters = []string{"lines"} }, "sidecar.inbound_network_filters: network filters run on the connections of an app of protocol tcp"},
+		{"inbound network filters of a TCP app", func(s *sidecar.Settings) { s.Protocol = "tcp"; s.InboundNetworkFilters = []string{"lines"} }, ""},
+		{"repeated network filter", func(s *sidecar.Settings) { s.OutboundNetworkFilters = []string{"lines", "lines"} }, "sidecar.outbound_network_filters[1]: \"lines\" is also outbound_network_filters[0]"},
 		{"two threads", func(s *sidecar.Settings) { s.Concurrency = 2 }, ""},
 		{"negative threads", func(s *sidecar.Settings) { s.Concurrency = -1 }, "sidecar.concurrency: must be 1 to 1024 threads"},
 		{"wildcard announce", func(s *sidecar.Settings) { s.Inbound = "0.0.0.0:15006" }, "sidecar.announce: \"0.0.0.0:15006\" is a wildcard"},
@@ -229,5 +233,61 @@ func TestParseTCPCalls(t *testing.T) {
 	}
 	if _, err := sidecar.ParseTCPCalls([]string{"=15432"}); err == nil {
 		t.Fatal("a call without a service was accepted")
+	}
+}
+
+// TestNetworkPlugins: the control plane's Wasm plugins of type network
+// run on the relay's connections of their side (a TCP app's inbound, the
+// app's TCP calls), before the sidecar's own; the proxy loads them only
+// when the side has such connections, and never as HTTP filters.
+func TestNetworkPlugins(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	st := sidecar.State{Wasm: []policy.WasmPlugin{
+		{Name: "in-http", Mode: policy.WasmInbound, Type: policy.WasmHTTP, SHA256: sha},
+		{Name: "in-net", Mode: policy.WasmInbound, Type: policy.WasmNetwork, SHA256: sha},
+		{Name: "out-http", Mode: policy.WasmOutbound, Type: policy.WasmHTTP, SHA256: sha},
+		{Name: "out-net", Mode: policy.WasmOutbound, Type: policy.WasmNetwork, SHA256: sha},
+	}}
+	refs := func(list []config.FilterRef) string {
+		var names []string
+		for _, r := range list {
+			names = append(names, r.Plugin)
+		}
+		return strings.Join(names, ",")
+	}
+	for _, tc := range []struct {
+		name             string
+		s                sidecar.Settings
+		plugins, in, out string
+	}{
+		{"http app, no TCP calls", sidecar.Settings{Service: "web", AppPort: 8080, Calls: []string{"orders"}},
+			"mesh.in-http,mesh.out-http", "", ""},
+		{"tcp app with TCP calls", sidecar.Settings{Service: "db", AppPort: 5432, Protocol: sidecar.ProtocolTCP,
+			TCPCalls: []sidecar.TCPCall{{Service: "cache"}}, InboundNetworkFilters: []string{"lines"}, OutboundNetworkFilters: []string{"audit"}},
+			"mesh.in-net,mesh.out-http,mesh.out-net", "mesh.in-net,lines", "mesh.out-net,audit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			s.Normalize()
+			cfg := sidecar.Build(&s, st, "example.org", "")
+			var plugins []string
+			for _, p := range cfg.Plugins {
+				plugins = append(plugins, p.Name)
+			}
+			if got := strings.Join(plugins, ","); got != tc.plugins {
+				t.Errorf("plugins %q, want %q", got, tc.plugins)
+			}
+			for _, vh := range cfg.VirtualHosts {
+				for _, f := range vh.Filters {
+					if strings.HasSuffix(f.Plugin, "-net") {
+						t.Errorf("virtual host %s runs network plugin %s as an HTTP filter", vh.Name, f.Plugin)
+					}
+				}
+			}
+			in, out := sidecar.NetworkFilters(&s, st)
+			if refs(in) != tc.in || refs(out) != tc.out {
+				t.Errorf("network filters: inbound %q, outbound %q; want %q, %q", refs(in), refs(out), tc.in, tc.out)
+			}
+		})
 	}
 }

@@ -405,6 +405,9 @@ func (s *Sidecar) apply(ctx context.Context) error {
 		return err
 	}
 	s.last = cfg
+	if s.o.TCP != nil {
+		s.o.TCP.setFilters(NetworkFilters(&s.o.Settings, st))
+	}
 	n := 0
 	for _, eps := range st.Endpoints {
 		n += len(eps)

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/relay"
@@ -43,6 +44,12 @@ type TCP struct {
 	stop         chan struct{}
 	resolved     sync.WaitGroup
 	log          *zap.Logger
+
+	// The network filters of each side (setFilters), which run in the
+	// proxy's plugins once Start gave the proxy.
+	mu            sync.Mutex
+	srv           *proxy.Server
+	netIn, netOut []config.FilterRef
 }
 
 // resolveEvery is how often a sidecar resolves the names of the TCP
@@ -101,14 +108,23 @@ func (t *TCP) ProxyOptions(o *proxy.Options) {
 // Start opens the local port of each TCP service the app calls and, for
 // a TCP app, the inbound listener for peers. Flow and decision records go
 // to tel (nil: none): the proxy's telemetry, made after its options; the
-// connections are counted in met (nil: not), the proxy's metrics.
-func (t *TCP) Start(tel *telemetry.Pipeline, met *metrics.Metrics) error {
+// connections are counted in the metrics of srv, the sidecar's proxy,
+// whose plugins are the network filters (nil: neither).
+func (t *TCP) Start(tel *telemetry.Pipeline, srv *proxy.Server) error {
+	var met *metrics.Metrics
+	if srv != nil {
+		met = srv.Metrics()
+	}
 	t.out.SetTelemetry(tel)
 	t.out.SetMetrics(met)
 	if t.in != nil {
 		t.in.SetTelemetry(tel)
 		t.in.SetMetrics(met)
 	}
+	t.mu.Lock()
+	t.srv = srv
+	t.mu.Unlock()
+	t.setFilters()
 	ok := false
 	defer func() {
 		if !ok {
@@ -146,6 +162,24 @@ func (t *TCP) Start(tel *telemetry.Pipeline, met *metrics.Metrics) error {
 	}
 	ok = true
 	return nil
+}
+
+// setFilters has the relay's connections pass through the network
+// filters in, on the inbound, and out, on the outbound, from now on. With
+// no argument it gives the relay those set last (at Start).
+func (t *TCP) setFilters(lists ...[]config.FilterRef) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(lists) == 2 {
+		t.netIn, t.netOut = lists[0], lists[1]
+	}
+	if t.srv == nil {
+		return
+	}
+	t.out.SetFilters(&relay.Filters{Proxy: t.srv, Plugins: t.netOut})
+	if t.in != nil {
+		t.in.SetFilters(&relay.Filters{Proxy: t.srv, Plugins: t.netIn})
+	}
 }
 
 // resolveLoop resolves the names of the services the app calls now and
