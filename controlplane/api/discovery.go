@@ -145,9 +145,10 @@ func certIdentity(r *http.Request) (namespace, serviceAccount string, ok bool) {
 }
 
 // handleBlob serves a module: with a bearer token of the read role, any;
-// with a mesh client certificate, one that a Wasm plugin of the caller's
-// namespace, or of the whole mesh, names, so that a sidecar fetches the
-// modules of its filters and nothing else.
+// with a mesh client certificate, one that a Wasm plugin which runs in the
+// caller's sidecar names (one of its service, of its namespace, or of the
+// whole mesh), so that a sidecar fetches the modules of its filters and
+// nothing else.
 func (h *Handler) handleBlob(pattern string, fn handlerFunc) {
 	h.handleTokenOrWorkload(pattern, RoleRead, fn, func(r *http.Request, ns, sa string) error {
 		snap, err := h.st.Snapshot(r.Context())
@@ -157,10 +158,10 @@ func (h *Handler) handleBlob(pattern string, fn handlerFunc) {
 		sha := r.PathValue("sha256")
 		for ref, v := range snap.Resources {
 			if p, ok := v.(*policy.WasmPlugin); ok && ref.Kind == resource.WasmPlugins && p.SHA256 == sha &&
-				(p.Namespace == ns || p.Namespace == policy.RootNamespace) {
+				(p.Namespace == policy.RootNamespace || p.Namespace == ns && (p.Service == "" || p.Service == sa)) {
 				return nil
 			}
 		}
-		return fmt.Errorf("the certificate is of %s/%s: it reads only the modules of the Wasm plugins of namespace %s or of the mesh", ns, sa, ns)
+		return fmt.Errorf("the certificate is of %s/%s: it reads only the modules of the Wasm plugins that run in its sidecar (of service %s, of namespace %s, or of the mesh)", ns, sa, sa, ns)
 	})
 }

@@ -154,7 +154,8 @@ func TestSidecarWasmFilters(t *testing.T) {
 		}
 	}
 	waitCall("200 x-wasm=1,1,1")
-	// A workload reads the modules of its namespace's Wasm plugins only.
+	// A workload reads the modules of the Wasm plugins of its sidecar
+	// only: web, of orders' namespace, not the module of orders' plugin.
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "web", "identity", "svid.pem"), filepath.Join(dir, "web", "identity", "svid.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +163,7 @@ func TestSidecarWasmFilters(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(roots)
 	asWeb := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}}}
-	for sha, want := range map[string]int{blob.SHA256: http.StatusOK, strings.Repeat("ab", 32): http.StatusForbidden} {
+	for sha, want := range map[string]int{blob.SHA256: http.StatusForbidden, strings.Repeat("ab", 32): http.StatusForbidden} {
 		resp, err := asWeb.Get(cp.APIURL() + "/v1/blobs/" + sha)
 		if err != nil {
 			t.Fatal(err)
