@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 	"github.com/wasmgate/wasmgate/proxy"
-	"github.com/wasmgate/wasmgate/proxy/internal/otlpreceiver"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 

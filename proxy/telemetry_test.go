@@ -18,8 +18,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 	"github.com/wasmgate/wasmgate/proxy"
-	"github.com/wasmgate/wasmgate/proxy/internal/otlpreceiver"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/telemetry/tracing"
 )

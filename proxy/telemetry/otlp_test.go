@@ -14,7 +14,7 @@ import (
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy/internal/otlpreceiver"
+	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 )
 
 // startOTLP serves a receiver over protocol on a loopback port and

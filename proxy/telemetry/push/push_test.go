@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy/internal/otlpreceiver"
+	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 )
 
 // TestPush pushes a registry's counter over OTLP gRPC and HTTP to a real

@@ -15,7 +15,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/wasmgate/wasmgate/config"
-	"github.com/wasmgate/wasmgate/proxy/internal/otlpreceiver"
+	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 )
 
 // upstream is a real HTTP server that answers 503 to the first request
