@@ -108,8 +108,11 @@ type Tracing struct {
 	// SamplingRatio is the share of new traces sampled, 0 to 1; a request
 	// that carries a trace context follows its parent's decision.
 	SamplingRatio float64 `yaml:"sampling_ratio" json:"sampling_ratio"`
-	// ServiceName is the service.name resource; empty means "wasmgate".
-	ServiceName string `yaml:"service_name,omitempty" json:"service_name,omitempty"`
+	// ServiceName is the service.name resource; empty means "wasmgate"
+	// (a mesh sidecar's service). ServiceNamespace is service.namespace;
+	// empty means none (a mesh sidecar's namespace).
+	ServiceName      string `yaml:"service_name,omitempty" json:"service_name,omitempty"`
+	ServiceNamespace string `yaml:"service_namespace,omitempty" json:"service_namespace,omitempty"`
 }
 
 // MetricsPush pushes metrics over OTLP.

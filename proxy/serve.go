@@ -175,6 +175,9 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	upgrade := isWebSocketUpgrade(req)
 	x.prepareRequest(ls)
 	x.span = snap.tracer.StartServer(req, x.Listener, x.Start)
+	if x.span.Recording() {
+		x.span.SetPeer(x.peerIdentity())
+	}
 	if snap.log != nil {
 		x.entry = snap.log.Acquire()
 		x.fillEntry()

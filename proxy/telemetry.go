@@ -77,6 +77,7 @@ func (x *exchange) Decide(_ *filter.Exchange, d *filter.Decision) {
 		o.Destination = x.route.Targets[0].Cluster.Name
 	}
 	o.RequestID = append(o.RequestID, x.RequestID...)
+	o.TraceID = x.span.AppendTraceID(o.TraceID)
 	o.SourceAddr = x.conn.Remote.AppendTo(o.SourceAddr)
 	o.SourceIdentity = append(o.SourceIdentity, x.peerIdentity()...)
 	o.Method = append(o.Method, req.Header.Method()...)

@@ -219,6 +219,20 @@ func WithBase(cfg, base *config.Config) {
 	cfg.Plugins = append(slices.Clone(base.Plugins), cfg.Plugins...)
 }
 
+// nameTracing names the spans of cfg, a sidecar's configuration, after
+// its service (service.name, service.namespace), so that a trace shows
+// which service each hop is, unless its telemetry names them itself.
+func nameTracing(cfg *config.Config, s *Settings) {
+	if cfg.Telemetry == nil || cfg.Telemetry.Tracing == nil || cfg.Telemetry.Tracing.ServiceName != "" {
+		return
+	}
+	tr := *cfg.Telemetry.Tracing
+	tr.ServiceName, tr.ServiceNamespace = s.Service, s.Namespace
+	t := *cfg.Telemetry
+	t.Tracing = &tr
+	cfg.Telemetry = &t
+}
+
 // Ready is closed once the first configuration, made after the first
 // update from discovery (so that the service's policies are in force
 // before its inbound listener opens), is live.
@@ -390,6 +404,7 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	}
 	cfg := Build(&s.o.Settings, st, s.o.TrustDomain, passAddr)
 	WithBase(cfg, base)
+	nameTracing(cfg, &s.o.Settings)
 	cfg.Normalize()
 	if s.last != nil && reflect.DeepEqual(cfg, s.last) {
 		return nil

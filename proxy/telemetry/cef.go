@@ -67,6 +67,7 @@ func (c cefEncoder) encode(b []byte, r *Record) []byte {
 		b = cefLabelled(b, "cs1", "policy", []byte(d.Policy))
 		b = cefLabelled(b, "cs2", "rule", []byte(d.Rule))
 		b = cefLabelled(b, "cs3", "decider", []byte(d.Source))
+		b = cefLabelled(b, "cs6", "traceId", d.TraceID)
 	case KindFlow:
 		f := &r.Flow
 		b = cefHead(b, "flow", "", "Connection closed", 1)

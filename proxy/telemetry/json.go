@@ -45,6 +45,7 @@ func (e *jsonEncoder) encode(b []byte, r *Record) []byte {
 		b = jsonString(b, `,"policy":`, d.Policy)
 		b = jsonString(b, `,"rule":`, d.Rule)
 		b = jsonBytes(b, `,"request_id":`, d.RequestID)
+		b = jsonBytes(b, `,"trace_id":`, d.TraceID)
 		b = jsonBytes(b, `,"source_identity":`, d.SourceIdentity)
 		b = jsonBytes(b, `,"source_address":`, d.SourceAddr)
 		b = jsonString(b, `,"destination":`, d.Destination)

@@ -54,21 +54,37 @@ func (c *collectProcessor) OnEmit(_ context.Context, r *sdklog.Record) error {
 	c.batch = append(c.batch, r.Clone())
 	return nil
 }
+
+// setTrace has the next record emitted carry the trace of hex, a trace
+// id in hex; one of another length is none.
+func (c *collectProcessor) setTrace(hexID []byte) {
+	if len(hexID) != 32 {
+		return
+	}
+	var id trace.TraceID
+	if _, err := hex.Decode(id[:], hexID); err == nil {
+		c.traceID = id
+	}
+}
+
 func (c *collectProcessor) Enabled(context.Context, sdklog.EnabledParameters) bool { return true }
 func (c *collectProcessor) Shutdown(context.Context) error                         { return nil }
 func (c *collectProcessor) ForceFlush(context.Context) error                       { return nil }
 
 // Resource describes this proxy to OpenTelemetry receivers.
-func Resource(serviceName, hostname string) *resource.Resource {
+func Resource(serviceName, namespace, hostname string) *resource.Resource {
 	if serviceName == "" {
 		serviceName = "wasmgate"
 	}
-	attrs := resource.NewSchemaless(
+	attrs := []attribute.KeyValue{
 		attribute.String("service.name", serviceName),
 		attribute.String("service.version", buildinfo.Version()),
 		attribute.String("host.name", hostname),
-	)
-	return attrs
+	}
+	if namespace != "" {
+		attrs = append(attrs, attribute.String("service.namespace", namespace))
+	}
+	return resource.NewSchemaless(attrs...)
 }
 
 func newOTLPWriter(c *config.OTLP, hostname string) (*otlpWriter, error) {
@@ -77,7 +93,7 @@ func newOTLPWriter(c *config.OTLP, hostname string) (*otlpWriter, error) {
 		return nil, err
 	}
 	col := &collectProcessor{}
-	lp := sdklog.NewLoggerProvider(sdklog.WithProcessor(col), sdklog.WithResource(Resource("", hostname)))
+	lp := sdklog.NewLoggerProvider(sdklog.WithProcessor(col), sdklog.WithResource(Resource("", "", hostname)))
 	return &otlpWriter{
 		exp: exp, col: col, timeout: c.Timeout.Or(10 * time.Second),
 		logger: lp.Logger("github.com/wasmgate/wasmgate/proxy/telemetry", otellog.WithInstrumentationVersion(buildinfo.Version())),
@@ -185,12 +201,7 @@ func (w *otlpWriter) write(ctx context.Context, r *Record, line []byte) error {
 			otellog.String("wasmgate.route", a.Route),
 			otellog.String("wasmgate.request_id", string(a.RequestID)),
 		)
-		if len(a.TraceID) == 32 {
-			var id trace.TraceID
-			if _, err := hex.Decode(id[:], a.TraceID); err == nil {
-				w.col.traceID = id
-			}
-		}
+		w.col.setTrace(a.TraceID)
 	case KindDecision:
 		d := &r.Decision
 		lr.AddAttributes(
@@ -200,6 +211,7 @@ func (w *otlpWriter) write(ctx context.Context, r *Record, line []byte) error {
 			otellog.String("wasmgate.destination", d.Destination),
 			otellog.String("wasmgate.request_id", string(d.RequestID)),
 		)
+		w.col.setTrace(d.TraceID)
 	case KindEvent:
 		lr.AddAttributes(otellog.String("wasmgate.event", r.Event.Type))
 	}

@@ -120,10 +120,13 @@ type Decision struct {
 	Verdict Verdict
 	// Source is what made it: "authz" (a filter) or "mesh" (the mesh
 	// policy).
-	Source         string
-	Policy         string
-	Rule           string
-	RequestID      []byte
+	Source    string
+	Policy    string
+	Rule      string
+	RequestID []byte
+	// TraceID is the request's trace, in hex, when the proxy traces: the
+	// trace that shows the decided request's path.
+	TraceID        []byte
 	SourceIdentity []byte
 	SourceAddr     []byte
 	// Destination is the destination service, DestinationIdentity its
@@ -200,7 +203,7 @@ func (r *Record) reset(k Kind) {
 	case KindDecision:
 		d := &r.Decision
 		*d = Decision{
-			RequestID: d.RequestID[:0], SourceIdentity: d.SourceIdentity[:0], SourceAddr: d.SourceAddr[:0],
+			RequestID: d.RequestID[:0], TraceID: d.TraceID[:0], SourceIdentity: d.SourceIdentity[:0], SourceAddr: d.SourceAddr[:0],
 			DestinationIdentity: d.DestinationIdentity[:0], Method: d.Method[:0], Authority: d.Authority[:0],
 			Path: d.Path[:0], Reason: d.Reason[:0],
 		}

@@ -33,7 +33,7 @@ func Start(c *config.MetricsPush, g prometheus.Gatherer, hostname string) (*Push
 	reader := sdkmetric.NewPeriodicReader(exp,
 		sdkmetric.WithInterval(c.Interval.Or(30*time.Second)),
 		sdkmetric.WithProducer(promBridge.NewMetricProducer(promBridge.WithGatherer(g))))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(telemetry.Resource("", hostname)))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(telemetry.Resource("", "", hostname)))
 	return &Pusher{mp: mp}, nil
 }
 

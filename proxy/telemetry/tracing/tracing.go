@@ -52,7 +52,7 @@ func New(c *config.Tracing, hostname string) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.tracing.otlp: %w", err)
 	}
-	return NewWithExporter(exp, c.SamplingRatio, telemetry.Resource(c.ServiceName, hostname)), nil
+	return NewWithExporter(exp, c.SamplingRatio, telemetry.Resource(c.ServiceName, c.ServiceNamespace, hostname)), nil
 }
 
 // NewWithExporter starts a tracer with any span exporter.
@@ -155,6 +155,18 @@ func (t *Tracer) StartServer(req *fasthttp.Request, listener string, start time.
 		))
 	return Span{ctx: ctx, span: span, t: t, method: method}
 }
+
+// SetPeer records the verified SPIFFE ID of the client's certificate (a
+// mesh peer's workload identity) as wasmgate.peer.identity.
+func (s Span) SetPeer(identity string) {
+	if identity == "" || s.span == nil || !s.span.IsRecording() {
+		return
+	}
+	s.span.SetAttributes(attribute.String("wasmgate.peer.identity", identity))
+}
+
+// Recording reports whether the span records what it is told.
+func (s Span) Recording() bool { return s.span != nil && s.span.IsRecording() }
 
 // Sampled reports whether the span is recorded and exported.
 func (s Span) Sampled() bool { return s.span != nil && s.span.SpanContext().IsSampled() }
