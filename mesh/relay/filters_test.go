@@ -1,14 +1,10 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"maps"
-	"net"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -58,31 +54,6 @@ func filterProxy(t *testing.T, failure string) *proxy.Server {
 	return srv
 }
 
-// talk sends lines to addr one at a time, each once the answer to the
-// one before came, and returns the answers until the connection ends.
-func talk(t *testing.T, addr string, lines ...string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
-	var got strings.Builder
-	for _, l := range lines {
-		if _, err := io.WriteString(c, l+"\n"); err != nil {
-			break
-		}
-		line, err := r.ReadString('\n')
-		got.WriteString(line)
-		if err != nil {
-			break
-		}
-	}
-	return got.String()
-}
-
 // TestRelayNetworkFilters: the connections a TCP app's inbound admits
 // pass through its network filters on their way to the app: bytes
 // changed each way, a connection closed by a filter before its line
@@ -108,23 +79,17 @@ func TestRelayNetworkFilters(t *testing.T) {
 				t.Fatal(err)
 			}
 			in.SetFilters(&relay.Filters{Proxy: srv, Plugins: []config.FilterRef{{Plugin: "gone"}, {Plugin: "lines"}}})
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan struct{})
-			go func() { defer close(done); in.Serve(ln) }()
-			t.Cleanup(func() { ln.Close(); <-done; in.Close() })
-			web := outbound(t, c, "web", nil, relay.Endpoint{Address: ln.Addr().String(), Identity: policy.SPIFFEID(td, "default", "db")})
+			db := serveInbound(t, in)
+			web := outbound(t, c, "web", nil, relay.Endpoint{Address: db, Identity: policy.SPIFFEID(td, "default", "db")})
 
-			if got := talk(t, web, "select 1", "a secret"); got != "DB: SELECT 1\nDB: A ******\n" {
+			if got := converse(t, web, "select 1", "a secret"); got != "DB: SELECT 1\nDB: A ******\n" {
 				t.Fatalf("through db's filter: %q", got)
 			}
-			if got := talk(t, web, "one", "DENY", "two"); got != "DB: ONE\n" {
+			if got := converse(t, web, "one", "DENY", "two"); got != "DB: ONE\n" {
 				t.Fatalf("past a denied line: %q", got)
 			}
 			want := map[string]string{"fail_closed": "", "fail_open": "db: PANIC\ndb: after\n"}[failure]
-			if got := talk(t, web, "PANIC", "after"); got != want {
+			if got := converse(t, web, "PANIC", "after"); got != want {
 				t.Fatalf("a filter that failed, %s: %q, want %q", failure, got, want)
 			}
 			// web's own filter closes a connection at a denied line,
@@ -134,7 +99,7 @@ func TestRelayNetworkFilters(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(webOut.Close)
-			if err := webOut.Update(map[string][]relay.Endpoint{"db.default": {{Address: ln.Addr().String(), Identity: policy.SPIFFEID(td, "default", "db")}}}, nil); err != nil {
+			if err := webOut.Update(map[string][]relay.Endpoint{"db.default": {{Address: db, Identity: policy.SPIFFEID(td, "default", "db")}}}, nil); err != nil {
 				t.Fatal(err)
 			}
 			webOut.SetFilters(&relay.Filters{Proxy: srv, Plugins: []config.FilterRef{{Plugin: "lines"}}})
@@ -142,7 +107,7 @@ func TestRelayNetworkFilters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := talk(t, filtered.String(), "DENY"); got != "" {
+			if got := converse(t, filtered.String(), "DENY"); got != "" {
 				t.Fatalf("web's filter let a denied line through: %q", got)
 			}
 			waitRecords(t, &out, 5)

@@ -126,17 +126,45 @@ func lineServer(t testing.TB, name, greet string) netip.AddrPort {
 // side closes.
 func call(t *testing.T, addr string, lines ...string) string {
 	t.Helper()
+	return exchange(t, addr, false, lines)
+}
+
+// converse sends lines to addr one at a time, each once the answer to
+// the one before came, and returns the answers until the connection
+// ends.
+func converse(t *testing.T, addr string, lines ...string) string {
+	t.Helper()
+	return exchange(t, addr, true, lines)
+}
+
+func exchange(t *testing.T, addr string, oneByOne bool, lines []string) string {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	var got strings.Builder
 	for _, l := range lines {
-		io.WriteString(c, l+"\n")
+		if _, err := io.WriteString(c, l+"\n"); err != nil {
+			return got.String()
+		}
+		if !oneByOne {
+			continue
+		}
+		line, err := r.ReadString('\n')
+		got.WriteString(line)
+		if err != nil {
+			return got.String()
+		}
+	}
+	if oneByOne {
+		return got.String()
 	}
 	c.(*net.TCPConn).CloseWrite()
-	b, _ := io.ReadAll(c)
+	b, _ := io.ReadAll(r)
 	return string(b)
 }
 
@@ -192,6 +220,13 @@ func inbound(t testing.TB, c *ca, o relay.InboundOptions, policies string) strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveInbound(t, in)
+}
+
+// serveInbound serves in on a loopback port until the test ends and
+// returns its address.
+func serveInbound(t testing.TB, in *relay.Inbound) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -19,10 +19,99 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmgate/wasmgate/controlplane"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/internal/testaddr"
 )
+
+// processMesh is a control plane on loopback and the wasmgate binary, for
+// tests that run sidecars as processes (sidecars).
+type processMesh struct {
+	cp       *controlplane.Server
+	admin    *api.Client
+	bin      string
+	dir      string // the test's own folder
+	roots    []byte // the trust bundle
+	bundle   string // its file
+	sidecars *processPair
+}
+
+func startProcessMesh(t *testing.T) *processMesh {
+	t.Helper()
+	m := &processMesh{bin: wasmgateBin(t), dir: t.TempDir(), sidecars: &processPair{quit: syscall.SIGTERM}}
+	m.cp, m.admin, m.roots = startControlPlane(t)
+	m.bundle = filepath.Join(m.dir, "trust-bundle.pem")
+	if err := os.WriteFile(m.bundle, m.roots, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.sidecars.stop)
+	return m
+}
+
+// start runs the sidecar of service svc (namespace default, its own
+// service account) for an app on appPort, its outbound listener on
+// outbound, with more flags.
+func (m *processMesh) start(t *testing.T, svc string, appPort int, outbound string, more ...string) {
+	t.Helper()
+	tok, err := m.admin.CreateToken(context.Background(), api.TokenRequest{Namespace: "default", ServiceAccount: svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := sidecarArgs(t, m.cp.APIURL(), tok.Token, m.bundle, mkdir(t, filepath.Join(m.dir, svc)), svc, appPort, outbound)
+	m.sidecars.start(t, m.bin, append(args, more...)...)
+}
+
+// write writes a file of the test's folder and returns its path.
+func (m *processMesh) write(t *testing.T, name, content string) string {
+	t.Helper()
+	f := filepath.Join(m.dir, name)
+	if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// plugin pushes the module file to the control plane and applies the
+// wasm_plugin of name made of fields (JSON members, the module's digest
+// added); it returns the plugin's reference and the digest.
+func (m *processMesh) plugin(t *testing.T, ctx context.Context, name, file, fields string) (resource.Ref, string) {
+	t.Helper()
+	mod, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := m.admin.PushBlob(ctx, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := resource.Ref{Kind: resource.WasmPlugins, Name: name}
+	doc := fmt.Sprintf(`{"name": %q, %s, "sha256": %q}`, name, fields, blob.SHA256)
+	if _, err := m.admin.Put(ctx, ref, []byte(doc), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return ref, blob.SHA256
+}
+
+// get sends GET path with Host host to the outbound listener at addr on
+// a connection of its own and returns "STATUS BODY".
+func get(addr, host, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, err = bufio.NewReader(resp.Body).WriteTo(&b)
+	return fmt.Sprintf("%d %s", resp.StatusCode, b.String()), err
+}
 
 // TestSidecarWasmFilters: Wasm plugins of a sidecar's --local-config on
 // its inbound and outbound. web's and orders' sidecars run as processes;
@@ -35,7 +124,7 @@ import (
 // configuration that denies, read at SIGHUP, takes effect without a
 // restart, and a file that does not load changes nothing.
 func TestSidecarWasmFilters(t *testing.T) {
-	bin := wasmgateBin(t)
+	m := startProcessMesh(t)
 	module, err := filepath.Abs("../../proxy/wasm/testdata/addheader.wasm")
 	if err != nil {
 		t.Fatal(err)
@@ -46,16 +135,8 @@ func TestSidecarWasmFilters(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cp, admin, roots := startControlPlane(t)
-	dir := t.TempDir()
-	bundle := filepath.Join(dir, "trust-bundle.pem")
-	if err := os.WriteFile(bundle, roots, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	plugins := filepath.Join(dir, "plugins.yaml")
-	if err := os.WriteFile(plugins, []byte("plugins:\n- {name: tag, file: "+module+"}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cp, admin, dir := m.cp, m.admin, m.dir
+	plugins := m.write(t, "plugins.yaml", "plugins:\n- {name: tag, file: "+module+"}\n")
 	// orders' app answers with the x-wasm values it received.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,38 +157,12 @@ func TestSidecarWasmFilters(t *testing.T) {
 	}
 	writeOrders(`{"default": "allow"}`)
 
-	pair := &processPair{quit: syscall.SIGTERM}
-	t.Cleanup(pair.stop)
-	token := func(sa string) string {
-		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: sa})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.Token
-	}
+	pair := m.sidecars
 	webOut := testaddr.Free(t)
-	orders := sidecarArgs(t, cp.APIURL(), token("orders"), bundle, mkdir(t, filepath.Join(dir, "orders")), "orders", ordersPort, testaddr.Free(t))
-	pair.start(t, bin, append(orders, "--local-config", ordersLocal, "--inbound-filters", "tag,gate")...)
-	web := sidecarArgs(t, cp.APIURL(), token("web"), bundle, mkdir(t, filepath.Join(dir, "web")), "web", port(t, testaddr.Free(t)), webOut)
-	pair.start(t, bin, append(web, "--local-config", plugins, "--outbound-filters", "tag", "--calls", "orders")...)
+	m.start(t, "orders", ordersPort, testaddr.Free(t), "--local-config", ordersLocal, "--inbound-filters", "tag,gate")
+	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--local-config", plugins, "--outbound-filters", "tag", "--calls", "orders")
 
-	call := func() (string, error) {
-		c, err := net.DialTimeout("tcp", webOut, time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		var b strings.Builder
-		_, err = bufio.NewReader(resp.Body).WriteTo(&b)
-		return fmt.Sprintf("%d %s", resp.StatusCode, b.String()), err
-	}
+	call := func() (string, error) { return get(webOut, "orders", "/") }
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got, err := call()
@@ -126,19 +181,7 @@ func TestSidecarWasmFilters(t *testing.T) {
 	// A Wasm plugin of the control plane for orders' inbound: its module
 	// pushed as a blob, the plugin applied; orders' sidecar fetches the
 	// module with its certificate and runs it before its own filters.
-	mod, err := os.ReadFile(module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := admin.PushBlob(ctx, mod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	central := resource.Ref{Kind: resource.WasmPlugins, Name: "orders-tag"}
-	doc := fmt.Sprintf(`{"name": "orders-tag", "namespace": "default", "service": "orders", "mode": "SERVER", "sha256": %q}`, blob.SHA256)
-	if _, err := admin.Put(ctx, central, []byte(doc), api.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	central, sha := m.plugin(t, ctx, "orders-tag", module, `"namespace": "default", "service": "orders", "mode": "SERVER"`)
 	waitCall := func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -161,9 +204,9 @@ func TestSidecarWasmFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(roots)
+	pool.AppendCertsFromPEM(m.roots)
 	asWeb := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}}}
-	for sha, want := range map[string]int{blob.SHA256: http.StatusForbidden, strings.Repeat("ab", 32): http.StatusForbidden} {
+	for sha, want := range map[string]int{sha: http.StatusForbidden, strings.Repeat("ab", 32): http.StatusForbidden} {
 		resp, err := asWeb.Get(cp.APIURL() + "/v1/blobs/" + sha)
 		if err != nil {
 			t.Fatal(err)
@@ -244,8 +287,12 @@ func TestSidecarWasmFilters(t *testing.T) {
 	}
 
 	// A filter that names no plugin: the sidecar does not start.
-	bad := sidecarArgs(t, cp.APIURL(), token("payments"), bundle, mkdir(t, filepath.Join(dir, "payments")), "payments", port(t, testaddr.Free(t)), testaddr.Free(t))
-	cmd := exec.CommandContext(ctx, bin, append(bad, "--local-config", plugins, "--inbound-filters", "tag,waf")...)
+	tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := sidecarArgs(t, cp.APIURL(), tok.Token, m.bundle, mkdir(t, filepath.Join(dir, "payments")), "payments", port(t, testaddr.Free(t)), testaddr.Free(t))
+	cmd := exec.CommandContext(ctx, m.bin, append(bad, "--local-config", plugins, "--inbound-filters", "tag,waf")...)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `sidecar.inbound_filters[1]: no plugin "waf"`) {
 		t.Fatalf("a filter of no plugin: %v\n%s", err, out)
@@ -263,23 +310,15 @@ func TestSidecarWasmFilters(t *testing.T) {
 // of type NETWORK for web's outbound then runs the same module on web's
 // connections to db, before they leave web's sidecar; deleted, it stops.
 func TestSidecarNetworkFilters(t *testing.T) {
-	bin := wasmgateBin(t)
+	m := startProcessMesh(t)
 	module, err := filepath.Abs("../../proxy/wasm/testdata/tcpfilter.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cp, admin, roots := startControlPlane(t)
-	dir := t.TempDir()
-	bundle := filepath.Join(dir, "trust-bundle.pem")
-	if err := os.WriteFile(bundle, roots, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dbLocal := filepath.Join(dir, "db-local.yaml")
-	if err := os.WriteFile(dbLocal, []byte("plugins:\n- {name: lines, file: "+module+"}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	admin, pair := m.admin, m.sidecars
+	dbLocal := m.write(t, "db-local.yaml", "plugins:\n- {name: lines, file: "+module+"}\n")
 	// db's app echoes lines and keeps what it received.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -313,20 +352,9 @@ func TestSidecarNetworkFilters(t *testing.T) {
 	}()
 	appPort := l.Addr().(*net.TCPAddr).Port
 
-	pair := &processPair{quit: syscall.SIGTERM}
-	t.Cleanup(pair.stop)
-	token := func(sa string) string {
-		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: sa})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.Token
-	}
-	db := sidecarArgs(t, cp.APIURL(), token("db"), bundle, mkdir(t, filepath.Join(dir, "db")), "db", appPort, testaddr.Free(t))
-	pair.start(t, bin, append(db, "--protocol", "tcp", "--local-config", dbLocal, "--inbound-network-filters", "lines")...)
+	m.start(t, "db", appPort, testaddr.Free(t), "--protocol", "tcp", "--local-config", dbLocal, "--inbound-network-filters", "lines")
 	dbLocalPort := testaddr.Free(t)
-	web := sidecarArgs(t, cp.APIURL(), token("web"), bundle, mkdir(t, filepath.Join(dir, "web")), "web", port(t, testaddr.Free(t)), testaddr.Free(t))
-	pair.start(t, bin, append(web, "--tcp-calls", "db="+dbLocalPort)...)
+	m.start(t, "web", port(t, testaddr.Free(t)), testaddr.Free(t), "--tcp-calls", "db="+dbLocalPort)
 
 	// talk sends lines on one connection to db through web's sidecar and
 	// returns the lines that come back until the connection ends.
@@ -388,19 +416,7 @@ func TestSidecarNetworkFilters(t *testing.T) {
 	}
 
 	// The control plane's network plugin for web's outbound.
-	mod, err := os.ReadFile(module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := admin.PushBlob(ctx, mod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	central := resource.Ref{Kind: resource.WasmPlugins, Name: "web-lines"}
-	doc := fmt.Sprintf(`{"name": "web-lines", "namespace": "default", "service": "web", "mode": "CLIENT", "type": "NETWORK", "sha256": %q}`, blob.SHA256)
-	if _, err := admin.Put(ctx, central, []byte(doc), api.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	central, _ := m.plugin(t, ctx, "web-lines", module, `"namespace": "default", "service": "web", "mode": "CLIENT", "type": "NETWORK"`)
 	props := func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

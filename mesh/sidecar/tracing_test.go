@@ -1,8 +1,6 @@
 package sidecar_test
 
 import (
-	"bufio"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -11,14 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/internal/otlpreceiver"
 	"github.com/wasmgate/wasmgate/internal/testaddr"
 )
@@ -62,9 +58,7 @@ func spansOf(r *otlpreceiver.Receiver) []span {
 // whose traceparent names that last span. orders' decision record of the
 // call carries the trace's id.
 func TestSidecarTracing(t *testing.T) {
-	bin := wasmgateBin(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	m := startProcessMesh(t)
 	recv := otlpreceiver.New()
 	ol, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,21 +66,8 @@ func TestSidecarTracing(t *testing.T) {
 	}
 	gs := recv.ServeGRPC(ol)
 	t.Cleanup(gs.Stop)
-	cp, admin, roots := startControlPlane(t)
-	dir := t.TempDir()
-	bundle := filepath.Join(dir, "trust-bundle.pem")
-	if err := os.WriteFile(bundle, roots, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	decisions := filepath.Join(dir, "decisions.log")
-	tracing := "  tracing: {otlp: {protocol: grpc, endpoint: " + ol.Addr().String() + ", insecure: true}, sampling_ratio: 1}\n"
-	local := func(name, extra string) string {
-		f := filepath.Join(dir, name+"-local.yaml")
-		if err := os.WriteFile(f, []byte("telemetry:\n"+tracing+extra), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	decisions := filepath.Join(m.dir, "decisions.log")
+	tracing := "telemetry:\n  tracing: {otlp: {protocol: grpc, endpoint: " + ol.Addr().String() + ", insecure: true}, sampling_ratio: 1}\n"
 	// orders' app answers with the traceparent it received.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,41 +79,17 @@ func TestSidecarTracing(t *testing.T) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 
-	pair := &processPair{quit: syscall.SIGTERM}
-	t.Cleanup(pair.stop)
-	token := func(sa string) string {
-		tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: sa})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.Token
-	}
 	webOut := testaddr.Free(t)
-	orders := sidecarArgs(t, cp.APIURL(), token("orders"), bundle, mkdir(t, filepath.Join(dir, "orders")), "orders", port(t, l.Addr().String()), testaddr.Free(t))
-	pair.start(t, bin, append(orders, "--local-config", local("orders",
-		"  sinks: [{name: decisions, type: file, file: {path: "+decisions+"}}]\n  decision: [decisions]\n"))...)
-	web := sidecarArgs(t, cp.APIURL(), token("web"), bundle, mkdir(t, filepath.Join(dir, "web")), "web", port(t, testaddr.Free(t)), webOut)
-	pair.start(t, bin, append(web, "--local-config", local("web", ""), "--calls", "orders")...)
+	m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t), "--local-config", m.write(t, "orders-local.yaml",
+		tracing+"  sinks: [{name: decisions, type: file, file: {path: "+decisions+"}}]\n  decision: [decisions]\n"))
+	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--local-config", m.write(t, "web-local.yaml", tracing), "--calls", "orders")
 
 	call := func() (string, error) {
-		c, err := net.DialTimeout("tcp", webOut, time.Second)
-		if err != nil {
-			return "", err
+		got, err := get(webOut, "orders", "/orders/7")
+		if err == nil && !strings.HasPrefix(got, "200 ") {
+			err = fmt.Errorf("answer %q", got)
 		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET /orders/7 HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		var b strings.Builder
-		_, err = bufio.NewReader(resp.Body).WriteTo(&b)
-		if resp.StatusCode != 200 {
-			return "", fmt.Errorf("status %d: %s", resp.StatusCode, b.String())
-		}
-		return b.String(), err
+		return strings.TrimPrefix(got, "200 "), err
 	}
 	var traceparent string
 	deadline := time.Now().Add(30 * time.Second)
@@ -143,7 +100,7 @@ func TestSidecarTracing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("web -> orders: %v\n%s", err, pair.output())
+			t.Fatalf("web -> orders: %v\n%s", err, m.sidecars.output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
