@@ -274,6 +274,23 @@ var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // lowercase hex digits.
 func IsSHA256(s string) bool { return sha256Pattern.MatchString(s) }
 
+// IsVersion reports whether v may label an endpoint's version: 1 to 63
+// lowercase letters, digits, '-' and '.', starting and ending with a
+// letter or digit, as a Kubernetes label value.
+func IsVersion(v string) bool {
+	if v == "" || len(v) > 63 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || i == len(v)-1 || c != '-' && c != '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *Config) validatePlugins(v *errs, clusters map[string]int) map[string]int {
 	seen := map[string]int{}
 	vms := map[string]int{} // vm_id: the first plugin that names it

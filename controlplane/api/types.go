@@ -114,6 +114,8 @@ type BlobList struct {
 type EndpointRequest struct {
 	Address string `json:"address" yaml:"address"`
 	Weight  int    `json:"weight,omitempty" yaml:"weight,omitempty"`
+	// Version labels the endpoint's release (registry.Endpoint.Version).
+	Version string `json:"version,omitempty" yaml:"version,omitempty"`
 	// TTL is the lease's time to live ("10s"). Zero means 10s.
 	TTL config.Duration `json:"ttl,omitempty" yaml:"ttl,omitempty"`
 }

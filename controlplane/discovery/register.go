@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -31,12 +30,6 @@ type Registration struct {
 	once       sync.Once
 }
 
-// endpointValue is the registry's stored value of an endpoint.
-type endpointValue struct {
-	Address string `json:"address"`
-	Weight  int    `json:"weight,omitempty"`
-}
-
 // NewRegistration returns the registration of ep (ep.Cluster is the
 // service's name) under prefix with a lease of ttl (at least 2 s; zero
 // means 10 s). logger may be nil.
@@ -50,9 +43,8 @@ func NewRegistration(cli *clientv3.Client, prefix string, ep registry.Endpoint, 
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	b, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight})
 	return &Registration{
-		cli: cli, key: resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID), val: string(b),
+		cli: cli, key: resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID), val: string(registry.EncodeEndpoint(ep)),
 		ttl: max(2, int64(ttl/time.Second)), log: logger, registered: make(chan struct{}),
 	}, nil
 }

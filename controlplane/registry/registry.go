@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 )
 
@@ -323,6 +324,10 @@ type Endpoint struct {
 	Address string `json:"address"`
 	// Weight is 1 to 10000; zero means 1.
 	Weight int `json:"weight,omitempty"`
+	// Version labels the endpoint's release ("v2"), as Istio's version
+	// label: a mesh's service routes split a service's calls between
+	// versions. Empty means none.
+	Version string `json:"version,omitempty"`
 	// Lease is the etcd lease the registration lives under and TTL its
 	// remaining time to live in seconds (filled when listed).
 	Lease int64 `json:"lease,omitempty"`
@@ -333,6 +338,14 @@ type Endpoint struct {
 type endpointValue struct {
 	Address string `json:"address"`
 	Weight  int    `json:"weight,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// EncodeEndpoint is the stored value of ep (its key holds the cluster and
+// the id).
+func EncodeEndpoint(ep Endpoint) []byte {
+	b, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight, Version: ep.Version})
+	return b
 }
 
 var idPattern = func(s string) bool {
@@ -365,6 +378,9 @@ func (e *Endpoint) Check() error {
 	}
 	if e.Weight < 0 || e.Weight > 10000 {
 		problems = append(problems, fmt.Sprintf("weight: must be between 1 and 10000, not %d", e.Weight))
+	}
+	if e.Version != "" && !config.IsVersion(e.Version) {
+		problems = append(problems, fmt.Sprintf("version: %q is not a version (lowercase letters, digits, '-' and '.'; at most 63)", e.Version))
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
@@ -399,7 +415,7 @@ func RegisterEndpoint(ctx context.Context, cli *clientv3.Client, prefix string, 
 		ttl = 2 * time.Second
 	}
 	key := resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID)
-	val, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight})
+	val := EncodeEndpoint(ep)
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
 		return 0, fmt.Errorf("registering endpoint: %w", err)
@@ -455,7 +471,7 @@ func DecodeEndpoint(keys resource.Keys, key string, value []byte) (Endpoint, err
 	if err := dec.Decode(&v); err != nil {
 		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
 	}
-	ep := Endpoint{Cluster: cluster, ID: id, Address: v.Address, Weight: v.Weight}
+	ep := Endpoint{Cluster: cluster, ID: id, Address: v.Address, Weight: v.Weight, Version: v.Version}
 	if err := ep.Check(); err != nil {
 		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
 	}

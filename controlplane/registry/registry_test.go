@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wasmgate/wasmgate/controlplane/registry"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
 )
 
 // TestProxyThatNeverRegisteredSaysSoOnce: a proxy whose etcd cannot be
@@ -49,5 +51,23 @@ func TestProxyThatNeverRegisteredSaysSoOnce(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("lost").Len(); n != 0 {
 		t.Errorf("a registration never made is said lost: %v", logs.All())
+	}
+}
+
+// TestEndpointVersion: an endpoint's version is stored with it and read
+// back; one that is no label is refused with its field.
+func TestEndpointVersion(t *testing.T) {
+	keys := resource.NewKeys("")
+	ep := registry.Endpoint{Cluster: "orders.shop", ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006", Version: "v2.1-rc1"}
+	back, err := registry.DecodeEndpoint(keys, keys.Endpoint(ep.Cluster, ep.ID), registry.EncodeEndpoint(ep))
+	if err != nil || back.Version != "v2.1-rc1" || back.Address != ep.Address {
+		t.Fatalf("decoded %+v, %v", back, err)
+	}
+	for _, v := range []string{"V2", "-v2", "v2-", "v 2", strings.Repeat("a", 64)} {
+		bad := ep
+		bad.Version = v
+		if err := bad.Check(); err == nil || !strings.Contains(err.Error(), "version:") {
+			t.Errorf("version %q: %v", v, err)
+		}
 	}
 }
