@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -328,27 +329,14 @@ then each policy is written as one change, in the order of the file.`,
 				}
 				return printChange(cmd, f, res)
 			}
-			for i := range doc.AuthorizationPolicies {
-				p := &doc.AuthorizationPolicies[i]
-				if err := put(resource.Ref{Kind: resource.AuthorizationPolicies, Name: p.Name}, p); err != nil {
-					return err
-				}
-			}
-			for i := range doc.PeerAuthentications {
-				p := &doc.PeerAuthentications[i]
-				if err := put(resource.Ref{Kind: resource.PeerAuthentications, Name: p.Name}, p); err != nil {
-					return err
-				}
-			}
-			for i := range doc.OutboundTrafficPolicies {
-				p := &doc.OutboundTrafficPolicies[i]
-				if err := put(resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: p.Name}, p); err != nil {
-					return err
-				}
-			}
-			for i := range doc.WasmPlugins {
-				p := &doc.WasmPlugins[i]
-				if err := put(resource.Ref{Kind: resource.WasmPlugins, Name: p.Name}, p); err != nil {
+			for _, err := range []func() error{
+				func() error { return putEach(resource.AuthorizationPolicies, doc.AuthorizationPolicies, put) },
+				func() error { return putEach(resource.PeerAuthentications, doc.PeerAuthentications, put) },
+				func() error { return putEach(resource.OutboundTrafficPolicies, doc.OutboundTrafficPolicies, put) },
+				func() error { return putEach(resource.WasmPlugins, doc.WasmPlugins, put) },
+				func() error { return putEach(resource.ServiceRoutes, doc.ServiceRoutes, put) },
+			} {
+				if err := err(); err != nil {
 					return err
 				}
 			}
@@ -360,6 +348,18 @@ then each policy is written as one change, in the order of the file.`,
 	fl.BoolVar(&o.DryRun, "dry-run", false, "validate against the control plane only")
 	fl.StringVarP(&o.Message, "message", "m", "", "note recorded in the history")
 	return cmd
+}
+
+// putEach writes every policy of list, a kind's, in order, and stops at
+// the first error.
+func putEach[T any](kind resource.Kind, list []T, put func(resource.Ref, any) error) error {
+	for i := range list {
+		p := &list[i]
+		if err := put(resource.Ref{Kind: kind, Name: resource.NameOf(p)}, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // printMeshHeader and printMeshRow are the table of `ctl get` for the mesh
@@ -374,6 +374,9 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 		return
 	case resource.WasmPlugins:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tTYPE\tPRIORITY\tMODULE")
+		return
+	case resource.ServiceRoutes:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tRULES\tVERSIONS")
 		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
@@ -397,6 +400,16 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
+	case *policy.ServiceRoute:
+		var versions []string
+		for _, r := range x.Rules {
+			for _, b := range r.Backends {
+				if v := orAll(b.Version); !slices.Contains(versions, v) {
+					versions = append(versions, v)
+				}
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\n", x.Name, rev, x.Namespace, x.Service, len(x.Rules), strings.Join(versions, ","))
 	case *policy.WasmPlugin:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%.12s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode, x.Type, x.Priority, x.SHA256)
 	}

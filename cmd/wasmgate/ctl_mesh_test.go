@@ -120,6 +120,23 @@ authorization_policies:
 		t.Errorf("after the change: exit %d\n%s", code, out)
 	}
 
+	// A service route: applied, and listed with its versions.
+	if out, code := ctl("mesh", "apply", "-f", write("route.yaml", `
+service_routes:
+  - name: orders-canary
+    namespace: shop
+    service: orders
+    rules:
+      - match: {headers: [{name: x-canary, exact: "1"}]}
+        backends: [{version: v2}]
+      - backends: [{version: v1, weight: 90}, {version: v2, weight: 10}]
+`)); code != 0 || !strings.Contains(out, "create  attached_routes/orders-canary") {
+		t.Fatalf("a service route: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "sr"); code != 0 || !regexp.MustCompile(`orders-canary\s+\d+\s+shop\s+orders\s+2\s+v2,v1`).MatchString(out) {
+		t.Errorf("get service_routes: %d\n%s", code, out)
+	}
+
 	// A Wasm plugin whose module the control plane does not hold is
 	// refused, naming the field; pushed, the module makes it valid.
 	module := write("tag.wasm", "\x00asm\x01\x00\x00\x00")

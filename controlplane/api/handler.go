@@ -546,6 +546,8 @@ func setName(v any, name string) {
 		x.Name = name
 	case *policy.WasmPlugin:
 		x.Name = name
+	case *policy.ServiceRoute:
+		x.Name = name
 	}
 }
 

@@ -44,6 +44,9 @@ type Endpoints struct {
 	Revision int64
 	// Items are sorted by id.
 	Items []registry.Endpoint
+	// Routes are the service routes of the service (at most one; sorted
+	// by name), which route its callers' calls between its versions.
+	Routes []policy.ServiceRoute `json:",omitempty"`
 }
 
 // Policies are the mesh policies that apply to one service: those of its
@@ -103,6 +106,7 @@ type Hub struct {
 	pas      map[string]map[string]*policy.PeerAuthentication
 	ots      map[string]map[string]*policy.OutboundTrafficPolicy
 	wps      map[string]map[string]*policy.WasmPlugin
+	routeOf  map[string]string // a service route's name -> the service it routes
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
 	watchers int
@@ -114,9 +118,10 @@ type Hub struct {
 }
 
 type service struct {
-	eps  map[string]registry.Endpoint
-	snap *Endpoints
-	subs map[*Watch]struct{}
+	eps    map[string]registry.Endpoint
+	routes map[string]*policy.ServiceRoute
+	snap   *Endpoints
+	subs   map[*Watch]struct{}
 }
 
 // NewHub returns a hub over the keys under prefix ("" means /wasmgate).
@@ -131,6 +136,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		aps: map[string]map[string]*policy.AuthorizationPolicy{}, pas: map[string]map[string]*policy.PeerAuthentication{},
 		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
 		wps:      map[string]map[string]*policy.WasmPlugin{},
+		routeOf:  map[string]string{},
 		policyWs: map[string]map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -301,6 +307,16 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 	}
 	resource.Normalize(v)
 	h.raw[key] = value
+	if r, ok := v.(*policy.ServiceRoute); ok {
+		// A route travels with its service's endpoints, to the
+		// service's callers.
+		h.dropRoute(ref.Name, rev)
+		svc := h.service(r.Target())
+		svc.routes[r.Name] = r
+		h.routeOf[r.Name] = r.Target()
+		h.publish(r.Target(), svc, rev)
+		return
+	}
 	old := h.removePolicy(ref)
 	switch p := v.(type) {
 	case *policy.AuthorizationPolicy:
@@ -368,9 +384,27 @@ func (h *Hub) remove(key string, rev int64) {
 		return
 	}
 	if ref, ok := h.keys.ParseResource(key); ok {
+		if ref.Kind == resource.ServiceRoutes {
+			h.dropRoute(ref.Name, rev)
+			return
+		}
 		if old := h.removePolicy(ref); old != nil {
 			h.policyChanged(rev, scopeOf(old))
 		}
+	}
+}
+
+// dropRoute forgets the service route name and tells its service's
+// callers. h.mu is held.
+func (h *Hub) dropRoute(name string, rev int64) {
+	target, ok := h.routeOf[name]
+	if !ok {
+		return
+	}
+	delete(h.routeOf, name)
+	if svc := h.services[target]; svc != nil {
+		delete(svc.routes, name)
+		h.publish(target, svc, rev)
 	}
 }
 
@@ -442,7 +476,8 @@ func (h *Hub) policyChanged(rev int64, scopes ...*scope) {
 func (h *Hub) service(name string) *service {
 	svc := h.services[name]
 	if svc == nil {
-		svc = &service{eps: map[string]registry.Endpoint{}, subs: map[*Watch]struct{}{}, snap: &Endpoints{Service: name}}
+		svc = &service{eps: map[string]registry.Endpoint{}, routes: map[string]*policy.ServiceRoute{}, subs: map[*Watch]struct{}{},
+			snap: &Endpoints{Service: name}}
 		h.services[name] = svc
 	}
 	return svc
@@ -457,10 +492,14 @@ func (h *Hub) publish(name string, svc *service, rev int64) {
 	}
 	slices.SortFunc(items, func(a, b registry.Endpoint) int { return strings.Compare(a.ID, b.ID) })
 	svc.snap = &Endpoints{Service: name, Revision: rev, Items: items}
+	for _, r := range svc.routes {
+		svc.snap.Routes = append(svc.snap.Routes, *r)
+	}
+	slices.SortFunc(svc.snap.Routes, func(a, b policy.ServiceRoute) int { return strings.Compare(a.Name, b.Name) })
 	for w := range svc.subs {
 		w.markService(name)
 	}
-	if len(svc.eps) == 0 && len(svc.subs) == 0 {
+	if len(svc.eps) == 0 && len(svc.subs) == 0 && len(svc.routes) == 0 {
 		delete(h.services, name)
 	}
 }

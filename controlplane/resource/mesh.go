@@ -18,6 +18,7 @@ func Check(s Set) map[Ref]config.Errors {
 	out := map[Ref]config.Errors{}
 	scopes := map[[2]string]string{}
 	outScopes := map[[2]string]string{}
+	routed := map[string]string{}
 	for _, r := range s.Refs() {
 		var err error
 		switch v := s[r].(type) {
@@ -35,6 +36,15 @@ func Check(s Set) map[Ref]config.Errors {
 			}
 		case *policy.WasmPlugin:
 			err = v.Validate()
+		case *policy.ServiceRoute:
+			err = v.Validate()
+			if err == nil {
+				if first, dup := routed[v.Target()]; dup {
+					err = config.Errors{{Path: "service", Msg: fmt.Sprintf("%s already routes the calls to %s; one service route per service", Ref{ServiceRoutes, first}, scopeOf(v.Namespace, v.Service))}}
+				} else {
+					routed[v.Target()] = r.Name
+				}
+			}
 		case *policy.OutboundTrafficPolicy:
 			err = v.Validate()
 			if err == nil {

@@ -111,6 +111,21 @@ func TestMeshPoliciesInTheStore(t *testing.T) {
 	if _, err := st.Apply(ctx, store.Change{Delete: []resource.Ref{{Kind: resource.OutboundTrafficPolicies, Name: "shop-egress"}}}); err != nil {
 		t.Fatal(err)
 	}
+	// One service route per service.
+	route := func(name string) resource.Set {
+		return resource.Set{{Kind: resource.ServiceRoutes, Name: name}: &policy.ServiceRoute{Name: name, Namespace: "shop", Service: "orders",
+			Rules: []policy.RouteRule{{Backends: []policy.RouteBackend{{Version: "v2", Weight: 1}}}}}}
+	}
+	if _, err := st.Apply(ctx, store.Change{Put: route("orders-canary")}); err != nil {
+		t.Fatalf("a service route: %v", err)
+	}
+	_, err = st.Apply(ctx, store.Change{Put: route("orders-canary-2")})
+	if !errors.As(err, &ve) || ve.Errors[0].Resource != "attached_routes/orders-canary-2" || ve.Errors[0].Path != "service" {
+		t.Fatalf("a second service route for one service: %v", err)
+	}
+	if _, err := st.Apply(ctx, store.Change{Delete: []resource.Ref{{Kind: resource.ServiceRoutes, Name: "orders-canary"}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, rev, _ := st.Get(ctx, apRef); rev != first.Revision {
 		t.Fatalf("a refused change moved the policy to revision %d", rev)
 	}
@@ -159,6 +174,7 @@ func TestParseMeshKinds(t *testing.T) {
 		"peer-authentication": resource.PeerAuthentications, "PeerAuthentication": resource.PeerAuthentications,
 		"authentication_policies": resource.PeerAuthentications,
 		"outbound_traffic_policy": resource.OutboundTrafficPolicies, "OutboundTrafficPolicy": resource.OutboundTrafficPolicies,
+		"service_route": resource.ServiceRoutes, "sr": resource.ServiceRoutes,
 	} {
 		if got, err := resource.ParseKind(in); err != nil || got != want {
 			t.Errorf("ParseKind(%q) = %v, %v", in, got, err)

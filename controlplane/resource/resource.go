@@ -47,14 +47,19 @@ const (
 	// mesh kinds and after nothing else, so that discovery's one range
 	// spans the four, outside ConfigRange.
 	WasmPlugins Kind = "attached_plugins"
+	// ServiceRoutes (policy.ServiceRoute) route the calls to a service
+	// between its versions. The key segment "attached_routes" sorts
+	// between "attached_plugins" and the authorization kinds, inside
+	// discovery's range and outside ConfigRange.
+	ServiceRoutes Kind = "attached_routes"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -78,8 +83,10 @@ func ParseKind(s string) (Kind, error) {
 		return OutboundTrafficPolicies, nil
 	case "wasm_plugins", "wasm_plugin", "wasmplugins", "wasmplugin", "attached_plugins", "wp":
 		return WasmPlugins, nil
+	case "service_routes", "service_route", "serviceroutes", "serviceroute", "attached_routes", "sr":
+		return ServiceRoutes, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies or wasm_plugins)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins or service_routes)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -95,6 +102,8 @@ func (k Kind) Singular() string {
 		return "outbound traffic policy"
 	case WasmPlugins:
 		return "Wasm plugin"
+	case ServiceRoutes:
+		return "service route"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -259,6 +268,8 @@ func New(kind Kind) any {
 		return &policy.OutboundTrafficPolicy{}
 	case WasmPlugins:
 		return &policy.WasmPlugin{}
+	case ServiceRoutes:
+		return &policy.ServiceRoute{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -291,6 +302,8 @@ func Normalize(v any) {
 	case *policy.OutboundTrafficPolicy:
 		x.Normalize()
 	case *policy.WasmPlugin:
+		x.Normalize()
+	case *policy.ServiceRoute:
 		x.Normalize()
 	}
 }
@@ -353,6 +366,10 @@ func NameOf(v any) string {
 	case *policy.WasmPlugin:
 		return x.Name
 	case policy.WasmPlugin:
+		return x.Name
+	case *policy.ServiceRoute:
+		return x.Name
+	case policy.ServiceRoute:
 		return x.Name
 	}
 	return ""

@@ -21,6 +21,8 @@ type Document struct {
 	OutboundTrafficPolicies []OutboundTrafficPolicy `json:"outbound_traffic_policies,omitempty" yaml:"outbound_traffic_policies,omitempty"`
 	// WasmPlugins run proxy-wasm filters in sidecars.
 	WasmPlugins []WasmPlugin `json:"wasm_plugins,omitempty" yaml:"wasm_plugins,omitempty"`
+	// ServiceRoutes route the calls to a service between its versions.
+	ServiceRoutes []ServiceRoute `json:"service_routes,omitempty" yaml:"service_routes,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -37,6 +39,7 @@ func Parse(data []byte) (*Document, error) {
 	all = append(all, checkList("peer_authentications", doc.PeerAuthentications)...)
 	all = append(all, checkList("outbound_traffic_policies", doc.OutboundTrafficPolicies)...)
 	all = append(all, checkList("wasm_plugins", doc.WasmPlugins)...)
+	all = append(all, checkList("service_routes", doc.ServiceRoutes)...)
 	if len(all) > 0 {
 		return nil, all
 	}
@@ -55,6 +58,7 @@ func (p *AuthorizationPolicy) name() string   { return p.Name }
 func (p *PeerAuthentication) name() string    { return p.Name }
 func (p *OutboundTrafficPolicy) name() string { return p.Name }
 func (p *WasmPlugin) name() string            { return p.Name }
+func (r *ServiceRoute) name() string          { return r.Name }
 
 // checkList normalizes and validates each policy of one list of a
 // document, and refuses a name used twice; paths start at key[i].

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -68,6 +69,9 @@ type State struct {
 	// Wasm are the service's Wasm plugins from the control plane, in the
 	// order they run (policy.WasmFor).
 	Wasm []policy.WasmPlugin
+	// Routes are the service routes of the services it calls, by
+	// registry name.
+	Routes map[string][]policy.ServiceRoute
 }
 
 // Build turns settings and state into the proxy's configuration: an
@@ -116,24 +120,14 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	addrs := destinations(s.Targets(), st.Endpoints)
 	for _, name := range s.Targets() {
 		svc, ns, _ := strings.Cut(name, ".")
-		cl := config.Cluster{
-			Name: clusterPrefix + name, Discovery: config.DiscoveryRegistry, Protocol: hop,
-			LBPolicy:         config.LBLeastRequest,
-			OutlierDetection: meshOutlier(), CircuitBreakers: meshBreakers(),
-			TLS: &config.ClusterTLS{Mesh: true},
+		eps := st.Endpoints[name]
+		cfg.Clusters = append(cfg.Clusters, meshCluster(clusterPrefix+name, eps, hop, trustDomain, ns))
+		routes := []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}}
+		if rs := st.Routes[name]; len(rs) > 0 {
+			var subsets []config.Cluster
+			routes, subsets = serviceRoutes(name, &rs[0], eps, hop, trustDomain, ns)
+			cfg.Clusters = append(cfg.Clusters, subsets...)
 		}
-		ids := map[string]bool{}
-		for _, ep := range st.Endpoints[name] {
-			cl.Endpoints = append(cl.Endpoints, config.Endpoint{Address: ep.Address, Weight: ep.Weight})
-			if sa, _, ok := strings.Cut(ep.ID, ":"); ok && sa != "" {
-				ids[policy.SPIFFEID(trustDomain, ns, sa)] = true
-			}
-		}
-		for id := range ids {
-			cl.TLS.ExpectedIdentities = append(cl.TLS.ExpectedIdentities, id)
-		}
-		slices.Sort(cl.TLS.ExpectedIdentities)
-		cfg.Clusters = append(cfg.Clusters, cl)
 		domains := []string{name, name + ".svc", name + ".svc.cluster.local"}
 		if ns == s.Namespace {
 			domains = append([]string{svc}, domains...)
@@ -146,7 +140,7 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 			Name: clusterPrefix + name, Domains: domains, Listeners: []string{OutboundListener},
 			Filters: outbound,
 			Retry:   meshRetry(),
-			Routes:  []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}},
+			Routes:  routes,
 		})
 	}
 	outside := config.VirtualHost{Name: "outside", Domains: []string{"*"}, Listeners: []string{OutboundListener},
@@ -164,6 +158,87 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	}
 	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
 	return cfg
+}
+
+// meshCluster is the cluster of a called service's endpoints eps (of
+// namespace ns): HTTP/2 (or the app's protocol) over the mesh's mutual
+// TLS, with the SPIFFE IDs the endpoints' service accounts prove.
+func meshCluster(name string, eps []registry.Endpoint, hop, trustDomain, ns string) config.Cluster {
+	cl := config.Cluster{
+		Name: name, Discovery: config.DiscoveryRegistry, Protocol: hop,
+		LBPolicy:         config.LBLeastRequest,
+		OutlierDetection: meshOutlier(), CircuitBreakers: meshBreakers(),
+		TLS: &config.ClusterTLS{Mesh: true},
+	}
+	ids := map[string]bool{}
+	for _, ep := range eps {
+		cl.Endpoints = append(cl.Endpoints, config.Endpoint{Address: ep.Address, Weight: ep.Weight})
+		if sa, _, ok := strings.Cut(ep.ID, ":"); ok && sa != "" {
+			ids[policy.SPIFFEID(trustDomain, ns, sa)] = true
+		}
+	}
+	for id := range ids {
+		cl.TLS.ExpectedIdentities = append(cl.TLS.ExpectedIdentities, id)
+	}
+	slices.Sort(cl.TLS.ExpectedIdentities)
+	return cl
+}
+
+// subsetSep joins a service's cluster name and a version in the name of
+// the cluster of the version's endpoints: no service or namespace name
+// holds it.
+const subsetSep = "_"
+
+// serviceRoutes turns the service route r of the called service name
+// into the routes of its virtual host, each rule in order and then every
+// call that no rule took to any endpoint, and the clusters of the
+// versions its backends name (the endpoints of eps with that version; a
+// version with none answers 503, as any cluster without an endpoint).
+func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint, hop, trustDomain, ns string) ([]config.Route, []config.Cluster) {
+	var routes []config.Route
+	var subsets []config.Cluster
+	clusterOf := func(version string) string {
+		if version == "" {
+			return clusterPrefix + name
+		}
+		cl := clusterPrefix + name + subsetSep + version
+		if !slices.ContainsFunc(subsets, func(c config.Cluster) bool { return c.Name == cl }) {
+			var of []registry.Endpoint
+			for _, ep := range eps {
+				if ep.Version == version {
+					of = append(of, ep)
+				}
+			}
+			subsets = append(subsets, meshCluster(cl, of, hop, trustDomain, ns))
+		}
+		return cl
+	}
+	for i, rule := range r.Rules {
+		rt := config.Route{Name: fmt.Sprintf("%s.%s.%d", name, r.Name, i), Match: config.RouteMatch{Prefix: "/"}, Timeout: rule.Timeout}
+		if m := rule.Match; m != nil {
+			rt.Match = config.RouteMatch{Prefix: m.Prefix, Path: m.Path, Headers: m.Headers}
+			if m.Prefix == "" && m.Path == "" {
+				rt.Match.Prefix = "/"
+			}
+		}
+		if len(rule.Backends) == 1 {
+			rt.Cluster = clusterOf(rule.Backends[0].Version)
+		} else {
+			for _, b := range rule.Backends {
+				rt.WeightedClusters = append(rt.WeightedClusters, config.WeightedCluster{Name: clusterOf(b.Version), Weight: b.Weight})
+			}
+		}
+		if rr := rule.Retries; rr != nil {
+			rt.Retry = meshRetry()
+			rt.Retry.NumRetries, rt.Retry.PerTryTimeout = rr.Attempts, rr.PerTryTimeout
+			if len(rr.On) > 0 {
+				rt.Retry.RetryOn = rr.On
+			}
+		}
+		routes = append(routes, rt)
+	}
+	routes = append(routes, config.Route{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name})
+	return routes, subsets
 }
 
 // filters are the Wasm filters of a sidecar: the control plane's plugins

@@ -58,7 +58,14 @@ func (m *processMesh) start(t *testing.T, svc string, appPort int, outbound stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := sidecarArgs(t, m.cp.APIURL(), tok.Token, m.bundle, mkdir(t, filepath.Join(m.dir, svc)), svc, appPort, outbound)
+	own := filepath.Join(m.dir, svc)
+	for i := 2; ; i++ {
+		if _, err := os.Stat(own); err != nil {
+			break
+		}
+		own = filepath.Join(m.dir, fmt.Sprintf("%s-%d", svc, i)) // another instance
+	}
+	args := sidecarArgs(t, m.cp.APIURL(), tok.Token, m.bundle, mkdir(t, own), svc, appPort, outbound)
 	m.sidecars.start(t, m.bin, append(args, more...)...)
 }
 

@@ -68,6 +68,10 @@ type Settings struct {
 	// http (the default), http2, grpc or tcp.
 	AppPort  int    `yaml:"app_port" json:"app_port"`
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	// Version labels the app's release ("v2") in the registry, as
+	// Istio's version label: service routes split the calls to the
+	// service between versions. Empty means none.
+	Version string `yaml:"version,omitempty" json:"version,omitempty"`
 	// Inbound is where peers reach the service (DefaultInbound), with
 	// InboundMode strict (the default: mutual TLS with a mesh certificate
 	// only) or permissive (plain text accepted too, for a migration). A
@@ -216,6 +220,9 @@ func (s *Settings) validate(announceBound bool) error {
 	label("service_account", s.ServiceAccount)
 	if s.AppPort < 1 || s.AppPort > 65535 {
 		add("app_port", "must be a port, 1 to 65535")
+	}
+	if s.Version != "" && !config.IsVersion(s.Version) {
+		add("version", "%q is not a version (lowercase letters, digits, '-' and '.'; at most 63)", s.Version)
 	}
 	switch s.Protocol {
 	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:

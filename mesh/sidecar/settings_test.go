@@ -291,3 +291,62 @@ func TestNetworkPlugins(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceRoutes: a service route of a called service becomes routes
+// of its virtual host, each rule in order, then every other call to any
+// endpoint; a version a backend names becomes a cluster of the endpoints
+// of that version, with their identities.
+func TestServiceRoutes(t *testing.T) {
+	s := sidecar.Settings{Service: "web", AppPort: 8080, Inbound: "10.0.0.1:15006", Calls: []string{"orders"}}
+	s.Normalize()
+	st := sidecar.State{
+		Endpoints: map[string][]registry.Endpoint{"orders.default": {
+			{Cluster: "orders.default", ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006", Version: "v1"},
+			{Cluster: "orders.default", ID: "orders-next:10.0.0.3:15006", Address: "10.0.0.3:15006", Version: "v2"},
+		}},
+		Routes: map[string][]policy.ServiceRoute{"orders.default": {{Name: "canary", Namespace: "default", Service: "orders", Rules: []policy.RouteRule{
+			{Match: &policy.RouteMatch{Headers: []config.HeaderMatcher{{Name: "x-canary", Exact: "1"}}}, Backends: []policy.RouteBackend{{Version: "v2", Weight: 1}},
+				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3}},
+			{Backends: []policy.RouteBackend{{Version: "v1", Weight: 90}, {Version: "v2", Weight: 10}}},
+		}}}},
+	}
+	cfg := sidecar.Build(&s, st, "example.org", "")
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the configuration is invalid: %v", err)
+	}
+	var vh *config.VirtualHost
+	for i := range cfg.VirtualHosts {
+		if cfg.VirtualHosts[i].Name == "svc.orders.default" {
+			vh = &cfg.VirtualHosts[i]
+		}
+	}
+	if vh == nil || len(vh.Routes) != 3 {
+		t.Fatalf("orders' virtual host: %+v", vh)
+	}
+	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[2]
+	if pinned.Cluster != "svc.orders.default_v2" || pinned.Match.Headers[0].Name != "x-canary" || pinned.Timeout.D() != 2*time.Second ||
+		pinned.Retry == nil || pinned.Retry.NumRetries != 3 {
+		t.Errorf("the pinned rule: %+v", pinned)
+	}
+	if len(split.WeightedClusters) != 2 || split.WeightedClusters[0] != (config.WeightedCluster{Name: "svc.orders.default_v1", Weight: 90}) ||
+		split.WeightedClusters[1] != (config.WeightedCluster{Name: "svc.orders.default_v2", Weight: 10}) {
+		t.Errorf("the split rule: %+v", split.WeightedClusters)
+	}
+	if rest.Cluster != "svc.orders.default" || rest.Match.Prefix != "/" {
+		t.Errorf("the last route: %+v", rest)
+	}
+	clusters := map[string]config.Cluster{}
+	for _, c := range cfg.Clusters {
+		clusters[c.Name] = c
+	}
+	for name, want := range map[string]string{"svc.orders.default_v1": "10.0.0.2:15006", "svc.orders.default_v2": "10.0.0.3:15006"} {
+		c := clusters[name]
+		if len(c.Endpoints) != 1 || c.Endpoints[0].Address != want || c.TLS == nil || !c.TLS.Mesh || len(c.TLS.ExpectedIdentities) != 1 {
+			t.Errorf("cluster %s: %+v", name, c)
+		}
+	}
+	if n := len(clusters["svc.orders.default"].Endpoints); n != 2 {
+		t.Errorf("orders' whole cluster has %d endpoints, want 2", n)
+	}
+}

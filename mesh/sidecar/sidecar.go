@@ -40,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -140,7 +141,7 @@ func New(o Options) (*Sidecar, error) {
 		o.Logger = zap.NewNop()
 	}
 	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1), base: o.Base, rebases: make(chan rebase),
-		state: State{Endpoints: map[string][]registry.Endpoint{}}}
+		state: State{Endpoints: map[string][]registry.Endpoint{}, Routes: map[string][]policy.ServiceRoute{}}}
 	mode := o.Settings.OutboundPolicy
 	s.outbound.Store(&mode)
 	if mode == AllowAny {
@@ -241,7 +242,7 @@ func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
 // Endpoint is what the sidecar registers: its inbound address under its
 // service's registry name.
 func (s *Settings) Endpoint() registry.Endpoint {
-	return registry.Endpoint{Cluster: s.Name(), ID: EndpointID(s), Address: s.Announce}
+	return registry.Endpoint{Cluster: s.Name(), ID: EndpointID(s), Address: s.Announce, Version: s.Version}
 }
 
 // Run follows the source until ctx ends. An update's policies are loaded
@@ -358,6 +359,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 		}
 		for _, e := range u.Endpoints {
 			s.state.Endpoints[e.Service] = e.Items
+			s.state.Routes[e.Service] = e.Routes
 		}
 		s.mu.Unlock()
 		select {
@@ -371,10 +373,8 @@ func (s *Sidecar) follow(ctx context.Context) error {
 // unless it is the one live.
 func (s *Sidecar) apply(ctx context.Context) error {
 	s.mu.Lock()
-	st := State{Endpoints: make(map[string][]registry.Endpoint, len(s.state.Endpoints)), OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm}
-	for k, v := range s.state.Endpoints {
-		st.Endpoints[k] = v
-	}
+	st := State{Endpoints: maps.Clone(s.state.Endpoints), Routes: maps.Clone(s.state.Routes),
+		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm}
 	source, base := s.outboundSource, s.base
 	s.mu.Unlock()
 	mode := st.OutboundPolicy

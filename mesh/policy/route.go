@@ -1,0 +1,186 @@
+package policy
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/wasmgate/wasmgate/config"
+)
+
+// ServiceRoute routes the calls to one service of the mesh between the
+// versions of its endpoints (the sidecars' version setting), as Istio's
+// VirtualService with a DestinationRule's subsets, or Gateway API's
+// HTTPRoute with weighted backends: a canary release, a header that pins
+// a tester to the new version, a timeout or retries of the calls. Every
+// sidecar that calls the service follows it; the first rule whose match
+// takes a call routes it, and a call no rule takes goes to any endpoint,
+// as without a route. One route per service.
+type ServiceRoute struct {
+	Name      string `json:"name" yaml:"name"`
+	Namespace string `json:"namespace" yaml:"namespace"`
+	// Service is the destination whose calls it routes (in Namespace).
+	Service string      `json:"service" yaml:"service"`
+	Rules   []RouteRule `json:"rules" yaml:"rules"`
+}
+
+// RouteRule is one rule of a ServiceRoute.
+type RouteRule struct {
+	// Match takes the calls of the rule; nil takes every call.
+	Match *RouteMatch `json:"match,omitempty" yaml:"match,omitempty"`
+	// Backends share the calls by weight; a backend's version is a set
+	// of the service's endpoints ("" is every one of them).
+	Backends []RouteBackend `json:"backends" yaml:"backends"`
+	// Timeout bounds a call, retries included; zero keeps the mesh's.
+	Timeout config.Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	// Retries, when set, replaces the mesh's retries of the calls.
+	Retries *RouteRetries `json:"retries,omitempty" yaml:"retries,omitempty"`
+}
+
+// RouteMatch is what a call must have for a rule to take it: all the
+// conditions given.
+type RouteMatch struct {
+	// Prefix or Path (exact), at most one.
+	Prefix string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
+	Path   string `json:"path,omitempty" yaml:"path,omitempty"`
+	// Headers are matched as a proxy route's (exact, prefix, regex,
+	// present or absent; invert).
+	Headers []config.HeaderMatcher `json:"headers,omitempty" yaml:"headers,omitempty"`
+}
+
+// RouteBackend is a share of a rule's calls.
+type RouteBackend struct {
+	// Version is the version of the endpoints that take the share; empty
+	// means every endpoint of the service.
+	Version string `json:"version,omitempty" yaml:"version,omitempty"`
+	// Weight is the share, relative to the rule's other backends, 0 to
+	// 10000; zero in a rule of one backend means all of it.
+	Weight int `json:"weight,omitempty" yaml:"weight,omitempty"`
+}
+
+// RouteRetries retry the calls of a rule that fail.
+type RouteRetries struct {
+	// Attempts is how many times a call is sent again, 1 to 10.
+	Attempts int `json:"attempts" yaml:"attempts"`
+	// On lists the conditions, as a proxy route's retry_on; empty keeps
+	// the mesh's (connect-failure, reset, gateway-error).
+	On []string `json:"on,omitempty" yaml:"on,omitempty"`
+	// PerTryTimeout bounds one attempt; zero means the rule's timeout.
+	PerTryTimeout config.Duration `json:"per_try_timeout,omitempty" yaml:"per_try_timeout,omitempty"`
+}
+
+// Scope implements the scope of a mesh resource: the route's service.
+func (r *ServiceRoute) Scope() (namespace, service, name string) {
+	return r.Namespace, r.Service, r.Name
+}
+
+// Target is the registry name of the service it routes,
+// "SERVICE.NAMESPACE".
+func (r *ServiceRoute) Target() string { return r.Service + "." + r.Namespace }
+
+// Normalize gives a rule of one backend the whole share, in place.
+func (r *ServiceRoute) Normalize() {
+	for i := range r.Rules {
+		if b := r.Rules[i].Backends; len(b) == 1 && b[0].Weight == 0 {
+			b[0].Weight = 1
+		}
+	}
+}
+
+// maxRouteRules bounds a route's rules.
+const maxRouteRules = 64
+
+// Validate checks one route on its own; its errors are a config.Errors
+// whose paths start inside it ("rules[0].backends").
+func (r *ServiceRoute) Validate() error {
+	c := &checker{}
+	checkScope(c, "", r.Name, r.Namespace, r.Service)
+	switch {
+	case r.Service == "":
+		c.add("service", "is required: the service whose calls the route takes")
+	case r.Namespace == RootNamespace:
+		c.add("namespace", "must be the service's namespace, not %s", RootNamespace)
+	}
+	switch {
+	case len(r.Rules) == 0:
+		c.add("rules", "is empty; give at least one rule")
+	case len(r.Rules) > maxRouteRules:
+		c.add("rules", "has %d rules; at most %d", len(r.Rules), maxRouteRules)
+	}
+	for i := range r.Rules {
+		r.Rules[i].check(c, at("rules", i))
+	}
+	return c.err()
+}
+
+func (rr *RouteRule) check(c *checker, path string) {
+	if m := rr.Match; m != nil {
+		mp := path + ".match"
+		for _, p := range [][2]string{{"prefix", m.Prefix}, {"path", m.Path}} {
+			if p[1] != "" && !strings.HasPrefix(p[1], "/") {
+				c.add(mp+"."+p[0], "%q must start with /", p[1])
+			}
+		}
+		if m.Prefix != "" && m.Path != "" {
+			c.add(mp, "sets both prefix and path; give one")
+		}
+		for i, h := range m.Headers {
+			hp := at(mp+".headers", i)
+			if h.Name == "" || strings.ContainsAny(h.Name, " :\t") {
+				c.add(hp+".name", "%q is not a header name", h.Name)
+			}
+			n := 0
+			for _, set := range []bool{h.Exact != "", h.Prefix != "", h.Regex != "", h.Present, h.Absent} {
+				if set {
+					n++
+				}
+			}
+			if n != 1 {
+				c.add(hp, "sets %d of exact, prefix, regex, present and absent; give one", n)
+			}
+			if h.Regex != "" {
+				if _, err := regexp.Compile(h.Regex); err != nil {
+					c.add(hp+".regex", "%v", err)
+				}
+			}
+		}
+	}
+	if len(rr.Backends) == 0 {
+		c.add(path+".backends", "is empty; give at least one backend")
+	}
+	total, versions := 0, map[string]int{}
+	for i, b := range rr.Backends {
+		bp := at(path+".backends", i)
+		if b.Version != "" && !config.IsVersion(b.Version) {
+			c.add(bp+".version", "%q is not a version (lowercase letters, digits, '-' and '.'; at most 63)", b.Version)
+		}
+		if j, dup := versions[b.Version]; dup {
+			c.add(bp+".version", "%q is also backends[%d]'s", b.Version, j)
+		}
+		versions[b.Version] = i
+		if b.Weight < 0 || b.Weight > 10000 {
+			c.add(bp+".weight", "must be between 0 and 10000, not %d", b.Weight)
+		}
+		total += b.Weight
+	}
+	if len(rr.Backends) > 0 && total == 0 {
+		c.add(path+".backends", "every weight is 0; give one a share")
+	}
+	if rr.Timeout < 0 {
+		c.add(path+".timeout", "must not be negative")
+	}
+	if rt := rr.Retries; rt != nil {
+		if rt.Attempts < 1 || rt.Attempts > 10 {
+			c.add(path+".retries.attempts", "must be between 1 and 10, not %d", rt.Attempts)
+		}
+		for i, on := range rt.On {
+			switch on {
+			case config.RetryOn5xx, config.RetryOnGatewayError, config.RetryOnReset, config.RetryOnConnectFailure:
+			default:
+				c.add(at(path+".retries.on", i), "%q is not a retry condition (5xx, gateway-error, reset, connect-failure)", on)
+			}
+		}
+		if rt.PerTryTimeout < 0 {
+			c.add(path+".retries.per_try_timeout", "must not be negative")
+		}
+	}
+}

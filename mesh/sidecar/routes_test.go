@@ -1,0 +1,151 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/internal/testaddr"
+)
+
+// TestSidecarServiceRoutes: a canary release through the mesh. orders
+// runs in two versions, each behind a sidecar process that registers its
+// --version; web's sidecar calls orders by name. A service route of the
+// control plane pins the calls with x-canary: 1 to v2 and sends the
+// others to v1; changed under load to send every call to v2, it takes
+// effect without a failed call; deleted, both versions answer again.
+func TestSidecarServiceRoutes(t *testing.T) {
+	m := startProcessMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, version := range []string{"v1", "v2"} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, version) })}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t), "--version", version)
+	}
+	webOut := testaddr.Free(t)
+	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
+
+	call := func(canary bool) (string, error) {
+		c, err := net.DialTimeout("tcp", webOut, time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		extra := ""
+		if canary {
+			extra = "x-canary: 1\r\n"
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: orders\r\n%sConnection: close\r\n\r\n", extra)
+		buf := make([]byte, 4096)
+		var got strings.Builder
+		for {
+			n, err := c.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		resp := got.String()
+		if !strings.HasPrefix(resp, "HTTP/1.1 200") {
+			return "", fmt.Errorf("answer %q", resp)
+		}
+		return resp[strings.LastIndex(resp, "\r\n\r\n")+4:], nil
+	}
+	// seen calls until every version of want answered, and none other,
+	// in a row of 30 calls.
+	seen := func(canary bool, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got := map[string]int{}
+			for range 30 {
+				v, err := call(canary)
+				if err != nil {
+					v = err.Error()
+				}
+				got[v]++
+			}
+			ok := len(got) == len(want)
+			for _, v := range want {
+				ok = ok && got[v] > 0
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("calls (canary %v) answered %v, want %q\n%s", canary, got, want, m.sidecars.output())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	seen(false, "v1", "v2")
+
+	route := resource.Ref{Kind: resource.ServiceRoutes, Name: "orders-canary"}
+	put := func(doc string) {
+		t.Helper()
+		if _, err := m.admin.Put(ctx, route, []byte(doc), api.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
+		{"match": {"headers": [{"name": "x-canary", "exact": "1"}]}, "backends": [{"version": "v2"}]},
+		{"backends": [{"version": "v1", "weight": 100}, {"version": "v2", "weight": 0}]}]}`)
+	seen(false, "v1")
+	seen(true, "v2")
+
+	// All of it to v2, under load: no call fails.
+	var (
+		mu       sync.Mutex
+		failures []string
+		calls    atomic.Int64
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := call(false); err != nil {
+					mu.Lock()
+					failures = append(failures, err.Error())
+					mu.Unlock()
+				}
+				calls.Add(1)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
+		{"backends": [{"version": "v1", "weight": 0}, {"version": "v2", "weight": 100}]}]}`)
+	seen(false, "v2")
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d calls failed while the route changed: %q", len(failures), calls.Load(), failures)
+	}
+	t.Logf("%d calls while the route changed, none failed", calls.Load())
+
+	if _, err := m.admin.Delete(ctx, route, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	seen(false, "v1", "v2")
+}
