@@ -100,6 +100,41 @@ func (m *processMesh) plugin(t *testing.T, ctx context.Context, name, file, fiel
 	return ref, blob.SHA256
 }
 
+// load runs do from n goroutines, over and over, until stop is called,
+// which returns how many calls ran and the errors of those that failed.
+func load(n int, do func() error) (stop func() (int64, []string)) {
+	var (
+		mu       sync.Mutex
+		failures []string
+		calls    atomic.Int64
+		wg       sync.WaitGroup
+	)
+	done := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				err := do()
+				calls.Add(1)
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	return func() (int64, []string) {
+		close(done)
+		wg.Wait()
+		return calls.Load(), failures
+	}
+}
+
 // get sends GET path with Host host to the outbound listener at addr on
 // a connection of its own and returns "STATUS BODY".
 func get(addr, host, path string) (string, error) {
@@ -232,36 +267,18 @@ func TestSidecarWasmFilters(t *testing.T) {
 	// from then on. Calls run all along, from four clients: each is
 	// answered by the old gate or the new, none fails.
 	writeOrders(`{"default": "deny"}`)
-	var (
-		mu       sync.Mutex
-		failures []string
-		denied   atomic.Bool
-		calls    atomic.Int64
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				got, err := call()
-				calls.Add(1)
-				switch {
-				case err == nil && got == "200 x-wasm=1,1":
-				case err == nil && (strings.HasPrefix(got, "403 ") || strings.HasPrefix(got, "401 ")):
-					denied.Store(true)
-				default:
-					mu.Lock()
-					failures = append(failures, fmt.Sprintf("%q %v", got, err))
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	var denied atomic.Bool
+	stop := load(4, func() error {
+		got, err := call()
+		switch {
+		case err == nil && got == "200 x-wasm=1,1":
+		case err == nil && (strings.HasPrefix(got, "403 ") || strings.HasPrefix(got, "401 ")):
+			denied.Store(true)
+		default:
+			return fmt.Errorf("%q %v", got, err)
+		}
+		return nil
+	})
 	time.Sleep(200 * time.Millisecond)
 	if err := syscall.Kill(pair.pids[0], syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -271,12 +288,11 @@ func TestSidecarWasmFilters(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	calls, failures := stop()
 	if !denied.Load() || len(failures) > 0 {
-		t.Fatalf("the reload under load: denied %v, %d failed of %d: %q\n%s", denied.Load(), len(failures), calls.Load(), failures, pair.output())
+		t.Fatalf("the reload under load: denied %v, %d failed of %d: %q\n%s", denied.Load(), len(failures), calls, failures, pair.output())
 	}
-	t.Logf("%d calls across the reload, none failed", calls.Load())
+	t.Logf("%d calls across the reload, none failed", calls)
 	// A file that names a module that is not there: rejected, the gate
 	// still denies.
 	if err := os.WriteFile(ordersLocal, []byte("plugins:\n- {name: tag, file: /nonexistent.wasm}\n- {name: gate, file: "+authz+"}\n"), 0o644); err != nil {

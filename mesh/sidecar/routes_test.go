@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,40 +107,19 @@ func TestSidecarServiceRoutes(t *testing.T) {
 	seen(true, "v2")
 
 	// All of it to v2, under load: no call fails.
-	var (
-		mu       sync.Mutex
-		failures []string
-		calls    atomic.Int64
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := call(false); err != nil {
-					mu.Lock()
-					failures = append(failures, err.Error())
-					mu.Unlock()
-				}
-				calls.Add(1)
-			}
-		})
-	}
+	stop := load(4, func() error {
+		_, err := call(false)
+		return err
+	})
 	time.Sleep(200 * time.Millisecond)
 	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
 		{"backends": [{"version": "v1", "weight": 0}, {"version": "v2", "weight": 100}]}]}`)
 	seen(false, "v2")
-	close(stop)
-	wg.Wait()
+	calls, failures := stop()
 	if len(failures) > 0 {
-		t.Fatalf("%d of %d calls failed while the route changed: %q", len(failures), calls.Load(), failures)
+		t.Fatalf("%d of %d calls failed while the route changed: %q", len(failures), calls, failures)
 	}
-	t.Logf("%d calls while the route changed, none failed", calls.Load())
+	t.Logf("%d calls while the route changed, none failed", calls)
 
 	if _, err := m.admin.Delete(ctx, route, api.Options{}); err != nil {
 		t.Fatal(err)
