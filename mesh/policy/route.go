@@ -14,13 +14,35 @@ import (
 // a tester to the new version, a timeout or retries of the calls. Every
 // sidecar that calls the service follows it; the first rule whose match
 // takes a call routes it, and a call no rule takes goes to any endpoint,
-// as without a route. One route per service.
+// as without a route. Its traffic policy says how the callers reach the
+// service's endpoints, as a DestinationRule's. One route per service.
 type ServiceRoute struct {
 	Name      string `json:"name" yaml:"name"`
 	Namespace string `json:"namespace" yaml:"namespace"`
 	// Service is the destination whose calls it routes (in Namespace).
 	Service string      `json:"service" yaml:"service"`
-	Rules   []RouteRule `json:"rules" yaml:"rules"`
+	Rules   []RouteRule `json:"rules,omitempty" yaml:"rules,omitempty"`
+	// TrafficPolicy, when set, replaces the mesh's defaults for the
+	// calls to the service.
+	TrafficPolicy *TrafficPolicy `json:"traffic_policy,omitempty" yaml:"traffic_policy,omitempty"`
+}
+
+// TrafficPolicy is how the callers of a service reach its endpoints, as
+// Istio's DestinationRule trafficPolicy: each field set replaces the
+// mesh's default, for every version.
+type TrafficPolicy struct {
+	// LoadBalancer is round_robin, least_request (the mesh's), random,
+	// ring_hash or maglev; the last two hash on HashPolicy.
+	LoadBalancer string             `json:"load_balancer,omitempty" yaml:"load_balancer,omitempty"`
+	HashPolicy   *config.HashPolicy `json:"hash_policy,omitempty" yaml:"hash_policy,omitempty"`
+	// OutlierDetection ejects failing endpoints (the mesh's: 5 gateway
+	// failures in a row, 10 s, at most half of them).
+	OutlierDetection *config.OutlierDetection `json:"outlier_detection,omitempty" yaml:"outlier_detection,omitempty"`
+	// ConnectionPool bounds the connections and requests to the service
+	// from each caller (the mesh's: 4096 of each, 64 retries).
+	ConnectionPool *config.CircuitBreakers `json:"connection_pool,omitempty" yaml:"connection_pool,omitempty"`
+	// ConnectTimeout bounds a connection to an endpoint; zero keeps 5 s.
+	ConnectTimeout config.Duration `json:"connect_timeout,omitempty" yaml:"connect_timeout,omitempty"`
 }
 
 // RouteRule is one rule of a ServiceRoute.
@@ -101,15 +123,75 @@ func (r *ServiceRoute) Validate() error {
 		c.add("namespace", "must be the service's namespace, not %s", RootNamespace)
 	}
 	switch {
-	case len(r.Rules) == 0:
-		c.add("rules", "is empty; give at least one rule")
+	case len(r.Rules) == 0 && r.TrafficPolicy == nil:
+		c.add("rules", "is empty; give at least one rule, or a traffic_policy")
 	case len(r.Rules) > maxRouteRules:
 		c.add("rules", "has %d rules; at most %d", len(r.Rules), maxRouteRules)
 	}
 	for i := range r.Rules {
 		r.Rules[i].check(c, at("rules", i))
 	}
+	if tp := r.TrafficPolicy; tp != nil {
+		tp.check(c, "traffic_policy")
+	}
 	return c.err()
+}
+
+func (tp *TrafficPolicy) check(c *checker, path string) {
+	switch tp.LoadBalancer {
+	case "", config.LBRoundRobin, config.LBLeastRequest, config.LBRandom:
+		if tp.HashPolicy != nil {
+			c.add(path+".hash_policy", "is for ring_hash and maglev only")
+		}
+	case config.LBRingHash, config.LBMaglev:
+		if h := tp.HashPolicy; h == nil {
+			c.add(path+".hash_policy", "is required with %s: a header, a cookie or source_ip", tp.LoadBalancer)
+		} else if n := btoi(h.Header != "") + btoi(h.Cookie != "") + btoi(h.SourceIP); n != 1 {
+			c.add(path+".hash_policy", "sets %d of header, cookie and source_ip; give one", n)
+		}
+	default:
+		c.add(path+".load_balancer", "%q is not a load balancer (round_robin, least_request, random, ring_hash, maglev)", tp.LoadBalancer)
+	}
+	if o := tp.OutlierDetection; o != nil {
+		op := path + ".outlier_detection"
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"consecutive_5xx", o.Consecutive5xx}, {"consecutive_gateway_failure", o.ConsecutiveGatewayFailure}} {
+			if f.v < 0 {
+				c.add(op+"."+f.name, "must not be negative")
+			}
+		}
+		if o.Consecutive5xx == 0 && o.ConsecutiveGatewayFailure == 0 {
+			c.add(op, "sets neither consecutive_5xx nor consecutive_gateway_failure; leave it out to keep the mesh's")
+		}
+		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+			c.add(op+".max_ejection_percent", "must be between 0 and 100, not %d", o.MaxEjectionPercent)
+		}
+		if o.BaseEjectionTime < 0 || o.MaxEjectionTime < 0 {
+			c.add(op, "ejection times must not be negative")
+		}
+	}
+	if p := tp.ConnectionPool; p != nil {
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"max_connections", p.MaxConnections}, {"max_pending_requests", p.MaxPendingRequests}, {"max_requests", p.MaxRequests}, {"max_retries", p.MaxRetries}} {
+			if f.v < 0 {
+				c.add(path+".connection_pool."+f.name, "must not be negative")
+			}
+		}
+	}
+	if tp.ConnectTimeout < 0 {
+		c.add(path+".connect_timeout", "must not be negative")
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (rr *RouteRule) check(c *checker, path string) {

@@ -127,6 +127,13 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 			var subsets []config.Cluster
 			routes, subsets = serviceRoutes(name, &rs[0], eps, hop, trustDomain, ns)
 			cfg.Clusters = append(cfg.Clusters, subsets...)
+			if tp := rs[0].TrafficPolicy; tp != nil {
+				for i := range cfg.Clusters {
+					if c := &cfg.Clusters[i]; c.Name == clusterPrefix+name || strings.HasPrefix(c.Name, clusterPrefix+name+subsetSep) {
+						applyTrafficPolicy(c, tp)
+					}
+				}
+			}
 		}
 		domains := []string{name, name + ".svc", name + ".svc.cluster.local"}
 		if ns == s.Namespace {
@@ -182,6 +189,25 @@ func meshCluster(name string, eps []registry.Endpoint, hop, trustDomain, ns stri
 	}
 	slices.Sort(cl.TLS.ExpectedIdentities)
 	return cl
+}
+
+// applyTrafficPolicy sets on c, a cluster of a called service, what the
+// service route's traffic policy sets.
+func applyTrafficPolicy(c *config.Cluster, tp *policy.TrafficPolicy) {
+	if tp.LoadBalancer != "" {
+		c.LBPolicy, c.HashPolicy = tp.LoadBalancer, tp.HashPolicy
+	}
+	if tp.OutlierDetection != nil {
+		o := *tp.OutlierDetection
+		c.OutlierDetection = &o
+	}
+	if tp.ConnectionPool != nil {
+		b := *tp.ConnectionPool
+		c.CircuitBreakers = &b
+	}
+	if tp.ConnectTimeout > 0 {
+		c.ConnectTimeout = tp.ConnectTimeout
+	}
 }
 
 // subsetSep joins a service's cluster name and a version in the name of

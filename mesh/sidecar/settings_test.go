@@ -350,3 +350,32 @@ func TestServiceRoutes(t *testing.T) {
 		t.Errorf("orders' whole cluster has %d endpoints, want 2", n)
 	}
 }
+
+// TestTrafficPolicy: a service route's traffic policy replaces the mesh's
+// defaults on every cluster of the service, its versions' included, and
+// on no other.
+func TestTrafficPolicy(t *testing.T) {
+	s := sidecar.Settings{Service: "web", AppPort: 8080, Inbound: "10.0.0.1:15006", Calls: []string{"orders", "payments"}}
+	s.Normalize()
+	st := sidecar.State{
+		Endpoints: map[string][]registry.Endpoint{"orders.default": {{Cluster: "orders.default", ID: "orders:10.0.0.2:15006", Address: "10.0.0.2:15006", Version: "v1"}}},
+		Routes: map[string][]policy.ServiceRoute{"orders.default": {{Name: "orders", Namespace: "default", Service: "orders",
+			Rules: []policy.RouteRule{{Backends: []policy.RouteBackend{{Version: "v1", Weight: 1}}}},
+			TrafficPolicy: &policy.TrafficPolicy{LoadBalancer: config.LBRingHash, HashPolicy: &config.HashPolicy{Header: "x-user"},
+				OutlierDetection: &config.OutlierDetection{Consecutive5xx: 3}, ConnectionPool: &config.CircuitBreakers{MaxRequests: 100},
+				ConnectTimeout: config.Duration(time.Second)}}}},
+	}
+	cfg := sidecar.Build(&s, st, "example.org", "")
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the configuration is invalid: %v", err)
+	}
+	for _, c := range cfg.Clusters {
+		ours := c.Name == "svc.orders.default" || c.Name == "svc.orders.default_v1"
+		set := c.LBPolicy == config.LBRingHash && c.HashPolicy != nil && c.HashPolicy.Header == "x-user" &&
+			c.OutlierDetection.Consecutive5xx == 3 && c.CircuitBreakers.MaxRequests == 100 && c.ConnectTimeout.D() == time.Second
+		if ours != set {
+			t.Errorf("cluster %s: lb %s, outlier %+v, breakers %+v", c.Name, c.LBPolicy, c.OutlierDetection, c.CircuitBreakers)
+		}
+	}
+}
