@@ -10,6 +10,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,8 +26,61 @@ func ctlMeshCmd(f *ctlFlags) *cobra.Command {
 		Use:   "mesh",
 		Short: "Mesh policy: apply authorization policies and peer authentications, check who may call whom",
 	}
-	cmd.AddCommand(ctlMeshCheckCmd(f), ctlMeshApplyCmd(f))
+	cmd.AddCommand(ctlMeshCheckCmd(f), ctlMeshApplyCmd(f), ctlMeshStatusCmd(f))
 	return cmd
+}
+
+func ctlMeshStatusCmd(f *ctlFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the sidecars that follow the control plane, and whether each holds its latest policies and endpoints",
+		Long: `Show every sidecar whose discovery stream the control plane serves: its
+workload identity and address, the service whose policies it follows and
+the services it calls, the revision of the policies it holds, when it was
+last sent an update, and SYNCED, or STALE with what waits for it (as
+istioctl proxy-status).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.MeshStatus(cmd.Context())
+			if err != nil {
+				return explain(err, f.server)
+			}
+			out := cmd.OutOrStdout()
+			if done, err := f.print(out, st); done {
+				return err
+			}
+			synced := 0
+			for _, s := range st.Sidecars {
+				if s.Synced {
+					synced++
+				}
+			}
+			fmt.Fprintf(out, "policy revision %d; %d of %d sidecars synced\n\n", st.PolicyRevision, synced, len(st.Sidecars))
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "IDENTITY\tADDRESS\tSERVICE\tCALLS\tPOLICY REV\tLAST UPDATE\tSTATUS")
+			for _, s := range st.Sidecars {
+				id, svc, last, state := s.Identity, "-", "never", "SYNCED"
+				if id == "" {
+					id = "(token)"
+				}
+				if s.Namespace != "" {
+					svc = s.Service + "." + s.Namespace
+				}
+				if !s.LastUpdate.IsZero() {
+					last = time.Since(s.LastUpdate).Round(time.Second).String() + " ago"
+				}
+				if !s.Synced {
+					state = "STALE: " + strings.Join(s.Stale, ",")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, s.Remote, svc, strings.Join(s.Services, ","), s.PolicyRevision, last, state)
+			}
+			return w.Flush()
+		},
+	}
 }
 
 // meshCheck is the answer of `ctl mesh check`.

@@ -239,6 +239,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &out, c.Do(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
 }
 
+// MeshStatus returns the sidecars that follow the control plane's
+// discovery, and whether each holds the latest of what it follows.
+func (c *Client) MeshStatus(ctx context.Context) (*MeshStatus, error) {
+	var out MeshStatus
+	return &out, c.Do(ctx, http.MethodGet, MeshStatusPath, nil, nil, &out)
+}
+
 // PushBlob stores a plugin module and returns its meta.
 func (c *Client) PushBlob(ctx context.Context, data []byte) (*store.BlobMeta, error) {
 	var out store.BlobMeta

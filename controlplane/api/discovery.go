@@ -35,7 +35,27 @@ func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 		}
 		return nil
 	}
+	inner.Identify = func(r *http.Request) string {
+		ns, sa, ok := certIdentity(r)
+		if !ok || c == nil {
+			return ""
+		}
+		id, err := c.ID(ns, sa)
+		if err != nil {
+			return ""
+		}
+		return id.String()
+	}
 	h.workloads = c
+	h.handle("GET "+MeshStatusPath, RoleRead, func(w http.ResponseWriter, r *http.Request, _ Token) error {
+		rev, watches := d.Hub.Status()
+		st := MeshStatus{PolicyRevision: rev, Sidecars: watches, Synced: true}
+		for _, ws := range watches {
+			st.Synced = st.Synced && ws.Synced
+		}
+		write(w, r, http.StatusOK, st)
+		return nil
+	})
 	h.mux.HandleFunc("GET "+DiscoveryPath, func(w http.ResponseWriter, r *http.Request) {
 		if h.presentsWorkloadCert(r) {
 			ns, sa, ok := h.workload(w, r)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/store"
 )
@@ -103,6 +104,21 @@ type Status struct {
 	// after ChangeRevision and reports no error.
 	Converged bool                 `json:"converged" yaml:"converged"`
 	Proxies   []registry.ProxyInfo `json:"proxies" yaml:"proxies"`
+}
+
+// MeshStatusPath is where the control plane lists the sidecars that
+// follow its discovery (MeshStatus).
+const MeshStatusPath = "/v1/mesh/status"
+
+// MeshStatus is what the discovery hub knows of the sidecars that follow
+// it, as istioctl proxy-status shows them.
+type MeshStatus struct {
+	// PolicyRevision is the revision of the latest policy change the hub
+	// saw; Synced is true when every sidecar has been handed all it
+	// follows.
+	PolicyRevision int64                   `json:"policy_revision" yaml:"policy_revision"`
+	Synced         bool                    `json:"synced" yaml:"synced"`
+	Sidecars       []discovery.WatchStatus `json:"sidecars" yaml:"sidecars"`
 }
 
 // BlobList lists stored blobs.

@@ -109,6 +109,7 @@ type Hub struct {
 	routeOf  map[string]string // a service route's name -> the service it routes
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
+	all      map[*Watch]struct{}            // every open watch
 	watchers int
 
 	ready     chan struct{}
@@ -137,6 +138,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
 		wps:      map[string]map[string]*policy.WasmPlugin{},
 		routeOf:  map[string]string{},
+		all:      map[*Watch]struct{}{},
 		policyWs: map[string]map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -473,6 +475,10 @@ func (h *Hub) policyChanged(rev int64, scopes ...*scope) {
 	}
 }
 
+// unused reports whether nothing of the service is left to keep: no
+// endpoint, no route, no watcher.
+func (svc *service) unused() bool { return len(svc.eps)+len(svc.routes)+len(svc.subs) == 0 }
+
 func (h *Hub) service(name string) *service {
 	svc := h.services[name]
 	if svc == nil {
@@ -499,7 +505,7 @@ func (h *Hub) publish(name string, svc *service, rev int64) {
 	for w := range svc.subs {
 		w.markService(name)
 	}
-	if len(svc.eps) == 0 && len(svc.subs) == 0 && len(svc.routes) == 0 {
+	if svc.unused() {
 		delete(h.services, name)
 	}
 }
@@ -525,12 +531,18 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 type Watch struct {
 	hub      *Hub
 	interest Interest
+	since    time.Time
 
 	mu       sync.Mutex
 	dirty    map[string]struct{}
 	policies bool
 	closed   bool
 	signal   chan struct{}
+	// What the watch's owner says of it (SetPeer), and what it was last
+	// handed (Next): when, and the policies' revision.
+	peer, remote string
+	lastUpdate   time.Time
+	policyRev    int64
 }
 
 // Watch subscribes to an interest. The first Next returns the current
@@ -540,10 +552,11 @@ func (h *Hub) Watch(in Interest) *Watch {
 	in.Services = slices.Clone(in.Services)
 	slices.Sort(in.Services)
 	in.Services = slices.Compact(in.Services)
-	w := &Watch{hub: h, interest: in, dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
+	w := &Watch{hub: h, interest: in, since: time.Now(), dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.watchers++
+	h.all[w] = struct{}{}
 	for _, name := range in.Services {
 		h.service(name).subs[w] = struct{}{}
 		w.dirty[name] = struct{}{}
@@ -621,8 +634,79 @@ func (w *Watch) Next(ctx context.Context) (Update, error) {
 			u.Policies = w.hub.policiesFor(w.interest.Namespace, w.interest.Service)
 		}
 		w.hub.mu.RUnlock()
+		w.handed(&u)
 		return u, nil
 	}
+}
+
+// handed records what Next handed the watch's owner.
+func (w *Watch) handed(u *Update) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lastUpdate = time.Now()
+	if u.Policies != nil {
+		w.policyRev = u.Policies.Revision
+	}
+}
+
+// SetPeer says who follows the watch: the workload's SPIFFE ID ("" for a
+// bearer token) and its address.
+func (w *Watch) SetPeer(identity, remote string) {
+	w.mu.Lock()
+	w.peer, w.remote = identity, remote
+	w.mu.Unlock()
+}
+
+// WatchStatus is one open watch as Status reports it.
+type WatchStatus struct {
+	// Identity is the sidecar's SPIFFE ID ("" when it authenticated with
+	// a token), Remote its address.
+	Identity string `json:"identity,omitempty" yaml:"identity,omitempty"`
+	Remote   string `json:"remote,omitempty" yaml:"remote,omitempty"`
+	// Namespace and Service are those whose policies it follows;
+	// Services those it calls.
+	Namespace string    `json:"namespace,omitempty" yaml:"namespace,omitempty"`
+	Service   string    `json:"service,omitempty" yaml:"service,omitempty"`
+	Services  []string  `json:"services,omitempty" yaml:"services,omitempty"`
+	Since     time.Time `json:"since" yaml:"since"`
+	// LastUpdate is when it was last handed an update (zero: never);
+	// PolicyRevision the policies' revision it holds.
+	LastUpdate     time.Time `json:"last_update,omitempty" yaml:"last_update,omitempty"`
+	PolicyRevision int64     `json:"policy_revision,omitempty" yaml:"policy_revision,omitempty"`
+	// Synced is true when it has been handed the latest of everything it
+	// follows: no change of its policies or of the endpoints or routes of
+	// a service it calls waits for it. Stale names what waits.
+	Synced bool     `json:"synced" yaml:"synced"`
+	Stale  []string `json:"stale,omitempty" yaml:"stale,omitempty"`
+}
+
+// Status lists the open watches, by identity then address, and the
+// policies' latest revision.
+func (h *Hub) Status() (policyRevision int64, watches []WatchStatus) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for w := range h.all {
+		w.mu.Lock()
+		st := WatchStatus{Identity: w.peer, Remote: w.remote, Namespace: w.interest.Namespace, Service: w.interest.Service,
+			Services: w.interest.Services, Since: w.since, LastUpdate: w.lastUpdate, PolicyRevision: w.policyRev}
+		if w.policies {
+			st.Stale = append(st.Stale, "policies")
+		}
+		for name := range w.dirty {
+			st.Stale = append(st.Stale, name)
+		}
+		slices.Sort(st.Stale)
+		w.mu.Unlock()
+		st.Synced = len(st.Stale) == 0
+		watches = append(watches, st)
+	}
+	slices.SortFunc(watches, func(a, b WatchStatus) int {
+		if c := strings.Compare(a.Identity, b.Identity); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Remote, b.Remote)
+	})
+	return h.polRev, watches
 }
 
 // Interest returns what the watch asked for.
@@ -641,10 +725,11 @@ func (w *Watch) Close() {
 	w.closed = true
 	w.mu.Unlock()
 	h.watchers--
+	delete(h.all, w)
 	for _, name := range w.interest.Services {
 		if svc := h.services[name]; svc != nil {
 			delete(svc.subs, w)
-			if len(svc.eps) == 0 && len(svc.subs) == 0 {
+			if svc.unused() {
 				delete(h.services, name)
 			}
 		}

@@ -66,6 +66,9 @@ func describe(u discovery.Update) string {
 			ids = append(ids, it.ID)
 		}
 		parts = append(parts, e.Service+"=["+strings.Join(ids, ",")+"]")
+		for _, r := range e.Routes {
+			parts = append(parts, "route:"+r.Name)
+		}
 	}
 	if u.Policies != nil {
 		var names []string
@@ -101,16 +104,18 @@ func register(t *testing.T, cli *clientv3.Client, prefix, service, addr string) 
 func putPolicy(t *testing.T, cli *clientv3.Client, prefix string, v any) {
 	t.Helper()
 	keys := resource.NewKeys(prefix)
-	var ref resource.Ref
-	switch p := v.(type) {
+	ref := resource.Ref{Name: resource.NameOf(v)}
+	switch v.(type) {
 	case *policy.AuthorizationPolicy:
-		ref = resource.Ref{Kind: resource.AuthorizationPolicies, Name: p.Name}
+		ref.Kind = resource.AuthorizationPolicies
 	case *policy.PeerAuthentication:
-		ref = resource.Ref{Kind: resource.PeerAuthentications, Name: p.Name}
+		ref.Kind = resource.PeerAuthentications
 	case *policy.OutboundTrafficPolicy:
-		ref = resource.Ref{Kind: resource.OutboundTrafficPolicies, Name: p.Name}
+		ref.Kind = resource.OutboundTrafficPolicies
 	case *policy.WasmPlugin:
-		ref = resource.Ref{Kind: resource.WasmPlugins, Name: p.Name}
+		ref.Kind = resource.WasmPlugins
+	case *policy.ServiceRoute:
+		ref.Kind = resource.ServiceRoutes
 	}
 	b, err := resource.Encode(v)
 	if err != nil {
@@ -186,6 +191,49 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 		t.Fatalf("web after its Wasm plugin: %s", got)
 	}
 	quiet(t, pay, "payments after a Wasm plugin of web")
+
+	// A service route of orders travels with orders' endpoints, to web.
+	putPolicy(t, cli, prefix, &policy.ServiceRoute{Name: "orders-canary", Namespace: "shop", Service: "orders",
+		Rules: []policy.RouteRule{{Backends: []policy.RouteBackend{{Version: "v2", Weight: 1}}}}})
+	if got := describe(next(t, web)); got != "orders.shop=[10.0.0.1:15006,10.0.0.2:15006] route:orders-canary" {
+		t.Fatalf("web after a route of orders: %s", got)
+	}
+	quiet(t, pay, "payments after a route of orders")
+
+	// Status: both synced; a change web has not taken yet makes it stale.
+	status := func() map[string][]string {
+		_, ws := h.Status()
+		out := map[string][]string{}
+		for _, w := range ws {
+			out[w.Service] = append(w.Stale, fmt.Sprint(w.Synced))
+		}
+		return out
+	}
+	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[true]]" {
+		t.Fatalf("status when both took everything: %s", got)
+	}
+	register(t, cli, prefix, "orders.shop", "10.0.0.4:15006")
+	deadline := time.Now().Add(5 * time.Second)
+	for fmt.Sprint(status()) != "map[payments:[true] web:[orders.shop false]]" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[orders.shop false]]" {
+		t.Fatalf("status with a registration web has not taken: %s", got)
+	}
+	next(t, web)
+	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[true]]" {
+		t.Fatalf("status once web took it: %s", got)
+	}
+	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "orders.shop", "10.0.0.4:15006"); err != nil {
+		t.Fatal(err)
+	}
+	next(t, web)
+	if _, err := cli.Delete(context.Background(), resource.NewKeys(prefix).Resource(resource.Ref{Kind: resource.ServiceRoutes, Name: "orders-canary"})); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(next(t, web)); got != "orders.shop=[10.0.0.1:15006,10.0.0.2:15006]" {
+		t.Fatalf("web after the route of orders went: %s", got)
+	}
 
 	// Deregistration, and a lease that expires, remove endpoints.
 	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "orders.shop", "10.0.0.1:15006"); err != nil {

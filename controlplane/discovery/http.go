@@ -31,6 +31,9 @@ type Handler struct {
 	// Heartbeat is the interval of blank lines on an idle stream (zero:
 	// 15 s).
 	Heartbeat time.Duration
+	// Identify, when set, names the caller of a watch for Hub.Status (a
+	// sidecar's SPIFFE ID).
+	Identify func(r *http.Request) string
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -63,6 +66,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	flusher, _ := w.(http.Flusher)
 	watch := h.Hub.Watch(in)
 	defer watch.Close()
+	if h.Identify != nil {
+		watch.SetPeer(h.Identify(r), r.RemoteAddr)
+	} else {
+		watch.SetPeer("", r.RemoteAddr)
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,23 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		}
 	}
 	seen(false, "v1", "v2")
+
+	// The control plane knows the three sidecars, and that they hold what
+	// they follow: ctl mesh status says so.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, m.bin, "ctl", "--server", m.cp.APIURL(), "--ca", m.bundle, "--token", adminToken, "mesh", "status").CombinedOutput()
+		text := string(out)
+		if err == nil && strings.Contains(text, "3 of 3 sidecars synced") &&
+			strings.Count(text, "spiffe://wasmgate.local/ns/default/sa/orders") == 2 &&
+			regexp.MustCompile(`spiffe://wasmgate.local/ns/default/sa/web\s+\S+\s+web.default\s+orders.default\s+\d+\s+\S+ ago\s+SYNCED`).MatchString(text) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ctl mesh status: %v\n%s", err, text)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	route := resource.Ref{Kind: resource.ServiceRoutes, Name: "orders-canary"}
 	put := func(doc string) {
