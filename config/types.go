@@ -202,6 +202,10 @@ type Route struct {
 	Retry *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
 	// RateLimit is the route's own token bucket.
 	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// Fault injects delays and errors into a share of the route's
+	// requests before they are forwarded, as Envoy's fault filter: to test
+	// how callers bear a slow or failing service.
+	Fault *Fault `yaml:"fault,omitempty" json:"fault,omitempty"`
 	// Metadata is data for filters (route_metadata).
 	Metadata *Metadata `yaml:"metadata,omitempty" json:"metadata,omitempty"`
 }
@@ -347,6 +351,27 @@ type Endpoint struct {
 	Address string `yaml:"address" json:"address"`
 	// Weight is 1 to 10000. Zero means 1.
 	Weight int `yaml:"weight,omitempty" json:"weight,omitempty"`
+}
+
+// Fault is a route's fault injection: a delay, an abort, or both (the
+// delay first).
+type Fault struct {
+	Delay *FaultDelay `yaml:"delay,omitempty" json:"delay,omitempty"`
+	Abort *FaultAbort `yaml:"abort,omitempty" json:"abort,omitempty"`
+}
+
+// FaultDelay holds Percent of the requests back for Fixed before they are
+// forwarded (response flag DI).
+type FaultDelay struct {
+	Fixed   Duration `yaml:"fixed" json:"fixed"`
+	Percent float64  `yaml:"percent" json:"percent"`
+}
+
+// FaultAbort answers Percent of the requests with Status instead of
+// forwarding them (response flag FI).
+type FaultAbort struct {
+	Status  int     `yaml:"status" json:"status"`
+	Percent float64 `yaml:"percent" json:"percent"`
 }
 
 // HashPolicy names the request attribute a consistent hash uses. Exactly one

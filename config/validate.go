@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks every field and every reference between resources. It
@@ -518,6 +519,42 @@ func checkDomain(d string) string {
 
 var validMethods = regexp.MustCompile(`^[A-Z][A-Z0-9_\-]{0,31}$`)
 
+// Validate checks a fault injection on its own; its errors are an Errors
+// whose paths start inside it ("abort.status").
+func (f *Fault) Validate() error {
+	v := &errs{}
+	f.check(v, "")
+	if len(v.list) == 0 {
+		return nil
+	}
+	return v.list
+}
+
+func (f *Fault) check(v *errs, p string) {
+	if f.Delay == nil && f.Abort == nil {
+		v.add(p, "sets neither delay nor abort")
+	}
+	percent := func(path string, x float64) {
+		if x < 0 || x > 100 {
+			v.add(path, "must be between 0 and 100, not %v", x)
+		}
+	}
+	if d := f.Delay; d != nil {
+		dp := dot(p, "delay")
+		if d.Fixed <= 0 || d.Fixed.D() > time.Hour {
+			v.add(dot(dp, "fixed"), "must be more than 0 and at most 1h")
+		}
+		percent(dot(dp, "percent"), d.Percent)
+	}
+	if a := f.Abort; a != nil {
+		ap := dot(p, "abort")
+		if a.Status < 200 || a.Status > 599 {
+			v.add(dot(ap, "status"), "must be between 200 and 599, not %d", a.Status)
+		}
+		percent(dot(ap, "percent"), a.Percent)
+	}
+}
+
 func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int) {
 	m := r.Match
 	mp := dot(p, "match")
@@ -636,6 +673,12 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 		}
 	}
 	forwards := r.Cluster != "" || len(r.WeightedClusters) > 0
+	if f := r.Fault; f != nil {
+		if !forwards {
+			v.add(dot(p, "fault"), "needs a route that forwards (cluster or weighted_clusters)")
+		}
+		f.check(v, dot(p, "fault"))
+	}
 	checkNoCRLF(v, dot(p, "prefix_rewrite"), r.PrefixRewrite)
 	checkNoCRLF(v, dot(p, "host_rewrite"), r.HostRewrite)
 	if r.RegexRewrite != nil {

@@ -239,6 +239,10 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	case route.Redirect:
 		x.scratch = rt.WriteRedirect(req, &ctx.Response, ctx.IsTLS(), x.scratch)
 	case route.Forward:
+		if rt.Fault != nil && x.injectFault(rt.Fault) {
+			x.answered()
+			return
+		}
 		if upgrade {
 			x.websocket(rt)
 			x.finish()
@@ -272,6 +276,29 @@ func (h *handler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	listener.GatherResponse(ctx)
 	x.finish()
+}
+
+// injectFault applies a route's fault injection to the request: it holds
+// it back for the delay, and answers it with the abort's status instead of
+// forwarding it, each for its share of requests, as Envoy's fault filter
+// (response flags DI and FI). It reports whether the request was
+// answered.
+func (x *exchange) injectFault(f *route.Fault) bool {
+	delay, abort := f.Roll()
+	if delay {
+		x.Flags |= filter.FlagDelayInjected
+		t := time.NewTimer(f.Delay)
+		select {
+		case <-t.C:
+		case <-x.Ctx.Done():
+			t.Stop()
+		}
+	}
+	if !abort {
+		return false
+	}
+	x.localError(f.Status, filter.FlagFaultInjected, "fault_filter_abort")
+	return true
 }
 
 // checkProtocol answers the status for a request whose protocol is not

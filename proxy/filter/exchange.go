@@ -233,11 +233,13 @@ const (
 	FlagUnauthorized
 	FlagFilterFailed
 	FlagBodyNotRetried
+	FlagDelayInjected
+	FlagFaultInjected
 )
 
 // flagCodes are the short codes of each flag, in bit order.
 var flagCodes = [...]string{
-	"NR", "UH", "UF", "UT", "UC", "UO", "URX", "DC", "DPE", "LR", "RL", "UAEX", "WF", "NRB",
+	"NR", "UH", "UF", "UT", "UC", "UO", "URX", "DC", "DPE", "LR", "RL", "UAEX", "WF", "NRB", "DI", "FI",
 }
 
 // AppendTo appends the flags' short codes, comma separated, or "-" when

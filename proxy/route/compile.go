@@ -164,7 +164,7 @@ func compileVirtualHost(vc *config.VirtualHost, listener string, fwd *native.For
 }
 
 func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, fwd *native.Forwarded, d Deps) (*Route, error) {
-	r := &Route{Name: rc.Name, VirtualHost: vc.Name, Timeout: rc.Timeout.Or(DefaultTimeout)}
+	r := &Route{Name: rc.Name, VirtualHost: vc.Name, Timeout: rc.Timeout.Or(DefaultTimeout), Fault: compileFault(rc.Fault)}
 	m := rc.Match
 	r.foldCase = m.CaseInsensitive
 	switch {

@@ -104,6 +104,8 @@ type Route struct {
 	hostRewrite   []byte
 
 	Timeout time.Duration
+	// Fault is the route's fault injection; nil: none.
+	Fault *Fault
 	// Retry is the route's retry policy, or its virtual host's; nil when
 	// neither has one.
 	Retry *RetryPolicy
