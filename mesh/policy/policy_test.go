@@ -217,6 +217,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"route traffic policy", `service_routes: [{name: a, namespace: n, service: s, traffic_policy: {load_balancer: ring_hash, outlier_detection: {max_ejection_percent: 200}, connection_pool: {max_requests: -1}}}]`,
 			[]string{"service_routes[0].traffic_policy.hash_policy", "service_routes[0].traffic_policy.outlier_detection", "service_routes[0].traffic_policy.outlier_detection.max_ejection_percent",
 				"service_routes[0].traffic_policy.connection_pool.max_requests"}},
+		{"route fault", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], fault: {}}, {backends: [{}], fault: {abort: {status: 99, percent: 10}}}]}]`,
+			[]string{"service_routes[0].rules[0].fault", "service_routes[0].rules[1].fault.abort.status"}},
 		{"route in the root namespace", `service_routes: [{name: a, namespace: wasmgate-system, service: s, rules: [{backends: [{}]}]}]`, []string{"service_routes[0].service", "service_routes[0].namespace"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
 		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},

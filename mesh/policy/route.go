@@ -56,6 +56,9 @@ type RouteRule struct {
 	Timeout config.Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	// Retries, when set, replaces the mesh's retries of the calls.
 	Retries *RouteRetries `json:"retries,omitempty" yaml:"retries,omitempty"`
+	// Fault injects delays and errors into a share of the calls, at the
+	// caller's sidecar (Istio's fault injection).
+	Fault *config.Fault `json:"fault,omitempty" yaml:"fault,omitempty"`
 }
 
 // RouteMatch is what a call must have for a rule to take it: all the
@@ -249,6 +252,17 @@ func (rr *RouteRule) check(c *checker, path string) {
 	}
 	if rr.Timeout < 0 {
 		c.add(path+".timeout", "must not be negative")
+	}
+	if rr.Fault != nil {
+		if list, ok := rr.Fault.Validate().(config.Errors); ok {
+			for _, fe := range list {
+				fp := path + ".fault"
+				if fe.Path != "" {
+					fp += "." + fe.Path
+				}
+				c.add(fp, "%s", fe.Msg)
+			}
+		}
 	}
 	if rt := rr.Retries; rt != nil {
 		if rt.Attempts < 1 || rt.Attempts > 10 {

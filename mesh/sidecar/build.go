@@ -240,7 +240,7 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 		return cl
 	}
 	for i, rule := range r.Rules {
-		rt := config.Route{Name: fmt.Sprintf("%s.%s.%d", name, r.Name, i), Match: config.RouteMatch{Prefix: "/"}, Timeout: rule.Timeout}
+		rt := config.Route{Name: fmt.Sprintf("%s.%s.%d", name, r.Name, i), Match: config.RouteMatch{Prefix: "/"}, Timeout: rule.Timeout, Fault: rule.Fault}
 		if m := rule.Match; m != nil {
 			rt.Match = config.RouteMatch{Prefix: m.Prefix, Path: m.Path, Headers: m.Headers}
 			if m.Prefix == "" && m.Path == "" {

@@ -306,7 +306,8 @@ func TestServiceRoutes(t *testing.T) {
 		}},
 		Routes: map[string][]policy.ServiceRoute{"orders.default": {{Name: "canary", Namespace: "default", Service: "orders", Rules: []policy.RouteRule{
 			{Match: &policy.RouteMatch{Headers: []config.HeaderMatcher{{Name: "x-canary", Exact: "1"}}}, Backends: []policy.RouteBackend{{Version: "v2", Weight: 1}},
-				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3}},
+				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3},
+				Fault: &config.Fault{Abort: &config.FaultAbort{Status: 503, Percent: 5}}},
 			{Backends: []policy.RouteBackend{{Version: "v1", Weight: 90}, {Version: "v2", Weight: 10}}},
 		}}}},
 	}
@@ -326,7 +327,7 @@ func TestServiceRoutes(t *testing.T) {
 	}
 	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[2]
 	if pinned.Cluster != "svc.orders.default_v2" || pinned.Match.Headers[0].Name != "x-canary" || pinned.Timeout.D() != 2*time.Second ||
-		pinned.Retry == nil || pinned.Retry.NumRetries != 3 {
+		pinned.Retry == nil || pinned.Retry.NumRetries != 3 || pinned.Fault == nil || pinned.Fault.Abort.Status != 503 {
 		t.Errorf("the pinned rule: %+v", pinned)
 	}
 	if len(split.WeightedClusters) != 2 || split.WeightedClusters[0] != (config.WeightedCluster{Name: "svc.orders.default_v1", Weight: 90}) ||
