@@ -390,6 +390,7 @@ then each policy is written as one change, in the order of the file.`,
 				func() error { return putEach(resource.OutboundTrafficPolicies, doc.OutboundTrafficPolicies, put) },
 				func() error { return putEach(resource.WasmPlugins, doc.WasmPlugins, put) },
 				func() error { return putEach(resource.ServiceRoutes, doc.ServiceRoutes, put) },
+				func() error { return putEach(resource.ServiceEntries, doc.ServiceEntries, put) },
 			} {
 				if err := err(); err != nil {
 					return err
@@ -433,6 +434,9 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 	case resource.ServiceRoutes:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tRULES\tVERSIONS")
 		return
+	case resource.ServiceEntries:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tHOSTS\tPORTS")
+		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
 }
@@ -455,6 +459,12 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
+	case *policy.ServiceEntry:
+		ports := "*"
+		if len(x.Ports) > 0 {
+			ports = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(x.Ports)), ","), "[]")
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), strings.Join(x.Hosts, ","), ports)
 	case *policy.ServiceRoute:
 		var versions []string
 		for _, r := range x.Rules {

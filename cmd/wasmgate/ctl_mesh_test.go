@@ -137,6 +137,15 @@ service_routes:
 		t.Errorf("get service_routes: %d\n%s", code, out)
 	}
 
+	// A service entry: applied, and listed with its hosts and ports.
+	if out, code := ctl("mesh", "apply", "-f", write("entry.yaml", "service_entries:\n  - {name: payment-apis, namespace: shop, hosts: [api.stripe.com, \"*.paypal.com\"], ports: [443, 8443]}\n")); code != 0 ||
+		!strings.Contains(out, "create  attached_entries/payment-apis") {
+		t.Fatalf("a service entry: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "se"); code != 0 || !regexp.MustCompile(`payment-apis\s+\d+\s+shop\s+\*\s+api.stripe.com,\*.paypal.com\s+443,8443`).MatchString(out) {
+		t.Errorf("get service_entries: %d\n%s", code, out)
+	}
+
 	// A Wasm plugin whose module the control plane does not hold is
 	// refused, naming the field; pushed, the module makes it valid.
 	module := write("tag.wasm", "\x00asm\x01\x00\x00\x00")

@@ -548,6 +548,8 @@ func setName(v any, name string) {
 		x.Name = name
 	case *policy.ServiceRoute:
 		x.Name = name
+	case *policy.ServiceEntry:
+		x.Name = name
 	}
 }
 

@@ -60,6 +60,7 @@ type Policies struct {
 	Peer          []policy.PeerAuthentication
 	Outbound      []policy.OutboundTrafficPolicy
 	Wasm          []policy.WasmPlugin
+	Entries       []policy.ServiceEntry `json:",omitempty"`
 }
 
 // Interest is what a sidecar asks for.
@@ -106,6 +107,7 @@ type Hub struct {
 	pas      map[string]map[string]*policy.PeerAuthentication
 	ots      map[string]map[string]*policy.OutboundTrafficPolicy
 	wps      map[string]map[string]*policy.WasmPlugin
+	ses      map[string]map[string]*policy.ServiceEntry
 	routeOf  map[string]string // a service route's name -> the service it routes
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
@@ -137,6 +139,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		aps: map[string]map[string]*policy.AuthorizationPolicy{}, pas: map[string]map[string]*policy.PeerAuthentication{},
 		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
 		wps:      map[string]map[string]*policy.WasmPlugin{},
+		ses:      map[string]map[string]*policy.ServiceEntry{},
 		routeOf:  map[string]string{},
 		all:      map[*Watch]struct{}{},
 		policyWs: map[string]map[*Watch]struct{}{},
@@ -329,6 +332,8 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		keep(h.ots, p)
 	case *policy.WasmPlugin:
 		keep(h.wps, p)
+	case *policy.ServiceEntry:
+		keep(h.ses, p)
 	default:
 		return
 	}
@@ -432,6 +437,8 @@ func (h *Hub) removePolicy(ref resource.Ref) any {
 		p = forget(h.ots, ref.Name)
 	case resource.WasmPlugins:
 		p = forget(h.wps, ref.Name)
+	case resource.ServiceEntries:
+		p = forget(h.ses, ref.Name)
 	}
 	return p
 }
@@ -519,6 +526,7 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 		p.Peer = collect(h.pas, ns, svc, p.Peer)
 		p.Outbound = collect(h.ots, ns, svc, p.Outbound)
 		p.Wasm = collect(h.wps, ns, svc, p.Wasm)
+		p.Entries = collect(h.ses, ns, svc, p.Entries)
 		if namespace == policy.RootNamespace {
 			break
 		}

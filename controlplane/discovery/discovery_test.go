@@ -84,6 +84,9 @@ func describe(u discovery.Update) string {
 		for _, p := range u.Policies.Wasm {
 			names = append(names, "wasm:"+p.Name)
 		}
+		for _, p := range u.Policies.Entries {
+			names = append(names, "entry:"+p.Name)
+		}
 		parts = append(parts, "policies=["+strings.Join(names, ",")+"]")
 	}
 	return strings.Join(parts, " ")
@@ -116,6 +119,8 @@ func putPolicy(t *testing.T, cli *clientv3.Client, prefix string, v any) {
 		ref.Kind = resource.WasmPlugins
 	case *policy.ServiceRoute:
 		ref.Kind = resource.ServiceRoutes
+	case *policy.ServiceEntry:
+		ref.Kind = resource.ServiceEntries
 	}
 	b, err := resource.Encode(v)
 	if err != nil {
@@ -191,6 +196,12 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 		t.Fatalf("web after its Wasm plugin: %s", got)
 	}
 	quiet(t, pay, "payments after a Wasm plugin of web")
+	// A service entry of shop reaches web only.
+	putPolicy(t, cli, prefix, &policy.ServiceEntry{Name: "shop-apis", Namespace: "shop", Hosts: []string{"api.example.com"}})
+	if got := describe(next(t, web)); got != "policies=[peer:mesh,outbound:shop-egress=allow_any,wasm:web-waf,entry:shop-apis]" {
+		t.Fatalf("web after its namespace's service entry: %s", got)
+	}
+	quiet(t, pay, "payments after a service entry of shop")
 
 	// A service route of orders travels with orders' endpoints, to web.
 	putPolicy(t, cli, prefix, &policy.ServiceRoute{Name: "orders-canary", Namespace: "shop", Service: "orders",

@@ -36,6 +36,8 @@ func Check(s Set) map[Ref]config.Errors {
 			}
 		case *policy.WasmPlugin:
 			err = v.Validate()
+		case *policy.ServiceEntry:
+			err = v.Validate()
 		case *policy.ServiceRoute:
 			err = v.Validate()
 			if err == nil {

@@ -52,14 +52,19 @@ const (
 	// between "attached_plugins" and the authorization kinds, inside
 	// discovery's range and outside ConfigRange.
 	ServiceRoutes Kind = "attached_routes"
+	// ServiceEntries (policy.ServiceEntry) let sidecars reach hosts
+	// outside the mesh. The key segment "attached_entries" sorts before
+	// the other mesh kinds and after "agents", so that discovery's one
+	// range spans them all, outside ConfigRange.
+	ServiceEntries Kind = "attached_entries"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -85,8 +90,10 @@ func ParseKind(s string) (Kind, error) {
 		return WasmPlugins, nil
 	case "service_routes", "service_route", "serviceroutes", "serviceroute", "attached_routes", "sr":
 		return ServiceRoutes, nil
+	case "service_entries", "service_entry", "serviceentries", "serviceentry", "attached_entries", "se":
+		return ServiceEntries, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins or service_routes)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins, service_routes or service_entries)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -104,6 +111,8 @@ func (k Kind) Singular() string {
 		return "Wasm plugin"
 	case ServiceRoutes:
 		return "service route"
+	case ServiceEntries:
+		return "service entry"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -270,6 +279,8 @@ func New(kind Kind) any {
 		return &policy.WasmPlugin{}
 	case ServiceRoutes:
 		return &policy.ServiceRoute{}
+	case ServiceEntries:
+		return &policy.ServiceEntry{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -304,6 +315,8 @@ func Normalize(v any) {
 	case *policy.WasmPlugin:
 		x.Normalize()
 	case *policy.ServiceRoute:
+		x.Normalize()
+	case *policy.ServiceEntry:
 		x.Normalize()
 	}
 }
@@ -370,6 +383,10 @@ func NameOf(v any) string {
 	case *policy.ServiceRoute:
 		return x.Name
 	case policy.ServiceRoute:
+		return x.Name
+	case *policy.ServiceEntry:
+		return x.Name
+	case policy.ServiceEntry:
 		return x.Name
 	}
 	return ""

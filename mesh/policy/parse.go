@@ -23,6 +23,8 @@ type Document struct {
 	WasmPlugins []WasmPlugin `json:"wasm_plugins,omitempty" yaml:"wasm_plugins,omitempty"`
 	// ServiceRoutes route the calls to a service between its versions.
 	ServiceRoutes []ServiceRoute `json:"service_routes,omitempty" yaml:"service_routes,omitempty"`
+	// ServiceEntries let sidecars reach hosts outside the mesh.
+	ServiceEntries []ServiceEntry `json:"service_entries,omitempty" yaml:"service_entries,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -40,6 +42,7 @@ func Parse(data []byte) (*Document, error) {
 	all = append(all, checkList("outbound_traffic_policies", doc.OutboundTrafficPolicies)...)
 	all = append(all, checkList("wasm_plugins", doc.WasmPlugins)...)
 	all = append(all, checkList("service_routes", doc.ServiceRoutes)...)
+	all = append(all, checkList("service_entries", doc.ServiceEntries)...)
 	if len(all) > 0 {
 		return nil, all
 	}
@@ -59,6 +62,7 @@ func (p *PeerAuthentication) name() string    { return p.Name }
 func (p *OutboundTrafficPolicy) name() string { return p.Name }
 func (p *WasmPlugin) name() string            { return p.Name }
 func (r *ServiceRoute) name() string          { return r.Name }
+func (e *ServiceEntry) name() string          { return e.Name }
 
 // checkList normalizes and validates each policy of one list of a
 // document, and refuses a name used twice; paths start at key[i].

@@ -219,6 +219,9 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 				"service_routes[0].traffic_policy.connection_pool.max_requests"}},
 		{"route fault", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], fault: {}}, {backends: [{}], fault: {abort: {status: 99, percent: 10}}}]}]`,
 			[]string{"service_routes[0].rules[0].fault", "service_routes[0].rules[1].fault.abort.status"}},
+		{"entry", `service_entries: [{name: a, namespace: n, hosts: [api.example.com, "*.ok.test", "bad host", "*"], ports: [0, 443]}]`,
+			[]string{"service_entries[0].hosts[2]", "service_entries[0].hosts[3]", "service_entries[0].ports[0]"}},
+		{"entry without hosts", `service_entries: [{name: a, namespace: n}]`, []string{"service_entries[0].hosts"}},
 		{"route in the root namespace", `service_routes: [{name: a, namespace: wasmgate-system, service: s, rules: [{backends: [{}]}]}]`, []string{"service_routes[0].service", "service_routes[0].namespace"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
 		{"istio camel case", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{notPrincipals: [x]}]}]}]`, nil},
@@ -503,5 +506,25 @@ authorization_policies:
 				t.Fatalf("an audit rule of methods matched a connection: %s", d)
 			}
 		})
+	}
+}
+
+func TestServiceEntryAdmits(t *testing.T) {
+	e := policy.ServiceEntry{Name: "apis", Namespace: "shop", Hosts: []string{"API.example.com.", "*.payments.test"}, Ports: []int{443}}
+	e.Normalize()
+	for _, tc := range []struct {
+		host string
+		port int
+		want bool
+	}{
+		{"api.example.com", 443, true}, {"Api.Example.Com", 0, true}, {"api.example.com", 80, false},
+		{"eu.payments.test", 443, true}, {"payments.test", 443, false}, {"example.com", 443, false},
+	} {
+		if got := e.Admits(tc.host, tc.port); got != tc.want {
+			t.Errorf("Admits(%q, %d) = %v, want %v", tc.host, tc.port, got, tc.want)
+		}
+	}
+	if got := policy.EntriesFor([]policy.ServiceEntry{e, {Name: "other", Namespace: "bank", Hosts: []string{"x.test"}}}, "shop", "web"); len(got) != 1 || got[0].Name != "apis" {
+		t.Errorf("EntriesFor = %+v", got)
 	}
 }

@@ -115,6 +115,13 @@ func (p *WasmPlugin) Validate() error {
 // the WasmPlugin: "mesh." and its name, apart from the sidecar's own.
 func (p *WasmPlugin) PluginName() string { return "mesh." + p.Name }
 
+// appliesTo reports whether a resource of scope (scopeNS, scopeService)
+// applies to the sidecars of service in namespace: it is the mesh's, or
+// the namespace's, or the service's.
+func appliesTo(scopeNS, scopeService, namespace, service string) bool {
+	return scopeNS == RootNamespace || scopeNS == namespace && (scopeService == "" || scopeService == service)
+}
+
 // WasmFor returns the plugins of list that run in a sidecar of the
 // service, in the order they run: inbound ones, then outbound ones, each
 // by priority (higher first), then by name. Invalid ones are left out.
@@ -125,7 +132,7 @@ func WasmFor(list []WasmPlugin, namespace, service string) []WasmPlugin {
 		if p.Validate() != nil {
 			continue
 		}
-		if p.Namespace == RootNamespace || p.Namespace == namespace && (p.Service == "" || p.Service == service) {
+		if appliesTo(p.Namespace, p.Service, namespace, service) {
 			out = append(out, p)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/wasmgate/wasmgate/mesh/intercept"
 )
 
@@ -151,7 +153,16 @@ func (o *Outbound) sniffed(c net.Conn, dst netip.AddrPort) {
 		_ = c.Close()
 		return
 	}
-	if Outside(o.outside.Load()) != OutsidePass {
+	pass := Outside(o.outside.Load()) == OutsidePass
+	if !pass {
+		var ok bool
+		var name string
+		if ok, down.first, name = o.admitted(c, dst, first); ok {
+			o.log.Debug("a TLS connection outside the mesh let out by a service entry", zapAddr("destination", dst), zap.String("server_name", name))
+			pass = true
+		}
+	}
+	if !pass {
 		f := flow{listener: "outbound", start: time.Now(), source: addrString(c.RemoteAddr()), destination: dst.String(),
 			sourceID: o.identity(), reason: reasonOutside}
 		o.log.Debug("a connection to a host outside the mesh refused (outbound_policy: registry_only)", zapAddr("destination", dst))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/internal/conntrack"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/balancer"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
@@ -96,6 +97,8 @@ type Outbound struct {
 	// passthrough's connections (netip.AddrPort).
 	outside atomic.Int32
 	dials   sync.Map
+	// entries are the sidecar's service entries (SetEntries); nil: none.
+	entries atomic.Pointer[[]policy.ServiceEntry]
 }
 
 // service is one TCP service's endpoints as of an Update, immutable.

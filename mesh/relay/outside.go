@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
 // Outside is what an Outbound does with an intercepted connection bound
@@ -41,6 +43,38 @@ const maxMethod = 20
 // SetOutside sets what becomes of connections outside the mesh that do
 // not speak HTTP, from the next one on.
 func (o *Outbound) SetOutside(v Outside) { o.outside.Store(int32(v)) }
+
+// SetEntries sets the service entries of the sidecar's service, from the
+// next connection on: under OutsideRefuse, an intercepted TLS connection
+// whose server name (SNI) one of them admits, on its port, is relayed to
+// its original destination all the same.
+func (o *Outbound) SetEntries(entries []policy.ServiceEntry) {
+	if len(entries) == 0 {
+		o.entries.Store(nil)
+		return
+	}
+	o.entries.Store(&entries)
+}
+
+// admitted reads the server name of a TLS connection c bound for dst,
+// whose first bytes are first, when a service entry may let it out. It
+// reports whether one does, the bytes read (first and more), and the name.
+func (o *Outbound) admitted(c net.Conn, dst netip.AddrPort, first []byte) (bool, []byte, string) {
+	entries := o.entries.Load()
+	if entries == nil || len(first) == 0 || first[0] != tlsHandshake {
+		return false, first, ""
+	}
+	name, read, err := serverName(c, first, max(o.o.DetectTimeout, time.Second))
+	if err != nil || name == "" {
+		return false, read, name
+	}
+	for i := range *entries {
+		if (*entries)[i].Admits(name, int(dst.Port())) {
+			return true, read, name
+		}
+	}
+	return false, read, name
+}
 
 // sniff reads the first bytes c sends, for at most timeout, and tells
 // whether they begin an HTTP/1.x request line or the HTTP/2 preface: a

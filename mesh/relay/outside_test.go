@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wasmgate/wasmgate/config"
+	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/relay"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
 	"github.com/wasmgate/wasmgate/proxy/telemetry"
@@ -187,5 +189,84 @@ func TestInterceptOutside(t *testing.T) {
 	black, pass := met.TCP("mesh-tcp-outbound", "blackhole"), met.TCP("mesh-tcp-outbound", "passthrough")
 	if b, p, f := testutil.ToFloat64(black.Connections), testutil.ToFloat64(pass.Connections), testutil.ToFloat64(pass.ConnectFailures); b != 2 || p != 3 || f != 1 {
 		t.Fatalf("connections: blackhole %v, passthrough %v (connect failures %v); want 2, 3 (1)", b, p, f)
+	}
+}
+
+// TestServiceEntries: under registry_only, an intercepted TLS connection
+// whose server name a service entry admits, on its port, is relayed to
+// its original destination, ClientHello and all, and its handshake with
+// the host outside completes; one that names another host, or the host
+// on another port, or sends no server name, is closed.
+func TestServiceEntries(t *testing.T) {
+	c := newCA(t)
+	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	// The host outside: a TLS server that echoes lines.
+	cert := c.identity(t, "outside").cert
+	tl, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	go func() {
+		for {
+			conn, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				sc := bufio.NewScanner(conn)
+				for sc.Scan() {
+					fmt.Fprintf(conn, "outside: %s\n", sc.Text())
+				}
+			}()
+		}
+	}()
+	outside := tl.Addr().(*net.TCPAddr).AddrPort()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) { return outside, nil })
+	go func() {
+		for {
+			conn, err := il.Accept() // HTTP would come here; none does
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	o.SetEntries([]policy.ServiceEntry{{Name: "apis", Namespace: "default", Hosts: []string{"api.example.com", "*.payments.test"}, Ports: []int{int(outside.Port())}}})
+
+	talk := func(serverName string) (string, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{ServerName: serverName, InsecureSkipVerify: true})
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, "hello\n")
+		return bufio.NewReader(conn).ReadString('\n')
+	}
+	for _, name := range []string{"api.example.com", "eu.payments.test", "API.example.com"} {
+		if got, err := talk(name); err != nil || got != "outside: hello\n" {
+			t.Errorf("server name %s: %q %v, want it let out", name, got, err)
+		}
+	}
+	for _, name := range []string{"evil.example.com", "payments.test", ""} {
+		if got, err := talk(name); err == nil {
+			t.Errorf("server name %q: let out (%q)", name, got)
+		}
+	}
+	// Another port than the entry's.
+	o.SetEntries([]policy.ServiceEntry{{Name: "apis", Namespace: "default", Hosts: []string{"api.example.com"}, Ports: []int{443}}})
+	if got, err := talk("api.example.com"); err == nil {
+		t.Errorf("on a port the entry does not name: let out (%q)", got)
 	}
 }

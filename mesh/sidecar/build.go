@@ -72,6 +72,9 @@ type State struct {
 	// Routes are the service routes of the services it calls, by
 	// registry name.
 	Routes map[string][]policy.ServiceRoute
+	// Entries are the service entries of its service: hosts outside the
+	// mesh it may reach under registry_only.
+	Entries []policy.ServiceEntry
 }
 
 // Build turns settings and state into the proxy's configuration: an
@@ -162,9 +165,26 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	} else {
 		outside.Routes = []config.Route{{Name: "registry_only", Match: config.RouteMatch{Prefix: "/"},
 			DirectResponse: &config.DirectResponse{Status: 502, Body: "destination is not a service of the mesh (outbound_policy: registry_only)\n"}}}
+		// The hosts of its service entries are let out all the same.
+		if hosts := entryHosts(st.Entries); len(hosts) > 0 && passthrough != "" {
+			cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: PassthroughCluster, Endpoints: []config.Endpoint{{Address: passthrough}}})
+			cfg.VirtualHosts = append(cfg.VirtualHosts, config.VirtualHost{Name: "service_entries", Domains: hosts,
+				Listeners: []string{OutboundListener}, Filters: outbound,
+				Routes: []config.Route{{Name: "service_entries", Match: config.RouteMatch{Prefix: "/"}, Cluster: PassthroughCluster}}})
+		}
 	}
 	cfg.VirtualHosts = append(cfg.VirtualHosts, outside)
 	return cfg
+}
+
+// entryHosts returns the hosts of entries, each once, sorted.
+func entryHosts(entries []policy.ServiceEntry) []string {
+	var hosts []string
+	for _, e := range entries {
+		hosts = append(hosts, e.Hosts...)
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
 }
 
 // meshCluster is the cluster of a called service's endpoints eps (of

@@ -380,3 +380,38 @@ func TestTrafficPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceEntriesBuild: under registry_only, the hosts of the service
+// entries go to the passthrough, everything else outside still gets 502;
+// under allow_any everything goes.
+func TestServiceEntriesBuild(t *testing.T) {
+	s := sidecar.Settings{Service: "web", AppPort: 8080, Inbound: "10.0.0.1:15006"}
+	s.Normalize()
+	st := sidecar.State{Entries: []policy.ServiceEntry{
+		{Name: "b", Namespace: "default", Hosts: []string{"api.example.com", "*.payments.test"}},
+		{Name: "a", Namespace: "default", Hosts: []string{"api.example.com"}},
+	}}
+	cfg := sidecar.Build(&s, st, "example.org", "127.0.0.1:15999")
+	cfg.Normalize()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, vh := range cfg.VirtualHosts {
+		names = append(names, vh.Name+"="+strings.Join(vh.Domains, ","))
+		if vh.Name == "service_entries" && vh.Routes[0].Cluster != sidecar.PassthroughCluster {
+			t.Errorf("service entries' route: %+v", vh.Routes[0])
+		}
+		if vh.Name == "outside" && vh.Routes[0].DirectResponse == nil {
+			t.Errorf("outside is not refused: %+v", vh.Routes[0])
+		}
+	}
+	if got := strings.Join(names, " "); got != "inbound=* service_entries=*.payments.test,api.example.com outside=*" {
+		t.Errorf("virtual hosts %q", got)
+	}
+	// Without the forwarder (it could not start), the entries' hosts are
+	// refused as the rest.
+	if cfg := sidecar.Build(&s, st, "example.org", ""); len(cfg.VirtualHosts) != 2 {
+		t.Errorf("without a forwarder: %d virtual hosts", len(cfg.VirtualHosts))
+	}
+}

@@ -46,6 +46,7 @@ import (
 	"net/http/httputil"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,9 @@ type Sidecar struct {
 	// outbound traffic policy from the control plane, else
 	// Settings.OutboundPolicy.
 	outbound atomic.Pointer[string]
+	// entries are the service entries of the last configuration built,
+	// for the forwarder.
+	entries atomic.Pointer[[]policy.ServiceEntry]
 	// passthrough is the forwarder of allow_any's HTTP calls, started
 	// the first time allow_any is in force.
 	passMu      sync.Mutex
@@ -172,7 +176,7 @@ func (s *Sidecar) forwarder() (string, error) {
 	}}
 	s.passAddr = ln.Addr().String()
 	s.passthrough = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if *s.outbound.Load() != AllowAny {
+		if *s.outbound.Load() != AllowAny && !s.entryAdmits(r.Host) {
 			http.Error(w, "destination is not a service of the mesh (outbound_policy: registry_only)", http.StatusBadGateway)
 			return
 		}
@@ -180,6 +184,26 @@ func (s *Sidecar) forwarder() (string, error) {
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
 	return s.passAddr, nil
+}
+
+// entryAdmits reports whether a service entry of the sidecar's service
+// lets a call to hostport (a Host header) out.
+func (s *Sidecar) entryAdmits(hostport string) bool {
+	entries := s.entries.Load()
+	if entries == nil {
+		return false
+	}
+	host, port := hostport, 80
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+		port, _ = strconv.Atoi(p)
+	}
+	for i := range *entries {
+		if (*entries)[i].Admits(host, port) {
+			return true
+		}
+	}
+	return false
 }
 
 // Rebase replaces Options.Base (the proxy's local configuration read
@@ -356,6 +380,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			r, _ := policy.OutboundFor(p.Outbound, st.Namespace, st.Service)
 			s.state.OutboundPolicy, s.outboundSource = string(r.Mode), r.Source
 			s.state.Wasm = policy.WasmFor(p.Wasm, st.Namespace, st.Service)
+			s.state.Entries = policy.EntriesFor(p.Entries, st.Namespace, st.Service)
 		}
 		for _, e := range u.Endpoints {
 			s.state.Endpoints[e.Service] = e.Items
@@ -374,7 +399,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 func (s *Sidecar) apply(ctx context.Context) error {
 	s.mu.Lock()
 	st := State{Endpoints: maps.Clone(s.state.Endpoints), Routes: maps.Clone(s.state.Routes),
-		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm}
+		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm, Entries: s.state.Entries}
 	source, base := s.outboundSource, s.base
 	s.mu.Unlock()
 	mode := st.OutboundPolicy
@@ -386,10 +411,11 @@ func (s *Sidecar) apply(ctx context.Context) error {
 			zap.String("outbound_traffic_policy", source))
 	}
 	passAddr := ""
-	if mode == AllowAny {
+	s.entries.Store(&st.Entries)
+	if mode == AllowAny || len(st.Entries) > 0 {
 		var err error
 		if passAddr, err = s.forwarder(); err != nil {
-			s.log.Error("allow_any's HTTP calls are refused", zap.Error(err))
+			s.log.Error("HTTP calls outside the mesh (allow_any, service entries) are refused", zap.Error(err))
 		}
 	}
 	// Port-level modes name the app's port, as Istio's do.
@@ -398,6 +424,7 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	}
 	if s.o.TCP != nil {
 		s.o.TCP.out.SetOutside(outside(mode))
+		s.o.TCP.out.SetEntries(st.Entries)
 		if err := s.o.TCP.update(&s.o.Settings, st, s.o.TrustDomain); err != nil {
 			s.log.Error("TCP services' endpoints rejected; the previous ones stay in force", zap.Error(err))
 		}

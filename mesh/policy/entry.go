@@ -1,0 +1,111 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+)
+
+// ServiceEntry lets the apps of a namespace, of one service, or of the
+// whole mesh (RootNamespace) reach hosts outside the mesh while their
+// outbound mode is registry_only, as Istio's ServiceEntry with
+// REGISTRY_ONLY: an HTTP call whose Host is one of Hosts is passed on; an
+// intercepted TLS connection whose SNI (server name) is one of them is
+// relayed byte for byte. Everything else outside the mesh stays refused.
+type ServiceEntry struct {
+	Name      string `json:"name" yaml:"name"`
+	Namespace string `json:"namespace" yaml:"namespace"`
+	// Service, when set, narrows it to the sidecars of one service.
+	Service string `json:"service,omitempty" yaml:"service,omitempty"`
+	// Hosts are DNS names ("api.stripe.com"), or "*.example.com" for any
+	// name under example.com.
+	Hosts []string `json:"hosts" yaml:"hosts"`
+	// Ports, when set, are the only ports the hosts may be reached on.
+	Ports []int `json:"ports,omitempty" yaml:"ports,omitempty"`
+}
+
+// Scope implements the scope of a mesh resource.
+func (e *ServiceEntry) Scope() (namespace, service, name string) {
+	return e.Namespace, e.Service, e.Name
+}
+
+// Normalize spells the hosts in lower case, in place.
+func (e *ServiceEntry) Normalize() {
+	for i, h := range e.Hosts {
+		e.Hosts[i] = strings.TrimSuffix(strings.ToLower(h), ".")
+	}
+}
+
+// Validate checks one entry on its own; its errors are a config.Errors
+// whose paths start inside it ("hosts[0]").
+func (e *ServiceEntry) Validate() error {
+	c := &checker{}
+	checkScope(c, "", e.Name, e.Namespace, e.Service)
+	if len(e.Hosts) == 0 {
+		c.add("hosts", "is empty; name at least one host")
+	}
+	for i, h := range e.Hosts {
+		if !hostPattern(h) {
+			c.add(at("hosts", i), "%q is not a host name, or *. and a domain", h)
+		}
+	}
+	for i, p := range e.Ports {
+		if p < 1 || p > 65535 {
+			c.add(at("ports", i), "%d is not a port", p)
+		}
+	}
+	return c.err()
+}
+
+// hostPattern reports whether h is a DNS name, or "*." and one.
+func hostPattern(h string) bool {
+	h = strings.TrimPrefix(h, "*.")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Admits reports whether the entry lets host, on port (0: any), out.
+func (e *ServiceEntry) Admits(host string, port int) bool {
+	if len(e.Ports) > 0 && port != 0 && !slices.Contains(e.Ports, port) {
+		return false
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, h := range e.Hosts {
+		if suffix, ok := strings.CutPrefix(h, "*"); ok {
+			if len(host) > len(suffix) && strings.HasSuffix(host, suffix) {
+				return true
+			}
+		} else if host == h {
+			return true
+		}
+	}
+	return false
+}
+
+// EntriesFor returns the entries of list that apply to the sidecars of
+// the service, by name. Invalid ones are left out.
+func EntriesFor(list []ServiceEntry, namespace, service string) []ServiceEntry {
+	var out []ServiceEntry
+	for _, e := range list {
+		e.Normalize()
+		if e.Validate() != nil {
+			continue
+		}
+		if appliesTo(e.Namespace, e.Service, namespace, service) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
