@@ -4,10 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -757,6 +762,62 @@ func TestNetnsTransparent(t *testing.T) {
 		st, _ := getOutside()
 		return out == "" && st == 502
 	})
+
+	// A service entry lets one outside host through under registry_only:
+	// the app's own TLS to it, by the server name of its ClientHello,
+	// intercepted and relayed unchanged; another name is refused.
+	apiAddr := m.gw["web"].String() + ":7443"
+	m.ns["cp"].MustDo(func() error {
+		l, err := tls.Listen("tcp", apiAddr, &tls.Config{Certificates: []tls.Certificate{selfSigned(t, "api.outside.test")}})
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "an API outside the mesh") })}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		return nil
+	})
+	tlsGet := func(serverName string) (string, error) {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: nsDialer(m.ns["web"]),
+			TLSClientConfig: &tls.Config{ServerName: serverName, InsecureSkipVerify: true}}}
+		resp, err := client.Get("https://" + apiAddr + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	if got, err := tlsGet("api.outside.test"); err == nil {
+		t.Fatalf("registry_only let TLS outside the mesh through before any entry: %q", got)
+	}
+	entry := resource.Ref{Kind: resource.ServiceEntries, Name: "outside-api"}
+	if _, err := m.admin.Put(context.Background(), entry, []byte("namespace: default\nhosts: [api.outside.test]\nports: [7443]\n"), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the service entry in web's sidecar", 10*time.Second, func() bool {
+		got, err := tlsGet("api.outside.test")
+		return err == nil && got == "an API outside the mesh"
+	})
+	if got, err := tlsGet("other.outside.test"); err == nil {
+		t.Fatalf("a server name no entry admits went through: %q", got)
+	}
+}
+
+// selfSigned is a certificate for name, signed by its own key.
+func selfSigned(t testing.TB, name string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // localTelemetry writes a sidecar's --local-config: its records (access,
