@@ -221,7 +221,9 @@ func runUpMesh(ctx context.Context, out io.Writer, dir, apiAddr string, log *zap
 	show("denied: web may not call payments directly", web+"/call/payments")
 	fmt.Fprintf(out, "\n  let web call payments, live:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh apply -f %s\n",
 		cp.APIURL(), cp.BundlePath(), filepath.Join(state, "controlplane", "admin.token"), allowFile)
-	fmt.Fprintf(out, "  and ask who may call whom:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh check spiffe://wasmgate.local/ns/default/sa/web payments.default\n\n",
+	fmt.Fprintf(out, "  and ask who may call whom:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh check spiffe://wasmgate.local/ns/default/sa/web payments.default\n",
+		cp.APIURL(), cp.BundlePath(), filepath.Join(state, "controlplane", "admin.token"))
+	fmt.Fprintf(out, "  and which sidecar holds the latest policies and endpoints:\n    wasmgate ctl --server %s --ca %s --token-file %s mesh status\n\n",
 		cp.APIURL(), cp.BundlePath(), filepath.Join(state, "controlplane", "admin.token"))
 
 	select {
