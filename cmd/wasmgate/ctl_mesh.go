@@ -37,8 +37,9 @@ func ctlMeshStatusCmd(f *ctlFlags) *cobra.Command {
 		Long: `Show every sidecar whose discovery stream the control plane serves: its
 workload identity and address, the service whose policies it follows and
 the services it calls, the revision of the policies it holds, when it was
-last sent an update, and SYNCED, or STALE with what waits for it (as
-istioctl proxy-status).`,
+last sent an update, the configuration its proxy runs, and SYNCED, STALE
+with what waits for it, or REJECTED with why its proxy refused the last
+configuration (as istioctl proxy-status).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()
@@ -61,9 +62,9 @@ istioctl proxy-status).`,
 			}
 			fmt.Fprintf(out, "policy revision %d; %d of %d sidecars synced\n\n", st.PolicyRevision, synced, len(st.Sidecars))
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "IDENTITY\tADDRESS\tSERVICE\tCALLS\tPOLICY REV\tLAST UPDATE\tSTATUS")
+			fmt.Fprintln(w, "IDENTITY\tADDRESS\tSERVICE\tCALLS\tPOLICY REV\tLAST UPDATE\tCONFIG\tSTATUS")
 			for _, s := range st.Sidecars {
-				id, svc, last, state := s.Identity, "-", "never", "SYNCED"
+				id, svc, last, state, conf := s.Identity, "-", "never", "SYNCED", "-"
 				if id == "" {
 					id = "(token)"
 				}
@@ -73,10 +74,16 @@ istioctl proxy-status).`,
 				if !s.LastUpdate.IsZero() {
 					last = time.Since(s.LastUpdate).Round(time.Second).String() + " ago"
 				}
-				if !s.Synced {
-					state = "STALE: " + strings.Join(s.Stale, ",")
+				if r := s.Report; r != nil {
+					conf = r.Version
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, s.Remote, svc, strings.Join(s.Services, ","), s.PolicyRevision, last, state)
+				switch {
+				case len(s.Stale) > 0:
+					state = "STALE: " + strings.Join(s.Stale, ",")
+				case s.Report != nil && s.Report.Error != "":
+					state = "REJECTED: " + s.Report.Error
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", id, s.Remote, svc, strings.Join(s.Services, ","), s.PolicyRevision, last, conf, state)
 			}
 			return w.Flush()
 		},

@@ -56,7 +56,7 @@ func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 		write(w, r, http.StatusOK, st)
 		return nil
 	})
-	h.mux.HandleFunc("GET "+DiscoveryPath, func(w http.ResponseWriter, r *http.Request) {
+	serve := func(w http.ResponseWriter, r *http.Request) {
 		if h.presentsWorkloadCert(r) {
 			ns, sa, ok := h.workload(w, r)
 			if !ok {
@@ -78,7 +78,10 @@ func (h *Handler) ServeDiscovery(d *discovery.Handler, c *ca.CA) {
 			return
 		}
 		inner.ServeHTTP(w, r)
-	})
+	}
+	// GET watches; POST reports what became of a watch's updates.
+	h.mux.HandleFunc("GET "+DiscoveryPath, serve)
+	h.mux.HandleFunc("POST "+DiscoveryPath, serve)
 }
 
 // presentsWorkloadCert reports whether r authenticates with a mesh client

@@ -20,6 +20,9 @@ package discovery
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -81,7 +84,26 @@ type Update struct {
 	// Policies is set when the policies of the watcher's service may have
 	// changed (and in the first update when Interest.Namespace is set).
 	Policies *Policies
+	// Watch names the watch, in the first update of a stream: its
+	// follower reports with it what became of the updates (Hub.Report).
+	Watch string
 }
+
+// Report is what a sidecar says became of the updates it was handed: the
+// configuration it applied, or why its proxy refused it.
+type Report struct {
+	// Version names the configuration it built ("mesh-7");
+	// PolicyRevision is the revision of the policies it holds.
+	Version        string `json:"version"`
+	PolicyRevision int64  `json:"policy_revision"`
+	// Error is empty when the configuration is live, else why the proxy
+	// refused it (the previous one keeps serving).
+	Error string `json:"error,omitempty"`
+}
+
+// ErrUnknownWatch is Report's answer for a watch that is not open, or
+// not the reporter's.
+var ErrUnknownWatch = errors.New("discovery: no such watch open for this identity")
 
 // Stats counts what a hub did.
 type Stats struct {
@@ -112,6 +134,7 @@ type Hub struct {
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
 	all      map[*Watch]struct{}            // every open watch
+	byID     map[string]*Watch
 	watchers int
 
 	ready     chan struct{}
@@ -142,6 +165,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		ses:      map[string]map[string]*policy.ServiceEntry{},
 		routeOf:  map[string]string{},
 		all:      map[*Watch]struct{}{},
+		byID:     map[string]*Watch{},
 		policyWs: map[string]map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -540,6 +564,7 @@ type Watch struct {
 	hub      *Hub
 	interest Interest
 	since    time.Time
+	id       string
 
 	mu       sync.Mutex
 	dirty    map[string]struct{}
@@ -551,6 +576,9 @@ type Watch struct {
 	peer, remote string
 	lastUpdate   time.Time
 	policyRev    int64
+	// report is the follower's last Report, and when it came.
+	report   *Report
+	reported time.Time
 }
 
 // Watch subscribes to an interest. The first Next returns the current
@@ -560,11 +588,12 @@ func (h *Hub) Watch(in Interest) *Watch {
 	in.Services = slices.Clone(in.Services)
 	slices.Sort(in.Services)
 	in.Services = slices.Compact(in.Services)
-	w := &Watch{hub: h, interest: in, since: time.Now(), dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
+	w := &Watch{hub: h, interest: in, since: time.Now(), id: newWatchID(), dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.watchers++
 	h.all[w] = struct{}{}
+	h.byID[w.id] = w
 	for _, name := range in.Services {
 		h.service(name).subs[w] = struct{}{}
 		w.dirty[name] = struct{}{}
@@ -657,6 +686,33 @@ func (w *Watch) handed(u *Update) {
 	}
 }
 
+// ID names the watch, for its follower's reports.
+func (w *Watch) ID() string { return w.id }
+
+func newWatchID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Report records what the follower of the watch id, whose identity is
+// identity (a SPIFFE ID; "" for a token), says became of its updates.
+func (h *Hub) Report(id, identity string, r Report) error {
+	h.mu.RLock()
+	w := h.byID[id]
+	h.mu.RUnlock()
+	if w == nil {
+		return ErrUnknownWatch
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.peer != identity {
+		return ErrUnknownWatch
+	}
+	w.report, w.reported = &r, time.Now()
+	return nil
+}
+
 // SetPeer says who follows the watch: the workload's SPIFFE ID ("" for a
 // bearer token) and its address.
 func (w *Watch) SetPeer(identity, remote string) {
@@ -682,10 +738,15 @@ type WatchStatus struct {
 	LastUpdate     time.Time `json:"last_update,omitempty" yaml:"last_update,omitempty"`
 	PolicyRevision int64     `json:"policy_revision,omitempty" yaml:"policy_revision,omitempty"`
 	// Synced is true when it has been handed the latest of everything it
-	// follows: no change of its policies or of the endpoints or routes of
-	// a service it calls waits for it. Stale names what waits.
+	// follows (no change of its policies or of the endpoints or routes of
+	// a service it calls waits for it: Stale names what waits) and its
+	// last report, if any, says its proxy took it.
 	Synced bool     `json:"synced" yaml:"synced"`
 	Stale  []string `json:"stale,omitempty" yaml:"stale,omitempty"`
+	// Report is what the sidecar last said of its configuration, and
+	// Reported when.
+	Report   *Report   `json:"report,omitempty" yaml:"report,omitempty"`
+	Reported time.Time `json:"reported,omitempty" yaml:"reported,omitempty"`
 }
 
 // Status lists the open watches, by identity then address, and the
@@ -696,7 +757,8 @@ func (h *Hub) Status() (policyRevision int64, watches []WatchStatus) {
 	for w := range h.all {
 		w.mu.Lock()
 		st := WatchStatus{Identity: w.peer, Remote: w.remote, Namespace: w.interest.Namespace, Service: w.interest.Service,
-			Services: w.interest.Services, Since: w.since, LastUpdate: w.lastUpdate, PolicyRevision: w.policyRev}
+			Services: w.interest.Services, Since: w.since, LastUpdate: w.lastUpdate, PolicyRevision: w.policyRev,
+			Report: w.report, Reported: w.reported}
 		if w.policies {
 			st.Stale = append(st.Stale, "policies")
 		}
@@ -705,7 +767,7 @@ func (h *Hub) Status() (policyRevision int64, watches []WatchStatus) {
 		}
 		slices.Sort(st.Stale)
 		w.mu.Unlock()
-		st.Synced = len(st.Stale) == 0
+		st.Synced = len(st.Stale) == 0 && (st.Report == nil || st.Report.Error == "")
 		watches = append(watches, st)
 	}
 	slices.SortFunc(watches, func(a, b WatchStatus) int {
@@ -734,6 +796,7 @@ func (w *Watch) Close() {
 	w.mu.Unlock()
 	h.watchers--
 	delete(h.all, w)
+	delete(h.byID, w.id)
 	for _, name := range w.interest.Services {
 		if svc := h.services[name]; svc != nil {
 			delete(svc.subs, w)

@@ -235,6 +235,23 @@ func TestWatchersReceiveOnlyWhatTheyNeed(t *testing.T) {
 	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[true]]" {
 		t.Fatalf("status once web took it: %s", got)
 	}
+	// A report: of another identity's watch, refused; a rejection makes
+	// the watch unsynced, an application synced again.
+	if err := h.Report(web.ID(), "spiffe://wasmgate.local/ns/shop/sa/pay", discovery.Report{Version: "mesh-3"}); err != discovery.ErrUnknownWatch {
+		t.Fatalf("a report for another identity's watch: %v", err)
+	}
+	if err := h.Report(web.ID(), "", discovery.Report{Version: "mesh-3", Error: "rejected: a plugin"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[false]]" {
+		t.Fatalf("status after a rejection: %s", got)
+	}
+	if err := h.Report(web.ID(), "", discovery.Report{Version: "mesh-4"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(status()); got != "map[payments:[true] web:[true]]" {
+		t.Fatalf("status after an application: %s", got)
+	}
 	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "orders.shop", "10.0.0.4:15006"); err != nil {
 		t.Fatal(err)
 	}

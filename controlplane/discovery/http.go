@@ -43,12 +43,17 @@ var _ http.Handler = (*Handler)(nil)
 type wireUpdate struct {
 	Endpoints []*Endpoints `json:"endpoints,omitempty"`
 	Policies  *Policies    `json:"policies,omitempty"`
+	Watch     string       `json:"watch,omitempty"`
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		h.report(w, r)
+		return
+	}
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "use GET to watch, POST to report", http.StatusMethodNotAllowed)
 		return
 	}
 	q := r.URL.Query()
@@ -82,6 +87,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		beat = 15 * time.Second
 	}
 	enc := json.NewEncoder(w)
+	first := true
 	for {
 		ctx, cancel := context.WithTimeout(r.Context(), beat)
 		u, err := watch.Next(ctx)
@@ -96,6 +102,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			return
 		default:
+			if first {
+				u.Watch, first = watch.ID(), false
+			}
 			if err := enc.Encode(wireUpdate(u)); err != nil {
 				return
 			}
@@ -104,6 +113,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
+}
+
+// report takes a follower's Report of the watch ?watch=ID: 204, or 404
+// when no such watch of the caller's is open.
+func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
+	var rep Report
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&rep); err != nil {
+		http.Error(w, "a report is JSON: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	identity := ""
+	if h.Identify != nil {
+		identity = h.Identify(r)
+	}
+	if err := h.Hub.Report(r.URL.Query().Get("watch"), identity, rep); err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func checkInterest(in Interest) error {
@@ -135,6 +163,37 @@ type Client struct {
 	Header http.Header
 }
 
+// Report tells the handler what became of the updates of the watch id
+// (Update.Watch of a stream's first update).
+func (c *Client) Report(ctx context.Context, id string, r Report) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL+"?watch="+url.QueryEscape(id), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	for k, v := range c.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("discovery: report refused (%s): %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}
+
 // Stream is one watch over HTTP. It reconnects by itself.
 type Stream struct {
 	c       *Client
@@ -148,6 +207,11 @@ type Stream struct {
 // until the first Next.
 func (c *Client) Watch(in Interest) *Stream {
 	return &Stream{c: c, in: in}
+}
+
+// Report tells the handler what became of the updates of the watch id.
+func (s *Stream) Report(ctx context.Context, id string, r Report) error {
+	return s.c.Report(ctx, id, r)
 }
 
 // Next returns the next update, connecting (again) as needed: after a

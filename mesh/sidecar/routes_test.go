@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -103,7 +104,7 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		text := string(out)
 		if err == nil && strings.Contains(text, "3 of 3 sidecars synced") &&
 			strings.Count(text, "spiffe://wasmgate.local/ns/default/sa/orders") == 2 &&
-			regexp.MustCompile(`spiffe://wasmgate.local/ns/default/sa/web\s+\S+\s+web.default\s+orders.default\s+\d+\s+\S+ ago\s+SYNCED`).MatchString(text) {
+			regexp.MustCompile(`spiffe://wasmgate.local/ns/default/sa/web\s+\S+\s+web.default\s+orders.default\s+\d+\s+\S+ ago\s+mesh-\d+\s+SYNCED`).MatchString(text) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -144,4 +145,41 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen(false, "v1", "v2")
+}
+
+// TestMeshStatusRejected: a sidecar whose proxy refuses the
+// configuration discovery led it to build (a Wasm plugin whose module has
+// no proxy-wasm ABI) says so to the control plane: ctl mesh status shows
+// it REJECTED, with the proxy's reason, while the previous configuration
+// keeps serving; the plugin deleted, it is SYNCED again.
+func TestMeshStatusRejected(t *testing.T) {
+	m := startProcessMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	module, err := filepath.Abs("../../proxy/wasm/testdata/noabi.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.start(t, "web", port(t, testaddr.Free(t)), testaddr.Free(t))
+	status := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := exec.CommandContext(ctx, m.bin, "ctl", "--server", m.cp.APIURL(), "--ca", m.bundle, "--token", adminToken, "mesh", "status").CombinedOutput()
+			if err == nil && regexp.MustCompile(want).Match(out) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ctl mesh status: %v, want %s\n%s", err, want, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	status(`sa/web\s.*mesh-\d+\s+SYNCED`)
+	plugin, _ := m.plugin(t, ctx, "web-broken", module, `"namespace": "default", "service": "web"`)
+	status(`sa/web\s.*REJECTED: rejected: plugin "mesh.web-broken": module exports neither`)
+	if _, err := m.admin.Delete(ctx, plugin, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	status(`sa/web\s.*mesh-\d+\s+SYNCED`)
 }

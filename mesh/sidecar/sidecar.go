@@ -128,6 +128,16 @@ type Sidecar struct {
 	passAddr    string
 	version     int
 	last        *config.Config
+	// watch names the discovery stream the sidecar follows (from its
+	// first update), policyRev the policies' revision it holds, and
+	// reported what it last told the control plane of its configuration
+	// (report).
+	watch     string
+	policyRev int64
+	reported  struct {
+		watch string
+		r     discovery.Report
+	}
 }
 
 // New returns a sidecar.
@@ -184,6 +194,38 @@ func (s *Sidecar) forwarder() (string, error) {
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go s.passthrough.Serve(ln) //nolint:errcheck // ends with Close
 	return s.passAddr, nil
+}
+
+// reporter is a discovery source that takes reports of what became of
+// its updates (discovery.Stream, over the control plane's API).
+type reporter interface {
+	Report(ctx context.Context, watch string, r discovery.Report) error
+}
+
+// report tells the control plane what became of the updates of the
+// stream the sidecar follows (ctl mesh status shows it), unless it was
+// told that already, in the background: a control plane out of reach
+// delays nothing.
+func (s *Sidecar) report(r discovery.Report) {
+	rp, ok := s.o.Source.(reporter)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	watch := s.watch
+	if watch == "" || s.reported.watch == watch && s.reported.r == r {
+		s.mu.Unlock()
+		return
+	}
+	s.reported.watch, s.reported.r = watch, r
+	s.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := rp.Report(ctx, watch, r); err != nil {
+			s.log.Debug("reporting the configuration to the control plane", zap.Error(err))
+		}
+	}()
 }
 
 // entryAdmits reports whether a service entry of the sidecar's service
@@ -368,7 +410,11 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
+		if u.Watch != "" {
+			s.watch = u.Watch
+		}
 		if p := u.Policies; p != nil {
+			s.policyRev = p.Revision
 			if err := s.o.Guard.Load(p.Revision, p.Authorization, p.Peer); err != nil {
 				s.log.Error("mesh policies rejected; the previous ones stay in force", zap.Error(err))
 			} else {
@@ -401,7 +447,10 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	st := State{Endpoints: maps.Clone(s.state.Endpoints), Routes: maps.Clone(s.state.Routes),
 		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm, Entries: s.state.Entries}
 	source, base := s.outboundSource, s.base
+	rep := discovery.Report{PolicyRevision: s.policyRev}
 	s.mu.Unlock()
+	rep.Version = fmt.Sprintf("mesh-%d", s.version)
+	defer func() { s.report(rep) }()
 	mode := st.OutboundPolicy
 	if mode == "" {
 		mode = s.o.Settings.OutboundPolicy
@@ -438,14 +487,17 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		s.log.Error("sidecar configuration invalid; the previous one keeps serving", zap.Error(err))
+		rep.Error = "invalid: " + err.Error()
 		return err
 	}
 	s.version++
 	version := fmt.Sprintf("mesh-%d", s.version)
 	if err := s.o.Proxy.Apply(ctx, cfg, version); err != nil {
 		s.log.Error("sidecar configuration rejected; the previous one keeps serving", zap.String("version", version), zap.Error(err))
+		rep.Error = "rejected: " + err.Error()
 		return err
 	}
+	rep.Version = version
 	s.last = cfg
 	if s.o.TCP != nil {
 		s.o.TCP.setFilters(NetworkFilters(&s.o.Settings, st))
