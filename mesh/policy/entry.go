@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -8,9 +9,11 @@ import (
 // ServiceEntry lets the apps of a namespace, of one service, or of the
 // whole mesh (RootNamespace) reach hosts outside the mesh while their
 // outbound mode is registry_only, as Istio's ServiceEntry with
-// REGISTRY_ONLY: an HTTP call whose Host is one of Hosts is passed on; an
-// intercepted TLS connection whose SNI (server name) is one of them is
-// relayed byte for byte. Everything else outside the mesh stays refused.
+// REGISTRY_ONLY: an HTTP call whose Host is one of Hosts (or an address of
+// Addresses) is passed on; an intercepted TLS connection whose SNI
+// (server name) is one of the hosts, or any connection bound for an
+// address of Addresses, is relayed byte for byte. Everything else outside
+// the mesh stays refused.
 type ServiceEntry struct {
 	Name      string `json:"name" yaml:"name"`
 	Namespace string `json:"namespace" yaml:"namespace"`
@@ -18,7 +21,11 @@ type ServiceEntry struct {
 	Service string `json:"service,omitempty" yaml:"service,omitempty"`
 	// Hosts are DNS names ("api.stripe.com"), or "*.example.com" for any
 	// name under example.com.
-	Hosts []string `json:"hosts" yaml:"hosts"`
+	Hosts []string `json:"hosts,omitempty" yaml:"hosts,omitempty"`
+	// Addresses are IP addresses or CIDR blocks ("10.20.0.0/16"): a
+	// database outside the mesh, reached by its address whatever it
+	// speaks.
+	Addresses []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
 	// Ports, when set, are the only ports the hosts may be reached on.
 	Ports []int `json:"ports,omitempty" yaml:"ports,omitempty"`
 }
@@ -40,8 +47,13 @@ func (e *ServiceEntry) Normalize() {
 func (e *ServiceEntry) Validate() error {
 	c := &checker{}
 	checkScope(c, "", e.Name, e.Namespace, e.Service)
-	if len(e.Hosts) == 0 {
-		c.add("hosts", "is empty; name at least one host")
+	if len(e.Hosts)+len(e.Addresses) == 0 {
+		c.add("hosts", "is empty, and so are addresses; name at least one host or address")
+	}
+	for i, a := range e.Addresses {
+		if _, err := parsePrefix(a); err != nil {
+			c.add(at("addresses", i), "%q is not an IP address or a CIDR block", a)
+		}
 	}
 	for i, h := range e.Hosts {
 		if !hostPattern(h) {
@@ -76,10 +88,37 @@ func hostPattern(h string) bool {
 	return true
 }
 
-// Admits reports whether the entry lets host, on port (0: any), out.
+// parsePrefix reads an IP address (a block of one) or a CIDR block.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.ParsePrefix(s)
+}
+
+// AdmitsAddr reports whether the entry lets a connection to addr, on port
+// (0: any), out.
+func (e *ServiceEntry) AdmitsAddr(addr netip.Addr, port int) bool {
+	if len(e.Ports) > 0 && port != 0 && !slices.Contains(e.Ports, port) {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, a := range e.Addresses {
+		if p, err := parsePrefix(a); err == nil && p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Admits reports whether the entry lets host, on port (0: any), out: a
+// name of its hosts, or an address of its addresses.
 func (e *ServiceEntry) Admits(host string, port int) bool {
 	if len(e.Ports) > 0 && port != 0 && !slices.Contains(e.Ports, port) {
 		return false
+	}
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return e.AdmitsAddr(a, port)
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	for _, h := range e.Hosts {

@@ -524,6 +524,15 @@ func TestServiceEntryAdmits(t *testing.T) {
 			t.Errorf("Admits(%q, %d) = %v, want %v", tc.host, tc.port, got, tc.want)
 		}
 	}
+	db := policy.ServiceEntry{Name: "db", Namespace: "shop", Addresses: []string{"10.20.0.0/16", "192.0.2.7"}}
+	for host, want := range map[string]bool{"10.20.3.4": true, "10.21.0.1": false, "192.0.2.7": true, "[::1]": false} {
+		if got := db.Admits(host, 5432); got != want {
+			t.Errorf("Admits(%q) = %v, want %v", host, got, want)
+		}
+	}
+	if err := (&policy.ServiceEntry{Name: "x", Namespace: "shop", Addresses: []string{"10.0.0.0/33"}}).Validate(); err == nil || !strings.Contains(err.Error(), "addresses[0]") {
+		t.Errorf("a bad CIDR: %v", err)
+	}
 	if got := policy.EntriesFor([]policy.ServiceEntry{e, {Name: "other", Namespace: "bank", Hosts: []string{"x.test"}}}, "shop", "web"); len(got) != 1 || got[0].Name != "apis" {
 		t.Errorf("EntriesFor = %+v", got)
 	}

@@ -141,7 +141,7 @@ func (o *Outbound) sniffed(c net.Conn, dst netip.AddrPort) {
 		return
 	}
 	down := &redirected{Conn: c, dst: net.TCPAddrFromAddrPort(dst), first: first}
-	if isHTTP {
+	if isHTTP && !o.entryAddress(dst) {
 		o.serveHTTP(down)
 		return
 	}

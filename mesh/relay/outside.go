@@ -45,9 +45,10 @@ const maxMethod = 20
 func (o *Outbound) SetOutside(v Outside) { o.outside.Store(int32(v)) }
 
 // SetEntries sets the service entries of the sidecar's service, from the
-// next connection on: under OutsideRefuse, an intercepted TLS connection
-// whose server name (SNI) one of them admits, on its port, is relayed to
-// its original destination all the same.
+// next connection on: under OutsideRefuse, an intercepted connection bound
+// for an address one of them admits, or a TLS connection whose server
+// name (SNI) one admits, on its port, is relayed to its original
+// destination all the same.
 func (o *Outbound) SetEntries(entries []policy.ServiceEntry) {
 	if len(entries) == 0 {
 		o.entries.Store(nil)
@@ -56,12 +57,33 @@ func (o *Outbound) SetEntries(entries []policy.ServiceEntry) {
 	o.entries.Store(&entries)
 }
 
+// entryAddress reports whether a service entry admits connections to
+// dst by its address: they are relayed whatever they speak, HTTP too.
+func (o *Outbound) entryAddress(dst netip.AddrPort) bool {
+	entries := o.entries.Load()
+	if entries == nil || Outside(o.outside.Load()) == OutsidePass {
+		return false
+	}
+	for i := range *entries {
+		if (*entries)[i].AdmitsAddr(dst.Addr(), int(dst.Port())) {
+			return true
+		}
+	}
+	return false
+}
+
 // admitted reads the server name of a TLS connection c bound for dst,
 // whose first bytes are first, when a service entry may let it out. It
 // reports whether one does, the bytes read (first and more), and the name.
 func (o *Outbound) admitted(c net.Conn, dst netip.AddrPort, first []byte) (bool, []byte, string) {
 	entries := o.entries.Load()
-	if entries == nil || len(first) == 0 || first[0] != tlsHandshake {
+	if entries == nil {
+		return false, first, ""
+	}
+	if o.entryAddress(dst) {
+		return true, first, ""
+	}
+	if len(first) == 0 || first[0] != tlsHandshake {
 		return false, first, ""
 	}
 	name, read, err := serverName(c, first, max(o.o.DetectTimeout, time.Second))

@@ -269,4 +269,31 @@ func TestServiceEntries(t *testing.T) {
 	if got, err := talk("api.example.com"); err == nil {
 		t.Errorf("on a port the entry does not name: let out (%q)", got)
 	}
+
+	// An entry of addresses lets any connection to them out, whatever it
+	// speaks: a database's protocol, and HTTP too.
+	db := lineServer(t, "db", "")
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dil := o.InterceptWith(dl, func(net.Conn) (netip.AddrPort, error) { return db, nil })
+	go func() {
+		for {
+			conn, err := dil.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	if got := call(t, dl.Addr().String(), "SELECT 1"); got != "" {
+		t.Fatalf("before an entry of its address, a connection was let out: %q", got)
+	}
+	o.SetEntries([]policy.ServiceEntry{{Name: "db", Namespace: "default", Addresses: []string{"127.0.0.0/8"}, Ports: []int{int(db.Port())}}})
+	for _, line := range []string{"SELECT 1", "GET / HTTP/1.1"} {
+		if got := call(t, dl.Addr().String(), line); got != "db: "+line+"\n" {
+			t.Errorf("an entry of its address, %q: %q", line, got)
+		}
+	}
 }

@@ -177,11 +177,17 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	return cfg
 }
 
-// entryHosts returns the hosts of entries, each once, sorted.
+// entryHosts returns the hosts of entries, and their single addresses
+// (an HTTP call names one in its Host), each once, sorted.
 func entryHosts(entries []policy.ServiceEntry) []string {
 	var hosts []string
 	for _, e := range entries {
 		hosts = append(hosts, e.Hosts...)
+		for _, a := range e.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+				hosts = append(hosts, ip.String())
+			}
+		}
 	}
 	slices.Sort(hosts)
 	return slices.Compact(hosts)
