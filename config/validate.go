@@ -519,6 +519,29 @@ func checkDomain(d string) string {
 
 var validMethods = regexp.MustCompile(`^[A-Z][A-Z0-9_\-]{0,31}$`)
 
+// Validate checks a header matcher on its own; its errors are an Errors
+// whose paths start inside it ("regex").
+func (h *HeaderMatcher) Validate() error {
+	v := &errs{}
+	h.check(v, "")
+	if len(v.list) == 0 {
+		return nil
+	}
+	return v.list
+}
+
+func (h *HeaderMatcher) check(v *errs, p string) {
+	if !validHeaderName(h.Name) {
+		v.add(dot(p, "name"), "%q is not a valid header name", h.Name)
+	}
+	if count(h.Exact != "", h.Prefix != "", h.Regex != "", h.Present, h.Absent) != 1 {
+		v.add(p, "exactly one of exact, prefix, regex, present and absent is required")
+	}
+	if h.Regex != "" {
+		checkRegex(v, dot(p, "regex"), h.Regex)
+	}
+}
+
 // Validate checks a fault injection on its own; its errors are an Errors
 // whose paths start inside it ("abort.status").
 func (f *Fault) Validate() error {
@@ -578,18 +601,8 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 	if paths > 1 {
 		v.add(mp, "at most one of path, prefix and path_regex")
 	}
-	for i, h := range m.Headers {
-		hp := idx(dot(mp, "headers"), i)
-		if !validHeaderName(h.Name) {
-			v.add(dot(hp, "name"), "%q is not a valid header name", h.Name)
-		}
-		n := count(h.Exact != "", h.Prefix != "", h.Regex != "", h.Present, h.Absent)
-		if n != 1 {
-			v.add(hp, "exactly one of exact, prefix, regex, present and absent is required")
-		}
-		if h.Regex != "" {
-			checkRegex(v, dot(hp, "regex"), h.Regex)
-		}
+	for i := range m.Headers {
+		m.Headers[i].check(v, idx(dot(mp, "headers"), i))
 	}
 	for i, q := range m.Query {
 		qp := idx(dot(mp, "query"), i)

@@ -133,6 +133,18 @@ func (e *ServiceEntry) Admits(host string, port int) bool {
 	return false
 }
 
+// AnyAdmits reports whether one of entries lets host, on port (0: any),
+// out.
+func AnyAdmits(entries []ServiceEntry, host string, port int) bool {
+	return slices.ContainsFunc(entries, func(e ServiceEntry) bool { return e.Admits(host, port) })
+}
+
+// AnyAdmitsAddr reports whether one of entries lets a connection to addr,
+// on port (0: any), out.
+func AnyAdmitsAddr(entries []ServiceEntry, addr netip.Addr, port int) bool {
+	return slices.ContainsFunc(entries, func(e ServiceEntry) bool { return e.AdmitsAddr(addr, port) })
+}
+
 // EntriesFor returns the entries of list that apply to the sidecars of
 // the service, by name. Invalid ones are left out.
 func EntriesFor(list []ServiceEntry, namespace, service string) []ServiceEntry {

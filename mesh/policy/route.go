@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"regexp"
 	"strings"
 
 	"github.com/wasmgate/wasmgate/config"
@@ -208,25 +207,8 @@ func (rr *RouteRule) check(c *checker, path string) {
 		if m.Prefix != "" && m.Path != "" {
 			c.add(mp, "sets both prefix and path; give one")
 		}
-		for i, h := range m.Headers {
-			hp := at(mp+".headers", i)
-			if h.Name == "" || strings.ContainsAny(h.Name, " :\t") {
-				c.add(hp+".name", "%q is not a header name", h.Name)
-			}
-			n := 0
-			for _, set := range []bool{h.Exact != "", h.Prefix != "", h.Regex != "", h.Present, h.Absent} {
-				if set {
-					n++
-				}
-			}
-			if n != 1 {
-				c.add(hp, "sets %d of exact, prefix, regex, present and absent; give one", n)
-			}
-			if h.Regex != "" {
-				if _, err := regexp.Compile(h.Regex); err != nil {
-					c.add(hp+".regex", "%v", err)
-				}
-			}
+		for i := range m.Headers {
+			c.addAll(at(mp+".headers", i), m.Headers[i].Validate())
 		}
 	}
 	if len(rr.Backends) == 0 {
@@ -254,15 +236,7 @@ func (rr *RouteRule) check(c *checker, path string) {
 		c.add(path+".timeout", "must not be negative")
 	}
 	if rr.Fault != nil {
-		if list, ok := rr.Fault.Validate().(config.Errors); ok {
-			for _, fe := range list {
-				fp := path + ".fault"
-				if fe.Path != "" {
-					fp += "." + fe.Path
-				}
-				c.add(fp, "%s", fe.Msg)
-			}
-		}
+		c.addAll(path+".fault", rr.Fault.Validate())
 	}
 	if rt := rr.Retries; rt != nil {
 		if rt.Attempts < 1 || rt.Attempts > 10 {

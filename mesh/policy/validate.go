@@ -22,6 +22,19 @@ func (c *checker) add(path, format string, args ...any) {
 	c.list = append(c.list, &config.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// addAll adds the errors of err, a config.Errors whose paths start
+// inside what is at path, under path.
+func (c *checker) addAll(path string, err error) {
+	list, _ := err.(config.Errors)
+	for _, fe := range list {
+		p := path
+		if fe.Path != "" {
+			p = field(path, fe.Path)
+		}
+		c.list = append(c.list, &config.FieldError{Path: p, Msg: fe.Msg})
+	}
+}
+
 func (c *checker) err() error {
 	if len(c.list) == 0 {
 		return nil

@@ -61,15 +61,7 @@ func (o *Outbound) SetEntries(entries []policy.ServiceEntry) {
 // dst by its address: they are relayed whatever they speak, HTTP too.
 func (o *Outbound) entryAddress(dst netip.AddrPort) bool {
 	entries := o.entries.Load()
-	if entries == nil || Outside(o.outside.Load()) == OutsidePass {
-		return false
-	}
-	for i := range *entries {
-		if (*entries)[i].AdmitsAddr(dst.Addr(), int(dst.Port())) {
-			return true
-		}
-	}
-	return false
+	return entries != nil && Outside(o.outside.Load()) != OutsidePass && policy.AnyAdmitsAddr(*entries, dst.Addr(), int(dst.Port()))
 }
 
 // admitted reads the server name of a TLS connection c bound for dst,
@@ -90,12 +82,7 @@ func (o *Outbound) admitted(c net.Conn, dst netip.AddrPort, first []byte) (bool,
 	if err != nil || name == "" {
 		return false, read, name
 	}
-	for i := range *entries {
-		if (*entries)[i].Admits(name, int(dst.Port())) {
-			return true, read, name
-		}
-	}
-	return false, read, name
+	return policy.AnyAdmits(*entries, name, int(dst.Port())), read, name
 }
 
 // sniff reads the first bytes c sends, for at most timeout, and tells

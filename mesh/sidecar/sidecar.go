@@ -240,12 +240,7 @@ func (s *Sidecar) entryAdmits(hostport string) bool {
 		host = h
 		port, _ = strconv.Atoi(p)
 	}
-	for i := range *entries {
-		if (*entries)[i].Admits(host, port) {
-			return true
-		}
-	}
-	return false
+	return policy.AnyAdmits(*entries, host, port)
 }
 
 // Rebase replaces Options.Base (the proxy's local configuration read
