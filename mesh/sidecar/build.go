@@ -124,20 +124,19 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	for _, name := range s.Targets() {
 		svc, ns, _ := strings.Cut(name, ".")
 		eps := st.Endpoints[name]
-		cfg.Clusters = append(cfg.Clusters, meshCluster(clusterPrefix+name, eps, hop, trustDomain, ns))
+		clusters := []config.Cluster{meshCluster(clusterPrefix+name, eps, hop, trustDomain, ns)}
 		routes := []config.Route{{Name: name, Match: config.RouteMatch{Prefix: "/"}, Cluster: clusterPrefix + name}}
 		if rs := st.Routes[name]; len(rs) > 0 {
 			var subsets []config.Cluster
 			routes, subsets = serviceRoutes(name, &rs[0], eps, hop, trustDomain, ns)
-			cfg.Clusters = append(cfg.Clusters, subsets...)
+			clusters = append(clusters, subsets...)
 			if tp := rs[0].TrafficPolicy; tp != nil {
-				for i := range cfg.Clusters {
-					if c := &cfg.Clusters[i]; c.Name == clusterPrefix+name || strings.HasPrefix(c.Name, clusterPrefix+name+subsetSep) {
-						applyTrafficPolicy(c, tp)
-					}
+				for i := range clusters {
+					applyTrafficPolicy(&clusters[i], tp)
 				}
 			}
 		}
+		cfg.Clusters = append(cfg.Clusters, clusters...)
 		domains := []string{name, name + ".svc", name + ".svc.cluster.local"}
 		if ns == s.Namespace {
 			domains = append([]string{svc}, domains...)
