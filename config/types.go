@@ -206,6 +206,10 @@ type Route struct {
 	// requests before they are forwarded, as Envoy's fault filter: to test
 	// how callers bear a slow or failing service.
 	Fault *Fault `yaml:"fault,omitempty" json:"fault,omitempty"`
+	// Mirrors copy a share of the route's requests to other clusters, as
+	// Envoy's request_mirror_policies (Istio's mirror): to try a new
+	// version on real traffic without its answers reaching anyone.
+	Mirrors []Mirror `yaml:"mirrors,omitempty" json:"mirrors,omitempty"`
 	// Metadata is data for filters (route_metadata).
 	Metadata *Metadata `yaml:"metadata,omitempty" json:"metadata,omitempty"`
 }
@@ -372,6 +376,16 @@ type FaultDelay struct {
 type FaultAbort struct {
 	Status  int     `yaml:"status" json:"status"`
 	Percent float64 `yaml:"percent" json:"percent"`
+}
+
+// Mirror is one cluster a route copies requests to. The copy goes with
+// "-shadow" added to its Host (before the port), after the route's
+// rewrites; nothing waits for it and its answer is dropped.
+type Mirror struct {
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Percent of the route's requests copied, 0 to 100; nil copies every
+	// one.
+	Percent *float64 `yaml:"percent,omitempty" json:"percent,omitempty"`
 }
 
 // HashPolicy names the request attribute a consistent hash uses. Exactly one

@@ -692,6 +692,18 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 		}
 		f.check(v, dot(p, "fault"))
 	}
+	for i, mr := range r.Mirrors {
+		mp := idx(dot(p, "mirrors"), i)
+		if !forwards {
+			v.add(mp, "needs a route that forwards (cluster or weighted_clusters)")
+		}
+		if _, ok := clusters[mr.Cluster]; !ok {
+			v.add(dot(mp, "cluster"), "unknown cluster %q", mr.Cluster)
+		}
+		if mr.Percent != nil && (*mr.Percent < 0 || *mr.Percent > 100) {
+			v.add(dot(mp, "percent"), "must be between 0 and 100, not %v", *mr.Percent)
+		}
+	}
 	checkNoCRLF(v, dot(p, "prefix_rewrite"), r.PrefixRewrite)
 	checkNoCRLF(v, dot(p, "host_rewrite"), r.HostRewrite)
 	if r.RegexRewrite != nil {

@@ -56,6 +56,9 @@ func (x *exchange) forward(rt *route.Route) bool {
 	if asterisk {
 		req.SetRequestURI("*")
 	}
+	if len(rt.Mirrors) > 0 && !x.mirror(rt) {
+		return false
+	}
 
 	// A streamed body may be partly read when the exchange fails; what is
 	// left of it cannot be told from the next request on the connection.
@@ -204,13 +207,8 @@ func (x *exchange) send(c *cluster.Cluster, ep *cluster.Endpoint, rt *route.Rout
 	}
 	deadline := time.Now().Add(rt.Timeout)
 	methodOK := p.AllowsMethod(req.Header.Method())
-	if methodOK && req.IsBodyStream() {
-		if n := req.Header.ContentLength(); n >= 0 && n <= cluster.SmallBody {
-			if body := req.Body(); len(body) != n {
-				x.localError(fasthttp.StatusBadRequest, filter.FlagDownstreamProtocolError, "downstream_body_incomplete")
-				return errAnswered
-			}
-		}
+	if methodOK && !x.bufferSmallBody(req) {
+		return errAnswered
 	}
 	stats := c.Stats()
 	for n := 0; ; n++ {

@@ -38,7 +38,41 @@ type Metrics struct {
 	tcpActive *prometheus.GaugeVec
 	tcpBytes  *prometheus.CounterVec
 
+	mirrors *prometheus.CounterVec
+
 	resilience
+}
+
+// Mirror results: a copy that got an answer (any status), one that
+// failed (connect, timeout, reset), one not sent (its body streams past
+// 64 KiB or through a filter, a circuit breaker refused it, or the
+// cluster had no endpoint).
+const (
+	MirrorAnswered = iota
+	MirrorFailed
+	MirrorSkipped
+)
+
+var mirrorResults = [...]string{"answered", "failed", "skipped"}
+
+// MirrorStats count one route's copies to one cluster.
+type MirrorStats struct{ results [len(mirrorResults)]prometheus.Counter }
+
+// Count counts a copy's result (MirrorAnswered, ...). It is safe for
+// concurrent use, allocates nothing, and does nothing on nil.
+func (s *MirrorStats) Count(result int) {
+	if s != nil {
+		s.results[result].Inc()
+	}
+}
+
+// Mirror returns the counters of a route's copies of requests to cluster.
+func (m *Metrics) Mirror(listener, route, cluster string) *MirrorStats {
+	s := &MirrorStats{}
+	for i, r := range mirrorResults {
+		s.results[i] = m.mirrors.WithLabelValues(listener, route, cluster, r)
+	}
+	return s
 }
 
 // TCPStats are the pre-resolved metrics of a TCP listener's connections
@@ -116,6 +150,10 @@ func New() *Metrics {
 			Help: "Bytes TCP listeners read, from the client (direction downstream) or the upstream (upstream).",
 		}, []string{"listener", "direction"}),
 	}
+	m.mirrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wasmgate_mirror_requests_total",
+		Help: "Copies of requests that routes' mirrors made, by listener, route, cluster and result: answered (any status), failed, skipped (not sent: a streamed body over 64 KiB or a filtered one, a circuit breaker, no endpoint).",
+	}, []string{"listener", "route", "cluster", "result"})
 	m.resilience = newResilience()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wasmgate_build_info",
@@ -130,7 +168,7 @@ func New() *Metrics {
 		m.Reloads.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.duration, m.Reloads, m.LastReloadSuccess, m.LastReloadTime,
-		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, m.tcpConns, m.tcpActive, m.tcpBytes, build,
+		m.ConfigVersion, m.AccessLogDropped, m.UpstreamErrors, m.tcpConns, m.tcpActive, m.tcpBytes, m.mirrors, build,
 		m.ejections, m.healthTransitions, m.retries, m.overflows, m.rateLimited, m.healthyEndpoints, m.panicMode,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -11,12 +11,13 @@ import (
 
 // TestDocumentedSeriesBeforeAnyEvent: every wasmgate_ metric the README
 // names is exposed, at zero, as soon as a snapshot has resolved its
-// routes and clusters, before any request or error.
+// routes (their mirrors too) and clusters, before any request or error.
 func TestDocumentedSeriesBeforeAnyEvent(t *testing.T) {
 	m := metrics.New()
 	m.Route("public", "default", "demo")
 	m.Cluster("demo")
 	m.TCP("db", "demo")
+	m.Mirror("public", "default", "shadow")
 
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

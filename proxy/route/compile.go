@@ -257,6 +257,17 @@ func compileRoute(vc *config.VirtualHost, rc *config.Route, listener string, fwd
 		}
 	}
 	r.metrics, r.listener = d.Metrics, listener
+	for _, mc := range rc.Mirrors {
+		c, ok := d.Clusters[mc.Cluster]
+		if !ok {
+			return nil, fmt.Errorf("mirror: unknown cluster %q", mc.Cluster)
+		}
+		share := uint32(1_000_000)
+		if mc.Percent != nil {
+			share = ppm(*mc.Percent)
+		}
+		r.Mirrors = append(r.Mirrors, Mirror{Cluster: c, Stats: d.Metrics.Mirror(listener, rc.Name, c.Name), ppm: share})
+	}
 
 	if rc.PrefixRewrite != "" {
 		r.prefixRewrite = []byte(rc.PrefixRewrite)

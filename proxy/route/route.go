@@ -106,6 +106,9 @@ type Route struct {
 	Timeout time.Duration
 	// Fault is the route's fault injection; nil: none.
 	Fault *Fault
+	// Mirrors are the clusters a share of the route's requests is copied
+	// to.
+	Mirrors []Mirror
 	// Retry is the route's retry policy, or its virtual host's; nil when
 	// neither has one.
 	Retry *RetryPolicy
