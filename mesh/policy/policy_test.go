@@ -219,6 +219,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 				"service_routes[0].traffic_policy.connection_pool.max_requests"}},
 		{"route fault", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], fault: {}}, {backends: [{}], fault: {abort: {status: 99, percent: 10}}}]}]`,
 			[]string{"service_routes[0].rules[0].fault", "service_routes[0].rules[1].fault.abort.status"}},
+		{"route rewrite and mirror", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], rewrite: {}, mirror: {version: ""}}, {backends: [{}], rewrite: {uri: "v2/", authority: "a b"}, mirror: {version: v2, percent: 120}}]}]`,
+			[]string{"service_routes[0].rules[0].rewrite", "service_routes[0].rules[0].mirror.version", "service_routes[0].rules[1].rewrite.uri", "service_routes[0].rules[1].rewrite.authority", "service_routes[0].rules[1].mirror.percent"}},
 		{"entry", `service_entries: [{name: a, namespace: n, hosts: [api.example.com, "*.ok.test", "bad host", "*"], ports: [0, 443]}]`,
 			[]string{"service_entries[0].hosts[2]", "service_entries[0].hosts[3]", "service_entries[0].ports[0]"}},
 		{"entry without hosts", `service_entries: [{name: a, namespace: n}]`, []string{"service_entries[0].hosts"}},

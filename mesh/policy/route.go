@@ -58,6 +58,30 @@ type RouteRule struct {
 	// Fault injects delays and errors into a share of the calls, at the
 	// caller's sidecar (Istio's fault injection).
 	Fault *config.Fault `json:"fault,omitempty" yaml:"fault,omitempty"`
+	// Rewrite changes a call before it goes to the service (Istio's
+	// rewrite).
+	Rewrite *RouteRewrite `json:"rewrite,omitempty" yaml:"rewrite,omitempty"`
+	// Mirror copies a share of the rule's calls to a version of the
+	// service, their answers dropped (Istio's mirror and
+	// mirrorPercentage): to try a release on real calls.
+	Mirror *RouteMirror `json:"mirror,omitempty" yaml:"mirror,omitempty"`
+}
+
+// RouteRewrite changes a call on its way to the service.
+type RouteRewrite struct {
+	// URI replaces the part of the path the rule matched: its prefix, the
+	// whole path for a path match, or "/" when the rule matches no path.
+	URI string `json:"uri,omitempty" yaml:"uri,omitempty"`
+	// Authority replaces the Host the service's app sees.
+	Authority string `json:"authority,omitempty" yaml:"authority,omitempty"`
+}
+
+// RouteMirror sends copies of a rule's calls to one version of the
+// service, with "-shadow" added to their Host.
+type RouteMirror struct {
+	Version string `json:"version" yaml:"version"`
+	// Percent of the rule's calls copied, 0 to 100; nil copies every one.
+	Percent *float64 `json:"percent,omitempty" yaml:"percent,omitempty"`
 }
 
 // RouteMatch is what a call must have for a rule to take it: all the
@@ -237,6 +261,25 @@ func (rr *RouteRule) check(c *checker, path string) {
 	}
 	if rr.Fault != nil {
 		c.addAll(path+".fault", rr.Fault.Validate())
+	}
+	if rw := rr.Rewrite; rw != nil {
+		switch {
+		case rw.URI == "" && rw.Authority == "":
+			c.add(path+".rewrite", "sets neither uri nor authority")
+		case rw.URI != "" && (!strings.HasPrefix(rw.URI, "/") || strings.ContainsAny(rw.URI, "\r\n\x00 ")):
+			c.add(path+".rewrite.uri", "%q is not a path: it must start with / and hold no space or control character", rw.URI)
+		}
+		if rw.Authority != "" && strings.ContainsAny(rw.Authority, "/ \t\r\n\x00") {
+			c.add(path+".rewrite.authority", "%q is not a host name", rw.Authority)
+		}
+	}
+	if m := rr.Mirror; m != nil {
+		if !config.IsVersion(m.Version) {
+			c.add(path+".mirror.version", "%q is not a version (lowercase letters, digits, '-' and '.'; at most 63): a mirror copies calls to one version of the service", m.Version)
+		}
+		if m.Percent != nil && (*m.Percent < 0 || *m.Percent > 100) {
+			c.add(path+".mirror.percent", "must be between 0 and 100, not %v", *m.Percent)
+		}
 	}
 	if rt := rr.Retries; rt != nil {
 		if rt.Attempts < 1 || rt.Attempts > 10 {

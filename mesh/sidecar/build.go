@@ -3,6 +3,7 @@ package sidecar
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -278,6 +279,21 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 			for _, b := range rule.Backends {
 				rt.WeightedClusters = append(rt.WeightedClusters, config.WeightedCluster{Name: clusterOf(b.Version), Weight: b.Weight})
 			}
+		}
+		if rw := rule.Rewrite; rw != nil {
+			rt.HostRewrite = rw.Authority
+			switch {
+			case rw.URI == "":
+			case rt.Match.Path != "":
+				// The whole path: a pattern of it alone, whose
+				// substitution takes no group.
+				rt.RegexRewrite = &config.RegexRewrite{Pattern: "^" + regexp.QuoteMeta(rt.Match.Path) + "$", Substitution: strings.ReplaceAll(rw.URI, "$", "$$")}
+			default:
+				rt.PrefixRewrite = rw.URI
+			}
+		}
+		if m := rule.Mirror; m != nil {
+			rt.Mirrors = []config.Mirror{{Cluster: clusterOf(m.Version), Percent: m.Percent}}
 		}
 		if rr := rule.Retries; rr != nil {
 			rt.Retry = meshRetry()

@@ -22,25 +22,41 @@ import (
 // --version; web's sidecar calls orders by name. A service route of the
 // control plane pins the calls with x-canary: 1 to v2 and sends the
 // others to v1; changed under load to send every call to v2, it takes
-// effect without a failed call; deleted, both versions answer again.
+// effect without a failed call; a rule that rewrites the calls' path and
+// Host and mirrors them to v2 has v1 answer and v2 see the copies;
+// deleted, both versions answer again.
 func TestSidecarServiceRoutes(t *testing.T) {
 	m := startProcessMesh(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	shadows := make(chan string, 100)
 	for _, version := range []string{"v1", "v2"} {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, version) })}
+		// An app answers its version, and for a path other than / the
+		// Host and path it saw; v2 tells the test of the copies it gets.
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.Host, "-shadow") {
+				shadows <- version + " " + r.Host + " " + r.URL.Path
+			}
+			if r.URL.Path == "/" {
+				fmt.Fprint(w, version)
+				return
+			}
+			fmt.Fprint(w, version+" "+r.Host+" "+r.URL.Path)
+		})}
 		go srv.Serve(l)
 		t.Cleanup(func() { srv.Close() })
 		m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t), "--version", version)
 	}
 	webOut := testaddr.Free(t)
+	var callAt func(path string, canary bool) (string, error)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
 
-	call := func(canary bool) (string, error) {
+	call := func(canary bool) (string, error) { return callAt("/", canary) }
+	callAt = func(path string, canary bool) (string, error) {
 		c, err := net.DialTimeout("tcp", webOut, time.Second)
 		if err != nil {
 			return "", err
@@ -51,7 +67,7 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		if canary {
 			extra = "x-canary: 1\r\n"
 		}
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: orders\r\n%sConnection: close\r\n\r\n", extra)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: orders\r\n%sConnection: close\r\n\r\n", path, extra)
 		buf := make([]byte, 4096)
 		var got strings.Builder
 		for {
@@ -140,6 +156,30 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		t.Fatalf("%d of %d calls failed while the route changed: %q", len(failures), calls, failures)
 	}
 	t.Logf("%d calls while the route changed, none failed", calls)
+
+	// /old/ is v1's, rewritten, and copied to v2.
+	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
+		{"match": {"prefix": "/old/"}, "rewrite": {"uri": "/new/", "authority": "orders.internal"}, "backends": [{"version": "v1"}], "mirror": {"version": "v2"}},
+		{"backends": [{"version": "v2"}]}]}`)
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		got, err := callAt("/old/x", false)
+		if err == nil && got == "v1 orders.internal /new/x" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a rewritten call: %q %v\n%s", got, err, m.sidecars.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case got := <-shadows:
+		if got != "v2 orders.internal-shadow /new/x" {
+			t.Fatalf("v2 saw the copy %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("v2 got no copy of the call\n%s", m.sidecars.output())
+	}
 
 	if _, err := m.admin.Delete(ctx, route, api.Options{}); err != nil {
 		t.Fatal(err)

@@ -309,6 +309,9 @@ func TestServiceRoutes(t *testing.T) {
 				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3},
 				Fault: &config.Fault{Abort: &config.FaultAbort{Status: 503, Percent: 5}}},
 			{Backends: []policy.RouteBackend{{Version: "v1", Weight: 90}, {Version: "v2", Weight: 10}}},
+			{Match: &policy.RouteMatch{Prefix: "/old/"}, Backends: []policy.RouteBackend{{Version: "v1"}},
+				Rewrite: &policy.RouteRewrite{URI: "/new/", Authority: "orders.internal"}, Mirror: &policy.RouteMirror{Version: "v3"}},
+			{Match: &policy.RouteMatch{Path: "/a.b"}, Backends: []policy.RouteBackend{{}}, Rewrite: &policy.RouteRewrite{URI: "/c$1"}},
 		}}}},
 	}
 	cfg := sidecar.Build(&s, st, "example.org", "")
@@ -322,10 +325,19 @@ func TestServiceRoutes(t *testing.T) {
 			vh = &cfg.VirtualHosts[i]
 		}
 	}
-	if vh == nil || len(vh.Routes) != 3 {
+	if vh == nil || len(vh.Routes) != 5 {
 		t.Fatalf("orders' virtual host: %+v", vh)
 	}
-	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[2]
+	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[4]
+	// A prefix is rewritten as a prefix, a path whole (a "$" in the new
+	// path is no group), and a mirror copies to its version's cluster,
+	// which has no endpoint: a version with none.
+	if rw := vh.Routes[2]; rw.PrefixRewrite != "/new/" || rw.HostRewrite != "orders.internal" || len(rw.Mirrors) != 1 || rw.Mirrors[0].Cluster != "svc.orders.default_v3" {
+		t.Errorf("the rewriting rule: %+v", rw)
+	}
+	if rw := vh.Routes[3]; rw.RegexRewrite == nil || *rw.RegexRewrite != (config.RegexRewrite{Pattern: `^/a\.b$`, Substitution: "/c$$1"}) {
+		t.Errorf("the path rule: %+v", rw)
+	}
 	if pinned.Cluster != "svc.orders.default_v2" || pinned.Match.Headers[0].Name != "x-canary" || pinned.Timeout.D() != 2*time.Second ||
 		pinned.Retry == nil || pinned.Retry.NumRetries != 3 || pinned.Fault == nil || pinned.Fault.Abort.Status != 503 {
 		t.Errorf("the pinned rule: %+v", pinned)
