@@ -56,7 +56,9 @@ const (
 var mirrorResults = [...]string{"answered", "failed", "skipped"}
 
 // MirrorStats count one route's copies to one cluster.
-type MirrorStats struct{ results [len(mirrorResults)]prometheus.Counter }
+type MirrorStats struct {
+	results [len(mirrorResults)]prometheus.Counter
+}
 
 // Count counts a copy's result (MirrorAnswered, ...). It is safe for
 // concurrent use, allocates nothing, and does nothing on nil.
