@@ -37,6 +37,56 @@ type Request struct {
 	// a connection in an ALLOW or AUDIT policy, and is matched without
 	// them in a DENY policy, so that such a rule fails closed.
 	Connection bool
+	// Auth is the end user's token, verified by the service's request
+	// authentication; nil when the request carried none.
+	Auth *Auth
+}
+
+// Auth is what a verified JSON Web Token says of a request's end user.
+type Auth struct {
+	// Principal is "ISSUER/SUBJECT".
+	Principal string
+	Audiences []string
+	// Presenter is the authorized party (azp).
+	Presenter string
+	// Claims are the token's claims as JSON decodes them.
+	Claims map[string]any
+}
+
+// claim returns the values of a claim at path: a string is one value, a
+// list of strings each of its strings, a number or a boolean its JSON
+// text; anything else, or a missing claim, none.
+func (a *Auth) claim(path []string) []string {
+	if a == nil {
+		return nil
+	}
+	var v any = a.Claims
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		if v, ok = m[k]; !ok {
+			return nil
+		}
+	}
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case float64:
+		return []string{strconv.FormatFloat(x, 'f', -1, 64)}
+	case bool:
+		return []string{strconv.FormatBool(x)}
+	}
+	return nil
 }
 
 // Reason says why a decision was made.
@@ -136,8 +186,10 @@ type rule struct {
 
 type source struct {
 	principals, notPrincipals []pattern
-	namespaces, notNamespaces []pattern
-	ipBlocks, notIPBlocks     []netip.Prefix
+	// requestPrincipals, notRequestPrincipals: the end user's token's.
+	requestPrincipals, notRequestPrincipals []pattern
+	namespaces, notNamespaces               []pattern
+	ipBlocks, notIPBlocks                   []netip.Prefix
 }
 
 type operation struct {
@@ -156,11 +208,16 @@ const (
 	condNamespace
 	condIP
 	condPort
+	condAuthPrincipal
+	condAuthAudiences
+	condAuthPresenter
+	condAuthClaim
 )
 
 type condition struct {
 	kind         conditionKind
 	header       string
+	claim        []string
 	values, nots []pattern
 	blocks       []netip.Prefix
 	notBlocks    []netip.Prefix
@@ -216,6 +273,9 @@ func compile(p *AuthorizationPolicy) *compiled {
 				notNamespaces: compilePatterns(f.NotNamespaces, false, nil),
 				ipBlocks:      blocks(f.IPBlocks),
 				notIPBlocks:   blocks(f.NotIPBlocks),
+
+				requestPrincipals:    compilePatterns(f.RequestPrincipals, false, nil),
+				notRequestPrincipals: compilePatterns(f.NotRequestPrincipals, false, nil),
 			})
 		}
 		for _, o := range r.To {
@@ -239,7 +299,15 @@ func compile(p *AuthorizationPolicy) *compiled {
 // layer4 returns r without its HTTP attributes, or nil when it has none.
 func layer4(r *rule) *rule {
 	l7 := false
-	l4 := &rule{from: r.from}
+	l4 := &rule{}
+	for _, f := range r.from {
+		// A connection carries no token.
+		if len(f.requestPrincipals)+len(f.notRequestPrincipals) > 0 {
+			l7 = true
+			f.requestPrincipals, f.notRequestPrincipals = nil, nil
+		}
+		l4.from = append(l4.from, f)
+	}
 	for _, o := range r.to {
 		if len(o.hosts)+len(o.notHosts)+len(o.methods)+len(o.notMethods)+len(o.paths)+len(o.notPaths) > 0 {
 			l7 = true
@@ -247,7 +315,7 @@ func layer4(r *rule) *rule {
 		l4.to = append(l4.to, operation{ports: o.ports, notPorts: o.notPorts})
 	}
 	for _, w := range r.when {
-		if w.kind == condHeader {
+		if w.kind == condHeader || w.kind >= condAuthPrincipal {
 			l7 = true
 			continue
 		}
@@ -260,10 +328,20 @@ func layer4(r *rule) *rule {
 }
 
 func compileCondition(w Condition) condition {
+	values, nots := compilePatterns(w.Values, false, nil), compilePatterns(w.NotValues, false, nil)
 	if h, ok := headerKey(w.Key); ok {
-		return condition{kind: condHeader, header: h, values: compilePatterns(w.Values, false, nil), nots: compilePatterns(w.NotValues, false, nil)}
+		return condition{kind: condHeader, header: h, values: values, nots: nots}
+	}
+	if path, ok := claimKey(w.Key); ok {
+		return condition{kind: condAuthClaim, claim: path, values: values, nots: nots}
 	}
 	switch w.Key {
+	case "request.auth.principal":
+		return condition{kind: condAuthPrincipal, values: values, nots: nots}
+	case "request.auth.audiences":
+		return condition{kind: condAuthAudiences, values: values, nots: nots}
+	case "request.auth.presenter":
+		return condition{kind: condAuthPresenter, values: values, nots: nots}
 	case "source.principal":
 		return condition{kind: condPrincipal, values: compilePatterns(w.Values, false, canonicalPrincipal), nots: compilePatterns(w.NotValues, false, canonicalPrincipal)}
 	case "source.namespace":
@@ -421,7 +499,25 @@ func (r *rule) match(v *view) bool {
 func (s *source) match(v *view) bool {
 	return listMatch(s.principals, s.notPrincipals, v.r.Principal) &&
 		listMatch(s.namespaces, s.notNamespaces, v.namespace) &&
-		blockMatch(s.ipBlocks, s.notIPBlocks, v.r.SourceIP)
+		blockMatch(s.ipBlocks, s.notIPBlocks, v.r.SourceIP) &&
+		(len(s.requestPrincipals)+len(s.notRequestPrincipals) == 0 || listMatch(s.requestPrincipals, s.notRequestPrincipals, v.r.Auth.principal()))
+}
+
+// principal is the request principal of a, "" for none.
+func (a *Auth) principal() string {
+	if a == nil {
+		return ""
+	}
+	return a.Principal
+}
+
+// valuesMatch is listMatch for an attribute of several values, as
+// Istio's: values needs one of them to match, not_values none.
+func valuesMatch(pos, neg []pattern, vals []string) bool {
+	if len(pos) > 0 && !slices.ContainsFunc(vals, func(v string) bool { return anyMatch(pos, v) }) {
+		return false
+	}
+	return len(neg) == 0 || !slices.ContainsFunc(vals, func(v string) bool { return anyMatch(neg, v) })
 }
 
 func blockMatch(pos, neg []netip.Prefix, a netip.Addr) bool {
@@ -475,6 +571,22 @@ func (c *condition) match(v *view) bool {
 		return listMatch(c.values, c.nots, v.namespace)
 	case condIP:
 		return blockMatch(c.blocks, c.notBlocks, v.r.SourceIP)
+	case condAuthPrincipal:
+		return listMatch(c.values, c.nots, v.r.Auth.principal())
+	case condAuthPresenter:
+		var p string
+		if v.r.Auth != nil {
+			p = v.r.Auth.Presenter
+		}
+		return listMatch(c.values, c.nots, p)
+	case condAuthAudiences:
+		var aud []string
+		if v.r.Auth != nil {
+			aud = v.r.Auth.Audiences
+		}
+		return valuesMatch(c.values, c.nots, aud)
+	case condAuthClaim:
+		return valuesMatch(c.values, c.nots, v.r.Auth.claim(c.claim))
 	}
 	return portMatch(c.ports, c.notPorts, v.r.Port)
 }

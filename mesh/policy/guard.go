@@ -12,6 +12,10 @@ import (
 type Guard struct {
 	namespace, service string
 	cur                atomic.Pointer[guardState]
+	// authn verifies end users' tokens; nil when no request
+	// authentication applies to the service.
+	authn atomic.Pointer[Authenticator]
+	keys  *KeyCache
 }
 
 type guardState struct {
@@ -23,7 +27,7 @@ type guardState struct {
 // NewGuard returns the guard of one service. Until the first Load it
 // allows every request and requires strict mutual TLS (DefaultMode).
 func NewGuard(namespace, service string) *Guard {
-	g := &Guard{namespace: namespace, service: service}
+	g := &Guard{namespace: namespace, service: service, keys: NewKeyCache(nil)}
 	empty, _ := Compile(nil)
 	modes, _ := CompileModes(nil)
 	g.cur.Store(&guardState{table: empty.For(namespace, service), modes: modes})
@@ -45,6 +49,40 @@ func (g *Guard) Load(revision int64, aps []AuthorizationPolicy, pas []PeerAuthen
 	}
 	g.cur.Store(&guardState{table: set.For(g.namespace, g.service), modes: modes, revision: revision})
 	return nil
+}
+
+// LoadRequestAuthentications swaps in the request authentications that
+// apply to the service (of list; others are ignored). An invalid one is
+// an error, and nothing changes.
+func (g *Guard) LoadRequestAuthentications(list []RequestAuthentication) error {
+	var mine []RequestAuthentication
+	for _, r := range list {
+		r.Normalize()
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("request authentication %q of %s/%s: %w", r.Name, g.namespace, g.service, err)
+		}
+		if appliesTo(r.Namespace, r.Service, g.namespace, g.service) {
+			mine = append(mine, r)
+		}
+	}
+	g.authn.Store(NewAuthenticator(mine, g.keys))
+	return nil
+}
+
+// Authenticates reports whether a request authentication applies to the
+// service: without one, Authenticate has nothing to do.
+func (g *Guard) Authenticates() bool { return g.authn.Load() != nil }
+
+// Authenticate verifies the end user's token of an inbound request (see
+// Authenticator.Authenticate). With no request authentication it returns
+// ErrNoToken, whatever the request carries: a token is then the app's
+// business.
+func (g *Guard) Authenticate(c Carrier) (*Authenticated, error) {
+	a := g.authn.Load()
+	if a == nil {
+		return nil, ErrNoToken
+	}
+	return a.Authenticate(c)
 }
 
 // Decide evaluates one inbound request. It does not allocate.

@@ -25,6 +25,9 @@ type Document struct {
 	ServiceRoutes []ServiceRoute `json:"service_routes,omitempty" yaml:"service_routes,omitempty"`
 	// ServiceEntries let sidecars reach hosts outside the mesh.
 	ServiceEntries []ServiceEntry `json:"service_entries,omitempty" yaml:"service_entries,omitempty"`
+	// RequestAuthentications verify end users' tokens at the inbound of
+	// services.
+	RequestAuthentications []RequestAuthentication `json:"request_authentications,omitempty" yaml:"request_authentications,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -43,6 +46,7 @@ func Parse(data []byte) (*Document, error) {
 	all = append(all, checkList("wasm_plugins", doc.WasmPlugins)...)
 	all = append(all, checkList("service_routes", doc.ServiceRoutes)...)
 	all = append(all, checkList("service_entries", doc.ServiceEntries)...)
+	all = append(all, checkList("request_authentications", doc.RequestAuthentications)...)
 	if len(all) > 0 {
 		return nil, all
 	}

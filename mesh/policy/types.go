@@ -92,6 +92,11 @@ type Source struct {
 	// IPBlocks are addresses or CIDR prefixes of the peer.
 	IPBlocks    []string `json:"ip_blocks,omitempty" yaml:"ip_blocks,omitempty"`
 	NotIPBlocks []string `json:"not_ip_blocks,omitempty" yaml:"not_ip_blocks,omitempty"`
+	// RequestPrincipals are the request's end-user identity from a JSON
+	// Web Token that a RequestAuthentication verified, "ISSUER/SUBJECT";
+	// "*" is any verified token.
+	RequestPrincipals    []string `json:"request_principals,omitempty" yaml:"request_principals,omitempty"`
+	NotRequestPrincipals []string `json:"not_request_principals,omitempty" yaml:"not_request_principals,omitempty"`
 }
 
 // Operation matches what a request does; every field that is set must

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,7 +107,8 @@ func checkScope(c *checker, path, name, namespace, service string) {
 }
 
 func (s *Source) check(c *checker, path string) {
-	if len(s.Principals)+len(s.NotPrincipals)+len(s.Namespaces)+len(s.NotNamespaces)+len(s.IPBlocks)+len(s.NotIPBlocks) == 0 {
+	if len(s.Principals)+len(s.NotPrincipals)+len(s.Namespaces)+len(s.NotNamespaces)+len(s.IPBlocks)+len(s.NotIPBlocks)+
+		len(s.RequestPrincipals)+len(s.NotRequestPrincipals) == 0 {
 		c.add(path, "sets no field; leave the source out to match every peer")
 	}
 	for _, nl := range []named{{"principals", s.Principals}, {"not_principals", s.NotPrincipals}} {
@@ -119,6 +121,12 @@ func (s *Source) check(c *checker, path string) {
 		name, list := nl.name, nl.list
 		for i, v := range list {
 			checkPattern(c, at(field(path, name), i), v, checkLabelChars)
+		}
+	}
+	for _, nl := range []named{{"request_principals", s.RequestPrincipals}, {"not_request_principals", s.NotRequestPrincipals}} {
+		name, list := nl.name, nl.list
+		for i, v := range list {
+			checkPattern(c, at(field(path, name), i), v, checkValueChars)
 		}
 	}
 	for _, nl := range []named{{"ip_blocks", s.IPBlocks}, {"not_ip_blocks", s.NotIPBlocks}} {
@@ -165,11 +173,13 @@ func (o *Operation) check(c *checker, path string) {
 
 // conditionKeys are the attributes a condition may name, besides
 // request.headers[NAME].
-var conditionKeys = []string{"source.principal", "source.namespace", "source.ip", "destination.port"}
+var conditionKeys = []string{"source.principal", "source.namespace", "source.ip", "destination.port",
+	"request.auth.principal", "request.auth.audiences", "request.auth.presenter"}
 
 func (w *Condition) check(c *checker, path string) {
 	kp := field(path, "key")
 	header, isHeader := headerKey(w.Key)
+	claim, isClaim := claimKey(w.Key)
 	switch {
 	case w.Key == "":
 		c.add(kp, "is required")
@@ -179,8 +189,13 @@ func (w *Condition) check(c *checker, path string) {
 			c.add(kp, "%q does not name a valid header", w.Key)
 			return
 		}
+	case isClaim:
+		if slices.Contains(claim, "") {
+			c.add(kp, "%q names an empty claim", w.Key)
+			return
+		}
 	case !contains(conditionKeys, w.Key):
-		c.add(kp, "%q is not a supported key (want request.headers[NAME], %s)", w.Key, strings.Join(conditionKeys, ", "))
+		c.add(kp, "%q is not a supported key (want request.headers[NAME], request.auth.claims[NAME], %s)", w.Key, strings.Join(conditionKeys, ", "))
 		return
 	}
 	if len(w.Values)+len(w.NotValues) == 0 {
@@ -218,6 +233,16 @@ type named struct {
 type namedPorts struct {
 	name string
 	list []int
+}
+
+// claimKey returns the path of "request.auth.claims[A]" ([A]) or of a
+// nested claim, "request.auth.claims[A][B]" ([A B]).
+func claimKey(key string) ([]string, bool) {
+	rest, ok := strings.CutPrefix(key, "request.auth.claims[")
+	if !ok || !strings.HasSuffix(rest, "]") {
+		return nil, false
+	}
+	return strings.Split(rest[:len(rest)-1], "]["), true
 }
 
 // headerKey returns NAME of "request.headers[NAME]".

@@ -62,6 +62,42 @@ func (v headerView) Get(name string) (string, bool) {
 
 var denyHeaders = [][2]string{{"Content-Type", "text/plain; charset=utf-8"}}
 
+// carrier is where the request authentication looks for a token.
+type carrier struct {
+	h *fasthttp.RequestHeader
+	u *fasthttp.URI
+}
+
+func (c carrier) Get(name string) (string, bool) { return headerView{h: c.h}.Get(name) }
+
+func (c carrier) Param(name string) (string, bool) {
+	b := c.u.QueryArgs().Peek(name)
+	if b == nil {
+		return "", false
+	}
+	return unsafeString(b), true
+}
+
+// unauthenticated answers a request whose token the request
+// authentication refused: 401 with the reason, and a challenge as
+// Envoy's JWT filter sends.
+func (m *MeshPolicy) unauthenticated(x *filter.Exchange, principal string, err error) filter.Status {
+	req := &x.Ctx.Request
+	m.log.Info("mesh policy: unauthenticated", zap.String("source", principal), zap.Stringer("source_ip", addrStringer{x.Conn.Remote.Addr()}),
+		zap.ByteString("host", req.Host()), zap.ByteString("method", req.Header.Method()), zap.ByteString("path", req.RequestURI()),
+		zap.String("reason", err.Error()), zap.ByteString("request_id", x.RequestID))
+	if x.Decisions != nil {
+		x.Decide(&filter.Decision{Source: "mesh", Allowed: false, Destination: m.dest, Reason: "request authentication: " + err.Error()})
+	}
+	scheme := "http"
+	if x.Conn.TLS != nil {
+		scheme = "https"
+	}
+	hdrs := [][2]string{denyHeaders[0], {"WWW-Authenticate", `Bearer realm="` + scheme + "://" + string(req.Host()) + string(req.URI().Path()) + `", error="invalid_token"`}}
+	x.SendLocalResponse(fasthttp.StatusUnauthorized, []byte(err.Error()+"\n"), hdrs, "jwt_authn_access_denied")
+	return filter.Stop
+}
+
 // OnRequestHeaders decides the request. The peer identity header a client
 // may have sent is removed first, whatever the decision.
 func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status {
@@ -70,6 +106,15 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 	principal := ""
 	if t := x.Conn.TLS; t != nil && t.PeerVerified && len(t.PeerURISANs) > 0 {
 		principal = t.PeerURISANs[0]
+	}
+	var authn *policy.Authenticated
+	if m.guard.Authenticates() {
+		var err error
+		switch authn, err = m.guard.Authenticate(carrier{&req.Header, req.URI()}); {
+		case err == policy.ErrNoToken:
+		case err != nil:
+			return m.unauthenticated(x, principal, err)
+		}
 	}
 	r := policy.Request{
 		Principal: principal,
@@ -80,21 +125,28 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 		Port:      int(x.Conn.Local.Port()),
 		Headers:   headerView{&req.Header},
 	}
+	requestPrincipal := ""
+	if authn != nil {
+		r.Auth, requestPrincipal = &authn.Auth, authn.Auth.Principal
+	}
 	d := m.guard.Decide(&r)
 	m.record(x, &d)
 	if !d.Allowed {
-		m.log.Info("mesh policy: deny", zap.String("source", principal), zap.Stringer("source_ip", addrStringer{x.Conn.Remote.Addr()}),
+		m.log.Info("mesh policy: deny", zap.String("source", principal), zap.String("request_principal", requestPrincipal), zap.Stringer("source_ip", addrStringer{x.Conn.Remote.Addr()}),
 			zap.String("host", r.Host), zap.String("method", r.Method), zap.String("path", r.Path),
 			zap.String("policy", d.Policy), zap.Int("rule", d.Rule), zap.String("reason", d.Reason.String()), zap.ByteString("request_id", x.RequestID))
 		x.SendLocalResponse(fasthttp.StatusForbidden, []byte("RBAC: access denied: "+d.Reason.String()+"\n"), denyHeaders, "mesh_policy_denied")
 		return filter.Stop
 	}
 	if d.AuditPolicy != "" {
-		m.log.Info("mesh policy: audit", zap.String("source", principal), zap.String("host", r.Host), zap.String("method", r.Method),
+		m.log.Info("mesh policy: audit", zap.String("source", principal), zap.String("request_principal", requestPrincipal), zap.String("host", r.Host), zap.String("method", r.Method),
 			zap.String("path", r.Path), zap.String("policy", d.AuditPolicy), zap.Int("rule", d.AuditRule), zap.ByteString("request_id", x.RequestID))
 	}
 	if principal != "" {
 		req.Header.Set(PeerIdentityHeader, principal)
+	}
+	if authn != nil && authn.Header != "" {
+		req.Header.Del(authn.Header)
 	}
 	return filter.Continue
 }
