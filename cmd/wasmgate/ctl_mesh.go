@@ -398,6 +398,7 @@ then each policy is written as one change, in the order of the file.`,
 				func() error { return putEach(resource.WasmPlugins, doc.WasmPlugins, put) },
 				func() error { return putEach(resource.ServiceRoutes, doc.ServiceRoutes, put) },
 				func() error { return putEach(resource.ServiceEntries, doc.ServiceEntries, put) },
+				func() error { return putEach(resource.RequestAuthentications, doc.RequestAuthentications, put) },
 			} {
 				if err := err(); err != nil {
 					return err
@@ -444,6 +445,9 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 	case resource.ServiceEntries:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tHOSTS\tPORTS")
 		return
+	case resource.RequestAuthentications:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tISSUERS")
+		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
 }
@@ -466,6 +470,12 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
+	case *policy.RequestAuthentication:
+		var issuers []string
+		for _, r := range x.JWTRules {
+			issuers = append(issuers, r.Issuer)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), strings.Join(issuers, ","))
 	case *policy.ServiceEntry:
 		ports := "*"
 		if len(x.Ports) > 0 {

@@ -146,6 +146,15 @@ service_routes:
 		t.Errorf("get service_entries: %d\n%s", code, out)
 	}
 
+	// A request authentication: applied, and listed with its issuers.
+	if out, code := ctl("mesh", "apply", "-f", write("reqauth.yaml", "request_authentications:\n  - {name: shop-users, namespace: shop, jwt_rules: [{issuer: \"https://idp.example\", jwks_uri: \"https://idp.example/jwks\"}]}\n")); code != 0 ||
+		!strings.Contains(out, "create  authentication_requests/shop-users") {
+		t.Fatalf("a request authentication: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "ra"); code != 0 || !regexp.MustCompile(`shop-users\s+\d+\s+shop\s+\*\s+https://idp.example`).MatchString(out) {
+		t.Errorf("get request_authentications: %d\n%s", code, out)
+	}
+
 	// A Wasm plugin whose module the control plane does not hold is
 	// refused, naming the field; pushed, the module makes it valid.
 	module := write("tag.wasm", "\x00asm\x01\x00\x00\x00")

@@ -550,6 +550,8 @@ func setName(v any, name string) {
 		x.Name = name
 	case *policy.ServiceEntry:
 		x.Name = name
+	case *policy.RequestAuthentication:
+		x.Name = name
 	}
 }
 

@@ -63,7 +63,8 @@ type Policies struct {
 	Peer          []policy.PeerAuthentication
 	Outbound      []policy.OutboundTrafficPolicy
 	Wasm          []policy.WasmPlugin
-	Entries       []policy.ServiceEntry `json:",omitempty"`
+	Entries       []policy.ServiceEntry          `json:",omitempty"`
+	RequestAuthn  []policy.RequestAuthentication `json:",omitempty"`
 }
 
 // Interest is what a sidecar asks for.
@@ -130,6 +131,7 @@ type Hub struct {
 	ots      map[string]map[string]*policy.OutboundTrafficPolicy
 	wps      map[string]map[string]*policy.WasmPlugin
 	ses      map[string]map[string]*policy.ServiceEntry
+	ras      map[string]map[string]*policy.RequestAuthentication
 	routeOf  map[string]string // a service route's name -> the service it routes
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
@@ -163,6 +165,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		ots:      map[string]map[string]*policy.OutboundTrafficPolicy{},
 		wps:      map[string]map[string]*policy.WasmPlugin{},
 		ses:      map[string]map[string]*policy.ServiceEntry{},
+		ras:      map[string]map[string]*policy.RequestAuthentication{},
 		routeOf:  map[string]string{},
 		all:      map[*Watch]struct{}{},
 		byID:     map[string]*Watch{},
@@ -358,6 +361,8 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		keep(h.wps, p)
 	case *policy.ServiceEntry:
 		keep(h.ses, p)
+	case *policy.RequestAuthentication:
+		keep(h.ras, p)
 	default:
 		return
 	}
@@ -463,6 +468,8 @@ func (h *Hub) removePolicy(ref resource.Ref) any {
 		p = forget(h.wps, ref.Name)
 	case resource.ServiceEntries:
 		p = forget(h.ses, ref.Name)
+	case resource.RequestAuthentications:
+		p = forget(h.ras, ref.Name)
 	}
 	return p
 }
@@ -551,6 +558,7 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 		p.Outbound = collect(h.ots, ns, svc, p.Outbound)
 		p.Wasm = collect(h.wps, ns, svc, p.Wasm)
 		p.Entries = collect(h.ses, ns, svc, p.Entries)
+		p.RequestAuthn = collect(h.ras, ns, svc, p.RequestAuthn)
 		if namespace == policy.RootNamespace {
 			break
 		}

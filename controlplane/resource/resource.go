@@ -57,14 +57,20 @@ const (
 	// the other mesh kinds and after "agents", so that discovery's one
 	// range spans them all, outside ConfigRange.
 	ServiceEntries Kind = "attached_entries"
+	// RequestAuthentications (policy.RequestAuthentication) verify end
+	// users' tokens at the inbound of services. The key segment
+	// "authentication_requests" sorts between the mesh's other
+	// authentication and authorization kinds, inside discovery's range
+	// and outside ConfigRange.
+	RequestAuthentications Kind = "authentication_requests"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -92,8 +98,10 @@ func ParseKind(s string) (Kind, error) {
 		return ServiceRoutes, nil
 	case "service_entries", "service_entry", "serviceentries", "serviceentry", "attached_entries", "se":
 		return ServiceEntries, nil
+	case "request_authentications", "request_authentication", "requestauthentications", "requestauthentication", "authentication_requests", "ra":
+		return RequestAuthentications, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins, service_routes or service_entries)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins, service_routes, service_entries or request_authentications)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -113,6 +121,8 @@ func (k Kind) Singular() string {
 		return "service route"
 	case ServiceEntries:
 		return "service entry"
+	case RequestAuthentications:
+		return "request authentication"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -281,6 +291,8 @@ func New(kind Kind) any {
 		return &policy.ServiceRoute{}
 	case ServiceEntries:
 		return &policy.ServiceEntry{}
+	case RequestAuthentications:
+		return &policy.RequestAuthentication{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -317,6 +329,8 @@ func Normalize(v any) {
 	case *policy.ServiceRoute:
 		x.Normalize()
 	case *policy.ServiceEntry:
+		x.Normalize()
+	case *policy.RequestAuthentication:
 		x.Normalize()
 	}
 }
@@ -387,6 +401,10 @@ func NameOf(v any) string {
 	case *policy.ServiceEntry:
 		return x.Name
 	case policy.ServiceEntry:
+		return x.Name
+	case *policy.RequestAuthentication:
+		return x.Name
+	case policy.RequestAuthentication:
 		return x.Name
 	}
 	return ""

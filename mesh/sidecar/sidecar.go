@@ -410,11 +410,15 @@ func (s *Sidecar) follow(ctx context.Context) error {
 		}
 		if p := u.Policies; p != nil {
 			s.policyRev = p.Revision
-			if err := s.o.Guard.Load(p.Revision, p.Authorization, p.Peer); err != nil {
+			err := s.o.Guard.Load(p.Revision, p.Authorization, p.Peer)
+			if err == nil {
+				err = s.o.Guard.LoadRequestAuthentications(p.RequestAuthn)
+			}
+			if err != nil {
 				s.log.Error("mesh policies rejected; the previous ones stay in force", zap.Error(err))
 			} else {
 				s.log.Info("mesh policies loaded", zap.Int64("revision", p.Revision),
-					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)),
+					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)), zap.Int("request_authentication", len(p.RequestAuthn)),
 					zap.Int("outbound_traffic", len(p.Outbound)), zap.Int("wasm_plugins", len(p.Wasm)))
 			}
 			st := &s.o.Settings
