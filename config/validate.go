@@ -647,30 +647,9 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 	}
 	if rd := r.Redirect; rd != nil {
 		rp := dot(p, "redirect")
-		switch rd.Status {
-		case 301, 302, 303, 307, 308:
-		default:
-			v.add(dot(rp, "status"), "must be 301, 302, 303, 307 or 308, not %d", rd.Status)
-		}
-		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
-			v.add(dot(rp, "scheme"), "must be http or https")
-		}
-		if rd.Path != "" && rd.PrefixRewrite != "" {
-			v.add(rp, "at most one of path and prefix_rewrite")
-		}
-		if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
-			v.add(dot(rp, "path"), "must start with '/'")
-		}
-		checkNoCRLF(v, dot(rp, "path"), rd.Path)
-		checkNoCRLF(v, dot(rp, "prefix_rewrite"), rd.PrefixRewrite)
+		rd.check(v, rp)
 		if rd.PrefixRewrite != "" && m.Prefix == "" {
 			v.add(dot(rp, "prefix_rewrite"), "needs match.prefix")
-		}
-		if rd.Port < 0 || rd.Port > 65535 {
-			v.add(dot(rp, "port"), "must be between 1 and 65535")
-		}
-		if strings.ContainsAny(rd.Host, "/ \t\r\n\x00") {
-			v.add(dot(rp, "host"), "%q is not a host name", rd.Host)
 		}
 	}
 	if dr := r.DirectResponse; dr != nil {
@@ -762,6 +741,54 @@ func validateFilterRefs(v *errs, p string, refs []FilterRef, plugins map[string]
 var hopByHop = map[string]bool{
 	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
 	"trailer": true, "transfer-encoding": true, "upgrade": true, "content-length": true,
+}
+
+// Validate checks a header mutation on its own; its errors are an Errors
+// whose paths start inside it ("set[0].name").
+func (m *HeaderMutation) Validate() error {
+	v := &errs{}
+	validateMutation(v, "", *m)
+	if len(v.list) == 0 {
+		return nil
+	}
+	return v.list
+}
+
+// Validate checks a redirect on its own, prefix_rewrite aside (it needs
+// a route's match); its errors are an Errors whose paths start inside it
+// ("status").
+func (rd *Redirect) Validate() error {
+	v := &errs{}
+	rd.check(v, "")
+	if len(v.list) == 0 {
+		return nil
+	}
+	return v.list
+}
+
+func (rd *Redirect) check(v *errs, rp string) {
+	switch rd.Status {
+	case 301, 302, 303, 307, 308:
+	default:
+		v.add(dot(rp, "status"), "must be 301, 302, 303, 307 or 308, not %d", rd.Status)
+	}
+	if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
+		v.add(dot(rp, "scheme"), "must be http or https")
+	}
+	if rd.Path != "" && rd.PrefixRewrite != "" {
+		v.add(rp, "at most one of path and prefix_rewrite")
+	}
+	if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
+		v.add(dot(rp, "path"), "must start with '/'")
+	}
+	checkNoCRLF(v, dot(rp, "path"), rd.Path)
+	checkNoCRLF(v, dot(rp, "prefix_rewrite"), rd.PrefixRewrite)
+	if rd.Port < 0 || rd.Port > 65535 {
+		v.add(dot(rp, "port"), "must be between 1 and 65535")
+	}
+	if strings.ContainsAny(rd.Host, "/ \t\r\n\x00") {
+		v.add(dot(rp, "host"), "%q is not a host name", rd.Host)
+	}
 }
 
 func validateMutation(v *errs, p string, m HeaderMutation) {

@@ -24,6 +24,16 @@ type ServiceRoute struct {
 	// TrafficPolicy, when set, replaces the mesh's defaults for the
 	// calls to the service.
 	TrafficPolicy *TrafficPolicy `json:"traffic_policy,omitempty" yaml:"traffic_policy,omitempty"`
+	// Subsets give versions a traffic policy of their own, over the
+	// route's (a DestinationRule's subsets[].trafficPolicy).
+	Subsets []RouteSubset `json:"subsets,omitempty" yaml:"subsets,omitempty"`
+}
+
+// RouteSubset is one version's traffic policy: each field it sets
+// replaces the route's, for the calls a backend of that version takes.
+type RouteSubset struct {
+	Version       string         `json:"version" yaml:"version"`
+	TrafficPolicy *TrafficPolicy `json:"traffic_policy" yaml:"traffic_policy"`
 }
 
 // TrafficPolicy is how the callers of a service reach its endpoints, as
@@ -65,6 +75,20 @@ type RouteRule struct {
 	// service, their answers dropped (Istio's mirror and
 	// mirrorPercentage): to try a release on real calls.
 	Mirror *RouteMirror `json:"mirror,omitempty" yaml:"mirror,omitempty"`
+	// Headers change the call's request headers on the way to the service
+	// and its response's on the way back (Istio's headers).
+	Headers *RouteHeaders `json:"headers,omitempty" yaml:"headers,omitempty"`
+	// Redirect answers the rule's calls with a redirect at the caller's
+	// sidecar instead of sending them (Istio's redirect); a rule has
+	// backends or a redirect.
+	Redirect *config.Redirect `json:"redirect,omitempty" yaml:"redirect,omitempty"`
+}
+
+// RouteHeaders are a rule's header changes, applied as a proxy route's
+// request_headers and response_headers: remove, then set, then add.
+type RouteHeaders struct {
+	Request  config.HeaderMutation `json:"request,omitempty" yaml:"request,omitempty"`
+	Response config.HeaderMutation `json:"response,omitempty" yaml:"response,omitempty"`
 }
 
 // RouteRewrite changes a call on its way to the service.
@@ -125,11 +149,15 @@ func (r *ServiceRoute) Scope() (namespace, service, name string) {
 // "SERVICE.NAMESPACE".
 func (r *ServiceRoute) Target() string { return r.Service + "." + r.Namespace }
 
-// Normalize gives a rule of one backend the whole share, in place.
+// Normalize gives a rule of one backend the whole share, and a redirect
+// without a status 301, in place.
 func (r *ServiceRoute) Normalize() {
 	for i := range r.Rules {
 		if b := r.Rules[i].Backends; len(b) == 1 && b[0].Weight == 0 {
 			b[0].Weight = 1
+		}
+		if rd := r.Rules[i].Redirect; rd != nil && rd.Status == 0 {
+			rd.Status = 301
 		}
 	}
 }
@@ -149,7 +177,7 @@ func (r *ServiceRoute) Validate() error {
 		c.add("namespace", "must be the service's namespace, not %s", RootNamespace)
 	}
 	switch {
-	case len(r.Rules) == 0 && r.TrafficPolicy == nil:
+	case len(r.Rules) == 0 && r.TrafficPolicy == nil && len(r.Subsets) == 0:
 		c.add("rules", "is empty; give at least one rule, or a traffic_policy")
 	case len(r.Rules) > maxRouteRules:
 		c.add("rules", "has %d rules; at most %d", len(r.Rules), maxRouteRules)
@@ -159,6 +187,22 @@ func (r *ServiceRoute) Validate() error {
 	}
 	if tp := r.TrafficPolicy; tp != nil {
 		tp.check(c, "traffic_policy")
+	}
+	versions := map[string]int{}
+	for i, s := range r.Subsets {
+		sp := at("subsets", i)
+		if !config.IsVersion(s.Version) {
+			c.add(sp+".version", "%q is not a version (lowercase letters, digits, '-' and '.'; at most 63)", s.Version)
+		} else if j, dup := versions[s.Version]; dup {
+			c.add(sp+".version", "%q is also subsets[%d]'s", s.Version, j)
+		} else {
+			versions[s.Version] = i
+		}
+		if s.TrafficPolicy == nil {
+			c.add(sp+".traffic_policy", "is required: what the version's calls do differently")
+		} else {
+			s.TrafficPolicy.check(c, sp+".traffic_policy")
+		}
 	}
 	return c.err()
 }
@@ -235,8 +279,23 @@ func (rr *RouteRule) check(c *checker, path string) {
 			c.addAll(at(mp+".headers", i), m.Headers[i].Validate())
 		}
 	}
-	if len(rr.Backends) == 0 {
-		c.add(path+".backends", "is empty; give at least one backend")
+	if rd := rr.Redirect; rd != nil {
+		if len(rr.Backends) > 0 {
+			c.add(path, "sets both backends and redirect; give one")
+		}
+		if rr.Rewrite != nil || rr.Mirror != nil || rr.Retries != nil || rr.Fault != nil || rr.Timeout != 0 {
+			c.add(path+".redirect", "answers the call at the caller's sidecar: rewrite, mirror, retries, fault and timeout are for calls sent on")
+		}
+		c.addAll(path+".redirect", rd.Validate())
+		if rd.PrefixRewrite != "" && (rr.Match == nil || rr.Match.Prefix == "") {
+			c.add(path+".redirect.prefix_rewrite", "needs match.prefix")
+		}
+	} else if len(rr.Backends) == 0 {
+		c.add(path+".backends", "is empty; give at least one backend, or a redirect")
+	}
+	if h := rr.Headers; h != nil {
+		c.addAll(path+".headers.request", h.Request.Validate())
+		c.addAll(path+".headers.response", h.Response.Validate())
 	}
 	total, versions := 0, map[string]int{}
 	for i, b := range rr.Backends {

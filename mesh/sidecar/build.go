@@ -136,6 +136,14 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 					applyTrafficPolicy(&clusters[i], tp)
 				}
 			}
+			// A version's own policy over the route's, on its cluster.
+			for _, sub := range rs[0].Subsets {
+				for i := range clusters {
+					if clusters[i].Name == clusterPrefix+name+subsetSep+sub.Version {
+						applyTrafficPolicy(&clusters[i], sub.TrafficPolicy)
+					}
+				}
+			}
 		}
 		cfg.Clusters = append(cfg.Clusters, clusters...)
 		domains := []string{name, name + ".svc", name + ".svc.cluster.local"}
@@ -273,9 +281,16 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 				rt.Match.Prefix = "/"
 			}
 		}
-		if len(rule.Backends) == 1 {
+		if h := rule.Headers; h != nil {
+			rt.RequestHeaders, rt.ResponseHeaders = h.Request, h.Response
+		}
+		switch {
+		case rule.Redirect != nil:
+			rd := *rule.Redirect
+			rt.Redirect = &rd
+		case len(rule.Backends) == 1:
 			rt.Cluster = clusterOf(rule.Backends[0].Version)
-		} else {
+		default:
 			for _, b := range rule.Backends {
 				rt.WeightedClusters = append(rt.WeightedClusters, config.WeightedCluster{Name: clusterOf(b.Version), Weight: b.Weight})
 			}

@@ -23,8 +23,8 @@ import (
 // control plane pins the calls with x-canary: 1 to v2 and sends the
 // others to v1; changed under load to send every call to v2, it takes
 // effect without a failed call; a rule that rewrites the calls' path and
-// Host and mirrors them to v2 has v1 answer and v2 see the copies;
-// deleted, both versions answer again.
+// Host and mirrors them to v2 has v1 answer and v2 see the copies; a rule
+// redirects, another sets a header; deleted, both versions answer again.
 func TestSidecarServiceRoutes(t *testing.T) {
 	m := startProcessMesh(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -43,6 +43,10 @@ func TestSidecarServiceRoutes(t *testing.T) {
 			}
 			if r.URL.Path == "/" {
 				fmt.Fprint(w, version)
+				return
+			}
+			if tag := r.Header.Get("x-tag"); tag != "" {
+				fmt.Fprint(w, version+" "+r.URL.Path+" x-tag="+tag)
 				return
 			}
 			fmt.Fprint(w, version+" "+r.Host+" "+r.URL.Path)
@@ -179,6 +183,26 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("v2 got no copy of the call\n%s", m.sidecars.output())
+	}
+
+	// A redirect answered by web's sidecar, and a header set on the way.
+	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
+		{"match": {"prefix": "/moved/"}, "redirect": {"prefix_rewrite": "/v2/", "status": 308}},
+		{"match": {"prefix": "/tagged"}, "headers": {"request": {"set": [{"name": "x-tag", "value": "t1"}]}}, "backends": [{"version": "v1"}]},
+		{"backends": [{"version": "v2"}]}]}`)
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		got, err := callAt("/tagged", false)
+		if err == nil && got == "v1 /tagged x-tag=t1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a call through a rule that sets a header: %q %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := callAt("/moved/x", false); err == nil || !strings.Contains(err.Error(), "HTTP/1.1 308") || !strings.Contains(err.Error(), "Location: http://orders/v2/x") {
+		t.Fatalf("a redirected call: %v", err)
 	}
 
 	if _, err := m.admin.Delete(ctx, route, api.Options{}); err != nil {

@@ -311,8 +311,13 @@ func TestServiceRoutes(t *testing.T) {
 			{Backends: []policy.RouteBackend{{Version: "v1", Weight: 90}, {Version: "v2", Weight: 10}}},
 			{Match: &policy.RouteMatch{Prefix: "/old/"}, Backends: []policy.RouteBackend{{Version: "v1"}},
 				Rewrite: &policy.RouteRewrite{URI: "/new/", Authority: "orders.internal"}, Mirror: &policy.RouteMirror{Version: "v3"}},
-			{Match: &policy.RouteMatch{Path: "/a.b"}, Backends: []policy.RouteBackend{{}}, Rewrite: &policy.RouteRewrite{URI: "/c$1"}},
-		}}}},
+			{Match: &policy.RouteMatch{Path: "/a.b"}, Backends: []policy.RouteBackend{{}}, Rewrite: &policy.RouteRewrite{URI: "/c$1"},
+				Headers: &policy.RouteHeaders{Request: config.HeaderMutation{Set: []config.Header{{Name: "x-route", Value: "ab"}}},
+					Response: config.HeaderMutation{Remove: []string{"server"}}}},
+			{Match: &policy.RouteMatch{Prefix: "/moved/"}, Redirect: &config.Redirect{PrefixRewrite: "/v2/", Status: 308}},
+		},
+			Subsets: []policy.RouteSubset{{Version: "v2", TrafficPolicy: &policy.TrafficPolicy{LoadBalancer: config.LBRandom}}},
+		}}},
 	}
 	cfg := sidecar.Build(&s, st, "example.org", "")
 	cfg.Normalize()
@@ -325,10 +330,16 @@ func TestServiceRoutes(t *testing.T) {
 			vh = &cfg.VirtualHosts[i]
 		}
 	}
-	if vh == nil || len(vh.Routes) != 5 {
+	if vh == nil || len(vh.Routes) != 6 {
 		t.Fatalf("orders' virtual host: %+v", vh)
 	}
-	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[4]
+	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[5]
+	if rd := vh.Routes[4]; rd.Redirect == nil || rd.Redirect.Status != 308 || rd.Redirect.PrefixRewrite != "/v2/" || rd.Cluster != "" || len(rd.WeightedClusters) != 0 {
+		t.Errorf("the redirecting rule: %+v", rd)
+	}
+	if h := vh.Routes[3]; len(h.RequestHeaders.Set) != 1 || h.RequestHeaders.Set[0].Value != "ab" || len(h.ResponseHeaders.Remove) != 1 {
+		t.Errorf("the rule's headers: %+v", h)
+	}
 	// A prefix is rewritten as a prefix, a path whole (a "$" in the new
 	// path is no group), and a mirror copies to its version's cluster,
 	// which has no endpoint: a version with none.
@@ -361,6 +372,10 @@ func TestServiceRoutes(t *testing.T) {
 	}
 	if n := len(clusters["svc.orders.default"].Endpoints); n != 2 {
 		t.Errorf("orders' whole cluster has %d endpoints, want 2", n)
+	}
+	// v2's subset policy is v2's alone.
+	if v2, v1 := clusters["svc.orders.default_v2"].LBPolicy, clusters["svc.orders.default_v1"].LBPolicy; v2 != config.LBRandom || v1 != config.LBLeastRequest {
+		t.Errorf("load balancers: v2 %q, v1 %q", v2, v1)
 	}
 }
 
