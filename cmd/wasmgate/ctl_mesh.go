@@ -116,6 +116,7 @@ func ctlMeshCheckCmd(f *ctlFlags) *cobra.Command {
 		sourceIP    string
 		file        string
 		tcp         bool
+		jwtClaims   string
 	)
 	cmd := &cobra.Command{
 		Use:   "check FROM TO [METHOD PATH]",
@@ -133,7 +134,8 @@ applying it.
 
 Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 		Example: `  wasmgate ctl mesh check shop/web payments.payments POST /pay
-  wasmgate ctl mesh check spiffe://wasmgate.local/ns/shop/sa/orders payments/payments POST /pay`,
+  wasmgate ctl mesh check spiffe://wasmgate.local/ns/shop/sa/orders payments/payments POST /pay
+  wasmgate ctl mesh check shop/web orders.shop GET /admin --jwt-claims '{"iss": "https://idp.example", "sub": "alice", "groups": ["admins"]}'`,
 		Args: cobra.RangeArgs(2, 4),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 3 {
@@ -174,6 +176,14 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 				hs = append(hs, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
 			}
 			req.Headers = hs
+			if jwtClaims != "" {
+				if tcp {
+					return errors.New("--tcp: a connection carries no token")
+				}
+				if req.Auth, err = authOf(jwtClaims); err != nil {
+					return fmt.Errorf("--jwt-claims: %w", err)
+				}
+			}
 
 			var (
 				aps []policy.AuthorizationPolicy
@@ -265,6 +275,7 @@ Exit status: 0 allowed, 2 denied, other values as for every ctl command.`,
 	fl.StringArrayVarP(&headers, "header", "H", nil, "request header NAME:VALUE (repeatable)")
 	fl.StringVar(&sourceIP, "source-ip", "", "the caller's address, for ip_blocks rules")
 	fl.StringVarP(&file, "file", "f", "", "evaluate the policies of this file instead of the live ones (no control plane needed)")
+	fl.StringVar(&jwtClaims, "jwt-claims", "", `the claims of the end user's token, as a JSON object, as if a request authentication verified it: iss and sub make the request principal ("ISS/SUB"), aud the audiences, azp the presenter, every claim a request.auth.claims[...] value`)
 	fl.BoolVar(&tcp, "tcp", false, "a connection to a service of protocol tcp, not an HTTP request: rules that need HTTP attributes apply as Istio applies them to TCP")
 	return cmd
 }
@@ -274,6 +285,33 @@ func listOrNone(l []string) string {
 		return "none"
 	}
 	return strings.Join(l, ", ")
+}
+
+// authOf is the end user of a check: the claims of a token, as the
+// request authentication hands them to the authorization policy.
+func authOf(claims string) (*policy.Auth, error) {
+	a := &policy.Auth{}
+	if err := json.Unmarshal([]byte(claims), &a.Claims); err != nil {
+		return nil, fmt.Errorf("not a JSON object: %w", err)
+	}
+	iss, _ := a.Claims["iss"].(string)
+	sub, _ := a.Claims["sub"].(string)
+	if iss == "" || sub == "" {
+		return nil, errors.New("give iss and sub: they are the request principal")
+	}
+	a.Principal = iss + "/" + sub
+	a.Presenter, _ = a.Claims["azp"].(string)
+	switch aud := a.Claims["aud"].(type) {
+	case string:
+		a.Audiences = []string{aud}
+	case []any:
+		for _, v := range aud {
+			if s, ok := v.(string); ok {
+				a.Audiences = append(a.Audiences, s)
+			}
+		}
+	}
+	return a, nil
 }
 
 // headerList is request headers for a check.

@@ -233,3 +233,36 @@ authorization_policies:
 		t.Fatal("--tcp with a header was accepted")
 	}
 }
+
+// TestCtlMeshCheckEndUser: --jwt-claims checks a call as if a request
+// authentication had verified a token with those claims.
+func TestCtlMeshCheckEndUser(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte(`
+authorization_policies:
+  - name: orders-admins
+    namespace: shop
+    service: orders
+    rules: [{from: [{request_principals: ["https://idp.example/*"]}], when: [{key: "request.auth.claims[groups]", values: [admins]}]}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"ctl", "--server", "http://127.0.0.1:1", "mesh", "check", "-f", file, "shop/web", "orders.shop", "GET", "/admin"}
+	out, err := runCLI(t, append(base, "--jwt-claims", `{"iss": "https://idp.example", "sub": "alice", "groups": ["buyers", "admins"]}`)...)
+	if err != nil || !strings.Contains(out, "ALLOW") || !strings.Contains(out, "orders-admins rules[0]") {
+		t.Fatalf("an admin: %v\n%s", err, out)
+	}
+	var ee *exitError
+	for _, claims := range []string{`{"iss": "https://idp.example", "sub": "bob", "groups": "buyers"}`, ""} {
+		args := base
+		if claims != "" {
+			args = append(args, "--jwt-claims", claims)
+		}
+		if out, err := runCLI(t, args...); !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(out, "DENY") {
+			t.Fatalf("claims %q: %v\n%s", claims, err, out)
+		}
+	}
+	if _, err := runCLI(t, append(base, "--jwt-claims", `{"sub": "alice"}`)...); err == nil || !strings.Contains(err.Error(), "iss and sub") {
+		t.Fatalf("claims without an issuer: %v", err)
+	}
+}
