@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"cmp"
+	"crypto/x509"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -28,6 +32,39 @@ type ServiceEntry struct {
 	Addresses []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
 	// Ports, when set, are the only ports the hosts may be reached on.
 	Ports []int `json:"ports,omitempty" yaml:"ports,omitempty"`
+	// TLSOrigination, when set, has the sidecar send the app's plain HTTP
+	// calls to the hosts over TLS: the app speaks HTTP, nothing leaves in
+	// plain text.
+	TLSOrigination *TLSOrigination `json:"tls_origination,omitempty" yaml:"tls_origination,omitempty"`
+}
+
+// TLSOrigination is a service entry's TLS toward its hosts, as Istio's
+// ServiceEntry targetPort with a DestinationRule of tls mode SIMPLE: a
+// plain HTTP call to a host of the entry on Port leaves as HTTPS to
+// TargetPort, the server's certificate checked for the host's name.
+type TLSOrigination struct {
+	// Port is the port of the app's plain calls; 0 means 80.
+	Port int `json:"port,omitempty" yaml:"port,omitempty"`
+	// TargetPort is the port the TLS goes to; 0 means 443.
+	TargetPort int `json:"target_port,omitempty" yaml:"target_port,omitempty"`
+	// CACertificates, PEM, are the roots the server's certificate must
+	// chain to; empty means the system's.
+	CACertificates string `json:"ca_certificates,omitempty" yaml:"ca_certificates,omitempty"`
+}
+
+// Originates returns where a plain HTTP call to host on port leaves over
+// TLS ("host:target_port") and the PEM roots it checks the server with
+// ("": the system's); ok is false when the entry does not originate TLS
+// for the call.
+func (e *ServiceEntry) Originates(host string, port int) (target, roots string, ok bool) {
+	o := e.TLSOrigination
+	if o == nil || port != cmp.Or(o.Port, 80) || !e.Admits(host, port) {
+		return "", "", false
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return "", "", false // a certificate names a host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(cmp.Or(o.TargetPort, 443))), o.CACertificates, true
 }
 
 // Scope implements the scope of a mesh resource.
@@ -63,6 +100,25 @@ func (e *ServiceEntry) Validate() error {
 	for i, p := range e.Ports {
 		if p < 1 || p > 65535 {
 			c.add(at("ports", i), "%d is not a port", p)
+		}
+	}
+	if o := e.TLSOrigination; o != nil {
+		if len(e.Hosts) == 0 {
+			c.add("tls_origination", "needs hosts: the server's certificate is checked for a host's name")
+		}
+		for _, p := range []struct {
+			name string
+			v    int
+		}{{"port", o.Port}, {"target_port", o.TargetPort}} {
+			if p.v < 0 || p.v > 65535 {
+				c.add("tls_origination."+p.name, "%d is not a port", p.v)
+			}
+		}
+		if len(e.Ports) > 0 && !slices.Contains(e.Ports, cmp.Or(o.Port, 80)) {
+			c.add("tls_origination.port", "%d is not one of ports", cmp.Or(o.Port, 80))
+		}
+		if o.CACertificates != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(o.CACertificates)) {
+			c.add("tls_origination.ca_certificates", "holds no PEM certificate")
 		}
 	}
 	return c.err()

@@ -232,6 +232,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 				"service_routes[0].rules[1].redirect", "service_routes[0].rules[1].redirect.prefix_rewrite", "service_routes[0].subsets[0].traffic_policy", "service_routes[0].subsets[1].version", "service_routes[0].subsets[1].traffic_policy.load_balancer"}},
 		{"entry", `service_entries: [{name: a, namespace: n, hosts: [api.example.com, "*.ok.test", "bad host", "*"], ports: [0, 443]}]`,
 			[]string{"service_entries[0].hosts[2]", "service_entries[0].hosts[3]", "service_entries[0].ports[0]"}},
+		{"entry tls origination", `service_entries: [{name: a, namespace: n, addresses: [10.0.0.1], ports: [443], tls_origination: {target_port: 70000, ca_certificates: "no pem"}}]`,
+			[]string{"service_entries[0].tls_origination", "service_entries[0].tls_origination.target_port", "service_entries[0].tls_origination.port", "service_entries[0].tls_origination.ca_certificates"}},
 		{"entry without hosts", `service_entries: [{name: a, namespace: n}]`, []string{"service_entries[0].hosts"}},
 		{"route in the root namespace", `service_routes: [{name: a, namespace: wasmgate-system, service: s, rules: [{backends: [{}]}]}]`, []string{"service_routes[0].service", "service_routes[0].namespace"}},
 		{"unknown field", `authorization_policies: [{name: a, namespace: n, selector: {}}]`, nil},
@@ -546,5 +548,32 @@ func TestServiceEntryAdmits(t *testing.T) {
 	}
 	if got := policy.EntriesFor([]policy.ServiceEntry{e, {Name: "other", Namespace: "bank", Hosts: []string{"x.test"}}}, "shop", "web"); len(got) != 1 || got[0].Name != "apis" {
 		t.Errorf("EntriesFor = %+v", got)
+	}
+}
+
+// TestServiceEntryOriginates: an entry that originates TLS sends a plain
+// call to one of its hosts on its port to the host's target port; a call
+// on another port, to an address, or to another host is not its.
+func TestServiceEntryOriginates(t *testing.T) {
+	e := policy.ServiceEntry{Name: "apis", Namespace: "shop", Hosts: []string{"api.example.com", "*.ok.test"}, Addresses: []string{"10.0.0.1"},
+		TLSOrigination: &policy.TLSOrigination{TargetPort: 8443, CACertificates: "roots"}}
+	if err := e.Validate(); err == nil {
+		t.Fatal("roots that are no PEM were accepted")
+	}
+	for _, tc := range []struct {
+		host   string
+		port   int
+		target string
+	}{
+		{"api.example.com", 80, "api.example.com:8443"},
+		{"x.ok.test", 80, "x.ok.test:8443"},
+		{"api.example.com", 8080, ""},
+		{"10.0.0.1", 80, ""},
+		{"other.test", 80, ""},
+	} {
+		target, roots, ok := e.Originates(tc.host, tc.port)
+		if target != tc.target || ok != (tc.target != "") || ok && roots != "roots" {
+			t.Errorf("Originates(%s, %d) = %q %q %v, want %q", tc.host, tc.port, target, roots, ok, tc.target)
+		}
 	}
 }

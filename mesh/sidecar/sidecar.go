@@ -38,6 +38,8 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -183,7 +185,13 @@ func (s *Sidecar) forwarder() (string, error) {
 	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.Out.URL.Scheme, r.Out.URL.Host = "http", r.In.Host
 		r.Out.Host = r.In.Host
-	}}
+		if target, roots, ok := s.originates(r.In.Host); ok {
+			// The call leaves over TLS; its Host loses the plain port.
+			r.Out.URL.Scheme, r.Out.URL.Host = "https", target
+			r.Out.Host, _, _ = net.SplitHostPort(target)
+			r.Out = r.Out.WithContext(context.WithValue(r.Out.Context(), rootsKey{}, roots))
+		}
+	}, Transport: &originator{plain: http.DefaultTransport, byRoots: map[string]*http.Transport{}}}
 	s.passAddr = ln.Addr().String()
 	s.passthrough = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if *s.outbound.Load() != AllowAny && !s.entryAdmits(r.Host) {
@@ -235,12 +243,67 @@ func (s *Sidecar) entryAdmits(hostport string) bool {
 	if entries == nil {
 		return false
 	}
-	host, port := hostport, 80
-	if h, p, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-		port, _ = strconv.Atoi(p)
-	}
+	host, port := splitHost(hostport)
 	return policy.AnyAdmits(*entries, host, port)
+}
+
+// originates returns where a plain HTTP call to hostport (a Host header)
+// leaves over TLS, and with which PEM roots, when a service entry says
+// so.
+func (s *Sidecar) originates(hostport string) (target, roots string, ok bool) {
+	entries := s.entries.Load()
+	if entries == nil {
+		return "", "", false
+	}
+	host, port := splitHost(hostport)
+	for i := range *entries {
+		if target, roots, ok := (*entries)[i].Originates(host, port); ok {
+			return target, roots, true
+		}
+	}
+	return "", "", false
+}
+
+// splitHost splits a Host header; a Host without a port is port 80's.
+func splitHost(hostport string) (string, int) {
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		port, _ := strconv.Atoi(p)
+		return h, port
+	}
+	return hostport, 80
+}
+
+// rootsKey carries, in a forwarded call's context, the PEM roots of the
+// service entry that originates TLS for it.
+type rootsKey struct{}
+
+// originator carries the forwarder's calls: plain ones as they are, those
+// a service entry originates TLS for with the entry's roots (a transport
+// per set of roots, kept while the sidecar runs; "" is the system's).
+type originator struct {
+	plain   http.RoundTripper
+	mu      sync.Mutex
+	byRoots map[string]*http.Transport
+}
+
+func (o *originator) RoundTrip(r *http.Request) (*http.Response, error) {
+	roots, ok := r.Context().Value(rootsKey{}).(string)
+	if !ok {
+		return o.plain.RoundTrip(r)
+	}
+	o.mu.Lock()
+	t := o.byRoots[roots]
+	if t == nil {
+		t = http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if roots != "" {
+			t.TLSClientConfig.RootCAs = x509.NewCertPool()
+			t.TLSClientConfig.RootCAs.AppendCertsFromPEM([]byte(roots))
+		}
+		o.byRoots[roots] = t
+	}
+	o.mu.Unlock()
+	return t.RoundTrip(r)
 }
 
 // Rebase replaces Options.Base (the proxy's local configuration read
