@@ -47,6 +47,9 @@ type Endpoints struct {
 	Revision int64
 	// Items are sorted by id.
 	Items []registry.Endpoint
+	// VIP is the service's virtual address (registry.ServiceVIP), which
+	// its name resolves to in the sidecars' DNS; empty when it has none.
+	VIP string `json:",omitempty"`
 	// Routes are the service routes of the service (at most one; sorted
 	// by name), which route its callers' calls between its versions.
 	Routes []policy.ServiceRoute `json:",omitempty"`
@@ -133,6 +136,7 @@ type Hub struct {
 	ses      map[string]map[string]*policy.ServiceEntry
 	ras      map[string]map[string]*policy.RequestAuthentication
 	routeOf  map[string]string // a service route's name -> the service it routes
+	vips     map[string]string // a service -> its virtual address
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
 	all      map[*Watch]struct{}            // every open watch
@@ -167,6 +171,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		ses:      map[string]map[string]*policy.ServiceEntry{},
 		ras:      map[string]map[string]*policy.RequestAuthentication{},
 		routeOf:  map[string]string{},
+		vips:     map[string]string{},
 		all:      map[*Watch]struct{}{},
 		byID:     map[string]*Watch{},
 		policyWs: map[string]map[*Watch]struct{}{},
@@ -240,6 +245,7 @@ func (h *Hub) list(ctx context.Context) (int64, error) {
 	resp, err := h.cli.Txn(ctx).Then(
 		clientv3.OpGet(h.keys.EndpointsPrefix(), clientv3.WithPrefix()),
 		clientv3.OpGet(begin, clientv3.WithRange(end)),
+		clientv3.OpGet(h.keys.ServiceVIPsPrefix(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return 0, err
@@ -272,6 +278,7 @@ func (h *Hub) watch(ctx context.Context, rev int64) string {
 	chans := []clientv3.WatchChan{
 		h.cli.Watch(wctx, h.keys.EndpointsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)),
 		h.cli.Watch(wctx, begin, clientv3.WithRange(end), clientv3.WithRev(rev+1)),
+		h.cli.Watch(wctx, h.keys.ServiceVIPsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)),
 	}
 	for {
 		var (
@@ -283,6 +290,7 @@ func (h *Hub) watch(ctx context.Context, rev int64) string {
 			return "stopping"
 		case resp, ok = <-chans[0]:
 		case resp, ok = <-chans[1]:
+		case resp, ok = <-chans[2]:
 		}
 		switch {
 		case !ok:
@@ -326,6 +334,17 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		svc := h.service(ep.Cluster)
 		svc.eps[ep.ID] = ep
 		h.publish(ep.Cluster, svc, rev)
+		return
+	}
+	if name, ok := strings.CutPrefix(key, h.keys.ServiceVIPsPrefix()); ok {
+		h.raw[key] = value
+		h.vips[name] = string(value)
+		// A service's first registration writes its address just before
+		// its endpoint, which carries it to the watchers: an update of
+		// the address alone is for a service already registered.
+		if svc := h.services[name]; svc != nil && len(svc.eps) > 0 {
+			h.publish(name, svc, rev)
+		}
 		return
 	}
 	ref, ok := h.keys.ParseResource(key)
@@ -412,6 +431,13 @@ func (h *Hub) remove(key string, rev int64) {
 		return
 	}
 	delete(h.raw, key)
+	if name, ok := strings.CutPrefix(key, h.keys.ServiceVIPsPrefix()); ok {
+		delete(h.vips, name)
+		if svc := h.services[name]; svc != nil {
+			h.publish(name, svc, rev)
+		}
+		return
+	}
 	if name, id, ok := h.keys.ParseEndpoint(key); ok {
 		if svc := h.services[name]; svc != nil {
 			delete(svc.eps, id)
@@ -521,7 +547,7 @@ func (h *Hub) service(name string) *service {
 	svc := h.services[name]
 	if svc == nil {
 		svc = &service{eps: map[string]registry.Endpoint{}, routes: map[string]*policy.ServiceRoute{}, subs: map[*Watch]struct{}{},
-			snap: &Endpoints{Service: name}}
+			snap: &Endpoints{Service: name, VIP: h.vips[name]}}
 		h.services[name] = svc
 	}
 	return svc
@@ -535,7 +561,7 @@ func (h *Hub) publish(name string, svc *service, rev int64) {
 		items = append(items, ep)
 	}
 	slices.SortFunc(items, func(a, b registry.Endpoint) int { return strings.Compare(a.ID, b.ID) })
-	svc.snap = &Endpoints{Service: name, Revision: rev, Items: items}
+	svc.snap = &Endpoints{Service: name, Revision: rev, Items: items, VIP: h.vips[name]}
 	for _, r := range svc.routes {
 		svc.snap.Routes = append(svc.snap.Routes, *r)
 	}

@@ -20,11 +20,12 @@ import (
 // lease is lost (etcd away longer than the lease), and removed at once when
 // it stops, so that callers stop sending before the sidecar drains.
 type Registration struct {
-	cli *clientv3.Client
-	key string
-	val string
-	ttl int64
-	log *zap.Logger
+	cli    *clientv3.Client
+	prefix string
+	key    string
+	val    string
+	ttl    int64
+	log    *zap.Logger
 
 	registered chan struct{} // closed, once, at the first registration
 	once       sync.Once
@@ -44,7 +45,7 @@ func NewRegistration(cli *clientv3.Client, prefix string, ep registry.Endpoint, 
 		logger = zap.NewNop()
 	}
 	return &Registration{
-		cli: cli, key: resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID), val: string(registry.EncodeEndpoint(ep)),
+		cli: cli, prefix: prefix, key: resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID), val: string(registry.EncodeEndpoint(ep)),
 		ttl: max(2, int64(ttl/time.Second)), log: logger, registered: make(chan struct{}),
 	}, nil
 }
@@ -79,6 +80,15 @@ func (r *Registration) session(ctx context.Context) error {
 		return fmt.Errorf("granting lease: %w", err)
 	}
 	granted := time.Now()
+	// The service's virtual address, the first time (RegisterEndpoint's
+	// rule): without one it registers all the same.
+	if cluster, _, ok := resource.NewKeys(r.prefix).ParseEndpoint(r.key); ok {
+		vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := registry.ServiceVIP(vctx, r.cli, r.prefix, cluster); err != nil {
+			r.log.Warn("the service has no virtual address", zap.String("service", cluster), zap.Error(err))
+		}
+		cancel()
+	}
 	defer func() {
 		// Deregister on the way out: delete first, so that callers stop at
 		// once, then revoke.

@@ -406,7 +406,9 @@ func CheckAddress(addr string) error {
 // RegisterEndpoint writes an endpoint under a lease of ttl. Registering an
 // endpoint that is already registered under a live lease renews that lease
 // instead of granting another, so a service calls it again every ttl/3 to
-// stay registered. It returns the lease.
+// stay registered. It returns the lease. The first registration of a
+// service gives it a virtual address (ServiceVIP); one that cannot be
+// allocated leaves the service without, and registers all the same.
 func RegisterEndpoint(ctx context.Context, cli *clientv3.Client, prefix string, ep Endpoint, ttl time.Duration) (clientv3.LeaseID, error) {
 	if err := ep.Check(); err != nil {
 		return 0, err
@@ -414,12 +416,17 @@ func RegisterEndpoint(ctx context.Context, cli *clientv3.Client, prefix string, 
 	if ttl < 2*time.Second {
 		ttl = 2 * time.Second
 	}
-	key := resource.NewKeys(prefix).Endpoint(ep.Cluster, ep.ID)
+	keys := resource.NewKeys(prefix)
+	key := keys.Endpoint(ep.Cluster, ep.ID)
 	val := EncodeEndpoint(ep)
-	resp, err := cli.Get(ctx, key)
+	both, err := cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(keys.ServiceVIP(ep.Cluster), clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("registering endpoint: %w", err)
 	}
+	if both.Responses[1].GetResponseRange().Count == 0 {
+		_, _ = ServiceVIP(ctx, cli, prefix, ep.Cluster)
+	}
+	resp := both.Responses[0].GetResponseRange()
 	var lease clientv3.LeaseID
 	if len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
 		lease = clientv3.LeaseID(resp.Kvs[0].Lease)

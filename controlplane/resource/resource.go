@@ -225,6 +225,18 @@ func (k Keys) ProxiesPrefix() string { return k.prefix + "/agents/" }
 // Proxy is the registration key of one proxy.
 func (k Keys) Proxy(nodeID string) string { return k.ProxiesPrefix() + nodeID }
 
+// ServiceVIPsPrefix is the prefix of the services' virtual addresses.
+// The segment "addresses" sorts before "agents", outside ConfigRange and
+// the mesh policies' range: the hub follows it on its own.
+func (k Keys) ServiceVIPsPrefix() string { return k.prefix + "/addresses/services/" }
+
+// ServiceVIP is the key of a service's virtual address.
+func (k Keys) ServiceVIP(service string) string { return k.ServiceVIPsPrefix() + service }
+
+// VIPOwner is the key that holds which service has the virtual address
+// ip, so that no two share one.
+func (k Keys) VIPOwner(ip string) string { return k.prefix + "/addresses/owners/" + ip }
+
 // EndpointsPrefix is the prefix of every registered endpoint.
 func (k Keys) EndpointsPrefix() string { return k.prefix + "/endpoints/" }
 
