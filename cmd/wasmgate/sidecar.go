@@ -35,7 +35,10 @@ CAP_NET_ADMIN, before the app starts):
     in --exclude-inbound-ports;
   - every outbound TCP connection goes to --outbound-port, except those of
     the sidecar's own user (--uid), to loopback, and to the ports in
-    --exclude-outbound-ports.
+    --exclude-outbound-ports;
+  - with --dns-port, every DNS query (UDP and TCP to port 53, loopback's
+    resolver too) goes to that port, the sidecar's DNS (run --sidecar
+    --dns 127.0.0.1:PORT), except the sidecar's own.
 
 The same rules are written for IPv6 with ip6tables when the namespace has
 IPv6 (--ipv6). The sidecar reads each connection's original destination
@@ -108,6 +111,7 @@ implementation (nft or legacy) is the one the host already uses, unless
 	fl.StringVar(&backend, "backend", "auto", "iptables implementation: auto, nft or legacy")
 	fl.BoolVar(&dryRun, "dry-run", false, "print the rules and change nothing")
 	fl.BoolVar(&remove, "remove", false, "remove the rules")
+	fl.IntVar(&o.DNSPort, "dns-port", 0, "send the app's DNS queries to this port, the sidecar's DNS (0: leave DNS alone)")
 	fl.BoolVar(&o.IPv6, "ipv6", intercept.HostHasIPv6(), "write the rules for IPv6 too (default: when the namespace has IPv6)")
 	return cmd
 }

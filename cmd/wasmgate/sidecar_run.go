@@ -62,6 +62,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.s.InboundNetworkFilters, "inbound-network-filters", nil, "with --sidecar, for an app of protocol tcp: Wasm plugins of --local-config, by name, that run as network filters on every connection from a peer after the mesh policy (comma-separated, in order)")
 	fl.StringSliceVar(&f.s.OutboundNetworkFilters, "outbound-network-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that run as network filters on every connection of the app to a TCP service (comma-separated, in order)")
 	fl.DurationVar((*time.Duration)(&f.s.ProtocolDetectionTimeout), "protocol-detection-timeout", 0, "with --sidecar: how long an intercepted connection bound outside the mesh may stay silent before it is taken for a protocol whose server speaks first (default 100ms)")
+	fl.StringVar(&f.s.DNS, "dns", "", "with --sidecar: answer DNS at this address (127.0.0.1:15053; UDP and TCP): the names of the services the app calls with their virtual addresses, other names from the host's resolvers; `sidecar iptables --dns-port` sends the app's DNS there")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
 }
 
@@ -101,6 +102,7 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 	set(&s.Outbound, o.Outbound)
 	set(&s.OutboundPolicy, o.OutboundPolicy)
 	set(&s.HopProtocol, o.HopProtocol)
+	set(&s.DNS, o.DNS)
 	if o.AppPort != 0 {
 		s.AppPort = o.AppPort
 	}
@@ -223,7 +225,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	defer tcp.Close()
 	log.Info("sidecar serving", zap.String("service", s.Name()), zap.String("spiffe_id", mesh.ID().String()),
-		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()),
+		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()), zap.String("dns", s.DNS),
 		zap.Int("threads", runtime.GOMAXPROCS(0)))
 
 	regDone := make(chan struct{})

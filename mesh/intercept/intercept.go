@@ -27,6 +27,7 @@ import (
 const (
 	InboundChain  = "WASMGATE_INBOUND"
 	OutboundChain = "WASMGATE_OUTPUT"
+	DNSChain      = "WASMGATE_DNS"
 )
 
 // Options say what to redirect where.
@@ -48,6 +49,10 @@ type Options struct {
 	// IPv6 writes the same rules for IPv6 with ip6tables; without it a
 	// dual-stack app's IPv6 connections would bypass the sidecar.
 	IPv6 bool
+	// DNSPort, when set, is where the app's DNS (UDP and TCP to port 53,
+	// whatever the resolver's address) is sent: the sidecar's DNS
+	// (--dns). Zero leaves DNS alone.
+	DNSPort int
 }
 
 // Validate checks the options; its errors name the flag's field.
@@ -68,6 +73,9 @@ func (o Options) Validate() error {
 	}
 	for i, p := range o.ExcludeInboundPorts {
 		check(fmt.Sprintf("exclude_inbound_ports[%d]", i), p)
+	}
+	if o.DNSPort != 0 {
+		check("dns_port", o.DNSPort)
 	}
 	for i, p := range o.ExcludeOutboundPorts {
 		check(fmt.Sprintf("exclude_outbound_ports[%d]", i), p)
@@ -95,6 +103,17 @@ func Script(o Options, v6 bool) string {
 		w("-A %s -p tcp --dport %d -j RETURN", InboundChain, p)
 	}
 	w("-A %s -p tcp -j REDIRECT --to-ports %d", InboundChain, o.InboundPort)
+	// DNS, first: the app's queries, to any resolver, loopback's too, go
+	// to the sidecar's DNS; the sidecar's own go where they were sent.
+	// IPv4 only: the sidecar's DNS listens on 127.0.0.1.
+	if o.DNSPort != 0 && !v6 {
+		w(":%s - [0:0]", DNSChain)
+		w("-A OUTPUT -p udp --dport 53 -j %s", DNSChain)
+		w("-A OUTPUT -p tcp --dport 53 -j %s", DNSChain)
+		w("-A %s -m owner --uid-owner %d -j RETURN", DNSChain, o.UID)
+		w("-A %s -p udp -j REDIRECT --to-ports %d", DNSChain, o.DNSPort)
+		w("-A %s -p tcp -j REDIRECT --to-ports %d", DNSChain, o.DNSPort)
+	}
 	// Outbound: the sidecar's own connections leave as they are; so does
 	// the app's traffic to itself over loopback.
 	w("-A OUTPUT -p tcp -j %s", OutboundChain)
@@ -238,18 +257,19 @@ func remove(ctx context.Context, iptables string) error {
 		}
 		return nil
 	}
-	for _, j := range [][2]string{{"PREROUTING", InboundChain}, {"OUTPUT", OutboundChain}} {
+	for _, j := range [][]string{{"PREROUTING", "-p", "tcp", "-j", InboundChain}, {"OUTPUT", "-p", "tcp", "-j", OutboundChain},
+		{"OUTPUT", "-p", "udp", "--dport", "53", "-j", DNSChain}, {"OUTPUT", "-p", "tcp", "--dport", "53", "-j", DNSChain}} {
 		// One delete per jump that an earlier run added.
 		for range 16 {
-			if run("-C", j[0], "-p", "tcp", "-j", j[1]) != nil {
+			if run(append([]string{"-C"}, j...)...) != nil {
 				break
 			}
-			if err := run("-D", j[0], "-p", "tcp", "-j", j[1]); err != nil {
+			if err := run(append([]string{"-D"}, j...)...); err != nil {
 				return err
 			}
 		}
 	}
-	for _, c := range []string{InboundChain, OutboundChain} {
+	for _, c := range []string{InboundChain, OutboundChain, DNSChain} {
 		if run("-n", "-L", c) != nil {
 			continue
 		}

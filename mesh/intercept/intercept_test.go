@@ -41,6 +41,21 @@ COMMIT
 	if got6, want6 := intercept.Script(o, true), strings.Replace(want, "127.0.0.0/8", "::1/128", 1); got6 != want6 {
 		t.Fatalf("Script for IPv6 =\n%s\nwant\n%s", got6, want6)
 	}
+	// With the sidecar's DNS, port 53 goes there first (IPv4 only).
+	o.DNSPort = 15053
+	dnsRules := `:WASMGATE_DNS - [0:0]
+-A OUTPUT -p udp --dport 53 -j WASMGATE_DNS
+-A OUTPUT -p tcp --dport 53 -j WASMGATE_DNS
+-A WASMGATE_DNS -m owner --uid-owner 1337 -j RETURN
+-A WASMGATE_DNS -p udp -j REDIRECT --to-ports 15053
+-A WASMGATE_DNS -p tcp -j REDIRECT --to-ports 15053
+`
+	if got, want := intercept.Script(o, false), strings.Replace(want, "-A OUTPUT -p tcp -j WASMGATE_OUTPUT\n", dnsRules+"-A OUTPUT -p tcp -j WASMGATE_OUTPUT\n", 1); got != want {
+		t.Fatalf("Script with DNS =\n%s\nwant\n%s", got, want)
+	}
+	if got6 := intercept.Script(o, true); strings.Contains(got6, "WASMGATE_DNS") {
+		t.Fatalf("Script for IPv6 with DNS =\n%s", got6)
+	}
 }
 
 func TestOptionsValidate(t *testing.T) {
@@ -142,9 +157,26 @@ func testRedirect(t *testing.T, b intercept.Backend) {
 
 	serve(t, listen(t, app, ":15001"), "outbound", true)
 	serve(t, listen(t, app, ":15006"), "inbound", true)
+	serve(t, listen(t, app, ":15053"), "dns", true)
 	serve(t, listen(t, peer, ":80"), "peer", false)
+	var dnsUDP net.PacketConn
+	// On loopback, as the sidecar's DNS: REDIRECT sends the app's
+	// packets to 127.0.0.1, and a reply from another address would not
+	// be taken back to the resolver's.
+	app.MustDo(func() (err error) { dnsUDP, err = net.ListenPacket("udp4", "127.0.0.1:15053"); return err })
+	t.Cleanup(func() { dnsUDP.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := dnsUDP.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			dnsUDP.WriteTo(append([]byte("dns "), buf[:n]...), from)
+		}
+	}()
 
-	opts := intercept.Options{UID: sidecarUID, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22}, IPv6: true}
+	opts := intercept.Options{UID: sidecarUID, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{22}, IPv6: true, DNSPort: 15053}
 	app.MustDo(func() error { return intercept.Apply(ctx, b, opts) })
 	// Applying twice leaves one set of rules.
 	app.MustDo(func() error { return intercept.Apply(ctx, b, opts) })
@@ -164,6 +196,30 @@ func testRedirect(t *testing.T, b intercept.Backend) {
 	}
 	if got, err := greet(peer, netip.AddrPortFrom(appAddr, 22)); err == nil {
 		t.Errorf("a connection to the excluded port 22 was answered: %q", got)
+	}
+	// DNS to a resolver anywhere, over TCP and UDP, reaches the DNS port.
+	peer53 := netip.AddrPortFrom(peerAddr, 53)
+	if got, err := greet(app, peer53); err != nil || got != "dns "+peer53.String() {
+		t.Errorf("the app's DNS over TCP: %q, %v; want the DNS port with %s", got, err, peer53)
+	}
+	var answer string
+	app.MustDo(func() error {
+		c, err := net.Dial("udp4", peer53.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write([]byte("query")); err != nil {
+			return err
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		answer = string(buf[:n])
+		return err
+	})
+	if answer != "dns query" {
+		t.Errorf("the app's DNS over UDP: %q, want the DNS port's answer", answer)
 	}
 	// The same over IPv6.
 	peer80v6 := netip.AddrPortFrom(netnstest.V6(peerAddr), 80)

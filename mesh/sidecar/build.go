@@ -76,6 +76,10 @@ type State struct {
 	// Entries are the service entries of its service: hosts outside the
 	// mesh it may reach under registry_only.
 	Entries []policy.ServiceEntry
+	// VIPs are the virtual addresses of the services it calls, by
+	// registry name: the sidecar's DNS answers their names with them, and
+	// a connection to one is a call to its service.
+	VIPs map[string]string
 }
 
 // Build turns settings and state into the proxy's configuration: an

@@ -28,8 +28,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/miekg/dns"
 
 	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/controlplane/resource"
 	"github.com/wasmgate/wasmgate/controlplane/secret"
 	"github.com/wasmgate/wasmgate/mesh/internal/netnstest"
@@ -397,7 +399,8 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 				t.Fatal(err)
 			}
 			ns[name].MustRun(bin, "sidecar", "iptables", "--uid", strconv.Itoa(webUID), "--inbound-port", "15006", "--outbound-port", "15001",
-				"--exclude-outbound-ports", "9900,2379")
+				"--exclude-outbound-ports", "9900,2379", "--dns-port", "15053")
+			args = append(args, "--dns", "127.0.0.1:15053")
 			args = append([]string{"--reuid", strconv.Itoa(webUID), "--regid", strconv.Itoa(webUID), "--clear-groups", bin}, args...)
 			m.sidecars[name] = process(t, ns[name], "setpriv", args...)
 			continue
@@ -646,6 +649,17 @@ func TestNetnsTransparent(t *testing.T) {
 	const sidecarUID = 1337
 	m := startNetnsMesh(t, sidecarUID)
 	app := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: nsDialer(m.ns["web"]), DisableKeepAlives: true}}
+	getAt := func(addr, host string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		req.Host = host
+		resp, err := app.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
 	get := func(host string) (int, string, error) {
 		// Port 80 of orders' address: nothing listens there; only the
 		// redirect makes this call work.
@@ -694,6 +708,46 @@ func TestNetnsTransparent(t *testing.T) {
 		out, err := tcpCall(t, m.ns["web"], dbClusterIP+":5432", "select 2 -- by name")
 		return err == nil && out == "db: select 2 -- by name\n"
 	})
+	// With the sidecar's DNS (--dns, and --dns-port in the interception),
+	// a name needs no hosts file: the app's query, to a resolver at any
+	// address, is answered by web's sidecar with the service's virtual
+	// address, and a connection to that address is the sidecar's to
+	// route, HTTP by its Host and TCP to its service.
+	lookup := func(name string) (netip.Addr, error) {
+		c, err := nsDialer(m.ns["web"])(context.Background(), "udp", m.gw["web"].String()+":53")
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		defer c.Close()
+		q := new(dns.Msg).SetQuestion(dns.Fqdn(name), dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 3 * time.Second}).ExchangeWithConn(q, &dns.Conn{Conn: c})
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				ip, _ := netip.AddrFromSlice(a.A)
+				return ip.Unmap(), nil
+			}
+		}
+		return netip.Addr{}, fmt.Errorf("%s: no address (rcode %s)", name, dns.RcodeToString[r.Rcode])
+	}
+	var ordersVIP, dbVIP netip.Addr
+	waitFor(t, "the names of orders and db in web's DNS", 10*time.Second, func() bool {
+		var err1, err2 error
+		ordersVIP, err1 = lookup("orders")
+		dbVIP, err2 = lookup("db.default.svc.cluster.local")
+		return err1 == nil && err2 == nil
+	})
+	if !registry.VIPPool.Contains(ordersVIP) || !registry.VIPPool.Contains(dbVIP) || ordersVIP == dbVIP {
+		t.Fatalf("virtual addresses: orders %s, db %s", ordersVIP, dbVIP)
+	}
+	if st, body, err := getAt(ordersVIP.String()+":80", "orders"); err != nil || st != 200 || body != "orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {
+		t.Fatalf("web -> orders by its virtual address: %d %q %v", st, body, err)
+	}
+	if out, err := tcpCall(t, m.ns["web"], dbVIP.String()+":5432", "select 3 -- by its virtual address"); err != nil || out != "db: select 3 -- by its virtual address\n" {
+		t.Fatalf("web -> db by its virtual address: %q %v", out, err)
+	}
 	// A TCP server outside the mesh, on the router: a connection that does
 	// not speak HTTP (here a TLS record's first bytes) is refused by
 	// registry_only, and a flow record says why.

@@ -101,6 +101,11 @@ type Settings struct {
 	// protocol whose server speaks first; zero means 100 ms (Istio's
 	// protocolDetectionTimeout).
 	ProtocolDetectionTimeout config.Duration `yaml:"protocol_detection_timeout,omitempty" json:"protocol_detection_timeout,omitempty"`
+	// DNS, when set, is the address ("127.0.0.1:15053") where the sidecar
+	// answers DNS: the names of the services the app calls with their
+	// virtual addresses, other names from the host's resolvers. `sidecar
+	// iptables --dns-port` sends the app's DNS there.
+	DNS string `yaml:"dns,omitempty" json:"dns,omitempty"`
 	// Calls are the services the app calls: "orders" (in Namespace),
 	// "orders.shop" or "orders.shop.svc".
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
@@ -260,6 +265,9 @@ func (s *Settings) validate(announceBound bool) error {
 	addr("inbound", s.Inbound)
 	addr("outbound", s.Outbound)
 	addr("announce", s.Announce)
+	if s.DNS != "" {
+		addr("dns", s.DNS)
+	}
 	if h, p, err := net.SplitHostPort(s.Announce); err == nil {
 		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
 			add("announce", "%q is a wildcard that peers cannot dial; give the address peers reach", s.Announce)

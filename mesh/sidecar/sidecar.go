@@ -128,8 +128,10 @@ type Sidecar struct {
 	passMu      sync.Mutex
 	passthrough *http.Server
 	passAddr    string
-	version     int
-	last        *config.Config
+	// dns answers the app's lookups (Settings.DNS); nil without.
+	dns     *DNS
+	version int
+	last    *config.Config
 	// watch names the discovery stream the sidecar follows (from its
 	// first update), policyRev the policies' revision it holds, and
 	// reported what it last told the control plane of its configuration
@@ -157,7 +159,7 @@ func New(o Options) (*Sidecar, error) {
 		o.Logger = zap.NewNop()
 	}
 	s := &Sidecar{o: o, log: o.Logger, ready: make(chan struct{}), changed: make(chan struct{}, 1), base: o.Base, rebases: make(chan rebase),
-		state: State{Endpoints: map[string][]registry.Endpoint{}, Routes: map[string][]policy.ServiceRoute{}}}
+		state: State{Endpoints: map[string][]registry.Endpoint{}, Routes: map[string][]policy.ServiceRoute{}, VIPs: map[string]string{}}}
 	mode := o.Settings.OutboundPolicy
 	s.outbound.Store(&mode)
 	if mode == AllowAny {
@@ -165,7 +167,22 @@ func New(o Options) (*Sidecar, error) {
 			return nil, err
 		}
 	}
+	if o.Settings.DNS != "" {
+		d, err := NewDNS(o.Settings.DNS, nil, o.Logger.Named("dns"))
+		if err != nil {
+			return nil, err
+		}
+		s.dns = d
+	}
 	return s, nil
+}
+
+// DNSAddr is the address the sidecar answers DNS at, "" without.
+func (s *Sidecar) DNSAddr() string {
+	if s.dns == nil {
+		return ""
+	}
+	return s.dns.Addr()
 }
 
 // forwarder returns the address of the local forwarder that carries
@@ -376,6 +393,9 @@ func (s *Settings) Endpoint() registry.Endpoint {
 // when it refuses the sidecar (discovery.RefusedError), once it no longer
 // uses the source.
 func (s *Sidecar) Run(ctx context.Context) error {
+	if s.dns != nil {
+		defer s.dns.Close()
+	}
 	defer func() {
 		s.passMu.Lock()
 		defer s.passMu.Unlock()
@@ -492,6 +512,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 		}
 		for _, e := range u.Endpoints {
 			s.state.Endpoints[e.Service] = e.Items
+			s.state.VIPs[e.Service] = e.VIP
 			s.state.Routes[e.Service] = e.Routes
 		}
 		s.mu.Unlock()
@@ -507,7 +528,7 @@ func (s *Sidecar) follow(ctx context.Context) error {
 func (s *Sidecar) apply(ctx context.Context) error {
 	s.mu.Lock()
 	st := State{Endpoints: maps.Clone(s.state.Endpoints), Routes: maps.Clone(s.state.Routes),
-		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm, Entries: s.state.Entries}
+		OutboundPolicy: s.state.OutboundPolicy, Wasm: s.state.Wasm, Entries: s.state.Entries, VIPs: maps.Clone(s.state.VIPs)}
 	source, base := s.outboundSource, s.base
 	rep := discovery.Report{PolicyRevision: s.policyRev}
 	s.mu.Unlock()
@@ -523,6 +544,9 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	}
 	passAddr := ""
 	s.entries.Store(&st.Entries)
+	if s.dns != nil {
+		s.dns.Set(&s.o.Settings, st.VIPs)
+	}
 	if mode == AllowAny || len(st.Entries) > 0 {
 		var err error
 		if passAddr, err = s.forwarder(); err != nil {

@@ -50,6 +50,12 @@ type TCP struct {
 	mu            sync.Mutex
 	srv           *proxy.Server
 	netIn, netOut []config.FilterRef
+
+	// The relay's aliases (SetAliases): the addresses names resolve to,
+	// and the services' virtual addresses.
+	aliasMu               sync.Mutex
+	resolvedTCP, vipTCP   map[netip.Addr]string
+	resolvedHTTP, vipHTTP map[netip.Addr]bool
 }
 
 // resolveEvery is how often a sidecar resolves the names of the TCP
@@ -208,7 +214,7 @@ func (t *TCP) resolveLoop() {
 						zap.String("service", name), zap.String("address", ip.String()))
 				}
 			}
-			t.out.SetAliases(tcp, http)
+			t.setAliases(tcp, http, nil, nil)
 			lastTCP, lastHTTP = tcp, http
 		}
 		select {
@@ -345,5 +351,38 @@ func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 	if err := t.out.Update(eps, others); err != nil {
 		return err
 	}
+	vipTCP, vipHTTP := map[netip.Addr]string{}, map[netip.Addr]bool{}
+	for _, name := range s.Targets() {
+		if ip, err := netip.ParseAddr(st.VIPs[name]); err == nil {
+			vipHTTP[ip] = true
+		}
+	}
+	for _, name := range s.TCPTargets() {
+		if ip, err := netip.ParseAddr(st.VIPs[name]); err == nil {
+			vipTCP[ip] = name
+		}
+	}
+	t.setAliases(nil, nil, vipTCP, vipHTTP)
 	return errors.Join(errs...)
+}
+
+// setAliases replaces the resolved aliases (when resolvedTCP is not nil)
+// or the virtual addresses (when vipTCP is not nil), and gives the relay
+// both: a virtual address is its service's whatever a name resolves to.
+func (t *TCP) setAliases(resolvedTCP map[netip.Addr]string, resolvedHTTP map[netip.Addr]bool, vipTCP map[netip.Addr]string, vipHTTP map[netip.Addr]bool) {
+	t.aliasMu.Lock()
+	defer t.aliasMu.Unlock()
+	if resolvedTCP != nil {
+		t.resolvedTCP, t.resolvedHTTP = resolvedTCP, resolvedHTTP
+	}
+	if vipTCP != nil {
+		t.vipTCP, t.vipHTTP = vipTCP, vipHTTP
+	}
+	tcp, http := maps.Clone(t.resolvedTCP), maps.Clone(t.resolvedHTTP)
+	if tcp == nil {
+		tcp, http = map[netip.Addr]string{}, map[netip.Addr]bool{}
+	}
+	maps.Copy(tcp, t.vipTCP)
+	maps.Copy(http, t.vipHTTP)
+	t.out.SetAliases(tcp, http)
 }
