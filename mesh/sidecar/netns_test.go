@@ -663,15 +663,7 @@ func TestNetnsTransparent(t *testing.T) {
 	get := func(host string) (int, string, error) {
 		// Port 80 of orders' address: nothing listens there; only the
 		// redirect makes this call work.
-		req, _ := http.NewRequest(http.MethodGet, "http://"+m.addr["orders"].String()+":80/", nil)
-		req.Host = host
-		resp, err := app.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), nil
+		return getAt(m.addr["orders"].String()+":80", host)
 	}
 	waitFor(t, "an intercepted call to orders", 10*time.Second, func() bool { st, _, _ := get("orders"); return st == 200 })
 	if st, body, err := get("orders.default.svc"); err != nil || st != 200 || body != "orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {

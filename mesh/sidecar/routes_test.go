@@ -165,17 +165,21 @@ func TestSidecarServiceRoutes(t *testing.T) {
 	put(`{"name": "orders-canary", "namespace": "default", "service": "orders", "rules": [
 		{"match": {"prefix": "/old/"}, "rewrite": {"uri": "/new/", "authority": "orders.internal"}, "backends": [{"version": "v1"}], "mirror": {"version": "v2"}},
 		{"backends": [{"version": "v2"}]}]}`)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		got, err := callAt("/old/x", false)
-		if err == nil && got == "v1 orders.internal /new/x" {
-			break
+	answers := func(path, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got, err := callAt(path, false)
+			if err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a call to %s: %q %v, want %q\n%s", path, got, err, want, m.sidecars.output())
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a rewritten call: %q %v\n%s", got, err, m.sidecars.output())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	answers("/old/x", "v1 orders.internal /new/x")
 	select {
 	case got := <-shadows:
 		if got != "v2 orders.internal-shadow /new/x" {
@@ -190,17 +194,7 @@ func TestSidecarServiceRoutes(t *testing.T) {
 		{"match": {"prefix": "/moved/"}, "redirect": {"prefix_rewrite": "/v2/", "status": 308}},
 		{"match": {"prefix": "/tagged"}, "headers": {"request": {"set": [{"name": "x-tag", "value": "t1"}]}}, "backends": [{"version": "v1"}]},
 		{"backends": [{"version": "v2"}]}]}`)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		got, err := callAt("/tagged", false)
-		if err == nil && got == "v1 /tagged x-tag=t1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a call through a rule that sets a header: %q %v", got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	answers("/tagged", "v1 /tagged x-tag=t1")
 	if _, err := callAt("/moved/x", false); err == nil || !strings.Contains(err.Error(), "HTTP/1.1 308") || !strings.Contains(err.Error(), "Location: http://orders/v2/x") {
 		t.Fatalf("a redirected call: %v", err)
 	}
