@@ -120,14 +120,14 @@ func TestNetworkFilter(t *testing.T) {
 	if got := line(r); got != "PARTIAL ******\n" {
 		t.Errorf("partial line: %q, want PARTIAL ******", got)
 	}
-	start := time.Now()
+	// A HOLD line is held until the plugin's next tick (every 20 ms), so
+	// it may be let go at once or 20 ms later: how long it took says
+	// nothing. That it was held is what came back, and what the upstream
+	// received (below): the tick rewrote the bytes it held before it let
+	// them go, and the HOLD line itself never went upstream.
 	io.WriteString(c, "HOLD\n")
-	// The tick rewrote the bytes it held before it let them go.
 	if got := line(r); got != "HELD BY TICK\n" {
 		t.Errorf("held line: %q, want HELD BY TICK", got)
-	}
-	if d := time.Since(start); d < 5*time.Millisecond {
-		t.Errorf("the held line came back after %v: it was not held", d)
 	}
 	io.WriteString(c, "PROPS\n")
 	props := line(r)
@@ -170,7 +170,7 @@ func TestNetworkFilter(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(echo.received()) == 2 })
 	for _, got := range echo.received() {
-		if strings.Contains(got, "DENY") || strings.Contains(got, "secret") {
+		if strings.Contains(got, "DENY") || strings.Contains(got, "secret") || strings.Contains(got, "HOLD") {
 			t.Errorf("the upstream received %q", got)
 		}
 	}
