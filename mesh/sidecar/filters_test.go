@@ -301,12 +301,19 @@ func TestSidecarWasmFilters(t *testing.T) {
 	if err := syscall.Kill(pair.pids[0], syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The sidecar reads the file when it handles the signal, which on a
+	// busy machine is some time after it is sent: the calls are checked
+	// once it has said it rejected the file, so that they are answered
+	// after the attempt, not before it.
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(pair.outs[0].String(), "--local-config rejected") {
+		if time.Now().After(deadline) {
+			t.Fatalf("orders' sidecar did not say it rejected the file:\n%s", pair.outs[0].String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got, err := call(); err != nil || !(strings.HasPrefix(got, "403 ") || strings.HasPrefix(got, "401 ")) {
 		t.Fatalf("after a bad file: %q %v\n%s", got, err, pair.output())
-	}
-	if !strings.Contains(pair.outs[0].String(), "--local-config rejected") {
-		t.Fatalf("orders' sidecar did not say it rejected the file:\n%s", pair.outs[0].String())
 	}
 
 	// A filter that names no plugin: the sidecar does not start.
