@@ -41,3 +41,25 @@ func TestGuardDecideDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per decision, want 0", n)
 	}
 }
+
+// TestAllowRateDoesNotAllocate: a rate limit check costs no allocation,
+// with no policy, through an identity's bucket and through an override's.
+func TestAllowRateDoesNotAllocate(t *testing.T) {
+	g := policy.NewGuard("payments", "payments")
+	orders := id("shop", "orders")
+	if n := testing.AllocsPerRun(200, func() { g.AllowRate(orders) }); n != 0 {
+		t.Fatalf("no policy: %v allocations per check, want 0", n)
+	}
+	if err := g.LoadRateLimits([]policy.RateLimitPolicy{{Name: "l", Namespace: "payments", Service: "payments",
+		Total: &policy.Rate{RequestsPerSecond: maxRate}, Identity: &policy.Rate{RequestsPerSecond: maxRate},
+		Overrides: []policy.RateOverride{{RequestsPerSecond: maxRate, Principals: []string{id("shop", "web")}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{orders, id("shop", "web"), ""} {
+		if n := testing.AllocsPerRun(200, func() { g.AllowRate(p) }); n != 0 {
+			t.Errorf("caller %q: %v allocations per check, want 0", p, n)
+		}
+	}
+}
+
+const maxRate = 1_000_000

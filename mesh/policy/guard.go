@@ -2,7 +2,10 @@ package policy
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
+
+	"github.com/wasmgate/wasmgate/proxy/ratelimit"
 )
 
 // Guard is one service's policy as its sidecar enforces it: the compiled
@@ -16,6 +19,10 @@ type Guard struct {
 	// authentication applies to the service.
 	authn atomic.Pointer[Authenticator]
 	keys  *KeyCache
+	// limits are the rate limit policies' buckets; nil when none
+	// applies.
+	limits atomic.Pointer[limits]
+	limMu  sync.Mutex // one LoadRateLimits at a time
 }
 
 type guardState struct {
@@ -67,6 +74,37 @@ func (g *Guard) LoadRequestAuthentications(list []RequestAuthentication) error {
 	}
 	g.authn.Store(NewAuthenticator(mine, g.keys))
 	return nil
+}
+
+// LoadRateLimits swaps in the rate limit policies of the service (of
+// list; others are ignored), keeping the buckets of those that did not
+// change. An invalid one is an error, and nothing changes.
+func (g *Guard) LoadRateLimits(list []RateLimitPolicy) error {
+	var mine []RateLimitPolicy
+	for _, p := range list {
+		p.Normalize()
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("rate limit policy %q of %s/%s: %w", p.Name, g.namespace, g.service, err)
+		}
+		if p.Namespace == g.namespace && p.Service == g.service {
+			mine = append(mine, p)
+		}
+	}
+	g.limMu.Lock()
+	defer g.limMu.Unlock()
+	g.limits.Store(compileLimits(mine, g.limits.Load()))
+	return nil
+}
+
+// AllowRate takes a token for a request of principal ("" for a plain-text
+// caller) from each bucket it counts against; when one is empty it
+// returns the refusal and the policy's name. It does not allocate.
+func (g *Guard) AllowRate(principal string) (ratelimit.Decision, string) {
+	l := g.limits.Load()
+	if l == nil {
+		return ratelimit.Decision{Allowed: true}, ""
+	}
+	return l.allow(principal)
 }
 
 // Authenticates reports whether a request authentication applies to the

@@ -28,6 +28,8 @@ type Document struct {
 	// RequestAuthentications verify end users' tokens at the inbound of
 	// services.
 	RequestAuthentications []RequestAuthentication `json:"request_authentications,omitempty" yaml:"request_authentications,omitempty"`
+	// RateLimitPolicies bound the requests services' inbounds serve.
+	RateLimitPolicies []RateLimitPolicy `json:"rate_limit_policies,omitempty" yaml:"rate_limit_policies,omitempty"`
 }
 
 // Parse decodes a document of policies, YAML or JSON, strictly (an
@@ -47,6 +49,7 @@ func Parse(data []byte) (*Document, error) {
 	all = append(all, checkList("service_routes", doc.ServiceRoutes)...)
 	all = append(all, checkList("service_entries", doc.ServiceEntries)...)
 	all = append(all, checkList("request_authentications", doc.RequestAuthentications)...)
+	all = append(all, checkList("rate_limit_policies", doc.RateLimitPolicies)...)
 	if len(all) > 0 {
 		return nil, all
 	}

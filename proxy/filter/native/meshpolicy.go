@@ -138,6 +138,16 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 		x.SendLocalResponse(fasthttp.StatusForbidden, []byte("RBAC: access denied: "+d.Reason.String()+"\n"), denyHeaders, "mesh_policy_denied")
 		return filter.Stop
 	}
+	if rd, name := m.guard.AllowRate(principal); !rd.Allowed {
+		// Refusals come in floods: the decision record and the access
+		// record (429, flag RL) tell of each, the log only at debug.
+		m.log.Debug("mesh policy: rate limited", zap.String("source", principal), zap.String("policy", name), zap.ByteString("request_id", x.RequestID))
+		if x.Decisions != nil {
+			x.Decide(&filter.Decision{Source: "mesh", Allowed: false, Policy: name, Destination: m.dest, Reason: "rate limited"})
+		}
+		refuse(x, rd)
+		return filter.Stop
+	}
 	if d.AuditPolicy != "" {
 		m.log.Info("mesh policy: audit", zap.String("source", principal), zap.String("request_principal", requestPrincipal), zap.String("host", r.Host), zap.String("method", r.Method),
 			zap.String("path", r.Path), zap.String("policy", d.AuditPolicy), zap.Int("rule", d.AuditRule), zap.ByteString("request_id", x.RequestID))
