@@ -516,7 +516,7 @@ func printItems(out io.Writer, kind resource.Kind, items []api.Item) error {
 		fmt.Fprintln(w, "NAME\tREVISION\tDISCOVERY\tLB\tENDPOINTS")
 	case resource.Plugins:
 		fmt.Fprintln(w, "NAME\tREVISION\tMODULE\tFAILURE POLICY")
-	case resource.AuthorizationPolicies, resource.PeerAuthentications, resource.OutboundTrafficPolicies, resource.WasmPlugins, resource.ServiceRoutes, resource.ServiceEntries, resource.RequestAuthentications:
+	case resource.AuthorizationPolicies, resource.PeerAuthentications, resource.OutboundTrafficPolicies, resource.WasmPlugins, resource.ServiceRoutes, resource.ServiceEntries, resource.RequestAuthentications, resource.RateLimitPolicies:
 		printMeshHeader(w, kind)
 	}
 	for _, it := range items {

@@ -437,6 +437,7 @@ then each policy is written as one change, in the order of the file.`,
 				func() error { return putEach(resource.ServiceRoutes, doc.ServiceRoutes, put) },
 				func() error { return putEach(resource.ServiceEntries, doc.ServiceEntries, put) },
 				func() error { return putEach(resource.RequestAuthentications, doc.RequestAuthentications, put) },
+				func() error { return putEach(resource.RateLimitPolicies, doc.RateLimitPolicies, put) },
 			} {
 				if err := err(); err != nil {
 					return err
@@ -486,6 +487,9 @@ func printMeshHeader(w io.Writer, kind resource.Kind) {
 	case resource.RequestAuthentications:
 		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tISSUERS")
 		return
+	case resource.RateLimitPolicies:
+		fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tTOTAL\tIDENTITY\tOVERRIDES")
+		return
 	}
 	fmt.Fprintln(w, "NAME\tREVISION\tNAMESPACE\tSERVICE\tMODE\tPORTS")
 }
@@ -508,6 +512,14 @@ func printMeshRow(w io.Writer, rev int64, v any) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, orAll(x.Service), mode, len(x.PortLevel))
 	case *policy.OutboundTrafficPolicy:
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", x.Name, rev, x.Namespace, orAll(x.Service), x.Mode)
+	case *policy.RateLimitPolicy:
+		rate := func(r *policy.Rate) string {
+			if r == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%d/s", r.RequestsPerSecond)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\n", x.Name, rev, x.Namespace, x.Service, rate(x.Total), rate(x.Identity), len(x.Overrides))
 	case *policy.RequestAuthentication:
 		var issuers []string
 		for _, r := range x.JWTRules {

@@ -155,6 +155,15 @@ service_routes:
 		t.Errorf("get request_authentications: %d\n%s", code, out)
 	}
 
+	// A rate limit policy: applied, and listed with its rates.
+	if out, code := ctl("mesh", "apply", "-f", write("limits.yaml", "rate_limit_policies:\n  - {name: orders-limits, namespace: shop, service: orders, identity: {requests_per_second: 100}}\n")); code != 0 ||
+		!strings.Contains(out, "create  authorization_ratelimits/orders-limits") {
+		t.Fatalf("a rate limit policy: exit %d\n%s", code, out)
+	}
+	if out, code := ctl("get", "rl"); code != 0 || !regexp.MustCompile(`orders-limits\s+\d+\s+shop\s+orders\s+-\s+100/s\s+0`).MatchString(out) {
+		t.Errorf("get rate_limit_policies: %d\n%s", code, out)
+	}
+
 	// A Wasm plugin whose module the control plane does not hold is
 	// refused, naming the field; pushed, the module makes it valid.
 	module := write("tag.wasm", "\x00asm\x01\x00\x00\x00")

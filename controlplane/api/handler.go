@@ -552,6 +552,8 @@ func setName(v any, name string) {
 		x.Name = name
 	case *policy.RequestAuthentication:
 		x.Name = name
+	case *policy.RateLimitPolicy:
+		x.Name = name
 	}
 }
 

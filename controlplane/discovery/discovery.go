@@ -68,6 +68,7 @@ type Policies struct {
 	Wasm          []policy.WasmPlugin
 	Entries       []policy.ServiceEntry          `json:",omitempty"`
 	RequestAuthn  []policy.RequestAuthentication `json:",omitempty"`
+	RateLimits    []policy.RateLimitPolicy       `json:",omitempty"`
 }
 
 // Interest is what a sidecar asks for.
@@ -135,6 +136,7 @@ type Hub struct {
 	wps      map[string]map[string]*policy.WasmPlugin
 	ses      map[string]map[string]*policy.ServiceEntry
 	ras      map[string]map[string]*policy.RequestAuthentication
+	rls      map[string]map[string]*policy.RateLimitPolicy
 	routeOf  map[string]string // a service route's name -> the service it routes
 	vips     map[string]string // a service -> its virtual address
 	polRev   int64
@@ -170,6 +172,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		wps:      map[string]map[string]*policy.WasmPlugin{},
 		ses:      map[string]map[string]*policy.ServiceEntry{},
 		ras:      map[string]map[string]*policy.RequestAuthentication{},
+		rls:      map[string]map[string]*policy.RateLimitPolicy{},
 		routeOf:  map[string]string{},
 		vips:     map[string]string{},
 		all:      map[*Watch]struct{}{},
@@ -382,6 +385,8 @@ func (h *Hub) put(key string, value []byte, rev int64) {
 		keep(h.ses, p)
 	case *policy.RequestAuthentication:
 		keep(h.ras, p)
+	case *policy.RateLimitPolicy:
+		keep(h.rls, p)
 	default:
 		return
 	}
@@ -496,6 +501,8 @@ func (h *Hub) removePolicy(ref resource.Ref) any {
 		p = forget(h.ses, ref.Name)
 	case resource.RequestAuthentications:
 		p = forget(h.ras, ref.Name)
+	case resource.RateLimitPolicies:
+		p = forget(h.rls, ref.Name)
 	}
 	return p
 }
@@ -585,6 +592,7 @@ func (h *Hub) policiesFor(namespace, svc string) *Policies {
 		p.Wasm = collect(h.wps, ns, svc, p.Wasm)
 		p.Entries = collect(h.ses, ns, svc, p.Entries)
 		p.RequestAuthn = collect(h.ras, ns, svc, p.RequestAuthn)
+		p.RateLimits = collect(h.rls, ns, svc, p.RateLimits)
 		if namespace == policy.RootNamespace {
 			break
 		}

@@ -40,6 +40,8 @@ func Check(s Set) map[Ref]config.Errors {
 			err = v.Validate()
 		case *policy.RequestAuthentication:
 			err = v.Validate()
+		case *policy.RateLimitPolicy:
+			err = v.Validate()
 		case *policy.ServiceRoute:
 			err = v.Validate()
 			if err == nil {

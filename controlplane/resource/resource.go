@@ -63,14 +63,20 @@ const (
 	// authentication and authorization kinds, inside discovery's range
 	// and outside ConfigRange.
 	RequestAuthentications Kind = "authentication_requests"
+	// RateLimitPolicies (policy.RateLimitPolicy) bound the requests
+	// services' inbounds serve. The key segment
+	// "authorization_ratelimits" sorts after the other mesh kinds, which
+	// moves the end of discovery's range past it, and before
+	// "certificates", outside ConfigRange.
+	RateLimitPolicies Kind = "authorization_ratelimits"
 )
 
 // Kinds lists every kind, in the order a config is written.
-var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications}
+var Kinds = []Kind{Listeners, VirtualHosts, Clusters, Plugins, Certificates, AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications, RateLimitPolicies}
 
 // MeshKinds are the kinds that config.Config does not hold: they are
 // validated by Check, not by config.Config.Validate.
-var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications}
+var MeshKinds = []Kind{AuthorizationPolicies, PeerAuthentications, OutboundTrafficPolicies, WasmPlugins, ServiceRoutes, ServiceEntries, RequestAuthentications, RateLimitPolicies}
 
 // ParseKind accepts a kind's name, its singular, or a short alias
 // ("vhost", "route" names a virtual host since routes live inside one).
@@ -100,8 +106,10 @@ func ParseKind(s string) (Kind, error) {
 		return ServiceEntries, nil
 	case "request_authentications", "request_authentication", "requestauthentications", "requestauthentication", "authentication_requests", "ra":
 		return RequestAuthentications, nil
+	case "rate_limit_policies", "rate_limit_policy", "ratelimitpolicies", "ratelimitpolicy", "authorization_ratelimits", "rl":
+		return RateLimitPolicies, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins, service_routes, service_entries or request_authentications)", s)
+	return "", fmt.Errorf("unknown kind %q (want listeners, virtual_hosts, clusters, plugins, certificates, authorization_policies, peer_authentications, outbound_traffic_policies, wasm_plugins, service_routes, service_entries, request_authentications or rate_limit_policies)", s)
 }
 
 // Singular is the kind's name for one resource ("cluster").
@@ -123,6 +131,8 @@ func (k Kind) Singular() string {
 		return "service entry"
 	case RequestAuthentications:
 		return "request authentication"
+	case RateLimitPolicies:
+		return "rate limit policy"
 	default:
 		return strings.TrimSuffix(string(k), "s")
 	}
@@ -305,6 +315,8 @@ func New(kind Kind) any {
 		return &policy.ServiceEntry{}
 	case RequestAuthentications:
 		return &policy.RequestAuthentication{}
+	case RateLimitPolicies:
+		return &policy.RateLimitPolicy{}
 	}
 	panic("resource: unknown kind " + string(kind))
 }
@@ -343,6 +355,8 @@ func Normalize(v any) {
 	case *policy.ServiceEntry:
 		x.Normalize()
 	case *policy.RequestAuthentication:
+		x.Normalize()
+	case *policy.RateLimitPolicy:
 		x.Normalize()
 	}
 }
@@ -417,6 +431,10 @@ func NameOf(v any) string {
 	case *policy.RequestAuthentication:
 		return x.Name
 	case policy.RequestAuthentication:
+		return x.Name
+	case *policy.RateLimitPolicy:
+		return x.Name
+	case policy.RateLimitPolicy:
 		return x.Name
 	}
 	return ""

@@ -497,11 +497,14 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			if err == nil {
 				err = s.o.Guard.LoadRequestAuthentications(p.RequestAuthn)
 			}
+			if err == nil {
+				err = s.o.Guard.LoadRateLimits(p.RateLimits)
+			}
 			if err != nil {
 				s.log.Error("mesh policies rejected; the previous ones stay in force", zap.Error(err))
 			} else {
 				s.log.Info("mesh policies loaded", zap.Int64("revision", p.Revision),
-					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)), zap.Int("request_authentication", len(p.RequestAuthn)),
+					zap.Int("authorization", len(p.Authorization)), zap.Int("peer_authentication", len(p.Peer)), zap.Int("request_authentication", len(p.RequestAuthn)), zap.Int("rate_limit", len(p.RateLimits)),
 					zap.Int("outbound_traffic", len(p.Outbound)), zap.Int("wasm_plugins", len(p.Wasm)))
 			}
 			st := &s.o.Settings

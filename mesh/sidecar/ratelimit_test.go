@@ -1,0 +1,94 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/wasmgate/wasmgate/controlplane/api"
+	"github.com/wasmgate/wasmgate/controlplane/resource"
+	"github.com/wasmgate/wasmgate/internal/testaddr"
+)
+
+// TestSidecarRateLimits: a rate limit policy of the control plane bounds
+// what orders' sidecar serves to each caller identity, as Linkerd's
+// HTTPLocalRateLimitPolicy: web's burst of calls is answered 429 past its
+// rate, with Retry-After, by orders' sidecar; deleted, every call is
+// served again.
+func TestSidecarRateLimits(t *testing.T) {
+	m := startProcessMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "orders") })}
+	go app.Serve(l)
+	t.Cleanup(func() { app.Close() })
+	m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t))
+	webOut := testaddr.Free(t)
+	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	call := func() (int, http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+webOut+"/", nil)
+		req.Host = "orders"
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, resp.Header
+	}
+	// burst sends n calls in a row and counts the answers by status.
+	burst := func(n int) map[int]int {
+		got := map[int]int{}
+		for range n {
+			st, h := call()
+			got[st]++
+			if st == 429 && (h.Get("Retry-After") == "" || h.Get("X-Ratelimit-Limit") != "2") {
+				t.Fatalf("a refusal without its headers: %v", h)
+			}
+		}
+		return got
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for burst(1)[200] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("web does not reach orders\n%s", m.sidecars.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	policy := resource.Ref{Kind: resource.RateLimitPolicies, Name: "orders-limits"}
+	if _, err := m.admin.Put(ctx, policy, []byte(`{"name": "orders-limits", "namespace": "default", "service": "orders",
+		"identity": {"requests_per_second": 2}, "total": {"requests_per_second": 1000}}`), api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for burst(10)[429] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no call refused\n%s", m.sidecars.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A fresh second: the bucket holds 2, refilled one each half second.
+	time.Sleep(1100 * time.Millisecond)
+	if got := burst(10); got[200] < 2 || got[200] > 4 || got[429] < 6 || got[200]+got[429] != 10 {
+		t.Fatalf("10 calls in a row at 2 a second: %v", got)
+	}
+	if _, err := m.admin.Delete(ctx, policy, api.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for burst(20)[200] != 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still refused after the policy was deleted\n%s", m.sidecars.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
