@@ -111,6 +111,15 @@ func (g *Guard) AllowRate(principal string) (ratelimit.Decision, string) {
 // service: without one, Authenticate has nothing to do.
 func (g *Guard) Authenticates() bool { return g.authn.Load() != nil }
 
+// ClaimHeaders are the headers the service's request authentications copy
+// claims to: the caller removes them from every request first.
+func (g *Guard) ClaimHeaders() []string {
+	if a := g.authn.Load(); a != nil {
+		return a.OutputHeaders()
+	}
+	return nil
+}
+
 // Authenticate verifies the end user's token of an inbound request (see
 // Authenticator.Authenticate). With no request authentication it returns
 // ErrNoToken, whatever the request carries: a token is then the app's

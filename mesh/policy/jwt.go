@@ -28,6 +28,8 @@ type Carrier interface {
 // It is safe for concurrent use.
 type Authenticator struct {
 	rules []jwtRule
+	// outputs are every rule's claim headers, which no client may set.
+	outputs []string
 }
 
 type jwtRule struct {
@@ -37,6 +39,7 @@ type jwtRule struct {
 	params    []string
 	forward   bool
 	keys      *KeySource
+	claims    []ClaimToHeader
 }
 
 // Authenticated is the outcome of a request that carried a token: the
@@ -47,6 +50,8 @@ type Authenticated struct {
 	// Header is the header that held the token, "" when Forward or when
 	// it was a query parameter.
 	Header string
+	// Claims are the headers the rule copies claims to, and their values.
+	Claims [][2]string
 }
 
 // ErrNoToken says a request carries no token any rule looks for.
@@ -67,7 +72,13 @@ func NewAuthenticator(list []RequestAuthentication, keys *KeyCache) *Authenticat
 	a := &Authenticator{}
 	for _, ra := range list {
 		for _, r := range ra.JWTRules {
-			jr := jwtRule{issuer: r.Issuer, audiences: r.Audiences, headers: r.FromHeaders, params: r.FromParams, forward: r.ForwardOriginalToken}
+			jr := jwtRule{issuer: r.Issuer, audiences: r.Audiences, headers: r.FromHeaders, params: r.FromParams, forward: r.ForwardOriginalToken,
+				claims: r.OutputClaimToHeaders}
+			for _, o := range r.OutputClaimToHeaders {
+				if !slices.Contains(a.outputs, o.Header) {
+					a.outputs = append(a.outputs, o.Header)
+				}
+			}
 			if len(jr.headers) == 0 && len(jr.params) == 0 {
 				jr.headers, jr.params = []JWTHeader{{Name: "authorization", Prefix: "Bearer "}}, []string{"access_token"}
 			}
@@ -135,8 +146,17 @@ func (a *Authenticator) Authenticate(c Carrier) (*Authenticated, error) {
 	if !rule.forward {
 		out.Header = header
 	}
+	for _, o := range rule.claims {
+		if v := (&out.Auth).claim([]string{o.Claim}); len(v) == 1 {
+			out.Claims = append(out.Claims, [2]string{o.Header, v[0]})
+		}
+	}
 	return out, nil
 }
+
+// OutputHeaders are the headers claims are copied to, which the caller
+// removes from every request before it authenticates it.
+func (a *Authenticator) OutputHeaders() []string { return a.outputs }
 
 // find returns the first token of the rule's locations, and the header it
 // was in ("" for a query parameter).

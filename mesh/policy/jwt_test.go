@@ -131,7 +131,8 @@ func TestRequestAuthentication(t *testing.T) {
 	err := g.LoadRequestAuthentications([]policy.RequestAuthentication{
 		{Name: "idp", Namespace: "shop", JWTRules: []policy.JWTRule{{Issuer: idp.iss, Audiences: []string{"orders", "shop"}, JWKS: jwks(t, idp)}}},
 		{Name: "legacy", Namespace: "shop", Service: "orders", JWTRules: []policy.JWTRule{{Issuer: legacy.iss, JWKS: jwks(t, legacy),
-			FromHeaders: []policy.JWTHeader{{Name: "X-Legacy-Token"}}, FromParams: []string{"token"}, ForwardOriginalToken: true}}},
+			FromHeaders: []policy.JWTHeader{{Name: "X-Legacy-Token"}}, FromParams: []string{"token"}, ForwardOriginalToken: true,
+			OutputClaimToHeaders: []policy.ClaimToHeader{{Header: "X-User", Claim: "sub"}, {Header: "x-groups", Claim: "groups"}}}}},
 		{Name: "elsewhere", Namespace: "shop", Service: "payments", JWTRules: []policy.JWTRule{{Issuer: "https://payments.example", JWKS: jwks(t, legacy)}}},
 	})
 	if err != nil {
@@ -180,8 +181,11 @@ func TestRequestAuthentication(t *testing.T) {
 	// The legacy issuer's token, in its own header, without a kid (every
 	// key of its set is tried), kept for the app; or in the query.
 	l, err := g.Authenticate(carrier{h: http.Header{"X-Legacy-Token": {legacy.token(t, map[string]any{"sub": "bob"})}}})
-	if err != nil || l.Auth.Principal != "https://legacy.example/bob" || l.Header != "" {
+	if err != nil || l.Auth.Principal != "https://legacy.example/bob" || l.Header != "" || len(l.Claims) != 1 || l.Claims[0] != [2]string{"x-user", "bob"} {
 		t.Fatalf("legacy header: %+v %v", l, err)
+	}
+	if h := g.ClaimHeaders(); len(h) != 2 || h[0] != "x-user" || h[1] != "x-groups" {
+		t.Fatalf("claim headers %q", h)
 	}
 	if l, err := g.Authenticate(carrier{q: url.Values{"token": {legacy.token(t, nil)}}}); err != nil || l.Auth.Principal != "https://legacy.example/alice" {
 		t.Fatalf("legacy query: %+v %v", l, err)

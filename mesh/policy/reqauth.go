@@ -46,6 +46,17 @@ type JWTRule struct {
 	// ForwardOriginalToken keeps the token's header on the request to
 	// the app; by default it is removed once verified.
 	ForwardOriginalToken bool `json:"forward_original_token,omitempty" yaml:"forward_original_token,omitempty"`
+	// OutputClaimToHeaders hand claims of a verified token to the app as
+	// request headers (Istio's outputClaimToHeaders). The headers are
+	// removed from every request first, so that no client sets them.
+	OutputClaimToHeaders []ClaimToHeader `json:"output_claim_to_headers,omitempty" yaml:"output_claim_to_headers,omitempty"`
+}
+
+// ClaimToHeader copies a claim (a string, number or boolean at the top of
+// the token's claims) to a request header.
+type ClaimToHeader struct {
+	Header string `json:"header" yaml:"header"`
+	Claim  string `json:"claim" yaml:"claim"`
 }
 
 // JWTHeader is a header a token is read from, after Prefix ("Bearer ").
@@ -70,6 +81,10 @@ func (r *RequestAuthentication) Normalize() {
 		for j := range r.JWTRules[i].FromHeaders {
 			h := &r.JWTRules[i].FromHeaders[j]
 			h.Name = strings.ToLower(h.Name)
+		}
+		for j := range r.JWTRules[i].OutputClaimToHeaders {
+			h := &r.JWTRules[i].OutputClaimToHeaders[j]
+			h.Header = strings.ToLower(h.Header)
 		}
 	}
 }
@@ -125,6 +140,15 @@ func (r *RequestAuthentication) Validate() error {
 		for j, a := range jr.Audiences {
 			if a == "" {
 				c.add(at(field(p, "audiences"), j), "is empty")
+			}
+		}
+		for j, o := range jr.OutputClaimToHeaders {
+			op := at(field(p, "output_claim_to_headers"), j)
+			if !validHeaderName(o.Header) || o.Header == "host" || o.Header == "authorization" || o.Header == "x-wasmgate-peer-identity" {
+				c.add(field(op, "header"), "%q is not a header a claim may be copied to", o.Header)
+			}
+			if o.Claim == "" {
+				c.add(field(op, "claim"), "is required")
 			}
 		}
 	}

@@ -29,7 +29,8 @@ import (
 // web: a call without a token has no end user and the policy refuses it
 // (403); a forged, expired or foreign token is refused before the policy
 // (401, with a challenge); a good one reaches the app without its
-// Authorization header, and a claim decides the admin path.
+// Authorization header, with its subject in a header no client can set,
+// and a claim decides the admin path.
 func TestSidecarRequestAuthentication(t *testing.T) {
 	m := startProcessMesh(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -65,7 +66,7 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "orders %s authorization=%q", r.URL.Path, r.Header.Get("Authorization"))
+		fmt.Fprintf(w, "orders %s authorization=%q user=%q", r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("X-User"))
 	})}
 	go app.Serve(l)
 	t.Cleanup(func() { app.Close() })
@@ -80,7 +81,8 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 		}
 	}
 	put(resource.RequestAuthentications, "orders-jwt", `{"name": "orders-jwt", "namespace": "default", "service": "orders",
-		"jwt_rules": [{"issuer": "`+iss+`", "jwks_uri": "`+idp.URL+`/jwks", "audiences": ["orders"]}]}`)
+		"jwt_rules": [{"issuer": "`+iss+`", "jwks_uri": "`+idp.URL+`/jwks", "audiences": ["orders"],
+		"output_claim_to_headers": [{"header": "x-user", "claim": "sub"}]}]}`)
 	put(resource.AuthorizationPolicies, "orders-users", `{"name": "orders-users", "namespace": "default", "service": "orders", "rules": [
 		{"from": [{"request_principals": ["`+iss+`/*"]}], "to": [{"not_paths": ["/admin/*"]}]},
 		{"from": [{"request_principals": ["`+iss+`/*"]}], "to": [{"paths": ["/admin/*"]}], "when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]}]}`)
@@ -93,6 +95,8 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
+		// A client's own value of a claim's header never reaches the app.
+		req.Header.Set("X-User", "mallory")
 		resp, err := client.Do(req)
 		if err != nil {
 			return 0, err.Error(), nil
@@ -107,7 +111,7 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, body, _ := call("/orders", good)
-		if st == 200 && body == `orders /orders authorization=""` {
+		if st == 200 && body == `orders /orders authorization="" user="alice"` {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -132,7 +136,7 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	if st, body, _ := call("/admin/refund", good); st != 403 {
 		t.Fatalf("a buyer on the admin path: %d %q", st, body)
 	}
-	if st, body, _ := call("/admin/refund", token(key, map[string]any{"groups": []string{"buyers", "admins"}})); st != 200 || body != `orders /admin/refund authorization=""` {
+	if st, body, _ := call("/admin/refund", token(key, map[string]any{"groups": []string{"buyers", "admins"}})); st != 200 || body != `orders /admin/refund authorization="" user="alice"` {
 		t.Fatalf("an admin on the admin path: %d %q", st, body)
 	}
 }

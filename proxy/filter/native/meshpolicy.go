@@ -109,6 +109,10 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 	}
 	var authn *policy.Authenticated
 	if m.guard.Authenticates() {
+		// Headers claims are copied to are the verified token's only.
+		for _, h := range m.guard.ClaimHeaders() {
+			req.Header.Del(h)
+		}
 		var err error
 		switch authn, err = m.guard.Authenticate(carrier{&req.Header, req.URI()}); {
 		case err == policy.ErrNoToken:
@@ -155,8 +159,13 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 	if principal != "" {
 		req.Header.Set(PeerIdentityHeader, principal)
 	}
-	if authn != nil && authn.Header != "" {
-		req.Header.Del(authn.Header)
+	if authn != nil {
+		if authn.Header != "" {
+			req.Header.Del(authn.Header)
+		}
+		for _, h := range authn.Claims {
+			req.Header.Set(h[0], h[1])
+		}
 	}
 	return filter.Continue
 }
