@@ -163,7 +163,13 @@ func TestBurstIsOneApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newApplied()
-	startWatcher(t, watch.Options{Client: cli, Prefix: prefix, Apply: a.apply, Debounce: 20 * time.Millisecond, MaxDelay: time.Second})
+	// The burst is 50 puts one after the other: it is one burst to the
+	// watcher if no gap between two of them outlasts the quiet time. A
+	// put's round trip to etcd, under the race detector on a busy 2-core
+	// machine, can take as long as 20 ms; the quiet time is well above
+	// that, and MaxDelay above the whole burst, so that what is checked is
+	// the gathering, not how fast the puts went.
+	startWatcher(t, watch.Options{Client: cli, Prefix: prefix, Apply: a.apply, Debounce: 250 * time.Millisecond, MaxDelay: 5 * time.Second})
 	a.until(t, "the first configuration", func(call) bool { return true })
 	before := a.count()
 	keys := resource.NewKeys(prefix)
