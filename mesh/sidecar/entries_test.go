@@ -26,14 +26,7 @@ func TestSidecarServiceEntries(t *testing.T) {
 	m := startProcessMesh(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "outside") })}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	outsidePort := port(t, l.Addr().String())
+	outsidePort := appPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "outside") })
 	webOut := testaddr.Free(t)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut)
 

@@ -49,6 +49,20 @@ func startProcessMesh(t *testing.T) *processMesh {
 	return m
 }
 
+// appPort serves h, a plain HTTP app, on a port of loopback until the
+// test ends, and returns the port.
+func appPort(t *testing.T, h http.HandlerFunc) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return port(t, l.Addr().String())
+}
+
 // start runs the sidecar of service svc (namespace default, its own
 // service account) for an app on appPort, its outbound listener on
 // outbound, with more flags.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -23,14 +22,7 @@ func TestSidecarRateLimits(t *testing.T) {
 	m := startProcessMesh(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "orders") })}
-	go app.Serve(l)
-	t.Cleanup(func() { app.Close() })
-	m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t))
+	m.start(t, "orders", appPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "orders") }), testaddr.Free(t))
 	webOut := testaddr.Free(t)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
 

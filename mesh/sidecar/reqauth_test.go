@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -61,16 +60,9 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 		return tok
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m.start(t, "orders", appPort(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "orders %s authorization=%q user=%q", r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("X-User"))
-	})}
-	go app.Serve(l)
-	t.Cleanup(func() { app.Close() })
-	m.start(t, "orders", port(t, l.Addr().String()), testaddr.Free(t))
+	}), testaddr.Free(t))
 	webOut := testaddr.Free(t)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
 
