@@ -28,6 +28,20 @@ func TestSidecarIptablesDryRun(t *testing.T) {
 	if out, err := runCLI(t, "sidecar", "iptables", "--uid", "1", "--exclude-outbound-ports", "x", "--dry-run"); err == nil || !strings.Contains(err.Error(), "--exclude-outbound-ports") {
 		t.Errorf("a bad port list: %v\n%s", err, out)
 	}
+	// The sidecar's DNS: port 53 to it, the sidecar's own queries left
+	// alone.
+	out, err = runCLI(t, "sidecar", "iptables", "--uid", "1337", "--dns-port", "15053", "--ipv6=false", "--dry-run")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"-A OUTPUT -p udp --dport 53 -j WASMGATE_DNS", "-A WASMGATE_DNS -m owner --uid-owner 1337 -j RETURN", "-A WASMGATE_DNS -p udp -j REDIRECT --to-ports 15053"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run with --dns-port lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := runCLI(t, "sidecar", "iptables", "--uid", "1", "--dns-port", "70000", "--dry-run"); err == nil || !strings.Contains(err.Error(), "dns_port") {
+		t.Errorf("a bad DNS port: %v\n%s", err, out)
+	}
 }
 
 // TestSidecarIptablesInNamespace runs the command in a network namespace
