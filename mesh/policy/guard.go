@@ -107,30 +107,10 @@ func (g *Guard) AllowRate(principal string) (ratelimit.Decision, string) {
 	return l.allow(principal)
 }
 
-// Authenticates reports whether a request authentication applies to the
-// service: without one, Authenticate has nothing to do.
-func (g *Guard) Authenticates() bool { return g.authn.Load() != nil }
-
-// ClaimHeaders are the headers the service's request authentications copy
-// claims to: the caller removes them from every request first.
-func (g *Guard) ClaimHeaders() []string {
-	if a := g.authn.Load(); a != nil {
-		return a.OutputHeaders()
-	}
-	return nil
-}
-
-// Authenticate verifies the end user's token of an inbound request (see
-// Authenticator.Authenticate). With no request authentication it returns
-// ErrNoToken, whatever the request carries: a token is then the app's
-// business.
-func (g *Guard) Authenticate(c Carrier) (*Authenticated, error) {
-	a := g.authn.Load()
-	if a == nil {
-		return nil, ErrNoToken
-	}
-	return a.Authenticate(c)
-}
+// Authenticator returns the service's request authentications in force,
+// one snapshot for a whole request; nil when none applies (its methods
+// then find no token and no header).
+func (g *Guard) Authenticator() *Authenticator { return g.authn.Load() }
 
 // Decide evaluates one inbound request. It does not allocate.
 func (g *Guard) Decide(r *Request) Decision { return g.cur.Load().table.Evaluate(r) }

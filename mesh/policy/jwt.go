@@ -101,8 +101,13 @@ func NewAuthenticator(list []RequestAuthentication, keys *KeyCache) *Authenticat
 // Authenticate looks for a token where the rules say and verifies it. It
 // returns ErrNoToken when there is none, nil with the token's identity
 // when one rule's issuer signed it and its claims hold, and an error that
-// says why otherwise (the request must then be refused, 401).
+// says why otherwise (the request must then be refused, 401). A nil
+// Authenticator (no request authentication) finds no token, whatever
+// the request carries: a token is then the app's business.
 func (a *Authenticator) Authenticate(c Carrier) (*Authenticated, error) {
+	if a == nil {
+		return nil, ErrNoToken
+	}
 	var token, header string
 	var tok *jwt.JSONWebToken
 	var claims jwt.Claims
@@ -156,7 +161,12 @@ func (a *Authenticator) Authenticate(c Carrier) (*Authenticated, error) {
 
 // OutputHeaders are the headers claims are copied to, which the caller
 // removes from every request before it authenticates it.
-func (a *Authenticator) OutputHeaders() []string { return a.outputs }
+func (a *Authenticator) OutputHeaders() []string {
+	if a == nil {
+		return nil
+	}
+	return a.outputs
+}
 
 // find returns the first token of the rule's locations, and the header it
 // was in ("" for a query parameter).

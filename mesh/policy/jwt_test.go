@@ -122,10 +122,10 @@ func TestRequestAuthentication(t *testing.T) {
 	legacy := newIssuer(t, "https://legacy.example", "", true)
 	stranger := newIssuer(t, "https://idp.example", "k1", false) // the same kid, another key
 	g := policy.NewGuard("shop", "orders")
-	if g.Authenticates() {
+	if g.Authenticator() != nil {
 		t.Fatal("a guard authenticates before any request authentication")
 	}
-	if _, err := g.Authenticate(bearer(idp.token(t, nil))); !errors.Is(err, policy.ErrNoToken) {
+	if _, err := g.Authenticator().Authenticate(bearer(idp.token(t, nil))); !errors.Is(err, policy.ErrNoToken) {
 		t.Fatalf("without a request authentication a token is the app's business: %v", err)
 	}
 	err := g.LoadRequestAuthentications([]policy.RequestAuthentication{
@@ -138,7 +138,7 @@ func TestRequestAuthentication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := g.Authenticate(bearer(idp.token(t, map[string]any{"aud": []string{"orders"}, "azp": "web-app",
+	a, err := g.Authenticator().Authenticate(bearer(idp.token(t, map[string]any{"aud": []string{"orders"}, "azp": "web-app",
 		"groups": []string{"buyers", "admins"}, "org": map[string]any{"tier": "gold"}})))
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +165,7 @@ func TestRequestAuthentication(t *testing.T) {
 	if d := set.Evaluate(&policy.Request{Method: "GET", Path: "/"}); d.Allowed {
 		t.Fatalf("a request without a token: %s", d)
 	}
-	b, err := g.Authenticate(bearer(idp.token(t, map[string]any{"aud": "shop", "groups": "buyers"})))
+	b, err := g.Authenticator().Authenticate(bearer(idp.token(t, map[string]any{"aud": "shop", "groups": "buyers"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,21 +180,21 @@ func TestRequestAuthentication(t *testing.T) {
 
 	// The legacy issuer's token, in its own header, without a kid (every
 	// key of its set is tried), kept for the app; or in the query.
-	l, err := g.Authenticate(carrier{h: http.Header{"X-Legacy-Token": {legacy.token(t, map[string]any{"sub": "bob"})}}})
+	l, err := g.Authenticator().Authenticate(carrier{h: http.Header{"X-Legacy-Token": {legacy.token(t, map[string]any{"sub": "bob"})}}})
 	if err != nil || l.Auth.Principal != "https://legacy.example/bob" || l.Header != "" || len(l.Claims) != 1 || l.Claims[0] != [2]string{"x-user", "bob"} {
 		t.Fatalf("legacy header: %+v %v", l, err)
 	}
-	if h := g.ClaimHeaders(); len(h) != 2 || h[0] != "x-user" || h[1] != "x-groups" {
+	if h := g.Authenticator().OutputHeaders(); len(h) != 2 || h[0] != "x-user" || h[1] != "x-groups" {
 		t.Fatalf("claim headers %q", h)
 	}
-	if l, err := g.Authenticate(carrier{q: url.Values{"token": {legacy.token(t, nil)}}}); err != nil || l.Auth.Principal != "https://legacy.example/alice" {
+	if l, err := g.Authenticator().Authenticate(carrier{q: url.Values{"token": {legacy.token(t, nil)}}}); err != nil || l.Auth.Principal != "https://legacy.example/alice" {
 		t.Fatalf("legacy query: %+v %v", l, err)
 	}
-	if l, err := g.Authenticate(carrier{q: url.Values{"access_token": {idp.token(t, map[string]any{"aud": "shop"})}}}); err != nil || l.Header != "" {
+	if l, err := g.Authenticator().Authenticate(carrier{q: url.Values{"access_token": {idp.token(t, map[string]any{"aud": "shop"})}}}); err != nil || l.Header != "" {
 		t.Fatalf("the default query parameter: %+v %v", l, err)
 	}
 
-	if _, err := g.Authenticate(carrier{h: http.Header{"Other": {"x"}}}); !errors.Is(err, policy.ErrNoToken) {
+	if _, err := g.Authenticator().Authenticate(carrier{h: http.Header{"Other": {"x"}}}); !errors.Is(err, policy.ErrNoToken) {
 		t.Fatalf("no token: %v", err)
 	}
 	for name, c := range map[string]struct {
@@ -212,7 +212,7 @@ func TestRequestAuthentication(t *testing.T) {
 		"not a jwt":       {bearer("abc.def"), "jwt is not in the form"},
 		"symmetric":       {bearer(hs256(t, idp.iss)), "jwt is not in the form"},
 	} {
-		if _, err := g.Authenticate(c.carrier); err == nil || errors.Is(err, policy.ErrNoToken) || !strings.Contains(err.Error(), c.want) {
+		if _, err := g.Authenticator().Authenticate(c.carrier); err == nil || errors.Is(err, policy.ErrNoToken) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
@@ -253,21 +253,21 @@ func TestRemoteKeySet(t *testing.T) {
 	if err := g.LoadRequestAuthentications(ra); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Authenticate(bearer(old.token(t, nil))); err == nil || !strings.Contains(err.Error(), "not fetched yet") {
+	if _, err := g.Authenticator().Authenticate(bearer(old.token(t, nil))); err == nil || !strings.Contains(err.Error(), "not fetched yet") {
 		t.Fatalf("before the key set is fetched: %v", err)
 	}
 	close(release)
-	eventually(t, func() error { _, err := g.Authenticate(bearer(old.token(t, nil))); return err })
+	eventually(t, func() error { _, err := g.Authenticator().Authenticate(bearer(old.token(t, nil))); return err })
 	if err := g.LoadRequestAuthentications(ra); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Authenticate(bearer(old.token(t, nil))); err != nil {
+	if _, err := g.Authenticator().Authenticate(bearer(old.token(t, nil))); err != nil {
 		t.Fatalf("after a reload: %v", err)
 	}
 	mu.Lock()
 	served = jwks(t, rotated)
 	mu.Unlock()
-	eventually(t, func() error { _, err := g.Authenticate(bearer(rotated.token(t, nil))); return err })
+	eventually(t, func() error { _, err := g.Authenticator().Authenticate(bearer(rotated.token(t, nil))); return err })
 	mu.Lock()
 	defer mu.Unlock()
 	if fetches != 2 {

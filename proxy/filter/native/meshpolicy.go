@@ -108,13 +108,13 @@ func (m *MeshPolicy) OnRequestHeaders(x *filter.Exchange, _ bool) filter.Status 
 		principal = t.PeerURISANs[0]
 	}
 	var authn *policy.Authenticated
-	if m.guard.Authenticates() {
+	if a := m.guard.Authenticator(); a != nil {
 		// Headers claims are copied to are the verified token's only.
-		for _, h := range m.guard.ClaimHeaders() {
+		for _, h := range a.OutputHeaders() {
 			req.Header.Del(h)
 		}
 		var err error
-		switch authn, err = m.guard.Authenticate(carrier{&req.Header, req.URI()}); {
+		switch authn, err = a.Authenticate(carrier{&req.Header, req.URI()}); {
 		case err == policy.ErrNoToken:
 		case err != nil:
 			return m.unauthenticated(x, principal, err)
