@@ -303,7 +303,7 @@ func (c *h2Client) open(req *fasthttp.Request, x *h2Stream, mem []byte, length i
 	if x.body.src == nil {
 		x.localEnded = true
 	}
-	cc.flushLocked()
+	cc.flushSoonLocked()
 	cc.mu.Unlock()
 	if x.body.src != nil {
 		x.sending = true

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,10 @@ import (
 //     connection's output under its lock and written by whichever
 //     goroutine finds no write in progress, so a request with a small
 //     body is one TLS record and one system call, and frames queued
-//     during a write go out together in the next. The reader never
+//     during a write go out together in the next. A request's HEADERS
+//     wait, before they are written, for the goroutines ready to run
+//     (flushSoonLocked): the requests woken by one poll of the network
+//     send theirs in one write (TestH2ClientBatchesHeaders). The reader never
 //     writes (a peer that does not read cannot stop it): what it queues
 //     (SETTINGS and PING acknowledgements, WINDOW_UPDATE) goes through
 //     the connection's writer goroutine.
@@ -281,7 +285,11 @@ type h2Conn struct {
 	out     h2Out
 	spare   []byte
 	writing bool
-	wcond   sync.Cond // the writer goroutine waits for output
+	// batching: a request's goroutine has queued its frames and yielded
+	// before writing them (flushSoonLocked); what others queue meanwhile
+	// goes out in its write.
+	batching bool
+	wcond    sync.Cond // the writer goroutine waits for output
 	// sendCond: request bodies wait for windows and for output to drain.
 	sendCond sync.Cond
 	henc     *hpack.Encoder
@@ -483,6 +491,27 @@ func (cc *h2Conn) flushLocked() {
 		cc.wcond.Signal()
 	}
 	cc.sendCond.Broadcast()
+}
+
+// flushSoonLocked writes the pending output as flushLocked does, after
+// letting the goroutines that are ready to run go first: a request's
+// frames are written together with those that other requests queue
+// meanwhile, in one write and one TLS record, instead of a write each.
+// Under load, many requests are ready at once (one poll of the network
+// wakes them all), and their HEADERS frames share a send; with nothing
+// else to run, the yield returns at once. Nothing is written when a write
+// is in progress (whose writer then writes it) or another goroutine is
+// already waiting to write.
+func (cc *h2Conn) flushSoonLocked() {
+	if cc.writing || cc.batching || len(cc.out.b) == 0 || cc.err != nil {
+		return
+	}
+	cc.batching = true
+	cc.mu.Unlock()
+	runtime.Gosched()
+	cc.mu.Lock()
+	cc.batching = false
+	cc.flushLocked()
 }
 
 // kickLocked has the writer goroutine write the pending output: the
