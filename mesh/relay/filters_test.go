@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -136,5 +139,62 @@ func TestRelayNetworkFilters(t *testing.T) {
 				t.Fatalf("inbound flows' close reasons %v, want %v\n%s", reasons, wantReasons, out.buf.String())
 			}
 		})
+	}
+}
+
+// TestPassthroughFilters: the outbound's network filters run on the
+// connections it passes outside the mesh too (allow_any), with the
+// cluster passthrough: what the host outside answers is upper-cased, a
+// denied line closes the connection before it leaves, and the flow
+// record says the filter closed it.
+func TestPassthroughFilters(t *testing.T) {
+	c := newCA(t)
+	var out records
+	tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
+		Flow: []string{"out"}}, telemetry.WithStdout(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	o.SetOutside(relay.OutsidePass)
+	o.SetFilters(&relay.Filters{Proxy: filterProxy(t, "fail_closed"), Plugins: []config.FilterRef{{Plugin: "lines"}}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := lineServer(t, "outside", "")
+	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) { return outside, nil })
+	go func() {
+		// The intercepting listener hands on only what is HTTP; the rest
+		// it relays itself.
+		for {
+			c, err := il.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if got := converse(t, ln.Addr().String(), "select 1", "a secret"); got != "OUTSIDE: SELECT 1\nOUTSIDE: A ******\n" {
+		t.Fatalf("through the outbound's filter: %q", got)
+	}
+	// The first connection ends once both of its ends closed, a few hops
+	// after the client read its last answer: its flow is waited for, so
+	// that the records come in the order of the conversations.
+	waitRecords(t, &out, 1)
+	if got := converse(t, ln.Addr().String(), "DENY"); got != "" {
+		t.Fatalf("a denied line went out: %q", got)
+	}
+	waitRecords(t, &out, 2)
+	var reasons []string
+	for _, r := range out.all(t) {
+		reasons = append(reasons, fmt.Sprint(r["destination_address"], " ", r["close_reason"]))
+	}
+	if want := []string{outside.String() + " peer_closed", outside.String() + " filter_closed"}; !slices.Equal(reasons, want) {
+		t.Fatalf("flows %q, want %q", reasons, want)
 	}
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/proxy"
 )
 
 // Outside is what an Outbound does with an intercepted connection bound
@@ -174,34 +176,60 @@ func looksHTTP(b []byte) verdict {
 }
 
 // passthrough relays down, bound for dst outside the mesh, to dst itself
-// in plain TCP.
+// in plain TCP, through the outbound's network filters when it has any
+// (their cluster is "passthrough").
 func (o *Outbound) passthrough(down net.Conn, dst netip.AddrPort) {
 	f := flow{listener: "outbound", start: time.Now(), source: addrString(down.RemoteAddr()), destination: dst.String(),
 		sourceID: o.identity()}
 	defer func() { f.emit(o.tel.Load()) }()
 	st := o.met.stats(listenerOutbound, clusterPass)
 	defer st.open()()
-	up, err := (&net.Dialer{Timeout: o.o.ConnectTimeout}).Dial("tcp", dst.String())
-	if err != nil {
-		st.connectFailed()
-		o.log.Info("a host outside the mesh could not be reached", zapAddr("destination", dst), zap.Error(err))
+	var up net.Conn
+	var key netip.AddrPort
+	defer func() {
+		if key.IsValid() {
+			o.dials.Delete(key)
+		}
+		if up != nil {
+			o.cs.Done(up)
+		}
+	}()
+	connect := func(ctx context.Context) error {
+		c, err := (&net.Dialer{Timeout: o.o.ConnectTimeout}).DialContext(ctx, "tcp", dst.String())
+		if err != nil {
+			st.connectFailed()
+			o.log.Info("a host outside the mesh could not be reached", zapAddr("destination", dst), zap.Error(err))
+			return err
+		}
+		// Remember the connection's address: should the interception send
+		// it back (the sidecar's user not excluded), it is refused, not
+		// looped.
+		if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			key = la.AddrPort()
+			o.dials.Store(key, struct{}{})
+		}
+		if !o.cs.Add(c) {
+			_ = c.Close()
+			return net.ErrClosed
+		}
+		up = c
+		return nil
+	}
+	if fl := o.filters.Load(); fl.on() {
+		f.n, f.reason = fl.serve(down, proxy.OpaqueOptions{Listener: listenerOutbound, Cluster: clusterPass, Idle: o.o.IdleTimeout,
+			Dial: func(ctx context.Context) (net.Conn, string, error) {
+				if err := connect(ctx); err != nil {
+					return nil, "", err
+				}
+				return up, dst.String(), nil
+			}}, st)
+		return
+	}
+	if err := connect(context.Background()); err != nil {
 		f.reason = reasonUpstream
 		_ = down.Close()
 		return
 	}
-	// Remember the connection's address: should the interception send it
-	// back (the sidecar's user not excluded), it is refused, not looped.
-	var key netip.AddrPort
-	if la, ok := up.LocalAddr().(*net.TCPAddr); ok {
-		key = la.AddrPort()
-		o.dials.Store(key, struct{}{})
-		defer o.dials.Delete(key)
-	}
-	if !o.cs.Add(up) {
-		_ = down.Close()
-		return
-	}
-	defer o.cs.Done(up)
 	f.n = st.counts()
 	f.reason = pipe(down, up, f.n, o.o.IdleTimeout)
 }

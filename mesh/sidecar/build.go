@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -339,13 +340,17 @@ type filters struct {
 func wasmFilters(s *Settings, st State) filters {
 	var w filters
 	tcpApp, tcpCalls := s.Protocol == ProtocolTCP, len(s.TCPTargets()) > 0
+	// Connections outside the mesh that the relay passes on (allow_any,
+	// service entries) are the outbound's too.
+	mode := cmp.Or(st.OutboundPolicy, s.OutboundPolicy)
+	tcpOut := tcpCalls || mode == AllowAny || len(st.Entries) > 0
 	for _, wp := range st.Wasm {
 		ref := config.FilterRef{Plugin: wp.PluginName()}
 		var list *[]config.FilterRef
 		switch inbound := wp.Mode == policy.WasmInbound; {
 		case wp.Type == policy.WasmNetwork && inbound && tcpApp:
 			list = &w.netInbound
-		case wp.Type == policy.WasmNetwork && !inbound && tcpCalls:
+		case wp.Type == policy.WasmNetwork && !inbound && tcpOut:
 			list = &w.netOutbound
 		case wp.Type == policy.WasmNetwork:
 			continue // no connection of the side is a TCP service's

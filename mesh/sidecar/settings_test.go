@@ -238,8 +238,9 @@ func TestParseTCPCalls(t *testing.T) {
 
 // TestNetworkPlugins: the control plane's Wasm plugins of type network
 // run on the relay's connections of their side (a TCP app's inbound, the
-// app's TCP calls), before the sidecar's own; the proxy loads them only
-// when the side has such connections, and never as HTTP filters.
+// app's TCP calls and its connections passed outside the mesh), before
+// the sidecar's own; the proxy loads them only when the side has such
+// connections, and never as HTTP filters.
 func TestNetworkPlugins(t *testing.T) {
 	sha := strings.Repeat("a", 64)
 	st := sidecar.State{Wasm: []policy.WasmPlugin{
@@ -262,6 +263,10 @@ func TestNetworkPlugins(t *testing.T) {
 	}{
 		{"http app, no TCP calls", sidecar.Settings{Service: "web", AppPort: 8080, Calls: []string{"orders"}},
 			"mesh.in-http,mesh.out-http", "", ""},
+		// Connections outside the mesh are relayed: the outbound's
+		// network plugins run on them.
+		{"http app, allow_any", sidecar.Settings{Service: "web", AppPort: 8080, Calls: []string{"orders"}, OutboundPolicy: sidecar.AllowAny},
+			"mesh.in-http,mesh.out-http,mesh.out-net", "", "mesh.out-net"},
 		{"tcp app with TCP calls", sidecar.Settings{Service: "db", AppPort: 5432, Protocol: sidecar.ProtocolTCP,
 			TCPCalls: []sidecar.TCPCall{{Service: "cache"}}, InboundNetworkFilters: []string{"lines"}, OutboundNetworkFilters: []string{"audit"}},
 			"mesh.in-net,mesh.out-http,mesh.out-net", "mesh.in-net,lines", "mesh.out-net,audit"},
