@@ -16,11 +16,13 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// Carrier is where a request's token may be: its headers and its query
-// parameters, looked up by name (headers without regard to case).
+// Carrier is where a request's token may be: its headers, its query
+// parameters and its cookies, looked up by name (headers without regard
+// to case).
 type Carrier interface {
 	Get(name string) (value string, ok bool)
 	Param(name string) (value string, ok bool)
+	Cookie(name string) (value string, ok bool)
 }
 
 // Authenticator verifies the end user's JSON Web Token of a service's
@@ -37,9 +39,11 @@ type jwtRule struct {
 	audiences []string
 	headers   []JWTHeader
 	params    []string
+	cookies   []string
 	forward   bool
 	keys      *KeySource
 	claims    []ClaimToHeader
+	payload   string // the header the payload goes to; "" for none
 }
 
 // Authenticated is the outcome of a request that carried a token: the
@@ -50,7 +54,8 @@ type Authenticated struct {
 	// Header is the header that held the token, "" when Forward or when
 	// it was a query parameter.
 	Header string
-	// Claims are the headers the rule copies claims to, and their values.
+	// Claims are the headers the rule copies claims, or the token's
+	// payload, to, and their values.
 	Claims [][2]string
 }
 
@@ -72,14 +77,17 @@ func NewAuthenticator(list []RequestAuthentication, keys *KeyCache) *Authenticat
 	a := &Authenticator{}
 	for _, ra := range list {
 		for _, r := range ra.JWTRules {
-			jr := jwtRule{issuer: r.Issuer, audiences: r.Audiences, headers: r.FromHeaders, params: r.FromParams, forward: r.ForwardOriginalToken,
-				claims: r.OutputClaimToHeaders}
+			jr := jwtRule{issuer: r.Issuer, audiences: r.Audiences, headers: r.FromHeaders, params: r.FromParams, cookies: r.FromCookies,
+				forward: r.ForwardOriginalToken, claims: r.OutputClaimToHeaders, payload: r.OutputPayloadToHeader}
 			for _, o := range r.OutputClaimToHeaders {
 				if !slices.Contains(a.outputs, o.Header) {
 					a.outputs = append(a.outputs, o.Header)
 				}
 			}
-			if len(jr.headers) == 0 && len(jr.params) == 0 {
+			if p := r.OutputPayloadToHeader; p != "" && !slices.Contains(a.outputs, p) {
+				a.outputs = append(a.outputs, p)
+			}
+			if len(jr.headers) == 0 && len(jr.params) == 0 && len(jr.cookies) == 0 {
 				jr.headers, jr.params = []JWTHeader{{Name: "authorization", Prefix: "Bearer "}}, []string{"access_token"}
 			}
 			if r.JWKS != "" {
@@ -156,6 +164,13 @@ func (a *Authenticator) Authenticate(c Carrier) (*Authenticated, error) {
 			out.Claims = append(out.Claims, [2]string{o.Header, v[0]})
 		}
 	}
+	if rule.payload != "" {
+		// The compact form's second part: the payload's JSON,
+		// base64url-encoded without padding, as Envoy forwards it.
+		_, rest, _ := strings.Cut(token, ".")
+		payload, _, _ := strings.Cut(rest, ".")
+		out.Claims = append(out.Claims, [2]string{rule.payload, payload})
+	}
 	return out, nil
 }
 
@@ -191,7 +206,30 @@ func (r *jwtRule) find(c Carrier) (token, header string) {
 			return v, ""
 		}
 	}
+	for _, name := range r.cookies {
+		if v, ok := c.Cookie(name); ok && v != "" {
+			return v, ""
+		}
+	}
 	return "", ""
+}
+
+// CookieValue returns the value of the cookie name in a Cookie header's
+// value ("a=1; b=2"), without its quotes, and whether it is there.
+func CookieValue(header, name string) (string, bool) {
+	for header != "" {
+		var pair string
+		pair, header, _ = strings.Cut(header, ";")
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || k != name {
+			continue
+		}
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
+	}
+	return "", false
 }
 
 // verify checks the token's signature with the rule's keys (the key its

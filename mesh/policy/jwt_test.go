@@ -6,8 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -109,6 +111,10 @@ func (c carrier) Param(name string) (string, bool) {
 	return v[0], true
 }
 
+func (c carrier) Cookie(name string) (string, bool) {
+	return policy.CookieValue(c.h.Get("Cookie"), name)
+}
+
 func bearer(tok string) carrier {
 	return carrier{h: http.Header{"Authorization": {"Bearer " + tok}}}
 }
@@ -121,6 +127,7 @@ func TestRequestAuthentication(t *testing.T) {
 	idp := newIssuer(t, "https://idp.example", "k1", false)
 	legacy := newIssuer(t, "https://legacy.example", "", true)
 	stranger := newIssuer(t, "https://idp.example", "k1", false) // the same kid, another key
+	session := newIssuer(t, "https://session.example", "s1", false)
 	g := policy.NewGuard("shop", "orders")
 	if g.Authenticator() != nil {
 		t.Fatal("a guard authenticates before any request authentication")
@@ -133,6 +140,8 @@ func TestRequestAuthentication(t *testing.T) {
 		{Name: "legacy", Namespace: "shop", Service: "orders", JWTRules: []policy.JWTRule{{Issuer: legacy.iss, JWKS: jwks(t, legacy),
 			FromHeaders: []policy.JWTHeader{{Name: "X-Legacy-Token"}}, FromParams: []string{"token"}, ForwardOriginalToken: true,
 			OutputClaimToHeaders: []policy.ClaimToHeader{{Header: "X-User", Claim: "sub"}, {Header: "x-groups", Claim: "groups"}}}}},
+		{Name: "session", Namespace: "shop", JWTRules: []policy.JWTRule{{Issuer: session.iss, JWKS: jwks(t, session),
+			FromCookies: []string{"session", "sid"}, OutputPayloadToHeader: "X-JWT-Payload"}}},
 		{Name: "elsewhere", Namespace: "shop", Service: "payments", JWTRules: []policy.JWTRule{{Issuer: "https://payments.example", JWKS: jwks(t, legacy)}}},
 	})
 	if err != nil {
@@ -184,7 +193,7 @@ func TestRequestAuthentication(t *testing.T) {
 	if err != nil || l.Auth.Principal != "https://legacy.example/bob" || l.Header != "" || len(l.Claims) != 1 || l.Claims[0] != [2]string{"x-user", "bob"} {
 		t.Fatalf("legacy header: %+v %v", l, err)
 	}
-	if h := g.Authenticator().OutputHeaders(); len(h) != 2 || h[0] != "x-user" || h[1] != "x-groups" {
+	if h := g.Authenticator().OutputHeaders(); len(h) != 3 || h[0] != "x-user" || h[1] != "x-groups" || h[2] != "x-jwt-payload" {
 		t.Fatalf("claim headers %q", h)
 	}
 	if l, err := g.Authenticator().Authenticate(carrier{q: url.Values{"token": {legacy.token(t, nil)}}}); err != nil || l.Auth.Principal != "https://legacy.example/alice" {
@@ -194,6 +203,23 @@ func TestRequestAuthentication(t *testing.T) {
 		t.Fatalf("the default query parameter: %+v %v", l, err)
 	}
 
+	// A token in a cookie, among others or quoted, stays there; its
+	// payload goes to the app as it is in the token.
+	for _, cookie := range []string{"theme=dark; session=%s; other=1", `sid="%s"`} {
+		tok := session.token(t, map[string]any{"sub": "carol", "roles": []string{"ops"}})
+		s, err := g.Authenticator().Authenticate(carrier{h: http.Header{"Cookie": {fmt.Sprintf(cookie, tok)}}})
+		if err != nil || s.Auth.Principal != "https://session.example/carol" || s.Header != "" || len(s.Claims) != 1 || s.Claims[0][0] != "x-jwt-payload" {
+			t.Fatalf("cookie %q: %+v %v", cookie, s, err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(s.Claims[0][1])
+		var payload map[string]any
+		if err != nil || json.Unmarshal(raw, &payload) != nil || payload["sub"] != "carol" || payload["iss"] != session.iss {
+			t.Fatalf("payload header %q: %s %v", s.Claims[0][1], raw, err)
+		}
+	}
+	if _, err := g.Authenticator().Authenticate(carrier{h: http.Header{"Cookie": {"sessions=x; xsession=y"}}}); !errors.Is(err, policy.ErrNoToken) {
+		t.Fatalf("cookies of other names: %v", err)
+	}
 	if _, err := g.Authenticator().Authenticate(carrier{h: http.Header{"Other": {"x"}}}); !errors.Is(err, policy.ErrNoToken) {
 		t.Fatalf("no token: %v", err)
 	}

@@ -226,6 +226,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 				"request_authentications[0].jwt_rules[0].audiences[0]", "request_authentications[0].jwt_rules[1].issuer", "request_authentications[0].jwt_rules[1].jwks_uri", "request_authentications[0].jwt_rules[2]"}},
 		{"request authentication claim headers", `request_authentications: [{name: a, namespace: n, jwt_rules: [{issuer: i, jwks_uri: "https://i/jwks", output_claim_to_headers: [{header: Host, claim: sub}, {header: x-user}]}]}]`,
 			[]string{"request_authentications[0].jwt_rules[0].output_claim_to_headers[0].header", "request_authentications[0].jwt_rules[0].output_claim_to_headers[1].claim"}},
+		{"request authentication cookies and payload", `request_authentications: [{name: a, namespace: n, jwt_rules: [{issuer: i, jwks_uri: "https://i/jwks", from_cookies: [session, "a b", ""], output_payload_to_header: Authorization}]}]`,
+			[]string{"request_authentications[0].jwt_rules[0].from_cookies[1]", "request_authentications[0].jwt_rules[0].from_cookies[2]", "request_authentications[0].jwt_rules[0].output_payload_to_header"}},
 		{"request authentication without rules", `request_authentications: [{name: a, namespace: n}]`, []string{"request_authentications[0].jwt_rules"}},
 		{"request principals and claims", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{request_principals: ["a*b"]}], when: [{key: "request.auth.claims[]", values: [x]}]}]}]`,
 			[]string{"authorization_policies[0].rules[0].from[0].request_principals[0]", "authorization_policies[0].rules[0].when[0].key"}},

@@ -43,6 +43,10 @@ type JWTRule struct {
 	// access_token query parameter, as Istio's defaults.
 	FromHeaders []JWTHeader `json:"from_headers,omitempty" yaml:"from_headers,omitempty"`
 	FromParams  []string    `json:"from_params,omitempty" yaml:"from_params,omitempty"`
+	// FromCookies are cookies the token may be in (Istio's fromCookies),
+	// looked at after the headers and the query parameters. A token in
+	// a cookie stays in it: the app's other cookies are its own.
+	FromCookies []string `json:"from_cookies,omitempty" yaml:"from_cookies,omitempty"`
 	// ForwardOriginalToken keeps the token's header on the request to
 	// the app; by default it is removed once verified.
 	ForwardOriginalToken bool `json:"forward_original_token,omitempty" yaml:"forward_original_token,omitempty"`
@@ -50,6 +54,11 @@ type JWTRule struct {
 	// request headers (Istio's outputClaimToHeaders). The headers are
 	// removed from every request first, so that no client sets them.
 	OutputClaimToHeaders []ClaimToHeader `json:"output_claim_to_headers,omitempty" yaml:"output_claim_to_headers,omitempty"`
+	// OutputPayloadToHeader hands the verified token's payload to the
+	// app in this header, base64url-encoded JSON as it is in the token
+	// (Istio's outputPayloadToHeader). Removed from every request first,
+	// as the claim headers are.
+	OutputPayloadToHeader string `json:"output_payload_to_header,omitempty" yaml:"output_payload_to_header,omitempty"`
 }
 
 // ClaimToHeader copies a claim (a string, number or boolean at the top of
@@ -86,6 +95,7 @@ func (r *RequestAuthentication) Normalize() {
 			h := &r.JWTRules[i].OutputClaimToHeaders[j]
 			h.Header = strings.ToLower(h.Header)
 		}
+		r.JWTRules[i].OutputPayloadToHeader = strings.ToLower(r.JWTRules[i].OutputPayloadToHeader)
 	}
 }
 
@@ -137,6 +147,14 @@ func (r *RequestAuthentication) Validate() error {
 				c.add(at(field(p, "from_params"), j), "%q is not a query parameter name", q)
 			}
 		}
+		for j, name := range jr.FromCookies {
+			if !validCookieName(name) {
+				c.add(at(field(p, "from_cookies"), j), "%q is not a cookie name", name)
+			}
+		}
+		if h := jr.OutputPayloadToHeader; h != "" && !outputHeader(h) {
+			c.add(field(p, "output_payload_to_header"), "%q is not a header a token's payload may be copied to", h)
+		}
 		for j, a := range jr.Audiences {
 			if a == "" {
 				c.add(at(field(p, "audiences"), j), "is empty")
@@ -144,7 +162,7 @@ func (r *RequestAuthentication) Validate() error {
 		}
 		for j, o := range jr.OutputClaimToHeaders {
 			op := at(field(p, "output_claim_to_headers"), j)
-			if !validHeaderName(o.Header) || o.Header == "host" || o.Header == "authorization" || o.Header == "x-wasmgate-peer-identity" {
+			if !outputHeader(o.Header) {
 				c.add(field(op, "header"), "%q is not a header a claim may be copied to", o.Header)
 			}
 			if o.Claim == "" {
@@ -153,6 +171,19 @@ func (r *RequestAuthentication) Validate() error {
 		}
 	}
 	return c.err()
+}
+
+// outputHeader reports whether a verified token's claim or payload may
+// be copied to header h: a header name the request's routing and the
+// mesh's identity do not depend on.
+func outputHeader(h string) bool {
+	return validHeaderName(h) && h != "host" && h != "authorization" && h != "x-wasmgate-peer-identity"
+}
+
+// validCookieName reports whether name is a cookie name (RFC 6265: an
+// RFC 7230 token).
+func validCookieName(name string) bool {
+	return name != "" && validHeaderName(name)
 }
 
 // ParseJWKS parses a JSON Web Key Set of public keys that sign tokens.

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,7 +62,12 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	}
 
 	m.start(t, "orders", appPort(t, func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "orders %s authorization=%q user=%q", r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("X-User"))
+		// The verified token's payload, as the sidecar hands it on.
+		var payload struct{ Sub string }
+		raw, _ := base64.RawURLEncoding.DecodeString(r.Header.Get("X-JWT-Payload"))
+		_ = json.Unmarshal(raw, &payload)
+		fmt.Fprintf(w, "orders %s authorization=%q user=%q payload_sub=%q cookie=%q", r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("X-User"),
+			payload.Sub, r.Header.Get("Cookie"))
 	}), testaddr.Free(t))
 	webOut := testaddr.Free(t)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
@@ -74,21 +80,27 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	}
 	put(resource.RequestAuthentications, "orders-jwt", `{"name": "orders-jwt", "namespace": "default", "service": "orders",
 		"jwt_rules": [{"issuer": "`+iss+`", "jwks_uri": "`+idp.URL+`/jwks", "audiences": ["orders"],
-		"output_claim_to_headers": [{"header": "x-user", "claim": "sub"}]}]}`)
+		"from_headers": [{"name": "Authorization", "prefix": "Bearer "}], "from_cookies": ["session"],
+		"output_claim_to_headers": [{"header": "x-user", "claim": "sub"}], "output_payload_to_header": "x-jwt-payload"}]}`)
 	put(resource.AuthorizationPolicies, "orders-users", `{"name": "orders-users", "namespace": "default", "service": "orders", "rules": [
 		{"from": [{"request_principals": ["`+iss+`/*"]}], "to": [{"not_paths": ["/admin/*"]}]},
 		{"from": [{"request_principals": ["`+iss+`/*"]}], "to": [{"paths": ["/admin/*"]}], "when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]}]}`)
 
 	client := &http.Client{Timeout: 5 * time.Second}
-	call := func(path, tok string) (int, string, http.Header) {
+	call := func(path, tok string, cookie ...string) (int, string, http.Header) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+webOut+path, nil)
 		req.Host = "orders"
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		// A client's own value of a claim's header never reaches the app.
+		if len(cookie) > 0 {
+			req.Header.Set("Cookie", cookie[0])
+		}
+		// A client's own value of a claim's or the payload's header never
+		// reaches the app.
 		req.Header.Set("X-User", "mallory")
+		req.Header.Set("X-JWT-Payload", "eyJzdWIiOiJtYWxsb3J5In0")
 		resp, err := client.Do(req)
 		if err != nil {
 			return 0, err.Error(), nil
@@ -103,7 +115,7 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, body, _ := call("/orders", good)
-		if st == 200 && body == `orders /orders authorization="" user="alice"` {
+		if st == 200 && body == `orders /orders authorization="" user="alice" payload_sub="alice" cookie=""` {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -128,7 +140,15 @@ func TestSidecarRequestAuthentication(t *testing.T) {
 	if st, body, _ := call("/admin/refund", good); st != 403 {
 		t.Fatalf("a buyer on the admin path: %d %q", st, body)
 	}
-	if st, body, _ := call("/admin/refund", token(key, map[string]any{"groups": []string{"buyers", "admins"}})); st != 200 || body != `orders /admin/refund authorization="" user="alice"` {
+	if st, body, _ := call("/admin/refund", token(key, map[string]any{"groups": []string{"buyers", "admins"}})); st != 200 || body != `orders /admin/refund authorization="" user="alice" payload_sub="alice" cookie=""` {
 		t.Fatalf("an admin on the admin path: %d %q", st, body)
+	}
+	// A token in a cookie: verified, and the cookie left as it came.
+	cookie := "theme=dark; session=" + token(key, map[string]any{"sub": "carol"})
+	if st, body, _ := call("/orders", "", cookie); st != 200 || body != `orders /orders authorization="" user="carol" payload_sub="carol" cookie="`+cookie+`"` {
+		t.Fatalf("a token in a cookie: %d %q", st, body)
+	}
+	if st, body, _ := call("/orders", "", "session="+token(forger, nil)); st != 401 {
+		t.Fatalf("a forged token in a cookie: %d %q", st, body)
 	}
 }

@@ -78,6 +78,12 @@ func (c carrier) Param(name string) (string, bool) {
 	return unsafeString(b), true
 }
 
+// Cookie reads the Cookie header as it is: fasthttp's parsed cookies
+// would have the header written again from them on its way to the app.
+func (c carrier) Cookie(name string) (string, bool) {
+	return policy.CookieValue(unsafeString(c.h.Peek("Cookie")), name)
+}
+
 // unauthenticated answers a request whose token the request
 // authentication refused: 401 with the reason, and a challenge as
 // Envoy's JWT filter sends.
