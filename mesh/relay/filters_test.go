@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -162,31 +160,16 @@ func TestPassthroughFilters(t *testing.T) {
 	t.Cleanup(o.Close)
 	o.SetOutside(relay.OutsidePass)
 	o.SetFilters(&relay.Filters{Proxy: filterProxy(t, "fail_closed"), Plugins: []config.FilterRef{{Plugin: "lines"}}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	outside := lineServer(t, "outside", "")
-	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) { return outside, nil })
-	go func() {
-		// The intercepting listener hands on only what is HTTP; the rest
-		// it relays itself.
-		for {
-			c, err := il.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	if got := converse(t, ln.Addr().String(), "select 1", "a secret"); got != "OUTSIDE: SELECT 1\nOUTSIDE: A ******\n" {
+	addr := interceptTo(t, o, outside)
+	if got := converse(t, addr, "select 1", "a secret"); got != "OUTSIDE: SELECT 1\nOUTSIDE: A ******\n" {
 		t.Fatalf("through the outbound's filter: %q", got)
 	}
 	// The first connection ends once both of its ends closed, a few hops
 	// after the client read its last answer: its flow is waited for, so
 	// that the records come in the order of the conversations.
 	waitRecords(t, &out, 1)
-	if got := converse(t, ln.Addr().String(), "DENY"); got != "" {
+	if got := converse(t, addr, "DENY"); got != "" {
 		t.Fatalf("a denied line went out: %q", got)
 	}
 	waitRecords(t, &out, 2)

@@ -227,24 +227,11 @@ func TestServiceEntries(t *testing.T) {
 		}
 	}()
 	outside := tl.Addr().(*net.TCPAddr).AddrPort()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) { return outside, nil })
-	go func() {
-		for {
-			conn, err := il.Accept() // HTTP would come here; none does
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
+	addr := interceptTo(t, o, outside)
 	o.SetEntries([]policy.ServiceEntry{{Name: "apis", Namespace: "default", Hosts: []string{"api.example.com", "*.payments.test"}, Ports: []int{int(outside.Port())}}})
 
 	talk := func(serverName string) (string, error) {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", ln.Addr().String(),
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
 			&tls.Config{ServerName: serverName, InsecureSkipVerify: true})
 		if err != nil {
 			return "", err
@@ -273,27 +260,36 @@ func TestServiceEntries(t *testing.T) {
 	// An entry of addresses lets any connection to them out, whatever it
 	// speaks: a database's protocol, and HTTP too.
 	db := lineServer(t, "db", "")
-	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	dbAddr := interceptTo(t, o, db)
+	if got := call(t, dbAddr, "SELECT 1"); got != "" {
+		t.Fatalf("before an entry of its address, a connection was let out: %q", got)
+	}
+	o.SetEntries([]policy.ServiceEntry{{Name: "db", Namespace: "default", Addresses: []string{"127.0.0.0/8"}, Ports: []int{int(db.Port())}}})
+	for _, line := range []string{"SELECT 1", "GET / HTTP/1.1"} {
+		if got := call(t, dbAddr, line); got != "db: "+line+"\n" {
+			t.Errorf("an entry of its address, %q: %q", line, got)
+		}
+	}
+}
+
+// interceptTo is an intercepting listener of o whose connections were
+// all bound for dst: its address. What the outbound hands on as HTTP
+// is closed; the rest it relays itself.
+func interceptTo(t *testing.T, o *relay.Outbound, dst netip.AddrPort) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dil := o.InterceptWith(dl, func(net.Conn) (netip.AddrPort, error) { return db, nil })
+	il := o.InterceptWith(ln, func(net.Conn) (netip.AddrPort, error) { return dst, nil })
 	go func() {
 		for {
-			conn, err := dil.Accept()
+			conn, err := il.Accept()
 			if err != nil {
 				return
 			}
 			conn.Close()
 		}
 	}()
-	if got := call(t, dl.Addr().String(), "SELECT 1"); got != "" {
-		t.Fatalf("before an entry of its address, a connection was let out: %q", got)
-	}
-	o.SetEntries([]policy.ServiceEntry{{Name: "db", Namespace: "default", Addresses: []string{"127.0.0.0/8"}, Ports: []int{int(db.Port())}}})
-	for _, line := range []string{"SELECT 1", "GET / HTTP/1.1"} {
-		if got := call(t, dl.Addr().String(), line); got != "db: "+line+"\n" {
-			t.Errorf("an entry of its address, %q: %q", line, got)
-		}
-	}
+	return ln.Addr().String()
 }
