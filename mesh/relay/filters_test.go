@@ -17,7 +17,6 @@ import (
 	"github.com/wasmgate/wasmgate/mesh/relay"
 	"github.com/wasmgate/wasmgate/proxy"
 	"github.com/wasmgate/wasmgate/proxy/filter"
-	"github.com/wasmgate/wasmgate/proxy/telemetry"
 	"github.com/wasmgate/wasmgate/proxy/wasm"
 )
 
@@ -67,12 +66,7 @@ func TestRelayNetworkFilters(t *testing.T) {
 	for _, failure := range []string{"fail_closed", "fail_open"} {
 		t.Run(failure, func(t *testing.T) {
 			c := newCA(t)
-			var out records
-			tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
-				Flow: []string{"out"}}, telemetry.WithStdout(&out))
-			if err != nil {
-				t.Fatal(err)
-			}
+			out, tel := flowRecords(t)
 			srv := filterProxy(t, failure)
 			in, err := relay.NewInbound(relay.InboundOptions{Mesh: c.identity(t, "db"), Guard: policy.NewGuard("default", "db"),
 				AppPort: echoApp(t, "db"), Destination: "db.default", Telemetry: tel})
@@ -111,7 +105,7 @@ func TestRelayNetworkFilters(t *testing.T) {
 			if got := converse(t, filtered.String(), "DENY"); got != "" {
 				t.Fatalf("web's filter let a denied line through: %q", got)
 			}
-			waitRecords(t, &out, 5)
+			waitRecords(t, out, 5)
 			var outFlows []string
 			for _, r := range out.all(t) {
 				if r["listener"] == "outbound" {
@@ -147,12 +141,7 @@ func TestRelayNetworkFilters(t *testing.T) {
 // record says the filter closed it.
 func TestPassthroughFilters(t *testing.T) {
 	c := newCA(t)
-	var out records
-	tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
-		Flow: []string{"out"}}, telemetry.WithStdout(&out))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, tel := flowRecords(t)
 	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, ConnectTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -168,11 +157,11 @@ func TestPassthroughFilters(t *testing.T) {
 	// The first connection ends once both of its ends closed, a few hops
 	// after the client read its last answer: its flow is waited for, so
 	// that the records come in the order of the conversations.
-	waitRecords(t, &out, 1)
+	waitRecords(t, out, 1)
 	if got := converse(t, addr, "DENY"); got != "" {
 		t.Fatalf("a denied line went out: %q", got)
 	}
-	waitRecords(t, &out, 2)
+	waitRecords(t, out, 2)
 	var reasons []string
 	for _, r := range out.all(t) {
 		reasons = append(reasons, fmt.Sprint(r["destination_address"], " ", r["close_reason"]))

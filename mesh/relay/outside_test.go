@@ -17,11 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 	"github.com/wasmgate/wasmgate/mesh/relay"
 	"github.com/wasmgate/wasmgate/proxy/metrics"
-	"github.com/wasmgate/wasmgate/proxy/telemetry"
 )
 
 func TestLooksHTTP(t *testing.T) {
@@ -63,12 +61,7 @@ func TestLooksHTTP(t *testing.T) {
 // each.
 func TestInterceptOutside(t *testing.T) {
 	c := newCA(t)
-	var out records
-	tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
-		Flow: []string{"out"}}, telemetry.WithStdout(&out))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, tel := flowRecords(t)
 	met := metrics.New()
 	o, err := relay.NewOutbound(relay.OutboundOptions{Mesh: c.identity(t, "web"), Telemetry: tel, Metrics: met, ConnectTimeout: 2 * time.Second})
 	if err != nil {
@@ -169,7 +162,7 @@ func TestInterceptOutside(t *testing.T) {
 	}
 
 	// Two refusals, two passed, one unreachable.
-	waitRecords(t, &out, 5)
+	waitRecords(t, out, 5)
 	var reasons []string
 	for _, r := range out.all(t) {
 		if r["kind"] != "flow" || r["listener"] != "outbound" || r["source_identity"] != "spiffe://wasmgate.local/ns/default/sa/web" {

@@ -170,6 +170,18 @@ func exchange(t *testing.T, addr string, oneByOne bool, lines []string) string {
 
 // records collects what a telemetry pipeline writes, one JSON object a
 // line.
+// flowRecords is a telemetry pipeline whose flow records go to out.
+func flowRecords(t testing.TB) (*records, *telemetry.Pipeline) {
+	t.Helper()
+	out := &records{}
+	tel, err := telemetry.New(&config.Telemetry{Sinks: []config.TelemetrySink{{Name: "out", Type: "stdout"}},
+		Flow: []string{"out"}}, telemetry.WithStdout(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, tel
+}
+
 type records struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
