@@ -474,6 +474,17 @@ func renderMesh(w func(string, ...any), res *results, pl payload, common string)
 		}
 		w(".")
 	}
+	// The issue asks for the pair "with the authz and telemetry filters
+	// on": the sidecars' own (the native policy and the records) above,
+	// and here the first-party Wasm filters as well.
+	if wf, ok := findPaired(sat, "mesh-sidecars-wasm"); ok {
+		w(" With orders' inbound through the first-party telemetry and authz Wasm filters as well: at saturation %s, %.2f µs (%.2f–%.2f)",
+			metOrNot(wf.cpu <= meshPairCPUBudgetUS), wf.cpu, wf.cpuQ1, wf.cpuQ3)
+		if ff, ok := findPaired(fixed, "mesh-sidecars-wasm"); ok {
+			w("; at the fixed rate %s, %.2f µs (%.2f–%.2f)", metOrNot(ff.cpu <= meshPairCPUBudgetUS), ff.cpu, ff.cpuQ1, ff.cpuQ3)
+		}
+		w(".")
+	}
 	w("\n\n")
 }
 
