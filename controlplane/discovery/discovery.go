@@ -73,18 +73,26 @@ type Policies struct {
 
 // Interest is what a sidecar asks for.
 type Interest struct {
-	// Services are the names of the services it calls, as registered.
+	// Services are the names of the services it calls, as registered;
+	// AnyService among them asks for every service of the mesh, as it
+	// comes and goes (the others are then moot).
 	Services []string
 	// Namespace and Service name the sidecar's own service, whose
 	// policies it receives; empty Namespace asks for none.
 	Namespace, Service string
 }
 
+// AnyService, as a service of an Interest, subscribes to every service:
+// for a sidecar whose app may call any service of the mesh by name, as
+// Istio's sidecars know every service without a Sidecar resource.
+const AnyService = "*"
+
 // Update is what changed for one watcher since its last Next.
 type Update struct {
 	// Endpoints holds a snapshot for each service of interest that
 	// changed (every one of them in a watcher's first update), sorted by
-	// service.
+	// service. A service that is gone (no endpoint, no route left) has
+	// an empty one.
 	Endpoints []*Endpoints
 	// Policies is set when the policies of the watcher's service may have
 	// changed (and in the first update when Interest.Namespace is set).
@@ -141,6 +149,7 @@ type Hub struct {
 	vips     map[string]string // a service -> its virtual address
 	polRev   int64
 	policyWs map[string]map[*Watch]struct{} // namespace -> watchers of its policies
+	anyWs    map[*Watch]struct{}            // watchers of every service (AnyService)
 	all      map[*Watch]struct{}            // every open watch
 	byID     map[string]*Watch
 	watchers int
@@ -178,6 +187,7 @@ func NewHub(cli *clientv3.Client, prefix string, logger *zap.Logger) *Hub {
 		all:      map[*Watch]struct{}{},
 		byID:     map[string]*Watch{},
 		policyWs: map[string]map[*Watch]struct{}{},
+		anyWs:    map[*Watch]struct{}{},
 		ready:    make(chan struct{}),
 	}
 }
@@ -576,6 +586,9 @@ func (h *Hub) publish(name string, svc *service, rev int64) {
 	for w := range svc.subs {
 		w.markService(name)
 	}
+	for w := range h.anyWs {
+		w.markService(name)
+	}
 	if svc.unused() {
 		delete(h.services, name)
 	}
@@ -630,15 +643,28 @@ func (h *Hub) Watch(in Interest) *Watch {
 	in.Services = slices.Clone(in.Services)
 	slices.Sort(in.Services)
 	in.Services = slices.Compact(in.Services)
+	anyService := slices.Contains(in.Services, AnyService)
+	if anyService {
+		in.Services = []string{AnyService}
+	}
 	w := &Watch{hub: h, interest: in, since: time.Now(), id: newWatchID(), dirty: make(map[string]struct{}, len(in.Services)), signal: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.watchers++
 	h.all[w] = struct{}{}
 	h.byID[w.id] = w
-	for _, name := range in.Services {
-		h.service(name).subs[w] = struct{}{}
-		w.dirty[name] = struct{}{}
+	if anyService {
+		// Every service there is now; publish marks the others as they
+		// come.
+		h.anyWs[w] = struct{}{}
+		for name := range h.services {
+			w.dirty[name] = struct{}{}
+		}
+	} else {
+		for _, name := range in.Services {
+			h.service(name).subs[w] = struct{}{}
+			w.dirty[name] = struct{}{}
+		}
 	}
 	if in.Namespace != "" {
 		if h.policyWs[in.Namespace] == nil {
@@ -707,6 +733,10 @@ func (w *Watch) Next(ctx context.Context) (Update, error) {
 		for _, name := range names {
 			if svc := w.hub.services[name]; svc != nil {
 				u.Endpoints = append(u.Endpoints, svc.snap)
+			} else {
+				// Gone since it was marked: only a watcher of every
+				// service holds no service alive.
+				u.Endpoints = append(u.Endpoints, &Endpoints{Service: name})
 			}
 		}
 		if pol {
@@ -839,6 +869,7 @@ func (w *Watch) Close() {
 	h.watchers--
 	delete(h.all, w)
 	delete(h.byID, w.id)
+	delete(h.anyWs, w)
 	for _, name := range w.interest.Services {
 		if svc := h.services[name]; svc != nil {
 			delete(svc.subs, w)

@@ -389,3 +389,58 @@ func BenchmarkFanOut(b *testing.B) {
 		}
 	}
 }
+
+// TestWatchEveryService: a watch of AnyService gets every service there
+// is, each service that comes later, and an empty snapshot of one that
+// is gone; the names listed beside it are moot.
+func TestWatchEveryService(t *testing.T) {
+	cli := etcdtest.Client(t)
+	prefix := etcdtest.Prefix(t)
+	register(t, cli, prefix, "orders.shop", "10.0.0.1:15006")
+	h := startHub(t, cli, prefix)
+
+	all := h.Watch(discovery.Interest{Services: []string{"orders.shop", discovery.AnyService}, Namespace: "shop", Service: "web"})
+	defer all.Close()
+	if got := all.Interest().Services; !slices.Equal(got, []string{discovery.AnyService}) {
+		t.Fatalf("Interest().Services = %v", got)
+	}
+	one := h.Watch(discovery.Interest{Services: []string{"orders.shop"}})
+	defer one.Close()
+	if got := describe(next(t, all)); got != "orders.shop=[10.0.0.1:15006] policies=[]" {
+		t.Fatalf("the first update: %s", got)
+	}
+	next(t, one)
+
+	register(t, cli, prefix, "search.shop", "10.0.0.9:15006")
+	// Its virtual address may come in an update of its own.
+	for {
+		u := next(t, all)
+		if got := describe(u); got != "search.shop=[10.0.0.9:15006]" {
+			t.Fatalf("a new service: %s", got)
+		}
+		if u.Endpoints[0].VIP != "" {
+			break
+		}
+	}
+	quiet(t, one, "a watcher of orders after search came")
+
+	register(t, cli, prefix, "orders.shop", "10.0.0.2:15006")
+	if got := describe(next(t, all)); got != "orders.shop=[10.0.0.1:15006,10.0.0.2:15006]" {
+		t.Fatalf("a new endpoint: %s", got)
+	}
+	next(t, one)
+
+	if _, err := registry.DeregisterEndpoint(context.Background(), cli, prefix, "search.shop", "10.0.0.9:15006"); err != nil {
+		t.Fatal(err)
+	}
+	if got := describe(next(t, all)); got != "search.shop=[]" {
+		t.Fatalf("a service gone: %s", got)
+	}
+
+	all.Close()
+	if s := h.Stats(); s.Watchers != 1 {
+		t.Fatalf("after Close: %+v", s)
+	}
+	register(t, cli, prefix, "search.shop", "10.0.0.9:15006")
+	quiet(t, one, "a watcher of orders after search came back")
+}
