@@ -55,7 +55,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.s.OutboundPolicy, "outbound-policy", "", "with --sidecar: registry_only (default) or allow_any, for names outside the mesh")
 	fl.StringVar(&f.s.HopProtocol, "hop-protocol", "", "with --sidecar: how calls cross to the peers' sidecars: http2 (default: every call in HTTP/2) or downstream (each in the protocol the app used)")
 	fl.IntVar(&f.s.Concurrency, "concurrency", 0, "with --sidecar: how many threads run the sidecar's code at once (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
-	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop)")
+	fl.StringSliceVar(&f.s.Calls, "calls", nil, "with --sidecar: the services the app calls (comma-separated: orders,payments.shop), or '*' for every service of the mesh, as it comes and goes")
 	fl.StringSliceVar(&f.tcpCalls, "tcp-calls", nil, "with --sidecar: the services of protocol tcp the app calls: db=15432 (a local port for it, on 127.0.0.1), db=HOST:PORT, or db (reached through interception only)")
 	fl.StringSliceVar(&f.s.InboundFilters, "inbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every request from a peer passes through after the mesh policy (comma-separated, in order)")
 	fl.StringSliceVar(&f.s.OutboundFilters, "outbound-filters", nil, "with --sidecar: Wasm plugins of --local-config, by name, that every call of the app passes through (comma-separated, in order)")

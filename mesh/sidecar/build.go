@@ -126,8 +126,9 @@ func Build(s *Settings, st State, trustDomain, passthrough string) *config.Confi
 	if s.HopProtocol == HopDownstream {
 		hop = config.ProtocolDownstream
 	}
-	addrs := destinations(s.Targets(), st.Endpoints)
-	for _, name := range s.Targets() {
+	targets := s.httpTargets(st)
+	addrs := destinations(targets, st.Endpoints)
+	for _, name := range targets {
 		svc, ns, _ := strings.Cut(name, ".")
 		eps := st.Endpoints[name]
 		clusters := []config.Cluster{meshCluster(clusterPrefix+name, eps, hop, trustDomain, ns)}

@@ -93,13 +93,13 @@ func (d *DNS) Close() {
 	d.wg.Wait()
 }
 
-// Set makes the names of the services s calls (hostNames, and the
-// cluster domain's forms) answer with their virtual addresses, from vips
-// (by registry name); a service without one is left to the upstream.
-func (d *DNS) Set(s *Settings, vips map[string]string) {
+// Set makes the names of the services s calls in st (hostNames, and the
+// cluster domain's forms) answer with their virtual addresses (st.VIPs,
+// by registry name); a service without one is left to the upstream.
+func (d *DNS) Set(s *Settings, st State) {
 	names := map[string]netip.Addr{}
-	for _, name := range append(s.Targets(), s.TCPTargets()...) {
-		ip, err := netip.ParseAddr(vips[name])
+	for _, name := range append(s.httpTargets(st), s.TCPTargets()...) {
+		ip, err := netip.ParseAddr(st.VIPs[name])
 		if err != nil {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 )
 
@@ -24,7 +25,7 @@ func TestDNS(t *testing.T) {
 	s := sidecar.Settings{Service: "web", Namespace: "shop", AppPort: 8080, Inbound: "10.0.0.1:15006",
 		Calls: []string{"orders", "payments.bank", "ledger"}, TCPCalls: []sidecar.TCPCall{{Service: "db"}}}
 	s.Normalize()
-	d.Set(&s, map[string]string{"orders.shop": "240.240.0.10", "payments.bank": "240.240.0.11", "db.shop": "240.240.0.12"})
+	d.Set(&s, sidecar.State{VIPs: map[string]string{"orders.shop": "240.240.0.10", "payments.bank": "240.240.0.11", "db.shop": "240.240.0.12"}})
 
 	ask := func(network, name string, qtype uint16) *dns.Msg {
 		t.Helper()
@@ -57,6 +58,20 @@ func TestDNS(t *testing.T) {
 			}
 		}
 	}
+	// Calls to every service: the names of every service discovery
+	// holds answer, the TCP services' too.
+	all := sidecar.Settings{Service: "web", Namespace: "shop", AppPort: 8080, Inbound: "10.0.0.1:15006",
+		Calls: []string{"*"}, TCPCalls: []sidecar.TCPCall{{Service: "db"}}}
+	all.Normalize()
+	d.Set(&all, sidecar.State{Endpoints: map[string][]registry.Endpoint{"orders.shop": nil, "ledger.bank": nil, "db.shop": nil},
+		VIPs: map[string]string{"orders.shop": "240.240.0.10", "ledger.bank": "240.240.0.13", "db.shop": "240.240.0.12"}})
+	for name, want := range map[string]string{"orders.": "240.240.0.10", "ledger.bank.svc.cluster.local.": "240.240.0.13", "db.": "240.240.0.12",
+		"payments.bank.": "NXDOMAIN"} {
+		if got := a(ask("udp", name, dns.TypeA)); got != want {
+			t.Errorf("calls to every service: A %s = %s, want %s", name, got, want)
+		}
+	}
+	d.Set(&s, sidecar.State{VIPs: map[string]string{"orders.shop": "240.240.0.10", "payments.bank": "240.240.0.11", "db.shop": "240.240.0.12"}})
 	if r := ask("udp", "orders.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
 		t.Errorf("AAAA orders. = %v", r)
 	}

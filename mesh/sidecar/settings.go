@@ -107,7 +107,8 @@ type Settings struct {
 	// iptables --dns-port` sends the app's DNS there.
 	DNS string `yaml:"dns,omitempty" json:"dns,omitempty"`
 	// Calls are the services the app calls: "orders" (in Namespace),
-	// "orders.shop" or "orders.shop.svc".
+	// "orders.shop" or "orders.shop.svc"; or "*", alone, for every
+	// service of the mesh, as it comes and goes (CallsAll).
 	Calls []string `yaml:"calls,omitempty" json:"calls,omitempty"`
 	// TCPCalls are the services of protocol tcp the app calls: opaque
 	// bytes, relayed over mutual TLS, with no Host to route by.
@@ -277,6 +278,12 @@ func (s *Settings) validate(announceBound bool) error {
 	}
 	seen := map[string]int{}
 	for i, c := range s.Calls {
+		if c == discovery.AnyService {
+			if len(s.Calls) > 1 {
+				add(fmt.Sprintf("calls[%d]", i), "%q (every service of the mesh) stands alone", c)
+			}
+			continue
+		}
 		name, ok := discovery.ServiceName(c, s.Namespace)
 		if !ok || strings.Count(name, ".") != 1 {
 			add(fmt.Sprintf("calls[%d]", i), "%q is not a service name (orders, orders.shop or orders.shop.svc)", c)
@@ -370,10 +377,21 @@ func (s *Settings) CheckFilters(plugins []config.Plugin) error {
 // Name is the service's name in the registry, "SERVICE.NAMESPACE".
 func (s *Settings) Name() string { return s.Service + "." + s.Namespace }
 
-// Targets are the registry names of the services the app calls, sorted.
+// CallsAll reports whether the app may call every service of the mesh
+// by name (calls: ["*"]): the sidecar follows every service, as Istio's
+// sidecars do without a Sidecar resource, where by default it follows
+// those listed, as an App Mesh virtual node its backends or a Consul
+// sidecar its upstreams.
+func (s *Settings) CallsAll() bool { return slices.Contains(s.Calls, discovery.AnyService) }
+
+// Targets are the registry names of the services the app calls, sorted:
+// those listed in Calls (none with CallsAll; see httpTargets).
 func (s *Settings) Targets() []string {
 	out := make([]string, 0, len(s.Calls))
 	for _, c := range s.Calls {
+		if c == discovery.AnyService {
+			continue
+		}
 		if name, ok := discovery.ServiceName(c, s.Namespace); ok {
 			out = append(out, name)
 		}
@@ -395,9 +413,30 @@ func (s *Settings) TCPTargets() []string {
 	return slices.Compact(out)
 }
 
+// httpTargets are the registry names of the HTTP services the app may
+// call in st, sorted: Targets, or with CallsAll every service st holds
+// but the TCP ones.
+func (s *Settings) httpTargets(st State) []string {
+	if !s.CallsAll() {
+		return s.Targets()
+	}
+	tcp := s.TCPTargets()
+	out := make([]string, 0, len(st.Endpoints))
+	for name := range st.Endpoints {
+		if !slices.Contains(tcp, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Interest is what the sidecar asks discovery for.
 func (s *Settings) Interest() discovery.Interest {
 	svcs := append(s.Targets(), s.TCPTargets()...)
+	if s.CallsAll() {
+		svcs = append(svcs, discovery.AnyService)
+	}
 	slices.Sort(svcs)
 	return discovery.Interest{Services: slices.Compact(svcs), Namespace: s.Namespace, Service: s.Service}
 }

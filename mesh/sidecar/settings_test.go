@@ -28,6 +28,11 @@ func TestSettingsValidate(t *testing.T) {
 		{"no app port", func(s *sidecar.Settings) { s.AppPort = 0 }, "sidecar.app_port: must be a port"},
 		{"unknown protocol", func(s *sidecar.Settings) { s.Protocol = "smtp" }, "sidecar.protocol: unknown protocol \"smtp\""},
 		{"tcp", func(s *sidecar.Settings) { s.Protocol = "tcp" }, ""},
+		{"calls every service", func(s *sidecar.Settings) {
+			s.Calls, s.TCPCalls = []string{"*"}, []sidecar.TCPCall{{Service: "db"}}
+		}, ""},
+		{"every service and more", func(s *sidecar.Settings) { s.Calls = []string{"orders", "*"} },
+			"sidecar.calls[1]: \"*\" (every service of the mesh) stands alone"},
 		{"tcp calls", func(s *sidecar.Settings) {
 			s.TCPCalls = []sidecar.TCPCall{{Service: "db", Listen: "127.0.0.1:15432"}, {Service: "cache.shop"}}
 		}, ""},

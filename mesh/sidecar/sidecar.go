@@ -514,6 +514,14 @@ func (s *Sidecar) follow(ctx context.Context) error {
 			s.state.Entries = policy.EntriesFor(p.Entries, st.Namespace, st.Service)
 		}
 		for _, e := range u.Endpoints {
+			if len(e.Items) == 0 && len(e.Routes) == 0 && e.VIP == "" {
+				// Gone, or not there yet: with calls: ["*"], not a name
+				// the app can call.
+				delete(s.state.Endpoints, e.Service)
+				delete(s.state.VIPs, e.Service)
+				delete(s.state.Routes, e.Service)
+				continue
+			}
 			s.state.Endpoints[e.Service] = e.Items
 			s.state.VIPs[e.Service] = e.VIP
 			s.state.Routes[e.Service] = e.Routes
@@ -548,7 +556,7 @@ func (s *Sidecar) apply(ctx context.Context) error {
 	passAddr := ""
 	s.entries.Store(&st.Entries)
 	if s.dns != nil {
-		s.dns.Set(&s.o.Settings, st.VIPs)
+		s.dns.Set(&s.o.Settings, st)
 	}
 	if mode == AllowAny || len(st.Entries) > 0 {
 		var err error

@@ -340,8 +340,9 @@ func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 		}
 		eps[name] = list
 	}
+	httpNames := s.httpTargets(st)
 	var others []netip.Addr
-	for _, name := range s.Targets() {
+	for _, name := range httpNames {
 		for _, ep := range st.Endpoints[name] {
 			if ap, err := netip.ParseAddrPort(ep.Address); err == nil {
 				others = append(others, ap.Addr())
@@ -352,7 +353,7 @@ func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 		return err
 	}
 	vipTCP, vipHTTP := map[netip.Addr]string{}, map[netip.Addr]bool{}
-	for _, name := range s.Targets() {
+	for _, name := range httpNames {
 		if ip, err := netip.ParseAddr(st.VIPs[name]); err == nil {
 			vipHTTP[ip] = true
 		}
