@@ -63,10 +63,12 @@ func TestDNS(t *testing.T) {
 	all := sidecar.Settings{Service: "web", Namespace: "shop", AppPort: 8080, Inbound: "10.0.0.1:15006",
 		Calls: []string{"*"}, TCPCalls: []sidecar.TCPCall{{Service: "db"}}}
 	all.Normalize()
-	d.Set(&all, sidecar.State{Endpoints: map[string][]registry.Endpoint{"orders.shop": nil, "ledger.bank": nil, "db.shop": nil},
-		VIPs: map[string]string{"orders.shop": "240.240.0.10", "ledger.bank": "240.240.0.13", "db.shop": "240.240.0.12"}})
+	// A registry name that is no SERVICE.NAMESPACE is a cluster of
+	// proxies outside the mesh.
+	d.Set(&all, sidecar.State{Endpoints: map[string][]registry.Endpoint{"orders.shop": nil, "ledger.bank": nil, "db.shop": nil, "backend": nil},
+		VIPs: map[string]string{"orders.shop": "240.240.0.10", "ledger.bank": "240.240.0.13", "db.shop": "240.240.0.12", "backend": "240.240.0.14"}})
 	for name, want := range map[string]string{"orders.": "240.240.0.10", "ledger.bank.svc.cluster.local.": "240.240.0.13", "db.": "240.240.0.12",
-		"payments.bank.": "NXDOMAIN"} {
+		"payments.bank.": "NXDOMAIN", "backend.": "NXDOMAIN"} {
 		if got := a(ask("udp", name, dns.TypeA)); got != want {
 			t.Errorf("calls to every service: A %s = %s, want %s", name, got, want)
 		}

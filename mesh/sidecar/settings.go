@@ -217,7 +217,7 @@ func (s *Settings) validate(announceBound bool) error {
 			add(field, "is required")
 			return
 		}
-		if len(v) > 63 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || v[0] == '-' || v[len(v)-1] == '-' {
+		if !isLabel(v) {
 			add(field, "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", v)
 		}
 	}
@@ -377,6 +377,12 @@ func (s *Settings) CheckFilters(plugins []config.Plugin) error {
 // Name is the service's name in the registry, "SERVICE.NAMESPACE".
 func (s *Settings) Name() string { return s.Service + "." + s.Namespace }
 
+// isLabel reports whether v is a DNS label: lower-case letters, digits
+// and '-' inside, at most 63.
+func isLabel(v string) bool {
+	return v != "" && len(v) <= 63 && strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789-") == "" && v[0] != '-' && v[len(v)-1] != '-'
+}
+
 // CallsAll reports whether the app may call every service of the mesh
 // by name (calls: ["*"]): the sidecar follows every service, as Istio's
 // sidecars do without a Sidecar resource, where by default it follows
@@ -423,7 +429,9 @@ func (s *Settings) httpTargets(st State) []string {
 	tcp := s.TCPTargets()
 	out := make([]string, 0, len(st.Endpoints))
 	for name := range st.Endpoints {
-		if !slices.Contains(tcp, name) {
+		// Sidecars register as SERVICE.NAMESPACE; a registry name of
+		// another form is a cluster of proxies outside the mesh.
+		if svc, ns, ok := strings.Cut(name, "."); ok && isLabel(svc) && isLabel(ns) && !slices.Contains(tcp, name) {
 			out = append(out, name)
 		}
 	}
