@@ -34,10 +34,10 @@ import (
 //     during a write go out together in the next. A request's HEADERS
 //     wait, before they are written, for the goroutines ready to run
 //     (flushSoonLocked): the requests woken by one poll of the network
-//     send theirs in one write (TestH2ClientBatchesHeaders). The reader never
-//     writes (a peer that does not read cannot stop it): what it queues
-//     (SETTINGS and PING acknowledgements, WINDOW_UPDATE) goes through
-//     the connection's writer goroutine.
+//     send theirs in one write (TestH2ClientBatchesHeaders). The reader
+//     never writes (a peer that does not read cannot stop it): what it
+//     queues (SETTINGS and PING acknowledgements, WINDOW_UPDATE) goes
+//     through the connection's writer goroutine.
 //   - One reader goroutine per connection; a request waits on a
 //     condition of its stream, woken once the frames already read are
 //     handled, so a response whose HEADERS and DATA came together is
