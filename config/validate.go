@@ -524,10 +524,7 @@ var validMethods = regexp.MustCompile(`^[A-Z][A-Z0-9_\-]{0,31}$`)
 func (h *HeaderMatcher) Validate() error {
 	v := &errs{}
 	h.check(v, "")
-	if len(v.list) == 0 {
-		return nil
-	}
-	return v.list
+	return v.err()
 }
 
 func (h *HeaderMatcher) check(v *errs, p string) {
@@ -547,10 +544,7 @@ func (h *HeaderMatcher) check(v *errs, p string) {
 func (f *Fault) Validate() error {
 	v := &errs{}
 	f.check(v, "")
-	if len(v.list) == 0 {
-		return nil
-	}
-	return v.list
+	return v.err()
 }
 
 func (f *Fault) check(v *errs, p string) {
@@ -748,10 +742,7 @@ var hopByHop = map[string]bool{
 func (m *HeaderMutation) Validate() error {
 	v := &errs{}
 	validateMutation(v, "", *m)
-	if len(v.list) == 0 {
-		return nil
-	}
-	return v.list
+	return v.err()
 }
 
 // Validate checks a redirect on its own, prefix_rewrite aside (it needs
@@ -760,10 +751,7 @@ func (m *HeaderMutation) Validate() error {
 func (rd *Redirect) Validate() error {
 	v := &errs{}
 	rd.check(v, "")
-	if len(v.list) == 0 {
-		return nil
-	}
-	return v.list
+	return v.err()
 }
 
 func (rd *Redirect) check(v *errs, rp string) {
