@@ -188,6 +188,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case failing:
 			p.logger.Info("proxy registered", zap.String("key", p.key))
 			failing = false
+		default:
+			p.logger.Debug("proxy registered", zap.String("key", p.key))
 		}
 	}
 	for ctx.Err() == nil {
