@@ -784,7 +784,7 @@ func (h *Handler) registerEndpoint(w http.ResponseWriter, r *http.Request, _ Tok
 		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint",
 			Errors: []FieldError{{Path: "ttl", Message: "must be between 2s and 24h"}}}}
 	}
-	ep := registry.Endpoint{Cluster: r.PathValue("cluster"), ID: r.PathValue("id"), Address: req.Address, Weight: req.Weight, Version: req.Version}
+	ep := registry.Endpoint{Cluster: r.PathValue("cluster"), ID: r.PathValue("id"), Address: req.Address, Weight: req.Weight, Version: req.Version, Protocol: req.Protocol}
 	if err := ep.Check(); err != nil {
 		return &Error{http.StatusUnprocessableEntity, ErrorBody{Code: "invalid", Message: "invalid endpoint: " + err.Error()}}
 	}

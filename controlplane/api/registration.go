@@ -55,7 +55,7 @@ func (r *Registration) Registered() <-chan struct{} { return r.registered }
 // for good (403: the certificate is not of this service; 422: an invalid
 // endpoint), with that error.
 func (r *Registration) Run(ctx context.Context) error {
-	req := EndpointRequest{Address: r.ep.Address, Weight: r.ep.Weight, Version: r.ep.Version, TTL: config.Duration(r.ttl)}
+	req := EndpointRequest{Address: r.ep.Address, Weight: r.ep.Weight, Version: r.ep.Version, Protocol: r.ep.Protocol, TTL: config.Duration(r.ttl)}
 	every := r.ttl / 3
 	backoff := 100 * time.Millisecond
 	failing := false

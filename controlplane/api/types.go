@@ -132,6 +132,9 @@ type EndpointRequest struct {
 	Weight  int    `json:"weight,omitempty" yaml:"weight,omitempty"`
 	// Version labels the endpoint's release (registry.Endpoint.Version).
 	Version string `json:"version,omitempty" yaml:"version,omitempty"`
+	// Protocol is "tcp" for an endpoint of opaque TCP
+	// (registry.Endpoint.Protocol).
+	Protocol string `json:"protocol,omitempty" yaml:"protocol,omitempty"`
 	// TTL is the lease's time to live ("10s"). Zero means 10s.
 	TTL config.Duration `json:"ttl,omitempty" yaml:"ttl,omitempty"`
 }

@@ -330,6 +330,11 @@ type Endpoint struct {
 	// label: a mesh's service routes split a service's calls between
 	// versions. Empty means none.
 	Version string `json:"version,omitempty"`
+	// Protocol is "tcp" for an endpoint that serves opaque TCP (a
+	// sidecar's app of protocol tcp), so that a caller that follows every
+	// service knows to relay its connections rather than route requests;
+	// empty for HTTP, HTTP/2 and gRPC.
+	Protocol string `json:"protocol,omitempty"`
 	// Lease is the etcd lease the registration lives under and TTL its
 	// remaining time to live in seconds (filled when listed).
 	Lease int64 `json:"lease,omitempty"`
@@ -338,15 +343,19 @@ type Endpoint struct {
 
 // endpointValue is the stored value of an endpoint.
 type endpointValue struct {
-	Address string `json:"address"`
-	Weight  int    `json:"weight,omitempty"`
-	Version string `json:"version,omitempty"`
+	Address  string `json:"address"`
+	Weight   int    `json:"weight,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
 }
+
+// ProtocolTCP is the Protocol of an endpoint that serves opaque TCP.
+const ProtocolTCP = "tcp"
 
 // EncodeEndpoint is the stored value of ep (its key holds the cluster and
 // the id).
 func EncodeEndpoint(ep Endpoint) []byte {
-	b, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight, Version: ep.Version})
+	b, _ := json.Marshal(endpointValue{Address: ep.Address, Weight: ep.Weight, Version: ep.Version, Protocol: ep.Protocol})
 	return b
 }
 
@@ -383,6 +392,9 @@ func (e *Endpoint) Check() error {
 	}
 	if e.Version != "" && !config.IsVersion(e.Version) {
 		problems = append(problems, fmt.Sprintf("version: %q is not a version (lowercase letters, digits, '-' and '.'; at most 63)", e.Version))
+	}
+	if e.Protocol != "" && e.Protocol != ProtocolTCP {
+		problems = append(problems, fmt.Sprintf("protocol: %q is not %q (nor empty, for HTTP)", e.Protocol, ProtocolTCP))
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
@@ -480,7 +492,7 @@ func DecodeEndpoint(keys resource.Keys, key string, value []byte) (Endpoint, err
 	if err := dec.Decode(&v); err != nil {
 		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
 	}
-	ep := Endpoint{Cluster: cluster, ID: id, Address: v.Address, Weight: v.Weight, Version: v.Version}
+	ep := Endpoint{Cluster: cluster, ID: id, Address: v.Address, Weight: v.Weight, Version: v.Version, Protocol: v.Protocol}
 	if err := ep.Check(); err != nil {
 		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", cluster, id, err)
 	}

@@ -71,3 +71,26 @@ func TestEndpointVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointProtocol: an endpoint of opaque TCP says so, stored and
+// read back; an HTTP one stores nothing more than before; any other
+// protocol is refused with its field.
+func TestEndpointProtocol(t *testing.T) {
+	keys := resource.NewKeys("")
+	ep := registry.Endpoint{Cluster: "db.shop", ID: "db:10.0.0.3:15006", Address: "10.0.0.3:15006", Protocol: registry.ProtocolTCP}
+	back, err := registry.DecodeEndpoint(keys, keys.Endpoint(ep.Cluster, ep.ID), registry.EncodeEndpoint(ep))
+	if err != nil || back.Protocol != registry.ProtocolTCP {
+		t.Fatalf("decoded %+v, %v", back, err)
+	}
+	ep.Protocol = ""
+	if v := string(registry.EncodeEndpoint(ep)); strings.Contains(v, "protocol") {
+		t.Errorf("an HTTP endpoint is stored as %s", v)
+	}
+	for _, p := range []string{"http", "TCP", "udp"} {
+		bad := ep
+		bad.Protocol = p
+		if err := bad.Check(); err == nil || !strings.Contains(err.Error(), "protocol:") {
+			t.Errorf("protocol %q: %v", p, err)
+		}
+	}
+}

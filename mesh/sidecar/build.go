@@ -340,7 +340,7 @@ type filters struct {
 
 func wasmFilters(s *Settings, st State) filters {
 	var w filters
-	tcpApp, tcpCalls := s.Protocol == ProtocolTCP, len(s.TCPTargets()) > 0
+	tcpApp, tcpCalls := s.Protocol == ProtocolTCP, len(s.tcpTargets(st)) > 0
 	// Connections outside the mesh that the relay passes on (allow_any,
 	// service entries) are the outbound's too.
 	mode := cmp.Or(st.OutboundPolicy, s.OutboundPolicy)

@@ -98,7 +98,7 @@ func (d *DNS) Close() {
 // by registry name); a service without one is left to the upstream.
 func (d *DNS) Set(s *Settings, st State) {
 	names := map[string]netip.Addr{}
-	for _, name := range append(s.httpTargets(st), s.TCPTargets()...) {
+	for _, name := range append(s.httpTargets(st), s.tcpTargets(st)...) {
 		ip, err := netip.ParseAddr(st.VIPs[name])
 		if err != nil {
 			continue

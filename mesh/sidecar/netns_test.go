@@ -287,8 +287,10 @@ type netnsMesh struct {
 }
 
 // webUID, when not 0, runs web's sidecar as that user, with web's
-// namespace intercepted by `wasmgate sidecar iptables`.
-func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
+// namespace intercepted by `wasmgate sidecar iptables`. webCalls, when
+// given, are web's flags of the services it calls in place of
+// "--calls orders,payments --tcp-calls db=15432".
+func startNetnsMesh(t *testing.T, webUID int, webCalls ...string) *netnsMesh {
 	tools := []string{"sysctl"}
 	if webUID != 0 {
 		tools = append(tools, "iptables", "setpriv")
@@ -374,11 +376,16 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 			"--wasm-cache-dir", filepath.Join(own, "wasm"), "--cache-file", filepath.Join(own, "cache"),
 			"--registration-ttl", "2s", "--access-log", "", "--log-level", "info",
 			"--local-config", localTelemetry(t, own)}
-		if calls[name] != "" {
-			args = append(args, "--calls", calls[name])
-		}
-		if tcpCalls[name] != "" {
-			args = append(args, "--tcp-calls", tcpCalls[name])
+		switch {
+		case name == "web" && webCalls != nil:
+			args = append(args, webCalls...)
+		default:
+			if calls[name] != "" {
+				args = append(args, "--calls", calls[name])
+			}
+			if tcpCalls[name] != "" {
+				args = append(args, "--tcp-calls", tcpCalls[name])
+			}
 		}
 		if name == "db" {
 			args = append(args, "--protocol", "tcp")
@@ -415,6 +422,29 @@ func startNetnsMesh(t *testing.T, webUID int) *netnsMesh {
 	}
 	t.Logf("control plane and four sidecars up in %v", time.Since(start))
 	return m
+}
+
+// lookup asks for the address of name as an app of service from does:
+// of a resolver at its router's address, port 53, which the interception
+// sends to its sidecar's DNS.
+func (m *netnsMesh) lookup(from, name string) (netip.Addr, error) {
+	c, err := nsDialer(m.ns[from])(context.Background(), "udp", m.gw[from].String()+":53")
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	q := new(dns.Msg).SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 3 * time.Second}).ExchangeWithConn(q, &dns.Conn{Conn: c})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ip, _ := netip.AddrFromSlice(a.A)
+			return ip.Unmap(), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%s: no address (rcode %s)", name, dns.RcodeToString[r.Rcode])
 }
 
 // dbClusterIP is the address db's name resolves to in web's namespace in
@@ -705,25 +735,7 @@ func TestNetnsTransparent(t *testing.T) {
 	// address, is answered by web's sidecar with the service's virtual
 	// address, and a connection to that address is the sidecar's to
 	// route, HTTP by its Host and TCP to its service.
-	lookup := func(name string) (netip.Addr, error) {
-		c, err := nsDialer(m.ns["web"])(context.Background(), "udp", m.gw["web"].String()+":53")
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		defer c.Close()
-		q := new(dns.Msg).SetQuestion(dns.Fqdn(name), dns.TypeA)
-		r, _, err := (&dns.Client{Timeout: 3 * time.Second}).ExchangeWithConn(q, &dns.Conn{Conn: c})
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		for _, rr := range r.Answer {
-			if a, ok := rr.(*dns.A); ok {
-				ip, _ := netip.AddrFromSlice(a.A)
-				return ip.Unmap(), nil
-			}
-		}
-		return netip.Addr{}, fmt.Errorf("%s: no address (rcode %s)", name, dns.RcodeToString[r.Rcode])
-	}
+	lookup := func(name string) (netip.Addr, error) { return m.lookup("web", name) }
 	var ordersVIP, dbVIP netip.Addr
 	waitFor(t, "the names of orders and db in web's DNS", 10*time.Second, func() bool {
 		var err1, err2 error
@@ -857,6 +869,57 @@ func TestNetnsTransparent(t *testing.T) {
 	if got, err := tlsGet("other.outside.test"); err == nil {
 		t.Fatalf("a server name no entry admits went through: %q", got)
 	}
+}
+
+// TestNetnsTransparentCallsAll: web's sidecar follows every service of
+// the mesh (`--calls '*'`), intercepted and answering its app's DNS, and
+// no flag of it names db, a service of opaque TCP. db's sidecar says so
+// when it registers (protocol tcp), so web's relays connections to db's
+// virtual address, or to db's own address, over mTLS instead of routing
+// them as HTTP; orders, an HTTP service, is routed by name as before.
+func TestNetnsTransparentCallsAll(t *testing.T) {
+	const sidecarUID = 1337
+	m := startNetnsMesh(t, sidecarUID, "--calls", "*")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if l, err := m.admin.Endpoints(ctx, "db.default"); err != nil || len(l.Items) != 1 || l.Items[0].Protocol != registry.ProtocolTCP {
+		t.Fatalf("db's registration: %+v %v", l, err)
+	}
+	if l, err := m.admin.Endpoints(ctx, "orders.default"); err != nil || len(l.Items) != 1 || l.Items[0].Protocol != "" {
+		t.Fatalf("orders' registration: %+v %v", l, err)
+	}
+	var ordersVIP, dbVIP netip.Addr
+	waitFor(t, "the names of orders and db in web's DNS", 10*time.Second, func() bool {
+		var err1, err2 error
+		ordersVIP, err1 = m.lookup("web", "orders")
+		dbVIP, err2 = m.lookup("web", "db.default.svc")
+		return err1 == nil && err2 == nil
+	})
+	waitFor(t, "web -> db by its virtual address", 10*time.Second, func() bool {
+		out, err := tcpCall(t, m.ns["web"], dbVIP.String()+":5432", "select 1 -- by its virtual address")
+		return err == nil && out == "db: select 1 -- by its virtual address\n"
+	})
+	if out, err := tcpCall(t, m.ns["web"], m.addr["db"].String()+":8080", "select 2 -- by its address"); err != nil || out != "db: select 2 -- by its address\n" {
+		t.Fatalf("web -> db by its address: %q %v", out, err)
+	}
+	app := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: nsDialer(m.ns["web"]), DisableKeepAlives: true}}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ordersVIP.String()+"/", nil)
+	req.Host = "orders"
+	resp, err := app.Do(req)
+	if err != nil {
+		t.Fatalf("web -> orders by its virtual address: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "orders (called by spiffe://wasmgate.local/ns/default/sa/web)" {
+		t.Fatalf("web -> orders by its virtual address: %d %q", resp.StatusCode, body)
+	}
+	// db's sidecar saw web's identity: its flow records name it.
+	records := filepath.Join(m.dir, "db", "records.log")
+	waitFor(t, "db's flow record of web's connection", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(records)
+		return bytes.Contains(b, []byte(`"source_identity":"spiffe://wasmgate.local/ns/default/sa/web"`))
+	})
 }
 
 // selfSigned is a certificate for name, signed by its own key.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
+	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/mesh/policy"
 )
 
@@ -421,22 +422,57 @@ func (s *Settings) TCPTargets() []string {
 
 // httpTargets are the registry names of the HTTP services the app may
 // call in st, sorted: Targets, or with CallsAll every service st holds
-// but the TCP ones.
+// but the TCP ones (tcpTargets).
 func (s *Settings) httpTargets(st State) []string {
 	if !s.CallsAll() {
 		return s.Targets()
 	}
-	tcp := s.TCPTargets()
+	tcp := s.tcpTargets(st)
 	out := make([]string, 0, len(st.Endpoints))
 	for name := range st.Endpoints {
-		// Sidecars register as SERVICE.NAMESPACE; a registry name of
-		// another form is a cluster of proxies outside the mesh.
-		if svc, ns, ok := strings.Cut(name, "."); ok && isLabel(svc) && isLabel(ns) && !slices.Contains(tcp, name) {
+		if meshService(name) && !slices.Contains(tcp, name) {
 			out = append(out, name)
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// tcpTargets are the registry names of the TCP services the app may call
+// in st, sorted: TCPTargets, and with CallsAll every service st holds
+// whose endpoints serve opaque TCP (a sidecar of protocol tcp says so
+// when it registers). A service with endpoints of both kinds is a TCP
+// one: its HTTP endpoints are those of an older release.
+func (s *Settings) tcpTargets(st State) []string {
+	out := s.TCPTargets()
+	if !s.CallsAll() {
+		return out
+	}
+	for name, eps := range st.Endpoints {
+		if meshService(name) && servesTCP(eps) && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// meshService reports whether a registry name is a mesh service's:
+// sidecars register as SERVICE.NAMESPACE, and a name of another form is
+// a cluster of proxies outside the mesh.
+func meshService(name string) bool {
+	svc, ns, ok := strings.Cut(name, ".")
+	return ok && isLabel(svc) && isLabel(ns)
+}
+
+// servesTCP reports whether any of eps serves opaque TCP.
+func servesTCP(eps []registry.Endpoint) bool {
+	for _, ep := range eps {
+		if ep.Protocol == registry.ProtocolTCP {
+			return true
+		}
+	}
+	return false
 }
 
 // Interest is what the sidecar asks discovery for.

@@ -381,9 +381,14 @@ func nameTracing(cfg *config.Config, s *Settings) {
 func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
 
 // Endpoint is what the sidecar registers: its inbound address under its
-// service's registry name.
+// service's registry name, and for an app of protocol tcp that it serves
+// opaque TCP, so that callers following every service relay to it.
 func (s *Settings) Endpoint() registry.Endpoint {
-	return registry.Endpoint{Cluster: s.Name(), ID: EndpointID(s), Address: s.Announce, Version: s.Version}
+	ep := registry.Endpoint{Cluster: s.Name(), ID: EndpointID(s), Address: s.Announce, Version: s.Version}
+	if s.Protocol == ProtocolTCP {
+		ep.Protocol = registry.ProtocolTCP
+	}
+	return ep
 }
 
 // Run follows the source until ctx ends. An update's policies are loaded

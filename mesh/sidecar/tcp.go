@@ -325,7 +325,8 @@ func (t *TCP) Close() {
 func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 	eps := map[string][]relay.Endpoint{}
 	var errs []error
-	for _, name := range s.TCPTargets() {
+	tcpNames := s.tcpTargets(st)
+	for _, name := range tcpNames {
 		_, ns, _ := strings.Cut(name, ".")
 		list := []relay.Endpoint{}
 		for _, ep := range st.Endpoints[name] {
@@ -358,7 +359,7 @@ func (t *TCP) update(s *Settings, st State, trustDomain string) error {
 			vipHTTP[ip] = true
 		}
 	}
-	for _, name := range s.TCPTargets() {
+	for _, name := range tcpNames {
 		if ip, err := netip.ParseAddr(st.VIPs[name]); err == nil {
 			vipTCP[ip] = name
 		}
