@@ -189,7 +189,7 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	src := (&discovery.Client{URL: strings.TrimSuffix(idf.server, "/") + api.DiscoveryPath, HTTP: mesh.HTTPClient()}).Watch(s.Interest())
 	defer src.Close()
-	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard,
+	sc, err := sidecar.New(sidecar.Options{Settings: s, TrustDomain: mesh.ID().TrustDomain().Name(), Proxy: r.srv, Guard: guard, Identity: mesh,
 		Source: src, Base: base, TCP: tcp, Logger: log.Named("sidecar")})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,9 +40,10 @@ type ServiceEntry struct {
 }
 
 // TLSOrigination is a service entry's TLS toward its hosts, as Istio's
-// ServiceEntry targetPort with a DestinationRule of tls mode SIMPLE: a
-// plain HTTP call to a host of the entry on Port leaves as HTTPS to
-// TargetPort, the server's certificate checked for the host's name.
+// ServiceEntry targetPort with a DestinationRule's tls: a plain HTTP call
+// to a host of the entry on Port leaves as HTTPS to TargetPort, the
+// server's certificate checked for the host's name, with or without a
+// client certificate (Mode).
 type TLSOrigination struct {
 	// Port is the port of the app's plain calls; 0 means 80.
 	Port int `json:"port,omitempty" yaml:"port,omitempty"`
@@ -50,21 +52,39 @@ type TLSOrigination struct {
 	// CACertificates, PEM, are the roots the server's certificate must
 	// chain to; empty means the system's.
 	CACertificates string `json:"ca_certificates,omitempty" yaml:"ca_certificates,omitempty"`
+	// Mode is the client's side of the TLS: OriginateSimple (""), none;
+	// OriginateMutual, the certificate of CertificateFile and
+	// PrivateKeyFile; OriginateWorkload, the sidecar's own workload
+	// certificate, for a server outside the mesh that trusts the mesh's
+	// roots.
+	Mode string `json:"mode,omitempty" yaml:"mode,omitempty"`
+	// CertificateFile and PrivateKeyFile are PEM files on each sidecar's
+	// host, read at each new connection (so a renewed pair is used
+	// without a change here), for OriginateMutual.
+	CertificateFile string `json:"certificate_file,omitempty" yaml:"certificate_file,omitempty"`
+	PrivateKeyFile  string `json:"private_key_file,omitempty" yaml:"private_key_file,omitempty"`
 }
 
+// The modes of TLS origination, as Istio's DestinationRule tls modes
+// SIMPLE, MUTUAL and ISTIO_MUTUAL.
+const (
+	OriginateSimple   = "simple"
+	OriginateMutual   = "mutual"
+	OriginateWorkload = "workload"
+)
+
 // Originates returns where a plain HTTP call to host on port leaves over
-// TLS ("host:target_port") and the PEM roots it checks the server with
-// ("": the system's); ok is false when the entry does not originate TLS
-// for the call.
-func (e *ServiceEntry) Originates(host string, port int) (target, roots string, ok bool) {
-	o := e.TLSOrigination
+// TLS ("host:target_port") and the entry's origination, which says how;
+// ok is false when the entry does not originate TLS for the call.
+func (e *ServiceEntry) Originates(host string, port int) (target string, o *TLSOrigination, ok bool) {
+	o = e.TLSOrigination
 	if o == nil || port != cmp.Or(o.Port, 80) || !e.Admits(host, port) {
-		return "", "", false
+		return "", nil, false
 	}
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return "", "", false // a certificate names a host
+		return "", nil, false // a certificate names a host
 	}
-	return net.JoinHostPort(host, strconv.Itoa(cmp.Or(o.TargetPort, 443))), o.CACertificates, true
+	return net.JoinHostPort(host, strconv.Itoa(cmp.Or(o.TargetPort, 443))), o, true
 }
 
 // Scope implements the scope of a mesh resource.
@@ -119,6 +139,26 @@ func (e *ServiceEntry) Validate() error {
 		}
 		if o.CACertificates != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(o.CACertificates)) {
 			c.add("tls_origination.ca_certificates", "holds no PEM certificate")
+		}
+		files := map[string]string{"certificate_file": o.CertificateFile, "private_key_file": o.PrivateKeyFile}
+		switch o.Mode {
+		case "", OriginateSimple, OriginateWorkload:
+			for _, name := range []string{"certificate_file", "private_key_file"} {
+				if files[name] != "" {
+					c.add("tls_origination."+name, "is for mode %s only", OriginateMutual)
+				}
+			}
+		case OriginateMutual:
+			for _, name := range []string{"certificate_file", "private_key_file"} {
+				switch f := files[name]; {
+				case f == "":
+					c.add("tls_origination."+name, "is empty: mode %s needs the client's certificate and key", OriginateMutual)
+				case !filepath.IsAbs(f):
+					c.add("tls_origination."+name, "%q is not an absolute path", f)
+				}
+			}
+		default:
+			c.add("tls_origination.mode", "%q is not %s, %s or %s", o.Mode, OriginateSimple, OriginateMutual, OriginateWorkload)
 		}
 	}
 	return c.err()

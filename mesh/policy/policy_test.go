@@ -238,6 +238,12 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 			[]string{"service_entries[0].hosts[2]", "service_entries[0].hosts[3]", "service_entries[0].ports[0]"}},
 		{"entry tls origination", `service_entries: [{name: a, namespace: n, addresses: [10.0.0.1], ports: [443], tls_origination: {target_port: 70000, ca_certificates: "no pem"}}]`,
 			[]string{"service_entries[0].tls_origination", "service_entries[0].tls_origination.target_port", "service_entries[0].tls_origination.port", "service_entries[0].tls_origination.ca_certificates"}},
+		{"entry tls origination mutual without its files", `service_entries: [{name: a, namespace: n, hosts: [x.test], tls_origination: {mode: mutual, certificate_file: client.pem}}]`,
+			[]string{"service_entries[0].tls_origination.certificate_file", "service_entries[0].tls_origination.private_key_file"}},
+		{"entry tls origination files without mutual", `service_entries: [{name: a, namespace: n, hosts: [x.test], tls_origination: {mode: workload, private_key_file: /k.pem}}]`,
+			[]string{"service_entries[0].tls_origination.private_key_file"}},
+		{"entry tls origination unknown mode", `service_entries: [{name: a, namespace: n, hosts: [x.test], tls_origination: {mode: istio_mutual}}]`,
+			[]string{"service_entries[0].tls_origination.mode"}},
 		{"rate limit", `rate_limit_policies: [{name: a, namespace: n, service: s, total: {requests_per_second: 0}, overrides: [{requests_per_second: 5, principals: [spiffe://td/ns/n, "*"]}, {requests_per_second: 2000000, principals: []}]}]`,
 			[]string{"rate_limit_policies[0].total.requests_per_second", "rate_limit_policies[0].overrides[0].principals[0]", "rate_limit_policies[0].overrides[0].principals[1]",
 				"rate_limit_policies[0].overrides[1].requests_per_second", "rate_limit_policies[0].overrides[1].principals"}},
@@ -579,9 +585,9 @@ func TestServiceEntryOriginates(t *testing.T) {
 		{"10.0.0.1", 80, ""},
 		{"other.test", 80, ""},
 	} {
-		target, roots, ok := e.Originates(tc.host, tc.port)
-		if target != tc.target || ok != (tc.target != "") || ok && roots != "roots" {
-			t.Errorf("Originates(%s, %d) = %q %q %v, want %q", tc.host, tc.port, target, roots, ok, tc.target)
+		target, o, ok := e.Originates(tc.host, tc.port)
+		if target != tc.target || ok != (tc.target != "") || ok && o.CACertificates != "roots" {
+			t.Errorf("Originates(%s, %d) = %q %+v %v, want %q", tc.host, tc.port, target, o, ok, tc.target)
 		}
 	}
 }

@@ -3,10 +3,13 @@ package sidecar_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,21 +71,68 @@ func TestSidecarServiceEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server asks for a client certificate, and names the one it got:
+	// its URI (a SPIFFE ID) or its common name.
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(ca)
+	clientCAs.AppendCertsFromPEM(m.roots)
 	tsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "tls %s %s", r.TLS.ServerName, r.Host)
-	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw}, PrivateKey: leafKey}}}}
+		client := "none"
+		if certs := r.TLS.PeerCertificates; len(certs) > 0 {
+			client = certs[0].Subject.CommonName
+			if len(certs[0].URIs) > 0 {
+				client = certs[0].URIs[0].String()
+			}
+		}
+		fmt.Fprintf(w, "tls %s %s client %s", r.TLS.ServerName, r.Host, client)
+	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw}, PrivateKey: leafKey}},
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs}}
 	go tsrv.ServeTLS(tl, "", "")
 	t.Cleanup(func() { tsrv.Close() })
-	originate := func(roots string) {
+	originate := func(roots string, way ...string) {
 		t.Helper()
-		doc, _ := json.Marshal(map[string]any{"name": "local-api", "namespace": "default", "hosts": []string{"localhost"},
-			"tls_origination": map[string]any{"port": 80, "target_port": port(t, tl.Addr().String()), "ca_certificates": roots}})
+		o := map[string]any{"port": 80, "target_port": port(t, tl.Addr().String()), "ca_certificates": roots}
+		for i := 0; i+1 < len(way); i += 2 {
+			o[way[i]] = way[i+1]
+		}
+		doc, _ := json.Marshal(map[string]any{"name": "local-api", "namespace": "default", "hosts": []string{"localhost"}, "tls_origination": o})
 		if _, err := m.admin.Put(ctx, entry, doc, api.Options{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	originate(string(pemBlock("CERTIFICATE", ca.Raw)))
-	expect("localhost", "200 tls localhost localhost")
+	caPEM := string(pemBlock("CERTIFICATE", ca.Raw))
+	originate(caPEM)
+	expect("localhost", "200 tls localhost localhost client none")
 	originate("")
 	expect("localhost", "502 ")
+	// Mode workload: the sidecar's own certificate, for a server that
+	// trusts the mesh's roots (Istio's ISTIO_MUTUAL).
+	originate(caPEM, "mode", "workload")
+	expect("localhost", "200 tls localhost localhost client spiffe://wasmgate.local/ns/default/sa/web")
+	// Mode mutual: a certificate and key from files on the sidecar's host,
+	// read at each new connection (Istio's MUTUAL).
+	client, clientKey := newCert(t, ca, caKey, "web-client")
+	der, err := x509.MarshalECPrivateKey(clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(m.dir, "client.pem"), filepath.Join(m.dir, "client.key")
+	if err := os.WriteFile(certFile, pemBlock("CERTIFICATE", client.Raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pemBlock("EC PRIVATE KEY", der), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	originate(caPEM, "mode", "mutual", "certificate_file", certFile, "private_key_file", keyFile)
+	expect("localhost", "200 tls localhost localhost client web-client")
+	// Files that are not there: the call fails, and says so in the log.
+	originate(caPEM, "mode", "mutual", "certificate_file", certFile+".gone", "private_key_file", keyFile)
+	expect("localhost", "502 ")
+	waitLog := time.Now().Add(5 * time.Second)
+	for !strings.Contains(m.sidecars.output(), "the client certificate of TLS origination") {
+		if time.Now().After(waitLog) {
+			t.Fatalf("no log of the missing client certificate:\n%s", m.sidecars.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -119,7 +119,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	l.TCP.ProxyOptions(&popts)
 	l.Server = proxy.NewServer(popts)
 	src := (&discovery.Client{URL: strings.TrimSuffix(o.ControlPlane, "/") + api.DiscoveryPath, HTTP: agent.HTTPClient()}).Watch(s.Interest())
-	sc, err := New(Options{Settings: s, TrustDomain: agent.ID().TrustDomain().Name(), Proxy: l.Server, Guard: l.Guard,
+	sc, err := New(Options{Settings: s, TrustDomain: agent.ID().TrustDomain().Name(), Proxy: l.Server, Guard: l.Guard, Identity: agent,
 		Source: src, Base: o.Base, TCP: l.TCP, Logger: log})
 	if err != nil {
 		return nil, err

@@ -59,6 +59,7 @@ import (
 	"github.com/wasmgate/wasmgate/controlplane/discovery"
 	"github.com/wasmgate/wasmgate/controlplane/registry"
 	"github.com/wasmgate/wasmgate/mesh/policy"
+	"github.com/wasmgate/wasmgate/proxy/tlsconf"
 )
 
 // Applier makes a configuration live; proxy.Server implements it.
@@ -95,6 +96,10 @@ type Options struct {
 	// configuration (admin, access log, node, drain, telemetry); nil
 	// means none.
 	Base *config.Config
+	// Identity is the sidecar's workload identity: its certificate is the
+	// client's in TLS a service entry originates in mode workload. nil:
+	// such calls fail.
+	Identity tlsconf.Mesh
 	// Debounce gathers a burst of updates into one configuration; zero
 	// means 20 ms.
 	Debounce time.Duration
@@ -202,13 +207,19 @@ func (s *Sidecar) forwarder() (string, error) {
 	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.Out.URL.Scheme, r.Out.URL.Host = "http", r.In.Host
 		r.Out.Host = r.In.Host
-		if target, roots, ok := s.originates(r.In.Host); ok {
+		if target, o, ok := s.originates(r.In.Host); ok {
 			// The call leaves over TLS; its Host loses the plain port.
 			r.Out.URL.Scheme, r.Out.URL.Host = "https", target
 			r.Out.Host, _, _ = net.SplitHostPort(target)
-			r.Out = r.Out.WithContext(context.WithValue(r.Out.Context(), rootsKey{}, roots))
+			r.Out = r.Out.WithContext(context.WithValue(r.Out.Context(), originationKey{}, *o))
 		}
-	}, Transport: &originator{plain: http.DefaultTransport, byRoots: map[string]*http.Transport{}}}
+	}, Transport: &originator{plain: http.DefaultTransport, identity: s.o.Identity, byWay: map[policy.TLSOrigination]*http.Transport{}},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// The sidecar's log, not the process's standard one: a call
+			// outside the mesh that fails is the operator's to see.
+			s.log.Warn("a call outside the mesh failed", zap.String("host", r.Host), zap.Error(err))
+			http.Error(w, "the destination outside the mesh could not be reached", http.StatusBadGateway)
+		}}
 	s.passAddr = ln.Addr().String()
 	s.passthrough = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if *s.outbound.Load() != AllowAny && !s.entryAdmits(r.Host) {
@@ -265,20 +276,19 @@ func (s *Sidecar) entryAdmits(hostport string) bool {
 }
 
 // originates returns where a plain HTTP call to hostport (a Host header)
-// leaves over TLS, and with which PEM roots, when a service entry says
-// so.
-func (s *Sidecar) originates(hostport string) (target, roots string, ok bool) {
+// leaves over TLS, and how, when a service entry says so.
+func (s *Sidecar) originates(hostport string) (target string, o *policy.TLSOrigination, ok bool) {
 	entries := s.entries.Load()
 	if entries == nil {
-		return "", "", false
+		return "", nil, false
 	}
 	host, port := splitHost(hostport)
 	for i := range *entries {
-		if target, roots, ok := (*entries)[i].Originates(host, port); ok {
-			return target, roots, true
+		if target, o, ok := (*entries)[i].Originates(host, port); ok {
+			return target, o, true
 		}
 	}
-	return "", "", false
+	return "", nil, false
 }
 
 // splitHost splits a Host header; a Host without a port is port 80's.
@@ -290,34 +300,58 @@ func splitHost(hostport string) (string, int) {
 	return hostport, 80
 }
 
-// rootsKey carries, in a forwarded call's context, the PEM roots of the
-// service entry that originates TLS for it.
-type rootsKey struct{}
+// originationKey carries, in a forwarded call's context, how the service
+// entry that originates TLS for it does so.
+type originationKey struct{}
 
 // originator carries the forwarder's calls: plain ones as they are, those
-// a service entry originates TLS for with the entry's roots (a transport
-// per set of roots, kept while the sidecar runs; "" is the system's).
+// a service entry originates TLS for as the entry says: its roots (""
+// for the system's) and its client certificate. One transport per way,
+// kept while the sidecar runs.
 type originator struct {
-	plain   http.RoundTripper
-	mu      sync.Mutex
-	byRoots map[string]*http.Transport
+	plain    http.RoundTripper
+	identity tlsconf.Mesh // the client certificate of mode workload
+	mu       sync.Mutex
+	byWay    map[policy.TLSOrigination]*http.Transport
 }
 
 func (o *originator) RoundTrip(r *http.Request) (*http.Response, error) {
-	roots, ok := r.Context().Value(rootsKey{}).(string)
+	way, ok := r.Context().Value(originationKey{}).(policy.TLSOrigination)
 	if !ok {
 		return o.plain.RoundTrip(r)
 	}
+	// The ports are the call's, not the transport's.
+	way.Port, way.TargetPort = 0, 0
 	o.mu.Lock()
-	t := o.byRoots[roots]
+	t := o.byWay[way]
 	if t == nil {
 		t = http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		if roots != "" {
+		if way.CACertificates != "" {
 			t.TLSClientConfig.RootCAs = x509.NewCertPool()
-			t.TLSClientConfig.RootCAs.AppendCertsFromPEM([]byte(roots))
+			t.TLSClientConfig.RootCAs.AppendCertsFromPEM([]byte(way.CACertificates))
 		}
-		o.byRoots[roots] = t
+		switch way.Mode {
+		case policy.OriginateMutual:
+			certFile, keyFile := way.CertificateFile, way.PrivateKeyFile
+			t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				// Read at each handshake: the files are renewed in place.
+				c, err := tls.LoadX509KeyPair(certFile, keyFile)
+				if err != nil {
+					return nil, fmt.Errorf("the client certificate of TLS origination: %w", err)
+				}
+				return &c, nil
+			}
+		case policy.OriginateWorkload:
+			id := o.identity
+			t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if id == nil {
+					return nil, errors.New("the sidecar has no workload certificate to originate TLS with")
+				}
+				return id.Certificate()
+			}
+		}
+		o.byWay[way] = t
 	}
 	o.mu.Unlock()
 	return t.RoundTrip(r)
