@@ -37,6 +37,10 @@ type sidecarFlags struct {
 	s        sidecar.Settings
 	tcpCalls []string
 	ttl      time.Duration
+	// health and healthEvery are --health-check and
+	// --health-check-interval.
+	health      string
+	healthEvery time.Duration
 }
 
 func (f *sidecarFlags) register(cmd *cobra.Command) {
@@ -64,6 +68,8 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.DurationVar((*time.Duration)(&f.s.ProtocolDetectionTimeout), "protocol-detection-timeout", 0, "with --sidecar: how long an intercepted connection bound outside the mesh may stay silent before it is taken for a protocol whose server speaks first (default 100ms)")
 	fl.StringVar(&f.s.DNS, "dns", "", "with --sidecar: answer DNS at this address (127.0.0.1:15053; UDP and TCP): the names of the services the app calls with their virtual addresses, other names from the host's resolvers; `sidecar iptables --dns-port` sends the app's DNS there")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
+	fl.StringVar(&f.health, "health-check", "", "with --sidecar: probe the app, and register its address only while it is healthy: the path of an HTTP GET (/healthz; 2xx or 3xx is healthy) or tcp (a connection it accepts); -c's health_check sets thresholds")
+	fl.DurationVar(&f.healthEvery, "health-check-interval", 0, "with --sidecar and --health-check: time between probes (default 5s)")
 }
 
 // settings merges the file's `sidecar:` section (if any) with the flags,
@@ -133,6 +139,24 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 			return s, fmt.Errorf("--tcp-calls: %w", err)
 		}
 		s.TCPCalls = calls
+	}
+	if f.health != "" {
+		h, err := sidecar.ParseHealthCheck(f.health)
+		if err != nil {
+			return s, fmt.Errorf("--health-check: %w", err)
+		}
+		if s.HealthCheck != nil {
+			// The file's thresholds and timeout stay.
+			s.HealthCheck.HTTP, s.HealthCheck.TCP = h.HTTP, h.TCP
+		} else {
+			s.HealthCheck = h
+		}
+	}
+	if f.healthEvery != 0 {
+		if s.HealthCheck == nil {
+			return s, errors.New("--health-check-interval: there is no health check (--health-check)")
+		}
+		s.HealthCheck.Interval = config.Duration(f.healthEvery)
 	}
 	s.Normalize()
 	return s, s.Validate()
@@ -228,36 +252,39 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 		zap.String("inbound", s.Inbound), zap.String("outbound", s.Outbound), zap.Strings("calls", s.Targets()), zap.String("dns", s.DNS),
 		zap.Int("threads", runtime.GOMAXPROCS(0)))
 
-	regDone := make(chan struct{})
+	var newReg func() (sidecar.Registrar, error)
 	if len(etcd.endpoints) == 0 {
 		// Through the control plane's API, with the workload certificate:
 		// the sidecar holds no credentials of etcd.
 		client := &api.Client{Server: idf.server, HTTP: mesh.HTTPClient()}
-		reg, err := api.NewRegistration(client, s.Endpoint(), f.ttl, log.Named("registration"))
-		if err != nil {
-			return &exitError{code: exitInvalid, err: err}
+		newReg = func() (sidecar.Registrar, error) {
+			return api.NewRegistration(client, s.Endpoint(), f.ttl, log.Named("registration"))
 		}
-		go func() {
-			defer close(regDone)
-			if err := reg.Run(ctx); err != nil {
-				log.Error("the inbound address is not registered", zap.Error(err))
-			}
-		}()
 	} else {
 		cli, err := etcd.client()
 		if err != nil {
 			return err
 		}
 		defer cli.Close()
-		reg, err := discovery.NewRegistration(cli, ef.prefix, s.Endpoint(), f.ttl, log.Named("registration"))
-		if err != nil {
-			return &exitError{code: exitInvalid, err: err}
+		newReg = func() (sidecar.Registrar, error) {
+			return discovery.NewRegistration(cli, ef.prefix, s.Endpoint(), f.ttl, log.Named("registration"))
 		}
-		go func() {
-			defer close(regDone)
-			reg.Run(ctx) //nolint:errcheck // returns nil when ctx ends
-		}()
 	}
+	// A registration that cannot be made is an invalid endpoint.
+	if _, err := newReg(); err != nil {
+		return &exitError{code: exitInvalid, err: err}
+	}
+	var health <-chan bool
+	if s.HealthCheck != nil {
+		health = sidecar.WatchHealth(ctx, &s, log.Named("health"))
+	}
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		if err := sidecar.RegisterWhileHealthy(ctx, health, newReg); err != nil {
+			log.Error("the inbound address is not registered", zap.Error(err))
+		}
+	}()
 	select {
 	case <-ctx.Done():
 	case err := <-runErr:

@@ -155,19 +155,36 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 	s.Inbound, s.Announce = boundAddr(s.Inbound, in), boundAddr(s.Announce, in)
 	s.Outbound = boundAddr(s.Outbound, l.Server.Addr(OutboundListener))
 	l.Settings = s
-	if o.Unregistered {
-		close(l.regDone)
-	} else {
-		var reg interface {
-			Run(context.Context) error
-			Registered() <-chan struct{}
-		}
+	type registration interface {
+		Run(context.Context) error
+		Registered() <-chan struct{}
+	}
+	newReg := func() (registration, error) {
 		if o.Etcd != nil {
-			reg, err = discovery.NewRegistration(o.Etcd, o.Prefix, s.Endpoint(), o.TTL, log.Named("registration"))
-		} else {
-			client := &api.Client{Server: o.ControlPlane, HTTP: agent.HTTPClient()}
-			reg, err = api.NewRegistration(client, s.Endpoint(), o.TTL, log.Named("registration"))
+			return discovery.NewRegistration(o.Etcd, o.Prefix, s.Endpoint(), o.TTL, log.Named("registration"))
 		}
+		client := &api.Client{Server: o.ControlPlane, HTTP: agent.HTTPClient()}
+		return api.NewRegistration(client, s.Endpoint(), o.TTL, log.Named("registration"))
+	}
+	switch {
+	case o.Unregistered:
+		close(l.regDone)
+	case s.HealthCheck != nil:
+		// Registered while the app is healthy, which may be long after
+		// the sidecar serves: not waited for.
+		if _, err := newReg(); err != nil {
+			return nil, err
+		}
+		health := WatchHealth(runCtx, &s, log.Named("health"))
+		go func() {
+			defer close(l.regDone)
+			err := RegisterWhileHealthy(runCtx, health, func() (Registrar, error) { return newReg() })
+			if err != nil {
+				log.Error("the inbound address is not registered", zap.Error(err))
+			}
+		}()
+	default:
+		reg, err := newReg()
 		if err != nil {
 			return nil, err
 		}

@@ -129,6 +129,10 @@ type Settings struct {
 	// service of the mesh.
 	InboundNetworkFilters  []string `yaml:"inbound_network_filters,omitempty" json:"inbound_network_filters,omitempty"`
 	OutboundNetworkFilters []string `yaml:"outbound_network_filters,omitempty" json:"outbound_network_filters,omitempty"`
+	// HealthCheck, when set, probes the app: its address is registered
+	// only while the app is healthy. Without it, it is registered once the
+	// sidecar serves, for as long as the sidecar runs.
+	HealthCheck *HealthCheck `yaml:"health_check,omitempty" json:"health_check,omitempty"`
 }
 
 // TCPCall is a service of protocol tcp that the app calls.
@@ -199,6 +203,9 @@ func (s *Settings) Normalize() {
 	if s.Announce == "" {
 		s.Announce = s.Inbound
 	}
+	if s.HealthCheck != nil {
+		s.HealthCheck.normalize()
+	}
 }
 
 // Validate checks normalised settings; every error names its field under
@@ -253,6 +260,9 @@ func (s *Settings) validate(announceBound bool) error {
 	}
 	if d := time.Duration(s.ProtocolDetectionTimeout); d < 0 || d > 10*time.Second {
 		add("protocol_detection_timeout", "must be 0 (100ms) to 10s, not %v", d)
+	}
+	if s.HealthCheck != nil {
+		s.HealthCheck.validate(s.Protocol, add)
 	}
 	if s.Concurrency < 0 || s.Concurrency > 1024 {
 		add("concurrency", "must be 1 to 1024 threads (0 for the default, %d)", DefaultConcurrency)
