@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -443,30 +444,43 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestDocExamples parses every policy document in docs/mesh-policy.md.
+// TestDocExamples parses every authorization policy document in
+// docs/mesh-policy.md, and every policy document of docs/migrating.md.
 func TestDocExamples(t *testing.T) {
-	b, err := os.ReadFile("../../docs/mesh-policy.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
-		block, _, _ = strings.Cut(block, "```")
-		if !strings.HasPrefix(block, "authorization_policies:") {
-			continue
-		}
-		n++
-		d, err := policy.Parse([]byte(block))
+	for _, doc := range []struct {
+		file     string
+		prefixes []string
+		least    int
+	}{
+		{"../../docs/mesh-policy.md", []string{"authorization_policies:"}, 2},
+		{"../../docs/migrating.md", []string{"authorization_policies:", "service_routes:"}, 3},
+	} {
+		b, err := os.ReadFile(doc.file)
 		if err != nil {
-			t.Errorf("a documented example does not parse: %v\n%s", err, block)
-			continue
+			t.Fatal(err)
 		}
-		if _, err := policy.Compile(d.AuthorizationPolicies); err != nil {
-			t.Errorf("a documented example does not compile: %v", err)
+		n := 0
+		for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+			block, _, _ = strings.Cut(block, "```")
+			for strings.HasPrefix(block, "#") { // a comment naming the example
+				_, block, _ = strings.Cut(block, "\n")
+			}
+			if !slices.ContainsFunc(doc.prefixes, func(p string) bool { return strings.HasPrefix(block, p) }) {
+				continue
+			}
+			n++
+			d, err := policy.Parse([]byte(block))
+			if err != nil {
+				t.Errorf("%s: an example does not parse: %v\n%s", doc.file, err, block)
+				continue
+			}
+			if _, err := policy.Compile(d.AuthorizationPolicies); err != nil {
+				t.Errorf("%s: an example does not compile: %v", doc.file, err)
+			}
 		}
-	}
-	if n < 2 {
-		t.Fatalf("found %d policy examples in the docs", n)
+		if n < doc.least {
+			t.Fatalf("found %d policy examples in %s", n, doc.file)
+		}
 	}
 }
 
