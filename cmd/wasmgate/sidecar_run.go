@@ -68,7 +68,7 @@ func (f *sidecarFlags) register(cmd *cobra.Command) {
 	fl.DurationVar((*time.Duration)(&f.s.ProtocolDetectionTimeout), "protocol-detection-timeout", 0, "with --sidecar: how long an intercepted connection bound outside the mesh may stay silent before it is taken for a protocol whose server speaks first (default 100ms)")
 	fl.StringVar(&f.s.DNS, "dns", "", "with --sidecar: answer DNS at this address (127.0.0.1:15053; UDP and TCP): the names of the services the app calls with their virtual addresses, other names from the host's resolvers; `sidecar iptables --dns-port` sends the app's DNS there")
 	fl.DurationVar(&f.ttl, "registration-ttl", 10*time.Second, "with --sidecar: lease of the inbound address in the registry")
-	fl.StringVar(&f.health, "health-check", "", "with --sidecar: probe the app, and register its address only while it is healthy: the path of an HTTP GET (/healthz; 2xx or 3xx is healthy) or tcp (a connection it accepts); -c's health_check sets thresholds")
+	fl.StringVar(&f.health, "health-check", "", "with --sidecar: probe the app, and register its address only while it is healthy: the path of an HTTP GET (/healthz; 2xx or 3xx is healthy), tcp (a connection it accepts), or grpc or grpc:SERVICE (the app's gRPC health service says SERVING); -c's health_check sets thresholds")
 	fl.DurationVar(&f.healthEvery, "health-check-interval", 0, "with --sidecar and --health-check: time between probes (default 5s)")
 }
 

@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/wasmgate/wasmgate/config"
 	"github.com/wasmgate/wasmgate/controlplane/api"
 	"github.com/wasmgate/wasmgate/mesh/sidecar"
 )
@@ -90,4 +91,61 @@ func TestGRPCThroughSidecars(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), "RBAC: access denied") {
 		t.Fatalf("a denied call: %v, want PermissionDenied, RBAC: access denied...", err)
 	}
+}
+
+// TestGRPCHealthCheck: a gRPC app's sidecar asks the app's own health
+// service (health_check grpc, grpc_service ledger): ledger is registered
+// only while the app says SERVING, and deregistered when it says
+// NOT_SERVING.
+func TestGRPCHealthCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cp, admin, roots := startControlPlane(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(l)
+	defer gs.Stop()
+	tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: "ledger"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
+		Settings: sidecar.Settings{Service: "ledger", AppPort: l.Addr().(*net.TCPAddr).Port, Protocol: sidecar.ProtocolGRPC,
+			Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0",
+			HealthCheck: &sidecar.HealthCheck{GRPC: true, GRPCService: "ledger", Interval: config.Duration(100 * time.Millisecond)}},
+		ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: cp.Client, TTL: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close(time.Second) })
+	registered := func() int {
+		l, err := admin.Endpoints(ctx, "ledger.default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+	until := func(what string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); registered() != want; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s", what)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := registered(); n != 0 {
+		t.Fatalf("ledger registered while NOT_SERVING: %d endpoints", n)
+	}
+	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_SERVING)
+	until("ledger registered once SERVING", 1)
+	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_NOT_SERVING)
+	until("ledger deregistered once NOT_SERVING", 0)
 }

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wasmgate/wasmgate/config"
 )
@@ -29,6 +33,12 @@ type HealthCheck struct {
 	// TCP, when true, probes by connecting: a connection the app accepts
 	// is healthy.
 	TCP bool `yaml:"tcp,omitempty" json:"tcp,omitempty"`
+	// GRPC, when true, asks the app's gRPC health service
+	// (grpc.health.v1.Health/Check, over h2c) about GRPCService ("" for
+	// the server as a whole); SERVING is healthy. For an app of protocol
+	// grpc or http2.
+	GRPC        bool   `yaml:"grpc,omitempty" json:"grpc,omitempty"`
+	GRPCService string `yaml:"grpc_service,omitempty" json:"grpc_service,omitempty"`
 	// Interval is the time between probes (5s by default), Timeout the
 	// longest a probe may take (1s, at most Interval).
 	Interval config.Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
@@ -40,16 +50,20 @@ type HealthCheck struct {
 	HealthyThreshold   int `yaml:"healthy_threshold,omitempty" json:"healthy_threshold,omitempty"`
 }
 
-// ParseHealthCheck reads the flag form of a health check: "tcp", or the
-// path of an HTTP check ("/healthz").
+// ParseHealthCheck reads the flag form of a health check: "tcp", "grpc"
+// or "grpc:SERVICE", or the path of an HTTP check ("/healthz").
 func ParseHealthCheck(v string) (*HealthCheck, error) {
 	switch {
 	case v == "tcp":
 		return &HealthCheck{TCP: true}, nil
+	case v == "grpc":
+		return &HealthCheck{GRPC: true}, nil
+	case strings.HasPrefix(v, "grpc:"):
+		return &HealthCheck{GRPC: true, GRPCService: strings.TrimPrefix(v, "grpc:")}, nil
 	case strings.HasPrefix(v, "/"):
 		return &HealthCheck{HTTP: v}, nil
 	}
-	return nil, fmt.Errorf("%q is neither tcp nor the path of an HTTP check (/healthz)", v)
+	return nil, fmt.Errorf("%q is none of tcp, grpc, grpc:SERVICE or the path of an HTTP check (/healthz)", v)
 }
 
 func (h *HealthCheck) normalize() {
@@ -61,13 +75,24 @@ func (h *HealthCheck) normalize() {
 
 // validate adds the health check's problems to add, under health_check.
 func (h *HealthCheck) validate(protocol string, add func(field, format string, args ...any)) {
+	kinds := 0
+	for _, on := range []bool{h.HTTP != "", h.TCP, h.GRPC} {
+		if on {
+			kinds++
+		}
+	}
 	switch {
-	case h.TCP == (h.HTTP != ""):
-		add("health_check", "needs one of http (a path) or tcp: true")
+	case kinds != 1:
+		add("health_check", "needs one of http (a path), tcp: true or grpc: true")
 	case h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/"):
 		add("health_check.http", "%q is not a path", h.HTTP)
 	case h.HTTP != "" && protocol != ProtocolHTTP:
-		add("health_check.http", "an app of protocol %s is probed with tcp: true", protocol)
+		add("health_check.http", "an app of protocol %s is probed with tcp: true (or grpc: true, for a gRPC server)", protocol)
+	case h.GRPC && protocol != ProtocolGRPC && protocol != ProtocolHTTP2:
+		add("health_check.grpc", "an app of protocol %s serves no gRPC", protocol)
+	}
+	if h.GRPCService != "" && !h.GRPC {
+		add("health_check.grpc_service", "is for grpc: true only")
 	}
 	if d := time.Duration(h.Interval); d < 100*time.Millisecond || d > 5*time.Minute {
 		add("health_check.interval", "must be 100ms to 5m, not %v", d)
@@ -101,7 +126,32 @@ func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool 
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		// A redirect is an answer: the app is up.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var conn *grpc.ClientConn
+	if h.GRPC {
+		// One connection for every probe, which reconnects by itself
+		// when the app restarts; NewClient does not dial.
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			log.Error("the gRPC health check cannot be made", zap.Error(err))
+		}
+		conn = c
+	}
 	probe := func() error {
+		if h.GRPC {
+			if conn == nil {
+				return errors.New("no gRPC client")
+			}
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(pctx, &healthpb.HealthCheckRequest{Service: h.GRPCService})
+			if err != nil {
+				return err
+			}
+			if st := resp.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %s", st)
+			}
+			return nil
+		}
 		if h.TCP {
 			c, err := net.DialTimeout("tcp", addr, timeout)
 			if err == nil {
@@ -122,6 +172,9 @@ func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool 
 	out := make(chan bool, 1)
 	go func() {
 		defer close(out)
+		if conn != nil {
+			defer conn.Close()
+		}
 		t := time.NewTicker(time.Duration(h.Interval))
 		defer t.Stop()
 		healthy, known := false, false

@@ -91,6 +91,8 @@ func TestHealthCheckSettings(t *testing.T) {
 		{"neither", sidecar.HealthCheck{}, "http", "sidecar.health_check: needs one of http"},
 		{"both", sidecar.HealthCheck{HTTP: "/h", TCP: true}, "http", "sidecar.health_check: needs one of http"},
 		{"http of grpc", sidecar.HealthCheck{HTTP: "/h"}, "grpc", "sidecar.health_check.http: an app of protocol grpc is probed with tcp: true"},
+		{"grpc of http", sidecar.HealthCheck{GRPC: true}, "http", "sidecar.health_check.grpc: an app of protocol http serves no gRPC"},
+		{"grpc service alone", sidecar.HealthCheck{TCP: true, GRPCService: "ledger"}, "grpc", "sidecar.health_check.grpc_service: is for grpc: true only"},
 		{"no path", sidecar.HealthCheck{HTTP: "healthz"}, "http", "sidecar.health_check.http: \"healthz\" is not a path"},
 		{"fast", sidecar.HealthCheck{TCP: true, Interval: config.Duration(10 * time.Millisecond)}, "http", "sidecar.health_check.interval: must be 100ms to 5m"},
 		{"timeout", sidecar.HealthCheck{TCP: true, Interval: config.Duration(time.Second), Timeout: config.Duration(2 * time.Second)}, "tcp", "sidecar.health_check.timeout"},
@@ -111,7 +113,8 @@ func TestHealthCheckSettings(t *testing.T) {
 	if h := ok.HealthCheck; time.Duration(h.Interval) != 5*time.Second || time.Duration(h.Timeout) != time.Second || h.UnhealthyThreshold != 3 || h.HealthyThreshold != 1 {
 		t.Errorf("defaults: %+v", h)
 	}
-	for v, want := range map[string]sidecar.HealthCheck{"tcp": {TCP: true}, "/ready": {HTTP: "/ready"}} {
+	for v, want := range map[string]sidecar.HealthCheck{"tcp": {TCP: true}, "/ready": {HTTP: "/ready"}, "grpc": {GRPC: true},
+		"grpc:ledger.v1.Ledger": {GRPC: true, GRPCService: "ledger.v1.Ledger"}} {
 		if h, err := sidecar.ParseHealthCheck(v); err != nil || *h != want {
 			t.Errorf("ParseHealthCheck(%q) = %+v, %v", v, h, err)
 		}
