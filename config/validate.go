@@ -572,9 +572,35 @@ func (f *Fault) check(v *errs, p string) {
 	}
 }
 
-func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int) {
-	m := r.Match
-	mp := dot(p, "match")
+// Validate checks a query matcher on its own; its errors are an Errors
+// whose paths start inside it ("regex").
+func (q *QueryMatcher) Validate() error {
+	v := &errs{}
+	q.check(v, "")
+	return v.err()
+}
+
+func (q *QueryMatcher) check(v *errs, qp string) {
+	if q.Name == "" {
+		v.add(dot(qp, "name"), "is required")
+	}
+	if count(q.Exact != "", q.Prefix != "", q.Regex != "", q.Present) != 1 {
+		v.add(qp, "exactly one of exact, prefix, regex and present is required")
+	}
+	if q.Regex != "" {
+		checkRegex(v, dot(qp, "regex"), q.Regex)
+	}
+}
+
+// Validate checks a route's match on its own; its errors are an Errors
+// whose paths start inside it ("headers[0].regex").
+func (m *RouteMatch) Validate() error {
+	v := &errs{}
+	m.check(v, "")
+	return v.err()
+}
+
+func (m *RouteMatch) check(v *errs, mp string) {
 	paths := 0
 	if m.Path != "" {
 		paths++
@@ -598,23 +624,19 @@ func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int
 	for i := range m.Headers {
 		m.Headers[i].check(v, idx(dot(mp, "headers"), i))
 	}
-	for i, q := range m.Query {
-		qp := idx(dot(mp, "query"), i)
-		if q.Name == "" {
-			v.add(dot(qp, "name"), "is required")
-		}
-		if count(q.Exact != "", q.Prefix != "", q.Regex != "", q.Present) != 1 {
-			v.add(qp, "exactly one of exact, prefix, regex and present is required")
-		}
-		if q.Regex != "" {
-			checkRegex(v, dot(qp, "regex"), q.Regex)
-		}
+	for i := range m.Query {
+		m.Query[i].check(v, idx(dot(mp, "query"), i))
 	}
 	for i, meth := range m.Methods {
 		if !validMethods.MatchString(meth) {
 			v.add(idx(dot(mp, "methods"), i), "%q is not a method", meth)
 		}
 	}
+}
+
+func validateRoute(v *errs, p string, r *Route, clusters, plugins map[string]int) {
+	m := r.Match
+	m.check(v, dot(p, "match"))
 
 	actions := count(r.Cluster != "", len(r.WeightedClusters) > 0, r.Redirect != nil, r.DirectResponse != nil)
 	if actions != 1 {

@@ -111,12 +111,28 @@ type RouteMirror struct {
 // RouteMatch is what a call must have for a rule to take it: all the
 // conditions given.
 type RouteMatch struct {
-	// Prefix or Path (exact), at most one.
-	Prefix string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
-	Path   string `json:"path,omitempty" yaml:"path,omitempty"`
+	// Prefix, Path (exact) or PathRegex (RE2, the whole path), at most
+	// one.
+	Prefix    string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
+	Path      string `json:"path,omitempty" yaml:"path,omitempty"`
+	PathRegex string `json:"path_regex,omitempty" yaml:"path_regex,omitempty"`
 	// Headers are matched as a proxy route's (exact, prefix, regex,
 	// present or absent; invert).
 	Headers []config.HeaderMatcher `json:"headers,omitempty" yaml:"headers,omitempty"`
+	// Methods, when set, must hold the call's method (upper case).
+	Methods []string `json:"methods,omitempty" yaml:"methods,omitempty"`
+	// QueryParams are matched as a proxy route's query (exact, prefix,
+	// regex or present), each by name.
+	QueryParams []config.QueryMatcher `json:"query_params,omitempty" yaml:"query_params,omitempty"`
+}
+
+// Config is the proxy's match of m: every call when m sets no path.
+func (m *RouteMatch) Config() config.RouteMatch {
+	cm := config.RouteMatch{Prefix: m.Prefix, Path: m.Path, PathRegex: m.PathRegex, Headers: m.Headers, Query: m.QueryParams, Methods: m.Methods}
+	if m.Prefix == "" && m.Path == "" && m.PathRegex == "" {
+		cm.Prefix = "/"
+	}
+	return cm
 }
 
 // RouteBackend is a share of a rule's calls.
@@ -149,8 +165,8 @@ func (r *ServiceRoute) Scope() (namespace, service, name string) {
 // "SERVICE.NAMESPACE".
 func (r *ServiceRoute) Target() string { return r.Service + "." + r.Namespace }
 
-// Normalize gives a rule of one backend the whole share, and a redirect
-// without a status 301, in place.
+// Normalize gives a rule of one backend the whole share, a redirect
+// without a status 301, and methods in upper case, in place.
 func (r *ServiceRoute) Normalize() {
 	for i := range r.Rules {
 		if b := r.Rules[i].Backends; len(b) == 1 && b[0].Weight == 0 {
@@ -158,6 +174,11 @@ func (r *ServiceRoute) Normalize() {
 		}
 		if rd := r.Rules[i].Redirect; rd != nil && rd.Status == 0 {
 			rd.Status = 301
+		}
+		if m := r.Rules[i].Match; m != nil {
+			for k := range m.Methods {
+				m.Methods[k] = strings.ToUpper(m.Methods[k])
+			}
 		}
 	}
 }
@@ -272,12 +293,18 @@ func (rr *RouteRule) check(c *checker, path string) {
 				c.add(mp+"."+p[0], "%q must start with /", p[1])
 			}
 		}
-		if m.Prefix != "" && m.Path != "" {
-			c.add(mp, "sets both prefix and path; give one")
+		if btoi(m.Prefix != "")+btoi(m.Path != "")+btoi(m.PathRegex != "") > 1 {
+			c.add(mp, "sets more than one of prefix, path and path_regex; give one")
 		}
 		for i := range m.Headers {
 			c.addAll(at(mp+".headers", i), m.Headers[i].Validate())
 		}
+		for i := range m.QueryParams {
+			c.addAll(at(mp+".query_params", i), m.QueryParams[i].Validate())
+		}
+		// The pattern and methods as a proxy route's match checks them.
+		rest := config.RouteMatch{PathRegex: m.PathRegex, Methods: m.Methods}
+		c.addAll(mp, rest.Validate())
 	}
 	if rd := rr.Redirect; rd != nil {
 		if len(rr.Backends) > 0 {

@@ -282,10 +282,7 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 	for i, rule := range r.Rules {
 		rt := config.Route{Name: fmt.Sprintf("%s.%s.%d", name, r.Name, i), Match: config.RouteMatch{Prefix: "/"}, Timeout: rule.Timeout, Fault: rule.Fault}
 		if m := rule.Match; m != nil {
-			rt.Match = config.RouteMatch{Prefix: m.Prefix, Path: m.Path, Headers: m.Headers}
-			if m.Prefix == "" && m.Path == "" {
-				rt.Match.Prefix = "/"
-			}
+			rt.Match = m.Config()
 		}
 		if h := rule.Headers; h != nil {
 			rt.RequestHeaders, rt.ResponseHeaders = h.Request, h.Response
@@ -309,6 +306,9 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 				// The whole path: a pattern of it alone, whose
 				// substitution takes no group.
 				rt.RegexRewrite = &config.RegexRewrite{Pattern: "^" + regexp.QuoteMeta(rt.Match.Path) + "$", Substitution: strings.ReplaceAll(rw.URI, "$", "$$")}
+			case rt.Match.PathRegex != "":
+				// The whole path too, whatever the pattern matched.
+				rt.RegexRewrite = &config.RegexRewrite{Pattern: "^.*$", Substitution: strings.ReplaceAll(rw.URI, "$", "$$")}
 			default:
 				rt.PrefixRewrite = rw.URI
 			}

@@ -325,6 +325,8 @@ func TestServiceRoutes(t *testing.T) {
 				Headers: &policy.RouteHeaders{Request: config.HeaderMutation{Set: []config.Header{{Name: "x-route", Value: "ab"}}},
 					Response: config.HeaderMutation{Remove: []string{"server"}}}},
 			{Match: &policy.RouteMatch{Prefix: "/moved/"}, Redirect: &config.Redirect{PrefixRewrite: "/v2/", Status: 308}},
+			{Match: &policy.RouteMatch{PathRegex: "/items/[0-9]+", Methods: []string{"POST"}, QueryParams: []config.QueryMatcher{{Name: "dry", Exact: "1"}}},
+				Backends: []policy.RouteBackend{{Version: "v2"}}, Rewrite: &policy.RouteRewrite{URI: "/item"}},
 		},
 			Subsets: []policy.RouteSubset{{Version: "v2", TrafficPolicy: &policy.TrafficPolicy{LoadBalancer: config.LBRandom}}},
 		}}},
@@ -340,10 +342,16 @@ func TestServiceRoutes(t *testing.T) {
 			vh = &cfg.VirtualHosts[i]
 		}
 	}
-	if vh == nil || len(vh.Routes) != 6 {
+	if vh == nil || len(vh.Routes) != 7 {
 		t.Fatalf("orders' virtual host: %+v", vh)
 	}
-	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[5]
+	pinned, split, rest := vh.Routes[0], vh.Routes[1], vh.Routes[6]
+	// A method, query and path pattern are the proxy route's match; a
+	// rewrite of a pattern's match replaces the whole path.
+	if m, rw := vh.Routes[5].Match, vh.Routes[5].RegexRewrite; m.PathRegex != "/items/[0-9]+" || m.Prefix != "" || len(m.Methods) != 1 || m.Methods[0] != "POST" ||
+		len(m.Query) != 1 || m.Query[0] != (config.QueryMatcher{Name: "dry", Exact: "1"}) || rw == nil || *rw != (config.RegexRewrite{Pattern: "^.*$", Substitution: "/item"}) {
+		t.Errorf("the rule of a pattern, a method and a query: %+v", vh.Routes[5])
+	}
 	if rd := vh.Routes[4]; rd.Redirect == nil || rd.Redirect.Status != 308 || rd.Redirect.PrefixRewrite != "/v2/" || rd.Cluster != "" || len(rd.WeightedClusters) != 0 {
 		t.Errorf("the redirecting rule: %+v", rd)
 	}
