@@ -232,6 +232,8 @@ func TestValidationNamesFieldPaths(t *testing.T) {
 		{"request authentication without rules", `request_authentications: [{name: a, namespace: n}]`, []string{"request_authentications[0].jwt_rules"}},
 		{"request principals and claims", `authorization_policies: [{name: a, namespace: n, rules: [{from: [{request_principals: ["a*b"]}], when: [{key: "request.auth.claims[]", values: [x]}]}]}]`,
 			[]string{"authorization_policies[0].rules[0].from[0].request_principals[0]", "authorization_policies[0].rules[0].when[0].key"}},
+		{"route retries of statuses", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], retries: {attempts: 2, status_codes: [409, 200]}}]}]`,
+			[]string{"service_routes[0].rules[0].retries.status_codes[1]"}},
 		{"route match of a pattern, methods and a query", `service_routes: [{name: a, namespace: n, service: s, rules: [{backends: [{}], match: {prefix: /a, path_regex: "(", methods: ["GET ME"], query_params: [{name: q}, {name: "", exact: x}]}}]}]`,
 			[]string{"service_routes[0].rules[0].match", "service_routes[0].rules[0].match.query_params[0]", "service_routes[0].rules[0].match.query_params[1].name",
 				"service_routes[0].rules[0].match.path_regex", "service_routes[0].rules[0].match.methods[0]"}},

@@ -154,6 +154,9 @@ type RouteRetries struct {
 	On []string `json:"on,omitempty" yaml:"on,omitempty"`
 	// PerTryTimeout bounds one attempt; zero means the rule's timeout.
 	PerTryTimeout config.Duration `json:"per_try_timeout,omitempty" yaml:"per_try_timeout,omitempty"`
+	// StatusCodes are answers retried as well, whatever On says (Envoy's
+	// retriable-status-codes; App Mesh's client-error is 409).
+	StatusCodes []int `json:"status_codes,omitempty" yaml:"status_codes,omitempty"`
 }
 
 // Scope implements the scope of a mesh resource: the route's service.
@@ -380,6 +383,11 @@ func (rr *RouteRule) check(c *checker, path string) {
 		}
 		if rt.PerTryTimeout < 0 {
 			c.add(path+".retries.per_try_timeout", "must not be negative")
+		}
+		for i, code := range rt.StatusCodes {
+			if code < 400 || code > 599 {
+				c.add(at(path+".retries.status_codes", i), "%d is not a status of a failed call (400 to 599)", code)
+			}
 		}
 	}
 }

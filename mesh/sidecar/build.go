@@ -322,6 +322,10 @@ func serviceRoutes(name string, r *policy.ServiceRoute, eps []registry.Endpoint,
 			if len(rr.On) > 0 {
 				rt.Retry.RetryOn = rr.On
 			}
+			if len(rr.StatusCodes) > 0 {
+				rt.Retry.RetryOn = append(slices.Clone(rt.Retry.RetryOn), config.RetryOnRetriableStatusCodes)
+				rt.Retry.RetriableStatusCodes = rr.StatusCodes
+			}
 		}
 		routes = append(routes, rt)
 	}

@@ -316,7 +316,7 @@ func TestServiceRoutes(t *testing.T) {
 		}},
 		Routes: map[string][]policy.ServiceRoute{"orders.default": {{Name: "canary", Namespace: "default", Service: "orders", Rules: []policy.RouteRule{
 			{Match: &policy.RouteMatch{Headers: []config.HeaderMatcher{{Name: "x-canary", Exact: "1"}}}, Backends: []policy.RouteBackend{{Version: "v2", Weight: 1}},
-				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3},
+				Timeout: config.Duration(2 * time.Second), Retries: &policy.RouteRetries{Attempts: 3, StatusCodes: []int{409}},
 				Fault: &config.Fault{Abort: &config.FaultAbort{Status: 503, Percent: 5}}},
 			{Backends: []policy.RouteBackend{{Version: "v1", Weight: 90}, {Version: "v2", Weight: 10}}},
 			{Match: &policy.RouteMatch{Prefix: "/old/"}, Backends: []policy.RouteBackend{{Version: "v1"}},
@@ -368,7 +368,9 @@ func TestServiceRoutes(t *testing.T) {
 		t.Errorf("the path rule: %+v", rw)
 	}
 	if pinned.Cluster != "svc.orders.default_v2" || pinned.Match.Headers[0].Name != "x-canary" || pinned.Timeout.D() != 2*time.Second ||
-		pinned.Retry == nil || pinned.Retry.NumRetries != 3 || pinned.Fault == nil || pinned.Fault.Abort.Status != 503 {
+		pinned.Retry == nil || pinned.Retry.NumRetries != 3 || pinned.Fault == nil || pinned.Fault.Abort.Status != 503 ||
+		!slices.Equal(pinned.Retry.RetryOn, []string{config.RetryOnConnectFailure, config.RetryOnReset, config.RetryOnGatewayError, config.RetryOnRetriableStatusCodes}) ||
+		!slices.Equal(pinned.Retry.RetriableStatusCodes, []int{409}) {
 		t.Errorf("the pinned rule: %+v", pinned)
 	}
 	if len(split.WeightedClusters) != 2 || split.WeightedClusters[0] != (config.WeightedCluster{Name: "svc.orders.default_v1", Weight: 90}) ||
