@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
@@ -276,7 +277,16 @@ func runSidecar(ctx context.Context, f *sidecarFlags, file string, mesh *identit
 	}
 	var health <-chan bool
 	if s.HealthCheck != nil {
-		health = sidecar.WatchHealth(ctx, &s, log.Named("health"))
+		healthy := prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmgate_sidecar_app_healthy",
+			Help: "1 while the app passes its health checks and its address is registered; 0 while it starts or fails them."})
+		r.srv.Metrics().Registry.MustRegister(healthy)
+		health = sidecar.WatchHealth(ctx, &s, log.Named("health"), func(ok bool) {
+			if ok {
+				healthy.Set(1)
+			} else {
+				healthy.Set(0)
+			}
+		})
 	}
 	regDone := make(chan struct{})
 	go func() {

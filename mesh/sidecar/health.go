@@ -115,8 +115,9 @@ func (h *HealthCheck) validate(protocol string, add func(field, format string, a
 // once the app passed HealthyThreshold probes in a row (the first value,
 // however long the app takes to start), false once a healthy app failed
 // UnhealthyThreshold in a row. The channel is closed when ctx ends. s
-// must be normalised and valid, with a health check.
-func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool {
+// must be normalised and valid, with a health check. onChange, when not
+// nil, is called with each change as it is sent (a metric's setter).
+func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger, onChange func(healthy bool)) <-chan bool {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -170,6 +171,12 @@ func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool 
 		return nil
 	}
 	out := make(chan bool, 1)
+	changed := func(v bool) {
+		if onChange != nil {
+			onChange(v)
+		}
+		send(ctx, out, v)
+	}
 	go func() {
 		defer close(out)
 		if conn != nil {
@@ -185,7 +192,7 @@ func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool 
 				if healthy && failed >= h.UnhealthyThreshold {
 					healthy = false
 					log.Warn("the app is unhealthy; its address is deregistered until it is healthy again", zap.Error(err), zap.Int("failed_probes", failed))
-					send(ctx, out, false)
+					changed(false)
 				} else if !known && failed == 1 {
 					log.Info("waiting for the app to be healthy before registering it", zap.Error(err))
 				}
@@ -196,7 +203,7 @@ func WatchHealth(ctx context.Context, s *Settings, log *zap.Logger) <-chan bool 
 						log.Info("the app is healthy again; registering its address")
 					}
 					healthy, known = true, true
-					send(ctx, out, true)
+					changed(true)
 				}
 			}
 			select {

@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -33,7 +34,23 @@ func TestSidecarHealthCheck(t *testing.T) {
 		}
 		fmt.Fprint(w, "orders")
 	})
-	m.start(t, "orders", ordersApp, testaddr.Free(t), "--health-check", "/healthz", "--health-check-interval", "100ms")
+	ordersAdmin := testaddr.Free(t)
+	m.start(t, "orders", ordersApp, testaddr.Free(t), "--health-check", "/healthz", "--health-check-interval", "100ms", "--admin", ordersAdmin)
+	// The sidecar's metric says what the registry does.
+	gauge := func() string {
+		resp, err := http.Get("http://" + ordersAdmin + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "wasmgate_sidecar_app_healthy ") {
+				return line
+			}
+		}
+		return "no wasmgate_sidecar_app_healthy"
+	}
 	webOut := testaddr.Free(t)
 	m.start(t, "web", port(t, testaddr.Free(t)), webOut, "--calls", "orders")
 
@@ -62,13 +79,22 @@ func TestSidecarHealthCheck(t *testing.T) {
 	if n := registered(); n != 0 {
 		t.Fatalf("orders registered while its app was unhealthy: %d endpoints", n)
 	}
+	if g := gauge(); g != "wasmgate_sidecar_app_healthy 0" {
+		t.Errorf("while starting: %s", g)
+	}
 	healthy.Store(true)
 	until("web -> orders once orders is healthy", func() bool { got, _ := get(webOut, "orders", "/"); return got == "200 orders" })
+	if g := gauge(); g != "wasmgate_sidecar_app_healthy 1" {
+		t.Errorf("once healthy: %s", g)
+	}
 	// Unhealthy: deregistered after three failed probes; web's calls find
 	// no endpoint.
 	healthy.Store(false)
 	until("orders deregistered", func() bool { return registered() == 0 })
 	until("web -> orders without an endpoint", func() bool { got, _ := get(webOut, "orders", "/"); return strings.HasPrefix(got, "503 ") })
+	if g := gauge(); g != "wasmgate_sidecar_app_healthy 0" {
+		t.Errorf("once unhealthy: %s", g)
+	}
 	healthy.Store(true)
 	until("web -> orders after it recovered", func() bool { got, _ := get(webOut, "orders", "/"); return got == "200 orders" })
 	out := m.sidecars.output()

@@ -175,7 +175,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (*Local, error) {
 		if _, err := newReg(); err != nil {
 			return nil, err
 		}
-		health := WatchHealth(runCtx, &s, log.Named("health"))
+		health := WatchHealth(runCtx, &s, log.Named("health"), nil)
 		go func() {
 			defer close(l.regDone)
 			err := RegisterWhileHealthy(runCtx, health, func() (Registrar, error) { return newReg() })
