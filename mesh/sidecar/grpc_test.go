@@ -31,16 +31,7 @@ func TestGRPCThroughSidecars(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(l)
-	defer gs.Stop()
+	appPort, _ := grpcLedgerApp(t, healthpb.HealthCheckResponse_SERVING)
 
 	start := func(name string, port int, calls []string, protocol string) *sidecar.Local {
 		tok, err := m.admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: name})
@@ -57,7 +48,7 @@ func TestGRPCThroughSidecars(t *testing.T) {
 		t.Cleanup(func() { sc.Close(time.Second) })
 		return sc
 	}
-	start("ledger", l.Addr().(*net.TCPAddr).Port, nil, sidecar.ProtocolGRPC)
+	start("ledger", appPort, nil, sidecar.ProtocolGRPC)
 	client := start("billing", 1, []string{"ledger"}, sidecar.ProtocolGRPC)
 
 	conn, err := grpc.NewClient("passthrough:///"+client.Settings.Outbound,
@@ -101,22 +92,13 @@ func TestGRPCHealthCheck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cp, admin, roots := startControlPlane(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(l)
-	defer gs.Stop()
+	appPort, hs := grpcLedgerApp(t, healthpb.HealthCheckResponse_NOT_SERVING)
 	tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "default", ServiceAccount: "ledger"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc, err := sidecar.StartLocal(ctx, sidecar.LocalOptions{
-		Settings: sidecar.Settings{Service: "ledger", AppPort: l.Addr().(*net.TCPAddr).Port, Protocol: sidecar.ProtocolGRPC,
+		Settings: sidecar.Settings{Service: "ledger", AppPort: appPort, Protocol: sidecar.ProtocolGRPC,
 			Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0",
 			HealthCheck: &sidecar.HealthCheck{GRPC: true, GRPCService: "ledger", Interval: config.Duration(100 * time.Millisecond)}},
 		ControlPlane: cp.APIURL(), Roots: roots, JoinToken: tok.Token, Etcd: cp.Client, TTL: 2 * time.Second,
@@ -148,4 +130,22 @@ func TestGRPCHealthCheck(t *testing.T) {
 	until("ledger registered once SERVING", 1)
 	hs.SetServingStatus("ledger", healthpb.HealthCheckResponse_NOT_SERVING)
 	until("ledger deregistered once NOT_SERVING", 0)
+}
+
+// grpcLedgerApp serves a gRPC app on loopback whose health service says
+// st of "ledger", until the test ends; it returns the app's port and its
+// health server.
+func grpcLedgerApp(t *testing.T, st healthpb.HealthCheckResponse_ServingStatus) (int, *health.Server) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("ledger", st)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	return l.Addr().(*net.TCPAddr).Port, hs
 }
