@@ -147,8 +147,9 @@ func (f *sidecarFlags) settings(file string) (sidecar.Settings, error) {
 			return s, fmt.Errorf("--health-check: %w", err)
 		}
 		if s.HealthCheck != nil {
-			// The file's thresholds and timeout stay.
-			s.HealthCheck.HTTP, s.HealthCheck.TCP = h.HTTP, h.TCP
+			// The flag says how to probe; the file's interval, timeout
+			// and thresholds stay.
+			s.HealthCheck.HTTP, s.HealthCheck.TCP, s.HealthCheck.GRPC, s.HealthCheck.GRPCService = h.HTTP, h.TCP, h.GRPC, h.GRPCService
 		} else {
 			s.HealthCheck = h
 		}

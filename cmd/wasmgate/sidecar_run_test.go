@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRunSidecarSettings: bad sidecar settings, from flags or from the
@@ -51,4 +52,27 @@ func writeFile(t *testing.T, data string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestSidecarHealthCheckFlags: --health-check says how the app is probed
+// over the file's health_check, whose interval and thresholds stay, and
+// --health-check-interval replaces the interval.
+func TestSidecarHealthCheckFlags(t *testing.T) {
+	file := writeFile(t, "sidecar:\n  service: ledger\n  app_port: 8080\n  protocol: grpc\n  inbound: 10.0.0.1:15006\n"+
+		"  health_check: {tcp: true, unhealthy_threshold: 5, interval: 2s}\n")
+	f := &sidecarFlags{health: "grpc:ledger.v1.Ledger", healthEvery: 500 * time.Millisecond}
+	s, err := f.settings(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.HealthCheck
+	if h == nil || h.HTTP != "" || h.TCP || !h.GRPC || h.GRPCService != "ledger.v1.Ledger" || h.UnhealthyThreshold != 5 || h.Interval.D() != 500*time.Millisecond {
+		t.Fatalf("health check: %+v", h)
+	}
+	if _, err := (&sidecarFlags{healthEvery: time.Second}).settings(file); err != nil {
+		t.Fatalf("an interval over the file's check: %v", err)
+	}
+	if _, err := (&sidecarFlags{s: f.s, healthEvery: time.Second}).settings(""); err == nil || !strings.Contains(err.Error(), "--health-check-interval") {
+		t.Fatalf("an interval without a check: %v", err)
+	}
 }
