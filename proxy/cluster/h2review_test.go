@@ -307,10 +307,14 @@ func TestH2ClientSlowReadersHoldUpNoOthers(t *testing.T) {
 			got <- err.Error()
 			return
 		}
-		b := resp.Body()
+		// A streamed body is read from s: resp.Body() would drain the
+		// stream and leave s nothing to read.
+		var b []byte
 		if s.Active() {
 			b, _ = io.ReadAll(&s)
 			s.Close()
+		} else {
+			b = resp.Body()
 		}
 		got <- string(b)
 	}()
