@@ -17,6 +17,10 @@ type rootContext struct {
 	filter Filter
 	tick   func()
 	queues map[uint32]func()
+	// headersOnly: the filter declared that it needs the request headers
+	// callback alone, so a request that continues from it needs nothing
+	// more (onFirstRequestHeaders).
+	headersOnly bool
 }
 
 // The state of the instance. The host calls in one at a time, so none of
@@ -41,6 +45,9 @@ var (
 	curStream *Request
 
 	free []*Request // requests kept for reuse
+	// oneShot is the request onFirstRequestHeaders reuses for requests
+	// that end in their first callback.
+	oneShot *Request
 )
 
 // maxFree bounds the requests kept for reuse: as many as an instance
@@ -94,16 +101,20 @@ func onContextCreate(id, parent uint32) {
 	if root == nil {
 		return
 	}
-	var r *Request
-	if n := len(free); n > 0 {
-		r = free[n-1]
-		free = free[:n-1]
-	} else {
-		r = new(Request)
-	}
+	r := newRequest()
 	*r = Request{id: id, root: root}
 	r.resp.r, r.conn.r = r, r
 	streams.put(r)
+}
+
+// newRequest returns a request kept for reuse, or a new one.
+func newRequest() *Request {
+	if n := len(free); n > 0 {
+		r := free[n-1]
+		free = free[:n-1]
+		return r
+	}
+	return new(Request)
 }
 
 func onVMStart(id, size uint32) bool {
@@ -151,8 +162,11 @@ func onConfigure(id, size uint32) bool {
 		f = BaseFilter{}
 	}
 	root.filter = f
+	root.headersOnly = false
 	if d, ok := f.(CallbackDeclarer); ok {
-		declareCallbacks(d.Callbacks())
+		c := d.Callbacks()
+		declareCallbacks(c)
+		root.headersOnly = c == CallbackRequestHeaders
 	}
 	return true
 }
@@ -226,6 +240,66 @@ func onRequestHeaders(id, _ uint32, eos bool) Action {
 	a := f.OnRequestHeaders(r)
 	leave()
 	return a
+}
+
+// endedContext is the bit of onFirstRequestHeaders's result that says
+// the request's context is over: the host calls nothing more for it, not
+// even proxy_on_delete.
+const endedContext = 1 << 31
+
+// onFirstRequestHeaders is wasmgate's wasmgate_on_request_headers: the
+// request's context is created with its first callback, in one call
+// rather than two. When the filter needs nothing after the request
+// headers (headersOnly) and the request goes on with nothing of the
+// filter's pending (an HTTP or gRPC call), the context ends in the same
+// call, and the host does not call proxy_on_delete for it: a headers-only
+// filter then costs one call into the guest per request instead of
+// three. The request is then the reused oneShot, never entered in the
+// table; one that is kept takes its place.
+func onFirstRequestHeaders(id, parent, n uint32, eos bool) uint32 {
+	root := rootOf(parent)
+	if root == nil || !root.headersOnly || root.filter == nil {
+		onContextCreate(id, parent)
+		return uint32(onRequestHeaders(id, n, eos))
+	}
+	r := oneShot
+	if r == nil {
+		r = newRequest()
+	}
+	*r = Request{id: id, root: root, endOfStream: eos}
+	r.resp.r, r.conn.r = r, r
+	enterStream(r)
+	a := root.filter.OnRequestHeaders(r)
+	leave()
+	if a == Continue && !pending(r) {
+		r.data = nil
+		oneShot = r
+		return uint32(a) | endedContext
+	}
+	// The request stays: later calls find it in the table, and callbacks
+	// the filter left behind still hold it.
+	oneShot = nil
+	streams.put(r)
+	return uint32(a)
+}
+
+// pending reports whether an HTTP or gRPC call made for r is still open.
+func pending(r *Request) bool {
+	if len(calls) > 0 {
+		for _, c := range calls {
+			if c.stream == r {
+				return true
+			}
+		}
+	}
+	if len(grpcPending) > 0 {
+		for _, c := range grpcPending {
+			if c.stream == r {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func onRequestBody(id, size uint32, eos bool) Action {

@@ -22,6 +22,16 @@ func proxyOnRequestHeaders(id, n, eos uint32) uint32 {
 	return uint32(onRequestHeaders(id, n, eos != 0))
 }
 
+// wasmgate_on_request_headers is wasmgate's: proxy_on_context_create
+// and proxy_on_request_headers in one call, whose result may also say
+// that the context is over (onFirstRequestHeaders). Other hosts never
+// call it.
+//
+//go:wasmexport wasmgate_on_request_headers
+func wasmgateOnRequestHeaders(id, parent, n, eos uint32) uint32 {
+	return onFirstRequestHeaders(id, parent, n, eos != 0)
+}
+
 //go:wasmexport proxy_on_request_body
 func proxyOnRequestBody(id, size, eos uint32) uint32 {
 	return uint32(onRequestBody(id, size, eos != 0))

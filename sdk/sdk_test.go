@@ -19,7 +19,7 @@ func reset(t *testing.T) {
 	mem = newMemHost()
 	roots, rootList = map[uint32]*rootContext{}, nil
 	streams = streamTable{}
-	lastRoot = nil
+	lastRoot, oneShot = nil, nil
 	calls = map[uint32]*pendingCall{}
 	metricIDs = map[metricKey]uint32{}
 	newFilter, byRootID, vmStart = nil, nil, nil
@@ -694,5 +694,78 @@ func TestNetworkFilter(t *testing.T) {
 	mem.buffers[abi.BufferDownstreamData] = []byte("x")
 	if a := onConnData(2, 1, false, false); a != Continue {
 		t.Errorf("an HTTP filter's bytes: %v", a)
+	}
+}
+
+// headersOnly is a recorder that declares the request headers callback
+// alone.
+type headersOnly struct{ *recorder }
+
+func (headersOnly) Callbacks() Callbacks { return CallbackRequestHeaders }
+
+// TestFirstRequestHeaders checks wasmgate_on_request_headers: for a
+// filter that needs the request headers alone, a request that goes on
+// ends in that call (the result says so; nothing is kept), while one the
+// filter holds or answers is kept for its later calls and its delete; a
+// filter that needs more keeps every request, as after
+// proxy_on_context_create.
+func TestFirstRequestHeaders(t *testing.T) {
+	reset(t)
+	f := &recorder{}
+	Register(func([]byte) (Filter, error) { return headersOnly{f}, nil })
+	configure(t, "")
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/a"}}
+	for id := uint32(2); id < 5; id++ {
+		r := onFirstRequestHeaders(id, 1, 2, true)
+		if r != uint32(Continue)|endedContext {
+			t.Fatalf("request %d: result %#x, want Continue and ended", id, r)
+		}
+	}
+	if streams.len() != 0 {
+		t.Errorf("%d requests kept after they ended", streams.len())
+	}
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/call"}, {"x-user", "alice"}}
+	if r := onFirstRequestHeaders(5, 1, 3, true); r != uint32(Pause) {
+		t.Fatalf("held request: result %#x, want Pause", r)
+	}
+	held := streams.get(5)
+	if held == nil {
+		t.Fatal("the held request was not kept")
+	}
+	// Another request that ends must not reuse the held one.
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/b"}}
+	if r := onFirstRequestHeaders(6, 1, 2, true); r&endedContext == 0 {
+		t.Fatalf("request 6: result %#x, want ended", r)
+	}
+	if held.ID() != 5 || streams.get(5) != held {
+		t.Fatalf("the held request changed: id %d", held.ID())
+	}
+	mem.maps[abi.MapHTTPCallResponseHeaders] = Fields{{":status", "200"}, {"x-result", "ok"}}
+	onHTTPCallResponse(1, 1, 2, 0, 0)
+	if mem.effective != 5 {
+		t.Errorf("effective context %d, want 5", mem.effective)
+	}
+	onDelete(5)
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/deny"}}
+	if r := onFirstRequestHeaders(7, 1, 2, true); r != uint32(Pause) || streams.get(7) == nil {
+		t.Errorf("answered request: result %#x, kept %v", r, streams.get(7) != nil)
+	}
+	onDelete(7)
+	if streams.len() != 0 {
+		t.Errorf("%d requests left", streams.len())
+	}
+
+	// A filter that declares nothing needs every callback.
+	reset(t)
+	register(&recorder{})
+	configure(t, "")
+	mem.maps[abi.MapHTTPRequestHeaders] = Fields{{":method", "GET"}, {":path", "/a"}}
+	if r := onFirstRequestHeaders(2, 1, 2, true); r != uint32(Continue) || streams.get(2) == nil {
+		t.Errorf("undeclared filter: result %#x, kept %v", r, streams.get(2) != nil)
+	}
+	// An unknown root: the request is kept as after a create, and its
+	// callbacks continue.
+	if r := onFirstRequestHeaders(3, 9, 2, true); r != uint32(Continue) {
+		t.Errorf("unknown root: result %#x", r)
 	}
 }

@@ -31,6 +31,9 @@ type instance struct {
 	mod  api.Module
 	mem  api.Memory
 	fn   callbacks
+	// invocations counts the host's calls of the module's exports (not
+	// the allocator's, made from inside them). Guarded by mu.
+	invocations uint64
 
 	mu     sync.Mutex
 	broken bool        // guarded by mu: the instance failed or was closed
@@ -96,7 +99,11 @@ type callbacks struct {
 	requestHeaders, requestBody, requestTrailers                 api.Function
 	responseHeaders, responseBody, responseTrailers              api.Function
 	httpCallResponse, tick, queueReady, start, main              api.Function
-	guardStart                                                   api.Function // the module's start section, moved by package guard
+	// firstRequestHeaders is wasmgate_on_request_headers, the Go SDK's:
+	// proxy_on_context_create and proxy_on_request_headers in one call,
+	// whose result may end the context (endedContext).
+	firstRequestHeaders api.Function
+	guardStart          api.Function // the module's start section, moved by package guard
 	// The network (L4) filter's.
 	newConnection, downstreamData, upstreamData api.Function
 	downstreamClose, upstreamClose              api.Function
@@ -390,6 +397,10 @@ func (in *instance) lookup() {
 	f.log = m.ExportedFunction("proxy_on_log")
 	f.delete_ = m.ExportedFunction("proxy_on_delete")
 	f.requestHeaders = m.ExportedFunction("proxy_on_request_headers")
+	f.firstRequestHeaders = m.ExportedFunction("wasmgate_on_request_headers")
+	if f.firstRequestHeaders != nil && !sameSignature(f.firstRequestHeaders, 4, 1) {
+		f.firstRequestHeaders = nil
+	}
 	f.requestBody = m.ExportedFunction("proxy_on_request_body")
 	f.requestTrailers = m.ExportedFunction("proxy_on_request_trailers")
 	f.responseHeaders = m.ExportedFunction("proxy_on_response_headers")
@@ -525,6 +536,24 @@ func (in *instance) pluginName() string {
 	return in.vm.name
 }
 
+// sameSignature reports whether fn takes params i32s and returns results
+// i32s: an export of a name the host gives a meaning to, but of another
+// shape, is not the one it means.
+func sameSignature(fn api.Function, params, results int) bool {
+	d := fn.Definition()
+	if len(d.ParamTypes()) != params || len(d.ResultTypes()) != results {
+		return false
+	}
+	for _, ts := range [][]api.ValueType{d.ParamTypes(), d.ResultTypes()} {
+		for _, t := range ts {
+			if t != api.ValueTypeI32 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // invoke calls fn with args under the instance's call deadline and returns
 // its first result. A nil fn (a callback the module does not export)
 // returns 0. Callers hold in.mu.
@@ -548,6 +577,7 @@ func (in *instance) invokeWithin(d time.Duration, long bool, fn api.Function, ar
 	if n < len(args) {
 		return 0, errors.New("too many arguments")
 	}
+	in.invocations++
 	in.cc.begin(d)
 	defer func() {
 		in.cc.end(long)

@@ -85,17 +85,30 @@ func (f *factory) open(x *filter.Exchange, nc *filter.NetConn) (*stream, error) 
 	}
 	s.id = in.newID()
 	in.streams[s.id] = s
+	if nc == nil && in.fn.firstRequestHeaders != nil {
+		// The request headers callback creates the context
+		// (wasmgate_on_request_headers).
+		s.uncreated = true
+		return s, nil
+	}
+	if err := s.create(in); err != nil && p.cfg.FailurePolicy == config.FailOpen {
+		return s, nil
+	}
+	return s, nil
+}
+
+// create creates the stream's context in the guest. A failure breaks the
+// instance and fails the stream. Callers hold in.mu.
+func (s *stream) create(in *instance) error {
+	s.uncreated = false
 	in.enterStream(s)
 	_, err := in.invoke(in.fn.contextCreate, uint64(s.id), uint64(s.root))
 	in.leave()
 	if err != nil {
-		v.failed(in, err)
+		in.vm.failed(in, err)
 		s.failed, s.pendingFail = true, true
-		if p.cfg.FailurePolicy == config.FailOpen {
-			return s, nil
-		}
 	}
-	return s, nil
+	return err
 }
 
 // unavailable is the error for a plugin that has no usable instance.
@@ -123,6 +136,10 @@ type stream struct {
 	// needs is the set of callbacks the guest is called for; the others
 	// continue without it (wasmgate_callbacks).
 	needs uint32
+	// uncreated: the guest has not seen the context yet, which its first
+	// callback creates (a module with wasmgate_on_request_headers); ended:
+	// the guest ended it in that callback and is called for it no more.
+	uncreated, ended bool
 
 	// body is the chunk of the current body callback.
 	body     *filter.Body
@@ -154,7 +171,7 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	if s.failed {
 		return s.skip()
 	}
-	if s.needs&cb == 0 {
+	if s.needs&cb == 0 || s.ended {
 		return filter.Continue
 	}
 	in := s.in
@@ -162,6 +179,11 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	defer in.mu.Unlock()
 	if in.broken {
 		return s.fail(errBroken)
+	}
+	if s.uncreated && cb != cbRequestHeaders {
+		if err := s.create(in); err != nil {
+			return s.fail(err)
+		}
 	}
 	s.paused, s.resumeNow, s.inCallback = false, false, true
 	in.enterStream(s)
@@ -183,6 +205,11 @@ func (s *stream) callback(cb uint32, fn func(in *instance) (uint64, error), paus
 	}
 	return filter.Continue
 }
+
+// endedContext is the bit of wasmgate_on_request_headers's result that
+// says the guest ended the request's context in that call: the host calls
+// nothing more for it, proxy_on_delete included.
+const endedContext = 1 << 31
 
 // stops reports whether a callback's result holds the stream, as Envoy
 // reads the results of every SDK, not only the ABI's CONTINUE (0) and
@@ -325,7 +352,16 @@ func eos(b bool) uint64 {
 func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.Status {
 	return s.callback(cbRequestHeaders, func(in *instance) (uint64, error) {
 		n := in.fieldCount(abi.MapHTTPRequestHeaders)
-		return in.invoke(in.fn.requestHeaders, uint64(s.id), uint64(n), eos(endOfStream))
+		if !s.uncreated {
+			return in.invoke(in.fn.requestHeaders, uint64(s.id), uint64(n), eos(endOfStream))
+		}
+		s.uncreated = false
+		r, err := in.invoke(in.fn.firstRequestHeaders, uint64(s.id), uint64(s.root), uint64(n), eos(endOfStream))
+		if r&endedContext != 0 {
+			s.ended = true
+			r &^= endedContext
+		}
+		return r, err
 	}, filter.Pause)
 }
 
@@ -411,6 +447,20 @@ func (s *stream) OnLog(x *filter.Exchange) {
 // Callers hold in.mu.
 func (s *stream) finish(del bool) {
 	in := s.in
+	if s.uncreated && !s.finished && s.id != 0 && !in.broken && !s.failed && s.needs&cbLog != 0 {
+		// A context that never reached its first callback (an earlier
+		// filter answered) still logs, as Envoy's does.
+		_ = s.create(in)
+	}
+	if s.ended || s.uncreated {
+		// The guest has no context to finish or delete.
+		s.finished = true
+		if del && s.id != 0 {
+			delete(in.streams, s.id)
+			in.cancelCalls(s.id)
+		}
+		return
+	}
 	if !s.finished && s.id != 0 && !in.broken && !s.failed && s.needs&cbLog != 0 {
 		s.finished = true
 		in.enterStream(s)
