@@ -20,7 +20,8 @@
 # 21 scenarios x (1 s warm-up + 5 s), about 7.5 more (18 minutes measured
 # on a quiet machine); plus the builds. About 23 at most when other work
 # on the machine forces waits and retries; then the paired phases, about
-# 11 more for the filters' and the mesh's.
+# 22 more for the filters' and the mesh's (each cycle runs its order
+# forward and backward: --paired-mirror).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

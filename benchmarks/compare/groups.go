@@ -257,11 +257,15 @@ func renderPairedFilters(w func(string, ...any), res *results, pl payload) bool 
 	}
 	w("The rounds above measure the filter sets minutes apart, each in whatever state the machine was then. In this phase the wasmgate of every filter set above%s "+
 		"was started once, all together, each pinned to CPU %d; then, in each of %s, each ran a %s wrk run (after a %s warm-up) back to back with the others, "+
-		"in an order rotated by cycle",
-		others, res.ProxyCPU, plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup)
+		"%s",
+		others, res.ProxyCPU, plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup, pairedOrder(res))
 	if hasFixed {
-		w(", and then each was sent a fixed %s req/s by `wasmgate bench --rate` (open loop, %d connections) for %s after a %s warm-up at that rate, again back to back and rotated",
-			rate, res.Connections, res.PairedDuration, res.PairedWarmup)
+		again := "again back to back and rotated"
+		if res.PairedMirror {
+			again = "again back to back, forward and backward"
+		}
+		w(", and then each was sent a fixed %s req/s by `wasmgate bench --rate` (open loop, %d connections) for %s after a %s warm-up at that rate, %s",
+			rate, res.Connections, res.PairedDuration, res.PairedWarmup, again)
 	}
 	w(". Every request, nginx's included, carries `%s`. Figures are medians over cycles; ratios and differences are taken within each cycle, between runs seconds apart, "+
 		"and given as the median over cycles with the first and third quartiles.\n\n", filterHeader)

@@ -64,6 +64,7 @@ type options struct {
 	// proxied HTTP/1.1 scenario, all started once; then the same for the
 	// filters group, with fixed-rate runs at pairedRate (0: none).
 	pairedCycles            int
+	pairedMirror            bool
 	pairedDur, pairedWarmup time.Duration
 	pairedRate              float64
 }
@@ -138,6 +139,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&opt.h3Streams, "h3-streams", 4, "concurrent streams per connection of the HTTP/3 runs")
 	fs.DurationVar(&opt.reloadInterval, "reload-interval", 100*time.Millisecond, "how often the reload scenario rewrites the configuration")
 	fs.IntVar(&opt.pairedCycles, "paired", 10, "cycles of the paired phase after the rounds: every proxied http1 scenario started once, then short runs of each back to back in every cycle (0: skip)")
+	fs.BoolVar(&opt.pairedMirror, "paired-mirror", true, "run each paired cycle's order forward and then backward, each proxy's figure in the cycle being the mean of its two runs, so that a drift of the machine's speed over the cycle falls on every proxy alike (doubles the phases' length)")
 	fs.DurationVar(&opt.pairedDur, "paired-duration", 2*time.Second, "measured wrk run of each scenario and payload in a paired cycle (whole seconds)")
 	fs.DurationVar(&opt.pairedWarmup, "paired-warmup", 500*time.Millisecond, "warm-up before each paired run")
 	fs.Float64Var(&opt.pairedRate, "paired-rate", 5000, "in the filters' and the mesh's paired phases, also send each filter set (and nginx) and each pair this many requests a second with `wasmgate bench --rate`, for -paired-duration after -paired-warmup, to measure proxy CPU per request at one rate for all; keep it below every filter set's saturation (0: skip)")
@@ -369,6 +371,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		res.Paired = paired
 		res.PairedCycles, res.PairedDuration, res.PairedWarmup = r.opt.pairedCycles, r.opt.pairedDur.String(), r.opt.pairedWarmup.String()
+		res.PairedMirror = r.opt.pairedMirror
 
 		rate := r.opt.pairedRate
 		switch why := r.benchMissing(); {

@@ -420,7 +420,7 @@ func renderMesh(w func(string, ...any), res *results, pl payload, common string)
 
 	w("### Mesh, paired runs\n\n")
 	w("As the filters' paired phase: every pair above started once, together; in each of %s, each pair ran a %s wrk run (after a %s warm-up) back to back with the others, "+
-		"in an order rotated by cycle", plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup)
+		"%s", plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup, pairedOrder(res))
 	if len(fixed) > 0 {
 		w(", and then was sent a fixed %s req/s by `wasmgate bench --rate` (open loop, %d connections) for %s after a %s warm-up", rate, res.Connections, res.PairedDuration, res.PairedWarmup)
 	}

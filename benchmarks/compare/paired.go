@@ -16,9 +16,23 @@ import (
 // and the next in a fast one; medians over rounds then depend on how many
 // slow slots each proxy drew. Here every proxied http1 scenario is started
 // once, and each cycle runs them back to back for a couple of seconds
-// each, in an order rotated by cycle. Two proxies' runs in one cycle are
-// seconds apart, so their ratio is taken in one state of the machine, and
-// the median of those per-cycle ratios is what the report gives.
+// each, in an order rotated by cycle, and then again in the reverse
+// order. Two proxies' runs in one cycle are seconds apart, so their ratio
+// is taken in one state of the machine, and the median of those per-cycle
+// ratios is what the report gives.
+//
+// The reverse pass is there because the machine's speed also drifts within
+// a cycle: a run of sustained saturation slows the machine down as it goes
+// on (later runs of a cycle dearer, by 1% to 4% per place in two runs of
+// the filters' phase), and the lighter fixed-rate runs let it recover
+// (later runs cheaper, by up to 4% per place). With one pass, a proxy's
+// place relative to its baseline's decides how much of that drift its
+// difference carries: a filter set run right after the no-filter
+// baseline was charged one place's drift in nearly every cycle, one run
+// five places after it was credited two. Run forward and then backward,
+// every proxy's two runs average to the same place in the cycle, and a
+// cycle's figure for a proxy is the mean of its two runs, so a drift
+// that is linear over the cycle falls on every proxy alike.
 
 // The filters group has a paired phase of its own, after the http1 one:
 // every filter set's wasmgate, and nginx when it is in the run, started
@@ -152,13 +166,24 @@ func (r *runner) runPhase(ctx context.Context, ph pairedPhase) (sat, fixed []sam
 	log.Printf("paired phase (%s): %d cycles of %s runs (after %s warm-ups) of %d proxies started together on CPU %d%s",
 		ph.what, r.opt.pairedCycles, r.opt.pairedDur, r.opt.pairedWarmup, len(ph.scens), r.opt.proxyCPU, fixedNote)
 
-	// order returns the index of the k-th scenario to run in cycle.
-	order := func(k, cycle int) int { return (k + cycle - 1) % len(ph.scens) }
+	// order returns the index of the k-th scenario to run in cycle: the
+	// rotated order, then the same reversed (see above); pass is 1 or 2.
+	n := len(ph.scens)
+	runs := n
+	if r.opt.pairedMirror {
+		runs = 2 * n
+	}
+	order := func(k, cycle int) (i, pass int) {
+		if k >= n {
+			return (2*n - 1 - k + cycle - 1) % n, 2
+		}
+		return (k + cycle - 1) % n, 1
+	}
 	for cycle := 1; cycle <= r.opt.pairedCycles; cycle++ {
 		for _, p := range ph.pls {
 			r.waitQuiet(ctx, []int{r.opt.loadCPU, r.opt.proxyCPU})
-			for k := range ph.scens {
-				i := order(k, cycle)
+			for k := range runs {
+				i, pass := order(k, cycle)
 				s := ph.scens[i]
 				if err := ctx.Err(); err != nil {
 					return sat, fixed, err
@@ -177,9 +202,9 @@ func (r *runner) runPhase(ctx context.Context, ph pairedPhase) (sat, fixed []sam
 				if err != nil {
 					return sat, fixed, fmt.Errorf("cycle %d %s %s: %w", cycle, s.name, p.Name, err)
 				}
-				smp.Scenario, smp.Payload, smp.Round = s.name, p.Name, cycle
-				log.Printf("paired %2d %-17s %-4s %9.0f req/s  proxy %6.2f us/req (%3.0f%% CPU)",
-					cycle, s.name, p.Name, smp.RPS, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct)
+				smp.Scenario, smp.Payload, smp.Round, smp.Pass = s.name, p.Name, cycle, pass
+				log.Printf("paired %2d.%d %-17s %-4s %9.0f req/s  proxy %6.2f us/req (%3.0f%% CPU)",
+					cycle, pass, s.name, p.Name, smp.RPS, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct)
 				sat = append(sat, smp)
 			}
 		}
@@ -188,18 +213,18 @@ func (r *runner) runPhase(ctx context.Context, ph pairedPhase) (sat, fixed []sam
 		}
 		for _, p := range ph.pls {
 			r.waitQuiet(ctx, []int{r.opt.loadCPU, r.opt.proxyCPU})
-			for k := range ph.scens {
-				i := order(k, cycle)
+			for k := range runs {
+				i, pass := order(k, cycle)
 				s := ph.scens[i]
 				if err := ctx.Err(); err != nil {
 					return sat, fixed, err
 				}
-				smp, err := r.measureFixed(ctx, ph, s, targets[i], p, procs[i], cycle)
+				smp, err := r.measureFixed(ctx, ph, s, targets[i], p, procs[i], cycle, pass)
 				if err != nil {
 					return sat, fixed, fmt.Errorf("cycle %d %s %s at %.0f req/s: %w", cycle, s.name, p.Name, ph.rate, err)
 				}
-				log.Printf("paired %2d %-17s %-4s at %.0f req/s: %9.0f req/s  proxy %6.2f us/req (%3.0f%% CPU)  p99 %s  errors %d",
-					cycle, s.name, p.Name, ph.rate, smp.RPS, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, latency(float64(smp.P99US)), smp.Errors)
+				log.Printf("paired %2d.%d %-17s %-4s at %.0f req/s: %9.0f req/s  proxy %6.2f us/req (%3.0f%% CPU)  p99 %s  errors %d",
+					cycle, pass, s.name, p.Name, ph.rate, smp.RPS, smp.ProxyCPUUSPerReq, smp.ProxyCPUPct, latency(float64(smp.P99US)), smp.Errors)
 				fixed = append(fixed, smp)
 			}
 		}
@@ -213,7 +238,7 @@ func (r *runner) runPhase(ctx context.Context, ph pairedPhase) (sat, fixed []sam
 // nanosecond. The sample's RPS is the rate achieved, Requests the
 // responses, ProxyCPUPct the proxy's share of a core over the measured
 // length.
-func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, target string, p payload, proxy *process, cycle int) (sample, error) {
+func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, target string, p payload, proxy *process, cycle, pass int) (sample, error) {
 	o := openRun{
 		bin:         r.binPath("wasmgate"),
 		cpu:         r.opt.loadCPU,
@@ -231,7 +256,7 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 		}
 	}
 	o.duration = r.opt.pairedDur
-	o.saveTo = filepath.Join(r.opt.scratch, fmt.Sprintf("paired-%s-%s-%s-cycle%d.json", ph.what, s.name, p.Name, cycle))
+	o.saveTo = filepath.Join(r.opt.scratch, fmt.Sprintf("paired-%s-%s-%s-cycle%d.%d.json", ph.what, s.name, p.Name, cycle, pass))
 	pid := proxy.cmd.Process.Pid
 	before, err := groupRuntime(pid, r.hz)
 	if err != nil {
@@ -253,7 +278,7 @@ func (r *runner) measureFixed(ctx context.Context, ph pairedPhase, s scenario, t
 		return sample{}, fmt.Errorf("proxy CPU time: %w", err)
 	}
 	smp := fixedSample(res, after-before, o.duration)
-	smp.Scenario, smp.Payload, smp.Round, smp.WallS, smp.Attempts = s.name, p.Name, cycle, wall.Seconds(), 1
+	smp.Scenario, smp.Payload, smp.Round, smp.Pass, smp.WallS, smp.Attempts = s.name, p.Name, cycle, pass, wall.Seconds(), 1
 
 	// The cores over the whole bench process, as measure reads them
 	// around a wrk run, in clock ticks.
@@ -316,9 +341,14 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 	}
 	by := map[key]sample{}
 	for _, s := range samples {
-		if s.Payload == pl {
-			by[key{s.Scenario, s.Round}] = s
+		if s.Payload != pl {
+			continue
 		}
+		k := key{s.Scenario, s.Round}
+		if first, ok := by[k]; ok {
+			s = bothPasses(first, s)
+		}
+		by[k] = s
 	}
 	var out []pairedSummary
 	for _, sc := range scens {
@@ -360,6 +390,29 @@ func pairSummaries(scens []scenarioInfo, samples []sample, cycles int, pl, base 
 		out = append(out, ps)
 	}
 	return out
+}
+
+// bothPasses is a proxy's figure in a cycle run forward and backward: the
+// mean of its two runs, which, run for equal lengths at places that
+// average to the cycle's middle, cancels a drift that is linear over the
+// cycle. Counts add up; the interference is the worse run's.
+func bothPasses(a, b sample) sample {
+	if a.RPS <= 0 {
+		return b
+	}
+	if b.RPS <= 0 {
+		return a
+	}
+	m := a
+	m.Pass = 0
+	m.RPS = (a.RPS + b.RPS) / 2
+	m.ProxyCPUUSPerReq = (a.ProxyCPUUSPerReq + b.ProxyCPUUSPerReq) / 2
+	m.ProxyCPUPct = (a.ProxyCPUPct + b.ProxyCPUPct) / 2
+	m.P99US = (a.P99US + b.P99US) / 2
+	m.Requests, m.Errors = a.Requests+b.Requests, a.Errors+b.Errors
+	m.LoadCoreOtherPct = max(a.LoadCoreOtherPct, b.LoadCoreOtherPct)
+	m.ProxyCoreOtherPct = max(a.ProxyCoreOtherPct, b.ProxyCoreOtherPct)
+	return m
 }
 
 // findPaired returns the summary of the named scenario.

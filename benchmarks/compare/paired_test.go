@@ -201,6 +201,33 @@ func TestPairSummariesDifference(t *testing.T) {
 	}
 }
 
+// TestPairSummariesBothPasses: a cycle run forward and backward has two
+// samples of each proxy, and its figure is their mean, so a drift linear
+// over the cycle cancels. Here the machine slows by 2 µs a place over
+// four places (none, hello, then hello, none): hello's true 3 µs comes
+// out whole, where either pass alone is off by 2.
+func TestPairSummariesBothPasses(t *testing.T) {
+	scens := []scenarioInfo{{Name: "filter-none", Group: groupFilters}, {Name: "filter-hello", Group: groupFilters}}
+	smp := func(name string, pass int, cpu, rps float64, errs int64) sample {
+		return sample{Scenario: name, Payload: "64", Round: 1, Pass: pass, ProxyCPUUSPerReq: cpu, RPS: rps, Errors: errs, Requests: 100, ProxyCoreOtherPct: cpu / 10}
+	}
+	samples := []sample{
+		smp("filter-none", 1, 30, 1000, 0), smp("filter-hello", 1, 35, 900, 1),
+		smp("filter-hello", 2, 37, 800, 0), smp("filter-none", 2, 36, 1100, 2),
+	}
+	sums := pairSummaries(scens, samples, 1, "64", "filter-none")
+	none, hello := sums[0], sums[1]
+	if none.cpu != 33 || none.rps != 1050 || none.errors != 2 || none.cycles != 1 {
+		t.Errorf("none = %+v, want the mean of its two runs", none)
+	}
+	if hello.over != 3 || hello.errors != 1 || hello.others != 3.7 {
+		t.Errorf("hello over none %v, errors %d, others %v; want 3, 1, 3.7 (the worse run's)", hello.over, hello.errors, hello.others)
+	}
+	if math.Abs(hello.vsBase-850.0/1050) > 1e-9 {
+		t.Errorf("hello vs none %v, want %v", hello.vsBase, 850.0/1050)
+	}
+}
+
 func TestFixedSample(t *testing.T) {
 	var r openResult
 	r.Throughput, r.Responses, r.Errors = 4998, 10000, 2

@@ -46,11 +46,13 @@ type results struct {
 	Samples   []sample       `json:"samples"`
 
 	// The paired phase (see paired.go): its samples, Round being the cycle.
-	PairedCycles   int      `json:"paired_cycles,omitempty"`
-	PairedDuration string   `json:"paired_duration,omitempty"`
-	PairedWarmup   string   `json:"paired_warmup,omitempty"`
-	PairedFailed   string   `json:"paired_failed,omitempty"`
-	Paired         []sample `json:"paired,omitempty"`
+	PairedCycles   int    `json:"paired_cycles,omitempty"`
+	PairedDuration string `json:"paired_duration,omitempty"`
+	// PairedMirror: each paired cycle ran its order forward, then backward.
+	PairedMirror bool     `json:"paired_mirror,omitempty"`
+	PairedWarmup string   `json:"paired_warmup,omitempty"`
+	PairedFailed string   `json:"paired_failed,omitempty"`
+	Paired       []sample `json:"paired,omitempty"`
 	// The filters' paired phase, with the same cycles and lengths: its
 	// runs at saturation (wrk) and at the fixed PairedRate (wasmgate
 	// bench), the filter scenarios and nginx, Round being the cycle.
@@ -81,9 +83,12 @@ type scenarioInfo struct {
 
 // sample is one measured wrk run of one scenario and payload.
 type sample struct {
-	Scenario string  `json:"scenario"`
-	Payload  string  `json:"payload"`
-	Round    int     `json:"round"`
+	Scenario string `json:"scenario"`
+	Payload  string `json:"payload"`
+	Round    int    `json:"round"`
+	// Pass is 1 or 2 in a paired cycle run forward then backward
+	// (-paired-mirror): the first or the reverse pass; 0 otherwise.
+	Pass     int     `json:"pass,omitempty"`
 	RPS      float64 `json:"rps"`
 	Requests int64   `json:"requests"`
 	Errors   int64   `json:"errors"`
@@ -707,6 +712,16 @@ func scenariosOf(res *results, group string) []scenarioInfo {
 	return out
 }
 
+// pairedOrder says in what order a paired cycle ran its proxies.
+func pairedOrder(res *results) string {
+	if !res.PairedMirror {
+		return "in an order rotated by cycle"
+	}
+	return "in an order rotated by cycle and then again in the reverse order; a proxy's figure in a cycle is the mean of its two runs, " +
+		"which sit, on average, at the same place in the cycle as every other proxy's, so that a drift of the machine's speed over the cycle " +
+		"(a cycle at saturation slows the machine down as it goes on) falls on every proxy alike"
+}
+
 // renderPaired writes the paired phase's section, when the run has one.
 func renderPaired(w func(string, ...any), res *results) {
 	if res.PairedCycles == 0 || len(res.Paired) == 0 && res.PairedFailed == "" {
@@ -716,7 +731,7 @@ func renderPaired(w func(string, ...any), res *results) {
 	w("The machine's speed drifts by up to a quarter for tens of seconds at a time, about the gap between two proxies' slots in a round above, "+
 		"so a round can measure one proxy in a slow spell and the next in a fast one. In this phase every proxy above was started once, together, "+
 		"each pinned to CPU %d as before (the idle ones use next to nothing); then, in each of %s, each ran a %s wrk run (after a %s warm-up) "+
-		"back to back with the others, in an order rotated by cycle. Two proxies' runs in one cycle are seconds apart: their ratio is taken in one "+
+		"back to back with the others, "+pairedOrder(res)+". Two proxies' runs in one cycle are seconds apart: their ratio is taken in one "+
 		"state of the machine. **vs nginx** is the median of the per-cycle ratios, with the first and third quartiles; **ahead / behind** counts "+
 		"the cycles in which the proxy's req/s was above / below nginx's in the same cycle.\n\n",
 		res.ProxyCPU, plural(res.PairedCycles, "cycle"), res.PairedDuration, res.PairedWarmup)
