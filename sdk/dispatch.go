@@ -142,7 +142,6 @@ func onConfigure(id, size uint32) bool {
 	}
 	enterRoot(root)
 	defer leave()
-	lendReturnBuffer()
 	refreshLogLevel()
 	nf, err := filterOf()
 	if err != nil {

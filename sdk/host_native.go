@@ -327,7 +327,3 @@ func hostCallForeign(name string, args []byte) ([]byte, abi.Status) {
 	}
 	return fn(args)
 }
-
-// lendReturnBuffer does nothing here: the in-memory host returns Go
-// slices.
-func lendReturnBuffer() {}

@@ -34,27 +34,19 @@ func proxyOnMemoryAllocate(size uint32) unsafe.Pointer {
 	if size == 0 {
 		size = 1
 	}
-	received = carve(size)
+	if size <= smallBlock {
+		if len(chunk) < int(size) {
+			chunk = make([]byte, chunkSize)
+		}
+		received, chunk = chunk[:size:size], chunk[size:]
+	} else {
+		received = make([]byte, size)
+	}
 	return unsafe.Pointer(unsafe.SliceData(received))
 }
 
-// carve returns a new block of size bytes, from the current chunk when
-// it is small.
-func carve(size uint32) []byte {
-	if size > smallBlock {
-		return make([]byte, size)
-	}
-	if len(chunk) < int(size) {
-		chunk = make([]byte, chunkSize)
-	}
-	b := chunk[:size:size]
-	chunk = chunk[size:]
-	return b
-}
-
 // take returns the n bytes the host wrote at ptr: the block it allocated
-// during the call that just returned, or a copy of what it wrote in the
-// return buffer (or, on a host using malloc semantics, elsewhere).
+// during the call that just returned.
 func take(ptr unsafe.Pointer, n uint32) []byte {
 	b := received
 	received = nil
@@ -64,32 +56,8 @@ func take(ptr unsafe.Pointer, n uint32) []byte {
 	if len(b) >= int(n) && unsafe.Pointer(unsafe.SliceData(b)) == ptr {
 		return b[:n:n]
 	}
-	out := carve(n)
-	copy(out, unsafe.Slice((*byte)(ptr), n))
-	return out
-}
-
-// returnBuffer is lent to a host that knows (wasmgate) for what its calls
-// return (the foreign function wasmgate_return_buffer): a value written
-// there costs no call into the guest to allocate it, and take copies it
-// out at once. Lent once per instance, when the first configuration
-// starts.
-var (
-	returnBuffer [returnBufferSize]byte
-	returnLent   bool
-)
-
-const returnBufferSize = 1024
-
-func lendReturnBuffer() {
-	if returnLent {
-		return
-	}
-	returnLent = true
-	p := uint32(uintptr(unsafe.Pointer(&returnBuffer[0])))
-	args := [8]byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24),
-		returnBufferSize & 0xff, returnBufferSize >> 8}
-	_, _ = CallForeignFunction("wasmgate_return_buffer", args[:])
+	// Not ours (a host using malloc semantics): copy it out.
+	return append([]byte(nil), unsafe.Slice((*byte)(ptr), n)...)
 }
 
 // Out-parameters of host calls. The host writes them during a call and

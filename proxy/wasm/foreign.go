@@ -40,34 +40,6 @@ var foreignFuncs = map[string]func(in *instance, args []byte) ([]byte, abi.Statu
 
 	// wasmgate's: the stream callbacks a root context's filter needs.
 	"wasmgate_callbacks": foreignCallbacks,
-	// wasmgate's: guest memory the host writes what calls return into.
-	"wasmgate_return_buffer": foreignReturnBuffer,
-}
-
-// maxReturnBuffer bounds the buffer wasmgate_return_buffer lends.
-const maxReturnBuffer = 64 << 10
-
-// foreignReturnBuffer is wasmgate_return_buffer: the guest lends the host
-// a block of its memory (address and size, 4 bytes little-endian each),
-// which it keeps for good and reads only right after a host call. From
-// then on, what a host call returns (a header's value, a property, a
-// buffer) goes there when it fits, rather than in a block the host
-// allocates by calling the guest's proxy_on_memory_allocate: for a guest
-// whose calls in are dear (the Go runtime's), that is a whole call saved
-// per value. Each host call starts writing at the block's start, so a
-// guest must copy what it keeps before its next host call; the Go SDK
-// does. Size 0 withdraws the loan. BAD_ARGUMENT for a block outside
-// memory or over 64 KiB.
-func foreignReturnBuffer(in *instance, args []byte) ([]byte, abi.Status) {
-	if len(args) != 8 {
-		return nil, abi.StatusBadArgument
-	}
-	ptr, size := binary.LittleEndian.Uint32(args), binary.LittleEndian.Uint32(args[4:])
-	if size > maxReturnBuffer || uint64(ptr)+uint64(size) > uint64(in.mem.Size()) {
-		return nil, abi.StatusBadArgument
-	}
-	in.ret.ptr, in.ret.size, in.ret.used = ptr, size, size // nothing of it is free in this call
-	return nil, abi.StatusOK
 }
 
 // The stream callbacks, as bits of the set wasmgate_callbacks declares

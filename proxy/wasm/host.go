@@ -100,7 +100,6 @@ func instantiateEnv(ctx context.Context, rt wazero.Runtime) error {
 					stack[0] = uint64(abi.StatusInternalFailure)
 					return
 				}
-				c.in.ret.used = 0
 				stack[0] = uint64(fn(c.in, stack))
 			}), params, []api.ValueType{api.ValueTypeI32}).
 			WithName(h.name).

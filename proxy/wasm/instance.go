@@ -31,14 +31,9 @@ type instance struct {
 	mod  api.Module
 	mem  api.Memory
 	fn   callbacks
-	// ret is the buffer the guest lent for what host calls return
-	// (wasmgate_return_buffer); size 0 when none. used is what the host
-	// call in progress wrote there. Guarded by mu.
-	ret struct{ ptr, size, used uint32 }
 	// invocations counts the host's calls of the module's exports (not
-	// the allocator's, made from inside them); allocations, its calls of
-	// the allocator. Guarded by mu.
-	invocations, allocations uint64
+	// the allocator's, made from inside them). Guarded by mu.
+	invocations uint64
 
 	mu     sync.Mutex
 	broken bool        // guarded by mu: the instance failed or was closed
@@ -612,7 +607,6 @@ func (in *instance) alloc(size uint32) (uint32, bool) {
 	if in.fn.alloc == nil {
 		return 0, false
 	}
-	in.allocations++
 	in.allocStack[0] = uint64(size)
 	if err := in.fn.alloc.CallWithStack(&in.cc, in.allocStack[:]); err != nil {
 		in.vm.failedAlloc(in, err)
@@ -631,10 +625,7 @@ func (v *vm) failedAlloc(in *instance, err error) {
 
 // copyOut copies data into newly allocated guest memory and writes its
 // address and length at ptrPtr and sizePtr. data must not alias guest
-// memory: allocating may move it. When the guest lent a return buffer
-// (wasmgate_return_buffer) and data fits in what is left of it in this
-// host call, it goes there, without a call back into the guest to
-// allocate.
+// memory: allocating may move it.
 func (in *instance) copyOut(data []byte, ptrPtr, sizePtr uint32) abi.Status {
 	if len(data) == 0 {
 		if !in.mem.WriteUint32Le(ptrPtr, 0) || !in.mem.WriteUint32Le(sizePtr, 0) {
@@ -642,13 +633,8 @@ func (in *instance) copyOut(data []byte, ptrPtr, sizePtr uint32) abi.Status {
 		}
 		return abi.StatusOK
 	}
-	var ptr uint32
-	if n := uint32(len(data)); n <= in.ret.size-in.ret.used {
-		ptr = in.ret.ptr + in.ret.used
-		in.ret.used += n
-	} else if p, ok := in.alloc(n); ok {
-		ptr = p
-	} else {
+	ptr, ok := in.alloc(uint32(len(data)))
+	if !ok {
 		return abi.StatusInternalFailure
 	}
 	if !in.mem.Write(ptr, data) || !in.mem.WriteUint32Le(ptrPtr, ptr) ||
