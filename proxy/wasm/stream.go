@@ -357,7 +357,7 @@ func (s *stream) OnRequestHeaders(x *filter.Exchange, endOfStream bool) filter.S
 		}
 		s.uncreated = false
 		r, err := in.invoke(in.fn.firstRequestHeaders, uint64(s.id), uint64(s.root), uint64(n), eos(endOfStream))
-		if r&endedContext != 0 {
+		if err == nil && r&endedContext != 0 {
 			s.ended = true
 			r &^= endedContext
 		}
