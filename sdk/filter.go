@@ -129,6 +129,13 @@ const (
 // and may depend on the configuration; a method it leaves out is never
 // called again for that configuration. Other hosts call every method as
 // usual.
+//
+// A filter that declares CallbackRequestHeaders alone costs wasmgate one
+// call per request: when OnRequestHeaders returns Continue with no HTTP or
+// gRPC call of its own pending, the request's context ends there (its
+// Request is reused for the next one), so such a filter must not keep
+// the *Request past OnRequestHeaders. One that pauses, answers or calls
+// out keeps its context until the request is done, as any filter.
 type CallbackDeclarer interface {
 	Callbacks() Callbacks
 }
